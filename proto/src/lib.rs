@@ -1,0 +1,14 @@
+//! Wire contracts shared by the mcpgw control plane and proxy: the routing stream and the rules both sides
+//! check (server names, endpoint URLs, how a table is built from snapshots and deltas).
+#![forbid(unsafe_code)]
+
+pub mod resources;
+pub mod validate;
+
+/// Generated protobuf and gRPC code for `mcpgw.routing.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("mcpgw.routing.v1");
+}
+
+pub use resources::{ApplyError, ResourceKey, ResourceSet};

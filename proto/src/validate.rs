@@ -1,0 +1,107 @@
+//! Validation rules shared by both planes: the control plane refuses bad registrations with them, and the
+//! proxy refuses a routing table that breaks them.
+
+use url::Url;
+
+/// Longest server name (a DNS label).
+pub const MAX_SERVER_NAME_LEN: usize = 63;
+
+/// Why a server name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name must not be empty")]
+    Empty,
+    #[error("name is {0} characters long; the limit is 63")]
+    TooLong(usize),
+    #[error("name may contain only lowercase letters, digits and '-' (found {0:?})")]
+    InvalidChar(char),
+    #[error("name must start and end with a lowercase letter or digit")]
+    BadEdge,
+}
+
+/// Checks a server name against `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`: the name is a path segment of
+/// `/mcp/{name}` and a DNS label, so it needs no escaping anywhere.
+pub fn server_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_SERVER_NAME_LEN {
+        return Err(NameError::TooLong(name.chars().count()));
+    }
+    if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
+        return Err(NameError::InvalidChar(c));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(NameError::BadEdge);
+    }
+    Ok(())
+}
+
+/// Why an endpoint URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("endpoint_url is not a valid absolute URL: {0}")]
+    Parse(String),
+    #[error("endpoint_url must use http or https, not {0:?}")]
+    Scheme(String),
+    #[error("endpoint_url must name a host")]
+    NoHost,
+    #[error("endpoint_url must not carry credentials")]
+    Credentials,
+    #[error("endpoint_url must not carry a fragment")]
+    Fragment,
+}
+
+/// Parses an upstream MCP endpoint: an absolute `http`/`https` URL with a host, no credentials, no fragment.
+pub fn endpoint_url(raw: &str) -> Result<Url, EndpointError> {
+    let url = Url::parse(raw).map_err(|e| EndpointError::Parse(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(EndpointError::Scheme(url.scheme().to_owned()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(EndpointError::NoHost);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(EndpointError::Credentials);
+    }
+    if url.fragment().is_some() {
+        return Err(EndpointError::Fragment);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_dns_labels() {
+        for ok in ["a", "0", "everything", "py-server-2", &"a".repeat(63)] {
+            assert_eq!(server_name(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        assert_eq!(server_name(""), Err(NameError::Empty));
+        assert_eq!(server_name(&"a".repeat(64)), Err(NameError::TooLong(64)));
+        assert_eq!(server_name("Upper"), Err(NameError::InvalidChar('U')));
+        assert_eq!(server_name("a_b"), Err(NameError::InvalidChar('_')));
+        assert_eq!(server_name("a/b"), Err(NameError::InvalidChar('/')));
+        assert_eq!(server_name("-a"), Err(NameError::BadEdge));
+        assert_eq!(server_name("a-"), Err(NameError::BadEdge));
+        assert_eq!(server_name("é"), Err(NameError::InvalidChar('é')));
+    }
+
+    #[test]
+    fn endpoint_rules() {
+        assert!(endpoint_url("http://127.0.0.1:3001/mcp").is_ok());
+        assert!(endpoint_url("https://mcp.example.com/v1/mcp?x=1").is_ok());
+        assert!(matches!(endpoint_url("/mcp"), Err(EndpointError::Parse(_))));
+        assert!(matches!(endpoint_url("not a url"), Err(EndpointError::Parse(_))));
+        assert_eq!(endpoint_url("ftp://host/x"), Err(EndpointError::Scheme("ftp".into())));
+        assert_eq!(endpoint_url("file:///etc/passwd"), Err(EndpointError::Scheme("file".into())));
+        assert_eq!(endpoint_url("http://u:p@host/mcp"), Err(EndpointError::Credentials));
+        assert_eq!(endpoint_url("http://host/mcp#frag"), Err(EndpointError::Fragment));
+    }
+}
