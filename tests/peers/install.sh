@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the real MCP peers the end-to-end tests run against: the npm packages pinned in
+# package-lock.json (server-everything, Inspector CLI, TS SDK client) and a Python venv with the
+# pinned `mcp` SDK. Idempotent: a second run only compares stamps and returns.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+die() { echo "peers/install.sh: $*" >&2; exit 1; }
+command -v node >/dev/null || die "node is not installed (need node >= 20)"
+command -v npm >/dev/null || die "npm is not installed"
+python="${PYTHON:-python3}"
+command -v "$python" >/dev/null || die "$python is not installed (need python >= 3.10)"
+
+# npm: reinstall only when the lockfile changed since the last successful `npm ci`.
+npm_stamp="node_modules/.mcpgw-installed"
+lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [[ ! -f "$npm_stamp" || "$(cat "$npm_stamp")" != "$lock_sum" ]]; then
+  echo "peers: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
+  echo "$lock_sum" > "$npm_stamp"
+fi
+
+# Python: a venv with the pinned requirements, rebuilt when requirements.txt changed.
+venv_stamp=".venv/.mcpgw-installed"
+req_sum="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [[ ! -x .venv/bin/python || ! -f "$venv_stamp" || "$(cat "$venv_stamp")" != "$req_sum" ]]; then
+  echo "peers: python venv" >&2
+  [[ -x .venv/bin/python ]] || "$python" -m venv .venv || die "python -m venv failed (Debian: apt-get install python3-venv)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt || die "pip install failed"
+  echo "$req_sum" > "$venv_stamp"
+fi
+
+# Fail loudly now rather than in the middle of a test run.
+[[ -f node_modules/@modelcontextprotocol/server-everything/dist/index.js ]] || die "server-everything missing"
+[[ -f node_modules/@modelcontextprotocol/inspector-cli/build/cli.js ]] || die "inspector-cli missing"
+.venv/bin/python -c 'import mcp.server.mcpserver, mcp.client.client' || die "python mcp SDK does not import"
