@@ -1,1 +1,44 @@
-fn main() {}
+//! `mcpgw-proxy`: parse settings, validate them, then serve (or just report for `validate`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mcpgw_proxy::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.settings.validate() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("mcpgw-proxy: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Validate => {
+            println!(
+                "configuration is valid: listen={} admin_addr={} control_plane={} proxy_id={}",
+                config.listen, config.admin_addr, config.control_plane, config.proxy_id
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Serve => {
+            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+            let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+            if config.json_logs {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+            tracing::info!(
+                listen = %config.listen,
+                admin_addr = %config.admin_addr,
+                control_plane = %config.control_plane,
+                proxy_id = %config.proxy_id,
+                "Starting mcpgw proxy."
+            );
+            mcpgw_proxy::server::build(&config).run_forever()
+        }
+    }
+}

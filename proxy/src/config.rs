@@ -1,0 +1,222 @@
+//! Proxy settings: flags and `MCPGW_*` environment variables, validated into a [`Config`] before anything
+//! is built from them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// mcpgw data plane: forwards MCP traffic on `/mcp/{server}` to the upstream servers registered in the
+/// control plane, streaming responses (SSE included) without buffering.
+#[derive(Debug, Parser)]
+#[command(name = "mcpgw-proxy", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Check the configuration and exit: 0 when valid, 2 with the reason otherwise.
+    Validate,
+}
+
+/// Raw settings as given by flags and environment; [`Settings::validate`] turns them into a [`Config`].
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address for MCP client traffic (`/mcp/{server}`).
+    #[arg(long, env = "MCPGW_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: String,
+
+    /// Address of the admin listener: `/healthz`, `/readyz`, `/metrics`, `/routes`.
+    #[arg(long, env = "MCPGW_ADMIN_ADDR", default_value = "127.0.0.1:9180", global = true)]
+    pub admin_addr: String,
+
+    /// gRPC URL of the control plane that streams the routing table.
+    #[arg(long, env = "MCPGW_CONTROL_PLANE", default_value = "http://127.0.0.1:50051", global = true)]
+    pub control_plane: String,
+
+    /// Identity this proxy reports to the control plane (default: hostname-pid).
+    #[arg(long, env = "MCPGW_PROXY_ID", global = true)]
+    pub proxy_id: Option<String>,
+
+    /// Largest request body accepted from a client, in bytes; larger bodies get 413.
+    #[arg(long, env = "MCPGW_MAX_REQUEST_BODY", default_value_t = 4 * 1024 * 1024, global = true)]
+    pub max_request_body: usize,
+
+    /// Time allowed to open a connection (TCP and TLS) to an upstream instance; beyond it the client gets 504.
+    #[arg(long, env = "MCPGW_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for an upstream to start answering (response headers); beyond it the client gets 504.
+    #[arg(long, env = "MCPGW_UPSTREAM_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration, global = true)]
+    pub upstream_timeout: Duration,
+
+    /// Longest silence allowed inside an ordinary (non-SSE) response body. SSE streams have no idle limit:
+    /// they live as long as the upstream keeps them open.
+    #[arg(long, env = "MCPGW_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub idle_timeout: Duration,
+
+    /// Worker threads of the MCP listener.
+    #[arg(long, env = "MCPGW_THREADS", default_value_t = 2, global = true)]
+    pub threads: usize,
+
+    /// On SIGTERM, how long to keep serving before draining (lets a load balancer notice the shutdown).
+    #[arg(long, env = "MCPGW_GRACE_PERIOD", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
+    pub grace_period: Duration,
+
+    /// After the grace period, how long in-flight requests get to finish.
+    #[arg(long, env = "MCPGW_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
+    #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+}
+
+/// Validated configuration: only this reaches the running proxy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub control_plane: String,
+    pub proxy_id: String,
+    pub max_request_body: usize,
+    pub connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub json_logs: bool,
+}
+
+/// A setting that cannot be used, with the flag that carries it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("--{flag}: {reason}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+fn err(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { flag, reason: reason.into() }
+}
+
+fn socket_addr(flag: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| err(flag, format!("{raw:?} is not an IP:port address")))
+}
+
+impl Settings {
+    /// Checks every setting; pure, so `validate` and `serve` agree.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let listen = socket_addr("listen", &self.listen)?;
+        let admin_addr = socket_addr("admin-addr", &self.admin_addr)?;
+        if listen == admin_addr {
+            return Err(err("admin-addr", "must differ from --listen"));
+        }
+        let cp = url::Url::parse(&self.control_plane)
+            .map_err(|e| err("control-plane", format!("{:?} is not a URL: {e}", self.control_plane)))?;
+        if !matches!(cp.scheme(), "http" | "https") || cp.host_str().is_none() {
+            return Err(err("control-plane", "must be an http:// or https:// URL with a host"));
+        }
+        if self.max_request_body == 0 {
+            return Err(err("max-request-body", "must be at least 1 byte"));
+        }
+        for (flag, d) in [
+            ("connect-timeout", self.connect_timeout),
+            ("upstream-timeout", self.upstream_timeout),
+            ("idle-timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(err(flag, "must be greater than zero"));
+            }
+        }
+        if !(1..=256).contains(&self.threads) {
+            return Err(err("threads", "must be between 1 and 256"));
+        }
+        let json_logs = match self.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => return Err(err("log-format", format!("{other:?} is not one of text, json"))),
+        };
+        let proxy_id = match &self.proxy_id {
+            Some(id) if id.trim().is_empty() => return Err(err("proxy-id", "must not be empty")),
+            Some(id) => id.clone(),
+            None => default_proxy_id(),
+        };
+        Ok(Config {
+            listen,
+            admin_addr,
+            control_plane: self.control_plane.trim_end_matches('/').to_owned(),
+            proxy_id,
+            max_request_body: self.max_request_body,
+            connect_timeout: self.connect_timeout,
+            upstream_timeout: self.upstream_timeout,
+            idle_timeout: self.idle_timeout,
+            threads: self.threads,
+            grace_period: self.grace_period,
+            shutdown_timeout: self.shutdown_timeout,
+            json_logs,
+        })
+    }
+}
+
+fn default_proxy_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "proxy".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Settings {
+        let mut argv = vec!["mcpgw-proxy"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = parse(&[]).validate().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.admin_addr, "127.0.0.1:9180".parse().unwrap());
+        assert_eq!(config.control_plane, "http://127.0.0.1:50051");
+        assert_eq!(config.upstream_timeout, Duration::from_secs(120));
+        assert!(!config.proxy_id.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--listen", "localhost"], "listen"),
+            (&["--admin-addr", "127.0.0.1:8080"], "admin-addr"),
+            (&["--control-plane", "127.0.0.1:50051"], "control-plane"),
+            (&["--control-plane", "ftp://h"], "control-plane"),
+            (&["--max-request-body", "0"], "max-request-body"),
+            (&["--upstream-timeout", "0s"], "upstream-timeout"),
+            (&["--threads", "0"], "threads"),
+            (&["--log-format", "xml"], "log-format"),
+            (&["--proxy-id", " "], "proxy-id"),
+        ];
+        for (args, flag) in cases {
+            let e = parse(args).validate().unwrap_err();
+            assert_eq!(e.flag, *flag, "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn human_durations() {
+        let s = parse(&["--connect-timeout", "250ms", "--upstream-timeout", "2m"]);
+        assert_eq!(s.connect_timeout, Duration::from_millis(250));
+        assert_eq!(s.upstream_timeout, Duration::from_secs(120));
+        assert!(Cli::try_parse_from(["mcpgw-proxy", "--idle-timeout", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! The one error type of the data plane: each variant knows the HTTP status the client gets, its metrics
+//! reason, and the JSON-RPC error it becomes when the request was JSON-RPC.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// JSON-RPC error code for every error the gateway itself raises (the implementation-defined server-error
+/// range); `data.reason` tells them apart.
+pub const GATEWAY_ERROR_CODE: i64 = -32000;
+
+/// What went wrong while handling a request, from the client's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for path {path:?}; MCP servers are reached at /mcp/{{server}}")]
+    RouteNotFound { path: String },
+    #[error("no MCP server named {name:?} is registered")]
+    UnknownServer { name: String },
+    #[error("the proxy has not received a routing table yet")]
+    NotReady,
+    #[error("server {server:?} has no instance that can take traffic")]
+    NoInstance { server: String },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("failed to read the request body: {0}")]
+    BadRequestBody(String),
+    #[error("upstream of server {server:?} is unreachable: {detail}")]
+    UpstreamUnreachable { server: String, detail: String },
+    #[error("upstream of server {server:?} did not answer in time: {detail}")]
+    UpstreamTimeout { server: String, detail: String },
+    #[error("upstream of server {server:?} failed: {detail}")]
+    UpstreamFailed { server: String, detail: String },
+}
+
+impl ProxyError {
+    /// HTTP status the client receives.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::RouteNotFound { .. } | Self::UnknownServer { .. } => 404,
+            Self::NotReady | Self::NoInstance { .. } => 503,
+            Self::BodyTooLarge { .. } => 413,
+            Self::BadRequestBody(_) => 400,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => 502,
+            Self::UpstreamTimeout { .. } => 504,
+        }
+    }
+
+    /// Stable machine reason: the `data.reason` of the JSON-RPC error and a metrics label value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::RouteNotFound { .. } => "route_not_found",
+            Self::UnknownServer { .. } => "unknown_server",
+            Self::NotReady => "not_ready",
+            Self::NoInstance { .. } => "no_instance",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BadRequestBody(_) => "bad_request_body",
+            Self::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamFailed { .. } => "upstream_failed",
+        }
+    }
+
+    /// Response body: a JSON-RPC error carrying the request's id when the request was JSON-RPC, else a plain
+    /// JSON error object with the same reason and message.
+    pub fn body(&self, jsonrpc_id: Option<&Value>) -> Bytes {
+        let message = self.to_string();
+        let value = match jsonrpc_id {
+            Some(id) => json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": GATEWAY_ERROR_CODE, "message": message, "data": {"reason": self.reason()}},
+            }),
+            None => json!({"error": {"reason": self.reason(), "message": message}}),
+        };
+        Bytes::from(value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_reasons() {
+        let server = || "s".to_owned();
+        let detail = || "d".to_owned();
+        let cases = [
+            (ProxyError::RouteNotFound { path: "/x".into() }, 404, "route_not_found"),
+            (ProxyError::UnknownServer { name: "x".into() }, 404, "unknown_server"),
+            (ProxyError::NotReady, 503, "not_ready"),
+            (ProxyError::NoInstance { server: server() }, 503, "no_instance"),
+            (ProxyError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
+            (ProxyError::BadRequestBody(detail()), 400, "bad_request_body"),
+            (
+                ProxyError::UpstreamUnreachable { server: server(), detail: detail() },
+                502,
+                "upstream_unreachable",
+            ),
+            (ProxyError::UpstreamTimeout { server: server(), detail: detail() }, 504, "upstream_timeout"),
+            (ProxyError::UpstreamFailed { server: server(), detail: detail() }, 502, "upstream_failed"),
+        ];
+        for (e, status, reason) in cases {
+            assert_eq!((e.status(), e.reason()), (status, reason), "{e}");
+        }
+    }
+
+    #[test]
+    fn jsonrpc_envelope_keeps_the_id() {
+        let e = ProxyError::UnknownServer { name: "nope".into() };
+        let body: Value = serde_json::from_slice(&e.body(Some(&json!(7)))).unwrap();
+        assert_eq!(
+            body,
+            json!({"jsonrpc": "2.0", "id": 7, "error": {
+                "code": -32000,
+                "message": "no MCP server named \"nope\" is registered",
+                "data": {"reason": "unknown_server"}}})
+        );
+        let body: Value = serde_json::from_slice(&e.body(Some(&Value::Null))).unwrap();
+        assert_eq!(body["id"], Value::Null);
+        let plain: Value = serde_json::from_slice(&e.body(None)).unwrap();
+        assert_eq!(plain["error"]["reason"], "unknown_server");
+        assert!(plain.get("jsonrpc").is_none());
+    }
+}

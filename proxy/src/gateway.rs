@@ -1,0 +1,241 @@
+//! The MCP listener's request path (Pingora `ProxyHttp`): route `/mcp/{server}`, read and inspect the body
+//! once, pick the upstream instance, and hand the exchange to [`crate::forward`]. Every request is answered
+//! here, in `request_filter`, so that bodies of any size (up to the limit) reach the upstream intact and
+//! the response streams back under our own timeouts and cancellation rules.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::Value;
+
+use crate::error::ProxyError;
+use crate::forward::{self, Failure};
+use crate::jsonrpc::Rpc;
+use crate::metrics::METRICS;
+use crate::routing::Routes;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_body: usize,
+    pub upstream_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+}
+
+pub struct Gateway {
+    pub routes: Arc<Routes>,
+    pub connector: Arc<Connector>,
+    pub limits: Limits,
+}
+
+/// Per-request state, read by `logging` for metrics.
+pub struct RequestCtx {
+    started: Instant,
+    /// Registered server name, or `-` when the request matched none (bounded label values only).
+    server: String,
+    method: &'static str,
+    /// Id for a JSON-RPC error answer; `None` when the request was not JSON-RPC.
+    rpc_id: Option<Value>,
+    pub(crate) response_started: Option<Instant>,
+}
+
+/// The server name in `/mcp/{server}`, or `None` for any other path.
+fn route(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/mcp/")?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+fn http_method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::DELETE => "DELETE",
+        http::Method::POST => "POST",
+        _ => "other",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            server: "-".into(),
+            method: "",
+            rpc_id: None,
+            response_started: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.handle(session, ctx).await {
+            Ok(()) => Ok(true),
+            Err(Failure::Reply(error)) => {
+                self.reply_error(session, ctx, &error).await?;
+                Ok(true)
+            }
+            Err(Failure::Abort(error)) => Err(error),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        // Every request is answered in `request_filter`; Pingora's own upstream phase is never reached.
+        Error::e_explain(InternalError, "request was not answered by request_filter")
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let method =
+            if ctx.method.is_empty() { http_method_label(&session.req_header().method) } else { ctx.method };
+        METRICS.requests.with_label_values(&[ctx.server.as_str(), method, status_label(status)]).inc();
+        let labels = [ctx.server.as_str()];
+        if let Some(at) = ctx.response_started {
+            METRICS.response_latency.with_label_values(&labels).observe((at - ctx.started).as_secs_f64());
+        }
+        METRICS.request_duration.with_label_values(&labels).observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        406 => "406",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        421 => "421",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "none",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+impl Gateway {
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Failure> {
+        let body = self.read_body(session).await?;
+        let rpc = Rpc::inspect(&body);
+        if let Some(rpc) = &rpc {
+            ctx.method = rpc.method_label();
+            ctx.rpc_id = Some(rpc.error_id());
+        }
+        let path = session.req_header().uri.path();
+        let name = route(path).ok_or_else(|| ProxyError::RouteNotFound { path: path.to_owned() })?;
+        let table = self.routes.load().ok_or(ProxyError::NotReady)?;
+        let server = table.server(name).ok_or_else(|| ProxyError::UnknownServer { name: name.to_owned() })?;
+        ctx.server.clone_from(&server.name);
+        let instance =
+            server.instances.first().ok_or_else(|| ProxyError::NoInstance { server: server.name.clone() })?;
+        forward::exchange(self, session, ctx, server, instance, body).await
+    }
+
+    /// Reads the whole request body, refusing more than the configured limit.
+    async fn read_body(&self, session: &mut Session) -> Result<Bytes, Failure> {
+        let limit = self.limits.max_request_body;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ProxyError::BodyTooLarge { limit }.into());
+        }
+        if session.is_body_empty() {
+            return Ok(Bytes::new());
+        }
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            session.write_continue_response().await.map_err(Failure::Abort)?;
+        }
+        let mut first: Option<Bytes> = None;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) =
+            session.read_request_body().await.map_err(|e| ProxyError::BadRequestBody(e.to_string()))?
+        {
+            let total = first.as_ref().map_or(0, Bytes::len) + buf.len() + chunk.len();
+            if total > limit {
+                return Err(ProxyError::BodyTooLarge { limit }.into());
+            }
+            match first.take() {
+                None if buf.is_empty() => first = Some(chunk),
+                None => buf.extend_from_slice(&chunk),
+                Some(f) => {
+                    buf.reserve(declared.unwrap_or(total).min(limit));
+                    buf.extend_from_slice(&f);
+                    buf.extend_from_slice(&chunk);
+                }
+            }
+        }
+        Ok(first.unwrap_or_else(|| buf.freeze()))
+    }
+
+    /// Answers with `error` (a JSON-RPC error when the request was JSON-RPC), unless a response is already
+    /// underway, in which case the connection is closed.
+    async fn reply_error(&self, session: &mut Session, ctx: &RequestCtx, error: &ProxyError) -> Result<()> {
+        if session.response_written().is_some() {
+            return Error::e_explain(WriteError, format!("response already started: {error}"));
+        }
+        if error.status() >= 500 {
+            tracing::warn!(server = %ctx.server, reason = error.reason(), %error, "Request failed.");
+        }
+        let body = error.body(ctx.rpc_id.as_ref());
+        let mut resp = ResponseHeader::build(error.status(), Some(3))?;
+        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        if matches!(error, ProxyError::BodyTooLarge { .. } | ProxyError::BadRequestBody(_)) {
+            // The rest of the body was not read: the connection cannot carry another request.
+            session.set_keepalive(None);
+        }
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_only_mcp_server_paths() {
+        assert_eq!(route("/mcp/everything"), Some("everything"));
+        assert_eq!(route("/mcp/a-b-1"), Some("a-b-1"));
+        assert_eq!(route("/mcp/"), None);
+        assert_eq!(route("/mcp"), None);
+        assert_eq!(route("/mcp/a/b"), None);
+        assert_eq!(route("/other/a"), None);
+    }
+
+    #[test]
+    fn status_labels_are_bounded() {
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(599), "5xx");
+        assert_eq!(status_label(0), "none");
+    }
+}

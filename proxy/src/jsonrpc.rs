@@ -1,0 +1,233 @@
+//! One bounded look at a JSON-RPC request body: its id, method and target name, without building a tree
+//! of the (possibly large) params.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+
+/// What the gateway needs to know about a JSON-RPC body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rpc {
+    /// One request or notification (`id` is `None` for a notification).
+    Message { id: Option<Value>, method: String, name: Option<String> },
+    /// A JSON-RPC response sent by the client (to a server-initiated request).
+    Response { id: Value },
+    /// A batch (only the 2025-03-26 revision allows them).
+    Batch,
+}
+
+impl Rpc {
+    /// Parses `body` as JSON-RPC; `None` when it is not (the upstream will answer with its own error).
+    pub fn inspect(body: &[u8]) -> Option<Self> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+        if *first == b'[' {
+            return serde_json::from_slice::<IgnoredAny>(body).ok().map(|_| Self::Batch);
+        }
+        let env: Envelope<'_> = serde_json::from_slice(body).ok()?;
+        if env.jsonrpc.as_deref() != Some("2.0") {
+            return None;
+        }
+        match env.method {
+            Some(method) => Some(Self::Message {
+                id: env.id,
+                method: method.into_owned(),
+                name: env.params.and_then(|p| p.name.or(p.uri)).map(Cow::into_owned),
+            }),
+            None => env.id.map(|id| Self::Response { id }),
+        }
+    }
+
+    /// The id a JSON-RPC error answer must carry (`null` when the message had none).
+    pub fn error_id(&self) -> Value {
+        match self {
+            Self::Message { id: Some(id), .. } | Self::Response { id } => id.clone(),
+            _ => Value::Null,
+        }
+    }
+
+    /// Bounded metrics label for the method.
+    pub fn method_label(&self) -> &'static str {
+        match self {
+            Self::Message { method, .. } => method_label(method),
+            Self::Response { .. } => "response",
+            Self::Batch => "batch",
+        }
+    }
+}
+
+/// MCP methods known by name; anything else is counted as `other` so labels stay bounded.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "subscriptions/listen",
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or("other")
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<Params<'a>>,
+}
+
+/// `params.name` / `params.uri` of an object; any other params shape is skipped without allocation.
+#[derive(Default)]
+struct Params<'a> {
+    name: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Params<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("JSON-RPC params")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params<'a>, A::Error> {
+                let mut params = Params::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "name" => params.name = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
+                        "uri" => params.uri = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(params)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Params<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Params::default())
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A string, or `None` for any other JSON value (which is skipped).
+struct StrOrOther<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for StrOrOther<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = StrOrOther<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(StrOrOther(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrOrOther(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(StrOrOther(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(StrOrOther(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(StrOrOther(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(StrOrOther(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(StrOrOther(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(StrOrOther(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(StrOrOther(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inspect(v: Value) -> Option<Rpc> {
+        Rpc::inspect(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn requests_and_notifications() {
+        let call = inspect(json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+            "params":{"arguments":{"name":"not me","big":[1,2,3]},"name":"echo"}}));
+        assert_eq!(
+            call,
+            Some(Rpc::Message { id: Some(json!(3)), method: "tools/call".into(), name: Some("echo".into()) })
+        );
+        assert_eq!(call.as_ref().unwrap().method_label(), "tools/call");
+        let read =
+            inspect(json!({"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}}));
+        assert!(matches!(read, Some(Rpc::Message { name: Some(ref n), .. }) if n == "file:///x"));
+        let note = inspect(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).unwrap();
+        assert_eq!(note.error_id(), Value::Null);
+        let odd = inspect(json!({"jsonrpc":"2.0","id":1,"method":"x/y","params":[1,2]})).unwrap();
+        assert_eq!(odd.method_label(), "other");
+        let non_str_name =
+            inspect(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":{"a":1}}}));
+        assert!(matches!(non_str_name, Some(Rpc::Message { name: None, .. })));
+        let escaped =
+            Rpc::inspect(br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"e\u0063ho"}}"#);
+        assert!(
+            matches!(escaped, Some(Rpc::Message { ref method, name: Some(ref n), .. }) if method == "tools/call" && n == "echo")
+        );
+    }
+
+    #[test]
+    fn responses_batches_and_garbage() {
+        assert_eq!(
+            inspect(json!({"jsonrpc":"2.0","id":9,"result":{}})),
+            Some(Rpc::Response { id: json!(9) })
+        );
+        assert_eq!(Rpc::inspect(b" [{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]"), Some(Rpc::Batch));
+        assert_eq!(Rpc::inspect(b"{not json"), None);
+        assert_eq!(Rpc::inspect(b""), None);
+        assert_eq!(inspect(json!({"id":1,"method":"ping"})), None, "jsonrpc member is required");
+        assert_eq!(inspect(json!({"jsonrpc":"1.0","id":1,"method":"ping"})), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! mcpgw data plane: a Pingora proxy that forwards MCP traffic to the upstream servers of a routing table
+//! streamed from the control plane.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod gateway;
+pub mod jsonrpc;
+pub mod metrics;
+pub mod routing;
+pub mod server;

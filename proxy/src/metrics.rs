@@ -1,0 +1,79 @@
+//! Prometheus metrics of the data plane, registered once in the default registry (which Pingora's own
+//! metrics share) and served on the admin listener.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, TextEncoder, register_histogram_vec,
+    register_int_counter_vec, register_int_gauge,
+};
+
+/// Buckets (seconds) for request latency: sub-millisecond proxying up to long tool calls.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+pub struct Metrics {
+    /// Requests by server name, MCP method and HTTP status.
+    pub requests: IntCounterVec,
+    /// Time from request start until the upstream's response headers reached the client.
+    pub response_latency: HistogramVec,
+    /// Time from request start until the response ended (streams included).
+    pub request_duration: HistogramVec,
+    pub routing_table_version: IntGauge,
+    pub routing_updates: IntCounterVec,
+    pub control_plane_connected: IntGauge,
+    /// SSE responses being streamed right now.
+    pub open_streams: IntGauge,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    requests: register_int_counter_vec!(
+        Opts::new("mcpgw_proxy_requests_total", "MCP requests handled, by server, method and HTTP status."),
+        &["server", "method", "status"]
+    )
+    .expect("metric registers once"),
+    response_latency: register_histogram_vec!(
+        HistogramOpts::new(
+            "mcpgw_proxy_response_latency_seconds",
+            "Time until the response headers were sent to the client."
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["server"]
+    )
+    .expect("metric registers once"),
+    request_duration: register_histogram_vec!(
+        HistogramOpts::new(
+            "mcpgw_proxy_request_duration_seconds",
+            "Time until the response ended, streams included."
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["server"]
+    )
+    .expect("metric registers once"),
+    routing_table_version: register_int_gauge!(
+        "mcpgw_routing_table_version",
+        "Version of the routing table being served (0 = none yet)."
+    )
+    .expect("metric registers once"),
+    routing_updates: register_int_counter_vec!(
+        Opts::new("mcpgw_routing_updates_total", "Routing updates received, by result (applied, rejected)."),
+        &["result"]
+    )
+    .expect("metric registers once"),
+    control_plane_connected: register_int_gauge!(
+        "mcpgw_control_plane_connected",
+        "1 while the routing stream to the control plane is up."
+    )
+    .expect("metric registers once"),
+    open_streams: register_int_gauge!("mcpgw_proxy_open_streams", "SSE responses being streamed to clients.")
+        .expect("metric registers once"),
+});
+
+/// The default registry in the Prometheus text format.
+pub fn render() -> Vec<u8> {
+    LazyLock::force(&METRICS);
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metric families.
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
+    out
+}

@@ -1,0 +1,40 @@
+//! Routing state shared by the request path and the background service that keeps it current.
+
+pub mod sync;
+pub mod table;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+
+pub use table::{Instance, PeerSettings, RoutingTable, Server};
+
+/// The current routing table. The request path does one [`Routes::load`]; only the sync service stores.
+#[derive(Debug, Default)]
+pub struct Routes {
+    table: ArcSwap<RoutingTable>,
+    ready: AtomicBool,
+}
+
+impl Routes {
+    /// The table to serve this request with, or `None` before the first table arrived.
+    pub fn load(&self) -> Option<Arc<RoutingTable>> {
+        self.ready.load(Ordering::Acquire).then(|| self.table.load_full())
+    }
+
+    /// The table the sync service builds the next one from (empty before the first).
+    pub fn current(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    pub fn store(&self, table: RoutingTable) {
+        self.table.store(Arc::new(table));
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Ready once a first table has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}

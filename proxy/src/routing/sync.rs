@@ -1,0 +1,137 @@
+//! Background service that holds the gRPC routing stream to the control plane: applies each snapshot or
+//! delta, validates the resulting table, swaps it in, and acknowledges (or rejects) the version. When the
+//! control plane is away it reconnects with backoff while the proxy keeps serving the last good table.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mcpgw_proto::ResourceSet;
+use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
+use mcpgw_proto::v1::{Ack, Hello, Nack, ProxyMessage, RoutingUpdate, proxy_message};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{PeerSettings, Routes, RoutingTable};
+use crate::metrics::METRICS;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Keeps [`Routes`] in step with the control plane.
+pub struct RoutingSync {
+    pub routes: Arc<Routes>,
+    pub control_plane: String,
+    pub proxy_id: String,
+    pub peer_settings: PeerSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot reach the control plane: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("routing stream failed: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error("control plane closed the routing stream")]
+    Closed,
+}
+
+#[async_trait]
+impl BackgroundService for RoutingSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut set = ResourceSet::default();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let mut received = false;
+            let result = tokio::select! {
+                _ = shutdown.changed() => return,
+                r = self.session(&mut set, &mut received) => r,
+            };
+            METRICS.control_plane_connected.set(0);
+            if received {
+                backoff = BACKOFF_MIN;
+            }
+            if let Err(error) = result {
+                tracing::warn!(%error, retry_in = ?backoff, serving_version = set.version(), "Routing stream down; serving the last good table.");
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(jitter(backoff)) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+impl RoutingSync {
+    /// One connection: Hello, then apply updates until the stream ends.
+    async fn session(&self, set: &mut ResourceSet, received: &mut bool) -> Result<(), SessionError> {
+        let channel = tonic::transport::Endpoint::from_shared(self.control_plane.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        let (tx, rx) = mpsc::channel(16);
+        let hello = Hello {
+            proxy_id: self.proxy_id.clone(),
+            applied_version: set.version(),
+            build_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        // The receiver lives in the request stream below, so this send cannot fail.
+        let _ = tx.send(message(proxy_message::Kind::Hello(hello))).await;
+        let mut updates =
+            RoutingDiscoveryClient::new(channel).stream_routes(ReceiverStream::new(rx)).await?.into_inner();
+        METRICS.control_plane_connected.set(1);
+        tracing::info!(control_plane = %self.control_plane, "Routing stream connected.");
+        while let Some(update) = updates.message().await? {
+            *received = true;
+            let reply = match self.apply(set, &update).await {
+                Ok(()) => proxy_message::Kind::Ack(Ack { version: update.version }),
+                Err(reason) => {
+                    METRICS.routing_updates.with_label_values(&["rejected"]).inc();
+                    tracing::error!(version = update.version, %reason, "Routing update rejected; keeping the current table.");
+                    proxy_message::Kind::Nack(Nack { version: update.version, reason })
+                }
+            };
+            if tx.send(message(reply)).await.is_err() {
+                break;
+            }
+        }
+        Err(SessionError::Closed)
+    }
+
+    /// Applies one update to `set` and swaps in the table built from it; `set` is untouched on error.
+    async fn apply(&self, set: &mut ResourceSet, update: &RoutingUpdate) -> Result<(), String> {
+        let next = set.apply(update).map_err(|e| e.to_string())?;
+        let table = RoutingTable::build(&next, &self.routes.current(), self.peer_settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.routes.store(table);
+        *set = next;
+        METRICS.routing_table_version.set(i64::try_from(update.version).unwrap_or(i64::MAX));
+        METRICS.routing_updates.with_label_values(&["applied"]).inc();
+        tracing::info!(
+            version = update.version,
+            snapshot = update.snapshot,
+            upserts = update.upserts.len(),
+            removals = update.removals.len(),
+            "Routing table applied."
+        );
+        Ok(())
+    }
+}
+
+fn message(kind: proxy_message::Kind) -> ProxyMessage {
+    ProxyMessage { kind: Some(kind) }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.0) so proxies do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    d.mul_f64(0.5 + (random % 1000) as f64 / 2000.0)
+}

@@ -1,0 +1,62 @@
+//! Assembles the Pingora server: the MCP listener, the admin listener and the routing-sync background
+//! service, from a validated [`Config`].
+
+use std::sync::Arc;
+
+use pingora::connectors::http::Connector;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::gateway::{Gateway, Limits};
+use crate::routing::sync::RoutingSync;
+use crate::routing::{PeerSettings, Routes};
+
+/// How long an idle upstream connection stays pooled.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Builds the server; `run_forever` on the result serves until SIGTERM (graceful) or SIGINT.
+pub fn build(config: &Config) -> Server {
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let routes = Arc::new(Routes::default());
+    let peer_settings =
+        PeerSettings { connect_timeout: config.connect_timeout, pool_idle_timeout: POOL_IDLE_TIMEOUT };
+    let gateway = Gateway {
+        routes: routes.clone(),
+        connector: Arc::new(Connector::new(None)),
+        limits: Limits {
+            max_request_body: config.max_request_body,
+            upstream_timeout: config.upstream_timeout,
+            idle_timeout: config.idle_timeout,
+            pool_idle_timeout: POOL_IDLE_TIMEOUT,
+        },
+    };
+    let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
+    mcp.add_tcp(&config.listen.to_string());
+
+    let mut admin = Service::new("admin".to_owned(), AdminApp { routes: routes.clone() });
+    admin.threads = Some(1);
+    admin.add_tcp(&config.admin_addr.to_string());
+
+    let sync = RoutingSync {
+        routes,
+        control_plane: config.control_plane.clone(),
+        proxy_id: config.proxy_id.clone(),
+        peer_settings,
+    };
+    server.add_service(background_service("routing-sync", sync));
+    server.add_service(mcp);
+    server.add_service(admin);
+    server
+}
