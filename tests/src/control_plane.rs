@@ -1,0 +1,218 @@
+//! The control plane as a real process: `mcpgw-control-plane serve` on ports it picks itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::db::TestDb;
+use crate::process::Spawned;
+use crate::{binary, http_client, poll_until};
+
+/// How long a start may take (creating and migrating a database included).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `mcpgw-control-plane serve`.
+pub struct ControlPlane {
+    proc: Option<Spawned>,
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    database_url: String,
+    admin_token: String,
+    http: reqwest::Client,
+}
+
+impl ControlPlane {
+    /// Starts it on ports 0 (it logs the bound `http_addr=` and `grpc_addr=`) and waits for `GET /ready`.
+    pub async fn start(db: &TestDb, admin_token: &str) -> Result<Self> {
+        let mut cp = Self {
+            proc: None,
+            http_addr: crate::localhost(0),
+            grpc_addr: crate::localhost(0),
+            database_url: db.url().to_owned(),
+            admin_token: admin_token.to_owned(),
+            http: http_client(),
+        };
+        cp.launch().await?;
+        Ok(cp)
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        let mut cmd = Command::new(binary("mcpgw-control-plane")?);
+        cmd.arg("serve")
+            .arg("--http-addr")
+            .arg(self.http_addr.to_string())
+            .arg("--grpc-addr")
+            .arg(self.grpc_addr.to_string())
+            .arg("--database-url")
+            .arg(&self.database_url)
+            .arg("--admin-token")
+            .arg(&self.admin_token);
+        let mut proc = Spawned::spawn("control-plane", cmd)?;
+        let addrs = poll_until("control plane to log http_addr= and grpc_addr=", START_TIMEOUT, || {
+            let exited = proc.exited();
+            let text = proc.log_text();
+            async move {
+                if let Some(status) = exited {
+                    bail!("control plane exited with {status} before binding");
+                }
+                Ok(logged_addr(&text, "http_addr").zip(logged_addr(&text, "grpc_addr")))
+            }
+        })
+        .await
+        .with_context(|| proc.describe())?;
+        (self.http_addr, self.grpc_addr) = addrs;
+        let ready = format!("http://{}/ready", self.http_addr);
+        let http = self.http.clone();
+        poll_until("control plane GET /ready = 200", START_TIMEOUT, || {
+            let exited = proc.exited();
+            let (http, ready) = (http.clone(), ready.clone());
+            async move {
+                if let Some(status) = exited {
+                    bail!("control plane exited with {status}");
+                }
+                let status = http.get(&ready).send().await?.status();
+                Ok(status.is_success().then_some(()))
+            }
+        })
+        .await
+        .with_context(|| proc.describe())?;
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    /// REST base URL, `http://127.0.0.1:<port>`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// gRPC URL for `mcpgw-proxy --control-plane`.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// The bound REST address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The admin bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    /// Log location and tail, for failure messages.
+    pub fn describe(&self) -> String {
+        self.proc.as_ref().map(Spawned::describe).unwrap_or_else(|| "control plane: stopped".to_owned())
+    }
+
+    /// An authenticated REST request; returns status and JSON body (Null when empty or not JSON).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req =
+            self.http.request(method, format!("{}{path}", self.http_url())).bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.with_context(|| format!("control plane {path}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// `POST /api/v1/servers`; returns the new server's id. `transport` is `streamable_http` or `sse`.
+    pub async fn register(&self, name: &str, endpoint_url: &str, transport: &str) -> Result<String> {
+        let body = json!({"name": name, "endpoint_url": endpoint_url, "transport_type": transport});
+        let (status, resp) = self.api(reqwest::Method::POST, "/api/v1/servers", Some(body)).await?;
+        if status != 201 {
+            bail!("register {name}: expected 201, got {status}: {resp}\n{}", self.describe());
+        }
+        match resp.get("id") {
+            Some(Value::String(id)) => Ok(id.clone()),
+            Some(Value::Number(id)) => Ok(id.to_string()),
+            _ => bail!("register {name}: no id in {resp}"),
+        }
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after 5 s) and waits for it.
+    pub async fn stop(&mut self) -> Result<()> {
+        if let Some(mut proc) = self.proc.take() {
+            proc.terminate(Duration::from_secs(5)).await?;
+        }
+        Ok(())
+    }
+
+    /// Kills the process at once (no graceful shutdown).
+    pub async fn kill(&mut self) -> Result<()> {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops it if running and starts it again on the same ports and database.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        // The old sockets are closed once the process has exited; the listener sets SO_REUSEADDR, but a
+        // port grabbed by someone else in between cannot be helped, so retry briefly.
+        let mut last = None;
+        for _ in 0..5 {
+            match self.launch().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+    }
+}
+
+/// The last `key=IP:PORT` with a non-zero port in a text log (`key="IP:PORT"` too).
+fn logged_addr(log: &str, key: &str) -> Option<SocketAddr> {
+    let needle = format!("{key}=");
+    let needle = needle.as_str();
+    log.lines()
+        .flat_map(|line| line.match_indices(needle).map(move |(i, _)| &line[i + needle.len()..]))
+        .filter_map(|rest| {
+            let value: String = rest
+                .trim_start_matches('"')
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"')
+                .collect();
+            value.trim_end_matches([',', '}']).parse::<SocketAddr>().ok()
+        })
+        .filter(|addr| addr.port() != 0)
+        .last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_logged_addresses() {
+        let log = "INFO starting http_addr=127.0.0.1:0\n\
+                   2026 INFO mcpgw: listening http_addr=127.0.0.1:4242 grpc_addr=\"127.0.0.1:4343\"\n";
+        assert_eq!(logged_addr(log, "http_addr"), Some(crate::localhost(4242)));
+        assert_eq!(logged_addr(log, "grpc_addr"), Some(crate::localhost(4343)));
+        assert_eq!(logged_addr("x", "grpc_addr"), None);
+    }
+}

@@ -1,0 +1,210 @@
+//! The real MCP peers of `tests/peers/` (installed by `tests/peers/install.sh`): server-everything, the
+//! Python SDK server and client, and the Inspector CLI.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::process::{Spawned, log_file, prepare};
+use crate::{free_port, localhost, wait_for_tcp};
+
+/// How long a peer server may take to start listening (the Python SDK needs 2-3 s).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one client CLI invocation may take.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `tests/peers/`.
+pub fn peers_dir() -> PathBuf {
+    crate::workspace_root().join("tests").join("peers")
+}
+
+fn require(path: PathBuf) -> Result<PathBuf> {
+    if !path.exists() {
+        bail!("{} is missing: run tests/peers/install.sh (scripts/test.sh does)", path.display());
+    }
+    Ok(path)
+}
+
+fn python() -> Result<PathBuf> {
+    require(peers_dir().join(".venv").join("bin").join("python"))
+}
+
+/// Starts a server on a free port, retrying with another port if it exits early (lost the port race).
+async fn start_on_free_port(label: &str, build: impl Fn(u16) -> Result<Command>) -> Result<(Spawned, u16)> {
+    let mut last = None;
+    for _ in 0..4 {
+        let port = free_port()?;
+        let mut proc = Spawned::spawn(label, build(port)?)?;
+        let up = wait_for_tcp(localhost(port), START_TIMEOUT).await;
+        match (up, proc.exited()) {
+            (Ok(()), None) => return Ok((proc, port)),
+            (_, Some(status)) => {
+                last = Some(anyhow::anyhow!("{label} exited with {status}\n{}", proc.describe()))
+            }
+            (Err(e), None) => return Err(e.context(proc.describe())),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{label} did not start")))
+}
+
+/// `@modelcontextprotocol/server-everything` (legacy era only), pinned to 127.0.0.1 by a `--require` preload.
+pub struct EverythingServer {
+    proc: Spawned,
+    port: u16,
+    path: &'static str,
+}
+
+impl EverythingServer {
+    /// Streamable HTTP: `http://127.0.0.1:<port>/mcp`.
+    pub async fn start() -> Result<Self> {
+        Self::start_mode("streamableHttp", "/mcp").await
+    }
+
+    /// Deprecated HTTP+SSE: `GET http://127.0.0.1:<port>/sse`, `POST /message?sessionId=`.
+    pub async fn start_sse() -> Result<Self> {
+        Self::start_mode("sse", "/sse").await
+    }
+
+    async fn start_mode(mode: &str, path: &'static str) -> Result<Self> {
+        let dir = peers_dir();
+        let preload = require(dir.join("localhost-only.cjs"))?;
+        let entry = require(dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))?;
+        let (proc, port) = start_on_free_port("server-everything", |port| {
+            let mut cmd = Command::new("node");
+            cmd.current_dir(&dir)
+                .arg("--require")
+                .arg(&preload)
+                .arg(&entry)
+                .arg(mode)
+                .env("PORT", port.to_string());
+            Ok(cmd)
+        })
+        .await?;
+        Ok(Self { proc, port, path })
+    }
+
+    /// The MCP URL (`/mcp`, or `/sse` for the SSE transport).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, self.path)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Log location and tail.
+    pub fn describe(&self) -> String {
+        self.proc.describe()
+    }
+}
+
+/// Options of [`PyServer`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PyServerOpts {
+    /// `stateless_http=True`: no legacy sessions.
+    pub stateless: bool,
+    /// `json_response=True`: `application/json` instead of SSE.
+    pub json_response: bool,
+}
+
+/// `tests/peers/py_server.py`: a Python SDK (`mcp` 2.3.0) dual-era server with echo/add/whoami/progress.
+pub struct PyServer {
+    proc: Spawned,
+    port: u16,
+    name: String,
+}
+
+impl PyServer {
+    /// Starts it on a free port; `name` is what `whoami` returns.
+    pub async fn start(name: &str, opts: PyServerOpts) -> Result<Self> {
+        let python = python()?;
+        let script = require(peers_dir().join("py_server.py"))?;
+        let (proc, port) = start_on_free_port(&format!("py-server-{name}"), |port| {
+            let mut cmd = Command::new(&python);
+            cmd.arg(&script).arg("--port").arg(port.to_string()).arg("--name").arg(name);
+            if opts.stateless {
+                cmd.arg("--stateless");
+            }
+            if opts.json_response {
+                cmd.arg("--json-response");
+            }
+            Ok(cmd)
+        })
+        .await?;
+        Ok(Self { proc, port, name: name.to_owned() })
+    }
+
+    /// `http://127.0.0.1:<port>/mcp`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its instance name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Log location and tail.
+    pub fn describe(&self) -> String {
+        self.proc.describe()
+    }
+}
+
+/// Runs a client CLI to completion; stdout must be one JSON document. Stderr goes to a log file.
+async fn run_json(label: &str, mut cmd: Command) -> Result<Value> {
+    let log = log_file(label);
+    let stderr = std::fs::File::create(&log)?;
+    prepare(&mut cmd);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true);
+    let shown = format!("{cmd:?}");
+    let child = cmd.spawn().with_context(|| format!("spawn {shown}"))?;
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
+        .await
+        .with_context(|| format!("{label} did not finish within {CLIENT_TIMEOUT:?}: {shown}"))??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let context = || {
+        format!(
+            "{label} ({}): {shown}\nstdout: {stdout}\nstderr log: {}\n{}",
+            out.status,
+            log.display(),
+            crate::process::tail(&log, 30)
+        )
+    };
+    if !out.status.success() {
+        bail!("{} failed", context());
+    }
+    serde_json::from_str(stdout.trim()).with_context(context)
+}
+
+/// Runs `tests/peers/py_client.py URL --mode MODE ACTION...` and returns its JSON document.
+/// `mode` is `auto`, `legacy` or `2026-07-28`; actions: `["list-tools"]`, `["call", NAME, JSON]`,
+/// `["progress", NAME, JSON]`.
+pub async fn py_client(url: &str, mode: &str, action: &[&str]) -> Result<Value> {
+    let mut cmd = Command::new(python()?);
+    cmd.arg(require(peers_dir().join("py_client.py"))?).arg(url).arg("--mode").arg(mode).args(action);
+    run_json("py-client", cmd).await
+}
+
+/// Runs the Inspector CLI v1 (`node cli.js --cli URL --transport http ARGS...`, cwd its `build/`) and
+/// returns its JSON output, e.g. `inspector(url, &["--method", "tools/list"])`.
+pub async fn inspector(url: &str, args: &[&str]) -> Result<Value> {
+    inspector_transport(url, "http", args).await
+}
+
+/// [`inspector`] with another `--transport` (`sse` for the deprecated HTTP+SSE transport).
+pub async fn inspector_transport(url: &str, transport: &str, args: &[&str]) -> Result<Value> {
+    let build = require(peers_dir().join("node_modules/@modelcontextprotocol/inspector-cli/build"))?;
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&build).arg("cli.js").arg("--cli").arg(url).arg("--transport").arg(transport).args(args);
+    run_json("inspector", cmd).await
+}
