@@ -1,1 +1,54 @@
-fn main() {}
+//! `mcpgw-control-plane`: parses flags and environment, then serves, validates or migrates.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use mcpgw_control_plane::{Cli, Command, db, serve, telemetry, validate};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match validate(&cli.settings) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    if command == Command::Validate {
+        println!("configuration is valid\n{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(config.log_format);
+    let outcome = match command {
+        Command::Migrate => run_migrate(config),
+        _ => run_serve(config),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "The control plane stopped with an error.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[actix_web::main]
+async fn run_serve(config: mcpgw_control_plane::Config) -> anyhow::Result<()> {
+    serve::run(config).await.context("serve failed")
+}
+
+#[actix_web::main]
+async fn run_migrate(config: mcpgw_control_plane::Config) -> anyhow::Result<()> {
+    let applied = db::prepare(&config.database)
+        .await
+        .with_context(|| format!("migrating {}", config.database.redacted()))?;
+    if applied.is_empty() {
+        tracing::info!(database = config.database.name(), "The database is up to date.");
+    } else {
+        tracing::info!(database = config.database.name(), applied = applied.join(","), "Applied migrations.");
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The one table of REST error codes (code → machine name, type, HTTP status) and the `ApiError` built on it.
+
+use std::fmt;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Where every error body points for an explanation of its code.
+pub const ERROR_DOCS_LINK: &str = "https://github.com/mcpgw/mcpgw/blob/main/control-plane/README.md#errors";
+
+/// Broad class of an error, for clients that branch on kind rather than code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// The request itself is wrong; retrying it unchanged fails again.
+    InvalidRequest,
+    /// The caller is not authenticated as an admin.
+    Auth,
+    /// A dependency (the database) is unavailable; retry later.
+    System,
+    /// A bug or an unexpected failure; details are in the control plane's log.
+    Internal,
+}
+
+impl ErrorType {
+    /// The name used in error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::Auth => "auth",
+            Self::System => "system",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+macro_rules! make_error_codes {
+    ($($(#[$doc:meta])* $variant:ident => ($name:literal, $ty:ident, $status:ident);)*) => {
+        /// Every error the REST API can answer with. Adding a variant is adding a row: name, type, status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in table order (the README table and the tests walk it).
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The stable machine-readable name, the `code` field of the body.
+            pub fn name(self) -> &'static str {
+                match self { $(Code::$variant => $name,)* }
+            }
+
+            /// The `type` field of the body.
+            pub fn error_type(self) -> ErrorType {
+                match self { $(Code::$variant => ErrorType::$ty,)* }
+            }
+
+            /// The HTTP status answered with.
+            pub fn status(self) -> StatusCode {
+                match self { $(Code::$variant => StatusCode::$status,)* }
+            }
+        }
+    };
+}
+
+make_error_codes! {
+    /// The body is not valid JSON, or a field has the wrong JSON type.
+    MalformedJson => ("malformed_json", InvalidRequest, BAD_REQUEST);
+    /// The body has a field the endpoint does not know.
+    UnknownField => ("unknown_field", InvalidRequest, BAD_REQUEST);
+    /// The body lacks a required field.
+    MissingField => ("missing_field", InvalidRequest, BAD_REQUEST);
+    /// `name` does not match `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
+    InvalidServerName => ("invalid_server_name", InvalidRequest, BAD_REQUEST);
+    /// `endpoint_url` is not an absolute http(s) URL with a host.
+    InvalidEndpointUrl => ("invalid_endpoint_url", InvalidRequest, BAD_REQUEST);
+    /// `transport_type` is not `streamable_http`, `http` or `sse`.
+    InvalidTransportType => ("invalid_transport_type", InvalidRequest, BAD_REQUEST);
+    /// `description` is too long.
+    InvalidDescription => ("invalid_description", InvalidRequest, BAD_REQUEST);
+    /// `tags` has an empty, too long or duplicated tag, or too many tags.
+    InvalidTags => ("invalid_tags", InvalidRequest, BAD_REQUEST);
+    /// The request body is not `application/json`.
+    InvalidContentType => ("invalid_content_type", InvalidRequest, UNSUPPORTED_MEDIA_TYPE);
+    /// The request body is larger than `--api-body-limit`.
+    PayloadTooLarge => ("payload_too_large", InvalidRequest, PAYLOAD_TOO_LARGE);
+    /// Another server already has this name.
+    ServerNameTaken => ("server_name_taken", InvalidRequest, CONFLICT);
+    /// No server has this id.
+    ServerNotFound => ("server_not_found", InvalidRequest, NOT_FOUND);
+    /// A mutation came without an `Authorization` header.
+    MissingAuthorization => ("missing_authorization", Auth, UNAUTHORIZED);
+    /// The bearer token is wrong, or the header does not use the Bearer scheme.
+    InvalidAdminToken => ("invalid_admin_token", Auth, UNAUTHORIZED);
+    /// The control plane runs without `--admin-token`, so every mutation is refused.
+    AdminTokenNotConfigured => ("admin_token_not_configured", Auth, UNAUTHORIZED);
+    /// No route has this path.
+    RouteNotFound => ("route_not_found", InvalidRequest, NOT_FOUND);
+    /// The path exists but not with this method.
+    MethodNotAllowed => ("method_not_allowed", InvalidRequest, METHOD_NOT_ALLOWED);
+    /// PostgreSQL cannot be reached right now.
+    DatabaseUnavailable => ("database_unavailable", System, SERVICE_UNAVAILABLE);
+    /// An unexpected failure; the detail is in the log, never in the body.
+    Internal => ("internal", Internal, INTERNAL_SERVER_ERROR);
+}
+
+/// An error answered by the REST API: a code from the table and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    code: Code,
+    message: String,
+}
+
+/// The stable JSON body of every error.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub message: &'a str,
+    pub code: &'static str,
+    #[serde(rename = "type")]
+    pub error_type: &'static str,
+    pub link: &'static str,
+}
+
+impl ApiError {
+    /// An error with `code` and a message the caller can act on.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    /// An internal error: `detail` goes to the log, the caller sees only a generic message.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        tracing::error!(error = %detail, "Request failed with an internal error.");
+        Self::new(Code::Internal, "an internal error occurred; see the control plane's log")
+    }
+
+    /// The database could not be reached; `detail` goes to the log.
+    pub fn database_unavailable(detail: impl fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "The database is unavailable.");
+        Self::new(Code::DatabaseUnavailable, "the database is unavailable; retry later")
+    }
+
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The body as it is sent.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            message: &self.message,
+            code: self.code.name(),
+            error_type: self.code.error_type().as_str(),
+            link: ERROR_DOCS_LINK,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if self.code.error_type() == ErrorType::Auth {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! Snapshot-style tests of the error table and the exact bodies users see.
+
+use std::collections::HashSet;
+
+use actix_web::body::to_bytes;
+use serde_json::{Value, json};
+
+use super::*;
+
+async fn rendered(err: ApiError) -> (u16, Option<String>, Value) {
+    let response = err.error_response();
+    let status = response.status().as_u16();
+    let www = response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let bytes = to_bytes(response.into_body()).await.expect("body");
+    (status, www, serde_json::from_slice(&bytes).expect("json body"))
+}
+
+#[test]
+fn table_is_complete_and_unique() {
+    let expected = [
+        ("malformed_json", "invalid_request", 400),
+        ("unknown_field", "invalid_request", 400),
+        ("missing_field", "invalid_request", 400),
+        ("invalid_server_name", "invalid_request", 400),
+        ("invalid_endpoint_url", "invalid_request", 400),
+        ("invalid_transport_type", "invalid_request", 400),
+        ("invalid_description", "invalid_request", 400),
+        ("invalid_tags", "invalid_request", 400),
+        ("invalid_content_type", "invalid_request", 415),
+        ("payload_too_large", "invalid_request", 413),
+        ("server_name_taken", "invalid_request", 409),
+        ("server_not_found", "invalid_request", 404),
+        ("missing_authorization", "auth", 401),
+        ("invalid_admin_token", "auth", 401),
+        ("admin_token_not_configured", "auth", 401),
+        ("route_not_found", "invalid_request", 404),
+        ("method_not_allowed", "invalid_request", 405),
+        ("database_unavailable", "system", 503),
+        ("internal", "internal", 500),
+    ];
+    let table: Vec<_> =
+        Code::ALL.iter().map(|c| (c.name(), c.error_type().as_str(), c.status().as_u16())).collect();
+    assert_eq!(table, expected);
+    let names: HashSet<_> = Code::ALL.iter().map(|c| c.name()).collect();
+    assert_eq!(names.len(), Code::ALL.len(), "code names are unique");
+}
+
+#[actix_web::test]
+async fn not_found_body() {
+    let (status, www, body) =
+        rendered(ApiError::new(Code::ServerNotFound, "no server has id \"x\"")).await;
+    assert_eq!(status, 404);
+    assert_eq!(www, None);
+    assert_eq!(
+        body,
+        json!({
+            "message": "no server has id \"x\"",
+            "code": "server_not_found",
+            "type": "invalid_request",
+            "link": "https://github.com/mcpgw/mcpgw/blob/main/control-plane/README.md#errors"
+        })
+    );
+}
+
+#[actix_web::test]
+async fn auth_errors_carry_www_authenticate() {
+    for code in [Code::MissingAuthorization, Code::InvalidAdminToken, Code::AdminTokenNotConfigured] {
+        let (status, www, body) = rendered(ApiError::new(code, "m")).await;
+        assert_eq!(status, 401);
+        assert_eq!(www.as_deref(), Some("Bearer"));
+        assert_eq!(body["type"], "auth");
+        assert_eq!(body["code"], code.name());
+    }
+}
+
+#[actix_web::test]
+async fn internal_errors_never_echo_detail() {
+    let (status, _, body) = rendered(ApiError::internal("relation \"servers\" does not exist")).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body,
+        json!({
+            "message": "an internal error occurred; see the control plane's log",
+            "code": "internal",
+            "type": "internal",
+            "link": ERROR_DOCS_LINK
+        })
+    );
+    let (status, _, body) = rendered(ApiError::database_unavailable("connection refused")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "database_unavailable");
+    assert_eq!(body["type"], "system");
+    assert!(!body["message"].as_str().unwrap_or_default().contains("refused"));
+}

@@ -1,0 +1,117 @@
+//! Unit tests of `validate()`: defaults, every refusal, and secrets kept out of the summary.
+
+use clap::Parser;
+
+use super::*;
+
+fn raw(args: &[&str]) -> RawSettings {
+    let mut argv = vec!["mcpgw-control-plane"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).expect("test arguments parse").settings
+}
+
+#[test]
+fn defaults_are_valid() {
+    let cfg = validate(&raw(&[])).expect("defaults validate");
+    assert_eq!(cfg.http_addr.to_string(), "127.0.0.1:8000");
+    assert_eq!(cfg.grpc_addr.to_string(), "127.0.0.1:50051");
+    assert_eq!(cfg.database.name(), "mcpgw");
+    assert_eq!(cfg.database.maintenance(), "postgres://postgres@localhost/postgres");
+    assert_eq!(cfg.db_pool_size, 10);
+    assert_eq!(cfg.api_body_limit, 1_048_576);
+    assert_eq!(cfg.log_format, LogFormat::Text);
+    assert!(cfg.redis_url.is_none());
+    assert!(cfg.admin_token.is_none());
+}
+
+#[test]
+fn subcommands_and_global_flags() {
+    let cli = Cli::try_parse_from(["x", "migrate", "--db-pool-size", "3"]).expect("parses");
+    assert_eq!(cli.command, Some(Command::Migrate));
+    assert_eq!(cli.settings.db_pool_size, 3);
+    let cli = Cli::try_parse_from(["x"]).expect("parses");
+    assert_eq!(cli.command, None);
+}
+
+#[test]
+fn port_zero_is_allowed_for_both_listeners() {
+    let cfg = validate(&raw(&["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])).expect("valid");
+    assert_eq!(cfg.http_addr.port(), 0);
+}
+
+#[test]
+fn refuses_bad_addresses() {
+    assert_eq!(
+        validate(&raw(&["--http-addr", "localhost"])).unwrap_err(),
+        ConfigError::HttpAddr("localhost".into())
+    );
+    assert!(matches!(validate(&raw(&["--grpc-addr", "1.2.3.4"])), Err(ConfigError::GrpcAddr(_))));
+    assert!(matches!(
+        validate(&raw(&["--http-addr", "127.0.0.1:9000", "--grpc-addr", "127.0.0.1:9000"])),
+        Err(ConfigError::SameAddr(_))
+    ));
+}
+
+#[test]
+fn refuses_bad_database_urls() {
+    for bad in ["mysql://localhost/x", "postgres://localhost", "postgres://localhost/", "not a url", "postgres://h/a/b"]
+    {
+        assert!(
+            matches!(validate(&raw(&["--database-url", bad])), Err(ConfigError::DatabaseUrl(_))),
+            "{bad}"
+        );
+    }
+    let long = format!("postgres://h/{}", "d".repeat(64));
+    assert!(matches!(validate(&raw(&["--database-url", &long])), Err(ConfigError::DatabaseUrl(_))));
+}
+
+#[test]
+fn database_name_is_decoded_and_password_redacted() {
+    let cfg = validate(&raw(&["--database-url", "postgresql://u:secret@db:5433/my%2Ddb"])).expect("valid");
+    assert_eq!(cfg.database.name(), "my-db");
+    assert!(!cfg.database.redacted().contains("secret"));
+    assert!(!format!("{:?}", cfg.database).contains("secret"));
+    assert_eq!(cfg.database.maintenance(), "postgresql://u:secret@db:5433/postgres");
+}
+
+#[test]
+fn redis_url_rules() {
+    let cfg = validate(&raw(&["--redis-url", "redis://127.0.0.1:6379"])).expect("valid");
+    assert_eq!(cfg.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+    assert!(validate(&raw(&["--redis-url", ""])).expect("empty means unset").redis_url.is_none());
+    assert!(matches!(validate(&raw(&["--redis-url", "http://x"])), Err(ConfigError::RedisUrl(_))));
+    assert!(matches!(validate(&raw(&["--redis-url", "nope"])), Err(ConfigError::RedisUrl(_))));
+}
+
+#[test]
+fn admin_token_rules() {
+    assert!(validate(&raw(&["--admin-token", "s3cret-token"])).expect("valid").admin_token.is_some());
+    assert!(validate(&raw(&["--admin-token", ""])).expect("valid").admin_token.is_none());
+    assert_eq!(validate(&raw(&["--admin-token", "a b"])).unwrap_err(), ConfigError::AdminToken);
+}
+
+#[test]
+fn refuses_out_of_range_numbers() {
+    assert_eq!(validate(&raw(&["--db-pool-size", "0"])).unwrap_err(), ConfigError::DbPoolSize(0));
+    assert_eq!(validate(&raw(&["--db-pool-size", "1001"])).unwrap_err(), ConfigError::DbPoolSize(1001));
+    assert_eq!(validate(&raw(&["--api-body-limit", "0"])).unwrap_err(), ConfigError::ApiBodyLimit(0));
+    assert!(Cli::try_parse_from(["x", "--log-format", "xml"]).is_err());
+}
+
+#[test]
+fn summary_hides_secrets() {
+    let cfg = validate(&raw(&[
+        "--admin-token",
+        "topsecret",
+        "--database-url",
+        "postgres://u:pw1@h/db",
+        "--redis-url",
+        "redis://:pw2@h:6379",
+    ]))
+    .expect("valid");
+    let summary = cfg.summary();
+    for secret in ["topsecret", "pw1", "pw2"] {
+        assert!(!summary.contains(secret), "{summary}");
+    }
+    assert!(summary.contains("admin_token=set"));
+}

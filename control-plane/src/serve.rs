@@ -1,0 +1,164 @@
+//! Running the control plane: prepare the database, bind both listeners, serve until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::api::{self, AppState, RedisPool};
+use crate::config::Config;
+use crate::db::{self, DbError, bootstrap};
+use crate::grpc::RoutingService;
+use crate::hub::{HubError, POLL_INTERVAL, RoutingHub};
+
+/// How long in-flight REST requests and the gRPC server get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the control plane could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("cannot load the routing table: {0}")]
+    Hub(#[from] HubError),
+    #[error("cannot bind {what} to {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("invalid --redis-url: {0}")]
+    Redis(String),
+    #[error("the REST server failed: {0}")]
+    Http(std::io::Error),
+    #[error("the gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Serves the routing stream on `listener` until `shutdown`; every proxy session ends with it.
+pub async fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    hub: Arc<RoutingHub>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let service = RoutingService::new(hub, shutdown.clone()).into_server();
+    Server::builder()
+        .tcp_nodelay(true)
+        // Detects proxies that vanished without closing their stream.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
+        .await
+}
+
+/// Builds the shared REST state (pools, hub, expected migrations) for `config`.
+pub fn app_state(config: &Config, pool: db::DbPool, hub: Arc<RoutingHub>) -> Result<AppState, ServeError> {
+    let redis = match &config.redis_url {
+        None => None,
+        Some(url) => {
+            let manager =
+                bb8_redis::RedisConnectionManager::new(url.as_str()).map_err(|e| ServeError::Redis(e.to_string()))?;
+            let pool: RedisPool =
+                bb8::Pool::builder().max_size(2).connection_timeout(Duration::from_secs(2)).build_unchecked(manager);
+            Some(pool)
+        }
+    };
+    Ok(AppState {
+        pool,
+        hub,
+        admin_token: config.admin_token.clone(),
+        redis,
+        migrations: bootstrap::embedded_versions()?,
+        body_limit: config.api_body_limit,
+    })
+}
+
+/// Runs the control plane until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    if config.admin_token.is_none() {
+        tracing::warn!(
+            "NO ADMIN TOKEN CONFIGURED: every POST/PUT/DELETE will be refused with 401. \
+             Set --admin-token or MCPGW_ADMIN_TOKEN to manage servers."
+        );
+    }
+    let applied = db::prepare(&config.database).await?;
+    if !applied.is_empty() {
+        tracing::info!(applied = applied.join(","), "Applied database migrations.");
+    }
+    let pool = db::pool(config.database.as_str(), config.db_pool_size);
+    let hub = RoutingHub::new(pool.clone());
+    let version = hub.refresh().await?;
+    tracing::info!(version, servers = hub.current().len() / 2, "Loaded the routing table.");
+    let state = web::Data::new(app_state(&config, pool, hub.clone())?);
+    let shutdown = CancellationToken::new();
+
+    let bind_err = |what, addr| move |source| ServeError::Bind { what, addr, source };
+    let http_listener =
+        std::net::TcpListener::bind(config.http_addr).map_err(bind_err("the REST API", config.http_addr))?;
+    let http_addr = http_listener.local_addr().map_err(bind_err("the REST API", config.http_addr))?;
+    let http = HttpServer::new(move || App::new().configure(|cfg| api::routes(cfg, state.clone())))
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .listen(http_listener)
+        .map_err(bind_err("the REST API", config.http_addr))?
+        .run();
+    tracing::info!(http_addr = %http_addr, "The REST API is listening.");
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(bind_err("the gRPC routing stream", config.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr().map_err(bind_err("the gRPC routing stream", config.grpc_addr))?;
+    let grpc = tokio::spawn(serve_grpc(grpc_listener, hub.clone(), shutdown.clone()));
+    tracing::info!(grpc_addr = %grpc_addr, "The gRPC routing stream is listening.");
+
+    let poller = tokio::spawn(hub.poll(POLL_INTERVAL, shutdown.clone()));
+    let http_handle = http.handle();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Shutting down: draining requests and closing proxy streams.");
+        on_signal.cancel();
+        http_handle.stop(true).await;
+    });
+
+    let http_result = http.await.map_err(ServeError::Http);
+    shutdown.cancel();
+    let grpc_result = match tokio::time::timeout(SHUTDOWN_GRACE, grpc).await {
+        Ok(Ok(result)) => result.map_err(ServeError::from),
+        Ok(Err(join)) => {
+            tracing::error!(error = %join, "The gRPC server task failed.");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!("The gRPC server did not stop in time.");
+            Ok(())
+        }
+    };
+    poller.abort();
+    tracing::info!("The control plane stopped.");
+    http_result.and(grpc_result)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot listen for SIGTERM; only SIGINT stops the control plane.");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE routing_state;
+DROP TABLE servers;
