@@ -134,7 +134,7 @@ fn is_event_stream(resp: &ResponseHeader) -> bool {
 
 fn upstream_error(server: &Server, e: &pingora::Error) -> ProxyError {
     let server = server.name.clone();
-    let detail = e.to_string();
+    let detail = format!("{}: {}", e.etype().as_str(), e.root_cause());
     match e.etype() {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             ProxyError::UpstreamTimeout { server, detail }

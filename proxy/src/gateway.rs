@@ -165,12 +165,7 @@ impl Gateway {
         if session.is_body_empty() {
             return Ok(Bytes::new());
         }
-        let expects_continue = session
-            .req_header()
-            .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if expects_continue {
+        if expects_continue(session) {
             session.write_continue_response().await.map_err(Failure::Abort)?;
         }
         let mut first: Option<Bytes> = None;
@@ -208,14 +203,49 @@ impl Gateway {
         let mut resp = ResponseHeader::build(error.status(), Some(3))?;
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        if matches!(error, ProxyError::BodyTooLarge { .. } | ProxyError::BadRequestBody(_)) {
+        let unread_body = matches!(error, ProxyError::BodyTooLarge { .. } | ProxyError::BadRequestBody(_));
+        if unread_body {
             // The rest of the body was not read: the connection cannot carry another request.
             session.set_keepalive(None);
         }
         session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(body), true).await
+        session.write_response_body(Some(body), true).await?;
+        if unread_body && !expects_continue(session) {
+            linger(session).await;
+        }
+        Ok(())
     }
 }
+
+fn expects_continue(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Most bytes read and discarded after refusing a body.
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+/// Longest time spent discarding a refused body.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and discards what the client is still sending of a refused body, so that closing the connection
+/// does not reset it before the client has read the error (the TCP stack answers unread data with RST).
+async fn linger(session: &mut Session) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut discarded = 0;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            discarded += chunk.len();
+            if discarded > LINGER_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+impl Gateway {}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,10 @@
+//! Proxy integration tests: the real `mcpgw-proxy` binary between a fake control plane (pushes routes,
+//! records acknowledgements) and fake upstreams (record what arrives, answer as told).
+
+#[path = "integration/support.rs"]
+mod support;
+
+#[path = "integration/forwarding.rs"]
+mod forwarding;
+#[path = "integration/routing.rs"]
+mod routing;

@@ -1,0 +1,248 @@
+//! What crosses the proxy: headers and bodies both ways, SSE event by event, the era's cancellation rule,
+//! and the errors a client can act on.
+
+use futures_util::StreamExt;
+use mcpgw_proto::v1::proxy_message::Kind;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+/// A proxy routing `alpha` to `upstream`, ready.
+async fn routed(upstream: &FakeUpstream, extra: &[&str]) -> (FakeControlPlane, ProxyProcess) {
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start(&cp.url(), extra).await;
+    cp.push(snapshot(1, &[("alpha", &format!("{}?fixed=1", upstream.url()))])).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    (cp, proxy)
+}
+
+fn rpc_body(id: u64, padding: usize) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "echo", "arguments": {"message": "x".repeat(padding)}}})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn headers_and_bodies_cross_intact() {
+    let mut upstream = FakeUpstream::start().await;
+    let (_cp, proxy) = routed(&upstream, &[]).await;
+    let client = reqwest::Client::new();
+    for size in [0, 100 * 1024, 2 * 1024 * 1024] {
+        let body = rpc_body(1, size);
+        let resp = client
+            .post(format!("{}?client=2", proxy.mcp_url("alpha")))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("origin", "http://evil.example")
+            .header("mcp-session-id", "s-1")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .header("mcp-param-region", "eu")
+            .header("last-event-id", "ev-9")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["mcp-session-id"], "upstream-session", "response headers pass back");
+        let seen = upstream.next_request().await;
+        assert_eq!(seen.body.len(), body.len(), "body of {size} bytes");
+        assert!(seen.body == body, "body of {size} bytes arrives byte-identical");
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.path, "/upstream/mcp?fixed=1&client=2");
+        assert_eq!(seen.header("host"), Some(upstream.addr.to_string().as_str()));
+        assert_eq!(seen.header("origin"), None);
+        for (name, value) in [
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-session-id", "s-1"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+            ("mcp-param-region", "eu"),
+            ("last-event-id", "ev-9"),
+        ] {
+            assert_eq!(seen.header(name), Some(value), "{name}");
+        }
+    }
+    // A chunked body (no Content-Length) arrives whole as well.
+    let chunks = futures_util::stream::iter(
+        [&b"{\"jsonrpc\":\"2.0\","[..], &b"\"id\":5,\"method\":\"ping\"}"[..]]
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec())),
+    );
+    let resp =
+        client.post(proxy.mcp_url("alpha")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.next_request().await.body, br#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#);
+}
+
+#[tokio::test]
+async fn sse_events_stream_one_by_one() {
+    let mut upstream = FakeUpstream::start().await;
+    let (_cp, proxy) = routed(&upstream, &[]).await;
+    let (events, rx) = mpsc::channel(4);
+    upstream.reply(Reply::Sse(rx));
+    let resp = reqwest::Client::new().post(proxy.mcp_url("alpha")).body(rpc_body(1, 0)).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.bytes_stream();
+    for i in 0..3 {
+        let event = format!("event: message\ndata: {{\"progress\":{i}}}\n\n");
+        events.send(Some(event.clone())).await.unwrap();
+        // The next event is only produced after this one reached the client: nothing may sit in a buffer.
+        let got = within("an SSE event through the proxy", body.next()).await.unwrap().unwrap();
+        assert_eq!(got, event.as_bytes());
+    }
+    events.send(None).await.unwrap();
+    assert!(within("end of stream", body.next()).await.is_none());
+    upstream.next_request().await;
+    assert_eq!(within("stream end", upstream.stream_ends.recv()).await, Some(StreamEnd::Completed));
+}
+
+#[tokio::test]
+async fn get_streams_and_delete_pass_through() {
+    let mut upstream = FakeUpstream::start().await;
+    let (_cp, proxy) = routed(&upstream, &[]).await;
+    let client = reqwest::Client::new();
+    let (events, rx) = mpsc::channel(4);
+    upstream.reply(Reply::Sse(rx));
+    let resp = client
+        .get(proxy.mcp_url("alpha"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", "s-2")
+        .header("last-event-id", "41")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.next_request().await;
+    assert_eq!((seen.method.as_str(), seen.header("last-event-id")), ("GET", Some("41")));
+    assert_eq!(seen.header("content-length"), None, "a GET carries no body framing");
+    let mut body = resp.bytes_stream();
+    events.send(Some("id: 42\ndata: {}\n\n".into())).await.unwrap();
+    assert_eq!(within("GET stream event", body.next()).await.unwrap().unwrap(), &b"id: 42\ndata: {}\n\n"[..]);
+    drop(body);
+    assert_eq!(
+        within("GET stream closed", upstream.stream_ends.recv()).await,
+        Some(StreamEnd::ClosedByProxy)
+    );
+
+    let resp = client.delete(proxy.mcp_url("alpha")).header("mcp-session-id", "s-2").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.next_request().await;
+    assert_eq!((seen.method.as_str(), seen.header("mcp-session-id")), ("DELETE", Some("s-2")));
+}
+
+async fn disconnect_mid_stream(protocol_version: &str) -> StreamEnd {
+    let mut upstream = FakeUpstream::start().await;
+    let (_cp, proxy) = routed(&upstream, &[]).await;
+    let (events, rx) = mpsc::channel(4);
+    upstream.reply(Reply::Sse(rx));
+    let resp = reqwest::Client::new()
+        .post(proxy.mcp_url("alpha"))
+        .header("mcp-protocol-version", protocol_version)
+        .body(rpc_body(1, 0))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    events.send(Some("data: first\n\n".into())).await.unwrap();
+    within("first event", body.next()).await.unwrap().unwrap();
+    drop(body);
+    // Once the proxy has seen the client leave, its stream gauge drops back to zero.
+    within("the proxy to notice the client left", async {
+        loop {
+            let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+            if metrics.contains("mcpgw_proxy_open_streams 0") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if protocol_version < "2026-07-28" {
+        // Legacy: the proxy keeps reading, so the upstream can finish its work.
+        let _ = events.send(Some("data: second\n\n".into())).await;
+        let _ = events.send(None).await;
+    }
+    // Modern: the upstream sees the close with nothing more sent.
+    within("upstream stream end", upstream.stream_ends.recv()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_modern_client_closing_its_stream_cancels_upstream() {
+    assert_eq!(disconnect_mid_stream("2026-07-28").await, StreamEnd::ClosedByProxy);
+}
+
+#[tokio::test]
+async fn a_legacy_client_disconnect_does_not_cancel_upstream() {
+    assert_eq!(disconnect_mid_stream("2025-11-25").await, StreamEnd::Completed);
+}
+
+async fn post(url: &str, body: Vec<u8>) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn errors_a_client_can_act_on() {
+    let upstream = FakeUpstream::start().await;
+    upstream.reply(Reply::Hang);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut cp = FakeControlPlane::start().await;
+    let proxy =
+        ProxyProcess::start(&cp.url(), &["--upstream-timeout", "300ms", "--max-request-body", "1024"]).await;
+
+    let (status, body) = post(&proxy.mcp_url("alpha"), rpc_body(3, 0)).await;
+    assert_eq!((status, body["error"]["data"]["reason"].as_str()), (503, Some("not_ready")));
+
+    cp.push(snapshot(1, &[("slow", &upstream.url()), ("dead", &format!("http://{dead}/mcp"))])).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+
+    let (status, body) = post(&proxy.mcp_url("nope"), rpc_body(42, 0)).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], 42, "the error answers the request's id");
+    assert_eq!(body["error"]["code"], -32000);
+    assert_eq!(body["error"]["data"]["reason"], "unknown_server");
+
+    let (status, body) = post(&format!("http://{}/elsewhere", proxy.listen), b"not json".to_vec()).await;
+    assert_eq!((status, body["error"]["reason"].as_str()), (404, Some("route_not_found")));
+    assert!(body.get("jsonrpc").is_none(), "a non-JSON-RPC request gets a plain JSON error");
+
+    let (status, body) = post(&proxy.mcp_url("dead"), rpc_body(4, 0)).await;
+    assert_eq!((status, body["id"].as_u64()), (502, Some(4)));
+    assert_eq!(body["error"]["data"]["reason"], "upstream_unreachable");
+
+    let (status, body) = post(&proxy.mcp_url("slow"), rpc_body(5, 0)).await;
+    assert_eq!((status, body["error"]["data"]["reason"].as_str()), (504, Some("upstream_timeout")));
+
+    // The body was refused unread, so its id is unknown: the error is plain JSON.
+    let (status, body) = post(&proxy.mcp_url("slow"), rpc_body(6, 2048)).await;
+    assert_eq!((status, body["error"]["reason"].as_str()), (413, Some("body_too_large")));
+    let chunked = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b' '; 400])));
+    let resp = reqwest::Client::new()
+        .post(proxy.mcp_url("slow"))
+        .body(reqwest::Body::wrap_stream(chunked))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413, "a chunked body over the limit is refused too");
+
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"mcpgw_proxy_requests_total{method="tools/call",server="-",status="404"} 1"#,
+        r#"mcpgw_proxy_requests_total{method="tools/call",server="dead",status="502"} 1"#,
+        r#"mcpgw_proxy_requests_total{method="tools/call",server="slow",status="504"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+}

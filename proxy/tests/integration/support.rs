@@ -1,0 +1,388 @@
+//! Builder-style fakes for the proxy's neighbours, and the proxy process under test.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use mcpgw_proto::v1::routing_discovery_server::{RoutingDiscovery, RoutingDiscoveryServer};
+use mcpgw_proto::v1::{
+    Instance, ProxyMessage, Resource, RoutingUpdate, Server, Transport, proxy_message, resource::Kind,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `f`, failing the test with `what` if it takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+pub fn server(id: &str, name: &str) -> Resource {
+    Resource {
+        kind: Some(Kind::Server(Server {
+            id: id.into(),
+            name: name.into(),
+            transport: Transport::StreamableHttp as i32,
+        })),
+    }
+}
+
+pub fn instance(id: &str, server_id: &str, url: &str) -> Resource {
+    Resource {
+        kind: Some(Kind::Instance(Instance {
+            id: id.into(),
+            server_id: server_id.into(),
+            endpoint_url: url.into(),
+            weight: 1,
+        })),
+    }
+}
+
+/// A server `name` with one instance at `url`, as a full snapshot at `version`.
+pub fn snapshot(version: u64, routes: &[(&str, &str)]) -> RoutingUpdate {
+    let mut upserts = Vec::new();
+    for (name, url) in routes {
+        upserts.push(server(&format!("id-{name}"), name));
+        upserts.push(instance(&format!("inst-{name}"), &format!("id-{name}"), url));
+    }
+    RoutingUpdate { version, snapshot: true, base_version: 0, upserts, removals: vec![] }
+}
+
+type UpdateTx = mpsc::Sender<Result<RoutingUpdate, Status>>;
+
+#[derive(Clone, Default)]
+struct Discovery {
+    streams: Arc<Mutex<Vec<UpdateTx>>>,
+    inbound: Arc<Mutex<Option<mpsc::UnboundedSender<ProxyMessage>>>>,
+    connected: Arc<tokio::sync::Notify>,
+}
+
+#[tonic::async_trait]
+impl RoutingDiscovery for Discovery {
+    type StreamRoutesStream = Pin<Box<dyn Stream<Item = Result<RoutingUpdate, Status>> + Send>>;
+
+    async fn stream_routes(
+        &self,
+        request: Request<Streaming<ProxyMessage>>,
+    ) -> Result<Response<Self::StreamRoutesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let sink = self.inbound.lock().unwrap().clone().expect("inbound channel");
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                let _ = sink.send(msg);
+            }
+        });
+        self.streams.lock().unwrap().push(tx);
+        self.connected.notify_waiters();
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// A control plane that pushes whatever the test tells it to and records what proxies answer.
+pub struct FakeControlPlane {
+    pub addr: SocketAddr,
+    discovery: Discovery,
+    inbound: mpsc::UnboundedReceiver<ProxyMessage>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeControlPlane {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind fake control plane");
+        let addr = listener.local_addr().unwrap();
+        let (tx, inbound) = mpsc::unbounded_channel();
+        let discovery = Discovery::default();
+        *discovery.inbound.lock().unwrap() = Some(tx);
+        let svc = RoutingDiscoveryServer::new(discovery.clone());
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await;
+        });
+        Self { addr, discovery, inbound, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits for a proxy stream, then sends `update` on the newest one.
+    pub async fn push(&self, update: RoutingUpdate) {
+        let tx = within("a proxy to connect", async {
+            loop {
+                let notified = self.discovery.connected.notified();
+                if let Some(tx) = self.discovery.streams.lock().unwrap().last().cloned() {
+                    break tx;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        tx.send(Ok(update)).await.expect("proxy stream open");
+    }
+
+    /// The next message a proxy sent.
+    pub async fn next_message(&mut self) -> proxy_message::Kind {
+        within("a message from the proxy", self.inbound.recv())
+            .await
+            .expect("channel open")
+            .kind
+            .expect("kind")
+    }
+
+    /// Skips messages until an Ack or Nack arrives.
+    pub async fn next_reply(&mut self) -> proxy_message::Kind {
+        loop {
+            match self.next_message().await {
+                proxy_message::Kind::Hello(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Stops serving and drops every stream, as a crashed control plane would.
+    pub fn stop(self) -> SocketAddr {
+        self.task.abort();
+        self.discovery.streams.lock().unwrap().clear();
+        self.addr
+    }
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the fake upstream answers one request.
+pub enum Reply {
+    /// 200 with this JSON body.
+    Json(String),
+    /// 200 `text/event-stream`; each `Some(event)` from the channel is written and flushed, `None` ends it.
+    Sse(mpsc::Receiver<Option<String>>),
+    /// Read the request, never answer.
+    Hang,
+}
+
+/// What the fake upstream saw of a streamed response's end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The proxy closed the connection while the stream was open.
+    ClosedByProxy,
+    /// The stream was written to its end.
+    Completed,
+}
+
+/// A hand-written HTTP/1.1 upstream: records requests, answers from a queue (default: a JSON-RPC result).
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    pub requests: mpsc::UnboundedReceiver<Recorded>,
+    pub stream_ends: mpsc::UnboundedReceiver<StreamEnd>,
+}
+
+impl FakeUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let replies: Arc<Mutex<VecDeque<Reply>>> = Arc::default();
+        let (req_tx, requests) = mpsc::unbounded_channel();
+        let (end_tx, stream_ends) = mpsc::unbounded_channel();
+        let queue = replies.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(serve_conn(conn, queue.clone(), req_tx.clone(), end_tx.clone()));
+            }
+        });
+        Self { addr, replies, requests, stream_ends }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/upstream/mcp", self.addr)
+    }
+
+    pub fn reply(&self, reply: Reply) {
+        self.replies.lock().unwrap().push_back(reply);
+    }
+
+    pub async fn next_request(&mut self) -> Recorded {
+        within("a request at the upstream", self.requests.recv()).await.expect("upstream running")
+    }
+}
+
+async fn serve_conn(
+    conn: TcpStream,
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    requests: mpsc::UnboundedSender<Recorded>,
+    ends: mpsc::UnboundedSender<StreamEnd>,
+) {
+    let mut conn = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            conn.read_line(&mut h).await.unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        let len = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body).await.unwrap();
+        let _ = requests.send(Recorded { method, path, headers, body });
+        let reply = replies
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Reply::Json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into()));
+        match reply {
+            Reply::Json(body) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: upstream-session\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+                conn.get_mut().write_all(body.as_bytes()).await.unwrap();
+            }
+            Reply::Hang => {
+                let mut rest = Vec::new();
+                let _ = conn.read_to_end(&mut rest).await;
+                return;
+            }
+            Reply::Sse(mut events) => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+                conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+                let mut probe = [0u8; 1];
+                loop {
+                    tokio::select! {
+                        next = events.recv() => match next.flatten() {
+                            Some(event) => {
+                                let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+                                if conn.get_mut().write_all(chunk.as_bytes()).await.is_err() {
+                                    let _ = ends.send(StreamEnd::ClosedByProxy);
+                                    return;
+                                }
+                            }
+                            None => {
+                                let _ = conn.get_mut().write_all(b"0\r\n\r\n").await;
+                                let _ = ends.send(StreamEnd::Completed);
+                                break;
+                            }
+                        },
+                        n = conn.get_mut().read(&mut probe) => {
+                            if matches!(n, Ok(0) | Err(_)) {
+                                let _ = ends.send(StreamEnd::ClosedByProxy);
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The proxy binary, killed on drop; stderr goes to a file named in failures.
+pub struct ProxyProcess {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    _child: tokio::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+impl ProxyProcess {
+    pub async fn start(control_plane: &str, extra: &[&str]) -> Self {
+        let (listen, admin) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join("mcpgw-proxy-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("proxy-{}.log", listen.port()));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgw-proxy"))
+            .args(["serve", "--listen", &listen.to_string(), "--admin-addr", &admin.to_string()])
+            .args(["--control-plane", control_plane, "--grace-period", "0s", "--shutdown-timeout", "1s"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mcpgw-proxy");
+        let proxy = Self { listen, admin, _child: child, log };
+        let client = reqwest::Client::new();
+        let url = proxy.admin_url("/healthz");
+        within(&format!("proxy admin to answer (log: {})", proxy.log.display()), async {
+            while client.get(&url).send().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        proxy
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn mcp_url(&self, server: &str) -> String {
+        format!("http://{}/mcp/{server}", self.listen)
+    }
+
+    /// Polls the admin `/routes` until `pred` holds for it.
+    pub async fn wait_routes(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let client = reqwest::Client::new();
+        within(what, async {
+            loop {
+                if let Ok(r) = client.get(self.admin_url("/routes")).send().await
+                    && let Ok(v) = r.json::<serde_json::Value>().await
+                    && pred(&v)
+                {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+}
