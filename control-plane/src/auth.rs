@@ -105,7 +105,8 @@ mod tests {
     #[test]
     fn header_rules() {
         let t = AdminToken::new("tok");
-        let code = |req: TestRequest| AdminAuth::check(Some(&t), &req.to_http_request()).map_err(|e| e.code());
+        let code =
+            |req: TestRequest| AdminAuth::check(Some(&t), &req.to_http_request()).map_err(|e| e.code());
         assert!(code(TestRequest::default().insert_header(("Authorization", "Bearer tok"))).is_ok());
         assert!(code(TestRequest::default().insert_header(("Authorization", "bearer tok"))).is_ok());
         assert_eq!(code(TestRequest::default()).unwrap_err(), Code::MissingAuthorization);

@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn transport_names() {
         assert_eq!(TransportType::parse("http"), Some(TransportType::StreamableHttp));
-        assert_eq!(TransportType::parse("streamable_http").map(TransportType::as_str), Some("streamable_http"));
+        assert_eq!(
+            TransportType::parse("streamable_http").map(TransportType::as_str),
+            Some("streamable_http")
+        );
         assert_eq!(TransportType::parse("sse"), Some(TransportType::Sse));
         assert_eq!(TransportType::parse("SSE"), None);
         assert_eq!(TransportType::parse("stdio"), None);

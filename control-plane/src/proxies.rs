@@ -45,7 +45,8 @@ impl ProxyRegistry {
     /// Records a new stream; the entry lives as long as the returned handle.
     pub fn register(&self, proxy_id: String, peer: Option<String>) -> ProxyHandle {
         let key = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let info = ProxyInfo { proxy_id, peer, connected_at: Utc::now(), acked_version: None, last_nack: None };
+        let info =
+            ProxyInfo { proxy_id, peer, connected_at: Utc::now(), acked_version: None, last_nack: None };
         self.lock().insert(key, info);
         ProxyHandle { registry: self.clone(), key }
     }

@@ -57,10 +57,12 @@ pub fn app_state(config: &Config, pool: db::DbPool, hub: Arc<RoutingHub>) -> Res
     let redis = match &config.redis_url {
         None => None,
         Some(url) => {
-            let manager =
-                bb8_redis::RedisConnectionManager::new(url.as_str()).map_err(|e| ServeError::Redis(e.to_string()))?;
-            let pool: RedisPool =
-                bb8::Pool::builder().max_size(2).connection_timeout(Duration::from_secs(2)).build_unchecked(manager);
+            let manager = bb8_redis::RedisConnectionManager::new(url.as_str())
+                .map_err(|e| ServeError::Redis(e.to_string()))?;
+            let pool: RedisPool = bb8::Pool::builder()
+                .max_size(2)
+                .connection_timeout(Duration::from_secs(2))
+                .build_unchecked(manager);
             Some(pool)
         }
     };
@@ -108,7 +110,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .map_err(bind_err("the gRPC routing stream", config.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr().map_err(bind_err("the gRPC routing stream", config.grpc_addr))?;
+    let grpc_addr =
+        grpc_listener.local_addr().map_err(bind_err("the gRPC routing stream", config.grpc_addr))?;
     let grpc = tokio::spawn(serve_grpc(grpc_listener, hub.clone(), shutdown.clone()));
     tracing::info!(grpc_addr = %grpc_addr, "The gRPC routing stream is listening.");
 

@@ -35,9 +35,10 @@ pub fn from_json_error(err: JsonPayloadError) -> ApiError {
             Code::PayloadTooLarge,
             format!("the body is {length} bytes; the limit is {limit} bytes"),
         ),
-        JsonPayloadError::Overflow { limit } => {
-            ApiError::new(Code::PayloadTooLarge, format!("the body is larger than the limit of {limit} bytes"))
-        }
+        JsonPayloadError::Overflow { limit } => ApiError::new(
+            Code::PayloadTooLarge,
+            format!("the body is larger than the limit of {limit} bytes"),
+        ),
         JsonPayloadError::Payload(PayloadError::Overflow) => {
             ApiError::new(Code::PayloadTooLarge, "the body is larger than the limit")
         }

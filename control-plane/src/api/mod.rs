@@ -65,7 +65,9 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
-            web::resource("/api/v1/proxies").get(health::proxies).default_service(web::to(method_not_allowed)),
+            web::resource("/api/v1/proxies")
+                .get(health::proxies)
+                .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(route_not_found));
 }

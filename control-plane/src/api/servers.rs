@@ -46,7 +46,9 @@ impl ServerRequest {
             Some(raw) => TransportType::parse(raw).ok_or_else(|| {
                 ApiError::new(
                     Code::InvalidTransportType,
-                    format!("unknown transport_type {raw:?}; use \"streamable_http\" (or \"http\") or \"sse\""),
+                    format!(
+                        "unknown transport_type {raw:?}; use \"streamable_http\" (or \"http\") or \"sse\""
+                    ),
                 )
             })?,
         };

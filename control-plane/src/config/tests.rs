@@ -54,8 +54,13 @@ fn refuses_bad_addresses() {
 
 #[test]
 fn refuses_bad_database_urls() {
-    for bad in ["mysql://localhost/x", "postgres://localhost", "postgres://localhost/", "not a url", "postgres://h/a/b"]
-    {
+    for bad in [
+        "mysql://localhost/x",
+        "postgres://localhost",
+        "postgres://localhost/",
+        "not a url",
+        "postgres://h/a/b",
+    ] {
         assert!(
             matches!(validate(&raw(&["--database-url", bad])), Err(ConfigError::DatabaseUrl(_))),
             "{bad}"

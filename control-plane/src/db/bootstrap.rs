@@ -3,11 +3,11 @@
 use std::collections::BTreeSet;
 
 use diesel::Connection;
+use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::sql_types::Text;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use diesel::migration::MigrationSource;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -27,8 +27,9 @@ pub async fn prepare(db: &DatabaseUrl) -> Result<Vec<String>, DbError> {
 }
 
 async fn connect(url: &str, redacted: String) -> Result<tokio_postgres::Client, DbError> {
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.map_err(|source| DbError::Connect { url: redacted, source })?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|source| DbError::Connect { url: redacted, source })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "Bootstrap connection closed with an error.");
@@ -79,7 +80,8 @@ pub async fn run_migrations(db: &DatabaseUrl) -> Result<Vec<String>, DbError> {
     tokio::task::spawn_blocking(move || {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
             .map_err(|e| DbError::Migration(format!("cannot connect: {e}")))?;
-        let applied = conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
+        let applied =
+            conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
         Ok(applied.iter().map(ToString::to_string).collect())
     })
     .await

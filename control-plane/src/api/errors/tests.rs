@@ -47,8 +47,7 @@ fn table_is_complete_and_unique() {
 
 #[actix_web::test]
 async fn not_found_body() {
-    let (status, www, body) =
-        rendered(ApiError::new(Code::ServerNotFound, "no server has id \"x\"")).await;
+    let (status, www, body) = rendered(ApiError::new(Code::ServerNotFound, "no server has id \"x\"")).await;
     assert_eq!(status, 404);
     assert_eq!(www, None);
     assert_eq!(

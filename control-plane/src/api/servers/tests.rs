@@ -29,9 +29,11 @@ fn accepts_a_minimal_request_with_defaults() {
 
 #[test]
 fn transport_aliases() {
-    for (raw, want) in
-        [("http", TransportType::StreamableHttp), ("streamable_http", TransportType::StreamableHttp), ("sse", TransportType::Sse)]
-    {
+    for (raw, want) in [
+        ("http", TransportType::StreamableHttp),
+        ("streamable_http", TransportType::StreamableHttp),
+        ("sse", TransportType::Sse),
+    ] {
         let mut r = req("a", "https://h/mcp");
         r.transport_type = Some(raw.into());
         assert_eq!(r.validate().expect("valid").transport, want);
@@ -61,7 +63,9 @@ fn description_and_tags() {
     let mut r = req("a", "http://h/");
     r.description = Some("d".repeat(MAX_DESCRIPTION_CHARS + 1));
     assert_eq!(code(r), Code::InvalidDescription);
-    for tags in [vec![String::new()], vec!["x".repeat(65)], vec!["a".into(), "a".into()], vec!["t".into(); 33]] {
+    for tags in
+        [vec![String::new()], vec!["x".repeat(65)], vec!["a".into(), "a".into()], vec!["t".into(); 33]]
+    {
         let mut r = req("a", "http://h/");
         r.tags = Some(tags);
         assert_eq!(code(r), Code::InvalidTags);

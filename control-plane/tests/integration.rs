@@ -1,0 +1,16 @@
+//! Integration tests of the control plane against a real PostgreSQL: one binary, one module per feature.
+//! Each test gets its own database, created and migrated by the crate's own bootstrap code, dropped at the end.
+
+#[path = "integration/support.rs"]
+mod support;
+
+#[path = "integration/bootstrap.rs"]
+mod bootstrap;
+#[path = "integration/grpc.rs"]
+mod grpc;
+#[path = "integration/health.rs"]
+mod health;
+#[path = "integration/servers.rs"]
+mod servers;
+#[path = "integration/validation.rs"]
+mod validation;

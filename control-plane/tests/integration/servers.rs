@@ -1,0 +1,144 @@
+//! Registry CRUD through the REST API: the happy path, conflicts and unknown ids.
+
+use actix_web::http::StatusCode;
+use actix_web::test::TestRequest;
+use serde_json::json;
+
+use crate::support::{TestApp, admin};
+
+#[actix_web::test]
+async fn crud_happy_path() {
+    let app = TestApp::start().await;
+    let (v0, _) = app.table().await;
+
+    let created = app
+        .create(
+            json!({"name": "b-server", "endpoint_url": "http://127.0.0.1:3001/mcp", "transport_type": "http",
+                       "description": "demo", "tags": ["prod", "team-a"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        created.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("/api/v1/servers/{id}").as_str())
+    );
+    assert_eq!(created.body["name"], "b-server");
+    assert_eq!(created.body["endpoint_url"], "http://127.0.0.1:3001/mcp");
+    assert_eq!(created.body["transport_type"], "streamable_http", "http is stored as streamable_http");
+    assert_eq!(created.body["description"], "demo");
+    assert_eq!(created.body["tags"], json!(["prod", "team-a"]));
+    let mut keys: Vec<_> = created.body.as_object().expect("object").keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["created_at", "description", "endpoint_url", "id", "name", "tags", "transport_type", "updated_at"]
+    );
+
+    let other = app.create(json!({"name": "a-server", "endpoint_url": "https://example.com/mcp"})).await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    assert_eq!(other.body["transport_type"], "streamable_http", "the default transport");
+    assert_eq!(other.body["tags"], json!([]));
+    assert_eq!(other.body["description"], json!(null));
+
+    let fetched = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}"))).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.body, created.body);
+
+    let list = app.call(TestRequest::get().uri("/api/v1/servers")).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let names: Vec<_> =
+        list.body.as_array().expect("a bare array").iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names, [json!("a-server"), json!("b-server")], "ordered by name");
+
+    let put = app
+        .call(admin(TestRequest::put().uri(&format!("/api/v1/servers/{id}"))).set_json(
+            json!({"name": "b-server", "endpoint_url": "http://127.0.0.1:3002/sse", "transport_type": "sse"}),
+        ))
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    assert_eq!(put.body["id"], id.as_str());
+    assert_eq!(put.body["transport_type"], "sse");
+    assert_eq!(put.body["endpoint_url"], "http://127.0.0.1:3002/sse");
+    assert_eq!(put.body["description"], json!(null), "PUT replaces every field");
+    assert_eq!(put.body["tags"], json!([]));
+    assert_eq!(put.body["created_at"], created.body["created_at"]);
+    let renamed = app
+        .call(
+            admin(TestRequest::put().uri(&format!("/api/v1/servers/{id}")))
+                .set_json(json!({"name": "c-server", "endpoint_url": "http://127.0.0.1:3002/sse"})),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    assert_eq!(renamed.body["name"], "c-server");
+
+    let deleted = app.call(admin(TestRequest::delete().uri(&format!("/api/v1/servers/{id}")))).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let gone = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}"))).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(gone.code(), "server_not_found");
+    let again = app.call(admin(TestRequest::delete().uri(&format!("/api/v1/servers/{id}")))).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+
+    let (v1, servers) = app.table().await;
+    assert_eq!(v1, v0 + 5, "two creates, two replaces and one delete each bump the version once");
+    assert_eq!(servers.len(), 1);
+}
+
+#[actix_web::test]
+async fn duplicate_name_is_a_conflict() {
+    let app = TestApp::start().await;
+    let body = json!({"name": "dup", "endpoint_url": "http://h/mcp"});
+    assert_eq!(app.create(body.clone()).await.status, StatusCode::CREATED);
+    let before = app.table().await;
+    let second = app.create(body).await;
+    assert_eq!(second.status, StatusCode::CONFLICT);
+    assert_eq!(second.code(), "server_name_taken");
+    assert_eq!(app.table().await, before, "nothing written");
+}
+
+#[actix_web::test]
+async fn concurrent_registrations_of_one_name_admit_one() {
+    let app = TestApp::start().await;
+    let body = json!({"name": "race", "endpoint_url": "http://h/mcp"});
+    let (a, b) = futures_util::future::join(app.create(body.clone()), app.create(body)).await;
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409]);
+    assert_eq!(app.table().await.1.len(), 1);
+}
+
+#[actix_web::test]
+async fn rename_onto_a_taken_name_is_a_conflict() {
+    let app = TestApp::start().await;
+    app.create(json!({"name": "one", "endpoint_url": "http://h/1"})).await;
+    let two = app.create(json!({"name": "two", "endpoint_url": "http://h/2"})).await;
+    let id = two.body["id"].as_str().expect("id").to_owned();
+    let before = app.table().await;
+    let put = app
+        .call(
+            admin(TestRequest::put().uri(&format!("/api/v1/servers/{id}")))
+                .set_json(json!({"name": "one", "endpoint_url": "http://h/2"})),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CONFLICT);
+    assert_eq!(put.code(), "server_name_taken");
+    assert_eq!(app.table().await, before, "nothing written");
+}
+
+#[actix_web::test]
+async fn unknown_ids_are_not_found() {
+    let app = TestApp::start().await;
+    let body = json!({"name": "x", "endpoint_url": "http://h/"});
+    for id in [uuid::Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
+        let uri = format!("/api/v1/servers/{id}");
+        let get = app.call(TestRequest::get().uri(&uri)).await;
+        let put = app.call(admin(TestRequest::put().uri(&uri)).set_json(body.clone())).await;
+        let delete = app.call(admin(TestRequest::delete().uri(&uri))).await;
+        for reply in [get, put, delete] {
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{id}");
+            assert_eq!(reply.code(), "server_not_found");
+        }
+    }
+    assert!(app.table().await.1.is_empty());
+}

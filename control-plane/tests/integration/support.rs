@@ -1,0 +1,251 @@
+//! Test fixtures: a throwaway database, the REST app over it, a gRPC server on port 0, and a proxy client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderMap;
+use actix_web::test::{self, TestRequest};
+use actix_web::{App, web};
+use mcpgw_control_plane::api::{self, AppState};
+use mcpgw_control_plane::auth::AdminToken;
+use mcpgw_control_plane::config::DatabaseUrl;
+use mcpgw_control_plane::db::{self, DbPool, bootstrap, store};
+use mcpgw_control_plane::hub::RoutingHub;
+use mcpgw_control_plane::model::Server;
+use mcpgw_control_plane::serve::serve_grpc;
+use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
+use mcpgw_proto::v1::{Ack, Hello, Nack, ProxyMessage, RoutingUpdate, proxy_message::Kind};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+/// The admin token every test app accepts.
+pub const TOKEN: &str = "integration-admin-token";
+
+/// How long any awaited event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL server tests create their databases on (`MCPGW_TEST_PG`, default the local one).
+fn server_url() -> String {
+    std::env::var("MCPGW_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database named `mcpgw_test_<uuid>`, dropped (WITH FORCE) when this value is dropped, even on panic.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+}
+
+impl TestDb {
+    /// A fresh database, not created yet.
+    pub fn unique() -> Self {
+        let name = format!("mcpgw_test_{}", uuid::Uuid::new_v4().simple());
+        let base = DatabaseUrl::parse(&format!("{}/postgres", server_url())).expect("MCPGW_TEST_PG is a URL");
+        Self { url: base.with_name(&name).expect("valid test database name") }
+    }
+
+    /// A fresh database, created and migrated by the crate's bootstrap.
+    pub async fn migrated() -> Self {
+        let db = Self::unique();
+        db::prepare(&db.url).await.expect("create and migrate the test database");
+        db
+    }
+
+    pub fn pool(&self) -> DbPool {
+        db::pool(self.url.as_str(), 4)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        // Async cleanup from Drop: a private runtime on its own thread, so it also runs during a panic.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(db::drop_database(&url)).ok()
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("warning: could not drop test database {}", self.url.name());
+        }
+    }
+}
+
+/// The REST app over a migrated test database, with a hub.
+pub struct TestApp {
+    pub hub: Arc<RoutingHub>,
+    pub pool: DbPool,
+    state: web::Data<AppState>,
+    // Held for its Drop, which removes the database; last, so it goes after the pool's users.
+    _db: TestDb,
+}
+
+/// A response as the tests inspect it.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error `code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("<no code>")
+    }
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::with(Some(TOKEN), 1_048_576, None).await
+    }
+
+    pub async fn with(token: Option<&str>, body_limit: usize, redis: Option<api::RedisPool>) -> Self {
+        Self::on(TestDb::migrated().await, token, body_limit, redis).await
+    }
+
+    pub async fn on(
+        db: TestDb,
+        token: Option<&str>,
+        body_limit: usize,
+        redis: Option<api::RedisPool>,
+    ) -> Self {
+        let app = Self::unrefreshed(db, token, body_limit, redis);
+        app.hub.refresh().await.expect("initial refresh");
+        app
+    }
+
+    /// The app without the initial hub refresh (for a database that is not migrated).
+    pub fn unrefreshed(
+        db: TestDb,
+        token: Option<&str>,
+        body_limit: usize,
+        redis: Option<api::RedisPool>,
+    ) -> Self {
+        let pool = db.pool();
+        let hub = RoutingHub::new(pool.clone());
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            hub: hub.clone(),
+            admin_token: token.map(AdminToken::new),
+            redis,
+            migrations: bootstrap::embedded_versions().expect("embedded migrations"),
+            body_limit,
+        });
+        Self { hub, pool, state, _db: db }
+    }
+
+    /// Sends `req` through the full app (routes, extractor configs, fallbacks).
+    pub async fn call(&self, req: TestRequest) -> Reply {
+        let state = self.state.clone();
+        let app = test::init_service(App::new().configure(move |cfg| api::routes(cfg, state))).await;
+        let response = test::call_service(&app, req.to_request()).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = test::read_body(response).await;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body for {status}: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Reply { status, headers, body }
+    }
+
+    /// POST /api/v1/servers with the admin token.
+    pub async fn create(&self, body: Value) -> Reply {
+        self.call(admin(TestRequest::post().uri("/api/v1/servers")).set_json(body)).await
+    }
+
+    /// The routing version and every server, straight from the database.
+    pub async fn table(&self) -> (i64, Vec<Server>) {
+        let mut conn = self.pool.get().await.expect("connection");
+        store::routing_snapshot(&mut conn).await.expect("snapshot")
+    }
+}
+
+/// Adds the admin bearer token.
+pub fn admin(req: TestRequest) -> TestRequest {
+    req.insert_header(("Authorization", format!("Bearer {TOKEN}")))
+}
+
+/// A gRPC routing server on 127.0.0.1:0 over `hub`, stopped on drop.
+pub struct TestGrpc {
+    pub url: String,
+    shutdown: CancellationToken,
+}
+
+impl TestGrpc {
+    pub async fn start(hub: Arc<RoutingHub>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_grpc(listener, hub, shutdown.clone()));
+        Self { url, shutdown }
+    }
+
+    pub async fn client(&self) -> RoutingDiscoveryClient<Channel> {
+        RoutingDiscoveryClient::connect(self.url.clone()).await.expect("connect to the routing server")
+    }
+}
+
+impl Drop for TestGrpc {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A proxy's side of one routing stream.
+pub struct FakeProxy {
+    pub tx: mpsc::Sender<ProxyMessage>,
+    pub updates: Streaming<RoutingUpdate>,
+}
+
+pub fn hello(proxy_id: &str) -> ProxyMessage {
+    let hello = Hello { proxy_id: proxy_id.into(), applied_version: 0, build_version: "test".into() };
+    ProxyMessage { kind: Some(Kind::Hello(hello)) }
+}
+
+impl FakeProxy {
+    /// Opens a stream whose first message is `first`.
+    pub async fn open(grpc: &TestGrpc, first: ProxyMessage) -> Result<Self, tonic::Status> {
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(first).await.expect("queue the first message");
+        let mut client = grpc.client().await;
+        let response = tokio::time::timeout(WAIT, client.stream_routes(ReceiverStream::new(rx)))
+            .await
+            .expect("the server answers the stream in time")?;
+        Ok(Self { tx, updates: response.into_inner() })
+    }
+
+    /// The next update, failing the test after `within`.
+    pub async fn next_within(&mut self, within: Duration) -> RoutingUpdate {
+        tokio::time::timeout(within, self.updates.message())
+            .await
+            .expect("an update arrives in time")
+            .expect("the stream is healthy")
+            .expect("the stream is open")
+    }
+
+    pub async fn ack(&self, version: u64) {
+        self.tx.send(ProxyMessage { kind: Some(Kind::Ack(Ack { version })) }).await.expect("send Ack");
+    }
+
+    pub async fn nack(&self, version: u64, reason: &str) {
+        let nack = Nack { version, reason: reason.into() };
+        self.tx.send(ProxyMessage { kind: Some(Kind::Nack(nack)) }).await.expect("send Nack");
+    }
+}
+
+/// Polls `check` until it holds, failing the test after `WAIT` (a readiness poll, not a sleep for correctness).
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let outcome = tokio::time::timeout(WAIT, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "timed out waiting for {what}");
+}
