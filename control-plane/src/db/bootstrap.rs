@@ -77,15 +77,35 @@ pub async fn drop_database(db: &DatabaseUrl) -> Result<(), DbError> {
 /// and actix runs current-thread runtimes).
 pub async fn run_migrations(db: &DatabaseUrl) -> Result<Vec<String>, DbError> {
     let url = db.as_str().to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(|e| DbError::Migration(format!("cannot connect: {e}")))?;
-        let applied =
-            conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
-        Ok(applied.iter().map(ToString::to_string).collect())
-    })
-    .await
-    .map_err(|e| DbError::Migration(format!("the migration task failed: {e}")))?
+    tokio::task::spawn_blocking(move || migrate_locked(&url))
+        .await
+        .map_err(|e| DbError::Migration(format!("the migration task failed: {e}")))?
+}
+
+/// Advisory lock key held while migrating ("mcpgw" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x006d_6370_6777;
+
+type SyncPgConnection = AsyncConnectionWrapper<AsyncPgConnection>;
+
+fn migrate_locked(url: &str) -> Result<Vec<String>, DbError> {
+    let mut conn =
+        SyncPgConnection::establish(url).map_err(|e| DbError::Migration(format!("cannot connect: {e}")))?;
+    // Replicas starting together would race on the same DDL: one migrates, the others wait for the lock
+    // and find nothing left to do. The session lock also ends with the connection if anything fails.
+    advisory(&mut conn, "pg_advisory_lock")?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(ToString::to_string).collect())
+        .map_err(|e| DbError::Migration(e.to_string()));
+    advisory(&mut conn, "pg_advisory_unlock")?;
+    applied
+}
+
+fn advisory(conn: &mut SyncPgConnection, function: &str) -> Result<(), DbError> {
+    let query = diesel::sql_query(format!("SELECT {function}({MIGRATION_LOCK_KEY})"));
+    diesel::RunQueryDsl::execute(query, conn)
+        .map(drop)
+        .map_err(|e| DbError::Migration(format!("{function} failed: {e}")))
 }
 
 /// Versions of every embedded migration.

@@ -34,3 +34,13 @@ async fn names_that_need_quoting() {
     db::prepare(&db.url).await.expect("create and migrate a database whose name needs quoting");
     assert!(!db::create_database_if_missing(&db.url).await.expect("exists"));
 }
+
+#[actix_web::test]
+async fn concurrent_migrators_both_succeed() {
+    let db = TestDb::unique();
+    db::create_database_if_missing(&db.url).await.expect("create");
+    let (a, b) = futures_util::future::join(db::run_migrations(&db.url), db::run_migrations(&db.url)).await;
+    let (a, b) = (a.expect("first migrator"), b.expect("second migrator"));
+    let embedded = db::bootstrap::embedded_versions().expect("embedded");
+    assert_eq!(a.len() + b.len(), embedded.len(), "each migration is applied once: {a:?} {b:?}");
+}
