@@ -8,6 +8,7 @@ mod errors;
 mod headers;
 mod modern;
 mod passthrough;
+mod peers;
 mod progress;
 mod routing;
 mod streams;

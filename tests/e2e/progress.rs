@@ -32,6 +32,7 @@ fn timing(doc: &Value) -> Result<Timing> {
 /// notification precedes the result by at least 60% of the direct lead.
 fn assert_streamed(what: &str, direct: &Value, proxied: &Value) -> Result<()> {
     let (d, p) = (timing(direct)?, timing(proxied)?);
+    eprintln!("{what}: direct {d:?}, proxied {p:?}");
     assert_eq!(proxied["result"], direct["result"], "{what}: results differ");
     assert!(d.count >= 3, "{what}: direct run emitted only {d:?}");
     assert_eq!(p.count, d.count, "{what}: notification count, proxied {p:?} vs direct {d:?}");

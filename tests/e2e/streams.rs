@@ -25,6 +25,7 @@ async fn refusal(client: &McpHttp) -> Result<(u16, Option<i64>)> {
 
 async fn get_stream_and_delete(direct: &str, proxied: &str) -> Result<()> {
     let direct_refusal = refusal_after_delete(direct).await?;
+    eprintln!("deleted session, direct: {direct_refusal:?}");
     assert!(direct_refusal.0 >= 400, "upstream accepted a deleted session: {direct_refusal:?}");
 
     let mut client = McpHttp::new(proxied);
@@ -36,7 +37,8 @@ async fn get_stream_and_delete(direct: &str, proxied: &str) -> Result<()> {
     assert_eq!(stream.content_type(), "text/event-stream");
     // A priming event, a notification, or silence: all fine. The stream must not just end.
     match stream.next(Duration::from_secs(1)).await {
-        StreamEvent::Event(_) | StreamEvent::StillOpen => {}
+        StreamEvent::Event(e) => eprintln!("GET stream event: {e:?}"),
+        StreamEvent::StillOpen => eprintln!("GET stream silent and open after 1 s"),
         StreamEvent::Ended => panic!("the GET stream ended at once through the proxy"),
     }
     // The session keeps working while its GET stream is open.

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds mcpgw and runs it locally: control plane on the local PostgreSQL, one proxy, and the reference MCP
+# server (server-everything) registered as `everything`. Prints how to connect; Ctrl-C stops everything.
+#
+# Environment: MCPGW_DATABASE_URL (default postgres://postgres@localhost/mcpgw), MCPGW_ADMIN_TOKEN (default:
+# a random token, printed), DEMO_PORT (server-everything, default 3001), PROFILE (debug | release).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+profile="${PROFILE:-debug}"
+state="$root/.mcpgw"
+mkdir -p "$state"
+demo_port="${DEMO_PORT:-3001}"
+export MCPGW_ADMIN_TOKEN="${MCPGW_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}"
+http_addr="${MCPGW_HTTP_ADDR:-127.0.0.1:8000}"
+listen="${MCPGW_LISTEN:-127.0.0.1:8080}"
+admin_addr="${MCPGW_ADMIN_ADDR:-127.0.0.1:9180}"
+
+command -v cmake >/dev/null || { echo "cmake is required to build (Debian: apt-get install -y cmake)" >&2; exit 1; }
+echo "==> Installing the demo MCP server (npm) and building mcpgw ($profile)…"
+"$root/tests/peers/install.sh"
+if [[ "$profile" == release ]]; then cargo build --release --bins; else cargo build --bins; fi
+bin="$root/target/$profile"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+wait_for() { # url what log
+  for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "$2 did not become ready; see $3" >&2; exit 1
+}
+
+echo "==> Starting the control plane (REST $http_addr, database ${MCPGW_DATABASE_URL:-postgres://postgres@localhost/mcpgw})…"
+"$bin/mcpgw-control-plane" serve >"$state/control-plane.log" 2>&1 &
+pids+=($!)
+wait_for "http://$http_addr/ready" "control plane" "$state/control-plane.log"
+
+echo "==> Starting the proxy (MCP $listen, admin $admin_addr)…"
+"$bin/mcpgw-proxy" serve >"$state/proxy.log" 2>&1 &
+pids+=($!)
+wait_for "http://$admin_addr/readyz" "proxy" "$state/proxy.log"
+
+echo "==> Starting server-everything on 127.0.0.1:$demo_port…"
+PORT="$demo_port" node --require "$root/tests/peers/localhost-only.cjs" \
+  "$root/tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js" streamableHttp \
+  >"$state/everything.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$demo_port") 2>/dev/null && break; sleep 0.1; done
+
+status=$(curl -sS -o "$state/register.json" -w '%{http_code}' -X POST "http://$http_addr/api/v1/servers" \
+  -H "Authorization: Bearer $MCPGW_ADMIN_TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"name\":\"everything\",\"endpoint_url\":\"http://127.0.0.1:$demo_port/mcp\",\"transport_type\":\"streamable_http\"}")
+case "$status" in
+  201) echo "==> Registered server 'everything'." ;;
+  409) echo "==> Server 'everything' was already registered." ;;
+  *) echo "registration failed ($status): $(cat "$state/register.json")" >&2; exit 1 ;;
+esac
+for _ in $(seq 1 50); do curl -fsS "http://$admin_addr/routes" | grep -q '"everything"' && break; sleep 0.1; done
+
+cat <<INFO
+
+mcpgw is running.
+  MCP endpoint (through the proxy): http://$listen/mcp/everything
+  Admin REST API:                   http://$http_addr/api/v1/servers   (admin token: $MCPGW_ADMIN_TOKEN)
+  Proxy metrics / routes:           http://$admin_addr/metrics   http://$admin_addr/routes
+  Logs:                             $state/*.log
+
+Try it:
+  (cd tests/peers/node_modules/@modelcontextprotocol/inspector-cli/build && \\
+     node cli.js --cli http://$listen/mcp/everything --transport http --method tools/list)
+  curl -s http://$http_addr/api/v1/servers | python3 -m json.tool
+
+Ctrl-C stops everything.
+INFO
+wait -n "${pids[@]}"
+echo "a process exited; see $state/*.log" >&2
