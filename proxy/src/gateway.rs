@@ -134,6 +134,10 @@ fn status_label(status: u16) -> &'static str {
 
 impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Failure> {
+        if posts_json(session) {
+            // Every MCP POST carries JSON-RPC: errors raised before the id is known answer with a null id.
+            ctx.rpc_id = Some(Value::Null);
+        }
         let body = self.read_body(session).await?;
         let rpc = Rpc::inspect(&body);
         if let Some(rpc) = &rpc {
@@ -215,6 +219,16 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+fn posts_json(session: &Session) -> bool {
+    let req = session.req_header();
+    req.method == http::Method::POST
+        && req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"))
 }
 
 fn expects_continue(session: &Session) -> bool {

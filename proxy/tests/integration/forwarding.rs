@@ -214,9 +214,13 @@ async fn errors_a_client_can_act_on() {
     assert_eq!(body["error"]["code"], -32000);
     assert_eq!(body["error"]["data"]["reason"], "unknown_server");
 
-    let (status, body) = post(&format!("http://{}/elsewhere", proxy.listen), b"not json".to_vec()).await;
-    assert_eq!((status, body["error"]["reason"].as_str()), (404, Some("route_not_found")));
+    let resp = reqwest::get(format!("http://{}/elsewhere", proxy.listen)).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["reason"], "route_not_found");
     assert!(body.get("jsonrpc").is_none(), "a non-JSON-RPC request gets a plain JSON error");
+    let (status, body) = post(&format!("http://{}/elsewhere", proxy.listen), b"{not json".to_vec()).await;
+    assert_eq!((status, &body["id"]), (404, &Value::Null), "an unparsable MCP POST gets a null id");
 
     let (status, body) = post(&proxy.mcp_url("dead"), rpc_body(4, 0)).await;
     assert_eq!((status, body["id"].as_u64()), (502, Some(4)));
@@ -225,9 +229,10 @@ async fn errors_a_client_can_act_on() {
     let (status, body) = post(&proxy.mcp_url("slow"), rpc_body(5, 0)).await;
     assert_eq!((status, body["error"]["data"]["reason"].as_str()), (504, Some("upstream_timeout")));
 
-    // The body was refused unread, so its id is unknown: the error is plain JSON.
+    // The body was refused unread, so its id is unknown: a JSON-RPC error with a null id.
     let (status, body) = post(&proxy.mcp_url("slow"), rpc_body(6, 2048)).await;
-    assert_eq!((status, body["error"]["reason"].as_str()), (413, Some("body_too_large")));
+    assert_eq!((status, body["error"]["data"]["reason"].as_str()), (413, Some("body_too_large")));
+    assert_eq!((&body["jsonrpc"], &body["id"]), (&json!("2.0"), &Value::Null));
     let chunked = futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b' '; 400])));
     let resp = reqwest::Client::new()
         .post(proxy.mcp_url("slow"))
