@@ -29,8 +29,9 @@ async fn get_stream_and_delete(direct: &str, proxied: &str) -> Result<()> {
     assert!(direct_refusal.0 >= 400, "upstream accepted a deleted session: {direct_refusal:?}");
 
     let mut client = McpHttp::new(proxied);
-    client.initialize().await?;
-    assert!(client.session_id.is_some(), "no Mcp-Session-Id through the proxy");
+    let init = client.initialize().await?;
+    assert!(init.session_id.is_some(), "no Mcp-Session-Id through the proxy: {init:?}");
+    assert_eq!(init.protocol_version, mcpgw_e2e::mcp::LEGACY_VERSION, "{init:?}");
 
     let mut stream = client.open_get_stream().await?;
     assert_eq!(stream.status.as_u16(), 200, "GET stream through the proxy: body {:?}", stream.body);

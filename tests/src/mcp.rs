@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -105,6 +105,17 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase()
+}
+
+/// Outcome of the legacy handshake.
+#[derive(Debug, Clone)]
+pub struct Initialized {
+    /// `Mcp-Session-Id` the server assigned (none for a stateless server).
+    pub session_id: Option<String>,
+    /// Negotiated protocol version.
+    pub protocol_version: String,
+    /// The whole `initialize` result (capabilities, serverInfo, instructions).
+    pub result: Value,
 }
 
 /// What a GET stream did within a wait.
@@ -253,8 +264,8 @@ impl McpHttp {
     }
 
     /// Legacy handshake: `initialize` (2025-11-25) then `notifications/initialized`; keeps the session id
-    /// and negotiated version for later requests and returns the `initialize` result.
-    pub async fn initialize(&mut self) -> Result<Value> {
+    /// and negotiated version for later requests and returns them with the `initialize` result.
+    pub async fn initialize(&mut self) -> Result<Initialized> {
         self.session_id = None;
         self.protocol_version = None;
         let id = self.next_id();
@@ -281,7 +292,9 @@ impl McpHttp {
         if !ack.status.is_success() {
             bail!("notifications/initialized: status {}: {}", ack.status, ack.text());
         }
-        Ok(result)
+        let protocol_version =
+            self.protocol_version.clone().context("initialize result has no protocolVersion")?;
+        Ok(Initialized { session_id: self.session_id.clone(), protocol_version, result })
     }
 
     /// POSTs one JSON-RPC message and reads the whole response (JSON or SSE).
@@ -405,9 +418,4 @@ async fn read_response(req: reqwest::RequestBuilder, sent_at: Instant) -> Result
 /// Header name/value pairs from `(&str, &str)` literals.
 pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-}
-
-/// Checks that a header pair is valid (used by callers building unusual headers).
-pub fn valid_header(name: &str, value: &str) -> bool {
-    HeaderName::from_bytes(name.as_bytes()).is_ok() && HeaderValue::from_str(value).is_ok()
 }
