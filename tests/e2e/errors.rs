@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 /// The body is `{"jsonrpc":"2.0","id":<id>,"error":{"code":<int>,"message":<string>}}`.
 fn assert_jsonrpc_error(what: &str, resp: &McpResponse, id: &Value) {
     let body = resp.json().unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    eprintln!("{what}: {} {body}", resp.status);
     assert_eq!(body["jsonrpc"], "2.0", "{what}: {body}");
     assert_eq!(&body["id"], id, "{what}: id not echoed: {body}");
     assert!(body.pointer("/error/code").is_some_and(Value::is_i64), "{what}: no integer error.code: {body}");
