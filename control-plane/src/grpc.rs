@@ -154,6 +154,10 @@ impl Session {
                 tracing::debug!(proxy_id = %self.proxy_id, "Ignoring a repeated Hello.");
                 false
             }
+            Kind::PassiveHealth(report) => {
+                tracing::debug!(proxy_id = %self.proxy_id, instances = report.instances.len(), "Passive health report.");
+                false
+            }
         }
     }
 }

@@ -82,6 +82,7 @@ impl Server {
                     id: id.clone(),
                     name: self.name.clone(),
                     transport: transport as i32,
+                    ..Default::default()
                 })),
             },
             v1::Resource {
@@ -90,6 +91,7 @@ impl Server {
                     server_id: id,
                     endpoint_url: self.endpoint_url.clone(),
                     weight: 1,
+                    ..Default::default()
                 })),
             },
         ]

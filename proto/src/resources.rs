@@ -18,6 +18,7 @@ impl ResourceKey {
         let (kind, id) = match resource.kind.as_ref()? {
             Kind::Server(s) => (ResourceKind::Server, &s.id),
             Kind::Instance(i) => (ResourceKind::Instance, &i.id),
+            Kind::InstanceHealth(h) => (ResourceKind::InstanceHealth, &h.instance_id),
         };
         Some(Self { kind, id: id.clone() })
     }
@@ -160,14 +161,21 @@ impl ResourceSet {
 
     fn check_parents(&self) -> Result<(), ApplyError> {
         for resource in self.items.values() {
-            if let Some(Kind::Instance(i)) = &resource.kind
-                && self.get(ResourceKind::Server, &i.server_id).is_none()
-            {
+            let (child_kind, child, parent_kind, parent) = match &resource.kind {
+                Some(Kind::Instance(i)) => {
+                    (ResourceKind::Instance, &i.id, ResourceKind::Server, &i.server_id)
+                }
+                Some(Kind::InstanceHealth(h)) => {
+                    (ResourceKind::InstanceHealth, &h.instance_id, ResourceKind::Instance, &h.instance_id)
+                }
+                _ => continue,
+            };
+            if self.get(parent_kind, parent).is_none() {
                 return Err(ApplyError::DanglingParent {
-                    child_kind: ResourceKind::Instance,
-                    child: i.id.clone(),
-                    parent_kind: ResourceKind::Server,
-                    parent: i.server_id.clone(),
+                    child_kind,
+                    child: child.clone(),
+                    parent_kind,
+                    parent: parent.clone(),
                 });
             }
         }
@@ -186,6 +194,7 @@ mod tests {
                 id: id.into(),
                 name: name.into(),
                 transport: Transport::StreamableHttp as i32,
+                ..Default::default()
             })),
         }
     }
@@ -197,6 +206,7 @@ mod tests {
                 server_id: server.into(),
                 endpoint_url: url.into(),
                 weight: 1,
+                ..Default::default()
             })),
         }
     }
@@ -258,5 +268,16 @@ mod tests {
             Err(ApplyError::Duplicate(..))
         ));
         assert_eq!(ResourceSet::new(1, [Resource { kind: None }]), Err(ApplyError::UnknownKind));
+        let health = |id: &str| Resource {
+            kind: Some(Kind::InstanceHealth(crate::v1::InstanceHealth {
+                instance_id: id.into(),
+                status: crate::v1::HealthStatus::Unhealthy as i32,
+            })),
+        };
+        assert!(matches!(
+            ResourceSet::new(1, [server("s1", "a"), health("i1")]),
+            Err(ApplyError::DanglingParent { parent_kind: ResourceKind::Instance, .. })
+        ));
+        assert!(ResourceSet::new(1, [server("s1", "a"), instance("i1", "s1", "http://h/"), health("i1")]).is_ok());
     }
 }

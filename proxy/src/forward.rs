@@ -321,6 +321,7 @@ mod tests {
                         id: "s".into(),
                         name: "a".into(),
                         transport: Transport::StreamableHttp as i32,
+                        ..Default::default()
                     })),
                 },
                 Resource {
@@ -329,6 +330,7 @@ mod tests {
                         server_id: "s".into(),
                         endpoint_url: url.into(),
                         weight: 1,
+                        ..Default::default()
                     })),
                 },
             ],

@@ -23,6 +23,7 @@ fn kinds(update: &RoutingUpdate) -> BTreeSet<(&'static str, String)> {
         .filter_map(|r| match r.kind.as_ref()? {
             Kind::Server(s) => Some(("server", s.id.clone())),
             Kind::Instance(i) => Some(("instance", i.id.clone())),
+            Kind::InstanceHealth(h) => Some(("instance_health", h.instance_id.clone())),
         })
         .collect()
 }

@@ -145,7 +145,8 @@ fn validate_set(
                     .map_err(|source| TableError::Endpoint { id: i.id.clone(), source })?;
                 instances.push(InstanceSpec { proto: i, url });
             }
-            None => {}
+            // Health is applied by the instance selection; nothing to validate here.
+            Some(Kind::InstanceHealth(_)) | None => {}
         }
     }
     Ok((servers, instances))
@@ -209,6 +210,7 @@ mod tests {
                 id: id.into(),
                 name: name.into(),
                 transport: Transport::StreamableHttp as i32,
+                ..Default::default()
             })),
         }
     }
@@ -220,6 +222,7 @@ mod tests {
                 server_id: server.into(),
                 endpoint_url: url.into(),
                 weight: 1,
+                ..Default::default()
             })),
         }
     }

@@ -31,6 +31,7 @@ pub fn server(id: &str, name: &str) -> Resource {
             id: id.into(),
             name: name.into(),
             transport: Transport::StreamableHttp as i32,
+            ..Default::default()
         })),
     }
 }
@@ -42,6 +43,7 @@ pub fn instance(id: &str, server_id: &str, url: &str) -> Resource {
             server_id: server_id.into(),
             endpoint_url: url.into(),
             weight: 1,
+            ..Default::default()
         })),
     }
 }
