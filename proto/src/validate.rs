@@ -70,6 +70,35 @@ pub fn endpoint_url(raw: &str) -> Result<Url, EndpointError> {
     Ok(url)
 }
 
+/// What a `consistent_hash` server hashes to pick an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The value of a request header (lower-cased name); requests without it hash the client address.
+    Header(String),
+    /// The client's IP address (the default).
+    ClientIp,
+}
+
+/// Why a hash key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("hash_key {0:?} is not one of `client_ip` or `header:<name>` with a valid header name")]
+pub struct HashKeyError(pub String);
+
+/// Parses a `hash_key`: empty or `client_ip`, or `header:<name>`.
+pub fn hash_key(raw: &str) -> Result<HashKey, HashKeyError> {
+    match raw.trim() {
+        "" | "client_ip" => Ok(HashKey::ClientIp),
+        other => {
+            let name = other.strip_prefix("header:").ok_or_else(|| HashKeyError(raw.to_owned()))?;
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(HashKeyError(raw.to_owned()));
+            }
+            Ok(HashKey::Header(name.to_ascii_lowercase()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +132,15 @@ mod tests {
         assert_eq!(endpoint_url("file:///etc/passwd"), Err(EndpointError::Scheme("file".into())));
         assert_eq!(endpoint_url("http://u:p@host/mcp"), Err(EndpointError::Credentials));
         assert_eq!(endpoint_url("http://host/mcp#frag"), Err(EndpointError::Fragment));
+    }
+
+    #[test]
+    fn hash_keys() {
+        assert_eq!(hash_key(""), Ok(HashKey::ClientIp));
+        assert_eq!(hash_key("client_ip"), Ok(HashKey::ClientIp));
+        assert_eq!(hash_key("header:X-User-Id"), Ok(HashKey::Header("x-user-id".into())));
+        for bad in ["header:", "header:a b", "cookie:x", "x-user-id"] {
+            assert!(hash_key(bad).is_err(), "{bad}");
+        }
     }
 }
