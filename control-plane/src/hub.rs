@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{DbError, DbPool, store};
+use crate::model;
 use crate::proxies::ProxyRegistry;
 
 /// How often the poller checks `routing_state.version` for changes made through other replicas.
@@ -71,14 +72,19 @@ impl RoutingHub {
     pub async fn refresh(&self) -> Result<u64, HubError> {
         let _serial = self.refresh_lock.lock().await;
         let mut conn = self.pool.get().await.map_err(DbError::from)?;
-        let (version, servers) = store::routing_snapshot(&mut conn).await?;
+        let snapshot = store::routing_snapshot(&mut conn).await?;
         drop(conn);
+        let version = snapshot.version;
         let version = u64::try_from(version).map_err(|_| HubError::BadVersion(version))?;
         let published = self.current.borrow().version();
         if version <= published {
             return Ok(published);
         }
-        let set = ResourceSet::new(version, servers.iter().flat_map(|s| s.resources()))?;
+        let resources = snapshot.servers.iter().flat_map(|server| {
+            let instances = snapshot.instances.get(&server.id).map(Vec::as_slice).unwrap_or_default();
+            model::resources(server, instances, |_| None)
+        });
+        let set = ResourceSet::new(version, resources)?;
         tracing::debug!(version, resources = set.len(), "Publishing a new routing table.");
         self.current.send_replace(Arc::new(set));
         Ok(version)

@@ -91,7 +91,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let pool = db::pool(config.database.as_str(), config.db_pool_size);
     let hub = RoutingHub::new(pool.clone());
     let version = hub.refresh().await?;
-    tracing::info!(version, servers = hub.current().len() / 2, "Loaded the routing table.");
+    tracing::info!(version, resources = hub.current().len(), "Loaded the routing table.");
     let state = web::Data::new(app_state(&config, pool, hub.clone())?);
     let shutdown = CancellationToken::new();
 

@@ -10,6 +10,8 @@ mod bootstrap;
 mod grpc;
 #[path = "integration/health.rs"]
 mod health;
+#[path = "integration/instances.rs"]
+mod instances;
 #[path = "integration/servers.rs"]
 mod servers;
 #[path = "integration/validation.rs"]

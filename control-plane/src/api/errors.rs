@@ -78,6 +78,16 @@ make_error_codes! {
     InvalidEndpointUrl => ("invalid_endpoint_url", InvalidRequest, BAD_REQUEST);
     /// `transport_type` is not `streamable_http`, `http` or `sse`.
     InvalidTransportType => ("invalid_transport_type", InvalidRequest, BAD_REQUEST);
+    /// Both `endpoint_url` and `instances` were given; give one.
+    ConflictingFields => ("conflicting_fields", InvalidRequest, BAD_REQUEST);
+    /// `instances` is empty, too long, lists an endpoint twice, or has a bad weight or metadata.
+    InvalidInstances => ("invalid_instances", InvalidRequest, BAD_REQUEST);
+    /// `load_balancing` is not one of the policies.
+    InvalidLoadBalancing => ("invalid_load_balancing", InvalidRequest, BAD_REQUEST);
+    /// `hash_key` is not `client_ip` or `header:<name>`.
+    InvalidHashKey => ("invalid_hash_key", InvalidRequest, BAD_REQUEST);
+    /// `circuit_breaker` has an out-of-range ratio or a bad duration.
+    InvalidCircuitBreaker => ("invalid_circuit_breaker", InvalidRequest, BAD_REQUEST);
     /// `description` is too long.
     InvalidDescription => ("invalid_description", InvalidRequest, BAD_REQUEST);
     /// `tags` has an empty, too long or duplicated tag, or too many tags.
@@ -90,6 +100,10 @@ make_error_codes! {
     ServerNameTaken => ("server_name_taken", InvalidRequest, CONFLICT);
     /// No server has this id.
     ServerNotFound => ("server_not_found", InvalidRequest, NOT_FOUND);
+    /// The server has no instance with this id.
+    InstanceNotFound => ("instance_not_found", InvalidRequest, NOT_FOUND);
+    /// The server already has an instance at this endpoint URL.
+    InstanceEndpointTaken => ("instance_endpoint_taken", InvalidRequest, CONFLICT);
     /// A mutation came without an `Authorization` header.
     MissingAuthorization => ("missing_authorization", Auth, UNAUTHORIZED);
     /// The bearer token is wrong, or the header does not use the Bearer scheme.

@@ -12,10 +12,11 @@ use crate::hub::RoutingHub;
 pub mod errors;
 mod extract;
 mod health;
+mod instances;
 mod servers;
 
 pub use errors::{ApiError, Code, ERROR_DOCS_LINK, ErrorType};
-pub use servers::ServerRequest;
+pub use servers::{InstanceRequest, ServerRequest};
 
 /// Pool of Redis connections used by readiness.
 pub type RedisPool = bb8::Pool<bb8_redis::RedisConnectionManager>;
@@ -62,6 +63,16 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                 .get(servers::get)
                 .put(servers::replace)
                 .delete(servers::delete)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/servers/{id}/instances")
+                .post(instances::add)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/servers/{id}/instances/{instance_id}")
+                .delete(instances::remove)
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mcpgw_control_plane::db::store;
-use mcpgw_control_plane::model::{ServerSpec, TransportType};
+use mcpgw_control_plane::model::{InstanceSpec, ServerSpec, TransportType};
 use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::resource::Kind;
 use mcpgw_proto::v1::{Ack, ProxyMessage, RoutingUpdate, proxy_message};
@@ -43,11 +43,12 @@ async fn hello_snapshot_then_delta_within_a_second() {
 
     let created = app.create(json!({"name": "new-one", "endpoint_url": "http://127.0.0.1:3002/mcp"})).await;
     let id = created.body["id"].as_str().expect("id").to_owned();
+    let instance_id = created.body["instances"][0]["id"].as_str().expect("instance id").to_owned();
     let delta = proxy.next_within(PUSH_DEADLINE).await;
     assert!(!delta.snapshot);
     assert_eq!(delta.base_version, snapshot.version);
     assert!(delta.version > snapshot.version);
-    assert_eq!(kinds(&delta), BTreeSet::from([("instance", id.clone()), ("server", id.clone())]));
+    assert_eq!(kinds(&delta), BTreeSet::from([("instance", instance_id), ("server", id.clone())]));
     let instance = delta.upserts.iter().find_map(|r| match &r.kind {
         Some(Kind::Instance(i)) => Some(i.clone()),
         _ => None,
@@ -143,13 +144,20 @@ async fn the_poller_publishes_changes_made_elsewhere() {
     // A commit made through another replica: nothing calls this hub's refresh(), so its poller must notice.
     let spec = ServerSpec {
         name: "elsewhere".into(),
-        endpoint_url: "http://h/x".into(),
         transport: TransportType::Sse,
         description: None,
         tags: vec![],
+        instances: vec![InstanceSpec {
+            endpoint_url: "http://h/x".into(),
+            weight: 1,
+            metadata: Default::default(),
+        }],
+        load_balancing: Default::default(),
+        hash_key: None,
+        circuit_breaker: None,
     };
     let mut conn = app.pool.get().await.expect("connection");
-    let (server, _) = store::create(&mut conn, &spec).await.expect("create");
+    let ((server, _), _) = store::create(&mut conn, &spec).await.expect("create");
     drop(conn);
     let stop = CancellationToken::new();
     let poller = tokio::spawn(app.hub.clone().poll(Duration::from_millis(50), stop.clone()));

@@ -32,8 +32,26 @@ async fn crud_happy_path() {
     keys.sort();
     assert_eq!(
         keys,
-        ["created_at", "description", "endpoint_url", "id", "name", "tags", "transport_type", "updated_at"]
+        [
+            "circuit_breaker",
+            "created_at",
+            "description",
+            "endpoint_url",
+            "hash_key",
+            "health_status",
+            "id",
+            "instances",
+            "load_balancing",
+            "name",
+            "tags",
+            "transport_type",
+            "updated_at"
+        ]
     );
+    assert_eq!(created.body["load_balancing"], "round_robin");
+    assert_eq!(created.body["instances"].as_array().map(Vec::len), Some(1));
+    assert_eq!(created.body["instances"][0]["endpoint_url"], "http://127.0.0.1:3001/mcp");
+    assert_eq!(created.body["instances"][0]["weight"], 1);
 
     let other = app.create(json!({"name": "a-server", "endpoint_url": "https://example.com/mcp"})).await;
     assert_eq!(other.status, StatusCode::CREATED);

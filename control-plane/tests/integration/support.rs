@@ -12,7 +12,6 @@ use mcpgw_control_plane::auth::AdminToken;
 use mcpgw_control_plane::config::DatabaseUrl;
 use mcpgw_control_plane::db::{self, DbPool, bootstrap, store};
 use mcpgw_control_plane::hub::RoutingHub;
-use mcpgw_control_plane::model::Server;
 use mcpgw_control_plane::serve::serve_grpc;
 use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
 use mcpgw_proto::v1::{Ack, Hello, Nack, ProxyMessage, RoutingUpdate, proxy_message::Kind};
@@ -159,10 +158,19 @@ impl TestApp {
         self.call(admin(TestRequest::post().uri("/api/v1/servers")).set_json(body)).await
     }
 
-    /// The routing version and every server, straight from the database.
-    pub async fn table(&self) -> (i64, Vec<Server>) {
+    /// The routing version and every server with its instances, straight from the database.
+    pub async fn table(&self) -> (i64, Vec<store::ServerWithInstances>) {
         let mut conn = self.pool.get().await.expect("connection");
-        store::routing_snapshot(&mut conn).await.expect("snapshot")
+        let mut snapshot = store::routing_snapshot(&mut conn).await.expect("snapshot");
+        let servers = snapshot
+            .servers
+            .into_iter()
+            .map(|s| {
+                let instances = snapshot.instances.remove(&s.id).unwrap_or_default();
+                (s, instances)
+            })
+            .collect();
+        (snapshot.version, servers)
     }
 }
 

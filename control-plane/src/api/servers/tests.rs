@@ -1,15 +1,17 @@
 //! Unit tests of request validation: every field rule and its error code.
 
+use serde_json::json;
+
+use super::request::MAX_DESCRIPTION_CHARS;
 use super::*;
+use crate::model::{LoadBalancing, TransportType};
 
 fn req(name: &str, url: &str) -> ServerRequest {
-    ServerRequest {
-        name: name.into(),
-        endpoint_url: url.into(),
-        transport_type: None,
-        description: None,
-        tags: None,
-    }
+    ServerRequest { name: name.into(), endpoint_url: Some(url.into()), ..Default::default() }
+}
+
+fn parse(value: serde_json::Value) -> ServerRequest {
+    serde_json::from_value(value).expect("the body parses")
 }
 
 fn code(r: ServerRequest) -> Code {
@@ -25,6 +27,67 @@ fn accepts_a_minimal_request_with_defaults() {
     assert_eq!(spec.transport, TransportType::StreamableHttp);
     assert!(spec.tags.is_empty());
     assert_eq!(spec.description, None);
+    assert_eq!(spec.instances.len(), 1);
+    assert_eq!(spec.instances[0].weight, 1);
+    assert_eq!(spec.load_balancing, LoadBalancing::RoundRobin);
+}
+
+#[test]
+fn instances_list_and_conflicts() {
+    let spec = parse(json!({"name": "a", "load_balancing": "weighted", "instances": [
+        {"endpoint_url": "http://h1/mcp", "weight": 3, "metadata": {"zone": "a"}},
+        {"endpoint_url": "http://h2/mcp"}]}))
+    .validate()
+    .expect("valid");
+    assert_eq!(spec.instances.len(), 2);
+    assert_eq!(spec.instances[0].weight, 3);
+    assert_eq!(spec.instances[0].metadata.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(spec.load_balancing, LoadBalancing::Weighted);
+
+    let both =
+        json!({"name": "a", "endpoint_url": "http://h/", "instances": [{"endpoint_url": "http://h/"}]});
+    assert_eq!(code(parse(both)), Code::ConflictingFields);
+    assert_eq!(code(parse(json!({"name": "a"}))), Code::MissingField);
+    for bad in [
+        json!([]),
+        json!([{"endpoint_url": "http://h/"}, {"endpoint_url": "http://h/"}]),
+        json!([{"endpoint_url": "http://h/", "weight": 0}]),
+        json!([{"endpoint_url": "http://h/", "weight": 10001}]),
+        json!([{"endpoint_url": "http://h/", "metadata": {"n": 1}}]),
+    ] {
+        assert_eq!(code(parse(json!({"name": "a", "instances": bad}))), Code::InvalidInstances, "{bad}");
+    }
+    let bad_url = json!({"name": "a", "instances": [{"endpoint_url": "ftp://h/"}]});
+    assert_eq!(code(parse(bad_url)), Code::InvalidEndpointUrl);
+}
+
+#[test]
+fn balancing_hash_key_and_breaker() {
+    assert_eq!(
+        code(parse(json!({"name": "a", "endpoint_url": "http://h/", "load_balancing": "fastest"}))),
+        Code::InvalidLoadBalancing
+    );
+    assert_eq!(
+        code(parse(json!({"name": "a", "endpoint_url": "http://h/", "hash_key": "cookie:x"}))),
+        Code::InvalidHashKey
+    );
+    let spec = parse(json!({"name": "a", "endpoint_url": "http://h/", "load_balancing": "consistent_hash",
+        "hash_key": "header:X-User", "circuit_breaker": {"consecutive_failures": 5, "window": "90s", "open": "1s"}}))
+    .validate()
+    .expect("valid");
+    assert_eq!(spec.hash_key.as_deref(), Some("header:X-User"));
+    let breaker = spec.circuit_breaker.expect("breaker");
+    assert_eq!(breaker.window.as_deref(), Some("1m 30s"), "durations are stored in canonical form");
+    for bad in [
+        json!({"failure_ratio": 0.0}),
+        json!({"failure_ratio": 1.5}),
+        json!({"window": "soon"}),
+        json!({"open": "0s"}),
+        json!({"open": "10s", "max_open": "1s"}),
+    ] {
+        let r = parse(json!({"name": "a", "endpoint_url": "http://h/", "circuit_breaker": bad}));
+        assert_eq!(code(r), Code::InvalidCircuitBreaker, "{bad}");
+    }
 }
 
 #[test]

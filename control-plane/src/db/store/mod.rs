@@ -1,16 +1,24 @@
 //! Registry queries. Every mutation bumps `routing_state.version` in its own transaction, so a reader that
 //! sees the new version also sees the change.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::schema::{routing_state, servers};
-use crate::model::{Server, ServerSpec};
+use super::schema::{instances, routing_state, servers};
+use crate::model::{InstanceRow, ServerRow, ServerSpec};
 
-/// Name of the unique constraint on `servers.name` (see the migration).
+mod instances_ops;
+
+pub use instances_ops::{add_instance, remove_instance};
+
+/// Name of the unique constraint on `servers.name` (see the migrations).
 const NAME_CONSTRAINT: &str = "servers_name_key";
+/// Name of the unique constraint on `(instances.server_id, instances.endpoint_url)`.
+const ENDPOINT_CONSTRAINT: &str = "instances_server_endpoint_key";
 
 /// Why a registry mutation did not happen. Nothing is written in any of these cases.
 #[derive(Debug, thiserror::Error)]
@@ -19,18 +27,48 @@ pub enum StoreError {
     NameTaken(String),
     #[error("no server has id {0}")]
     NotFound(Uuid),
+    #[error("server {server} has no instance {instance}")]
+    InstanceNotFound { server: Uuid, instance: Uuid },
+    #[error("the server already has an instance at {0}")]
+    EndpointTaken(String),
     #[error(transparent)]
     Db(#[from] DieselError),
 }
 
+/// A server with its instances in `seq` order.
+pub type ServerWithInstances = (ServerRow, Vec<InstanceRow>);
+
 /// Every server, ordered by name.
-pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Server>> {
-    servers::table.select(Server::as_select()).order(servers::name.asc()).load(conn).await
+pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<ServerRow>> {
+    servers::table.select(ServerRow::as_select()).order(servers::name.asc()).load(conn).await
 }
 
-/// One server, if it exists.
-pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<Server>> {
-    servers::table.find(id).select(Server::as_select()).first(conn).await.optional()
+/// The instances of `ids` (all servers when `None`), grouped by server, each group in `seq` order.
+pub async fn instances_of(
+    conn: &mut AsyncPgConnection,
+    ids: Option<&[Uuid]>,
+) -> QueryResult<HashMap<Uuid, Vec<InstanceRow>>> {
+    let mut query =
+        instances::table.select(InstanceRow::as_select()).order(instances::seq.asc()).into_boxed();
+    if let Some(ids) = ids {
+        query = query.filter(instances::server_id.eq_any(ids.to_vec()));
+    }
+    let rows: Vec<InstanceRow> = query.load(conn).await?;
+    let mut grouped: HashMap<Uuid, Vec<InstanceRow>> = HashMap::new();
+    for row in rows {
+        grouped.entry(row.server_id).or_default().push(row);
+    }
+    Ok(grouped)
+}
+
+/// One server with its instances, if it exists.
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<ServerWithInstances>> {
+    let Some(server) = servers::table.find(id).select(ServerRow::as_select()).first(conn).await.optional()?
+    else {
+        return Ok(None);
+    };
+    let instances = instances_of(conn, Some(&[id])).await?.remove(&id).unwrap_or_default();
+    Ok(Some((server, instances)))
 }
 
 /// The current routing version.
@@ -38,20 +76,29 @@ pub async fn routing_version(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
     routing_state::table.find(1i16).select(routing_state::version).first(conn).await
 }
 
-/// The routing version and every server, read from one consistent snapshot of the database.
-pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<(i64, Vec<Server>)> {
+/// Everything the routing table is built from, read in one snapshot.
+pub struct RoutingSnapshot {
+    pub version: i64,
+    pub servers: Vec<ServerRow>,
+    pub instances: HashMap<Uuid, Vec<InstanceRow>>,
+}
+
+/// The routing version, every server and every instance, read from one consistent snapshot.
+pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<RoutingSnapshot> {
     conn.build_transaction()
         .repeatable_read()
         .read_only()
         .run(async |conn| {
             let version = routing_version(conn).await?;
             let servers = list(conn).await?;
-            Ok((version, servers))
+            let instances = instances_of(conn, None).await?;
+            Ok(RoutingSnapshot { version, servers, instances })
         })
         .await
 }
 
-async fn bump_version(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
+/// Bumps the routing version (the migration's trigger also notifies other replicas on commit).
+pub(crate) async fn bump_version(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
     diesel::update(routing_state::table.find(1i16))
         .set(routing_state::version.eq(routing_state::version + 1))
         .returning(routing_state::version)
@@ -59,71 +106,89 @@ async fn bump_version(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
         .await
 }
 
-fn name_taken(error: DieselError, name: &str) -> StoreError {
-    match &error {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
-            if info.constraint_name() == Some(NAME_CONSTRAINT) =>
-        {
-            StoreError::NameTaken(name.to_owned())
+fn constraint_error(error: DieselError, name: &str, endpoint: Option<&str>) -> StoreError {
+    if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error {
+        match info.constraint_name() {
+            Some(NAME_CONSTRAINT) => return StoreError::NameTaken(name.to_owned()),
+            Some(ENDPOINT_CONSTRAINT) => {
+                return StoreError::EndpointTaken(endpoint.unwrap_or("that endpoint").to_owned());
+            }
+            _ => {}
         }
-        _ => StoreError::Db(error),
     }
+    StoreError::Db(error)
 }
 
-/// Registers a new server. A taken name is reported by the unique constraint, so two concurrent
-/// registrations of one name cannot both succeed.
-pub async fn create(conn: &mut AsyncPgConnection, spec: &ServerSpec) -> Result<(Server, i64), StoreError> {
+/// Registers a new server with its instances. A taken name is reported by the unique constraint, so two
+/// concurrent registrations of one name cannot both succeed.
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    spec: &ServerSpec,
+) -> Result<(ServerWithInstances, i64), StoreError> {
     let spec = spec.clone();
     conn.transaction(async |conn| {
         let server = diesel::insert_into(servers::table)
-            .values((
-                servers::id.eq(Uuid::new_v4()),
-                servers::name.eq(&spec.name),
-                servers::endpoint_url.eq(&spec.endpoint_url),
-                servers::transport_type.eq(spec.transport.as_str()),
-                servers::description.eq(&spec.description),
-                servers::tags.eq(&spec.tags),
-            ))
-            .returning(Server::as_returning())
+            .values((servers::id.eq(Uuid::new_v4()), server_values(&spec)))
+            .returning(ServerRow::as_returning())
             .get_result(conn)
             .await
-            .map_err(|e| name_taken(e, &spec.name))?;
+            .map_err(|e| constraint_error(e, &spec.name, None))?;
+        let instances = instances_ops::reconcile(conn, server.id, &[], &spec.instances).await?;
         let version = bump_version(conn).await?;
-        Ok((server, version))
+        Ok(((server, instances), version))
     })
     .await
 }
 
-/// Replaces every writable field of a server.
+type ServerValues<'a> = (
+    diesel::dsl::Eq<servers::name, &'a String>,
+    diesel::dsl::Eq<servers::transport_type, &'static str>,
+    diesel::dsl::Eq<servers::description, &'a Option<String>>,
+    diesel::dsl::Eq<servers::tags, &'a Vec<String>>,
+    diesel::dsl::Eq<servers::load_balancing, &'static str>,
+    diesel::dsl::Eq<servers::hash_key, &'a Option<String>>,
+    diesel::dsl::Eq<servers::circuit_breaker, Option<serde_json::Value>>,
+);
+
+fn server_values(spec: &ServerSpec) -> ServerValues<'_> {
+    let breaker = spec.circuit_breaker.as_ref().and_then(|b| serde_json::to_value(b).ok());
+    (
+        servers::name.eq(&spec.name),
+        servers::transport_type.eq(spec.transport.as_str()),
+        servers::description.eq(&spec.description),
+        servers::tags.eq(&spec.tags),
+        servers::load_balancing.eq(spec.load_balancing.as_str()),
+        servers::hash_key.eq(&spec.hash_key),
+        servers::circuit_breaker.eq(breaker),
+    )
+}
+
+/// Replaces every writable field of a server. Instances are matched by endpoint URL: a kept URL keeps its
+/// instance id (and so its health and sessions); new URLs get new instances; missing ones are removed.
 pub async fn replace(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     spec: &ServerSpec,
-) -> Result<(Server, i64), StoreError> {
+) -> Result<(ServerWithInstances, i64), StoreError> {
     let spec = spec.clone();
     conn.transaction(async |conn| {
         let server = diesel::update(servers::table.find(id))
-            .set((
-                servers::name.eq(&spec.name),
-                servers::endpoint_url.eq(&spec.endpoint_url),
-                servers::transport_type.eq(spec.transport.as_str()),
-                servers::description.eq(&spec.description),
-                servers::tags.eq(&spec.tags),
-                servers::updated_at.eq(diesel::dsl::now),
-            ))
-            .returning(Server::as_returning())
+            .set((server_values(&spec), servers::updated_at.eq(diesel::dsl::now)))
+            .returning(ServerRow::as_returning())
             .get_result(conn)
             .await
             .optional()
-            .map_err(|e| name_taken(e, &spec.name))?
+            .map_err(|e| constraint_error(e, &spec.name, None))?
             .ok_or(StoreError::NotFound(id))?;
+        let existing = instances_of(conn, Some(&[id])).await?.remove(&id).unwrap_or_default();
+        let instances = instances_ops::reconcile(conn, id, &existing, &spec.instances).await?;
         let version = bump_version(conn).await?;
-        Ok((server, version))
+        Ok(((server, instances), version))
     })
     .await
 }
 
-/// Removes a server; returns the new routing version.
+/// Removes a server (its instances go with it); returns the new routing version.
 pub async fn delete(conn: &mut AsyncPgConnection, id: Uuid) -> Result<i64, StoreError> {
     conn.transaction(async |conn| {
         let deleted = diesel::delete(servers::table.find(id)).execute(conn).await?;

@@ -1,0 +1,52 @@
+//! `/api/v1/servers/{id}/instances`: add one instance to a server, remove one.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use uuid::Uuid;
+
+use super::servers::{InstanceRequest, from_store, parse_id, publish};
+use super::{ApiError, AppState, Code};
+use crate::auth::AdminAuth;
+use crate::db::store;
+use crate::model::{HealthStatus, InstanceView};
+
+fn parse_instance_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::new(Code::InstanceNotFound, format!("no instance has id {raw:?}")))
+}
+
+/// `POST /api/v1/servers/{id}/instances`: 201 with the new instance.
+pub async fn add(
+    _admin: AdminAuth,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<InstanceRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let server_id = parse_id(&id)?;
+    let spec = body.into_inner().validate(None)?;
+    let mut conn = state.conn().await?;
+    let (row, version) = store::add_instance(&mut conn, server_id, &spec).await.map_err(from_store)?;
+    drop(conn);
+    tracing::info!(server_id = %server_id, instance_id = %row.id, version, "Added an instance.");
+    publish(&state).await;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/servers/{server_id}/instances/{}", row.id)))
+        .json(InstanceView::new(&row, HealthStatus::Unknown)))
+}
+
+/// `DELETE /api/v1/servers/{id}/instances/{instance_id}`: 204.
+pub async fn remove(
+    _admin: AdminAuth,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, instance) = path.into_inner();
+    let server_id = parse_id(&id)?;
+    let instance_id = parse_instance_id(&instance)?;
+    let mut conn = state.conn().await?;
+    let version = store::remove_instance(&mut conn, server_id, instance_id).await.map_err(from_store)?;
+    drop(conn);
+    tracing::info!(server_id = %server_id, instance_id = %instance_id, version, "Removed an instance.");
+    publish(&state).await;
+    Ok(HttpResponse::NoContent().finish())
+}

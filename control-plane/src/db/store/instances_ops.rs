@@ -1,0 +1,131 @@
+//! Instance mutations: reconciling a server's instances with a spec, adding one, removing one.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{StoreError, bump_version, constraint_error};
+use crate::db::schema::{instances, servers};
+use crate::model::{InstanceRow, InstanceSpec};
+
+fn metadata_json(spec: &InstanceSpec) -> Value {
+    Value::Object(spec.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+}
+
+fn weight(spec: &InstanceSpec) -> i32 {
+    i32::try_from(spec.weight).unwrap_or(i32::MAX)
+}
+
+async fn insert(
+    conn: &mut AsyncPgConnection,
+    server_id: Uuid,
+    spec: &InstanceSpec,
+) -> Result<InstanceRow, StoreError> {
+    diesel::insert_into(instances::table)
+        .values((
+            instances::id.eq(Uuid::new_v4()),
+            instances::server_id.eq(server_id),
+            instances::endpoint_url.eq(&spec.endpoint_url),
+            instances::weight.eq(weight(spec)),
+            instances::metadata.eq(metadata_json(spec)),
+        ))
+        .returning(InstanceRow::as_returning())
+        .get_result(conn)
+        .await
+        .map_err(|e| constraint_error(e, "", Some(&spec.endpoint_url)))
+}
+
+/// Makes the server's instances match `wanted` (by endpoint URL); returns them in `seq` order. Runs inside
+/// the caller's transaction.
+pub(super) async fn reconcile(
+    conn: &mut AsyncPgConnection,
+    server_id: Uuid,
+    existing: &[InstanceRow],
+    wanted: &[InstanceSpec],
+) -> Result<Vec<InstanceRow>, StoreError> {
+    let gone: Vec<Uuid> = existing
+        .iter()
+        .filter(|row| !wanted.iter().any(|w| w.endpoint_url == row.endpoint_url))
+        .map(|row| row.id)
+        .collect();
+    if !gone.is_empty() {
+        diesel::delete(instances::table.filter(instances::id.eq_any(gone))).execute(conn).await?;
+    }
+    let mut result = Vec::with_capacity(wanted.len());
+    for spec in wanted {
+        match existing.iter().find(|row| row.endpoint_url == spec.endpoint_url) {
+            Some(row) if row.weight == weight(spec) && row.metadata == metadata_json(spec) => {
+                result.push(row.clone());
+            }
+            Some(row) => {
+                let updated = diesel::update(instances::table.find(row.id))
+                    .set((instances::weight.eq(weight(spec)), instances::metadata.eq(metadata_json(spec))))
+                    .returning(InstanceRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                result.push(updated);
+            }
+            None => result.push(insert(conn, server_id, spec).await?),
+        }
+    }
+    result.sort_by_key(|row| row.seq);
+    Ok(result)
+}
+
+async fn lock_server(conn: &mut AsyncPgConnection, server_id: Uuid) -> Result<(), StoreError> {
+    // Row lock: a concurrent delete of the server waits for (or fails) this mutation cleanly.
+    servers::table
+        .find(server_id)
+        .select(servers::id)
+        .for_update()
+        .first::<Uuid>(conn)
+        .await
+        .optional()?
+        .ok_or(StoreError::NotFound(server_id))
+        .map(drop)
+}
+
+/// Adds one instance; returns it and the new routing version.
+pub async fn add_instance(
+    conn: &mut AsyncPgConnection,
+    server_id: Uuid,
+    spec: &InstanceSpec,
+) -> Result<(InstanceRow, i64), StoreError> {
+    let spec = spec.clone();
+    conn.transaction(async |conn| {
+        lock_server(conn, server_id).await?;
+        let row = insert(conn, server_id, &spec).await?;
+        diesel::update(servers::table.find(server_id))
+            .set(servers::updated_at.eq(diesel::dsl::now))
+            .execute(conn)
+            .await?;
+        Ok((row, bump_version(conn).await?))
+    })
+    .await
+}
+
+/// Removes one instance (the last one too: the proxy then answers 503); returns the new routing version.
+pub async fn remove_instance(
+    conn: &mut AsyncPgConnection,
+    server_id: Uuid,
+    instance_id: Uuid,
+) -> Result<i64, StoreError> {
+    conn.transaction(async |conn| {
+        lock_server(conn, server_id).await?;
+        let deleted = diesel::delete(
+            instances::table.filter(instances::id.eq(instance_id)).filter(instances::server_id.eq(server_id)),
+        )
+        .execute(conn)
+        .await?;
+        if deleted == 0 {
+            return Err(StoreError::InstanceNotFound { server: server_id, instance: instance_id });
+        }
+        diesel::update(servers::table.find(server_id))
+            .set(servers::updated_at.eq(diesel::dsl::now))
+            .execute(conn)
+            .await?;
+        Ok(bump_version(conn).await?)
+    })
+    .await
+}

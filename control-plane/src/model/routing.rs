@@ -1,0 +1,49 @@
+//! The routing resources a server contributes to the table every proxy receives.
+
+use mcpgw_proto::v1::{self, resource::Kind};
+
+use super::rows::{InstanceRow, ServerRow};
+use super::spec::{LoadBalancing, TransportType};
+
+/// The server's `Server` resource, one `Instance` resource per instance and, for every instance the health
+/// checks have judged, an `InstanceHealth` resource (`status` returns `None` for unknown instances).
+pub fn resources<'a>(
+    server: &ServerRow,
+    instances: impl IntoIterator<Item = &'a InstanceRow>,
+    status: impl Fn(&InstanceRow) -> Option<v1::HealthStatus>,
+) -> Vec<v1::Resource> {
+    let transport = TransportType::parse(&server.transport_type)
+        .map_or(v1::Transport::Unspecified, TransportType::to_proto);
+    let load_balancing = LoadBalancing::parse(&server.load_balancing)
+        .map_or(v1::LoadBalancing::Unspecified, LoadBalancing::to_proto);
+    let mut out = vec![v1::Resource {
+        kind: Some(Kind::Server(v1::Server {
+            id: server.id.to_string(),
+            name: server.name.clone(),
+            transport: transport as i32,
+            load_balancing: load_balancing as i32,
+            hash_key: server.hash_key.clone().unwrap_or_default(),
+            circuit_breaker: server.breaker().map(|b| b.to_proto()),
+        })),
+    }];
+    for instance in instances {
+        out.push(v1::Resource {
+            kind: Some(Kind::Instance(v1::Instance {
+                id: instance.id.to_string(),
+                server_id: server.id.to_string(),
+                endpoint_url: instance.endpoint_url.clone(),
+                weight: u32::try_from(instance.weight).unwrap_or(1),
+                metadata: instance.metadata_map().into_iter().collect(),
+            })),
+        });
+        if let Some(health) = status(instance) {
+            out.push(v1::Resource {
+                kind: Some(Kind::InstanceHealth(v1::InstanceHealth {
+                    instance_id: instance.id.to_string(),
+                    status: health as i32,
+                })),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,234 @@
+//! Validated registration values: what POST creates, PUT replaces and import applies.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mcpgw_proto::v1;
+use serde::{Deserialize, Serialize};
+
+/// Most instances one server may have.
+pub const MAX_INSTANCES: usize = 64;
+/// Largest instance weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// How the gateway speaks to a server's upstream endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportType {
+    /// Streamable HTTP (MCP 2025-03-26 and later); the default.
+    StreamableHttp,
+    /// The deprecated HTTP+SSE transport (MCP 2024-11-05).
+    Sse,
+}
+
+impl TransportType {
+    /// Accepts `streamable_http`, its alias `http`, and `sse`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "streamable_http" | "http" => Some(Self::StreamableHttp),
+            "sse" => Some(Self::Sse),
+            _ => None,
+        }
+    }
+
+    /// The canonical name, as stored and returned.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StreamableHttp => "streamable_http",
+            Self::Sse => "sse",
+        }
+    }
+
+    /// The wire form sent to proxies.
+    pub fn to_proto(self) -> v1::Transport {
+        match self {
+            Self::StreamableHttp => v1::Transport::StreamableHttp,
+            Self::Sse => v1::Transport::Sse,
+        }
+    }
+}
+
+/// How a proxy spreads a server's traffic over its instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    Weighted,
+    LeastConnections,
+    /// Power of two random choices.
+    Random,
+    /// On `hash_key`.
+    ConsistentHash,
+}
+
+impl LoadBalancing {
+    /// Every policy, in documentation order.
+    pub const ALL: [Self; 5] =
+        [Self::RoundRobin, Self::Weighted, Self::LeastConnections, Self::Random, Self::ConsistentHash];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == raw)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::Weighted => "weighted",
+            Self::LeastConnections => "least_connections",
+            Self::Random => "random",
+            Self::ConsistentHash => "consistent_hash",
+        }
+    }
+
+    pub fn to_proto(self) -> v1::LoadBalancing {
+        match self {
+            Self::RoundRobin => v1::LoadBalancing::RoundRobin,
+            Self::Weighted => v1::LoadBalancing::Weighted,
+            Self::LeastConnections => v1::LoadBalancing::LeastConnections,
+            Self::Random => v1::LoadBalancing::Random,
+            Self::ConsistentHash => v1::LoadBalancing::ConsistentHash,
+        }
+    }
+}
+
+/// Per-server circuit-breaker settings; an absent field means the proxy's default. Stored as JSON in this
+/// form (durations as human strings such as `10s`), and returned the same way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open: Option<String>,
+}
+
+impl CircuitBreaker {
+    /// The wire form; durations were validated to fit in `u32` milliseconds.
+    pub fn to_proto(&self) -> v1::CircuitBreaker {
+        let ms = |d: &Option<String>| {
+            d.as_deref()
+                .and_then(|s| humantime::parse_duration(s).ok())
+                .map_or(0, |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+        };
+        v1::CircuitBreaker {
+            consecutive_failures: self.consecutive_failures.unwrap_or(0),
+            failure_ratio: self.failure_ratio.unwrap_or(0.0),
+            min_requests: self.min_requests.unwrap_or(0),
+            window_ms: ms(&self.window),
+            open_ms: ms(&self.open),
+            max_open_ms: ms(&self.max_open),
+        }
+    }
+}
+
+/// One validated upstream endpoint of a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub endpoint_url: String,
+    pub weight: u32,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A registration that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub transport: TransportType,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// At least one, at most `MAX_INSTANCES`, endpoint URLs unique.
+    pub instances: Vec<InstanceSpec>,
+    pub load_balancing: LoadBalancing,
+    pub hash_key: Option<String>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// Result of the active health checks, for an instance or a whole server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    /// Not checked yet (or checks disabled): takes traffic.
+    Unknown,
+}
+
+impl HealthStatus {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "healthy" => Some(Self::Healthy),
+            "unhealthy" => Some(Self::Unhealthy),
+            "unknown" => Some(Self::Unknown),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// A server's status from its instances': healthy when one is healthy, unhealthy when none can take
+    /// traffic (all unhealthy, or no instance at all), unknown otherwise.
+    pub fn of_server(instances: impl IntoIterator<Item = Self>) -> Self {
+        let mut any = false;
+        let mut all_unhealthy = true;
+        for status in instances {
+            any = true;
+            match status {
+                Self::Healthy => return Self::Healthy,
+                Self::Unknown => all_unhealthy = false,
+                Self::Unhealthy => {}
+            }
+        }
+        if !any || all_unhealthy { Self::Unhealthy } else { Self::Unknown }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(TransportType::parse("http"), Some(TransportType::StreamableHttp));
+        assert_eq!(TransportType::parse("sse").map(TransportType::as_str), Some("sse"));
+        assert_eq!(TransportType::parse("SSE"), None);
+        for p in LoadBalancing::ALL {
+            assert_eq!(LoadBalancing::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(LoadBalancing::parse("least_conn"), None);
+    }
+
+    #[test]
+    fn server_status_from_instances() {
+        use HealthStatus::*;
+        assert_eq!(HealthStatus::of_server([]), Unhealthy);
+        assert_eq!(HealthStatus::of_server([Unknown, Unhealthy]), Unknown);
+        assert_eq!(HealthStatus::of_server([Unhealthy, Healthy]), Healthy);
+        assert_eq!(HealthStatus::of_server([Unhealthy, Unhealthy]), Unhealthy);
+    }
+
+    #[test]
+    fn breaker_to_proto() {
+        let b = CircuitBreaker {
+            consecutive_failures: Some(5),
+            window: Some("10s".into()),
+            max_open: Some("1m".into()),
+            ..Default::default()
+        };
+        let p = b.to_proto();
+        assert_eq!((p.consecutive_failures, p.window_ms, p.open_ms, p.max_open_ms), (5, 10_000, 0, 60_000));
+    }
+}
