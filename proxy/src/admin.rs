@@ -9,6 +9,9 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use mcpgw_proto::v1::{HealthStatus, Transport};
+
+use crate::balance::Gate;
 use crate::metrics;
 use crate::routing::Routes;
 
@@ -50,6 +53,29 @@ impl ServeHttp for AdminApp {
     }
 }
 
+fn health_label(h: HealthStatus) -> &'static str {
+    match h {
+        HealthStatus::Healthy => "healthy",
+        HealthStatus::Unhealthy => "unhealthy",
+        HealthStatus::Unknown => "unknown",
+    }
+}
+
+fn gate_label(g: Gate) -> &'static str {
+    match g {
+        Gate::Closed => "closed",
+        Gate::Open => "open",
+        Gate::HalfOpen => "half_open",
+    }
+}
+
+fn transport_label(t: Transport) -> &'static str {
+    match t {
+        Transport::Sse => "sse",
+        _ => "streamable_http",
+    }
+}
+
 impl AdminApp {
     fn routes_json(&self) -> serde_json::Value {
         let table = self.routes.current();
@@ -61,14 +87,23 @@ impl AdminApp {
                     .iter()
                     .map(|i| {
                         json!({
-                            "id": i.id,
+                            "id": &*i.id,
                             "endpoint_url": i.endpoint.as_str(),
                             "weight": i.weight,
+                            "health": health_label(i.health),
+                            "breaker": gate_label(i.state.gate()),
+                            "active_requests": i.state.active.load(std::sync::atomic::Ordering::Relaxed),
                             "resolve_error": i.peer.as_ref().err(),
                         })
                     })
                     .collect();
-                json!({"id": s.id, "name": s.name, "transport": s.transport.as_str_name(), "instances": instances})
+                json!({
+                    "id": s.id,
+                    "name": &*s.name,
+                    "transport": transport_label(s.transport),
+                    "load_balancing": s.policy.name(),
+                    "instances": instances,
+                })
             })
             .collect();
         servers.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));

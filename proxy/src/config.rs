@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::session;
+
 /// mcpgw data plane: forwards MCP traffic on `/mcp/{server}` to the upstream servers registered in the
 /// control plane, streaming responses (SSE included) without buffering.
 #[derive(Debug, Parser)]
@@ -73,6 +75,26 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_timeout: Duration,
 
+    /// Key sealing session tokens (`Mcp-Session-Id`): 32 random bytes as base64 or hex, the same on every
+    /// replica so a session continues on any of them (`openssl rand -base64 32`). Without one, a random key
+    /// is generated: sessions then die with the process and do not cross replicas (development only).
+    #[arg(long, env = "MCPGW_SESSION_KEY", hide_env_values = true, global = true)]
+    pub session_key: Option<String>,
+
+    /// Earlier session keys, comma-separated: tokens they sealed are still accepted (key rotation).
+    #[arg(
+        long,
+        env = "MCPGW_SESSION_PREVIOUS_KEYS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        global = true
+    )]
+    pub session_previous_keys: Vec<String>,
+
+    /// Lifetime of a session token; an older token gets 404 and the client re-initializes.
+    #[arg(long, env = "MCPGW_SESSION_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
+    pub session_ttl: Duration,
+
     /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
     #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -93,6 +115,10 @@ pub struct Config {
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
     pub json_logs: bool,
+    /// `None`: generate a development key at start.
+    pub session_key: Option<[u8; session::KEY_LEN]>,
+    pub session_previous_keys: Vec<[u8; session::KEY_LEN]>,
+    pub session_ttl: Duration,
 }
 
 /// A setting that cannot be used, with the flag that carries it.
@@ -144,6 +170,25 @@ impl Settings {
             "json" => true,
             other => return Err(err("log-format", format!("{other:?} is not one of text, json"))),
         };
+        let key = |flag: &'static str, raw: &str| {
+            session::parse_key(raw).map_err(|e| err(flag, format!("the key {e}")))
+        };
+        let session_key = match &self.session_key {
+            Some(raw) => Some(key("session-key", raw)?),
+            None => None,
+        };
+        let session_previous_keys = self
+            .session_previous_keys
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|raw| key("session-previous-keys", raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        if session_key.is_none() && !session_previous_keys.is_empty() {
+            return Err(err("session-previous-keys", "needs --session-key (the current key)"));
+        }
+        if self.session_ttl.is_zero() {
+            return Err(err("session-ttl", "must be greater than zero"));
+        }
         let proxy_id = match &self.proxy_id {
             Some(id) if id.trim().is_empty() => return Err(err("proxy-id", "must not be empty")),
             Some(id) => id.clone(),
@@ -162,6 +207,9 @@ impl Settings {
             grace_period: self.grace_period,
             shutdown_timeout: self.shutdown_timeout,
             json_logs,
+            session_key,
+            session_previous_keys,
+            session_ttl: self.session_ttl,
         })
     }
 }
@@ -205,11 +253,33 @@ mod tests {
             (&["--threads", "0"], "threads"),
             (&["--log-format", "xml"], "log-format"),
             (&["--proxy-id", " "], "proxy-id"),
+            (&["--session-key", "c2hvcnQ="], "session-key"),
+            (
+                &["--session-key", "0000000000000000000000000000000000000000000000000000000000000000"],
+                "session-key",
+            ),
+            (
+                &["--session-previous-keys", "7T2ULrhWSqF3WzSU2X7DZ7iZ3XHq8KFW3FSbrCzbYyE="],
+                "session-previous-keys",
+            ),
+            (&["--session-ttl", "0s"], "session-ttl"),
         ];
         for (args, flag) in cases {
             let e = parse(args).validate().unwrap_err();
             assert_eq!(e.flag, *flag, "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn session_keys() {
+        let current = "7T2ULrhWSqF3WzSU2X7DZ7iZ3XHq8KFW3FSbrCzbYyE=";
+        let old = "b6a1f3a7c2d94e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071";
+        let config = parse(&["--session-key", current, "--session-previous-keys", &format!("{old},")])
+            .validate()
+            .unwrap();
+        assert!(config.session_key.is_some());
+        assert_eq!(config.session_previous_keys.len(), 1);
+        assert!(parse(&[]).validate().unwrap().session_key.is_none(), "development mode");
     }
 
     #[test]

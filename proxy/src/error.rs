@@ -4,9 +4,13 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-/// JSON-RPC error code for every error the gateway itself raises (the implementation-defined server-error
+/// JSON-RPC error code for the errors the gateway itself raises (the implementation-defined server-error
 /// range); `data.reason` tells them apart.
 pub const GATEWAY_ERROR_CODE: i64 = -32000;
+/// `Mcp-Session-Id` unknown or expired (the code SDK servers use for it).
+pub const SESSION_NOT_FOUND_CODE: i64 = -32001;
+/// 2026-07-28 HeaderMismatch: routing headers disagree with the body.
+pub const HEADER_MISMATCH_CODE: i64 = -32020;
 
 /// What went wrong while handling a request, from the client's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +21,16 @@ pub enum ProxyError {
     UnknownServer { name: String },
     #[error("the proxy has not received a routing table yet")]
     NotReady,
-    #[error("server {server:?} has no instance that can take traffic")]
-    NoInstance { server: String },
+    #[error("server {server:?} has no instance that can take traffic ({detail})")]
+    NoInstance { server: String, detail: String },
+    #[error("session not found: {0}; initialize a new session")]
+    SessionNotFound(String),
+    #[error("request headers do not match the body: {0}")]
+    HeaderMismatch(String),
+    #[error("server {server:?} does not serve the legacy HTTP+SSE transport")]
+    NotSse { server: String },
+    #[error("{0}")]
+    BadRequest(String),
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("failed to read the request body: {0}")]
@@ -38,7 +50,8 @@ impl ProxyError {
             Self::RouteNotFound { .. } | Self::UnknownServer { .. } => 404,
             Self::NotReady | Self::NoInstance { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
-            Self::BadRequestBody(_) => 400,
+            Self::BadRequestBody(_) | Self::HeaderMismatch(_) | Self::BadRequest(_) => 400,
+            Self::SessionNotFound(_) | Self::NotSse { .. } => 404,
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
         }
@@ -53,9 +66,22 @@ impl ProxyError {
             Self::NoInstance { .. } => "no_instance",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BadRequestBody(_) => "bad_request_body",
+            Self::SessionNotFound(_) => "session_not_found",
+            Self::HeaderMismatch(_) => "header_mismatch",
+            Self::NotSse { .. } => "not_sse",
+            Self::BadRequest(_) => "bad_request",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
+        }
+    }
+
+    /// JSON-RPC error code of the answer.
+    pub fn code(&self) -> i64 {
+        match self {
+            Self::SessionNotFound(_) => SESSION_NOT_FOUND_CODE,
+            Self::HeaderMismatch(_) => HEADER_MISMATCH_CODE,
+            _ => GATEWAY_ERROR_CODE,
         }
     }
 
@@ -67,7 +93,7 @@ impl ProxyError {
             Some(id) => json!({
                 "jsonrpc": "2.0",
                 "id": id,
-                "error": {"code": GATEWAY_ERROR_CODE, "message": message, "data": {"reason": self.reason()}},
+                "error": {"code": self.code(), "message": message, "data": {"reason": self.reason()}},
             }),
             None => json!({"error": {"reason": self.reason(), "message": message}}),
         };
@@ -87,7 +113,11 @@ mod tests {
             (ProxyError::RouteNotFound { path: "/x".into() }, 404, "route_not_found"),
             (ProxyError::UnknownServer { name: "x".into() }, 404, "unknown_server"),
             (ProxyError::NotReady, 503, "not_ready"),
-            (ProxyError::NoInstance { server: server() }, 503, "no_instance"),
+            (ProxyError::NoInstance { server: server(), detail: detail() }, 503, "no_instance"),
+            (ProxyError::SessionNotFound(detail()), 404, "session_not_found"),
+            (ProxyError::HeaderMismatch(detail()), 400, "header_mismatch"),
+            (ProxyError::NotSse { server: server() }, 404, "not_sse"),
+            (ProxyError::BadRequest(detail()), 400, "bad_request"),
             (ProxyError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
             (ProxyError::BadRequestBody(detail()), 400, "bad_request_body"),
             (

@@ -4,26 +4,30 @@
 //! client's disconnect does not (it cancels with `notifications/cancelled`), so the upstream response is
 //! drained in the background instead.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
+use mcpgw_proto::v1::HealthStatus;
 use pingora::ErrorType;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession as UpstreamSession;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::balance::{Gate, InFlight};
+use crate::breaker::Outcome;
 use crate::error::ProxyError;
 use crate::gateway::{Gateway, RequestCtx};
+use crate::headers;
 use crate::metrics::METRICS;
 use crate::routing::{Instance, Server};
+use crate::session::Scope;
+use crate::sse::EndpointRewriter;
 
 /// Longest time a legacy response is drained after its client left.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
-
-/// First revision whose clients cancel by closing the stream.
-const STATELESS_REVISION: &str = "2026-07-28";
 
 /// How a request ends early.
 pub enum Failure {
@@ -36,6 +40,49 @@ pub enum Failure {
 impl From<ProxyError> for Failure {
     fn from(e: ProxyError) -> Self {
         Self::Reply(e)
+    }
+}
+
+/// Which instance serves the request.
+pub enum Target {
+    /// Chosen by the server's policy; `hash` is the consistent-hash key (empty for other policies).
+    Balanced { hash: Vec<u8> },
+    /// The instance holding the client's session.
+    Pinned(Arc<Instance>),
+}
+
+/// What the response needs on its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rewrite {
+    #[default]
+    None,
+    /// Replace the upstream's `Mcp-Session-Id` with a sealed token.
+    SessionToken,
+    /// Replace the legacy SSE `endpoint` event's URI with the proxy's message URL.
+    SseEndpoint,
+}
+
+/// How to forward one request.
+pub struct Plan {
+    pub target: Target,
+    /// Upstream path and query replacing the instance's endpoint path (legacy SSE messages).
+    pub upstream_path: Option<String>,
+    /// The upstream's session id, restored into `Mcp-Session-Id`.
+    pub upstream_session: Option<String>,
+    /// The token the client sent, echoed back while its upstream session id is unchanged.
+    pub client_token: Option<String>,
+    pub rewrite: Rewrite,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            target: Target::Balanced { hash: Vec::new() },
+            upstream_path: None,
+            upstream_session: None,
+            client_token: None,
+            rewrite: Rewrite::None,
+        }
     }
 }
 
@@ -72,27 +119,34 @@ enum OnClientGone {
 }
 
 fn on_client_gone(req: &RequestHeader) -> OnClientGone {
-    let modern = req
-        .headers
-        .get("mcp-protocol-version")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() >= STATELESS_REVISION);
     // A legacy GET stream carries no request to finish; only legacy POSTs are drained.
-    if !modern && req.method == http::Method::POST { OnClientGone::Drain } else { OnClientGone::Cancel }
+    if !headers::is_stateless(req) && req.method == http::Method::POST {
+        OnClientGone::Drain
+    } else {
+        OnClientGone::Cancel
+    }
 }
 
 /// The request as the upstream must see it: its endpoint path, its own authority as `Host`, no `Origin`
-/// (SDK servers reject foreign ones) and no hop-by-hop headers; every MCP header passes unchanged.
+/// (SDK servers reject foreign ones) and no hop-by-hop headers; every MCP header passes unchanged except
+/// `Mcp-Session-Id`, which carries the upstream's own id again.
 pub(crate) fn upstream_request(
     down: &RequestHeader,
     instance: &Instance,
     body_len: usize,
+    plan: &Plan,
 ) -> pingora::Result<RequestHeader> {
-    let mut path = instance.path_and_query.clone();
-    if let Some(query) = down.uri.query() {
-        path.push(if path.contains('?') { '&' } else { '?' });
-        path.push_str(query);
-    }
+    let path = match &plan.upstream_path {
+        Some(path) => path.clone(),
+        None => {
+            let mut path = instance.path_and_query.clone();
+            if let Some(query) = down.uri.query() {
+                path.push(if path.contains('?') { '&' } else { '?' });
+                path.push_str(query);
+            }
+            path
+        }
+    };
     let mut req = RequestHeader::build(down.method.clone(), path.as_bytes(), Some(down.headers.len() + 1))?;
     for (name, value) in &down.headers {
         if !skip_request_header(name) {
@@ -102,6 +156,9 @@ pub(crate) fn upstream_request(
     req.insert_header(header::HOST, &instance.authority)?;
     if body_len > 0 || down.method == http::Method::POST {
         req.insert_header(header::CONTENT_LENGTH, body_len.to_string())?;
+    }
+    if let Some(upstream) = &plan.upstream_session {
+        req.insert_header("mcp-session-id", upstream)?;
     }
     Ok(req)
 }
@@ -133,7 +190,7 @@ fn is_event_stream(resp: &ResponseHeader) -> bool {
 }
 
 fn upstream_error(server: &Server, e: &pingora::Error) -> ProxyError {
-    let server = server.name.clone();
+    let server = server.name.to_string();
     let detail = format!("{}: {}", e.etype().as_str(), e.root_cause());
     match e.etype() {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
@@ -160,8 +217,16 @@ async fn send(up: &mut UpstreamSession, req: RequestHeader, body: &Bytes) -> pin
     up.finish_request_body().await
 }
 
+/// Why an attempt on one instance failed.
+enum Attempt {
+    /// Nothing reached the upstream: another instance may be tried.
+    NotSent(ProxyError),
+    /// The request was sent (or a response started); `upstream_ok` is what the breaker learns.
+    Failed(Failure, Option<bool>),
+}
+
 /// Opens (or reuses) a connection and sends the request. A reused pooled connection that fails while the
-/// request is being written is retried once on a fresh one: the upstream cannot have acted on a request it
+/// request is being written is retried once on a new one: the upstream cannot have acted on a request it
 /// did not fully receive.
 async fn connect_and_send(
     gw: &Gateway,
@@ -185,82 +250,211 @@ async fn connect_and_send(
     }
 }
 
-pub async fn exchange(
+/// Most instances tried for one request that never reached an upstream.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Forwards one request per `plan`: picks the instance, retries on another one while nothing was sent
+/// (within the retry budget), and reports every outcome to the instance's breaker.
+pub async fn run(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    server: &Arc<Server>,
+    plan: Plan,
+    body: Bytes,
+) -> Result<(), Failure> {
+    gw.retry.record_request();
+    let mut tried: Vec<usize> = Vec::new();
+    loop {
+        let instance = match &plan.target {
+            Target::Pinned(instance) => instance.clone(),
+            Target::Balanced { hash } => {
+                let idx = server.selector().pick(hash, &tried).ok_or_else(|| no_instance(server))?;
+                tried.push(idx);
+                server.instances[idx].clone()
+            }
+        };
+        let in_flight = InFlight::new(instance.clone());
+        let result = exchange(gw, session, ctx, server, in_flight.instance(), &plan, &body).await;
+        let report = |ok: bool| {
+            gw.breakers.report(Outcome {
+                instance_id: instance.id.clone(),
+                server: server.name.clone(),
+                state: instance.state.clone(),
+                config: server.breaker,
+                ok,
+            })
+        };
+        match result {
+            Ok(upstream_ok) => {
+                upstream_ok.map(report);
+                return Ok(());
+            }
+            Err(Attempt::Failed(failure, upstream_ok)) => {
+                upstream_ok.map(report);
+                return Err(failure);
+            }
+            Err(Attempt::NotSent(error)) => {
+                report(false);
+                if let Target::Pinned(_) = plan.target {
+                    return Err(ProxyError::SessionNotFound(format!(
+                        "its instance is unreachable ({})",
+                        error.reason()
+                    ))
+                    .into());
+                }
+                let more = tried.len() < server.instances.len().min(MAX_ATTEMPTS);
+                if !(more && gw.retry.try_retry()) {
+                    return Err(error.into());
+                }
+                tracing::debug!(server = %server.name, instance = %instance.id, %error, "Nothing was sent; trying another instance.");
+            }
+        }
+    }
+}
+
+fn no_instance(server: &Server) -> ProxyError {
+    let total = server.instances.len();
+    let unhealthy = server.instances.iter().filter(|i| i.health == HealthStatus::Unhealthy).count();
+    let ejected = server.instances.iter().filter(|i| i.state.gate() == Gate::Open).count();
+    let detail = if total == 0 {
+        "it has no instances".to_owned()
+    } else {
+        format!("{total} instances: {unhealthy} unhealthy, {ejected} ejected by the circuit breaker")
+    };
+    ProxyError::NoInstance { server: server.name.to_string(), detail }
+}
+
+/// Whether an upstream status counts against the instance (server errors, except "not implemented").
+fn status_ok(status: u16) -> bool {
+    status < 500 || status == 501
+}
+
+/// One request/response exchange with `instance`; `Ok` carries what the breaker learns (`None`: nothing,
+/// the client left before the outcome was known).
+async fn exchange(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,
     server: &Server,
     instance: &Instance,
-    body: Bytes,
-) -> Result<(), Failure> {
-    let peer = instance.peer.as_ref().map_err(|detail| ProxyError::UpstreamUnreachable {
-        server: server.name.clone(),
-        detail: format!("cannot resolve {}: {detail}", instance.authority),
+    plan: &Plan,
+    body: &Bytes,
+) -> Result<Option<bool>, Attempt> {
+    let peer = instance.peer.as_ref().map_err(|detail| {
+        Attempt::NotSent(ProxyError::UpstreamUnreachable {
+            server: server.name.to_string(),
+            detail: format!("cannot resolve {}: {detail}", instance.authority),
+        })
     })?;
-    let req = upstream_request(session.req_header(), instance, body.len()).map_err(Failure::Abort)?;
+    let req = upstream_request(session.req_header(), instance, body.len(), plan)
+        .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
     let gone = on_client_gone(&req);
-    let mut up = connect_and_send(gw, server, peer, &req, &body).await?;
+    let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
+    let failed = |e: ProxyError| Attempt::Failed(e.into(), Some(false));
 
     // Wait for the response header, watching for the client leaving meanwhile.
     let header = tokio::select! {
         r = tokio::time::timeout(gw.limits.upstream_timeout, up.read_response_header()) => r,
         _ = session.read_body_or_idle(true) => {
             abandon(gw, up, peer, gone);
-            return Ok(());
+            return Ok(None);
         }
     };
     match header {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(upstream_error(server, &e).into()),
+        Ok(Err(e)) => return Err(failed(upstream_error(server, &e))),
         Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                server: server.name.clone(),
+            return Err(failed(ProxyError::UpstreamTimeout {
+                server: server.name.to_string(),
                 detail: format!("no response within {:?}", gw.limits.upstream_timeout),
-            }
-            .into());
+            }));
         }
     }
     let Some(up_resp) = up.response_header() else {
-        return Err(ProxyError::UpstreamFailed {
-            server: server.name.clone(),
+        return Err(failed(ProxyError::UpstreamFailed {
+            server: server.name.to_string(),
             detail: "no response header".into(),
-        }
-        .into());
+        }));
     };
+    let upstream_ok = status_ok(up_resp.status.as_u16());
     let sse = is_event_stream(up_resp);
-    let resp = downstream_response(up_resp).map_err(Failure::Abort)?;
+    let mut resp =
+        downstream_response(up_resp).map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
+    if plan.rewrite == Rewrite::SessionToken {
+        seal_session_id(gw, server, instance, plan, &mut resp);
+    }
     up.set_read_timeout(if sse { None } else { Some(gw.limits.idle_timeout) });
 
     if session.write_response_header(Box::new(resp), false).await.is_err() {
         abandon(gw, up, peer, gone);
-        return Ok(());
+        return Ok(Some(upstream_ok));
     }
     ctx.response_started = Some(Instant::now());
     let _stream_guard = sse.then(StreamGauge::open);
+    let sessions = &gw.sessions;
+    let mut endpoint = (plan.rewrite == Rewrite::SseEndpoint).then(|| {
+        EndpointRewriter::new(|uri: &str| {
+            let target = instance.endpoint.join(uri).ok()?;
+            let mut path = target.path().to_owned();
+            if let Some(q) = target.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            let token = sessions.seal(Scope::SseMessage(&server.id), &instance.id, &path);
+            Some(format!("/mcp/{}/message?sessionId={token}", server.name))
+        })
+    });
     loop {
         tokio::select! {
             chunk = up.read_response_body() => match chunk {
                 Ok(Some(data)) => {
-                    if session.write_response_body(Some(data), false).await.is_err() {
+                    let data = match endpoint.as_mut() { Some(r) => r.feed(data), None => data };
+                    if !data.is_empty() && session.write_response_body(Some(data), false).await.is_err() {
                         abandon(gw, up, peer, gone);
-                        return Ok(());
+                        return Ok(Some(upstream_ok));
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(server = %server.name, error = %e, "Upstream failed mid-response; closing the client connection.");
-                    return Err(Failure::Abort(e));
+                    return Err(Attempt::Failed(Failure::Abort(e), Some(false)));
                 }
             },
             _ = session.read_body_or_idle(true) => {
                 abandon(gw, up, peer, gone);
-                return Ok(());
+                return Ok(Some(upstream_ok));
             }
         }
     }
-    session.write_response_body(None, true).await.map_err(Failure::Abort)?;
+    let tail = endpoint.as_mut().map(EndpointRewriter::finish).filter(|t| !t.is_empty());
+    session
+        .write_response_body(tail, true)
+        .await
+        .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     gw.connector.release_http_session(up, peer, Some(gw.limits.pool_idle_timeout)).await;
-    Ok(())
+    Ok(Some(upstream_ok))
+}
+
+/// Replaces the upstream's `Mcp-Session-Id` with a token naming this instance (or echoes the client's
+/// token while the upstream id is unchanged).
+fn seal_session_id(
+    gw: &Gateway,
+    server: &Server,
+    instance: &Instance,
+    plan: &Plan,
+    resp: &mut ResponseHeader,
+) {
+    let Some(upstream) = resp.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    else {
+        return;
+    };
+    let token = match (&plan.client_token, &plan.upstream_session) {
+        (Some(token), Some(current)) if *current == upstream => token.clone(),
+        _ => gw.sessions.seal(Scope::Session(&server.id), &instance.id, &upstream),
+    };
+    // A base64url token is always a valid header value.
+    let _ = resp.insert_header("mcp-session-id", token);
 }
 
 /// The client left before the response ended: cancel or drain per the request's era.
@@ -308,7 +502,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::routing::table::{PeerSettings, RoutingTable};
+    use crate::routing::table::{InstanceStates, PeerSettings, RoutingTable};
     use mcpgw_proto::ResourceSet;
     use mcpgw_proto::v1::{Instance as PInstance, Resource, Server as PServer, Transport, resource::Kind};
 
@@ -340,7 +534,9 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(1),
         };
-        let table = RoutingTable::build(&set, &RoutingTable::default(), settings).await.unwrap();
+        let table = RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), settings)
+            .await
+            .unwrap();
         table.server("a").unwrap().instances[0].clone()
     }
 
@@ -366,7 +562,8 @@ mod tests {
         ] {
             down.append_header(k, v).unwrap();
         }
-        let up = upstream_request(&down, &inst, 12).unwrap();
+        let plan = Plan { upstream_session: Some("upstream-sid".into()), ..Plan::default() };
+        let up = upstream_request(&down, &inst, 12, &plan).unwrap();
         assert_eq!(up.uri.to_string(), "/v1/mcp?sessionId=1");
         let get = |n: &str| up.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("host").as_deref(), Some("127.0.0.1:3001"));
@@ -376,7 +573,6 @@ mod tests {
         }
         for kept in [
             "accept",
-            "mcp-session-id",
             "mcp-protocol-version",
             "mcp-method",
             "mcp-name",

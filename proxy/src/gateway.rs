@@ -14,11 +14,15 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::Value;
 
+use crate::breaker::Breakers;
 use crate::error::ProxyError;
-use crate::forward::{self, Failure};
+use crate::forward::Failure;
 use crate::jsonrpc::Rpc;
 use crate::metrics::METRICS;
+use crate::retry::RetryBudget;
+use crate::route;
 use crate::routing::Routes;
+use crate::session::SessionKeys;
 
 /// Limits applied to every request.
 #[derive(Debug, Clone, Copy)]
@@ -33,23 +37,20 @@ pub struct Gateway {
     pub routes: Arc<Routes>,
     pub connector: Arc<Connector>,
     pub limits: Limits,
+    pub sessions: SessionKeys,
+    pub breakers: Breakers,
+    pub retry: RetryBudget,
 }
 
 /// Per-request state, read by `logging` for metrics.
 pub struct RequestCtx {
     started: Instant,
-    /// Registered server name, or `-` when the request matched none (bounded label values only).
-    server: String,
+    /// Registered server name; `None` (label `-`) when the request matched none (bounded label values).
+    pub(crate) server: Option<Arc<str>>,
     method: &'static str,
     /// Id for a JSON-RPC error answer; `None` when the request was not JSON-RPC.
     rpc_id: Option<Value>,
     pub(crate) response_started: Option<Instant>,
-}
-
-/// The server name in `/mcp/{server}`, or `None` for any other path.
-fn route(path: &str) -> Option<&str> {
-    let name = path.strip_prefix("/mcp/")?;
-    (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
 fn http_method_label(method: &http::Method) -> &'static str {
@@ -66,13 +67,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: Instant::now(),
-            server: "-".into(),
-            method: "",
-            rpc_id: None,
-            response_started: None,
-        }
+        RequestCtx { started: Instant::now(), server: None, method: "", rpc_id: None, response_started: None }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -95,8 +90,9 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let method =
             if ctx.method.is_empty() { http_method_label(&session.req_header().method) } else { ctx.method };
-        METRICS.requests.with_label_values(&[ctx.server.as_str(), method, status_label(status)]).inc();
-        let labels = [ctx.server.as_str()];
+        let server = ctx.server.as_deref().unwrap_or("-");
+        METRICS.requests.with_label_values(&[server, method, status_label(status)]).inc();
+        let labels = [server];
         if let Some(at) = ctx.response_started {
             METRICS.response_latency.with_label_values(&labels).observe((at - ctx.started).as_secs_f64());
         }
@@ -144,14 +140,7 @@ impl Gateway {
             ctx.method = rpc.method_label();
             ctx.rpc_id = Some(rpc.error_id());
         }
-        let path = session.req_header().uri.path();
-        let name = route(path).ok_or_else(|| ProxyError::RouteNotFound { path: path.to_owned() })?;
-        let table = self.routes.load().ok_or(ProxyError::NotReady)?;
-        let server = table.server(name).ok_or_else(|| ProxyError::UnknownServer { name: name.to_owned() })?;
-        ctx.server.clone_from(&server.name);
-        let instance =
-            server.instances.first().ok_or_else(|| ProxyError::NoInstance { server: server.name.clone() })?;
-        forward::exchange(self, session, ctx, server, instance, body).await
+        route::dispatch(self, session, ctx, body, rpc.as_ref()).await
     }
 
     /// Reads the whole request body, refusing more than the configured limit.
@@ -201,7 +190,7 @@ impl Gateway {
             return Error::e_explain(WriteError, format!("response already started: {error}"));
         }
         if error.status() >= 500 {
-            tracing::warn!(server = %ctx.server, reason = error.reason(), %error, "Request failed.");
+            tracing::warn!(server = ctx.server.as_deref().unwrap_or("-"), reason = error.reason(), %error, "Request failed.");
         }
         let body = error.body(ctx.rpc_id.as_ref());
         let mut resp = ResponseHeader::build(error.status(), Some(3))?;
@@ -264,16 +253,6 @@ impl Gateway {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_only_mcp_server_paths() {
-        assert_eq!(route("/mcp/everything"), Some("everything"));
-        assert_eq!(route("/mcp/a-b-1"), Some("a-b-1"));
-        assert_eq!(route("/mcp/"), None);
-        assert_eq!(route("/mcp"), None);
-        assert_eq!(route("/mcp/a/b"), None);
-        assert_eq!(route("/other/a"), None);
-    }
 
     #[test]
     fn status_labels_are_bounded() {

@@ -11,8 +11,9 @@ use serde_json::Value;
 /// What the gateway needs to know about a JSON-RPC body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rpc {
-    /// One request or notification (`id` is `None` for a notification).
-    Message { id: Option<Value>, method: String, name: Option<String> },
+    /// One request or notification (`id` is `None` for a notification). `name` is `params.name` or
+    /// `params.uri`; `protocol_version` is `params._meta["io.modelcontextprotocol/protocolVersion"]`.
+    Message { id: Option<Value>, method: String, name: Option<String>, protocol_version: Option<String> },
     /// A JSON-RPC response sent by the client (to a server-initiated request).
     Response { id: Value },
     /// A batch (only the 2025-03-26 revision allows them).
@@ -31,11 +32,15 @@ impl Rpc {
             return None;
         }
         match env.method {
-            Some(method) => Some(Self::Message {
-                id: env.id,
-                method: method.into_owned(),
-                name: env.params.and_then(|p| p.name.or(p.uri)).map(Cow::into_owned),
-            }),
+            Some(method) => {
+                let params = env.params.unwrap_or_default();
+                Some(Self::Message {
+                    id: env.id,
+                    method: method.into_owned(),
+                    name: params.name.or(params.uri).map(Cow::into_owned),
+                    protocol_version: params.protocol_version.map(Cow::into_owned),
+                })
+            }
             None => env.id.map(|id| Self::Response { id }),
         }
     }
@@ -101,11 +106,62 @@ struct Envelope<'a> {
     params: Option<Params<'a>>,
 }
 
-/// `params.name` / `params.uri` of an object; any other params shape is skipped without allocation.
+/// `params.name` / `params.uri` / the protocol version in `params._meta`; anything else is skipped without
+/// allocation.
 #[derive(Default)]
 struct Params<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
+    protocol_version: Option<Cow<'a, str>>,
+}
+
+/// The protocol version in a `_meta` object.
+struct Meta<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Meta<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Meta<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a _meta object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Meta<'a>, A::Error> {
+                let mut version = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "io.modelcontextprotocol/protocolVersion" {
+                        version = map.next_value::<StrOrOther<'a>>()?.0;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Meta(version))
+            }
+            fn visit_unit<E>(self) -> Result<Meta<'a>, E> {
+                Ok(Meta(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Meta<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Meta(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Meta<'a>, E> {
+                Ok(Meta(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Meta<'a>, E> {
+                Ok(Meta(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Meta<'a>, E> {
+                Ok(Meta(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Meta<'a>, E> {
+                Ok(Meta(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Meta<'a>, E> {
+                Ok(Meta(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
@@ -122,6 +178,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
                     match key.as_ref() {
                         "name" => params.name = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
                         "uri" => params.uri = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
+                        "_meta" => params.protocol_version = map.next_value::<Meta<'a>>()?.0,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -198,7 +255,18 @@ mod tests {
             "params":{"arguments":{"name":"not me","big":[1,2,3]},"name":"echo"}}));
         assert_eq!(
             call,
-            Some(Rpc::Message { id: Some(json!(3)), method: "tools/call".into(), name: Some("echo".into()) })
+            Some(Rpc::Message {
+                id: Some(json!(3)),
+                method: "tools/call".into(),
+                name: Some("echo".into()),
+                protocol_version: None
+            })
+        );
+        let modern = inspect(json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{
+            "io.modelcontextprotocol/clientCapabilities":{"x":[1]},
+            "io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}));
+        assert!(
+            matches!(modern, Some(Rpc::Message { protocol_version: Some(ref v), .. }) if v == "2026-07-28")
         );
         assert_eq!(call.as_ref().unwrap().method_label(), "tools/call");
         let read =

@@ -3,11 +3,18 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod balance;
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod forward;
 pub mod gateway;
+pub mod headers;
 pub mod jsonrpc;
 pub mod metrics;
+pub mod retry;
+pub mod route;
 pub mod routing;
 pub mod server;
+pub mod session;
+pub mod sse;

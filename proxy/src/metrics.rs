@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, TextEncoder, register_histogram_vec,
-    register_int_counter_vec, register_int_gauge,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
 
 /// Buckets (seconds) for request latency: sub-millisecond proxying up to long tool calls.
@@ -24,6 +24,9 @@ pub struct Metrics {
     pub control_plane_connected: IntGauge,
     /// SSE responses being streamed right now.
     pub open_streams: IntGauge,
+    /// Breaker position per instance: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -67,6 +70,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     .expect("metric registers once"),
     open_streams: register_int_gauge!("mcpgw_proxy_open_streams", "SSE responses being streamed to clients.")
         .expect("metric registers once"),
+    breaker_state: register_int_gauge_vec!(
+        Opts::new(
+            "mcpgw_proxy_breaker_state",
+            "Circuit breaker per instance: 0 closed, 1 open, 2 half-open."
+        ),
+        &["server", "instance"]
+    )
+    .expect("metric registers once"),
+    breaker_transitions: register_int_counter_vec!(
+        Opts::new(
+            "mcpgw_proxy_breaker_transitions_total",
+            "Circuit breaker transitions by server and new state."
+        ),
+        &["server", "to"]
+    )
+    .expect("metric registers once"),
 });
 
 /// The default registry in the Prometheus text format.

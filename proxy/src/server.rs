@@ -12,8 +12,15 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::gateway::{Gateway, Limits};
+use crate::retry::RetryBudget;
 use crate::routing::sync::RoutingSync;
 use crate::routing::{PeerSettings, Routes};
+use crate::session::{SessionKeys, generate_key};
+
+/// Retries of requests that reached no upstream: at most this share of traffic…
+const RETRY_RATIO: f64 = 0.2;
+/// …plus this many per second.
+const RETRY_FLOOR: u64 = 10;
 
 /// How long an idle upstream connection stays pooled.
 const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -30,6 +37,14 @@ pub fn build(config: &Config) -> Server {
     server.bootstrap();
 
     let routes = Arc::new(Routes::default());
+    let (breakers, breaker_service, passive_health) = crate::breaker::breakers();
+    let session_key = config.session_key.unwrap_or_else(|| {
+        tracing::warn!(
+            "No --session-key given: using a random key. Sessions will not survive a restart and will not \
+             continue on another replica. Set MCPGW_SESSION_KEY (openssl rand -base64 32) in production."
+        );
+        generate_key()
+    });
     let peer_settings =
         PeerSettings { connect_timeout: config.connect_timeout, pool_idle_timeout: POOL_IDLE_TIMEOUT };
     let gateway = Gateway {
@@ -41,6 +56,9 @@ pub fn build(config: &Config) -> Server {
             idle_timeout: config.idle_timeout,
             pool_idle_timeout: POOL_IDLE_TIMEOUT,
         },
+        sessions: SessionKeys::new(&session_key, &config.session_previous_keys, config.session_ttl),
+        breakers,
+        retry: RetryBudget::new(RETRY_RATIO, RETRY_FLOOR),
     };
     let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
     mcp.add_tcp(&config.listen.to_string());
@@ -54,8 +72,10 @@ pub fn build(config: &Config) -> Server {
         control_plane: config.control_plane.clone(),
         proxy_id: config.proxy_id.clone(),
         peer_settings,
+        passive_health,
     };
     server.add_service(background_service("routing-sync", sync));
+    server.add_service(background_service("breakers", breaker_service));
     server.add_service(mcp);
     server.add_service(admin);
     server

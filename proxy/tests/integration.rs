@@ -4,7 +4,11 @@
 #[path = "integration/support.rs"]
 mod support;
 
+#[path = "integration/balancing.rs"]
+mod balancing;
 #[path = "integration/forwarding.rs"]
 mod forwarding;
 #[path = "integration/routing.rs"]
 mod routing;
+#[path = "integration/sessions.rs"]
+mod sessions;

@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-pub use table::{Instance, PeerSettings, RoutingTable, Server};
+pub use table::{Instance, InstanceStates, PeerSettings, RoutingTable, Server};
 
 /// The current routing table. The request path does one [`Routes::load`]; only the sync service stores.
 #[derive(Debug, Default)]
 pub struct Routes {
     table: ArcSwap<RoutingTable>,
     ready: AtomicBool,
+    /// Live per-instance state, carried from one table to the next.
+    pub states: InstanceStates,
 }
 
 impl Routes {

@@ -9,10 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
-use mcpgw_proto::v1::{Ack, Hello, Nack, ProxyMessage, RoutingUpdate, proxy_message};
+use mcpgw_proto::v1::{
+    Ack, Hello, InstanceObservation, Nack, PassiveHealth, ProxyMessage, RoutingUpdate, proxy_message,
+};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{PeerSettings, Routes, RoutingTable};
@@ -27,6 +29,8 @@ pub struct RoutingSync {
     pub control_plane: String,
     pub proxy_id: String,
     pub peer_settings: PeerSettings,
+    /// Breaker observations to report to the control plane.
+    pub passive_health: watch::Receiver<Vec<InstanceObservation>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +92,28 @@ impl RoutingSync {
             RoutingDiscoveryClient::new(channel).stream_routes(ReceiverStream::new(rx)).await?.into_inner();
         METRICS.control_plane_connected.set(1);
         tracing::info!(control_plane = %self.control_plane, "Routing stream connected.");
-        while let Some(update) = updates.message().await? {
+        let mut passive = self.passive_health.clone();
+        passive.mark_changed();
+        let mut passive_open = true;
+        loop {
+            let update = tokio::select! {
+                update = updates.message() => match update? {
+                    Some(update) => update,
+                    None => break,
+                },
+                changed = passive.changed(), if passive_open => {
+                    if changed.is_err() {
+                        passive_open = false;
+                        continue;
+                    }
+                    let instances = passive.borrow_and_update().clone();
+                    let report = proxy_message::Kind::PassiveHealth(PassiveHealth { instances });
+                    if tx.send(message(report)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
             *received = true;
             let reply = match self.apply(set, &update).await {
                 Ok(()) => proxy_message::Kind::Ack(Ack { version: update.version }),
@@ -108,9 +133,10 @@ impl RoutingSync {
     /// Applies one update to `set` and swaps in the table built from it; `set` is untouched on error.
     async fn apply(&self, set: &mut ResourceSet, update: &RoutingUpdate) -> Result<(), String> {
         let next = set.apply(update).map_err(|e| e.to_string())?;
-        let table = RoutingTable::build(&next, &self.routes.current(), self.peer_settings)
-            .await
-            .map_err(|e| e.to_string())?;
+        let table =
+            RoutingTable::build(&next, &self.routes.current(), &self.routes.states, self.peer_settings)
+                .await
+                .map_err(|e| e.to_string())?;
         self.routes.store(table);
         *set = next;
         METRICS.routing_table_version.set(i64::try_from(update.version).unwrap_or(i64::MAX));

@@ -3,12 +3,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mcpgw_proto::ResourceSet;
-use mcpgw_proto::v1::{self, Transport, resource::Kind};
-use mcpgw_proto::validate;
+use mcpgw_proto::v1::{self, HealthStatus, LoadBalancing, Transport, resource::Kind};
+use mcpgw_proto::validate::{self, HashKey};
+
+use crate::balance::{InstanceState, Policy, Selector};
+use crate::breaker::BreakerConfig;
 use pingora::upstreams::peer::HttpPeer;
 use url::Url;
 
@@ -25,28 +29,62 @@ pub struct PeerSettings {
 pub struct RoutingTable {
     pub version: u64,
     servers: HashMap<String, Arc<Server>>,
+    instances: HashMap<String, (Arc<Server>, usize)>,
 }
 
 #[derive(Debug)]
 pub struct Server {
     pub id: String,
-    pub name: String,
+    pub name: Arc<str>,
     pub transport: Transport,
+    pub policy: Policy,
+    pub breaker: BreakerConfig,
     pub instances: Vec<Arc<Instance>>,
+    /// Round-robin position (shared by the policies that rotate).
+    pub cursor: AtomicUsize,
 }
 
 /// One upstream endpoint, ready to be connected to.
 #[derive(Debug)]
 pub struct Instance {
-    pub id: String,
+    pub id: Arc<str>,
     pub endpoint: Url,
     pub weight: u32,
+    /// Active health as the control plane reports it (`Unknown` takes traffic).
+    pub health: HealthStatus,
     /// `Host` header the upstream expects (its own authority).
     pub authority: String,
     /// Path and query of the upstream MCP endpoint.
     pub path_and_query: String,
     /// The resolved peer, or why the endpoint's host could not be resolved.
     pub peer: Result<HttpPeer, String>,
+    /// In-flight count and breaker gate, kept across tables while the instance exists.
+    pub state: Arc<InstanceState>,
+}
+
+impl Server {
+    pub fn selector(&self) -> Selector<'_> {
+        Selector { policy: &self.policy, instances: &self.instances, cursor: &self.cursor }
+    }
+}
+
+/// Live per-instance state by (instance id, endpoint), owned by the sync service across table builds.
+#[derive(Debug, Default)]
+pub struct InstanceStates(Mutex<HashMap<(String, String), Arc<InstanceState>>>);
+
+impl InstanceStates {
+    fn get(&self, id: &str, endpoint: &str) -> Arc<InstanceState> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((id.to_owned(), endpoint.to_owned())).or_default().clone()
+    }
+
+    /// Forgets instances that are in no table any more.
+    fn retain(&self, table: &RoutingTable) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(id, endpoint), _| {
+            table.instance(id).is_some_and(|(s, i)| s.instances[i].endpoint.as_str() == endpoint)
+        });
+    }
 }
 
 /// Why a routing table was refused.
@@ -60,6 +98,10 @@ pub enum TableError {
     Transport { id: String, value: i32 },
     #[error("instance {id}: {source}")]
     Endpoint { id: String, source: validate::EndpointError },
+    #[error("server {id}: unknown load_balancing {value}")]
+    LoadBalancing { id: String, value: i32 },
+    #[error("server {id}: {source}")]
+    HashKey { id: String, source: validate::HashKeyError },
 }
 
 /// A validated instance before its peer is resolved.
@@ -77,48 +119,78 @@ impl RoutingTable {
         self.servers.values()
     }
 
-    /// Validates `set` and builds a table, reusing resolved instances of `previous` that did not change.
+    /// The instance with `id` and its server.
+    pub fn instance(&self, id: &str) -> Option<(&Arc<Server>, usize)> {
+        self.instances.get(id).map(|(s, i)| (s, *i))
+    }
+
+    /// Validates `set` and builds a table, reusing resolved peers of `previous` whose endpoint did not change.
     pub async fn build(
         set: &ResourceSet,
         previous: &RoutingTable,
+        states: &InstanceStates,
         settings: PeerSettings,
     ) -> Result<RoutingTable, TableError> {
-        let (servers, instances) = validate_set(set)?;
-        let reusable: HashMap<&str, &Arc<Instance>> =
-            previous.servers.values().flat_map(|s| &s.instances).map(|i| (i.id.as_str(), i)).collect();
+        let valid = validate_set(set)?;
         let mut by_server: HashMap<&str, Vec<Arc<Instance>>> = HashMap::new();
-        for spec in instances {
+        for spec in valid.instances {
             let server_id = spec.proto.server_id.as_str();
-            let instance = match reusable.get(spec.proto.id.as_str()) {
-                Some(old)
-                    if old.endpoint == spec.url && old.weight == spec.proto.weight && old.peer.is_ok() =>
-                {
-                    Arc::clone(old)
-                }
-                _ => Arc::new(resolve(spec, settings).await),
+            let reusable = previous
+                .instance(&spec.proto.id)
+                .map(|(s, i)| &s.instances[i])
+                .filter(|old| old.endpoint == spec.url && old.peer.is_ok());
+            let health = valid.health.get(spec.proto.id.as_str()).copied().unwrap_or(HealthStatus::Unknown);
+            let state = states.get(&spec.proto.id, spec.url.as_str());
+            let instance = match reusable {
+                Some(old) => Instance {
+                    id: old.id.clone(),
+                    endpoint: old.endpoint.clone(),
+                    weight: spec.proto.weight.max(1),
+                    health,
+                    authority: old.authority.clone(),
+                    path_and_query: old.path_and_query.clone(),
+                    peer: old.peer.clone(),
+                    state,
+                },
+                None => resolve(spec, health, state, settings).await,
             };
-            by_server.entry(server_id).or_default().push(instance);
+            by_server.entry(server_id).or_default().push(Arc::new(instance));
         }
-        let servers = servers
-            .into_iter()
-            .map(|(s, transport)| {
-                let instances = by_server.remove(s.id.as_str()).unwrap_or_default();
-                let server = Server { id: s.id.clone(), name: s.name.clone(), transport, instances };
-                (s.name.clone(), Arc::new(server))
-            })
-            .collect();
-        Ok(RoutingTable { version: set.version(), servers })
+        let mut table = RoutingTable { version: set.version(), ..Default::default() };
+        for (s, transport, key) in valid.servers {
+            let mut instances = by_server.remove(s.id.as_str()).unwrap_or_default();
+            instances.sort_by(|a, b| a.id.cmp(&b.id));
+            let weights: Vec<u32> = instances.iter().map(|i| i.weight).collect();
+            let server = Arc::new(Server {
+                id: s.id.clone(),
+                name: Arc::from(s.name.as_str()),
+                transport,
+                policy: Policy::new(s.load_balancing(), key, &weights),
+                breaker: BreakerConfig::from_proto(s.circuit_breaker.as_ref()),
+                instances,
+                cursor: AtomicUsize::new(0),
+            });
+            for (i, inst) in server.instances.iter().enumerate() {
+                table.instances.insert(inst.id.to_string(), (server.clone(), i));
+            }
+            table.servers.insert(s.name.clone(), server);
+        }
+        states.retain(&table);
+        Ok(table)
     }
 }
 
-/// Pure checks of a resource set: names, uniqueness, transports, endpoint URLs.
-#[allow(clippy::type_complexity)]
-fn validate_set(
-    set: &ResourceSet,
-) -> Result<(Vec<(&v1::Server, Transport)>, Vec<InstanceSpec<'_>>), TableError> {
-    let mut servers = Vec::new();
+/// A resource set that passed validation.
+struct ValidSet<'a> {
+    servers: Vec<(&'a v1::Server, Transport, HashKey)>,
+    instances: Vec<InstanceSpec<'a>>,
+    health: HashMap<&'a str, HealthStatus>,
+}
+
+/// Pure checks of a resource set: names, uniqueness, transports, balancing keys, endpoint URLs.
+fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
+    let mut valid = ValidSet { servers: Vec::new(), instances: Vec::new(), health: HashMap::new() };
     let mut names: HashMap<&str, &str> = HashMap::new();
-    let mut instances = Vec::new();
     for resource in set.iter() {
         match &resource.kind {
             Some(Kind::Server(s)) => {
@@ -138,21 +210,33 @@ fn validate_set(
                     Ok(t @ (Transport::StreamableHttp | Transport::Sse)) => t,
                     _ => return Err(TableError::Transport { id: s.id.clone(), value: s.transport }),
                 };
-                servers.push((s, transport));
+                if LoadBalancing::try_from(s.load_balancing).is_err() {
+                    return Err(TableError::LoadBalancing { id: s.id.clone(), value: s.load_balancing });
+                }
+                let key = validate::hash_key(&s.hash_key)
+                    .map_err(|source| TableError::HashKey { id: s.id.clone(), source })?;
+                valid.servers.push((s, transport, key));
             }
             Some(Kind::Instance(i)) => {
                 let url = validate::endpoint_url(&i.endpoint_url)
                     .map_err(|source| TableError::Endpoint { id: i.id.clone(), source })?;
-                instances.push(InstanceSpec { proto: i, url });
+                valid.instances.push(InstanceSpec { proto: i, url });
             }
-            // Health is applied by the instance selection; nothing to validate here.
-            Some(Kind::InstanceHealth(_)) | None => {}
+            Some(Kind::InstanceHealth(h)) => {
+                valid.health.insert(&h.instance_id, h.status());
+            }
+            None => {}
         }
     }
-    Ok((servers, instances))
+    Ok(valid)
 }
 
-async fn resolve(spec: InstanceSpec<'_>, settings: PeerSettings) -> Instance {
+async fn resolve(
+    spec: InstanceSpec<'_>,
+    health: HealthStatus,
+    state: Arc<InstanceState>,
+    settings: PeerSettings,
+) -> Instance {
     let url = spec.url;
     let host = url.host_str().unwrap_or_default().to_owned();
     let port = url.port_or_known_default().unwrap_or(80);
@@ -178,12 +262,14 @@ async fn resolve(spec: InstanceSpec<'_>, settings: PeerSettings) -> Instance {
         tracing::warn!(instance = %spec.proto.id, endpoint = %url, error = %e, "Upstream host could not be resolved.");
     }
     Instance {
-        id: spec.proto.id.clone(),
+        id: Arc::from(spec.proto.id.as_str()),
         endpoint: url,
-        weight: spec.proto.weight,
+        weight: spec.proto.weight.max(1),
+        health,
         authority,
         path_and_query,
         peer,
+        state,
     }
 }
 
@@ -241,7 +327,8 @@ mod tests {
             ],
         )
         .unwrap();
-        let table = RoutingTable::build(&set, &RoutingTable::default(), SETTINGS).await.unwrap();
+        let states = InstanceStates::default();
+        let table = RoutingTable::build(&set, &RoutingTable::default(), &states, SETTINGS).await.unwrap();
         assert_eq!(table.version, 3);
         let alpha = table.server("alpha").unwrap();
         assert_eq!(alpha.instances.len(), 1);
@@ -250,25 +337,38 @@ mod tests {
         assert!(i.peer.is_ok());
         assert!(table.server("beta").unwrap().instances.is_empty());
 
-        let next = RoutingTable::build(&set, &table, SETTINGS).await.unwrap();
-        assert!(Arc::ptr_eq(&next.server("alpha").unwrap().instances[0], i), "unchanged instance is reused");
+        i.state.active.store(2, std::sync::atomic::Ordering::Relaxed);
+        let next = RoutingTable::build(&set, &table, &states, SETTINGS).await.unwrap();
+        let again = &next.server("alpha").unwrap().instances[0];
+        assert!(Arc::ptr_eq(&again.state, &i.state), "live state survives a table swap");
+        assert_eq!(next.instance("i1").map(|(s, idx)| (s.name.as_ref(), idx)), Some(("alpha", 0)));
+
+        let moved =
+            ResourceSet::new(4, [server("s1", "alpha"), instance("i1", "s1", "http://127.0.0.1:3002/mcp")])
+                .unwrap();
+        let last = RoutingTable::build(&moved, &next, &states, SETTINGS).await.unwrap();
+        let fresh = &last.server("alpha").unwrap().instances[0];
+        assert!(!Arc::ptr_eq(&fresh.state, &i.state), "a new endpoint starts with fresh state");
+        assert_eq!(states.0.lock().unwrap().len(), 1, "state of the old endpoint is forgotten");
     }
 
     #[tokio::test]
     async fn refuses_invalid_tables() {
         let dup = ResourceSet::new(1, [server("s1", "same"), server("s2", "same")]).unwrap();
         assert!(matches!(
-            RoutingTable::build(&dup, &RoutingTable::default(), SETTINGS).await,
+            RoutingTable::build(&dup, &RoutingTable::default(), &InstanceStates::default(), SETTINGS).await,
             Err(TableError::DuplicateName { .. })
         ));
         let bad_name = ResourceSet::new(1, [server("s1", "Bad_Name")]).unwrap();
         assert!(matches!(
-            RoutingTable::build(&bad_name, &RoutingTable::default(), SETTINGS).await,
+            RoutingTable::build(&bad_name, &RoutingTable::default(), &InstanceStates::default(), SETTINGS)
+                .await,
             Err(TableError::ServerName { .. })
         ));
         let bad_url = ResourceSet::new(1, [server("s1", "a"), instance("i1", "s1", "ftp://x/")]).unwrap();
         assert!(matches!(
-            RoutingTable::build(&bad_url, &RoutingTable::default(), SETTINGS).await,
+            RoutingTable::build(&bad_url, &RoutingTable::default(), &InstanceStates::default(), SETTINGS)
+                .await,
             Err(TableError::Endpoint { .. })
         ));
         let mut s = server("s1", "a");
@@ -277,7 +377,13 @@ mod tests {
         }
         let bad_transport = ResourceSet::new(1, [s]).unwrap();
         assert!(matches!(
-            RoutingTable::build(&bad_transport, &RoutingTable::default(), SETTINGS).await,
+            RoutingTable::build(
+                &bad_transport,
+                &RoutingTable::default(),
+                &InstanceStates::default(),
+                SETTINGS
+            )
+            .await,
             Err(TableError::Transport { .. })
         ));
     }
@@ -287,7 +393,9 @@ mod tests {
         let set =
             ResourceSet::new(1, [server("s1", "a"), instance("i1", "s1", "http://no-such-host.invalid/mcp")])
                 .unwrap();
-        let table = RoutingTable::build(&set, &RoutingTable::default(), SETTINGS).await.unwrap();
+        let table = RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), SETTINGS)
+            .await
+            .unwrap();
         assert!(table.server("a").unwrap().instances[0].peer.is_err());
     }
 }

@@ -17,6 +17,27 @@ async fn routed(upstream: &FakeUpstream, extra: &[&str]) -> (FakeControlPlane, P
     (cp, proxy)
 }
 
+/// Opens a legacy session: the upstream's id comes back sealed in a token, which the upstream never sees.
+async fn open_session(client: &reqwest::Client, proxy: &ProxyProcess, upstream: &mut FakeUpstream) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let resp = client.post(proxy.mcp_url("alpha")).json(&init).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let token = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert_ne!(token, upstream.session_id, "the upstream's id is sealed");
+    assert!(token.len() > 40, "{token}");
+    assert_eq!(upstream.next_request().await.header("mcp-session-id"), None);
+    token
+}
+
+/// A tools/call carrying its protocol version in `_meta`, as 2026-07-28 requires.
+fn modern_call(id: u64, version: &str, tool: &str) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": version,
+                  "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string()
+    .into_bytes()
+}
+
 fn rpc_body(id: u64, padding: usize) -> Vec<u8> {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
            "params": {"name": "echo", "arguments": {"message": "x".repeat(padding)}}})
@@ -29,6 +50,7 @@ async fn headers_and_bodies_cross_intact() {
     let mut upstream = FakeUpstream::start().await;
     let (_cp, proxy) = routed(&upstream, &[]).await;
     let client = reqwest::Client::new();
+    let token = open_session(&client, &proxy, &mut upstream).await;
     for size in [0, 100 * 1024, 2 * 1024 * 1024] {
         let body = rpc_body(1, size);
         let resp = client
@@ -36,7 +58,7 @@ async fn headers_and_bodies_cross_intact() {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("origin", "http://evil.example")
-            .header("mcp-session-id", "s-1")
+            .header("mcp-session-id", &token)
             .header("mcp-protocol-version", "2025-11-25")
             .header("mcp-method", "tools/call")
             .header("mcp-name", "echo")
@@ -47,7 +69,7 @@ async fn headers_and_bodies_cross_intact() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["mcp-session-id"], "upstream-session", "response headers pass back");
+        assert_eq!(resp.headers()["mcp-session-id"], token.as_str(), "the client keeps its token");
         let seen = upstream.next_request().await;
         assert_eq!(seen.body.len(), body.len(), "body of {size} bytes");
         assert!(seen.body == body, "body of {size} bytes arrives byte-identical");
@@ -57,7 +79,7 @@ async fn headers_and_bodies_cross_intact() {
         assert_eq!(seen.header("origin"), None);
         for (name, value) in [
             ("accept", "application/json, text/event-stream"),
-            ("mcp-session-id", "s-1"),
+            ("mcp-session-id", upstream.session_id.as_str()),
             ("mcp-protocol-version", "2025-11-25"),
             ("mcp-method", "tools/call"),
             ("mcp-name", "echo"),
@@ -105,12 +127,13 @@ async fn get_streams_and_delete_pass_through() {
     let mut upstream = FakeUpstream::start().await;
     let (_cp, proxy) = routed(&upstream, &[]).await;
     let client = reqwest::Client::new();
+    let token = open_session(&client, &proxy, &mut upstream).await;
     let (events, rx) = mpsc::channel(4);
     upstream.reply(Reply::Sse(rx));
     let resp = client
         .get(proxy.mcp_url("alpha"))
         .header("accept", "text/event-stream")
-        .header("mcp-session-id", "s-2")
+        .header("mcp-session-id", &token)
         .header("last-event-id", "41")
         .send()
         .await
@@ -128,10 +151,13 @@ async fn get_streams_and_delete_pass_through() {
         Some(StreamEnd::ClosedByProxy)
     );
 
-    let resp = client.delete(proxy.mcp_url("alpha")).header("mcp-session-id", "s-2").send().await.unwrap();
+    let resp = client.delete(proxy.mcp_url("alpha")).header("mcp-session-id", &token).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let seen = upstream.next_request().await;
-    assert_eq!((seen.method.as_str(), seen.header("mcp-session-id")), ("DELETE", Some("s-2")));
+    assert_eq!(
+        (seen.method.as_str(), seen.header("mcp-session-id")),
+        ("DELETE", Some(upstream.session_id.as_str()))
+    );
 }
 
 async fn disconnect_mid_stream(protocol_version: &str) -> StreamEnd {
@@ -142,10 +168,13 @@ async fn disconnect_mid_stream(protocol_version: &str) -> StreamEnd {
     let resp = reqwest::Client::new()
         .post(proxy.mcp_url("alpha"))
         .header("mcp-protocol-version", protocol_version)
-        .body(rpc_body(1, 0))
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .body(modern_call(1, protocol_version, "echo"))
         .send()
         .await
         .unwrap();
+    assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     events.send(Some("data: first\n\n".into())).await.unwrap();
     within("first event", body.next()).await.unwrap().unwrap();
@@ -168,6 +197,34 @@ async fn disconnect_mid_stream(protocol_version: &str) -> StreamEnd {
     }
     // Modern: the upstream sees the close with nothing more sent.
     within("upstream stream end", upstream.stream_ends.recv()).await.unwrap()
+}
+
+#[tokio::test]
+async fn stateless_requests_must_match_their_routing_headers() {
+    let mut upstream = FakeUpstream::start().await;
+    let (_cp, proxy) = routed(&upstream, &[]).await;
+    let client = reqwest::Client::new();
+    let send = |method: &'static str, name: &'static str, body: Vec<u8>| {
+        client
+            .post(proxy.mcp_url("alpha"))
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .header("mcp-name", name)
+            .body(body)
+            .send()
+    };
+    for (method, name) in [("tools/list", "echo"), ("tools/call", "other"), ("TOOLS/CALL", "echo")] {
+        let resp = send(method, name, modern_call(9, "2026-07-28", "echo")).await.unwrap();
+        assert_eq!(resp.status(), 400, "{method} {name}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!((body["error"]["code"].as_i64(), body["id"].as_i64()), (Some(-32020), Some(9)));
+    }
+    let resp = send("tools/call", "echo", modern_call(10, "2026-07-28", "echo")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = upstream.next_request().await;
+    assert_eq!(seen.body, modern_call(10, "2026-07-28", "echo"), "only the matching request went upstream");
+    assert!(upstream.requests.try_recv().is_err());
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures_util::Stream;
 use mcpgw_proto::v1::routing_discovery_server::{RoutingDiscovery, RoutingDiscoveryServer};
 use mcpgw_proto::v1::{
-    Instance, ProxyMessage, Resource, RoutingUpdate, Server, Transport, proxy_message, resource::Kind,
+    CircuitBreaker, HealthStatus, Instance, InstanceHealth, LoadBalancing, ProxyMessage, Resource,
+    RoutingUpdate, Server, Transport, proxy_message, resource::Kind,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +46,61 @@ pub fn instance(id: &str, server_id: &str, url: &str) -> Resource {
             weight: 1,
             ..Default::default()
         })),
+    }
+}
+
+/// Builds routing snapshots with several instances, policies and health.
+pub struct Table(RoutingUpdate);
+
+impl Table {
+    pub fn new(version: u64) -> Self {
+        Self(RoutingUpdate { version, snapshot: true, ..Default::default() })
+    }
+
+    pub fn server(mut self, name: &str, transport: Transport, lb: LoadBalancing, hash_key: &str) -> Self {
+        self.0.upserts.push(Resource {
+            kind: Some(Kind::Server(Server {
+                id: format!("id-{name}"),
+                name: name.into(),
+                transport: transport as i32,
+                load_balancing: lb as i32,
+                hash_key: hash_key.into(),
+                circuit_breaker: Some(CircuitBreaker {
+                    consecutive_failures: 3,
+                    open_ms: 300,
+                    max_open_ms: 300,
+                    ..Default::default()
+                }),
+            })),
+        });
+        self
+    }
+
+    pub fn instance(mut self, server: &str, id: &str, url: &str, weight: u32) -> Self {
+        self.0.upserts.push(Resource {
+            kind: Some(Kind::Instance(Instance {
+                id: id.into(),
+                server_id: format!("id-{server}"),
+                endpoint_url: url.into(),
+                weight,
+                ..Default::default()
+            })),
+        });
+        self
+    }
+
+    pub fn health(mut self, instance: &str, status: HealthStatus) -> Self {
+        self.0.upserts.push(Resource {
+            kind: Some(Kind::InstanceHealth(InstanceHealth {
+                instance_id: instance.into(),
+                status: status as i32,
+            })),
+        });
+        self
+    }
+
+    pub fn build(self) -> RoutingUpdate {
+        self.0
     }
 }
 
@@ -150,8 +206,22 @@ impl FakeControlPlane {
     pub async fn next_reply(&mut self) -> proxy_message::Kind {
         loop {
             match self.next_message().await {
-                proxy_message::Kind::Hello(_) => continue,
+                proxy_message::Kind::Hello(_) | proxy_message::Kind::PassiveHealth(_) => continue,
                 other => return other,
+            }
+        }
+    }
+
+    /// Skips messages until a passive-health report satisfying `pred` arrives.
+    pub async fn passive_health(
+        &mut self,
+        pred: impl Fn(&mcpgw_proto::v1::PassiveHealth) -> bool,
+    ) -> mcpgw_proto::v1::PassiveHealth {
+        loop {
+            if let proxy_message::Kind::PassiveHealth(report) = self.next_message().await
+                && pred(&report)
+            {
+                return report;
             }
         }
     }
@@ -201,6 +271,8 @@ pub enum StreamEnd {
 /// A hand-written HTTP/1.1 upstream: records requests, answers from a queue (default: a JSON-RPC result).
 pub struct FakeUpstream {
     pub addr: SocketAddr,
+    /// The `Mcp-Session-Id` this upstream hands out (unique per upstream).
+    pub session_id: String,
     replies: Arc<Mutex<VecDeque<Reply>>>,
     pub requests: mpsc::UnboundedReceiver<Recorded>,
     pub stream_ends: mpsc::UnboundedReceiver<StreamEnd>,
@@ -208,18 +280,33 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let session_id = format!("upstream-{}", addr.port());
         let replies: Arc<Mutex<VecDeque<Reply>>> = Arc::default();
         let (req_tx, requests) = mpsc::unbounded_channel();
         let (end_tx, stream_ends) = mpsc::unbounded_channel();
         let queue = replies.clone();
+        let sid = session_id.clone();
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve_conn(conn, queue.clone(), req_tx.clone(), end_tx.clone()));
+                tokio::spawn(serve_conn(conn, queue.clone(), req_tx.clone(), end_tx.clone(), sid.clone()));
             }
         });
-        Self { addr, replies, requests, stream_ends }
+        Self { addr, session_id, replies, requests, stream_ends }
+    }
+
+    pub fn clear_replies(&self) {
+        self.replies.lock().unwrap().clear();
+    }
+
+    /// Requests received so far that nobody looked at.
+    pub fn drain(&mut self) -> Vec<Recorded> {
+        std::iter::from_fn(|| self.requests.try_recv().ok()).collect()
     }
 
     pub fn url(&self) -> String {
@@ -240,6 +327,7 @@ async fn serve_conn(
     replies: Arc<Mutex<VecDeque<Reply>>>,
     requests: mpsc::UnboundedSender<Recorded>,
     ends: mpsc::UnboundedSender<StreamEnd>,
+    session_id: String,
 ) {
     let mut conn = BufReader::new(conn);
     loop {
@@ -275,7 +363,7 @@ async fn serve_conn(
         match reply {
             Reply::Json(body) => {
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: upstream-session\r\ncontent-length: {}\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: {session_id}\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 );
                 conn.get_mut().write_all(head.as_bytes()).await.unwrap();

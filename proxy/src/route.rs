@@ -1,0 +1,185 @@
+//! Request dispatch: which server, then which instance — the one holding the client's session (sealed in
+//! its token), or one chosen by the server's balancing policy — and which upstream path.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mcpgw_proto::v1::{HealthStatus, Transport};
+use mcpgw_proto::validate::HashKey;
+use pingora::proxy::Session;
+
+use crate::balance::{Gate, Policy};
+use crate::error::ProxyError;
+use crate::forward::{self, Failure, Plan, Rewrite, Target};
+use crate::gateway::{Gateway, RequestCtx};
+use crate::headers;
+use crate::jsonrpc::Rpc;
+use crate::routing::{Instance, RoutingTable, Server};
+use crate::session::Scope;
+
+/// The proxy's public paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/mcp/{server}`: Streamable HTTP (both eras).
+    Mcp(&'a str),
+    /// `GET /mcp/{server}/sse`: legacy HTTP+SSE stream.
+    Sse(&'a str),
+    /// `POST /mcp/{server}/message?sessionId=…`: legacy HTTP+SSE messages.
+    Message(&'a str),
+}
+
+impl<'a> Route<'a> {
+    pub fn parse(path: &'a str) -> Option<Self> {
+        let rest = path.strip_prefix("/mcp/")?;
+        let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if name.is_empty() {
+            return None;
+        }
+        match tail {
+            "" if !rest.ends_with('/') => Some(Self::Mcp(name)),
+            "sse" => Some(Self::Sse(name)),
+            "message" => Some(Self::Message(name)),
+            _ => None,
+        }
+    }
+
+    fn server(&self) -> &'a str {
+        match self {
+            Self::Mcp(n) | Self::Sse(n) | Self::Message(n) => n,
+        }
+    }
+}
+
+pub async fn dispatch(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: Bytes,
+    rpc: Option<&Rpc>,
+) -> Result<(), Failure> {
+    let path = session.req_header().uri.path().to_owned();
+    let route = Route::parse(&path).ok_or_else(|| ProxyError::RouteNotFound { path: path.clone() })?;
+    let table = gw.routes.load().ok_or(ProxyError::NotReady)?;
+    let server = table
+        .server(route.server())
+        .ok_or_else(|| ProxyError::UnknownServer { name: route.server().to_owned() })?
+        .clone();
+    ctx.server = Some(server.name.clone());
+    let plan = match route {
+        Route::Mcp(_) => mcp_plan(gw, session, &table, &server, rpc)?,
+        Route::Sse(_) => {
+            if server.transport != Transport::Sse {
+                return Err(ProxyError::NotSse { server: server.name.to_string() }.into());
+            }
+            Plan { target: balanced(session, &server), rewrite: Rewrite::SseEndpoint, ..Plan::default() }
+        }
+        Route::Message(_) => message_plan(gw, session, &table, &server)?,
+    };
+    forward::run(gw, session, ctx, &server, plan, body).await
+}
+
+fn mcp_plan(
+    gw: &Gateway,
+    session: &Session,
+    table: &RoutingTable,
+    server: &Arc<Server>,
+    rpc: Option<&Rpc>,
+) -> Result<Plan, ProxyError> {
+    let req = session.req_header();
+    if req.method == http::Method::POST && headers::is_stateless(req) {
+        headers::check(req, rpc).map_err(ProxyError::HeaderMismatch)?;
+    }
+    let Some(token) = req.headers.get("mcp-session-id") else {
+        return Ok(Plan {
+            target: balanced(session, server),
+            rewrite: Rewrite::SessionToken,
+            ..Plan::default()
+        });
+    };
+    let token = token.to_str().map_err(|_| ProxyError::SessionNotFound("malformed session id".into()))?;
+    let claims = gw
+        .sessions
+        .open(Scope::Session(&server.id), token)
+        .map_err(|e| ProxyError::SessionNotFound(e.to_string()))?;
+    Ok(Plan {
+        target: Target::Pinned(pinned(table, server, &claims.instance)?),
+        upstream_session: Some(claims.upstream),
+        client_token: Some(token.to_owned()),
+        rewrite: Rewrite::SessionToken,
+        ..Plan::default()
+    })
+}
+
+fn message_plan(
+    gw: &Gateway,
+    session: &Session,
+    table: &RoutingTable,
+    server: &Arc<Server>,
+) -> Result<Plan, ProxyError> {
+    let query = session.req_header().uri.query().unwrap_or_default();
+    let token = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "sessionId")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| ProxyError::BadRequest("the sessionId query parameter is required".into()))?;
+    let claims = gw
+        .sessions
+        .open(Scope::SseMessage(&server.id), &token)
+        .map_err(|e| ProxyError::SessionNotFound(e.to_string()))?;
+    Ok(Plan {
+        target: Target::Pinned(pinned(table, server, &claims.instance)?),
+        upstream_path: Some(claims.upstream),
+        ..Plan::default()
+    })
+}
+
+/// The instance a session lives on, if it can still serve it; otherwise the session is gone (404), and
+/// the client re-initializes onto a healthy instance.
+fn pinned(table: &RoutingTable, server: &Server, instance_id: &str) -> Result<Arc<Instance>, ProxyError> {
+    let (owner, idx) = table
+        .instance(instance_id)
+        .filter(|(s, _)| s.id == server.id)
+        .ok_or_else(|| ProxyError::SessionNotFound("its instance is no longer registered".into()))?;
+    let instance = owner.instances[idx].clone();
+    if instance.health == HealthStatus::Unhealthy || instance.state.gate() == Gate::Open {
+        return Err(ProxyError::SessionNotFound("its instance is unavailable".into()));
+    }
+    Ok(instance)
+}
+
+/// Balanced target, with the consistent-hash key of this request when the policy needs one.
+fn balanced(session: &Session, server: &Server) -> Target {
+    let hash = match &server.policy {
+        Policy::ConsistentHash { key } => {
+            let header = match key {
+                HashKey::Header(name) => {
+                    session.req_header().headers.get(name.as_str()).map(|v| v.as_bytes().to_vec())
+                }
+                HashKey::ClientIp => None,
+            };
+            header.unwrap_or_else(|| {
+                session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string().into_bytes())
+                    .unwrap_or_default()
+            })
+        }
+        _ => Vec::new(),
+    };
+    Target::Balanced { hash }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("/mcp/everything"), Some(Route::Mcp("everything")));
+        assert_eq!(Route::parse("/mcp/old/sse"), Some(Route::Sse("old")));
+        assert_eq!(Route::parse("/mcp/old/message"), Some(Route::Message("old")));
+        for none in ["/mcp/", "/mcp", "/mcp/a/", "/mcp/a/b", "/mcp/a/sse/x", "/other/a", "/mcp//sse"] {
+            assert_eq!(Route::parse(none), None, "{none}");
+        }
+    }
+}
