@@ -95,6 +95,11 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_SESSION_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
     pub session_ttl: Duration,
 
+    /// File keeping the last good routing table; at start, the proxy serves it until the control plane
+    /// answers (cold start while the control plane is down). Unset: no cache.
+    #[arg(long, env = "MCPGW_TABLE_CACHE", global = true)]
+    pub table_cache: Option<std::path::PathBuf>,
+
     /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
     #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -119,6 +124,7 @@ pub struct Config {
     pub session_key: Option<[u8; session::KEY_LEN]>,
     pub session_previous_keys: Vec<[u8; session::KEY_LEN]>,
     pub session_ttl: Duration,
+    pub table_cache: Option<std::path::PathBuf>,
 }
 
 /// A setting that cannot be used, with the flag that carries it.
@@ -210,6 +216,7 @@ impl Settings {
             session_key,
             session_previous_keys,
             session_ttl: self.session_ttl,
+            table_cache: self.table_cache.clone().filter(|p| !p.as_os_str().is_empty()),
         })
     }
 }

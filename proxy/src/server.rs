@@ -73,6 +73,7 @@ pub fn build(config: &Config) -> Server {
         proxy_id: config.proxy_id.clone(),
         peer_settings,
         passive_health,
+        cache: config.table_cache.clone().map(crate::routing::cache::TableCache::new),
     };
     server.add_service(background_service("routing-sync", sync));
     server.add_service(background_service("breakers", breaker_service));

@@ -1,5 +1,6 @@
 //! Routing state shared by the request path and the background service that keeps it current.
 
+pub mod cache;
 pub mod sync;
 pub mod table;
 

@@ -17,6 +17,7 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::cache::TableCache;
 use super::{PeerSettings, Routes, RoutingTable};
 use crate::metrics::METRICS;
 
@@ -31,6 +32,8 @@ pub struct RoutingSync {
     pub peer_settings: PeerSettings,
     /// Breaker observations to report to the control plane.
     pub passive_health: watch::Receiver<Vec<InstanceObservation>>,
+    /// Where the last good table is kept for a cold start without the control plane.
+    pub cache: Option<TableCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +49,7 @@ enum SessionError {
 #[async_trait]
 impl BackgroundService for RoutingSync {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut set = ResourceSet::default();
+        let mut set = self.load_cache().await;
         let mut backoff = BACKOFF_MIN;
         loop {
             let mut received = false;
@@ -71,6 +74,33 @@ impl BackgroundService for RoutingSync {
 }
 
 impl RoutingSync {
+    /// Serves the cached table, if any, until the control plane answers.
+    async fn load_cache(&self) -> ResourceSet {
+        let Some(cache) = &self.cache else { return ResourceSet::default() };
+        let cached = match cache.load() {
+            Ok(Some(set)) => set,
+            Ok(None) => return ResourceSet::default(),
+            Err(error) => {
+                tracing::warn!(%error, "Ignoring the cached routing table.");
+                return ResourceSet::default();
+            }
+        };
+        match RoutingTable::build(&cached, &RoutingTable::default(), &self.routes.states, self.peer_settings)
+            .await
+        {
+            Ok(table) => {
+                self.routes.store(table);
+                METRICS.routing_table_version.set(i64::try_from(cached.version()).unwrap_or(i64::MAX));
+                tracing::info!(version = cached.version(), path = %cache.path().display(), "Serving the cached routing table until the control plane answers.");
+                cached
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Ignoring the cached routing table.");
+                ResourceSet::default()
+            }
+        }
+    }
+
     /// One connection: Hello, then apply updates until the stream ends.
     async fn session(&self, set: &mut ResourceSet, received: &mut bool) -> Result<(), SessionError> {
         let channel = tonic::transport::Endpoint::from_shared(self.control_plane.clone())?
@@ -138,6 +168,11 @@ impl RoutingSync {
                 .await
                 .map_err(|e| e.to_string())?;
         self.routes.store(table);
+        if let Some(cache) = &self.cache
+            && let Err(error) = cache.store(&next).await
+        {
+            tracing::warn!(%error, "Could not save the routing table for a cold start.");
+        }
         *set = next;
         METRICS.routing_table_version.set(i64::try_from(update.version).unwrap_or(i64::MAX));
         METRICS.routing_updates.with_label_values(&["applied"]).inc();

@@ -102,3 +102,40 @@ async fn serves_the_last_table_while_the_control_plane_is_away_then_resyncs() {
     assert!(matches!(cp.next_reply().await, Kind::Ack(a) if a.version == 2));
     proxy.wait_routes("beta after reconnect", |r| r["version"] == 2).await;
 }
+
+#[tokio::test]
+async fn cold_start_without_the_control_plane_serves_the_cached_table() {
+    let mut upstream = FakeUpstream::start().await;
+    let cache =
+        std::env::temp_dir().join(format!("mcpgw-table-{}-{}.bin", std::process::id(), upstream.addr.port()));
+    let cache_arg = cache.to_str().unwrap().to_owned();
+    let mut cp = FakeControlPlane::start().await;
+    let first = ProxyProcess::start(&cp.url(), &["--table-cache", &cache_arg]).await;
+    cp.push(snapshot(9, &[("alpha", &upstream.url())])).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    drop(first);
+    let addr = cp.stop();
+
+    // The control plane is still down when a new proxy starts.
+    let proxy = ProxyProcess::start(&format!("http://{addr}"), &["--table-cache", &cache_arg]).await;
+    let ready = within("ready on the cached table", async {
+        loop {
+            let r = reqwest::get(proxy.admin_url("/readyz")).await.unwrap();
+            if r.status() == 200 {
+                return r.json::<Value>().await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(ready["version"], 9);
+    let resp = reqwest::Client::new()
+        .post(proxy.mcp_url("alpha"))
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    upstream.next_request().await;
+    let _ = std::fs::remove_file(&cache);
+}
