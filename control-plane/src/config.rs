@@ -1,12 +1,17 @@
 //! Settings from flags and environment, checked by one pure `validate()` into the `Config` the process runs on.
 
-use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::auth::AdminToken;
+use crate::ssrf::{SsrfError, SsrfPolicy};
+
+mod database;
+
+pub use database::DatabaseUrl;
 
 /// Environment variable of `--http-addr`.
 pub const ENV_HTTP_ADDR: &str = "MCPGW_HTTP_ADDR";
@@ -24,6 +29,31 @@ pub const ENV_DB_POOL_SIZE: &str = "MCPGW_DB_POOL_SIZE";
 pub const ENV_API_BODY_LIMIT: &str = "MCPGW_API_BODY_LIMIT";
 /// Environment variable of `--log-format`.
 pub const ENV_LOG_FORMAT: &str = "MCPGW_LOG_FORMAT";
+/// Environment variable of `--health-interval`.
+pub const ENV_HEALTH_INTERVAL: &str = "MCPGW_HEALTH_INTERVAL";
+/// Environment variable of `--health-timeout`.
+pub const ENV_HEALTH_TIMEOUT: &str = "MCPGW_HEALTH_TIMEOUT";
+/// Environment variable of `--health-healthy-threshold`.
+pub const ENV_HEALTH_HEALTHY_THRESHOLD: &str = "MCPGW_HEALTH_HEALTHY_THRESHOLD";
+/// Environment variable of `--health-unhealthy-threshold`.
+pub const ENV_HEALTH_UNHEALTHY_THRESHOLD: &str = "MCPGW_HEALTH_UNHEALTHY_THRESHOLD";
+/// Environment variable of `--health-concurrency`.
+pub const ENV_HEALTH_CONCURRENCY: &str = "MCPGW_HEALTH_CONCURRENCY";
+/// Environment variable of `--discovery-interval`.
+pub const ENV_DISCOVERY_INTERVAL: &str = "MCPGW_DISCOVERY_INTERVAL";
+/// Environment variable of `--ssrf-deny`.
+pub const ENV_SSRF_DENY: &str = "MCPGW_SSRF_DENY";
+/// Environment variable of `--ssrf-allow`.
+pub const ENV_SSRF_ALLOW: &str = "MCPGW_SSRF_ALLOW";
+/// Environment variable of `--replica-id`.
+pub const ENV_REPLICA_ID: &str = "MCPGW_REPLICA_ID";
+/// Environment variable of `--api-url` (the CLI's `import` / `export`).
+pub const ENV_API_URL: &str = "MCPGW_API_URL";
+
+/// Shortest accepted health-check interval.
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(50);
+/// Largest accepted health threshold.
+pub const MAX_HEALTH_THRESHOLD: u32 = 100;
 
 /// Largest accepted `--api-body-limit` (64 MiB): admin requests are small JSON documents.
 pub const MAX_API_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -43,7 +73,7 @@ pub struct Cli {
 }
 
 /// The control plane's subcommands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Create and migrate the database if needed, then serve the REST API and the gRPC routing stream.
     Serve,
@@ -51,6 +81,23 @@ pub enum Command {
     Validate,
     /// Create the database if it is missing, apply pending migrations, and exit.
     Migrate,
+    /// Print the registry as YAML (`GET /api/v1/admin/export` of the running control plane at --api-url).
+    Export,
+    /// Apply a YAML registry file through the REST API of the control plane at --api-url (idempotent).
+    Import(ImportArgs),
+}
+
+/// Arguments of `import`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ImportArgs {
+    /// The YAML file (`-` for standard input).
+    pub file: String,
+    /// Print the changes that would be made, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also delete servers that the file does not list.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// Output format of the logs written to stderr.
@@ -89,89 +136,58 @@ pub struct RawSettings {
     /// Log format on stderr (the filter comes from RUST_LOG, default `info`).
     #[arg(long, global = true, env = ENV_LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Default interval between active health checks of an instance (`500ms`, `10s`); servers may override.
+    #[arg(long, global = true, env = ENV_HEALTH_INTERVAL, default_value = "10s")]
+    pub health_interval: String,
+    /// Default time one probe (connect, handshake and a list) may take before it counts as a failure.
+    #[arg(long, global = true, env = ENV_HEALTH_TIMEOUT, default_value = "5s")]
+    pub health_timeout: String,
+    /// Consecutive successful probes that make an unhealthy instance healthy again.
+    #[arg(long, global = true, env = ENV_HEALTH_HEALTHY_THRESHOLD, default_value_t = 2)]
+    pub health_healthy_threshold: u32,
+    /// Consecutive failed probes that make an instance unhealthy (no traffic from the proxies).
+    #[arg(long, global = true, env = ENV_HEALTH_UNHEALTHY_THRESHOLD, default_value_t = 3)]
+    pub health_unhealthy_threshold: u32,
+    /// Most probes in flight at once.
+    #[arg(long, global = true, env = ENV_HEALTH_CONCURRENCY, default_value_t = 16)]
+    pub health_concurrency: u32,
+    /// How often every server's capabilities are discovered again (`0s` turns periodic refresh off).
+    #[arg(long, global = true, env = ENV_DISCOVERY_INTERVAL, default_value = "5m")]
+    pub discovery_interval: String,
+    /// More destinations to refuse as endpoints: CIDRs or `loopback`, `private`, `link_local` (comma-separated).
+    #[arg(long, global = true, env = ENV_SSRF_DENY, value_delimiter = ',')]
+    pub ssrf_deny: Vec<String>,
+    /// Exceptions that win over every refusal (built-in ones included): CIDRs or the same names.
+    #[arg(long, global = true, env = ENV_SSRF_ALLOW, value_delimiter = ',')]
+    pub ssrf_allow: Vec<String>,
+    /// This replica's name in the health records and the leader state (default: hostname-pid).
+    #[arg(long, global = true, env = ENV_REPLICA_ID)]
+    pub replica_id: Option<String>,
+    /// REST API used by `import` and `export` (default: http://<--http-addr>).
+    #[arg(long, global = true, env = ENV_API_URL)]
+    pub api_url: Option<String>,
 }
 
-/// The PostgreSQL database the control plane owns, with its name split out for CREATE DATABASE.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl {
-    url: Url,
-    name: String,
+/// Defaults of the active health checks; each server may override interval, timeout and thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthDefaults {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub concurrency: usize,
 }
 
-impl DatabaseUrl {
-    /// Parses a `postgres://` or `postgresql://` URL that names a database.
-    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
-        let bad = |why: &str| ConfigError::DatabaseUrl(why.to_owned());
-        let url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(bad("the scheme must be postgres:// or postgresql://"));
-        }
-        let path = url.path().trim_start_matches('/');
-        let name = percent_decode(path).ok_or_else(|| bad("the database name is not valid UTF-8"))?;
-        if name.is_empty() || name.contains('/') {
-            return Err(bad("the URL must name one database, as in postgres://host/mcpgw"));
-        }
-        if name.len() > 63 {
-            return Err(bad("the database name is longer than PostgreSQL's 63 bytes"));
-        }
-        Ok(Self { url, name })
-    }
-
-    /// The full connection URL (it may carry a password: never log it, log `redacted()`).
-    pub fn as_str(&self) -> &str {
-        self.url.as_str()
-    }
-
-    /// The database name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The same server's `postgres` maintenance database, used to create or drop this one.
-    pub fn maintenance(&self) -> String {
-        let mut url = self.url.clone();
-        url.set_path("/postgres");
-        url.to_string()
-    }
-
-    /// The same server with another database name (tests use it for throwaway databases).
-    pub fn with_name(&self, name: &str) -> Result<Self, ConfigError> {
-        let mut url = self.url.clone();
-        url.set_path(&format!("/{name}"));
-        Self::parse(url.as_str())
-    }
-
-    /// The URL with any password replaced, safe for logs.
-    pub fn redacted(&self) -> String {
-        let mut url = self.url.clone();
-        if url.password().is_some() {
-            let _ = url.set_password(Some("***"));
-        }
-        url.to_string()
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+impl Default for HealthDefaults {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            concurrency: 16,
         }
     }
-    String::from_utf8(out).ok()
 }
 
 /// The validated configuration: the only form of settings the running code sees.
@@ -185,6 +201,13 @@ pub struct Config {
     pub db_pool_size: u32,
     pub api_body_limit: usize,
     pub log_format: LogFormat,
+    pub health: HealthDefaults,
+    /// `None`: no periodic discovery.
+    pub discovery_interval: Option<Duration>,
+    pub ssrf: SsrfPolicy,
+    pub replica_id: String,
+    /// Base URL of the REST API for `import` / `export`.
+    pub api_url: String,
 }
 
 /// Why the settings were refused; each names the flag to fix.
@@ -206,6 +229,47 @@ pub enum ConfigError {
     DbPoolSize(u32),
     #[error("--api-body-limit must be between 1 and {MAX_API_BODY_LIMIT} bytes, not {0}")]
     ApiBodyLimit(usize),
+    #[error(
+        "--{flag} {value:?} is not a duration like \"500ms\" or \"10s\" within the allowed range ({why})"
+    )]
+    Duration { flag: &'static str, value: String, why: String },
+    #[error("--{0} must be between 1 and {MAX_HEALTH_THRESHOLD}")]
+    Threshold(&'static str),
+    #[error("--health-concurrency must be between 1 and 1024, not {0}")]
+    Concurrency(u32),
+    #[error("--ssrf-deny/--ssrf-allow: {0}")]
+    Ssrf(#[from] SsrfError),
+    #[error("--api-url {0:?} is not an http(s) URL")]
+    ApiUrl(String),
+}
+
+/// Parses a human duration for `flag`, refusing values outside `min..=max`.
+pub fn parse_duration(
+    flag: &'static str,
+    raw: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let bad = |why: String| ConfigError::Duration { flag, value: raw.to_owned(), why };
+    let d = humantime::parse_duration(raw.trim()).map_err(|e| bad(e.to_string()))?;
+    if d < min || d > max {
+        return Err(bad(format!(
+            "{} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(d)
+}
+
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "control-plane".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Checks raw settings and builds the `Config`; pure, so `validate` and `serve` agree and tests cover it.
@@ -236,7 +300,50 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
     if raw.api_body_limit == 0 || raw.api_body_limit > MAX_API_BODY_LIMIT {
         return Err(ConfigError::ApiBodyLimit(raw.api_body_limit));
     }
+    let hour = Duration::from_secs(3600);
+    let interval = parse_duration("health-interval", &raw.health_interval, MIN_HEALTH_INTERVAL, hour)?;
+    let timeout = parse_duration("health-timeout", &raw.health_timeout, Duration::from_millis(10), hour)?;
+    for (flag, value) in [
+        ("health-healthy-threshold", raw.health_healthy_threshold),
+        ("health-unhealthy-threshold", raw.health_unhealthy_threshold),
+    ] {
+        if value == 0 || value > MAX_HEALTH_THRESHOLD {
+            return Err(ConfigError::Threshold(flag));
+        }
+    }
+    if raw.health_concurrency == 0 || raw.health_concurrency > 1024 {
+        return Err(ConfigError::Concurrency(raw.health_concurrency));
+    }
+    let discovery = parse_duration(
+        "discovery-interval",
+        &raw.discovery_interval,
+        Duration::ZERO,
+        Duration::from_secs(7 * 86400),
+    )?;
+    let ssrf = SsrfPolicy::new(&raw.ssrf_deny, &raw.ssrf_allow)?;
+    let api_url = match raw.api_url.as_deref().map(str::trim) {
+        None | Some("") => format!("http://{http_addr}"),
+        Some(url) => match Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => url.trim_end_matches('/').to_owned(),
+            _ => return Err(ConfigError::ApiUrl(url.to_owned())),
+        },
+    };
     Ok(Config {
+        health: HealthDefaults {
+            interval,
+            timeout,
+            healthy_threshold: raw.health_healthy_threshold,
+            unhealthy_threshold: raw.health_unhealthy_threshold,
+            concurrency: raw.health_concurrency as usize,
+        },
+        discovery_interval: (!discovery.is_zero()).then_some(discovery),
+        ssrf,
+        replica_id: raw
+            .replica_id
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(default_replica_id),
+        api_url,
         http_addr,
         grpc_addr,
         database,
@@ -263,15 +370,25 @@ impl Config {
     pub fn summary(&self) -> String {
         let redis = self.redis_url.as_deref().map_or("(not configured)".to_owned(), redact_url);
         let token = if self.admin_token.is_some() { "set" } else { "NOT SET (mutations refused)" };
+        let h = &self.health;
         format!(
             "http_addr={}\ngrpc_addr={}\ndatabase_url={}\nredis_url={redis}\nadmin_token={token}\n\
-             db_pool_size={}\napi_body_limit={}\nlog_format={:?}",
+             db_pool_size={}\napi_body_limit={}\nlog_format={:?}\nhealth_interval={}\nhealth_timeout={}\n\
+             health_healthy_threshold={}\nhealth_unhealthy_threshold={}\nhealth_concurrency={}\n\
+             discovery_interval={}\nreplica_id={}",
             self.http_addr,
             self.grpc_addr,
             self.database.redacted(),
             self.db_pool_size,
             self.api_body_limit,
             self.log_format,
+            humantime::format_duration(h.interval),
+            humantime::format_duration(h.timeout),
+            h.healthy_threshold,
+            h.unhealthy_threshold,
+            h.concurrency,
+            self.discovery_interval.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
+            self.replica_id,
         )
     }
 }

@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{DbError, DbPool, store};
 use crate::model;
 use crate::proxies::ProxyRegistry;
+use mcpgw_proto::v1::HealthStatus;
 
-/// How often the poller checks `routing_state.version` for changes made through other replicas.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the poller checks `routing_state.version`: the safety net behind the LISTEN/NOTIFY listener
+/// (`notify`), which normally delivers changes made through other replicas within milliseconds.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a refresh failed; the published table stays as it was.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,11 @@ impl RoutingHub {
         self.current.subscribe()
     }
 
+    /// The database pool (passive health reports are written through it).
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
     /// The proxies connected to this replica.
     pub fn proxies(&self) -> &ProxyRegistry {
         &self.proxies
@@ -82,7 +89,13 @@ impl RoutingHub {
         }
         let resources = snapshot.servers.iter().flat_map(|server| {
             let instances = snapshot.instances.get(&server.id).map(Vec::as_slice).unwrap_or_default();
-            model::resources(server, instances, |_| None)
+            model::resources(server, instances, |instance| {
+                match snapshot.health.get(&instance.id)?.as_str() {
+                    "healthy" => Some(HealthStatus::Healthy),
+                    "unhealthy" => Some(HealthStatus::Unhealthy),
+                    _ => None,
+                }
+            })
         });
         let set = ResourceSet::new(version, resources)?;
         tracing::debug!(version, resources = set.len(), "Publishing a new routing table.");

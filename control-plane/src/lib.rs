@@ -3,13 +3,19 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
+pub mod discovery;
 pub mod grpc;
+pub mod health;
 pub mod hub;
+pub mod mcp;
 pub mod model;
+pub mod notify;
 pub mod proxies;
 pub mod serve;
+pub mod ssrf;
 pub mod telemetry;
 
 pub use config::{Cli, Command, Config, validate};

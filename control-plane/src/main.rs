@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use mcpgw_control_plane::{Cli, Command, db, serve, telemetry, validate};
+use mcpgw_control_plane::{Cli, Command, cli, db, serve, telemetry, validate};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,10 +16,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve);
-    if command == Command::Validate {
-        println!("configuration is valid\n{}", config.summary());
-        return ExitCode::SUCCESS;
+    let command = cli.command.clone().unwrap_or(Command::Serve);
+    match &command {
+        Command::Validate => {
+            println!("configuration is valid\n{}", config.summary());
+            return ExitCode::SUCCESS;
+        }
+        Command::Export | Command::Import(_) => {
+            return run_cli(&config, cli.settings.admin_token.as_deref(), &command);
+        }
+        Command::Serve | Command::Migrate => {}
     }
     telemetry::init(config.log_format);
     let outcome = match command {
@@ -30,6 +36,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "The control plane stopped with an error.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(config: &mcpgw_control_plane::Config, token: Option<&str>, command: &Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start a runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match command {
+            Command::Import(args) => cli::import(config, token, args).await,
+            _ => cli::export(config).await,
+        }
+    });
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// A refused update, as reported by the proxy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Nack {
     pub version: u64,
     pub reason: String,
 }
 
 /// One connected proxy stream, as listed by `GET /api/v1/proxies`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProxyInfo {
     pub proxy_id: String,
     /// Remote address of the stream, when known.

@@ -12,8 +12,12 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::{self, AppState, RedisPool};
 use crate::config::Config;
 use crate::db::{self, DbError, bootstrap};
+use crate::discovery::Discoverer;
 use crate::grpc::RoutingService;
+use crate::health::Checker;
+use crate::health::leader::Leader;
 use crate::hub::{HubError, POLL_INTERVAL, RoutingHub};
+use crate::mcp::McpClient;
 
 /// How long in-flight REST requests and the gRPC server get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,6 +37,8 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("the gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("cannot build the MCP client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 /// Serves the routing stream on `listener` until `shutdown`; every proxy session ends with it.
@@ -52,8 +58,13 @@ pub async fn serve_grpc(
         .await
 }
 
-/// Builds the shared REST state (pools, hub, expected migrations) for `config`.
-pub fn app_state(config: &Config, pool: db::DbPool, hub: Arc<RoutingHub>) -> Result<AppState, ServeError> {
+/// Builds the shared REST state (pools, hub, expected migrations, discovery) for `config`.
+pub fn app_state(
+    config: &Config,
+    pool: db::DbPool,
+    hub: Arc<RoutingHub>,
+    client: McpClient,
+) -> Result<AppState, ServeError> {
     let redis = match &config.redis_url {
         None => None,
         Some(url) => {
@@ -67,12 +78,16 @@ pub fn app_state(config: &Config, pool: db::DbPool, hub: Arc<RoutingHub>) -> Res
         }
     };
     Ok(AppState {
-        pool,
+        pool: pool.clone(),
         hub,
         admin_token: config.admin_token.clone(),
         redis,
         migrations: bootstrap::embedded_versions()?,
         body_limit: config.api_body_limit,
+        ssrf: Arc::new(config.ssrf.clone()),
+        discoverer: Discoverer { pool, client },
+        replica_id: config.replica_id.clone(),
+        is_leader: Arc::default(),
     })
 }
 
@@ -92,8 +107,28 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let hub = RoutingHub::new(pool.clone());
     let version = hub.refresh().await?;
     tracing::info!(version, resources = hub.current().len(), "Loaded the routing table.");
-    let state = web::Data::new(app_state(&config, pool, hub.clone())?);
+    let client = McpClient::new(Arc::new(config.ssrf.clone()))?;
+    let state = web::Data::new(app_state(&config, pool.clone(), hub.clone(), client.clone())?);
     let shutdown = CancellationToken::new();
+    let leader = Leader {
+        database_url: config.database.as_str().to_owned(),
+        checker: Checker {
+            pool: pool.clone(),
+            client: client.clone(),
+            defaults: config.health,
+            replica_id: config.replica_id.clone(),
+            hub: hub.clone(),
+        },
+        discoverer: state.discoverer.clone(),
+        discovery_interval: config.discovery_interval,
+        is_leader: state.is_leader.clone(),
+    };
+    let leading = tokio::spawn(leader.run(shutdown.clone()));
+    let listener = tokio::spawn(crate::notify::listen(
+        config.database.as_str().to_owned(),
+        hub.clone(),
+        shutdown.clone(),
+    ));
 
     let bind_err = |what, addr| move |source| ServeError::Bind { what, addr, source };
     let http_listener =
@@ -139,6 +174,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
     };
     poller.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(3), leading).await;
+    listener.abort();
     tracing::info!("The control plane stopped.");
     http_result.and(grpc_result)
 }

@@ -88,6 +88,21 @@ make_error_codes! {
     InvalidHashKey => ("invalid_hash_key", InvalidRequest, BAD_REQUEST);
     /// `circuit_breaker` has an out-of-range ratio or a bad duration.
     InvalidCircuitBreaker => ("invalid_circuit_breaker", InvalidRequest, BAD_REQUEST);
+    /// `tenant_id` is empty after trimming, too long, or has characters outside `[A-Za-z0-9._-]`.
+    InvalidTenant => ("invalid_tenant", InvalidRequest, BAD_REQUEST);
+    /// `version` is too long or has control characters.
+    InvalidVersion => ("invalid_version", InvalidRequest, BAD_REQUEST);
+    /// `capabilities` is too large.
+    InvalidCapabilities => ("invalid_capabilities", InvalidRequest, BAD_REQUEST);
+    /// `health_check` has a bad duration or threshold.
+    InvalidHealthCheck => ("invalid_health_check", InvalidRequest, BAD_REQUEST);
+    /// The endpoint URL points where the control plane must not connect (cloud metadata, link-local,
+    /// `--ssrf-deny`).
+    EndpointUrlNotAllowed => ("endpoint_url_not_allowed", InvalidRequest, BAD_REQUEST);
+    /// A query parameter is malformed or out of range.
+    InvalidQuery => ("invalid_query", InvalidRequest, BAD_REQUEST);
+    /// The import document is not valid YAML of the expected shape, or lists a name twice.
+    InvalidImport => ("invalid_import", InvalidRequest, BAD_REQUEST);
     /// `description` is too long.
     InvalidDescription => ("invalid_description", InvalidRequest, BAD_REQUEST);
     /// `tags` has an empty, too long or duplicated tag, or too many tags.
@@ -104,6 +119,8 @@ make_error_codes! {
     InstanceNotFound => ("instance_not_found", InvalidRequest, NOT_FOUND);
     /// The server already has an instance at this endpoint URL.
     InstanceEndpointTaken => ("instance_endpoint_taken", InvalidRequest, CONFLICT);
+    /// The server could not be reached or did not answer as an MCP server (detail in the message).
+    DiscoveryFailed => ("discovery_failed", System, BAD_GATEWAY);
     /// A mutation came without an `Authorization` header.
     MissingAuthorization => ("missing_authorization", Auth, UNAUTHORIZED);
     /// The bearer token is wrong, or the header does not use the Bearer scheme.
@@ -128,7 +145,7 @@ pub struct ApiError {
 }
 
 /// The stable JSON body of every error.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
     pub message: &'a str,
     pub code: &'static str,

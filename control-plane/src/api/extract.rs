@@ -21,10 +21,10 @@ pub fn path_config() -> web::PathConfig {
     })
 }
 
-/// Query strings (none are used yet; mapped so a future one cannot leak plain text).
+/// Query strings: a value of the wrong type or an unknown parameter is `invalid_query`.
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req: &HttpRequest| {
-        ApiError::new(Code::MalformedJson, format!("invalid query string: {err}")).into()
+        ApiError::new(Code::InvalidQuery, format!("invalid query string: {err}")).into()
     })
 }
 

@@ -8,7 +8,7 @@ use super::servers::{InstanceRequest, from_store, parse_id, publish};
 use super::{ApiError, AppState, Code};
 use crate::auth::AdminAuth;
 use crate::db::store;
-use crate::model::{HealthStatus, InstanceView};
+use crate::model::{HealthIndex, InstanceView};
 
 fn parse_instance_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
@@ -24,6 +24,7 @@ pub async fn add(
 ) -> Result<HttpResponse, ApiError> {
     let server_id = parse_id(&id)?;
     let spec = body.into_inner().validate(None)?;
+    super::servers::check_endpoint(&state, &spec.endpoint_url, "").await?;
     let mut conn = state.conn().await?;
     let (row, version) = store::add_instance(&mut conn, server_id, &spec).await.map_err(from_store)?;
     drop(conn);
@@ -31,7 +32,7 @@ pub async fn add(
     publish(&state).await;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/servers/{server_id}/instances/{}", row.id)))
-        .json(InstanceView::new(&row, HealthStatus::Unknown)))
+        .json(InstanceView::new(&row, &HealthIndex::default())))
 }
 
 /// `DELETE /api/v1/servers/{id}/instances/{instance_id}`: 204.

@@ -2,18 +2,26 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use actix_web::web::{self, ServiceConfig};
 
 use crate::auth::AdminToken;
 use crate::db::{DbConn, DbPool};
+use crate::discovery::Discoverer;
 use crate::hub::RoutingHub;
+use crate::ssrf::SsrfPolicy;
 
+mod admin;
+mod bulk;
+mod discovery;
+mod docs;
 pub mod errors;
 mod extract;
 mod health;
 mod instances;
-mod servers;
+pub mod openapi;
+pub mod servers;
 
 pub use errors::{ApiError, Code, ERROR_DOCS_LINK, ErrorType};
 pub use servers::{InstanceRequest, ServerRequest};
@@ -33,6 +41,13 @@ pub struct AppState {
     pub migrations: BTreeSet<String>,
     /// Largest accepted JSON body in bytes.
     pub body_limit: usize,
+    /// Endpoints the control plane refuses to register.
+    pub ssrf: Arc<SsrfPolicy>,
+    /// Runs discovery on registration and on demand.
+    pub discoverer: Discoverer,
+    /// This replica's name, and whether it leads the health checks now.
+    pub replica_id: String,
+    pub is_leader: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -62,9 +77,51 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
             web::resource("/api/v1/servers/{id}")
                 .get(servers::get)
                 .put(servers::replace)
+                .patch(servers::patch)
                 .delete(servers::delete)
                 .default_service(web::to(method_not_allowed)),
         )
+        .service(
+            web::resource("/api/v1/servers/{id}/refresh")
+                .post(servers::refresh)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/servers/{id}/health")
+                .get(servers::health)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/discovery/tools")
+                .get(discovery::tools)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/discovery/resources")
+                .get(discovery::resources)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/admin/stats")
+                .get(admin::stats)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/admin/export")
+                .get(bulk::export)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/admin/import")
+                .post(bulk::import)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/v1/openapi.json")
+                .get(openapi::document)
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(web::resource("/docs").get(docs::page).default_service(web::to(method_not_allowed)))
         .service(
             web::resource("/api/v1/servers/{id}/instances")
                 .post(instances::add)

@@ -12,6 +12,15 @@ diesel::table! {
         load_balancing -> Text,
         hash_key -> Nullable<Text>,
         circuit_breaker -> Nullable<Jsonb>,
+        tenant_id -> Nullable<Text>,
+        version -> Nullable<Text>,
+        capabilities -> Jsonb,
+        auto_discover -> Bool,
+        health_check_enabled -> Bool,
+        health_interval_ms -> Nullable<Int4>,
+        health_timeout_ms -> Nullable<Int4>,
+        healthy_threshold -> Nullable<Int4>,
+        unhealthy_threshold -> Nullable<Int4>,
     }
 }
 
@@ -34,5 +43,120 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    instance_health (instance_id) {
+        instance_id -> Uuid,
+        status -> Text,
+        last_check_at -> Timestamptz,
+        last_change_at -> Timestamptz,
+        consecutive_failures -> Int4,
+        consecutive_successes -> Int4,
+        latency_ms -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        checked_by -> Text,
+        history -> Jsonb,
+    }
+}
+
+diesel::table! {
+    passive_health (instance_id, proxy_id) {
+        instance_id -> Uuid,
+        proxy_id -> Text,
+        breaker -> Text,
+        consecutive_failures -> Int4,
+        window_requests -> Int8,
+        window_failures -> Int8,
+        reported_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    server_discovery (server_id) {
+        server_id -> Uuid,
+        status -> Text,
+        attempted_at -> Timestamptz,
+        discovered_at -> Nullable<Timestamptz>,
+        duration_ms -> Nullable<Int4>,
+        protocol_version -> Nullable<Text>,
+        server_info -> Nullable<Jsonb>,
+        capabilities -> Nullable<Jsonb>,
+        instructions -> Nullable<Text>,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    server_tools (server_id, position) {
+        server_id -> Uuid,
+        position -> Int4,
+        item -> Jsonb,
+        name -> Text,
+        title -> Nullable<Text>,
+        description -> Nullable<Text>,
+        input_schema -> Nullable<Jsonb>,
+        output_schema -> Nullable<Jsonb>,
+        annotations -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
+    server_resources (server_id, position) {
+        server_id -> Uuid,
+        position -> Int4,
+        item -> Jsonb,
+        uri -> Text,
+        name -> Nullable<Text>,
+        title -> Nullable<Text>,
+        description -> Nullable<Text>,
+        mime_type -> Nullable<Text>,
+        annotations -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
+    server_resource_templates (server_id, position) {
+        server_id -> Uuid,
+        position -> Int4,
+        item -> Jsonb,
+        uri_template -> Text,
+        name -> Nullable<Text>,
+        title -> Nullable<Text>,
+        description -> Nullable<Text>,
+        mime_type -> Nullable<Text>,
+        annotations -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
+    server_prompts (server_id, position) {
+        server_id -> Uuid,
+        position -> Int4,
+        item -> Jsonb,
+        name -> Text,
+        title -> Nullable<Text>,
+        description -> Nullable<Text>,
+        arguments -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
+    leader_state (id) {
+        id -> Int2,
+        replica_id -> Text,
+        since -> Timestamptz,
+    }
+}
+
 diesel::joinable!(instances -> servers (server_id));
-diesel::allow_tables_to_appear_in_same_query!(servers, instances);
+diesel::joinable!(instance_health -> instances (instance_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    servers,
+    instances,
+    instance_health,
+    passive_health,
+    server_discovery,
+    server_tools,
+    server_resources,
+    server_resource_templates,
+    server_prompts
+);

@@ -1,13 +1,15 @@
 //! The registry's domain types: validated registrations (`spec`), stored rows and their JSON (`rows`), and
 //! the routing resources a server contributes (`routing`).
 
+mod health;
 mod routing;
 mod rows;
 mod spec;
 
+pub use health::{HealthIndex, HealthRecord, InstanceHealthRow, PassiveRow};
 pub use routing::resources;
 pub use rows::{InstanceRow, InstanceView, ServerRow, ServerView};
 pub use spec::{
-    CircuitBreaker, HealthStatus, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, ServerSpec,
-    TransportType,
+    CircuitBreaker, HealthCheck, HealthCheckSpec, HealthStatus, InstanceSpec, LoadBalancing, MAX_INSTANCES,
+    MAX_WEIGHT, ServerSpec, TransportType,
 };

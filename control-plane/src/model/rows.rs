@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::spec::{CircuitBreaker, HealthStatus};
+use super::health::{HealthIndex, HealthRecord, PassiveRow};
+use super::spec::{CircuitBreaker, HealthCheck, HealthCheckSpec, HealthStatus};
 use crate::db::schema::{instances, servers};
 
 /// A row of `servers`.
@@ -26,12 +27,41 @@ pub struct ServerRow {
     pub load_balancing: String,
     pub hash_key: Option<String>,
     pub circuit_breaker: Option<Value>,
+    pub tenant_id: Option<String>,
+    pub version: Option<String>,
+    pub capabilities: Value,
+    pub auto_discover: bool,
+    pub health_check_enabled: bool,
+    pub health_interval_ms: Option<i32>,
+    pub health_timeout_ms: Option<i32>,
+    pub healthy_threshold: Option<i32>,
+    pub unhealthy_threshold: Option<i32>,
+}
+
+fn to_u32(v: Option<i32>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok())
 }
 
 impl ServerRow {
     /// The stored breaker settings (written by this crate, so they parse; anything else reads as none).
     pub fn breaker(&self) -> Option<CircuitBreaker> {
         self.circuit_breaker.clone().and_then(|v| serde_json::from_value(v).ok())
+    }
+
+    /// The stored health-check settings.
+    pub fn health_check(&self) -> HealthCheckSpec {
+        HealthCheckSpec {
+            enabled: self.health_check_enabled,
+            interval_ms: to_u32(self.health_interval_ms),
+            timeout_ms: to_u32(self.health_timeout_ms),
+            healthy_threshold: to_u32(self.healthy_threshold),
+            unhealthy_threshold: to_u32(self.unhealthy_threshold),
+        }
+    }
+
+    /// The declared capabilities object.
+    pub fn declared_capabilities(&self) -> Map<String, Value> {
+        self.capabilities.as_object().cloned().unwrap_or_default()
     }
 }
 
@@ -58,66 +88,116 @@ impl InstanceRow {
     }
 }
 
-/// An instance as the REST API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An instance as the REST API shows it: its endpoint, the active checks' verdict and every proxy's
+/// breaker state.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct InstanceView {
     pub id: Uuid,
     pub endpoint_url: String,
     pub weight: i32,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub health_status: HealthStatus,
+    pub last_check_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: i32,
+    pub latency_ms: Option<i32>,
+    pub last_error: Option<String>,
+    /// Breaker state reported by each proxy (`ProxyMessage.passive_health`).
+    pub passive: Vec<PassiveRow>,
+    /// Recent probes, newest first (only on the health endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HealthRecord>>,
     pub created_at: DateTime<Utc>,
 }
 
 impl InstanceView {
-    pub fn new(row: &InstanceRow, health_status: HealthStatus) -> Self {
+    pub fn new(row: &InstanceRow, health: &HealthIndex) -> Self {
+        let active = health.active.get(&row.id);
         Self {
             id: row.id,
             endpoint_url: row.endpoint_url.clone(),
             weight: row.weight,
             metadata: row.metadata.clone(),
-            health_status,
+            health_status: health.status(row.id),
+            last_check_at: active.map(|h| h.last_check_at),
+            consecutive_failures: active.map_or(0, |h| h.consecutive_failures),
+            latency_ms: active.and_then(|h| h.latency_ms),
+            last_error: active.and_then(|h| h.last_error.clone()),
+            passive: health.passive.get(&row.id).cloned().unwrap_or_default(),
+            history: None,
             created_at: row.created_at,
         }
     }
 }
 
-/// A server as the REST API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A server as the REST API shows it. `capabilities` is what discovery found when it succeeded, else what
+/// the registration declared; `tools` & co. appear with `include_tools` / `include_resources` /
+/// `include_prompts`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ServerView {
     pub id: Uuid,
     pub name: String,
     /// The first instance's endpoint (null when the server has no instance left).
     pub endpoint_url: Option<String>,
     pub transport_type: String,
+    pub tenant_id: Option<String>,
+    pub version: Option<String>,
     pub description: Option<String>,
     pub tags: Vec<String>,
+    #[schema(value_type = Object)]
+    pub capabilities: Value,
+    pub auto_discover: bool,
     pub load_balancing: String,
     pub hash_key: Option<String>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    pub health_check: HealthCheck,
     pub instances: Vec<InstanceView>,
     pub health_status: HealthStatus,
+    /// Outcome of the last discovery (null before the first).
+    #[schema(value_type = Option<Object>)]
+    pub discovery: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub resources: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub resource_templates: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub prompts: Option<Vec<Value>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl ServerView {
-    /// Joins a server with its instances (in `seq` order) and each instance's health.
-    pub fn new(row: &ServerRow, instances: &[InstanceRow], health: impl Fn(Uuid) -> HealthStatus) -> Self {
-        let instances: Vec<InstanceView> =
-            instances.iter().map(|i| InstanceView::new(i, health(i.id))).collect();
+    /// Joins a server with its instances (in `seq` order) and their health.
+    pub fn new(row: &ServerRow, instances: &[InstanceRow], health: &HealthIndex) -> Self {
+        let instances: Vec<InstanceView> = instances.iter().map(|i| InstanceView::new(i, health)).collect();
         Self {
             id: row.id,
             name: row.name.clone(),
             endpoint_url: instances.first().map(|i| i.endpoint_url.clone()),
             transport_type: row.transport_type.clone(),
+            tenant_id: row.tenant_id.clone(),
+            version: row.version.clone(),
             description: row.description.clone(),
             tags: row.tags.clone(),
+            capabilities: row.capabilities.clone(),
+            auto_discover: row.auto_discover,
             load_balancing: row.load_balancing.clone(),
             hash_key: row.hash_key.clone(),
             circuit_breaker: row.breaker(),
+            health_check: row.health_check().to_json().unwrap_or_default(),
             health_status: HealthStatus::of_server(instances.iter().map(|i| i.health_status)),
             instances,
+            discovery: None,
+            tools: None,
+            resources: None,
+            resource_templates: None,
+            prompts: None,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }

@@ -93,7 +93,7 @@ impl LoadBalancing {
 
 /// Per-server circuit-breaker settings; an absent field means the proxy's default. Stored as JSON in this
 /// form (durations as human strings such as `10s`), and returned the same way.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreaker {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +129,63 @@ impl CircuitBreaker {
     }
 }
 
+/// Per-server health-check settings as given and returned: absent fields use the control plane's
+/// defaults (`--health-*`). Durations are human strings, stored in canonical form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `false` turns active checks off for this server (its instances stay `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// Validated health-check settings; `None` = the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheckSpec {
+    pub enabled: bool,
+    pub interval_ms: Option<u32>,
+    pub timeout_ms: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}
+
+impl Default for HealthCheckSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: None,
+            timeout_ms: None,
+            healthy_threshold: None,
+            unhealthy_threshold: None,
+        }
+    }
+}
+
+impl HealthCheckSpec {
+    /// The JSON form (`None` when everything is default).
+    pub fn to_json(self) -> Option<HealthCheck> {
+        let human = |ms: Option<u32>| {
+            ms.map(|ms| humantime::format_duration(Duration::from_millis(u64::from(ms))).to_string())
+        };
+        let json = HealthCheck {
+            enabled: (!self.enabled).then_some(false),
+            interval: human(self.interval_ms),
+            timeout: human(self.timeout_ms),
+            healthy_threshold: self.healthy_threshold,
+            unhealthy_threshold: self.unhealthy_threshold,
+        };
+        (json != HealthCheck::default()).then_some(json)
+    }
+}
+
 /// One validated upstream endpoint of a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {
@@ -149,10 +206,17 @@ pub struct ServerSpec {
     pub load_balancing: LoadBalancing,
     pub hash_key: Option<String>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    pub tenant_id: Option<String>,
+    pub version: Option<String>,
+    /// Capabilities declared at registration (a JSON object).
+    pub capabilities: serde_json::Map<String, serde_json::Value>,
+    /// Discover capabilities right after registration.
+    pub auto_discover: bool,
+    pub health_check: HealthCheckSpec,
 }
 
 /// Result of the active health checks, for an instance or a whole server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
     Healthy,

@@ -155,6 +155,11 @@ async fn the_poller_publishes_changes_made_elsewhere() {
         load_balancing: Default::default(),
         hash_key: None,
         circuit_breaker: None,
+        tenant_id: None,
+        version: None,
+        capabilities: Default::default(),
+        auto_discover: false,
+        health_check: Default::default(),
     };
     let mut conn = app.pool.get().await.expect("connection");
     let ((server, _), _) = store::create(&mut conn, &spec).await.expect("create");

@@ -11,8 +11,11 @@ use mcpgw_control_plane::api::{self, AppState};
 use mcpgw_control_plane::auth::AdminToken;
 use mcpgw_control_plane::config::DatabaseUrl;
 use mcpgw_control_plane::db::{self, DbPool, bootstrap, store};
+use mcpgw_control_plane::discovery::Discoverer;
 use mcpgw_control_plane::hub::RoutingHub;
+use mcpgw_control_plane::mcp::McpClient;
 use mcpgw_control_plane::serve::serve_grpc;
+use mcpgw_control_plane::ssrf::SsrfPolicy;
 use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
 use mcpgw_proto::v1::{Ack, Hello, Nack, ProxyMessage, RoutingUpdate, proxy_message::Kind};
 use serde_json::Value;
@@ -125,6 +128,7 @@ impl TestApp {
     ) -> Self {
         let pool = db.pool();
         let hub = RoutingHub::new(pool.clone());
+        let ssrf = Arc::new(SsrfPolicy::default());
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             hub: hub.clone(),
@@ -132,6 +136,10 @@ impl TestApp {
             redis,
             migrations: bootstrap::embedded_versions().expect("embedded migrations"),
             body_limit,
+            ssrf: ssrf.clone(),
+            discoverer: Discoverer { pool: pool.clone(), client: McpClient::new(ssrf).expect("client") },
+            replica_id: "test-replica".into(),
+            is_leader: Default::default(),
         });
         Self { hub, pool, state, _db: db }
     }

@@ -1,17 +1,23 @@
-//! `/api/v1/servers`: the registry CRUD. Requests are validated into a `ServerSpec` before anything is written.
+//! `/api/v1/servers`: the registry CRUD. Requests are validated into a `ServerSpec` (and through the SSRF
+//! guard) before anything is written; every change is published to the proxies right after its commit.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{ApiError, AppState, Code};
 use crate::auth::AdminAuth;
-use crate::db::store::{self, ServerWithInstances, StoreError};
-use crate::model::{HealthStatus, ServerView};
+use crate::db::store::{self, StoreError};
+use crate::model::ServerSpec;
 
+pub mod list;
 mod request;
+pub mod views;
 
+pub use list::{ListQuery, list};
 pub use request::{InstanceRequest, ServerRequest};
+pub use views::Include;
 
 pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| not_found(raw))
@@ -39,42 +45,49 @@ pub(crate) fn from_store(e: StoreError) -> ApiError {
     }
 }
 
+/// Refuses endpoints the SSRF guard does not allow (resolving host names briefly).
+pub(crate) async fn check_endpoint(state: &AppState, url: &str, at: &str) -> Result<(), ApiError> {
+    let Ok(parsed) = url::Url::parse(url) else { return Ok(()) };
+    state.ssrf.check_url(&parsed).await.map_err(|refusal| {
+        ApiError::new(
+            Code::EndpointUrlNotAllowed,
+            format!("{at}endpoint_url {url:?} is not allowed: {refusal}"),
+        )
+    })
+}
+
+pub(crate) async fn check_spec(state: &AppState, spec: &ServerSpec) -> Result<(), ApiError> {
+    let many = spec.instances.len() > 1;
+    for (i, instance) in spec.instances.iter().enumerate() {
+        let at = if many { format!("instances[{i}]: ") } else { String::new() };
+        check_endpoint(state, &instance.endpoint_url, &at).await?;
+    }
+    Ok(())
+}
+
 /// Publishes a committed change to the proxies connected here. A failure is only logged: the change is
-/// committed, and the poller publishes it shortly.
+/// committed, and the NOTIFY listener or the poller publishes it shortly.
 pub(crate) async fn publish(state: &AppState) {
     if let Err(error) = state.hub.refresh().await {
         tracing::warn!(%error, "Could not publish a committed change; the poller will retry.");
     }
 }
 
-pub(crate) fn view((server, instances): &ServerWithInstances) -> ServerView {
-    ServerView::new(server, instances, |_| HealthStatus::Unknown)
-}
-
-/// `GET /api/v1/servers`: every server, ordered by name.
-pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn respond(state: &AppState, id: Uuid, include: Include) -> Result<Value, ApiError> {
     let mut conn = state.conn().await?;
-    let servers = store::list(&mut conn).await.map_err(ApiError::internal)?;
-    let ids: Vec<Uuid> = servers.iter().map(|s| s.id).collect();
-    let mut instances = store::instances_of(&mut conn, Some(&ids)).await.map_err(ApiError::internal)?;
-    let views: Vec<ServerView> = servers
-        .into_iter()
-        .map(|s| {
-            let own = instances.remove(&s.id).unwrap_or_default();
-            view(&(s, own))
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(views))
+    let view =
+        views::one(&mut conn, id, include).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
+    serde_json::to_value(view).map_err(ApiError::internal)
 }
 
-/// `GET /api/v1/servers/{id}`.
-pub async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// `GET /api/v1/servers/{id}` (`?include_tools=true`, `include_resources`, `include_prompts`).
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    include: web::Query<Include>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let mut conn = state.conn().await?;
-    match store::get(&mut conn, id).await.map_err(ApiError::internal)? {
-        Some(server) => Ok(HttpResponse::Ok().json(view(&server))),
-        None => Err(not_found(id)),
-    }
+    Ok(HttpResponse::Ok().json(respond(&state, id, *include).await?))
 }
 
 /// `POST /api/v1/servers`: 201 with the server and its `Location`.
@@ -84,15 +97,28 @@ pub async fn create(
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().validate()?;
+    check_spec(&state, &spec).await?;
     let mut conn = state.conn().await?;
-    let (server, version) = store::create(&mut conn, &spec).await.map_err(from_store)?;
+    let ((server, instances), version) = store::create(&mut conn, &spec).await.map_err(from_store)?;
     drop(conn);
-    tracing::info!(server = %server.0.name, id = %server.0.id, instances = server.1.len(), version,
-        "Registered a server.");
+    tracing::info!(server = %server.name, id = %server.id, instances = instances.len(), version, "Registered a server.");
     publish(&state).await;
+    if spec.auto_discover {
+        state.discoverer.spawn(server.id);
+    }
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/servers/{}", server.0.id)))
-        .json(view(&server)))
+        .insert_header((header::LOCATION, format!("/api/v1/servers/{}", server.id)))
+        .json(respond(&state, server.id, Include::default()).await?))
+}
+
+async fn write(state: &AppState, id: Uuid, spec: ServerSpec) -> Result<HttpResponse, ApiError> {
+    check_spec(state, &spec).await?;
+    let mut conn = state.conn().await?;
+    let ((server, _), version) = store::replace(&mut conn, id, &spec).await.map_err(from_store)?;
+    drop(conn);
+    tracing::info!(server = %server.name, %id, version, "Updated a server.");
+    publish(state).await;
+    Ok(HttpResponse::Ok().json(respond(state, id, Include::default()).await?))
 }
 
 /// `PUT /api/v1/servers/{id}`: full replacement.
@@ -103,13 +129,42 @@ pub async fn replace(
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let spec = body.into_inner().validate()?;
+    write(&state, id, body.into_inner().validate()?).await
+}
+
+/// `PATCH /api/v1/servers/{id}`: a JSON merge patch (RFC 7396) of the registration: given fields replace,
+/// `null` resets a field to its default. `endpoint_url` and `instances` each replace the instance list.
+pub async fn patch(
+    _admin: AdminAuth,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let Value::Object(patch) = body.into_inner() else {
+        return Err(ApiError::new(Code::MalformedJson, "a PATCH body must be a JSON object"));
+    };
     let mut conn = state.conn().await?;
-    let (server, version) = store::replace(&mut conn, id, &spec).await.map_err(from_store)?;
+    let (server, instances) =
+        store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
     drop(conn);
-    tracing::info!(server = %server.0.name, %id, version, "Replaced a server.");
-    publish(&state).await;
-    Ok(HttpResponse::Ok().json(view(&server)))
+    let mut current =
+        serde_json::to_value(ServerRequest::from_stored(&server, &instances)).map_err(ApiError::internal)?;
+    if let Value::Object(map) = &mut current {
+        if patch.contains_key("endpoint_url") {
+            map.remove("instances");
+        }
+        for (key, value) in patch {
+            if value.is_null() {
+                map.remove(&key);
+            } else {
+                map.insert(key, value);
+            }
+        }
+    }
+    let request: ServerRequest =
+        serde_json::from_value(current).map_err(|e| super::extract::from_serde(&e))?;
+    write(&state, id, request.validate()?).await
 }
 
 /// `DELETE /api/v1/servers/{id}`: 204.
@@ -125,6 +180,56 @@ pub async fn delete(
     tracing::info!(%id, version, "Deleted a server.");
     publish(&state).await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/v1/servers/{id}/refresh`: discovers the server now; 200 with the server and everything it
+/// offers, or 502 `discovery_failed` (the last known capabilities stay).
+pub async fn refresh(
+    _admin: AdminAuth,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::discovery::DiscoverError;
+    let id = parse_id(&id)?;
+    match state.discoverer.discover(id).await {
+        Ok(_) => {}
+        Err(DiscoverError::NotFound(id)) => return Err(not_found(id)),
+        Err(DiscoverError::Db(e)) => return Err(ApiError::internal(e)),
+        Err(e @ (DiscoverError::Failed(_) | DiscoverError::NoInstance)) => {
+            return Err(ApiError::new(Code::DiscoveryFailed, format!("discovery failed: {e}")));
+        }
+    }
+    let all = Include { include_tools: true, include_resources: true, include_prompts: true };
+    Ok(HttpResponse::Ok().json(respond(&state, id, all).await?))
+}
+
+/// `GET /api/v1/servers/{id}/health`: every instance's active status with recent history, and each
+/// proxy's breaker state.
+pub async fn health(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    _req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.conn().await?;
+    let (_, instances) =
+        store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
+    let mut view = views::one(&mut conn, id, Include::default())
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found(id))?;
+    let ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
+    let rows = store::health::active(&mut conn, Some(&ids)).await.map_err(ApiError::internal)?;
+    for instance in &mut view.instances {
+        instance.history = Some(rows.get(&instance.id).map(|r| r.history()).unwrap_or_default());
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "server_id": view.id,
+        "name": view.name,
+        "health_status": view.health_status,
+        "health_check": view.health_check,
+        "instances": view.instances,
+    })))
 }
 
 #[cfg(test)]

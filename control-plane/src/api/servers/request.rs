@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::api::{ApiError, Code};
 use crate::model::{
-    CircuitBreaker, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, ServerSpec, TransportType,
+    CircuitBreaker, HealthCheck, HealthCheckSpec, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT,
+    ServerSpec, TransportType,
 };
 
 /// Longest accepted description, in characters.
@@ -22,7 +23,7 @@ pub const MAX_METADATA: usize = 32;
 pub const MAX_METADATA_CHARS: usize = 256;
 
 /// One instance in a registration.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceRequest {
     pub endpoint_url: String,
@@ -31,12 +32,13 @@ pub struct InstanceRequest {
     pub weight: Option<u32>,
     /// Free-form string labels (zone, version...), passed to proxies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
 }
 
 /// Body of POST and PUT (PUT replaces every field; omitted optional fields are reset). Exactly one of
 /// `endpoint_url` (one instance) and `instances` is required.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerRequest {
     pub name: String,
@@ -59,7 +61,29 @@ pub struct ServerRequest {
     pub hash_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Owning tenant (1-100 characters of `[A-Za-z0-9._-]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// The server's own version label, e.g. `1.2.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Capabilities declared by the registrant (a JSON object), shown until discovery finds the real ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub capabilities: Option<Map<String, Value>>,
+    /// Discover capabilities right after registration (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_discover: Option<bool>,
+    /// Per-server health-check settings (absent fields use the control plane's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
+
+/// Longest tenant id and version label.
+pub const MAX_TENANT_CHARS: usize = 100;
+pub const MAX_VERSION_CHARS: usize = 50;
+/// Largest declared capabilities document, serialized.
+pub const MAX_CAPABILITIES_BYTES: usize = 64 * 1024;
 
 fn err(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
@@ -127,7 +151,49 @@ impl ServerRequest {
             }
         };
         let circuit_breaker = self.circuit_breaker.map(check_breaker).transpose()?;
+        let tenant_id = match self.tenant_id.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t)
+                if t.chars().count() <= MAX_TENANT_CHARS
+                    && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+            {
+                Some(t.to_owned())
+            }
+            Some(t) => {
+                return Err(err(
+                    Code::InvalidTenant,
+                    format!(
+                        "tenant_id {t:?} must be 1-{MAX_TENANT_CHARS} characters of letters, digits, '.', '_' or '-'"
+                    ),
+                ));
+            }
+        };
+        let version = match self.version.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) if v.chars().count() <= MAX_VERSION_CHARS && !v.chars().any(char::is_control) => {
+                Some(v.to_owned())
+            }
+            Some(_) => {
+                return Err(err(
+                    Code::InvalidVersion,
+                    format!("version must be at most {MAX_VERSION_CHARS} printable characters"),
+                ));
+            }
+        };
+        let capabilities = self.capabilities.unwrap_or_default();
+        if Value::Object(capabilities.clone()).to_string().len() > MAX_CAPABILITIES_BYTES {
+            return Err(err(
+                Code::InvalidCapabilities,
+                format!("capabilities must be at most {MAX_CAPABILITIES_BYTES} bytes of JSON"),
+            ));
+        }
+        let health_check = self.health_check.map(check_health).transpose()?.unwrap_or_default();
         Ok(ServerSpec {
+            tenant_id,
+            version,
+            capabilities,
+            auto_discover: self.auto_discover.unwrap_or(true),
+            health_check,
             name: self.name,
             transport,
             description: self.description,
@@ -137,6 +203,74 @@ impl ServerRequest {
             hash_key,
             circuit_breaker,
         })
+    }
+}
+
+impl ServerRequest {
+    /// The request that recreates a stored server (PATCH merges into it; export writes it). Fields at
+    /// their defaults are left out, so the form is canonical.
+    pub fn from_stored(server: &crate::model::ServerRow, instances: &[crate::model::InstanceRow]) -> Self {
+        let declared = server.declared_capabilities();
+        Self {
+            name: server.name.clone(),
+            endpoint_url: None,
+            instances: Some(
+                instances
+                    .iter()
+                    .map(|i| InstanceRequest {
+                        endpoint_url: i.endpoint_url.clone(),
+                        weight: u32::try_from(i.weight).ok().filter(|w| *w != 1),
+                        metadata: i.metadata.as_object().filter(|m| !m.is_empty()).cloned(),
+                    })
+                    .collect(),
+            ),
+            transport_type: Some(server.transport_type.clone()),
+            description: server.description.clone(),
+            tags: (!server.tags.is_empty()).then(|| server.tags.clone()),
+            load_balancing: (server.load_balancing != LoadBalancing::default().as_str())
+                .then(|| server.load_balancing.clone()),
+            hash_key: server.hash_key.clone(),
+            circuit_breaker: server.breaker(),
+            tenant_id: server.tenant_id.clone(),
+            version: server.version.clone(),
+            capabilities: (!declared.is_empty()).then_some(declared),
+            auto_discover: (!server.auto_discover).then_some(false),
+            health_check: server.health_check().to_json(),
+        }
+    }
+}
+
+impl ServerRequest {
+    /// The canonical request of a validated spec (the form `from_stored` gives once it is stored).
+    pub fn from_spec(spec: &ServerSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            endpoint_url: None,
+            instances: Some(
+                spec.instances
+                    .iter()
+                    .map(|i| InstanceRequest {
+                        endpoint_url: i.endpoint_url.clone(),
+                        weight: (i.weight != 1).then_some(i.weight),
+                        metadata: (!i.metadata.is_empty()).then(|| {
+                            i.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()
+                        }),
+                    })
+                    .collect(),
+            ),
+            transport_type: Some(spec.transport.as_str().to_owned()),
+            description: spec.description.clone(),
+            tags: (!spec.tags.is_empty()).then(|| spec.tags.clone()),
+            load_balancing: (spec.load_balancing != LoadBalancing::default())
+                .then(|| spec.load_balancing.as_str().to_owned()),
+            hash_key: spec.hash_key.clone(),
+            circuit_breaker: spec.circuit_breaker.clone(),
+            tenant_id: spec.tenant_id.clone(),
+            version: spec.version.clone(),
+            capabilities: (!spec.capabilities.is_empty()).then(|| spec.capabilities.clone()),
+            auto_discover: (!spec.auto_discover).then_some(false),
+            health_check: spec.health_check.to_json(),
+        }
     }
 }
 
@@ -243,6 +377,42 @@ fn check_breaker(b: CircuitBreaker) -> Result<CircuitBreaker, ApiError> {
         open: canonical(open),
         max_open: canonical(max_open),
         ..b
+    })
+}
+
+fn check_health(h: HealthCheck) -> Result<HealthCheckSpec, ApiError> {
+    let millis = |field: &str, value: &Option<String>, min_ms: u64| -> Result<Option<u32>, ApiError> {
+        let Some(raw) = value else { return Ok(None) };
+        let d = humantime::parse_duration(raw.trim()).map_err(|e| {
+            err(
+                Code::InvalidHealthCheck,
+                format!("health_check.{field} {raw:?} is not a duration like \"10s\": {e}"),
+            )
+        })?;
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if ms < min_ms || ms > 3_600_000 {
+            return Err(err(
+                Code::InvalidHealthCheck,
+                format!("health_check.{field} must be between {min_ms}ms and 1h"),
+            ));
+        }
+        Ok(u32::try_from(ms).ok())
+    };
+    let threshold = |field: &str, value: Option<u32>| -> Result<Option<u32>, ApiError> {
+        match value {
+            Some(v) if v == 0 || v > crate::config::MAX_HEALTH_THRESHOLD => Err(err(
+                Code::InvalidHealthCheck,
+                format!("health_check.{field} must be between 1 and {}", crate::config::MAX_HEALTH_THRESHOLD),
+            )),
+            other => Ok(other),
+        }
+    };
+    Ok(HealthCheckSpec {
+        enabled: h.enabled.unwrap_or(true),
+        interval_ms: millis("interval", &h.interval, 50)?,
+        timeout_ms: millis("timeout", &h.timeout, 10)?,
+        healthy_threshold: threshold("healthy_threshold", h.healthy_threshold)?,
+        unhealthy_threshold: threshold("unhealthy_threshold", h.unhealthy_threshold)?,
     })
 }
 

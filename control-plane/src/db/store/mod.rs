@@ -11,6 +11,8 @@ use uuid::Uuid;
 use super::schema::{instances, routing_state, servers};
 use crate::model::{InstanceRow, ServerRow, ServerSpec};
 
+pub mod discovery;
+pub mod health;
 mod instances_ops;
 
 pub use instances_ops::{add_instance, remove_instance};
@@ -81,6 +83,8 @@ pub struct RoutingSnapshot {
     pub version: i64,
     pub servers: Vec<ServerRow>,
     pub instances: HashMap<Uuid, Vec<InstanceRow>>,
+    /// Active health status per instance (instances without a row are unknown).
+    pub health: HashMap<Uuid, String>,
 }
 
 /// The routing version, every server and every instance, read from one consistent snapshot.
@@ -92,7 +96,13 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
             let version = routing_version(conn).await?;
             let servers = list(conn).await?;
             let instances = instances_of(conn, None).await?;
-            Ok(RoutingSnapshot { version, servers, instances })
+            let health = super::schema::instance_health::table
+                .select((super::schema::instance_health::instance_id, super::schema::instance_health::status))
+                .load::<(Uuid, String)>(conn)
+                .await?
+                .into_iter()
+                .collect();
+            Ok(RoutingSnapshot { version, servers, instances, health })
         })
         .await
 }
@@ -140,27 +150,49 @@ pub async fn create(
     .await
 }
 
-type ServerValues<'a> = (
-    diesel::dsl::Eq<servers::name, &'a String>,
-    diesel::dsl::Eq<servers::transport_type, &'static str>,
-    diesel::dsl::Eq<servers::description, &'a Option<String>>,
-    diesel::dsl::Eq<servers::tags, &'a Vec<String>>,
-    diesel::dsl::Eq<servers::load_balancing, &'static str>,
-    diesel::dsl::Eq<servers::hash_key, &'a Option<String>>,
-    diesel::dsl::Eq<servers::circuit_breaker, Option<serde_json::Value>>,
-);
+/// The writable columns of `servers`, from a spec (None is written as NULL).
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = servers, treat_none_as_null = true)]
+struct ServerValues<'a> {
+    name: &'a str,
+    transport_type: &'static str,
+    description: Option<&'a str>,
+    tags: &'a [String],
+    load_balancing: &'static str,
+    hash_key: Option<&'a str>,
+    circuit_breaker: Option<serde_json::Value>,
+    tenant_id: Option<&'a str>,
+    version: Option<&'a str>,
+    capabilities: serde_json::Value,
+    auto_discover: bool,
+    health_check_enabled: bool,
+    health_interval_ms: Option<i32>,
+    health_timeout_ms: Option<i32>,
+    healthy_threshold: Option<i32>,
+    unhealthy_threshold: Option<i32>,
+}
 
 fn server_values(spec: &ServerSpec) -> ServerValues<'_> {
-    let breaker = spec.circuit_breaker.as_ref().and_then(|b| serde_json::to_value(b).ok());
-    (
-        servers::name.eq(&spec.name),
-        servers::transport_type.eq(spec.transport.as_str()),
-        servers::description.eq(&spec.description),
-        servers::tags.eq(&spec.tags),
-        servers::load_balancing.eq(spec.load_balancing.as_str()),
-        servers::hash_key.eq(&spec.hash_key),
-        servers::circuit_breaker.eq(breaker),
-    )
+    let int = |v: Option<u32>| v.and_then(|v| i32::try_from(v).ok());
+    let h = spec.health_check;
+    ServerValues {
+        name: &spec.name,
+        transport_type: spec.transport.as_str(),
+        description: spec.description.as_deref(),
+        tags: &spec.tags,
+        load_balancing: spec.load_balancing.as_str(),
+        hash_key: spec.hash_key.as_deref(),
+        circuit_breaker: spec.circuit_breaker.as_ref().and_then(|b| serde_json::to_value(b).ok()),
+        tenant_id: spec.tenant_id.as_deref(),
+        version: spec.version.as_deref(),
+        capabilities: serde_json::Value::Object(spec.capabilities.clone()),
+        auto_discover: spec.auto_discover,
+        health_check_enabled: h.enabled,
+        health_interval_ms: int(h.interval_ms),
+        health_timeout_ms: int(h.timeout_ms),
+        healthy_threshold: int(h.healthy_threshold),
+        unhealthy_threshold: int(h.unhealthy_threshold),
+    }
 }
 
 /// Replaces every writable field of a server. Instances are matched by endpoint URL: a kept URL keeps its

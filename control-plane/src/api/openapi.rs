@@ -1,0 +1,111 @@
+//! The OpenAPI 3.1 document of the REST API, generated from the code by utoipa: the request and response
+//! types derive their schemas, and each route is described here next to the others.
+// The stub functions below only carry the `#[utoipa::path]` descriptions; they are never called.
+#![allow(dead_code)]
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::bulk::RegistryDoc;
+use super::errors::ErrorBody;
+use super::servers::{InstanceRequest, ServerRequest};
+use crate::db::store::discovery::DiscoveryRow;
+use crate::model::{
+    CircuitBreaker, HealthCheck, HealthRecord, HealthStatus, InstanceView, PassiveRow, ServerView,
+};
+use crate::proxies::{Nack, ProxyInfo};
+
+/// A JSON merge patch (RFC 7396) of a registration: any `ServerRequest` fields; `null` resets one.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+pub struct MergePatch(serde_json::Value);
+
+struct AdminToken;
+
+impl Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("--admin-token")).build(),
+            ),
+        );
+    }
+}
+
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "the process is up")))]
+fn health() {}
+#[utoipa::path(get, path = "/ready", tag = "health", responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the failed checks")))]
+fn ready() {}
+#[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
+    params(("tenant_id" = Option<String>, Query), ("health_status" = Option<HealthStatus>, Query), ("tags" = Option<String>, Query, description = "comma-separated, all required"),
+        ("transport_type" = Option<String>, Query), ("name" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000),
+        ("offset" = Option<u32>, Query), ("include_tools" = Option<bool>, Query), ("include_resources" = Option<bool>, Query), ("include_prompts" = Option<bool>, Query)),
+    responses((status = 200, description = "servers by name; X-Total-Count and Link headers page them", body = Vec<ServerView>), (status = 400, description = "see the error table", body = ErrorBody)))]
+fn list_servers() {}
+#[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = ServerRequest, security(("admin_token" = [])),
+    responses((status = 201, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody), (status = 413, description = "see the error table", body = ErrorBody), (status = 415, description = "see the error table", body = ErrorBody)))]
+fn create_server() {}
+#[utoipa::path(get, path = "/api/v1/servers/{id}", tag = "servers",
+    params(("id" = String, Path), ("include_tools" = Option<bool>, Query), ("include_resources" = Option<bool>, Query), ("include_prompts" = Option<bool>, Query)),
+    responses((status = 200, body = ServerView), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn get_server() {}
+#[utoipa::path(put, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), request_body = ServerRequest, security(("admin_token" = [])),
+    responses((status = 200, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+fn replace_server() {}
+#[utoipa::path(patch, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), request_body = MergePatch, security(("admin_token" = [])),
+    responses((status = 200, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+fn patch_server() {}
+#[utoipa::path(delete, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), security(("admin_token" = [])),
+    responses((status = 204, description = "deleted"), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn delete_server() {}
+#[utoipa::path(post, path = "/api/v1/servers/{id}/instances", tag = "instances", params(("id" = String, Path)), request_body = InstanceRequest, security(("admin_token" = [])),
+    responses((status = 201, body = InstanceView), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+fn add_instance() {}
+#[utoipa::path(delete, path = "/api/v1/servers/{id}/instances/{instance_id}", tag = "instances", params(("id" = String, Path), ("instance_id" = String, Path)), security(("admin_token" = [])),
+    responses((status = 204, description = "removed"), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn remove_instance() {}
+#[utoipa::path(post, path = "/api/v1/servers/{id}/refresh", tag = "discovery", params(("id" = String, Path)), security(("admin_token" = [])),
+    responses((status = 200, description = "discovered; the server with its tools, resources and prompts", body = ServerView), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 502, description = "see the error table", body = ErrorBody)))]
+fn refresh_server() {}
+#[utoipa::path(get, path = "/api/v1/servers/{id}/health", tag = "health", params(("id" = String, Path)),
+    responses((status = 200, description = "instances with status, recent history and each proxy's breaker state"), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn server_health() {}
+#[utoipa::path(get, path = "/api/v1/discovery/tools", tag = "discovery",
+    params(("tools" = Option<String>, Query, description = "comma-separated; servers offering all"), ("tags" = Option<String>, Query), ("tenant_id" = Option<String>, Query)),
+    responses((status = 200, description = "{tools, servers: [{id, name, endpoint_url, health_status, tools}]}"), (status = 400, description = "see the error table", body = ErrorBody)))]
+fn discover_tools() {}
+#[utoipa::path(get, path = "/api/v1/discovery/resources", tag = "discovery",
+    params(("resources" = Option<String>, Query, description = "comma-separated URI patterns (* wildcard; else prefix)"), ("tags" = Option<String>, Query), ("tenant_id" = Option<String>, Query)),
+    responses((status = 200, description = "{resources, servers: [{..., resources}]}"), (status = 400, description = "see the error table", body = ErrorBody)))]
+fn discover_resources() {}
+#[utoipa::path(get, path = "/api/v1/admin/stats", tag = "admin", responses((status = 200, description = "servers by status, transport and tenant; capabilities; leader")))]
+fn stats() {}
+#[utoipa::path(get, path = "/api/v1/admin/export", tag = "admin", responses((status = 200, description = "the registry as YAML", body = RegistryDoc, content_type = "application/yaml")))]
+fn export() {}
+#[utoipa::path(post, path = "/api/v1/admin/import", tag = "admin", security(("admin_token" = [])),
+    params(("dry_run" = Option<bool>, Query), ("prune" = Option<bool>, Query)),
+    request_body(content = RegistryDoc, content_type = "application/yaml"),
+    responses((status = 200, description = "{dry_run, created, updated, deleted, unchanged, changes}"), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody)))]
+fn import() {}
+#[utoipa::path(get, path = "/api/v1/proxies", tag = "health", responses((status = 200, body = Vec<ProxyInfo>)))]
+fn proxies() {}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mcpgw control plane", description = "Registry of MCP servers, health and discovery; errors: control-plane/README.md#errors"),
+    paths(health, ready, list_servers, create_server, get_server, replace_server, patch_server, delete_server, add_instance,
+        remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies),
+    components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
+        HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch)),
+    modifiers(&AdminToken),
+    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"))
+)]
+pub struct ApiDoc;
+
+/// `GET /api/v1/openapi.json`.
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

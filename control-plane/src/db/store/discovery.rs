@@ -1,0 +1,319 @@
+//! Discovered capabilities: the last successful listing per server (in its own tables) and the outcome of
+//! the last attempt. A failed attempt keeps the last known capabilities and records when and why.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db::schema::{
+    server_discovery, server_prompts, server_resource_templates, server_resources, server_tools,
+};
+use crate::mcp::ServerHello;
+use crate::mcp::lists::Capabilities;
+
+/// A row of `server_discovery`, shown as the server's `discovery`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
+#[diesel(table_name = server_discovery, check_for_backend(diesel::pg::Pg))]
+pub struct DiscoveryRow {
+    #[serde(skip)]
+    pub server_id: Uuid,
+    /// `ok` or `error` (of the last attempt).
+    pub status: String,
+    pub attempted_at: chrono::DateTime<Utc>,
+    /// When the stored capabilities were listed (null if never).
+    pub discovered_at: Option<chrono::DateTime<Utc>>,
+    pub duration_ms: Option<i32>,
+    pub protocol_version: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub server_info: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub capabilities: Option<Value>,
+    pub instructions: Option<String>,
+    pub error: Option<String>,
+}
+
+fn text(item: &Value, key: &str) -> Option<String> {
+    item.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn position(i: usize) -> i32 {
+    i32::try_from(i).unwrap_or(i32::MAX)
+}
+
+/// Replaces the server's capabilities with a successful listing. Returns false when the server was
+/// deleted meanwhile.
+pub async fn save_ok(
+    conn: &mut AsyncPgConnection,
+    server_id: Uuid,
+    hello: &ServerHello,
+    caps: &Capabilities,
+    duration_ms: i32,
+) -> QueryResult<bool> {
+    let (hello, caps) = (hello.clone(), caps.clone());
+    let outcome = conn
+        .transaction(async |conn| {
+            diesel::delete(server_tools::table.filter(server_tools::server_id.eq(server_id)))
+                .execute(conn)
+                .await?;
+            diesel::delete(server_resources::table.filter(server_resources::server_id.eq(server_id)))
+                .execute(conn)
+                .await?;
+            diesel::delete(
+                server_resource_templates::table.filter(server_resource_templates::server_id.eq(server_id)),
+            )
+            .execute(conn)
+            .await?;
+            diesel::delete(server_prompts::table.filter(server_prompts::server_id.eq(server_id)))
+                .execute(conn)
+                .await?;
+            let tools: Vec<_> = caps
+                .tools
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (
+                        server_tools::server_id.eq(server_id),
+                        server_tools::position.eq(position(i)),
+                        server_tools::item.eq(t.clone()),
+                        server_tools::name.eq(text(t, "name").unwrap_or_default()),
+                        server_tools::title.eq(text(t, "title")),
+                        server_tools::description.eq(text(t, "description")),
+                        server_tools::input_schema.eq(t.get("inputSchema").cloned()),
+                        server_tools::output_schema.eq(t.get("outputSchema").cloned()),
+                        server_tools::annotations.eq(t.get("annotations").cloned()),
+                    )
+                })
+                .collect();
+            for chunk in tools.chunks(500) {
+                diesel::insert_into(server_tools::table).values(chunk).execute(conn).await?;
+            }
+            let resources: Vec<_> = caps
+                .resources
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (
+                        server_resources::server_id.eq(server_id),
+                        server_resources::position.eq(position(i)),
+                        server_resources::item.eq(r.clone()),
+                        server_resources::uri.eq(text(r, "uri").unwrap_or_default()),
+                        server_resources::name.eq(text(r, "name")),
+                        server_resources::title.eq(text(r, "title")),
+                        server_resources::description.eq(text(r, "description")),
+                        server_resources::mime_type.eq(text(r, "mimeType")),
+                        server_resources::annotations.eq(r.get("annotations").cloned()),
+                    )
+                })
+                .collect();
+            for chunk in resources.chunks(500) {
+                diesel::insert_into(server_resources::table).values(chunk).execute(conn).await?;
+            }
+            let templates: Vec<_> = caps
+                .resource_templates
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (
+                        server_resource_templates::server_id.eq(server_id),
+                        server_resource_templates::position.eq(position(i)),
+                        server_resource_templates::item.eq(r.clone()),
+                        server_resource_templates::uri_template
+                            .eq(text(r, "uriTemplate").unwrap_or_default()),
+                        server_resource_templates::name.eq(text(r, "name")),
+                        server_resource_templates::title.eq(text(r, "title")),
+                        server_resource_templates::description.eq(text(r, "description")),
+                        server_resource_templates::mime_type.eq(text(r, "mimeType")),
+                        server_resource_templates::annotations.eq(r.get("annotations").cloned()),
+                    )
+                })
+                .collect();
+            for chunk in templates.chunks(500) {
+                diesel::insert_into(server_resource_templates::table).values(chunk).execute(conn).await?;
+            }
+            let prompts: Vec<_> = caps
+                .prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    (
+                        server_prompts::server_id.eq(server_id),
+                        server_prompts::position.eq(position(i)),
+                        server_prompts::item.eq(p.clone()),
+                        server_prompts::name.eq(text(p, "name").unwrap_or_default()),
+                        server_prompts::title.eq(text(p, "title")),
+                        server_prompts::description.eq(text(p, "description")),
+                        server_prompts::arguments.eq(p.get("arguments").cloned()),
+                    )
+                })
+                .collect();
+            for chunk in prompts.chunks(500) {
+                diesel::insert_into(server_prompts::table).values(chunk).execute(conn).await?;
+            }
+            let now = Utc::now();
+            let row = (
+                server_discovery::server_id.eq(server_id),
+                server_discovery::status.eq("ok"),
+                server_discovery::attempted_at.eq(now),
+                server_discovery::discovered_at.eq(Some(now)),
+                server_discovery::duration_ms.eq(Some(duration_ms)),
+                server_discovery::protocol_version.eq(Some(hello.protocol_version.clone())),
+                server_discovery::server_info.eq(hello.server_info.clone()),
+                server_discovery::capabilities.eq(hello.capabilities.clone()),
+                server_discovery::instructions.eq(hello.instructions.clone()),
+                server_discovery::error.eq(None::<String>),
+            );
+            diesel::insert_into(server_discovery::table)
+                .values(row.clone())
+                .on_conflict(server_discovery::server_id)
+                .do_update()
+                .set(row)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+        .await;
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Records a failed attempt, keeping the last known capabilities.
+pub async fn save_error(
+    conn: &mut AsyncPgConnection,
+    server_id: Uuid,
+    error: &str,
+    duration_ms: i32,
+) -> QueryResult<()> {
+    let now = Utc::now();
+    let outcome = diesel::insert_into(server_discovery::table)
+        .values((
+            server_discovery::server_id.eq(server_id),
+            server_discovery::status.eq("error"),
+            server_discovery::attempted_at.eq(now),
+            server_discovery::duration_ms.eq(Some(duration_ms)),
+            server_discovery::error.eq(Some(error)),
+        ))
+        .on_conflict(server_discovery::server_id)
+        .do_update()
+        .set((
+            server_discovery::status.eq("error"),
+            server_discovery::attempted_at.eq(now),
+            server_discovery::duration_ms.eq(Some(duration_ms)),
+            server_discovery::error.eq(Some(error)),
+        ))
+        .execute(conn)
+        .await;
+    match outcome {
+        Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) | Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Discovery outcomes of `ids`.
+pub async fn outcomes(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<HashMap<Uuid, DiscoveryRow>> {
+    let rows: Vec<DiscoveryRow> = server_discovery::table
+        .filter(server_discovery::server_id.eq_any(ids.to_vec()))
+        .select(DiscoveryRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.server_id, r)).collect())
+}
+
+/// Which capability list to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tools,
+    Resources,
+    ResourceTemplates,
+    Prompts,
+}
+
+/// The stored items of one kind for `ids`, each server's in listing order.
+pub async fn items(
+    conn: &mut AsyncPgConnection,
+    kind: Kind,
+    ids: &[Uuid],
+) -> QueryResult<HashMap<Uuid, Vec<Value>>> {
+    let ids = ids.to_vec();
+    let rows: Vec<(Uuid, Value)> = match kind {
+        Kind::Tools => {
+            server_tools::table
+                .filter(server_tools::server_id.eq_any(ids))
+                .order((server_tools::server_id, server_tools::position))
+                .select((server_tools::server_id, server_tools::item))
+                .load(conn)
+                .await?
+        }
+        Kind::Resources => {
+            server_resources::table
+                .filter(server_resources::server_id.eq_any(ids))
+                .order((server_resources::server_id, server_resources::position))
+                .select((server_resources::server_id, server_resources::item))
+                .load(conn)
+                .await?
+        }
+        Kind::ResourceTemplates => {
+            server_resource_templates::table
+                .filter(server_resource_templates::server_id.eq_any(ids))
+                .order((server_resource_templates::server_id, server_resource_templates::position))
+                .select((server_resource_templates::server_id, server_resource_templates::item))
+                .load(conn)
+                .await?
+        }
+        Kind::Prompts => {
+            server_prompts::table
+                .filter(server_prompts::server_id.eq_any(ids))
+                .order((server_prompts::server_id, server_prompts::position))
+                .select((server_prompts::server_id, server_prompts::item))
+                .load(conn)
+                .await?
+        }
+    };
+    let mut grouped: HashMap<Uuid, Vec<Value>> = HashMap::new();
+    for (id, item) in rows {
+        grouped.entry(id).or_default().push(item);
+    }
+    Ok(grouped)
+}
+
+/// Servers offering every tool in `names`.
+pub async fn servers_with_tools(conn: &mut AsyncPgConnection, names: &[String]) -> QueryResult<Vec<Uuid>> {
+    let wanted = i64::try_from(names.len()).unwrap_or(i64::MAX);
+    server_tools::table
+        .filter(server_tools::name.eq_any(names.to_vec()))
+        .group_by(server_tools::server_id)
+        .having(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!("count(DISTINCT name) = {wanted}")))
+        .select(server_tools::server_id)
+        .load(conn)
+        .await
+}
+
+/// Servers with a resource URI or a template URI matching the SQL LIKE `pattern`.
+pub async fn servers_with_resources(conn: &mut AsyncPgConnection, pattern: &str) -> QueryResult<Vec<Uuid>> {
+    let mut ids: Vec<Uuid> = server_resources::table
+        .filter(server_resources::uri.like(pattern))
+        .select(server_resources::server_id)
+        .distinct()
+        .load(conn)
+        .await?;
+    let templates: Vec<Uuid> = server_resource_templates::table
+        .filter(server_resource_templates::uri_template.like(pattern))
+        .select(server_resource_templates::server_id)
+        .distinct()
+        .load(conn)
+        .await?;
+    ids.extend(templates);
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}

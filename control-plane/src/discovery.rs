@@ -1,0 +1,161 @@
+//! Capability discovery: act as an MCP client to a server, list its tools, resources, resource templates
+//! and prompts across every page, and store them. Runs on registration (`auto_discover`), on demand
+//! (`POST /api/v1/servers/{id}/refresh`) and periodically on the leader. The server's instances are tried
+//! healthy first; when none answers, the last known capabilities stay, with the failed attempt recorded.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::{DbPool, store};
+use crate::mcp::{McpClient, lists};
+use crate::model::{HealthStatus, TransportType};
+
+/// How long one instance may take to be discovered (handshake and every page).
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Servers discovered at once by the periodic refresh.
+const PERIODIC_CONCURRENCY: usize = 4;
+
+/// Why a discovery did not store new capabilities.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("no server has id {0}")]
+    NotFound(Uuid),
+    #[error("the server has no instance to discover")]
+    NoInstance,
+    #[error("{0}")]
+    Failed(String),
+    #[error("database: {0}")]
+    Db(String),
+}
+
+/// What a successful discovery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub tools: usize,
+    pub resources: usize,
+    pub resource_templates: usize,
+    pub prompts: usize,
+    pub pages: usize,
+    pub duration: Duration,
+}
+
+/// Discovers servers and stores what it finds.
+#[derive(Clone)]
+pub struct Discoverer {
+    pub pool: DbPool,
+    pub client: McpClient,
+}
+
+impl Discoverer {
+    /// Discovers one server now.
+    pub async fn discover(&self, server_id: Uuid) -> Result<Found, DiscoverError> {
+        let started = Instant::now();
+        let db = |e: &dyn std::fmt::Display| DiscoverError::Db(e.to_string());
+        let mut conn = self.pool.get().await.map_err(|e| db(&e))?;
+        let (server, instances) = store::get(&mut conn, server_id)
+            .await
+            .map_err(|e| db(&e))?
+            .ok_or(DiscoverError::NotFound(server_id))?;
+        let ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
+        let health = store::health::index(&mut conn, &ids).await.map_err(|e| db(&e))?;
+        drop(conn);
+        if instances.is_empty() {
+            return Err(DiscoverError::NoInstance);
+        }
+        let rank = |s: HealthStatus| match s {
+            HealthStatus::Healthy => 0,
+            HealthStatus::Unknown => 1,
+            HealthStatus::Unhealthy => 2,
+        };
+        let mut ordered = instances.clone();
+        ordered.sort_by_key(|i| rank(health.status(i.id)));
+        let transport = TransportType::parse(&server.transport_type).unwrap_or(TransportType::StreamableHttp);
+        let mut last_error = String::new();
+        for instance in &ordered {
+            let attempt = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
+                let mut conn = self.client.connect(&instance.endpoint_url, transport).await?;
+                let caps = lists::capabilities(&mut conn).await;
+                let hello = conn.hello().clone();
+                conn.close().await;
+                caps.map(|caps| (hello, caps))
+            })
+            .await;
+            let (hello, caps) = match attempt {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    last_error = format!("{}: {e}", instance.endpoint_url);
+                    continue;
+                }
+                Err(_) => {
+                    last_error = format!("{}: no answer within {DISCOVERY_TIMEOUT:?}", instance.endpoint_url);
+                    continue;
+                }
+            };
+            let duration = started.elapsed();
+            let ms = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
+            let mut conn = self.pool.get().await.map_err(|e| db(&e))?;
+            if !store::discovery::save_ok(&mut conn, server_id, &hello, &caps, ms)
+                .await
+                .map_err(|e| db(&e))?
+            {
+                return Err(DiscoverError::NotFound(server_id));
+            }
+            tracing::debug!(server = %server.name, tools = caps.tools.len(), pages = caps.pages, ?duration, "Discovered a server.");
+            return Ok(Found {
+                tools: caps.tools.len(),
+                resources: caps.resources.len(),
+                resource_templates: caps.resource_templates.len(),
+                prompts: caps.prompts.len(),
+                pages: caps.pages,
+                duration,
+            });
+        }
+        let ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+        let mut conn = self.pool.get().await.map_err(|e| db(&e))?;
+        store::discovery::save_error(&mut conn, server_id, &last_error, ms).await.map_err(|e| db(&e))?;
+        Err(DiscoverError::Failed(last_error))
+    }
+
+    /// Discovers one server in the background (after a registration); failures are recorded and logged.
+    pub fn spawn(&self, server_id: Uuid) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = this.discover(server_id).await {
+                tracing::info!(%server_id, %error, "Discovery after registration failed; it is retried periodically.");
+            }
+        });
+    }
+
+    /// Rediscovers every server every `interval` until `stop` (the leader runs this).
+    pub async fn periodic(self, interval: Option<Duration>, stop: CancellationToken) {
+        let Some(interval) = interval else { return };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let ids: Vec<Uuid> = match self.pool.get().await {
+                Ok(mut conn) => store::list(&mut conn)
+                    .await
+                    .map(|s| s.into_iter().map(|s| s.id).collect())
+                    .unwrap_or_default(),
+                Err(_) => continue,
+            };
+            futures_util::stream::iter(ids)
+                .for_each_concurrent(PERIODIC_CONCURRENCY, |id| {
+                    let this = self.clone();
+                    async move {
+                        if let Err(error) = this.discover(id).await {
+                            tracing::debug!(server_id = %id, %error, "Periodic discovery failed.");
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The control plane's MCP client, used by discovery and the active health checks. It speaks every era a
+//! registered server may: 2026-07-28 stateless requests (`server/discover` first), the legacy
+//! `initialize` handshake with a session, and the deprecated HTTP+SSE transport. Era detection follows
+//! PROTOCOL.md §3.5: a non-modern 4xx to `server/discover` means a legacy server; a 400/404/405 to
+//! `initialize` means an HTTP+SSE server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::model::TransportType;
+use crate::ssrf::{Refusal, SsrfPolicy};
+
+mod http;
+mod legacy_sse;
+pub mod lists;
+pub mod sse;
+
+pub use http::Streamable;
+pub use legacy_sse::SseSession;
+
+/// The stateless revision.
+pub const MODERN_VERSION: &str = "2026-07-28";
+/// The last handshake revision, offered in `initialize`.
+pub const LEGACY_VERSION: &str = "2025-11-25";
+/// Largest response body the client reads.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Why talking to a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("HTTP {status}{}: {message}", code.map(|c| format!(" (JSON-RPC {c})")).unwrap_or_default())]
+    Status { status: u16, code: Option<i64>, message: String },
+    #[error("JSON-RPC error {code}: {message}")]
+    JsonRpc { code: i64, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("refused by the SSRF guard: {0}")]
+    Refused(#[from] Refusal),
+}
+
+impl McpError {
+    fn protocol(message: impl Into<String>) -> Self {
+        Self::Protocol(message.into())
+    }
+}
+
+/// The shared HTTP client: no redirects (a redirect could lead anywhere), DNS answers filtered by the SSRF
+/// policy, bounded connect time.
+#[derive(Clone)]
+pub struct McpClient {
+    http: reqwest::Client,
+    ssrf: Arc<SsrfPolicy>,
+}
+
+impl McpClient {
+    pub fn new(ssrf: Arc<SsrfPolicy>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .dns_resolver(ssrf.resolver())
+            .user_agent(concat!("mcpgw-control-plane/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, ssrf })
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The policy connections are checked against.
+    pub fn ssrf(&self) -> &SsrfPolicy {
+        &self.ssrf
+    }
+
+    /// Opens a conversation with the server at `url`, choosing the era it speaks.
+    pub async fn connect(&self, url: &str, transport: TransportType) -> Result<Connection, McpError> {
+        self.connect_hinted(url, transport, None).await
+    }
+
+    /// `connect`, going straight to the era that worked last time when `hint` says so.
+    pub async fn connect_hinted(
+        &self,
+        url: &str,
+        transport: TransportType,
+        hint: Option<Era>,
+    ) -> Result<Connection, McpError> {
+        let parsed = url::Url::parse(url).map_err(|e| McpError::protocol(format!("bad URL: {e}")))?;
+        if let Some(host) = parsed.host() {
+            self.ssrf.check_host(&host)?;
+        }
+        match (transport, hint) {
+            (TransportType::Sse, _) | (_, Some(Era::Sse)) => {
+                return SseSession::open(self, parsed).await.map(Connection::Sse);
+            }
+            (_, Some(Era::Legacy)) => {
+                return Streamable::initialize(self, parsed).await.map(Connection::Http);
+            }
+            (_, Some(Era::Modern)) => return Streamable::discover(self, parsed).await.map(Connection::Http),
+            (_, None) => {}
+        }
+        match Streamable::discover(self, parsed.clone()).await {
+            Ok(session) => return Ok(Connection::Http(session)),
+            // Transport failures are final; any HTTP or JSON-RPC refusal means "not a modern server".
+            Err(e @ (McpError::Http(_) | McpError::Timeout(_) | McpError::Refused(_))) => return Err(e),
+            Err(_) => {}
+        }
+        match Streamable::initialize(self, parsed.clone()).await {
+            Ok(session) => Ok(Connection::Http(session)),
+            Err(McpError::Status { status: status @ (400 | 404 | 405), code, message }) => {
+                // The deprecated transport's GET /sse is the last resort; report the handshake's error if
+                // that fails too.
+                match SseSession::open(self, parsed).await {
+                    Ok(session) => Ok(Connection::Sse(session)),
+                    Err(_) => Err(McpError::Status { status, code, message }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What the server said about itself when the conversation opened.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerHello {
+    pub protocol_version: String,
+    pub server_info: Option<Value>,
+    /// `None` when the server did not say (a modern server without `server/discover`).
+    pub capabilities: Option<Value>,
+    pub instructions: Option<String>,
+}
+
+/// Which way a server was spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// 2026-07-28 stateless requests.
+    Modern,
+    /// Streamable HTTP with the `initialize` handshake.
+    Legacy,
+    /// The deprecated HTTP+SSE transport.
+    Sse,
+}
+
+/// An open conversation in one era.
+pub enum Connection {
+    Http(Streamable),
+    Sse(SseSession),
+}
+
+impl Connection {
+    pub fn hello(&self) -> &ServerHello {
+        match self {
+            Self::Http(s) => s.hello(),
+            Self::Sse(s) => s.hello(),
+        }
+    }
+
+    pub fn era(&self) -> Era {
+        match self {
+            Self::Http(s) if s.is_modern() => Era::Modern,
+            Self::Http(_) => Era::Legacy,
+            Self::Sse(_) => Era::Sse,
+        }
+    }
+
+    /// Sends a request and returns its `result`.
+    pub async fn request(&mut self, method: &str, params: Value) -> Result<Value, McpError> {
+        match self {
+            Self::Http(s) => s.request(method, params).await,
+            Self::Sse(s) => s.request(method, params).await,
+        }
+    }
+
+    /// Ends the conversation (DELETE of a legacy session; the SSE stream is dropped).
+    pub async fn close(self) {
+        match self {
+            Self::Http(s) => s.close().await,
+            Self::Sse(s) => s.close(),
+        }
+    }
+}
+
+/// The `initialize` params the client sends.
+pub(crate) fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": LEGACY_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "mcpgw-control-plane", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// Reads `hello` fields from an `initialize` or `server/discover` result.
+pub(crate) fn hello_from(result: &Value, version: &str) -> ServerHello {
+    ServerHello {
+        protocol_version: result.get("protocolVersion").and_then(Value::as_str).unwrap_or(version).to_owned(),
+        server_info: result.get("serverInfo").cloned(),
+        capabilities: result.get("capabilities").cloned(),
+        instructions: result.get("instructions").and_then(Value::as_str).map(str::to_owned),
+    }
+}
+
+/// The JSON-RPC response with `id` in `message`, as a result or an error; `None` if it is something else.
+pub(crate) fn response_for(message: &Value, id: u64) -> Option<Result<Value, McpError>> {
+    if message.get("id").and_then(Value::as_u64) != Some(id) {
+        return None;
+    }
+    if let Some(result) = message.get("result") {
+        return Some(Ok(result.clone()));
+    }
+    let error = message.get("error")?;
+    Some(Err(McpError::JsonRpc {
+        code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+        message: error.get("message").and_then(Value::as_str).unwrap_or("").chars().take(500).collect(),
+    }))
+}

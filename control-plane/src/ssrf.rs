@@ -1,0 +1,263 @@
+//! The SSRF guard: the control plane connects to every registered endpoint (discovery, health checks), so
+//! endpoints in cloud-metadata, link-local and other never-legitimate ranges are refused — at registration
+//! (clear 400) and again at connect time (DNS answers are filtered, so a name that later resolves into a
+//! refused range is not reached either). Loopback and private ranges stay allowed by default: local MCP
+//! servers are the common development case and company MCP servers live on private networks; refuse them
+//! with `--ssrf-deny loopback,private` where the control plane must not reach them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long registration waits for DNS before accepting a name it cannot resolve yet.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ranges refused unless `--ssrf-allow` names them, with why.
+const BUILTIN_DENY: &[(&str, &str)] = &[
+    ("169.254.0.0/16", "link-local, where cloud metadata services live (169.254.169.254)"),
+    ("fe80::/10", "IPv6 link-local"),
+    ("fd00:ec2::254/128", "the AWS IPv6 metadata service"),
+    ("100.100.100.200/32", "the Alibaba Cloud metadata service"),
+    ("168.63.129.16/32", "the Azure platform endpoint"),
+    ("0.0.0.0/8", "'this network', not a real destination"),
+    ("::/128", "the unspecified address"),
+    ("224.0.0.0/4", "multicast"),
+    ("ff00::/8", "IPv6 multicast"),
+    ("240.0.0.0/4", "reserved (and broadcast)"),
+];
+
+/// Host names of metadata services, refused whatever they resolve to.
+const METADATA_HOSTS: &[&str] =
+    &["metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"];
+
+/// Named groups accepted by `--ssrf-deny` / `--ssrf-allow` next to CIDRs.
+const PRESETS: &[(&str, &[&str])] = &[
+    ("loopback", &["127.0.0.0/8", "::1/128"]),
+    ("private", &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]),
+    ("link_local", &["169.254.0.0/16", "fe80::/10"]),
+];
+
+/// An address range such as `10.0.0.0/8`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ip/prefix` or a bare address (a /32 or /128).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (ip, prefix) = match raw.trim().split_once('/') {
+            Some((ip, p)) => (ip.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (raw.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr: ip, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A bad `--ssrf-deny` / `--ssrf-allow` entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither a CIDR (10.0.0.0/8, ::1/128) nor one of loopback, private, link_local")]
+pub struct SsrfError(pub String);
+
+/// Why an endpoint was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{host} is a cloud metadata host name, which is refused")]
+    MetadataHost { host: String },
+    #[error("{ip} is in {range} ({why}), which is refused; allow it with --ssrf-allow {range}")]
+    Builtin { ip: IpAddr, range: String, why: &'static str },
+    #[error("{ip} is in {range}, refused by --ssrf-deny")]
+    Configured { ip: IpAddr, range: String },
+}
+
+/// Which destinations the control plane may connect to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SsrfPolicy {
+    deny: Vec<Cidr>,
+    allow: Vec<Cidr>,
+}
+
+fn expand(entries: &[String]) -> Result<Vec<Cidr>, SsrfError> {
+    let mut out = Vec::new();
+    for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        if let Some((_, cidrs)) = PRESETS.iter().find(|(name, _)| *name == entry) {
+            out.extend(cidrs.iter().filter_map(|c| Cidr::parse(c)));
+        } else {
+            out.push(Cidr::parse(entry).ok_or_else(|| SsrfError(entry.to_owned()))?);
+        }
+    }
+    Ok(out)
+}
+
+impl SsrfPolicy {
+    /// The built-in rules plus `deny` (refused too) and `allow` (exceptions, which win over both).
+    pub fn new(deny: &[String], allow: &[String]) -> Result<Self, SsrfError> {
+        Ok(Self { deny: expand(deny)?, allow: expand(allow)? })
+    }
+
+    /// Checks one address (IPv4-mapped IPv6 addresses are checked as IPv4 too).
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let candidates: Vec<IpAddr> = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => vec![ip, IpAddr::V4(v4)],
+                None => vec![ip],
+            },
+            IpAddr::V4(_) => vec![ip],
+        };
+        if candidates.iter().any(|c| self.allow.iter().any(|a| a.contains(*c))) {
+            return Ok(());
+        }
+        for c in &candidates {
+            if let Some(range) = self.deny.iter().find(|d| d.contains(*c)) {
+                return Err(Refusal::Configured { ip, range: range.to_string() });
+            }
+            for (range, why) in BUILTIN_DENY {
+                if Cidr::parse(range).is_some_and(|r| r.contains(*c)) {
+                    return Err(Refusal::Builtin { ip, range: (*range).to_owned(), why });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a URL host without resolving it: IP literals and metadata names.
+    pub fn check_host(&self, host: &url::Host<&str>) -> Result<(), Refusal> {
+        match host {
+            url::Host::Ipv4(ip) => self.check_ip(IpAddr::V4(*ip)),
+            url::Host::Ipv6(ip) => self.check_ip(IpAddr::V6(*ip)),
+            url::Host::Domain(name) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if METADATA_HOSTS.contains(&name.as_str()) {
+                    return Err(Refusal::MetadataHost { host: name });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks an endpoint URL, resolving a host name (briefly: a name that does not resolve yet is
+    /// accepted; connections are checked again when they are made).
+    pub async fn check_url(&self, url: &url::Url) -> Result<(), Refusal> {
+        let Some(host) = url.host() else { return Ok(()) };
+        self.check_host(&host)?;
+        if let url::Host::Domain(name) = host {
+            let port = url.port_or_known_default().unwrap_or(80);
+            let lookup = tokio::net::lookup_host((name.to_owned(), port));
+            if let Ok(Ok(addrs)) = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                for addr in addrs {
+                    self.check_ip(addr.ip())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A DNS resolver for the MCP client that drops refused addresses (a name resolving only to refused
+    /// addresses fails to connect).
+    pub fn resolver(self: &Arc<Self>) -> Arc<GuardedResolver> {
+        Arc::new(GuardedResolver { policy: self.clone() })
+    }
+}
+
+/// reqwest resolver applying an `SsrfPolicy` to every DNS answer.
+pub struct GuardedResolver {
+    policy: Arc<SsrfPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            type BoxError = Box<dyn std::error::Error + Send + Sync>;
+            policy.check_host(&url::Host::Domain(&host)).map_err(|e| Box::new(e) as BoxError)?;
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> =
+                addrs.iter().copied().filter(|a| policy.check_ip(a.ip()).is_ok()).collect();
+            if allowed.is_empty()
+                && let Some(first) = addrs.first()
+                && let Err(refusal) = policy.check_ip(first.ip())
+            {
+                return Err(Box::new(refusal) as BoxError);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn builtin_rules() {
+        let p = SsrfPolicy::default();
+        for refused in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fe80::1",
+            "::ffff:169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "100.100.100.200",
+            "fd00:ec2::254",
+        ] {
+            assert!(p.check_ip(ip(refused)).is_err(), "{refused}");
+        }
+        for allowed in ["127.0.0.1", "::1", "10.1.2.3", "192.168.1.1", "8.8.8.8", "2001:db8::1"] {
+            assert_eq!(p.check_ip(ip(allowed)), Ok(()), "{allowed}");
+        }
+        assert!(p.check_host(&url::Host::Domain("Metadata.Google.Internal.")).is_err());
+        assert_eq!(p.check_host(&url::Host::Domain("mcp.example.com")), Ok(()));
+    }
+
+    #[test]
+    fn configured_rules() {
+        let p = SsrfPolicy::new(&["loopback".into(), "10.0.0.0/8".into()], &["169.254.10.0/24".into()])
+            .expect("valid");
+        assert!(matches!(p.check_ip(ip("127.0.0.1")), Err(Refusal::Configured { .. })));
+        assert!(p.check_ip(ip("10.9.9.9")).is_err());
+        assert_eq!(p.check_ip(ip("169.254.10.5")), Ok(()), "allow wins");
+        assert!(p.check_ip(ip("169.254.169.254")).is_err());
+        assert!(SsrfPolicy::new(&["nonsense".into()], &[]).is_err());
+        assert!(SsrfPolicy::new(&["10.0.0.0/33".into()], &[]).is_err());
+        let message = SsrfPolicy::default().check_ip(ip("169.254.169.254")).unwrap_err().to_string();
+        assert!(message.contains("metadata") && message.contains("--ssrf-allow"), "{message}");
+    }
+
+    #[test]
+    fn cidr_math() {
+        let c = Cidr::parse("172.16.0.0/12").expect("cidr");
+        assert!(c.contains(ip("172.31.255.255")));
+        assert!(!c.contains(ip("172.32.0.0")));
+        assert!(Cidr::parse("0.0.0.0/0").expect("all").contains(ip("1.2.3.4")));
+        assert!(!Cidr::parse("::/0").expect("all v6").contains(ip("1.2.3.4")));
+    }
+}
