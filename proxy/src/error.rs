@@ -31,6 +31,10 @@ pub enum ProxyError {
     NotSse { server: String },
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("server {server:?} speaks only the legacy protocol (HTTP+SSE, 2024-11-05): initialize a session")]
+    LegacyOnly { server: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("failed to read the request body: {0}")]
@@ -50,7 +54,11 @@ impl ProxyError {
             Self::RouteNotFound { .. } | Self::UnknownServer { .. } => 404,
             Self::NotReady | Self::NoInstance { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
-            Self::BadRequestBody(_) | Self::HeaderMismatch(_) | Self::BadRequest(_) => 400,
+            Self::BadRequestBody(_)
+            | Self::HeaderMismatch(_)
+            | Self::BadRequest(_)
+            | Self::LegacyOnly { .. } => 400,
+            Self::Conflict(_) => 409,
             Self::SessionNotFound(_) | Self::NotSse { .. } => 404,
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
@@ -70,6 +78,8 @@ impl ProxyError {
             Self::HeaderMismatch(_) => "header_mismatch",
             Self::NotSse { .. } => "not_sse",
             Self::BadRequest(_) => "bad_request",
+            Self::Conflict(_) => "conflict",
+            Self::LegacyOnly { .. } => "legacy_only",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
@@ -118,6 +128,8 @@ mod tests {
             (ProxyError::HeaderMismatch(detail()), 400, "header_mismatch"),
             (ProxyError::NotSse { server: server() }, 404, "not_sse"),
             (ProxyError::BadRequest(detail()), 400, "bad_request"),
+            (ProxyError::Conflict(detail()), 409, "conflict"),
+            (ProxyError::LegacyOnly { server: server() }, 400, "legacy_only"),
             (ProxyError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
             (ProxyError::BadRequestBody(detail()), 400, "bad_request_body"),
             (

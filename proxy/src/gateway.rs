@@ -15,6 +15,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use serde_json::Value;
 
 use crate::breaker::Breakers;
+use crate::bridge::Bridges;
 use crate::error::ProxyError;
 use crate::forward::Failure;
 use crate::jsonrpc::Rpc;
@@ -40,6 +41,7 @@ pub struct Gateway {
     pub sessions: SessionKeys,
     pub breakers: Breakers,
     pub retry: RetryBudget,
+    pub bridges: Arc<Bridges>,
 }
 
 /// Per-request state, read by `logging` for metrics.

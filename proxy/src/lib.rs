@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod balance;
 pub mod breaker;
+pub mod bridge;
 pub mod config;
 pub mod error;
 pub mod forward;

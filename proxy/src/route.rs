@@ -66,6 +66,9 @@ pub async fn dispatch(
         .clone();
     ctx.server = Some(server.name.clone());
     let plan = match route {
+        Route::Mcp(_) if server.transport == Transport::Sse => {
+            return crate::bridge::handle(gw, session, ctx, &server, body, rpc).await;
+        }
         Route::Mcp(_) => mcp_plan(gw, session, &table, &server, rpc)?,
         Route::Sse(_) => {
             if server.transport != Transport::Sse {

@@ -59,6 +59,7 @@ pub fn build(config: &Config) -> Server {
         sessions: SessionKeys::new(&session_key, &config.session_previous_keys, config.session_ttl),
         breakers,
         retry: RetryBudget::new(RETRY_RATIO, RETRY_FLOOR),
+        bridges: Arc::default(),
     };
     let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
     mcp.add_tcp(&config.listen.to_string());

@@ -62,6 +62,14 @@ pub fn generate_key() -> [u8; KEY_LEN] {
     key
 }
 
+/// A random 128-bit identifier, hex-encoded.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // See generate_key.
+    SystemRandom::new().fill(&mut bytes).expect("system random generator");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Why a token was refused; every case answers the client 404 so it re-initializes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {

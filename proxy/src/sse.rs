@@ -55,22 +55,64 @@ impl<F: FnMut(&str) -> Option<String>> EndpointRewriter<F> {
     }
 
     fn rewrite_event(&mut self, event: &[u8]) -> Option<Vec<u8>> {
-        let text = std::str::from_utf8(event).ok()?;
-        let mut is_endpoint = false;
-        let mut data = None;
-        for line in text.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                is_endpoint = v.trim() == "endpoint";
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data = Some(v.strip_prefix(' ').unwrap_or(v));
-            }
-        }
-        if !is_endpoint {
-            return None;
-        }
-        let uri = (self.rewrite)(data?)?;
+        let event = parse_event(event).filter(|e| e.kind == "endpoint")?;
+        let uri = (self.rewrite)(&event.data)?;
         Some(format!("event: endpoint\ndata: {uri}\n\n").into_bytes())
     }
+}
+
+/// One parsed SSE event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The `event:` field (`message` when absent).
+    pub kind: String,
+    /// The `data:` lines joined with newlines.
+    pub data: String,
+}
+
+/// Incremental SSE parser: feed chunks, get whole events.
+#[derive(Debug, Default)]
+pub struct Parser {
+    held: Vec<u8>,
+}
+
+impl Parser {
+    /// Feeds a chunk and returns the events it completed; an event over `MAX_HELD` bytes is an error.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, &'static str> {
+        self.held.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = event_end(&self.held) {
+            let raw: Vec<u8> = self.held.drain(..end).collect();
+            if let Some(event) = parse_event(&raw) {
+                events.push(event);
+            }
+        }
+        if self.held.len() > MAX_HELD * 64 {
+            return Err("SSE event too large");
+        }
+        Ok(events)
+    }
+}
+
+fn parse_event(raw: &[u8]) -> Option<Event> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut kind = None;
+    let mut data: Option<String> = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            kind = Some(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            let v = v.strip_prefix(' ').unwrap_or(v);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(v);
+                }
+                None => data = Some(v.to_owned()),
+            }
+        }
+    }
+    Some(Event { kind: kind.unwrap_or_else(|| "message".to_owned()), data: data? })
 }
 
 /// End (exclusive) of the first complete event: a blank line in any of SSE's line endings.
@@ -126,6 +168,20 @@ mod tests {
             r.feed(Bytes::from("data: later\n\n")),
             Bytes::from("data: later\n\n"),
             "passthrough after"
+        );
+    }
+
+    #[test]
+    fn parses_events_across_chunks() {
+        let mut p = Parser::default();
+        assert_eq!(p.feed(b"event: endpoint\ndata: /m?s=1\n").unwrap(), []);
+        let events = p.feed(b"\n: comment\n\ndata: {\"a\":\ndata: 1}\n\n").unwrap();
+        assert_eq!(
+            events,
+            [
+                Event { kind: "endpoint".into(), data: "/m?s=1".into() },
+                Event { kind: "message".into(), data: "{\"a\":\n1}".into() }
+            ]
         );
     }
 

@@ -205,3 +205,129 @@ async fn legacy_sse_clients_post_to_the_instance_holding_their_stream() {
         .unwrap();
     assert_eq!(forged.status(), 404);
 }
+
+#[tokio::test]
+async fn streamable_http_clients_reach_a_legacy_sse_server_through_the_bridge() {
+    use futures_util::StreamExt;
+    let mut up = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start(&cp.url(), &["--session-key", KEY, "--upstream-timeout", "10s"]).await;
+    let t = Table::new(1).server("alpha", Transport::Sse, LoadBalancing::RoundRobin, "").instance(
+        "alpha",
+        "i0",
+        &format!("http://{}/sse", up.addr),
+        1,
+    );
+    cp.push(t.build()).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let (events, rx) = mpsc::channel(8);
+    up.reply(Reply::Sse(rx));
+    let client = reqwest::Client::new();
+    let url = proxy.mcp_url("alpha");
+
+    // A modern request gets a non-modern 400, so dual-era clients fall back to initialize.
+    let discover = client
+        .post(&url)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover",
+            "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discover.status(), 400);
+    assert_eq!(discover.json::<Value>().await.unwrap()["error"]["data"]["reason"], "legacy_only");
+
+    let init = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .post(url)
+                .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let get = up.next_request().await;
+    assert_eq!((get.method.as_str(), get.path.as_str()), ("GET", "/sse"));
+    events.send(Some("event: endpoint\ndata: /messages?sessionId=abc\n\n".into())).await.unwrap();
+    let posted = up.next_request().await;
+    assert_eq!((posted.method.as_str(), posted.path.as_str()), ("POST", "/messages?sessionId=abc"));
+    assert!(String::from_utf8_lossy(&posted.body).contains("initialize"));
+    events
+        .send(Some("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{\"protocolVersion\":\"2024-11-05\"}}\n\n".into()))
+        .await
+        .unwrap();
+    let init = init.await.unwrap();
+    assert_eq!(init.status(), 200);
+    let token = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let result: Value = init.json().await.unwrap();
+    assert_eq!(result["result"]["protocolVersion"], "2024-11-05");
+
+    let note = client
+        .post(&url)
+        .header("mcp-session-id", &token)
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(note.status(), 202, "a notification is accepted");
+    up.next_request().await;
+
+    // Server-initiated messages reach the client's GET stream.
+    let stream = client.get(&url).header("mcp-session-id", &token).send().await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut stream = stream.bytes_stream();
+    events
+        .send(Some(
+            "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n"
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let got = within("a server notification on the GET stream", stream.next()).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&got).contains("list_changed"));
+
+    let call = tokio::spawn({
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            client
+                .post(url)
+                .header("mcp-session-id", token)
+                .json(&json!({"jsonrpc": "2.0", "id": "c-7", "method": "tools/call", "params": {"name": "echo"}}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    assert!(String::from_utf8_lossy(&up.next_request().await.body).contains("c-7"));
+    events
+        .send(Some("data: {\"jsonrpc\":\"2.0\",\"id\":\"c-7\",\"result\":{\"content\":[]}}\n\n".into()))
+        .await
+        .unwrap();
+    let call = call.await.unwrap();
+    assert_eq!(call.status(), 200);
+    assert_eq!(call.json::<Value>().await.unwrap()["id"], "c-7");
+
+    // The bridged stream lives in this proxy: another replica sends the client back to initialize.
+    let mut cp_b = FakeControlPlane::start().await;
+    let b = ProxyProcess::start(&cp_b.url(), &["--session-key", KEY]).await;
+    cp_b.push(
+        Table::new(1)
+            .server("alpha", Transport::Sse, LoadBalancing::RoundRobin, "")
+            .instance("alpha", "i0", &format!("http://{}/sse", up.addr), 1)
+            .build(),
+    )
+    .await;
+    assert!(matches!(cp_b.next_reply().await, Kind::Ack(_)));
+    assert_eq!(post(&client, &b.mcp_url("alpha"), Some(&token), "tools/list").await.status(), 404);
+
+    let deleted = client.delete(&url).header("mcp-session-id", &token).send().await.unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(
+        within("the upstream stream to close", up.stream_ends.recv()).await,
+        Some(StreamEnd::ClosedByProxy)
+    );
+    assert_eq!(post(&client, &url, Some(&token), "tools/list").await.status(), 404);
+}
