@@ -6,12 +6,20 @@ mod support;
 
 #[path = "integration/bootstrap.rs"]
 mod bootstrap;
+#[path = "integration/discovery.rs"]
+mod discovery;
+#[path = "integration/fake_mcp.rs"]
+mod fake_mcp;
 #[path = "integration/grpc.rs"]
 mod grpc;
 #[path = "integration/health.rs"]
 mod health;
+#[path = "integration/health_checks.rs"]
+mod health_checks;
 #[path = "integration/instances.rs"]
 mod instances;
+#[path = "integration/registry.rs"]
+mod registry;
 #[path = "integration/servers.rs"]
 mod servers;
 #[path = "integration/validation.rs"]

@@ -144,6 +144,16 @@ impl TestApp {
         Self { hub, pool, state, _db: db }
     }
 
+    /// URL of the test database.
+    pub fn db_url(&self) -> String {
+        self._db.url.as_str().to_owned()
+    }
+
+    /// The shared state, for building apps directly.
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
     /// Sends `req` through the full app (routes, extractor configs, fallbacks).
     pub async fn call(&self, req: TestRequest) -> Reply {
         let state = self.state.clone();

@@ -1,0 +1,133 @@
+//! A fake MCP server for the integration tests (actix-web on 127.0.0.1:0): legacy handshake with SSE
+//! responses, or 2026-07-28 stateless JSON; paginated lists; can be switched down (503) and back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+/// Items per page of every list.
+pub const PAGE: usize = 2;
+
+#[derive(Default)]
+pub struct FakeState {
+    pub modern: bool,
+    pub down: AtomicBool,
+    pub requests: AtomicUsize,
+    pub tools: Vec<Value>,
+    pub resources: Vec<Value>,
+    pub templates: Vec<Value>,
+    pub prompts: Vec<Value>,
+}
+
+pub struct FakeMcp {
+    pub url: String,
+    pub state: Arc<FakeState>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl FakeMcp {
+    /// `tools` tools (`t0`…), 3 resources, 1 template, 2 prompts.
+    pub async fn start(modern: bool, tools: usize) -> Self {
+        let state = Arc::new(FakeState {
+            modern,
+            tools: (0..tools).map(|i| json!({"name": format!("t{i}"), "description": format!("tool {i}"), "inputSchema": {"type": "object"}})).collect(),
+            resources: (0..3).map(|i| json!({"uri": format!("demo://res/{i}"), "name": format!("r{i}"), "mimeType": "text/plain"})).collect(),
+            templates: vec![json!({"uriTemplate": "demo://tpl/{id}", "name": "tpl"})],
+            prompts: (0..2).map(|i| json!({"name": format!("p{i}"), "arguments": [{"name": "x", "required": true}]})).collect(),
+            ..Default::default()
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/mcp", web::post().to(post))
+                .route("/mcp", web::delete().to(delete))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self { url, state, handle }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FakeMcp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_web::rt::spawn(async move { handle.stop(false).await });
+    }
+}
+
+fn page(items: &[Value], key: &str, params: &Value) -> Value {
+    let start: usize = params
+        .get("cursor")
+        .and_then(Value::as_str)
+        .and_then(|c| c.strip_prefix("c"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let end = (start + PAGE).min(items.len());
+    let mut result = json!({ key: items.get(start..end).unwrap_or_default() });
+    if end < items.len() {
+        result["nextCursor"] = json!(format!("c{end}"));
+    }
+    result
+}
+
+async fn delete() -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+async fn post(state: web::Data<FakeState>, req: HttpRequest, body: web::Json<Value>) -> HttpResponse {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if state.down.load(Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable().body("down");
+    }
+    let method = body["method"].as_str().unwrap_or_default().to_owned();
+    let Some(id) = body.get("id").cloned() else { return HttpResponse::Accepted().finish() };
+    let params = body.get("params").cloned().unwrap_or(json!({}));
+    let modern_request = req.headers().get("mcp-protocol-version").is_some_and(|v| v == "2026-07-28");
+    let caps = json!({"tools": {}, "resources": {}, "prompts": {}});
+    let result = match method.as_str() {
+        "server/discover" if state.modern => {
+            json!({"supportedVersions": ["2026-07-28"], "capabilities": caps, "serverInfo": {"name": "fake-modern", "version": "1"}})
+        }
+        "server/discover" => {
+            return HttpResponse::BadRequest().json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": "Bad Request: Server not initialized"}}));
+        }
+        "initialize" => {
+            json!({"protocolVersion": "2025-11-25", "capabilities": caps, "serverInfo": {"name": "fake-legacy", "version": "1"}})
+        }
+        "tools/list" => page(&state.tools, "tools", &params),
+        "resources/list" => page(&state.resources, "resources", &params),
+        "resources/templates/list" => page(&state.templates, "resourceTemplates", &params),
+        "prompts/list" => page(&state.prompts, "prompts", &params),
+        "ping" => json!({}),
+        _ => {
+            return HttpResponse::Ok().json(
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}}),
+            );
+        }
+    };
+    let message = json!({"jsonrpc": "2.0", "id": id, "result": result});
+    if state.modern || modern_request {
+        return HttpResponse::Ok().json(message);
+    }
+    // Legacy answers come as SSE, with a priming event first, as server-everything does.
+    let mut response = HttpResponse::Ok();
+    response.content_type("text/event-stream");
+    if method == "initialize" {
+        response.insert_header(("mcp-session-id", "fake-session"));
+    }
+    response.body(format!("id: p\ndata:\n\nevent: message\ndata: {message}\n\n"))
+}
