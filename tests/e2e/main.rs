@@ -4,12 +4,16 @@
 //! Needs `cargo build --workspace --bins` and `tests/peers/install.sh` first; `scripts/test.sh` does both.
 //! Logs of every process land in `target/e2e-logs/<test>/`, and a failing test prints their tails.
 
+mod discovery;
 mod errors;
 mod headers;
+mod health;
 mod modern;
 mod passthrough;
 mod peers;
 mod progress;
+mod registry;
+mod replicas;
 mod routing;
 mod streams;
 

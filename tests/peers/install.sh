@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real MCP peers the end-to-end tests run against: the npm packages pinned in
-# package-lock.json (server-everything, Inspector CLI, TS SDK client) and a Python venv with the
-# pinned `mcp` SDK. Idempotent: a second run only compares stamps and returns.
+# package-lock.json (server-everything, Inspector CLI, TS SDK client), a Python venv with the
+# pinned `mcp` SDK and schemathesis, and the rmcp fixture server (rmcp-server/, built with cargo).
+# Idempotent: a second run only compares stamps and returns.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,7 +33,15 @@ if [[ ! -x .venv/bin/python || ! -f "$venv_stamp" || "$(cat "$venv_stamp")" != "
   echo "$req_sum" > "$venv_stamp"
 fi
 
+# The rmcp fixture server: its own cargo project (not a workspace member), own lockfile and target dir.
+# cargo itself decides whether anything needs rebuilding.
+command -v cargo >/dev/null || die "cargo is not installed"
+echo "peers: rmcp fixture" >&2
+(cd rmcp-server && CARGO_TARGET_DIR="$here/rmcp-server/target" cargo build --locked --quiet) \
+  || die "building tests/peers/rmcp-server failed"
+
 # Fail loudly now rather than in the middle of a test run.
 [[ -f node_modules/@modelcontextprotocol/server-everything/dist/index.js ]] || die "server-everything missing"
 [[ -f node_modules/@modelcontextprotocol/inspector-cli/build/cli.js ]] || die "inspector-cli missing"
+[[ -x rmcp-server/target/debug/mcpgw-rmcp-fixture ]] || die "rmcp fixture missing"
 .venv/bin/python -c 'import mcp.server.mcpserver, mcp.client.client' || die "python mcp SDK does not import"

@@ -21,13 +21,20 @@ pub struct ControlPlane {
     grpc_addr: SocketAddr,
     database_url: String,
     admin_token: String,
+    extra_args: Vec<String>,
     http: reqwest::Client,
 }
 
 impl ControlPlane {
     /// Starts it on ports 0 (it logs the bound `http_addr=` and `grpc_addr=`) and waits for `GET /ready`.
     pub async fn start(db: &TestDb, admin_token: &str) -> Result<Self> {
+        Self::start_with(db, admin_token, &[]).await
+    }
+
+    /// `start` with more flags for `serve` (e.g. `--health-interval 200ms`, `--replica-id a`).
+    pub async fn start_with(db: &TestDb, admin_token: &str, extra_args: &[&str]) -> Result<Self> {
         let mut cp = Self {
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             proc: None,
             http_addr: crate::localhost(0),
             grpc_addr: crate::localhost(0),
@@ -49,7 +56,8 @@ impl ControlPlane {
             .arg("--database-url")
             .arg(&self.database_url)
             .arg("--admin-token")
-            .arg(&self.admin_token);
+            .arg(&self.admin_token)
+            .args(&self.extra_args);
         let mut proc = Spawned::spawn("control-plane", cmd)?;
         let addrs = poll_until("control plane to log http_addr= and grpc_addr=", START_TIMEOUT, || {
             let exited = proc.exited();
@@ -106,6 +114,39 @@ impl ControlPlane {
     /// The admin bearer token.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Spawned::pid)
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log_text(&self) -> String {
+        self.proc.as_ref().map(Spawned::log_text).unwrap_or_default()
+    }
+
+    /// Runs the binary's CLI (`export`, `import FILE ...`) against this control plane's REST API; returns
+    /// its exit success, stdout and stderr.
+    pub async fn cli(&self, args: &[&str]) -> Result<(bool, String, String)> {
+        let out = Command::new(binary("mcpgw-control-plane")?)
+            .args(args)
+            .arg("--api-url")
+            .arg(self.http_url())
+            .arg("--admin-token")
+            .arg(&self.admin_token)
+            .env_remove("MCPGW_DATABASE_URL")
+            .output()
+            .await
+            .context("run the control plane CLI")?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
+    }
+
+    /// An unauthenticated GET of `path`; returns the status and the body as text.
+    pub async fn get_text(&self, path: &str) -> Result<(u16, String)> {
+        let resp = self.http.get(format!("{}{path}", self.http_url())).send().await?;
+        Ok((resp.status().as_u16(), resp.text().await?))
     }
 
     /// Whether the process is running.

@@ -339,6 +339,30 @@ impl McpHttp {
         message.get("result").cloned().with_context(|| format!("tools/call {name} failed: {message}"))
     }
 
+    /// Every item of a paginated list (`tools/list` → `tools`, ...), following `nextCursor`; in the
+    /// current session, or as 2026-07-28 requests when `modern`. Returns the items and the page count.
+    pub async fn list_all(&self, method: &str, key: &str, modern: bool) -> Result<(Vec<Value>, usize)> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for page in 1..=1000 {
+            let params = cursor.as_ref().map_or_else(|| json!({}), |c| json!({"cursor": c}));
+            let message = if modern {
+                let (id, resp) = self.modern(method, params).await?;
+                resp.response_for(&id)
+                    .with_context(|| format!("{method}: status {} body {}", resp.status, resp.text()))?
+            } else {
+                self.call(method, params).await?
+            };
+            let result = message.get("result").with_context(|| format!("{method} failed: {message}"))?;
+            items.extend(result.get(key).and_then(Value::as_array).cloned().unwrap_or_default());
+            match result.get("nextCursor").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() => cursor = Some(next.to_owned()),
+                _ => return Ok((items, page)),
+            }
+        }
+        bail!("{method}: more than 1000 pages")
+    }
+
     /// A 2026-07-28 request (routing headers + `_meta`, no session); returns the whole response.
     pub async fn modern(&self, method: &str, params: Value) -> Result<(Value, McpResponse)> {
         let id = self.next_id();

@@ -122,9 +122,14 @@ pub struct PyServer {
 impl PyServer {
     /// Starts it on a free port; `name` is what `whoami` returns.
     pub async fn start(name: &str, opts: PyServerOpts) -> Result<Self> {
+        Self::start_on(name, opts, None).await
+    }
+
+    /// Starts it on `port` (a restart at the same address), or on a free port.
+    pub async fn start_on(name: &str, opts: PyServerOpts, port: Option<u16>) -> Result<Self> {
         let python = python()?;
         let script = require(peers_dir().join("py_server.py"))?;
-        let (proc, port) = start_on_free_port(&format!("py-server-{name}"), |port| {
+        let build = |port: u16| {
             let mut cmd = Command::new(&python);
             cmd.arg(&script).arg("--port").arg(port.to_string()).arg("--name").arg(name);
             if opts.stateless {
@@ -134,8 +139,16 @@ impl PyServer {
                 cmd.arg("--json-response");
             }
             Ok(cmd)
-        })
-        .await?;
+        };
+        let label = format!("py-server-{name}");
+        let (proc, port) = match port {
+            None => start_on_free_port(&label, build).await?,
+            Some(port) => {
+                let proc = Spawned::spawn(&label, build(port)?)?;
+                wait_for_tcp(localhost(port), START_TIMEOUT).await.with_context(|| proc.describe())?;
+                (proc, port)
+            }
+        };
         Ok(Self { proc, port, name: name.to_owned() })
     }
 
@@ -207,4 +220,35 @@ pub async fn inspector_transport(url: &str, transport: &str, args: &[&str]) -> R
     let mut cmd = Command::new("node");
     cmd.current_dir(&build).arg("cli.js").arg("--cli").arg(url).arg("--transport").arg(transport).args(args);
     run_json("inspector", cmd).await
+}
+
+/// `tests/peers/rmcp-server`: an rmcp 3.9.0 dual-era server with paginated lists (3 items per page),
+/// built by `install.sh` as its own cargo project.
+pub struct RmcpServer {
+    proc: Spawned,
+    port: u16,
+}
+
+impl RmcpServer {
+    /// Starts it on a free port; `name` is what `whoami` returns.
+    pub async fn start(name: &str) -> Result<Self> {
+        let binary = require(peers_dir().join("rmcp-server/target/debug/mcpgw-rmcp-fixture"))?;
+        let (proc, port) = start_on_free_port(&format!("rmcp-{name}"), |port| {
+            let mut cmd = Command::new(&binary);
+            cmd.arg("--port").arg(port.to_string()).arg("--name").arg(name);
+            Ok(cmd)
+        })
+        .await?;
+        Ok(Self { proc, port })
+    }
+
+    /// `http://127.0.0.1:<port>/mcp`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Log location and tail.
+    pub fn describe(&self) -> String {
+        self.proc.describe()
+    }
 }

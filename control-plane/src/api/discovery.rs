@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::servers::list::split_list;
+use super::servers::list::{reject_nul, split_list};
 use super::servers::views::{self, Include};
 use super::{ApiError, AppState};
 use crate::db::schema::servers;
@@ -102,6 +102,7 @@ pub async fn tools(
     state: web::Data<AppState>,
     query: web::Query<DiscoveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    reject_nul(&[&query.tools, &query.resources, &query.tags, &query.tenant_id])?;
     let names = split_list(query.tools.as_deref());
     let ids = {
         let mut conn = state.conn().await?;
@@ -144,6 +145,7 @@ pub async fn resources(
     state: web::Data<AppState>,
     query: web::Query<DiscoveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    reject_nul(&[&query.tools, &query.resources, &query.tags, &query.tenant_id])?;
     let mut patterns = split_list(query.resources.as_deref());
     if patterns.is_empty() {
         patterns.push("*".to_owned());

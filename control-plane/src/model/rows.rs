@@ -102,6 +102,8 @@ pub struct InstanceView {
     pub consecutive_failures: i32,
     pub latency_ms: Option<i32>,
     pub last_error: Option<String>,
+    /// The control-plane replica that ran the last check.
+    pub checked_by: Option<String>,
     /// Breaker state reported by each proxy (`ProxyMessage.passive_health`).
     pub passive: Vec<PassiveRow>,
     /// Recent probes, newest first (only on the health endpoints).
@@ -123,6 +125,7 @@ impl InstanceView {
             consecutive_failures: active.map_or(0, |h| h.consecutive_failures),
             latency_ms: active.and_then(|h| h.latency_ms),
             last_error: active.and_then(|h| h.last_error.clone()),
+            checked_by: active.map(|h| h.checked_by.clone()),
             passive: health.passive.get(&row.id).cloned().unwrap_or_default(),
             history: None,
             created_at: row.created_at,

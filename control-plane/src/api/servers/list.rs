@@ -43,6 +43,14 @@ fn bad(message: String) -> ApiError {
     ApiError::new(Code::InvalidQuery, message)
 }
 
+/// PostgreSQL text cannot hold NUL, so a filter with one can match nothing: refuse it.
+pub fn reject_nul(values: &[&Option<String>]) -> Result<(), ApiError> {
+    if values.iter().any(|v| v.as_deref().is_some_and(|v| v.contains('\0'))) {
+        return Err(bad("query values must not contain NUL characters".into()));
+    }
+    Ok(())
+}
+
 /// Comma-separated values, trimmed, empty ones dropped.
 pub fn split_list(raw: Option<&str>) -> Vec<String> {
     raw.map(|r| r.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
@@ -56,6 +64,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
+    reject_nul(&[&q.tenant_id, &q.health_status, &q.tags, &q.transport_type, &q.name])?;
     let health = q
         .health_status
         .as_deref()

@@ -92,6 +92,10 @@ fn err(code: Code, message: impl Into<String>) -> ApiError {
 impl ServerRequest {
     /// Checks every field; the first problem found is reported.
     pub fn validate(self) -> Result<ServerSpec, ApiError> {
+        // PostgreSQL text and jsonb cannot hold NUL: refuse it anywhere in the request up front.
+        if serde_json::to_value(&self).is_ok_and(|v| has_nul(&v)) {
+            return Err(err(Code::MalformedJson, "strings must not contain NUL characters"));
+        }
         validate::server_name(&self.name)
             .map_err(|e| err(Code::InvalidServerName, format!("invalid server name {:?}: {e}", self.name)))?;
         let instances = match (self.endpoint_url, self.instances) {
@@ -301,6 +305,9 @@ fn validate_instances(list: Vec<InstanceRequest>) -> Result<Vec<InstanceSpec>, A
 impl InstanceRequest {
     /// Validates one instance; `index` names it in messages when it came from a list.
     pub fn validate(self, index: Option<usize>) -> Result<InstanceSpec, ApiError> {
+        if serde_json::to_value(&self).is_ok_and(|v| has_nul(&v)) {
+            return Err(err(Code::MalformedJson, "strings must not contain NUL characters"));
+        }
         let at = index.map(|i| format!("instances[{i}]: ")).unwrap_or_default();
         validate::endpoint_url(&self.endpoint_url)
             .map_err(|e| err(Code::InvalidEndpointUrl, format!("{at}{e}")))?;
@@ -334,6 +341,16 @@ impl InstanceRequest {
             metadata.insert(key, value);
         }
         Ok(InstanceSpec { endpoint_url: self.endpoint_url, weight, metadata })
+    }
+}
+
+/// Whether any string or key in `value` contains NUL.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 

@@ -137,3 +137,14 @@ fn description_and_tags() {
     r.tags = Some(vec!["prod".into(), "team-a".into()]);
     assert_eq!(r.validate().expect("valid").tags, ["prod", "team-a"]);
 }
+
+#[test]
+fn nul_characters_are_refused_anywhere() {
+    for body in [
+        json!({"name": "a", "endpoint_url": "http://h/", "description": "x\u{0}y"}),
+        json!({"name": "a", "instances": [{"endpoint_url": "http://h/", "metadata": {"k": "\u{0}"}}]}),
+        json!({"name": "a", "endpoint_url": "http://h/", "capabilities": {"\u{0}": 1}}),
+    ] {
+        assert_eq!(code(parse(body.clone())), Code::MalformedJson, "{body}");
+    }
+}

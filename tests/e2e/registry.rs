@@ -1,0 +1,120 @@
+//! The registry API as a whole: YAML import → export round trip through the CLI (dry-run writes
+//! nothing), the OpenAPI document checked by schemathesis (no 5xx), the docs page, and the SSRF guard.
+
+use anyhow::{Context, Result, ensure};
+use mcpgw_e2e::{ADMIN_TOKEN, ControlPlane, TestDb, peers::peers_dir};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const REGISTRY: &str = "servers:
+- name: alpha
+  instances:
+  - endpoint_url: http://127.0.0.1:1/mcp
+    weight: 2
+  - endpoint_url: http://127.0.0.1:2/mcp
+  transport_type: streamable_http
+  description: first
+  tags:
+  - prod
+  load_balancing: least_connections
+  tenant_id: acme
+  version: 1.0.0
+  auto_discover: false
+- name: beta
+  instances:
+  - endpoint_url: http://127.0.0.1:3/sse
+  transport_type: sse
+  auto_discover: false
+  health_check:
+    enabled: false
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yaml_round_trip_through_the_cli() -> Result<()> {
+    let db = TestDb::new();
+    let cp = ControlPlane::start(&db, ADMIN_TOKEN).await?;
+    let file = mcpgw_e2e::process::log_file("registry").with_extension("yaml");
+    std::fs::write(&file, REGISTRY)?;
+    let path = file.to_str().context("utf-8 path")?;
+
+    let (ok, out, err) = cp.cli(&["import", path, "--dry-run"]).await?;
+    ensure!(ok, "dry run failed: {err}");
+    ensure!(out.contains("+ create alpha") && out.contains("2 created") && out.contains("would be"), "{out}");
+    let (_, servers) = cp.api(Method::GET, "/api/v1/servers", None).await?;
+    ensure!(servers == json!([]), "the dry run wrote {servers}");
+
+    let (ok, out, err) = cp.cli(&["import", path]).await?;
+    ensure!(ok && out.contains("2 created"), "{out}{err}");
+    let (ok, exported, err) = cp.cli(&["export"]).await?;
+    ensure!(ok, "{err}");
+    ensure!(exported == REGISTRY, "export differs from the imported file:\n{exported}");
+    let (ok, out, _) = cp.cli(&["import", path]).await?;
+    ensure!(ok && out.contains("0 created, 0 updated, 0 deleted, 2 unchanged"), "not idempotent: {out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_endpoints_and_the_api_contract() -> Result<()> {
+    let db = TestDb::new();
+    // Only loopback may be reached: generated registrations must never send traffic elsewhere.
+    let cp = ControlPlane::start_with(
+        &db,
+        ADMIN_TOKEN,
+        &[
+            "--ssrf-deny",
+            "0.0.0.0/0,::/0",
+            "--ssrf-allow",
+            "loopback",
+            "--health-interval",
+            "1h",
+            "--discovery-interval",
+            "0s",
+        ],
+    )
+    .await?;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]:80/mcp",
+        "http://metadata.google.internal/",
+        "http://10.1.2.3/mcp",
+    ] {
+        let (status, body) = cp
+            .api(Method::POST, "/api/v1/servers", Some(json!({"name": "meta", "endpoint_url": url})))
+            .await?;
+        ensure!(status == 400 && body["code"] == "endpoint_url_not_allowed", "{url}: {status} {body}");
+        eprintln!("{url}: {}", body["message"]);
+    }
+
+    let (status, doc) = cp.get_text("/api/v1/openapi.json").await?;
+    ensure!(status == 200, "{status}");
+    let doc: Value = serde_json::from_str(&doc)?;
+    ensure!(doc["openapi"] == "3.1.0" && doc["paths"]["/api/v1/servers"].is_object(), "{doc}");
+    let (status, page) = cp.get_text("/docs").await?;
+    ensure!(
+        status == 200 && page.contains("/api/v1/openapi.json") && !page.contains("https://"),
+        "the docs page loads nothing from outside"
+    );
+
+    let schemathesis = peers_dir().join(".venv/bin/schemathesis");
+    ensure!(schemathesis.exists(), "{} is missing: run tests/peers/install.sh", schemathesis.display());
+    let out = tokio::process::Command::new(schemathesis)
+        .args(["run", &format!("{}/api/v1/openapi.json", cp.http_url()), "--url", &cp.http_url()])
+        .args(["--checks", "not_a_server_error", "--max-examples", "25", "--seed", "7", "--workers", "1"])
+        .args(["--phases", "examples,coverage,fuzzing", "--generation-allow-x00", "true"])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        // Its example database and reports go with the test's logs, not into the source tree.
+        .current_dir(mcpgw_e2e::process::log_dir())
+        .env("SCHEMATHESIS_HOOKS", "")
+        .env("NO_COLOR", "1")
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    ensure!(
+        out.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cp.describe()
+    );
+    Ok(())
+}
