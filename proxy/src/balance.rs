@@ -242,26 +242,24 @@ impl Selector<'_> {
                 self.best_first(tried, |i| (self.load(i), (i + n - start % n) % n))
             }
             Policy::Random => {
-                let eligible: Vec<usize> = (0..n).filter(|&i| self.eligible(i, tried)).collect();
-                let choose = |eligible: &[usize]| -> usize {
-                    let total: u64 =
-                        eligible.iter().map(|&i| u64::from(self.instances[i].weight.max(1))).sum();
-                    let mut r = random() % total.max(1);
-                    for &i in eligible {
-                        let w = u64::from(self.instances[i].weight.max(1));
-                        if r < w {
-                            return i;
-                        }
-                        r -= w;
-                    }
-                    eligible[0]
-                };
-                if eligible.is_empty() {
+                // Two weighted draws among eligible instances, without allocating.
+                let weight = |i: usize| u64::from(self.instances[i].weight.max(1));
+                let total: u64 = (0..n).filter(|&i| self.eligible(i, tried)).map(weight).sum();
+                if total == 0 {
                     return self.fallback(tried);
                 }
-                // Weights already shaped the two draws; compare plain in-flight counts.
-                let a = choose(&eligible);
-                let b = choose(&eligible);
+                let draw = || {
+                    let mut r = random() % total;
+                    for i in (0..n).filter(|&i| self.eligible(i, tried)) {
+                        if r < weight(i) {
+                            return i;
+                        }
+                        r -= weight(i);
+                    }
+                    0
+                };
+                let (a, b) = (draw(), draw());
+                // Weights already shaped the draws; compare plain in-flight counts.
                 let active = |i: usize| self.instances[i].state.active.load(Ordering::Relaxed);
                 let first = if active(b) < active(a) { b } else { a };
                 if self.candidate(first, tried) {
@@ -279,16 +277,21 @@ impl Selector<'_> {
         }
     }
 
-    /// Tries eligible instances from the lowest `rank` up.
+    /// Tries eligible instances from the lowest `rank` up: one pass for the usual case where the best
+    /// admits the request, a sort only when it does not.
     fn best_first(&self, tried: &[usize], rank: impl Fn(usize) -> (f64, usize)) -> Option<usize> {
-        let mut order: Vec<(f64, usize, usize)> = (0..self.instances.len())
-            .filter(|&i| self.eligible(i, tried))
-            .map(|i| {
-                let (a, b) = rank(i);
-                (a, b, i)
-            })
-            .collect();
-        order.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        let key = |i: usize| {
+            let (a, b) = rank(i);
+            (a, b, i)
+        };
+        let cmp = |x: &(f64, usize, usize), y: &(f64, usize, usize)| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1));
+        let best = (0..self.instances.len()).filter(|&i| self.eligible(i, tried)).map(key).min_by(cmp)?;
+        if self.candidate(best.2, tried) {
+            return Some(best.2);
+        }
+        let mut order: Vec<_> =
+            (0..self.instances.len()).filter(|&i| self.eligible(i, tried)).map(key).collect();
+        order.sort_by(cmp);
         order.into_iter().map(|(_, _, i)| i).find(|&i| self.candidate(i, tried))
     }
 

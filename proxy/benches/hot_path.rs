@@ -1,0 +1,105 @@
+//! Micro-benchmarks of the proxy's hot path: session tokens, JSON-RPC inspection, 2026-07-28 header checks
+//! and instance selection. Run with `cargo bench -p mcpgw-proxy --bench hot_path`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpgw_proto::ResourceSet;
+use mcpgw_proto::v1::{Instance, LoadBalancing, Resource, Server, Transport, resource::Kind};
+use mcpgw_proxy::jsonrpc::Rpc;
+use mcpgw_proxy::routing::{InstanceStates, PeerSettings, RoutingTable};
+use mcpgw_proxy::session::{Scope, SessionKeys, generate_key};
+
+fn main() {
+    divan::main();
+}
+
+fn keys() -> SessionKeys {
+    SessionKeys::new(&generate_key(), &[generate_key()], Duration::from_secs(3600))
+}
+
+#[divan::bench]
+fn token_seal(b: divan::Bencher) {
+    let k = keys();
+    b.bench(|| {
+        k.seal(
+            Scope::Session("2f1c7d0e-0b7e-4c43-9a36-1f1f7d9c2a10"),
+            "inst-3",
+            "a1b2c3d4-e5f6-7890-abcd-ef0123456789",
+        )
+    });
+}
+
+#[divan::bench]
+fn token_open(b: divan::Bencher) {
+    let k = keys();
+    let token = k.seal(Scope::Session("srv"), "inst-3", "a1b2c3d4-e5f6-7890-abcd-ef0123456789");
+    b.bench(|| k.open(Scope::Session("srv"), divan::black_box(&token)).unwrap());
+}
+
+#[divan::bench(args = [0, 1024, 100 * 1024])]
+fn jsonrpc_inspect(b: divan::Bencher, padding: usize) {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": "x".repeat(padding)},
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}})
+    .to_string();
+    b.bench(|| Rpc::inspect(divan::black_box(body.as_bytes())).unwrap());
+}
+
+fn table(policy: LoadBalancing, instances: usize) -> Arc<RoutingTable> {
+    let mut resources = vec![Resource {
+        kind: Some(Kind::Server(Server {
+            id: "s".into(),
+            name: "alpha".into(),
+            transport: Transport::StreamableHttp as i32,
+            load_balancing: policy as i32,
+            hash_key: "header:x-user".into(),
+            ..Default::default()
+        })),
+    }];
+    for i in 0..instances {
+        resources.push(Resource {
+            kind: Some(Kind::Instance(Instance {
+                id: format!("inst-{i}"),
+                server_id: "s".into(),
+                endpoint_url: format!("http://127.0.0.1:{}/mcp", 3000 + i),
+                weight: 1 + (i as u32 % 3),
+                ..Default::default()
+            })),
+        });
+    }
+    let set = ResourceSet::new(1, resources).unwrap();
+    let settings =
+        PeerSettings { connect_timeout: Duration::from_secs(1), pool_idle_timeout: Duration::from_secs(1) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    Arc::new(
+        rt.block_on(RoutingTable::build(
+            &set,
+            &RoutingTable::default(),
+            &InstanceStates::default(),
+            settings,
+        ))
+        .unwrap(),
+    )
+}
+
+const POLICIES: [LoadBalancing; 5] = [
+    LoadBalancing::RoundRobin,
+    LoadBalancing::Weighted,
+    LoadBalancing::LeastConnections,
+    LoadBalancing::Random,
+    LoadBalancing::ConsistentHash,
+];
+
+#[divan::bench(args = POLICIES, consts = [3, 30])]
+fn select<const N: usize>(b: divan::Bencher, policy: LoadBalancing) {
+    let table = table(policy, N);
+    let server = table.server("alpha").unwrap();
+    b.bench(|| server.selector().pick(divan::black_box(b"user-42"), &[]).unwrap());
+}
+
+#[divan::bench]
+fn routing_lookup(b: divan::Bencher) {
+    let table = table(LoadBalancing::RoundRobin, 3);
+    b.bench(|| table.server(divan::black_box("alpha")).is_some());
+}
