@@ -38,7 +38,7 @@ pids+=($!)
 wait_for "http://$http_addr/ready" "control plane" "$state/control-plane.log"
 
 echo "==> Starting the proxy (MCP $listen, admin $admin_addr)…"
-"$bin/mcpgw-proxy" serve >"$state/proxy.log" 2>&1 &
+MCPGW_TABLE_CACHE="${MCPGW_TABLE_CACHE:-$state/proxy-table.bin}" "$bin/mcpgw-proxy" serve >"$state/proxy.log" 2>&1 &
 pids+=($!)
 wait_for "http://$admin_addr/readyz" "proxy" "$state/proxy.log"
 
