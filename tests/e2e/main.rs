@@ -4,8 +4,13 @@
 //! Needs `cargo build --workspace --bins` and `tests/peers/install.sh` first; `scripts/test.sh` does both.
 //! Logs of every process land in `target/e2e-logs/<test>/`, and a failing test prints their tails.
 
+mod balancing;
+mod bodies;
+mod cancellation;
 mod discovery;
+mod eras;
 mod errors;
+mod failover;
 mod headers;
 mod health;
 mod modern;
@@ -16,6 +21,7 @@ mod registry;
 mod replicas;
 mod routing;
 mod streams;
+mod tokens;
 
 use serde_json::Value;
 

@@ -1,13 +1,15 @@
 """A Python SDK (mcp 2.3.0) MCP server for the mcpgw end-to-end tests.
 
 Streamable HTTP on 127.0.0.1:<port>/mcp, dual-era (2026-07-28 stateless requests and legacy
-initialize sessions). Tools: echo, add, whoami (returns --name, to tell instances apart) and
-progress (emits `steps` progress notifications `interval_ms` apart, then returns).
+initialize sessions). Tools: echo, add, whoami (returns --name, to tell instances apart),
+progress (emits `steps` progress notifications `interval_ms` apart, then returns) and slow (runs for
+`seconds`, leaving marker files that tell whether it finished, was cancelled, or saw its HTTP client go).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -34,6 +36,30 @@ def build(name: str) -> MCPServer:
             await anyio.sleep(interval_ms / 1000)
             await ctx.report_progress(step, steps, f"step {step}/{steps}")
         return f"done {steps}"
+
+    @server.tool(
+        description="Run for `seconds`. Writes `<marker>.started` at once, `<marker>.disconnected` when the HTTP "
+        "connection that carried the request closes, then `<marker>.done` when it completes or "
+        "`<marker>.cancelled` when it is cancelled."
+    )
+    async def slow(seconds: float, marker: str, ctx: Context) -> str:
+        base = Path(marker)
+        request = getattr(ctx.request_context, "request", None)
+        Path(f"{base}.started").write_text(name)
+        seen_disconnect = False
+        try:
+            with anyio.move_on_after(seconds):
+                while True:
+                    await anyio.sleep(0.05)
+                    # Starlette's check never blocks; uvicorn keeps answering http.disconnect once closed.
+                    if not seen_disconnect and request is not None and await request.is_disconnected():
+                        seen_disconnect = True
+                        Path(f"{base}.disconnected").write_text(name)
+        except anyio.get_cancelled_exc_class():
+            Path(f"{base}.cancelled").write_text(name)
+            raise
+        Path(f"{base}.done").write_text(name)
+        return f"slept {seconds}"
 
     return server
 

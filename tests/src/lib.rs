@@ -5,6 +5,7 @@
 //! `target/e2e-logs/<test>/`; a failing test prints the path and the last lines of every log.
 
 pub mod control_plane;
+pub mod dataplane;
 pub mod db;
 pub mod fake;
 pub mod gateway;
