@@ -2,6 +2,8 @@
 
 use clap::Parser;
 
+use std::time::Duration;
+
 use super::*;
 
 fn raw(args: &[&str]) -> RawSettings {
@@ -119,4 +121,66 @@ fn summary_hides_secrets() {
         assert!(!summary.contains(secret), "{summary}");
     }
     assert!(summary.contains("admin_token=set"));
+}
+
+#[test]
+fn health_discovery_and_ssrf_flags() {
+    let cfg = validate(&raw(&[])).expect("defaults");
+    assert_eq!(cfg.health, HealthDefaults::default());
+    assert_eq!(cfg.discovery_interval, Some(Duration::from_secs(300)));
+    assert_eq!(cfg.api_url, "http://127.0.0.1:8000");
+    let cfg = validate(&raw(&[
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "1s",
+        "--health-unhealthy-threshold",
+        "2",
+        "--health-healthy-threshold",
+        "1",
+        "--health-concurrency",
+        "4",
+        "--discovery-interval",
+        "0s",
+        "--ssrf-deny",
+        "loopback,10.0.0.0/8",
+        "--ssrf-allow",
+        "127.0.0.2",
+        "--replica-id",
+        "cp-a",
+        "--api-url",
+        "http://cp:8000/",
+    ]))
+    .expect("valid");
+    assert_eq!(cfg.health.interval, Duration::from_millis(200));
+    assert_eq!(
+        (cfg.health.unhealthy_threshold, cfg.health.healthy_threshold, cfg.health.concurrency),
+        (2, 1, 4)
+    );
+    assert_eq!(cfg.discovery_interval, None, "0s turns periodic discovery off");
+    assert!(cfg.ssrf.check_ip("127.0.0.1".parse().expect("ip")).is_err());
+    assert!(cfg.ssrf.check_ip("127.0.0.2".parse().expect("ip")).is_ok());
+    assert_eq!(cfg.replica_id, "cp-a");
+    assert_eq!(cfg.api_url, "http://cp:8000");
+    assert!(cfg.summary().contains("health_interval=200ms"));
+    for bad in [
+        ["--health-interval", "10ms"],
+        ["--health-interval", "soon"],
+        ["--health-timeout", "2h"],
+        ["--health-unhealthy-threshold", "0"],
+        ["--health-healthy-threshold", "101"],
+        ["--health-concurrency", "0"],
+        ["--ssrf-deny", "nowhere"],
+        ["--api-url", "ftp://x"],
+    ] {
+        assert!(validate(&raw(&bad)).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn env_vars_configure_health() {
+    let cli = Cli::try_parse_from(["x"]).expect("parses");
+    assert_eq!(cli.settings.health_interval, "10s", "the documented default");
+    assert_eq!(ENV_HEALTH_INTERVAL, "MCPGW_HEALTH_INTERVAL");
+    assert_eq!(ENV_HEALTH_UNHEALTHY_THRESHOLD, "MCPGW_HEALTH_UNHEALTHY_THRESHOLD");
 }

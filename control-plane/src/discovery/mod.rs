@@ -1,7 +1,8 @@
 //! Capability discovery: act as an MCP client to a server, list its tools, resources, resource templates
 //! and prompts across every page, and store them. Runs on registration (`auto_discover`), on demand
-//! (`POST /api/v1/servers/{id}/refresh`) and periodically on the leader. The server's instances are tried
+//! (`POST /api/v1/servers/{id}/refresh`), periodically on the leader, and on `list_changed` (`watch`). The server's instances are tried
 //! healthy first; when none answers, the last known capabilities stay, with the failed attempt recorded.
+//! `watch` rediscovers servers when they announce a list change.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,8 @@ use uuid::Uuid;
 use crate::db::{DbPool, store};
 use crate::mcp::{McpClient, lists};
 use crate::model::{HealthStatus, TransportType};
+
+pub mod watch;
 
 /// How long one instance may take to be discovered (handshake and every page).
 pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -85,6 +85,7 @@ impl Leader {
             async move { checker.run(stop).await }
         });
         let discovery = tokio::spawn(self.discoverer.clone().periodic(self.discovery_interval, stop.clone()));
+        let watcher = tokio::spawn(crate::discovery::watch::run(self.discoverer.clone(), stop.clone()));
         let outcome = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -102,6 +103,7 @@ impl Leader {
         self.is_leader.store(false, Ordering::SeqCst);
         let _ = checks.await;
         discovery.abort();
+        watcher.abort();
         drop(client);
         driver.abort();
         tracing::info!(replica_id = %replica, "This replica stopped leading the health checks.");

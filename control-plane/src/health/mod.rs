@@ -32,6 +32,8 @@ pub const HISTORY_LEN: usize = 20;
 const TICK: Duration = Duration::from_millis(20);
 /// How often the checker re-reads the registry when the routing version moved.
 const RELOAD: Duration = Duration::from_millis(250);
+/// Passive reports older than this are dropped (their proxy is gone); checked every minute.
+const PASSIVE_TTL: Duration = Duration::from_secs(600);
 
 /// What to probe for one instance, with the server's settings resolved against the defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,9 +74,18 @@ impl Checker {
         let mut loaded_version = None;
         let mut tick = tokio::time::interval(TICK);
         let mut reload = tokio::time::interval(RELOAD);
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = prune.tick() => {
+                    let before = Utc::now() - chrono::Duration::from_std(PASSIVE_TTL).unwrap_or_default();
+                    if let Ok(mut conn) = self.pool.get().await
+                        && let Err(error) = store::health::prune_passive(&mut conn, before).await
+                    {
+                        tracing::debug!(%error, "Could not prune old passive health reports.");
+                    }
+                }
                 _ = reload.tick() => {
                     let version = self.hub.current().version();
                     if loaded_version != Some(version) {

@@ -121,6 +121,35 @@ impl Streamable {
         if response.status().is_success() { Ok(()) } else { Err(status_error(response).await) }
     }
 
+    /// Opens the server's notification stream: the GET stream of a legacy session, or a 2026-07-28
+    /// `subscriptions/listen` for list changes. The caller reads the SSE body.
+    pub async fn notifications(&mut self) -> Result<reqwest::Response, McpError> {
+        let response = match &self.era {
+            Era::Legacy { session } => {
+                let mut req = self.client.http().get(self.url.clone()).header(ACCEPT, "text/event-stream");
+                if let Some(id) = session {
+                    req = req.header(SESSION_HEADER, id);
+                }
+                if !self.hello.protocol_version.is_empty() {
+                    req = req.header("mcp-protocol-version", &self.hello.protocol_version);
+                }
+                req.send().await?
+            }
+            Era::Modern => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let filter = json!({"toolsListChanged": true, "resourcesListChanged": true, "promptsListChanged": true});
+                let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+                    "params": {"filter": filter, "_meta": modern_meta()}});
+                self.build("subscriptions/listen", &body).send().await?
+            }
+        };
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        Ok(response)
+    }
+
     /// Ends a legacy session with DELETE (servers may answer 405; either way the session is over).
     pub async fn close(self) {
         if let Era::Legacy { session: Some(id) } = &self.era {

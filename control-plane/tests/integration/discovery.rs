@@ -128,3 +128,30 @@ async fn refused_endpoints_are_rejected_with_a_clear_error() {
     assert_eq!(added.code(), "endpoint_url_not_allowed");
     assert_eq!(app.table().await.1.len(), 1, "nothing else written");
 }
+
+#[actix_web::test]
+async fn a_list_change_triggers_rediscovery() {
+    let app = TestApp::start().await;
+    for modern in [false, true] {
+        let fake = FakeMcp::start(modern, 2).await;
+        let name = if modern { "watched-modern" } else { "watched-legacy" };
+        let id = register(&app, name, &fake.url).await;
+        let refreshed =
+            app.call(admin(TestRequest::post().uri(&format!("/api/v1/servers/{id}/refresh")))).await;
+        assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let discoverer = app.state().discoverer.clone();
+        let watcher =
+            actix_web::rt::spawn(mcpgw_control_plane::discovery::watch::run(discoverer, stop.clone()));
+        crate::support::eventually("the watcher's stream", async || fake.streams() > 0).await;
+        fake.add_tool("t-new");
+        crate::support::eventually("the new tool discovered", async || {
+            let got =
+                app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}?include_tools=true"))).await;
+            names(&got.body["tools"]).contains(&"t-new".to_owned())
+        })
+        .await;
+        stop.cancel();
+        let _ = watcher.await;
+    }
+}

@@ -1,8 +1,8 @@
 //! A fake MCP server for the integration tests (actix-web on 127.0.0.1:0): legacy handshake with SSE
 //! responses, or 2026-07-28 stateless JSON; paginated lists; can be switched down (503) and back.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
@@ -15,7 +15,9 @@ pub struct FakeState {
     pub modern: bool,
     pub down: AtomicBool,
     pub requests: AtomicUsize,
-    pub tools: Vec<Value>,
+    pub tools: Mutex<Vec<Value>>,
+    /// Open GET streams, each fed `notifications/tools/list_changed` by `change_tools`.
+    pub streams: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<String>>>,
     pub resources: Vec<Value>,
     pub templates: Vec<Value>,
     pub prompts: Vec<Value>,
@@ -32,7 +34,11 @@ impl FakeMcp {
     pub async fn start(modern: bool, tools: usize) -> Self {
         let state = Arc::new(FakeState {
             modern,
-            tools: (0..tools).map(|i| json!({"name": format!("t{i}"), "description": format!("tool {i}"), "inputSchema": {"type": "object"}})).collect(),
+            tools: Mutex::new(
+                (0..tools)
+                    .map(|i| json!({"name": format!("t{i}"), "description": format!("tool {i}"), "inputSchema": {"type": "object"}}))
+                    .collect(),
+            ),
             resources: (0..3).map(|i| json!({"uri": format!("demo://res/{i}"), "name": format!("r{i}"), "mimeType": "text/plain"})).collect(),
             templates: vec![json!({"uriTemplate": "demo://tpl/{id}", "name": "tpl"})],
             prompts: (0..2).map(|i| json!({"name": format!("p{i}"), "arguments": [{"name": "x", "required": true}]})).collect(),
@@ -42,10 +48,12 @@ impl FakeMcp {
         let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
         let data = web::Data::from(state.clone());
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/mcp", web::post().to(post))
-                .route("/mcp", web::delete().to(delete))
+            App::new().app_data(data.clone()).service(
+                web::resource("/mcp")
+                    .route(web::post().to(post))
+                    .route(web::delete().to(delete))
+                    .route(web::get().to(stream)),
+            )
         })
         .workers(1)
         .disable_signals()
@@ -59,6 +67,26 @@ impl FakeMcp {
 
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Open notification streams.
+    pub fn streams(&self) -> usize {
+        let mut streams = self.state.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.retain(|tx| !tx.is_closed());
+        streams.len()
+    }
+
+    /// Adds a tool and announces `notifications/tools/list_changed` on every open stream.
+    pub fn add_tool(&self, name: &str) {
+        self.state
+            .tools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(json!({"name": name, "inputSchema": {"type": "object"}}));
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+        for tx in self.state.streams.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = tx.send(format!("event: message\ndata: {note}\n\n"));
+        }
     }
 }
 
@@ -84,6 +112,24 @@ fn page(items: &[Value], key: &str, params: &Value) -> Value {
     result
 }
 
+/// The legacy GET stream (and, for the modern fake, what `subscriptions/listen` answers).
+fn notification_stream(state: &FakeState) -> HttpResponse {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let _ = tx.send(": open\n\n".to_owned());
+    state.streams.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|s| (Ok::<_, actix_web::Error>(actix_web::web::Bytes::from(s)), rx))
+    });
+    HttpResponse::Ok().content_type("text/event-stream").streaming(body)
+}
+
+async fn stream(state: web::Data<FakeState>) -> HttpResponse {
+    if state.modern || state.down.load(Ordering::SeqCst) {
+        return HttpResponse::MethodNotAllowed().finish();
+    }
+    notification_stream(&state)
+}
+
 async fn delete() -> HttpResponse {
     HttpResponse::Ok().finish()
 }
@@ -97,7 +143,7 @@ async fn post(state: web::Data<FakeState>, req: HttpRequest, body: web::Json<Val
     let Some(id) = body.get("id").cloned() else { return HttpResponse::Accepted().finish() };
     let params = body.get("params").cloned().unwrap_or(json!({}));
     let modern_request = req.headers().get("mcp-protocol-version").is_some_and(|v| v == "2026-07-28");
-    let caps = json!({"tools": {}, "resources": {}, "prompts": {}});
+    let caps = json!({"tools": {"listChanged": true}, "resources": {}, "prompts": {}});
     let result = match method.as_str() {
         "server/discover" if state.modern => {
             json!({"supportedVersions": ["2026-07-28"], "capabilities": caps, "serverInfo": {"name": "fake-modern", "version": "1"}})
@@ -108,7 +154,8 @@ async fn post(state: web::Data<FakeState>, req: HttpRequest, body: web::Json<Val
         "initialize" => {
             json!({"protocolVersion": "2025-11-25", "capabilities": caps, "serverInfo": {"name": "fake-legacy", "version": "1"}})
         }
-        "tools/list" => page(&state.tools, "tools", &params),
+        "tools/list" => page(&state.tools.lock().unwrap_or_else(|p| p.into_inner()), "tools", &params),
+        "subscriptions/listen" if state.modern => return notification_stream(&state),
         "resources/list" => page(&state.resources, "resources", &params),
         "resources/templates/list" => page(&state.templates, "resourceTemplates", &params),
         "prompts/list" => page(&state.prompts, "prompts", &params),

@@ -1,0 +1,150 @@
+//! Rediscovery on `notifications/*/list_changed`: the leader keeps a notification stream open to every
+//! discovered Streamable HTTP server that advertises `listChanged` (the GET stream of a legacy session, or
+//! a 2026-07-28 `subscriptions/listen`), and rediscovers the server when a list changes. Streams that end
+//! are reopened with backoff; servers that refuse the stream (405, -32601) are left to the periodic refresh.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Discoverer;
+use crate::db::store;
+use crate::mcp::sse::Parser;
+use crate::mcp::{Connection, McpError};
+use crate::model::TransportType;
+
+/// How often the set of watched servers is reconciled with the registry.
+const RECONCILE: Duration = Duration::from_secs(2);
+/// Quiet time after a notification before rediscovering (bursts collapse into one discovery).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Longest wait before reopening a stream that ended.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What to watch for one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    url: String,
+}
+
+/// Watches until `stop` (leadership lost or shutdown).
+pub async fn run(discoverer: Discoverer, stop: CancellationToken) {
+    let mut watching: HashMap<Uuid, (Target, CancellationToken)> = HashMap::new();
+    let mut ticker = tokio::time::interval(RECONCILE);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let wanted = match targets(&discoverer).await {
+            Ok(wanted) => wanted,
+            Err(error) => {
+                tracing::debug!(%error, "The list_changed watcher cannot read the registry.");
+                continue;
+            }
+        };
+        watching.retain(|id, (target, token)| {
+            let keep = wanted.get(id) == Some(target);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for (id, target) in wanted {
+            if watching.contains_key(&id) {
+                continue;
+            }
+            let token = stop.child_token();
+            tokio::spawn(watch(discoverer.clone(), id, target.url.clone(), token.clone()));
+            watching.insert(id, (target, token));
+        }
+    }
+    for (_, token) in watching.values() {
+        token.cancel();
+    }
+}
+
+/// Servers whose last discovery advertised a `listChanged` capability.
+async fn targets(discoverer: &Discoverer) -> Result<HashMap<Uuid, Target>, String> {
+    let mut conn = discoverer.pool.get().await.map_err(|e| e.to_string())?;
+    let servers = store::list(&mut conn).await.map_err(|e| e.to_string())?;
+    let ids: Vec<Uuid> = servers.iter().map(|s| s.id).collect();
+    let outcomes = store::discovery::outcomes(&mut conn, &ids).await.map_err(|e| e.to_string())?;
+    let mut instances = store::instances_of(&mut conn, Some(&ids)).await.map_err(|e| e.to_string())?;
+    let mut wanted = HashMap::new();
+    for server in servers {
+        if TransportType::parse(&server.transport_type) != Some(TransportType::StreamableHttp) {
+            continue;
+        }
+        let Some(caps) = outcomes.get(&server.id).and_then(|o| o.capabilities.clone()) else { continue };
+        let changes = ["tools", "resources", "prompts"]
+            .iter()
+            .any(|k| caps.get(k).and_then(|c| c.get("listChanged")).and_then(Value::as_bool) == Some(true));
+        let first = instances.remove(&server.id).and_then(|list| list.into_iter().next());
+        if let (true, Some(instance)) = (changes, first) {
+            wanted.insert(server.id, Target { url: instance.endpoint_url });
+        }
+    }
+    Ok(wanted)
+}
+
+async fn watch(discoverer: Discoverer, server_id: Uuid, url: String, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(500);
+    while !stop.is_cancelled() {
+        match listen(&discoverer, server_id, &url, &stop).await {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(McpError::Status { status: 405, .. } | McpError::Status { code: Some(-32601), .. }) => {
+                tracing::debug!(%server_id, "The server offers no notification stream; periodic discovery only.");
+                return;
+            }
+            Err(error) => tracing::debug!(%server_id, %error, "The list_changed stream failed; reopening."),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Opens one stream and rediscovers on every list change until it ends.
+async fn listen(
+    discoverer: &Discoverer,
+    server_id: Uuid,
+    url: &str,
+    stop: &CancellationToken,
+) -> Result<(), McpError> {
+    let Connection::Http(mut session) = discoverer.client.connect(url, TransportType::StreamableHttp).await?
+    else {
+        return Ok(());
+    };
+    let mut response = session.notifications().await?;
+    let mut parser = Parser::default();
+    loop {
+        let chunk = tokio::select! {
+            _ = stop.cancelled() => break,
+            chunk = response.chunk() => chunk?,
+        };
+        let Some(chunk) = chunk else { break };
+        let changed = parser.feed(&chunk).iter().any(|event| {
+            serde_json::from_str::<Value>(&event.data)
+                .ok()
+                .and_then(|m| m.get("method").and_then(Value::as_str).map(|m| m.ends_with("/list_changed")))
+                .unwrap_or(false)
+        });
+        if changed {
+            tokio::time::sleep(DEBOUNCE).await;
+            match discoverer.discover(server_id).await {
+                Ok(found) => {
+                    tracing::info!(%server_id, tools = found.tools, "Rediscovered a server after a list change.")
+                }
+                Err(error) => tracing::info!(%server_id, %error, "Rediscovery after a list change failed."),
+            }
+        }
+    }
+    drop(response);
+    session.close().await;
+    Ok(())
+}
