@@ -40,8 +40,9 @@ pub struct Server {
     pub policy: Policy,
     pub breaker: BreakerConfig,
     pub instances: Vec<Arc<Instance>>,
-    /// Round-robin position (shared by the policies that rotate).
-    pub cursor: AtomicUsize,
+    /// Round-robin position (shared by the policies that rotate), carried across tables so that routing
+    /// updates do not restart the rotation.
+    pub cursor: Arc<AtomicUsize>,
 }
 
 /// One upstream endpoint, ready to be connected to.
@@ -156,6 +157,8 @@ impl RoutingTable {
             };
             by_server.entry(server_id).or_default().push(Arc::new(instance));
         }
+        let cursors: HashMap<&str, &Arc<AtomicUsize>> =
+            previous.servers.values().map(|s| (s.id.as_str(), &s.cursor)).collect();
         let mut table = RoutingTable { version: set.version(), ..Default::default() };
         for (s, transport, key) in valid.servers {
             let mut instances = by_server.remove(s.id.as_str()).unwrap_or_default();
@@ -168,7 +171,7 @@ impl RoutingTable {
                 policy: Policy::new(s.load_balancing(), key, &weights),
                 breaker: BreakerConfig::from_proto(s.circuit_breaker.as_ref()),
                 instances,
-                cursor: AtomicUsize::new(0),
+                cursor: cursors.get(s.id.as_str()).map_or_else(Arc::default, |c| Arc::clone(c)),
             });
             for (i, inst) in server.instances.iter().enumerate() {
                 table.instances.insert(inst.id.to_string(), (server.clone(), i));
@@ -341,6 +344,10 @@ mod tests {
         let next = RoutingTable::build(&set, &table, &states, SETTINGS).await.unwrap();
         let again = &next.server("alpha").unwrap().instances[0];
         assert!(Arc::ptr_eq(&again.state, &i.state), "live state survives a table swap");
+        assert!(
+            Arc::ptr_eq(&next.server("alpha").unwrap().cursor, &alpha.cursor),
+            "the rotation survives a table swap"
+        );
         assert_eq!(next.instance("i1").map(|(s, idx)| (s.name.as_ref(), idx)), Some(("alpha", 0)));
 
         let moved =
