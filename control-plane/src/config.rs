@@ -9,8 +9,12 @@ use url::Url;
 use crate::auth::AdminToken;
 use crate::ssrf::{SsrfError, SsrfPolicy};
 
+mod checks;
 mod database;
+mod summary;
 
+use checks::default_replica_id;
+pub use checks::{HealthDefaults, parse_duration};
 pub use database::DatabaseUrl;
 
 /// Environment variable of `--http-addr`.
@@ -168,28 +172,6 @@ pub struct RawSettings {
     pub api_url: Option<String>,
 }
 
-/// Defaults of the active health checks; each server may override interval, timeout and thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthDefaults {
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub healthy_threshold: u32,
-    pub unhealthy_threshold: u32,
-    pub concurrency: usize,
-}
-
-impl Default for HealthDefaults {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(5),
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-            concurrency: 16,
-        }
-    }
-}
-
 /// The validated configuration: the only form of settings the running code sees.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -241,35 +223,6 @@ pub enum ConfigError {
     Ssrf(#[from] SsrfError),
     #[error("--api-url {0:?} is not an http(s) URL")]
     ApiUrl(String),
-}
-
-/// Parses a human duration for `flag`, refusing values outside `min..=max`.
-pub fn parse_duration(
-    flag: &'static str,
-    raw: &str,
-    min: Duration,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
-    let bad = |why: String| ConfigError::Duration { flag, value: raw.to_owned(), why };
-    let d = humantime::parse_duration(raw.trim()).map_err(|e| bad(e.to_string()))?;
-    if d < min || d > max {
-        return Err(bad(format!(
-            "{} to {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
-        )));
-    }
-    Ok(d)
-}
-
-fn default_replica_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "control-plane".to_owned());
-    format!("{host}-{}", std::process::id())
 }
 
 /// Checks raw settings and builds the `Config`; pure, so `validate` and `serve` agree and tests cover it.
@@ -362,44 +315,6 @@ fn validate_redis_url(raw: &str) -> Result<String, ConfigError> {
         "redis" | "rediss" => Err(ConfigError::RedisUrl("the URL must name a host".into())),
         "redis+unix" | "unix" => Ok(raw.to_owned()),
         other => Err(ConfigError::RedisUrl(format!("unsupported scheme {other:?}; use redis://host:port"))),
-    }
-}
-
-impl Config {
-    /// A human-readable summary without secrets, printed by `validate`.
-    pub fn summary(&self) -> String {
-        let redis = self.redis_url.as_deref().map_or("(not configured)".to_owned(), redact_url);
-        let token = if self.admin_token.is_some() { "set" } else { "NOT SET (mutations refused)" };
-        let h = &self.health;
-        format!(
-            "http_addr={}\ngrpc_addr={}\ndatabase_url={}\nredis_url={redis}\nadmin_token={token}\n\
-             db_pool_size={}\napi_body_limit={}\nlog_format={:?}\nhealth_interval={}\nhealth_timeout={}\n\
-             health_healthy_threshold={}\nhealth_unhealthy_threshold={}\nhealth_concurrency={}\n\
-             discovery_interval={}\nreplica_id={}",
-            self.http_addr,
-            self.grpc_addr,
-            self.database.redacted(),
-            self.db_pool_size,
-            self.api_body_limit,
-            self.log_format,
-            humantime::format_duration(h.interval),
-            humantime::format_duration(h.timeout),
-            h.healthy_threshold,
-            h.unhealthy_threshold,
-            h.concurrency,
-            self.discovery_interval.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
-            self.replica_id,
-        )
-    }
-}
-
-fn redact_url(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        _ => raw.to_owned(),
     }
 }
 

@@ -10,7 +10,7 @@ use super::servers::list::{reject_nul, split_list};
 use super::servers::views::{self, Include};
 use super::{ApiError, AppState};
 use crate::db::schema::servers;
-use crate::db::store::discovery;
+use crate::db::store::capabilities;
 use crate::model::ServerRow;
 
 /// Query of both discovery endpoints.
@@ -114,7 +114,7 @@ pub async fn tools(
                 .map(|s| s.id)
                 .collect()
         } else {
-            discovery::servers_with_tools(&mut conn, &names).await.map_err(ApiError::internal)?
+            capabilities::servers_with_tools(&mut conn, &names).await.map_err(ApiError::internal)?
         }
     };
     let include = Include { include_tools: true, ..Default::default() };
@@ -155,7 +155,7 @@ pub async fn resources(
         let mut conn = state.conn().await?;
         for pattern in &patterns {
             ids.extend(
-                discovery::servers_with_resources(&mut conn, &like_pattern(pattern))
+                capabilities::servers_with_resources(&mut conn, &like_pattern(pattern))
                     .await
                     .map_err(ApiError::internal)?,
             );

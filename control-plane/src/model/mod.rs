@@ -6,10 +6,11 @@ mod routing;
 mod rows;
 mod spec;
 
-pub use health::{HealthIndex, HealthRecord, InstanceHealthRow, PassiveRow};
+pub use health::{
+    HealthCheck, HealthCheckSpec, HealthIndex, HealthRecord, HealthStatus, InstanceHealthRow, PassiveRow,
+};
 pub use routing::resources;
 pub use rows::{InstanceRow, InstanceView, ServerRow, ServerView};
 pub use spec::{
-    CircuitBreaker, HealthCheck, HealthCheckSpec, HealthStatus, InstanceSpec, LoadBalancing, MAX_INSTANCES,
-    MAX_WEIGHT, ServerSpec, TransportType,
+    CircuitBreaker, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, ServerSpec, TransportType,
 };

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::health::{HealthIndex, HealthRecord, PassiveRow};
-use super::spec::{CircuitBreaker, HealthCheck, HealthCheckSpec, HealthStatus};
+use super::health::{HealthCheck, HealthCheckSpec, HealthIndex, HealthRecord, HealthStatus, PassiveRow};
+use super::spec::CircuitBreaker;
 use crate::db::schema::{instances, servers};
 
 /// A row of `servers`.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use mcpgw_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use super::health::HealthCheckSpec;
+
 /// Most instances one server may have.
 pub const MAX_INSTANCES: usize = 64;
 /// Largest instance weight.
@@ -129,63 +131,6 @@ impl CircuitBreaker {
     }
 }
 
-/// Per-server health-check settings as given and returned: absent fields use the control plane's
-/// defaults (`--health-*`). Durations are human strings, stored in canonical form.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    /// `false` turns active checks off for this server (its instances stay `unknown`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthy_threshold: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unhealthy_threshold: Option<u32>,
-}
-
-/// Validated health-check settings; `None` = the default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthCheckSpec {
-    pub enabled: bool,
-    pub interval_ms: Option<u32>,
-    pub timeout_ms: Option<u32>,
-    pub healthy_threshold: Option<u32>,
-    pub unhealthy_threshold: Option<u32>,
-}
-
-impl Default for HealthCheckSpec {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            interval_ms: None,
-            timeout_ms: None,
-            healthy_threshold: None,
-            unhealthy_threshold: None,
-        }
-    }
-}
-
-impl HealthCheckSpec {
-    /// The JSON form (`None` when everything is default).
-    pub fn to_json(self) -> Option<HealthCheck> {
-        let human = |ms: Option<u32>| {
-            ms.map(|ms| humantime::format_duration(Duration::from_millis(u64::from(ms))).to_string())
-        };
-        let json = HealthCheck {
-            enabled: (!self.enabled).then_some(false),
-            interval: human(self.interval_ms),
-            timeout: human(self.timeout_ms),
-            healthy_threshold: self.healthy_threshold,
-            unhealthy_threshold: self.unhealthy_threshold,
-        };
-        (json != HealthCheck::default()).then_some(json)
-    }
-}
-
 /// One validated upstream endpoint of a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {
@@ -215,51 +160,6 @@ pub struct ServerSpec {
     pub health_check: HealthCheckSpec,
 }
 
-/// Result of the active health checks, for an instance or a whole server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthStatus {
-    Healthy,
-    Unhealthy,
-    /// Not checked yet (or checks disabled): takes traffic.
-    Unknown,
-}
-
-impl HealthStatus {
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "healthy" => Some(Self::Healthy),
-            "unhealthy" => Some(Self::Unhealthy),
-            "unknown" => Some(Self::Unknown),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::Unhealthy => "unhealthy",
-            Self::Unknown => "unknown",
-        }
-    }
-
-    /// A server's status from its instances': healthy when one is healthy, unhealthy when none can take
-    /// traffic (all unhealthy, or no instance at all), unknown otherwise.
-    pub fn of_server(instances: impl IntoIterator<Item = Self>) -> Self {
-        let mut any = false;
-        let mut all_unhealthy = true;
-        for status in instances {
-            any = true;
-            match status {
-                Self::Healthy => return Self::Healthy,
-                Self::Unknown => all_unhealthy = false,
-                Self::Unhealthy => {}
-            }
-        }
-        if !any || all_unhealthy { Self::Unhealthy } else { Self::Unknown }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,15 +173,6 @@ mod tests {
             assert_eq!(LoadBalancing::parse(p.as_str()), Some(p));
         }
         assert_eq!(LoadBalancing::parse("least_conn"), None);
-    }
-
-    #[test]
-    fn server_status_from_instances() {
-        use HealthStatus::*;
-        assert_eq!(HealthStatus::of_server([]), Unhealthy);
-        assert_eq!(HealthStatus::of_server([Unknown, Unhealthy]), Unknown);
-        assert_eq!(HealthStatus::of_server([Unhealthy, Healthy]), Healthy);
-        assert_eq!(HealthStatus::of_server([Unhealthy, Unhealthy]), Unhealthy);
     }
 
     #[test]

@@ -8,8 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{ApiError, Code};
 use crate::model::{
-    CircuitBreaker, HealthCheck, HealthCheckSpec, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT,
-    ServerSpec, TransportType,
+    CircuitBreaker, HealthCheck, InstanceSpec, LoadBalancing, MAX_WEIGHT, ServerSpec, TransportType,
 };
 
 /// Longest accepted description, in characters.
@@ -85,7 +84,12 @@ pub const MAX_VERSION_CHARS: usize = 50;
 /// Largest declared capabilities document, serialized.
 pub const MAX_CAPABILITIES_BYTES: usize = 64 * 1024;
 
-fn err(code: Code, message: impl Into<String>) -> ApiError {
+mod canonical;
+mod checks;
+
+use checks::{check_breaker, check_health, check_tags, has_nul, validate_instances};
+
+pub(super) fn err(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
 }
 
@@ -210,98 +214,6 @@ impl ServerRequest {
     }
 }
 
-impl ServerRequest {
-    /// The request that recreates a stored server (PATCH merges into it; export writes it). Fields at
-    /// their defaults are left out, so the form is canonical.
-    pub fn from_stored(server: &crate::model::ServerRow, instances: &[crate::model::InstanceRow]) -> Self {
-        let declared = server.declared_capabilities();
-        Self {
-            name: server.name.clone(),
-            endpoint_url: None,
-            instances: Some(
-                instances
-                    .iter()
-                    .map(|i| InstanceRequest {
-                        endpoint_url: i.endpoint_url.clone(),
-                        weight: u32::try_from(i.weight).ok().filter(|w| *w != 1),
-                        metadata: i.metadata.as_object().filter(|m| !m.is_empty()).cloned(),
-                    })
-                    .collect(),
-            ),
-            transport_type: Some(server.transport_type.clone()),
-            description: server.description.clone(),
-            tags: (!server.tags.is_empty()).then(|| server.tags.clone()),
-            load_balancing: (server.load_balancing != LoadBalancing::default().as_str())
-                .then(|| server.load_balancing.clone()),
-            hash_key: server.hash_key.clone(),
-            circuit_breaker: server.breaker(),
-            tenant_id: server.tenant_id.clone(),
-            version: server.version.clone(),
-            capabilities: (!declared.is_empty()).then_some(declared),
-            auto_discover: (!server.auto_discover).then_some(false),
-            health_check: server.health_check().to_json(),
-        }
-    }
-}
-
-impl ServerRequest {
-    /// The canonical request of a validated spec (the form `from_stored` gives once it is stored).
-    pub fn from_spec(spec: &ServerSpec) -> Self {
-        Self {
-            name: spec.name.clone(),
-            endpoint_url: None,
-            instances: Some(
-                spec.instances
-                    .iter()
-                    .map(|i| InstanceRequest {
-                        endpoint_url: i.endpoint_url.clone(),
-                        weight: (i.weight != 1).then_some(i.weight),
-                        metadata: (!i.metadata.is_empty()).then(|| {
-                            i.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()
-                        }),
-                    })
-                    .collect(),
-            ),
-            transport_type: Some(spec.transport.as_str().to_owned()),
-            description: spec.description.clone(),
-            tags: (!spec.tags.is_empty()).then(|| spec.tags.clone()),
-            load_balancing: (spec.load_balancing != LoadBalancing::default())
-                .then(|| spec.load_balancing.as_str().to_owned()),
-            hash_key: spec.hash_key.clone(),
-            circuit_breaker: spec.circuit_breaker.clone(),
-            tenant_id: spec.tenant_id.clone(),
-            version: spec.version.clone(),
-            capabilities: (!spec.capabilities.is_empty()).then(|| spec.capabilities.clone()),
-            auto_discover: (!spec.auto_discover).then_some(false),
-            health_check: spec.health_check.to_json(),
-        }
-    }
-}
-
-fn validate_instances(list: Vec<InstanceRequest>) -> Result<Vec<InstanceSpec>, ApiError> {
-    if list.is_empty() {
-        return Err(err(Code::InvalidInstances, "instances must list at least one instance"));
-    }
-    if list.len() > MAX_INSTANCES {
-        return Err(err(
-            Code::InvalidInstances,
-            format!("at most {MAX_INSTANCES} instances are allowed, not {}", list.len()),
-        ));
-    }
-    let mut specs: Vec<InstanceSpec> = Vec::with_capacity(list.len());
-    for (i, instance) in list.into_iter().enumerate() {
-        let spec = instance.validate(Some(i))?;
-        if specs.iter().any(|s| s.endpoint_url == spec.endpoint_url) {
-            return Err(err(
-                Code::InvalidInstances,
-                format!("instances[{i}]: endpoint_url {:?} is listed twice", spec.endpoint_url),
-            ));
-        }
-        specs.push(spec);
-    }
-    Ok(specs)
-}
-
 impl InstanceRequest {
     /// Validates one instance; `index` names it in messages when it came from a list.
     pub fn validate(self, index: Option<usize>) -> Result<InstanceSpec, ApiError> {
@@ -342,112 +254,4 @@ impl InstanceRequest {
         }
         Ok(InstanceSpec { endpoint_url: self.endpoint_url, weight, metadata })
     }
-}
-
-/// Whether any string or key in `value` contains NUL.
-fn has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
-fn check_breaker(b: CircuitBreaker) -> Result<CircuitBreaker, ApiError> {
-    let bad = |why: String| Err(err(Code::InvalidCircuitBreaker, why));
-    if let Some(r) = b.failure_ratio
-        && !(r > 0.0 && r <= 1.0)
-    {
-        return bad(format!("circuit_breaker.failure_ratio must be in (0, 1], not {r}"));
-    }
-    let millis = |field: &str, value: &Option<String>| -> Result<Option<u64>, ApiError> {
-        let Some(raw) = value else { return Ok(None) };
-        let d = humantime::parse_duration(raw.trim()).map_err(|e| {
-            err(
-                Code::InvalidCircuitBreaker,
-                format!("circuit_breaker.{field} {raw:?} is not a duration like \"10s\": {e}"),
-            )
-        })?;
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        if ms == 0 || ms > u64::from(u32::MAX) {
-            return Err(err(
-                Code::InvalidCircuitBreaker,
-                format!("circuit_breaker.{field} must be between 1ms and 49 days"),
-            ));
-        }
-        Ok(Some(ms))
-    };
-    let window = millis("window", &b.window)?;
-    let open = millis("open", &b.open)?;
-    let max_open = millis("max_open", &b.max_open)?;
-    if let (Some(open), Some(max)) = (open, max_open)
-        && open > max
-    {
-        return bad("circuit_breaker.open must not exceed max_open".into());
-    }
-    let canonical = |ms: Option<u64>| {
-        ms.map(|ms| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string())
-    };
-    Ok(CircuitBreaker {
-        window: canonical(window),
-        open: canonical(open),
-        max_open: canonical(max_open),
-        ..b
-    })
-}
-
-fn check_health(h: HealthCheck) -> Result<HealthCheckSpec, ApiError> {
-    let millis = |field: &str, value: &Option<String>, min_ms: u64| -> Result<Option<u32>, ApiError> {
-        let Some(raw) = value else { return Ok(None) };
-        let d = humantime::parse_duration(raw.trim()).map_err(|e| {
-            err(
-                Code::InvalidHealthCheck,
-                format!("health_check.{field} {raw:?} is not a duration like \"10s\": {e}"),
-            )
-        })?;
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        if ms < min_ms || ms > 3_600_000 {
-            return Err(err(
-                Code::InvalidHealthCheck,
-                format!("health_check.{field} must be between {min_ms}ms and 1h"),
-            ));
-        }
-        Ok(u32::try_from(ms).ok())
-    };
-    let threshold = |field: &str, value: Option<u32>| -> Result<Option<u32>, ApiError> {
-        match value {
-            Some(v) if v == 0 || v > crate::config::MAX_HEALTH_THRESHOLD => Err(err(
-                Code::InvalidHealthCheck,
-                format!("health_check.{field} must be between 1 and {}", crate::config::MAX_HEALTH_THRESHOLD),
-            )),
-            other => Ok(other),
-        }
-    };
-    Ok(HealthCheckSpec {
-        enabled: h.enabled.unwrap_or(true),
-        interval_ms: millis("interval", &h.interval, 50)?,
-        timeout_ms: millis("timeout", &h.timeout, 10)?,
-        healthy_threshold: threshold("healthy_threshold", h.healthy_threshold)?,
-        unhealthy_threshold: threshold("unhealthy_threshold", h.unhealthy_threshold)?,
-    })
-}
-
-fn check_tags(tags: &[String]) -> Result<(), ApiError> {
-    let bad = |why: String| Err(err(Code::InvalidTags, why));
-    if tags.len() > MAX_TAGS {
-        return bad(format!("at most {MAX_TAGS} tags are allowed, not {}", tags.len()));
-    }
-    for (i, tag) in tags.iter().enumerate() {
-        if tag.trim().is_empty() || tag.chars().any(char::is_control) {
-            return bad(format!("tag {i} is empty or contains control characters"));
-        }
-        if tag.chars().count() > MAX_TAG_CHARS {
-            return bad(format!("tag {tag:?} is longer than {MAX_TAG_CHARS} characters"));
-        }
-        if tags[..i].contains(tag) {
-            return bad(format!("tag {tag:?} is listed twice"));
-        }
-    }
-    Ok(())
 }

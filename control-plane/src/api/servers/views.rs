@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::store::{self, discovery};
+use crate::db::store::{self, capabilities, discovery};
 use crate::model::{ServerRow, ServerView};
 
 /// Which capability lists to embed (`?include_tools=true` & co.).
@@ -34,15 +34,15 @@ pub async fn build(
     let health = store::health::index(conn, &instance_ids).await?;
     let mut outcomes = discovery::outcomes(conn, &ids).await?;
     let mut lists = [
-        (include.include_tools, discovery::Kind::Tools),
-        (include.include_resources, discovery::Kind::Resources),
-        (include.include_resources, discovery::Kind::ResourceTemplates),
-        (include.include_prompts, discovery::Kind::Prompts),
+        (include.include_tools, capabilities::Kind::Tools),
+        (include.include_resources, capabilities::Kind::Resources),
+        (include.include_resources, capabilities::Kind::ResourceTemplates),
+        (include.include_prompts, capabilities::Kind::Prompts),
     ]
     .map(|(wanted, kind)| (wanted, kind, Default::default()));
     for (wanted, kind, items) in &mut lists {
         if *wanted {
-            *items = discovery::items(conn, *kind, &ids).await?;
+            *items = capabilities::items(conn, *kind, &ids).await?;
         }
     }
     let mut views = Vec::with_capacity(servers.len());
@@ -61,10 +61,10 @@ pub async fn build(
             }
             let list: Vec<Value> = items.remove(&server.id).unwrap_or_default();
             match kind {
-                discovery::Kind::Tools => view.tools = Some(list),
-                discovery::Kind::Resources => view.resources = Some(list),
-                discovery::Kind::ResourceTemplates => view.resource_templates = Some(list),
-                discovery::Kind::Prompts => view.prompts = Some(list),
+                capabilities::Kind::Tools => view.tools = Some(list),
+                capabilities::Kind::Resources => view.resources = Some(list),
+                capabilities::Kind::ResourceTemplates => view.resource_templates = Some(list),
+                capabilities::Kind::Prompts => view.prompts = Some(list),
             }
         }
         views.push(view);

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::schema::{instances, routing_state, servers};
 use crate::model::{InstanceRow, ServerRow, ServerSpec};
 
+pub mod capabilities;
 pub mod discovery;
 pub mod health;
 mod instances_ops;

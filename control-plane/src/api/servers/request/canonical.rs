@@ -1,0 +1,75 @@
+//! Canonical registration forms: what a stored server or a validated spec looks like as a request (PATCH
+//! merges into it, export writes it, import compares it). Fields at their defaults are left out.
+
+use serde_json::Value;
+
+use super::{InstanceRequest, ServerRequest};
+use crate::model::{LoadBalancing, ServerSpec};
+
+impl ServerRequest {
+    /// The request that recreates a stored server (PATCH merges into it; export writes it). Fields at
+    /// their defaults are left out, so the form is canonical.
+    pub fn from_stored(server: &crate::model::ServerRow, instances: &[crate::model::InstanceRow]) -> Self {
+        let declared = server.declared_capabilities();
+        Self {
+            name: server.name.clone(),
+            endpoint_url: None,
+            instances: Some(
+                instances
+                    .iter()
+                    .map(|i| InstanceRequest {
+                        endpoint_url: i.endpoint_url.clone(),
+                        weight: u32::try_from(i.weight).ok().filter(|w| *w != 1),
+                        metadata: i.metadata.as_object().filter(|m| !m.is_empty()).cloned(),
+                    })
+                    .collect(),
+            ),
+            transport_type: Some(server.transport_type.clone()),
+            description: server.description.clone(),
+            tags: (!server.tags.is_empty()).then(|| server.tags.clone()),
+            load_balancing: (server.load_balancing != LoadBalancing::default().as_str())
+                .then(|| server.load_balancing.clone()),
+            hash_key: server.hash_key.clone(),
+            circuit_breaker: server.breaker(),
+            tenant_id: server.tenant_id.clone(),
+            version: server.version.clone(),
+            capabilities: (!declared.is_empty()).then_some(declared),
+            auto_discover: (!server.auto_discover).then_some(false),
+            health_check: server.health_check().to_json(),
+        }
+    }
+}
+
+impl ServerRequest {
+    /// The canonical request of a validated spec (the form `from_stored` gives once it is stored).
+    pub fn from_spec(spec: &ServerSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            endpoint_url: None,
+            instances: Some(
+                spec.instances
+                    .iter()
+                    .map(|i| InstanceRequest {
+                        endpoint_url: i.endpoint_url.clone(),
+                        weight: (i.weight != 1).then_some(i.weight),
+                        metadata: (!i.metadata.is_empty()).then(|| {
+                            i.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()
+                        }),
+                    })
+                    .collect(),
+            ),
+            transport_type: Some(spec.transport.as_str().to_owned()),
+            description: spec.description.clone(),
+            tags: (!spec.tags.is_empty()).then(|| spec.tags.clone()),
+            load_balancing: (spec.load_balancing != LoadBalancing::default())
+                .then(|| spec.load_balancing.as_str().to_owned()),
+            hash_key: spec.hash_key.clone(),
+            circuit_breaker: spec.circuit_breaker.clone(),
+            tenant_id: spec.tenant_id.clone(),
+            version: spec.version.clone(),
+            capabilities: (!spec.capabilities.is_empty()).then(|| spec.capabilities.clone()),
+            auto_discover: (!spec.auto_discover).then_some(false),
+            health_check: spec.health_check.to_json(),
+        }
+    }
+}

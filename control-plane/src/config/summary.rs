@@ -1,0 +1,43 @@
+//! The summary `validate` prints: every setting, secrets redacted.
+
+use url::Url;
+
+use super::Config;
+
+impl Config {
+    /// A human-readable summary without secrets, printed by `validate`.
+    pub fn summary(&self) -> String {
+        let redis = self.redis_url.as_deref().map_or("(not configured)".to_owned(), redact_url);
+        let token = if self.admin_token.is_some() { "set" } else { "NOT SET (mutations refused)" };
+        let h = &self.health;
+        format!(
+            "http_addr={}\ngrpc_addr={}\ndatabase_url={}\nredis_url={redis}\nadmin_token={token}\n\
+             db_pool_size={}\napi_body_limit={}\nlog_format={:?}\nhealth_interval={}\nhealth_timeout={}\n\
+             health_healthy_threshold={}\nhealth_unhealthy_threshold={}\nhealth_concurrency={}\n\
+             discovery_interval={}\nreplica_id={}",
+            self.http_addr,
+            self.grpc_addr,
+            self.database.redacted(),
+            self.db_pool_size,
+            self.api_body_limit,
+            self.log_format,
+            humantime::format_duration(h.interval),
+            humantime::format_duration(h.timeout),
+            h.healthy_threshold,
+            h.unhealthy_threshold,
+            h.concurrency,
+            self.discovery_interval.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
+            self.replica_id,
+        )
+    }
+}
+
+fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
