@@ -3,7 +3,11 @@
 # package-lock.json (server-everything, Inspector CLI, TS SDK client), a Python venv with the
 # pinned `mcp` SDK and schemathesis, and the rmcp fixture server (rmcp-server/, built with cargo).
 # Idempotent: a second run only compares stamps and returns.
+# Usage: install.sh [npm] [python] [rmcp]   (default: all three)
 set -euo pipefail
+
+parts=("$@")
+wants() { [[ ${#parts[@]} -eq 0 ]] || [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -15,6 +19,7 @@ python="${PYTHON:-python3}"
 command -v "$python" >/dev/null || die "$python is not installed (need python >= 3.10)"
 
 # npm: reinstall only when the lockfile changed since the last successful `npm ci`.
+if wants npm; then
 npm_stamp="node_modules/.mcpgw-installed"
 lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [[ ! -f "$npm_stamp" || "$(cat "$npm_stamp")" != "$lock_sum" ]]; then
@@ -22,8 +27,12 @@ if [[ ! -f "$npm_stamp" || "$(cat "$npm_stamp")" != "$lock_sum" ]]; then
   npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
   echo "$lock_sum" > "$npm_stamp"
 fi
+[[ -f node_modules/@modelcontextprotocol/server-everything/dist/index.js ]] || die "server-everything missing"
+[[ -f node_modules/@modelcontextprotocol/inspector-cli/build/cli.js ]] || die "inspector-cli missing"
+fi
 
 # Python: a venv with the pinned requirements, rebuilt when requirements.txt changed.
+if wants python; then
 venv_stamp=".venv/.mcpgw-installed"
 req_sum="$(sha256sum requirements.txt | cut -d' ' -f1)"
 if [[ ! -x .venv/bin/python || ! -f "$venv_stamp" || "$(cat "$venv_stamp")" != "$req_sum" ]]; then
@@ -32,16 +41,15 @@ if [[ ! -x .venv/bin/python || ! -f "$venv_stamp" || "$(cat "$venv_stamp")" != "
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt || die "pip install failed"
   echo "$req_sum" > "$venv_stamp"
 fi
+.venv/bin/python -c 'import mcp.server.mcpserver, mcp.client.client' || die "python mcp SDK does not import"
+fi
 
 # The rmcp fixture server: its own cargo project (not a workspace member), own lockfile and target dir.
 # cargo itself decides whether anything needs rebuilding.
+if wants rmcp; then
 command -v cargo >/dev/null || die "cargo is not installed"
 echo "peers: rmcp fixture" >&2
 (cd rmcp-server && CARGO_TARGET_DIR="$here/rmcp-server/target" cargo build --locked --quiet) \
   || die "building tests/peers/rmcp-server failed"
-
-# Fail loudly now rather than in the middle of a test run.
-[[ -f node_modules/@modelcontextprotocol/server-everything/dist/index.js ]] || die "server-everything missing"
-[[ -f node_modules/@modelcontextprotocol/inspector-cli/build/cli.js ]] || die "inspector-cli missing"
 [[ -x rmcp-server/target/debug/mcpgw-rmcp-fixture ]] || die "rmcp fixture missing"
-.venv/bin/python -c 'import mcp.server.mcpserver, mcp.client.client' || die "python mcp SDK does not import"
+fi
