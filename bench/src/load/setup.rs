@@ -1,0 +1,80 @@
+//! Legacy session setup: `initialize` then `notifications/initialized`, timed together, one after the
+//! other on one keep-alive connection; each session is then deleted (not timed).
+
+use std::time::Instant;
+
+use super::{Errors, RunResult, Window, describe, ns};
+use crate::http::Conn;
+use crate::requests::Endpoint;
+use crate::stats::Dist;
+
+pub async fn run(ep: &Endpoint, window: Window) -> RunResult {
+    let (from, end) = window.instants();
+    let mut samples = Vec::new();
+    let mut errors = Errors::default();
+    let mut total = 0;
+    let init = ep.initialize();
+    let mut conn = None;
+    while Instant::now() < end {
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match Conn::connect(ep.addr).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    errors.add(|| format!("connect: {e}"));
+                    break;
+                }
+            },
+        };
+        let t0 = Instant::now();
+        match setup(c, ep, &init).await {
+            Ok(session) => {
+                let t1 = Instant::now();
+                total += 1;
+                if t0 >= from && t1 <= end {
+                    samples.push(ns(t1 - t0));
+                }
+                if let Err(e) = delete(c, ep, &session).await {
+                    errors.add(|| e);
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                errors.add(|| e);
+                conn = None;
+            }
+        }
+    }
+    let seconds = window.measure.as_secs_f64();
+    RunResult {
+        requests: samples.len() as u64,
+        requests_total: total,
+        errors: errors.count,
+        first_error: errors.first,
+        seconds,
+        rps: samples.len() as f64 / seconds,
+        latency: Dist::from_ns(&mut samples),
+    }
+}
+
+/// Opens a legacy session on `conn`; returns its id (as the client sees it).
+pub async fn setup(conn: &mut Conn, ep: &Endpoint, init: &[u8]) -> Result<String, String> {
+    let resp = conn.request(init).await.map_err(|e| format!("initialize: {e}"))?;
+    let session = match (resp.head.status, resp.head.session_id) {
+        (200, Some(s)) => s,
+        (status, _) => return Err(format!("initialize: {}", describe(status, &resp.body))),
+    };
+    let resp = conn.request(&ep.initialized(&session)).await.map_err(|e| format!("initialized: {e}"))?;
+    if resp.head.status != 202 {
+        return Err(format!("initialized: {}", describe(resp.head.status, &resp.body)));
+    }
+    Ok(session)
+}
+
+async fn delete(conn: &mut Conn, ep: &Endpoint, session: &str) -> Result<(), String> {
+    let resp = conn.request(&ep.delete(session)).await.map_err(|e| format!("delete: {e}"))?;
+    if resp.head.status >= 300 {
+        return Err(format!("delete: {}", describe(resp.head.status, &resp.body)));
+    }
+    Ok(())
+}

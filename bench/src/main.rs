@@ -1,0 +1,134 @@
+//! `mcpgw-bench`: runs the benchmark scenarios of BENCHMARKS.md (normally through `scripts/bench.sh`,
+//! which builds the binaries, provides nginx and the database, and pins this process to the load core).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use mcpgw_bench::orchestrate::stack::{Bins, Pins};
+use mcpgw_bench::orchestrate::{self, Options};
+use mcpgw_bench::scenarios::Profile;
+
+#[derive(Debug, Parser)]
+#[command(name = "mcpgw-bench", version, about = "mcpgw benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start fixture, control plane, proxy and nginx, run the scenarios, write the reports.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Seconds-long run with tiny counts and no thresholds (CI keeps the harness alive with it).
+    #[arg(long)]
+    smoke: bool,
+    /// Scenarios to run, as letters.
+    #[arg(long, default_value = "abcdefg")]
+    scenarios: String,
+    /// Directory of the reports and logs.
+    #[arg(long, default_value = "target/bench-report")]
+    out: PathBuf,
+    /// Directory holding mcpgw-proxy, mcpgw-control-plane and mcpgw-bench-fixture.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// nginx binary (`none` to skip the reference proxy).
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: String,
+    /// PostgreSQL database for the control plane (created by it; dropped by scripts/bench.sh).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/mcpgw_bench")]
+    database_url: String,
+    /// Core of the load generator and the control plane (`none`: no pinning).
+    #[arg(long, default_value = "0")]
+    load_cpu: String,
+    /// Core of the fixture, the proxy and nginx.
+    #[arg(long, default_value = "1")]
+    server_cpu: String,
+    /// Measured passes (default: 5, smoke 1).
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// Connections of the saturation runs.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Seconds measured per saturation run.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Routing changes in scenario g.
+    #[arg(long)]
+    changes: Option<usize>,
+    /// Idle stream levels in scenario f, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    stream_levels: Option<Vec<usize>>,
+    /// Commit the binaries were built from (for the report).
+    #[arg(long, env = "MCPGW_BENCH_COMMIT")]
+    commit: Option<String>,
+}
+
+fn cpu(arg: &str) -> Result<Option<usize>> {
+    if arg == "none" {
+        return Ok(None);
+    }
+    arg.parse().map(Some).with_context(|| format!("{arg:?} is not a CPU number"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let Cmd::Run(args) = Cli::parse().command;
+    let mut profile = if args.smoke { Profile::smoke() } else { Profile::full() };
+    if let Some(p) = args.pairs {
+        profile.pairs = p.max(1);
+    }
+    if let Some(c) = args.connections {
+        profile.connections = c.max(1);
+    }
+    if let Some(s) = args.seconds {
+        profile.saturation.measure = std::time::Duration::from_secs_f64(s);
+    }
+    if let Some(c) = args.changes {
+        profile.routing_changes = c;
+    }
+    if let Some(levels) = args.stream_levels {
+        profile.stream_levels = levels;
+    }
+    let bin = |name: &str| -> Result<PathBuf> {
+        let path = args.bin_dir.join(name);
+        if !path.is_file() {
+            bail!("{} is missing: build it first (scripts/bench.sh does)", path.display());
+        }
+        Ok(path)
+    };
+    let nginx = match args.nginx.as_str() {
+        "none" => None,
+        path if std::path::Path::new(path).is_file() => Some(PathBuf::from(path)),
+        path => {
+            eprintln!("mcpgw-bench: {path} not found: running without the nginx reference");
+            None
+        }
+    };
+    let pins = Pins { load: cpu(&args.load_cpu)?, server: cpu(&args.server_cpu)? };
+    let opts = Options {
+        smoke: args.smoke,
+        profile,
+        scenarios: args.scenarios.clone(),
+        out: args.out.clone(),
+        bins: Bins {
+            proxy: bin("mcpgw-proxy")?,
+            control_plane: bin("mcpgw-control-plane")?,
+            fixture: bin("mcpgw-bench-fixture")?,
+            nginx,
+        },
+        database_url: args.database_url.clone(),
+        pins,
+        commit: args.commit.clone(),
+        command: std::env::var("MCPGW_BENCH_COMMAND")
+            .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+    };
+    let report = orchestrate::run(opts).await?;
+    println!("{}", report.markdown());
+    println!("Reports: {0}/report.md, {0}/report.json", args.out.display());
+    Ok(())
+}

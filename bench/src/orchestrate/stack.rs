@@ -1,0 +1,317 @@
+//! The system under test, started in order: the fixture, the control plane (its own database), the proxy
+//! (`--threads 1`), the benchmark servers registered through the REST API with the admin token, then
+//! nginx. Fixture, proxy and nginx share the server core; the control plane runs on the load core.
+
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::nginx;
+use super::procs::{Proc, Spec, free_port};
+use crate::http::Conn;
+use crate::requests::Endpoint;
+
+/// Paths of the programs a run starts.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub proxy: PathBuf,
+    pub control_plane: PathBuf,
+    pub fixture: PathBuf,
+    pub nginx: Option<PathBuf>,
+}
+
+/// Cores: the load generator's (and the control plane's), and the servers' (fixture, proxy, nginx).
+#[derive(Debug, Clone, Copy)]
+pub struct Pins {
+    pub load: Option<usize>,
+    pub server: Option<usize>,
+}
+
+/// The registered benchmark servers: JSON answers, SSE answers, and one that only routing changes touch.
+pub const SERVERS: [(&str, &str); 3] = [("bench", "/mcp"), ("bench-sse", "/mcp-sse"), ("bench-g", "/mcp")];
+
+pub struct Stack {
+    pub fixture: Proc,
+    pub fixture_addr: SocketAddr,
+    pub control_plane: Proc,
+    pub api: SocketAddr,
+    pub proxy: Proc,
+    pub proxy_addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub nginx: Option<(Proc, SocketAddr)>,
+    pub token: String,
+    /// Server name → id in the registry.
+    pub ids: Vec<(&'static str, String)>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut out = String::new();
+    while out.len() < bytes * 2 {
+        out.push_str(&format!("{:016x}", RandomState::new().hash_one(out.len())));
+    }
+    out.truncate(bytes * 2);
+    out
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Stack {
+    pub async fn start(
+        bins: &Bins,
+        pins: Pins,
+        run_dir: &Path,
+        database_url: &str,
+        max_files: u64,
+    ) -> Result<Self> {
+        let quiet = || vec![("RUST_LOG", "warn".to_owned())];
+        let fixture_addr = local(free_port()?);
+        let mut fixture = Proc::start(
+            Spec {
+                name: "fixture",
+                program: &bins.fixture,
+                args: vec!["--listen".into(), fixture_addr.to_string(), "--threads".into(), "1".into()],
+                env: vec![],
+                cpu: pins.server,
+            },
+            run_dir,
+        )?;
+        fixture.wait_ready(fixture_addr, "", Duration::from_secs(10)).await?;
+
+        let token = random_hex(24);
+        let api = local(free_port()?);
+        let grpc = local(free_port()?);
+        let mut control_plane = Proc::start(
+            Spec {
+                name: "control-plane",
+                program: &bins.control_plane,
+                args: vec![
+                    "serve".into(),
+                    "--http-addr".into(),
+                    api.to_string(),
+                    "--grpc-addr".into(),
+                    grpc.to_string(),
+                    "--database-url".into(),
+                    database_url.into(),
+                    "--admin-token".into(),
+                    token.clone(),
+                    "--discovery-interval".into(),
+                    "0s".into(),
+                ],
+                env: quiet(),
+                cpu: pins.load,
+            },
+            run_dir,
+        )?;
+        control_plane.wait_ready(api, "/ready", Duration::from_secs(60)).await?;
+
+        let proxy_addr = local(free_port()?);
+        let admin = local(free_port()?);
+        let mut proxy = Proc::start(
+            Spec {
+                name: "proxy",
+                program: &bins.proxy,
+                args: vec![
+                    "serve".into(),
+                    "--listen".into(),
+                    proxy_addr.to_string(),
+                    "--admin-addr".into(),
+                    admin.to_string(),
+                    "--control-plane".into(),
+                    format!("http://{grpc}"),
+                    "--threads".into(),
+                    "1".into(),
+                    "--proxy-id".into(),
+                    "mcpgw-bench".into(),
+                    "--session-key".into(),
+                    random_hex(32),
+                ],
+                env: quiet(),
+                cpu: pins.server,
+            },
+            run_dir,
+        )?;
+        proxy.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
+
+        let mut stack = Self {
+            fixture,
+            fixture_addr,
+            control_plane,
+            api,
+            proxy,
+            proxy_addr,
+            admin,
+            nginx: None,
+            token,
+            ids: Vec::new(),
+        };
+        stack.register().await?;
+        if let Some(program) = &bins.nginx {
+            let addr = local(free_port()?);
+            std::fs::create_dir_all(run_dir.join("nginx-tmp"))?;
+            let conf = run_dir.join("nginx.conf");
+            std::fs::write(&conf, nginx::config(addr, fixture_addr, run_dir, max_files))?;
+            let mut proc = Proc::start(
+                Spec {
+                    name: "nginx",
+                    program,
+                    args: vec![
+                        "-p".into(),
+                        run_dir.display().to_string(),
+                        "-e".into(),
+                        run_dir.join("nginx-error.log").display().to_string(),
+                        "-c".into(),
+                        conf.display().to_string(),
+                    ],
+                    env: vec![],
+                    cpu: pins.server,
+                },
+                run_dir,
+            )?;
+            proc.wait_ready(addr, "", Duration::from_secs(10)).await?;
+            stack.nginx = Some((proc, addr));
+        }
+        Ok(stack)
+    }
+
+    /// Registers the benchmark servers and waits until the proxy routes all of them.
+    async fn register(&mut self) -> Result<()> {
+        for (name, path) in SERVERS {
+            let body = json!({
+                "name": name,
+                "endpoint_url": format!("http://{}{path}", self.fixture_addr),
+                "transport_type": "streamable_http",
+                "description": "mcpgw-bench fixture",
+                "health_check": {"enabled": false},
+            });
+            let (status, reply) = self.rest("POST", "/api/v1/servers", &body).await?;
+            if status != 201 {
+                bail!("registering {name}: HTTP {status}: {reply}");
+            }
+            let id = reply["id"].as_str().context("registration reply without id")?.to_owned();
+            self.ids.push((name, id));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let routes = get_json(self.admin, "/routes").await?;
+            let names: Vec<&str> = routes["servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["name"].as_str())
+                .collect();
+            if SERVERS.iter().all(|(n, _)| names.contains(n)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the proxy does not route the benchmark servers: {routes}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A REST call to the control plane with the admin token.
+    pub async fn rest(&self, method: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let mut conn = Conn::connect(self.api).await?;
+        rest_on(&mut conn, self.api, &self.token, method, path, body).await
+    }
+
+    pub fn id(&self, name: &str) -> Option<&str> {
+        self.ids.iter().find(|(n, _)| *n == name).map(|(_, id)| id.as_str())
+    }
+
+    /// The fixture endpoint of `server` reached directly, through the proxy, and through nginx.
+    pub fn endpoints(&self, server: &str) -> Vec<(Via, Endpoint)> {
+        let path = SERVERS.iter().find(|(n, _)| *n == server).map_or("/mcp", |(_, p)| *p);
+        let mut out = vec![
+            (Via::Direct, Endpoint::new(self.fixture_addr, path)),
+            (Via::Proxy, Endpoint::new(self.proxy_addr, format!("/mcp/{server}"))),
+        ];
+        if let Some((_, addr)) = &self.nginx {
+            out.push((Via::Nginx, Endpoint::new(*addr, format!("/mcp/{server}"))));
+        }
+        out
+    }
+
+    /// Fails when a child has died.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.fixture.check_alive()?;
+        self.control_plane.check_alive()?;
+        self.proxy.check_alive()?;
+        if let Some((nginx, _)) = &mut self.nginx {
+            nginx.check_alive()?;
+        }
+        Ok(())
+    }
+
+    pub async fn stop(self) {
+        if let Some((nginx, _)) = self.nginx {
+            nginx.stop().await;
+        }
+        self.proxy.stop().await;
+        self.control_plane.stop().await;
+        self.fixture.stop().await;
+    }
+}
+
+/// How a request reaches the fixture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Direct,
+    Proxy,
+    Nginx,
+}
+
+impl Via {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Proxy => "proxy",
+            Self::Nginx => "nginx",
+        }
+    }
+}
+
+/// A REST call on an open connection.
+pub async fn rest_on(
+    conn: &mut Conn,
+    api: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, Value)> {
+    let resp = conn.request(&Endpoint::json(api, method, path, token, &body.to_string())).await?;
+    let value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+    Ok((resp.head.status, value))
+}
+
+/// `GET path` on `addr` as JSON.
+pub async fn get_json(addr: SocketAddr, path: &str) -> Result<Value> {
+    let mut conn = Conn::connect(addr).await?;
+    let resp = conn.request(&Endpoint::get(addr, path)).await?;
+    serde_json::from_slice(&resp.body).with_context(|| format!("GET {path}: not JSON"))
+}
+
+/// The routing table version the proxy serves (`/readyz`), on an open admin connection.
+pub async fn proxy_version(conn: &mut Conn, admin: SocketAddr) -> Result<u64> {
+    let resp = conn.request(&Endpoint::get(admin, "/readyz")).await?;
+    let value: Value = serde_json::from_slice(&resp.body)?;
+    value["version"].as_u64().context("readyz without a version")
+}
+
+/// The value of an unlabelled gauge on the proxy's `/metrics`.
+pub async fn proxy_gauge(admin: SocketAddr, name: &str) -> Result<f64> {
+    let mut conn = Conn::connect(admin).await?;
+    let resp = conn.request(&Endpoint::get(admin, "/metrics")).await?;
+    let text = String::from_utf8_lossy(&resp.body);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("no {name} in /metrics"))
+}

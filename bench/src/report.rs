@@ -1,0 +1,167 @@
+//! The report of a run: figures against the targets, per-scenario tables of every pair, the
+//! machine and its load; written as JSON (everything) and Markdown (for BENCHMARKS.md).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::procfs::Machine;
+
+/// One figure held against a target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub scenario: &'static str,
+    pub figure: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub target: &'static str,
+    /// `None`: informational, or not measurable in this run.
+    pub met: Option<bool>,
+}
+
+impl Check {
+    pub fn new(scenario: &'static str, figure: impl Into<String>, value: f64, unit: &'static str) -> Self {
+        Self { scenario, figure: figure.into(), value, unit, target: "", met: None }
+    }
+
+    /// Holds the figure to `target` (its text) with `met`.
+    pub fn target(mut self, target: &'static str, met: bool) -> Self {
+        self.target = target;
+        self.met = Some(met && self.value.is_finite());
+        self
+    }
+}
+
+/// One scenario's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Section {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub checks: Vec<Check>,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub notes: Vec<String>,
+    /// Every run's raw result.
+    pub raw: Value,
+}
+
+impl Section {
+    pub fn new(id: &'static str, title: &'static str, header: &[&str]) -> Self {
+        Self {
+            id,
+            title,
+            checks: Vec::new(),
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+            raw: Value::Array(Vec::new()),
+        }
+    }
+
+    pub fn push_raw(&mut self, value: Value) {
+        if let Value::Array(items) = &mut self.raw {
+            items.push(value);
+        }
+    }
+}
+
+/// Load average of the machine around the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    pub before: f64,
+    pub during_min: f64,
+    pub during_median: f64,
+    pub during_max: f64,
+    pub after: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: &'static str,
+    pub started_unix: u64,
+    pub seconds: f64,
+    pub commit: Option<String>,
+    pub command: String,
+    pub machine: Machine,
+    pub load: Load,
+    pub pinning: String,
+    pub settings: Value,
+    pub sections: Vec<Section>,
+}
+
+/// Formats a figure for tables.
+pub fn fmt(v: f64) -> String {
+    if !v.is_finite() {
+        "–".to_owned()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = &self.machine;
+        let _ = writeln!(md, "# mcpgw benchmark report ({})\n", self.mode);
+        let _ = writeln!(md, "- command: `{}`", self.command);
+        if let Some(commit) = &self.commit {
+            let _ = writeln!(md, "- commit: `{commit}`");
+        }
+        let _ = writeln!(
+            md,
+            "- machine: {} × {}, {} GiB RAM, Linux {}, open files {}/{}",
+            m.cpus, m.cpu_model, m.mem_total_gib, m.kernel, m.nofile_soft, m.nofile_hard
+        );
+        let l = &self.load;
+        let _ = writeln!(
+            md,
+            "- load average (1 min): {} before, {} / {} / {} (min / median / max) during, {} after",
+            fmt(l.before),
+            fmt(l.during_min),
+            fmt(l.during_median),
+            fmt(l.during_max),
+            fmt(l.after)
+        );
+        let _ = writeln!(md, "- pinning: {}", self.pinning);
+        let _ = writeln!(md, "- duration: {:.0} s\n", self.seconds);
+        let _ =
+            writeln!(md, "## Targets\n\n| scenario | figure | value | target | met |\n|---|---|---|---|---|");
+        for c in self.sections.iter().flat_map(|s| &s.checks) {
+            let met = match c.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            };
+            let target = if c.target.is_empty() { "(info)" } else { c.target };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} {} | {} | {} |",
+                c.scenario,
+                c.figure,
+                fmt(c.value),
+                c.unit,
+                target,
+                met
+            );
+        }
+        for s in &self.sections {
+            let _ = writeln!(md, "\n## {}. {}\n", s.id, s.title);
+            if !s.header.is_empty() {
+                let _ = writeln!(md, "| {} |", s.header.join(" | "));
+                let _ = writeln!(md, "|{}", "---|".repeat(s.header.len()));
+                for row in &s.rows {
+                    let _ = writeln!(md, "| {} |", row.join(" | "));
+                }
+            }
+            for note in &s.notes {
+                let _ = writeln!(md, "\n{note}");
+            }
+        }
+        md
+    }
+}

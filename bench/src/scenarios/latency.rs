@@ -1,0 +1,88 @@
+//! b. Latency at a fixed rate (open loop, ~30% of the proxied saturation throughput, latency from each
+//! request's scheduled time): the p50 and p99 the proxy adds to a direct call, and nginx's for reference.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{Ctx, order};
+use crate::load::open;
+use crate::report::{Check, Section, fmt};
+use crate::stats::{Dist, median};
+
+pub async fn run(ctx: &mut Ctx<'_>, proxied_rps: f64) -> Result<Section> {
+    let p = ctx.profile;
+    let rate = (proxied_rps * p.rate_share).max(50.0);
+    let endpoints = ctx.stack.endpoints("bench");
+    let mut s = Section::new(
+        "b",
+        "latency at a fixed rate (open loop, 2026-07-28 tools/call)",
+        &["pass", "via", "rate req/s", "done req/s", "p50 µs", "p90 µs", "p99 µs", "max µs", "errors"],
+    );
+    let mut passes: Vec<BTreeMap<&'static str, Dist>> = Vec::new();
+    for pass in 0..=p.pairs {
+        let mut figures = BTreeMap::new();
+        for (via, ep) in order(pass, &endpoints) {
+            let r = open::run(ep.addr, ep.stateless_echo(), rate, p.open_connections, p.fixed_rate).await;
+            ctx.stack.check_alive()?;
+            let d = r.latency;
+            s.rows.push(vec![
+                if pass == 0 { "warm-up".into() } else { pass.to_string() },
+                via.label().into(),
+                fmt(rate),
+                fmt(r.rps),
+                fmt(d.p50_us),
+                fmt(d.p90_us),
+                fmt(d.p99_us),
+                fmt(d.max_us),
+                r.errors.to_string(),
+            ]);
+            if let Some(err) = &r.first_error {
+                s.notes.push(format!("pass {pass} via {}: {} errors, first: {err}", via.label(), r.errors));
+            }
+            s.push_raw(json!({"pass": pass, "via": via, "rate": rate, "result": r}));
+            if pass > 0 {
+                figures.insert(via.label(), d);
+            }
+        }
+        if pass > 0 {
+            passes.push(figures);
+        }
+    }
+    let added = |via: &str, pick: fn(&Dist) -> f64| {
+        median(
+            &passes
+                .iter()
+                .filter_map(|f| Some(pick(f.get(via)?) - pick(f.get("direct")?)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let p50 = added("proxy", |d| d.p50_us);
+    let p99 = added("proxy", |d| d.p99_us);
+    s.checks.push(
+        Check::new("b", format!("added p50 at {} req/s", fmt(rate)), p50, "µs")
+            .target("≤ +50 µs", p50 <= 50.0),
+    );
+    s.checks.push(
+        Check::new("b", format!("added p99 at {} req/s", fmt(rate)), p99, "µs")
+            .target("≤ +150 µs", p99 <= 150.0),
+    );
+    s.checks.push(Check::new("b", "nginx added p50", added("nginx", |d| d.p50_us), "µs"));
+    s.checks.push(Check::new("b", "nginx added p99", added("nginx", |d| d.p99_us), "µs"));
+    s.checks.push(Check::new(
+        "b",
+        "direct p50",
+        median(&passes.iter().filter_map(|f| Some(f.get("direct")?.p50_us)).collect::<Vec<_>>()),
+        "µs",
+    ));
+    s.notes.push(format!(
+        "Rate = {:.0}% of the proxied saturation throughput of scenario a, the same for every target; {} connections; {} s warm-up + {} s measured; added = median over {} passes of (target − direct) in the same pass.",
+        p.rate_share * 100.0,
+        p.open_connections,
+        p.fixed_rate.warmup.as_secs_f64(),
+        p.fixed_rate.measure.as_secs_f64(),
+        p.pairs
+    ));
+    Ok(s)
+}

@@ -1,0 +1,135 @@
+//! The scenarios of the issue (a–g), each measured as interleaved direct / proxied / nginx runs after a
+//! warm-up pass, and reported as medians over the pairs.
+
+pub mod latency;
+pub mod routing;
+pub mod setup;
+pub mod sse;
+pub mod streams;
+pub mod throughput;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::load::Window;
+use crate::orchestrate::stack::{Stack, Via};
+use crate::procfs;
+use crate::requests::Endpoint;
+
+/// Counts and durations of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// Measured pairs (each: direct, proxied and nginx once) after one warm-up pass.
+    pub pairs: usize,
+    /// Connections of the closed-loop (saturation) runs.
+    pub connections: usize,
+    pub saturation: Window,
+    /// Fixed rate as a share of the proxied saturation throughput.
+    pub rate_share: f64,
+    pub open_connections: usize,
+    pub fixed_rate: Window,
+    pub sse_connections: usize,
+    pub sse_events: u32,
+    pub sse_interval_ms: u64,
+    pub sse: Window,
+    pub setup: Window,
+    /// Idle stream counts measured, in order.
+    pub stream_levels: Vec<usize>,
+    pub stream_settle: Duration,
+    pub routing_changes: usize,
+}
+
+fn window(warmup_ms: u64, measure_ms: u64) -> Window {
+    Window { warmup: Duration::from_millis(warmup_ms), measure: Duration::from_millis(measure_ms) }
+}
+
+impl Profile {
+    pub fn full() -> Self {
+        Self {
+            pairs: 5,
+            connections: 32,
+            saturation: window(500, 3000),
+            rate_share: 0.3,
+            open_connections: 32,
+            fixed_rate: window(500, 4000),
+            sse_connections: 4,
+            sse_events: 10,
+            sse_interval_ms: 1,
+            sse: window(300, 3000),
+            setup: window(300, 2000),
+            stream_levels: vec![1000, 2000, 5000, 10_000],
+            stream_settle: Duration::from_secs(1),
+            routing_changes: 1000,
+        }
+    }
+
+    /// Seconds, not figures: keeps every code path running in CI.
+    pub fn smoke() -> Self {
+        Self {
+            pairs: 1,
+            connections: 4,
+            saturation: window(50, 200),
+            rate_share: 0.3,
+            open_connections: 4,
+            fixed_rate: window(50, 200),
+            sse_connections: 2,
+            sse_events: 3,
+            sse_interval_ms: 1,
+            sse: window(50, 200),
+            setup: window(50, 200),
+            stream_levels: vec![20, 50],
+            stream_settle: Duration::from_millis(100),
+            routing_changes: 10,
+        }
+    }
+}
+
+/// What every scenario gets.
+pub struct Ctx<'a> {
+    pub stack: &'a mut Stack,
+    pub profile: &'a Profile,
+    pub ticks_per_sec: u64,
+}
+
+/// The run order of pass `pass`: forwards on even passes, backwards on odd ones, so that drift in the
+/// machine's load hits every target alike.
+pub fn order(pass: usize, endpoints: &[(Via, Endpoint)]) -> Vec<(Via, Endpoint)> {
+    let mut v = endpoints.to_vec();
+    if pass % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
+/// CPU time of the processes that serve a run.
+pub struct CpuProbe {
+    pids: Vec<(&'static str, u32, u64)>,
+}
+
+impl CpuProbe {
+    pub fn start(stack: &Stack) -> Self {
+        let mut pids = vec![("fixture", stack.fixture.pid), ("proxy", stack.proxy.pid)];
+        if let Some((nginx, _)) = &stack.nginx {
+            pids.push(("nginx", nginx.pid));
+        }
+        Self { pids: pids.into_iter().map(|(n, p)| (n, p, procfs::cpu_ticks(p).unwrap_or(0))).collect() }
+    }
+
+    /// Microseconds of CPU per request for each process since `start`.
+    pub fn per_request(&self, requests: u64, ticks_per_sec: u64) -> Vec<(&'static str, f64)> {
+        self.pids
+            .iter()
+            .map(|(name, pid, before)| {
+                let used = procfs::cpu_ticks(*pid).unwrap_or(*before).saturating_sub(*before);
+                let us = used as f64 * 1e6 / ticks_per_sec as f64;
+                (*name, if requests == 0 { f64::NAN } else { us / requests as f64 })
+            })
+            .collect()
+    }
+}
+
+/// `a − b`, the figure added by a hop.
+pub fn added(a: f64, b: f64) -> f64 {
+    a - b
+}

@@ -1,0 +1,76 @@
+//! d. Legacy session setup (`initialize` + `notifications/initialized`) through the proxy: the latency it
+//! adds (the proxy seals the upstream's session id into a token, then opens it on the notification).
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{Ctx, order};
+use crate::load::setup;
+use crate::report::{Check, Section, fmt};
+use crate::stats::{Dist, median};
+
+pub async fn run(ctx: &mut Ctx<'_>) -> Result<Section> {
+    let p = ctx.profile;
+    let endpoints = ctx.stack.endpoints("bench");
+    let mut s = Section::new(
+        "d",
+        "legacy session setup (initialize + notifications/initialized, one connection, sequential)",
+        &["pass", "via", "setups", "p50 µs", "p90 µs", "p99 µs", "errors"],
+    );
+    let mut passes: Vec<BTreeMap<&'static str, Dist>> = Vec::new();
+    for pass in 0..=p.pairs {
+        let mut figures = BTreeMap::new();
+        for (via, ep) in order(pass, &endpoints) {
+            let r = setup::run(&ep, p.setup).await;
+            ctx.stack.check_alive()?;
+            s.rows.push(vec![
+                if pass == 0 { "warm-up".into() } else { pass.to_string() },
+                via.label().into(),
+                r.requests.to_string(),
+                fmt(r.latency.p50_us),
+                fmt(r.latency.p90_us),
+                fmt(r.latency.p99_us),
+                r.errors.to_string(),
+            ]);
+            if let Some(err) = &r.first_error {
+                s.notes.push(format!("pass {pass} via {}: {} errors, first: {err}", via.label(), r.errors));
+            }
+            s.push_raw(json!({"pass": pass, "via": via, "result": r}));
+            if pass > 0 {
+                figures.insert(via.label(), r.latency);
+            }
+        }
+        if pass > 0 {
+            passes.push(figures);
+        }
+    }
+    let added = |via: &str, pick: fn(&Dist) -> f64| {
+        median(
+            &passes
+                .iter()
+                .filter_map(|f| Some(pick(f.get(via)?) - pick(f.get("direct")?)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let p50 = added("proxy", |d| d.p50_us);
+    s.checks.push(
+        Check::new("d", "added session setup latency (p50)", p50 / 1000.0, "ms")
+            .target("≤ 0.2 ms", p50 <= 200.0),
+    );
+    s.checks.push(Check::new(
+        "d",
+        "added session setup latency (p99)",
+        added("proxy", |d| d.p99_us) / 1000.0,
+        "ms",
+    ));
+    s.checks.push(Check::new(
+        "d",
+        "nginx added session setup latency (p50)",
+        added("nginx", |d| d.p50_us) / 1000.0,
+        "ms",
+    ));
+    s.notes.push("Each session is deleted after it is timed (DELETE, not timed).".to_owned());
+    Ok(s)
+}

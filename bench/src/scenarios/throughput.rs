@@ -1,0 +1,211 @@
+//! a. Saturation throughput of `tools/call` (JSON answers, keep-alive, closed loop), proxied / direct and
+//! nginx / direct; and e. CPU per request of the proxy against the upstream's, from `/proc/<pid>/stat`
+//! over the same runs. Measured for 2026-07-28 stateless calls (the targets) and for calls inside legacy
+//! sessions (sealed session token opened on every call; informational).
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{CpuProbe, Ctx, order};
+use crate::http::Conn;
+use crate::load::closed;
+use crate::load::setup::setup;
+use crate::orchestrate::stack::Via;
+use crate::report::{Check, Section, fmt};
+use crate::requests::Endpoint;
+use crate::stats::median;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Stateless,
+    Session,
+}
+
+pub struct Outcome {
+    pub a: Section,
+    pub e: Section,
+    /// Median proxied saturation throughput of stateless calls (requests/s).
+    pub proxied_rps: f64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Figures {
+    rps: f64,
+    fixture_us: f64,
+    proxy_us: f64,
+    nginx_us: f64,
+}
+
+async fn requests(ep: &Endpoint, kind: Kind, conns: usize) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        out.push(match kind {
+            Kind::Stateless => ep.stateless_echo(),
+            Kind::Session => {
+                let mut conn = Conn::connect(ep.addr).await?;
+                let session = setup(&mut conn, ep, &ep.initialize()).await.map_err(anyhow::Error::msg)?;
+                ep.session_echo(&session)
+            }
+        });
+    }
+    Ok(out)
+}
+
+pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
+    let p = ctx.profile;
+    let endpoints = ctx.stack.endpoints("bench");
+    let mut a = Section::new(
+        "a",
+        "tools/call saturation throughput (closed loop, keep-alive, JSON answers)",
+        &[
+            "calls",
+            "pass",
+            "via",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "errors",
+            "fixture CPU µs/req",
+            "proxy CPU µs/req",
+            "nginx CPU µs/req",
+        ],
+    );
+    let mut e = Section::new("e", "CPU per request: proxy against the upstream (from /proc/<pid>/stat)", &[]);
+    let mut proxied_rps = f64::NAN;
+    for kind in [Kind::Stateless, Kind::Session] {
+        let label = if kind == Kind::Stateless { "stateless" } else { "session" };
+        let mut passes: Vec<BTreeMap<&'static str, Figures>> = Vec::new();
+        for pass in 0..=p.pairs {
+            let mut figures = BTreeMap::new();
+            for (via, ep) in order(pass, &endpoints) {
+                let reqs = requests(&ep, kind, p.connections).await?;
+                let probe = CpuProbe::start(ctx.stack);
+                let r = closed::run(ep.addr, reqs, p.saturation).await;
+                let cpu: BTreeMap<_, _> =
+                    probe.per_request(r.requests_total, ctx.ticks_per_sec).into_iter().collect();
+                ctx.stack.check_alive()?;
+                let cpu_of = |name: &str| cpu.get(name).copied().unwrap_or(f64::NAN);
+                let f = Figures {
+                    rps: r.rps,
+                    fixture_us: cpu_of("fixture"),
+                    proxy_us: if via == Via::Proxy { cpu_of("proxy") } else { f64::NAN },
+                    nginx_us: if via == Via::Nginx { cpu_of("nginx") } else { f64::NAN },
+                };
+                let pass_label = if pass == 0 { "warm-up".to_owned() } else { pass.to_string() };
+                a.rows.push(vec![
+                    label.into(),
+                    pass_label,
+                    via.label().into(),
+                    fmt(r.rps),
+                    fmt(r.latency.p50_us),
+                    fmt(r.latency.p99_us),
+                    r.errors.to_string(),
+                    fmt(f.fixture_us),
+                    fmt(f.proxy_us),
+                    fmt(f.nginx_us),
+                ]);
+                if let Some(err) = &r.first_error {
+                    a.notes.push(format!(
+                        "{label} pass {pass} via {}: {} errors, first: {err}",
+                        via.label(),
+                        r.errors
+                    ));
+                }
+                a.push_raw(
+                    json!({"calls": label, "pass": pass, "via": via, "cpu_us_per_request": cpu, "result": r}),
+                );
+                if pass > 0 {
+                    figures.insert(via.label(), f);
+                }
+            }
+            if pass > 0 {
+                passes.push(figures);
+            }
+        }
+        let ratio = |num: &str, den: &str| -> f64 {
+            median(
+                &passes
+                    .iter()
+                    .map(|f| f.get(num).map_or(f64::NAN, |x| x.rps) / f.get(den).map_or(f64::NAN, |x| x.rps))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let med = |via: &str, pick: fn(&Figures) -> f64| -> f64 {
+            median(&passes.iter().filter_map(|f| f.get(via).map(pick)).collect::<Vec<_>>())
+        };
+        let proxy_ratio = ratio("proxy", "direct");
+        let nginx_ratio = ratio("nginx", "direct");
+        // CPU of the proxy against the upstream's, both over the proxied runs.
+        let cpu_ratio = median(
+            &passes
+                .iter()
+                .filter_map(|f| f.get("proxy").map(|x| x.proxy_us / x.fixture_us))
+                .collect::<Vec<_>>(),
+        );
+        let nginx_cpu_ratio = median(
+            &passes
+                .iter()
+                .filter_map(|f| f.get("nginx").map(|x| x.nginx_us / x.fixture_us))
+                .collect::<Vec<_>>(),
+        );
+        if kind == Kind::Stateless {
+            proxied_rps = med("proxy", |f| f.rps);
+            a.checks.push(
+                Check::new("a", "proxied / direct throughput (2026-07-28 stateless)", proxy_ratio, "×")
+                    .target("≥ 0.50", proxy_ratio >= 0.5),
+            );
+            a.checks.push(Check::new("a", "nginx / direct throughput (stateless)", nginx_ratio, "×"));
+            a.checks.push(Check::new(
+                "a",
+                "direct throughput (stateless)",
+                med("direct", |f| f.rps),
+                "req/s",
+            ));
+            e.checks.push(Check::new(
+                "e",
+                "proxy CPU per request (stateless)",
+                med("proxy", |f| f.proxy_us),
+                "µs",
+            ));
+            e.checks.push(Check::new(
+                "e",
+                "upstream CPU per request (stateless)",
+                med("proxy", |f| f.fixture_us),
+                "µs",
+            ));
+            e.checks.push(
+                Check::new("e", "proxy / upstream CPU per request (stateless)", cpu_ratio, "×")
+                    .target("≤ 1.5×", cpu_ratio <= 1.5),
+            );
+            e.checks.push(Check::new(
+                "e",
+                "nginx / upstream CPU per request (stateless)",
+                nginx_cpu_ratio,
+                "×",
+            ));
+        } else {
+            a.checks.push(Check::new("a", "proxied / direct throughput (legacy session)", proxy_ratio, "×"));
+            a.checks.push(Check::new("a", "nginx / direct throughput (legacy session)", nginx_ratio, "×"));
+            e.checks.push(Check::new(
+                "e",
+                "proxy / upstream CPU per request (legacy session)",
+                cpu_ratio,
+                "×",
+            ));
+        }
+    }
+    a.notes.push(format!(
+        "{} connections, {} s warm-up + {} s measured per run; ratios are medians over {} interleaved passes (pass 0 is a warm-up, not counted).",
+        p.connections,
+        p.saturation.warmup.as_secs_f64(),
+        p.saturation.measure.as_secs_f64(),
+        p.pairs
+    ));
+    e.notes.push(
+        "CPU is utime + stime of each process over the whole run (warm-up included) divided by the requests completed in it; the upstream figure is the fixture's during the proxied runs, so both serve the same requests."
+            .to_owned(),
+    );
+    Ok(Outcome { a, e, proxied_rps })
+}
