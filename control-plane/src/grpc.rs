@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::hub::RoutingHub;
+use crate::passive::PassiveWriter;
 use crate::proxies::ProxyHandle;
 
 /// How long a new stream may take to say Hello.
@@ -68,8 +69,8 @@ impl RoutingDiscovery for RoutingService {
             "A proxy connected to the routing stream.");
         let handle = self.hub.proxies().register(proxy_id.clone(), peer);
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
-        let session =
-            Session { proxy_id, handle, tables: self.hub.subscribe(), inbound, tx, hub: self.hub.clone() };
+        let passive = PassiveWriter::spawn(self.hub.pool().clone(), proxy_id.clone());
+        let session = Session { proxy_id, handle, tables: self.hub.subscribe(), inbound, tx, passive };
         tokio::spawn(session.run(self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -82,7 +83,7 @@ struct Session {
     tables: watch::Receiver<Arc<ResourceSet>>,
     inbound: Streaming<ProxyMessage>,
     tx: mpsc::Sender<Result<RoutingUpdate, Status>>,
-    hub: Arc<RoutingHub>,
+    passive: PassiveWriter,
 }
 
 impl Session {
@@ -158,47 +159,9 @@ impl Session {
             }
             Kind::PassiveHealth(report) => {
                 tracing::debug!(proxy_id = %self.proxy_id, instances = report.instances.len(), "Passive health report.");
-                store_passive(self.hub.pool().clone(), self.proxy_id.clone(), report);
+                self.passive.report(report);
                 false
             }
         }
     }
-}
-
-/// Stores a proxy's passive health report in the background (every replica's API shows it).
-fn store_passive(pool: crate::db::DbPool, proxy_id: String, report: mcpgw_proto::v1::PassiveHealth) {
-    use mcpgw_proto::v1::BreakerState;
-    let now = chrono::Utc::now();
-    let rows: Vec<crate::model::PassiveRow> = report
-        .instances
-        .into_iter()
-        .filter_map(|o| {
-            let breaker = match o.breaker() {
-                BreakerState::Closed => "closed",
-                BreakerState::Open => "open",
-                BreakerState::HalfOpen => "half_open",
-                BreakerState::Unspecified => "unspecified",
-            };
-            Some(crate::model::PassiveRow {
-                instance_id: uuid::Uuid::parse_str(&o.instance_id).ok()?,
-                proxy_id: proxy_id.clone(),
-                breaker: breaker.to_owned(),
-                consecutive_failures: i32::try_from(o.consecutive_failures).unwrap_or(i32::MAX),
-                window_requests: i64::try_from(o.window_requests).unwrap_or(i64::MAX),
-                window_failures: i64::try_from(o.window_failures).unwrap_or(i64::MAX),
-                reported_at: now,
-            })
-        })
-        .collect();
-    tokio::spawn(async move {
-        let outcome = match pool.get().await {
-            Ok(mut conn) => crate::db::store::health::record_passive(&mut conn, &proxy_id, rows)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(%proxy_id, %error, "Could not store a passive health report.");
-        }
-    });
 }

@@ -13,6 +13,7 @@ pub mod hub;
 pub mod mcp;
 pub mod model;
 pub mod notify;
+pub mod passive;
 pub mod proxies;
 pub mod serve;
 pub mod ssrf;
