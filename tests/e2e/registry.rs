@@ -89,6 +89,21 @@ async fn refused_endpoints_and_the_api_contract() -> Result<()> {
     ensure!(status == 200, "{status}");
     let doc: Value = serde_json::from_str(&doc)?;
     ensure!(doc["openapi"] == "3.1.0" && doc["paths"]["/api/v1/servers"].is_object(), "{doc}");
+    // Valid OpenAPI 3.1 by the reference validator, not only parseable.
+    let spec_file = mcpgw_e2e::process::log_file("openapi").with_extension("json");
+    std::fs::write(&spec_file, serde_json::to_vec(&doc)?)?;
+    let check = "import sys\nfrom openapi_spec_validator import validate\nfrom openapi_spec_validator.readers import read_from_filename\nspec, _ = read_from_filename(sys.argv[1])\nvalidate(spec)\nprint('valid')";
+    let out = tokio::process::Command::new(peers_dir().join(".venv/bin/python"))
+        .args(["-c", check])
+        .arg(&spec_file)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, page) = cp.get_text("/docs").await?;
     ensure!(
         status == 200 && page.contains("/api/v1/openapi.json") && !page.contains("https://"),
