@@ -128,6 +128,20 @@ impl Checker {
         let mut instances = store::instances_of(&mut conn, None).await.map_err(|e| e.to_string())?;
         let mut fresh = HashMap::new();
         let d = self.defaults;
+        let disabled: Vec<Uuid> = servers
+            .iter()
+            .filter(|s| !s.health_check_enabled)
+            .flat_map(|s| instances.get(&s.id).into_iter().flatten().map(|i| i.id))
+            .collect();
+        if !disabled.is_empty()
+            && store::health::clear(&mut conn, &disabled).await.map_err(|e| e.to_string())?.is_some()
+        {
+            tracing::info!(
+                instances = disabled.len(),
+                "Health checks turned off: those instances are unknown again."
+            );
+            let _ = self.hub.refresh().await;
+        }
         for server in servers.iter().filter(|s| s.health_check_enabled) {
             let h = server.health_check();
             let ms = |v: Option<u32>, default: Duration| {

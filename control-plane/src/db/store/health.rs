@@ -72,6 +72,19 @@ pub async fn record(
     }
 }
 
+/// Forgets the active results of `ids` (checks turned off: the instances are unknown again, and take
+/// traffic). Bumps the routing version when a row went; returns it then.
+pub async fn clear(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<Option<i64>> {
+    let ids = ids.to_vec();
+    conn.transaction(async |conn| {
+        let gone = diesel::delete(instance_health::table.filter(instance_health::instance_id.eq_any(ids)))
+            .execute(conn)
+            .await?;
+        if gone > 0 { bump_version(conn).await.map(Some) } else { Ok(None) }
+    })
+    .await
+}
+
 /// One proxy's report: its rows are replaced by `rows` (instances that no longer exist are skipped).
 pub async fn record_passive(
     conn: &mut AsyncPgConnection,
