@@ -80,7 +80,7 @@ make_error_codes! {
     InvalidTransportType => ("invalid_transport_type", InvalidRequest, BAD_REQUEST);
     /// Both `endpoint_url` and `instances` were given; give one.
     ConflictingFields => ("conflicting_fields", InvalidRequest, BAD_REQUEST);
-    /// `instances` is empty, too long, lists an endpoint twice, or has a bad weight or metadata.
+    /// `instances` is too long, lists an endpoint twice, or has a bad weight or metadata.
     InvalidInstances => ("invalid_instances", InvalidRequest, BAD_REQUEST);
     /// `load_balancing` is not one of the policies.
     InvalidLoadBalancing => ("invalid_load_balancing", InvalidRequest, BAD_REQUEST);

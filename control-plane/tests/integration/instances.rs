@@ -84,6 +84,19 @@ async fn instances_are_added_listed_and_removed() {
     assert_eq!(empty.body["endpoint_url"], json!(null));
     assert_eq!(empty.body["health_status"], "unhealthy", "no instance can serve");
     assert!(app.hub.current().get(ResourceKind::Server, &id).is_some(), "the server stays routable (503)");
+    let patched = app
+        .call(
+            admin(TestRequest::patch().uri(&format!("/api/v1/servers/{id}")))
+                .set_json(json!({"description": "empty"})),
+        )
+        .await;
+    assert_eq!(
+        patched.status,
+        StatusCode::OK,
+        "a server without instances can still be patched: {}",
+        patched.body
+    );
+    assert_eq!(patched.body["instances"], json!([]));
 
     let missing = format!("/api/v1/servers/{}/instances", uuid::Uuid::new_v4());
     let reply = app

@@ -54,7 +54,12 @@ async fn bad_inputs_are_refused_and_nothing_is_written() {
             400,
             "conflicting_fields",
         ),
-        ("empty instances", post(json!({"name": "a", "instances": []})), 400, "invalid_instances"),
+        (
+            "an endpoint listed twice",
+            post(json!({"name": "a", "instances": [{"endpoint_url": OK_URL}, {"endpoint_url": OK_URL}]})),
+            400,
+            "invalid_instances",
+        ),
         (
             "unknown policy",
             post(json!({"name": "a", "endpoint_url": OK_URL, "load_balancing": "fastest"})),

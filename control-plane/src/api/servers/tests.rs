@@ -48,8 +48,10 @@ fn instances_list_and_conflicts() {
         json!({"name": "a", "endpoint_url": "http://h/", "instances": [{"endpoint_url": "http://h/"}]});
     assert_eq!(code(parse(both)), Code::ConflictingFields);
     assert_eq!(code(parse(json!({"name": "a"}))), Code::MissingField);
+    let empty =
+        parse(json!({"name": "a", "instances": []})).validate().expect("no instance is a valid state");
+    assert!(empty.instances.is_empty());
     for bad in [
-        json!([]),
         json!([{"endpoint_url": "http://h/"}, {"endpoint_url": "http://h/"}]),
         json!([{"endpoint_url": "http://h/", "weight": 0}]),
         json!([{"endpoint_url": "http://h/", "weight": 10001}]),

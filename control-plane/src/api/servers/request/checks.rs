@@ -7,10 +7,9 @@ use super::{InstanceRequest, MAX_TAG_CHARS, MAX_TAGS, err};
 use crate::api::{ApiError, Code};
 use crate::model::{CircuitBreaker, HealthCheck, HealthCheckSpec, InstanceSpec, MAX_INSTANCES};
 
+/// An empty list is allowed: it is the state a server is in after its last instance was removed (the
+/// proxy answers 503), so PATCH, export and import must be able to express it.
 pub(super) fn validate_instances(list: Vec<InstanceRequest>) -> Result<Vec<InstanceSpec>, ApiError> {
-    if list.is_empty() {
-        return Err(err(Code::InvalidInstances, "instances must list at least one instance"));
-    }
     if list.len() > MAX_INSTANCES {
         return Err(err(
             Code::InvalidInstances,
