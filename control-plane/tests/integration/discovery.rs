@@ -40,6 +40,17 @@ async fn discovery_lists_every_page_in_both_eras() {
         assert_eq!(discovery["protocol_version"], if modern { "2026-07-28" } else { "2025-11-25" });
         assert!(refreshed.body["capabilities"]["tools"].is_object(), "discovered capabilities are shown");
 
+        let uri = format!("/api/v1/servers/{id}/refresh");
+        let (one, two) = futures_util::future::join(
+            app.call(admin(TestRequest::post().uri(&uri))),
+            app.call(admin(TestRequest::post().uri(&uri))),
+        )
+        .await;
+        assert_eq!(
+            (one.status, two.status),
+            (StatusCode::OK, StatusCode::OK),
+            "concurrent refreshes take turns"
+        );
         let got = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}?include_tools=true"))).await;
         assert_eq!(names(&got.body["tools"]).len(), 5);
         assert!(got.body.get("prompts").is_none(), "only what was asked for");

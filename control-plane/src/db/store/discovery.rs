@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::schema::{
-    server_discovery, server_prompts, server_resource_templates, server_resources, server_tools,
+    server_discovery, server_prompts, server_resource_templates, server_resources, server_tools, servers,
 };
 use crate::mcp::ServerHello;
 use crate::mcp::lists::Capabilities;
@@ -57,6 +57,17 @@ pub async fn save_ok(
     let (hello, caps) = (hello.clone(), caps.clone());
     let outcome = conn
         .transaction(async |conn| {
+            // Concurrent discoveries of one server take turns here instead of interleaving their rows.
+            let exists = servers::table
+                .find(server_id)
+                .select(servers::id)
+                .for_update()
+                .first::<Uuid>(conn)
+                .await
+                .optional()?;
+            if exists.is_none() {
+                return Err(DieselError::NotFound);
+            }
             diesel::delete(server_tools::table.filter(server_tools::server_id.eq(server_id)))
                 .execute(conn)
                 .await?;
@@ -179,7 +190,9 @@ pub async fn save_ok(
         .await;
     match outcome {
         Ok(()) => Ok(true),
-        Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => Ok(false),
+        Err(
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) | DieselError::NotFound,
+        ) => Ok(false),
         Err(e) => Err(e),
     }
 }
