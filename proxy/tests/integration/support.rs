@@ -420,12 +420,24 @@ fn free_port() -> SocketAddr {
 }
 
 impl ProxyProcess {
+    /// Starts the proxy on two free ports and waits until both listeners accept connections. Ports are
+    /// picked by binding port 0 and releasing it, so another process can take one first: then the proxy
+    /// exits and a new pair is tried.
     pub async fn start(control_plane: &str, extra: &[&str]) -> Self {
+        for _ in 0..5 {
+            if let Some(proxy) = Self::try_start(control_plane, extra).await {
+                return proxy;
+            }
+        }
+        panic!("the proxy did not start on five pairs of free ports");
+    }
+
+    async fn try_start(control_plane: &str, extra: &[&str]) -> Option<Self> {
         let (listen, admin) = (free_port(), free_port());
         let dir = std::env::temp_dir().join("mcpgw-proxy-tests");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("proxy-{}.log", listen.port()));
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgw-proxy"))
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgw-proxy"))
             .args(["serve", "--listen", &listen.to_string(), "--admin-addr", &admin.to_string()])
             .args(["--control-plane", control_plane, "--grace-period", "0s", "--shutdown-timeout", "1s"])
             .args(extra)
@@ -435,16 +447,20 @@ impl ProxyProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn mcpgw-proxy");
-        let proxy = Self { listen, admin, _child: child, log };
-        let client = reqwest::Client::new();
-        let url = proxy.admin_url("/healthz");
-        within(&format!("proxy admin to answer (log: {})", proxy.log.display()), async {
-            while client.get(&url).send().await.is_err() {
+        let up = within(&format!("proxy listeners to accept (log: {})", log.display()), async {
+            loop {
+                if child.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+                let mcp = TcpStream::connect(listen).await.is_ok();
+                if mcp && TcpStream::connect(admin).await.is_ok() {
+                    return true;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
-        proxy
+        up.then_some(Self { listen, admin, _child: child, log })
     }
 
     pub fn admin_url(&self, path: &str) -> String {
@@ -462,7 +478,7 @@ impl ProxyProcess {
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
         let client = reqwest::Client::new();
-        within(what, async {
+        within(&format!("{what} (proxy log: {})", self.log.display()), async {
             loop {
                 if let Ok(r) = client.get(self.admin_url("/routes")).send().await
                     && let Ok(v) = r.json::<serde_json::Value>().await
