@@ -61,19 +61,22 @@ impl Proxy {
         let http = http_client();
         let readyz = format!("http://{admin}/readyz");
         let mut exited = false;
-        let ready = poll_until("proxy GET /readyz = 200", READY_TIMEOUT, || {
-            let status = proc.exited();
-            exited |= status.is_some();
-            let (http, readyz) = (http.clone(), readyz.clone());
-            async move {
-                if let Some(status) = status {
-                    bail!("proxy exited with {status}");
+        let ready =
+            poll_until("proxy GET /readyz = 200 and its MCP listener accepting", READY_TIMEOUT, || {
+                let status = proc.exited();
+                exited |= status.is_some();
+                let (http, readyz) = (http.clone(), readyz.clone());
+                async move {
+                    if let Some(status) = status {
+                        bail!("proxy exited with {status}");
+                    }
+                    let resp = http.get(&readyz).timeout(Duration::from_secs(2)).send().await?;
+                    // Pingora starts its listeners separately: the MCP one must accept too.
+                    let accepting = tokio::net::TcpStream::connect(listen).await.is_ok();
+                    Ok((resp.status().is_success() && accepting).then_some(()))
                 }
-                let resp = http.get(&readyz).timeout(Duration::from_secs(2)).send().await?;
-                Ok(resp.status().is_success().then_some(()))
-            }
-        })
-        .await;
+            })
+            .await;
         match ready {
             Ok(()) => Ok(Self { proc, listen, admin, http }),
             Err(e) if exited => Err(LaunchError::Exited(e.context(proc.describe()))),
