@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use mcpgw_proto::v1::{HealthStatus, LoadBalancing};
 use mcpgw_proto::validate::HashKey;
@@ -95,6 +95,11 @@ pub struct InstanceState {
     /// Requests in flight to this instance from this proxy.
     pub active: AtomicU32,
     gate: AtomicU8,
+    /// Successful requests so far. Successes are counted here rather than sent to the breaker service,
+    /// so the common path never wakes it; the service reads the count when a failure arrives.
+    pub successes: AtomicU64,
+    /// Consecutive failures as the breaker service last saw them (0: a success needs no report).
+    pub streak: AtomicU32,
 }
 
 /// Breaker position as the request path sees it.

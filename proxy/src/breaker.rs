@@ -7,6 +7,7 @@
 //! per failed probe up to `max_open`) → one probe request: success closes, failure re-opens.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +93,14 @@ pub struct Breakers {
 
 impl Breakers {
     pub fn report(&self, outcome: Outcome) {
+        let state = &outcome.state;
+        if outcome.ok {
+            state.successes.fetch_add(1, Ordering::Relaxed);
+            // A success only matters to the service when it ends a failure streak or answers a probe.
+            if state.streak.load(Ordering::Relaxed) == 0 && state.gate() == Gate::Closed {
+                return;
+            }
+        }
         // A full queue means the service is behind; dropping one sample is better than delaying a request.
         let _ = self.tx.try_send(outcome);
     }
@@ -110,13 +119,19 @@ struct Machine {
     phase: Phase,
     consecutive: u32,
     window_start: Instant,
-    requests: u64,
+    /// The instance's success count when the window started.
+    window_base: u64,
     failures: u64,
 }
 
 impl Machine {
-    fn new(now: Instant) -> Self {
-        Self { phase: Phase::Closed, consecutive: 0, window_start: now, requests: 0, failures: 0 }
+    fn new(now: Instant, successes: u64) -> Self {
+        Self { phase: Phase::Closed, consecutive: 0, window_start: now, window_base: successes, failures: 0 }
+    }
+
+    /// Requests in the current window, given the instance's success count now.
+    fn window_requests(&self, successes: u64) -> u64 {
+        successes.saturating_sub(self.window_base) + self.failures
     }
 
     fn gate(&self) -> Gate {
@@ -131,21 +146,24 @@ impl Machine {
         self.phase = Phase::Open { until: now + backoff, backoff };
     }
 
-    fn on_outcome(&mut self, ok: bool, now: Instant, cfg: &BreakerConfig) {
+    /// Applies one reported outcome; `successes` is the instance's success count (this one included).
+    fn on_outcome(&mut self, ok: bool, successes: u64, now: Instant, cfg: &BreakerConfig) {
         match self.phase {
             Phase::Closed => {
                 if now.duration_since(self.window_start) > cfg.window {
-                    (self.window_start, self.requests, self.failures) = (now, 0, 0);
+                    // Successes before a failure that opens a new window belong to the old one.
+                    let base = if ok { successes.saturating_sub(1) } else { successes };
+                    (self.window_start, self.window_base, self.failures) = (now, base, 0);
                 }
-                self.requests += 1;
                 if ok {
                     self.consecutive = 0;
                     return;
                 }
                 self.failures += 1;
                 self.consecutive += 1;
-                let ratio_tripped = self.requests >= u64::from(cfg.min_requests)
-                    && self.failures as f64 / self.requests as f64 >= cfg.failure_ratio;
+                let requests = self.window_requests(successes);
+                let ratio_tripped = requests >= u64::from(cfg.min_requests)
+                    && self.failures as f64 / requests as f64 >= cfg.failure_ratio;
                 if self.consecutive >= cfg.consecutive_failures || ratio_tripped {
                     self.open(now, cfg.open);
                 }
@@ -154,7 +172,7 @@ impl Machine {
             Phase::Open { .. } => {}
             Phase::HalfOpen { backoff, .. } => {
                 if ok {
-                    *self = Self::new(now);
+                    *self = Self::new(now, successes);
                 } else {
                     self.open(now, (backoff * 2).min(cfg.max_open));
                 }
@@ -235,19 +253,21 @@ impl BackgroundService for BreakerService {
                 outcome = rx.recv() => {
                     let Some(o) = outcome else { return };
                     let now = Instant::now();
+                    let successes = o.state.successes.load(Ordering::Relaxed);
                     let t = tracked.entry(o.instance_id.clone()).or_insert_with(|| Tracked {
-                        machine: Machine::new(now),
+                        machine: Machine::new(now, successes),
                         state: o.state.clone(),
                         server: o.server.clone(),
                         config: o.config,
                     });
                     if !Arc::ptr_eq(&t.state, &o.state) {
                         // The instance was re-created (its endpoint changed): start afresh.
-                        *t = Tracked { machine: Machine::new(now), state: o.state, server: o.server, config: o.config };
+                        *t = Tracked { machine: Machine::new(now, successes), state: o.state, server: o.server, config: o.config };
                     }
                     t.config = o.config;
                     let before = t.machine.gate();
-                    t.machine.on_outcome(o.ok, now, &t.config);
+                    t.machine.on_outcome(o.ok, successes, now, &t.config);
+                    t.state.streak.store(t.machine.consecutive, Ordering::Relaxed);
                     changed = apply(&o.instance_id, t, before);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
@@ -275,7 +295,7 @@ impl BackgroundService for BreakerService {
                         instance_id: id.to_string(),
                         breaker: breaker_state(t.machine.gate()) as i32,
                         consecutive_failures: t.machine.consecutive,
-                        window_requests: t.machine.requests,
+                        window_requests: t.machine.window_requests(t.state.successes.load(Ordering::Relaxed)),
                         window_failures: t.machine.failures,
                     })
                     .collect();
@@ -332,71 +352,108 @@ mod tests {
         }
     }
 
+    /// Drives a machine the way the service does, counting successes as the request path would.
+    struct Driver {
+        m: Machine,
+        successes: u64,
+    }
+
+    impl Driver {
+        fn new(now: Instant) -> Self {
+            Self { m: Machine::new(now, 0), successes: 0 }
+        }
+
+        fn outcome(&mut self, ok: bool, now: Instant, c: &BreakerConfig) {
+            self.successes += u64::from(ok);
+            self.m.on_outcome(ok, self.successes, now, c);
+        }
+    }
+
     #[test]
     fn opens_after_consecutive_failures_and_probes_back() {
         let c = cfg();
         let t0 = Instant::now();
-        let mut m = Machine::new(t0);
-        m.on_outcome(false, t0, &c);
-        m.on_outcome(false, t0, &c);
-        m.on_outcome(true, t0, &c);
-        m.on_outcome(false, t0, &c);
-        m.on_outcome(false, t0, &c);
-        assert_eq!(m.gate(), Gate::Closed, "a success resets the run");
-        m.on_outcome(false, t0, &c);
-        assert_eq!(m.gate(), Gate::Open);
-        assert!(!m.on_tick(t0 + Duration::from_millis(999), &c));
-        assert!(m.on_tick(t0 + Duration::from_secs(1), &c));
-        assert_eq!(m.gate(), Gate::HalfOpen);
+        let mut d = Driver::new(t0);
+        for ok in [false, false, true, false, false] {
+            d.outcome(ok, t0, &c);
+        }
+        assert_eq!(d.m.gate(), Gate::Closed, "a success resets the run");
+        d.outcome(false, t0, &c);
+        assert_eq!(d.m.gate(), Gate::Open);
+        assert!(!d.m.on_tick(t0 + Duration::from_millis(999), &c));
+        assert!(d.m.on_tick(t0 + Duration::from_secs(1), &c));
+        assert_eq!(d.m.gate(), Gate::HalfOpen);
         // A failed probe doubles the open period.
         let t1 = t0 + Duration::from_secs(1);
-        m.on_outcome(false, t1, &c);
-        assert_eq!(m.deadline(&c), Some(t1 + Duration::from_secs(2)));
-        m.on_tick(t1 + Duration::from_secs(2), &c);
-        m.on_outcome(true, t1 + Duration::from_secs(2), &c);
-        assert_eq!(m.gate(), Gate::Closed);
+        d.outcome(false, t1, &c);
+        assert_eq!(d.m.deadline(&c), Some(t1 + Duration::from_secs(2)));
+        d.m.on_tick(t1 + Duration::from_secs(2), &c);
+        d.outcome(true, t1 + Duration::from_secs(2), &c);
+        assert_eq!(d.m.gate(), Gate::Closed);
     }
 
     #[test]
     fn ejects_an_outlier_on_failure_ratio() {
         let c = cfg();
         let t0 = Instant::now();
-        let mut m = Machine::new(t0);
+        let mut d = Driver::new(t0);
         for i in 0..10 {
-            m.on_outcome(i % 2 == 0, t0, &c);
+            d.outcome(i % 2 == 0, t0, &c);
         }
-        assert_eq!(m.gate(), Gate::Open, "5 failures in 10 requests reach the 0.5 ratio");
-        let mut fresh = Machine::new(t0);
+        assert_eq!(d.m.gate(), Gate::Open, "5 failures in 10 requests reach the 0.5 ratio");
+        let mut fresh = Driver::new(t0);
         for i in 0..9 {
-            fresh.on_outcome(i % 2 == 0, t0, &c);
+            fresh.outcome(i % 2 == 0, t0, &c);
         }
-        assert_eq!(fresh.gate(), Gate::Closed, "below min_requests the ratio does not count");
+        assert_eq!(fresh.m.gate(), Gate::Closed, "below min_requests the ratio does not count");
         // The window restarts after `window`.
-        fresh.on_outcome(false, t0 + Duration::from_secs(11), &c);
-        assert_eq!((fresh.requests, fresh.failures), (1, 1));
+        fresh.outcome(false, t0 + Duration::from_secs(11), &c);
+        assert_eq!((fresh.m.window_requests(fresh.successes), fresh.m.failures), (1, 1));
     }
 
     #[test]
     fn backoff_is_capped_and_a_lost_probe_is_re_armed() {
         let c = cfg();
         let mut t = Instant::now();
-        let mut m = Machine::new(t);
+        let mut d = Driver::new(t);
         for _ in 0..3 {
-            m.on_outcome(false, t, &c);
+            d.outcome(false, t, &c);
         }
         for _ in 0..5 {
-            t = m.deadline(&c).unwrap();
-            m.on_tick(t, &c);
-            m.on_outcome(false, t, &c);
+            t = d.m.deadline(&c).unwrap();
+            d.m.on_tick(t, &c);
+            d.outcome(false, t, &c);
         }
-        assert_eq!(m.deadline(&c), Some(t + c.max_open));
+        assert_eq!(d.m.deadline(&c), Some(t + c.max_open));
         t += c.max_open;
-        m.on_tick(t, &c);
-        assert_eq!(m.gate(), Gate::HalfOpen);
+        d.m.on_tick(t, &c);
+        assert_eq!(d.m.gate(), Gate::HalfOpen);
         assert!(
-            m.on_tick(t + Duration::from_secs(1), &c),
+            d.m.on_tick(t + Duration::from_secs(1), &c),
             "no probe result within a second re-arms the probe"
         );
+    }
+
+    #[test]
+    fn successes_on_a_healthy_instance_wake_nothing() {
+        let (breakers, _service, _reports) = breakers();
+        let state = Arc::new(InstanceState::default());
+        let outcome = |ok| Outcome {
+            instance_id: Arc::from("i"),
+            server: Arc::from("s"),
+            state: state.clone(),
+            config: cfg(),
+            ok,
+        };
+        for _ in 0..10 {
+            breakers.report(outcome(true));
+        }
+        assert_eq!(breakers.tx.capacity(), QUEUE, "no success was queued");
+        assert_eq!(state.successes.load(Ordering::Relaxed), 10);
+        breakers.report(outcome(false));
+        state.streak.store(1, Ordering::Relaxed);
+        breakers.report(outcome(true));
+        assert_eq!(QUEUE - breakers.tx.capacity(), 2, "the failure and the success that ends its streak");
     }
 
     #[test]
