@@ -16,12 +16,16 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 smoke=""
+out=""
 args=()
-for arg in "$@"; do
-  case "$arg" in
+while [[ $# -gt 0 ]]; do
+  case "$1" in
     --smoke) smoke=1 ;;
-    *) args+=("$arg") ;;
+    --out) out="$2"; shift ;;
+    --out=*) out="${1#--out=}" ;;
+    *) args+=("$1") ;;
   esac
+  shift
 done
 
 log() { echo "bench: $*" >&2; }
@@ -35,11 +39,11 @@ as_root() {
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 if [[ -n "$smoke" ]]; then
   profile=debug
-  out="$target_dir/bench-report/smoke"
+  out="${out:-$target_dir/bench-report/smoke}"
   cargo_profile=()
 else
   profile=release
-  out="$target_dir/bench-report"
+  out="${out:-$target_dir/bench-report}"
   cargo_profile=(--release)
 fi
 bin_dir="$target_dir/$profile"
@@ -97,7 +101,7 @@ smoke_flag=()
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD 2>/dev/null || commit="$commit+dirty"
 export MCPGW_BENCH_COMMIT="$commit"
-export MCPGW_BENCH_COMMAND="scripts/bench.sh $*"
+export MCPGW_BENCH_COMMAND="scripts/bench.sh${smoke:+ --smoke}${args[*]:+ ${args[*]}}"
 
 log "running (reports in $out)"
 "${pin[@]}" "$bin_dir/mcpgw-bench" run "${smoke_flag[@]}" "${cpus[@]}" \

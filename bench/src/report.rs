@@ -18,11 +18,37 @@ pub struct Check {
     pub target: &'static str,
     /// `None`: informational, or not measurable in this run.
     pub met: Option<bool>,
+    /// Smallest and largest per-pass value (the figure is their median).
+    pub range: Option<(f64, f64)>,
 }
 
 impl Check {
     pub fn new(scenario: &'static str, figure: impl Into<String>, value: f64, unit: &'static str) -> Self {
-        Self { scenario, figure: figure.into(), value, unit, target: "", met: None }
+        Self { scenario, figure: figure.into(), value, unit, target: "", met: None, range: None }
+    }
+
+    /// The median of per-pass `values`, keeping their range.
+    pub fn over(
+        scenario: &'static str,
+        figure: impl Into<String>,
+        values: &[f64],
+        unit: &'static str,
+    ) -> Self {
+        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut check = Self::new(scenario, figure, crate::stats::median(&finite), unit);
+        if finite.len() > 1 {
+            check.range = Some((min, max));
+        }
+        check
+    }
+
+    /// Scales the figure and its range (µs → ms).
+    pub fn scaled(mut self, factor: f64) -> Self {
+        self.value *= factor;
+        self.range = self.range.map(|(a, b)| (a * factor, b * factor));
+        self
     }
 
     /// Holds the figure to `target` (its text) with `met`.
@@ -129,8 +155,8 @@ impl Report {
         );
         let _ = writeln!(md, "- pinning: {}", self.pinning);
         let _ = writeln!(md, "- duration: {:.0} s\n", self.seconds);
-        let _ =
-            writeln!(md, "## Targets\n\n| scenario | figure | value | target | met |\n|---|---|---|---|---|");
+        let _ = writeln!(md, "## Targets\n\nMedians over the measured passes; [smallest … largest pass].\n");
+        let _ = writeln!(md, "| scenario | figure | value | target | met |\n|---|---|---|---|---|");
         for c in self.sections.iter().flat_map(|s| &s.checks) {
             let met = match c.met {
                 Some(true) => "yes",
@@ -140,11 +166,12 @@ impl Report {
             let target = if c.target.is_empty() { "(info)" } else { c.target };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} {} | {} | {} |",
+                "| {} | {} | {} {}{} | {} | {} |",
                 c.scenario,
                 c.figure,
                 fmt(c.value),
                 c.unit,
+                c.range.map_or(String::new(), |(a, b)| format!(" [{} … {}]", fmt(a), fmt(b))),
                 target,
                 met
             );

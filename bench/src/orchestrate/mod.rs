@@ -43,8 +43,11 @@ fn cpus_allowed() -> String {
 }
 
 pub async fn run(opts: Options) -> Result<Report> {
-    let run_dir = opts.out.join("logs");
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::create_dir_all(opts.out.join("logs"))
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    // nginx resolves relative paths against its prefix: every path handed to a child is absolute.
+    let out = std::fs::canonicalize(&opts.out)?;
+    let run_dir = out.join("logs");
     let _ = std::fs::remove_file(run_dir.join("pids"));
     let started = Instant::now();
     let started_unix =
@@ -97,8 +100,8 @@ pub async fn run(opts: Options) -> Result<Report> {
         settings: serde_json::to_value(&opts.profile)?,
         sections,
     };
-    std::fs::write(opts.out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    std::fs::write(opts.out.join("report.md"), report.markdown())?;
+    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(out.join("report.md"), report.markdown())?;
     outcome.map(|()| report)
 }
 

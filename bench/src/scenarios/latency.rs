@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{Ctx, order};
 use crate::load::open;
 use crate::report::{Check, Section, fmt};
-use crate::stats::{Dist, median};
+use crate::stats::Dist;
 
 pub async fn run(ctx: &mut Ctx<'_>, proxied_rps: f64) -> Result<Section> {
     let p = ctx.profile;
@@ -50,32 +50,21 @@ pub async fn run(ctx: &mut Ctx<'_>, proxied_rps: f64) -> Result<Section> {
             passes.push(figures);
         }
     }
-    let added = |via: &str, pick: fn(&Dist) -> f64| {
-        median(
-            &passes
-                .iter()
-                .filter_map(|f| Some(pick(f.get(via)?) - pick(f.get("direct")?)))
-                .collect::<Vec<_>>(),
-        )
+    let added = |via: &str, pick: fn(&Dist) -> f64| -> Vec<f64> {
+        passes.iter().filter_map(|f| Some(pick(f.get(via)?) - pick(f.get("direct")?))).collect()
     };
-    let p50 = added("proxy", |d| d.p50_us);
-    let p99 = added("proxy", |d| d.p99_us);
-    s.checks.push(
-        Check::new("b", format!("added p50 at {} req/s", fmt(rate)), p50, "µs")
-            .target("≤ +50 µs", p50 <= 50.0),
-    );
-    s.checks.push(
-        Check::new("b", format!("added p99 at {} req/s", fmt(rate)), p99, "µs")
-            .target("≤ +150 µs", p99 <= 150.0),
-    );
-    s.checks.push(Check::new("b", "nginx added p50", added("nginx", |d| d.p50_us), "µs"));
-    s.checks.push(Check::new("b", "nginx added p99", added("nginx", |d| d.p99_us), "µs"));
-    s.checks.push(Check::new(
-        "b",
-        "direct p50",
-        median(&passes.iter().filter_map(|f| Some(f.get("direct")?.p50_us)).collect::<Vec<_>>()),
-        "µs",
-    ));
+    let check =
+        Check::over("b", format!("added p50 at {} req/s", fmt(rate)), &added("proxy", |d| d.p50_us), "µs");
+    let met = check.value <= 50.0;
+    s.checks.push(check.target("≤ +50 µs", met));
+    let check =
+        Check::over("b", format!("added p99 at {} req/s", fmt(rate)), &added("proxy", |d| d.p99_us), "µs");
+    let met = check.value <= 150.0;
+    s.checks.push(check.target("≤ +150 µs", met));
+    s.checks.push(Check::over("b", "nginx added p50", &added("nginx", |d| d.p50_us), "µs"));
+    s.checks.push(Check::over("b", "nginx added p99", &added("nginx", |d| d.p99_us), "µs"));
+    let direct: Vec<f64> = passes.iter().filter_map(|f| Some(f.get("direct")?.p50_us)).collect();
+    s.checks.push(Check::over("b", "direct p50", &direct, "µs"));
     s.notes.push(format!(
         "Rate = {:.0}% of the proxied saturation throughput of scenario a, the same for every target; {} connections; {} s warm-up + {} s measured; added = median over {} passes of (target − direct) in the same pass.",
         p.rate_share * 100.0,

@@ -124,74 +124,99 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                 passes.push(figures);
             }
         }
-        let ratio = |num: &str, den: &str| -> f64 {
-            median(
-                &passes
-                    .iter()
-                    .map(|f| f.get(num).map_or(f64::NAN, |x| x.rps) / f.get(den).map_or(f64::NAN, |x| x.rps))
-                    .collect::<Vec<_>>(),
-            )
+        let ratio = |num: &str, den: &str| -> Vec<f64> {
+            passes.iter().filter_map(|f| Some(f.get(num)?.rps / f.get(den)?.rps)).collect()
         };
-        let med = |via: &str, pick: fn(&Figures) -> f64| -> f64 {
-            median(&passes.iter().filter_map(|f| f.get(via).map(pick)).collect::<Vec<_>>())
+        let per_pass = |via: &str, pick: fn(&Figures) -> f64| -> Vec<f64> {
+            passes.iter().filter_map(|f| f.get(via).map(pick)).collect()
         };
-        let proxy_ratio = ratio("proxy", "direct");
-        let nginx_ratio = ratio("nginx", "direct");
         // CPU of the proxy against the upstream's, both over the proxied runs.
-        let cpu_ratio = median(
-            &passes
-                .iter()
-                .filter_map(|f| f.get("proxy").map(|x| x.proxy_us / x.fixture_us))
-                .collect::<Vec<_>>(),
-        );
-        let nginx_cpu_ratio = median(
-            &passes
-                .iter()
-                .filter_map(|f| f.get("nginx").map(|x| x.nginx_us / x.fixture_us))
-                .collect::<Vec<_>>(),
-        );
+        let cpu_ratio = per_pass("proxy", |x| x.proxy_us / x.fixture_us);
+        let nginx_cpu_ratio = per_pass("nginx", |x| x.nginx_us / x.fixture_us);
         if kind == Kind::Stateless {
-            proxied_rps = med("proxy", |f| f.rps);
-            a.checks.push(
-                Check::new("a", "proxied / direct throughput (2026-07-28 stateless)", proxy_ratio, "×")
-                    .target("≥ 0.50", proxy_ratio >= 0.5),
+            proxied_rps = median(&per_pass("proxy", |f| f.rps));
+            let check = Check::over(
+                "a",
+                "proxied / direct throughput (2026-07-28 stateless)",
+                &ratio("proxy", "direct"),
+                "×",
             );
-            a.checks.push(Check::new("a", "nginx / direct throughput (stateless)", nginx_ratio, "×"));
-            a.checks.push(Check::new(
+            let met = check.value >= 0.5;
+            a.checks.push(check.target("≥ 0.50", met));
+            a.checks.push(Check::over(
+                "a",
+                "nginx / direct throughput (stateless)",
+                &ratio("nginx", "direct"),
+                "×",
+            ));
+            a.checks.push(Check::over(
                 "a",
                 "direct throughput (stateless)",
-                med("direct", |f| f.rps),
+                &per_pass("direct", |f| f.rps),
                 "req/s",
             ));
-            e.checks.push(Check::new(
+            a.checks.push(Check::over(
+                "a",
+                "proxied throughput (stateless)",
+                &per_pass("proxy", |f| f.rps),
+                "req/s",
+            ));
+            e.checks.push(Check::over(
                 "e",
                 "proxy CPU per request (stateless)",
-                med("proxy", |f| f.proxy_us),
+                &per_pass("proxy", |f| f.proxy_us),
                 "µs",
             ));
-            e.checks.push(Check::new(
+            e.checks.push(Check::over(
                 "e",
-                "upstream CPU per request (stateless)",
-                med("proxy", |f| f.fixture_us),
+                "upstream CPU per request, proxied (stateless)",
+                &per_pass("proxy", |f| f.fixture_us),
                 "µs",
             ));
-            e.checks.push(
-                Check::new("e", "proxy / upstream CPU per request (stateless)", cpu_ratio, "×")
-                    .target("≤ 1.5×", cpu_ratio <= 1.5),
-            );
-            e.checks.push(Check::new(
+            e.checks.push(Check::over(
+                "e",
+                "upstream CPU per request, direct (stateless)",
+                &per_pass("direct", |f| f.fixture_us),
+                "µs",
+            ));
+            let check = Check::over("e", "proxy / upstream CPU per request (stateless)", &cpu_ratio, "×");
+            let met = check.value <= 1.5;
+            e.checks.push(check.target("≤ 1.5×", met));
+            e.checks.push(Check::over(
+                "e",
+                "nginx CPU per request (stateless)",
+                &per_pass("nginx", |f| f.nginx_us),
+                "µs",
+            ));
+            e.checks.push(Check::over(
                 "e",
                 "nginx / upstream CPU per request (stateless)",
-                nginx_cpu_ratio,
+                &nginx_cpu_ratio,
                 "×",
             ));
         } else {
-            a.checks.push(Check::new("a", "proxied / direct throughput (legacy session)", proxy_ratio, "×"));
-            a.checks.push(Check::new("a", "nginx / direct throughput (legacy session)", nginx_ratio, "×"));
-            e.checks.push(Check::new(
+            a.checks.push(Check::over(
+                "a",
+                "proxied / direct throughput (legacy session)",
+                &ratio("proxy", "direct"),
+                "×",
+            ));
+            a.checks.push(Check::over(
+                "a",
+                "nginx / direct throughput (legacy session)",
+                &ratio("nginx", "direct"),
+                "×",
+            ));
+            e.checks.push(Check::over(
+                "e",
+                "proxy CPU per request (legacy session)",
+                &per_pass("proxy", |f| f.proxy_us),
+                "µs",
+            ));
+            e.checks.push(Check::over(
                 "e",
                 "proxy / upstream CPU per request (legacy session)",
-                cpu_ratio,
+                &cpu_ratio,
                 "×",
             ));
         }
