@@ -56,6 +56,17 @@ pub fn loadavg1() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU pressure: the share of the last 10 s in which some runnable task waited for a CPU (`/proc/pressure/cpu`,
+/// `some avg10`, percent), the most direct sign of other work competing with the benchmark.
+pub fn cpu_pressure10() -> f64 {
+    std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|s| {
+            s.lines().next()?.split_whitespace().find_map(|f| f.strip_prefix("avg10=")?.parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
 /// The machine the figures come from.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {

@@ -100,6 +100,9 @@ pub struct Load {
     pub during_median: f64,
     pub during_max: f64,
     pub after: f64,
+    /// CPU pressure (`some avg10`, %) sampled during the run: median and largest.
+    pub cpu_pressure_median: f64,
+    pub cpu_pressure_max: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +155,12 @@ impl Report {
             fmt(l.during_median),
             fmt(l.during_max),
             fmt(l.after)
+        );
+        let _ = writeln!(
+            md,
+            "- CPU pressure (/proc/pressure/cpu some avg10): {} % median, {} % max during the run",
+            fmt(l.cpu_pressure_median),
+            fmt(l.cpu_pressure_max)
         );
         let _ = writeln!(md, "- pinning: {}", self.pinning);
         let _ = writeln!(md, "- duration: {:.0} s\n", self.seconds);

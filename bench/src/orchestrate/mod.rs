@@ -61,7 +61,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         tokio::spawn(async move {
             loop {
                 if let Ok(mut s) = samples.lock() {
-                    s.push(procfs::loadavg1());
+                    s.push((procfs::loadavg1(), procfs::cpu_pressure10()));
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
@@ -79,7 +79,9 @@ pub async fn run(opts: Options) -> Result<Report> {
     let outcome = scenarios(&opts, &mut stack, max_files, &mut sections).await;
     stack.stop().await;
     sampler.abort();
-    let during = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let sampled: Vec<(f64, f64)> = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let during: Vec<f64> = sampled.iter().map(|(l, _)| *l).collect();
+    let pressure: Vec<f64> = sampled.iter().map(|(_, p)| *p).collect();
     let min = during.iter().copied().fold(f64::INFINITY, f64::min);
     let max = during.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let report = Report {
@@ -95,6 +97,8 @@ pub async fn run(opts: Options) -> Result<Report> {
             during_median: median(&during),
             during_max: max,
             after: procfs::loadavg1(),
+            cpu_pressure_median: median(&pressure),
+            cpu_pressure_max: pressure.iter().copied().fold(f64::NAN, f64::max),
         },
         pinning,
         settings: serde_json::to_value(&opts.profile)?,
