@@ -71,8 +71,19 @@ pub fn target_dir() -> PathBuf {
 /// A port that was free a moment ago on 127.0.0.1 (bound to port 0, then released). For processes that
 /// cannot bind port 0 themselves; callers retry when they lose the race.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    // The kernel may hand a just-released port out again: never give one port to two processes of the
+    // same test (a proxy's admin port and a Python instance collided that way).
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..64 {
+        let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port that this test has not used already")
 }
 
 /// `127.0.0.1:<port>`.
