@@ -61,6 +61,10 @@ if [[ ! -x "$nginx_bin" ]]; then
   fi
 fi
 
+if [[ -n "${CI:-}" ]]; then
+  # As scripts/test.sh: the same setting reuses the binaries it just built.
+  export CARGO_INCREMENTAL=0
+fi
 log "building $profile binaries"
 cargo build "${cargo_profile[@]}" -p mcpgw-proxy -p mcpgw-control-plane -p mcpgw-bench --bins
 
