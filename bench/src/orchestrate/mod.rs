@@ -42,7 +42,25 @@ fn cpus_allowed() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
+/// Two runs on one machine would measure each other: runs take turns on this lock.
+const LOCK: &str = "/tmp/mcpgw-bench.lock";
+
+fn take_turn() -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK)?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    eprintln!("mcpgw-bench: another benchmark run holds {LOCK}; waiting for it to finish");
+    let waited = Instant::now();
+    file.lock()?;
+    eprintln!("mcpgw-bench: waited {:.0} s", waited.elapsed().as_secs_f64());
+    Ok(file)
+}
+
 pub async fn run(opts: Options) -> Result<Report> {
+    let _turn = take_turn().with_context(|| format!("locking {LOCK}"))?;
     std::fs::create_dir_all(opts.out.join("logs"))
         .with_context(|| format!("creating {}", opts.out.display()))?;
     // nginx resolves relative paths against its prefix: every path handed to a child is absolute.
