@@ -46,7 +46,12 @@ fn cpus_allowed() -> String {
 const LOCK: &str = "/tmp/mcpgw-bench.lock";
 
 fn take_turn() -> Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK)?;
+    let file = match std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK) {
+        Ok(file) => file,
+        // Created by another user: a read-only descriptor locks as well.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => std::fs::File::open(LOCK)?,
+        Err(e) => return Err(e.into()),
+    };
     match file.try_lock() {
         Ok(()) => return Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {}
