@@ -4,7 +4,6 @@
 //! response can be cut by the client at any moment.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::mcp::McpHttp;
-use crate::peers::{CLIENT_TIMEOUT, PyServerOpts, START_TIMEOUT, peers_dir};
-use crate::process::{Spawned, log_file, prepare};
+use crate::peers::{PyServerOpts, START_TIMEOUT, peers_dir};
+use crate::process::Spawned;
 use crate::sse::{SseEvent, SseParser};
 use crate::{ADMIN_TOKEN, ControlPlane, Proxy, TestDb, free_port, localhost, poll_until, wait_for_tcp};
 
@@ -382,32 +381,6 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// Runs a client CLI to completion; stdout must be one JSON document. Stderr goes to a log file.
-async fn run_client(label: &str, mut cmd: Command) -> Result<Value> {
-    let log = log_file(label);
-    let stderr = std::fs::File::create(&log)?;
-    prepare(&mut cmd);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true);
-    let shown = format!("{cmd:?}");
-    let child = cmd.spawn().with_context(|| format!("spawn {shown}"))?;
-    let out = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
-        .await
-        .with_context(|| format!("{label} did not finish within {CLIENT_TIMEOUT:?}: {shown}"))??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let context = || {
-        format!(
-            "{label} ({}): {shown}\nstdout: {stdout}\nstderr log: {}\n{}",
-            out.status,
-            log.display(),
-            crate::process::tail(&log, 30)
-        )
-    };
-    if !out.status.success() {
-        bail!("{} failed", context());
-    }
-    serde_json::from_str(stdout.trim()).with_context(context)
-}
-
 /// Runs `tests/peers/ts_client.mjs URL --mode MODE ACTION...` (the TS SDK v2 client) and returns its JSON
 /// document. `mode`: `legacy` (the SDK default), `auto`, a pin such as `2026-07-28`, or `sse` (HTTP+SSE);
 /// actions: `["list-tools"]`, `["call", NAME, JSON]`.
@@ -421,7 +394,7 @@ pub async fn ts_client(url: &str, mode: &str, action: &[&str]) -> Result<Value> 
         .arg("--mode")
         .arg(mode)
         .args(action);
-    run_client("ts-client", cmd).await
+    crate::peers::run_json("ts-client", cmd).await
 }
 
 /// What a [`CuttablePost`] has seen so far.

@@ -174,7 +174,7 @@ impl PyServer {
 }
 
 /// Runs a client CLI to completion; stdout must be one JSON document. Stderr goes to a log file.
-async fn run_json(label: &str, mut cmd: Command) -> Result<Value> {
+pub(crate) async fn run_json(label: &str, mut cmd: Command) -> Result<Value> {
     let log = log_file(label);
     let stderr = std::fs::File::create(&log)?;
     prepare(&mut cmd);
