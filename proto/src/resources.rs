@@ -278,6 +278,8 @@ mod tests {
             ResourceSet::new(1, [server("s1", "a"), health("i1")]),
             Err(ApplyError::DanglingParent { parent_kind: ResourceKind::Instance, .. })
         ));
-        assert!(ResourceSet::new(1, [server("s1", "a"), instance("i1", "s1", "http://h/"), health("i1")]).is_ok());
+        assert!(
+            ResourceSet::new(1, [server("s1", "a"), instance("i1", "s1", "http://h/"), health("i1")]).is_ok()
+        );
     }
 }
