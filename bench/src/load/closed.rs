@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use super::{Errors, RunResult, Window, describe, ns};
 use crate::http::Conn;
-use crate::stats::Dist;
 
 struct Worker {
     samples: Vec<u64>,
@@ -30,16 +29,7 @@ pub async fn run(addr: SocketAddr, requests: Vec<Vec<u8>>, window: Window) -> Ru
             Err(e) => errors.add(|| format!("worker panicked: {e}")),
         }
     }
-    let seconds = window.measure.as_secs_f64();
-    RunResult {
-        requests: samples.len() as u64,
-        requests_total: total,
-        errors: errors.count,
-        first_error: errors.first,
-        seconds,
-        rps: samples.len() as f64 / seconds,
-        latency: Dist::from_ns(&mut samples),
-    }
+    RunResult::new(samples, total, errors, &window)
 }
 
 async fn worker(addr: SocketAddr, req: Vec<u8>, from: Instant, end: Instant) -> Worker {

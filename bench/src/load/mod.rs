@@ -43,6 +43,23 @@ pub struct RunResult {
     pub latency: Dist,
 }
 
+impl RunResult {
+    /// A run's figures from its latency samples (ns, measurement window only), all requests completed and
+    /// its errors.
+    pub fn new(mut samples: Vec<u64>, total: u64, errors: Errors, window: &Window) -> Self {
+        let seconds = window.measure.as_secs_f64();
+        Self {
+            requests: samples.len() as u64,
+            requests_total: total,
+            errors: errors.count,
+            first_error: errors.first,
+            seconds,
+            rps: samples.len() as f64 / seconds,
+            latency: Dist::from_ns(&mut samples),
+        }
+    }
+}
+
 /// Errors of a run, keeping the first one's text.
 #[derive(Debug, Default)]
 pub struct Errors {

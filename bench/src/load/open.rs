@@ -11,7 +11,6 @@ use tokio::sync::{Mutex, mpsc};
 
 use super::{Errors, RunResult, Window, describe, ns};
 use crate::http::Conn;
-use crate::stats::Dist;
 
 /// Waits until `t` to within a few microseconds.
 pub async fn wait_until(t: Instant) {
@@ -68,16 +67,7 @@ pub async fn run(addr: SocketAddr, request: Vec<u8>, rate: f64, conns: usize, wi
             Err(e) => errors.add(|| format!("worker panicked: {e}")),
         }
     }
-    let seconds = window.measure.as_secs_f64();
-    RunResult {
-        requests: samples.len() as u64,
-        requests_total: total,
-        errors: errors.count,
-        first_error: errors.first,
-        seconds,
-        rps: samples.len() as f64 / seconds,
-        latency: Dist::from_ns(&mut samples),
-    }
+    RunResult::new(samples, total, errors, &window)
 }
 
 async fn worker(

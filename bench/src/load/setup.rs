@@ -6,7 +6,6 @@ use std::time::Instant;
 use super::{Errors, RunResult, Window, describe, ns};
 use crate::http::Conn;
 use crate::requests::Endpoint;
-use crate::stats::Dist;
 
 pub async fn run(ep: &Endpoint, window: Window) -> RunResult {
     let (from, end) = window.instants();
@@ -45,16 +44,7 @@ pub async fn run(ep: &Endpoint, window: Window) -> RunResult {
             }
         }
     }
-    let seconds = window.measure.as_secs_f64();
-    RunResult {
-        requests: samples.len() as u64,
-        requests_total: total,
-        errors: errors.count,
-        first_error: errors.first,
-        seconds,
-        rps: samples.len() as f64 / seconds,
-        latency: Dist::from_ns(&mut samples),
-    }
+    RunResult::new(samples, total, errors, &window)
 }
 
 /// Opens a legacy session on `conn`; returns its id (as the client sees it).
