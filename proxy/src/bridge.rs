@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ProxyError;
-use crate::forward::Failure;
+use crate::forward::{Failure, client_gone};
 use crate::gateway::{Gateway, RequestCtx};
 use crate::jsonrpc::Rpc;
 use crate::routing::{Instance, Server};
@@ -278,7 +278,7 @@ async fn send(
     let limit = gw.limits.upstream_timeout;
     let response = tokio::select! {
         r = tokio::time::timeout(limit, waiter) => r,
-        _ = session.read_body_or_idle(true) => {
+        _ = client_gone(session) => {
             // A legacy client's disconnect is not a cancellation; the late response is dropped.
             return Ok(());
         }
@@ -367,7 +367,7 @@ async fn stream(session: &mut Session, ctx: &mut RequestCtx, bridge: &Bridge) ->
                 }
                 None => break,
             },
-            _ = session.read_body_or_idle(true) => return Ok(()),
+            _ = client_gone(session) => return Ok(()),
         }
     }
     session.write_response_body(None, true).await.map_err(Failure::Abort)

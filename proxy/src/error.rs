@@ -11,6 +11,10 @@ pub const GATEWAY_ERROR_CODE: i64 = -32000;
 pub const SESSION_NOT_FOUND_CODE: i64 = -32001;
 /// 2026-07-28 HeaderMismatch: routing headers disagree with the body.
 pub const HEADER_MISMATCH_CODE: i64 = -32020;
+/// JSON-RPC Invalid Request: the body is not one request or notification.
+pub const INVALID_REQUEST_CODE: i64 = -32600;
+/// JSON-RPC Invalid params: a field the request must carry is absent.
+pub const INVALID_PARAMS_CODE: i64 = -32602;
 
 /// What went wrong while handling a request, from the client's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,10 @@ pub enum ProxyError {
     SessionNotFound(String),
     #[error("request headers do not match the body: {0}")]
     HeaderMismatch(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
     #[error("server {server:?} does not serve the legacy HTTP+SSE transport")]
     NotSse { server: String },
     #[error("{0}")]
@@ -47,6 +55,17 @@ pub enum ProxyError {
     UpstreamFailed { server: String, detail: String },
 }
 
+impl From<crate::headers::Refusal> for ProxyError {
+    fn from(refusal: crate::headers::Refusal) -> Self {
+        use crate::headers::Refusal;
+        match refusal {
+            Refusal::InvalidRequest(detail) => Self::InvalidRequest(detail),
+            Refusal::InvalidParams(detail) => Self::InvalidParams(detail),
+            Refusal::HeaderMismatch(detail) => Self::HeaderMismatch(detail),
+        }
+    }
+}
+
 impl ProxyError {
     /// HTTP status the client receives.
     pub fn status(&self) -> u16 {
@@ -56,6 +75,8 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => 413,
             Self::BadRequestBody(_)
             | Self::HeaderMismatch(_)
+            | Self::InvalidRequest(_)
+            | Self::InvalidParams(_)
             | Self::BadRequest(_)
             | Self::LegacyOnly { .. } => 400,
             Self::Conflict(_) => 409,
@@ -76,6 +97,8 @@ impl ProxyError {
             Self::BadRequestBody(_) => "bad_request_body",
             Self::SessionNotFound(_) => "session_not_found",
             Self::HeaderMismatch(_) => "header_mismatch",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidParams(_) => "invalid_params",
             Self::NotSse { .. } => "not_sse",
             Self::BadRequest(_) => "bad_request",
             Self::Conflict(_) => "conflict",
@@ -91,6 +114,8 @@ impl ProxyError {
         match self {
             Self::SessionNotFound(_) => SESSION_NOT_FOUND_CODE,
             Self::HeaderMismatch(_) => HEADER_MISMATCH_CODE,
+            Self::InvalidRequest(_) => INVALID_REQUEST_CODE,
+            Self::InvalidParams(_) => INVALID_PARAMS_CODE,
             _ => GATEWAY_ERROR_CODE,
         }
     }
@@ -126,6 +151,8 @@ mod tests {
             (ProxyError::NoInstance { server: server(), detail: detail() }, 503, "no_instance"),
             (ProxyError::SessionNotFound(detail()), 404, "session_not_found"),
             (ProxyError::HeaderMismatch(detail()), 400, "header_mismatch"),
+            (ProxyError::InvalidRequest(detail()), 400, "invalid_request"),
+            (ProxyError::InvalidParams(detail()), 400, "invalid_params"),
             (ProxyError::NotSse { server: server() }, 404, "not_sse"),
             (ProxyError::BadRequest(detail()), 400, "bad_request"),
             (ProxyError::Conflict(detail()), 409, "conflict"),

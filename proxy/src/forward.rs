@@ -29,6 +29,19 @@ use crate::sse::EndpointRewriter;
 /// Longest time a legacy response is drained after its client left.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
+/// Resolves when the client has closed or reset its connection; pending while it is open.
+///
+/// Pingora's idle probe reads one byte from the client. On a keep-alive connection that byte may be the
+/// first of the client's next request (sent as soon as a `Content-Length` response was complete): with
+/// pipelining enabled on the session (`Gateway::request_filter`) Pingora keeps it for that request and
+/// the probe stays pending; without, the byte was lost and the next request reached the upstream as
+/// `OST …`. Whatever ends the wait, the connection is not reused: a stream we stopped reading in order
+/// cannot carry another request.
+pub(crate) async fn client_gone(session: &mut Session) {
+    let _ = session.read_body_or_idle(true).await;
+    session.set_keepalive(None);
+}
+
 /// How a request ends early.
 pub enum Failure {
     /// Answer the client with this error (if no response has started yet).
@@ -356,7 +369,7 @@ async fn exchange(
     // Wait for the response header, watching for the client leaving meanwhile.
     let header = tokio::select! {
         r = tokio::time::timeout(gw.limits.upstream_timeout, up.read_response_header()) => r,
-        _ = session.read_body_or_idle(true) => {
+        _ = client_gone(session) => {
             abandon(gw, up, peer, gone);
             return Ok(None);
         }
@@ -421,7 +434,7 @@ async fn exchange(
                     return Err(Attempt::Failed(Failure::Abort(e), Some(false)));
                 }
             },
-            _ = session.read_body_or_idle(true) => {
+            _ = client_gone(session) => {
                 abandon(gw, up, peer, gone);
                 return Ok(Some(upstream_ok));
             }

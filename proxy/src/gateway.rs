@@ -73,6 +73,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Bytes of the client's next request that arrive while this one is answered are kept for it, not
+        // dropped: see `forward::client_gone`. HTTP/1.1 requests on one connection are still answered in
+        // order, one at a time (RFC 9112 §9.3.2).
+        session.set_pipelining_enabled(true);
         match self.handle(session, ctx).await {
             Ok(()) => Ok(true),
             Err(Failure::Reply(error)) => {

@@ -24,46 +24,72 @@ pub fn is_stateless(req: &RequestHeader) -> bool {
     protocol_version(req).is_some_and(|v| v >= STATELESS_REVISION)
 }
 
-/// Decodes a header value, honouring the `=?base64?…?=` form used for values that are not plain ASCII.
+/// Decodes a header value: surrounding whitespace is not part of it (RFC 9110 §5.5), and the
+/// `=?base64?…?=` form carries values that are not plain ASCII.
 pub fn decode_value(raw: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(raw).ok()?;
+    let text = std::str::from_utf8(raw).ok()?.trim_matches([' ', '\t']);
     match text.strip_prefix("=?base64?").and_then(|t| t.strip_suffix("?=")) {
         Some(b64) => String::from_utf8(STANDARD.decode(b64).ok()?).ok(),
         None => Some(text.to_owned()),
     }
 }
 
-/// Checks a 2026-07-28 request's headers against its body; `Err` carries the reason for the -32020 error.
-pub fn check(req: &RequestHeader, rpc: Option<&Rpc>) -> Result<(), String> {
+/// Why a 2026-07-28 request is refused before it is routed. A header that disagrees with the body (or is
+/// missing) is a header mismatch; a body that lacks what every 2026-07-28 request must carry is invalid,
+/// whatever its headers say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The body is not one JSON-RPC request or notification (`-32600`).
+    InvalidRequest(String),
+    /// A field the body must carry is absent (`-32602`).
+    InvalidParams(String),
+    /// A routing header is absent or differs from the body (`-32020`).
+    HeaderMismatch(String),
+}
+
+/// Checks a 2026-07-28 request's headers against its body.
+pub fn check(req: &RequestHeader, rpc: Option<&Rpc>) -> Result<(), Refusal> {
     let header = |name: &str| req.headers.get(name).map(|v| decode_value(v.as_bytes()));
     let Some(Rpc::Message { method, name, protocol_version: meta_version, .. }) = rpc else {
-        return Err("the body must be one JSON-RPC request or notification".into());
+        return Err(Refusal::InvalidRequest("the body must be one JSON-RPC request or notification".into()));
     };
     let version = protocol_version(req).unwrap_or_default();
-    if meta_version.as_deref() != Some(version) {
-        return Err(format!(
-            "MCP-Protocol-Version {version:?} does not match params._meta protocolVersion {meta_version:?}"
-        ));
+    match meta_version {
+        None => {
+            return Err(Refusal::InvalidParams(
+                "params._meta must carry io.modelcontextprotocol/protocolVersion".into(),
+            ));
+        }
+        Some(v) if v != version => {
+            return Err(Refusal::HeaderMismatch(format!(
+                "MCP-Protocol-Version {version:?} does not match params._meta protocolVersion {v:?}"
+            )));
+        }
+        Some(_) => {}
     }
     match header("mcp-method") {
-        None => return Err("Mcp-Method header is required".into()),
+        None => return Err(Refusal::HeaderMismatch("Mcp-Method header is required".into())),
         Some(v) if v.as_deref() != Some(method.as_str()) => {
-            return Err(format!(
+            return Err(Refusal::HeaderMismatch(format!(
                 "Mcp-Method {:?} does not match the body's method {method:?}",
                 v.unwrap_or_default()
-            ));
+            )));
         }
         Some(_) => {}
     }
     if NAMED_METHODS.contains(&method.as_str()) {
-        match (header("mcp-name"), name) {
-            (None, _) => return Err(format!("Mcp-Name header is required for {method}")),
-            (Some(h), Some(n)) if h.as_deref() == Some(n.as_str()) => {}
-            (Some(h), n) => {
-                return Err(format!(
-                    "Mcp-Name {:?} does not match the body's name {n:?}",
+        let Some(name) = name else {
+            let field = if method == "resources/read" { "uri" } else { "name" };
+            return Err(Refusal::InvalidParams(format!("{method} requires params.{field}")));
+        };
+        match header("mcp-name") {
+            None => return Err(Refusal::HeaderMismatch(format!("Mcp-Name header is required for {method}"))),
+            Some(h) if h.as_deref() == Some(name.as_str()) => {}
+            Some(h) => {
+                return Err(Refusal::HeaderMismatch(format!(
+                    "Mcp-Name {:?} does not match the body's name {name:?}",
                     h.unwrap_or_default()
-                ));
+                )));
             }
         }
     }
@@ -120,8 +146,45 @@ mod tests {
         }
         let mut old = req(&[("Mcp-Method", "tools/call"), ("Mcp-Name", "echo")]);
         old.insert_header("MCP-Protocol-Version", "2026-07-29").unwrap();
-        assert!(check(&old, call("echo").as_ref()).unwrap_err().contains("protocolVersion"));
-        assert!(check(&req(&[("Mcp-Method", "x")]), None).is_err(), "a batch or garbage body");
+        assert!(matches!(
+            check(&old, call("echo").as_ref()),
+            Err(Refusal::HeaderMismatch(m)) if m.contains("protocolVersion")
+        ));
+        assert!(matches!(check(&req(&[("Mcp-Method", "x")]), None), Err(Refusal::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn whitespace_around_values_is_not_part_of_them() {
+        let headers = [("Mcp-Method", " tools/call\t"), ("Mcp-Name", "  echo  ")];
+        assert_eq!(check(&req(&headers), call("echo").as_ref()), Ok(()));
+    }
+
+    /// A body that lacks a field every such request must carry is invalid (-32602) whatever the headers
+    /// say; only a header that is absent or differs is a mismatch (-32020).
+    #[test]
+    fn absent_body_fields_are_invalid_params() {
+        let body = |params: serde_json::Value| {
+            Rpc::inspect(
+                json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":params}).to_string().as_bytes(),
+            )
+        };
+        let headers = req(&[("Mcp-Method", "tools/call"), ("Mcp-Name", "echo")]);
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+        for params in [
+            json!({"name": "echo"}),
+            json!({"name": "echo", "_meta": {"io.modelcontextprotocol/clientCapabilities": {}}}),
+            json!({"_meta": meta}),
+        ] {
+            assert!(
+                matches!(check(&headers, body(params.clone()).as_ref()), Err(Refusal::InvalidParams(_))),
+                "{params}"
+            );
+        }
+        let no_name = req(&[("Mcp-Method", "tools/call")]);
+        assert!(matches!(
+            check(&no_name, body(json!({"name": "echo", "_meta": meta})).as_ref()),
+            Err(Refusal::HeaderMismatch(_))
+        ));
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn mcp_plan(
 ) -> Result<Plan, ProxyError> {
     let req = session.req_header();
     if req.method == http::Method::POST && headers::is_stateless(req) {
-        headers::check(req, rpc).map_err(ProxyError::HeaderMismatch)?;
+        headers::check(req, rpc)?;
     }
     let Some(token) = req.headers.get("mcp-session-id") else {
         return Ok(Plan {

@@ -22,6 +22,7 @@ mod replicas;
 mod routing;
 mod streams;
 mod tokens;
+mod transparency;
 
 use serde_json::Value;
 

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// One request as the upstream received it.
@@ -37,25 +38,51 @@ impl Recorded {
 pub struct RecordingUpstream {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
+    gate: Option<Arc<Semaphore>>,
     task: JoinHandle<()>,
+}
+
+/// How a [`RecordingUpstream`] treats its connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordingOptions {
+    /// Answer this many requests on a keep-alive connection, the last with `Connection: close`, then
+    /// close it (hyper's and nginx's `keepalive_requests`); `None` keeps connections open.
+    pub close_after: Option<usize>,
+    /// Record each `tools/call` at once but answer it only when [`RecordingUpstream::release`] allows
+    /// (other requests, such as the control plane's discovery, are answered at once).
+    pub gated: bool,
 }
 
 impl RecordingUpstream {
     /// Starts listening.
     pub async fn start() -> Result<Self> {
+        Self::start_with(RecordingOptions::default()).await
+    }
+
+    /// Starts listening with `options`.
+    pub async fn start_with(options: RecordingOptions) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
+        let gate = options.gated.then(|| Arc::new(Semaphore::new(0)));
+        let conn_gate = gate.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let sink = sink.clone();
+                let (sink, gate) = (sink.clone(), conn_gate.clone());
                 tokio::spawn(async move {
-                    let _ = serve_connection(stream, sink).await;
+                    let _ = serve_connection(stream, sink, options.close_after, gate).await;
                 });
             }
         });
-        Ok(Self { addr, received, task })
+        Ok(Self { addr, received, gate, task })
+    }
+
+    /// Lets a gated upstream answer `n` more requests.
+    pub fn release(&self, n: usize) {
+        if let Some(gate) = &self.gate {
+            gate.add_permits(n);
+        }
     }
 
     /// `http://127.0.0.1:<port>/mcp`.
@@ -80,24 +107,38 @@ impl Drop for RecordingUpstream {
     }
 }
 
-async fn serve_connection(stream: TcpStream, sink: Arc<Mutex<Vec<Recorded>>>) -> Result<()> {
+async fn serve_connection(
+    stream: TcpStream,
+    sink: Arc<Mutex<Vec<Recorded>>>,
+    close_after: Option<usize>,
+    gate: Option<Arc<Semaphore>>,
+) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
+    let mut answered = 0;
     loop {
         let Some(request) = read_request(&mut reader).await? else { return Ok(()) };
-        let close = request.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let id = serde_json::from_slice::<Value>(&request.body).ok().and_then(|v| v.get("id").cloned());
+        answered += 1;
+        let last = close_after.is_some_and(|n| answered >= n);
+        let close = last || request.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let connection = if last { "connection: close\r\n" } else { "" };
+        let message = serde_json::from_slice::<Value>(&request.body).ok();
+        let id = message.as_ref().and_then(|v| v.get("id").cloned());
+        let call = message.is_some_and(|v| v["method"] == "tools/call");
         let len = request.body.len();
         sink.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        if let Some(gate) = gate.as_ref().filter(|_| call) {
+            gate.acquire().await?.forget();
+        }
         let response = match id {
             Some(id) => {
                 let body = json!({"jsonrpc": "2.0", "id": id, "result": {"receivedBytes": len}}).to_string();
                 format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{connection}content-length: {}\r\n\r\n{body}",
                     body.len()
                 )
             }
-            None => "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_owned(),
+            None => format!("HTTP/1.1 202 Accepted\r\n{connection}content-length: 0\r\n\r\n"),
         };
         write.write_all(response.as_bytes()).await?;
         write.flush().await?;
