@@ -17,7 +17,7 @@ http_addr="${MCPGW_HTTP_ADDR:-127.0.0.1:8000}"
 listen="${MCPGW_LISTEN:-127.0.0.1:8080}"
 admin_addr="${MCPGW_ADMIN_ADDR:-127.0.0.1:9180}"
 
-command -v cmake >/dev/null || { echo "cmake is required to build (Debian: apt-get install -y cmake)" >&2; exit 1; }
+"$root/scripts/system-deps.sh"
 echo "==> Installing the demo MCP server (npm) and building mcpgw ($profile)…"
 "$root/tests/peers/install.sh" npm
 if [[ "$profile" == release ]]; then cargo build --release --bins; else cargo build --bins; fi

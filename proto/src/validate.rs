@@ -70,6 +70,23 @@ pub fn endpoint_url(raw: &str) -> Result<Url, EndpointError> {
     Ok(url)
 }
 
+/// An endpoint URL fit for logs and operator views: every query value (where upstream API keys tend to
+/// hide) is replaced by `redacted`; the names stay so the shape remains recognisable.
+pub fn redacted(url: &Url) -> String {
+    if url.query().is_none() {
+        return url.to_string();
+    }
+    let names: Vec<String> = url.query_pairs().map(|(name, _)| name.into_owned()).collect();
+    let mut out = url.clone();
+    out.query_pairs_mut().clear().extend_pairs(names.iter().map(|n| (n.as_str(), "redacted")));
+    out.to_string()
+}
+
+/// [`redacted`] of a URL given as text (text that is not a URL is shown as `<invalid URL>`).
+pub fn redacted_str(raw: &str) -> String {
+    Url::parse(raw).map_or_else(|_| "<invalid URL>".to_owned(), |url| redacted(&url))
+}
+
 /// What a `consistent_hash` server hashes to pick an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
@@ -102,6 +119,14 @@ pub fn hash_key(raw: &str) -> Result<HashKey, HashKeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_hides_query_values() {
+        let url = endpoint_url("https://up.example/mcp?api_key=s3cret&region=eu").unwrap();
+        assert_eq!(redacted(&url), "https://up.example/mcp?api_key=redacted&region=redacted");
+        let plain = endpoint_url("http://127.0.0.1:3001/mcp").unwrap();
+        assert_eq!(redacted(&plain), "http://127.0.0.1:3001/mcp");
+    }
 
     #[test]
     fn accepts_dns_labels() {

@@ -88,7 +88,7 @@ impl AdminApp {
                     .map(|i| {
                         json!({
                             "id": &*i.id,
-                            "endpoint_url": i.endpoint.as_str(),
+                            "endpoint_url": mcpgw_proto::validate::redacted(&i.endpoint),
                             "weight": i.weight,
                             "health": health_label(i.health),
                             "breaker": gate_label(i.state.gate()),

@@ -100,6 +100,21 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_TABLE_CACHE", global = true)]
     pub table_cache: Option<std::path::PathBuf>,
 
+    /// Base URL clients use to reach this gateway (default `http://<--listen>`); its origin is allowed in
+    /// `Origin` and its host in `Host` unless the lists below are given.
+    #[arg(long, env = "MCPGW_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    /// `Host` values the MCP listener serves, comma-separated: names (any port) or `name:port`; `*` for any.
+    /// Default: `localhost`, `127.0.0.1`, `[::1]` and the `--public-url` host. Others get 421.
+    #[arg(long, env = "MCPGW_ALLOWED_HOSTS", value_delimiter = ',', global = true)]
+    pub allowed_hosts: Vec<String>,
+
+    /// `Origin` values accepted from browsers, comma-separated (`https://app.example`); `*` for any. Default:
+    /// the `--public-url` origin. A request with another `Origin` gets 403; one without `Origin` passes.
+    #[arg(long, env = "MCPGW_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    pub allowed_origins: Vec<String>,
+
     /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
     #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -125,6 +140,9 @@ pub struct Config {
     pub session_previous_keys: Vec<[u8; session::KEY_LEN]>,
     pub session_ttl: Duration,
     pub table_cache: Option<std::path::PathBuf>,
+    /// Base URL clients use (no trailing slash in its path).
+    pub public_url: url::Url,
+    pub front: crate::front::FrontDoor,
 }
 
 /// A setting that cannot be used, with the flag that carries it.
@@ -195,6 +213,25 @@ impl Settings {
         if self.session_ttl.is_zero() {
             return Err(err("session-ttl", "must be greater than zero"));
         }
+        let public_url = match &self.public_url {
+            Some(raw) => url::Url::parse(raw.trim_end_matches('/'))
+                .map_err(|e| err("public-url", format!("{raw:?} is not a URL: {e}")))?,
+            None => url::Url::parse(&format!("http://{listen}")).map_err(|e| err("listen", e.to_string()))?,
+        };
+        if !matches!(public_url.scheme(), "http" | "https")
+            || public_url.host_str().is_none()
+            || public_url.query().is_some()
+            || public_url.fragment().is_some()
+        {
+            return Err(err("public-url", "must be an http:// or https:// URL with a host and no query"));
+        }
+        let list =
+            |values: &[String]| values.iter().filter(|v| !v.trim().is_empty()).cloned().collect::<Vec<_>>();
+        let front = crate::front::FrontDoor::new(
+            &public_url,
+            &list(&self.allowed_hosts),
+            &list(&self.allowed_origins),
+        );
         let proxy_id = match &self.proxy_id {
             Some(id) if id.trim().is_empty() => return Err(err("proxy-id", "must not be empty")),
             Some(id) => id.clone(),
@@ -217,6 +254,8 @@ impl Settings {
             session_previous_keys,
             session_ttl: self.session_ttl,
             table_cache: self.table_cache.clone().filter(|p| !p.as_os_str().is_empty()),
+            public_url,
+            front,
         })
     }
 }
@@ -270,6 +309,8 @@ mod tests {
                 "session-previous-keys",
             ),
             (&["--session-ttl", "0s"], "session-ttl"),
+            (&["--public-url", "gateway.example"], "public-url"),
+            (&["--public-url", "https://gw.example/?x=1"], "public-url"),
         ];
         for (args, flag) in cases {
             let e = parse(args).validate().unwrap_err();

@@ -53,6 +53,15 @@ pub enum ProxyError {
     UpstreamTimeout { server: String, detail: String },
     #[error("upstream of server {server:?} failed: {detail}")]
     UpstreamFailed { server: String, detail: String },
+    #[error(
+        "the upstream of server {server:?} refused the gateway's credentials; an administrator must fix the \
+         server's upstream credentials"
+    )]
+    UpstreamAuthRefused { server: String },
+    #[error("requests for host {host:?} are not served here (allowed hosts: --allowed-hosts)")]
+    MisdirectedHost { host: String },
+    #[error("requests from origin {origin:?} are not allowed (allowed origins: --allowed-origins)")]
+    ForbiddenOrigin { origin: String },
 }
 
 impl From<crate::headers::Refusal> for ProxyError {
@@ -81,7 +90,11 @@ impl ProxyError {
             | Self::LegacyOnly { .. } => 400,
             Self::Conflict(_) => 409,
             Self::SessionNotFound(_) | Self::NotSse { .. } => 404,
-            Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => 502,
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamFailed { .. }
+            | Self::UpstreamAuthRefused { .. } => 502,
+            Self::MisdirectedHost { .. } => 421,
+            Self::ForbiddenOrigin { .. } => 403,
             Self::UpstreamTimeout { .. } => 504,
         }
     }
@@ -106,6 +119,9 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
+            Self::UpstreamAuthRefused { .. } => "upstream_auth_refused",
+            Self::MisdirectedHost { .. } => "misdirected_host",
+            Self::ForbiddenOrigin { .. } => "forbidden_origin",
         }
     }
 
@@ -166,6 +182,9 @@ mod tests {
             ),
             (ProxyError::UpstreamTimeout { server: server(), detail: detail() }, 504, "upstream_timeout"),
             (ProxyError::UpstreamFailed { server: server(), detail: detail() }, 502, "upstream_failed"),
+            (ProxyError::UpstreamAuthRefused { server: server() }, 502, "upstream_auth_refused"),
+            (ProxyError::MisdirectedHost { host: detail() }, 421, "misdirected_host"),
+            (ProxyError::ForbiddenOrigin { origin: detail() }, 403, "forbidden_origin"),
         ];
         for (e, status, reason) in cases {
             assert_eq!((e.status(), e.reason()), (status, reason), "{e}");

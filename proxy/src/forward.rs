@@ -113,8 +113,13 @@ fn is_hop_header(name: &HeaderName) -> bool {
     )
 }
 
+/// Headers never forwarded upstream: hop-by-hop ones, those the proxy sets itself, and the client's own
+/// credentials — a token issued for the gateway must never reach an upstream (no token passthrough, MCP
+/// 2025-06-18 §Authorization); an upstream gets the credentials registered for it instead.
 fn skip_request_header(name: &HeaderName) -> bool {
     is_hop_header(name)
+        || *name == header::AUTHORIZATION
+        || *name == header::COOKIE
         || *name == header::HOST
         || *name == header::ORIGIN
         || *name == header::CONTENT_LENGTH
@@ -141,8 +146,8 @@ fn on_client_gone(req: &RequestHeader) -> OnClientGone {
 }
 
 /// The request as the upstream must see it: its endpoint path, its own authority as `Host`, no `Origin`
-/// (SDK servers reject foreign ones) and no hop-by-hop headers; every MCP header passes unchanged except
-/// `Mcp-Session-Id`, which carries the upstream's own id again.
+/// (SDK servers reject foreign ones), no hop-by-hop headers and none of the client's credentials; every MCP
+/// header passes unchanged except `Mcp-Session-Id`, which carries the upstream's own id again.
 pub(crate) fn upstream_request(
     down: &RequestHeader,
     instance: &Instance,
@@ -391,6 +396,15 @@ async fn exchange(
         }));
     };
     let upstream_ok = status_ok(up_resp.status.as_u16());
+    if up_resp.status == http::StatusCode::UNAUTHORIZED {
+        // The upstream's challenge names the upstream and its authorization server, and it is about the
+        // gateway's credentials, not the client's: the client gets the gateway's own error.
+        tracing::warn!(server = %server.name, instance = %instance.id, "The upstream refused the gateway's credentials (401).");
+        return Err(Attempt::Failed(
+            ProxyError::UpstreamAuthRefused { server: server.name.to_string() }.into(),
+            Some(upstream_ok),
+        ));
+    }
     let sse = is_event_stream(up_resp);
     let mut resp =
         downstream_response(up_resp).map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
@@ -572,6 +586,8 @@ mod tests {
             ("mcp-param-region", "eu"),
             ("last-event-id", "7"),
             ("authorization", "Bearer t"),
+            ("cookie", "sid=1"),
+            ("proxy-authorization", "Basic eA=="),
         ] {
             down.append_header(k, v).unwrap();
         }
@@ -581,18 +597,20 @@ mod tests {
         let get = |n: &str| up.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("host").as_deref(), Some("127.0.0.1:3001"));
         assert_eq!(get("content-length").as_deref(), Some("12"));
-        for gone in ["origin", "connection", "transfer-encoding", "expect"] {
+        for gone in [
+            "origin",
+            "connection",
+            "transfer-encoding",
+            "expect",
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+        ] {
             assert_eq!(get(gone), None, "{gone} must not be forwarded");
         }
-        for kept in [
-            "accept",
-            "mcp-protocol-version",
-            "mcp-method",
-            "mcp-name",
-            "mcp-param-region",
-            "last-event-id",
-            "authorization",
-        ] {
+        for kept in
+            ["accept", "mcp-protocol-version", "mcp-method", "mcp-name", "mcp-param-region", "last-event-id"]
+        {
             assert_eq!(get(kept), down.headers.get(kept).map(|v| v.to_str().unwrap().to_owned()), "{kept}");
         }
         assert_eq!(on_client_gone(&up), OnClientGone::Drain);

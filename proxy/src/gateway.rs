@@ -18,6 +18,7 @@ use crate::breaker::Breakers;
 use crate::bridge::Bridges;
 use crate::error::ProxyError;
 use crate::forward::Failure;
+use crate::front::FrontDoor;
 use crate::jsonrpc::Rpc;
 use crate::metrics::METRICS;
 use crate::retry::RetryBudget;
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub breakers: Breakers,
     pub retry: RetryBudget,
     pub bridges: Arc<Bridges>,
+    /// DNS-rebinding protection: the `Host` and `Origin` values served.
+    pub front: FrontDoor,
 }
 
 /// Per-request state, read by `logging` for metrics.
@@ -146,6 +149,7 @@ impl Gateway {
             ctx.method = rpc.method_label();
             ctx.rpc_id = Some(rpc.error_id());
         }
+        self.front.check(session.req_header())?;
         route::dispatch(self, session, ctx, body, rpc.as_ref()).await
     }
 

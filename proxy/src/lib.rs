@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod front;
 pub mod gateway;
 pub mod headers;
 pub mod jsonrpc;

@@ -60,6 +60,7 @@ pub fn build(config: &Config) -> Server {
         breakers,
         retry: RetryBudget::new(RETRY_RATIO, RETRY_FLOOR),
         bridges: Arc::default(),
+        front: config.front.clone(),
     };
     let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
     mcp.add_tcp(&config.listen.to_string());

@@ -190,7 +190,7 @@ impl Checker {
         let now = Utc::now();
         if changed {
             slot.last_change_at = now;
-            tracing::info!(instance_id = %id, endpoint = %target.url, status = slot.tracker.status.as_str(),
+            tracing::info!(instance_id = %id, endpoint = %mcpgw_proto::validate::redacted_str(&target.url), status = slot.tracker.status.as_str(),
                 error = result.error.as_deref().unwrap_or(""), "An instance changed health.");
         }
         let latency_ms = u32::try_from(result.latency.as_millis()).unwrap_or(u32::MAX);

@@ -262,7 +262,7 @@ async fn resolve(
         peer
     });
     if let Err(e) = &peer {
-        tracing::warn!(instance = %spec.proto.id, endpoint = %url, error = %e, "Upstream host could not be resolved.");
+        tracing::warn!(instance = %spec.proto.id, endpoint = %mcpgw_proto::validate::redacted(&url), error = %e, "Upstream host could not be resolved.");
     }
     Instance {
         id: Arc::from(spec.proto.id.as_str()),

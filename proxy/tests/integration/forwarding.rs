@@ -51,13 +51,17 @@ async fn headers_and_bodies_cross_intact() {
     let (_cp, proxy) = routed(&upstream, &[]).await;
     let client = reqwest::Client::new();
     let token = open_session(&client, &proxy, &mut upstream).await;
+    let url = reqwest::Url::parse(&proxy.mcp_url("alpha")).unwrap();
+    let own_origin = url.origin().ascii_serialization();
     for size in [0, 100 * 1024, 2 * 1024 * 1024] {
         let body = rpc_body(1, size);
         let resp = client
             .post(format!("{}?client=2", proxy.mcp_url("alpha")))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("origin", "http://evil.example")
+            .header("origin", &own_origin)
+            .header("authorization", "Bearer token-for-the-gateway")
+            .header("cookie", "sid=gateway-session")
             .header("mcp-session-id", &token)
             .header("mcp-protocol-version", "2025-11-25")
             .header("mcp-method", "tools/call")
@@ -76,7 +80,9 @@ async fn headers_and_bodies_cross_intact() {
         assert_eq!(seen.method, "POST");
         assert_eq!(seen.path, "/upstream/mcp?fixed=1&client=2");
         assert_eq!(seen.header("host"), Some(upstream.addr.to_string().as_str()));
-        assert_eq!(seen.header("origin"), None);
+        for never in ["origin", "authorization", "cookie"] {
+            assert_eq!(seen.header(never), None, "{never} must not reach the upstream");
+        }
         for (name, value) in [
             ("accept", "application/json, text/event-stream"),
             ("mcp-session-id", upstream.session_id.as_str()),
@@ -307,4 +313,68 @@ async fn errors_a_client_can_act_on() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+}
+
+/// DNS-rebinding protection: a foreign `Host` gets 421 and a foreign `Origin` 403 before anything is
+/// forwarded; the gateway's own origin and requests without `Origin` pass.
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused() {
+    let mut upstream = FakeUpstream::start().await;
+    let (_cp, proxy) = routed(&upstream, &[]).await;
+    let url = proxy.mcp_url("alpha");
+    let own_origin = reqwest::Url::parse(&url).unwrap().origin().ascii_serialization();
+    let client = reqwest::Client::new();
+    let send = |host: Option<&str>, origin: Option<&str>| {
+        let mut req = client.post(&url).header("content-type", "application/json").body(rpc_body(7, 0));
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send()
+    };
+    let resp = send(Some("evil.example:8080"), Some("http://evil.example:8080")).await.unwrap();
+    assert_eq!(resp.status(), 421);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["id"].as_u64(), body["error"]["data"]["reason"].as_str()),
+        (Some(7), Some("misdirected_host"))
+    );
+    let resp = send(None, Some("http://evil.example")).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["data"]["reason"], "forbidden_origin");
+    assert!(upstream.drain().is_empty(), "nothing refused reaches the upstream");
+
+    assert_eq!(send(None, None).await.unwrap().status(), 200);
+    assert_eq!(send(Some("localhost"), Some(&own_origin)).await.unwrap().status(), 200);
+    assert_eq!(upstream.drain().len(), 2);
+}
+
+/// An upstream's 401 is about the gateway's credentials: its challenge (which names the upstream's own
+/// authorization server) never reaches the client, who gets the gateway's error instead.
+#[tokio::test]
+async fn an_upstream_401_is_the_gateways_error() {
+    let upstream = FakeUpstream::start().await;
+    upstream.reply(Reply::Unauthorized);
+    let (_cp, proxy) = routed(&upstream, &[]).await;
+    let resp = reqwest::Client::new()
+        .post(proxy.mcp_url("alpha"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer for-the-gateway")
+        .body(rpc_body(8, 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp.headers().get("www-authenticate").is_none(), "the upstream's challenge is not relayed");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["id"], 8);
+    assert_eq!(body["error"]["data"]["reason"], "upstream_auth_refused");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("refused the gateway's credentials") && !message.contains("upstream.internal"),
+        "{message}"
+    );
 }

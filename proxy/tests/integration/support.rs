@@ -257,6 +257,8 @@ pub enum Reply {
     Sse(mpsc::Receiver<Option<String>>),
     /// Read the request, never answer.
     Hang,
+    /// 401 with a challenge naming the upstream's own authorization server.
+    Unauthorized,
 }
 
 /// What the fake upstream saw of a streamed response's end.
@@ -364,6 +366,15 @@ async fn serve_conn(
             Reply::Json(body) => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: {session_id}\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+                conn.get_mut().write_all(body.as_bytes()).await.unwrap();
+            }
+            Reply::Unauthorized => {
+                let body = r#"{"error":"invalid_token"}"#;
+                let head = format!(
+                    "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer resource_metadata=\"http://upstream.internal/.well-known/oauth-protected-resource\"\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 );
                 conn.get_mut().write_all(head.as_bytes()).await.unwrap();
