@@ -19,6 +19,7 @@ impl ResourceKey {
             Kind::Server(s) => (ResourceKind::Server, &s.id),
             Kind::Instance(i) => (ResourceKind::Instance, &i.id),
             Kind::InstanceHealth(h) => (ResourceKind::InstanceHealth, &h.instance_id),
+            Kind::ApiKey(k) => (ResourceKind::ApiKey, &k.id),
         };
         Some(Self { kind, id: id.clone() })
     }

@@ -87,6 +87,17 @@ pub fn redacted_str(raw: &str) -> String {
     Url::parse(raw).map_or_else(|_| "<invalid URL>".to_owned(), |url| redacted(&url))
 }
 
+/// Prefix of every API key, so that a leaked key is recognisable (secret scanners, logs) and told apart
+/// from a JWT without parsing it.
+pub const API_KEY_PREFIX: &str = "mcpgw_";
+
+/// SHA-256 digest of an API key as presented: what the control plane stores and streams, and what a proxy
+/// looks a presented key up by.
+pub fn api_key_digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
 /// What a `consistent_hash` server hashes to pick an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {

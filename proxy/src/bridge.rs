@@ -130,7 +130,7 @@ pub async fn handle(
         }
         let bridge = open(gw, server).await?;
         let token = gw.sessions.seal(
-            Scope::Session(&server.id),
+            Scope::Session(&server.id, &ctx.binding),
             &bridge.instance.id,
             &format!("{BRIDGE}{}", bridge.id),
         );
@@ -138,12 +138,12 @@ pub async fn handle(
     };
     let bridge = gw
         .sessions
-        .open(Scope::Session(&server.id), &token)
+        .open(Scope::Session(&server.id, &ctx.binding), &token)
         .ok()
         .and_then(|claims| claims.upstream.strip_prefix(BRIDGE).map(str::to_owned))
         .and_then(|id| gw.bridges.get(&id))
         .filter(|b| !b.closed.load(Ordering::Acquire))
-        .ok_or_else(|| ProxyError::SessionNotFound("no such bridged session on this proxy".into()))?;
+        .ok_or_else(|| ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into()))?;
     match method {
         http::Method::POST => send(gw, session, ctx, server, &bridge, body, rpc, None).await,
         http::Method::GET => stream(session, ctx, &bridge).await,

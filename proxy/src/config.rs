@@ -115,6 +115,11 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
     pub allowed_origins: Vec<String>,
 
+    /// Let callers without credentials through as an anonymous principal allowed everything. For local
+    /// development only: anyone who reaches the MCP port can then use every registered server.
+    #[arg(long, env = "MCPGW_ANONYMOUS", global = true)]
+    pub anonymous: bool,
+
     /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
     #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -143,6 +148,7 @@ pub struct Config {
     /// Base URL clients use (no trailing slash in its path).
     pub public_url: url::Url,
     pub front: crate::front::FrontDoor,
+    pub anonymous: bool,
 }
 
 /// A setting that cannot be used, with the flag that carries it.
@@ -256,6 +262,7 @@ impl Settings {
             table_cache: self.table_cache.clone().filter(|p| !p.as_os_str().is_empty()),
             public_url,
             front,
+            anonymous: self.anonymous,
         })
     }
 }

@@ -29,6 +29,12 @@ pub enum ProxyError {
     NoInstance { server: String, detail: String },
     #[error("session not found: {0}; initialize a new session")]
     SessionNotFound(String),
+    #[error("{detail}")]
+    Unauthenticated {
+        /// The `WWW-Authenticate` value of the answer.
+        challenge: String,
+        detail: &'static str,
+    },
     #[error("request headers do not match the body: {0}")]
     HeaderMismatch(String),
     #[error("invalid request: {0}")]
@@ -75,7 +81,19 @@ impl From<crate::headers::Refusal> for ProxyError {
     }
 }
 
+/// What a client is told when its session token does not open, whatever the reason (malformed, another
+/// deployment's key, forged, expired, another principal's): the same words, so a token reveals nothing.
+pub const UNKNOWN_SESSION: &str = "unknown or expired session";
+
 impl ProxyError {
+    /// The `WWW-Authenticate` challenge of the answer, when there is one.
+    pub fn challenge(&self) -> Option<&str> {
+        match self {
+            Self::Unauthenticated { challenge, .. } => Some(challenge),
+            _ => None,
+        }
+    }
+
     /// HTTP status the client receives.
     pub fn status(&self) -> u16 {
         match self {
@@ -90,6 +108,7 @@ impl ProxyError {
             | Self::LegacyOnly { .. } => 400,
             Self::Conflict(_) => 409,
             Self::SessionNotFound(_) | Self::NotSse { .. } => 404,
+            Self::Unauthenticated { .. } => 401,
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamFailed { .. }
             | Self::UpstreamAuthRefused { .. } => 502,
@@ -109,6 +128,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BadRequestBody(_) => "bad_request_body",
             Self::SessionNotFound(_) => "session_not_found",
+            Self::Unauthenticated { .. } => "unauthenticated",
             Self::HeaderMismatch(_) => "header_mismatch",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidParams(_) => "invalid_params",
@@ -166,6 +186,7 @@ mod tests {
             (ProxyError::NotReady, 503, "not_ready"),
             (ProxyError::NoInstance { server: server(), detail: detail() }, 503, "no_instance"),
             (ProxyError::SessionNotFound(detail()), 404, "session_not_found"),
+            (ProxyError::Unauthenticated { challenge: detail(), detail: "d" }, 401, "unauthenticated"),
             (ProxyError::HeaderMismatch(detail()), 400, "header_mismatch"),
             (ProxyError::InvalidRequest(detail()), 400, "invalid_request"),
             (ProxyError::InvalidParams(detail()), 400, "invalid_params"),

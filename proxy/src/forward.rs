@@ -409,7 +409,7 @@ async fn exchange(
     let mut resp =
         downstream_response(up_resp).map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     if plan.rewrite == Rewrite::SessionToken {
-        seal_session_id(gw, server, instance, plan, &mut resp);
+        seal_session_id(gw, server, instance, plan, &ctx.binding, &mut resp);
     }
     up.set_read_timeout(if sse { None } else { Some(gw.limits.idle_timeout) });
 
@@ -420,6 +420,7 @@ async fn exchange(
     ctx.response_started = Some(Instant::now());
     let _stream_guard = sse.then(StreamGauge::open);
     let sessions = &gw.sessions;
+    let binding = ctx.binding.clone();
     let mut endpoint = (plan.rewrite == Rewrite::SseEndpoint).then(|| {
         EndpointRewriter::new(|uri: &str| {
             let target = instance.endpoint.join(uri).ok()?;
@@ -428,7 +429,7 @@ async fn exchange(
                 path.push('?');
                 path.push_str(q);
             }
-            let token = sessions.seal(Scope::SseMessage(&server.id), &instance.id, &path);
+            let token = sessions.seal(Scope::SseMessage(&server.id, &binding), &instance.id, &path);
             Some(format!("/mcp/{}/message?sessionId={token}", server.name))
         })
     });
@@ -470,6 +471,7 @@ fn seal_session_id(
     server: &Server,
     instance: &Instance,
     plan: &Plan,
+    principal: &str,
     resp: &mut ResponseHeader,
 ) {
     let Some(upstream) = resp.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -478,7 +480,7 @@ fn seal_session_id(
     };
     let token = match (&plan.client_token, &plan.upstream_session) {
         (Some(token), Some(current)) if *current == upstream => token.clone(),
-        _ => gw.sessions.seal(Scope::Session(&server.id), &instance.id, &upstream),
+        _ => gw.sessions.seal(Scope::Session(&server.id, principal), &instance.id, &upstream),
     };
     // A base64url token is always a valid header value.
     let _ = resp.insert_header("mcp-session-id", token);

@@ -19,6 +19,7 @@ use crate::bridge::Bridges;
 use crate::error::ProxyError;
 use crate::forward::Failure;
 use crate::front::FrontDoor;
+use crate::identity::{AuthSettings, Principal};
 use crate::jsonrpc::Rpc;
 use crate::metrics::METRICS;
 use crate::retry::RetryBudget;
@@ -45,6 +46,8 @@ pub struct Gateway {
     pub bridges: Arc<Bridges>,
     /// DNS-rebinding protection: the `Host` and `Origin` values served.
     pub front: FrontDoor,
+    /// Who may call, and how refusals point clients at the protected resource metadata.
+    pub auth: AuthSettings,
 }
 
 /// Per-request state, read by `logging` for metrics.
@@ -56,6 +59,10 @@ pub struct RequestCtx {
     /// Id for a JSON-RPC error answer; `None` when the request was not JSON-RPC.
     rpc_id: Option<Value>,
     pub(crate) response_started: Option<Instant>,
+    /// Who the request acts for, once authenticated.
+    pub(crate) principal: Option<Principal>,
+    /// The principal's session binding (`Principal::binding`); empty before authentication.
+    pub(crate) binding: Arc<str>,
 }
 
 fn http_method_label(method: &http::Method) -> &'static str {
@@ -72,7 +79,15 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx { started: Instant::now(), server: None, method: "", rpc_id: None, response_started: None }
+        RequestCtx {
+            started: Instant::now(),
+            server: None,
+            method: "",
+            rpc_id: None,
+            response_started: None,
+            principal: None,
+            binding: Arc::from(""),
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -150,6 +165,11 @@ impl Gateway {
             ctx.rpc_id = Some(rpc.error_id());
         }
         self.front.check(session.req_header())?;
+        let path = session.req_header().uri.path();
+        if let Some(resource) = metadata_resource(path, &self.auth.public_url) {
+            let resource = resource.map(str::to_owned);
+            return self.protected_resource_metadata(session, resource.as_deref()).await;
+        }
         route::dispatch(self, session, ctx, body, rpc.as_ref()).await
     }
 
@@ -203,8 +223,11 @@ impl Gateway {
             tracing::warn!(server = ctx.server.as_deref().unwrap_or("-"), reason = error.reason(), %error, "Request failed.");
         }
         let body = error.body(ctx.rpc_id.as_ref());
-        let mut resp = ResponseHeader::build(error.status(), Some(3))?;
+        let mut resp = ResponseHeader::build(error.status(), Some(4))?;
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        if let Some(challenge) = error.challenge() {
+            resp.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+        }
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         let unread_body = matches!(error, ProxyError::BodyTooLarge { .. } | ProxyError::BadRequestBody(_));
         if unread_body {
@@ -217,6 +240,55 @@ impl Gateway {
             linger(session).await;
         }
         Ok(())
+    }
+}
+
+/// The resource a protected-resource-metadata path describes (RFC 9728 §3.1: the well-known suffix
+/// inserted before the resource's path, `/.well-known/oauth-protected-resource[<prefix>]/mcp[/{server}]`,
+/// or appended to it, `/mcp[/{server}]/.well-known/oauth-protected-resource`): `Some(None)` for `/mcp`,
+/// `Some(Some(name))` for `/mcp/{name}`.
+fn metadata_resource<'a>(path: &'a str, public_url: &url::Url) -> Option<Option<&'a str>> {
+    const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+    let resource = match path.strip_prefix(WELL_KNOWN) {
+        Some(rest) => {
+            let prefix = public_url.path().trim_end_matches('/');
+            let rest = rest.strip_prefix(prefix).unwrap_or(rest);
+            if rest.is_empty() { "/mcp" } else { rest }
+        }
+        None => path.strip_suffix(WELL_KNOWN)?,
+    };
+    match resource.strip_prefix("/mcp")? {
+        "" => Some(None),
+        name => name.strip_prefix('/').filter(|n| !n.is_empty() && !n.contains('/')).map(Some),
+    }
+}
+
+impl Gateway {
+    /// Answers a protected resource metadata request (RFC 9728): public, cacheable, GET only.
+    async fn protected_resource_metadata(
+        &self,
+        session: &mut Session,
+        resource: Option<&str>,
+    ) -> Result<(), Failure> {
+        if session.req_header().method != http::Method::GET {
+            return Err(ProxyError::BadRequest("protected resource metadata is read with GET".into()).into());
+        }
+        let table = self.routes.load().ok_or(ProxyError::NotReady)?;
+        if let Some(name) = resource {
+            table.server(name).ok_or_else(|| ProxyError::UnknownServer { name: name.to_owned() })?;
+        }
+        let body = Bytes::from(self.auth.metadata(resource, table.authorization_servers()).to_string());
+        let mut resp = ResponseHeader::build(200, Some(3)).map_err(Failure::Abort)?;
+        let headers = [
+            (http::header::CONTENT_TYPE, "application/json".to_owned()),
+            (http::header::CONTENT_LENGTH, body.len().to_string()),
+            (http::header::CACHE_CONTROL, "max-age=300".to_owned()),
+        ];
+        for (name, value) in headers {
+            resp.insert_header(name, value).map_err(Failure::Abort)?;
+        }
+        session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
+        session.write_response_body(Some(body), true).await.map_err(Failure::Abort)
     }
 }
 
@@ -258,11 +330,29 @@ async fn linger(session: &mut Session) {
     .await;
 }
 
-impl Gateway {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_paths_in_both_well_known_forms() {
+        let plain = url::Url::parse("http://127.0.0.1:8080").unwrap();
+        let prefixed = url::Url::parse("https://gw.example/base").unwrap();
+        let cases = [
+            (&plain, "/.well-known/oauth-protected-resource/mcp/alpha", Some(Some("alpha"))),
+            (&plain, "/.well-known/oauth-protected-resource/mcp", Some(None)),
+            (&plain, "/.well-known/oauth-protected-resource", Some(None)),
+            (&plain, "/mcp/alpha/.well-known/oauth-protected-resource", Some(Some("alpha"))),
+            (&plain, "/mcp/.well-known/oauth-protected-resource", Some(None)),
+            (&plain, "/.well-known/oauth-protected-resource/mcp/a/b", None),
+            (&plain, "/.well-known/oauth-protected-resource/other", None),
+            (&plain, "/mcp/alpha", None),
+            (&prefixed, "/.well-known/oauth-protected-resource/base/mcp/alpha", Some(Some("alpha"))),
+        ];
+        for (public, path, expected) in cases {
+            assert_eq!(metadata_resource(path, public), expected, "{path}");
+        }
+    }
 
     #[test]
     fn status_labels_are_bounded() {

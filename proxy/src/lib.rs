@@ -12,6 +12,7 @@ pub mod forward;
 pub mod front;
 pub mod gateway;
 pub mod headers;
+pub mod identity;
 pub mod jsonrpc;
 pub mod metrics;
 pub mod retry;

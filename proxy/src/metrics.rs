@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Breaker position per instance: 0 closed, 1 open, 2 half-open.
     pub breaker_state: IntGaugeVec,
     pub breaker_transitions: IntCounterVec,
+    /// 1 when the proxy runs with `--anonymous` (callers without credentials allowed everything).
+    pub anonymous: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -84,6 +86,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
             "Circuit breaker transitions by server and new state."
         ),
         &["server", "to"]
+    )
+    .expect("metric registers once"),
+    anonymous: register_int_gauge!(
+        "mcpgw_proxy_anonymous_mode",
+        "1 when callers without credentials are let through (--anonymous, development only)."
     )
     .expect("metric registers once"),
 });

@@ -10,12 +10,13 @@ use pingora::proxy::Session;
 
 use crate::balance::{Gate, Policy};
 use crate::error::ProxyError;
+use crate::error::UNKNOWN_SESSION;
 use crate::forward::{self, Failure, Plan, Rewrite, Target};
 use crate::gateway::{Gateway, RequestCtx};
 use crate::headers;
 use crate::jsonrpc::Rpc;
 use crate::routing::{Instance, RoutingTable, Server};
-use crate::session::Scope;
+use crate::session::{Scope, TokenError};
 
 /// The proxy's public paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,14 @@ pub async fn dispatch(
     let path = session.req_header().uri.path().to_owned();
     let route = Route::parse(&path).ok_or_else(|| ProxyError::RouteNotFound { path: path.clone() })?;
     let table = gw.routes.load().ok_or(ProxyError::NotReady)?;
+    let principal = gw.auth.authenticate(
+        session.req_header(),
+        table.credentials(),
+        Some(route.server()),
+        std::time::SystemTime::now(),
+    )?;
+    ctx.binding = Arc::from(principal.binding());
+    ctx.principal = Some(principal);
     let server = table
         .server(route.server())
         .ok_or_else(|| ProxyError::UnknownServer { name: route.server().to_owned() })?
@@ -69,14 +78,14 @@ pub async fn dispatch(
         Route::Mcp(_) if server.transport == Transport::Sse => {
             return crate::bridge::handle(gw, session, ctx, &server, body, rpc).await;
         }
-        Route::Mcp(_) => mcp_plan(gw, session, &table, &server, rpc)?,
+        Route::Mcp(_) => mcp_plan(gw, session, &table, &server, rpc, &ctx.binding)?,
         Route::Sse(_) => {
             if server.transport != Transport::Sse {
                 return Err(ProxyError::NotSse { server: server.name.to_string() }.into());
             }
             Plan { target: balanced(session, &server), rewrite: Rewrite::SseEndpoint, ..Plan::default() }
         }
-        Route::Message(_) => message_plan(gw, session, &table, &server)?,
+        Route::Message(_) => message_plan(gw, session, &table, &server, &ctx.binding)?,
     };
     forward::run(gw, session, ctx, &server, plan, body).await
 }
@@ -87,6 +96,7 @@ fn mcp_plan(
     table: &RoutingTable,
     server: &Arc<Server>,
     rpc: Option<&Rpc>,
+    principal: &str,
 ) -> Result<Plan, ProxyError> {
     let req = session.req_header();
     if req.method == http::Method::POST && headers::is_stateless(req) {
@@ -99,11 +109,8 @@ fn mcp_plan(
             ..Plan::default()
         });
     };
-    let token = token.to_str().map_err(|_| ProxyError::SessionNotFound("malformed session id".into()))?;
-    let claims = gw
-        .sessions
-        .open(Scope::Session(&server.id), token)
-        .map_err(|e| ProxyError::SessionNotFound(e.to_string()))?;
+    let token = token.to_str().map_err(|_| ProxyError::SessionNotFound(UNKNOWN_SESSION.into()))?;
+    let claims = gw.sessions.open(Scope::Session(&server.id, principal), token).map_err(unknown_session)?;
     Ok(Plan {
         target: Target::Pinned(pinned(table, server, &claims.instance)?),
         upstream_session: Some(claims.upstream),
@@ -118,21 +125,26 @@ fn message_plan(
     session: &Session,
     table: &RoutingTable,
     server: &Arc<Server>,
+    principal: &str,
 ) -> Result<Plan, ProxyError> {
     let query = session.req_header().uri.query().unwrap_or_default();
     let token = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "sessionId")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| ProxyError::BadRequest("the sessionId query parameter is required".into()))?;
-    let claims = gw
-        .sessions
-        .open(Scope::SseMessage(&server.id), &token)
-        .map_err(|e| ProxyError::SessionNotFound(e.to_string()))?;
+    let claims =
+        gw.sessions.open(Scope::SseMessage(&server.id, principal), &token).map_err(unknown_session)?;
     Ok(Plan {
         target: Target::Pinned(pinned(table, server, &claims.instance)?),
         upstream_path: Some(claims.upstream),
         ..Plan::default()
     })
+}
+
+/// A token that does not open: the reason is logged, the client is told the same thing whatever it was.
+pub(crate) fn unknown_session(e: TokenError) -> ProxyError {
+    tracing::debug!(reason = %e, "A session token was refused.");
+    ProxyError::SessionNotFound(UNKNOWN_SESSION.into())
 }
 
 /// The instance a session lives on, if it can still serve it; otherwise the session is gone (404), and

@@ -12,6 +12,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::gateway::{Gateway, Limits};
+use crate::identity::AuthSettings;
 use crate::retry::RetryBudget;
 use crate::routing::sync::RoutingSync;
 use crate::routing::{PeerSettings, Routes};
@@ -45,6 +46,13 @@ pub fn build(config: &Config) -> Server {
         );
         generate_key()
     });
+    if config.anonymous {
+        tracing::warn!(
+            "--anonymous: callers without credentials may use every registered server. This is for local \
+             development only; never expose this proxy."
+        );
+        crate::metrics::METRICS.anonymous.set(1);
+    }
     let peer_settings =
         PeerSettings { connect_timeout: config.connect_timeout, pool_idle_timeout: POOL_IDLE_TIMEOUT };
     let gateway = Gateway {
@@ -61,6 +69,7 @@ pub fn build(config: &Config) -> Server {
         retry: RetryBudget::new(RETRY_RATIO, RETRY_FLOOR),
         bridges: Arc::default(),
         front: config.front.clone(),
+        auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
     };
     let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
     mcp.add_tcp(&config.listen.to_string());

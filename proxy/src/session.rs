@@ -119,21 +119,25 @@ pub struct SessionKeys {
     rng: SystemRandom,
 }
 
-/// What a token is bound to, so a token cannot be replayed on another server or in another role.
+/// What a token is bound to, so a token cannot be replayed on another server, in another role or by
+/// another principal: (server id, principal binding). The binding is authenticated data of the seal, so a
+/// token presented by anyone but its owner fails to open like a forged one.
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
-    /// `Mcp-Session-Id` of a Streamable HTTP session on this server id.
-    Session(&'a str),
-    /// `sessionId` of a legacy HTTP+SSE message endpoint on this server id.
-    SseMessage(&'a str),
+    /// `Mcp-Session-Id` of a Streamable HTTP session on this server id, owned by this principal.
+    Session(&'a str, &'a str),
+    /// `sessionId` of a legacy HTTP+SSE message endpoint on this server id, owned by this principal.
+    SseMessage(&'a str, &'a str),
 }
 
 impl Scope<'_> {
     fn aad(&self) -> Vec<u8> {
-        match self {
-            Self::Session(server) => [b"mcp-session:".as_slice(), server.as_bytes()].concat(),
-            Self::SseMessage(server) => [b"sse-message:".as_slice(), server.as_bytes()].concat(),
-        }
+        let (role, server, principal) = match self {
+            Self::Session(server, principal) => (b"mcp-session:".as_slice(), server, principal),
+            Self::SseMessage(server, principal) => (b"sse-message:".as_slice(), server, principal),
+        };
+        // Server ids hold no newline, so the boundary between the two parts is unambiguous.
+        [role, server.as_bytes(), b"\n", principal.as_bytes()].concat()
     }
 }
 
@@ -209,36 +213,55 @@ mod tests {
     fn round_trip_and_rotation() {
         let (old, new) = (generate_key(), generate_key());
         let before = keys(old, &[]);
-        let token = before.seal(Scope::Session("srv"), "inst-1", "upstream-abc");
+        let token = before.seal(Scope::Session("srv", "key:a"), "inst-1", "upstream-abc");
         assert!(token.bytes().all(|b| (0x21..=0x7e).contains(&b)), "visible ASCII only");
-        let claims = before.open(Scope::Session("srv"), &token).unwrap();
+        let claims = before.open(Scope::Session("srv", "key:a"), &token).unwrap();
         assert_eq!((claims.instance.as_str(), claims.upstream.as_str()), ("inst-1", "upstream-abc"));
         let rotated = keys(new, &[old]);
         assert_eq!(
-            rotated.open(Scope::Session("srv"), &token).unwrap(),
+            rotated.open(Scope::Session("srv", "key:a"), &token).unwrap(),
             claims,
             "previous keys still open tokens"
         );
-        let fresh = rotated.seal(Scope::Session("srv"), "i", "u");
-        assert_eq!(before.open(Scope::Session("srv"), &fresh), Err(TokenError::UnknownKey));
+        let fresh = rotated.seal(Scope::Session("srv", "key:a"), "i", "u");
+        assert_eq!(before.open(Scope::Session("srv", "key:a"), &fresh), Err(TokenError::UnknownKey));
     }
 
     #[test]
     fn refuses_tampering_truncation_and_other_scopes() {
         let k = keys(generate_key(), &[]);
-        let token = k.seal(Scope::Session("srv"), "inst-1", "u");
-        assert_eq!(k.open(Scope::Session("other"), &token), Err(TokenError::Forged), "bound to its server");
-        assert_eq!(k.open(Scope::SseMessage("srv"), &token), Err(TokenError::Forged), "bound to its role");
+        let token = k.seal(Scope::Session("srv", "key:a"), "inst-1", "u");
+        assert_eq!(
+            k.open(Scope::Session("other", "key:a"), &token),
+            Err(TokenError::Forged),
+            "bound to its server"
+        );
+        assert_eq!(
+            k.open(Scope::SseMessage("srv", "key:a"), &token),
+            Err(TokenError::Forged),
+            "bound to its role"
+        );
+        assert_eq!(
+            k.open(Scope::Session("srv", "key:b"), &token),
+            Err(TokenError::Forged),
+            "bound to its principal"
+        );
         let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert_eq!(k.open(Scope::Session("srv"), &URL_SAFE_NO_PAD.encode(&raw)), Err(TokenError::Forged));
-        assert!(k.open(Scope::Session("srv"), &token[..token.len() / 2]).is_err(), "truncated");
-        assert_eq!(k.open(Scope::Session("srv"), &token[..10]), Err(TokenError::Malformed));
-        assert_eq!(k.open(Scope::Session("srv"), "not/base64!"), Err(TokenError::Malformed));
-        assert_eq!(k.open(Scope::Session("srv"), "a1b2c3d4-upstream-uuid"), Err(TokenError::Malformed));
-        let stranger = keys(generate_key(), &[]).seal(Scope::Session("srv"), "inst-1", "u");
-        assert!(k.open(Scope::Session("srv"), &stranger).is_err(), "another deployment's key");
+        assert_eq!(
+            k.open(Scope::Session("srv", "key:a"), &URL_SAFE_NO_PAD.encode(&raw)),
+            Err(TokenError::Forged)
+        );
+        assert!(k.open(Scope::Session("srv", "key:a"), &token[..token.len() / 2]).is_err(), "truncated");
+        assert_eq!(k.open(Scope::Session("srv", "key:a"), &token[..10]), Err(TokenError::Malformed));
+        assert_eq!(k.open(Scope::Session("srv", "key:a"), "not/base64!"), Err(TokenError::Malformed));
+        assert_eq!(
+            k.open(Scope::Session("srv", "key:a"), "a1b2c3d4-upstream-uuid"),
+            Err(TokenError::Malformed)
+        );
+        let stranger = keys(generate_key(), &[]).seal(Scope::Session("srv", "key:a"), "inst-1", "u");
+        assert!(k.open(Scope::Session("srv", "key:a"), &stranger).is_err(), "another deployment's key");
     }
 
     #[test]
@@ -251,12 +274,12 @@ mod tests {
             .key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(Scope::Session("s").aad()),
+                Aad::from(Scope::Session("s", "key:a").aad()),
                 &mut payload,
             )
             .unwrap();
         let token = URL_SAFE_NO_PAD.encode([&[FORMAT, k.keys[0].id][..], &nonce, &payload].concat());
-        assert_eq!(k.open(Scope::Session("s"), &token), Err(TokenError::Expired));
+        assert_eq!(k.open(Scope::Session("s", "key:a"), &token), Err(TokenError::Expired));
     }
 
     #[test]

@@ -8,6 +8,8 @@ mod support;
 mod balancing;
 #[path = "integration/forwarding.rs"]
 mod forwarding;
+#[path = "integration/identity.rs"]
+mod identity;
 #[path = "integration/routing.rs"]
 mod routing;
 #[path = "integration/sessions.rs"]

@@ -22,10 +22,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts the proxy against the control plane at `control_plane` (its gRPC URL) with `extra_args`, and
-    /// waits for `GET /readyz` = 200. Pingora cannot bind port 0, so the ports are found free beforehand;
-    /// a start that loses the race for them is retried with new ones.
+    /// Starts a proxy that lets callers without credentials through (`--anonymous`): for the tests of
+    /// forwarding, protocol eras, balancing and sessions, which are not about identity.
     pub async fn start(control_plane: &str, extra_args: &[&str]) -> Result<Self> {
+        let mut args = vec!["--anonymous"];
+        args.extend_from_slice(extra_args);
+        Self::start_closed(control_plane, &args).await
+    }
+
+    /// Starts the proxy as deployed (credentials required) against the control plane at `control_plane`
+    /// (its gRPC URL) with `extra_args`, and waits for `GET /readyz` = 200. Pingora cannot bind port 0, so
+    /// the ports are found free beforehand; a start that loses the race for them is retried with new ones.
+    pub async fn start_closed(control_plane: &str, extra_args: &[&str]) -> Result<Self> {
         let mut last = None;
         for _ in 0..4 {
             let (listen, admin) = (localhost(free_port()?), localhost(free_port()?));

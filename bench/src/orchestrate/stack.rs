@@ -1,9 +1,11 @@
-//! The system under test, started in order: the fixture, the control plane (its own database), the proxy
-//! (`--threads 1`), the benchmark servers registered through the REST API with the admin token, then
-//! nginx. Fixture, proxy and nginx share the server core; the control plane runs on the load core.
+//! The system under test, started in order: the fixture (and, for scenario t, a second one that closes its
+//! keep-alive connections), the control plane (its own database), the proxy (`--threads 1`), the
+//! benchmark servers registered through the REST API with the admin token, then nginx. Fixtures, proxy
+//! and nginx share the server core; the control plane runs on the load core.
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,10 +35,14 @@ pub struct Pins {
 
 /// The registered benchmark servers: JSON answers, SSE answers, and one that only routing changes touch.
 pub const SERVERS: [(&str, &str); 3] = [("bench", "/mcp"), ("bench-sse", "/mcp-sse"), ("bench-g", "/mcp")];
+/// The server of the fixture that closes its keep-alive connections (scenario t), on its `/mcp`.
+pub const CLOSING_SERVER: &str = "bench-t";
 
 pub struct Stack {
     pub fixture: Proc,
     pub fixture_addr: SocketAddr,
+    /// The fixture closing every keep-alive connection after a number of requests, when asked for.
+    pub closing_fixture: Option<(Proc, SocketAddr)>,
     pub control_plane: Proc,
     pub api: SocketAddr,
     pub proxy: Proc,
@@ -62,26 +68,38 @@ fn local(port: u16) -> SocketAddr {
 }
 
 impl Stack {
+    /// Starts everything; with `close_after`, also the fixture of `CLOSING_SERVER`, closing each
+    /// keep-alive connection after that many requests.
     pub async fn start(
         bins: &Bins,
         pins: Pins,
         run_dir: &Path,
         database_url: &str,
         max_files: u64,
+        close_after: Option<NonZeroU64>,
     ) -> Result<Self> {
         let quiet = || vec![("RUST_LOG", "warn".to_owned())];
-        let fixture_addr = local(free_port()?);
-        let mut fixture = Proc::start(
-            Spec {
-                name: "fixture",
-                program: &bins.fixture,
-                args: vec!["--listen".into(), fixture_addr.to_string(), "--threads".into(), "1".into()],
-                env: vec![],
-                cpu: pins.server,
-            },
-            run_dir,
-        )?;
+        let start_fixture = |name: &'static str, extra: Vec<String>| -> Result<(Proc, SocketAddr)> {
+            let addr = local(free_port()?);
+            let mut args = vec!["--listen".into(), addr.to_string(), "--threads".into(), "1".into()];
+            args.extend(extra);
+            let proc = Proc::start(
+                Spec { name, program: &bins.fixture, args, env: vec![], cpu: pins.server },
+                run_dir,
+            )?;
+            Ok((proc, addr))
+        };
+        let (mut fixture, fixture_addr) = start_fixture("fixture", vec![])?;
         fixture.wait_ready(fixture_addr, "", Duration::from_secs(10)).await?;
+        let closing_fixture = match close_after {
+            Some(n) => {
+                let (mut proc, addr) =
+                    start_fixture("fixture-t", vec!["--close-after".into(), n.to_string()])?;
+                proc.wait_ready(addr, "", Duration::from_secs(10)).await?;
+                Some((proc, addr))
+            }
+            None => None,
+        };
 
         let token = random_hex(24);
         let api = local(free_port()?);
@@ -128,6 +146,8 @@ impl Stack {
                     "1".into(),
                     "--proxy-id".into(),
                     "mcpgw-bench".into(),
+                    // The anonymous path is the baseline the authenticated variants are measured against.
+                    "--anonymous".into(),
                     "--session-key".into(),
                     random_hex(32),
                 ],
@@ -141,6 +161,7 @@ impl Stack {
         let mut stack = Self {
             fixture,
             fixture_addr,
+            closing_fixture,
             control_plane,
             api,
             proxy,
@@ -179,12 +200,22 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The registered servers: name, the fixture serving it and the path there.
+    fn servers(&self) -> Vec<(&'static str, SocketAddr, &'static str)> {
+        let mut out: Vec<_> = SERVERS.iter().map(|(name, path)| (*name, self.fixture_addr, *path)).collect();
+        if let Some((_, addr)) = &self.closing_fixture {
+            out.push((CLOSING_SERVER, *addr, "/mcp"));
+        }
+        out
+    }
+
     /// Registers the benchmark servers and waits until the proxy routes all of them.
     async fn register(&mut self) -> Result<()> {
-        for (name, path) in SERVERS {
+        let servers = self.servers();
+        for &(name, upstream, path) in &servers {
             let body = json!({
                 "name": name,
-                "endpoint_url": format!("http://{}{path}", self.fixture_addr),
+                "endpoint_url": format!("http://{upstream}{path}"),
                 "transport_type": "streamable_http",
                 "description": "mcpgw-bench fixture",
                 "health_check": {"enabled": false},
@@ -219,7 +250,7 @@ impl Stack {
                 .flatten()
                 .filter_map(|s| s["name"].as_str())
                 .collect();
-            if SERVERS.iter().all(|(n, _)| names.contains(n)) {
+            if servers.iter().all(|(n, _, _)| names.contains(n)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -239,14 +270,21 @@ impl Stack {
         self.ids.iter().find(|(n, _)| *n == name).map(|(_, id)| id.as_str())
     }
 
-    /// The fixture endpoint of `server` reached directly, through the proxy, and through nginx.
+    /// The fixture endpoint of `server` reached directly, through the proxy, and through nginx (which
+    /// only proxies the main fixture's servers).
     pub fn endpoints(&self, server: &str) -> Vec<(Via, Endpoint)> {
-        let path = SERVERS.iter().find(|(n, _)| *n == server).map_or("/mcp", |(_, p)| *p);
+        let servers = self.servers();
+        let (upstream, path) = servers
+            .iter()
+            .find(|(n, _, _)| *n == server)
+            .map_or((self.fixture_addr, "/mcp"), |(_, a, p)| (*a, *p));
         let mut out = vec![
-            (Via::Direct, Endpoint::new(self.fixture_addr, path)),
+            (Via::Direct, Endpoint::new(upstream, path)),
             (Via::Proxy, Endpoint::new(self.proxy_addr, format!("/mcp/{server}"))),
         ];
-        if let Some((_, addr)) = &self.nginx {
+        if let Some((_, addr)) = &self.nginx
+            && upstream == self.fixture_addr
+        {
             out.push((Via::Nginx, Endpoint::new(*addr, format!("/mcp/{server}"))));
         }
         out
@@ -255,6 +293,9 @@ impl Stack {
     /// Fails when a child has died.
     pub fn check_alive(&mut self) -> Result<()> {
         self.fixture.check_alive()?;
+        if let Some((fixture, _)) = &mut self.closing_fixture {
+            fixture.check_alive()?;
+        }
         self.control_plane.check_alive()?;
         self.proxy.check_alive()?;
         if let Some((nginx, _)) = &mut self.nginx {
@@ -270,6 +311,9 @@ impl Stack {
         self.proxy.stop().await;
         self.control_plane.stop().await;
         self.fixture.stop().await;
+        if let Some((fixture, _)) = self.closing_fixture {
+            fixture.stop().await;
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use mcpgw_proto::validate::{self, HashKey};
 
 use crate::balance::{InstanceState, Policy, Selector};
 use crate::breaker::BreakerConfig;
+use crate::identity::{Credentials, KeyResourceError};
 use pingora::upstreams::peer::HttpPeer;
 use url::Url;
 
@@ -30,6 +31,9 @@ pub struct RoutingTable {
     pub version: u64,
     servers: HashMap<String, Arc<Server>>,
     instances: HashMap<String, (Arc<Server>, usize)>,
+    credentials: Credentials,
+    /// Issuers named in protected resource metadata (`authorization_servers`).
+    authorization_servers: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -103,6 +107,8 @@ pub enum TableError {
     LoadBalancing { id: String, value: i32 },
     #[error("server {id}: {source}")]
     HashKey { id: String, source: validate::HashKeyError },
+    #[error(transparent)]
+    ApiKey(#[from] KeyResourceError),
 }
 
 /// A validated instance before its peer is resolved.
@@ -118,6 +124,16 @@ impl RoutingTable {
 
     pub fn servers(&self) -> impl Iterator<Item = &Arc<Server>> {
         self.servers.values()
+    }
+
+    /// The credentials callers may present.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The authorization servers clients are pointed at.
+    pub fn authorization_servers(&self) -> &[String] {
+        &self.authorization_servers
     }
 
     /// The instance with `id` and its server.
@@ -159,7 +175,8 @@ impl RoutingTable {
         }
         let cursors: HashMap<&str, &Arc<AtomicUsize>> =
             previous.servers.values().map(|s| (s.id.as_str(), &s.cursor)).collect();
-        let mut table = RoutingTable { version: set.version(), ..Default::default() };
+        let mut table =
+            RoutingTable { version: set.version(), credentials: valid.credentials, ..Default::default() };
         for (s, transport, key) in valid.servers {
             let mut instances = by_server.remove(s.id.as_str()).unwrap_or_default();
             instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -188,11 +205,17 @@ struct ValidSet<'a> {
     servers: Vec<(&'a v1::Server, Transport, HashKey)>,
     instances: Vec<InstanceSpec<'a>>,
     health: HashMap<&'a str, HealthStatus>,
+    credentials: Credentials,
 }
 
 /// Pure checks of a resource set: names, uniqueness, transports, balancing keys, endpoint URLs.
 fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
-    let mut valid = ValidSet { servers: Vec::new(), instances: Vec::new(), health: HashMap::new() };
+    let mut valid = ValidSet {
+        servers: Vec::new(),
+        instances: Vec::new(),
+        health: HashMap::new(),
+        credentials: Credentials::default(),
+    };
     let mut names: HashMap<&str, &str> = HashMap::new();
     for resource in set.iter() {
         match &resource.kind {
@@ -228,6 +251,7 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
             Some(Kind::InstanceHealth(h)) => {
                 valid.health.insert(&h.instance_id, h.status());
             }
+            Some(Kind::ApiKey(key)) => valid.credentials.add_api_key(key)?,
             None => {}
         }
     }

@@ -17,10 +17,20 @@ async fn routed(upstream: &FakeUpstream, extra: &[&str]) -> (FakeControlPlane, P
     (cp, proxy)
 }
 
-/// Opens a legacy session: the upstream's id comes back sealed in a token, which the upstream never sees.
-async fn open_session(client: &reqwest::Client, proxy: &ProxyProcess, upstream: &mut FakeUpstream) -> String {
+/// Opens a legacy session (as `principal`'s bearer credential, or anonymously): the upstream's id comes
+/// back sealed in a token, which the upstream never sees.
+async fn open_session(
+    client: &reqwest::Client,
+    proxy: &ProxyProcess,
+    upstream: &mut FakeUpstream,
+    principal: Option<&str>,
+) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let resp = client.post(proxy.mcp_url("alpha")).json(&init).send().await.unwrap();
+    let mut req = client.post(proxy.mcp_url("alpha")).json(&init);
+    if let Some(key) = principal {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let token = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     assert_ne!(token, upstream.session_id, "the upstream's id is sealed");
@@ -50,7 +60,7 @@ async fn headers_and_bodies_cross_intact() {
     let mut upstream = FakeUpstream::start().await;
     let (_cp, proxy) = routed(&upstream, &[]).await;
     let client = reqwest::Client::new();
-    let token = open_session(&client, &proxy, &mut upstream).await;
+    let token = open_session(&client, &proxy, &mut upstream, Some(TEST_KEY)).await;
     let url = reqwest::Url::parse(&proxy.mcp_url("alpha")).unwrap();
     let own_origin = url.origin().ascii_serialization();
     for size in [0, 100 * 1024, 2 * 1024 * 1024] {
@@ -60,7 +70,7 @@ async fn headers_and_bodies_cross_intact() {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("origin", &own_origin)
-            .header("authorization", "Bearer token-for-the-gateway")
+            .header("authorization", format!("Bearer {TEST_KEY}"))
             .header("cookie", "sid=gateway-session")
             .header("mcp-session-id", &token)
             .header("mcp-protocol-version", "2025-11-25")
@@ -133,7 +143,7 @@ async fn get_streams_and_delete_pass_through() {
     let mut upstream = FakeUpstream::start().await;
     let (_cp, proxy) = routed(&upstream, &[]).await;
     let client = reqwest::Client::new();
-    let token = open_session(&client, &proxy, &mut upstream).await;
+    let token = open_session(&client, &proxy, &mut upstream, None).await;
     let (events, rx) = mpsc::channel(4);
     upstream.reply(Reply::Sse(rx));
     let resp = client
@@ -362,7 +372,7 @@ async fn an_upstream_401_is_the_gateways_error() {
     let resp = reqwest::Client::new()
         .post(proxy.mcp_url("alpha"))
         .header("content-type", "application/json")
-        .header("authorization", "Bearer for-the-gateway")
+        .header("authorization", format!("Bearer {TEST_KEY}"))
         .body(rpc_body(8, 0))
         .send()
         .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use mcpgw_proto::v1::routing_discovery_server::{RoutingDiscovery, RoutingDiscoveryServer};
 use mcpgw_proto::v1::{
-    CircuitBreaker, HealthStatus, Instance, InstanceHealth, LoadBalancing, ProxyMessage, Resource,
+    ApiKey, CircuitBreaker, HealthStatus, Instance, InstanceHealth, LoadBalancing, ProxyMessage, Resource,
     RoutingUpdate, Server, Transport, proxy_message, resource::Kind,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -104,13 +104,33 @@ impl Table {
     }
 }
 
-/// A server `name` with one instance at `url`, as a full snapshot at `version`.
+/// An API key resource for the secret `key` (`mcpgw_…`), in `tenant`, expiring at `expires_at_unix`
+/// (0: never).
+pub fn api_key(id: &str, key: &str, tenant: &str, expires_at_unix: i64) -> Resource {
+    Resource {
+        kind: Some(Kind::ApiKey(ApiKey {
+            id: id.into(),
+            digest: mcpgw_proto::validate::api_key_digest(key).to_vec(),
+            name: id.into(),
+            tenant_id: tenant.into(),
+            roles: vec!["user".into()],
+            expires_at_unix,
+        })),
+    }
+}
+
+/// A key the forwarding tests' snapshots accept (see [`snapshot`]).
+pub const TEST_KEY: &str = "mcpgw_integration-test-key";
+
+/// A server `name` with one instance at `url`, plus the API key [`TEST_KEY`], as a full snapshot at
+/// `version`.
 pub fn snapshot(version: u64, routes: &[(&str, &str)]) -> RoutingUpdate {
     let mut upserts = Vec::new();
     for (name, url) in routes {
         upserts.push(server(&format!("id-{name}"), name));
         upserts.push(instance(&format!("inst-{name}"), &format!("id-{name}"), url));
     }
+    upserts.push(api_key("test-key", TEST_KEY, "default", 0));
     RoutingUpdate { version, snapshot: true, base_version: 0, upserts, removals: vec![] }
 }
 
@@ -431,10 +451,18 @@ fn free_port() -> SocketAddr {
 }
 
 impl ProxyProcess {
-    /// Starts the proxy on two free ports and waits until both listeners accept connections. Ports are
-    /// picked by binding port 0 and releasing it, so another process can take one first: then the proxy
-    /// exits and a new pair is tried.
+    /// Starts a proxy that lets callers without credentials through (`--anonymous`): for the tests of
+    /// forwarding, balancing and sessions, which are not about identity.
     pub async fn start(control_plane: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--anonymous"];
+        args.extend_from_slice(extra);
+        Self::start_closed(control_plane, &args).await
+    }
+
+    /// Starts the proxy as deployed (credentials required) on two free ports and waits until both
+    /// listeners accept connections. Ports are picked by binding port 0 and releasing it, so another
+    /// process can take one first: then the proxy exits and a new pair is tried.
+    pub async fn start_closed(control_plane: &str, extra: &[&str]) -> Self {
         for _ in 0..5 {
             if let Some(proxy) = Self::try_start(control_plane, extra).await {
                 return proxy;
