@@ -115,6 +115,11 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
     pub allowed_origins: Vec<String>,
 
+    /// Credential presented to the control plane on the routing stream (the control plane's
+    /// `--proxy-token`). Without it, the control plane accepts only proxies on its own machine.
+    #[arg(long, env = "MCPGW_PROXY_TOKEN", hide_env_values = true, global = true)]
+    pub proxy_token: Option<String>,
+
     /// Let callers without credentials through as an anonymous principal allowed everything. For local
     /// development only: anyone who reaches the MCP port can then use every registered server.
     #[arg(long, env = "MCPGW_ANONYMOUS", global = true)]
@@ -149,6 +154,8 @@ pub struct Config {
     pub public_url: url::Url,
     pub front: crate::front::FrontDoor,
     pub anonymous: bool,
+    /// `authorization` metadata value for the routing stream (`Bearer <--proxy-token>`).
+    pub proxy_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// A setting that cannot be used, with the flag that carries it.
@@ -238,6 +245,20 @@ impl Settings {
             &list(&self.allowed_hosts),
             &list(&self.allowed_origins),
         );
+        let proxy_token = match self.proxy_token.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(token) if token.len() < 16 => {
+                return Err(err("proxy-token", "must be at least 16 characters (openssl rand -base64 32)"));
+            }
+            Some(token) => {
+                let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+                    format!("Bearer {token}")
+                        .parse()
+                        .map_err(|_| err("proxy-token", "must be visible ASCII without spaces"))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
         let proxy_id = match &self.proxy_id {
             Some(id) if id.trim().is_empty() => return Err(err("proxy-id", "must not be empty")),
             Some(id) => id.clone(),
@@ -263,6 +284,7 @@ impl Settings {
             public_url,
             front,
             anonymous: self.anonymous,
+            proxy_token,
         })
     }
 }
@@ -317,6 +339,7 @@ mod tests {
             ),
             (&["--session-ttl", "0s"], "session-ttl"),
             (&["--public-url", "gateway.example"], "public-url"),
+            (&["--proxy-token", "short"], "proxy-token"),
             (&["--public-url", "https://gw.example/?x=1"], "public-url"),
         ];
         for (args, flag) in cases {

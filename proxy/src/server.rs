@@ -85,6 +85,7 @@ pub fn build(config: &Config) -> Server {
         peer_settings,
         passive_health,
         cache: config.table_cache.clone().map(crate::routing::cache::TableCache::new),
+        proxy_token: config.proxy_token.clone(),
     };
     server.add_service(background_service("routing-sync", sync));
     server.add_service(background_service("breakers", breaker_service));

@@ -34,6 +34,8 @@ pub struct RoutingSync {
     pub passive_health: watch::Receiver<Vec<InstanceObservation>>,
     /// Where the last good table is kept for a cold start without the control plane.
     pub cache: Option<TableCache>,
+    /// `authorization: Bearer <--proxy-token>` presented on the stream, when configured.
+    pub proxy_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +120,11 @@ impl RoutingSync {
         };
         // The receiver lives in the request stream below, so this send cannot fail.
         let _ = tx.send(message(proxy_message::Kind::Hello(hello))).await;
-        let mut updates =
-            RoutingDiscoveryClient::new(channel).stream_routes(ReceiverStream::new(rx)).await?.into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = &self.proxy_token {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        let mut updates = RoutingDiscoveryClient::new(channel).stream_routes(request).await?.into_inner();
         METRICS.control_plane_connected.set(1);
         tracing::info!(control_plane = %self.control_plane, "Routing stream connected.");
         let mut passive = self.passive_health.clone();
