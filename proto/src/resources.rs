@@ -20,6 +20,7 @@ impl ResourceKey {
             Kind::Instance(i) => (ResourceKind::Instance, &i.id),
             Kind::InstanceHealth(h) => (ResourceKind::InstanceHealth, &h.instance_id),
             Kind::ApiKey(k) => (ResourceKind::ApiKey, &k.id),
+            Kind::TrustedIssuer(t) => (ResourceKind::TrustedIssuer, &t.id),
         };
         Some(Self { kind, id: id.clone() })
     }

@@ -1,11 +1,16 @@
 //! Who is calling: the principal a request's credentials prove, checked against the credentials streamed in
-//! the routing table (no network call per request). API keys are looked up by SHA-256 digest; a request
-//! without credentials is refused with a challenge pointing at the resource's protected resource metadata
-//! (RFC 9728), unless the proxy runs with `--anonymous` (local development).
+//! the routing table (no network call per request). API keys are looked up by SHA-256 digest; JWTs are
+//! verified against the signing keys of the trusted issuers (fetched by the control plane) and then cached
+//! by digest until they expire, so a verified token costs a hash and a lookup. A request without
+//! credentials is refused with a challenge pointing at the resource's protected resource metadata (RFC
+//! 9728), unless the proxy runs with `--anonymous` (local development).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
 
 use mcpgw_proto::v1;
 use mcpgw_proto::validate::{API_KEY_PREFIX, api_key_digest};
@@ -23,6 +28,8 @@ pub struct Principal {
     pub kind: PrincipalKind,
     pub tenant: Arc<str>,
     pub roles: Arc<[Arc<str>]>,
+    /// Group names from the IdP (role mapping rules read them).
+    pub groups: Arc<[Arc<str>]>,
 }
 
 /// How the principal proved itself.
@@ -38,7 +45,12 @@ pub enum PrincipalKind {
 
 impl Principal {
     fn anonymous() -> Self {
-        Self { kind: PrincipalKind::Anonymous, tenant: Arc::from(DEFAULT_TENANT), roles: Arc::from([]) }
+        Self {
+            kind: PrincipalKind::Anonymous,
+            tenant: Arc::from(DEFAULT_TENANT),
+            roles: Arc::from([]),
+            groups: Arc::from([]),
+        }
     }
 
     /// A stable name of the principal that a session is bound to: another principal presenting the same
@@ -59,18 +71,59 @@ pub struct ApiKeyEntry {
     expires_at: Option<SystemTime>,
 }
 
-/// The credentials of one routing table, by what a proxy can look up without a network call.
-#[derive(Debug, Default)]
+/// The credentials of one routing table, by what a proxy can look up without a network call. A new table
+/// starts with an empty cache of verified tokens, so a key rotated out of an issuer's JWKS stops verifying
+/// as soon as the table without it is served.
+#[derive(Default)]
 pub struct Credentials {
     api_keys: HashMap<[u8; 32], Arc<ApiKeyEntry>>,
+    issuers: HashMap<String, Issuer>,
+    verified: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
 }
 
-/// Why an API key resource was refused.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("api_keys", &self.api_keys.len())
+            .field("issuers", &self.issuers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most verified tokens cached per table; beyond it the cache starts over (a bound, not an eviction policy:
+/// at worst a token is verified again).
+const VERIFIED_CACHE: usize = 50_000;
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+
+/// A trusted issuer, ready to verify: its keys by `kid` and how its claims map onto a principal.
+struct Issuer {
+    issuer: Arc<str>,
+    keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+    audiences: Vec<String>,
+    subject_claim: String,
+    tenant_claim: String,
+    default_tenant: Arc<str>,
+    roles_claim: String,
+    groups_claim: String,
+}
+
+/// A token whose signature verified: who it names, for which audiences, until when.
+struct Verified {
+    principal: Principal,
+    audiences: Vec<String>,
+    expires_at: u64,
+    issuer: Arc<str>,
+}
+
+/// Why a credential resource was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("api key {id}: digest of {len} bytes, expected 32")]
-pub struct KeyResourceError {
-    pub id: String,
-    pub len: usize,
+pub enum KeyResourceError {
+    #[error("api key {id}: digest of {len} bytes, expected 32")]
+    Digest { id: String, len: usize },
+    #[error("trusted issuer {id}: {reason}")]
+    Issuer { id: String, reason: String },
 }
 
 impl Credentials {
@@ -80,12 +133,13 @@ impl Credentials {
             .digest
             .as_slice()
             .try_into()
-            .map_err(|_| KeyResourceError { id: key.id.clone(), len: key.digest.len() })?;
+            .map_err(|_| KeyResourceError::Digest { id: key.id.clone(), len: key.digest.len() })?;
         let tenant = if key.tenant_id.is_empty() { DEFAULT_TENANT } else { key.tenant_id.as_str() };
         let principal = Principal {
             kind: PrincipalKind::ApiKey { id: Arc::from(key.id.as_str()) },
             tenant: Arc::from(tenant),
             roles: key.roles.iter().map(|r| Arc::from(r.as_str())).collect(),
+            groups: Arc::from([]),
         };
         let expires_at = u64::try_from(key.expires_at_unix)
             .ok()
@@ -98,6 +152,170 @@ impl Credentials {
     /// Number of API keys known.
     pub fn api_key_count(&self) -> usize {
         self.api_keys.len()
+    }
+
+    /// Adds a trusted issuer: its JWKS parsed into verifying keys, its algorithms checked (asymmetric only:
+    /// an HMAC "key" would be the issuer's public key, which anyone can read).
+    pub fn add_issuer(&mut self, t: &v1::TrustedIssuer) -> Result<(), KeyResourceError> {
+        let bad = |reason: String| KeyResourceError::Issuer { id: t.id.clone(), reason };
+        if t.issuer.is_empty() {
+            return Err(bad("issuer is empty".into()));
+        }
+        let mut algorithms = Vec::new();
+        for name in &t.algorithms {
+            let alg: Algorithm = name.parse().map_err(|_| bad(format!("unknown algorithm {name:?}")))?;
+            if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                return Err(bad(format!("{name} is symmetric; only public-key algorithms are allowed")));
+            }
+            algorithms.push(alg);
+        }
+        if algorithms.is_empty() {
+            algorithms = vec![Algorithm::RS256, Algorithm::ES256];
+        }
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(&t.jwks_json).map_err(|e| bad(format!("JWKS is not valid: {e}")))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            // Keys of a type this build cannot verify, or meant for encryption, are skipped, not fatal:
+            // issuers publish such keys next to their signing keys.
+            if !jwk.is_supported()
+                || matches!(jwk.common.public_key_use, Some(jsonwebtoken::jwk::PublicKeyUse::Encryption))
+            {
+                continue;
+            }
+            if matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)) {
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
+            keys.insert(jwk.common.key_id.clone().unwrap_or_default(), key);
+        }
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[t.issuer.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let or =
+            |value: &str, default: &str| if value.is_empty() { default.to_owned() } else { value.to_owned() };
+        self.issuers.insert(
+            t.issuer.clone(),
+            Issuer {
+                issuer: Arc::from(t.issuer.as_str()),
+                keys,
+                validation,
+                audiences: t.audiences.clone(),
+                subject_claim: or(&t.subject_claim, "sub"),
+                tenant_claim: t.tenant_claim.clone(),
+                default_tenant: Arc::from(or(&t.default_tenant, DEFAULT_TENANT)),
+                roles_claim: or(&t.roles_claim, "roles"),
+                groups_claim: or(&t.groups_claim, "groups"),
+            },
+        );
+        Ok(())
+    }
+
+    /// Issuers whose tokens are accepted (named in protected resource metadata).
+    pub fn issuer_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.issuers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Verifies a JWT presented for `resource` at `now` (seconds since the epoch): from the cache when its
+    /// signature was verified before, otherwise against its issuer's keys.
+    fn verify_jwt(&self, token: &str, resource: &str, now: u64) -> Result<Principal, &'static str> {
+        let digest = api_key_digest(token);
+        let cached = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
+        let verified = match cached {
+            Some(v) if now <= v.expires_at.saturating_add(LEEWAY_SECS) => v,
+            Some(_) => return Err("the token has expired"),
+            None => {
+                let v = Arc::new(self.verify_signature(token, resource)?);
+                let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= VERIFIED_CACHE {
+                    cache.clear();
+                }
+                cache.insert(digest, v.clone());
+                v
+            }
+        };
+        let issuer = self.issuers.get(&*verified.issuer).ok_or("the token's issuer is not trusted")?;
+        let for_resource = verified
+            .audiences
+            .iter()
+            .any(|a| a == resource || issuer.audiences.iter().any(|extra| extra == a));
+        if !for_resource {
+            return Err("the token was not issued for this resource (audience)");
+        }
+        Ok(verified.principal.clone())
+    }
+
+    fn verify_signature(&self, token: &str, resource: &str) -> Result<Verified, &'static str> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "the token is not a valid JWT")?;
+        let peek: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| "the token is not a valid JWT")?;
+        let issuer = peek
+            .get("iss")
+            .and_then(Value::as_str)
+            .and_then(|iss| self.issuers.get(iss))
+            .ok_or("the token's issuer is not trusted")?;
+        let key = match header.kid.as_deref() {
+            Some(kid) => issuer.keys.get(kid),
+            None if issuer.keys.len() == 1 => issuer.keys.values().next(),
+            None => None,
+        }
+        .ok_or("the token's signing key is not among the issuer's keys")?;
+        let mut validation = issuer.validation.clone();
+        let mut audiences = vec![resource.to_owned()];
+        audiences.extend(issuer.audiences.iter().cloned());
+        validation.set_audience(&audiences);
+        let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::ImmatureSignature => "the token is not valid yet",
+                ErrorKind::InvalidAudience => "the token was not issued for this resource (audience)",
+                ErrorKind::InvalidIssuer => "the token's issuer is not trusted",
+                ErrorKind::InvalidAlgorithm => "the token's algorithm is not allowed",
+                ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim (exp, iss, aud)",
+                _ => "the token's signature does not verify",
+            }
+        })?;
+        let claims = data.claims;
+        let names = |claim: &str| -> Arc<[Arc<str>]> {
+            match claims.get(claim) {
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(Arc::from).collect(),
+                Some(Value::String(one)) => one.split_whitespace().map(Arc::from).collect(),
+                _ => Arc::from([]),
+            }
+        };
+        let subject = claims
+            .get(&issuer.subject_claim)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("the token names no subject")?;
+        let tenant = Some(issuer.tenant_claim.as_str())
+            .filter(|c| !c.is_empty())
+            .and_then(|c| claims.get(c))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map_or_else(|| issuer.default_tenant.clone(), Arc::from);
+        let audiences = match claims.get("aud") {
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Verified {
+            principal: Principal {
+                kind: PrincipalKind::Token { issuer: issuer.issuer.clone(), subject: Arc::from(subject) },
+                tenant,
+                roles: names(&issuer.roles_claim),
+                groups: names(&issuer.groups_claim),
+            },
+            audiences,
+            expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            issuer: issuer.issuer.clone(),
+        })
     }
 }
 
@@ -211,7 +429,10 @@ impl AuthSettings {
             }
             return Ok(entry.principal.clone());
         }
-        Err(refuse(Refusal::InvalidToken("the token is not valid")))
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        credentials
+            .verify_jwt(token, &self.resource(server), now_secs)
+            .map_err(|detail| refuse(Refusal::InvalidToken(detail)))
     }
 }
 
@@ -320,10 +541,162 @@ mod tests {
         );
     }
 
+    /// An Ed25519 signing key and its public JWK.
+    struct Signer {
+        pkcs8: Vec<u8>,
+        kid: &'static str,
+        x: String,
+    }
+
+    impl Signer {
+        fn new(kid: &'static str) -> Self {
+            use base64::Engine;
+            use ring::signature::KeyPair;
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec();
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+            let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+            Self { pkcs8, kid, x }
+        }
+
+        fn jwk(&self) -> Value {
+            json!({"kty": "OKP", "crv": "Ed25519", "x": self.x, "kid": self.kid, "use": "sig", "alg": "EdDSA"})
+        }
+
+        fn sign(&self, claims: &Value) -> String {
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some(self.kid.into());
+            jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8))
+                .unwrap()
+        }
+    }
+
+    const ISSUER: &str = "https://idp.example";
+
+    fn issuer_credentials(keys: &[&Signer]) -> Credentials {
+        let jwks = json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()});
+        let mut c = Credentials::default();
+        c.add_issuer(&v1::TrustedIssuer {
+            id: "idp".into(),
+            issuer: ISSUER.into(),
+            jwks_json: jwks.to_string(),
+            algorithms: vec!["EdDSA".into()],
+            tenant_claim: "tid".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        c
+    }
+
+    fn unix_now() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
+    fn claims(aud: &str) -> Value {
+        let now = unix_now();
+        json!({"iss": ISSUER, "sub": "alice", "aud": aud, "exp": now + 300, "iat": now, "tid": "acme",
+               "roles": ["user"], "groups": ["g-ops", "g-dev"]})
+    }
+
+    const RESOURCE_A: &str = "https://gw.example/base/mcp/a";
+
+    fn verify(c: &Credentials, token: &str) -> Result<Principal, String> {
+        let req = req(Some(&format!("Bearer {token}")), "/mcp/a");
+        settings(false).authenticate(&req, c, Some("a"), SystemTime::now()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn jwts_from_a_trusted_issuer() {
+        let signer = Signer::new("k1");
+        let c = issuer_credentials(&[&signer]);
+        let token = signer.sign(&claims(RESOURCE_A));
+        let p = verify(&c, &token).unwrap();
+        assert_eq!(p.binding(), "jwt:https://idp.example#alice");
+        assert_eq!((&*p.tenant, p.roles.len(), p.groups.len()), ("acme", 1, 2));
+        assert_eq!(verify(&c, &token).unwrap(), p, "the cached verdict is the same");
+        assert_eq!(c.issuer_names(), vec![ISSUER.to_owned()]);
+    }
+
+    #[test]
+    fn token_attacks_are_refused() {
+        use base64::Engine;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let signer = Signer::new("k1");
+        let c = issuer_credentials(&[&signer]);
+        let now = unix_now();
+        let refused = |token: String, why: &str| {
+            let e = verify(&c, &token).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        };
+        // alg: none
+        refused(format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&claims(RESOURCE_A))), "not a valid JWT");
+        // HS256 with the issuer's public key as the secret
+        let mut hs = jsonwebtoken::Header::new(Algorithm::HS256);
+        hs.kid = Some("k1".into());
+        let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&signer.x).unwrap();
+        let forged =
+            jsonwebtoken::encode(&hs, &claims(RESOURCE_A), &jsonwebtoken::EncodingKey::from_secret(&public))
+                .unwrap();
+        refused(forged, "algorithm is not allowed");
+        // A key the issuer does not publish
+        refused(Signer::new("k-unknown").sign(&claims(RESOURCE_A)), "signing key");
+        // The issuer's key id on a token signed with another key
+        refused(Signer::new("k1").sign(&claims(RESOURCE_A)), "signature does not verify");
+        // Another issuer, another resource, expired, not yet valid, no audience
+        let mut other_iss = claims(RESOURCE_A);
+        other_iss["iss"] = json!("https://evil.example");
+        refused(signer.sign(&other_iss), "issuer is not trusted");
+        refused(signer.sign(&claims("https://gw.example/base/mcp/b")), "audience");
+        let mut expired = claims(RESOURCE_A);
+        expired["exp"] = json!(now - 120);
+        refused(signer.sign(&expired), "expired");
+        let mut early = claims(RESOURCE_A);
+        early["nbf"] = json!(now + 600);
+        refused(signer.sign(&early), "not valid yet");
+        let mut no_aud = claims(RESOURCE_A);
+        no_aud.as_object_mut().unwrap().remove("aud");
+        refused(signer.sign(&no_aud), "required claim");
+    }
+
+    #[test]
+    fn a_token_verified_for_one_server_is_refused_by_another() {
+        let signer = Signer::new("k1");
+        let c = issuer_credentials(&[&signer]);
+        let token = signer.sign(&claims(RESOURCE_A));
+        assert!(verify(&c, &token).is_ok());
+        let req = req(Some(&format!("Bearer {token}")), "/mcp/b");
+        let e = settings(false).authenticate(&req, &c, Some("b"), SystemTime::now()).unwrap_err();
+        assert!(e.to_string().contains("audience"), "{e}");
+    }
+
+    #[test]
+    fn a_key_rotated_out_of_the_jwks_stops_verifying() {
+        let (old, new) = (Signer::new("old"), Signer::new("new"));
+        let before = issuer_credentials(&[&old, &new]);
+        let token = old.sign(&claims(RESOURCE_A));
+        assert!(verify(&before, &token).is_ok());
+        let after = issuer_credentials(&[&new]);
+        assert!(verify(&after, &token).unwrap_err().contains("signing key"));
+        assert!(verify(&after, &new.sign(&claims(RESOURCE_A))).is_ok());
+    }
+
+    #[test]
+    fn symmetric_algorithms_cannot_be_trusted() {
+        let mut c = Credentials::default();
+        let hs = v1::TrustedIssuer {
+            id: "x".into(),
+            issuer: ISSUER.into(),
+            jwks_json: r#"{"keys":[]}"#.into(),
+            algorithms: vec!["HS256".into()],
+            ..Default::default()
+        };
+        assert!(c.add_issuer(&hs).is_err());
+    }
+
     #[test]
     fn a_digest_of_the_wrong_length_is_refused() {
         let mut c = Credentials::default();
         let bad = v1::ApiKey { id: "k".into(), digest: vec![1, 2, 3], ..Default::default() };
-        assert_eq!(c.add_api_key(&bad).unwrap_err().len, 3);
+        assert!(matches!(c.add_api_key(&bad), Err(KeyResourceError::Digest { len: 3, .. })));
     }
 }

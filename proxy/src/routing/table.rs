@@ -175,8 +175,12 @@ impl RoutingTable {
         }
         let cursors: HashMap<&str, &Arc<AtomicUsize>> =
             previous.servers.values().map(|s| (s.id.as_str(), &s.cursor)).collect();
-        let mut table =
-            RoutingTable { version: set.version(), credentials: valid.credentials, ..Default::default() };
+        let mut table = RoutingTable {
+            version: set.version(),
+            authorization_servers: valid.credentials.issuer_names(),
+            credentials: valid.credentials,
+            ..Default::default()
+        };
         for (s, transport, key) in valid.servers {
             let mut instances = by_server.remove(s.id.as_str()).unwrap_or_default();
             instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -252,6 +256,7 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
                 valid.health.insert(&h.instance_id, h.status());
             }
             Some(Kind::ApiKey(key)) => valid.credentials.add_api_key(key)?,
+            Some(Kind::TrustedIssuer(issuer)) => valid.credentials.add_issuer(issuer)?,
             None => {}
         }
     }
