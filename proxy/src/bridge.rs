@@ -171,6 +171,9 @@ async fn open(gw: &Gateway, server: &Arc<Server>) -> Result<Arc<Bridge>, ProxyEr
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = req.insert_header(http::header::HOST, &instance.authority);
     let _ = req.insert_header(http::header::ACCEPT, "text/event-stream");
+    if let Some(c) = &instance.credential {
+        let _ = req.insert_header(c.name.clone(), c.value.clone());
+    }
     let (mut up, _) = gw.connector.get_http_session(peer).await.map_err(|e| unreachable(e.to_string()))?;
     let failed = |detail: String| ProxyError::UpstreamFailed { server: server.name.to_string(), detail };
     up.write_request_header(Box::new(req)).await.map_err(|e| failed(e.to_string()))?;
@@ -265,8 +268,7 @@ async fn send(
         bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), tx);
         rx
     });
-    let authorization = session.req_header().headers.get(http::header::AUTHORIZATION).cloned();
-    if let Err(e) = post_upstream(gw, server, bridge, body, authorization).await {
+    if let Err(e) = post_upstream(gw, server, bridge, body).await {
         if let Some(id) = &request_id {
             bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         }
@@ -303,7 +305,6 @@ async fn post_upstream(
     server: &Server,
     bridge: &Bridge,
     body: Bytes,
-    authorization: Option<http::HeaderValue>,
 ) -> Result<(), ProxyError> {
     let instance = &bridge.instance;
     let failed = |detail: String| ProxyError::UpstreamFailed { server: server.name.to_string(), detail };
@@ -313,8 +314,9 @@ async fn post_upstream(
     let _ = req.insert_header(http::header::HOST, &instance.authority);
     let _ = req.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-    if let Some(auth) = authorization {
-        let _ = req.insert_header(http::header::AUTHORIZATION, auth);
+    // The gateway's credential for this upstream, never the client's own (no token passthrough).
+    if let Some(c) = &instance.credential {
+        let _ = req.insert_header(c.name.clone(), c.value.clone());
     }
     let (mut up, _) = gw.connector.get_http_session(peer).await.map_err(|e| {
         ProxyError::UpstreamUnreachable { server: server.name.to_string(), detail: e.to_string() }

@@ -172,6 +172,9 @@ pub(crate) fn upstream_request(
         }
     }
     req.insert_header(header::HOST, &instance.authority)?;
+    if let Some(c) = &instance.credential {
+        req.insert_header(c.name.clone(), c.value.clone())?;
+    }
     if body_len > 0 || down.method == http::Method::POST {
         req.insert_header(header::CONTENT_LENGTH, body_len.to_string())?;
     }

@@ -49,14 +49,27 @@ impl TableCache {
             .map_err(|source| CacheError::Invalid { path: self.path.clone(), source })
     }
 
-    /// Replaces the cache with `set` atomically.
+    /// Replaces the cache with `set` atomically and durably. The table holds upstream credentials, so the
+    /// file is readable by the proxy's user only.
     pub async fn store(&self, set: &ResourceSet) -> Result<(), CacheError> {
+        use tokio::io::AsyncWriteExt;
         let write_err = |source| CacheError::Write { path: self.path.clone(), source };
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await.map_err(write_err)?;
         }
         let tmp = self.path.with_extension("tmp");
-        tokio::fs::write(&tmp, set.snapshot().encode_to_vec()).await.map_err(write_err)?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .await
+            .map_err(write_err)?;
+        file.write_all(&set.snapshot().encode_to_vec()).await.map_err(write_err)?;
+        // Durable before it replaces the old file: a crash leaves either table, never an empty one.
+        file.sync_all().await.map_err(write_err)?;
+        drop(file);
         tokio::fs::rename(&tmp, &self.path).await.map_err(write_err)
     }
 }
@@ -77,6 +90,9 @@ mod tests {
         let set = ResourceSet::new(42, [server]).unwrap();
         cache.store(&set).await.unwrap();
         assert_eq!(cache.load().unwrap(), Some(set));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cache.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the table holds upstream credentials");
         std::fs::write(cache.path(), b"\xff\xff garbage").unwrap();
         assert!(matches!(cache.load(), Err(CacheError::Decode { .. })));
         std::fs::remove_dir_all(&dir).unwrap();

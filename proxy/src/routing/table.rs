@@ -65,6 +65,50 @@ pub struct Instance {
     pub peer: Result<HttpPeer, String>,
     /// In-flight count and breaker gate, kept across tables while the instance exists.
     pub state: Arc<InstanceState>,
+    /// The header the gateway authenticates to this upstream with (the instance's own, else its server's).
+    pub credential: Option<UpstreamHeader>,
+}
+
+/// A credential header sent upstream; its value is marked sensitive, so it never shows in debug output.
+#[derive(Debug, Clone)]
+pub struct UpstreamHeader {
+    pub name: http::HeaderName,
+    pub value: http::HeaderValue,
+}
+
+/// Headers a credential may not set: those that frame or route the request.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
+
+fn upstream_header(
+    owner: &str,
+    c: Option<&v1::UpstreamCredential>,
+) -> Result<Option<UpstreamHeader>, TableError> {
+    let Some(v1::upstream_credential::Kind::StaticHeader(h)) = c.and_then(|c| c.kind.as_ref()) else {
+        return Ok(None);
+    };
+    let bad = |reason: &str| TableError::Credential { owner: owner.to_owned(), reason: reason.to_owned() };
+    let name =
+        http::HeaderName::from_bytes(h.name.trim().as_bytes()).map_err(|_| bad("invalid header name"))?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(bad("the header frames or routes the request and cannot carry a credential"));
+    }
+    let mut value = http::HeaderValue::from_str(&h.value).map_err(|_| bad("invalid header value"))?;
+    value.set_sensitive(true);
+    Ok(Some(UpstreamHeader { name, value }))
 }
 
 impl Server {
@@ -109,12 +153,15 @@ pub enum TableError {
     HashKey { id: String, source: validate::HashKeyError },
     #[error(transparent)]
     ApiKey(#[from] KeyResourceError),
+    #[error("{owner}: upstream credential: {reason}")]
+    Credential { owner: String, reason: String },
 }
 
 /// A validated instance before its peer is resolved.
 struct InstanceSpec<'a> {
     proto: &'a v1::Instance,
     url: Url,
+    credential: Option<UpstreamHeader>,
 }
 
 impl RoutingTable {
@@ -168,6 +215,7 @@ impl RoutingTable {
                     path_and_query: old.path_and_query.clone(),
                     peer: old.peer.clone(),
                     state,
+                    credential: spec.credential,
                 },
                 None => resolve(spec, health, state, settings).await,
             };
@@ -210,6 +258,8 @@ struct ValidSet<'a> {
     instances: Vec<InstanceSpec<'a>>,
     health: HashMap<&'a str, HealthStatus>,
     credentials: Credentials,
+    /// Each server's upstream credential, inherited by instances without their own.
+    upstream_credentials: HashMap<&'a str, Option<UpstreamHeader>>,
 }
 
 /// Pure checks of a resource set: names, uniqueness, transports, balancing keys, endpoint URLs.
@@ -219,6 +269,7 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
         instances: Vec::new(),
         health: HashMap::new(),
         credentials: Credentials::default(),
+        upstream_credentials: HashMap::new(),
     };
     let mut names: HashMap<&str, &str> = HashMap::new();
     for resource in set.iter() {
@@ -245,12 +296,18 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
                 }
                 let key = validate::hash_key(&s.hash_key)
                     .map_err(|source| TableError::HashKey { id: s.id.clone(), source })?;
+                let credential =
+                    upstream_header(&format!("server {}", s.id), s.upstream_credential.as_ref())?;
+                valid.upstream_credentials.insert(&s.id, credential);
                 valid.servers.push((s, transport, key));
             }
             Some(Kind::Instance(i)) => {
                 let url = validate::endpoint_url(&i.endpoint_url)
                     .map_err(|source| TableError::Endpoint { id: i.id.clone(), source })?;
-                valid.instances.push(InstanceSpec { proto: i, url });
+                let own = upstream_header(&format!("instance {}", i.id), i.upstream_credential.as_ref())?;
+                let credential =
+                    own.or_else(|| valid.upstream_credentials.get(i.server_id.as_str()).cloned().flatten());
+                valid.instances.push(InstanceSpec { proto: i, url, credential });
             }
             Some(Kind::InstanceHealth(h)) => {
                 valid.health.insert(&h.instance_id, h.status());
@@ -302,6 +359,7 @@ async fn resolve(
         path_and_query,
         peer,
         state,
+        credential: spec.credential,
     }
 }
 
@@ -320,6 +378,29 @@ async fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_cannot_set_framing_or_routing_headers() {
+        let c = |name: &str, value: &str| v1::UpstreamCredential {
+            kind: Some(v1::upstream_credential::Kind::StaticHeader(v1::StaticHeader {
+                name: name.into(),
+                value: value.into(),
+            })),
+        };
+        assert!(upstream_header("s", Some(&c("X-Api-Key", "k"))).unwrap().is_some());
+        assert!(upstream_header("s", None).unwrap().is_none());
+        for (name, value) in [
+            ("host", "x"),
+            ("Content-Length", "1"),
+            ("mcp-session-id", "x"),
+            ("bad name", "x"),
+            ("x-k", "a\nb"),
+        ] {
+            assert!(upstream_header("s", Some(&c(name, value))).is_err(), "{name}");
+        }
+        let header = upstream_header("s", Some(&c("x-api-key", "s3cret"))).unwrap().unwrap();
+        assert!(!format!("{header:?}").contains("s3cret"), "the value is sensitive");
+    }
     use mcpgw_proto::v1::{Instance as PInstance, Resource, Server as PServer};
 
     fn server(id: &str, name: &str) -> Resource {

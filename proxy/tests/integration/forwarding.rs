@@ -388,3 +388,62 @@ async fn an_upstream_401_is_the_gateways_error() {
         "{message}"
     );
 }
+
+/// The upstream gets the credential registered for it — the server's, or its instance's own — and never
+/// the client's; the credential shows nowhere in the proxy's views.
+#[tokio::test]
+async fn upstreams_get_their_registered_credential_not_the_clients() {
+    use mcpgw_proto::v1::{StaticHeader, UpstreamCredential, upstream_credential};
+    let credential = |name: &str, value: &str| {
+        Some(UpstreamCredential {
+            kind: Some(upstream_credential::Kind::StaticHeader(StaticHeader {
+                name: name.into(),
+                value: value.into(),
+            })),
+        })
+    };
+    let (mut shared, mut own) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start(&cp.url(), &[]).await;
+    let mut table = snapshot(1, &[("alpha", &shared.url()), ("beta", &own.url())]);
+    for resource in &mut table.upserts {
+        match resource.kind.as_mut() {
+            Some(mcpgw_proto::v1::resource::Kind::Server(s)) => {
+                s.upstream_credential = credential("x-api-key", "server-secret-1");
+            }
+            Some(mcpgw_proto::v1::resource::Kind::Instance(i)) if i.server_id == "id-beta" => {
+                i.upstream_credential = credential("authorization", "Bearer instance-secret-2");
+            }
+            _ => {}
+        }
+    }
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    for (server, upstream) in [("alpha", &mut shared), ("beta", &mut own)] {
+        let resp = reqwest::Client::new()
+            .post(proxy.mcp_url(server))
+            .header("content-type", "application/json")
+            .bearer_auth(TEST_KEY)
+            .header("cookie", "sid=client")
+            .body(rpc_body(9, 0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{server}");
+        let seen = upstream.next_request().await;
+        assert_eq!(seen.header("cookie"), None);
+        if server == "alpha" {
+            assert_eq!(seen.header("x-api-key"), Some("server-secret-1"));
+            assert_eq!(seen.header("authorization"), None, "the client's key stays at the gateway");
+        } else {
+            assert_eq!(
+                seen.header("authorization"),
+                Some("Bearer instance-secret-2"),
+                "the instance's own wins"
+            );
+            assert_eq!(seen.header("x-api-key"), None);
+        }
+    }
+    let routes = reqwest::get(proxy.admin_url("/routes")).await.unwrap().text().await.unwrap();
+    assert!(!routes.contains("secret"), "{routes}");
+}

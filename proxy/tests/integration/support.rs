@@ -71,6 +71,7 @@ impl Table {
                     max_open_ms: 300,
                     ..Default::default()
                 }),
+                ..Default::default()
             })),
         });
         self
