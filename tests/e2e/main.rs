@@ -7,6 +7,7 @@
 mod balancing;
 mod bodies;
 mod cancellation;
+mod conformance;
 mod discovery;
 mod eras;
 mod errors;

