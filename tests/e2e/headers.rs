@@ -5,11 +5,16 @@ use mcpgw_e2e::mcp::headers;
 use mcpgw_e2e::{Gateway, McpHttp, PyServer, PyServerOpts, RecordingUpstream};
 use serde_json::{Value, json};
 
-const FOREIGN: [(&str, &str); 2] = [("Origin", "http://evil.example"), ("Host", "gateway.example:8443")];
+/// What a browser app behind the gateway's public name sends: foreign to the upstream (which refuses them
+/// directly), allowed at the gateway by its configuration below.
+const FOREIGN: [(&str, &str); 2] = [("Origin", "https://app.example"), ("Host", "gateway.example:8443")];
+/// The gateway as deployed under a public name, with a web app's origin allowed.
+const PUBLIC: [&str; 4] =
+    ["--public-url", "https://gateway.example:8443", "--allowed-origins", "https://app.example"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_server_behind_proxy_accepts_foreign_host_and_origin() -> Result<()> {
-    let gw = Gateway::start().await?;
+    let gw = Gateway::start_with(&PUBLIC).await?;
     let upstream = PyServer::start("py-headers", PyServerOpts::default()).await?;
     let proxied = gw.add_server("py-headers", &upstream.url(), "streamable_http").await?;
 
@@ -33,6 +38,12 @@ async fn python_server_behind_proxy_accepts_foreign_host_and_origin() -> Result<
     let result = session.call_tool("echo", json!({"message": "behind the gateway"})).await?;
     assert_eq!(crate::first_text(&result), Some("behind the gateway"), "{result}");
     assert!(session.delete_session().await?.is_success());
+
+    // A page on another origin, or a rebound name, is refused by the gateway itself.
+    let (_, resp) = modern_with(&client, &[("Origin", "http://evil.example"), FOREIGN[1]]).await?;
+    assert_eq!(resp.status.as_u16(), 403, "{}", resp.text());
+    let (_, resp) = modern_with(&client, &[("Host", "evil.example:8443")]).await?;
+    assert_eq!(resp.status.as_u16(), 421, "{}", resp.text());
     Ok(())
 }
 
@@ -47,7 +58,7 @@ async fn modern_with(client: &McpHttp, extra: &[(&str, &str)]) -> Result<(Value,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_sees_its_own_host_and_no_origin() -> Result<()> {
-    let gw = Gateway::start().await?;
+    let gw = Gateway::start_with(&PUBLIC).await?;
     let upstream = RecordingUpstream::start().await?;
     let proxied = gw.add_server("recorder", &upstream.url(), "streamable_http").await?;
     let client = McpHttp::new(&proxied);

@@ -1,6 +1,6 @@
 // A TS SDK v2 (@modelcontextprotocol/client 2.4.0) MCP client CLI for the mcpgw end-to-end tests.
 //
-// node ts_client.mjs URL [--mode legacy|auto|2026-07-28|sse] ACTION...
+// node ts_client.mjs URL [--mode legacy|auto|2026-07-28|sse] [--header 'Name: value']... ACTION...
 // Prints ONE JSON document on stdout:
 //   list-tools            {"protocolVersion", "era", "tools": [{"name", "description", "inputSchema"}...]} (all pages)
 //   call NAME JSON_ARGS   {"protocolVersion", "era", "result": {"content", "structuredContent", "isError"}}
@@ -17,9 +17,15 @@ function usage(message) {
 }
 
 function parseArgs(argv) {
-  const args = { mode: 'legacy', rest: [] };
+  const args = { mode: 'legacy', rest: [], headers: {} };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--mode') args.mode = argv[++i];
+    else if (argv[i] === '--header') {
+      const raw = argv[++i] ?? '';
+      const at = raw.indexOf(':');
+      if (at <= 0) usage(`--header must be 'Name: value', got ${JSON.stringify(raw)}`);
+      args.headers[raw.slice(0, at).trim()] = raw.slice(at + 1).trim();
+    }
     else if (args.url === undefined) args.url = argv[i];
     else args.rest.push(argv[i]);
   }
@@ -46,7 +52,9 @@ function describe(error) {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const url = new URL(args.url);
-  const transport = args.mode === 'sse' ? new SSEClientTransport(url) : new StreamableHTTPClientTransport(url);
+  const options = { requestInit: { headers: args.headers } };
+  const transport =
+    args.mode === 'sse' ? new SSEClientTransport(url, options) : new StreamableHTTPClientTransport(url, options);
   const client = new Client(
     { name: 'mcpgw-e2e-ts', version: '0.0.0' },
     { capabilities: {}, versionNegotiation: negotiation(args.mode) },
