@@ -14,6 +14,7 @@ mod errors;
 mod failover;
 mod headers;
 mod health;
+mod identity;
 mod modern;
 mod passthrough;
 mod peers;

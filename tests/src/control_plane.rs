@@ -143,9 +143,11 @@ impl ControlPlane {
         Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
     }
 
-    /// An unauthenticated GET of `path`; returns the status and the body as text.
+    /// A GET of `path` with the admin token (every `/api/v1` route needs it; public ones ignore it);
+    /// returns the status and the body as text.
     pub async fn get_text(&self, path: &str) -> Result<(u16, String)> {
-        let resp = self.http.get(format!("{}{path}", self.http_url())).send().await?;
+        let resp =
+            self.http.get(format!("{}{path}", self.http_url())).bearer_auth(&self.admin_token).send().await?;
         Ok((resp.status().as_u16(), resp.text().await?))
     }
 
@@ -188,6 +190,18 @@ impl ControlPlane {
             Some(Value::String(id)) => Ok(id.clone()),
             Some(Value::Number(id)) => Ok(id.to_string()),
             _ => bail!("register {name}: no id in {resp}"),
+        }
+    }
+
+    /// `POST /api/v1/api-keys` with `body` (at least `name`); returns the key's id and its secret.
+    pub async fn create_api_key(&self, body: Value) -> Result<(String, String)> {
+        let (status, resp) = self.api(reqwest::Method::POST, "/api/v1/api-keys", Some(body)).await?;
+        if status != 201 {
+            bail!("create api key: expected 201, got {status}: {resp}");
+        }
+        match (resp["id"].as_str(), resp["key"].as_str()) {
+            (Some(id), Some(key)) => Ok((id.to_owned(), key.to_owned())),
+            _ => bail!("create api key: no id or key in {resp}"),
         }
     }
 

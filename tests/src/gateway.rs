@@ -36,6 +36,14 @@ impl Gateway {
         Ok(Self { proxy, cp, db })
     }
 
+    /// Starts everything with the proxy as deployed: callers need credentials (no `--anonymous`).
+    pub async fn start_closed(proxy_args: &[&str]) -> Result<Self> {
+        let db = TestDb::new();
+        let cp = ControlPlane::start(&db, ADMIN_TOKEN).await?;
+        let proxy = Proxy::start_closed(&cp.grpc_url(), proxy_args).await?;
+        Ok(Self { proxy, cp, db })
+    }
+
     /// Registers a server and waits until the proxy routes it; returns its MCP URL through the proxy.
     pub async fn add_server(&self, name: &str, endpoint_url: &str, transport: &str) -> Result<String> {
         self.cp.register(name, endpoint_url, transport).await?;

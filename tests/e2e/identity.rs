@@ -1,0 +1,103 @@
+//! Who may call, with real clients and real processes: API keys created through the REST API work with
+//! every client CLI through a proxy as deployed (credentials required), a caller without one gets the
+//! RFC 9728 challenge, and a deleted key is refused on every proxy within a second.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use mcpgw_e2e::dataplane::ts_client;
+use mcpgw_e2e::{Gateway, Proxy, PyServer, PyServerOpts, inspector, py_client};
+use serde_json::json;
+
+use crate::{first_text, tool_names};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_call_through_the_gateway_with_an_api_key() -> Result<()> {
+    let gw = Gateway::start_closed(&[]).await?;
+    let upstream = PyServer::start("py-identity", PyServerOpts::default()).await?;
+    let url = gw.add_server("py-identity", &upstream.url(), "streamable_http").await?;
+    let (_, key) = gw.cp.create_api_key(json!({"name": "e2e clients"})).await?;
+    ensure!(key.starts_with("mcpgw_") && key.len() >= 40, "a recognisable key of at least 256 bits: {key}");
+    let auth = format!("Authorization: Bearer {key}");
+
+    for mode in ["auto", "legacy"] {
+        let listed = py_client(&url, mode, &["--header", &auth, "list-tools"]).await?;
+        ensure!(tool_names(&listed).iter().any(|t| t == "echo"), "python {mode}: {listed}");
+        let called =
+            py_client(&url, mode, &["--header", &auth, "call", "echo", r#"{"message":"keyed"}"#]).await?;
+        ensure!(first_text(&called["result"]) == Some("keyed"), "python {mode}: {called}");
+    }
+    let ts =
+        ts_client(&url, "legacy", &["--header", &auth, "call", "echo", r#"{"message":"ts keyed"}"#]).await?;
+    ensure!(first_text(&ts["result"]) == Some("ts keyed"), "ts: {ts}");
+    let listed = inspector(&url, &["--header", &auth, "--method", "tools/list"]).await?;
+    ensure!(tool_names(&listed).iter().any(|t| t == "echo"), "inspector: {listed}");
+
+    // Without the key, the client is told where to authenticate.
+    let anonymous = py_client(&url, "legacy", &["list-tools"]).await;
+    let refused = anonymous.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    ensure!(refused.contains("needs credentials"), "a client without credentials is refused: {refused}");
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await?;
+    ensure!(resp.status() == 401, "{}", resp.status());
+    let challenge = resp.headers().get("www-authenticate").context("no challenge")?.to_str()?.to_owned();
+    let metadata = challenge
+        .split("resource_metadata=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("no resource_metadata in the challenge")?
+        .to_owned();
+    let prm: serde_json::Value = reqwest::get(&metadata).await?.json().await?;
+    ensure!(prm["resource"] == json!(url), "the metadata names the exact resource: {prm}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_key_is_refused_on_every_proxy_within_a_second() -> Result<()> {
+    let gw = Gateway::start_closed(&[]).await?;
+    let second = Proxy::start_closed(&gw.cp.grpc_url(), &[]).await?;
+    let upstream = PyServer::start("py-revoke", PyServerOpts::default()).await?;
+    gw.add_server("py-revoke", &upstream.url(), "streamable_http").await?;
+    second.wait_routable("py-revoke", mcpgw_e2e::gateway::ROUTABLE_TIMEOUT).await?;
+    let (id, key) = gw.cp.create_api_key(json!({"name": "short-lived"})).await?;
+    let urls = [gw.proxy.url("py-revoke"), second.url("py-revoke")];
+    let http = reqwest::Client::new();
+    let status = |url: String| {
+        let req = http
+            .post(url)
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        async move { req.send().await.map(|r| r.status().as_u16()) }
+    };
+    // The key reaches both proxies (a creation is streamed like any change). Whatever the upstream
+    // answers a sessionless ping, anything but 401 means the gateway let the key through.
+    for url in &urls {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while status(url.clone()).await? == 401 {
+            ensure!(Instant::now() < deadline, "the new key never worked on {url}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (code, body) = gw.cp.api(reqwest::Method::DELETE, &format!("/api/v1/api-keys/{id}"), None).await?;
+    ensure!(code == 204, "delete: {code} {body}");
+    let deleted = Instant::now();
+    let mut refused_after = Vec::new();
+    for url in &urls {
+        while status(url.clone()).await? != 401 {
+            ensure!(
+                deleted.elapsed() < Duration::from_secs(1),
+                "{url} still accepts the deleted key after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        refused_after.push(deleted.elapsed());
+    }
+    eprintln!("deleted key refused by both proxies after {refused_after:?}");
+    Ok(())
+}
