@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use mcpgw_e2e::dataplane::ts_client;
-use mcpgw_e2e::{Gateway, Proxy, PyServer, PyServerOpts, inspector, py_client};
+use mcpgw_e2e::{Gateway, Proxy, PyServer, PyServerOpts, fastmcp, inspector, py_client};
 use serde_json::json;
 
 use crate::{first_text, tool_names};
@@ -32,6 +32,10 @@ async fn real_clients_call_through_the_gateway_with_an_api_key() -> Result<()> {
     ensure!(first_text(&ts["result"]) == Some("ts keyed"), "ts: {ts}");
     let listed = inspector(&url, &["--header", &auth, "--method", "tools/list"]).await?;
     ensure!(tool_names(&listed).iter().any(|t| t == "echo"), "inspector: {listed}");
+    let listed = fastmcp(&["list", &url, "--auth", &key]).await?;
+    ensure!(listed.to_string().contains("\"echo\""), "fastmcp list: {listed}");
+    let called = fastmcp(&["call", &url, "echo", "message=fast keyed", "--auth", &key]).await?;
+    ensure!(called.to_string().contains("fast keyed"), "fastmcp call: {called}");
 
     // Without the key, the client is told where to authenticate.
     let anonymous = py_client(&url, "legacy", &["list-tools"]).await;

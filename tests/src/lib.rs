@@ -28,7 +28,7 @@ pub use db::TestDb;
 pub use fake::{RecordingUpstream, SilentUpstream};
 pub use gateway::{ADMIN_TOKEN, Gateway};
 pub use mcp::{McpHttp, McpResponse};
-pub use peers::{EverythingServer, PyServer, PyServerOpts, RmcpServer, inspector, py_client};
+pub use peers::{EverythingServer, PyServer, PyServerOpts, RmcpServer, fastmcp, inspector, py_client};
 pub use proxy::Proxy;
 pub use sse::SseEvent;
 

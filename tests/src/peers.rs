@@ -208,6 +208,14 @@ pub async fn py_client(url: &str, mode: &str, action: &[&str]) -> Result<Value> 
     run_json("py-client", cmd).await
 }
 
+/// Runs the FastMCP CLI (`fastmcp ARGS... --json`, e.g. `["list", URL, "--auth", KEY]`) from the peers'
+/// venv and returns its JSON output.
+pub async fn fastmcp(args: &[&str]) -> Result<Value> {
+    let mut cmd = Command::new(require(peers_dir().join(".venv/bin/fastmcp"))?);
+    cmd.args(args).arg("--json").env("FASTMCP_CHECK_FOR_UPDATES", "off");
+    run_json("fastmcp", cmd).await
+}
+
 /// Runs the Inspector CLI v1 (`node cli.js --cli URL --transport http ARGS...`, cwd its `build/`) and
 /// returns its JSON output, e.g. `inspector(url, &["--method", "tools/list"])`.
 pub async fn inspector(url: &str, args: &[&str]) -> Result<Value> {
