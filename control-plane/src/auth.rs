@@ -1,20 +1,31 @@
-//! Admin authentication: the bootstrap bearer token and the `AdminAuth` extractor every mutation requires.
+//! Who may call: configured bearer secrets (`--admin-token`, `--proxy-token`), the caller of a REST request
+//! (`authenticate` middleware, before any extractor) and the `Admin` extractor every `/api/v1` handler takes.
 
 use std::fmt;
 use std::future::{Ready, ready};
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use chrono::Utc;
+use mcpgw_proto::validate::{API_KEY_PREFIX, api_key_digest};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::api::{ApiError, AppState, Code};
+use crate::db::store;
+use crate::model::{ADMIN_ROLE, ApiKeyRow};
 
-/// The bootstrap admin token, kept only as a SHA-256 digest so comparisons take the same time for any input.
+/// A configured bearer secret, kept only as a SHA-256 digest so comparisons take the same time for any
+/// input and the secret itself is never in memory dumps, `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken {
+pub struct SecretToken {
     digest: [u8; 32],
 }
 
-impl AdminToken {
+impl SecretToken {
     /// Keeps the digest of `token`.
     pub fn new(token: &str) -> Self {
         Self { digest: sha256(token) }
@@ -29,9 +40,9 @@ impl AdminToken {
     }
 }
 
-impl fmt::Debug for AdminToken {
+impl fmt::Debug for SecretToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(***)")
+        f.write_str("SecretToken(***)")
     }
 }
 
@@ -39,86 +50,157 @@ fn sha256(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
-/// Proof that the request carries the admin bearer token. Put it first in a handler's arguments: the
-/// handler then cannot run, and no body is parsed, without it.
-#[derive(Debug, Clone, Copy)]
-pub struct AdminAuth(());
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive); `None` for any other
+/// scheme or an unreadable value.
+pub fn bearer(value: &str) -> Option<&str> {
+    value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+}
 
-impl AdminAuth {
-    /// Checks the `Authorization` header against the configured token.
-    pub fn check(token: Option<&AdminToken>, req: &HttpRequest) -> Result<Self, ApiError> {
-        let Some(token) = token else {
-            return Err(ApiError::new(
-                Code::AdminTokenNotConfigured,
-                "mutations are disabled: this control plane was started without --admin-token",
-            ));
-        };
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return Err(ApiError::new(
-                Code::MissingAuthorization,
-                "this request needs an `Authorization: Bearer <admin token>` header",
-            ));
-        };
-        let presented = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        match presented {
-            Some(candidate) if token.matches(candidate) => Ok(Self(())),
-            Some(_) => Err(ApiError::new(Code::InvalidAdminToken, "the admin token is not valid")),
-            None => Err(ApiError::new(
-                Code::InvalidAdminToken,
-                "the Authorization header must use the Bearer scheme: `Authorization: Bearer <admin token>`",
-            )),
+/// Who sent a REST request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The bootstrap `--admin-token`.
+    AdminToken,
+    /// An API key that exists and has not expired.
+    ApiKey { id: Uuid, name: String, tenant_id: String, role: String },
+}
+
+impl Principal {
+    /// Whether this principal may use the admin API.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Self::AdminToken => true,
+            Self::ApiKey { role, .. } => role == ADMIN_ROLE,
+        }
+    }
+
+    /// How logs name the principal (never a secret).
+    pub fn label(&self) -> String {
+        match self {
+            Self::AdminToken => "admin-token".to_owned(),
+            Self::ApiKey { id, .. } => format!("api-key:{id}"),
         }
     }
 }
 
-impl FromRequest for AdminAuth {
+impl From<ApiKeyRow> for Principal {
+    fn from(row: ApiKeyRow) -> Self {
+        Self::ApiKey { id: row.id, name: row.name, tenant_id: row.tenant_id, role: row.role }
+    }
+}
+
+/// What `authenticate` established, kept in the request's extensions for the extractors.
+#[derive(Debug, Clone)]
+struct Authenticated(Result<Principal, ApiError>);
+
+/// The part of authentication that needs no database.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Done(Result<Principal, ApiError>),
+    /// An API key: look its digest up.
+    LookUp([u8; 32]),
+}
+
+const NEEDS_CREDENTIAL: &str =
+    "this request needs an `Authorization: Bearer <admin token or admin API key>` header";
+
+fn first_step(token: Option<&SecretToken>, headers: &HeaderMap) -> Step {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Step::Done(Err(ApiError::new(Code::MissingAuthorization, NEEDS_CREDENTIAL)));
+    };
+    let Some(candidate) = value.to_str().ok().and_then(bearer) else {
+        return Step::Done(Err(ApiError::new(
+            Code::InvalidAdminToken,
+            "the Authorization header must use the Bearer scheme: `Authorization: Bearer <token>`",
+        )));
+    };
+    if token.is_some_and(|t| t.matches(candidate)) {
+        return Step::Done(Ok(Principal::AdminToken));
+    }
+    if candidate.starts_with(API_KEY_PREFIX) {
+        return Step::LookUp(api_key_digest(candidate));
+    }
+    Step::Done(Err(match token {
+        Some(_) => ApiError::new(Code::InvalidAdminToken, "the admin token is not valid"),
+        None => ApiError::new(
+            Code::AdminTokenNotConfigured,
+            "this control plane was started without --admin-token: use an admin API key",
+        ),
+    }))
+}
+
+async fn look_up(state: &AppState, digest: &[u8; 32]) -> Result<Principal, ApiError> {
+    let mut conn = state.conn().await?;
+    let row = store::api_keys::by_digest(&mut conn, digest).await.map_err(ApiError::internal)?;
+    match row {
+        Some(row) if !row.is_expired(Utc::now()) => Ok(row.into()),
+        _ => Err(ApiError::new(Code::InvalidApiKey, "the API key is not valid: unknown, revoked or expired")),
+    }
+}
+
+/// Middleware of `/api/v1`: establishes who is calling before any extractor runs. An API key is looked up
+/// in the database on every request, so a deleted key stops working at once. Doing it here rather than in
+/// the extractor keeps the order of checks: actix polls a handler's extractors together, so an
+/// asynchronous `Admin` would let the JSON body be read, and its errors answered, before the credential.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        let outcome = match first_step(state.admin_token.as_ref(), req.headers()) {
+            Step::Done(outcome) => outcome,
+            Step::LookUp(digest) => look_up(state, &digest).await,
+        };
+        req.extensions_mut().insert(Authenticated(outcome));
+    }
+    next.call(req).await
+}
+
+/// Proof that the request carries an admin credential: the bootstrap admin token or an API key with the
+/// `admin` role. Every `/api/v1` handler takes it first; the handler cannot run without it. Missing or
+/// invalid credential: 401; a valid key without the role: 403.
+#[derive(Debug, Clone)]
+pub struct Admin(Principal);
+
+impl Admin {
+    /// Who the admin is (for logs).
+    pub fn principal(&self) -> &Principal {
+        &self.0
+    }
+
+    fn check(outcome: Result<Principal, ApiError>) -> Result<Self, ApiError> {
+        let principal = outcome?;
+        if principal.is_admin() {
+            return Ok(Self(principal));
+        }
+        let role = match &principal {
+            Principal::ApiKey { role, .. } => role.as_str(),
+            Principal::AdminToken => "",
+        };
+        Err(ApiError::new(
+            Code::InsufficientPermissions,
+            format!("this API key has the role {role:?}; the admin API needs the \"admin\" role"),
+        ))
+    }
+}
+
+impl FromRequest for Admin {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = req.app_data::<web::Data<AppState>>().and_then(|s| s.admin_token.clone());
-        ready(Self::check(token.as_ref(), req))
+        let outcome = match req.extensions().get::<Authenticated>() {
+            Some(Authenticated(outcome)) => outcome.clone(),
+            // Fail closed: a route registered outside the authenticated scope.
+            None => Err(ApiError::internal(format!("{} has no authentication middleware", req.path()))),
+        };
+        ready(Self::check(outcome))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use actix_web::test::TestRequest;
-
-    use super::*;
-
-    #[test]
-    fn token_matches_only_itself() {
-        let t = AdminToken::new("s3cret");
-        assert!(t.matches("s3cret"));
-        assert!(!t.matches("s3cre"));
-        assert!(!t.matches("s3cret "));
-        assert!(!t.matches(""));
-        assert_eq!(format!("{t:?}"), "AdminToken(***)");
-    }
-
-    #[test]
-    fn header_rules() {
-        let t = AdminToken::new("tok");
-        let code =
-            |req: TestRequest| AdminAuth::check(Some(&t), &req.to_http_request()).map_err(|e| e.code());
-        assert!(code(TestRequest::default().insert_header(("Authorization", "Bearer tok"))).is_ok());
-        assert!(code(TestRequest::default().insert_header(("Authorization", "bearer tok"))).is_ok());
-        assert_eq!(code(TestRequest::default()).unwrap_err(), Code::MissingAuthorization);
-        assert_eq!(
-            code(TestRequest::default().insert_header(("Authorization", "Bearer nope"))).unwrap_err(),
-            Code::InvalidAdminToken
-        );
-        assert_eq!(
-            code(TestRequest::default().insert_header(("Authorization", "Basic dG9r"))).unwrap_err(),
-            Code::InvalidAdminToken
-        );
-        let none = AdminAuth::check(None, &TestRequest::default().to_http_request()).map_err(|e| e.code());
-        assert_eq!(none.unwrap_err(), Code::AdminTokenNotConfigured);
-    }
-}
+mod tests;

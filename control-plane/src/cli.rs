@@ -1,5 +1,6 @@
 //! The admin CLI subcommands: `export` and `import FILE [--dry-run] [--prune]`, which call the REST API of
-//! a running control plane (`--api-url`, default `http://<--http-addr>`) with `--admin-token`.
+//! a running control plane (`--api-url`, default `http://<--http-addr>`) with `--admin-token` (the bootstrap
+//! token or an admin API key).
 
 use std::io::Read;
 
@@ -16,8 +17,8 @@ pub enum CliError {
     Http(String, reqwest::Error),
     #[error("{0} answered {1}: {2}")]
     Refused(String, u16, String),
-    #[error("import needs --admin-token (or MCPGW_ADMIN_TOKEN)")]
-    NoToken,
+    #[error("{0} needs --admin-token (or MCPGW_ADMIN_TOKEN): the admin token or an admin API key")]
+    NoToken(&'static str),
 }
 
 fn client() -> Result<reqwest::Client, CliError> {
@@ -25,9 +26,11 @@ fn client() -> Result<reqwest::Client, CliError> {
 }
 
 /// `export`: prints the registry YAML.
-pub async fn export(config: &Config) -> Result<String, CliError> {
+pub async fn export(config: &Config, token: Option<&str>) -> Result<String, CliError> {
+    let token = token.ok_or(CliError::NoToken("export"))?;
     let url = format!("{}/api/v1/admin/export", config.api_url);
-    let response = client()?.get(&url).send().await.map_err(|e| CliError::Http(url.clone(), e))?;
+    let response =
+        client()?.get(&url).bearer_auth(token).send().await.map_err(|e| CliError::Http(url.clone(), e))?;
     let status = response.status().as_u16();
     let body = response.text().await.map_err(|e| CliError::Http(url.clone(), e))?;
     if status != 200 {
@@ -38,7 +41,7 @@ pub async fn export(config: &Config) -> Result<String, CliError> {
 
 /// `import`: applies a YAML file and returns a human-readable report of the changes.
 pub async fn import(config: &Config, token: Option<&str>, args: &ImportArgs) -> Result<String, CliError> {
-    let token = token.ok_or(CliError::NoToken)?;
+    let token = token.ok_or(CliError::NoToken("import"))?;
     let mut document = String::new();
     if args.file == "-" {
         std::io::stdin().read_to_string(&mut document).map_err(|e| CliError::Read("stdin".into(), e))?;

@@ -1,12 +1,13 @@
 //! Settings from flags and environment, checked by one pure `validate()` into the `Config` the process runs on.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
-use crate::auth::AdminToken;
+use crate::auth::SecretToken;
 use crate::ssrf::{SsrfError, SsrfPolicy};
 
 mod checks;
@@ -27,6 +28,12 @@ pub const ENV_DATABASE_URL: &str = "MCPGW_DATABASE_URL";
 pub const ENV_REDIS_URL: &str = "MCPGW_REDIS_URL";
 /// Environment variable of `--admin-token`.
 pub const ENV_ADMIN_TOKEN: &str = "MCPGW_ADMIN_TOKEN";
+/// Environment variable of `--proxy-token`.
+pub const ENV_PROXY_TOKEN: &str = "MCPGW_PROXY_TOKEN";
+/// Environment variable of `--grpc-tls-cert`.
+pub const ENV_GRPC_TLS_CERT: &str = "MCPGW_GRPC_TLS_CERT";
+/// Environment variable of `--grpc-tls-key`.
+pub const ENV_GRPC_TLS_KEY: &str = "MCPGW_GRPC_TLS_KEY";
 /// Environment variable of `--db-pool-size`.
 pub const ENV_DB_POOL_SIZE: &str = "MCPGW_DB_POOL_SIZE";
 /// Environment variable of `--api-body-limit`.
@@ -58,6 +65,9 @@ pub const ENV_API_URL: &str = "MCPGW_API_URL";
 pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(50);
 /// Largest accepted health threshold.
 pub const MAX_HEALTH_THRESHOLD: u32 = 100;
+
+/// Shortest accepted `--proxy-token`: the proxies refuse shorter ones, so the control plane does too.
+pub const MIN_PROXY_TOKEN_CHARS: usize = 16;
 
 /// Largest accepted `--api-body-limit` (64 MiB): admin requests are small JSON documents.
 pub const MAX_API_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -128,9 +138,20 @@ pub struct RawSettings {
     /// Redis URL (`redis://host:port`); when set, /ready also requires Redis to answer PING.
     #[arg(long, global = true, env = ENV_REDIS_URL)]
     pub redis_url: Option<String>,
-    /// Bootstrap admin bearer token for REST mutations; without it every POST/PUT/DELETE is refused (401).
+    /// Bootstrap admin bearer token for the REST API (`/api/v1/...`, reads included); without it only
+    /// API keys with the `admin` role are accepted.
     #[arg(long, global = true, env = ENV_ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer token every proxy must present on the gRPC routing stream; without it only proxies
+    /// connecting from loopback are accepted.
+    #[arg(long, global = true, env = ENV_PROXY_TOKEN, hide_env_values = true)]
+    pub proxy_token: Option<String>,
+    /// PEM certificate chain for TLS on the gRPC listener (with --grpc-tls-key); plaintext without both.
+    #[arg(long, global = true, env = ENV_GRPC_TLS_CERT)]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long, global = true, env = ENV_GRPC_TLS_KEY)]
+    pub grpc_tls_key: Option<PathBuf>,
     /// Maximum number of PostgreSQL connections in the pool.
     #[arg(long, global = true, env = ENV_DB_POOL_SIZE, default_value_t = 10)]
     pub db_pool_size: u32,
@@ -179,7 +200,11 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     pub database: DatabaseUrl,
     pub redis_url: Option<String>,
-    pub admin_token: Option<AdminToken>,
+    pub admin_token: Option<SecretToken>,
+    /// `None`: proxies are accepted from loopback only.
+    pub proxy_token: Option<SecretToken>,
+    /// `None`: the gRPC listener speaks plaintext HTTP/2.
+    pub grpc_tls: Option<GrpcTls>,
     pub db_pool_size: u32,
     pub api_body_limit: usize,
     pub log_format: LogFormat,
@@ -190,6 +215,13 @@ pub struct Config {
     pub replica_id: String,
     /// Base URL of the REST API for `import` / `export`.
     pub api_url: String,
+}
+
+/// PEM files of the gRPC listener's TLS identity (read when serving starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Why the settings were refused; each names the flag to fix.
@@ -207,6 +239,12 @@ pub enum ConfigError {
     RedisUrl(String),
     #[error("--admin-token must not contain whitespace or control characters")]
     AdminToken,
+    #[error(
+        "--proxy-token must be at least {MIN_PROXY_TOKEN_CHARS} visible ASCII characters (openssl rand -base64 32)"
+    )]
+    ProxyToken,
+    #[error("--grpc-tls-cert and --grpc-tls-key go together: give both or neither")]
+    GrpcTls,
     #[error("--db-pool-size must be between 1 and {MAX_DB_POOL_SIZE}, not {0}")]
     DbPoolSize(u32),
     #[error("--api-body-limit must be between 1 and {MAX_API_BODY_LIMIT} bytes, not {0}")]
@@ -239,13 +277,20 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         None | Some("") => None,
         Some(url) => Some(validate_redis_url(url)?),
     };
-    // An empty token (an unset Helm value, say) means "no token", which disables mutations loudly at start.
-    let admin_token = match raw.admin_token.as_deref() {
+    // An empty token (an unset Helm value, say) means "no token", which is warned about loudly at start.
+    let admin_token = secret(raw.admin_token.as_deref()).map_err(|()| ConfigError::AdminToken)?;
+    // Proxies send it as gRPC metadata, which is visible ASCII.
+    let proxy_token = match raw.proxy_token.as_deref() {
         None | Some("") => None,
-        Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            return Err(ConfigError::AdminToken);
+        Some(t) if t.len() >= MIN_PROXY_TOKEN_CHARS && t.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(SecretToken::new(t))
         }
-        Some(t) => Some(AdminToken::new(t)),
+        Some(_) => return Err(ConfigError::ProxyToken),
+    };
+    let grpc_tls = match (&raw.grpc_tls_cert, &raw.grpc_tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(GrpcTls { cert: cert.clone(), key: key.clone() }),
+        _ => return Err(ConfigError::GrpcTls),
     };
     if raw.db_pool_size == 0 || raw.db_pool_size > MAX_DB_POOL_SIZE {
         return Err(ConfigError::DbPoolSize(raw.db_pool_size));
@@ -302,10 +347,21 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         database,
         redis_url,
         admin_token,
+        proxy_token,
+        grpc_tls,
         db_pool_size: raw.db_pool_size,
         api_body_limit: raw.api_body_limit,
         log_format: raw.log_format,
     })
+}
+
+/// A bearer secret from a flag: empty means unset; whitespace and control characters are refused.
+fn secret(raw: Option<&str>) -> Result<Option<SecretToken>, ()> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(()),
+        Some(t) => Ok(Some(SecretToken::new(t))),
+    }
 }
 
 fn validate_redis_url(raw: &str) -> Result<String, ConfigError> {

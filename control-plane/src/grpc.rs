@@ -1,5 +1,7 @@
-//! The gRPC routing stream: one session per proxy — Hello, a snapshot, then a delta per published change.
+//! The gRPC routing stream: one session per proxy — credential, Hello, a snapshot, then a delta per
+//! published change.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +13,10 @@ use mcpgw_proto::v1::{Hello, ProxyMessage, RoutingUpdate, proxy_message::Kind};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{SecretToken, bearer};
 use crate::hub::RoutingHub;
 use crate::passive::PassiveWriter;
 use crate::proxies::ProxyHandle;
@@ -23,17 +27,56 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Updates buffered per stream before the session waits for the proxy to read.
 const OUTBOUND_BUFFER: usize = 16;
 
+/// Who may open the routing stream. The table names every API key's digest and every upstream, so it is
+/// not for anyone who can reach the port.
+#[derive(Debug, Clone)]
+pub enum ProxyAuth {
+    /// Proxies must send `authorization: Bearer <--proxy-token>`.
+    Token(SecretToken),
+    /// No `--proxy-token`: only peers on loopback (a proxy on the same host, or tests).
+    LoopbackOnly,
+}
+
+impl ProxyAuth {
+    pub fn new(token: Option<SecretToken>) -> Self {
+        token.map_or(Self::LoopbackOnly, Self::Token)
+    }
+
+    /// Checks a stream's metadata and peer; the refusal never repeats what was presented.
+    pub fn check(&self, metadata: &MetadataMap, peer: Option<SocketAddr>) -> Result<(), Status> {
+        match self {
+            Self::Token(token) => {
+                let Some(value) = metadata.get("authorization") else {
+                    return Err(Status::unauthenticated(
+                        "the routing stream needs `authorization: Bearer <proxy token>` metadata (--proxy-token)",
+                    ));
+                };
+                match value.to_str().ok().and_then(bearer) {
+                    Some(candidate) if token.matches(candidate) => Ok(()),
+                    _ => Err(Status::unauthenticated("the proxy token is not valid")),
+                }
+            }
+            Self::LoopbackOnly if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) => Ok(()),
+            Self::LoopbackOnly => Err(Status::unauthenticated(
+                "this control plane has no --proxy-token, so it accepts proxies from loopback only: set \
+                 --proxy-token (MCPGW_PROXY_TOKEN) on the control plane and on every proxy",
+            )),
+        }
+    }
+}
+
 /// Implements `RoutingDiscovery` on top of a `RoutingHub`.
 #[derive(Clone)]
 pub struct RoutingService {
     hub: Arc<RoutingHub>,
+    auth: ProxyAuth,
     shutdown: CancellationToken,
 }
 
 impl RoutingService {
     /// Sessions end when `shutdown` is cancelled, so the server can stop without waiting for proxies.
-    pub fn new(hub: Arc<RoutingHub>, shutdown: CancellationToken) -> Self {
-        Self { hub, shutdown }
+    pub fn new(hub: Arc<RoutingHub>, auth: ProxyAuth, shutdown: CancellationToken) -> Self {
+        Self { hub, auth, shutdown }
     }
 
     /// The tonic service to add to a `Server`.
@@ -52,7 +95,16 @@ impl RoutingDiscovery for RoutingService {
         &self,
         request: Request<Streaming<ProxyMessage>>,
     ) -> Result<Response<UpdateStream>, Status> {
-        let peer = request.remote_addr().map(|a| a.to_string());
+        let remote = request.remote_addr();
+        let peer = remote.map(|a| a.to_string());
+        if let Err(status) = self.auth.check(request.metadata(), remote) {
+            tracing::warn!(
+                peer = peer.as_deref().unwrap_or("-"),
+                reason = status.message(),
+                "Refused a routing stream."
+            );
+            return Err(status);
+        }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(Status::invalid_argument("no Hello within 10 s of opening the stream")),
@@ -163,5 +215,49 @@ impl Session {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(authorization: Option<&str>) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        if let Some(value) = authorization {
+            map.insert("authorization", value.parse().expect("ascii"));
+        }
+        map
+    }
+
+    fn addr(s: &str) -> Option<SocketAddr> {
+        Some(s.parse().expect("socket address"))
+    }
+
+    #[test]
+    fn a_token_is_required_from_everyone_when_configured() {
+        let auth = ProxyAuth::new(Some(SecretToken::new("p-tok")));
+        let local = addr("127.0.0.1:5000");
+        assert!(auth.check(&metadata(Some("Bearer p-tok")), addr("10.0.0.7:5000")).is_ok());
+        assert!(auth.check(&metadata(Some("bearer p-tok")), local).is_ok());
+        for refused in [None, Some("Bearer nope"), Some("p-tok"), Some("Basic p-tok")] {
+            let status = auth.check(&metadata(refused), local).expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            assert!(!status.message().contains("nope"));
+        }
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_peers() {
+        let auth = ProxyAuth::new(None);
+        for ok in ["127.0.0.1:1", "127.8.0.1:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            assert!(auth.check(&metadata(None), addr(ok)).is_ok(), "{ok}");
+        }
+        for refused in ["10.0.0.7:1", "192.168.1.2:1", "[2001:db8::1]:1", "[::ffff:10.0.0.1]:1"] {
+            let status = auth.check(&metadata(Some("Bearer x")), addr(refused)).expect_err(refused);
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            assert!(status.message().contains("--proxy-token"));
+        }
+        assert!(auth.check(&metadata(None), None).is_err(), "an unknown peer is not loopback");
     }
 }

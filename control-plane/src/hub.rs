@@ -1,7 +1,7 @@
 //! The routing hub: builds the routing table from the database and publishes it to every proxy stream.
 //!
 //! Changes flow DB → hub → proxies: a committed mutation bumps `routing_state.version`; `refresh()` reads
-//! the version and all servers in one snapshot and publishes the new set on a watch channel, which every
+//! the version, all servers and all API keys in one snapshot and publishes the new set on a watch channel, which every
 //! proxy stream turns into a delta. REST handlers refresh right after their commit; a poller refreshes when
 //! another replica changed the version.
 
@@ -97,7 +97,8 @@ impl RoutingHub {
                 }
             })
         });
-        let set = ResourceSet::new(version, resources)?;
+        let keys = snapshot.api_keys.iter().map(|key| key.resource());
+        let set = ResourceSet::new(version, resources.chain(keys))?;
         tracing::debug!(version, resources = set.len(), "Publishing a new routing table.");
         self.current.send_replace(Arc::new(set));
         Ok(version)

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod discovery;
+pub mod expiry;
 pub mod grpc;
 pub mod health;
 pub mod hub;

@@ -52,7 +52,7 @@ fn run_cli(config: &mcpgw_control_plane::Config, token: Option<&str>, command: &
     let outcome = runtime.block_on(async {
         match command {
             Command::Import(args) => cli::import(config, token, args).await,
-            _ => cli::export(config).await,
+            _ => cli::export(config, token).await,
         }
     });
     match outcome {

@@ -1,19 +1,22 @@
 //! Running the control plane: prepare the database, bind both listeners, serve until SIGTERM/SIGINT.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::api::{self, AppState, RedisPool};
-use crate::config::Config;
+use crate::config::{Config, GrpcTls};
 use crate::db::{self, DbError, bootstrap};
 use crate::discovery::Discoverer;
-use crate::grpc::RoutingService;
+use crate::expiry::{self, SWEEP_INTERVAL};
+use crate::grpc::{ProxyAuth, RoutingService};
 use crate::health::Checker;
 use crate::health::leader::Leader;
 use crate::hub::{HubError, POLL_INTERVAL, RoutingHub};
@@ -39,23 +42,42 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("cannot build the MCP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot read {}", path.display())]
+    ReadTls { path: PathBuf, source: std::io::Error },
+    #[error("--grpc-tls-cert / --grpc-tls-key do not form a TLS identity")]
+    Tls(#[source] tonic::transport::Error),
 }
 
-/// Serves the routing stream on `listener` until `shutdown`; every proxy session ends with it.
-pub async fn serve_grpc(
+/// The routing stream on `listener`, admitting proxies by `auth`, over TLS when `tls` is given; the
+/// returned future serves until `shutdown`, and every proxy session ends with it. A TLS identity that does
+/// not load is an error here, before anything is served.
+pub fn serve_grpc(
     listener: tokio::net::TcpListener,
     hub: Arc<RoutingHub>,
+    auth: ProxyAuth,
+    tls: Option<ServerTlsConfig>,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let service = RoutingService::new(hub, shutdown.clone()).into_server();
-    Server::builder()
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, tonic::transport::Error> {
+    let service = RoutingService::new(hub, auth, shutdown.clone()).into_server();
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
         .tcp_nodelay(true)
         // Detects proxies that vanished without closing their stream.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
-        .await
+        .add_service(service);
+    Ok(router.serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned()))
+}
+
+/// Reads the PEM certificate chain and key of `--grpc-tls-cert` / `--grpc-tls-key`.
+pub fn load_tls(files: &GrpcTls) -> Result<ServerTlsConfig, ServeError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| ServeError::ReadTls { path: path.clone(), source })
+    };
+    Ok(ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?)))
 }
 
 /// Builds the shared REST state (pools, hub, expected migrations, discovery) for `config`.
@@ -95,10 +117,17 @@ pub fn app_state(
 pub async fn run(config: Config) -> Result<(), ServeError> {
     if config.admin_token.is_none() {
         tracing::warn!(
-            "NO ADMIN TOKEN CONFIGURED: every POST/PUT/DELETE will be refused with 401. \
-             Set --admin-token or MCPGW_ADMIN_TOKEN to manage servers."
+            "NO ADMIN TOKEN CONFIGURED: every /api/v1 request without an admin API key will be refused \
+             with 401. Set --admin-token or MCPGW_ADMIN_TOKEN to manage the control plane."
         );
     }
+    if config.proxy_token.is_none() {
+        tracing::warn!(
+            "NO PROXY TOKEN CONFIGURED: only proxies connecting from loopback may stream routes. \
+             Set --proxy-token or MCPGW_PROXY_TOKEN here and on every proxy."
+        );
+    }
+    let tls = config.grpc_tls.as_ref().map(load_tls).transpose()?;
     let applied = db::prepare(&config.database).await?;
     if !applied.is_empty() {
         tracing::info!(applied = applied.join(","), "Applied database migrations.");
@@ -147,9 +176,14 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .map_err(bind_err("the gRPC routing stream", config.grpc_addr))?;
     let grpc_addr =
         grpc_listener.local_addr().map_err(bind_err("the gRPC routing stream", config.grpc_addr))?;
-    let grpc = tokio::spawn(serve_grpc(grpc_listener, hub.clone(), shutdown.clone()));
-    tracing::info!(grpc_addr = %grpc_addr, "The gRPC routing stream is listening.");
+    let tls_on = tls.is_some();
+    let auth = ProxyAuth::new(config.proxy_token.clone());
+    let grpc_server =
+        serve_grpc(grpc_listener, hub.clone(), auth, tls, shutdown.clone()).map_err(ServeError::Tls)?;
+    let grpc = tokio::spawn(grpc_server);
+    tracing::info!(grpc_addr = %grpc_addr, tls = tls_on, "The gRPC routing stream is listening.");
 
+    let sweeper = tokio::spawn(expiry::sweep(pool.clone(), hub.clone(), SWEEP_INTERVAL, shutdown.clone()));
     let poller = tokio::spawn(hub.poll(POLL_INTERVAL, shutdown.clone()));
     let http_handle = http.handle();
     let on_signal = shutdown.clone();
@@ -174,6 +208,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
     };
     poller.abort();
+    sweeper.abort();
     let _ = tokio::time::timeout(Duration::from_secs(3), leading).await;
     listener.abort();
     tracing::info!("The control plane stopped.");

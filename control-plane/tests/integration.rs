@@ -4,6 +4,8 @@
 #[path = "integration/support.rs"]
 mod support;
 
+#[path = "integration/api_keys.rs"]
+mod api_keys;
 #[path = "integration/bootstrap.rs"]
 mod bootstrap;
 #[path = "integration/discovery.rs"]
@@ -20,6 +22,8 @@ mod health_checks;
 mod instances;
 #[path = "integration/registry.rs"]
 mod registry;
+#[path = "integration/rest_auth.rs"]
+mod rest_auth;
 #[path = "integration/servers.rs"]
 mod servers;
 #[path = "integration/validation.rs"]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::servers::{ServerRequest, check_spec, from_store, publish};
 use super::{ApiError, AppState, Code};
-use crate::auth::AdminAuth;
+use crate::auth::Admin;
 use crate::db::store::{self, StoreError};
 use crate::model::{ServerRow, ServerSpec};
 
@@ -67,7 +67,7 @@ async fn registry(state: &AppState) -> Result<Vec<(ServerRow, ServerRequest)>, A
 }
 
 /// `GET /api/v1/admin/export`: the registry as YAML (`application/yaml`).
-pub async fn export(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn export(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let doc = RegistryDoc { servers: registry(&state).await?.into_iter().map(|(_, r)| r).collect() };
     let yaml = serde_yaml::to_string(&doc).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("application/yaml").body(yaml))
@@ -81,7 +81,7 @@ enum Action {
 
 /// `POST /api/v1/admin/import`: applies a YAML (or JSON) registry document.
 pub async fn import(
-    _admin: AdminAuth,
+    _admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<ImportQuery>,
     body: web::Bytes,

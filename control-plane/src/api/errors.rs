@@ -15,7 +15,7 @@ pub const ERROR_DOCS_LINK: &str = "https://github.com/mcpgw/mcpgw/blob/main/cont
 pub enum ErrorType {
     /// The request itself is wrong; retrying it unchanged fails again.
     InvalidRequest,
-    /// The caller is not authenticated as an admin.
+    /// The caller is not authenticated (401), or not allowed (403).
     Auth,
     /// A dependency (the database) is unavailable; retry later.
     System,
@@ -107,6 +107,14 @@ make_error_codes! {
     InvalidDescription => ("invalid_description", InvalidRequest, BAD_REQUEST);
     /// `tags` has an empty, too long or duplicated tag, or too many tags.
     InvalidTags => ("invalid_tags", InvalidRequest, BAD_REQUEST);
+    /// An API key's `name` is empty, longer than 100 characters, or has control characters.
+    InvalidApiKeyName => ("invalid_api_key_name", InvalidRequest, BAD_REQUEST);
+    /// `role` is not `admin`, `server_owner`, `user` or a custom role name of `[a-z0-9_-]{1,64}`.
+    InvalidRole => ("invalid_role", InvalidRequest, BAD_REQUEST);
+    /// `permissions` has an empty or too long server or pattern, or too many entries.
+    InvalidPermissions => ("invalid_permissions", InvalidRequest, BAD_REQUEST);
+    /// `expires_at` is not an RFC 3339 date-time in the future.
+    InvalidExpiresAt => ("invalid_expires_at", InvalidRequest, BAD_REQUEST);
     /// The request body is not `application/json`.
     InvalidContentType => ("invalid_content_type", InvalidRequest, UNSUPPORTED_MEDIA_TYPE);
     /// The request body is larger than `--api-body-limit`.
@@ -119,14 +127,20 @@ make_error_codes! {
     InstanceNotFound => ("instance_not_found", InvalidRequest, NOT_FOUND);
     /// The server already has an instance at this endpoint URL.
     InstanceEndpointTaken => ("instance_endpoint_taken", InvalidRequest, CONFLICT);
+    /// No API key has this id.
+    ApiKeyNotFound => ("api_key_not_found", InvalidRequest, NOT_FOUND);
     /// The server could not be reached or did not answer as an MCP server (detail in the message).
     DiscoveryFailed => ("discovery_failed", System, BAD_GATEWAY);
-    /// A mutation came without an `Authorization` header.
+    /// An `/api/v1` request came without an `Authorization` header.
     MissingAuthorization => ("missing_authorization", Auth, UNAUTHORIZED);
     /// The bearer token is wrong, or the header does not use the Bearer scheme.
     InvalidAdminToken => ("invalid_admin_token", Auth, UNAUTHORIZED);
-    /// The control plane runs without `--admin-token`, so every mutation is refused.
+    /// The control plane runs without `--admin-token` and the credential is not an API key.
     AdminTokenNotConfigured => ("admin_token_not_configured", Auth, UNAUTHORIZED);
+    /// The bearer token looks like an API key (`mcpgw_…`) but none is valid: unknown, revoked or expired.
+    InvalidApiKey => ("invalid_api_key", Auth, UNAUTHORIZED);
+    /// A valid API key whose role may not do this (the admin API needs the `admin` role).
+    InsufficientPermissions => ("insufficient_permissions", Auth, FORBIDDEN);
     /// No route has this path.
     RouteNotFound => ("route_not_found", InvalidRequest, NOT_FOUND);
     /// The path exists but not with this method.
@@ -206,7 +220,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if self.code.error_type() == ErrorType::Auth {
+        // RFC 6750: a 401 names the scheme the caller should authenticate with.
+        if self.code.status() == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(self.body())

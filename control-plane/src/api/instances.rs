@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::servers::{InstanceRequest, from_store, parse_id, publish};
 use super::{ApiError, AppState, Code};
-use crate::auth::AdminAuth;
+use crate::auth::Admin;
 use crate::db::store;
 use crate::model::{HealthIndex, InstanceView};
 
@@ -17,7 +17,7 @@ fn parse_instance_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// `POST /api/v1/servers/{id}/instances`: 201 with the new instance.
 pub async fn add(
-    _admin: AdminAuth,
+    _admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<InstanceRequest>,
@@ -37,7 +37,7 @@ pub async fn add(
 
 /// `DELETE /api/v1/servers/{id}/instances/{instance_id}`: 204.
 pub async fn remove(
-    _admin: AdminAuth,
+    _admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {

@@ -4,15 +4,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use actix_web::middleware::from_fn;
 use actix_web::web::{self, ServiceConfig};
 
-use crate::auth::AdminToken;
+use crate::auth::{SecretToken, authenticate};
 use crate::db::{DbConn, DbPool};
 use crate::discovery::Discoverer;
 use crate::hub::RoutingHub;
 use crate::ssrf::SsrfPolicy;
 
 mod admin;
+pub mod api_keys;
 mod bulk;
 mod discovery;
 mod docs;
@@ -23,6 +25,7 @@ mod instances;
 pub mod openapi;
 pub mod servers;
 
+pub use api_keys::ApiKeyRequest;
 pub use errors::{ApiError, Code, ERROR_DOCS_LINK, ErrorType};
 pub use servers::{InstanceRequest, ServerRequest};
 
@@ -33,8 +36,8 @@ pub type RedisPool = bb8::Pool<bb8_redis::RedisConnectionManager>;
 pub struct AppState {
     pub pool: DbPool,
     pub hub: Arc<RoutingHub>,
-    /// `None` refuses every mutation.
-    pub admin_token: Option<AdminToken>,
+    /// The bootstrap admin credential; without it only admin API keys are accepted.
+    pub admin_token: Option<SecretToken>,
     /// Checked by /ready when configured.
     pub redis: Option<RedisPool>,
     /// Migration versions this binary embeds; /ready requires all of them applied.
@@ -58,86 +61,50 @@ impl AppState {
 }
 
 /// Registers every route, the extractor configs that map actix's errors into the error table, and the
-/// fallbacks for unknown paths and methods.
+/// fallbacks for unknown paths and methods. Everything under `/api/v1` passes the `authenticate`
+/// middleware, and every handler there but the OpenAPI document takes `Admin`; `/health`, `/ready`,
+/// `/docs` and `/api/v1/openapi.json` are public.
 pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
     let body_limit = state.body_limit;
     cfg.app_data(state)
         .app_data(extract::json_config(body_limit))
         .app_data(extract::path_config())
         .app_data(extract::query_config())
-        .service(web::resource("/health").get(health::health).default_service(web::to(method_not_allowed)))
-        .service(web::resource("/ready").get(health::ready).default_service(web::to(method_not_allowed)))
+        .service(resource("/health").get(health::health))
+        .service(resource("/ready").get(health::ready))
+        .service(resource("/docs").get(docs::page))
         .service(
-            web::resource("/api/v1/servers")
-                .get(servers::list)
-                .post(servers::create)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/servers/{id}")
-                .get(servers::get)
-                .put(servers::replace)
-                .patch(servers::patch)
-                .delete(servers::delete)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/servers/{id}/refresh")
-                .post(servers::refresh)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/servers/{id}/health")
-                .get(servers::health)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/discovery/tools")
-                .get(discovery::tools)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/discovery/resources")
-                .get(discovery::resources)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/admin/stats")
-                .get(admin::stats)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/admin/export")
-                .get(bulk::export)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/admin/import")
-                .post(bulk::import)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/openapi.json")
-                .get(openapi::document)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(web::resource("/docs").get(docs::page).default_service(web::to(method_not_allowed)))
-        .service(
-            web::resource("/api/v1/servers/{id}/instances")
-                .post(instances::add)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/servers/{id}/instances/{instance_id}")
-                .delete(instances::remove)
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/v1/proxies")
-                .get(health::proxies)
-                .default_service(web::to(method_not_allowed)),
+            web::scope("/api/v1")
+                .wrap(from_fn(authenticate))
+                .service(resource("/openapi.json").get(openapi::document))
+                .service(resource("/servers").get(servers::list).post(servers::create))
+                .service(
+                    resource("/servers/{id}")
+                        .get(servers::get)
+                        .put(servers::replace)
+                        .patch(servers::patch)
+                        .delete(servers::delete),
+                )
+                .service(resource("/servers/{id}/refresh").post(servers::refresh))
+                .service(resource("/servers/{id}/health").get(servers::health))
+                .service(resource("/servers/{id}/instances").post(instances::add))
+                .service(resource("/servers/{id}/instances/{instance_id}").delete(instances::remove))
+                .service(resource("/discovery/tools").get(discovery::tools))
+                .service(resource("/discovery/resources").get(discovery::resources))
+                .service(resource("/admin/stats").get(admin::stats))
+                .service(resource("/admin/export").get(bulk::export))
+                .service(resource("/admin/import").post(bulk::import))
+                .service(resource("/proxies").get(health::proxies))
+                .service(resource("/api-keys").get(api_keys::list).post(api_keys::create))
+                .service(resource("/api-keys/{id}").get(api_keys::get).delete(api_keys::delete))
+                .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));
+}
+
+/// A resource whose other methods answer 405 from the error table.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 async fn route_not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

@@ -1,18 +1,23 @@
 //! The OpenAPI 3.1 document of the REST API, generated from the code by utoipa: the request and response
-//! types derive their schemas, and each route is described here next to the others.
+//! types derive their schemas, and each route is described here next to the others. The `Credential`
+//! modifier marks every `/api/v1` operation as needing the admin credential, with its 401 and 403.
 // The stub functions below only carry the `#[utoipa::path]` descriptions; they are never called.
 #![allow(dead_code)]
 
 use actix_web::HttpResponse;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use super::api_keys::ApiKeyRequest;
 use super::bulk::RegistryDoc;
 use super::errors::ErrorBody;
 use super::servers::{InstanceRequest, ServerRequest};
 use crate::db::store::discovery::DiscoveryRow;
 use crate::model::{
-    CircuitBreaker, HealthCheck, HealthRecord, HealthStatus, InstanceView, PassiveRow, ServerView,
+    ApiKeyView, CircuitBreaker, CreatedApiKey, HealthCheck, HealthRecord, HealthStatus, InstanceView,
+    PassiveRow, PermissionRule, ServerView,
 };
 use crate::proxies::{Nack, ProxyInfo};
 
@@ -21,18 +26,57 @@ use crate::proxies::{Nack, ProxyInfo};
 #[schema(value_type = Object)]
 pub struct MergePatch(serde_json::Value);
 
-struct AdminToken;
+/// Name of the security scheme every `/api/v1` operation requires.
+const SCHEME: &str = "admin_token";
 
-impl Modify for AdminToken {
+struct Credential;
+
+impl Modify for Credential {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "admin_token",
+            SCHEME,
             SecurityScheme::Http(
-                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("--admin-token")).build(),
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("--admin-token, or an API key (`mcpgw_…`) with the `admin` role"))
+                    .build(),
             ),
         );
+        let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
+            let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            ResponseBuilder::new().description(description).content("application/json", body).build().into()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                require_credential(operation, &error);
+            }
+        }
     }
+}
+
+fn require_credential(operation: &mut Operation, error: &dyn Fn(&str) -> RefOr<utoipa::openapi::Response>) {
+    operation.security = Some(vec![SecurityRequirement::new(SCHEME, Vec::<String>::new())]);
+    let responses = &mut operation.responses.responses;
+    responses.entry("401".into()).or_insert_with(|| {
+        error("no credential, or an invalid, revoked or expired one (missing_authorization, invalid_admin_token, invalid_api_key, admin_token_not_configured)")
+    });
+    responses
+        .entry("403".into())
+        .or_insert_with(|| error("an API key without the admin role (insufficient_permissions)"));
 }
 
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "the process is up")))]
@@ -45,30 +89,30 @@ fn ready() {}
         ("offset" = Option<u32>, Query), ("include_tools" = Option<bool>, Query), ("include_resources" = Option<bool>, Query), ("include_prompts" = Option<bool>, Query)),
     responses((status = 200, description = "servers by name; X-Total-Count and Link headers page them", body = Vec<ServerView>), (status = 400, description = "see the error table", body = ErrorBody)))]
 fn list_servers() {}
-#[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = ServerRequest, security(("admin_token" = [])),
-    responses((status = 201, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody), (status = 413, description = "see the error table", body = ErrorBody), (status = 415, description = "see the error table", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = ServerRequest,
+    responses((status = 201, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody), (status = 413, description = "see the error table", body = ErrorBody), (status = 415, description = "see the error table", body = ErrorBody)))]
 fn create_server() {}
 #[utoipa::path(get, path = "/api/v1/servers/{id}", tag = "servers",
     params(("id" = String, Path), ("include_tools" = Option<bool>, Query), ("include_resources" = Option<bool>, Query), ("include_prompts" = Option<bool>, Query)),
     responses((status = 200, body = ServerView), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn get_server() {}
-#[utoipa::path(put, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), request_body = ServerRequest, security(("admin_token" = [])),
-    responses((status = 200, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), request_body = ServerRequest,
+    responses((status = 200, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
 fn replace_server() {}
-#[utoipa::path(patch, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), request_body = MergePatch, security(("admin_token" = [])),
-    responses((status = 200, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+#[utoipa::path(patch, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), request_body = MergePatch,
+    responses((status = 200, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
 fn patch_server() {}
-#[utoipa::path(delete, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), security(("admin_token" = [])),
-    responses((status = 204, description = "deleted"), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn delete_server() {}
-#[utoipa::path(post, path = "/api/v1/servers/{id}/instances", tag = "instances", params(("id" = String, Path)), request_body = InstanceRequest, security(("admin_token" = [])),
-    responses((status = 201, body = InstanceView), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/servers/{id}/instances", tag = "instances", params(("id" = String, Path)), request_body = InstanceRequest,
+    responses((status = 201, body = InstanceView), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
 fn add_instance() {}
-#[utoipa::path(delete, path = "/api/v1/servers/{id}/instances/{instance_id}", tag = "instances", params(("id" = String, Path), ("instance_id" = String, Path)), security(("admin_token" = [])),
-    responses((status = 204, description = "removed"), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/servers/{id}/instances/{instance_id}", tag = "instances", params(("id" = String, Path), ("instance_id" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn remove_instance() {}
-#[utoipa::path(post, path = "/api/v1/servers/{id}/refresh", tag = "discovery", params(("id" = String, Path)), security(("admin_token" = [])),
-    responses((status = 200, description = "discovered; the server with its tools, resources and prompts", body = ServerView), (status = 401, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 502, description = "see the error table", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/servers/{id}/refresh", tag = "discovery", params(("id" = String, Path)),
+    responses((status = 200, description = "discovered; the server with its tools, resources and prompts", body = ServerView), (status = 404, description = "see the error table", body = ErrorBody), (status = 502, description = "see the error table", body = ErrorBody)))]
 fn refresh_server() {}
 #[utoipa::path(get, path = "/api/v1/servers/{id}/health", tag = "health", params(("id" = String, Path)),
     responses((status = 200, description = "instances with status, recent history and each proxy's breaker state"), (status = 404, description = "see the error table", body = ErrorBody)))]
@@ -85,23 +129,38 @@ fn discover_resources() {}
 fn stats() {}
 #[utoipa::path(get, path = "/api/v1/admin/export", tag = "admin", responses((status = 200, description = "the registry as YAML", body = RegistryDoc, content_type = "application/yaml")))]
 fn export() {}
-#[utoipa::path(post, path = "/api/v1/admin/import", tag = "admin", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/admin/import", tag = "admin",
     params(("dry_run" = Option<bool>, Query), ("prune" = Option<bool>, Query)),
     request_body(content = RegistryDoc, content_type = "application/yaml"),
-    responses((status = 200, description = "{dry_run, created, updated, deleted, unchanged, changes}"), (status = 400, description = "see the error table", body = ErrorBody), (status = 401, description = "see the error table", body = ErrorBody)))]
+    responses((status = 200, description = "{dry_run, created, updated, deleted, unchanged, changes}"), (status = 400, description = "see the error table", body = ErrorBody)))]
 fn import() {}
 #[utoipa::path(get, path = "/api/v1/proxies", tag = "health", responses((status = 200, body = Vec<ProxyInfo>)))]
 fn proxies() {}
+
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = ApiKeyRequest,
+    responses((status = 201, description = "the key, with its secret `key` shown only in this answer", body = CreatedApiKey), (status = 400, description = "see the error table", body = ErrorBody), (status = 413, description = "see the error table", body = ErrorBody), (status = 415, description = "see the error table", body = ErrorBody)))]
+fn create_api_key() {}
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
+    responses((status = 200, description = "every key, oldest first, without secrets", body = Vec<ApiKeyView>)))]
+fn list_api_keys() {}
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+    responses((status = 200, body = ApiKeyView), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn get_api_key() {}
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+    responses((status = 204, description = "deleted: refused by this API at once and by every proxy within a second"), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn delete_api_key() {}
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "mcpgw control plane", description = "Registry of MCP servers, health and discovery; errors: control-plane/README.md#errors"),
     paths(health, ready, list_servers, create_server, get_server, replace_server, patch_server, delete_server, add_instance,
-        remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies),
+        remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies,
+        create_api_key, list_api_keys, get_api_key, delete_api_key),
     components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
-        HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch)),
-    modifiers(&AdminToken),
-    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"))
+        HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
+        CreatedApiKey, PermissionRule)),
+    modifiers(&Credential),
+    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"))
 )]
 pub struct ApiDoc;
 

@@ -8,10 +8,16 @@ impl Config {
     /// A human-readable summary without secrets, printed by `validate`.
     pub fn summary(&self) -> String {
         let redis = self.redis_url.as_deref().map_or("(not configured)".to_owned(), redact_url);
-        let token = if self.admin_token.is_some() { "set" } else { "NOT SET (mutations refused)" };
+        let token = if self.admin_token.is_some() { "set" } else { "NOT SET (admin API keys only)" };
+        let proxy_token = if self.proxy_token.is_some() { "set" } else { "NOT SET (loopback proxies only)" };
+        let tls = match &self.grpc_tls {
+            Some(tls) => format!("{} + {}", tls.cert.display(), tls.key.display()),
+            None => "off".to_owned(),
+        };
         let h = &self.health;
         format!(
             "http_addr={}\ngrpc_addr={}\ndatabase_url={}\nredis_url={redis}\nadmin_token={token}\n\
+             proxy_token={proxy_token}\ngrpc_tls={tls}\n\
              db_pool_size={}\napi_body_limit={}\nlog_format={:?}\nhealth_interval={}\nhealth_timeout={}\n\
              health_healthy_threshold={}\nhealth_unhealthy_threshold={}\nhealth_concurrency={}\n\
              discovery_interval={}\nreplica_id={}",

@@ -98,6 +98,39 @@ fn admin_token_rules() {
 }
 
 #[test]
+fn proxy_token_and_grpc_tls_rules() {
+    let cfg = validate(&raw(&[])).expect("defaults");
+    assert!(cfg.proxy_token.is_none() && cfg.grpc_tls.is_none());
+    let cfg = validate(&raw(&["--proxy-token", "p-secret-0123456789"])).expect("valid");
+    assert!(cfg.proxy_token.is_some_and(|t| t.matches("p-secret-0123456789")));
+    assert!(validate(&raw(&["--proxy-token", ""])).expect("empty means unset").proxy_token.is_none());
+    for refused in ["a\tb-0123456789abcdef", "short-token", "0123456789abcdef é"] {
+        assert_eq!(
+            validate(&raw(&["--proxy-token", refused])).unwrap_err(),
+            ConfigError::ProxyToken,
+            "{refused}"
+        );
+    }
+    let cfg = validate(&raw(&["--grpc-tls-cert", "c.pem", "--grpc-tls-key", "k.pem"])).expect("valid");
+    assert_eq!(cfg.grpc_tls, Some(GrpcTls { cert: "c.pem".into(), key: "k.pem".into() }));
+    assert_eq!(validate(&raw(&["--grpc-tls-cert", "c.pem"])).unwrap_err(), ConfigError::GrpcTls);
+    assert_eq!(validate(&raw(&["--grpc-tls-key", "k.pem"])).unwrap_err(), ConfigError::GrpcTls);
+}
+
+#[test]
+fn secrets_are_hidden_in_help() {
+    use clap::CommandFactory;
+    let help = Cli::command().render_long_help().to_string();
+    // clap shows `[env: NAME]` without the value for hidden ones, even when the variable is set.
+    assert!(help.contains("MCPGW_PROXY_TOKEN") && help.contains("MCPGW_ADMIN_TOKEN"), "{help}");
+    let cmd = Cli::command();
+    for name in ["admin_token", "proxy_token"] {
+        let arg = cmd.get_arguments().find(|a| a.get_id() == name).expect("the flag exists");
+        assert!(arg.is_hide_env_values_set(), "{name}");
+    }
+}
+
+#[test]
 fn refuses_out_of_range_numbers() {
     assert_eq!(validate(&raw(&["--db-pool-size", "0"])).unwrap_err(), ConfigError::DbPoolSize(0));
     assert_eq!(validate(&raw(&["--db-pool-size", "1001"])).unwrap_err(), ConfigError::DbPoolSize(1001));
@@ -110,6 +143,8 @@ fn summary_hides_secrets() {
     let cfg = validate(&raw(&[
         "--admin-token",
         "topsecret",
+        "--proxy-token",
+        "proxysecret-0123456789",
         "--database-url",
         "postgres://u:pw1@h/db",
         "--redis-url",
@@ -117,10 +152,10 @@ fn summary_hides_secrets() {
     ]))
     .expect("valid");
     let summary = cfg.summary();
-    for secret in ["topsecret", "pw1", "pw2"] {
+    for secret in ["topsecret", "proxysecret", "pw1", "pw2"] {
         assert!(!summary.contains(secret), "{summary}");
     }
-    assert!(summary.contains("admin_token=set"));
+    assert!(summary.contains("admin_token=set") && summary.contains("proxy_token=set"), "{summary}");
 }
 
 #[test]

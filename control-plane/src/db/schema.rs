@@ -147,6 +147,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        name -> Text,
+        tenant_id -> Text,
+        role -> Text,
+        permissions -> Jsonb,
+        digest -> Bytea,
+        prefix -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(instances -> servers (server_id));
 diesel::joinable!(instance_health -> instances (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(

@@ -24,6 +24,8 @@ pub fn resources<'a>(
             load_balancing: load_balancing as i32,
             hash_key: server.hash_key.clone().unwrap_or_default(),
             circuit_breaker: server.breaker().map(|b| b.to_proto()),
+            // Fields this control plane does not set (yet) keep their proto defaults.
+            ..Default::default()
         })),
     }];
     for instance in instances {
@@ -34,6 +36,7 @@ pub fn resources<'a>(
                 endpoint_url: instance.endpoint_url.clone(),
                 weight: u32::try_from(instance.weight).unwrap_or(1),
                 metadata: instance.metadata_map().into_iter().collect(),
+                ..Default::default()
             })),
         });
         if let Some(health) = status(instance) {

@@ -7,7 +7,7 @@ use actix_web::test::TestRequest;
 use serde_json::{Value, json};
 
 use crate::fake_mcp::FakeMcp;
-use crate::support::{TestApp, admin};
+use crate::support::{TestApp, admin, get};
 
 fn names(list: &Value) -> Vec<String> {
     list.as_array().into_iter().flatten().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect()
@@ -51,7 +51,7 @@ async fn discovery_lists_every_page_in_both_eras() {
             (StatusCode::OK, StatusCode::OK),
             "concurrent refreshes take turns"
         );
-        let got = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}?include_tools=true"))).await;
+        let got = app.call(get(&format!("/api/v1/servers/{id}?include_tools=true"))).await;
         assert_eq!(names(&got.body["tools"]).len(), 5);
         assert!(got.body.get("prompts").is_none(), "only what was asked for");
 
@@ -64,12 +64,8 @@ async fn discovery_lists_every_page_in_both_eras() {
             "{}",
             failed.body
         );
-        let kept = app
-            .call(
-                TestRequest::get()
-                    .uri(&format!("/api/v1/servers/{id}?include_tools=true&include_prompts=true")),
-            )
-            .await;
+        let kept =
+            app.call(get(&format!("/api/v1/servers/{id}?include_tools=true&include_prompts=true"))).await;
         assert_eq!(names(&kept.body["tools"]).len(), 5);
         assert_eq!(kept.body["discovery"]["status"], "error");
         assert!(
@@ -83,18 +79,16 @@ async fn discovery_lists_every_page_in_both_eras() {
         );
     }
 
-    let both = app.call(TestRequest::get().uri("/api/v1/discovery/tools?tools=t1,t4")).await;
+    let both = app.call(get("/api/v1/discovery/tools?tools=t1,t4")).await;
     assert_eq!(both.status, StatusCode::OK);
     let servers = both.body["servers"].as_array().expect("servers");
     assert_eq!(servers.len(), 2);
     assert_eq!(names(&servers[0]["tools"]), ["t1", "t4"]);
-    let none = app.call(TestRequest::get().uri("/api/v1/discovery/tools?tools=t1,nope")).await;
+    let none = app.call(get("/api/v1/discovery/tools?tools=t1,nope")).await;
     assert_eq!(none.body["servers"], json!([]));
-    let tagged = app.call(TestRequest::get().uri("/api/v1/discovery/tools?tools=t1&tags=other")).await;
+    let tagged = app.call(get("/api/v1/discovery/tools?tools=t1&tags=other")).await;
     assert_eq!(tagged.body["servers"], json!([]));
-    let res = app
-        .call(TestRequest::get().uri("/api/v1/discovery/resources?resources=demo://res/1,demo://tpl/*"))
-        .await;
+    let res = app.call(get("/api/v1/discovery/resources?resources=demo://res/1,demo://tpl/*")).await;
     let first = &res.body["servers"][0]["resources"];
     assert_eq!(first.as_array().map(Vec::len), Some(2), "{}", res.body);
 }
@@ -157,8 +151,7 @@ async fn a_list_change_triggers_rediscovery() {
         crate::support::eventually("the watcher's stream", async || fake.streams() > 0).await;
         fake.add_tool("t-new");
         crate::support::eventually("the new tool discovered", async || {
-            let got =
-                app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}?include_tools=true"))).await;
+            let got = app.call(get(&format!("/api/v1/servers/{id}?include_tools=true"))).await;
             names(&got.body["tools"]).contains(&"t-new".to_owned())
         })
         .await;

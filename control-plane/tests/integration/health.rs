@@ -6,7 +6,7 @@ use mcpgw_control_plane::api::RedisPool;
 use mcpgw_control_plane::db;
 use serde_json::json;
 
-use crate::support::{TOKEN, TestApp, TestDb};
+use crate::support::{TOKEN, TestApp, TestDb, get};
 
 #[actix_web::test]
 async fn health_reports_the_process() {
@@ -53,7 +53,7 @@ async fn not_ready_when_redis_is_configured_but_down() {
 #[actix_web::test]
 async fn no_proxies_listed_before_any_connects() {
     let app = TestApp::start().await;
-    let reply = app.call(TestRequest::get().uri("/api/v1/proxies")).await;
+    let reply = app.call(get("/api/v1/proxies")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, json!([]));
 }

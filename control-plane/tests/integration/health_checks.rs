@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use actix_web::test::TestRequest;
 use mcpgw_control_plane::config::HealthDefaults;
 use mcpgw_control_plane::discovery::Discoverer;
 use mcpgw_control_plane::health::Checker;
@@ -21,7 +20,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::fake_mcp::FakeMcp;
-use crate::support::{FakeProxy, TestApp, TestGrpc, eventually, hello};
+use crate::support::{FakeProxy, TestApp, TestGrpc, eventually, get, hello};
 
 const INTERVAL: Duration = Duration::from_millis(50);
 
@@ -76,7 +75,7 @@ async fn checks_follow_thresholds_and_reach_the_routing_table() {
     .await;
     let took = started.elapsed();
     eprintln!("instance down → unhealthy in the routing table after {took:?} (interval 50ms × threshold 2)");
-    let server = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}/health"))).await;
+    let server = app.call(get(&format!("/api/v1/servers/{id}/health"))).await;
     assert_eq!(server.body["health_status"], "healthy", "{}", server.body);
     let inst_b = &server.body["instances"][1];
     assert_eq!(inst_b["health_status"], "unhealthy");
@@ -85,7 +84,7 @@ async fn checks_follow_thresholds_and_reach_the_routing_table() {
     assert!(inst_b["history"].as_array().is_some_and(|h| !h.is_empty() && h[0]["ok"] == false));
     let inst_a = &server.body["instances"][0];
     assert!(inst_a["latency_ms"].is_number() && inst_a["last_check_at"].is_string(), "{inst_a}");
-    let unhealthy = app.call(TestRequest::get().uri("/api/v1/servers?health_status=healthy")).await;
+    let unhealthy = app.call(get("/api/v1/servers?health_status=healthy")).await;
     assert_eq!(unhealthy.body.as_array().map(Vec::len), Some(1));
 
     down.set_down(false);
@@ -93,8 +92,7 @@ async fn checks_follow_thresholds_and_reach_the_routing_table() {
     up.set_down(true);
     down.set_down(true);
     eventually("the whole server unhealthy", async || {
-        app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}"))).await.body["health_status"]
-            == "unhealthy"
+        app.call(get(&format!("/api/v1/servers/{id}"))).await.body["health_status"] == "unhealthy"
     })
     .await;
     stop.cancel();
@@ -130,19 +128,15 @@ async fn one_leader_and_failover_within_an_interval() {
     let a = actix_web::rt::spawn(first.run(stop_a.clone()));
     eventually("replica a leads", async || first_flag.load(std::sync::atomic::Ordering::SeqCst)).await;
     let b = actix_web::rt::spawn(second.run(stop_b.clone()));
-    let checked_by =
-        async || {
-            let health = app
-                .call(TestRequest::get().uri(&format!(
-                    "/api/v1/servers/{}/health",
-                    created.body["id"].as_str().unwrap_or_default()
-                )))
-                .await;
-            health.body["instances"][0]["history"].as_array().map(|h| h.len()).unwrap_or(0)
-        };
+    let checked_by = async || {
+        let health = app
+            .call(get(&format!("/api/v1/servers/{}/health", created.body["id"].as_str().unwrap_or_default())))
+            .await;
+        health.body["instances"][0]["history"].as_array().map(|h| h.len()).unwrap_or(0)
+    };
     eventually("checks by a", async || checked_by().await > 0).await;
     assert!(!second_flag.load(std::sync::atomic::Ordering::SeqCst), "only one leader");
-    let stats = app.call(TestRequest::get().uri("/api/v1/admin/stats")).await;
+    let stats = app.call(get("/api/v1/admin/stats")).await;
     assert_eq!(stats.body["health_checks"]["leader_replica_id"], "replica-a");
 
     stop_a.cancel();
@@ -234,7 +228,7 @@ async fn passive_reports_are_visible_per_instance_and_proxy() {
         .await
         .expect("send");
     eventually("the report in the server's JSON", async || {
-        let got = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}"))).await;
+        let got = app.call(get(&format!("/api/v1/servers/{id}"))).await;
         got.body["instances"][0]["passive"] == json!([{"proxy_id": "proxy-p", "breaker": "open", "consecutive_failures": 7,
             "window_requests": 20, "window_failures": 9, "reported_at": got.body["instances"][0]["passive"][0]["reported_at"]}])
     })

@@ -7,7 +7,7 @@ use mcpgw_proto::v1::resource::Kind;
 use mcpgw_proto::v1::{LoadBalancing, ResourceKind};
 use serde_json::json;
 
-use crate::support::{TestApp, admin};
+use crate::support::{TestApp, admin, get};
 
 fn ids(body: &serde_json::Value) -> Vec<String> {
     body["instances"]
@@ -79,7 +79,7 @@ async fn instances_are_added_listed_and_removed() {
     }
     let again = app.call(admin(TestRequest::delete().uri(&format!("{uri}/{added_id}")))).await;
     assert_eq!((again.status, again.code()), (StatusCode::NOT_FOUND, "instance_not_found"));
-    let empty = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}"))).await;
+    let empty = app.call(get(&format!("/api/v1/servers/{id}"))).await;
     assert_eq!(empty.body["instances"], json!([]), "removing the last instance is allowed");
     assert_eq!(empty.body["endpoint_url"], json!(null));
     assert_eq!(empty.body["health_status"], "unhealthy", "no instance can serve");

@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::test::TestRequest;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, admin};
+use crate::support::{TestApp, admin, get};
 
 fn names(body: &Value) -> Vec<&str> {
     body.as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).collect()
@@ -58,17 +58,17 @@ async fn fields_patch_filters_and_pagination() {
         .await;
     assert_eq!(bad.code(), "invalid_server_name");
 
-    let acme = app.call(TestRequest::get().uri("/api/v1/servers?tenant_id=acme")).await;
+    let acme = app.call(get("/api/v1/servers?tenant_id=acme")).await;
     assert_eq!(names(&acme.body), ["b", "d", "full"]);
-    let sse = app.call(TestRequest::get().uri("/api/v1/servers?transport_type=sse")).await;
+    let sse = app.call(get("/api/v1/servers?transport_type=sse")).await;
     assert_eq!(names(&sse.body), ["b"]);
-    let tagged = app.call(TestRequest::get().uri("/api/v1/servers?tags=eu,prod")).await;
+    let tagged = app.call(get("/api/v1/servers?tags=eu,prod")).await;
     assert_eq!(names(&tagged.body), ["full"]);
-    let unknown = app.call(TestRequest::get().uri("/api/v1/servers?health_status=unknown")).await;
+    let unknown = app.call(get("/api/v1/servers?health_status=unknown")).await;
     assert_eq!(names(&unknown.body).len(), 4);
-    let healthy = app.call(TestRequest::get().uri("/api/v1/servers?health_status=healthy")).await;
+    let healthy = app.call(get("/api/v1/servers?health_status=healthy")).await;
     assert_eq!(healthy.body, json!([]));
-    let page = app.call(TestRequest::get().uri("/api/v1/servers?limit=2&offset=1")).await;
+    let page = app.call(get("/api/v1/servers?limit=2&offset=1")).await;
     assert_eq!(names(&page.body), ["c", "d"]);
     assert_eq!(page.headers.get("x-total-count").and_then(|v| v.to_str().ok()), Some("4"));
     let link = page.headers.get("link").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -76,11 +76,11 @@ async fn fields_patch_filters_and_pagination() {
     for bad in
         ["limit=0", "limit=5000", "health_status=sick", "transport_type=stdio", "offset=-1", "color=red"]
     {
-        let r = app.call(TestRequest::get().uri(&format!("/api/v1/servers?{bad}"))).await;
+        let r = app.call(get(&format!("/api/v1/servers?{bad}"))).await;
         assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_query"), "{bad}");
     }
 
-    let stats = app.call(TestRequest::get().uri("/api/v1/admin/stats")).await;
+    let stats = app.call(get("/api/v1/admin/stats")).await;
     assert_eq!(stats.status, StatusCode::OK);
     assert_eq!(stats.body["total_servers"], 4);
     assert_eq!(stats.body["servers_by_status"]["unknown"], 4);
@@ -125,7 +125,7 @@ async fn import(app: &TestApp, query: &str, body: &str) -> crate::support::Reply
 }
 
 async fn export(app: &TestApp) -> String {
-    let req = TestRequest::get().uri("/api/v1/admin/export").to_request();
+    let req = get("/api/v1/admin/export").to_request();
     let state = app.state();
     let svc = actix_web::test::init_service(
         actix_web::App::new().configure(move |cfg| mcpgw_control_plane::api::routes(cfg, state)),

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::test::TestRequest;
 use serde_json::json;
 
-use crate::support::{TestApp, admin};
+use crate::support::{TestApp, admin, get};
 
 #[actix_web::test]
 async fn crud_happy_path() {
@@ -65,7 +65,7 @@ async fn crud_happy_path() {
     assert_eq!(other.body["tags"], json!([]));
     assert_eq!(other.body["description"], json!(null));
 
-    let fetched = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}"))).await;
+    let fetched = app.call(get(&format!("/api/v1/servers/{id}"))).await;
     assert_eq!(fetched.status, StatusCode::OK);
     let without_discovery = |mut v: serde_json::Value| {
         v.as_object_mut().map(|m| m.remove("discovery"));
@@ -73,7 +73,7 @@ async fn crud_happy_path() {
     };
     assert_eq!(without_discovery(fetched.body), without_discovery(created.body.clone()));
 
-    let list = app.call(TestRequest::get().uri("/api/v1/servers")).await;
+    let list = app.call(get("/api/v1/servers")).await;
     assert_eq!(list.status, StatusCode::OK);
     let names: Vec<_> =
         list.body.as_array().expect("a bare array").iter().map(|s| s["name"].clone()).collect();
@@ -102,7 +102,7 @@ async fn crud_happy_path() {
 
     let deleted = app.call(admin(TestRequest::delete().uri(&format!("/api/v1/servers/{id}")))).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let gone = app.call(TestRequest::get().uri(&format!("/api/v1/servers/{id}"))).await;
+    let gone = app.call(get(&format!("/api/v1/servers/{id}"))).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(gone.code(), "server_not_found");
     let again = app.call(admin(TestRequest::delete().uri(&format!("/api/v1/servers/{id}")))).await;
@@ -160,7 +160,7 @@ async fn unknown_ids_are_not_found() {
     let body = json!({"name": "x", "endpoint_url": "http://h/"});
     for id in [uuid::Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
         let uri = format!("/api/v1/servers/{id}");
-        let get = app.call(TestRequest::get().uri(&uri)).await;
+        let get = app.call(get(&uri)).await;
         let put = app.call(admin(TestRequest::put().uri(&uri)).set_json(body.clone())).await;
         let delete = app.call(admin(TestRequest::delete().uri(&uri))).await;
         for reply in [get, put, delete] {

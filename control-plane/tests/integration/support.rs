@@ -8,10 +8,11 @@ use actix_web::http::header::HeaderMap;
 use actix_web::test::{self, TestRequest};
 use actix_web::{App, web};
 use mcpgw_control_plane::api::{self, AppState};
-use mcpgw_control_plane::auth::AdminToken;
+use mcpgw_control_plane::auth::SecretToken;
 use mcpgw_control_plane::config::DatabaseUrl;
 use mcpgw_control_plane::db::{self, DbPool, bootstrap, store};
 use mcpgw_control_plane::discovery::Discoverer;
+use mcpgw_control_plane::grpc::ProxyAuth;
 use mcpgw_control_plane::hub::RoutingHub;
 use mcpgw_control_plane::mcp::McpClient;
 use mcpgw_control_plane::serve::serve_grpc;
@@ -23,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// The admin token every test app accepts.
 pub const TOKEN: &str = "integration-admin-token";
@@ -132,7 +133,7 @@ impl TestApp {
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             hub: hub.clone(),
-            admin_token: token.map(AdminToken::new),
+            admin_token: token.map(SecretToken::new),
             redis,
             migrations: bootstrap::embedded_versions().expect("embedded migrations"),
             body_limit,
@@ -162,11 +163,12 @@ impl TestApp {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = test::read_body(response).await;
+        // A non-JSON body (the YAML export) is kept as a JSON string; errors are always JSON.
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("non-JSON body for {status}: {}", String::from_utf8_lossy(&bytes)))
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         Reply { status, headers, body }
     }
@@ -194,26 +196,79 @@ impl TestApp {
 
 /// Adds the admin bearer token.
 pub fn admin(req: TestRequest) -> TestRequest {
-    req.insert_header(("Authorization", format!("Bearer {TOKEN}")))
+    bearer(req, TOKEN)
+}
+
+/// Adds `Authorization: Bearer <token>`.
+pub fn bearer(req: TestRequest, token: &str) -> TestRequest {
+    req.insert_header(("Authorization", format!("Bearer {token}")))
+}
+
+/// GET `uri` with the admin bearer token.
+pub fn get(uri: &str) -> TestRequest {
+    admin(TestRequest::get().uri(uri))
 }
 
 /// A gRPC routing server on 127.0.0.1:0 over `hub`, stopped on drop.
 pub struct TestGrpc {
     pub url: String,
+    /// The CA clients trust when the server speaks TLS.
+    tls_ca: Option<Certificate>,
     shutdown: CancellationToken,
 }
 
+/// Test-only TLS files (a CA, and a `localhost` / 127.0.0.1 certificate it signed, valid until 2126),
+/// made with openssl.
+pub mod tls {
+    pub const CA: &str = include_str!("tls/ca.pem");
+    pub const CERT: &str = include_str!("tls/server.pem");
+    pub const KEY: &str = include_str!("tls/server.key");
+}
+
 impl TestGrpc {
+    /// Without a proxy token: loopback peers only, as the tests are.
     pub async fn start(hub: Arc<RoutingHub>) -> Self {
+        Self::with(hub, ProxyAuth::LoopbackOnly).await
+    }
+
+    pub async fn with(hub: Arc<RoutingHub>, auth: ProxyAuth) -> Self {
+        Self::serve(hub, auth, false).await
+    }
+
+    /// Over TLS with the test certificate; clients trust the test CA and name `localhost`.
+    pub async fn with_tls(hub: Arc<RoutingHub>, auth: ProxyAuth) -> Self {
+        Self::serve(hub, auth, true).await
+    }
+
+    async fn serve(hub: Arc<RoutingHub>, auth: ProxyAuth, tls: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let port = listener.local_addr().expect("local addr").port();
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve_grpc(listener, hub, shutdown.clone()));
-        Self { url, shutdown }
+        let server_tls =
+            tls.then(|| ServerTlsConfig::new().identity(Identity::from_pem(tls::CERT, tls::KEY)));
+        let server =
+            serve_grpc(listener, hub, auth, server_tls, shutdown.clone()).expect("the gRPC server builds");
+        tokio::spawn(server);
+        let (url, tls_ca) = if tls {
+            (format!("https://localhost:{port}"), Some(Certificate::from_pem(tls::CA)))
+        } else {
+            (format!("http://127.0.0.1:{port}"), None)
+        };
+        Self { url, tls_ca, shutdown }
     }
 
     pub async fn client(&self) -> RoutingDiscoveryClient<Channel> {
-        RoutingDiscoveryClient::connect(self.url.clone()).await.expect("connect to the routing server")
+        self.try_client().await.expect("connect to the routing server")
+    }
+
+    /// A client, or why it could not connect.
+    pub async fn try_client(&self) -> Result<RoutingDiscoveryClient<Channel>, tonic::transport::Error> {
+        let mut endpoint = Channel::from_shared(self.url.clone()).expect("a valid URL");
+        if let Some(ca) = &self.tls_ca {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(ca.clone()).domain_name("localhost"))?;
+        }
+        Ok(RoutingDiscoveryClient::new(endpoint.connect().await?))
     }
 }
 
@@ -237,10 +292,23 @@ pub fn hello(proxy_id: &str) -> ProxyMessage {
 impl FakeProxy {
     /// Opens a stream whose first message is `first`.
     pub async fn open(grpc: &TestGrpc, first: ProxyMessage) -> Result<Self, tonic::Status> {
+        Self::open_with(grpc, first, None).await
+    }
+
+    /// Opens a stream presenting `authorization` metadata (the whole value, `Bearer …`).
+    pub async fn open_with(
+        grpc: &TestGrpc,
+        first: ProxyMessage,
+        authorization: Option<&str>,
+    ) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(8);
         tx.send(first).await.expect("queue the first message");
         let mut client = grpc.client().await;
-        let response = tokio::time::timeout(WAIT, client.stream_routes(ReceiverStream::new(rx)))
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(value) = authorization {
+            request.metadata_mut().insert("authorization", value.parse().expect("ASCII metadata"));
+        }
+        let response = tokio::time::timeout(WAIT, client.stream_routes(request))
             .await
             .expect("the server answers the stream in time")?;
         Ok(Self { tx, updates: response.into_inner() })

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::test::TestRequest;
 use serde_json::json;
 
-use crate::support::{TOKEN, TestApp, admin};
+use crate::support::{TOKEN, TestApp, admin, get};
 
 const OK_URL: &str = "http://127.0.0.1:3001/mcp";
 
@@ -151,7 +151,7 @@ async fn bad_inputs_are_refused_and_nothing_is_written() {
 }
 
 #[actix_web::test]
-async fn without_an_admin_token_every_mutation_is_refused() {
+async fn without_an_admin_token_every_request_is_refused() {
     let app = TestApp::with(None, 1_048_576, None).await;
     let post = app.create(json!({"name": "a", "endpoint_url": OK_URL})).await;
     assert_eq!(post.status, StatusCode::UNAUTHORIZED);
@@ -160,8 +160,10 @@ async fn without_an_admin_token_every_mutation_is_refused() {
         .call(admin(TestRequest::delete().uri(&format!("/api/v1/servers/{}", uuid::Uuid::new_v4()))))
         .await;
     assert_eq!(delete.status, StatusCode::UNAUTHORIZED);
-    let list = app.call(TestRequest::get().uri("/api/v1/servers")).await;
-    assert_eq!(list.status, StatusCode::OK, "reads stay open");
+    let list = app.call(get("/api/v1/servers")).await;
+    assert_eq!((list.status, list.code()), (StatusCode::UNAUTHORIZED, "admin_token_not_configured"));
+    let anonymous = app.call(TestRequest::get().uri("/api/v1/servers")).await;
+    assert_eq!((anonymous.status, anonymous.code()), (StatusCode::UNAUTHORIZED, "missing_authorization"));
     assert!(app.table().await.1.is_empty());
 }
 

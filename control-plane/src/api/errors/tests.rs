@@ -38,16 +38,23 @@ fn table_is_complete_and_unique() {
         ("invalid_import", "invalid_request", 400),
         ("invalid_description", "invalid_request", 400),
         ("invalid_tags", "invalid_request", 400),
+        ("invalid_api_key_name", "invalid_request", 400),
+        ("invalid_role", "invalid_request", 400),
+        ("invalid_permissions", "invalid_request", 400),
+        ("invalid_expires_at", "invalid_request", 400),
         ("invalid_content_type", "invalid_request", 415),
         ("payload_too_large", "invalid_request", 413),
         ("server_name_taken", "invalid_request", 409),
         ("server_not_found", "invalid_request", 404),
         ("instance_not_found", "invalid_request", 404),
         ("instance_endpoint_taken", "invalid_request", 409),
+        ("api_key_not_found", "invalid_request", 404),
         ("discovery_failed", "system", 502),
         ("missing_authorization", "auth", 401),
         ("invalid_admin_token", "auth", 401),
         ("admin_token_not_configured", "auth", 401),
+        ("invalid_api_key", "auth", 401),
+        ("insufficient_permissions", "auth", 403),
         ("route_not_found", "invalid_request", 404),
         ("method_not_allowed", "invalid_request", 405),
         ("database_unavailable", "system", 503),
@@ -78,13 +85,21 @@ async fn not_found_body() {
 
 #[actix_web::test]
 async fn auth_errors_carry_www_authenticate() {
-    for code in [Code::MissingAuthorization, Code::InvalidAdminToken, Code::AdminTokenNotConfigured] {
+    for code in [
+        Code::MissingAuthorization,
+        Code::InvalidAdminToken,
+        Code::AdminTokenNotConfigured,
+        Code::InvalidApiKey,
+    ] {
         let (status, www, body) = rendered(ApiError::new(code, "m")).await;
         assert_eq!(status, 401);
         assert_eq!(www.as_deref(), Some("Bearer"));
         assert_eq!(body["type"], "auth");
         assert_eq!(body["code"], code.name());
     }
+    // Authenticated but not allowed: 403, and nothing to retry with another scheme.
+    let (status, www, body) = rendered(ApiError::new(Code::InsufficientPermissions, "m")).await;
+    assert_eq!((status, www, body["type"].as_str()), (403, None, Some("auth")));
 }
 
 #[actix_web::test]

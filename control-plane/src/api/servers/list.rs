@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::views::{self, Include};
 use crate::api::{ApiError, AppState, Code};
+use crate::auth::Admin;
 use crate::db::schema::servers;
 use crate::model::{HealthStatus, ServerRow, TransportType};
 
@@ -59,6 +60,7 @@ pub fn split_list(raw: Option<&str>) -> Vec<String> {
 
 /// `GET /api/v1/servers`.
 pub async fn list(
+    _admin: Admin,
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<ListQuery>,

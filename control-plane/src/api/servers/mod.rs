@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{ApiError, AppState, Code};
-use crate::auth::AdminAuth;
+use crate::auth::Admin;
 use crate::db::store::{self, StoreError};
 use crate::model::ServerSpec;
 
@@ -16,6 +16,7 @@ mod request;
 pub mod views;
 
 pub use list::{ListQuery, list};
+pub(crate) use request::valid_tenant;
 pub use request::{InstanceRequest, ServerRequest};
 pub use views::Include;
 
@@ -82,6 +83,7 @@ async fn respond(state: &AppState, id: Uuid, include: Include) -> Result<Value, 
 
 /// `GET /api/v1/servers/{id}` (`?include_tools=true`, `include_resources`, `include_prompts`).
 pub async fn get(
+    _admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     include: web::Query<Include>,
@@ -92,7 +94,7 @@ pub async fn get(
 
 /// `POST /api/v1/servers`: 201 with the server and its `Location`.
 pub async fn create(
-    _admin: AdminAuth,
+    _admin: Admin,
     state: web::Data<AppState>,
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -123,7 +125,7 @@ async fn write(state: &AppState, id: Uuid, spec: ServerSpec) -> Result<HttpRespo
 
 /// `PUT /api/v1/servers/{id}`: full replacement.
 pub async fn replace(
-    _admin: AdminAuth,
+    _admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<ServerRequest>,
@@ -135,7 +137,7 @@ pub async fn replace(
 /// `PATCH /api/v1/servers/{id}`: a JSON merge patch (RFC 7396) of the registration: given fields replace,
 /// `null` resets a field to its default. `endpoint_url` and `instances` each replace the instance list.
 pub async fn patch(
-    _admin: AdminAuth,
+    _admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<Value>,
@@ -169,7 +171,7 @@ pub async fn patch(
 
 /// `DELETE /api/v1/servers/{id}`: 204.
 pub async fn delete(
-    _admin: AdminAuth,
+    _admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -185,7 +187,7 @@ pub async fn delete(
 /// `POST /api/v1/servers/{id}/refresh`: discovers the server now; 200 with the server and everything it
 /// offers, or 502 `discovery_failed` (the last known capabilities stay).
 pub async fn refresh(
-    _admin: AdminAuth,
+    _admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -206,6 +208,7 @@ pub async fn refresh(
 /// `GET /api/v1/servers/{id}/health`: every instance's active status with recent history, and each
 /// proxy's breaker state.
 pub async fn health(
+    _admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     _req: HttpRequest,

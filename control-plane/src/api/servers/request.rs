@@ -89,6 +89,12 @@ mod checks;
 
 use checks::{check_breaker, check_health, check_tags, has_nul, validate_instances};
 
+/// Whether `t` is a tenant id: 1-100 characters of `[A-Za-z0-9._-]`.
+pub(crate) fn valid_tenant(t: &str) -> bool {
+    (1..=MAX_TENANT_CHARS).contains(&t.chars().count())
+        && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 pub(super) fn err(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
 }
@@ -161,12 +167,7 @@ impl ServerRequest {
         let circuit_breaker = self.circuit_breaker.map(check_breaker).transpose()?;
         let tenant_id = match self.tenant_id.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(t)
-                if t.chars().count() <= MAX_TENANT_CHARS
-                    && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
-            {
-                Some(t.to_owned())
-            }
+            Some(t) if valid_tenant(t) => Some(t.to_owned()),
             Some(t) => {
                 return Err(err(
                     Code::InvalidTenant,

@@ -9,8 +9,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::schema::{instances, routing_state, servers};
-use crate::model::{InstanceRow, ServerRow, ServerSpec};
+use crate::model::{ApiKeyRow, InstanceRow, ServerRow, ServerSpec};
 
+pub mod api_keys;
 pub mod capabilities;
 pub mod discovery;
 pub mod health;
@@ -86,9 +87,11 @@ pub struct RoutingSnapshot {
     pub instances: HashMap<Uuid, Vec<InstanceRow>>,
     /// Active health status per instance (instances without a row are unknown).
     pub health: HashMap<Uuid, String>,
+    /// Every API key, expired ones included (proxies check the expiry themselves).
+    pub api_keys: Vec<ApiKeyRow>,
 }
 
-/// The routing version, every server and every instance, read from one consistent snapshot.
+/// The routing version, every server, instance and API key, read from one consistent snapshot.
 pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<RoutingSnapshot> {
     conn.build_transaction()
         .repeatable_read()
@@ -103,7 +106,8 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
                 .await?
                 .into_iter()
                 .collect();
-            Ok(RoutingSnapshot { version, servers, instances, health })
+            let api_keys = api_keys::list(conn).await?;
+            Ok(RoutingSnapshot { version, servers, instances, health, api_keys })
         })
         .await
 }

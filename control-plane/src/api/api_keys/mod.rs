@@ -1,0 +1,81 @@
+//! `/api/v1/api-keys`: create (the key is shown once), list, read and delete API keys. Creation and
+//! deletion are published to the proxies right after their commit, so a deleted key is refused everywhere
+//! within a second.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::servers::publish;
+use super::{ApiError, AppState, Code};
+use crate::auth::Admin;
+use crate::db::store;
+use crate::model::{ApiKeyView, CreatedApiKey, NewKey};
+
+mod request;
+
+pub use request::ApiKeyRequest;
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(Code::ApiKeyNotFound, format!("no API key has id {id:?}"))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| not_found(raw))
+}
+
+/// `POST /api/v1/api-keys`: 201 with the key; the secret is in this answer only.
+pub async fn create(
+    admin: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<ApiKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let spec = body.into_inner().validate(Utc::now())?;
+    let key = NewKey::generate().map_err(|_| ApiError::internal("the system random generator failed"))?;
+    let mut conn = state.conn().await?;
+    let (row, version) = store::api_keys::create(&mut conn, &spec, &key).await.map_err(ApiError::internal)?;
+    drop(conn);
+    tracing::info!(id = %row.id, name = %row.name, tenant_id = %row.tenant_id, role = %row.role,
+        by = %admin.principal().label(), version, "Created an API key.");
+    publish(&state).await;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/api-keys/{}", row.id)))
+        .json(CreatedApiKey::new(&row, key)))
+}
+
+/// `GET /api/v1/api-keys`: every key, oldest first, without secrets.
+pub async fn list(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.conn().await?;
+    let rows = store::api_keys::list(&mut conn).await.map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(rows.iter().map(|r| r.view()).collect::<Vec<ApiKeyView>>()))
+}
+
+/// `GET /api/v1/api-keys/{id}`.
+pub async fn get(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uuid = parse_id(&id)?;
+    let mut conn = state.conn().await?;
+    let row = store::api_keys::get(&mut conn, uuid).await.map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(row.ok_or_else(|| not_found(&id))?.view()))
+}
+
+/// `DELETE /api/v1/api-keys/{id}`: 204; the key stops working on this API at once and on every proxy
+/// with the routing update published before this answer.
+pub async fn delete(
+    admin: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uuid = parse_id(&id)?;
+    let mut conn = state.conn().await?;
+    let version = store::api_keys::delete(&mut conn, uuid).await.map_err(ApiError::internal)?;
+    drop(conn);
+    let version = version.ok_or_else(|| not_found(&id))?;
+    tracing::info!(id = %uuid, by = %admin.principal().label(), version, "Deleted an API key.");
+    publish(&state).await;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,199 @@
+//! Every `/api/v1` route needs a credential (the admin token or an admin API key), reads included; a valid
+//! key without the admin role gets 403; a deleted or expired key stops working at once. `/health`, `/ready`,
+//! `/docs` and the OpenAPI document stay public.
+
+use actix_web::http::StatusCode;
+use actix_web::test::TestRequest;
+use chrono::{Duration, Utc};
+use mcpgw_control_plane::db::store;
+use mcpgw_control_plane::model::{ApiKeySpec, NewKey};
+use serde_json::json;
+
+use crate::api_keys::create_key;
+use crate::support::{Reply, TestApp, admin, bearer};
+
+/// Every read route, with an id that does not exist where one is needed (a 404 proves the handler ran).
+fn reads() -> Vec<String> {
+    let id = uuid::Uuid::new_v4();
+    [
+        "/api/v1/servers".to_owned(),
+        format!("/api/v1/servers/{id}"),
+        format!("/api/v1/servers/{id}/health"),
+        "/api/v1/discovery/tools".to_owned(),
+        "/api/v1/discovery/resources".to_owned(),
+        "/api/v1/admin/stats".to_owned(),
+        "/api/v1/admin/export".to_owned(),
+        "/api/v1/proxies".to_owned(),
+        "/api/v1/api-keys".to_owned(),
+        format!("/api/v1/api-keys/{id}"),
+    ]
+    .into()
+}
+
+async fn key_with_role(app: &TestApp, role: &str) -> (String, String) {
+    let created = create_key(app, json!({"name": format!("{role} key"), "role": role})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let field = |f: &str| created.body[f].as_str().unwrap_or_default().to_owned();
+    (field("key"), field("id"))
+}
+
+fn assert_refused(reply: &Reply, status: StatusCode, code: &str, what: &str) {
+    assert_eq!((reply.status, reply.code()), (status, code), "{what}: {}", reply.body);
+    assert_eq!(reply.body["type"], "auth", "{what}");
+    let www = reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok());
+    let expected = (status == StatusCode::UNAUTHORIZED).then_some("Bearer");
+    assert_eq!(www, expected, "{what}");
+}
+
+/// The status of a GET that passed authentication: 200, or 404 for a made-up id.
+fn passed(reply: &Reply) -> bool {
+    reply.status == StatusCode::OK
+        || (reply.status == StatusCode::NOT_FOUND && reply.code().ends_with("not_found"))
+}
+
+#[actix_web::test]
+async fn reads_need_an_admin_credential() {
+    let app = TestApp::start().await;
+    let (admin_key, _) = key_with_role(&app, "admin").await;
+    let (user_key, _) = key_with_role(&app, "user").await;
+    let (owner_key, _) = key_with_role(&app, "server_owner").await;
+    for path in reads() {
+        let anonymous = app.call(TestRequest::get().uri(&path)).await;
+        assert_refused(&anonymous, StatusCode::UNAUTHORIZED, "missing_authorization", &path);
+        let wrong = app.call(bearer(TestRequest::get().uri(&path), "not-the-token")).await;
+        assert_refused(&wrong, StatusCode::UNAUTHORIZED, "invalid_admin_token", &path);
+        let unknown = app.call(bearer(TestRequest::get().uri(&path), "mcpgw_unknown")).await;
+        assert_refused(&unknown, StatusCode::UNAUTHORIZED, "invalid_api_key", &path);
+        for key in [&user_key, &owner_key] {
+            let forbidden = app.call(bearer(TestRequest::get().uri(&path), key)).await;
+            assert_refused(&forbidden, StatusCode::FORBIDDEN, "insufficient_permissions", &path);
+        }
+        let with_key = app.call(bearer(TestRequest::get().uri(&path), &admin_key)).await;
+        assert!(passed(&with_key), "{path} with an admin key: {} {}", with_key.status, with_key.body);
+        let with_token = app.call(admin(TestRequest::get().uri(&path))).await;
+        assert!(passed(&with_token), "{path} with the admin token: {}", with_token.status);
+    }
+}
+
+#[actix_web::test]
+async fn mutations_take_admin_keys_and_refuse_others_before_reading_the_body() {
+    let app = TestApp::start().await;
+    let (admin_key, _) = key_with_role(&app, "admin").await;
+    let (user_key, _) = key_with_role(&app, "user").await;
+    let body = json!({"name": "by-key", "endpoint_url": "http://127.0.0.1:3001/mcp", "auto_discover": false});
+    let post = |key: &str| bearer(TestRequest::post().uri("/api/v1/servers"), key).set_json(body.clone());
+    let created = app.call(post(&admin_key)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let refused = app.call(post(&user_key)).await;
+    assert_refused(&refused, StatusCode::FORBIDDEN, "insufficient_permissions", "POST with a user key");
+    // A malformed body does not tell an unauthorized caller anything: the credential is checked first.
+    let garbage = bearer(TestRequest::post().uri("/api/v1/servers"), &user_key)
+        .insert_header(("Content-Type", "application/json"))
+        .set_payload("{not json");
+    let refused = app.call(garbage).await;
+    assert_refused(&refused, StatusCode::FORBIDDEN, "insufficient_permissions", "garbage with a user key");
+    // An admin key may manage keys too, its own included.
+    let (other_key, other_id) = key_with_role(&app, "user").await;
+    let deleted = app
+        .call(bearer(TestRequest::delete().uri(&format!("/api/v1/api-keys/{other_id}")), &admin_key))
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let gone = app.call(bearer(TestRequest::get().uri("/api/v1/servers"), &other_key)).await;
+    assert_refused(&gone, StatusCode::UNAUTHORIZED, "invalid_api_key", "a deleted key");
+}
+
+#[actix_web::test]
+async fn a_deleted_admin_key_stops_working_at_once() {
+    let app = TestApp::start().await;
+    let (key, id) = key_with_role(&app, "admin").await;
+    let uri = "/api/v1/servers";
+    assert_eq!(app.call(bearer(TestRequest::get().uri(uri), &key)).await.status, StatusCode::OK);
+    let deleted = app.call(admin(TestRequest::delete().uri(&format!("/api/v1/api-keys/{id}")))).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let after = app.call(bearer(TestRequest::get().uri(uri), &key)).await;
+    assert_refused(&after, StatusCode::UNAUTHORIZED, "invalid_api_key", "the very next request");
+}
+
+#[actix_web::test]
+async fn an_expired_key_is_refused() {
+    let app = TestApp::start().await;
+    let mut conn = app.pool.get().await.expect("connection");
+    let key = NewKey::generate().expect("random");
+    let spec = ApiKeySpec {
+        name: "old".into(),
+        tenant_id: "default".into(),
+        role: "admin".into(),
+        permissions: vec![],
+        expires_at: Some(Utc::now() - Duration::seconds(1)),
+    };
+    store::api_keys::create(&mut conn, &spec, &key).await.expect("store an expired key");
+    drop(conn);
+    let reply = app.call(bearer(TestRequest::get().uri("/api/v1/servers"), &key.secret)).await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_api_key", "an expired key");
+}
+
+#[actix_web::test]
+async fn without_an_admin_token_admin_keys_still_work() {
+    let app = TestApp::with(None, 1_048_576, None).await;
+    let mut conn = app.pool.get().await.expect("connection");
+    let key = NewKey::generate().expect("random");
+    let spec = ApiKeySpec {
+        name: "bootstrap".into(),
+        tenant_id: "default".into(),
+        role: "admin".into(),
+        permissions: vec![],
+        expires_at: None,
+    };
+    store::api_keys::create(&mut conn, &spec, &key).await.expect("store a key");
+    drop(conn);
+    let reply = app.call(bearer(TestRequest::get().uri("/api/v1/api-keys"), &key.secret)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(!reply.body.to_string().contains(&key.secret));
+}
+
+#[actix_web::test]
+async fn public_routes_need_nothing() {
+    let app = TestApp::start().await;
+    for path in ["/health", "/ready", "/api/v1/openapi.json"] {
+        let reply = app.call(TestRequest::get().uri(path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+    }
+    let state = app.state();
+    let svc = actix_web::test::init_service(
+        actix_web::App::new().configure(move |cfg| mcpgw_control_plane::api::routes(cfg, state)),
+    )
+    .await;
+    let docs = actix_web::test::call_service(&svc, TestRequest::get().uri("/docs").to_request()).await;
+    assert_eq!(docs.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn the_openapi_document_requires_the_credential_on_every_api_route() {
+    let app = TestApp::start().await;
+    let doc = app.call(TestRequest::get().uri("/api/v1/openapi.json")).await.body;
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.contains_key("/api/v1/api-keys") && paths.contains_key("/api/v1/api-keys/{id}"));
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            let public = !path.starts_with("/api/v1/");
+            let security = &op["security"];
+            if public {
+                assert!(security.is_null(), "{method} {path} is public");
+                continue;
+            }
+            operations += 1;
+            assert_eq!(security, &json!([{"admin_token": []}]), "{method} {path}");
+            for status in ["401", "403"] {
+                assert!(op["responses"][status].is_object(), "{method} {path} documents {status}");
+            }
+        }
+    }
+    assert_eq!(operations, 20, "every operation of the API");
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["ApiKeyRequest", "ApiKeyView", "CreatedApiKey", "PermissionRule"] {
+        assert!(schemas[schema].is_object(), "{schema}");
+    }
+    assert!(schemas["ApiKeyView"]["properties"].get("key").is_none());
+    assert!(schemas["CreatedApiKey"]["properties"]["key"].is_object());
+}
