@@ -59,18 +59,27 @@ case "$status" in
 esac
 for _ in $(seq 1 50); do curl -fsS "http://$admin_addr/routes" | grep -q '"everything"' && break; sleep 0.1; done
 
+# The proxy lets no caller in without credentials: an API key for the commands below (shown once).
+status=$(curl -sS -o "$state/api-key.json" -w '%{http_code}' -X POST "http://$http_addr/api/v1/api-keys" \
+  -H "Authorization: Bearer $MCPGW_ADMIN_TOKEN" -H 'Content-Type: application/json' -d '{"name":"quickstart"}')
+[[ "$status" == 201 ]] || { echo "creating an API key failed ($status): $(cat "$state/api-key.json")" >&2; exit 1; }
+api_key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["key"])' "$state/api-key.json")
+rm -f "$state/api-key.json"
+
 cat <<INFO
 
 mcpgw is running.
   MCP endpoint (through the proxy): http://$listen/mcp/everything
+  API key for MCP clients:          $api_key   (send it as "Authorization: Bearer <key>")
   Admin REST API:                   http://$http_addr/api/v1/servers   (admin token: $MCPGW_ADMIN_TOKEN)
   Proxy metrics / routes:           http://$admin_addr/metrics   http://$admin_addr/routes
   Logs:                             $state/*.log
 
 Try it:
   (cd tests/peers/node_modules/@modelcontextprotocol/inspector-cli/build && \\
-     node cli.js --cli http://$listen/mcp/everything --transport http --method tools/list)
-  curl -s http://$http_addr/api/v1/servers | python3 -m json.tool
+     node cli.js --cli http://$listen/mcp/everything --transport http --method tools/list \\
+       --header "Authorization: Bearer $api_key")
+  curl -s -H "Authorization: Bearer $MCPGW_ADMIN_TOKEN" http://$http_addr/api/v1/servers | python3 -m json.tool
 
 Ctrl-C stops everything.
 INFO
