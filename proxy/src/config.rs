@@ -115,6 +115,11 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
     pub allowed_origins: Vec<String>,
 
+    /// PEM file of the certificate authority that signed the control plane's gRPC certificate; needed for
+    /// an `https://` `--control-plane` URL (the stream then runs over TLS).
+    #[arg(long, env = "MCPGW_CONTROL_PLANE_CA", global = true)]
+    pub control_plane_ca: Option<std::path::PathBuf>,
+
     /// Credential presented to the control plane on the routing stream (the control plane's
     /// `--proxy-token`). Without it, the control plane accepts only proxies on its own machine.
     #[arg(long, env = "MCPGW_PROXY_TOKEN", hide_env_values = true, global = true)]
@@ -154,6 +159,8 @@ pub struct Config {
     pub public_url: url::Url,
     pub front: crate::front::FrontDoor,
     pub anonymous: bool,
+    /// Trust root of an `https://` control plane (PEM, read at start).
+    pub control_plane_ca: Option<Vec<u8>>,
     /// `authorization` metadata value for the routing stream (`Bearer <--proxy-token>`).
     pub proxy_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
@@ -245,6 +252,22 @@ impl Settings {
             &list(&self.allowed_hosts),
             &list(&self.allowed_origins),
         );
+        let control_plane_ca = match (&self.control_plane_ca, cp.scheme()) {
+            (Some(path), "https") => Some(
+                std::fs::read(path)
+                    .map_err(|e| err("control-plane-ca", format!("cannot read {}: {e}", path.display())))?,
+            ),
+            (Some(_), _) => {
+                return Err(err("control-plane-ca", "is only used with an https:// --control-plane"));
+            }
+            (None, "https") => {
+                return Err(err(
+                    "control-plane-ca",
+                    "an https:// --control-plane needs the CA that signed it",
+                ));
+            }
+            (None, _) => None,
+        };
         let proxy_token = match self.proxy_token.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(token) if token.len() < 16 => {
@@ -285,6 +308,7 @@ impl Settings {
             front,
             anonymous: self.anonymous,
             proxy_token,
+            control_plane_ca,
         })
     }
 }
@@ -340,6 +364,12 @@ mod tests {
             (&["--session-ttl", "0s"], "session-ttl"),
             (&["--public-url", "gateway.example"], "public-url"),
             (&["--proxy-token", "short"], "proxy-token"),
+            (&["--control-plane", "https://cp.example:50051"], "control-plane-ca"),
+            (&["--control-plane-ca", "/etc/hostname"], "control-plane-ca"),
+            (
+                &["--control-plane", "https://cp.example:50051", "--control-plane-ca", "/nonexistent.pem"],
+                "control-plane-ca",
+            ),
             (&["--public-url", "https://gw.example/?x=1"], "public-url"),
         ];
         for (args, flag) in cases {

@@ -86,6 +86,7 @@ pub fn build(config: &Config) -> Server {
         passive_health,
         cache: config.table_cache.clone().map(crate::routing::cache::TableCache::new),
         proxy_token: config.proxy_token.clone(),
+        control_plane_ca: config.control_plane_ca.clone(),
     };
     server.add_service(background_service("routing-sync", sync));
     server.add_service(background_service("breakers", breaker_service));

@@ -105,3 +105,45 @@ async fn a_deleted_key_is_refused_on_every_proxy_within_a_second() -> Result<()>
     eprintln!("deleted key refused by both proxies after {refused_after:?}");
     Ok(())
 }
+
+/// The routing stream carries every credential, so it is closed too: a proxy presenting the control plane's
+/// `--proxy-token` over TLS gets the table; one with a wrong token gets none and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routing_stream_needs_the_proxy_token_and_runs_over_tls() -> Result<()> {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane/tests/integration/tls");
+    let (cert, key, ca) = (tls.join("server.pem"), tls.join("server.key"), tls.join("ca.pem"));
+    let token = "e2e-proxy-token-0123456789";
+    let db = mcpgw_e2e::TestDb::new();
+    let cp = mcpgw_e2e::ControlPlane::start_with(
+        &db,
+        mcpgw_e2e::ADMIN_TOKEN,
+        &[
+            "--proxy-token",
+            token,
+            "--grpc-tls-cert",
+            cert.to_str().context("path")?,
+            "--grpc-tls-key",
+            key.to_str().context("path")?,
+        ],
+    )
+    .await?;
+    let url = format!("https://localhost:{}", cp.grpc_addr().port());
+    let ca = ca.to_str().context("path")?;
+    let proxy = Proxy::start_closed(&url, &["--control-plane-ca", ca, "--proxy-token", token]).await?;
+    let upstream = PyServer::start("py-tls", PyServerOpts::default()).await?;
+    cp.register("py-tls", &upstream.url(), "streamable_http").await?;
+    proxy.wait_routable("py-tls", mcpgw_e2e::gateway::ROUTABLE_TIMEOUT).await?;
+
+    // A proxy with the wrong token is refused: it never becomes ready, and its log says why.
+    let intruder =
+        Proxy::start_unready(&url, &["--control-plane-ca", ca, "--proxy-token", "not-the-proxy-token-42"])
+            .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !intruder.log_text().to_lowercase().contains("unauthenticated") {
+        ensure!(Instant::now() < deadline, "no refusal in the proxy's log: {}", intruder.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(intruder.readyz().await? == 503, "a refused proxy has no table");
+    ensure!(!intruder.log_text().contains("not-the-proxy-token-42"), "the token is never logged");
+    Ok(())
+}

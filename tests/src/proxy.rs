@@ -34,13 +34,23 @@ impl Proxy {
     /// (its gRPC URL) with `extra_args`, and waits for `GET /readyz` = 200. Pingora cannot bind port 0, so
     /// the ports are found free beforehand; a start that loses the race for them is retried with new ones.
     pub async fn start_closed(control_plane: &str, extra_args: &[&str]) -> Result<Self> {
+        Self::start_until(control_plane, extra_args, true).await
+    }
+
+    /// Starts a proxy as deployed and returns once its admin listener answers `/healthz`, ready or not (for
+    /// proxies the control plane is expected to refuse).
+    pub async fn start_unready(control_plane: &str, extra_args: &[&str]) -> Result<Self> {
+        Self::start_until(control_plane, extra_args, false).await
+    }
+
+    async fn start_until(control_plane: &str, extra_args: &[&str], ready: bool) -> Result<Self> {
         let mut last = None;
         for _ in 0..4 {
             let (listen, admin) = (localhost(free_port()?), localhost(free_port()?));
             if listen == admin {
                 continue;
             }
-            match Self::launch(control_plane, extra_args, listen, admin).await {
+            match Self::launch(control_plane, extra_args, listen, admin, ready).await {
                 Ok(proxy) => return Ok(proxy),
                 // Exited early: most likely a port taken in between; anything else repeats and is reported.
                 Err(LaunchError::Exited(e)) => last = Some(e),
@@ -55,6 +65,7 @@ impl Proxy {
         extra_args: &[&str],
         listen: SocketAddr,
         admin: SocketAddr,
+        wait_ready: bool,
     ) -> Result<Self, LaunchError> {
         let mut cmd = Command::new(binary("mcpgw-proxy").map_err(LaunchError::NotReady)?);
         cmd.arg("serve")
@@ -67,7 +78,7 @@ impl Proxy {
             .args(extra_args);
         let mut proc = Spawned::spawn("proxy", cmd).map_err(LaunchError::NotReady)?;
         let http = http_client();
-        let readyz = format!("http://{admin}/readyz");
+        let readyz = format!("http://{admin}/{}", if wait_ready { "readyz" } else { "healthz" });
         let mut exited = false;
         let ready =
             poll_until("proxy GET /readyz = 200 and its MCP listener accepting", READY_TIMEOUT, || {
@@ -115,6 +126,11 @@ impl Proxy {
     /// Log location and tail, for failure messages.
     pub fn describe(&self) -> String {
         self.proc.describe()
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log_text(&self) -> String {
+        self.proc.log_text()
     }
 
     /// `GET /routes` on the admin port.

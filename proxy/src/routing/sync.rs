@@ -34,6 +34,8 @@ pub struct RoutingSync {
     pub passive_health: watch::Receiver<Vec<InstanceObservation>>,
     /// Where the last good table is kept for a cold start without the control plane.
     pub cache: Option<TableCache>,
+    /// Trust root of an `https://` control plane (PEM).
+    pub control_plane_ca: Option<Vec<u8>>,
     /// `authorization: Bearer <--proxy-token>` presented on the stream, when configured.
     pub proxy_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
@@ -63,8 +65,19 @@ impl BackgroundService for RoutingSync {
             if received {
                 backoff = BACKOFF_MIN;
             }
-            if let Err(error) = result {
-                tracing::warn!(%error, retry_in = ?backoff, serving_version = set.version(), "Routing stream down; serving the last good table.");
+            match result {
+                Err(SessionError::Stream(status)) if status.code() == tonic::Code::Unauthenticated => {
+                    tracing::error!(
+                        reason = status.message(),
+                        retry_in = ?backoff,
+                        serving_version = set.version(),
+                        "The control plane refused this proxy (unauthenticated): check --proxy-token."
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, serving_version = set.version(), "Routing stream down; serving the last good table.");
+                }
+                Ok(()) => {}
             }
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -105,7 +118,13 @@ impl RoutingSync {
 
     /// One connection: Hello, then apply updates until the stream ends.
     async fn session(&self, set: &mut ResourceSet, received: &mut bool) -> Result<(), SessionError> {
-        let channel = tonic::transport::Endpoint::from_shared(self.control_plane.clone())?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.control_plane.clone())?;
+        if let Some(ca) = &self.control_plane_ca {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
