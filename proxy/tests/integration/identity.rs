@@ -160,3 +160,110 @@ async fn anonymous_mode_lets_callers_without_credentials_through() {
     let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("mcpgw_proxy_anonymous_mode 1"), "anonymous mode is visible in metrics");
 }
+
+/// An Ed25519 issuer for the JWT tests: its JWKS and tokens signed with its key (or another one).
+struct TestIssuer {
+    pkcs8: Vec<u8>,
+    x: String,
+}
+
+const ISSUER: &str = "https://idp.example";
+
+impl TestIssuer {
+    fn new() -> Self {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        Self { pkcs8, x }
+    }
+
+    fn resource(&self) -> mcpgw_proto::v1::Resource {
+        let jwks =
+            json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": self.x, "kid": "k1", "alg": "EdDSA"}]});
+        mcpgw_proto::v1::Resource {
+            kind: Some(mcpgw_proto::v1::resource::Kind::TrustedIssuer(mcpgw_proto::v1::TrustedIssuer {
+                id: "idp".into(),
+                issuer: ISSUER.into(),
+                jwks_json: jwks.to_string(),
+                algorithms: vec!["EdDSA".into()],
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn sign(&self, kid: &str, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+    }
+}
+
+/// Every token attack of the threat model, through the real proxy: each is a 401 whose challenge points at
+/// the resource's metadata with `error="invalid_token"`, and none reaches the upstream.
+#[tokio::test]
+async fn token_attacks_get_401_with_an_invalid_token_challenge() {
+    use base64::Engine;
+    let mut upstream = FakeUpstream::start().await;
+    let idp = TestIssuer::new();
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start_closed(&cp.url(), &[]).await;
+    let mut table = snapshot(1, &[("alpha", &upstream.url()), ("beta", &upstream.url())]);
+    table.upserts.push(idp.resource());
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+
+    let url = proxy.mcp_url("alpha");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims =
+        |aud: &str| json!({"iss": ISSUER, "sub": "mallory", "aud": aud, "exp": now + 300, "iat": now});
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut c = claims(&url);
+        edit(&mut c);
+        idp.sign("k1", &c)
+    };
+    let public_key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&idp.x).unwrap();
+    let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs_header.kid = Some("k1".into());
+    let attacks = [
+        ("alg none", format!("{}.{}.", b64(&json!({"alg": "none", "kid": "k1"})), b64(&claims(&url)))),
+        (
+            "HS256 keyed with the public key",
+            jsonwebtoken::encode(
+                &hs_header,
+                &claims(&url),
+                &jsonwebtoken::EncodingKey::from_secret(&public_key),
+            )
+            .unwrap(),
+        ),
+        ("unknown kid", idp.sign("k-unknown", &claims(&url))),
+        ("another key under the issuer's kid", TestIssuer::new().sign("k1", &claims(&url))),
+        ("wrong issuer", with(&|c| c["iss"] = json!("https://evil.example"))),
+        ("audience of another server", idp.sign("k1", &claims(&proxy.mcp_url("beta")))),
+        ("expired", with(&|c| c["exp"] = json!(now - 120))),
+        ("not yet valid", with(&|c| c["nbf"] = json!(now + 600))),
+    ];
+    let metadata = format!("http://{}/.well-known/oauth-protected-resource/mcp/alpha", proxy.listen);
+    for (attack, token) in attacks {
+        let resp = call(&url, Some(&format!("Bearer {token}")), None).await;
+        assert_eq!(resp.status(), 401, "{attack}");
+        let c = challenge(&resp);
+        assert!(
+            c.starts_with(&format!("Bearer resource_metadata=\"{metadata}\""))
+                && c.contains("error=\"invalid_token\""),
+            "{attack}: {c}"
+        );
+    }
+    assert!(upstream.drain().is_empty(), "no attack reaches the upstream");
+    let good = idp.sign("k1", &claims(&url));
+    assert_eq!(
+        call(&url, Some(&format!("Bearer {good}")), None).await.status(),
+        200,
+        "the genuine token works"
+    );
+    let prm: Value = reqwest::get(&metadata).await.unwrap().json().await.unwrap();
+    assert_eq!(prm["authorization_servers"], json!([ISSUER]));
+}
