@@ -153,6 +153,20 @@ mod tests {
         assert!(matches!(check(&req(&[("Mcp-Method", "x")]), None), Err(Refusal::InvalidRequest(_))));
     }
 
+    /// `Mcp-Name` belongs to the methods that name a target; on any other method the proxy neither needs nor
+    /// judges it, and the upstream answers exactly as it would directly.
+    #[test]
+    fn a_name_header_on_a_method_without_a_name_is_the_upstreams_business() {
+        let list = Rpc::inspect(
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/list",
+                "params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}})
+            .to_string()
+            .as_bytes(),
+        );
+        assert_eq!(check(&req(&[("Mcp-Method", "tools/list"), ("Mcp-Name", "stray")]), list.as_ref()), Ok(()));
+        assert_eq!(check(&req(&[("Mcp-Method", "tools/list")]), list.as_ref()), Ok(()));
+    }
+
     #[test]
     fn whitespace_around_values_is_not_part_of_them() {
         let headers = [("Mcp-Method", " tools/call\t"), ("Mcp-Name", "  echo  ")];
