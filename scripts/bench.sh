@@ -4,9 +4,13 @@
 # throw-away database on the local PostgreSQL (dropped at the end), raises the open-file limit, and runs
 # `mcpgw-bench run` pinned to CPU 0 while it pins the fixture, the proxy (--threads 1) and nginx to CPU 1.
 #
-#   scripts/bench.sh                 # full run: scenarios a–g, 5 interleaved passes; ~10 min
+#   scripts/bench.sh                 # full run: scenarios a–g and t, 5 interleaved passes; ~9 min after the build
 #   scripts/bench.sh --smoke         # seconds, debug binaries, tiny counts, no thresholds (CI)
 #   scripts/bench.sh --scenarios ab  # any `mcpgw-bench run` option passes through (see --help)
+#   scripts/bench.sh --scenarios t --proxy-bin DIR/mcpgw-proxy   # another proxy build, same harness
+#
+# Any error in any run (no answer, a non-2xx answer, a JSON-RPC error) fails the run, smoke included:
+# the exit status is non-zero after the reports are written, and they name each run with errors.
 #
 # Reports: target/bench-report/report.{md,json} (smoke: target/bench-report/smoke/), logs beside them.
 # Environment: MCPGW_BENCH_PG (default postgres://postgres@127.0.0.1:5432), CARGO_TARGET_DIR.

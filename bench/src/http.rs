@@ -69,6 +69,11 @@ impl Conn {
     /// Sends `request` and reads the whole response.
     pub async fn request(&mut self, request: &[u8]) -> io::Result<Response> {
         self.send(request).await?;
+        self.read_response().await
+    }
+
+    /// Reads the next whole response (of requests sent earlier, in order).
+    pub async fn read_response(&mut self) -> io::Result<Response> {
         let head = self.read_head().await?;
         let body = self.read_body(head.framing).await?;
         Ok(Response { head, body })

@@ -1,5 +1,6 @@
-//! The report of a run: figures against the targets, per-scenario tables of every pair, the
-//! machine and its load; written as JSON (everything) and Markdown (for BENCHMARKS.md).
+//! The report of a run: figures against their targets, per-scenario tables of every pair, the runs
+//! that had errors (any fails the run), the machine and its load; written as JSON (everything) and
+//! Markdown (for BENCHMARKS.md).
 
 use std::fmt::Write as _;
 
@@ -68,8 +69,19 @@ pub struct Section {
     pub header: Vec<String>,
     pub rows: Vec<Vec<String>>,
     pub notes: Vec<String>,
+    /// Runs of this scenario that had errors.
+    pub errors: Vec<RunErrors>,
     /// Every run's raw result.
     pub raw: Value,
+}
+
+/// A run with errors: which one, how many, and the first.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunErrors {
+    /// Pass and target, e.g. `stateless pass 1 via proxy`.
+    pub run: String,
+    pub count: u64,
+    pub first: String,
 }
 
 impl Section {
@@ -81,7 +93,16 @@ impl Section {
             header: header.iter().map(|h| (*h).to_owned()).collect(),
             rows: Vec::new(),
             notes: Vec::new(),
+            errors: Vec::new(),
             raw: Value::Array(Vec::new()),
+        }
+    }
+
+    /// Records the errors of `run` (none: nothing to record).
+    pub fn count_errors(&mut self, run: impl Into<String>, count: u64, first: Option<&str>) {
+        if count > 0 {
+            let first = first.unwrap_or("(no text)").to_owned();
+            self.errors.push(RunErrors { run: run.into(), count, first });
         }
     }
 
@@ -123,7 +144,7 @@ pub struct Report {
 pub fn fmt(v: f64) -> String {
     if !v.is_finite() {
         "–".to_owned()
-    } else if v.abs() >= 100.0 {
+    } else if v.abs() >= 100.0 || (v.fract() == 0.0 && v.abs() < 1e15) {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -133,6 +154,18 @@ pub fn fmt(v: f64) -> String {
 }
 
 impl Report {
+    /// Every run with errors, as `scenario: run: N errors, first: …` lines.
+    pub fn errors(&self) -> Vec<String> {
+        self.sections
+            .iter()
+            .flat_map(|s| {
+                s.errors
+                    .iter()
+                    .map(move |e| format!("{}: {}: {} errors, first: {:?}", s.id, e.run, e.count, e.first))
+            })
+            .collect()
+    }
+
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         let m = &self.machine;
@@ -164,6 +197,16 @@ impl Report {
         );
         let _ = writeln!(md, "- pinning: {}", self.pinning);
         let _ = writeln!(md, "- duration: {:.0} s\n", self.seconds);
+        let errors = self.errors();
+        if errors.is_empty() {
+            let _ = writeln!(md, "No run had errors (failed requests, non-2xx answers, JSON-RPC errors).\n");
+        } else {
+            let _ = writeln!(md, "## Errors: the run failed\n");
+            for line in &errors {
+                let _ = writeln!(md, "- {line}");
+            }
+            let _ = writeln!(md);
+        }
         let _ = writeln!(md, "## Targets\n\nMedians over the measured passes; [smallest … largest pass].\n");
         let _ = writeln!(md, "| scenario | figure | value | target | met |\n|---|---|---|---|---|");
         for c in self.sections.iter().flat_map(|s| &s.checks) {

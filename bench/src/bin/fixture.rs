@@ -2,6 +2,7 @@
 //! Prints `listening on ADDR` once bound.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use clap::Parser;
@@ -24,6 +25,10 @@ struct Cli {
     /// Keep-alive comment interval on idle GET streams.
     #[arg(long, default_value = "15", value_parser = |s: &str| s.parse::<u64>().map(Duration::from_secs))]
     keepalive_secs: Duration,
+    /// Close every keep-alive connection after answering this many requests on it (the last answer
+    /// carries `Connection: close`); unset: connections stay open.
+    #[arg(long)]
+    close_after: Option<NonZeroU64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,7 +41,11 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(cli.listen).await?;
         println!("listening on {}", listener.local_addr()?);
-        let settings = Settings { payload_bytes: cli.payload_bytes, keepalive: cli.keepalive_secs };
+        let settings = Settings {
+            payload_bytes: cli.payload_bytes,
+            keepalive: cli.keepalive_secs,
+            close_after: cli.close_after,
+        };
         fixture::serve(listener, Fixture::new(settings)).await?;
         Ok(())
     })

@@ -1,12 +1,14 @@
 //! The load generator: closed-loop saturation, open-loop fixed rate with latency measured from each
 //! request's scheduled time (no coordinated omission), SSE event timing, legacy session setup, and idle
-//! SSE streams held open. Every latency is kept as a raw sample.
+//! SSE streams held open. Every latency is kept as a raw sample, and every answer is judged by one
+//! verdict (`verdict::check`).
 
 pub mod closed;
 pub mod open;
 pub mod setup;
 pub mod sse_timing;
 pub mod streams;
+pub mod verdict;
 
 use std::time::{Duration, Instant};
 
@@ -32,27 +34,31 @@ impl Window {
 /// One run against one target.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunResult {
-    /// Requests completed inside the measurement window.
+    /// Requests answered well inside the measurement window.
     pub requests: u64,
-    /// Requests completed in the whole run, warm-up included (for CPU per request).
+    /// Requests answered well in the whole run, warm-up included (for CPU per request).
     pub requests_total: u64,
+    /// Requests that failed: no answer, a non-2xx answer, or a JSON-RPC error (`verdict::check`).
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Connections the run opened (more than it runs when a server closes its keep-alive connections).
+    pub connections: u64,
+    /// Seconds measured.
     pub seconds: f64,
     pub rps: f64,
     pub latency: Dist,
 }
 
 impl RunResult {
-    /// A run's figures from its latency samples (ns, measurement window only), all requests completed and
-    /// its errors.
-    pub fn new(mut samples: Vec<u64>, total: u64, errors: Errors, window: &Window) -> Self {
-        let seconds = window.measure.as_secs_f64();
+    /// A run's figures from its latency samples (ns, measured requests only), all requests answered
+    /// well, its errors, the connections it opened and the seconds measured.
+    pub fn new(mut samples: Vec<u64>, total: u64, errors: Errors, connections: u64, seconds: f64) -> Self {
         Self {
             requests: samples.len() as u64,
             requests_total: total,
             errors: errors.count,
             first_error: errors.first,
+            connections,
             seconds,
             rps: samples.len() as f64 / seconds,
             latency: Dist::from_ns(&mut samples),

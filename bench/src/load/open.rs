@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc};
 
-use super::{Errors, RunResult, Window, describe, ns};
+use super::{Errors, RunResult, Window, ns, verdict};
 use crate::http::Conn;
 
 /// Waits until `t` to within a few microseconds.
@@ -38,7 +38,7 @@ pub async fn run(addr: SocketAddr, request: Vec<u8>, rate: f64, conns: usize, wi
     let request: Arc<[u8]> = request.into();
     let mut tasks = Vec::new();
     for _ in 0..conns.max(1) {
-        let conn = Conn::connect(addr).await;
+        let conn = Conn::connect(addr).await.ok();
         tasks.push(tokio::spawn(worker(conn, addr, request.clone(), slots.clone(), from)));
     }
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
@@ -54,63 +54,70 @@ pub async fn run(addr: SocketAddr, request: Vec<u8>, rate: f64, conns: usize, wi
         at = start + interval.mul_f64(scheduled as f64);
     }
     drop(tx);
-    let mut samples = Vec::new();
-    let mut errors = Errors::default();
-    let mut total = 0;
+    let mut all = Worker::default();
     for task in tasks {
         match task.await {
-            Ok((s, t, e)) => {
-                samples.extend(s);
-                total += t;
-                errors.merge(e);
+            Ok(w) => {
+                all.samples.extend(w.samples);
+                all.total += w.total;
+                all.connections += w.connections;
+                all.errors.merge(w.errors);
             }
-            Err(e) => errors.add(|| format!("worker panicked: {e}")),
+            Err(e) => all.errors.add(|| format!("worker panicked: {e}")),
         }
     }
-    RunResult::new(samples, total, errors, &window)
+    RunResult::new(all.samples, all.total, all.errors, all.connections, window.measure.as_secs_f64())
+}
+
+#[derive(Default)]
+struct Worker {
+    samples: Vec<u64>,
+    total: u64,
+    connections: u64,
+    errors: Errors,
 }
 
 async fn worker(
-    conn: std::io::Result<Conn>,
+    conn: Option<Conn>,
     addr: SocketAddr,
     request: Arc<[u8]>,
     slots: Slots,
     from: Instant,
-) -> (Vec<u64>, u64, Errors) {
-    let mut samples = Vec::with_capacity(1 << 14);
-    let mut errors = Errors::default();
-    let mut total = 0;
-    let mut conn = conn.ok();
+) -> Worker {
+    let mut w = Worker { samples: Vec::with_capacity(1 << 14), ..Worker::default() };
+    w.connections = u64::from(conn.is_some());
+    let mut conn = conn;
     loop {
         let Some(scheduled) = slots.lock().await.recv().await else { break };
         if conn.is_none() {
             conn = Conn::connect(addr).await.ok();
+            w.connections += u64::from(conn.is_some());
         }
         let Some(c) = &mut conn else {
-            errors.add(|| "connect failed".to_owned());
+            w.errors.add(|| "connect failed".to_owned());
             continue;
         };
         match c.request(&request).await {
-            Ok(resp) if resp.head.status < 300 => {
-                total += 1;
-                if scheduled >= from {
-                    samples.push(ns(Instant::now() - scheduled));
-                }
-                if resp.head.close {
-                    conn = None;
-                }
-            }
             Ok(resp) => {
-                errors.add(|| describe(resp.head.status, &resp.body));
+                let done = Instant::now();
+                match verdict::check(&resp.head, &resp.body) {
+                    Ok(()) => {
+                        w.total += 1;
+                        if scheduled >= from {
+                            w.samples.push(ns(done - scheduled));
+                        }
+                    }
+                    Err(e) => w.errors.add(|| e),
+                }
                 if resp.head.close {
                     conn = None;
                 }
             }
             Err(e) => {
-                errors.add(|| format!("request: {e}"));
+                w.errors.add(|| format!("request: {e}"));
                 conn = None;
             }
         }
     }
-    (samples, total, errors)
+    w
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Errors, RunResult, Window, describe, ns};
+use super::{Errors, RunResult, Window, describe, ns, verdict};
 use crate::http::Conn;
 use crate::requests::Endpoint;
 
@@ -12,13 +12,17 @@ pub async fn run(ep: &Endpoint, window: Window) -> RunResult {
     let mut samples = Vec::new();
     let mut errors = Errors::default();
     let mut total = 0;
+    let mut connections = 0;
     let init = ep.initialize();
     let mut conn = None;
     while Instant::now() < end {
         let c = match &mut conn {
             Some(c) => c,
             None => match Conn::connect(ep.addr).await {
-                Ok(c) => conn.insert(c),
+                Ok(c) => {
+                    connections += 1;
+                    conn.insert(c)
+                }
                 Err(e) => {
                     errors.add(|| format!("connect: {e}"));
                     break;
@@ -44,27 +48,28 @@ pub async fn run(ep: &Endpoint, window: Window) -> RunResult {
             }
         }
     }
-    RunResult::new(samples, total, errors, &window)
+    RunResult::new(samples, total, errors, connections, window.measure.as_secs_f64())
 }
 
 /// Opens a legacy session on `conn`; returns its id (as the client sees it).
 pub async fn setup(conn: &mut Conn, ep: &Endpoint, init: &[u8]) -> Result<String, String> {
     let resp = conn.request(init).await.map_err(|e| format!("initialize: {e}"))?;
-    let session = match (resp.head.status, resp.head.session_id) {
-        (200, Some(s)) => s,
-        (status, _) => return Err(format!("initialize: {}", describe(status, &resp.body))),
+    verdict::check(&resp.head, &resp.body).map_err(|e| format!("initialize: {e}"))?;
+    let Some(session) = resp.head.session_id else {
+        return Err(format!("initialize without Mcp-Session-Id: {}", describe(resp.head.status, &resp.body)));
     };
     let resp = conn.request(&ep.initialized(&session)).await.map_err(|e| format!("initialized: {e}"))?;
+    verdict::check(&resp.head, &resp.body).map_err(|e| format!("initialized: {e}"))?;
     if resp.head.status != 202 {
-        return Err(format!("initialized: {}", describe(resp.head.status, &resp.body)));
+        return Err(format!(
+            "initialized: {} (a notification is accepted with 202)",
+            describe(resp.head.status, &resp.body)
+        ));
     }
     Ok(session)
 }
 
 async fn delete(conn: &mut Conn, ep: &Endpoint, session: &str) -> Result<(), String> {
     let resp = conn.request(&ep.delete(session)).await.map_err(|e| format!("delete: {e}"))?;
-    if resp.head.status >= 300 {
-        return Err(format!("delete: {}", describe(resp.head.status, &resp.body)));
-    }
-    Ok(())
+    verdict::check(&resp.head, &resp.body).map_err(|e| format!("delete: {e}"))
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Errors, Window, describe, ns};
+use super::{Errors, Window, describe, ns, verdict};
 use crate::http::{BodyDecoder, Conn};
 use crate::sse::{drain_events, has_data, now_ns, stamp};
 use crate::stats::Dist;
@@ -94,19 +94,29 @@ async fn one_stream(
 ) -> Result<(), String> {
     conn.send(request).await.map_err(|e| format!("send: {e}"))?;
     let head = conn.read_head().await.map_err(|e| format!("head: {e}"))?;
+    if !(200..300).contains(&head.status) || !head.event_stream {
+        let body = conn.read_body(head.framing).await.unwrap_or_default();
+        return Err(match verdict::check(&head, &body) {
+            Err(e) => e,
+            Ok(()) => format!("not an SSE answer: {}", describe(head.status, &body)),
+        });
+    }
     let mut decoder = BodyDecoder::new(head.framing);
     let mut buf = Vec::new();
-    if head.status != 200 || !head.event_stream {
-        let body = conn.read_body(head.framing).await.unwrap_or_default();
-        return Err(format!("not an SSE answer: {}", describe(head.status, &body)));
-    }
     let mut first = true;
+    let mut rpc_error = None;
     loop {
         let done = conn.next_body(&mut decoder, &mut buf).await.map_err(|e| format!("body: {e}"))?;
         let arrived = Instant::now();
         let arrived_ns = now_ns();
         drain_events(&mut buf, |event| {
-            if !has_data(event) || !measured {
+            if !has_data(event) {
+                return;
+            }
+            if rpc_error.is_none() && verdict::sse_has_rpc_error(event) {
+                rpc_error = Some(describe(head.status, event));
+            }
+            if !measured {
                 return;
             }
             if first {
@@ -118,7 +128,12 @@ async fn one_stream(
             }
         });
         if done {
-            return Ok(());
+            // An event the body ended in without its blank line is judged too.
+            if rpc_error.is_none() && verdict::sse_has_rpc_error(&buf) {
+                rpc_error = Some(describe(head.status, &buf));
+            }
+            // The stream is read to its end either way, so the connection stays usable.
+            return rpc_error.map_or(Ok(()), |e| Err(format!("JSON-RPC error event: {e}")));
         }
     }
 }

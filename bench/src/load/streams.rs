@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::{Errors, describe};
+use super::{Errors, describe, verdict};
 use crate::http::{BodyDecoder, Conn};
 use crate::requests::Endpoint;
 use crate::sse::drain_events;
@@ -36,16 +36,26 @@ async fn one(addr: std::net::SocketAddr, request: Arc<[u8]>) -> Result<Conn, Str
     let mut conn = Conn::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     conn.send(&request).await.map_err(|e| format!("send: {e}"))?;
     let head = conn.read_head().await.map_err(|e| format!("head: {e}"))?;
-    if head.status != 200 || !head.event_stream {
+    if !(200..300).contains(&head.status) || !head.event_stream {
         let body = conn.read_body(head.framing).await.unwrap_or_default();
-        return Err(describe(head.status, &body));
+        let not_sse = || format!("not an SSE answer: {}", describe(head.status, &body));
+        return Err(verdict::check(&head, &body).err().unwrap_or_else(not_sse));
     }
     let mut decoder = BodyDecoder::new(head.framing);
     let mut buf = Vec::new();
     loop {
         let done = conn.next_body(&mut decoder, &mut buf).await.map_err(|e| format!("body: {e}"))?;
         let mut events = 0;
-        drain_events(&mut buf, |_| events += 1);
+        let mut rpc_error = None;
+        drain_events(&mut buf, |event| {
+            events += 1;
+            if rpc_error.is_none() && verdict::sse_has_rpc_error(event) {
+                rpc_error = Some(describe(head.status, event));
+            }
+        });
+        if let Some(e) = rpc_error {
+            return Err(format!("JSON-RPC error event: {e}"));
+        }
         if events > 0 {
             return Ok(conn);
         }

@@ -1,5 +1,6 @@
 //! The orchestrator: starts the system under test, runs the selected scenarios in order, always stops
-//! what it started, and writes `report.json` and `report.md`.
+//! what it started, and writes `report.json` and `report.md` (also when a scenario failed or had errors;
+//! the caller fails the run on `Report::errors`).
 
 pub mod nginx;
 pub mod procs;
@@ -23,7 +24,7 @@ use stack::{Bins, Pins, Stack, Via};
 pub struct Options {
     pub smoke: bool,
     pub profile: Profile,
-    /// Scenario letters to run (`abcdefg`).
+    /// Scenario letters to run (`abcdefgt`).
     pub scenarios: String,
     pub out: PathBuf,
     pub bins: Bins,
@@ -97,7 +98,9 @@ pub async fn run(opts: Options) -> Result<Report> {
         ),
         _ => "none".to_owned(),
     };
-    let mut stack = Stack::start(&opts.bins, opts.pins, &run_dir, &opts.database_url, max_files).await?;
+    let close_after = opts.scenarios.contains('t').then_some(opts.profile.transparency_close_after);
+    let mut stack =
+        Stack::start(&opts.bins, opts.pins, &run_dir, &opts.database_url, max_files, close_after).await?;
     let mut sections = Vec::new();
     let outcome = scenarios(&opts, &mut stack, max_files, &mut sections).await;
     stack.stop().await;
@@ -170,6 +173,10 @@ async fn scenarios(
     if has('g') {
         eprintln!("mcpgw-bench: g. routing change → applied");
         sections.push(scenarios::routing::run(&mut ctx).await?);
+    }
+    if has('t') {
+        eprintln!("mcpgw-bench: t. transparency under keep-alive load");
+        sections.push(scenarios::transparency::run(&mut ctx).await?);
     }
     sections.sort_by_key(|s| s.id);
     Ok(())

@@ -105,6 +105,12 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Whether `program subcommand --help` lists `flag` (an older build given with `--proxy-bin` may not).
+pub async fn knows_flag(program: &Path, subcommand: &str, flag: &str) -> bool {
+    let help = Command::new(program).args([subcommand, "--help"]).stdin(Stdio::null()).output().await;
+    help.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
+}
+
 /// A free port on 127.0.0.1 (released before use: a small race the harness accepts).
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::nginx;
-use super::procs::{Proc, Spec, free_port};
+use super::procs::{Proc, Spec, free_port, knows_flag};
 use crate::http::Conn;
 use crate::requests::Endpoint;
 
@@ -130,30 +130,29 @@ impl Stack {
 
         let proxy_addr = local(free_port()?);
         let admin = local(free_port()?);
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            proxy_addr.to_string(),
+            "--admin-addr".into(),
+            admin.to_string(),
+            "--control-plane".into(),
+            format!("http://{grpc}"),
+            "--threads".into(),
+            "1".into(),
+            "--proxy-id".into(),
+            "mcpgw-bench".into(),
+            // The anonymous path is the baseline the authenticated variants are measured against.
+            "--anonymous".into(),
+            "--session-key".into(),
+            random_hex(32),
+        ];
+        if !knows_flag(&bins.proxy, "serve", "--anonymous").await {
+            // A build from before callers authenticate (`--proxy-bin`) lets every caller through anyway.
+            args.retain(|a| a != "--anonymous");
+        }
         let mut proxy = Proc::start(
-            Spec {
-                name: "proxy",
-                program: &bins.proxy,
-                args: vec![
-                    "serve".into(),
-                    "--listen".into(),
-                    proxy_addr.to_string(),
-                    "--admin-addr".into(),
-                    admin.to_string(),
-                    "--control-plane".into(),
-                    format!("http://{grpc}"),
-                    "--threads".into(),
-                    "1".into(),
-                    "--proxy-id".into(),
-                    "mcpgw-bench".into(),
-                    // The anonymous path is the baseline the authenticated variants are measured against.
-                    "--anonymous".into(),
-                    "--session-key".into(),
-                    random_hex(32),
-                ],
-                env: quiet(),
-                cpu: pins.server,
-            },
+            Spec { name: "proxy", program: &bins.proxy, args, env: quiet(), cpu: pins.server },
             run_dir,
         )?;
         proxy.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
@@ -345,11 +344,9 @@ pub async fn rest_on(
     path: &str,
     body: &Value,
 ) -> Result<(u16, Value)> {
-    let request = if method == "GET" {
-        Endpoint::get(api, path)
-    } else {
-        Endpoint::json(api, method, path, token, &body.to_string())
-    };
+    // Every `/api/v1` route, reads included, needs the admin credential; a GET carries no body.
+    let body = if method == "GET" { String::new() } else { body.to_string() };
+    let request = Endpoint::json(api, method, path, token, &body);
     let resp = conn.request(&request).await?;
     let value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
     Ok((resp.head.status, value))

@@ -1,5 +1,6 @@
-//! The scenarios of the issue (a–g), each measured as interleaved direct / proxied / nginx runs after a
-//! warm-up pass, and reported as medians over the pairs.
+//! The scenarios: a–g, the proxy's performance targets, each measured as interleaved direct / proxied /
+//! nginx runs after a warm-up pass and reported as medians over the pairs; and t, transparency under
+//! keep-alive load, which counts errors rather than time.
 
 pub mod latency;
 pub mod routing;
@@ -7,7 +8,9 @@ pub mod setup;
 pub mod sse;
 pub mod streams;
 pub mod throughput;
+pub mod transparency;
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -38,7 +41,16 @@ pub struct Profile {
     pub stream_levels: Vec<usize>,
     pub stream_settle: Duration,
     pub routing_changes: usize,
+    /// Calls of scenario t per target, one at a time per connection (the pipelined part: a tenth).
+    pub transparency_calls: u64,
+    pub transparency_connections: usize,
+    /// Requests the fixture of scenario t answers on a keep-alive connection before it closes it.
+    pub transparency_close_after: NonZeroU64,
 }
+
+/// The fixture of scenario t closes every 25th request's connection, as in the proxy's own
+/// transparency test (tests/e2e/transparency.rs).
+const CLOSE_AFTER: NonZeroU64 = NonZeroU64::new(25).expect("25 is not zero");
 
 fn window(warmup_ms: u64, measure_ms: u64) -> Window {
     Window { warmup: Duration::from_millis(warmup_ms), measure: Duration::from_millis(measure_ms) }
@@ -61,6 +73,9 @@ impl Profile {
             stream_levels: vec![1000, 2000, 5000, 10_000],
             stream_settle: Duration::from_secs(1),
             routing_changes: 1000,
+            transparency_calls: 1_000_000,
+            transparency_connections: 16,
+            transparency_close_after: CLOSE_AFTER,
         }
     }
 
@@ -81,6 +96,9 @@ impl Profile {
             stream_levels: vec![20, 50],
             stream_settle: Duration::from_millis(100),
             routing_changes: 10,
+            transparency_calls: 4000,
+            transparency_connections: 16,
+            transparency_close_after: CLOSE_AFTER,
         }
     }
 }

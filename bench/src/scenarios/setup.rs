@@ -34,9 +34,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Section> {
                 fmt(r.latency.p99_us),
                 r.errors.to_string(),
             ]);
-            if let Some(err) = &r.first_error {
-                s.notes.push(format!("pass {pass} via {}: {} errors, first: {err}", via.label(), r.errors));
-            }
+            s.count_errors(format!("pass {pass} via {}", via.label()), r.errors, r.first_error.as_deref());
             s.push_raw(json!({"pass": pass, "via": via, "result": r}));
             if pass > 0 {
                 figures.insert(via.label(), r.latency);

@@ -80,11 +80,7 @@ pub async fn run(ctx: &mut Ctx<'_>, max_files: u64) -> Result<Section> {
             "proxy_kib_per_stream": per_stream, "fixture_kib_per_stream": fixture_per, "open_streams_gauge": gauge,
             "errors": errors.count, "first_error": errors.first}));
         if errors.count > 0 {
-            s.notes.push(format!(
-                "At {level}: {} streams failed to open, first: {}",
-                errors.count,
-                errors.first.unwrap_or_default()
-            ));
+            s.count_errors(format!("{level} streams via proxy"), errors.count, errors.first.as_deref());
             break;
         }
         best = Some((held.len(), per_stream));

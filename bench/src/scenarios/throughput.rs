@@ -106,13 +106,11 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                     fmt(f.proxy_us),
                     fmt(f.nginx_us),
                 ]);
-                if let Some(err) = &r.first_error {
-                    a.notes.push(format!(
-                        "{label} pass {pass} via {}: {} errors, first: {err}",
-                        via.label(),
-                        r.errors
-                    ));
-                }
+                a.count_errors(
+                    format!("{label} pass {pass} via {}", via.label()),
+                    r.errors,
+                    r.first_error.as_deref(),
+                );
                 a.push_raw(
                     json!({"calls": label, "pass": pass, "via": via, "cpu_us_per_request": cpu, "result": r}),
                 );
