@@ -9,20 +9,31 @@ pub const MODERN: &str = "2026-07-28";
 /// The legacy revision the session scenarios speak.
 pub const LEGACY: &str = "2025-11-25";
 
-/// Where requests go: an address and the MCP endpoint path there.
+/// Where requests go: an address and the MCP endpoint path there, and the caller's credential, if any.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub path: String,
+    /// Sent as `Authorization: Bearer <it>` on every request built here (an API key or a JWT).
+    pub bearer: Option<String>,
 }
 
 impl Endpoint {
     pub fn new(addr: SocketAddr, path: impl Into<String>) -> Self {
-        Self { addr, path: path.into() }
+        Self { addr, path: path.into(), bearer: None }
+    }
+
+    /// The same endpoint, every request carrying `credential` as a bearer token.
+    pub fn with_bearer(mut self, credential: impl Into<String>) -> Self {
+        self.bearer = Some(credential.into());
+        self
     }
 
     fn request(&self, method: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
         let mut out = format!("{method} {} HTTP/1.1\r\nHost: {}\r\n", self.path, self.addr);
+        if let Some(credential) = &self.bearer {
+            out.push_str(&format!("Authorization: Bearer {credential}\r\n"));
+        }
         for (k, v) in headers {
             out.push_str(k);
             out.push_str(": ");
@@ -125,10 +136,21 @@ mod tests {
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"], MODERN);
+        assert!(!head.contains("Authorization"));
         for req in [ep.initialize(), ep.initialized("s"), ep.session_echo("s")] {
             let text = String::from_utf8(req).unwrap();
             let (_, body) = text.split_once("\r\n\r\n").unwrap();
             serde_json::from_str::<serde_json::Value>(body).unwrap();
+        }
+    }
+
+    #[test]
+    fn bearer_goes_on_every_request() {
+        let ep = Endpoint::new("127.0.0.1:1".parse().unwrap(), "/mcp/bench").with_bearer("mcpgw_k");
+        for req in [ep.stateless_echo(), ep.initialize(), ep.get_stream("s")] {
+            let text = String::from_utf8(req).unwrap();
+            let (head, _) = text.split_once("\r\n\r\n").unwrap();
+            assert_eq!(head.matches("\r\nAuthorization: Bearer mcpgw_k\r\n").count(), 1, "{head}");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! what it started, and writes `report.json` and `report.md` (also when a scenario failed or had errors;
 //! the caller fails the run on `Report::errors`).
 
+pub mod issuer;
 pub mod nginx;
 pub mod procs;
 pub mod stack;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::issuer::Issuer;
 use super::nginx;
 use super::procs::{Proc, Spec, free_port, knows_flag};
 use crate::http::Conn;
@@ -52,6 +53,15 @@ pub struct Stack {
     pub token: String,
     /// Server name → id in the registry.
     pub ids: Vec<(&'static str, String)>,
+    /// An API key created at setup, once the proxy accepts it; `None` when the proxy or the control plane
+    /// predates API keys (the keyed variants are then skipped).
+    pub api_key: Option<String>,
+    /// An EdDSA token of the benchmark's own trusted issuer for `bench`, once the proxy accepts it.
+    pub jwt: Option<String>,
+    /// Why there is no `jwt` (the control plane cannot register the issuer, or the proxy refuses it).
+    pub jwt_skipped: Option<String>,
+    /// Serves the issuer's JWKS while the stack runs.
+    issuer: Option<Issuer>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -104,23 +114,28 @@ impl Stack {
         let token = random_hex(24);
         let api = local(free_port()?);
         let grpc = local(free_port()?);
+        let mut cp_args: Vec<String> = vec![
+            "serve".into(),
+            "--http-addr".into(),
+            api.to_string(),
+            "--grpc-addr".into(),
+            grpc.to_string(),
+            "--database-url".into(),
+            database_url.into(),
+            "--admin-token".into(),
+            token.clone(),
+            "--discovery-interval".into(),
+            "0s".into(),
+        ];
+        if knows_flag(&bins.control_plane, "serve", "--ssrf-allow").await {
+            // The benchmark's trusted issuer serves its JWKS on 127.0.0.1.
+            cp_args.extend(["--ssrf-allow".into(), "loopback".into()]);
+        }
         let mut control_plane = Proc::start(
             Spec {
                 name: "control-plane",
                 program: &bins.control_plane,
-                args: vec![
-                    "serve".into(),
-                    "--http-addr".into(),
-                    api.to_string(),
-                    "--grpc-addr".into(),
-                    grpc.to_string(),
-                    "--database-url".into(),
-                    database_url.into(),
-                    "--admin-token".into(),
-                    token.clone(),
-                    "--discovery-interval".into(),
-                    "0s".into(),
-                ],
+                args: cp_args,
                 env: quiet(),
                 cpu: pins.load,
             },
@@ -147,7 +162,8 @@ impl Stack {
             "--session-key".into(),
             random_hex(32),
         ];
-        if !knows_flag(&bins.proxy, "serve", "--anonymous").await {
+        let authenticates = knows_flag(&bins.proxy, "serve", "--anonymous").await;
+        if !authenticates {
             // A build from before callers authenticate (`--proxy-bin`) lets every caller through anyway.
             args.retain(|a| a != "--anonymous");
         }
@@ -169,8 +185,27 @@ impl Stack {
             nginx: None,
             token,
             ids: Vec::new(),
+            api_key: None,
+            jwt: None,
+            jwt_skipped: None,
+            issuer: None,
         };
         stack.register().await?;
+        if authenticates {
+            stack.api_key = stack.create_api_key().await?;
+            match stack.trust_issuer().await {
+                Ok((issuer, jwt)) => {
+                    stack.issuer = Some(issuer);
+                    stack.jwt = Some(jwt);
+                }
+                Err(e) => {
+                    eprintln!("mcpgw-bench: no JWT variant: {e:#}");
+                    stack.jwt_skipped = Some(format!("{e:#}"));
+                }
+            }
+        } else {
+            stack.jwt_skipped = Some("the proxy does not authenticate callers".to_owned());
+        }
         if let Some(program) = &bins.nginx {
             let addr = local(free_port()?);
             std::fs::create_dir_all(run_dir.join("nginx-tmp"))?;
@@ -254,6 +289,63 @@ impl Stack {
             }
             if Instant::now() > deadline {
                 bail!("the proxy does not route the benchmark servers: {routes}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Creates an API key through REST and waits until the proxy accepts it. `None` when the control
+    /// plane has no API keys (404).
+    async fn create_api_key(&self) -> Result<Option<String>> {
+        let (status, reply) = self.rest("POST", "/api/v1/api-keys", &json!({"name": "mcpgw-bench"})).await?;
+        if status == 404 {
+            return Ok(None);
+        }
+        if status != 201 {
+            bail!("creating an API key: HTTP {status}: {reply}");
+        }
+        let key = reply["key"].as_str().context("API key reply without key")?.to_owned();
+        self.wait_accepted("API key", &key).await?;
+        Ok(Some(key))
+    }
+
+    /// Starts the benchmark's own issuer, registers it as trusted through REST, signs a token for
+    /// `bench` (audience: the proxy's resource URL, by default `http://<--listen>/mcp/bench`) and waits
+    /// until the proxy accepts it.
+    async fn trust_issuer(&self) -> Result<(Issuer, String)> {
+        let mut seed = [0u8; 32];
+        let hex = random_hex(32);
+        for (i, byte) in seed.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+        }
+        let issuer = Issuer::start(seed).await?;
+        let body = json!({"issuer": issuer.url, "jwks_uri": issuer.jwks_uri, "algorithms": ["EdDSA"]});
+        let (status, reply) = self.rest("POST", "/api/v1/trusted-issuers", &body).await?;
+        if status != 201 {
+            bail!("registering a trusted issuer: HTTP {status}: {reply}");
+        }
+        let jwt = issuer.token(&format!("http://{}/mcp/bench", self.proxy_addr))?;
+        self.wait_accepted("JWT", &jwt).await?;
+        Ok((issuer, jwt))
+    }
+
+    /// Waits until a stateless call to `bench` with `credential` as its bearer token succeeds through the
+    /// proxy (a credential the proxy does not know yet is refused, never taken as anonymous).
+    async fn wait_accepted(&self, what: &str, credential: &str) -> Result<()> {
+        let ep = Endpoint::new(self.proxy_addr, "/mcp/bench").with_bearer(credential);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut conn = Conn::connect(self.proxy_addr).await?;
+            let resp = conn.request(&ep.stateless_echo()).await?;
+            if (200..300).contains(&resp.head.status) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the proxy does not accept the {what}: HTTP {}: {}",
+                    resp.head.status,
+                    String::from_utf8_lossy(&resp.body)
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

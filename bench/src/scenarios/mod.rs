@@ -16,9 +16,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::load::Window;
-use crate::orchestrate::stack::{Stack, Via};
+use crate::orchestrate::stack::Stack;
 use crate::procfs;
-use crate::requests::Endpoint;
 
 /// Counts and durations of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -112,8 +111,8 @@ pub struct Ctx<'a> {
 
 /// The run order of pass `pass`: forwards on even passes, backwards on odd ones, so that drift in the
 /// machine's load hits every target alike.
-pub fn order(pass: usize, endpoints: &[(Via, Endpoint)]) -> Vec<(Via, Endpoint)> {
-    let mut v = endpoints.to_vec();
+pub fn order<T: Clone>(pass: usize, targets: &[T]) -> Vec<T> {
+    let mut v = targets.to_vec();
     if pass % 2 == 1 {
         v.reverse();
     }

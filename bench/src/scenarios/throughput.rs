@@ -1,14 +1,16 @@
 //! a. Saturation throughput of `tools/call` (JSON answers, keep-alive, closed loop), proxied / direct and
 //! nginx / direct; and e. CPU per request of the proxy against the upstream's, from `/proc/<pid>/stat`
 //! over the same runs. Measured for 2026-07-28 stateless calls (the targets) and for calls inside legacy
-//! sessions (sealed session token opened on every call; informational).
+//! sessions (sealed session token opened on every call; informational). Stateless calls also run through
+//! the proxy with an API key and with a JWT, in the same passes as the anonymous ones: the cost of
+//! authentication.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde_json::json;
 
-use super::{CpuProbe, Ctx, order};
+use super::{CpuProbe, Ctx, added, order};
 use crate::http::Conn;
 use crate::load::closed;
 use crate::load::setup::setup;
@@ -16,6 +18,12 @@ use crate::orchestrate::stack::Via;
 use crate::report::{Check, Section, fmt};
 use crate::requests::Endpoint;
 use crate::stats::median;
+
+/// The target labels of proxied calls carrying the stack's API key and its JWT.
+const KEYED: &str = "proxy+key";
+const JWT: &str = "proxy+jwt";
+/// Most proxy CPU per request an API key may add to an anonymous call (issue's target).
+const AUTH_COST_US: f64 = 3.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -53,6 +61,26 @@ async fn requests(ep: &Endpoint, kind: Kind, conns: usize) -> Result<Vec<Vec<u8>
     Ok(out)
 }
 
+/// What one pass runs for `kind`: each endpoint under its own label, and for stateless calls the proxy
+/// once more per credential (label, bearer token). Direct and nginx runs would ignore the header, so
+/// they have no authenticated twin.
+fn targets(
+    endpoints: &[(Via, Endpoint)],
+    kind: Kind,
+    credentials: &[(&'static str, String)],
+) -> Vec<(&'static str, Via, Endpoint)> {
+    let mut out = Vec::new();
+    for (via, ep) in endpoints {
+        out.push((via.label(), *via, ep.clone()));
+        if (*via, kind) == (Via::Proxy, Kind::Stateless) {
+            for (label, credential) in credentials {
+                out.push((*label, *via, ep.clone().with_bearer(credential)));
+            }
+        }
+    }
+    out
+}
+
 pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
     let p = ctx.profile;
     let endpoints = ctx.stack.endpoints("bench");
@@ -74,12 +102,17 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
     );
     let mut e = Section::new("e", "CPU per request: proxy against the upstream (from /proc/<pid>/stat)", &[]);
     let mut proxied_rps = f64::NAN;
+    let credentials: Vec<(&'static str, String)> = [(KEYED, &ctx.stack.api_key), (JWT, &ctx.stack.jwt)]
+        .into_iter()
+        .filter_map(|(label, credential)| Some((label, credential.clone()?)))
+        .collect();
     for kind in [Kind::Stateless, Kind::Session] {
         let label = if kind == Kind::Stateless { "stateless" } else { "session" };
+        let targets = targets(&endpoints, kind, &credentials);
         let mut passes: Vec<BTreeMap<&'static str, Figures>> = Vec::new();
         for pass in 0..=p.pairs {
             let mut figures = BTreeMap::new();
-            for (via, ep) in order(pass, &endpoints) {
+            for (target, via, ep) in order(pass, &targets) {
                 let reqs = requests(&ep, kind, p.connections).await?;
                 let probe = CpuProbe::start(ctx.stack);
                 let r = closed::run(ep.addr, reqs, p.saturation).await;
@@ -97,7 +130,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                 a.rows.push(vec![
                     label.into(),
                     pass_label,
-                    via.label().into(),
+                    target.into(),
                     fmt(r.rps),
                     fmt(r.latency.p50_us),
                     fmt(r.latency.p99_us),
@@ -107,15 +140,20 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                     fmt(f.nginx_us),
                 ]);
                 a.count_errors(
-                    format!("{label} pass {pass} via {}", via.label()),
+                    format!("{label} pass {pass} via {target}"),
                     r.errors,
                     r.first_error.as_deref(),
                 );
-                a.push_raw(
-                    json!({"calls": label, "pass": pass, "via": via, "cpu_us_per_request": cpu, "result": r}),
-                );
+                a.push_raw(json!({
+                    "calls": label,
+                    "pass": pass,
+                    "via": via,
+                    "target": target,
+                    "cpu_us_per_request": cpu,
+                    "result": r,
+                }));
                 if pass > 0 {
-                    figures.insert(via.label(), f);
+                    figures.insert(target, f);
                 }
             }
             if pass > 0 {
@@ -192,6 +230,39 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                 &nginx_cpu_ratio,
                 "×",
             ));
+            for (target, _) in &credentials {
+                // (name in the figures, the cost figure, its target)
+                let (name, cost_figure, target_text) = match *target {
+                    KEYED => {
+                        ("API key", "API-key auth cost: proxy CPU µs/req, keyed − anonymous", Some("≤ +3 µs"))
+                    }
+                    _ => ("JWT", "JWT auth cost: proxy CPU µs/req, JWT − anonymous", None),
+                };
+                a.checks.push(Check::over(
+                    "a",
+                    format!("proxied throughput, {name} (stateless)"),
+                    &per_pass(target, |f| f.rps),
+                    "req/s",
+                ));
+                e.checks.push(Check::over(
+                    "e",
+                    format!("proxy CPU per request, {name} (stateless)"),
+                    &per_pass(target, |f| f.proxy_us),
+                    "µs",
+                ));
+                let cost: Vec<f64> = passes
+                    .iter()
+                    .filter_map(|f| Some(added(f.get(target)?.proxy_us, f.get("proxy")?.proxy_us)))
+                    .collect();
+                let check = Check::over("e", cost_figure, &cost, "µs");
+                e.checks.push(match target_text {
+                    Some(text) => {
+                        let met = check.value <= AUTH_COST_US;
+                        check.target(text, met)
+                    }
+                    None => check,
+                });
+            }
         } else {
             a.checks.push(Check::over(
                 "a",
@@ -226,6 +297,14 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
         p.saturation.measure.as_secs_f64(),
         p.pairs
     ));
+    if !credentials.is_empty() {
+        a.notes.push(format!(
+            "`{KEYED}` / `{JWT}`: stateless calls through the proxy with `Authorization: Bearer <API key>` / `<JWT>` (EdDSA, of a trusted issuer the harness serves), in the same passes as the anonymous `proxy` runs, interleaved with them."
+        ));
+    }
+    if let Some(why) = &ctx.stack.jwt_skipped {
+        a.notes.push(format!("No `{JWT}` runs: {why}."));
+    }
     e.notes.push(
         "CPU is utime + stime of each process over the whole run (warm-up included) divided by the requests completed in it; the upstream figure is the fixture's during the proxied runs, so both serve the same requests."
             .to_owned(),
