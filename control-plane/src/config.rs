@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::auth::SecretToken;
+use crate::secrets::{KeyError, SecretsKey};
 use crate::ssrf::{SsrfError, SsrfPolicy};
 
 mod checks;
@@ -60,6 +61,13 @@ pub const ENV_SSRF_ALLOW: &str = "MCPGW_SSRF_ALLOW";
 pub const ENV_REPLICA_ID: &str = "MCPGW_REPLICA_ID";
 /// Environment variable of `--api-url` (the CLI's `import` / `export`).
 pub const ENV_API_URL: &str = "MCPGW_API_URL";
+/// Environment variable of `--secrets-key`.
+pub const ENV_SECRETS_KEY: &str = "MCPGW_SECRETS_KEY";
+/// Environment variable of `--jwks-refresh`.
+pub const ENV_JWKS_REFRESH: &str = "MCPGW_JWKS_REFRESH";
+
+/// Shortest accepted `--jwks-refresh` (tests use about a second; issuers are not to be hammered).
+pub const MIN_JWKS_REFRESH: Duration = Duration::from_millis(100);
 
 /// Shortest accepted health-check interval.
 pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(50);
@@ -191,6 +199,14 @@ pub struct RawSettings {
     /// REST API used by `import` and `export` (default: http://<--http-addr>).
     #[arg(long, global = true, env = ENV_API_URL)]
     pub api_url: Option<String>,
+    /// Key that seals upstream credentials at rest (AES-256-GCM): 32 bytes as base64 or 64 hex characters
+    /// (`openssl rand -base64 32`). Without it, credentials for upstreams cannot be registered.
+    #[arg(long, global = true, env = ENV_SECRETS_KEY, hide_env_values = true)]
+    pub secrets_key: Option<String>,
+    /// How often the JWKS of every trusted issuer is fetched again (a key rotated out stops verifying on
+    /// every proxy within this interval).
+    #[arg(long, global = true, env = ENV_JWKS_REFRESH, default_value = "5m")]
+    pub jwks_refresh: String,
 }
 
 /// The validated configuration: the only form of settings the running code sees.
@@ -215,6 +231,10 @@ pub struct Config {
     pub replica_id: String,
     /// Base URL of the REST API for `import` / `export`.
     pub api_url: String,
+    /// `None`: upstream credentials cannot be stored (nor stored ones opened).
+    pub secrets_key: Option<SecretsKey>,
+    /// Interval of the trusted issuers' JWKS refresh.
+    pub jwks_refresh: Duration,
 }
 
 /// PEM files of the gRPC listener's TLS identity (read when serving starts).
@@ -261,6 +281,8 @@ pub enum ConfigError {
     Ssrf(#[from] SsrfError),
     #[error("--api-url {0:?} is not an http(s) URL")]
     ApiUrl(String),
+    #[error(transparent)]
+    SecretsKey(#[from] KeyError),
 }
 
 /// Checks raw settings and builds the `Config`; pure, so `validate` and `serve` agree and tests cover it.
@@ -326,7 +348,15 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
             _ => return Err(ConfigError::ApiUrl(url.to_owned())),
         },
     };
+    let secrets_key = match raw.secrets_key.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(key) => Some(SecretsKey::parse(key)?),
+    };
+    let jwks_refresh =
+        parse_duration("jwks-refresh", &raw.jwks_refresh, MIN_JWKS_REFRESH, Duration::from_secs(86_400))?;
     Ok(Config {
+        secrets_key,
+        jwks_refresh,
         health: HealthDefaults {
             interval,
             timeout,

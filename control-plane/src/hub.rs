@@ -1,9 +1,13 @@
 //! The routing hub: builds the routing table from the database and publishes it to every proxy stream.
 //!
 //! Changes flow DB → hub → proxies: a committed mutation bumps `routing_state.version`; `refresh()` reads
-//! the version, all servers and all API keys in one snapshot and publishes the new set on a watch channel, which every
-//! proxy stream turns into a delta. REST handlers refresh right after their commit; a poller refreshes when
-//! another replica changed the version.
+//! the version, all servers, API keys, upstream credentials and trusted issuers in one snapshot and
+//! publishes the new set on a watch channel, which every proxy stream turns into a delta. REST handlers
+//! refresh right after their commit; a poller refreshes when another replica changed the version.
+//!
+//! The hub is the one place where upstream credentials are opened (with `--secrets-key`): the published
+//! set carries them to the proxies, and discovery and health checks take theirs from it
+//! (`upstream_credential`), so they authenticate exactly as the proxies do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +17,11 @@ use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{DbError, DbPool, store};
+use crate::mcp::Credential;
 use crate::model;
 use crate::proxies::ProxyRegistry;
-use mcpgw_proto::v1::HealthStatus;
+use crate::secrets::SecretsKey;
+use mcpgw_proto::v1::{HealthStatus, ResourceKind, resource::Kind};
 
 /// How often the poller checks `routing_state.version`: the safety net behind the LISTEN/NOTIFY listener
 /// (`notify`), which normally delivers changes made through other replicas within milliseconds.
@@ -45,13 +51,40 @@ pub struct RoutingHub {
     // Serializes refreshes so a slower, older read never publishes over a newer one.
     refresh_lock: Mutex<()>,
     proxies: ProxyRegistry,
+    /// Opens the stored upstream credentials; without it they are left out of the table.
+    secrets: Option<SecretsKey>,
 }
 
 impl RoutingHub {
-    /// A hub with an empty table (version 0); call `refresh()` before serving.
-    pub fn new(pool: DbPool) -> Arc<Self> {
+    /// A hub with an empty table (version 0) that opens upstream credentials with `secrets`; call
+    /// `refresh()` before serving.
+    pub fn new(pool: DbPool, secrets: Option<SecretsKey>) -> Arc<Self> {
         let (current, _) = watch::channel(Arc::new(ResourceSet::default()));
-        Arc::new(Self { pool, current, refresh_lock: Mutex::new(()), proxies: ProxyRegistry::default() })
+        Arc::new(Self {
+            pool,
+            current,
+            refresh_lock: Mutex::new(()),
+            proxies: ProxyRegistry::default(),
+            secrets,
+        })
+    }
+
+    /// The credential the proxies present to `instance_id`: its own, else its server's (from the table as
+    /// published now).
+    pub fn upstream_credential(&self, instance_id: uuid::Uuid) -> Option<Credential> {
+        let set = self.current();
+        let Some(Kind::Instance(instance)) =
+            set.get(ResourceKind::Instance, &instance_id.to_string()).and_then(|r| r.kind.as_ref())
+        else {
+            return None;
+        };
+        let credential = instance.upstream_credential.as_ref().or_else(|| {
+            match set.get(ResourceKind::Server, &instance.server_id)?.kind.as_ref()? {
+                Kind::Server(server) => server.upstream_credential.as_ref(),
+                _ => None,
+            }
+        })?;
+        Credential::from_proto(credential)
     }
 
     /// The table as published now.
@@ -87,18 +120,19 @@ impl RoutingHub {
         if version <= published {
             return Ok(published);
         }
+        let credentials = snapshot.credentials.open_all(self.secrets.as_ref());
         let resources = snapshot.servers.iter().flat_map(|server| {
             let instances = snapshot.instances.get(&server.id).map(Vec::as_slice).unwrap_or_default();
-            model::resources(server, instances, |instance| {
-                match snapshot.health.get(&instance.id)?.as_str() {
-                    "healthy" => Some(HealthStatus::Healthy),
-                    "unhealthy" => Some(HealthStatus::Unhealthy),
-                    _ => None,
-                }
-            })
+            let status = |instance: &model::InstanceRow| match snapshot.health.get(&instance.id)?.as_str() {
+                "healthy" => Some(HealthStatus::Healthy),
+                "unhealthy" => Some(HealthStatus::Unhealthy),
+                _ => None,
+            };
+            model::resources(server, instances, status, &credentials)
         });
         let keys = snapshot.api_keys.iter().map(|key| key.resource());
-        let set = ResourceSet::new(version, resources.chain(keys))?;
+        let issuers = snapshot.issuers.iter().filter_map(|issuer| issuer.resource());
+        let set = ResourceSet::new(version, resources.chain(keys).chain(issuers))?;
         tracing::debug!(version, resources = set.len(), "Publishing a new routing table.");
         self.current.send_replace(Arc::new(set));
         Ok(version)

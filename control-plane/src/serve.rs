@@ -20,6 +20,7 @@ use crate::grpc::{ProxyAuth, RoutingService};
 use crate::health::Checker;
 use crate::health::leader::Leader;
 use crate::hub::{HubError, POLL_INTERVAL, RoutingHub};
+use crate::jwks::{JwksFetcher, Refresher};
 use crate::mcp::McpClient;
 
 /// How long in-flight REST requests and the gRPC server get to finish after a shutdown signal.
@@ -101,15 +102,17 @@ pub fn app_state(
     };
     Ok(AppState {
         pool: pool.clone(),
-        hub,
         admin_token: config.admin_token.clone(),
         redis,
         migrations: bootstrap::embedded_versions()?,
         body_limit: config.api_body_limit,
         ssrf: Arc::new(config.ssrf.clone()),
-        discoverer: Discoverer { pool, client },
+        jwks: JwksFetcher::new(client.clone()),
+        discoverer: Discoverer { pool, client, hub: hub.clone() },
         replica_id: config.replica_id.clone(),
         is_leader: Arc::default(),
+        secrets: config.secrets_key.clone(),
+        hub,
     })
 }
 
@@ -133,9 +136,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tracing::info!(applied = applied.join(","), "Applied database migrations.");
     }
     let pool = db::pool(config.database.as_str(), config.db_pool_size);
-    let hub = RoutingHub::new(pool.clone());
+    let hub = RoutingHub::new(pool.clone(), config.secrets_key.clone());
     let version = hub.refresh().await?;
     tracing::info!(version, resources = hub.current().len(), "Loaded the routing table.");
+    if config.secrets_key.is_none() {
+        warn_sealed_credentials(&pool).await;
+    }
     let client = McpClient::new(Arc::new(config.ssrf.clone()))?;
     let state = web::Data::new(app_state(&config, pool.clone(), hub.clone(), client.clone())?);
     let shutdown = CancellationToken::new();
@@ -150,6 +156,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         },
         discoverer: state.discoverer.clone(),
         discovery_interval: config.discovery_interval,
+        jwks: Refresher {
+            pool: pool.clone(),
+            hub: hub.clone(),
+            fetcher: state.jwks.clone(),
+            interval: config.jwks_refresh,
+        },
         is_leader: state.is_leader.clone(),
     };
     let leading = tokio::spawn(leader.run(shutdown.clone()));
@@ -213,6 +225,22 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     listener.abort();
     tracing::info!("The control plane stopped.");
     http_result.and(grpc_result)
+}
+
+/// Without `--secrets-key`, stored upstream credentials cannot be opened: their upstreams are reached
+/// without them (and refuse). Said once at start, loudly.
+async fn warn_sealed_credentials(pool: &db::DbPool) {
+    let Ok(mut conn) = pool.get().await else { return };
+    let Ok(stored) = crate::db::store::upstream_auth::all(&mut conn).await else { return };
+    let count = stored.servers.len() + stored.instances.len();
+    if count > 0 {
+        tracing::error!(
+            credentials = count,
+            "NO SECRETS KEY CONFIGURED, but upstream credentials are stored: they cannot be opened, so those \
+             upstreams are reached without them. Start with the --secrets-key (MCPGW_SECRETS_KEY) they were \
+             sealed with."
+        );
+    }
 }
 
 async fn wait_for_signal() {

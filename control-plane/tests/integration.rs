@@ -10,6 +10,8 @@ mod api_keys;
 mod bootstrap;
 #[path = "integration/discovery.rs"]
 mod discovery;
+#[path = "integration/fake_idp.rs"]
+mod fake_idp;
 #[path = "integration/fake_mcp.rs"]
 mod fake_mcp;
 #[path = "integration/grpc.rs"]
@@ -26,5 +28,9 @@ mod registry;
 mod rest_auth;
 #[path = "integration/servers.rs"]
 mod servers;
+#[path = "integration/trusted_issuers.rs"]
+mod trusted_issuers;
+#[path = "integration/upstream_auth.rs"]
+mod upstream_auth;
 #[path = "integration/validation.rs"]
 mod validation;

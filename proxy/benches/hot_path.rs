@@ -101,8 +101,10 @@ fn authenticate_jwt_cached(b: divan::Bencher) {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some("k1".into());
     let token =
-        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref())).unwrap();
-    let auth = AuthSettings { anonymous: false, public_url: url::Url::parse("http://127.0.0.1:8080").unwrap() };
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()))
+            .unwrap();
+    let auth =
+        AuthSettings { anonymous: false, public_url: url::Url::parse("http://127.0.0.1:8080").unwrap() };
     let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/alpha", None).unwrap();
     req.insert_header("authorization", format!("Bearer {token}")).unwrap();
     auth.authenticate(&req, &credentials, Some("alpha"), now).unwrap();

@@ -163,7 +163,10 @@ mod tests {
             .to_string()
             .as_bytes(),
         );
-        assert_eq!(check(&req(&[("Mcp-Method", "tools/list"), ("Mcp-Name", "stray")]), list.as_ref()), Ok(()));
+        assert_eq!(
+            check(&req(&[("Mcp-Method", "tools/list"), ("Mcp-Name", "stray")]), list.as_ref()),
+            Ok(())
+        );
         assert_eq!(check(&req(&[("Mcp-Method", "tools/list")]), list.as_ref()), Ok(()));
     }
 

@@ -267,7 +267,13 @@ impl Credentials {
             None => None,
         }
         .ok_or("the token's signing key is not among the issuer's keys")?;
+        if !issuer.validation.algorithms.contains(&header.alg) {
+            return Err("the token's algorithm is not allowed");
+        }
         let mut validation = issuer.validation.clone();
+        // jsonwebtoken wants every allowed algorithm to fit the key's family; the allow-list of an issuer
+        // may mix families (RS256 and ES256), so validate with the one the header names and the list allows.
+        validation.algorithms = vec![header.alg];
         let mut audiences = vec![resource.to_owned()];
         audiences.extend(issuer.audiences.iter().cloned());
         validation.set_audience(&audiences);
@@ -583,7 +589,8 @@ mod tests {
             id: "idp".into(),
             issuer: ISSUER.into(),
             jwks_json: jwks.to_string(),
-            algorithms: vec!["EdDSA".into()],
+            // Families mixed on purpose, as in the default RS256 + ES256.
+            algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
             tenant_claim: "tid".into(),
             ..Default::default()
         })

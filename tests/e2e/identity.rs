@@ -1,13 +1,20 @@
 //! Who may call, with real clients and real processes: API keys created through the REST API work with
 //! every client CLI through a proxy as deployed (credentials required), a caller without one gets the
-//! RFC 9728 challenge, and a deleted key is refused on every proxy within a second.
+//! RFC 9728 challenge, and a deleted key is refused on every proxy within a second. JWT access tokens of a
+//! real OpenID provider trusted through the REST API work for the exact resource they were issued for,
+//! stop working when the provider rotates its key (the control plane refreshes the JWKS) and when they
+//! expire. Upstream credentials reach the upstream, the client's never do.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use mcpgw_e2e::dataplane::ts_client;
-use mcpgw_e2e::{Gateway, Proxy, PyServer, PyServerOpts, fastmcp, inspector, py_client};
-use serde_json::json;
+use mcpgw_e2e::fake::RecordingOptions;
+use mcpgw_e2e::{
+    Gateway, Idp, Proxy, PyServer, PyServerOpts, RecordingUpstream, fastmcp, inspector, poll_until, py_client,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
 
 use crate::{first_text, tool_names};
 
@@ -145,5 +152,205 @@ async fn the_routing_stream_needs_the_proxy_token_and_runs_over_tls() -> Result<
     }
     ensure!(intruder.readyz().await? == 503, "a refused proxy has no table");
     ensure!(!intruder.log_text().contains("not-the-proxy-token-42"), "the token is never logged");
+    Ok(())
+}
+
+/// `--jwks-refresh` of the control planes in the JWT tests.
+const JWKS_REFRESH: Duration = Duration::from_secs(1);
+
+/// `--secrets-key` of the control planes that store upstream credentials (32 bytes in hex).
+const SECRETS_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// The proxy's answer to a `ping` POSTed to `url` with `token`: its status and `WWW-Authenticate`.
+/// Anything but 401 means the gateway let the token through (the upstream answers the sessionless ping as
+/// it likes).
+async fn probe(url: &str, token: &str) -> Result<(u16, String)> {
+    let resp = mcpgw_e2e::http_client()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await?;
+    let challenge =
+        resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    Ok((resp.status().as_u16(), challenge))
+}
+
+/// Trusts `idp` through the REST API and waits until the proxy names it in the metadata of `server`.
+async fn trust(gw: &Gateway, idp: &Idp, server: &str) -> Result<Value> {
+    // The default allow-list (RS256 + ES256, two key families); the provider signs with RS256.
+    let body = json!({"issuer": idp.issuer()});
+    let (status, issuer) = gw.cp.api(Method::POST, "/api/v1/trusted-issuers", Some(body)).await?;
+    ensure!(status == 201, "trust {}: {status} {issuer}\n{}", idp.issuer(), idp.describe());
+    ensure!(issuer["jwks_uri_source"] == "discovered" && issuer["keys"][0]["alg"] == "RS256", "{issuer}");
+    let metadata = format!("{}/.well-known/oauth-protected-resource/mcp/{server}", gw.proxy.base_url());
+    let named = json!(idp.issuer());
+    poll_until("the proxy to name the issuer in its metadata", Duration::from_secs(10), || async {
+        let prm: Value = mcpgw_e2e::http_client().get(&metadata).send().await?.json().await?;
+        Ok(prm["authorization_servers"].as_array().is_some_and(|s| s.contains(&named)).then_some(()))
+    })
+    .await?;
+    Ok(issuer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_from_a_trusted_issuer_work_for_their_resource_until_the_key_rotates() -> Result<()> {
+    let mut idp = Idp::start(300).await?;
+    let refresh = format!("{}ms", JWKS_REFRESH.as_millis());
+    let gw =
+        Gateway::start_closed_with(&["--jwks-refresh", &refresh, "--ssrf-allow", "loopback"], &[]).await?;
+    let upstream = PyServer::start("py-jwt", PyServerOpts::default()).await?;
+    let url = gw.add_server("py-jwt", &upstream.url(), "streamable_http").await?;
+    let other_url = gw.add_server("py-jwt-other", &upstream.url(), "streamable_http").await?;
+    trust(&gw, &idp, "py-jwt").await?;
+
+    let token = idp.token(&url).await?;
+    let auth = format!("Authorization: Bearer {token}");
+    for mode in ["auto", "legacy"] {
+        let listed = py_client(&url, mode, &["--header", &auth, "list-tools"]).await?;
+        ensure!(tool_names(&listed).iter().any(|t| t == "echo"), "python {mode}: {listed}");
+        let called =
+            py_client(&url, mode, &["--header", &auth, "call", "echo", r#"{"message":"signed"}"#]).await?;
+        ensure!(first_text(&called["result"]) == Some("signed"), "python {mode}: {called}");
+    }
+
+    // A token for another server's URL is refused here, and works where it belongs.
+    let foreign = idp.token(&other_url).await?;
+    let (status, challenge) = probe(&url, &foreign).await?;
+    ensure!(status == 401 && challenge.contains("error=\"invalid_token\""), "{status} {challenge}");
+    ensure!(probe(&other_url, &foreign).await?.0 != 401, "the foreign token is valid for its own resource");
+
+    // The provider rotates its key: once the control plane has fetched the new JWKS, every proxy refuses
+    // tokens signed with the old key and accepts the new ones.
+    idp.restart().await?;
+    let restarted = Instant::now();
+    let refused = poll_until("the old token refused", JWKS_REFRESH + Duration::from_secs(10), || async {
+        let (status, challenge) = probe(&url, &token).await?;
+        Ok((status == 401).then_some(challenge))
+    })
+    .await
+    .with_context(|| gw.cp.describe())?;
+    let took = restarted.elapsed();
+    ensure!(refused.contains("error=\"invalid_token\""), "{refused}");
+    eprintln!(
+        "the rotated-out key refused by the proxy {took:?} after the IdP restarted (--jwks-refresh {JWKS_REFRESH:?})"
+    );
+    ensure!(took <= JWKS_REFRESH + Duration::from_secs(3), "rotation took {took:?}");
+    let fresh = idp.token(&url).await?;
+    let auth = format!("Authorization: Bearer {fresh}");
+    let called =
+        py_client(&url, "legacy", &["--header", &auth, "call", "echo", r#"{"message":"rotated"}"#]).await?;
+    ensure!(first_text(&called["result"]) == Some("rotated"), "{called}");
+    let (_, issuers) = gw.cp.api(Method::GET, "/api/v1/trusted-issuers", None).await?;
+    ensure!(issuers[0]["last_error"].is_null() && issuers[0]["jwks_changed_at"].is_string(), "{issuers}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_jwt_is_refused() -> Result<()> {
+    let idp = Idp::start(1).await?;
+    let gw = Gateway::start_closed(&[]).await?;
+    let upstream = PyServer::start("py-expiry", PyServerOpts::default()).await?;
+    let url = gw.add_server("py-expiry", &upstream.url(), "streamable_http").await?;
+    trust(&gw, &idp, "py-expiry").await?;
+    let token = idp.token(&url).await?;
+    let issued = Instant::now();
+    ensure!(probe(&url, &token).await?.0 != 401, "a fresh token works");
+    // One second of validity plus the proxy's clock leeway (30 s): poll for the refusal, no fixed sleep.
+    let challenge = poll_until("the expired token refused", Duration::from_secs(90), || async {
+        let (status, challenge) = probe(&url, &token).await?;
+        Ok((status == 401).then_some(challenge))
+    })
+    .await?;
+    let after = issued.elapsed();
+    ensure!(after >= Duration::from_secs(1), "refused before it expired ({after:?})");
+    ensure!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    eprintln!("a token valid for 1 s refused {after:?} after it was issued (expiry + the proxy's leeway)");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_credentials_reach_the_upstream_and_client_credentials_never_do() -> Result<()> {
+    const SECRET: &str = "upstream-s3cret-e2e";
+    let gw = Gateway::start_closed_with(&["--secrets-key", SECRETS_KEY], &[]).await?;
+    let requiring = RecordingOptions { required_header: Some(("x-api-key", SECRET)), ..Default::default() };
+    // Two upstreams requiring the same header: one registered with it, one with another value.
+    let upstream = RecordingUpstream::start_with(requiring).await?;
+    let refusing = RecordingUpstream::start_with(requiring).await?;
+    let register = |name: &str, url: String, value: &str| {
+        json!({"name": name, "endpoint_url": url, "auto_discover": false,
+            "upstream_auth": {"type": "static_header", "header": "X-API-Key", "value": value}})
+    };
+    for (name, url, value) in
+        [("recorded", upstream.url(), SECRET), ("refused", refusing.url(), "not-the-secret")]
+    {
+        let (status, body) =
+            gw.cp.api(Method::POST, "/api/v1/servers", Some(register(name, url, value))).await?;
+        ensure!(status == 201, "{name}: {status} {body}");
+        ensure!(body["upstream_auth"] == json!({"type": "static_header", "header": "X-API-Key"}), "{body}");
+        ensure!(!body.to_string().contains(value), "the value is never returned: {body}");
+        gw.proxy.wait_routable(name, mcpgw_e2e::gateway::ROUTABLE_TIMEOUT).await?;
+    }
+    let (_, key) = gw.cp.create_api_key(json!({"name": "caller"})).await?;
+    let call = |name: &str| {
+        mcpgw_e2e::http_client()
+            .post(gw.proxy.url(name))
+            .bearer_auth(&key)
+            .header("cookie", "session=client-cookie")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":7001,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#)
+            .send()
+    };
+    let resp = call("recorded").await?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await?;
+    ensure!(
+        status == 200 && body["id"] == 7001 && body["result"]["receivedBytes"].is_number(),
+        "{status} {body}"
+    );
+
+    let received = upstream.received();
+    let calls = received.iter().filter(|r| String::from_utf8_lossy(&r.body).contains("\"id\":7001")).count();
+    ensure!(calls == 1, "the call reached the upstream once ({calls})");
+    for r in &received {
+        // The control plane's health probes and the proxied call alike.
+        ensure!(
+            r.header("x-api-key") == Some(SECRET),
+            "{} {} without the credential: {:?}",
+            r.method,
+            r.target,
+            r.headers
+        );
+        ensure!(
+            r.header("authorization").is_none() && r.header("cookie").is_none(),
+            "client credentials forwarded: {:?}",
+            r.headers
+        );
+        ensure!(
+            !r.headers.iter().any(|(_, v)| v.contains(&key)),
+            "the API key reached the upstream: {:?}",
+            r.headers
+        );
+    }
+
+    // An upstream that refuses the gateway's credential is the gateway's problem, not the client's.
+    let resp = call("refused").await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    ensure!(status == 502 && text.contains("upstream_auth_refused"), "{status} {text}");
+    ensure!(!text.contains("invalid_token"), "the upstream's challenge is not relayed: {text}");
+    let tried = refusing.received();
+    ensure!(tried.iter().any(|r| String::from_utf8_lossy(&r.body).contains("\"id\":7001")), "forwarded once");
+    ensure!(
+        tried
+            .iter()
+            .all(|r| r.header("x-api-key") == Some("not-the-secret") && r.header("authorization").is_none()),
+        "the refusing upstream saw the gateway's credential only"
+    );
+    let (_, export) = gw.cp.get_text("/api/v1/admin/export").await?;
+    ensure!(export.contains("X-API-Key") && !export.contains(SECRET), "{export}");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Tiny upstreams written for the tests: one that records every request byte for byte and answers
-//! JSON-RPC, one that accepts connections and never answers.
+//! JSON-RPC (or 401 when a required credential header is missing), one that accepts connections and never
+//! answers.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,9 @@ pub struct RecordingOptions {
     /// Record each `tools/call` at once but answer it only when [`RecordingUpstream::release`] allows
     /// (other requests, such as the control plane's discovery, are answered at once).
     pub gated: bool,
+    /// `(name, value)` every request must carry; others are recorded and answered 401 with
+    /// `WWW-Authenticate: Bearer error="invalid_token"`, as an upstream resource server does.
+    pub required_header: Option<(&'static str, &'static str)>,
 }
 
 impl RecordingUpstream {
@@ -71,7 +75,7 @@ impl RecordingUpstream {
             while let Ok((stream, _)) = listener.accept().await {
                 let (sink, gate) = (sink.clone(), conn_gate.clone());
                 tokio::spawn(async move {
-                    let _ = serve_connection(stream, sink, options.close_after, gate).await;
+                    let _ = serve_connection(stream, sink, options, gate).await;
                 });
             }
         });
@@ -110,9 +114,10 @@ impl Drop for RecordingUpstream {
 async fn serve_connection(
     stream: TcpStream,
     sink: Arc<Mutex<Vec<Recorded>>>,
-    close_after: Option<usize>,
+    options: RecordingOptions,
     gate: Option<Arc<Semaphore>>,
 ) -> Result<()> {
+    let close_after = options.close_after;
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut answered = 0;
@@ -126,7 +131,22 @@ async fn serve_connection(
         let id = message.as_ref().and_then(|v| v.get("id").cloned());
         let call = message.is_some_and(|v| v["method"] == "tools/call");
         let len = request.body.len();
+        let authorized =
+            options.required_header.is_none_or(|(name, value)| request.header(name) == Some(value));
         sink.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        if !authorized {
+            let body = r#"{"error":"invalid_token"}"#;
+            let response = format!(
+                "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer error=\"invalid_token\"\r\ncontent-type: application/json\r\n{connection}content-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            write.write_all(response.as_bytes()).await?;
+            write.flush().await?;
+            if close {
+                return Ok(());
+            }
+            continue;
+        }
         if let Some(gate) = gate.as_ref().filter(|_| call) {
             gate.acquire().await?.forget();
         }

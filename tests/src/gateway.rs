@@ -38,8 +38,13 @@ impl Gateway {
 
     /// Starts everything with the proxy as deployed: callers need credentials (no `--anonymous`).
     pub async fn start_closed(proxy_args: &[&str]) -> Result<Self> {
+        Self::start_closed_with(&[], proxy_args).await
+    }
+
+    /// [`Gateway::start_closed`] with more flags for the control plane (`--secrets-key`, `--jwks-refresh`).
+    pub async fn start_closed_with(cp_args: &[&str], proxy_args: &[&str]) -> Result<Self> {
         let db = TestDb::new();
-        let cp = ControlPlane::start(&db, ADMIN_TOKEN).await?;
+        let cp = ControlPlane::start_with(&db, ADMIN_TOKEN, cp_args).await?;
         let proxy = Proxy::start_closed(&cp.grpc_url(), proxy_args).await?;
         Ok(Self { proxy, cp, db })
     }

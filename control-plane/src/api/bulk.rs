@@ -1,6 +1,10 @@
 //! Bulk registry as YAML: `GET /api/v1/admin/export` writes every server in its canonical registration
 //! form; `POST /api/v1/admin/import` applies such a document idempotently (servers matched by name, all in
 //! one transaction), `?dry_run=true` only reports the diff, `?prune=true` also deletes unlisted servers.
+//!
+//! Upstream credentials are exported as set (type and header) without their value; an imported
+//! `upstream_auth` without a value keeps the stored one, and one with a value is compared with the stored
+//! secret (opened, never shown) to tell an update from no change.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -9,11 +13,11 @@ use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::servers::{ServerRequest, check_spec, from_store, publish};
+use super::servers::{ServerRequest, check_secrets, check_spec, from_store, publish};
 use super::{ApiError, AppState, Code};
 use crate::auth::Admin;
 use crate::db::store::{self, StoreError};
-use crate::model::{ServerRow, ServerSpec};
+use crate::model::{CredentialIndex, CredentialRow, InstanceRow, ServerRow, ServerSpec, UpstreamAuthSpec};
 
 /// The YAML document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -52,23 +56,84 @@ fn diff(from: &Value, to: &Value) -> Vec<Value> {
         .collect()
 }
 
-async fn registry(state: &AppState) -> Result<Vec<(ServerRow, ServerRequest)>, ApiError> {
+/// A stored server: its row, instances and canonical request.
+struct Stored {
+    row: ServerRow,
+    instances: Vec<InstanceRow>,
+    request: ServerRequest,
+}
+
+async fn registry(state: &AppState) -> Result<(Vec<Stored>, CredentialIndex), ApiError> {
     let mut conn = state.conn().await?;
     let servers = store::list(&mut conn).await.map_err(ApiError::internal)?;
     let mut instances = store::instances_of(&mut conn, None).await.map_err(ApiError::internal)?;
-    Ok(servers
+    let credentials = store::upstream_auth::all(&mut conn).await.map_err(ApiError::internal)?;
+    let stored = servers
         .into_iter()
-        .map(|s| {
-            let own = instances.remove(&s.id).unwrap_or_default();
-            let request = ServerRequest::from_stored(&s, &own);
-            (s, request)
+        .map(|row| {
+            let instances = instances.remove(&row.id).unwrap_or_default();
+            let request = ServerRequest::from_stored(&row, &instances, &credentials);
+            Stored { row, instances, request }
         })
-        .collect())
+        .collect();
+    Ok((stored, credentials))
+}
+
+/// Diff entries for the secrets `spec` sets that differ from the stored ones (values never shown), or
+/// the refusal of a credential without value where none is stored to keep.
+fn secret_changes(
+    state: &AppState,
+    spec: &ServerSpec,
+    stored: Option<&Stored>,
+    credentials: &CredentialIndex,
+) -> Result<Vec<Value>, ApiError> {
+    let key = state.secrets.as_ref();
+    let mut owners: Vec<(String, &UpstreamAuthSpec, Option<&CredentialRow>)> = vec![(
+        "upstream_auth".to_owned(),
+        &spec.upstream_auth,
+        stored.and_then(|s| credentials.servers.get(&s.row.id)),
+    )];
+    for instance in &spec.instances {
+        let row = stored
+            .and_then(|s| s.instances.iter().find(|i| i.endpoint_url == instance.endpoint_url))
+            .and_then(|i| credentials.instances.get(&i.id));
+        let field = format!("instances[{}].upstream_auth", instance.endpoint_url);
+        owners.push((field, &instance.upstream_auth, row));
+    }
+    let mut changes = Vec::new();
+    for (field, auth, row) in owners {
+        if auth.kind().is_none() {
+            continue;
+        }
+        let same = match row {
+            // A stored secret that cannot be opened (another key) is replaced, not compared.
+            Some(row) => row.matches(auth, key).unwrap_or(false),
+            None => false,
+        };
+        match (auth.new_secret(), row) {
+            (None, row) if row.is_none_or(|r| Some(r.kind.as_str()) != auth.kind()) => {
+                return Err(ApiError::new(
+                    Code::InvalidUpstreamAuth,
+                    format!(
+                        "{field} has no value and none is stored to keep (exports never carry secrets): \
+                         give {field}.value"
+                    ),
+                ));
+            }
+            (Some(_), _) if !same => {
+                changes.push(
+                    json!({"field": format!("{field}.value"), "from": "(sealed)", "to": "(new value)"}),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(changes)
 }
 
 /// `GET /api/v1/admin/export`: the registry as YAML (`application/yaml`).
 pub async fn export(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let doc = RegistryDoc { servers: registry(&state).await?.into_iter().map(|(_, r)| r).collect() };
+    let doc = RegistryDoc { servers: registry(&state).await?.0.into_iter().map(|s| s.request).collect() };
     let yaml = serde_yaml::to_string(&doc).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("application/yaml").body(yaml))
 }
@@ -101,39 +166,44 @@ pub async fn import(
         }
         let at = |e: ApiError| ApiError::new(e.code(), format!("servers[{i}] ({name:?}): {}", e.message()));
         let spec = request.validate().map_err(at)?;
+        check_secrets(&state, spec.has_new_secret()).map_err(at)?;
         check_spec(&state, &spec).await.map_err(at)?;
         specs.push(spec);
     }
-    let current: BTreeMap<String, (ServerRow, ServerRequest)> =
-        registry(&state).await?.into_iter().map(|(row, req)| (row.name.clone(), (row, req))).collect();
+    let (stored, credentials) = registry(&state).await?;
+    let current: BTreeMap<String, Stored> = stored.into_iter().map(|s| (s.row.name.clone(), s)).collect();
     let (mut actions, mut changes, mut unchanged) = (Vec::new(), Vec::new(), Vec::new());
-    for spec in specs {
+    for (i, spec) in specs.into_iter().enumerate() {
         let wanted = comparable(&ServerRequest::from_spec(&spec));
-        match current.get(&spec.name) {
+        let existing = current.get(&spec.name);
+        let secrets = secret_changes(&state, &spec, existing, &credentials).map_err(|e| {
+            ApiError::new(e.code(), format!("servers[{i}] ({:?}): {}", spec.name, e.message()))
+        })?;
+        match existing {
             None => {
                 changes.push(
                     json!({"name": spec.name, "action": "create", "diff": diff(&Value::Null, &wanted)}),
                 );
                 actions.push(Action::Create(spec));
             }
-            Some((row, existing)) => {
-                let existing = comparable(existing);
-                if existing == wanted {
+            Some(stored) => {
+                let existing = comparable(&stored.request);
+                if existing == wanted && secrets.is_empty() {
                     unchanged.push(spec.name.clone());
                 } else {
-                    changes.push(
-                        json!({"name": spec.name, "action": "update", "diff": diff(&existing, &wanted)}),
-                    );
-                    actions.push(Action::Update(row.id, spec));
+                    let mut fields = diff(&existing, &wanted);
+                    fields.extend(secrets);
+                    changes.push(json!({"name": spec.name, "action": "update", "diff": fields}));
+                    actions.push(Action::Update(stored.row.id, spec));
                 }
             }
         }
     }
     if query.prune {
-        for (name, (row, _)) in &current {
+        for (name, stored) in &current {
             if !names.contains(name) {
                 changes.push(json!({"name": name, "action": "delete", "diff": []}));
-                actions.push(Action::Delete(row.id));
+                actions.push(Action::Delete(stored.row.id));
             }
         }
     }
@@ -147,16 +217,17 @@ pub async fn import(
         return Ok(HttpResponse::Ok().json(summary));
     }
     let mut conn = state.conn().await?;
+    let key = state.secrets.as_ref();
     let created: Vec<(uuid::Uuid, bool)> = conn
         .transaction(async |conn| {
             let mut created = Vec::new();
             for action in &actions {
                 match action {
                     Action::Create(spec) => {
-                        let ((server, _), _) = store::create(conn, spec).await?;
+                        let ((server, _), _) = store::create(conn, spec, key).await?;
                         created.push((server.id, spec.auto_discover));
                     }
-                    Action::Update(id, spec) => drop(store::replace(conn, *id, spec).await?),
+                    Action::Update(id, spec) => drop(store::replace(conn, *id, spec, key).await?),
                     Action::Delete(id) => drop(store::delete(conn, *id).await?),
                 }
             }

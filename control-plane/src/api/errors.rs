@@ -115,6 +115,23 @@ make_error_codes! {
     InvalidPermissions => ("invalid_permissions", InvalidRequest, BAD_REQUEST);
     /// `expires_at` is not an RFC 3339 date-time in the future.
     InvalidExpiresAt => ("invalid_expires_at", InvalidRequest, BAD_REQUEST);
+    /// `upstream_auth` has an unknown type, a bad or reserved header name, a bad value, or no value where
+    /// none is stored to keep.
+    InvalidUpstreamAuth => ("invalid_upstream_auth", InvalidRequest, BAD_REQUEST);
+    /// A new upstream credential, but the control plane was started without `--secrets-key`.
+    SecretsKeyNotConfigured => ("secrets_key_not_configured", InvalidRequest, BAD_REQUEST);
+    /// A trusted issuer's `issuer` is not an https URL (http only on loopback), or has a query or fragment.
+    InvalidIssuer => ("invalid_issuer", InvalidRequest, BAD_REQUEST);
+    /// `jwks_uri` is not an https URL (http only on loopback).
+    InvalidJwksUri => ("invalid_jwks_uri", InvalidRequest, BAD_REQUEST);
+    /// `audiences` has an empty, too long or duplicated entry, or too many.
+    InvalidAudiences => ("invalid_audiences", InvalidRequest, BAD_REQUEST);
+    /// `algorithms` is empty, duplicated, or names `none`, an HMAC or an unknown algorithm.
+    InvalidAlgorithms => ("invalid_algorithms", InvalidRequest, BAD_REQUEST);
+    /// A claim name in `claims` is empty, too long or has control characters.
+    InvalidClaims => ("invalid_claims", InvalidRequest, BAD_REQUEST);
+    /// The issuer's metadata or JWKS URL points where the control plane must not connect.
+    IssuerUrlNotAllowed => ("issuer_url_not_allowed", InvalidRequest, BAD_REQUEST);
     /// The request body is not `application/json`.
     InvalidContentType => ("invalid_content_type", InvalidRequest, UNSUPPORTED_MEDIA_TYPE);
     /// The request body is larger than `--api-body-limit`.
@@ -129,8 +146,15 @@ make_error_codes! {
     InstanceEndpointTaken => ("instance_endpoint_taken", InvalidRequest, CONFLICT);
     /// No API key has this id.
     ApiKeyNotFound => ("api_key_not_found", InvalidRequest, NOT_FOUND);
+    /// Another trusted issuer has this `issuer`.
+    TrustedIssuerTaken => ("trusted_issuer_taken", InvalidRequest, CONFLICT);
+    /// No trusted issuer has this id.
+    TrustedIssuerNotFound => ("trusted_issuer_not_found", InvalidRequest, NOT_FOUND);
     /// The server could not be reached or did not answer as an MCP server (detail in the message).
     DiscoveryFailed => ("discovery_failed", System, BAD_GATEWAY);
+    /// A trusted issuer's metadata or JWKS could not be fetched, or is not usable (detail in the message;
+    /// nothing was written).
+    JwksFetchFailed => ("jwks_fetch_failed", System, BAD_GATEWAY);
     /// An `/api/v1` request came without an `Authorization` header.
     MissingAuthorization => ("missing_authorization", Auth, UNAUTHORIZED);
     /// The bearer token is wrong, or the header does not use the Bearer scheme.

@@ -4,11 +4,11 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
-use super::servers::{InstanceRequest, from_store, parse_id, publish};
+use super::servers::{InstanceRequest, check_secrets, from_store, parse_id, publish};
 use super::{ApiError, AppState, Code};
 use crate::auth::Admin;
 use crate::db::store;
-use crate::model::{HealthIndex, InstanceView};
+use crate::model::{HealthIndex, InstanceView, UpstreamAuthSpec};
 
 fn parse_instance_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
@@ -24,15 +24,19 @@ pub async fn add(
 ) -> Result<HttpResponse, ApiError> {
     let server_id = parse_id(&id)?;
     let spec = body.into_inner().validate(None)?;
+    check_secrets(&state, spec.upstream_auth.new_secret().is_some())?;
     super::servers::check_endpoint(&state, &spec.endpoint_url, "").await?;
     let mut conn = state.conn().await?;
-    let (row, version) = store::add_instance(&mut conn, server_id, &spec).await.map_err(from_store)?;
+    let (row, version) =
+        store::add_instance(&mut conn, server_id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
     drop(conn);
     tracing::info!(server_id = %server_id, instance_id = %row.id, version, "Added an instance.");
     publish(&state).await;
+    let mut view = InstanceView::new(&row, &HealthIndex::default());
+    view.upstream_auth = (spec.upstream_auth != UpstreamAuthSpec::None).then(|| spec.upstream_auth.view());
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/servers/{server_id}/instances/{}", row.id)))
-        .json(InstanceView::new(&row, &HealthIndex::default())))
+        .json(view))
 }
 
 /// `DELETE /api/v1/servers/{id}/instances/{instance_id}`: 204.

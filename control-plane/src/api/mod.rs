@@ -11,6 +11,8 @@ use crate::auth::{SecretToken, authenticate};
 use crate::db::{DbConn, DbPool};
 use crate::discovery::Discoverer;
 use crate::hub::RoutingHub;
+use crate::jwks::JwksFetcher;
+use crate::secrets::SecretsKey;
 use crate::ssrf::SsrfPolicy;
 
 mod admin;
@@ -24,10 +26,12 @@ mod health;
 mod instances;
 pub mod openapi;
 pub mod servers;
+pub mod trusted_issuers;
 
 pub use api_keys::ApiKeyRequest;
 pub use errors::{ApiError, Code, ERROR_DOCS_LINK, ErrorType};
-pub use servers::{InstanceRequest, ServerRequest};
+pub use servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
+pub use trusted_issuers::TrustedIssuerRequest;
 
 /// Pool of Redis connections used by readiness.
 pub type RedisPool = bb8::Pool<bb8_redis::RedisConnectionManager>;
@@ -51,6 +55,10 @@ pub struct AppState {
     /// This replica's name, and whether it leads the health checks now.
     pub replica_id: String,
     pub is_leader: Arc<AtomicBool>,
+    /// Seals new upstream credentials; without it they are refused (`secrets_key_not_configured`).
+    pub secrets: Option<SecretsKey>,
+    /// Fetches trusted issuers' metadata and JWKS when they are registered.
+    pub jwks: JwksFetcher,
 }
 
 impl AppState {
@@ -97,6 +105,15 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                 .service(resource("/proxies").get(health::proxies))
                 .service(resource("/api-keys").get(api_keys::list).post(api_keys::create))
                 .service(resource("/api-keys/{id}").get(api_keys::get).delete(api_keys::delete))
+                .service(
+                    resource("/trusted-issuers").get(trusted_issuers::list).post(trusted_issuers::create),
+                )
+                .service(
+                    resource("/trusted-issuers/{id}")
+                        .get(trusted_issuers::get)
+                        .patch(trusted_issuers::patch)
+                        .delete(trusted_issuers::delete),
+                )
                 .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));

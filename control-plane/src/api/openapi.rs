@@ -13,11 +13,12 @@ use utoipa::{Modify, OpenApi};
 use super::api_keys::ApiKeyRequest;
 use super::bulk::RegistryDoc;
 use super::errors::ErrorBody;
-use super::servers::{InstanceRequest, ServerRequest};
+use super::servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
+use super::trusted_issuers::{ClaimsRequest, TrustedIssuerRequest};
 use crate::db::store::discovery::DiscoveryRow;
 use crate::model::{
-    ApiKeyView, CircuitBreaker, CreatedApiKey, HealthCheck, HealthRecord, HealthStatus, InstanceView,
-    PassiveRow, PermissionRule, ServerView,
+    ApiKeyView, CircuitBreaker, ClaimsView, CreatedApiKey, HealthCheck, HealthRecord, HealthStatus,
+    InstanceView, KeyView, PassiveRow, PermissionRule, ServerView, TrustedIssuerView, UpstreamAuthView,
 };
 use crate::proxies::{Nack, ProxyInfo};
 
@@ -25,6 +26,12 @@ use crate::proxies::{Nack, ProxyInfo};
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = Object)]
 pub struct MergePatch(serde_json::Value);
+
+/// A JSON merge patch (RFC 7396) of a trusted issuer: any `TrustedIssuerRequest` fields (`claims` merges
+/// member by member); `null` resets one to its default.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+pub struct IssuerMergePatch(serde_json::Value);
 
 /// Name of the security scheme every `/api/v1` operation requires.
 const SCHEME: &str = "admin_token";
@@ -150,17 +157,39 @@ fn get_api_key() {}
     responses((status = 204, description = "deleted: refused by this API at once and by every proxy within a second"), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn delete_api_key() {}
 
+#[utoipa::path(post, path = "/api/v1/trusted-issuers", tag = "trusted-issuers", request_body = TrustedIssuerRequest,
+    responses((status = 201, description = "trusted: its metadata and JWKS were fetched and checked; every proxy accepts its tokens", body = TrustedIssuerView),
+        (status = 400, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody),
+        (status = 502, description = "the metadata or JWKS could not be fetched or used (jwks_fetch_failed); nothing was written", body = ErrorBody)))]
+fn create_trusted_issuer() {}
+#[utoipa::path(get, path = "/api/v1/trusted-issuers", tag = "trusted-issuers",
+    responses((status = 200, description = "every trusted issuer, oldest first, with its keys and the last refresh's outcome", body = Vec<TrustedIssuerView>)))]
+fn list_trusted_issuers() {}
+#[utoipa::path(get, path = "/api/v1/trusted-issuers/{id}", tag = "trusted-issuers", params(("id" = String, Path)),
+    responses((status = 200, body = TrustedIssuerView), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn get_trusted_issuer() {}
+#[utoipa::path(patch, path = "/api/v1/trusted-issuers/{id}", tag = "trusted-issuers", params(("id" = String, Path)), request_body = IssuerMergePatch,
+    responses((status = 200, body = TrustedIssuerView), (status = 400, description = "see the error table", body = ErrorBody),
+        (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody),
+        (status = 502, description = "a changed issuer or jwks_uri could not be fetched; nothing was written", body = ErrorBody)))]
+fn patch_trusted_issuer() {}
+#[utoipa::path(delete, path = "/api/v1/trusted-issuers/{id}", tag = "trusted-issuers", params(("id" = String, Path)),
+    responses((status = 204, description = "removed: its tokens are refused by every proxy"), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn delete_trusted_issuer() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "mcpgw control plane", description = "Registry of MCP servers, health and discovery; errors: control-plane/README.md#errors"),
     paths(health, ready, list_servers, create_server, get_server, replace_server, patch_server, delete_server, add_instance,
         remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies,
-        create_api_key, list_api_keys, get_api_key, delete_api_key),
+        create_api_key, list_api_keys, get_api_key, delete_api_key, create_trusted_issuer, list_trusted_issuers,
+        get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer),
     components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
         HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
-        CreatedApiKey, PermissionRule)),
+        CreatedApiKey, PermissionRule, UpstreamAuthRequest, UpstreamAuthView, TrustedIssuerRequest, ClaimsRequest,
+        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch)),
     modifiers(&Credential),
-    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"))
+    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"))
 )]
 pub struct ApiDoc;
 

@@ -14,13 +14,15 @@ impl Config {
             Some(tls) => format!("{} + {}", tls.cert.display(), tls.key.display()),
             None => "off".to_owned(),
         };
+        let secrets_key =
+            if self.secrets_key.is_some() { "set" } else { "NOT SET (no upstream credentials)" };
         let h = &self.health;
         format!(
             "http_addr={}\ngrpc_addr={}\ndatabase_url={}\nredis_url={redis}\nadmin_token={token}\n\
              proxy_token={proxy_token}\ngrpc_tls={tls}\n\
              db_pool_size={}\napi_body_limit={}\nlog_format={:?}\nhealth_interval={}\nhealth_timeout={}\n\
              health_healthy_threshold={}\nhealth_unhealthy_threshold={}\nhealth_concurrency={}\n\
-             discovery_interval={}\nreplica_id={}",
+             discovery_interval={}\nreplica_id={}\nsecrets_key={secrets_key}\njwks_refresh={}",
             self.http_addr,
             self.grpc_addr,
             self.database.redacted(),
@@ -34,6 +36,7 @@ impl Config {
             h.concurrency,
             self.discovery_interval.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
             self.replica_id,
+            humantime::format_duration(self.jwks_refresh),
         )
     }
 }

@@ -124,7 +124,7 @@ fn secrets_are_hidden_in_help() {
     // clap shows `[env: NAME]` without the value for hidden ones, even when the variable is set.
     assert!(help.contains("MCPGW_PROXY_TOKEN") && help.contains("MCPGW_ADMIN_TOKEN"), "{help}");
     let cmd = Cli::command();
-    for name in ["admin_token", "proxy_token"] {
+    for name in ["admin_token", "proxy_token", "secrets_key"] {
         let arg = cmd.get_arguments().find(|a| a.get_id() == name).expect("the flag exists");
         assert!(arg.is_hide_env_values_set(), "{name}");
     }
@@ -149,13 +149,40 @@ fn summary_hides_secrets() {
         "postgres://u:pw1@h/db",
         "--redis-url",
         "redis://:pw2@h:6379",
+        "--secrets-key",
+        "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=",
     ]))
     .expect("valid");
     let summary = cfg.summary();
-    for secret in ["topsecret", "proxysecret", "pw1", "pw2"] {
+    for secret in ["topsecret", "proxysecret", "pw1", "pw2", "c2VjcmV0"] {
         assert!(!summary.contains(secret), "{summary}");
     }
     assert!(summary.contains("admin_token=set") && summary.contains("proxy_token=set"), "{summary}");
+    assert!(summary.contains("secrets_key=set"), "{summary}");
+    assert!(!format!("{cfg:?}").contains("c2VjcmV0"), "Debug hides the key too");
+}
+
+#[test]
+fn secrets_key_and_jwks_refresh() {
+    let cfg = validate(&raw(&[])).expect("defaults");
+    assert!(cfg.secrets_key.is_none());
+    assert_eq!(cfg.jwks_refresh, Duration::from_secs(300));
+    assert!(cfg.summary().contains("secrets_key=NOT SET"));
+    let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let cfg = validate(&raw(&["--secrets-key", hex, "--jwks-refresh", "1s"])).expect("valid");
+    assert!(cfg.secrets_key.is_some());
+    assert_eq!(cfg.jwks_refresh, Duration::from_secs(1));
+    assert!(validate(&raw(&["--secrets-key", ""])).expect("empty means unset").secrets_key.is_none());
+    for bad in ["short", "00112233", &format!("{hex}00")] {
+        assert!(matches!(validate(&raw(&["--secrets-key", bad])), Err(ConfigError::SecretsKey(_))), "{bad}");
+    }
+    let message = validate(&raw(&["--secrets-key", "x"])).unwrap_err().to_string();
+    assert!(message.contains("--secrets-key") && message.contains("openssl rand"), "{message}");
+    for bad in ["10ms", "2d", "often"] {
+        assert!(validate(&raw(&["--jwks-refresh", bad])).is_err(), "{bad}");
+    }
+    assert_eq!(ENV_SECRETS_KEY, "MCPGW_SECRETS_KEY");
+    assert_eq!(ENV_JWKS_REFRESH, "MCPGW_JWKS_REFRESH");
 }
 
 #[test]

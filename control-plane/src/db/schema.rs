@@ -161,6 +161,42 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    trusted_issuers (id) {
+        id -> Uuid,
+        issuer -> Text,
+        jwks_uri -> Text,
+        jwks_uri_discovered -> Bool,
+        audiences -> Array<Text>,
+        algorithms -> Array<Text>,
+        subject_claim -> Text,
+        tenant_claim -> Nullable<Text>,
+        roles_claim -> Text,
+        groups_claim -> Text,
+        default_tenant -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        jwks -> Nullable<Jsonb>,
+        jwks_fetched_at -> Nullable<Timestamptz>,
+        jwks_changed_at -> Nullable<Timestamptz>,
+        last_attempt_at -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    upstream_credentials (id) {
+        id -> Uuid,
+        server_id -> Nullable<Uuid>,
+        instance_id -> Nullable<Uuid>,
+        kind -> Text,
+        config -> Jsonb,
+        sealed -> Bytea,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(instances -> servers (server_id));
 diesel::joinable!(instance_health -> instances (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(

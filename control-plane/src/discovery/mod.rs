@@ -4,6 +4,7 @@
 //! healthy first; when none answers, the last known capabilities stay, with the failed attempt recorded.
 //! `watch` rediscovers servers when they announce a list change.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::{DbPool, store};
+use crate::hub::RoutingHub;
 use crate::mcp::{McpClient, lists};
 use crate::model::{HealthStatus, TransportType};
 
@@ -50,9 +52,16 @@ pub struct Found {
 pub struct Discoverer {
     pub pool: DbPool,
     pub client: McpClient,
+    /// The routing table: each instance is discovered with the upstream credential the proxies present.
+    pub hub: Arc<RoutingHub>,
 }
 
 impl Discoverer {
+    /// The MCP client as it must speak to `instance_id` (with its upstream credential, if any).
+    pub fn client_for(&self, instance_id: Uuid) -> McpClient {
+        self.client.authenticated(self.hub.upstream_credential(instance_id))
+    }
+
     /// Discovers one server now.
     pub async fn discover(&self, server_id: Uuid) -> Result<Found, DiscoverError> {
         let started = Instant::now();
@@ -79,7 +88,8 @@ impl Discoverer {
         let mut last_error = String::new();
         for instance in &ordered {
             let attempt = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
-                let mut conn = self.client.connect(&instance.endpoint_url, transport).await?;
+                let mut conn =
+                    self.client_for(instance.id).connect(&instance.endpoint_url, transport).await?;
                 let caps = lists::capabilities(&mut conn).await;
                 let hello = conn.hello().clone();
                 conn.close().await;

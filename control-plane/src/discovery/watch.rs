@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::Discoverer;
 use crate::db::store;
 use crate::mcp::sse::Parser;
-use crate::mcp::{Connection, McpError};
+use crate::mcp::{Connection, Credential, McpClient, McpError};
 use crate::model::TransportType;
 
 /// How often the set of watched servers is reconciled with the registry.
@@ -23,10 +23,12 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Longest wait before reopening a stream that ended.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// What to watch for one server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to watch for one server: its first instance, with that instance's upstream credential (a changed
+/// URL or credential restarts the stream).
+#[derive(Debug, Clone, PartialEq)]
 struct Target {
     url: String,
+    credential: Option<Credential>,
 }
 
 /// Watches until `stop` (leadership lost or shutdown).
@@ -57,7 +59,8 @@ pub async fn run(discoverer: Discoverer, stop: CancellationToken) {
                 continue;
             }
             let token = stop.child_token();
-            tokio::spawn(watch(discoverer.clone(), id, target.url.clone(), token.clone()));
+            let client = discoverer.client.authenticated(target.credential.clone());
+            tokio::spawn(watch(discoverer.clone(), client, id, target.url.clone(), token.clone()));
             watching.insert(id, (target, token));
         }
     }
@@ -84,16 +87,23 @@ async fn targets(discoverer: &Discoverer) -> Result<HashMap<Uuid, Target>, Strin
             .any(|k| caps.get(k).and_then(|c| c.get("listChanged")).and_then(Value::as_bool) == Some(true));
         let first = instances.remove(&server.id).and_then(|list| list.into_iter().next());
         if let (true, Some(instance)) = (changes, first) {
-            wanted.insert(server.id, Target { url: instance.endpoint_url });
+            let credential = discoverer.hub.upstream_credential(instance.id);
+            wanted.insert(server.id, Target { url: instance.endpoint_url, credential });
         }
     }
     Ok(wanted)
 }
 
-async fn watch(discoverer: Discoverer, server_id: Uuid, url: String, stop: CancellationToken) {
+async fn watch(
+    discoverer: Discoverer,
+    client: McpClient,
+    server_id: Uuid,
+    url: String,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(500);
     while !stop.is_cancelled() {
-        match listen(&discoverer, server_id, &url, &stop).await {
+        match listen(&discoverer, &client, server_id, &url, &stop).await {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(McpError::Status { status: 405, .. } | McpError::Status { code: Some(-32601), .. }) => {
                 tracing::debug!(%server_id, "The server offers no notification stream; periodic discovery only.");
@@ -112,12 +122,12 @@ async fn watch(discoverer: Discoverer, server_id: Uuid, url: String, stop: Cance
 /// Opens one stream and rediscovers on every list change until it ends.
 async fn listen(
     discoverer: &Discoverer,
+    client: &McpClient,
     server_id: Uuid,
     url: &str,
     stop: &CancellationToken,
 ) -> Result<(), McpError> {
-    let Connection::Http(mut session) = discoverer.client.connect(url, TransportType::StreamableHttp).await?
-    else {
+    let Connection::Http(mut session) = client.connect(url, TransportType::StreamableHttp).await? else {
         return Ok(());
     };
     let mut response = session.notifications().await?;

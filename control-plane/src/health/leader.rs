@@ -1,5 +1,5 @@
 //! Leader election: the replica holding a PostgreSQL advisory lock on a dedicated connection runs the
-//! health checks and the periodic discovery. The others wait in `pg_advisory_lock` on their own
+//! health checks, the periodic discovery and the JWKS refresh. The others wait in `pg_advisory_lock` on their own
 //! connection, so when the leader dies (its session ends and PostgreSQL releases the lock) one of them
 //! takes over at once. The leader checks its lock connection every second and steps down when it fails,
 //! before another replica could have the lock for long.
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Checker;
 use crate::db::store;
 use crate::discovery::Discoverer;
+use crate::jwks::Refresher;
 
 /// Advisory lock key of the health-check leader ("mcpgwh" in ASCII; the migration lock is "mcpgw").
 pub const LEADER_LOCK_KEY: i64 = 0x6d63_7067_7768;
@@ -26,6 +27,8 @@ pub struct Leader {
     pub checker: Checker,
     pub discoverer: Discoverer,
     pub discovery_interval: Option<Duration>,
+    /// Refreshes every trusted issuer's JWKS (`--jwks-refresh`).
+    pub jwks: Refresher,
     /// True while this replica leads (shown by `/api/v1/admin/stats`).
     pub is_leader: Arc<AtomicBool>,
 }
@@ -86,6 +89,7 @@ impl Leader {
         });
         let discovery = tokio::spawn(self.discoverer.clone().periodic(self.discovery_interval, stop.clone()));
         let watcher = tokio::spawn(crate::discovery::watch::run(self.discoverer.clone(), stop.clone()));
+        let jwks = tokio::spawn(self.jwks.clone().run(stop.clone()));
         let outcome = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -104,6 +108,7 @@ impl Leader {
         let _ = checks.await;
         discovery.abort();
         watcher.abort();
+        jwks.abort();
         drop(client);
         driver.abort();
         tracing::info!(replica_id = %replica, "This replica stopped leading the health checks.");

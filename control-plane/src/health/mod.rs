@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::config::HealthDefaults;
 use crate::db::{DbPool, store};
 use crate::hub::RoutingHub;
-use crate::mcp::{Era, McpClient};
+use crate::mcp::{Credential, Era, McpClient};
 use crate::model::{HealthRecord, InstanceHealthRow, TransportType};
 
 pub mod leader;
@@ -39,6 +39,8 @@ const PASSIVE_TTL: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, PartialEq)]
 struct Target {
     url: String,
+    /// The upstream credential the proxies present to this instance; the probe presents it too.
+    credential: Option<Credential>,
     transport: TransportType,
     interval: Duration,
     timeout: Duration,
@@ -105,7 +107,8 @@ impl Checker {
                         let Ok(permit) = semaphore.clone().try_acquire_owned() else { break };
                         slot.in_flight = true;
                         slot.next_due = now + target.interval;
-                        let (client, target, tx, id, hint) = (self.client.clone(), target.clone(), tx.clone(), *id, slot.era);
+                        let client = self.client.authenticated(target.credential.clone());
+                        let (target, tx, id, hint) = (target.clone(), tx.clone(), *id, slot.era);
                         tokio::spawn(async move {
                             let result = probe(&client, &target.url, target.transport, hint, target.timeout).await;
                             drop(permit);
@@ -151,6 +154,7 @@ impl Checker {
                 fresh.insert(
                     instance.id,
                     Target {
+                        credential: self.hub.upstream_credential(instance.id),
                         url: instance.endpoint_url,
                         transport: TransportType::parse(&server.transport_type)
                             .unwrap_or(TransportType::StreamableHttp),

@@ -1,6 +1,7 @@
 //! Streamable HTTP, both eras: modern stateless requests carrying `_meta` and the routing headers, or a
 //! legacy session opened with `initialize` and closed with DELETE. Responses may be JSON or SSE.
 
+use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use serde_json::{Value, json};
 use url::Url;
@@ -73,8 +74,7 @@ impl Streamable {
     fn build(&self, method: &str, body: &Value) -> reqwest::RequestBuilder {
         let mut req = self
             .client
-            .http()
-            .post(self.url.clone())
+            .request(Method::POST, self.url.clone())
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string());
@@ -126,7 +126,8 @@ impl Streamable {
     pub async fn notifications(&mut self) -> Result<reqwest::Response, McpError> {
         let response = match &self.era {
             Era::Legacy { session } => {
-                let mut req = self.client.http().get(self.url.clone()).header(ACCEPT, "text/event-stream");
+                let mut req =
+                    self.client.request(Method::GET, self.url.clone()).header(ACCEPT, "text/event-stream");
                 if let Some(id) = session {
                     req = req.header(SESSION_HEADER, id);
                 }
@@ -153,7 +154,7 @@ impl Streamable {
     /// Ends a legacy session with DELETE (servers may answer 405; either way the session is over).
     pub async fn close(self) {
         if let Era::Legacy { session: Some(id) } = &self.era {
-            let mut req = self.client.http().delete(self.url.clone()).header(SESSION_HEADER, id);
+            let mut req = self.client.request(Method::DELETE, self.url.clone()).header(SESSION_HEADER, id);
             if !self.hello.protocol_version.is_empty() {
                 req = req.header("mcp-protocol-version", &self.hello.protocol_version);
             }

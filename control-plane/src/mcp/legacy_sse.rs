@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -33,7 +34,8 @@ pub struct SseSession {
 impl SseSession {
     /// Opens the stream, waits for the `endpoint` event and runs the handshake.
     pub async fn open(client: &McpClient, url: Url) -> Result<Self, McpError> {
-        let response = client.http().get(url.clone()).header(ACCEPT, "text/event-stream").send().await?;
+        let response =
+            client.request(Method::GET, url.clone()).header(ACCEPT, "text/event-stream").send().await?;
         if !response.status().is_success() {
             return Err(status_error(response).await);
         }
@@ -81,8 +83,7 @@ impl SseSession {
     async fn post(&self, body: &Value) -> Result<(), McpError> {
         let response = self
             .client
-            .http()
-            .post(self.post_url.clone())
+            .request(Method::POST, self.post_url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string())
             .send()

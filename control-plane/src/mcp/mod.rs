@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mcpgw_proto::v1;
+use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::model::TransportType;
@@ -50,12 +52,33 @@ impl McpError {
     }
 }
 
+/// A header the client authenticates to an upstream with: the upstream credential registered for the
+/// server or instance, as the proxies send it. `Debug` never shows the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    name: HeaderName,
+    value: HeaderValue,
+}
+
+impl Credential {
+    /// The header of a credential from the routing table; `None` for a kind this client cannot present
+    /// or a header the HTTP stack refuses (registration validates both, so neither happens).
+    pub fn from_proto(credential: &v1::UpstreamCredential) -> Option<Self> {
+        let v1::upstream_credential::Kind::StaticHeader(h) = credential.kind.as_ref()?;
+        let name = HeaderName::from_bytes(h.name.trim().as_bytes()).ok()?;
+        let mut value = HeaderValue::from_str(&h.value).ok()?;
+        value.set_sensitive(true);
+        Some(Self { name, value })
+    }
+}
+
 /// The shared HTTP client: no redirects (a redirect could lead anywhere), DNS answers filtered by the SSRF
-/// policy, bounded connect time.
+/// policy, bounded connect time. A copy made by `authenticated` also sends an upstream credential.
 #[derive(Clone)]
 pub struct McpClient {
     http: reqwest::Client,
     ssrf: Arc<SsrfPolicy>,
+    credential: Option<Credential>,
 }
 
 impl McpClient {
@@ -66,11 +89,27 @@ impl McpClient {
             .dns_resolver(ssrf.resolver())
             .user_agent(concat!("mcpgw-control-plane/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, ssrf })
+        Ok(Self { http, ssrf, credential: None })
     }
 
+    /// This client presenting `credential` on every request (discovery and health checks authenticate
+    /// to an upstream the way the proxies do); `None`: no credential.
+    pub fn authenticated(&self, credential: Option<Credential>) -> Self {
+        Self { credential, ..self.clone() }
+    }
+
+    /// The plain HTTP client (no upstream credential), for fetches that are not MCP conversations.
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// A request to an upstream, carrying the credential when there is one.
+    pub(crate) fn request(&self, method: reqwest::Method, url: url::Url) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.credential {
+            Some(c) => request.header(c.name.clone(), c.value.clone()),
+            None => request,
+        }
     }
 
     /// The policy connections are checked against.

@@ -1,11 +1,14 @@
 //! The registry's domain types: validated registrations (`spec`), stored rows and their JSON (`rows`), and
-//! the routing resources a server contributes (`routing`), and API keys (`api_key`).
+//! the routing resources a server contributes (`routing`), API keys (`api_key`), trusted issuers
+//! (`trusted_issuer`) and upstream credentials (`upstream_auth`).
 
 mod api_key;
 mod health;
 mod routing;
 mod rows;
 mod spec;
+mod trusted_issuer;
+mod upstream_auth;
 
 pub use api_key::{
     ADMIN_ROLE, ApiKeyRow, ApiKeySpec, ApiKeyView, CreatedApiKey, DEFAULT_ROLE, DEFAULT_TENANT, NewKey,
@@ -18,4 +21,12 @@ pub use routing::resources;
 pub use rows::{InstanceRow, InstanceView, ServerRow, ServerView};
 pub use spec::{
     CircuitBreaker, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, ServerSpec, TransportType,
+};
+pub use trusted_issuer::{
+    ClaimsView, DEFAULT_ALGORITHMS, DEFAULT_GROUPS_CLAIM, DEFAULT_ROLES_CLAIM, DEFAULT_SUBJECT_CLAIM,
+    KeyView, TrustedIssuerRow, TrustedIssuerSpec, TrustedIssuerView,
+};
+pub use upstream_auth::{
+    CredentialError, CredentialIndex, CredentialRow, Owner, RESERVED_HEADERS, STATIC_HEADER, SecretInput,
+    UpstreamAuthSpec, UpstreamAuthView,
 };

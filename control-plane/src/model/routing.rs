@@ -1,16 +1,21 @@
 //! The routing resources a server contributes to the table every proxy receives.
 
+use std::collections::HashMap;
+
 use mcpgw_proto::v1::{self, resource::Kind};
 
 use super::rows::{InstanceRow, ServerRow};
 use super::spec::{LoadBalancing, TransportType};
+use super::upstream_auth::Owner;
 
 /// The server's `Server` resource, one `Instance` resource per instance and, for every instance the health
-/// checks have judged, an `InstanceHealth` resource (`status` returns `None` for unknown instances).
+/// checks have judged, an `InstanceHealth` resource (`status` returns `None` for unknown instances). The
+/// server and each instance carry their upstream credential from `credentials` (already opened).
 pub fn resources<'a>(
     server: &ServerRow,
     instances: impl IntoIterator<Item = &'a InstanceRow>,
     status: impl Fn(&InstanceRow) -> Option<v1::HealthStatus>,
+    credentials: &HashMap<Owner, v1::UpstreamCredential>,
 ) -> Vec<v1::Resource> {
     let transport = TransportType::parse(&server.transport_type)
         .map_or(v1::Transport::Unspecified, TransportType::to_proto);
@@ -24,8 +29,7 @@ pub fn resources<'a>(
             load_balancing: load_balancing as i32,
             hash_key: server.hash_key.clone().unwrap_or_default(),
             circuit_breaker: server.breaker().map(|b| b.to_proto()),
-            // Fields this control plane does not set (yet) keep their proto defaults.
-            ..Default::default()
+            upstream_credential: credentials.get(&Owner::Server(server.id)).cloned(),
         })),
     }];
     for instance in instances {
@@ -36,7 +40,7 @@ pub fn resources<'a>(
                 endpoint_url: instance.endpoint_url.clone(),
                 weight: u32::try_from(instance.weight).unwrap_or(1),
                 metadata: instance.metadata_map().into_iter().collect(),
-                ..Default::default()
+                upstream_credential: credentials.get(&Owner::Instance(instance.id)).cloned(),
             })),
         });
         if let Some(health) = status(instance) {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::health::{HealthCheck, HealthCheckSpec, HealthIndex, HealthRecord, HealthStatus, PassiveRow};
 use super::spec::CircuitBreaker;
+use super::upstream_auth::{CredentialIndex, UpstreamAuthView};
 use crate::db::schema::{instances, servers};
 
 /// A row of `servers`.
@@ -109,6 +110,9 @@ pub struct InstanceView {
     /// Recent probes, newest first (only on the health endpoints).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HealthRecord>>,
+    /// The instance's own upstream credential (type and header, never the value); absent: its server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuthView>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -128,6 +132,7 @@ impl InstanceView {
             checked_by: active.map(|h| h.checked_by.clone()),
             passive: health.passive.get(&row.id).cloned().unwrap_or_default(),
             history: None,
+            upstream_auth: None,
             created_at: row.created_at,
         }
     }
@@ -154,6 +159,8 @@ pub struct ServerView {
     pub hash_key: Option<String>,
     pub circuit_breaker: Option<CircuitBreaker>,
     pub health_check: HealthCheck,
+    /// How the gateway authenticates to the instances: type and header, never the value.
+    pub upstream_auth: UpstreamAuthView,
     pub instances: Vec<InstanceView>,
     pub health_status: HealthStatus,
     /// Outcome of the last discovery (null before the first).
@@ -176,9 +183,20 @@ pub struct ServerView {
 }
 
 impl ServerView {
-    /// Joins a server with its instances (in `seq` order) and their health.
-    pub fn new(row: &ServerRow, instances: &[InstanceRow], health: &HealthIndex) -> Self {
-        let instances: Vec<InstanceView> = instances.iter().map(|i| InstanceView::new(i, health)).collect();
+    /// Joins a server with its instances (in `seq` order), their health and their credentials' views.
+    pub fn new(
+        row: &ServerRow,
+        instances: &[InstanceRow],
+        health: &HealthIndex,
+        credentials: &CredentialIndex,
+    ) -> Self {
+        let instances: Vec<InstanceView> = instances
+            .iter()
+            .map(|i| InstanceView {
+                upstream_auth: credentials.instance_view(i.id),
+                ..InstanceView::new(i, health)
+            })
+            .collect();
         Self {
             id: row.id,
             name: row.name.clone(),
@@ -194,6 +212,7 @@ impl ServerView {
             hash_key: row.hash_key.clone(),
             circuit_breaker: row.breaker(),
             health_check: row.health_check().to_json().unwrap_or_default(),
+            upstream_auth: credentials.server_view(row.id),
             health_status: HealthStatus::of_server(instances.iter().map(|i| i.health_status)),
             instances,
             discovery: None,

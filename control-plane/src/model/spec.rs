@@ -7,6 +7,7 @@ use mcpgw_proto::v1;
 use serde::{Deserialize, Serialize};
 
 use super::health::HealthCheckSpec;
+use super::upstream_auth::UpstreamAuthSpec;
 
 /// Most instances one server may have.
 pub const MAX_INSTANCES: usize = 64;
@@ -137,6 +138,8 @@ pub struct InstanceSpec {
     pub endpoint_url: String,
     pub weight: u32,
     pub metadata: BTreeMap<String, String>,
+    /// The instance's own credential (`None`: its server's).
+    pub upstream_auth: UpstreamAuthSpec,
 }
 
 /// A registration that passed validation.
@@ -158,6 +161,17 @@ pub struct ServerSpec {
     /// Discover capabilities right after registration.
     pub auto_discover: bool,
     pub health_check: HealthCheckSpec,
+    /// How the gateway authenticates to the instances (each may have its own instead).
+    pub upstream_auth: UpstreamAuthSpec,
+}
+
+impl ServerSpec {
+    /// Whether writing this spec seals a new secret (and so needs `--secrets-key`).
+    pub fn has_new_secret(&self) -> bool {
+        std::iter::once(&self.upstream_auth)
+            .chain(self.instances.iter().map(|i| &i.upstream_auth))
+            .any(|auth| auth.new_secret().is_some())
+    }
 }
 
 #[cfg(test)]

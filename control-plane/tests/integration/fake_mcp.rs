@@ -1,5 +1,6 @@
 //! A fake MCP server for the integration tests (actix-web on 127.0.0.1:0): legacy handshake with SSE
-//! responses, or 2026-07-28 stateless JSON; paginated lists; can be switched down (503) and back.
+//! responses, or 2026-07-28 stateless JSON; paginated lists; can be switched down (503) and back, and can
+//! require a credential header (401 without it).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,30 @@ pub struct FakeState {
     pub resources: Vec<Value>,
     pub templates: Vec<Value>,
     pub prompts: Vec<Value>,
+    /// `(name, value)` every request must carry; requests without it get 401.
+    pub required: Mutex<Option<(String, String)>>,
+    /// Requests refused for lacking it.
+    pub refused: AtomicUsize,
+}
+
+impl FakeState {
+    /// Whether `req` carries the required header (always, when none is required).
+    fn authorized(&self, req: &HttpRequest) -> bool {
+        let required = self.required.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ok = required.is_none_or(|(name, value)| {
+            req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) == Some(value.as_str())
+        });
+        if !ok {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+        }
+        ok
+    }
+}
+
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header(("www-authenticate", "Bearer error=\"invalid_token\""))
+        .json(json!({"error": "invalid_token"}))
 }
 
 pub struct FakeMcp {
@@ -67,6 +92,12 @@ impl FakeMcp {
 
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Refuses (401) every request that does not carry `name: value`.
+    pub fn require_header(&self, name: &str, value: &str) {
+        *self.state.required.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((name.to_owned(), value.to_owned()));
     }
 
     /// Open notification streams.
@@ -123,19 +154,28 @@ fn notification_stream(state: &FakeState) -> HttpResponse {
     HttpResponse::Ok().content_type("text/event-stream").streaming(body)
 }
 
-async fn stream(state: web::Data<FakeState>) -> HttpResponse {
+async fn stream(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
+    if !state.authorized(&req) {
+        return unauthorized();
+    }
     if state.modern || state.down.load(Ordering::SeqCst) {
         return HttpResponse::MethodNotAllowed().finish();
     }
     notification_stream(&state)
 }
 
-async fn delete() -> HttpResponse {
+async fn delete(state: web::Data<FakeState>, req: HttpRequest) -> HttpResponse {
+    if !state.authorized(&req) {
+        return unauthorized();
+    }
     HttpResponse::Ok().finish()
 }
 
 async fn post(state: web::Data<FakeState>, req: HttpRequest, body: web::Json<Value>) -> HttpResponse {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    if !state.authorized(&req) {
+        return unauthorized();
+    }
     if state.down.load(Ordering::SeqCst) {
         return HttpResponse::ServiceUnavailable().body("down");
     }

@@ -30,9 +30,7 @@ fn kinds(update: &RoutingUpdate) -> BTreeSet<(&'static str, String)> {
             Kind::Instance(i) => Some(("instance", i.id.clone())),
             Kind::InstanceHealth(h) => Some(("instance_health", h.instance_id.clone())),
             Kind::ApiKey(k) => Some(("api_key", k.id.clone())),
-            // Kinds this control plane does not publish (yet).
-            #[allow(unreachable_patterns)]
-            _ => None,
+            Kind::TrustedIssuer(t) => Some(("trusted_issuer", t.id.clone())),
         })
         .collect()
 }
@@ -160,6 +158,7 @@ async fn the_poller_publishes_changes_made_elsewhere() {
             endpoint_url: "http://h/x".into(),
             weight: 1,
             metadata: Default::default(),
+            upstream_auth: Default::default(),
         }],
         load_balancing: Default::default(),
         hash_key: None,
@@ -169,9 +168,10 @@ async fn the_poller_publishes_changes_made_elsewhere() {
         capabilities: Default::default(),
         auto_discover: false,
         health_check: Default::default(),
+        upstream_auth: Default::default(),
     };
     let mut conn = app.pool.get().await.expect("connection");
-    let ((server, _), _) = store::create(&mut conn, &spec).await.expect("create");
+    let ((server, _), _) = store::create(&mut conn, &spec, None).await.expect("create");
     drop(conn);
     let stop = CancellationToken::new();
     let poller = tokio::spawn(app.hub.clone().poll(Duration::from_millis(50), stop.clone()));

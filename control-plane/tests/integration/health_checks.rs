@@ -10,6 +10,7 @@ use mcpgw_control_plane::discovery::Discoverer;
 use mcpgw_control_plane::health::Checker;
 use mcpgw_control_plane::health::leader::Leader;
 use mcpgw_control_plane::hub::RoutingHub;
+use mcpgw_control_plane::jwks::{JwksFetcher, Refresher};
 use mcpgw_control_plane::mcp::McpClient;
 use mcpgw_control_plane::ssrf::SsrfPolicy;
 use mcpgw_proto::v1::resource::Kind;
@@ -102,13 +103,21 @@ async fn checks_follow_thresholds_and_reach_the_routing_table() {
 fn leader(app: &TestApp, db_url: &str, replica: &str) -> (Leader, Arc<AtomicBool>) {
     let flag = Arc::new(AtomicBool::new(false));
     let checker = checker(app, replica);
-    let discoverer = Discoverer { pool: app.pool.clone(), client: checker.client.clone() };
+    let discoverer =
+        Discoverer { pool: app.pool.clone(), client: checker.client.clone(), hub: app.hub.clone() };
+    let jwks = Refresher {
+        pool: app.pool.clone(),
+        hub: app.hub.clone(),
+        fetcher: JwksFetcher::new(checker.client.clone()),
+        interval: Duration::from_secs(3600),
+    };
     (
         Leader {
             database_url: db_url.to_owned(),
             checker,
             discoverer,
             discovery_interval: None,
+            jwks,
             is_leader: flag.clone(),
         },
         flag,
@@ -162,7 +171,7 @@ async fn one_leader_and_failover_within_an_interval() {
 #[actix_web::test]
 async fn notify_reaches_another_replica_without_the_poller() {
     let app = TestApp::start().await;
-    let other = RoutingHub::new(app.pool.clone());
+    let other = RoutingHub::new(app.pool.clone(), None);
     other.refresh().await.expect("refresh");
     let stop = CancellationToken::new();
     let listener =

@@ -115,7 +115,7 @@ const DOC: &str = "servers:
   auto_discover: false
 ";
 
-async fn import(app: &TestApp, query: &str, body: &str) -> crate::support::Reply {
+pub async fn import(app: &TestApp, query: &str, body: &str) -> crate::support::Reply {
     app.call(
         admin(TestRequest::post().uri(&format!("/api/v1/admin/import{query}")))
             .insert_header(("Content-Type", "application/yaml"))
@@ -124,7 +124,7 @@ async fn import(app: &TestApp, query: &str, body: &str) -> crate::support::Reply
     .await
 }
 
-async fn export(app: &TestApp) -> String {
+pub async fn export(app: &TestApp) -> String {
     let req = get("/api/v1/admin/export").to_request();
     let state = app.state();
     let svc = actix_web::test::init_service(
@@ -203,9 +203,17 @@ async fn openapi_document_and_docs_page() {
         "/api/v1/servers/{id}/instances",
         "/api/v1/admin/import",
         "/api/v1/discovery/tools",
+        "/api/v1/trusted-issuers",
+        "/api/v1/trusted-issuers/{id}",
     ] {
         assert!(doc.body["paths"][path].is_object(), "{path} documented");
     }
     assert!(doc.body["components"]["schemas"]["ServerRequest"]["properties"]["instances"].is_object());
+    assert!(doc.body["components"]["schemas"]["ServerRequest"]["properties"]["upstream_auth"].is_object());
+    let auth = &doc.body["components"]["schemas"]["UpstreamAuthRequest"]["properties"];
+    assert_eq!(auth["value"]["writeOnly"], true, "{auth}");
+    assert!(doc.body["components"]["schemas"]["TrustedIssuerRequest"]["properties"]["jwks_uri"].is_object());
+    let post = &doc.body["paths"]["/api/v1/trusted-issuers"]["post"];
+    assert!(post["security"].is_array() && post["responses"]["502"].is_object(), "{post}");
     assert!(doc.body["components"]["securitySchemes"]["admin_token"].is_object());
 }

@@ -26,6 +26,8 @@ fn reads() -> Vec<String> {
         "/api/v1/proxies".to_owned(),
         "/api/v1/api-keys".to_owned(),
         format!("/api/v1/api-keys/{id}"),
+        "/api/v1/trusted-issuers".to_owned(),
+        format!("/api/v1/trusted-issuers/{id}"),
     ]
     .into()
 }
@@ -92,6 +94,16 @@ async fn mutations_take_admin_keys_and_refuse_others_before_reading_the_body() {
         .set_payload("{not json");
     let refused = app.call(garbage).await;
     assert_refused(&refused, StatusCode::FORBIDDEN, "insufficient_permissions", "garbage with a user key");
+    // Trusted issuers: refused before the body is read, let alone the issuer fetched.
+    let id = uuid::Uuid::new_v4();
+    for (req, what) in [
+        (TestRequest::post().uri("/api/v1/trusted-issuers"), "POST issuer"),
+        (TestRequest::patch().uri(&format!("/api/v1/trusted-issuers/{id}")), "PATCH issuer"),
+        (TestRequest::delete().uri(&format!("/api/v1/trusted-issuers/{id}")), "DELETE issuer"),
+    ] {
+        let req = bearer(req, &user_key).set_json(json!({"issuer": "https://169.254.169.254"}));
+        assert_refused(&app.call(req).await, StatusCode::FORBIDDEN, "insufficient_permissions", what);
+    }
     // An admin key may manage keys too, its own included.
     let (other_key, other_id) = key_with_role(&app, "user").await;
     let deleted = app
@@ -189,7 +201,7 @@ async fn the_openapi_document_requires_the_credential_on_every_api_route() {
             }
         }
     }
-    assert_eq!(operations, 20, "every operation of the API");
+    assert_eq!(operations, 25, "every operation of the API");
     let schemas = &doc["components"]["schemas"];
     for schema in ["ApiKeyRequest", "ApiKeyView", "CreatedApiKey", "PermissionRule"] {
         assert!(schemas[schema].is_object(), "{schema}");

@@ -51,10 +51,12 @@ async fn crud_happy_path() {
             "tenant_id",
             "transport_type",
             "updated_at",
+            "upstream_auth",
             "version"
         ]
     );
     assert_eq!(created.body["load_balancing"], "round_robin");
+    assert_eq!(created.body["upstream_auth"], json!({"type": "none"}));
     assert_eq!(created.body["instances"].as_array().map(Vec::len), Some(1));
     assert_eq!(created.body["instances"][0]["endpoint_url"], "http://127.0.0.1:3001/mcp");
     assert_eq!(created.body["instances"][0]["weight"], 1);

@@ -14,7 +14,9 @@ use mcpgw_control_plane::db::{self, DbPool, bootstrap, store};
 use mcpgw_control_plane::discovery::Discoverer;
 use mcpgw_control_plane::grpc::ProxyAuth;
 use mcpgw_control_plane::hub::RoutingHub;
+use mcpgw_control_plane::jwks::JwksFetcher;
 use mcpgw_control_plane::mcp::McpClient;
+use mcpgw_control_plane::secrets::SecretsKey;
 use mcpgw_control_plane::serve::serve_grpc;
 use mcpgw_control_plane::ssrf::SsrfPolicy;
 use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
@@ -28,6 +30,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTl
 
 /// The admin token every test app accepts.
 pub const TOKEN: &str = "integration-admin-token";
+
+/// The `--secrets-key` of test apps (`TestApp::without_secrets` has none).
+pub const SECRETS_KEY: &str = "6d6370677720696e746567726174696f6e207465737420736563726574732121";
 
 /// How long any awaited event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -120,6 +125,18 @@ impl TestApp {
         app
     }
 
+    /// An app started without `--secrets-key`.
+    pub async fn without_secrets() -> Self {
+        let app = Self::build(TestDb::migrated().await, Some(TOKEN), 1_048_576, None, None);
+        app.hub.refresh().await.expect("initial refresh");
+        app
+    }
+
+    /// The test `--secrets-key`.
+    pub fn secrets_key() -> SecretsKey {
+        SecretsKey::parse(SECRETS_KEY).expect("a valid test key")
+    }
+
     /// The app without the initial hub refresh (for a database that is not migrated).
     pub fn unrefreshed(
         db: TestDb,
@@ -127,9 +144,20 @@ impl TestApp {
         body_limit: usize,
         redis: Option<api::RedisPool>,
     ) -> Self {
+        Self::build(db, token, body_limit, redis, Some(Self::secrets_key()))
+    }
+
+    fn build(
+        db: TestDb,
+        token: Option<&str>,
+        body_limit: usize,
+        redis: Option<api::RedisPool>,
+        secrets: Option<SecretsKey>,
+    ) -> Self {
         let pool = db.pool();
-        let hub = RoutingHub::new(pool.clone());
+        let hub = RoutingHub::new(pool.clone(), secrets.clone());
         let ssrf = Arc::new(SsrfPolicy::default());
+        let client = McpClient::new(ssrf.clone()).expect("client");
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             hub: hub.clone(),
@@ -137,10 +165,12 @@ impl TestApp {
             redis,
             migrations: bootstrap::embedded_versions().expect("embedded migrations"),
             body_limit,
-            ssrf: ssrf.clone(),
-            discoverer: Discoverer { pool: pool.clone(), client: McpClient::new(ssrf).expect("client") },
+            ssrf,
+            jwks: JwksFetcher::new(client.clone()),
+            discoverer: Discoverer { pool: pool.clone(), client, hub: hub.clone() },
             replica_id: "test-replica".into(),
             is_leader: Default::default(),
+            secrets,
         });
         Self { hub, pool, state, _db: db }
     }

@@ -17,7 +17,7 @@ pub mod views;
 
 pub use list::{ListQuery, list};
 pub(crate) use request::valid_tenant;
-pub use request::{InstanceRequest, ServerRequest};
+pub use request::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
 pub use views::Include;
 
 pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -42,8 +42,33 @@ pub(crate) fn from_store(e: StoreError) -> ApiError {
             Code::InstanceEndpointTaken,
             format!("the server already has an instance at {url:?}"),
         ),
+        StoreError::CredentialMissing(owner) => ApiError::new(
+            Code::InvalidUpstreamAuth,
+            format!(
+                "upstream_auth has no value and no credential is stored for {owner} to keep: give upstream_auth.value \
+                 (reads and exports never carry it)"
+            ),
+        ),
+        StoreError::NoSecretsKey => secrets_key_missing(),
+        StoreError::Seal => ApiError::internal("sealing an upstream credential failed"),
         StoreError::Db(e) => ApiError::internal(e),
     }
+}
+
+fn secrets_key_missing() -> ApiError {
+    ApiError::new(
+        Code::SecretsKeyNotConfigured,
+        "upstream credentials are stored encrypted, and this control plane has no key: start it with \
+         --secrets-key (or MCPGW_SECRETS_KEY) set to 32 random bytes, e.g. `openssl rand -base64 32`",
+    )
+}
+
+/// Refuses a request with a new upstream secret (`seals`) when there is no `--secrets-key` to seal it with.
+pub(crate) fn check_secrets(state: &AppState, seals: bool) -> Result<(), ApiError> {
+    if seals && state.secrets.is_none() {
+        return Err(secrets_key_missing());
+    }
+    Ok(())
 }
 
 /// Refuses endpoints the SSRF guard does not allow (resolving host names briefly).
@@ -99,9 +124,11 @@ pub async fn create(
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().validate()?;
+    check_secrets(&state, spec.has_new_secret())?;
     check_spec(&state, &spec).await?;
     let mut conn = state.conn().await?;
-    let ((server, instances), version) = store::create(&mut conn, &spec).await.map_err(from_store)?;
+    let ((server, instances), version) =
+        store::create(&mut conn, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
     drop(conn);
     tracing::info!(server = %server.name, id = %server.id, instances = instances.len(), version, "Registered a server.");
     publish(&state).await;
@@ -114,9 +141,11 @@ pub async fn create(
 }
 
 async fn write(state: &AppState, id: Uuid, spec: ServerSpec) -> Result<HttpResponse, ApiError> {
+    check_secrets(state, spec.has_new_secret())?;
     check_spec(state, &spec).await?;
     let mut conn = state.conn().await?;
-    let ((server, _), version) = store::replace(&mut conn, id, &spec).await.map_err(from_store)?;
+    let ((server, _), version) =
+        store::replace(&mut conn, id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
     drop(conn);
     tracing::info!(server = %server.name, %id, version, "Updated a server.");
     publish(state).await;
@@ -136,6 +165,7 @@ pub async fn replace(
 
 /// `PATCH /api/v1/servers/{id}`: a JSON merge patch (RFC 7396) of the registration: given fields replace,
 /// `null` resets a field to its default. `endpoint_url` and `instances` each replace the instance list.
+/// An `upstream_auth` without `value` keeps the stored secret; `"upstream_auth": null` removes it.
 pub async fn patch(
     _admin: Admin,
     state: web::Data<AppState>,
@@ -149,9 +179,12 @@ pub async fn patch(
     let mut conn = state.conn().await?;
     let (server, instances) =
         store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
+    let instance_ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
+    let credentials =
+        store::upstream_auth::of(&mut conn, &[id], &instance_ids).await.map_err(ApiError::internal)?;
     drop(conn);
-    let mut current =
-        serde_json::to_value(ServerRequest::from_stored(&server, &instances)).map_err(ApiError::internal)?;
+    let mut current = serde_json::to_value(ServerRequest::from_stored(&server, &instances, &credentials))
+        .map_err(ApiError::internal)?;
     if let Value::Object(map) = &mut current {
         if patch.contains_key("endpoint_url") {
             map.remove("instances");

@@ -33,6 +33,9 @@ pub struct InstanceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// This instance's own upstream credential, replacing its server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuthRequest>,
 }
 
 /// Body of POST and PUT (PUT replaces every field; omitted optional fields are reset). Exactly one of
@@ -76,6 +79,9 @@ pub struct ServerRequest {
     /// Per-server health-check settings (absent fields use the control plane's defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// How the gateway authenticates to the instances (default `{"type": "none"}`); needs `--secrets-key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuthRequest>,
 }
 
 /// Longest tenant id and version label.
@@ -86,6 +92,9 @@ pub const MAX_CAPABILITIES_BYTES: usize = 64 * 1024;
 
 mod canonical;
 mod checks;
+mod upstream_auth;
+
+pub use upstream_auth::UpstreamAuthRequest;
 
 use checks::{check_breaker, check_health, check_tags, has_nul, validate_instances};
 
@@ -122,7 +131,9 @@ impl ServerRequest {
                 ));
             }
             (Some(url), None) => {
-                vec![InstanceRequest { endpoint_url: url, weight: None, metadata: None }.validate(None)?]
+                let instance =
+                    InstanceRequest { endpoint_url: url, weight: None, metadata: None, upstream_auth: None };
+                vec![instance.validate(None)?]
             }
             (None, Some(list)) => validate_instances(list)?,
         };
@@ -197,7 +208,10 @@ impl ServerRequest {
             ));
         }
         let health_check = self.health_check.map(check_health).transpose()?.unwrap_or_default();
+        let upstream_auth =
+            self.upstream_auth.map(|a| a.validate("", false)).transpose()?.unwrap_or_default();
         Ok(ServerSpec {
+            upstream_auth,
             tenant_id,
             version,
             capabilities,
@@ -253,6 +267,8 @@ impl InstanceRequest {
             }
             metadata.insert(key, value);
         }
-        Ok(InstanceSpec { endpoint_url: self.endpoint_url, weight, metadata })
+        let upstream_auth =
+            self.upstream_auth.map(|a| a.validate(&at, true)).transpose()?.unwrap_or_default();
+        Ok(InstanceSpec { endpoint_url: self.endpoint_url, weight, metadata, upstream_auth })
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::store::{self, capabilities, discovery};
+use crate::db::store::{self, capabilities, discovery, upstream_auth};
 use crate::model::{ServerRow, ServerView};
 
 /// Which capability lists to embed (`?include_tools=true` & co.).
@@ -32,6 +32,7 @@ pub async fn build(
     let mut instances = store::instances_of(conn, Some(&ids)).await?;
     let instance_ids: Vec<Uuid> = instances.values().flatten().map(|i| i.id).collect();
     let health = store::health::index(conn, &instance_ids).await?;
+    let credentials = upstream_auth::of(conn, &ids, &instance_ids).await?;
     let mut outcomes = discovery::outcomes(conn, &ids).await?;
     let mut lists = [
         (include.include_tools, capabilities::Kind::Tools),
@@ -48,7 +49,7 @@ pub async fn build(
     let mut views = Vec::with_capacity(servers.len());
     for server in servers {
         let own = instances.remove(&server.id).unwrap_or_default();
-        let mut view = ServerView::new(&server, &own, &health);
+        let mut view = ServerView::new(&server, &own, &health, &credentials);
         if let Some(outcome) = outcomes.remove(&server.id) {
             if let Some(caps) = outcome.capabilities.clone().filter(|_| outcome.discovered_at.is_some()) {
                 view.capabilities = caps;

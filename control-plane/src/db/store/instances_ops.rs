@@ -5,9 +5,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{StoreError, bump_version, constraint_error};
+use super::{StoreError, bump_version, constraint_error, upstream_auth};
 use crate::db::schema::{instances, servers};
-use crate::model::{InstanceRow, InstanceSpec};
+use crate::model::{InstanceRow, InstanceSpec, Owner};
+use crate::secrets::SecretsKey;
 
 fn metadata_json(spec: &InstanceSpec) -> Value {
     Value::Object(spec.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
@@ -15,6 +16,17 @@ fn metadata_json(spec: &InstanceSpec) -> Value {
 
 fn weight(spec: &InstanceSpec) -> i32 {
     i32::try_from(spec.weight).unwrap_or(i32::MAX)
+}
+
+/// Writes an instance's own credential (inside the caller's transaction).
+async fn write_credential(
+    conn: &mut AsyncPgConnection,
+    instance: &InstanceRow,
+    spec: &InstanceSpec,
+    key: Option<&SecretsKey>,
+) -> Result<(), StoreError> {
+    let what = format!("the instance at {}", mcpgw_proto::validate::redacted_str(&spec.endpoint_url));
+    upstream_auth::write(conn, Owner::Instance(instance.id), &spec.upstream_auth, key, &what).await
 }
 
 async fn insert(
@@ -43,6 +55,7 @@ pub(super) async fn reconcile(
     server_id: Uuid,
     existing: &[InstanceRow],
     wanted: &[InstanceSpec],
+    key: Option<&SecretsKey>,
 ) -> Result<Vec<InstanceRow>, StoreError> {
     let gone: Vec<Uuid> = existing
         .iter()
@@ -54,20 +67,19 @@ pub(super) async fn reconcile(
     }
     let mut result = Vec::with_capacity(wanted.len());
     for spec in wanted {
-        match existing.iter().find(|row| row.endpoint_url == spec.endpoint_url) {
-            Some(row) if row.weight == weight(spec) && row.metadata == metadata_json(spec) => {
-                result.push(row.clone());
-            }
+        let row = match existing.iter().find(|row| row.endpoint_url == spec.endpoint_url) {
+            Some(row) if row.weight == weight(spec) && row.metadata == metadata_json(spec) => row.clone(),
             Some(row) => {
-                let updated = diesel::update(instances::table.find(row.id))
+                diesel::update(instances::table.find(row.id))
                     .set((instances::weight.eq(weight(spec)), instances::metadata.eq(metadata_json(spec))))
                     .returning(InstanceRow::as_returning())
                     .get_result(conn)
-                    .await?;
-                result.push(updated);
+                    .await?
             }
-            None => result.push(insert(conn, server_id, spec).await?),
-        }
+            None => insert(conn, server_id, spec).await?,
+        };
+        write_credential(conn, &row, spec, key).await?;
+        result.push(row);
     }
     result.sort_by_key(|row| row.seq);
     Ok(result)
@@ -86,16 +98,18 @@ async fn lock_server(conn: &mut AsyncPgConnection, server_id: Uuid) -> Result<()
         .map(drop)
 }
 
-/// Adds one instance; returns it and the new routing version.
+/// Adds one instance (with its own credential, if any); returns it and the new routing version.
 pub async fn add_instance(
     conn: &mut AsyncPgConnection,
     server_id: Uuid,
     spec: &InstanceSpec,
+    key: Option<&SecretsKey>,
 ) -> Result<(InstanceRow, i64), StoreError> {
     let spec = spec.clone();
     conn.transaction(async |conn| {
         lock_server(conn, server_id).await?;
         let row = insert(conn, server_id, &spec).await?;
+        write_credential(conn, &row, &spec, key).await?;
         diesel::update(servers::table.find(server_id))
             .set(servers::updated_at.eq(diesel::dsl::now))
             .execute(conn)

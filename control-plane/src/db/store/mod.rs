@@ -9,13 +9,16 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::schema::{instances, routing_state, servers};
-use crate::model::{ApiKeyRow, InstanceRow, ServerRow, ServerSpec};
+use crate::model::{ApiKeyRow, CredentialIndex, InstanceRow, Owner, ServerRow, ServerSpec, TrustedIssuerRow};
+use crate::secrets::SecretsKey;
 
 pub mod api_keys;
 pub mod capabilities;
 pub mod discovery;
 pub mod health;
 mod instances_ops;
+pub mod trusted_issuers;
+pub mod upstream_auth;
 
 pub use instances_ops::{add_instance, remove_instance};
 
@@ -35,6 +38,13 @@ pub enum StoreError {
     InstanceNotFound { server: Uuid, instance: Uuid },
     #[error("the server already has an instance at {0}")]
     EndpointTaken(String),
+    /// `upstream_auth` without a value, and no credential stored to keep (the string names the owner).
+    #[error("no upstream credential is stored for {0}")]
+    CredentialMissing(String),
+    #[error("a new upstream credential needs --secrets-key")]
+    NoSecretsKey,
+    #[error("the upstream credential could not be sealed")]
+    Seal,
     #[error(transparent)]
     Db(#[from] DieselError),
 }
@@ -89,9 +99,14 @@ pub struct RoutingSnapshot {
     pub health: HashMap<Uuid, String>,
     /// Every API key, expired ones included (proxies check the expiry themselves).
     pub api_keys: Vec<ApiKeyRow>,
+    /// Every upstream credential (sealed).
+    pub credentials: CredentialIndex,
+    /// Every trusted issuer (those without a JWKS yet are not published).
+    pub issuers: Vec<TrustedIssuerRow>,
 }
 
-/// The routing version, every server, instance and API key, read from one consistent snapshot.
+/// The routing version, every server, instance, API key, credential and trusted issuer, read from one
+/// consistent snapshot.
 pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<RoutingSnapshot> {
     conn.build_transaction()
         .repeatable_read()
@@ -107,7 +122,9 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
                 .into_iter()
                 .collect();
             let api_keys = api_keys::list(conn).await?;
-            Ok(RoutingSnapshot { version, servers, instances, health, api_keys })
+            let credentials = upstream_auth::all(conn).await?;
+            let issuers = trusted_issuers::list(conn).await?;
+            Ok(RoutingSnapshot { version, servers, instances, health, api_keys, credentials, issuers })
         })
         .await
 }
@@ -134,11 +151,12 @@ fn constraint_error(error: DieselError, name: &str, endpoint: Option<&str>) -> S
     StoreError::Db(error)
 }
 
-/// Registers a new server with its instances. A taken name is reported by the unique constraint, so two
-/// concurrent registrations of one name cannot both succeed.
+/// Registers a new server with its instances and credentials (new secrets sealed with `key`). A taken name
+/// is reported by the unique constraint, so two concurrent registrations of one name cannot both succeed.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     spec: &ServerSpec,
+    key: Option<&SecretsKey>,
 ) -> Result<(ServerWithInstances, i64), StoreError> {
     let spec = spec.clone();
     conn.transaction(async |conn| {
@@ -148,7 +166,8 @@ pub async fn create(
             .get_result(conn)
             .await
             .map_err(|e| constraint_error(e, &spec.name, None))?;
-        let instances = instances_ops::reconcile(conn, server.id, &[], &spec.instances).await?;
+        upstream_auth::write(conn, Owner::Server(server.id), &spec.upstream_auth, key, "the server").await?;
+        let instances = instances_ops::reconcile(conn, server.id, &[], &spec.instances, key).await?;
         let version = bump_version(conn).await?;
         Ok(((server, instances), version))
     })
@@ -202,10 +221,12 @@ fn server_values(spec: &ServerSpec) -> ServerValues<'_> {
 
 /// Replaces every writable field of a server. Instances are matched by endpoint URL: a kept URL keeps its
 /// instance id (and so its health and sessions); new URLs get new instances; missing ones are removed.
+/// Credentials without a new value keep their stored secret.
 pub async fn replace(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     spec: &ServerSpec,
+    key: Option<&SecretsKey>,
 ) -> Result<(ServerWithInstances, i64), StoreError> {
     let spec = spec.clone();
     conn.transaction(async |conn| {
@@ -217,8 +238,9 @@ pub async fn replace(
             .optional()
             .map_err(|e| constraint_error(e, &spec.name, None))?
             .ok_or(StoreError::NotFound(id))?;
+        upstream_auth::write(conn, Owner::Server(id), &spec.upstream_auth, key, "the server").await?;
         let existing = instances_of(conn, Some(&[id])).await?.remove(&id).unwrap_or_default();
-        let instances = instances_ops::reconcile(conn, id, &existing, &spec.instances).await?;
+        let instances = instances_ops::reconcile(conn, id, &existing, &spec.instances, key).await?;
         let version = bump_version(conn).await?;
         Ok(((server, instances), version))
     })

@@ -3,13 +3,14 @@
 
 use serde_json::Value;
 
-use super::{InstanceRequest, ServerRequest};
-use crate::model::{LoadBalancing, ServerSpec};
+use super::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
+use crate::model::{CredentialIndex, InstanceRow, LoadBalancing, ServerRow, ServerSpec};
 
 impl ServerRequest {
     /// The request that recreates a stored server (PATCH merges into it; export writes it). Fields at
-    /// their defaults are left out, so the form is canonical.
-    pub fn from_stored(server: &crate::model::ServerRow, instances: &[crate::model::InstanceRow]) -> Self {
+    /// their defaults are left out, so the form is canonical. Credentials appear without their value,
+    /// which a request keeps when it gives none.
+    pub fn from_stored(server: &ServerRow, instances: &[InstanceRow], credentials: &CredentialIndex) -> Self {
         let declared = server.declared_capabilities();
         Self {
             name: server.name.clone(),
@@ -21,6 +22,9 @@ impl ServerRequest {
                         endpoint_url: i.endpoint_url.clone(),
                         weight: u32::try_from(i.weight).ok().filter(|w| *w != 1),
                         metadata: i.metadata.as_object().filter(|m| !m.is_empty()).cloned(),
+                        upstream_auth: credentials
+                            .instance_view(i.id)
+                            .and_then(|view| UpstreamAuthRequest::from_view(&view)),
                     })
                     .collect(),
             ),
@@ -36,6 +40,7 @@ impl ServerRequest {
             capabilities: (!declared.is_empty()).then_some(declared),
             auto_discover: (!server.auto_discover).then_some(false),
             health_check: server.health_check().to_json(),
+            upstream_auth: UpstreamAuthRequest::from_view(&credentials.server_view(server.id)),
         }
     }
 }
@@ -55,6 +60,7 @@ impl ServerRequest {
                         metadata: (!i.metadata.is_empty()).then(|| {
                             i.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()
                         }),
+                        upstream_auth: UpstreamAuthRequest::from_view(&i.upstream_auth.view()),
                     })
                     .collect(),
             ),
@@ -70,6 +76,7 @@ impl ServerRequest {
             capabilities: (!spec.capabilities.is_empty()).then(|| spec.capabilities.clone()),
             auto_discover: (!spec.auto_discover).then_some(false),
             health_check: spec.health_check.to_json(),
+            upstream_auth: UpstreamAuthRequest::from_view(&spec.upstream_auth.view()),
         }
     }
 }

@@ -1,0 +1,89 @@
+//! Upstream credential queries. Writes run inside the transaction of the server or instance change they
+//! belong to (which bumps the routing version); a new secret is sealed here, just before it is written.
+
+use diesel::PgExpressionMethods;
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::db::schema::upstream_credentials as creds;
+use crate::model::{CredentialIndex, CredentialRow, Owner, UpstreamAuthSpec};
+use crate::secrets::SecretsKey;
+
+fn owner_ids(owner: Owner) -> (Option<Uuid>, Option<Uuid>) {
+    match owner {
+        Owner::Server(id) => (Some(id), None),
+        Owner::Instance(id) => (None, Some(id)),
+    }
+}
+
+/// Makes `owner`'s stored credential what `spec` says: none (deleted), the stored secret kept with new
+/// settings, or a new secret sealed with `key`. `what` names the owner in errors ("the server").
+pub(crate) async fn write(
+    conn: &mut AsyncPgConnection,
+    owner: Owner,
+    spec: &UpstreamAuthSpec,
+    key: Option<&SecretsKey>,
+    what: &str,
+) -> Result<(), StoreError> {
+    let (server_id, instance_id) = owner_ids(owner);
+    let mine = || {
+        creds::server_id
+            .is_not_distinct_from(server_id)
+            .and(creds::instance_id.is_not_distinct_from(instance_id))
+    };
+    let Some(kind) = spec.kind() else {
+        diesel::delete(creds::table.filter(mine())).execute(conn).await?;
+        return Ok(());
+    };
+    // No new secret: the request kept the stored one (`SecretInput::Keep`).
+    let Some(secret) = spec.new_secret() else {
+        let kept = diesel::update(creds::table.filter(mine()).filter(creds::kind.eq(kind)))
+            .set((creds::config.eq(spec.config()), creds::updated_at.eq(diesel::dsl::now)))
+            .execute(conn)
+            .await?;
+        if kept == 0 {
+            return Err(StoreError::CredentialMissing(what.to_owned()));
+        }
+        return Ok(());
+    };
+    let key = key.ok_or(StoreError::NoSecretsKey)?;
+    let sealed = key.seal(kind, secret.to_string().as_bytes()).map_err(|_| StoreError::Seal)?;
+    diesel::delete(creds::table.filter(mine())).execute(conn).await?;
+    diesel::insert_into(creds::table)
+        .values((
+            creds::id.eq(Uuid::new_v4()),
+            creds::server_id.eq(server_id),
+            creds::instance_id.eq(instance_id),
+            creds::kind.eq(kind),
+            creds::config.eq(spec.config()),
+            creds::sealed.eq(sealed),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Every stored credential.
+pub async fn all(conn: &mut AsyncPgConnection) -> QueryResult<CredentialIndex> {
+    let rows: Vec<CredentialRow> = creds::table.select(CredentialRow::as_select()).load(conn).await?;
+    Ok(CredentialIndex::from_rows(rows))
+}
+
+/// The credentials of `servers` and of `instances`.
+pub async fn of(
+    conn: &mut AsyncPgConnection,
+    servers: &[Uuid],
+    instances: &[Uuid],
+) -> QueryResult<CredentialIndex> {
+    if servers.is_empty() && instances.is_empty() {
+        return Ok(CredentialIndex::default());
+    }
+    let rows: Vec<CredentialRow> = creds::table
+        .filter(creds::server_id.eq_any(servers.to_vec()).or(creds::instance_id.eq_any(instances.to_vec())))
+        .select(CredentialRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(CredentialIndex::from_rows(rows))
+}

@@ -1,0 +1,320 @@
+//! Upstream credentials: how the gateway authenticates to a server's instances (one credential per server,
+//! optionally one per instance that replaces it). Stored as a kind, a JSON of what may be shown and a sealed
+//! JSON of the secret (`secrets`); read back as a view without the secret, and opened only into the
+//! `UpstreamCredential` streamed to proxies and presented by discovery and health checks.
+//!
+//! Only `static_header` exists today. Another kind (OAuth client credentials, RFC 8693 token exchange) is a
+//! new `kind` value with its own config and secret JSON, a variant here, and a proto variant.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use mcpgw_proto::v1;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::db::schema::upstream_credentials;
+use crate::secrets::{OpenError, SecretsKey};
+
+/// The one kind today: a fixed header on every upstream request.
+pub const STATIC_HEADER: &str = "static_header";
+
+/// Headers a credential may not set, because they frame or route the request. The proxies refuse the same
+/// list (`proxy/src/routing/table.rs`), so a credential accepted here is never refused there.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
+
+/// The secret of a credential in a validated request.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretInput {
+    /// No value given: keep the one stored for this owner (reads and exports never show it, so a read
+    /// that is written back must not erase it).
+    Keep,
+    /// A new value, sealed when it is written.
+    New(String),
+}
+
+impl fmt::Debug for SecretInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Keep => f.write_str("Keep"),
+            Self::New(_) => f.write_str("New(***)"),
+        }
+    }
+}
+
+/// A validated `upstream_auth`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UpstreamAuthSpec {
+    /// No credential (for an instance: none of its own; it uses its server's).
+    #[default]
+    None,
+    /// `header: value` on every upstream request.
+    StaticHeader { header: String, value: SecretInput },
+}
+
+impl UpstreamAuthSpec {
+    /// The stored `kind`, `None` for no credential.
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::StaticHeader { .. } => Some(STATIC_HEADER),
+        }
+    }
+
+    /// What may be shown (the `config` column).
+    pub fn config(&self) -> Value {
+        match self {
+            Self::None => Value::Null,
+            Self::StaticHeader { header, .. } => json!({ "header": header }),
+        }
+    }
+
+    /// The secret JSON to seal, when the request gave a new one.
+    pub fn new_secret(&self) -> Option<Value> {
+        match self {
+            Self::StaticHeader { value: SecretInput::New(value), .. } => Some(json!({ "value": value })),
+            _ => None,
+        }
+    }
+
+    /// The form reads show.
+    pub fn view(&self) -> UpstreamAuthView {
+        match self {
+            Self::None => UpstreamAuthView::None,
+            Self::StaticHeader { header, .. } => UpstreamAuthView::StaticHeader { header: header.clone() },
+        }
+    }
+}
+
+/// An upstream credential as every read, list, export and health view shows it: its kind and the settings
+/// that are not secret. The secret itself is never shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UpstreamAuthView {
+    /// No credential.
+    None,
+    /// A fixed header; its value is stored sealed and sent only to proxies.
+    StaticHeader { header: String },
+}
+
+/// Who a credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Server(Uuid),
+    Instance(Uuid),
+}
+
+/// A row of `upstream_credentials`. `Debug` leaves the sealed bytes out.
+#[derive(Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = upstream_credentials, check_for_backend(diesel::pg::Pg))]
+pub struct CredentialRow {
+    pub id: Uuid,
+    pub server_id: Option<Uuid>,
+    pub instance_id: Option<Uuid>,
+    pub kind: String,
+    pub config: Value,
+    /// `secrets::SecretsKey::seal` of the secret JSON, with `kind` as authenticated data.
+    pub sealed: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for CredentialRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialRow")
+            .field("id", &self.id)
+            .field("server_id", &self.server_id)
+            .field("instance_id", &self.instance_id)
+            .field("kind", &self.kind)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a stored credential could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("the control plane has no --secrets-key to open it")]
+    NoKey,
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("the stored credential is malformed (kind {0:?})")]
+    Malformed(String),
+}
+
+impl CredentialRow {
+    pub fn owner(&self) -> Option<Owner> {
+        match (self.server_id, self.instance_id) {
+            (Some(id), None) => Some(Owner::Server(id)),
+            (None, Some(id)) => Some(Owner::Instance(id)),
+            _ => None,
+        }
+    }
+
+    /// The non-secret view.
+    pub fn view(&self) -> UpstreamAuthView {
+        match (self.kind.as_str(), self.config.get("header").and_then(Value::as_str)) {
+            (STATIC_HEADER, Some(header)) => UpstreamAuthView::StaticHeader { header: header.to_owned() },
+            // Rows are written by this crate with a kind it knows, so this does not happen.
+            _ => UpstreamAuthView::None,
+        }
+    }
+
+    /// The secret JSON, opened with `key`.
+    fn secret(&self, key: Option<&SecretsKey>) -> Result<Value, CredentialError> {
+        let key = key.ok_or(CredentialError::NoKey)?;
+        let plain = key.open(&self.kind, &self.sealed)?;
+        serde_json::from_slice(&plain).map_err(|_| CredentialError::Malformed(self.kind.clone()))
+    }
+
+    /// The credential as proxies receive it, secret included.
+    pub fn open(&self, key: Option<&SecretsKey>) -> Result<v1::UpstreamCredential, CredentialError> {
+        let malformed = || CredentialError::Malformed(self.kind.clone());
+        match self.kind.as_str() {
+            STATIC_HEADER => {
+                let name = self.config.get("header").and_then(Value::as_str).ok_or_else(malformed)?;
+                let secret = self.secret(key)?;
+                let value = secret.get("value").and_then(Value::as_str).ok_or_else(malformed)?;
+                Ok(v1::UpstreamCredential {
+                    kind: Some(v1::upstream_credential::Kind::StaticHeader(v1::StaticHeader {
+                        name: name.to_owned(),
+                        value: value.to_owned(),
+                    })),
+                })
+            }
+            _ => Err(malformed()),
+        }
+    }
+
+    /// Whether `spec` would store exactly this credential (same kind, settings and secret). A spec that
+    /// keeps the stored secret matches when kind and settings do.
+    pub fn matches(
+        &self,
+        spec: &UpstreamAuthSpec,
+        key: Option<&SecretsKey>,
+    ) -> Result<bool, CredentialError> {
+        if spec.kind() != Some(self.kind.as_str()) || spec.config() != self.config {
+            return Ok(false);
+        }
+        match spec.new_secret() {
+            None => Ok(true),
+            Some(wanted) => Ok(self.secret(key)? == wanted),
+        }
+    }
+}
+
+/// Credentials of a set of servers and their instances, by owner.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialIndex {
+    pub servers: HashMap<Uuid, CredentialRow>,
+    pub instances: HashMap<Uuid, CredentialRow>,
+}
+
+impl CredentialIndex {
+    pub fn from_rows(rows: impl IntoIterator<Item = CredentialRow>) -> Self {
+        let mut index = Self::default();
+        for row in rows {
+            match row.owner() {
+                Some(Owner::Server(id)) => drop(index.servers.insert(id, row)),
+                Some(Owner::Instance(id)) => drop(index.instances.insert(id, row)),
+                None => {}
+            }
+        }
+        index
+    }
+
+    /// The view of a server's credential (`none` without one).
+    pub fn server_view(&self, id: Uuid) -> UpstreamAuthView {
+        self.servers.get(&id).map_or(UpstreamAuthView::None, CredentialRow::view)
+    }
+
+    /// The view of an instance's own credential, if it has one.
+    pub fn instance_view(&self, id: Uuid) -> Option<UpstreamAuthView> {
+        self.instances.get(&id).map(CredentialRow::view)
+    }
+
+    /// Every credential opened with `key`, by owner. One that cannot be opened is left out (its owner is
+    /// then reached without it, which the upstream refuses: no secret leaks, and the error is logged).
+    pub fn open_all(&self, key: Option<&SecretsKey>) -> HashMap<Owner, v1::UpstreamCredential> {
+        let mut opened = HashMap::new();
+        for row in self.servers.values().chain(self.instances.values()) {
+            let Some(owner) = row.owner() else { continue };
+            match row.open(key) {
+                Ok(credential) => drop(opened.insert(owner, credential)),
+                Err(error) => tracing::error!(?owner, %error,
+                    "An upstream credential cannot be opened; its upstream is reached without it."),
+            }
+        }
+        opened
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &SecretsKey, header: &str, value: &str) -> CredentialRow {
+        let sealed = key.seal(STATIC_HEADER, json!({ "value": value }).to_string().as_bytes()).expect("seal");
+        CredentialRow {
+            id: Uuid::nil(),
+            server_id: Some(Uuid::nil()),
+            instance_id: None,
+            kind: STATIC_HEADER.into(),
+            config: json!({ "header": header }),
+            sealed,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn opens_into_the_proxy_form_and_hides_the_secret_elsewhere() {
+        let key = SecretsKey::from_bytes(&[3u8; 32]).expect("key");
+        let row = row(&key, "X-API-Key", "s3cret-value");
+        let Some(v1::upstream_credential::Kind::StaticHeader(h)) = row.open(Some(&key)).expect("opens").kind
+        else {
+            panic!("a static header")
+        };
+        assert_eq!((h.name.as_str(), h.value.as_str()), ("X-API-Key", "s3cret-value"));
+        assert_eq!(row.open(None), Err(CredentialError::NoKey));
+        let other = SecretsKey::from_bytes(&[4u8; 32]).expect("key");
+        assert!(matches!(row.open(Some(&other)), Err(CredentialError::Open(_))));
+        let view = serde_json::to_value(row.view()).expect("json");
+        assert_eq!(view, json!({"type": "static_header", "header": "X-API-Key"}));
+        assert!(!format!("{row:?}").contains("sealed"));
+        assert!(!format!("{:?}", SecretInput::New("s3cret-value".into())).contains("s3cret"));
+        assert_eq!(serde_json::to_value(UpstreamAuthView::None).expect("json"), json!({"type": "none"}));
+    }
+
+    #[test]
+    fn matches_compares_the_secret_only_when_one_is_given() {
+        let key = SecretsKey::from_bytes(&[3u8; 32]).expect("key");
+        let row = row(&key, "X-API-Key", "v1");
+        let spec = |header: &str, value: SecretInput| UpstreamAuthSpec::StaticHeader {
+            header: header.into(),
+            value,
+        };
+        assert_eq!(row.matches(&spec("X-API-Key", SecretInput::Keep), None), Ok(true));
+        assert_eq!(row.matches(&spec("X-API-Key", SecretInput::New("v1".into())), Some(&key)), Ok(true));
+        assert_eq!(row.matches(&spec("X-API-Key", SecretInput::New("v2".into())), Some(&key)), Ok(false));
+        assert_eq!(row.matches(&spec("X-Other", SecretInput::Keep), None), Ok(false));
+        assert_eq!(row.matches(&UpstreamAuthSpec::None, None), Ok(false));
+    }
+}
