@@ -87,6 +87,24 @@ pub fn redacted_str(raw: &str) -> String {
     Url::parse(raw).map_or_else(|_| "<invalid URL>".to_owned(), |url| redacted(&url))
 }
 
+/// Header names an upstream credential may not set, because they frame or route the request. Both planes
+/// refuse them: the control plane when a credential is registered, the proxy when a table carries one.
+pub const RESERVED_CREDENTIAL_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
+
 /// Prefix of every API key, so that a leaked key is recognisable (secret scanners, logs) and told apart
 /// from a JWT without parsing it.
 pub const API_KEY_PREFIX: &str = "mcpgw_";

@@ -48,6 +48,14 @@ fn request(host: &str, path: &str, id: u64) -> (Vec<u8>, Vec<u8>) {
     (bytes, body)
 }
 
+/// The socket address of a proxy URL, and the URL parsed.
+fn proxy_addr(url: &str) -> Result<(SocketAddr, reqwest::Url)> {
+    let parsed = reqwest::Url::parse(url)?;
+    let host = parsed.host_str().context("proxy URL has no host")?;
+    let addr = format!("{host}:{}", parsed.port().context("proxy URL has no port")?).parse()?;
+    Ok((addr, parsed))
+}
+
 /// Sends `PER_CONNECTION` requests with ids `first..`, reconnecting only when the proxy closes; returns
 /// the failures as text.
 async fn client(addr: SocketAddr, path: String, first: u64) -> Vec<String> {
@@ -99,13 +107,7 @@ async fn keep_alive_load_reaches_the_upstream_byte_for_byte() -> Result<()> {
     .await?;
     let gw = Gateway::start_with(&["--threads", "1"]).await?;
     let url = gw.add_server("keepalive", &upstream.url(), "streamable_http").await?;
-    let parsed = reqwest::Url::parse(&url)?;
-    let addr: SocketAddr = format!(
-        "{}:{}",
-        parsed.host_str().context("proxy URL has no host")?,
-        parsed.port().context("proxy URL has no port")?
-    )
-    .parse()?;
+    let (addr, parsed) = proxy_addr(&url)?;
     let path = parsed.path().to_owned();
 
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -165,13 +167,7 @@ async fn a_request_arriving_during_the_previous_answer_is_kept_whole() -> Result
         RecordingUpstream::start_with(RecordingOptions { gated: true, ..Default::default() }).await?;
     let gw = Gateway::start_with(&["--threads", "1"]).await?;
     let url = gw.add_server("pipelined", &upstream.url(), "streamable_http").await?;
-    let parsed = reqwest::Url::parse(&url)?;
-    let addr: SocketAddr = format!(
-        "{}:{}",
-        parsed.host_str().context("proxy URL has no host")?,
-        parsed.port().context("proxy URL has no port")?
-    )
-    .parse()?;
+    let (addr, parsed) = proxy_addr(&url)?;
     for first in [FIRST_ID, FIRST_ID + 11] {
         pipelined_pair(&upstream, addr, parsed.path(), first).await?;
     }

@@ -22,23 +22,9 @@ use crate::secrets::{OpenError, SecretsKey};
 /// The one kind today: a fixed header on every upstream request.
 pub const STATIC_HEADER: &str = "static_header";
 
-/// Headers a credential may not set, because they frame or route the request. The proxies refuse the same
-/// list (`proxy/src/routing/table.rs`), so a credential accepted here is never refused there.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
-];
+/// Headers a credential may not set; the proxies refuse the same list, so a credential accepted here is never
+/// refused there.
+pub const RESERVED_HEADERS: &[&str] = mcpgw_proto::validate::RESERVED_CREDENTIAL_HEADERS;
 
 /// The secret of a credential in a validated request.
 #[derive(Clone, PartialEq, Eq)]

@@ -76,22 +76,8 @@ pub struct UpstreamHeader {
     pub value: http::HeaderValue,
 }
 
-/// Headers a credential may not set: those that frame or route the request.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
-];
+/// Headers a credential may not set: those that frame or route the request (the control plane's list).
+use mcpgw_proto::validate::RESERVED_CREDENTIAL_HEADERS as RESERVED_HEADERS;
 
 fn upstream_header(
     owner: &str,
