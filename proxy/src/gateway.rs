@@ -264,7 +264,9 @@ fn metadata_resource<'a>(path: &'a str, public_url: &url::Url) -> Option<Option<
 }
 
 impl Gateway {
-    /// Answers a protected resource metadata request (RFC 9728): public, cacheable, GET only.
+    /// Answers a protected resource metadata request (RFC 9728): public, cacheable, GET only. It is the
+    /// same for any server name, registered or not, so that callers without credentials cannot learn which
+    /// servers exist.
     async fn protected_resource_metadata(
         &self,
         session: &mut Session,
@@ -274,9 +276,6 @@ impl Gateway {
             return Err(ProxyError::BadRequest("protected resource metadata is read with GET".into()).into());
         }
         let table = self.routes.load().ok_or(ProxyError::NotReady)?;
-        if let Some(name) = resource {
-            table.server(name).ok_or_else(|| ProxyError::UnknownServer { name: name.to_owned() })?;
-        }
         let body = Bytes::from(self.auth.metadata(resource, table.authorization_servers()).to_string());
         let mut resp = ResponseHeader::build(200, Some(3)).map_err(Failure::Abort)?;
         let headers = [

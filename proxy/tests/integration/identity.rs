@@ -97,9 +97,13 @@ async fn callers_without_valid_credentials_get_a_challenge() {
         .await
         .unwrap();
     assert_eq!(aggregate["resource"], format!("{base}/mcp"));
+    // The same for a name that is not registered: metadata does not tell which servers exist.
     let unknown =
         reqwest::get(format!("{base}/.well-known/oauth-protected-resource/mcp/nope")).await.unwrap();
-    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.status(), 200);
+    let unknown: Value = unknown.json().await.unwrap();
+    assert_eq!(unknown["resource"], format!("{base}/mcp/nope"));
+    assert_eq!(unknown["authorization_servers"], aggregate["authorization_servers"]);
 }
 
 #[tokio::test]
