@@ -259,7 +259,7 @@ fn metadata_resource<'a>(path: &'a str, public_url: &url::Url) -> Option<Option<
     };
     match resource.strip_prefix("/mcp")? {
         "" => Some(None),
-        name => name.strip_prefix('/').filter(|n| !n.is_empty() && !n.contains('/')).map(Some),
+        name => name.strip_prefix('/').filter(|n| mcpgw_proto::validate::server_name(n).is_ok()).map(Some),
     }
 }
 
@@ -344,6 +344,7 @@ mod tests {
             (&plain, "/mcp/alpha/.well-known/oauth-protected-resource", Some(Some("alpha"))),
             (&plain, "/mcp/.well-known/oauth-protected-resource", Some(None)),
             (&plain, "/.well-known/oauth-protected-resource/mcp/a/b", None),
+            (&plain, "/.well-known/oauth-protected-resource/mcp/a%22b", None),
             (&plain, "/.well-known/oauth-protected-resource/other", None),
             (&plain, "/mcp/alpha", None),
             (&prefixed, "/.well-known/oauth-protected-resource/base/mcp/alpha", Some(Some("alpha"))),

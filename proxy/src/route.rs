@@ -64,7 +64,8 @@ pub async fn dispatch(
     let principal = gw.auth.authenticate(
         session.req_header(),
         table.credentials(),
-        Some(route.server()),
+        // A name that cannot be a server's is not echoed into the challenge header.
+        Some(route.server()).filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
         std::time::SystemTime::now(),
     )?;
     ctx.binding = Arc::from(principal.binding());
