@@ -130,7 +130,7 @@ pub async fn handle(
         }
         let bridge = open(gw, server).await?;
         let token = gw.sessions.seal(
-            Scope::Session(&server.id, &ctx.binding),
+            Scope::Session(&server.id, &ctx.binding()),
             &bridge.instance.id,
             &format!("{BRIDGE}{}", bridge.id),
         );
@@ -138,7 +138,7 @@ pub async fn handle(
     };
     let bridge = gw
         .sessions
-        .open(Scope::Session(&server.id, &ctx.binding), &token)
+        .open(Scope::Session(&server.id, &ctx.binding()), &token)
         .ok()
         .and_then(|claims| claims.upstream.strip_prefix(BRIDGE).map(str::to_owned))
         .and_then(|id| gw.bridges.get(&id))

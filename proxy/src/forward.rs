@@ -412,7 +412,7 @@ async fn exchange(
     let mut resp =
         downstream_response(up_resp).map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     if plan.rewrite == Rewrite::SessionToken {
-        seal_session_id(gw, server, instance, plan, &ctx.binding, &mut resp);
+        seal_session_id(gw, server, instance, plan, &ctx.binding(), &mut resp);
     }
     up.set_read_timeout(if sse { None } else { Some(gw.limits.idle_timeout) });
 
@@ -423,7 +423,7 @@ async fn exchange(
     ctx.response_started = Some(Instant::now());
     let _stream_guard = sse.then(StreamGauge::open);
     let sessions = &gw.sessions;
-    let binding = ctx.binding.clone();
+    let binding = ctx.binding();
     let mut endpoint = (plan.rewrite == Rewrite::SseEndpoint).then(|| {
         EndpointRewriter::new(|uri: &str| {
             let target = instance.endpoint.join(uri).ok()?;

@@ -42,6 +42,8 @@ impl FrontDoor {
     }
 
     /// Refuses a request whose `Host` is not allowed (421) or whose `Origin`, when present, is not (403).
+    /// Compares without allocating (the lists are lowercase, values match case-insensitively); only a
+    /// refusal copies the value into its error.
     pub fn check(&self, req: &RequestHeader) -> Result<(), ProxyError> {
         let host = req
             .headers
@@ -49,15 +51,14 @@ impl FrontDoor {
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if !self.host_allowed(&host) {
-            return Err(ProxyError::MisdirectedHost { host });
+            .trim();
+        if !self.host_allowed(host) {
+            return Err(ProxyError::MisdirectedHost { host: host.to_ascii_lowercase() });
         }
         if let Some(origin) = req.headers.get(http::header::ORIGIN) {
-            let origin = origin.to_str().unwrap_or_default().trim().to_ascii_lowercase();
-            if !self.origins.iter().any(|o| o == "*" || *o == origin) {
-                return Err(ProxyError::ForbiddenOrigin { origin });
+            let origin = origin.to_str().unwrap_or_default().trim();
+            if !self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+                return Err(ProxyError::ForbiddenOrigin { origin: origin.to_ascii_lowercase() });
             }
         }
         Ok(())
@@ -68,9 +69,11 @@ impl FrontDoor {
             return false;
         }
         let name = host_name(host);
-        self.hosts
-            .iter()
-            .any(|allowed| allowed == "*" || allowed == host || (!has_port(allowed) && allowed == name))
+        self.hosts.iter().any(|allowed| {
+            allowed == "*"
+                || allowed.eq_ignore_ascii_case(host)
+                || (!has_port(allowed) && allowed.eq_ignore_ascii_case(name))
+        })
     }
 }
 

@@ -61,8 +61,13 @@ pub struct RequestCtx {
     pub(crate) response_started: Option<Instant>,
     /// Who the request acts for, once authenticated.
     pub(crate) principal: Option<Principal>,
+}
+
+impl RequestCtx {
     /// The principal's session binding (`Principal::binding`); empty before authentication.
-    pub(crate) binding: Arc<str>,
+    pub(crate) fn binding(&self) -> Arc<str> {
+        self.principal.as_ref().map_or_else(|| Arc::from(""), |p| p.binding().clone())
+    }
 }
 
 fn http_method_label(method: &http::Method) -> &'static str {
@@ -86,7 +91,6 @@ impl ProxyHttp for Gateway {
             rpc_id: None,
             response_started: None,
             principal: None,
-            binding: Arc::from(""),
         }
     }
 

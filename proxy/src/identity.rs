@@ -30,6 +30,8 @@ pub struct Principal {
     pub roles: Arc<[Arc<str>]>,
     /// Group names from the IdP (role mapping rules read them).
     pub groups: Arc<[Arc<str>]>,
+    /// [`Principal::binding`], made once when the credential is loaded, not per request.
+    binding: Arc<str>,
 }
 
 /// How the principal proved itself.
@@ -44,23 +46,27 @@ pub enum PrincipalKind {
 }
 
 impl Principal {
+    fn new(kind: PrincipalKind, tenant: Arc<str>, roles: Arc<[Arc<str>]>, groups: Arc<[Arc<str>]>) -> Self {
+        let binding = match &kind {
+            PrincipalKind::ApiKey { id } => Arc::from(format!("key:{id}")),
+            PrincipalKind::Token { issuer, subject } => Arc::from(format!("jwt:{issuer}#{subject}")),
+            PrincipalKind::Anonymous => Arc::from("anonymous"),
+        };
+        Self { kind, tenant, roles, groups, binding }
+    }
+
+    /// The anonymous principal (`--anonymous`), built once: letting a caller through costs a clone.
     fn anonymous() -> Self {
-        Self {
-            kind: PrincipalKind::Anonymous,
-            tenant: Arc::from(DEFAULT_TENANT),
-            roles: Arc::from([]),
-            groups: Arc::from([]),
-        }
+        static ANONYMOUS: std::sync::LazyLock<Principal> = std::sync::LazyLock::new(|| {
+            Principal::new(PrincipalKind::Anonymous, Arc::from(DEFAULT_TENANT), Arc::from([]), Arc::from([]))
+        });
+        ANONYMOUS.clone()
     }
 
     /// A stable name of the principal that a session is bound to: another principal presenting the same
     /// session token is not its owner.
-    pub fn binding(&self) -> String {
-        match &self.kind {
-            PrincipalKind::ApiKey { id } => format!("key:{id}"),
-            PrincipalKind::Token { issuer, subject } => format!("jwt:{issuer}#{subject}"),
-            PrincipalKind::Anonymous => "anonymous".to_owned(),
-        }
+    pub fn binding(&self) -> &Arc<str> {
+        &self.binding
     }
 }
 
@@ -135,12 +141,12 @@ impl Credentials {
             .try_into()
             .map_err(|_| KeyResourceError::Digest { id: key.id.clone(), len: key.digest.len() })?;
         let tenant = if key.tenant_id.is_empty() { DEFAULT_TENANT } else { key.tenant_id.as_str() };
-        let principal = Principal {
-            kind: PrincipalKind::ApiKey { id: Arc::from(key.id.as_str()) },
-            tenant: Arc::from(tenant),
-            roles: key.roles.iter().map(|r| Arc::from(r.as_str())).collect(),
-            groups: Arc::from([]),
-        };
+        let principal = Principal::new(
+            PrincipalKind::ApiKey { id: Arc::from(key.id.as_str()) },
+            Arc::from(tenant),
+            key.roles.iter().map(|r| Arc::from(r.as_str())).collect(),
+            Arc::from([]),
+        );
         let expires_at = u64::try_from(key.expires_at_unix)
             .ok()
             .filter(|s| *s > 0)
@@ -314,12 +320,12 @@ impl Credentials {
             _ => Vec::new(),
         };
         Ok(Verified {
-            principal: Principal {
-                kind: PrincipalKind::Token { issuer: issuer.issuer.clone(), subject: Arc::from(subject) },
+            principal: Principal::new(
+                PrincipalKind::Token { issuer: issuer.issuer.clone(), subject: Arc::from(subject) },
                 tenant,
-                roles: names(&issuer.roles_claim),
-                groups: names(&issuer.groups_claim),
-            },
+                names(&issuer.roles_claim),
+                names(&issuer.groups_claim),
+            ),
             audiences,
             expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
             issuer: issuer.issuer.clone(),
@@ -511,7 +517,7 @@ mod tests {
     fn api_keys() {
         let (s, c) = (settings(false), credentials(0));
         let p = outcome(&s, &c, Some("Bearer mcpgw_good"), "/mcp/a").unwrap();
-        assert_eq!(p.binding(), "key:k1");
+        assert_eq!(&**p.binding(), "key:k1");
         assert_eq!(&*p.tenant, "acme");
         assert!(outcome(&s, &c, Some("bearer  mcpgw_good "), "/mcp/a").is_ok());
         let missing = outcome(&s, &c, None, "/mcp/a").unwrap_err();
@@ -621,7 +627,7 @@ mod tests {
         let c = issuer_credentials(&[&signer]);
         let token = signer.sign(&claims(RESOURCE_A));
         let p = verify(&c, &token).unwrap();
-        assert_eq!(p.binding(), "jwt:https://idp.example#alice");
+        assert_eq!(&**p.binding(), "jwt:https://idp.example#alice");
         assert_eq!((&*p.tenant, p.roles.len(), p.groups.len()), ("acme", 1, 2));
         assert_eq!(verify(&c, &token).unwrap(), p, "the cached verdict is the same");
         assert_eq!(c.issuer_names(), vec![ISSUER.to_owned()]);

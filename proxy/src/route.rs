@@ -68,7 +68,7 @@ pub async fn dispatch(
         Some(route.server()).filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
         std::time::SystemTime::now(),
     )?;
-    ctx.binding = Arc::from(principal.binding());
+    let binding = principal.binding().clone();
     ctx.principal = Some(principal);
     let server = table
         .server(route.server())
@@ -79,14 +79,14 @@ pub async fn dispatch(
         Route::Mcp(_) if server.transport == Transport::Sse => {
             return crate::bridge::handle(gw, session, ctx, &server, body, rpc).await;
         }
-        Route::Mcp(_) => mcp_plan(gw, session, &table, &server, rpc, &ctx.binding)?,
+        Route::Mcp(_) => mcp_plan(gw, session, &table, &server, rpc, &binding)?,
         Route::Sse(_) => {
             if server.transport != Transport::Sse {
                 return Err(ProxyError::NotSse { server: server.name.to_string() }.into());
             }
             Plan { target: balanced(session, &server), rewrite: Rewrite::SseEndpoint, ..Plan::default() }
         }
-        Route::Message(_) => message_plan(gw, session, &table, &server, &ctx.binding)?,
+        Route::Message(_) => message_plan(gw, session, &table, &server, &binding)?,
     };
     forward::run(gw, session, ctx, &server, plan, body).await
 }
