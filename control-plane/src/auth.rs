@@ -67,6 +67,9 @@ pub enum Principal {
     AdminToken,
     /// An API key that exists and has not expired.
     ApiKey { id: Uuid, name: String, tenant_id: String, role: String },
+    /// A user signed in through the authorization server (a token for `<issuer>/api`); an administrator
+    /// when the IdP gave them one of `--oidc-admin-roles` as a role or group at their last sign-in.
+    User { id: Uuid, email: Option<String>, admin: bool },
 }
 
 impl Principal {
@@ -75,6 +78,7 @@ impl Principal {
         match self {
             Self::AdminToken => true,
             Self::ApiKey { role, .. } => role == ADMIN_ROLE,
+            Self::User { admin, .. } => *admin,
         }
     }
 
@@ -83,6 +87,7 @@ impl Principal {
         match self {
             Self::AdminToken => "admin-token".to_owned(),
             Self::ApiKey { id, .. } => format!("api-key:{id}"),
+            Self::User { id, .. } => format!("user:{id}"),
         }
     }
 }
@@ -103,6 +108,8 @@ enum Step {
     Done(Result<Principal, ApiError>),
     /// An API key: look its digest up.
     LookUp([u8; 32]),
+    /// A JWT: an access token of this control plane's authorization server, for the admin API.
+    User(String),
 }
 
 const NEEDS_CREDENTIAL: &str =
@@ -124,6 +131,9 @@ fn first_step(token: Option<&SecretToken>, headers: &HeaderMap) -> Step {
     if candidate.starts_with(API_KEY_PREFIX) {
         return Step::LookUp(api_key_digest(candidate));
     }
+    if candidate.split('.').count() == 3 {
+        return Step::User(candidate.to_owned());
+    }
     Step::Done(Err(match token {
         Some(_) => ApiError::new(Code::InvalidAdminToken, "the admin token is not valid"),
         None => ApiError::new(
@@ -142,6 +152,21 @@ async fn look_up(state: &AppState, digest: &[u8; 32]) -> Result<Principal, ApiEr
     }
 }
 
+async fn signed_in(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let refused =
+        |why: String| ApiError::new(Code::InvalidAdminToken, format!("the access token is refused: {why}"));
+    let server = state.oauth.as_deref().ok_or_else(|| refused("the authorization server is off".into()))?;
+    let user_id = crate::oauth::verify_admin_token(server, token).map_err(refused)?;
+    let mut conn = state.conn().await?;
+    let user = store::oauth::user(&mut conn, user_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| refused("the user no longer exists".into()))?;
+    let admin_roles = &server.config.admin_roles;
+    let admin = user.roles.iter().chain(&user.groups).any(|r| admin_roles.contains(r));
+    Ok(Principal::User { id: user.id, email: user.email, admin })
+}
+
 /// Middleware of `/api/v1`: establishes who is calling before any extractor runs. An API key is looked up
 /// in the database on every request, so a deleted key stops working at once. Doing it here rather than in
 /// the extractor keeps the order of checks: actix polls a handler's extractors together, so an
@@ -154,6 +179,7 @@ pub async fn authenticate(
         let outcome = match first_step(state.admin_token.as_ref(), req.headers()) {
             Step::Done(outcome) => outcome,
             Step::LookUp(digest) => look_up(state, &digest).await,
+            Step::User(token) => signed_in(state, &token).await,
         };
         req.extensions_mut().insert(Authenticated(outcome));
     }
@@ -177,14 +203,16 @@ impl Admin {
         if principal.is_admin() {
             return Ok(Self(principal));
         }
-        let role = match &principal {
-            Principal::ApiKey { role, .. } => role.as_str(),
-            Principal::AdminToken => "",
+        let message = match &principal {
+            Principal::ApiKey { role, .. } => {
+                format!("this API key has the role {role:?}; the admin API needs the \"admin\" role")
+            }
+            Principal::User { .. } => {
+                "this user is not an administrator (none of --oidc-admin-roles among their IdP roles or groups)".to_owned()
+            }
+            Principal::AdminToken => String::new(),
         };
-        Err(ApiError::new(
-            Code::InsufficientPermissions,
-            format!("this API key has the role {role:?}; the admin API needs the \"admin\" role"),
-        ))
+        Err(ApiError::new(Code::InsufficientPermissions, message))
     }
 }
 

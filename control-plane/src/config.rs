@@ -13,11 +13,13 @@ use crate::ssrf::{SsrfError, SsrfPolicy};
 
 mod checks;
 mod database;
+pub mod oauth;
 mod summary;
 
 use checks::default_replica_id;
 pub use checks::{HealthDefaults, parse_duration};
 pub use database::DatabaseUrl;
+pub use oauth::{OauthConfig, OauthSettings, OidcProvider};
 
 /// Environment variable of `--http-addr`.
 pub const ENV_HTTP_ADDR: &str = "MCPGW_HTTP_ADDR";
@@ -207,6 +209,8 @@ pub struct RawSettings {
     /// every proxy within this interval).
     #[arg(long, global = true, env = ENV_JWKS_REFRESH, default_value = "5m")]
     pub jwks_refresh: String,
+    #[command(flatten)]
+    pub oauth: OauthSettings,
 }
 
 /// The validated configuration: the only form of settings the running code sees.
@@ -235,6 +239,11 @@ pub struct Config {
     pub secrets_key: Option<SecretsKey>,
     /// Interval of the trusted issuers' JWKS refresh.
     pub jwks_refresh: Duration,
+    /// The authorization server.
+    pub oauth: OauthConfig,
+    /// The SSRF policy of client ID metadata documents: `ssrf` plus loopback, private and link-local
+    /// addresses (`--ssrf-allow` still wins).
+    pub document_ssrf: SsrfPolicy,
 }
 
 /// PEM files of the gRPC listener's TLS identity (read when serving starts).
@@ -283,6 +292,8 @@ pub enum ConfigError {
     ApiUrl(String),
     #[error(transparent)]
     SecretsKey(#[from] KeyError),
+    #[error("--{flag}: {why}")]
+    Oauth { flag: &'static str, why: String },
 }
 
 /// Checks raw settings and builds the `Config`; pure, so `validate` and `serve` agree and tests cover it.
@@ -354,7 +365,17 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
     };
     let jwks_refresh =
         parse_duration("jwks-refresh", &raw.jwks_refresh, MIN_JWKS_REFRESH, Duration::from_secs(86_400))?;
+    let oauth = oauth::validate(&raw.oauth)?;
+    let strict: Vec<String> = raw
+        .ssrf_deny
+        .iter()
+        .cloned()
+        .chain(["loopback", "private", "link_local"].map(String::from))
+        .collect();
+    let document_ssrf = SsrfPolicy::new(&strict, &raw.ssrf_allow)?;
     Ok(Config {
+        oauth,
+        document_ssrf,
         secrets_key,
         jwks_refresh,
         health: HealthDefaults {

@@ -9,7 +9,7 @@
 //! set carries them to the proxies, and discovery and health checks take theirs from it
 //! (`upstream_credential`), so they authenticate exactly as the proxies do.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mcpgw_proto::{ApplyError, ResourceSet};
@@ -53,6 +53,9 @@ pub struct RoutingHub {
     proxies: ProxyRegistry,
     /// Opens the stored upstream credentials; without it they are left out of the table.
     secrets: Option<SecretsKey>,
+    /// The issuer of the control plane's own authorization server, once it is on: its published signing
+    /// keys travel to the proxies as a trusted issuer.
+    own_issuer: OnceLock<String>,
 }
 
 impl RoutingHub {
@@ -66,7 +69,13 @@ impl RoutingHub {
             refresh_lock: Mutex::new(()),
             proxies: ProxyRegistry::default(),
             secrets,
+            own_issuer: OnceLock::new(),
         })
+    }
+
+    /// Turns on publishing the authorization server's keys as the trusted issuer `issuer` (once).
+    pub fn set_own_issuer(&self, issuer: String) {
+        let _ = self.own_issuer.set(issuer);
     }
 
     /// The credential the proxies present to `instance_id`: its own, else its server's (from the table as
@@ -132,7 +141,15 @@ impl RoutingHub {
         });
         let keys = snapshot.api_keys.iter().map(|key| key.resource());
         let issuers = snapshot.issuers.iter().filter_map(|issuer| issuer.resource());
-        let set = ResourceSet::new(version, resources.chain(keys).chain(issuers))?;
+        let own = self
+            .own_issuer
+            .get()
+            // A registered trusted issuer of the same name wins (proxies key issuers by name).
+            .filter(|own| {
+                !snapshot.signing_keys.is_empty() && !snapshot.issuers.iter().any(|i| &&i.issuer == own)
+            })
+            .map(|own| model::own_issuer_resource(own, &snapshot.signing_keys));
+        let set = ResourceSet::new(version, resources.chain(keys).chain(issuers).chain(own))?;
         tracing::debug!(version, resources = set.len(), "Publishing a new routing table.");
         self.current.send_replace(Arc::new(set));
         Ok(version)

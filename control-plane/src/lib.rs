@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod mcp;
 pub mod model;
 pub mod notify;
+pub mod oauth;
 pub mod passive;
 pub mod proxies;
 pub mod secrets;

@@ -22,6 +22,7 @@ use crate::health::leader::Leader;
 use crate::hub::{HubError, POLL_INTERVAL, RoutingHub};
 use crate::jwks::{JwksFetcher, Refresher};
 use crate::mcp::McpClient;
+use crate::oauth::{AuthServer, IdentityProvider, Keys};
 
 /// How long in-flight REST requests and the gRPC server get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -87,6 +88,7 @@ pub fn app_state(
     pool: db::DbPool,
     hub: Arc<RoutingHub>,
     client: McpClient,
+    oauth: Option<Arc<AuthServer>>,
 ) -> Result<AppState, ServeError> {
     let redis = match &config.redis_url {
         None => None,
@@ -113,7 +115,60 @@ pub fn app_state(
         is_leader: Arc::default(),
         secrets: config.secrets_key.clone(),
         hub,
+        oauth,
     })
+}
+
+/// The authorization server, when `--secrets-key` lets it keep signing keys: its keys synced (rotated
+/// when due) before the first routing table, so proxies get its JWKS with it.
+async fn authorization_server(
+    config: &Config,
+    pool: &db::DbPool,
+    hub: &Arc<RoutingHub>,
+    client: &McpClient,
+    http_addr: SocketAddr,
+) -> Result<Option<Arc<AuthServer>>, ServeError> {
+    let Some(secrets) = &config.secrets_key else {
+        tracing::warn!(
+            "The OAuth authorization server is off: it needs --secrets-key (MCPGW_SECRETS_KEY) to keep its \
+             signing keys. MCP clients can use API keys and tokens of trusted issuers only."
+        );
+        return Ok(None);
+    };
+    let issuer = config.oauth.issuer_for(http_addr);
+    let keys = Keys::new(
+        pool.clone(),
+        secrets.clone(),
+        config.oauth.signing_key_rotation,
+        config.oauth.access_token_ttl,
+    );
+    if let Err(error) = keys.sync().await {
+        tracing::error!(%error, "Cannot load the authorization server's signing keys; retrying in the background.");
+    }
+    hub.set_own_issuer(issuer.clone());
+    let idps = config
+        .oauth
+        .oidc
+        .iter()
+        .map(|provider| {
+            Arc::new(IdentityProvider::new("default", provider.clone(), JwksFetcher::new(client.clone())))
+        })
+        .collect::<Vec<_>>();
+    if idps.is_empty() {
+        tracing::warn!(
+            "No identity provider is configured (--oidc-issuer): nobody can sign in through the authorization server."
+        );
+    }
+    tracing::info!(issuer, identity_providers = idps.len(), "The OAuth authorization server is on.");
+    Ok(Some(Arc::new(AuthServer {
+        issuer,
+        public_url: config.oauth.public_url.clone(),
+        config: config.oauth.clone(),
+        keys,
+        idps,
+        documents: JwksFetcher::new(McpClient::new(Arc::new(config.document_ssrf.clone()))?),
+        hub: hub.clone(),
+    })))
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -137,13 +192,20 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     let pool = db::pool(config.database.as_str(), config.db_pool_size);
     let hub = RoutingHub::new(pool.clone(), config.secrets_key.clone());
+    let bind_err = |what, addr| move |source| ServeError::Bind { what, addr, source };
+    // Bound first: the issuer defaults to its address.
+    let http_listener =
+        std::net::TcpListener::bind(config.http_addr).map_err(bind_err("the REST API", config.http_addr))?;
+    let http_addr = http_listener.local_addr().map_err(bind_err("the REST API", config.http_addr))?;
+    let client = McpClient::new(Arc::new(config.ssrf.clone()))?;
+    let oauth = authorization_server(&config, &pool, &hub, &client, http_addr).await?;
     let version = hub.refresh().await?;
     tracing::info!(version, resources = hub.current().len(), "Loaded the routing table.");
     if config.secrets_key.is_none() {
         warn_sealed_credentials(&pool).await;
     }
-    let client = McpClient::new(Arc::new(config.ssrf.clone()))?;
-    let state = web::Data::new(app_state(&config, pool.clone(), hub.clone(), client.clone())?);
+    let keys = oauth.as_ref().map(|o| o.keys.clone());
+    let state = web::Data::new(app_state(&config, pool.clone(), hub.clone(), client.clone(), oauth)?);
     let shutdown = CancellationToken::new();
     let leader = Leader {
         database_url: config.database.as_str().to_owned(),
@@ -171,10 +233,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         shutdown.clone(),
     ));
 
-    let bind_err = |what, addr| move |source| ServeError::Bind { what, addr, source };
-    let http_listener =
-        std::net::TcpListener::bind(config.http_addr).map_err(bind_err("the REST API", config.http_addr))?;
-    let http_addr = http_listener.local_addr().map_err(bind_err("the REST API", config.http_addr))?;
+    let rotation = keys.map(|keys| tokio::spawn(keys.run(hub.clone(), shutdown.clone())));
     let http = HttpServer::new(move || App::new().configure(|cfg| api::routes(cfg, state.clone())))
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -221,6 +280,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     };
     poller.abort();
     sweeper.abort();
+    if let Some(rotation) = rotation {
+        rotation.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(3), leading).await;
     listener.abort();
     tracing::info!("The control plane stopped.");

@@ -113,6 +113,8 @@ struct Issuer {
     default_tenant: Arc<str>,
     roles_claim: String,
     groups_claim: String,
+    /// The control plane's own authorization server.
+    authorization_server: bool,
 }
 
 /// A token whose signature verified: who it names, for which audiences, until when.
@@ -217,14 +219,22 @@ impl Credentials {
                 default_tenant: Arc::from(or(&t.default_tenant, DEFAULT_TENANT)),
                 roles_claim: or(&t.roles_claim, "roles"),
                 groups_claim: or(&t.groups_claim, "groups"),
+                authorization_server: t.authorization_server,
             },
         );
         Ok(())
     }
 
-    /// Issuers whose tokens are accepted (named in protected resource metadata).
+    /// The authorization servers protected resource metadata names: the control plane's own when it has
+    /// one (clients sign in there), else every issuer whose tokens are accepted.
     pub fn issuer_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.issuers.keys().cloned().collect();
+        let own = self.issuers.values().any(|i| i.authorization_server);
+        let mut names: Vec<String> = self
+            .issuers
+            .iter()
+            .filter(|(_, i)| !own || i.authorization_server)
+            .map(|(n, _)| n.clone())
+            .collect();
         names.sort();
         names
     }

@@ -11,7 +11,8 @@ use anyhow::{Context, Result, ensure};
 use mcpgw_e2e::dataplane::ts_client;
 use mcpgw_e2e::fake::RecordingOptions;
 use mcpgw_e2e::{
-    Gateway, Idp, Proxy, PyServer, PyServerOpts, RecordingUpstream, fastmcp, inspector, poll_until, py_client,
+    Gateway, Idp, Proxy, PyServer, PyServerOpts, RecordingUpstream, SECRETS_KEY, fastmcp, inspector,
+    poll_until, py_client,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -157,9 +158,6 @@ async fn the_routing_stream_needs_the_proxy_token_and_runs_over_tls() -> Result<
 
 /// `--jwks-refresh` of the control planes in the JWT tests.
 const JWKS_REFRESH: Duration = Duration::from_secs(1);
-
-/// `--secrets-key` of the control planes that store upstream credentials (32 bytes in hex).
-const SECRETS_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 /// The proxy's answer to a `ping` POSTed to `url` with `token`: its status and `WWW-Authenticate`.
 /// Anything but 401 means the gateway let the token through (the upstream answers the sessionless ping as

@@ -16,6 +16,7 @@ mod headers;
 mod health;
 mod identity;
 mod modern;
+mod oauth;
 mod passthrough;
 mod peers;
 mod progress;

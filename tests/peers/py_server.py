@@ -4,19 +4,79 @@ Streamable HTTP on 127.0.0.1:<port>/mcp, dual-era (2026-07-28 stateless requests
 initialize sessions). Tools: echo, add, whoami (returns --name, to tell instances apart),
 progress (emits `steps` progress notifications `interval_ms` apart, then returns) and slow (runs for
 `seconds`, leaving marker files that tell whether it finished, was cancelled, or saw its HTTP client go).
+
+Auth mode (--auth-jwks URL --auth-issuer ISS --auth-audience AUD, all three together): every MCP request
+needs `Authorization: Bearer <JWT>` signed by a key of the JWKS (RS256/ES256, fetched lazily and refetched
+when an unknown kid shows up), with `iss` == ISS, `aud` containing AUD and an unexpired `exp`; otherwise
+401 with `WWW-Authenticate: Bearer error="invalid_token", ..., resource_metadata="<PRM URL>"` (the SDK's
+auth: PRM at /.well-known/oauth-protected-resource/mcp names ISS as the authorization server). An extra
+tool, whoami_token, returns the claims of the bearer token this request carried (aud, iss, sub, scope,
+act, ...), so a test sees exactly which token reached the upstream.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
+import jwt
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 
 
-def build(name: str) -> MCPServer:
-    server = MCPServer(name=name)
+class JwtVerifier:
+    """The SDK TokenVerifier for JWT access tokens checked against a JWKS, an issuer and an audience."""
+
+    def __init__(self, jwks_url: str, issuer: str, audience: str) -> None:
+        self.jwks = jwt.PyJWKClient(jwks_url, cooldown_duration=0, lifespan=60)
+        self.issuer = issuer
+        self.audience = audience
+
+    def claims(self, token: str) -> dict[str, Any]:
+        key = self.jwks.get_signing_key_from_jwt(token)
+        return jwt.decode(
+            token,
+            key,
+            algorithms=["RS256", "ES256"],
+            audience=self.audience,
+            issuer=self.issuer,
+            options={"require": ["exp", "iss", "aud"]},
+        )
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            claims = await anyio.to_thread.run_sync(self.claims, token)
+        except Exception as exc:  # any failure is an invalid token (401)
+            print(f"py_server: bearer token refused: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return None
+        scope = claims.get("scope") or claims.get("scp") or ""
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id") or claims.get("azp") or claims.get("sub") or "unknown"),
+            scopes=scope.split() if isinstance(scope, str) else list(scope),
+            expires_at=int(claims["exp"]),
+            resource=self.audience,
+            subject=claims.get("sub"),
+            claims=claims,
+        )
+
+
+def build(name: str, verifier: JwtVerifier | None = None, auth: AuthSettings | None = None) -> MCPServer:
+    server = MCPServer(name=name, token_verifier=verifier, auth=auth)
+
+    if verifier is not None:
+
+        @server.tool(description="The claims of the bearer token this request carried (aud, iss, sub, scope, act...).")
+        async def whoami_token(ctx: Context) -> dict[str, Any]:
+            request = getattr(ctx.request_context, "request", None)
+            header = request.headers.get("authorization", "") if request is not None else ""
+            if not header.lower().startswith("bearer "):
+                raise ValueError("no bearer token on this request")
+            return await anyio.to_thread.run_sync(verifier.claims, header[7:].strip())
 
     @server.tool(description="Echo the message back.")
     def echo(message: str) -> str:
@@ -70,8 +130,22 @@ def main() -> None:
     parser.add_argument("--name", default="py-server")
     parser.add_argument("--stateless", action="store_true", help="stateless_http=True (no legacy sessions)")
     parser.add_argument("--json-response", action="store_true", help="answer requests with application/json")
+    parser.add_argument("--auth-jwks", metavar="URL", help="require bearer JWTs signed by a key of this JWKS")
+    parser.add_argument("--auth-issuer", metavar="ISS", help="the exact `iss` required (auth mode)")
+    parser.add_argument("--auth-audience", metavar="AUD", help="a value `aud` must contain (auth mode)")
     args = parser.parse_args()
-    build(args.name).run(
+    auth_flags = (args.auth_jwks, args.auth_issuer, args.auth_audience)
+    verifier = auth = None
+    if any(auth_flags):
+        if not all(auth_flags):
+            parser.error("--auth-jwks, --auth-issuer and --auth-audience go together")
+        verifier = JwtVerifier(args.auth_jwks, args.auth_issuer, args.auth_audience)
+        auth = AuthSettings(
+            issuer_url=args.auth_issuer,
+            resource_server_url=f"http://127.0.0.1:{args.port}/mcp",
+            validate_token_resource=False,  # the verifier checks `aud` itself
+        )
+    build(args.name, verifier, auth).run(
         "streamable-http",
         host="127.0.0.1",
         port=args.port,

@@ -33,11 +33,23 @@ impl ControlPlane {
 
     /// `start` with more flags for `serve` (e.g. `--health-interval 200ms`, `--replica-id a`).
     pub async fn start_with(db: &TestDb, admin_token: &str, extra_args: &[&str]) -> Result<Self> {
+        Self::start_at(db, admin_token, crate::localhost(0), crate::localhost(0), extra_args).await
+    }
+
+    /// `start_with` on given addresses (when another process must know them first, e.g. an IdP that
+    /// redirects to the REST API).
+    pub async fn start_at(
+        db: &TestDb,
+        admin_token: &str,
+        http_addr: SocketAddr,
+        grpc_addr: SocketAddr,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let mut cp = Self {
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             proc: None,
-            http_addr: crate::localhost(0),
-            grpc_addr: crate::localhost(0),
+            http_addr,
+            grpc_addr,
             database_url: db.url().to_owned(),
             admin_token: admin_token.to_owned(),
             http: http_client(),

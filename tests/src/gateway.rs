@@ -56,3 +56,58 @@ impl Gateway {
         Ok(self.proxy.url(name))
     }
 }
+
+/// `--secrets-key` of control planes that keep secrets (upstream credentials, signing keys): 32 bytes, hex.
+pub const SECRETS_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// The gateway's client id and secret at the company IdP.
+pub const IDP_CLIENT: (&str, &str) = ("mcpgw-gateway", "mcpgw-gateway-idp-secret");
+
+/// A gateway whose control plane is the OAuth authorization server, signing users in at a real OpenID
+/// provider (`idp.mjs`), with a proxy as deployed (credentials required).
+pub struct SignInGateway {
+    pub gw: Gateway,
+    pub idp: crate::Idp,
+}
+
+impl SignInGateway {
+    /// Starts the IdP with `users` (Entra ID mode with `entra` as tenant), the control plane with
+    /// `--secrets-key`, `--public-url` = the proxy and `--oidc-*` = the IdP, plus `cp_args`, then the proxy.
+    pub async fn start(users: serde_json::Value, entra: Option<&str>, cp_args: &[&str]) -> Result<Self> {
+        let (http, grpc, listen) = (
+            crate::localhost(crate::free_port()?),
+            crate::localhost(crate::free_port()?),
+            crate::localhost(crate::free_port()?),
+        );
+        let issuer = format!("http://{http}");
+        let login = crate::idp::LoginIdp {
+            users,
+            client: (IDP_CLIENT.0.to_owned(), IDP_CLIENT.1.to_owned(), format!("{issuer}/oauth/callback")),
+            entra: entra.map(str::to_owned),
+        };
+        let idp = crate::Idp::start_login(&login).await?;
+        let db = TestDb::new();
+        let public = format!("http://{listen}");
+        let idp_issuer = idp.issuer();
+        let mut args = vec![
+            "--secrets-key",
+            SECRETS_KEY,
+            "--public-url",
+            &public,
+            "--oidc-issuer",
+            &idp_issuer,
+            "--oidc-client-id",
+            IDP_CLIENT.0,
+            "--oidc-client-secret",
+            IDP_CLIENT.1,
+        ];
+        args.extend_from_slice(cp_args);
+        let cp = ControlPlane::start_at(&db, ADMIN_TOKEN, http, grpc, &args).await?;
+        let proxy = Proxy::start_closed_at(&cp.grpc_url(), listen, &[]).await?;
+        Ok(Self { gw: Gateway { proxy, cp, db }, idp })
+    }
+
+    /// The authorization server's issuer (the control plane's REST URL).
+    pub fn issuer(&self) -> String {
+        self.gw.cp.http_url()
+    }
+}

@@ -23,7 +23,20 @@ pub struct Idp {
     proc: Option<Spawned>,
     port: u16,
     args: Vec<String>,
+    /// `/<tenant>/v2.0` in Entra ID mode, else empty.
+    path: String,
     http: reqwest::Client,
+}
+
+/// The company IdP of the sign-in tests: users who can log in and the gateway's pre-registered client.
+#[derive(Debug, Clone, Default)]
+pub struct LoginIdp {
+    /// `{"alice": {"email", "roles", "groups", ...}}`.
+    pub users: Value,
+    /// The gateway's client: id, secret, redirect URI (`<issuer-url>/oauth/callback`).
+    pub client: (String, String, String),
+    /// Entra ID mode with this tenant id.
+    pub entra: Option<String>,
 }
 
 impl Idp {
@@ -35,7 +48,28 @@ impl Idp {
             "--ttl".to_owned(),
             ttl.to_string(),
         ];
-        let mut idp = Self { proc: None, port: free_port()?, args, http: http_client() };
+        let mut idp = Self { proc: None, port: free_port()?, args, path: String::new(), http: http_client() };
+        idp.launch().await?;
+        Ok(idp)
+    }
+
+    /// Starts the provider as a company IdP users sign in at (also serving [`CLIENT`]).
+    pub async fn start_login(login: &LoginIdp) -> Result<Self> {
+        let (id, secret, redirect) = &login.client;
+        let mut args = vec![
+            "--client".to_owned(),
+            format!("{}:{}", CLIENT.0, CLIENT.1),
+            "--login-client".to_owned(),
+            format!("{id}:{secret}:{redirect}"),
+            "--users".to_owned(),
+            login.users.to_string(),
+        ];
+        let mut path = String::new();
+        if let Some(tenant) = &login.entra {
+            args.extend(["--entra".to_owned(), tenant.clone()]);
+            path = format!("/{tenant}/v2.0");
+        }
+        let mut idp = Self { proc: None, port: free_port()?, args, path, http: http_client() };
         idp.launch().await?;
         Ok(idp)
     }
@@ -67,9 +101,9 @@ impl Idp {
         Ok(())
     }
 
-    /// The issuer, `http://127.0.0.1:<port>` (the `iss` of its tokens).
+    /// The issuer, `http://127.0.0.1:<port>` (`.../<tenant>/v2.0` in Entra ID mode; the `iss` of its tokens).
     pub fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}{}", self.port, self.path)
     }
 
     /// Stops it and starts it again on the same port: same issuer, new signing key.

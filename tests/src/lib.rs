@@ -27,10 +27,13 @@ use anyhow::{Context, Result, bail};
 pub use control_plane::ControlPlane;
 pub use db::TestDb;
 pub use fake::{RecordingUpstream, SilentUpstream};
-pub use gateway::{ADMIN_TOKEN, Gateway};
+pub use gateway::{ADMIN_TOKEN, Gateway, SECRETS_KEY, SignInGateway};
 pub use idp::Idp;
 pub use mcp::{McpHttp, McpResponse};
-pub use peers::{EverythingServer, PyServer, PyServerOpts, RmcpServer, fastmcp, inspector, py_client};
+pub use peers::{
+    EverythingServer, PyServer, PyServerOpts, RmcpServer, browser_login, fastmcp, inspector, py_client,
+    py_oauth_client, ts_oauth_client,
+};
 pub use proxy::Proxy;
 pub use sse::SseEvent;
 

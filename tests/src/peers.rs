@@ -208,6 +208,44 @@ pub async fn py_client(url: &str, mode: &str, action: &[&str]) -> Result<Value> 
     run_json("py-client", cmd).await
 }
 
+/// Runs `tests/peers/py_oauth_client.py URL --user USER ARGS...`: the Python SDK's OAuth client signs `user`
+/// in through the gateway's authorization server and runs the actions (`tools/list`, `call NAME JSON`).
+pub async fn py_oauth_client(url: &str, user: &str, args: &[&str]) -> Result<Value> {
+    let mut cmd = Command::new(python()?);
+    cmd.arg(require(peers_dir().join("py_oauth_client.py"))?).arg(url).arg("--user").arg(user).args(args);
+    run_json("py-oauth-client", cmd).await
+}
+
+/// Runs `tests/peers/ts_oauth_client.mjs URL --user USER ARGS...` (the TS SDK's auth provider).
+pub async fn ts_oauth_client(url: &str, user: &str, args: &[&str]) -> Result<Value> {
+    let mut cmd = Command::new("node");
+    cmd.current_dir(peers_dir())
+        .arg(require(peers_dir().join("ts_oauth_client.mjs"))?)
+        .arg(url)
+        .arg("--user")
+        .arg(user)
+        .args(args);
+    run_json("ts-oauth-client", cmd).await
+}
+
+/// Runs `tests/peers/oauth_login.py`: the browser part of a sign-in from `authorization_url` as `user`
+/// (`--stop-at PREFIX` in `extra` stops at that page). `Ok` holds the redirect's query parameters (or where
+/// it stopped); `Err` a flow that broke off, with the hops.
+pub async fn browser_login(
+    authorization_url: &str,
+    redirect_uri: &str,
+    user: &str,
+    extra: &[&str],
+) -> Result<Value> {
+    let mut cmd = Command::new(python()?);
+    cmd.arg(require(peers_dir().join("oauth_login.py"))?)
+        .arg(authorization_url)
+        .arg(redirect_uri)
+        .arg(user)
+        .args(extra);
+    run_json("oauth-login", cmd).await
+}
+
 /// Runs the FastMCP CLI (`fastmcp ARGS... --json`, e.g. `["list", URL, "--auth", KEY]`) from the peers'
 /// venv and returns its JSON output.
 pub async fn fastmcp(args: &[&str]) -> Result<Value> {

@@ -43,6 +43,19 @@ impl Proxy {
         Self::start_until(control_plane, extra_args, false).await
     }
 
+    /// [`Proxy::start_closed`] listening on `listen` (chosen beforehand because another process must know
+    /// the proxy's public URL first); the admin port is found free.
+    pub async fn start_closed_at(
+        control_plane: &str,
+        listen: SocketAddr,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let admin = localhost(free_port()?);
+        Self::launch(control_plane, extra_args, listen, admin, true).await.map_err(|e| match e {
+            LaunchError::Exited(e) | LaunchError::NotReady(e) => e,
+        })
+    }
+
     async fn start_until(control_plane: &str, extra_args: &[&str], ready: bool) -> Result<Self> {
         let mut last = None;
         for _ in 0..4 {

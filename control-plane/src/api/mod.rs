@@ -12,6 +12,7 @@ use crate::db::{DbConn, DbPool};
 use crate::discovery::Discoverer;
 use crate::hub::RoutingHub;
 use crate::jwks::JwksFetcher;
+use crate::oauth::{AuthServer, OAuthError};
 use crate::secrets::SecretsKey;
 use crate::ssrf::SsrfPolicy;
 
@@ -59,12 +60,19 @@ pub struct AppState {
     pub secrets: Option<SecretsKey>,
     /// Fetches trusted issuers' metadata and JWKS when they are registered.
     pub jwks: JwksFetcher,
+    /// The authorization server; `None` without `--secrets-key` (it could not keep signing keys).
+    pub oauth: Option<Arc<AuthServer>>,
 }
 
 impl AppState {
     /// A pooled database connection, or 503 database_unavailable.
     pub async fn conn(&self) -> Result<DbConn<'_>, ApiError> {
         self.pool.get().await.map_err(ApiError::database_unavailable)
+    }
+
+    /// The authorization server, or 404 `not_configured` when it is off.
+    pub fn oauth(&self) -> Result<&AuthServer, OAuthError> {
+        self.oauth.as_deref().ok_or_else(crate::oauth::not_configured)
     }
 }
 
@@ -74,6 +82,13 @@ impl AppState {
 /// `/docs` and `/api/v1/openapi.json` are public.
 pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
     let body_limit = state.body_limit;
+    let issuer_path = state
+        .oauth
+        .as_ref()
+        .and_then(|o| url::Url::parse(&o.issuer).ok())
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    crate::oauth::routes(cfg, &issuer_path);
     cfg.app_data(state)
         .app_data(extract::json_config(body_limit))
         .app_data(extract::path_config())

@@ -197,6 +197,106 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    oauth_signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        private_key -> Bytea,
+        public_jwk -> Jsonb,
+        created_at -> Timestamptz,
+        retire_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    oauth_clients (client_id) {
+        client_id -> Text,
+        kind -> Text,
+        secret_digest -> Nullable<Bytea>,
+        client_name -> Nullable<Text>,
+        redirect_uris -> Array<Text>,
+        metadata -> Jsonb,
+        created_at -> Timestamptz,
+        fetched_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        issuer -> Text,
+        subject -> Text,
+        email -> Nullable<Text>,
+        name -> Nullable<Text>,
+        tenant_id -> Text,
+        roles -> Array<Text>,
+        groups -> Array<Text>,
+        groups_overage -> Bool,
+        claims -> Jsonb,
+        created_at -> Timestamptz,
+        last_login_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_requests (id) {
+        id -> Text,
+        idp_state_digest -> Nullable<Bytea>,
+        idp_name -> Text,
+        idp_nonce -> Text,
+        idp_verifier -> Text,
+        client_id -> Text,
+        redirect_uri -> Text,
+        scope -> Text,
+        client_state -> Nullable<Text>,
+        code_challenge -> Text,
+        resource -> Text,
+        user_id -> Nullable<Uuid>,
+        csrf_digest -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_consents (user_id, client_id) {
+        user_id -> Uuid,
+        client_id -> Text,
+        scopes -> Array<Text>,
+        granted_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_codes (code_digest) {
+        code_digest -> Bytea,
+        client_id -> Text,
+        redirect_uri -> Text,
+        user_id -> Uuid,
+        scope -> Text,
+        resource -> Text,
+        code_challenge -> Text,
+        family_id -> Uuid,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    oauth_refresh_tokens (token_digest) {
+        token_digest -> Bytea,
+        family_id -> Uuid,
+        client_id -> Text,
+        user_id -> Uuid,
+        scope -> Text,
+        resource -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(instances -> servers (server_id));
 diesel::joinable!(instance_health -> instances (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(

@@ -162,7 +162,39 @@ impl JwksFetcher {
 
     /// GETs a JSON document: the host checked by the SSRF policy (names again at DNS), at most
     /// `MAX_DOCUMENT` bytes, within `FETCH_TIMEOUT`.
-    async fn get_json(&self, url: &Url) -> Result<Value, FetchError> {
+    pub async fn get_json(&self, url: &Url) -> Result<Value, FetchError> {
+        let request =
+            self.client.http().get(url.clone()).header(ACCEPT, "application/json, application/jwk-set+json");
+        let (status, doc) = self.exchange(url, request).await?;
+        if !(200..300).contains(&status) {
+            return Err(FetchError::Status { url: url.to_string(), status });
+        }
+        Ok(doc)
+    }
+
+    /// POSTs a form (an OAuth token request) with HTTP Basic client authentication when `basic` is given,
+    /// under the same guard and bounds as `get_json`; the status and the JSON answer, whatever the status
+    /// (OAuth errors come as 400 with a JSON body).
+    pub async fn post_form(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<(u16, Value), FetchError> {
+        let mut request = self.client.http().post(url.clone()).header(ACCEPT, "application/json").form(form);
+        if let Some((id, secret)) = basic {
+            // RFC 6749 §2.3.1: both parts form-encoded before Basic encoding.
+            let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            request = request.basic_auth(enc(id), Some(enc(secret)));
+        }
+        self.exchange(url, request).await
+    }
+
+    async fn exchange(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Value), FetchError> {
         let at = || url.to_string();
         if let Some(host) = url.host() {
             self.client
@@ -171,18 +203,8 @@ impl JwksFetcher {
                 .map_err(|e| FetchError::Refused { url: at(), why: e.to_string() })?;
         }
         let fetch = async {
-            let mut response = self
-                .client
-                .http()
-                .get(url.clone())
-                .header(ACCEPT, "application/json, application/jwk-set+json")
-                .send()
-                .await
-                .map_err(|e| unreachable_error(url, &e))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(FetchError::Status { url: at(), status: status.as_u16() });
-            }
+            let mut response = request.send().await.map_err(|e| unreachable_error(url, &e))?;
+            let status = response.status().as_u16();
             if response.content_length().is_some_and(|len| len > MAX_DOCUMENT as u64) {
                 return Err(FetchError::TooLarge { url: at() });
             }
@@ -193,12 +215,17 @@ impl JwksFetcher {
                     return Err(FetchError::TooLarge { url: at() });
                 }
             }
-            let doc: Value = serde_json::from_slice(&body)
-                .map_err(|e| FetchError::Invalid { url: at(), why: format!("not JSON: {e}") })?;
+            let doc: Value = match serde_json::from_slice(&body) {
+                Ok(doc) => doc,
+                Err(_) if !(200..300).contains(&status) => {
+                    return Err(FetchError::Status { url: at(), status });
+                }
+                Err(e) => return Err(FetchError::Invalid { url: at(), why: format!("not JSON: {e}") }),
+            };
             if !doc.is_object() {
                 return Err(FetchError::Invalid { url: at(), why: "not a JSON object".into() });
             }
-            Ok(doc)
+            Ok((status, doc))
         };
         tokio::time::timeout(FETCH_TIMEOUT, fetch)
             .await

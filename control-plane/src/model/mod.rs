@@ -24,7 +24,7 @@ pub use spec::{
 };
 pub use trusted_issuer::{
     ClaimsView, DEFAULT_ALGORITHMS, DEFAULT_GROUPS_CLAIM, DEFAULT_ROLES_CLAIM, DEFAULT_SUBJECT_CLAIM,
-    KeyView, TrustedIssuerRow, TrustedIssuerSpec, TrustedIssuerView,
+    KeyView, TrustedIssuerRow, TrustedIssuerSpec, TrustedIssuerView, own_issuer_resource,
 };
 pub use upstream_auth::{
     CredentialError, CredentialIndex, CredentialRow, Owner, RESERVED_HEADERS, STATIC_HEADER, SecretInput,

@@ -180,8 +180,29 @@ impl TrustedIssuerRow {
                 default_tenant: self.default_tenant.clone(),
                 roles_claim: self.roles_claim.clone(),
                 groups_claim: self.groups_claim.clone(),
+                authorization_server: false,
             })),
         })
+    }
+}
+
+/// The trusted issuer of the control plane's own authorization server: its published keys and its claims
+/// (`sub` = the user id, `tenant`, `roles`, `groups`); protected resource metadata names it.
+pub fn own_issuer_resource(issuer: &str, keys: &[Value]) -> v1::Resource {
+    v1::Resource {
+        kind: Some(Kind::TrustedIssuer(v1::TrustedIssuer {
+            id: "authorization-server".to_owned(),
+            issuer: issuer.to_owned(),
+            jwks_json: serde_json::json!({ "keys": keys }).to_string(),
+            algorithms: vec![crate::oauth::keys::ALG.to_owned()],
+            audiences: Vec::new(),
+            subject_claim: "sub".to_owned(),
+            tenant_claim: "tenant".to_owned(),
+            default_tenant: super::DEFAULT_TENANT.to_owned(),
+            roles_claim: "roles".to_owned(),
+            groups_claim: "groups".to_owned(),
+            authorization_server: true,
+        })),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod capabilities;
 pub mod discovery;
 pub mod health;
 mod instances_ops;
+pub mod oauth;
 pub mod trusted_issuers;
 pub mod upstream_auth;
 
@@ -103,6 +104,8 @@ pub struct RoutingSnapshot {
     pub credentials: CredentialIndex,
     /// Every trusted issuer (those without a JWKS yet are not published).
     pub issuers: Vec<TrustedIssuerRow>,
+    /// The public keys of the control plane's own authorization server still published, newest first.
+    pub signing_keys: Vec<serde_json::Value>,
 }
 
 /// The routing version, every server, instance, API key, credential and trusted issuer, read from one
@@ -124,7 +127,17 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
             let api_keys = api_keys::list(conn).await?;
             let credentials = upstream_auth::all(conn).await?;
             let issuers = trusted_issuers::list(conn).await?;
-            Ok(RoutingSnapshot { version, servers, instances, health, api_keys, credentials, issuers })
+            let signing_keys = oauth::published_keys(conn).await?.into_iter().map(|k| k.public_jwk).collect();
+            Ok(RoutingSnapshot {
+                version,
+                servers,
+                instances,
+                health,
+                api_keys,
+                credentials,
+                issuers,
+                signing_keys,
+            })
         })
         .await
 }
