@@ -108,3 +108,262 @@ async fn python_sdk_signs_in_calls_tools_and_refreshes() -> Result<()> {
     let _ = sg;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts_sdk_signs_in_and_calls_tools() -> Result<()> {
+    let (_sg, _upstream, url) = gateway_with_server(None, &[]).await?;
+    let out = ts_oauth_client(&url, "bob", &["tools/list", "call", "echo", r#"{"message":"ts signed in"}"#])
+        .await?;
+    let text = out.to_string();
+    ensure!(text.contains("ts signed in") && text.contains("echo"), "tools listed and called: {out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_like_idp_without_registration_or_resource_support() -> Result<()> {
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let (sg, _upstream, url) = gateway_with_server(Some(tenant), &[]).await?;
+    ensure!(sg.idp.issuer().ends_with(&format!("/{tenant}/v2.0")), "v2 issuer form: {}", sg.idp.issuer());
+    // The IdP refuses `resource` and has no registration endpoint: the gateway never sends the former to it
+    // and needs no registration there (it is one pre-registered client).
+    let out = py_oauth_client(&url, "bob", &["call", "echo", r#"{"message":"via entra"}"#]).await?;
+    ensure!(out.to_string().contains("via entra"), "{out}");
+    let (status, users) = sg.gw.cp.api(reqwest::Method::GET, "/api/v1/users", None).await?;
+    ensure!(status == 200, "{status} {users}");
+    let bob = users["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|u| u["email"] == "bob@example.com"))
+        .with_context(|| format!("bob is recorded: {users}"))?;
+    ensure!(bob["issuer"] == json!(sg.idp.issuer()), "the v2 issuer with the tenant id: {bob}");
+    ensure!(bob["groups_overage"] == json!(true), "6 groups are an overage in Entra mode: {bob}");
+    ensure!(
+        bob["claims"]["tid"] == json!(tenant) && bob["subject"] == bob["claims"]["oid"],
+        "oid names the user: {bob}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_on_the_code_flow_are_refused() -> Result<()> {
+    let (sg, upstream, url_a) = gateway_with_server(None, &[]).await?;
+    let url_b = sg.gw.add_server("py-other", &upstream.url(), "streamable_http").await?;
+    let issuer = sg.issuer();
+    let client_id = register(&issuer).await?;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+
+    // A redirect URI one character off: shown to the user, never redirected to.
+    let off_by_one =
+        authorize_url(&issuer, &client_id, &url_a, VERIFIER, "s").replace("callback", "callbacK");
+    let resp = no_redirects.get(&off_by_one).send().await?;
+    ensure!(
+        resp.status() == 400 && resp.headers().get("location").is_none(),
+        "exact redirect URI: {}",
+        resp.status()
+    );
+    // A resource the gateway does not serve, and no PKCE: back to the client with an error.
+    let foreign = authorize_url(&issuer, &client_id, "https://elsewhere.example/mcp", VERIFIER, "s");
+    let location = no_redirects.get(&foreign).send().await?.headers()["location"].to_str()?.to_owned();
+    ensure!(location.starts_with(REDIRECT) && location.contains("error=invalid_target"), "{location}");
+    let plain = authorize_url(&issuer, &client_id, &url_a, VERIFIER, "s").replace("S256", "plain");
+    let location = no_redirects.get(&plain).send().await?.headers()["location"].to_str()?.to_owned();
+    ensure!(location.contains("error=invalid_request"), "PKCE S256 only: {location}");
+
+    // The IdP's answer with a missing or a reused state.
+    let resp = no_redirects.get(format!("{issuer}/oauth/callback?code=x")).send().await?;
+    ensure!(resp.status() == 400, "callback without state: {}", resp.status());
+    let idp_redirect =
+        no_redirects.get(authorize_url(&issuer, &client_id, &url_a, VERIFIER, "s")).send().await?;
+    let to_idp = url::Url::parse(idp_redirect.headers()["location"].to_str()?)?;
+    ensure!(
+        !to_idp.query().unwrap_or_default().contains("resource="),
+        "resource is never sent to the IdP: {to_idp}"
+    );
+    let state = to_idp.query_pairs().find(|(k, _)| k == "state").context("state to the IdP")?.1.into_owned();
+    for _ in 0..2 {
+        let resp =
+            no_redirects.get(format!("{issuer}/oauth/callback?code=forged&state={state}")).send().await?;
+        let location = resp.headers().get("location").map(|l| l.to_str().unwrap_or_default().to_owned());
+        if location.is_some() {
+            // First use: consumed, the forged code fails at the IdP and the client hears access_denied.
+            ensure!(location.as_deref().is_some_and(|l| l.contains("error=access_denied")), "{location:?}");
+        } else {
+            ensure!(resp.status() == 400, "a reused state is unknown: {}", resp.status());
+        }
+    }
+
+    // Consent forged cross-site: no cookie, or a cookie for another form.
+    let consent_prefix = format!("{issuer}/oauth/consent");
+    let stopped = browser_login(
+        &authorize_url(&issuer, &client_id, &url_a, VERIFIER, "s"),
+        REDIRECT,
+        "bob",
+        &["--stop-at", &consent_prefix],
+    )
+    .await?;
+    let fields = &stopped["fields"];
+    let (request, csrf) =
+        (fields["request"].as_str().context("request")?, fields["csrf_token"].as_str().context("csrf")?);
+    let consent = |cookie: Option<String>, csrf: &str| {
+        let mut req = no_redirects
+            .post(&consent_prefix)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("request", request), ("csrf_token", csrf), ("decision", "approve")]));
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.send()
+    };
+    ensure!(consent(None, csrf).await?.status() == 403, "a cross-site post carries no cookie");
+    ensure!(consent(Some("mcpgw_consent=guess".into()), "guess").await?.status() == 400, "a made-up token");
+    let page = reqwest::get(stopped["stopped_at"].as_str().context("url")?).await?;
+    ensure!(page.status() == 400, "the page needs this browser's cookie: {}", page.status());
+    let cookie = format!("mcpgw_consent={}", stopped["cookies"]["mcpgw_consent"].as_str().context("cookie")?);
+    let approved = consent(Some(cookie.clone()), csrf).await?;
+    ensure!(approved.status() == 303, "the real form: {}", approved.status());
+    ensure!(consent(Some(cookie), csrf).await?.status() == 400, "a consent form answers once");
+
+    // Codes: a wrong verifier burns the code; a code used twice revokes what it issued.
+    let code = code_for(&issuer, &client_id, &url_a, "bob").await?;
+    fn with<'a>(client_id: &'a str, extra: &[(&'static str, &'a str)]) -> Vec<(&'static str, &'a str)> {
+        let base =
+            [("grant_type", "authorization_code"), ("client_id", client_id), ("redirect_uri", REDIRECT)];
+        base.into_iter().chain(extra.iter().copied()).collect()
+    }
+    let (status, body) = token(
+        &issuer,
+        &with(&client_id, &[("code", &code), ("code_verifier", "not-the-verifier-0123456789-0123456789")]),
+    )
+    .await?;
+    ensure!(status == 400 && body["error"] == "invalid_grant", "PKCE mismatch: {status} {body}");
+    let (status, _) =
+        token(&issuer, &with(&client_id, &[("code", &code), ("code_verifier", VERIFIER)])).await?;
+    ensure!(status == 400, "a code is single use even after a failed attempt");
+    let code = code_for(&issuer, &client_id, &url_a, "bob").await?;
+    let (status, issued) =
+        token(&issuer, &with(&client_id, &[("code", &code), ("code_verifier", VERIFIER)])).await?;
+    ensure!(status == 200 && issued["token_type"] == "Bearer", "{status} {issued}");
+    let (status, body) =
+        token(&issuer, &with(&client_id, &[("code", &code), ("code_verifier", VERIFIER)])).await?;
+    ensure!(status == 400 && body["error"] == "invalid_grant", "a code used twice: {status} {body}");
+    let refresh = issued["refresh_token"].as_str().context("refresh token")?;
+    let (status, _) = token(
+        &issuer,
+        &[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", refresh)],
+    )
+    .await?;
+    ensure!(status == 400, "the replayed code revoked the refresh token it issued");
+
+    // A token for server A is refused by server B; it works for A.
+    let access = issued["access_token"].as_str().context("access token")?;
+    let call = |url: &str| {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(access)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .send()
+    };
+    ensure!(call(&url_b).await?.status() == 401, "a token for A presented to B");
+    let at_a = call(&url_a).await?.status();
+    ensure!(at_a != 401 && at_a != 403, "the token works for its own resource: {at_a}");
+
+    // A client ID metadata document at a private address is never fetched.
+    let cimd = authorize_url(&issuer, "https://10.0.0.7/client.json", &url_a, VERIFIER, "s");
+    let resp = no_redirects.get(&cimd).send().await?;
+    let body = resp.text().await?;
+    ensure!(body.contains("refused"), "CIMD SSRF: {body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() -> Result<()> {
+    let (sg, _upstream, url) = gateway_with_server(None, &[]).await?;
+    let issuer = sg.issuer();
+    let client_id = register(&issuer).await?;
+    let code = code_for(&issuer, &client_id, &url, "alice").await?;
+    let (status, first) = token(
+        &issuer,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("code", &code),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await?;
+    ensure!(status == 200, "{first}");
+    let refresh = |token_value: String| {
+        let (issuer, client_id) = (issuer.clone(), client_id.clone());
+        async move {
+            token(
+                &issuer,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client_id),
+                    ("refresh_token", &token_value),
+                ],
+            )
+            .await
+        }
+    };
+    let r1 = first["refresh_token"].as_str().context("r1")?.to_owned();
+    let (status, second) = refresh(r1.clone()).await?;
+    let r2 = second["refresh_token"].as_str().context("rotated")?.to_owned();
+    ensure!(status == 200 && r2 != r1, "rotated: {second}");
+    let (status, body) = refresh(r1).await?;
+    ensure!(status == 400 && body["error"] == "invalid_grant", "r1 reused: {body}");
+    let (status, body) = refresh(r2).await?;
+    ensure!(status == 400, "the whole family is revoked, r2 included: {body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_sign_in_to_the_rest_api() -> Result<()> {
+    let sg = SignInGateway::start(users(), None, &["--oidc-admin-roles", "mcp.admin"]).await?;
+    let issuer = sg.issuer();
+    let client_id = register(&issuer).await?;
+    let api = format!("{issuer}/api");
+    let mut tokens = Vec::new();
+    for user in ["alice", "bob"] {
+        let code = code_for(&issuer, &client_id, &api, user).await?;
+        let (status, body) = token(
+            &issuer,
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", &client_id),
+                ("redirect_uri", REDIRECT),
+                ("code", &code),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await?;
+        ensure!(status == 200, "{user}: {body}");
+        tokens.push(body["access_token"].as_str().context("token")?.to_owned());
+    }
+    let get = |token: &str| {
+        reqwest::Client::new().get(format!("{issuer}/api/v1/servers")).bearer_auth(token).send()
+    };
+    ensure!(get(&tokens[0]).await?.status() == 200, "alice has the admin role at the IdP");
+    ensure!(get(&tokens[1]).await?.status() == 403, "bob does not");
+    // A token for an MCP resource is not one for the admin API.
+    let code = code_for(&issuer, &client_id, &format!("{}/mcp", sg.gw.proxy.base_url()), "alice").await?;
+    let (_, body) = token(
+        &issuer,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("code", &code),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await?;
+    ensure!(
+        get(body["access_token"].as_str().context("token")?).await?.status() == 401,
+        "audience is checked"
+    );
+    Ok(())
+}

@@ -119,7 +119,7 @@ async def browser_login(
             if stop_at is not None and str(response.url).startswith(stop_at):
                 return {
                     "stopped_at": str(response.url),
-                    "cookies": {name: value for name, value in http.cookies.items()},
+                    "cookies": {c.name: c.value for c in http.cookies.jar},
                     "action": urljoin(str(response.url), page.action) if page.action else str(response.url),
                     "fields": dict(page.hidden),
                 }

@@ -28,6 +28,7 @@ mod instances;
 pub mod openapi;
 pub mod servers;
 pub mod trusted_issuers;
+pub mod users;
 
 pub use api_keys::ApiKeyRequest;
 pub use errors::{ApiError, Code, ERROR_DOCS_LINK, ErrorType};
@@ -129,6 +130,7 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                         .patch(trusted_issuers::patch)
                         .delete(trusted_issuers::delete),
                 )
+                .service(resource("/users").get(users::list))
                 .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));

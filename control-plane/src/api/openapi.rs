@@ -15,6 +15,7 @@ use super::bulk::RegistryDoc;
 use super::errors::ErrorBody;
 use super::servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
 use super::trusted_issuers::{ClaimsRequest, TrustedIssuerRequest};
+use super::users::UserView;
 use crate::db::store::discovery::DiscoveryRow;
 use crate::model::{
     ApiKeyView, CircuitBreaker, ClaimsView, CreatedApiKey, HealthCheck, HealthRecord, HealthStatus,
@@ -177,19 +178,29 @@ fn patch_trusted_issuer() {}
     responses((status = 204, description = "removed: its tokens are refused by every proxy"), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn delete_trusted_issuer() {}
 
+/// The users' list answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UserList {
+    items: Vec<UserView>,
+}
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, description = "everyone who signed in through the authorization server, oldest first", body = UserList)))]
+fn list_users() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "mcpgw control plane", description = "Registry of MCP servers, health and discovery; errors: control-plane/README.md#errors"),
     paths(health, ready, list_servers, create_server, get_server, replace_server, patch_server, delete_server, add_instance,
         remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies,
         create_api_key, list_api_keys, get_api_key, delete_api_key, create_trusted_issuer, list_trusted_issuers,
-        get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer),
+        get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer, list_users),
     components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
         HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
         CreatedApiKey, PermissionRule, UpstreamAuthRequest, UpstreamAuthView, TrustedIssuerRequest, ClaimsRequest,
-        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch)),
+        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList)),
     modifiers(&Credential),
-    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"))
+    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"), (name = "users"))
 )]
 pub struct ApiDoc;
 

@@ -28,7 +28,6 @@ struct Discovered {
     issuer: String,
     authorization_endpoint: Url,
     token_endpoint: Url,
-    jwks_uri: Url,
     jwks: JwkSet,
     at: Instant,
 }
@@ -162,7 +161,6 @@ impl IdentityProvider {
             issuer: published,
             authorization_endpoint: url_field(&doc, "authorization_endpoint")?,
             token_endpoint: url_field(&doc, "token_endpoint")?,
-            jwks_uri,
             jwks,
             at: Instant::now(),
         };
@@ -253,7 +251,6 @@ impl IdentityProvider {
         if !token_issuer_matches(&d.issuer, iss, claims.get("tid").and_then(Value::as_str)) {
             return Err(bad(format!("iss {iss:?} is not the identity provider's")));
         }
-        let _ = &d.jwks_uri;
         Ok(claims)
     }
 }

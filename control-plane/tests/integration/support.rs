@@ -171,6 +171,7 @@ impl TestApp {
             replica_id: "test-replica".into(),
             is_leader: Default::default(),
             secrets,
+            oauth: None,
         });
         Self { hub, pool, state, _db: db }
     }
