@@ -2,8 +2,15 @@
 # Builds mcpgw and runs it locally: control plane on the local PostgreSQL, one proxy, and the reference MCP
 # server (server-everything) registered as `everything`. Prints how to connect; Ctrl-C stops everything.
 #
+# The control plane is also the OAuth authorization server: its signing keys are sealed in the database with
+# the secrets key kept in .mcpgw/secrets.key (made on the first run, mode 0600, reused after; delete it only
+# together with the database).
+#
 # Environment: MCPGW_DATABASE_URL (default postgres://postgres@localhost/mcpgw), MCPGW_ADMIN_TOKEN (default:
-# a random token, printed), DEMO_PORT (server-everything, default 3001), PROFILE (debug | release).
+# a random token, printed), MCPGW_SECRETS_KEY (default: the key in .mcpgw/secrets.key), DEMO_PORT
+# (server-everything, default 3001), PROFILE (debug | release). Sign-in at a company IdP: MCPGW_OIDC_ISSUER,
+# MCPGW_OIDC_CLIENT_ID, MCPGW_OIDC_CLIENT_SECRET (register <issuer>/oauth/callback there), optionally
+# MCPGW_OIDC_ADMIN_ROLES; they and every other MCPGW_* variable reach the binaries as they are.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +23,29 @@ export MCPGW_ADMIN_TOKEN="${MCPGW_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base6
 http_addr="${MCPGW_HTTP_ADDR:-127.0.0.1:8000}"
 listen="${MCPGW_LISTEN:-127.0.0.1:8080}"
 admin_addr="${MCPGW_ADMIN_ADDR:-127.0.0.1:9180}"
+# Both binaries read MCPGW_PUBLIC_URL: the proxy's resource URLs and the audiences the authorization server
+# issues tokens for must agree.
+export MCPGW_PUBLIC_URL="${MCPGW_PUBLIC_URL:-http://$listen}"
+
+# The secrets key: made once, kept private, reused (the signing keys already stored are sealed with it).
+secrets_file="$state/secrets.key"
+if [[ -z "${MCPGW_SECRETS_KEY:-}" ]]; then
+  if [[ ! -s "$secrets_file" ]]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '\n' >"$secrets_file.tmp" && mv "$secrets_file.tmp" "$secrets_file")
+    echo "==> Made a secrets key in $secrets_file (keep it with the database)."
+  fi
+  chmod 600 "$secrets_file"
+  MCPGW_SECRETS_KEY="$(<"$secrets_file")"
+fi
+export MCPGW_SECRETS_KEY
+
+# The authorization server's issuer and its RFC 8414 metadata URL (the well-known part goes before a path).
+issuer="${MCPGW_ISSUER_URL:-http://$http_addr}"
+issuer="${issuer%/}"
+issuer_rest="${issuer#*://}"
+issuer_host="${issuer_rest%%/*}"
+issuer_path="${issuer_rest#"$issuer_host"}"
+as_metadata="${issuer%%://*}://$issuer_host/.well-known/oauth-authorization-server$issuer_path"
 
 "$root/scripts/system-deps.sh"
 echo "==> Installing the demo MCP server (npm) and building mcpgw ($profile)…"
@@ -36,6 +66,14 @@ echo "==> Starting the control plane (REST $http_addr, database ${MCPGW_DATABASE
 "$bin/mcpgw-control-plane" serve >"$state/control-plane.log" 2>&1 &
 pids+=($!)
 wait_for "http://$http_addr/ready" "control plane" "$state/control-plane.log"
+if ! curl -fsS --max-time 5 -o /dev/null "$as_metadata" 2>/dev/null; then
+  echo "warning: the authorization server's metadata ($as_metadata) does not answer; see $state/control-plane.log" >&2
+fi
+if [[ -n "${MCPGW_OIDC_ISSUER:-}" ]]; then
+  sign_in="users sign in at $MCPGW_OIDC_ISSUER (its redirect URI: $issuer/oauth/callback)"
+else
+  sign_in="no IdP configured: set MCPGW_OIDC_ISSUER, MCPGW_OIDC_CLIENT_ID and MCPGW_OIDC_CLIENT_SECRET"
+fi
 
 echo "==> Starting the proxy (MCP $listen, admin $admin_addr)…"
 MCPGW_TABLE_CACHE="${MCPGW_TABLE_CACHE:-$state/proxy-table.bin}" "$bin/mcpgw-proxy" serve >"$state/proxy.log" 2>&1 &
@@ -72,6 +110,8 @@ mcpgw is running.
   MCP endpoint (through the proxy): http://$listen/mcp/everything
   API key for MCP clients:          $api_key   (send it as "Authorization: Bearer <key>")
   Admin REST API:                   http://$http_addr/api/v1/servers   (admin token: $MCPGW_ADMIN_TOKEN)
+  OAuth authorization server:       $as_metadata
+                                    ($sign_in)
   Proxy metrics / routes:           http://$admin_addr/metrics   http://$admin_addr/routes
   Logs:                             $state/*.log
 

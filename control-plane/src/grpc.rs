@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures_util::Stream;
 use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::routing_discovery_server::{RoutingDiscovery, RoutingDiscoveryServer};
-use mcpgw_proto::v1::{Hello, ProxyMessage, RoutingUpdate, proxy_message::Kind};
+use mcpgw_proto::v1::{
+    ExchangeRequest, ExchangeResponse, Hello, ProxyMessage, RoutingUpdate, proxy_message::Kind,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -125,6 +127,26 @@ impl RoutingDiscovery for RoutingService {
         let session = Session { proxy_id, handle, tables: self.hub.subscribe(), inbound, tx, passive };
         tokio::spawn(session.run(self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn exchange_token(
+        &self,
+        request: Request<ExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        self.auth.check(request.metadata(), request.remote_addr())?;
+        let server = self.hub.authorization_server().ok_or_else(|| {
+            Status::failed_precondition("the authorization server is off (no --secrets-key)")
+        })?;
+        let ExchangeRequest { subject_token, audience, scopes } = request.into_inner();
+        match server.exchange(&subject_token, &audience, &scopes).await {
+            Ok((access_token, expires_at_unix)) => {
+                Ok(Response::new(ExchangeResponse { access_token, expires_at_unix }))
+            }
+            Err(why) => {
+                tracing::info!(%audience, reason = %why, "Refused a token exchange.");
+                Err(Status::permission_denied(why))
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! set carries them to the proxies, and discovery and health checks take theirs from it
 //! (`upstream_credential`), so they authenticate exactly as the proxies do.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use mcpgw_proto::{ApplyError, ResourceSet};
@@ -21,7 +21,7 @@ use crate::mcp::Credential;
 use crate::model;
 use crate::proxies::ProxyRegistry;
 use crate::secrets::SecretsKey;
-use mcpgw_proto::v1::{HealthStatus, ResourceKind, resource::Kind};
+use mcpgw_proto::v1::{self, HealthStatus, ResourceKind, resource::Kind};
 
 /// How often the poller checks `routing_state.version`: the safety net behind the LISTEN/NOTIFY listener
 /// (`notify`), which normally delivers changes made through other replicas within milliseconds.
@@ -56,6 +56,8 @@ pub struct RoutingHub {
     /// The issuer of the control plane's own authorization server, once it is on: its published signing
     /// keys travel to the proxies as a trusted issuer.
     own_issuer: OnceLock<String>,
+    /// The authorization server (weak: it holds the hub), for token exchange and service tokens.
+    authorization: OnceLock<Weak<crate::oauth::AuthServer>>,
 }
 
 impl RoutingHub {
@@ -70,7 +72,18 @@ impl RoutingHub {
             proxies: ProxyRegistry::default(),
             secrets,
             own_issuer: OnceLock::new(),
+            authorization: OnceLock::new(),
         })
+    }
+
+    /// Connects the authorization server (once).
+    pub fn set_authorization_server(&self, server: &Arc<crate::oauth::AuthServer>) {
+        let _ = self.authorization.set(Arc::downgrade(server));
+    }
+
+    /// The authorization server, when it is on.
+    pub fn authorization_server(&self) -> Option<Arc<crate::oauth::AuthServer>> {
+        self.authorization.get()?.upgrade()
     }
 
     /// Turns on publishing the authorization server's keys as the trusted issuer `issuer` (once).
@@ -93,6 +106,13 @@ impl RoutingHub {
                 _ => None,
             }
         })?;
+        if let Some(v1::upstream_credential::Kind::TokenExchange(exchange)) = &credential.kind {
+            // No caller here: the control plane presents a token of its own for the same audience.
+            let audience =
+                if exchange.audience.is_empty() { &instance.endpoint_url } else { &exchange.audience };
+            let token = self.authorization_server()?.service_token(audience, &exchange.scopes)?;
+            return Credential::bearer(&token);
+        }
         Credential::from_proto(credential)
     }
 
@@ -129,7 +149,7 @@ impl RoutingHub {
         if version <= published {
             return Ok(published);
         }
-        let credentials = snapshot.credentials.open_all(self.secrets.as_ref());
+        let credentials = snapshot.credentials.open_all(self.secrets.as_ref(), &snapshot.tokens);
         let resources = snapshot.servers.iter().flat_map(|server| {
             let instances = snapshot.instances.get(&server.id).map(Vec::as_slice).unwrap_or_default();
             let status = |instance: &model::InstanceRow| match snapshot.health.get(&instance.id)?.as_str() {

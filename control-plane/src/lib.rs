@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod serve;
 pub mod ssrf;
 pub mod telemetry;
+pub mod upstream_tokens;
 
 pub use config::{Cli, Command, Config, validate};
 pub use hub::RoutingHub;

@@ -160,7 +160,7 @@ async fn authorization_server(
         );
     }
     tracing::info!(issuer, identity_providers = idps.len(), "The OAuth authorization server is on.");
-    Ok(Some(Arc::new(AuthServer {
+    let server = Arc::new(AuthServer {
         issuer,
         public_url: config.oauth.public_url.clone(),
         config: config.oauth.clone(),
@@ -168,7 +168,9 @@ async fn authorization_server(
         idps,
         documents: JwksFetcher::new(McpClient::new(Arc::new(config.document_ssrf.clone()))?),
         hub: hub.clone(),
-    })))
+    });
+    hub.set_authorization_server(&server);
+    Ok(Some(server))
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -234,6 +236,16 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     ));
 
     let rotation = keys.map(|keys| tokio::spawn(keys.run(hub.clone(), shutdown.clone())));
+    let upstream_tokens = config.secrets_key.clone().map(|secrets| {
+        tokio::spawn(crate::upstream_tokens::run(
+            pool.clone(),
+            hub.clone(),
+            secrets,
+            state.jwks.clone(),
+            state.is_leader.clone(),
+            shutdown.clone(),
+        ))
+    });
     let http = HttpServer::new(move || App::new().configure(|cfg| api::routes(cfg, state.clone())))
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -280,8 +292,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     };
     poller.abort();
     sweeper.abort();
-    if let Some(rotation) = rotation {
-        rotation.abort();
+    for task in [rotation, upstream_tokens].into_iter().flatten() {
+        task.abort();
     }
     let _ = tokio::time::timeout(Duration::from_secs(3), leading).await;
     listener.abort();

@@ -20,7 +20,7 @@ use crate::error::ProxyError;
 use crate::forward::{Failure, client_gone};
 use crate::gateway::{Gateway, RequestCtx};
 use crate::jsonrpc::Rpc;
-use crate::routing::{Instance, Server};
+use crate::routing::{Instance, Server, UpstreamAuth};
 use crate::session::Scope;
 use crate::sse::Parser;
 
@@ -171,7 +171,9 @@ async fn open(gw: &Gateway, server: &Arc<Server>) -> Result<Arc<Bridge>, ProxyEr
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = req.insert_header(http::header::HOST, &instance.authority);
     let _ = req.insert_header(http::header::ACCEPT, "text/event-stream");
-    if let Some(c) = &instance.credential {
+    // Token exchange needs the caller of each message; a bridge's upstream stream has none (it gets no
+    // credential, and an upstream that requires one refuses: 502 upstream_auth_refused).
+    if let Some(UpstreamAuth::Header(c)) = &instance.credential {
         let _ = req.insert_header(c.name.clone(), c.value.clone());
     }
     let (mut up, _) = gw.connector.get_http_session(peer).await.map_err(|e| unreachable(e.to_string()))?;
@@ -315,7 +317,9 @@ async fn post_upstream(
     let _ = req.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     // The gateway's credential for this upstream, never the client's own (no token passthrough).
-    if let Some(c) = &instance.credential {
+    // Token exchange needs the caller of each message; a bridge's upstream stream has none (it gets no
+    // credential, and an upstream that requires one refuses: 502 upstream_auth_refused).
+    if let Some(UpstreamAuth::Header(c)) = &instance.credential {
         let _ = req.insert_header(c.name.clone(), c.value.clone());
     }
     let (mut up, _) = gw.connector.get_http_session(peer).await.map_err(|e| {

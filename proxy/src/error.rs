@@ -64,6 +64,8 @@ pub enum ProxyError {
          server's upstream credentials"
     )]
     UpstreamAuthRefused { server: String },
+    #[error("no credential for server {server:?} could be obtained for this caller: {detail}")]
+    UpstreamCredentialUnavailable { server: String, detail: String },
     #[error("requests for host {host:?} are not served here (allowed hosts: --allowed-hosts)")]
     MisdirectedHost { host: String },
     #[error("requests from origin {origin:?} are not allowed (allowed origins: --allowed-origins)")]
@@ -111,7 +113,8 @@ impl ProxyError {
             Self::Unauthenticated { .. } => 401,
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamFailed { .. }
-            | Self::UpstreamAuthRefused { .. } => 502,
+            | Self::UpstreamAuthRefused { .. }
+            | Self::UpstreamCredentialUnavailable { .. } => 502,
             Self::MisdirectedHost { .. } => 421,
             Self::ForbiddenOrigin { .. } => 403,
             Self::UpstreamTimeout { .. } => 504,
@@ -140,6 +143,7 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
             Self::UpstreamAuthRefused { .. } => "upstream_auth_refused",
+            Self::UpstreamCredentialUnavailable { .. } => "upstream_credential_unavailable",
             Self::MisdirectedHost { .. } => "misdirected_host",
             Self::ForbiddenOrigin { .. } => "forbidden_origin",
         }
@@ -204,6 +208,11 @@ mod tests {
             (ProxyError::UpstreamTimeout { server: server(), detail: detail() }, 504, "upstream_timeout"),
             (ProxyError::UpstreamFailed { server: server(), detail: detail() }, 502, "upstream_failed"),
             (ProxyError::UpstreamAuthRefused { server: server() }, 502, "upstream_auth_refused"),
+            (
+                ProxyError::UpstreamCredentialUnavailable { server: server(), detail: detail() },
+                502,
+                "upstream_credential_unavailable",
+            ),
             (ProxyError::MisdirectedHost { host: detail() }, 421, "misdirected_host"),
             (ProxyError::ForbiddenOrigin { origin: detail() }, 403, "forbidden_origin"),
         ];

@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::gateway::{Gateway, RequestCtx};
 use crate::headers;
 use crate::metrics::METRICS;
-use crate::routing::{Instance, Server};
+use crate::routing::{Instance, Server, UpstreamAuth, UpstreamHeader};
 use crate::session::Scope;
 use crate::sse::EndpointRewriter;
 
@@ -151,6 +151,7 @@ fn on_client_gone(req: &RequestHeader) -> OnClientGone {
 pub(crate) fn upstream_request(
     down: &RequestHeader,
     instance: &Instance,
+    credential: Option<&UpstreamHeader>,
     body_len: usize,
     plan: &Plan,
 ) -> pingora::Result<RequestHeader> {
@@ -172,7 +173,7 @@ pub(crate) fn upstream_request(
         }
     }
     req.insert_header(header::HOST, &instance.authority)?;
-    if let Some(c) = &instance.credential {
+    if let Some(c) = credential {
         req.insert_header(c.name.clone(), c.value.clone())?;
     }
     if body_len > 0 || down.method == http::Method::POST {
@@ -334,6 +335,34 @@ pub async fn run(
     }
 }
 
+/// The caller's credential exchanged for a token for `audience` (not an instance failure: no breaker
+/// report, no retry on another instance).
+async fn exchanged_token(
+    gw: &Gateway,
+    down: &RequestHeader,
+    server: &Server,
+    audience: &str,
+    scopes: &[String],
+) -> Result<UpstreamHeader, ProxyError> {
+    let unavailable = |detail: String| ProxyError::UpstreamCredentialUnavailable {
+        server: server.name.to_string(),
+        detail,
+    };
+    let subject = down
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            unavailable("this server acts on behalf of the caller, who presented no credential".into())
+        })?;
+    let value = gw.exchanger.header(subject, audience, scopes).await.map_err(unavailable)?;
+    Ok(UpstreamHeader { name: header::AUTHORIZATION, value })
+}
+
 fn no_instance(server: &Server) -> ProxyError {
     let total = server.instances.len();
     let unhealthy = server.instances.iter().filter(|i| i.health == HealthStatus::Unhealthy).count();
@@ -368,7 +397,18 @@ async fn exchange(
             detail: format!("cannot resolve {}: {detail}", instance.authority),
         })
     })?;
-    let req = upstream_request(session.req_header(), instance, body.len(), plan)
+    let exchanged;
+    let credential = match &instance.credential {
+        None => None,
+        Some(UpstreamAuth::Header(header)) => Some(header),
+        Some(UpstreamAuth::Exchange { audience, scopes }) => {
+            exchanged = exchanged_token(gw, session.req_header(), server, audience, scopes)
+                .await
+                .map_err(|e| Attempt::Failed(e.into(), None))?;
+            Some(&exchanged)
+        }
+    };
+    let req = upstream_request(session.req_header(), instance, credential, body.len(), plan)
         .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
     let gone = on_client_gone(&req);
     let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
@@ -597,7 +637,7 @@ mod tests {
             down.append_header(k, v).unwrap();
         }
         let plan = Plan { upstream_session: Some("upstream-sid".into()), ..Plan::default() };
-        let up = upstream_request(&down, &inst, 12, &plan).unwrap();
+        let up = upstream_request(&down, &inst, None, 12, &plan).unwrap();
         assert_eq!(up.uri.to_string(), "/v1/mcp?sessionId=1");
         let get = |n: &str| up.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("host").as_deref(), Some("127.0.0.1:3001"));

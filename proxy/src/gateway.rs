@@ -48,6 +48,8 @@ pub struct Gateway {
     pub front: FrontDoor,
     /// Who may call, and how refusals point clients at the protected resource metadata.
     pub auth: AuthSettings,
+    /// Upstream tokens on behalf of callers (servers whose credential is `token_exchange`).
+    pub exchanger: Arc<crate::exchange::Exchanger>,
 }
 
 /// Per-request state, read by `logging` for metrics.

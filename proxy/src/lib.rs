@@ -8,6 +8,7 @@ pub mod breaker;
 pub mod bridge;
 pub mod config;
 pub mod error;
+pub mod exchange;
 pub mod forward;
 pub mod front;
 pub mod gateway;

@@ -55,6 +55,13 @@ pub fn build(config: &Config) -> Server {
     }
     let peer_settings =
         PeerSettings { connect_timeout: config.connect_timeout, pool_idle_timeout: POOL_IDLE_TIMEOUT };
+    // The flags were validated (the URL parses, the CA is PEM), so this does not fail.
+    let exchanger = crate::exchange::Exchanger::new(
+        &config.control_plane,
+        config.control_plane_ca.as_deref(),
+        config.proxy_token.clone(),
+    )
+    .expect("a validated --control-plane URL and --control-plane-ca make an endpoint");
     let gateway = Gateway {
         routes: routes.clone(),
         connector: Arc::new(Connector::new(None)),
@@ -70,6 +77,7 @@ pub fn build(config: &Config) -> Server {
         bridges: Arc::default(),
         front: config.front.clone(),
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
+        exchanger: Arc::new(exchanger),
     };
     let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
     mcp.add_tcp(&config.listen.to_string());

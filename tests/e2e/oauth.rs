@@ -367,3 +367,112 @@ async fn administrators_sign_in_to_the_rest_api() -> Result<()> {
     );
     Ok(())
 }
+
+/// The claims `whoami_token` reported (structured content, or its text as JSON).
+fn claims_of(result: &Value) -> Result<Value> {
+    if let Some(claims) = result.get("structuredContent").filter(|c| c.get("aud").is_some()) {
+        return Ok(claims.clone());
+    }
+    let text = mcpgw_e2e_first_text(result).with_context(|| format!("no claims in {result}"))?;
+    Ok(serde_json::from_str(text)?)
+}
+
+fn mcpgw_e2e_first_text(result: &Value) -> Option<&str> {
+    crate::first_text(result)
+}
+
+async fn register_with(sg: &SignInGateway, name: &str, url: &str, upstream_auth: Value) -> Result<String> {
+    let body = json!({"name": name, "endpoint_url": url, "transport_type": "streamable_http", "upstream_auth": upstream_auth});
+    let (status, doc) = sg.gw.cp.api(reqwest::Method::POST, "/api/v1/servers", Some(body)).await?;
+    ensure!(status == 201, "registering {name}: {status} {doc}");
+    sg.gw.proxy.wait_routable(name, mcpgw_e2e::gateway::ROUTABLE_TIMEOUT).await?;
+    Ok(sg.gw.proxy.url(name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_get_their_own_tokens_never_the_callers() -> Result<()> {
+    let sg = SignInGateway::start(users(), None, &[]).await?;
+    let issuer = sg.issuer();
+    // Protected by the gateway's own authorization server: tokens exchanged on behalf of each caller.
+    let exchange_upstream =
+        PyServer::start_protected("py-exchange", &format!("{issuer}/oauth/jwks"), &issuer).await?;
+    let exchange_url = register_with(
+        &sg,
+        "py-exchange",
+        &exchange_upstream.url(),
+        json!({"type": "token_exchange", "scopes": ["mcp:tools"]}),
+    )
+    .await?;
+    // Protected by the IdP: the gateway's own client credentials there.
+    let idp_issuer = sg.idp.issuer();
+    let cc_upstream = PyServer::start_protected("py-cc", &format!("{idp_issuer}/jwks"), &idp_issuer).await?;
+    let cc_auth = json!({"type": "oauth_client_credentials", "token_url": format!("{idp_issuer}/token"),
+        "client_id": mcpgw_e2e::idp::CLIENT.0, "client_secret": mcpgw_e2e::idp::CLIENT.1, "scope": "mcp",
+        "resource": cc_upstream.url()});
+    let cc_url = register_with(&sg, "py-cc", &cc_upstream.url(), cc_auth).await?;
+
+    // A signed-in user: the upstream sees a token for itself, naming the user, the gateway as the actor.
+    let dump = std::env::temp_dir().join(format!("mcpgw-e2e-tokens-{}.json", std::process::id()));
+    let dump_arg = dump.to_string_lossy().into_owned();
+    let out =
+        py_oauth_client(&exchange_url, "alice", &["--dump-tokens", &dump_arg, "call", "whoami_token", "{}"])
+            .await?;
+    let result =
+        out["results"].as_array().and_then(|r| r.first()).map(|r| r["result"].clone()).context("a result")?;
+    let claims = claims_of(&result)?;
+    let client_token: Value = serde_json::from_str(&std::fs::read_to_string(&dump)?)?;
+    let _ = std::fs::remove_file(&dump);
+    ensure!(claims["aud"] == json!(exchange_upstream.url()), "the upstream's own audience: {claims}");
+    ensure!(claims["iss"] == json!(issuer) && claims["act"]["sub"] == "mcpgw-gateway", "{claims}");
+    ensure!(claims["scope"] == "mcp:tools", "scopes narrowed to the server's: {claims}");
+    let (_, users) = sg.gw.cp.api(reqwest::Method::GET, "/api/v1/users", None).await?;
+    let alice = users["items"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["email"] == "alice@example.com"))
+        .context("alice")?;
+    ensure!(claims["sub"] == alice["id"], "on behalf of alice: {claims} {alice}");
+    let client_access = client_token["access_token"].as_str().context("the client's token")?;
+    ensure!(!result.to_string().contains(client_access), "the client's own token never reaches the upstream");
+
+    // An API key caller is the subject too.
+    let (key_id, key) = sg.gw.cp.create_api_key(json!({"name": "exchange"})).await?;
+    let auth = format!("Authorization: Bearer {key}");
+    let called =
+        mcpgw_e2e::py_client(&exchange_url, "auto", &["--header", &auth, "call", "whoami_token", "{}"])
+            .await?;
+    let claims = claims_of(&called["result"])?;
+    ensure!(
+        claims["sub"] == json!(format!("api-key:{key_id}"))
+            && claims["aud"] == json!(exchange_upstream.url()),
+        "{claims}"
+    );
+
+    // Client credentials: the IdP's token for the upstream, obtained and renewed by the control plane.
+    let claims = mcpgw_e2e::poll_until(
+        "the client credentials token to reach the proxy",
+        std::time::Duration::from_secs(20),
+        || {
+            let (url, auth) = (cc_url.clone(), auth.clone());
+            async move {
+                Ok(
+                    match mcpgw_e2e::py_client(
+                        &url,
+                        "auto",
+                        &["--header", &auth, "call", "whoami_token", "{}"],
+                    )
+                    .await
+                    {
+                        Ok(called) => claims_of(&called["result"]).ok(),
+                        Err(_) => None,
+                    },
+                )
+            }
+        },
+    )
+    .await?;
+    ensure!(claims["iss"] == json!(idp_issuer) && claims["aud"] == json!(cc_upstream.url()), "{claims}");
+    ensure!(claims["client_id"] == mcpgw_e2e::idp::CLIENT.0, "the gateway's client at the IdP: {claims}");
+    let (_, server) = sg.gw.cp.api(reqwest::Method::GET, "/api/v1/servers", None).await?;
+    ensure!(!server.to_string().contains(mcpgw_e2e::idp::CLIENT.1), "the client secret is never shown");
+    Ok(())
+}

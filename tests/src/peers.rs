@@ -127,11 +127,30 @@ impl PyServer {
 
     /// Starts it on `port` (a restart at the same address), or on a free port.
     pub async fn start_on(name: &str, opts: PyServerOpts, port: Option<u16>) -> Result<Self> {
+        Self::launch(name, opts, port, None).await
+    }
+
+    /// Starts it protected as an OAuth resource server: every request needs a JWT of `issuer` (keys at
+    /// `jwks_url`) whose audience is its own URL; its `whoami_token` tool shows the token it received.
+    pub async fn start_protected(name: &str, jwks_url: &str, issuer: &str) -> Result<Self> {
+        Self::launch(name, PyServerOpts::default(), None, Some((jwks_url, issuer))).await
+    }
+
+    async fn launch(
+        name: &str,
+        opts: PyServerOpts,
+        port: Option<u16>,
+        auth: Option<(&str, &str)>,
+    ) -> Result<Self> {
         let python = python()?;
         let script = require(peers_dir().join("py_server.py"))?;
         let build = |port: u16| {
             let mut cmd = Command::new(&python);
             cmd.arg(&script).arg("--port").arg(port.to_string()).arg("--name").arg(name);
+            if let Some((jwks, issuer)) = auth {
+                cmd.arg("--auth-jwks").arg(jwks).arg("--auth-issuer").arg(issuer);
+                cmd.arg("--auth-audience").arg(format!("http://127.0.0.1:{port}/mcp"));
+            }
             if opts.stateless {
                 cmd.arg("--stateless");
             }

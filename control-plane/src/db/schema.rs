@@ -198,6 +198,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    upstream_tokens (credential_id) {
+        credential_id -> Uuid,
+        sealed -> Nullable<Bytea>,
+        expires_at -> Nullable<Timestamptz>,
+        fetched_at -> Nullable<Timestamptz>,
+        last_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     oauth_signing_keys (kid) {
         kid -> Text,
         alg -> Text,

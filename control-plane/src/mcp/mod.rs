@@ -64,11 +64,18 @@ impl Credential {
     /// The header of a credential from the routing table; `None` for a kind this client cannot present
     /// or a header the HTTP stack refuses (registration validates both, so neither happens).
     pub fn from_proto(credential: &v1::UpstreamCredential) -> Option<Self> {
-        let v1::upstream_credential::Kind::StaticHeader(h) = credential.kind.as_ref()?;
+        let v1::upstream_credential::Kind::StaticHeader(h) = credential.kind.as_ref()? else { return None };
         let name = HeaderName::from_bytes(h.name.trim().as_bytes()).ok()?;
         let mut value = HeaderValue::from_str(&h.value).ok()?;
         value.set_sensitive(true);
         Some(Self { name, value })
+    }
+
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(token: &str) -> Option<Self> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+        value.set_sensitive(true);
+        Some(Self { name: reqwest::header::AUTHORIZATION, value })
     }
 }
 

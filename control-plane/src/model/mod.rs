@@ -27,6 +27,7 @@ pub use trusted_issuer::{
     KeyView, TrustedIssuerRow, TrustedIssuerSpec, TrustedIssuerView, own_issuer_resource,
 };
 pub use upstream_auth::{
-    CredentialError, CredentialIndex, CredentialRow, Owner, RESERVED_HEADERS, STATIC_HEADER, SecretInput,
-    UpstreamAuthSpec, UpstreamAuthView,
+    CLIENT_CREDENTIALS, CredentialError, CredentialIndex, CredentialRow, Owner, RESERVED_HEADERS,
+    STATIC_HEADER, SecretInput, TOKEN_EXCHANGE, UpstreamAuthSpec, UpstreamAuthView, UpstreamTokenRow,
+    token_context,
 };

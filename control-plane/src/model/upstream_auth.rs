@@ -3,8 +3,11 @@
 //! JSON of the secret (`secrets`); read back as a view without the secret, and opened only into the
 //! `UpstreamCredential` streamed to proxies and presented by discovery and health checks.
 //!
-//! Only `static_header` exists today. Another kind (OAuth client credentials, RFC 8693 token exchange) is a
-//! new `kind` value with its own config and secret JSON, a variant here, and a proto variant.
+//! Kinds: `static_header` (a fixed header); `oauth_client_credentials` (the control plane obtains a token
+//! for the upstream from its authorization server, keeps it fresh in `upstream_tokens` and streams it to the
+//! proxies as an `Authorization: Bearer` header); `token_exchange` (the proxies have the control plane's
+//! authorization server exchange each caller's token for one whose audience is the upstream — RFC 8693
+//! semantics — so the upstream sees who calls, never the caller's own token).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,8 +22,12 @@ use uuid::Uuid;
 use crate::db::schema::upstream_credentials;
 use crate::secrets::{OpenError, SecretsKey};
 
-/// The one kind today: a fixed header on every upstream request.
+/// A fixed header on every upstream request.
 pub const STATIC_HEADER: &str = "static_header";
+/// A token the gateway obtains with its own client credentials at the upstream's authorization server.
+pub const CLIENT_CREDENTIALS: &str = "oauth_client_credentials";
+/// A token the gateway's authorization server issues on behalf of each caller, for the upstream.
+pub const TOKEN_EXCHANGE: &str = "token_exchange";
 
 /// Headers a credential may not set; the proxies refuse the same list, so a credential accepted here is never
 /// refused there.
@@ -53,6 +60,16 @@ pub enum UpstreamAuthSpec {
     None,
     /// `header: value` on every upstream request.
     StaticHeader { header: String, value: SecretInput },
+    /// OAuth client credentials grant at `token_url` (`scope` and RFC 8707 `resource` when given).
+    ClientCredentials {
+        token_url: String,
+        client_id: String,
+        scope: Option<String>,
+        resource: Option<String>,
+        client_secret: SecretInput,
+    },
+    /// A token per caller for `audience` (default: the instance's endpoint URL), scopes narrowed to `scopes`.
+    TokenExchange { audience: Option<String>, scopes: Vec<String> },
 }
 
 impl UpstreamAuthSpec {
@@ -61,6 +78,8 @@ impl UpstreamAuthSpec {
         match self {
             Self::None => None,
             Self::StaticHeader { .. } => Some(STATIC_HEADER),
+            Self::ClientCredentials { .. } => Some(CLIENT_CREDENTIALS),
+            Self::TokenExchange { .. } => Some(TOKEN_EXCHANGE),
         }
     }
 
@@ -69,6 +88,10 @@ impl UpstreamAuthSpec {
         match self {
             Self::None => Value::Null,
             Self::StaticHeader { header, .. } => json!({ "header": header }),
+            Self::ClientCredentials { token_url, client_id, scope, resource, .. } => {
+                json!({ "token_url": token_url, "client_id": client_id, "scope": scope, "resource": resource })
+            }
+            Self::TokenExchange { audience, scopes } => json!({ "audience": audience, "scopes": scopes }),
         }
     }
 
@@ -76,16 +99,18 @@ impl UpstreamAuthSpec {
     pub fn new_secret(&self) -> Option<Value> {
         match self {
             Self::StaticHeader { value: SecretInput::New(value), .. } => Some(json!({ "value": value })),
+            Self::ClientCredentials { client_secret: SecretInput::New(secret), .. } => {
+                Some(json!({ "client_secret": secret }))
+            }
+            // Nothing secret: an empty object is sealed (the column is never empty).
+            Self::TokenExchange { .. } => Some(json!({})),
             _ => None,
         }
     }
 
     /// The form reads show.
     pub fn view(&self) -> UpstreamAuthView {
-        match self {
-            Self::None => UpstreamAuthView::None,
-            Self::StaticHeader { header, .. } => UpstreamAuthView::StaticHeader { header: header.clone() },
-        }
+        UpstreamAuthView::from_config(self.kind().unwrap_or("none"), &self.config())
     }
 }
 
@@ -98,6 +123,67 @@ pub enum UpstreamAuthView {
     None,
     /// A fixed header; its value is stored sealed and sent only to proxies.
     StaticHeader { header: String },
+    /// OAuth client credentials; the secret is stored sealed, the tokens obtained are never shown.
+    OauthClientCredentials {
+        token_url: String,
+        client_id: String,
+        scope: Option<String>,
+        resource: Option<String>,
+    },
+    /// Token exchange on behalf of each caller.
+    TokenExchange { audience: Option<String>, scopes: Vec<String> },
+}
+
+impl UpstreamAuthView {
+    /// The view of a stored `kind` and `config`.
+    pub fn from_config(kind: &str, config: &Value) -> Self {
+        let text = |field: &str| config.get(field).and_then(Value::as_str).map(str::to_owned);
+        match kind {
+            STATIC_HEADER => Self::StaticHeader { header: text("header").unwrap_or_default() },
+            CLIENT_CREDENTIALS => Self::OauthClientCredentials {
+                token_url: text("token_url").unwrap_or_default(),
+                client_id: text("client_id").unwrap_or_default(),
+                scope: text("scope"),
+                resource: text("resource"),
+            },
+            TOKEN_EXCHANGE => Self::TokenExchange {
+                audience: text("audience"),
+                scopes: config
+                    .get("scopes")
+                    .and_then(Value::as_array)
+                    .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            },
+            _ => Self::None,
+        }
+    }
+}
+
+/// The token last obtained for a client credentials credential (sealed), as the hub reads it.
+#[derive(Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::upstream_tokens, check_for_backend(diesel::pg::Pg))]
+pub struct UpstreamTokenRow {
+    pub credential_id: Uuid,
+    pub sealed: Option<Vec<u8>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub fetched_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+impl fmt::Debug for UpstreamTokenRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTokenRow")
+            .field("credential_id", &self.credential_id)
+            .field("expires_at", &self.expires_at)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sealing context of a credential's obtained token.
+pub fn token_context(credential_id: Uuid) -> String {
+    format!("upstream-token:{credential_id}")
 }
 
 /// Who a credential belongs to.
@@ -143,6 +229,8 @@ pub enum CredentialError {
     Open(#[from] OpenError),
     #[error("the stored credential is malformed (kind {0:?})")]
     Malformed(String),
+    #[error("no valid token has been obtained yet (see its last_error)")]
+    NoToken,
 }
 
 impl CredentialRow {
@@ -156,24 +244,49 @@ impl CredentialRow {
 
     /// The non-secret view.
     pub fn view(&self) -> UpstreamAuthView {
-        match (self.kind.as_str(), self.config.get("header").and_then(Value::as_str)) {
-            (STATIC_HEADER, Some(header)) => UpstreamAuthView::StaticHeader { header: header.to_owned() },
-            // Rows are written by this crate with a kind it knows, so this does not happen.
-            _ => UpstreamAuthView::None,
-        }
+        UpstreamAuthView::from_config(&self.kind, &self.config)
     }
 
     /// The secret JSON, opened with `key`.
-    fn secret(&self, key: Option<&SecretsKey>) -> Result<Value, CredentialError> {
+    pub fn secret(&self, key: Option<&SecretsKey>) -> Result<Value, CredentialError> {
         let key = key.ok_or(CredentialError::NoKey)?;
         let plain = key.open(&self.kind, &self.sealed)?;
         serde_json::from_slice(&plain).map_err(|_| CredentialError::Malformed(self.kind.clone()))
     }
 
-    /// The credential as proxies receive it, secret included.
-    pub fn open(&self, key: Option<&SecretsKey>) -> Result<v1::UpstreamCredential, CredentialError> {
+    /// The credential as proxies receive it, secret included. A client credentials credential becomes the
+    /// bearer header of its last token, when that token is still valid and was obtained for these settings.
+    pub fn open(
+        &self,
+        key: Option<&SecretsKey>,
+        token: Option<&UpstreamTokenRow>,
+    ) -> Result<v1::UpstreamCredential, CredentialError> {
         let malformed = || CredentialError::Malformed(self.kind.clone());
+        let kind = |k| Ok(v1::UpstreamCredential { kind: Some(k) });
         match self.kind.as_str() {
+            CLIENT_CREDENTIALS => {
+                let token = token
+                    .filter(|t| t.fetched_at.is_some_and(|at| at >= self.updated_at))
+                    .filter(|t| t.expires_at.is_none_or(|exp| exp > Utc::now()))
+                    .and_then(|t| t.sealed.as_ref())
+                    .ok_or(CredentialError::NoToken)?;
+                let key = key.ok_or(CredentialError::NoKey)?;
+                let plain = key.open(&token_context(self.id), token)?;
+                let token = String::from_utf8(plain).map_err(|_| malformed())?;
+                kind(v1::upstream_credential::Kind::StaticHeader(v1::StaticHeader {
+                    name: "authorization".to_owned(),
+                    value: format!("Bearer {token}"),
+                }))
+            }
+            TOKEN_EXCHANGE => {
+                let UpstreamAuthView::TokenExchange { audience, scopes } = self.view() else {
+                    return Err(malformed());
+                };
+                kind(v1::upstream_credential::Kind::TokenExchange(v1::TokenExchange {
+                    audience: audience.unwrap_or_default(),
+                    scopes,
+                }))
+            }
             STATIC_HEADER => {
                 let name = self.config.get("header").and_then(Value::as_str).ok_or_else(malformed)?;
                 let secret = self.secret(key)?;
@@ -236,14 +349,25 @@ impl CredentialIndex {
         self.instances.get(&id).map(CredentialRow::view)
     }
 
-    /// Every credential opened with `key`, by owner. One that cannot be opened is left out (its owner is
-    /// then reached without it, which the upstream refuses: no secret leaks, and the error is logged).
-    pub fn open_all(&self, key: Option<&SecretsKey>) -> HashMap<Owner, v1::UpstreamCredential> {
+    /// Every credential opened with `key` (client credentials with their `tokens`), by owner. One that
+    /// cannot be opened is left out (its owner is then reached without it, which the upstream refuses: no
+    /// secret leaks, and the error is logged).
+    pub fn open_all(
+        &self,
+        key: Option<&SecretsKey>,
+        tokens: &HashMap<Uuid, UpstreamTokenRow>,
+    ) -> HashMap<Owner, v1::UpstreamCredential> {
         let mut opened = HashMap::new();
         for row in self.servers.values().chain(self.instances.values()) {
             let Some(owner) = row.owner() else { continue };
-            match row.open(key) {
+            match row.open(key, tokens.get(&row.id)) {
                 Ok(credential) => drop(opened.insert(owner, credential)),
+                Err(CredentialError::NoToken) => {
+                    tracing::warn!(
+                        ?owner,
+                        "No token for an upstream yet; it is reached without one until the control plane obtains it."
+                    );
+                }
                 Err(error) => tracing::error!(?owner, %error,
                     "An upstream credential cannot be opened; its upstream is reached without it."),
             }
@@ -274,14 +398,15 @@ mod tests {
     fn opens_into_the_proxy_form_and_hides_the_secret_elsewhere() {
         let key = SecretsKey::from_bytes(&[3u8; 32]).expect("key");
         let row = row(&key, "X-API-Key", "s3cret-value");
-        let Some(v1::upstream_credential::Kind::StaticHeader(h)) = row.open(Some(&key)).expect("opens").kind
+        let Some(v1::upstream_credential::Kind::StaticHeader(h)) =
+            row.open(Some(&key), None).expect("opens").kind
         else {
             panic!("a static header")
         };
         assert_eq!((h.name.as_str(), h.value.as_str()), ("X-API-Key", "s3cret-value"));
-        assert_eq!(row.open(None), Err(CredentialError::NoKey));
+        assert_eq!(row.open(None, None), Err(CredentialError::NoKey));
         let other = SecretsKey::from_bytes(&[4u8; 32]).expect("key");
-        assert!(matches!(row.open(Some(&other)), Err(CredentialError::Open(_))));
+        assert!(matches!(row.open(Some(&other), None), Err(CredentialError::Open(_))));
         let view = serde_json::to_value(row.view()).expect("json");
         assert_eq!(view, json!({"type": "static_header", "header": "X-API-Key"}));
         assert!(!format!("{row:?}").contains("sealed"));

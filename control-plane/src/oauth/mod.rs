@@ -20,6 +20,7 @@ use crate::jwks::JwksFetcher;
 
 mod authorize;
 mod clients;
+pub mod exchange;
 pub mod idp;
 pub mod keys;
 mod metadata;

@@ -122,7 +122,7 @@ pub async fn token(
     let client = authenticate(&state, server, &req, &params).await?;
     let mut conn = state.pool.get().await.map_err(OAuthError::server_error)?;
     let now = Utc::now();
-    let (user_id, scope, resource, family) = if grant == "authorization_code" {
+    let (user_id, scope, resource, family, refresh_expires) = if grant == "authorization_code" {
         let code = params.require("code")?;
         let verifier = params.require("code_verifier")?;
         let row =
@@ -154,7 +154,7 @@ pub async fn token(
             ));
         }
         check_resource(&params, &row.resource)?;
-        (row.user_id, row.scope, row.resource, row.family_id)
+        (row.user_id, row.scope, row.resource, row.family_id, now + server.config.refresh_token_ttl)
     } else {
         let presented = params.require("refresh_token")?;
         let row = match store::redeem_refresh(&mut conn, &digest(presented))
@@ -191,7 +191,8 @@ pub async fn token(
                 ));
             }
         };
-        (row.user_id, scope, row.resource, row.family_id)
+        // Rotation keeps the family's absolute lifetime: refreshing never extends it.
+        (row.user_id, scope, row.resource, row.family_id, row.expires_at)
     };
     let user = store::user(&mut conn, user_id)
         .await
@@ -219,7 +220,7 @@ pub async fn token(
             scope: scope.clone(),
             resource,
             created_at: now,
-            expires_at: now + server.config.refresh_token_ttl,
+            expires_at: refresh_expires,
             used_at: None,
             revoked_at: None,
         };

@@ -32,7 +32,7 @@ fn published(set: &ResourceSet, kind: ResourceKind, id: &str) -> Option<(String,
         Kind::Instance(i) => i.upstream_credential.clone(),
         _ => None,
     }?;
-    let upstream_credential::Kind::StaticHeader(h) = credential.kind?;
+    let upstream_credential::Kind::StaticHeader(h) = credential.kind? else { return None };
     Some((h.name, h.value))
 }
 

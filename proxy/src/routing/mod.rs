@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-pub use table::{Instance, InstanceStates, PeerSettings, RoutingTable, Server};
+pub use table::{Instance, InstanceStates, PeerSettings, RoutingTable, Server, UpstreamAuth, UpstreamHeader};
 
 /// The current routing table. The request path does one [`Routes::load`]; only the sync service stores.
 #[derive(Debug, Default)]

@@ -65,8 +65,17 @@ pub struct Instance {
     pub peer: Result<HttpPeer, String>,
     /// In-flight count and breaker gate, kept across tables while the instance exists.
     pub state: Arc<InstanceState>,
-    /// The header the gateway authenticates to this upstream with (the instance's own, else its server's).
-    pub credential: Option<UpstreamHeader>,
+    /// How the gateway authenticates to this upstream (the instance's own credential, else its server's).
+    pub credential: Option<UpstreamAuth>,
+}
+
+/// How the gateway authenticates to an upstream.
+#[derive(Debug, Clone)]
+pub enum UpstreamAuth {
+    /// A fixed header (a static credential, or the token the control plane obtained).
+    Header(UpstreamHeader),
+    /// A token per caller from the control plane's authorization server, for `audience`.
+    Exchange { audience: Arc<str>, scopes: Arc<[String]> },
 }
 
 /// A credential header sent upstream; its value is marked sensitive, so it never shows in debug output.
@@ -79,12 +88,19 @@ pub struct UpstreamHeader {
 /// Headers a credential may not set: those that frame or route the request (the control plane's list).
 use mcpgw_proto::validate::RESERVED_CREDENTIAL_HEADERS as RESERVED_HEADERS;
 
-fn upstream_header(
+fn upstream_auth(
     owner: &str,
     c: Option<&v1::UpstreamCredential>,
-) -> Result<Option<UpstreamHeader>, TableError> {
-    let Some(v1::upstream_credential::Kind::StaticHeader(h)) = c.and_then(|c| c.kind.as_ref()) else {
-        return Ok(None);
+) -> Result<Option<UpstreamAuth>, TableError> {
+    let h = match c.and_then(|c| c.kind.as_ref()) {
+        None => return Ok(None),
+        Some(v1::upstream_credential::Kind::TokenExchange(x)) => {
+            return Ok(Some(UpstreamAuth::Exchange {
+                audience: Arc::from(x.audience.as_str()),
+                scopes: x.scopes.clone().into(),
+            }));
+        }
+        Some(v1::upstream_credential::Kind::StaticHeader(h)) => h,
     };
     let bad = |reason: &str| TableError::Credential { owner: owner.to_owned(), reason: reason.to_owned() };
     let name =
@@ -94,7 +110,7 @@ fn upstream_header(
     }
     let mut value = http::HeaderValue::from_str(&h.value).map_err(|_| bad("invalid header value"))?;
     value.set_sensitive(true);
-    Ok(Some(UpstreamHeader { name, value }))
+    Ok(Some(UpstreamAuth::Header(UpstreamHeader { name, value })))
 }
 
 impl Server {
@@ -147,7 +163,7 @@ pub enum TableError {
 struct InstanceSpec<'a> {
     proto: &'a v1::Instance,
     url: Url,
-    credential: Option<UpstreamHeader>,
+    credential: Option<UpstreamAuth>,
 }
 
 impl RoutingTable {
@@ -245,7 +261,7 @@ struct ValidSet<'a> {
     health: HashMap<&'a str, HealthStatus>,
     credentials: Credentials,
     /// Each server's upstream credential, inherited by instances without their own.
-    upstream_credentials: HashMap<&'a str, Option<UpstreamHeader>>,
+    upstream_credentials: HashMap<&'a str, Option<UpstreamAuth>>,
 }
 
 /// Pure checks of a resource set: names, uniqueness, transports, balancing keys, endpoint URLs.
@@ -282,17 +298,23 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
                 }
                 let key = validate::hash_key(&s.hash_key)
                     .map_err(|source| TableError::HashKey { id: s.id.clone(), source })?;
-                let credential =
-                    upstream_header(&format!("server {}", s.id), s.upstream_credential.as_ref())?;
+                let credential = upstream_auth(&format!("server {}", s.id), s.upstream_credential.as_ref())?;
                 valid.upstream_credentials.insert(&s.id, credential);
                 valid.servers.push((s, transport, key));
             }
             Some(Kind::Instance(i)) => {
                 let url = validate::endpoint_url(&i.endpoint_url)
                     .map_err(|source| TableError::Endpoint { id: i.id.clone(), source })?;
-                let own = upstream_header(&format!("instance {}", i.id), i.upstream_credential.as_ref())?;
-                let credential =
-                    own.or_else(|| valid.upstream_credentials.get(i.server_id.as_str()).cloned().flatten());
+                let own = upstream_auth(&format!("instance {}", i.id), i.upstream_credential.as_ref())?;
+                let credential = match own
+                    .or_else(|| valid.upstream_credentials.get(i.server_id.as_str()).cloned().flatten())
+                {
+                    // Exchanged tokens are for the instance's own URL unless an audience is set.
+                    Some(UpstreamAuth::Exchange { audience, scopes }) if audience.is_empty() => {
+                        Some(UpstreamAuth::Exchange { audience: Arc::from(i.endpoint_url.as_str()), scopes })
+                    }
+                    other => other,
+                };
                 valid.instances.push(InstanceSpec { proto: i, url, credential });
             }
             Some(Kind::InstanceHealth(h)) => {
@@ -373,8 +395,8 @@ mod tests {
                 value: value.into(),
             })),
         };
-        assert!(upstream_header("s", Some(&c("X-Api-Key", "k"))).unwrap().is_some());
-        assert!(upstream_header("s", None).unwrap().is_none());
+        assert!(upstream_auth("s", Some(&c("X-Api-Key", "k"))).unwrap().is_some());
+        assert!(upstream_auth("s", None).unwrap().is_none());
         for (name, value) in [
             ("host", "x"),
             ("Content-Length", "1"),
@@ -382,9 +404,9 @@ mod tests {
             ("bad name", "x"),
             ("x-k", "a\nb"),
         ] {
-            assert!(upstream_header("s", Some(&c(name, value))).is_err(), "{name}");
+            assert!(upstream_auth("s", Some(&c(name, value))).is_err(), "{name}");
         }
-        let header = upstream_header("s", Some(&c("x-api-key", "s3cret"))).unwrap().unwrap();
+        let header = upstream_auth("s", Some(&c("x-api-key", "s3cret"))).unwrap().unwrap();
         assert!(!format!("{header:?}").contains("s3cret"), "the value is sensitive");
     }
     use mcpgw_proto::v1::{Instance as PInstance, Resource, Server as PServer};

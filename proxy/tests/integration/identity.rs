@@ -271,3 +271,45 @@ async fn token_attacks_get_401_with_an_invalid_token_challenge() {
     let prm: Value = reqwest::get(&metadata).await.unwrap().json().await.unwrap();
     assert_eq!(prm["authorization_servers"], json!([ISSUER]));
 }
+
+#[tokio::test]
+async fn token_exchange_credentials_are_obtained_per_caller_and_cached() {
+    let mut upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start_closed(&cp.url(), &[]).await;
+    let mut table = snapshot(1, &[("alpha", &upstream.url())]);
+    table.upserts.push(api_key("other-key", OTHER_KEY, "default", 0));
+    table.upserts.push(api_key("unexchangeable", UNEXCHANGEABLE, "default", 0));
+    let exchange = mcpgw_proto::v1::UpstreamCredential {
+        kind: Some(mcpgw_proto::v1::upstream_credential::Kind::TokenExchange(
+            mcpgw_proto::v1::TokenExchange { audience: String::new(), scopes: vec!["tools".into()] },
+        )),
+    };
+    for resource in &mut table.upserts {
+        if let Some(mcpgw_proto::v1::resource::Kind::Server(s)) = resource.kind.as_mut() {
+            s.upstream_credential = Some(exchange.clone());
+        }
+    }
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let url = proxy.mcp_url("alpha");
+    let mut seen = Vec::new();
+    for key in [TEST_KEY, TEST_KEY, OTHER_KEY] {
+        let resp = call(&url, Some(&format!("Bearer {key}")), None).await;
+        assert_eq!(resp.status(), 200);
+        seen.push(upstream.next_request().await.header("authorization").unwrap_or_default().to_owned());
+    }
+    let audience = upstream.url();
+    assert_eq!(seen[0], format!("Bearer exchanged-1-for-{audience}"), "for the instance's own URL");
+    assert_eq!(seen[1], seen[0], "the caller's exchanged token is reused");
+    assert_eq!(seen[2], format!("Bearer exchanged-2-for-{audience}"), "another caller, another token");
+    let exchanges = cp.exchanges();
+    assert_eq!(exchanges.len(), 2);
+    assert_eq!(exchanges[0], (TEST_KEY.to_owned(), audience.clone(), vec!["tools".to_owned()]));
+    // A caller the control plane will not exchange for: 502, and nothing reaches the upstream.
+    let resp = call(&url, Some(&format!("Bearer {UNEXCHANGEABLE}")), None).await;
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["data"]["reason"], "upstream_credential_unavailable", "{body}");
+    assert!(upstream.drain().is_empty(), "{:?}", upstream.drain());
+}

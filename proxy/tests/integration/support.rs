@@ -137,12 +137,20 @@ pub fn snapshot(version: u64, routes: &[(&str, &str)]) -> RoutingUpdate {
 
 type UpdateTx = mpsc::Sender<Result<RoutingUpdate, Status>>;
 
+/// A token exchange a proxy asked for: subject token, audience, scopes.
+pub type Exchange = (String, String, Vec<String>);
+
 #[derive(Clone, Default)]
 struct Discovery {
     streams: Arc<Mutex<Vec<UpdateTx>>>,
     inbound: Arc<Mutex<Option<mpsc::UnboundedSender<ProxyMessage>>>>,
     connected: Arc<tokio::sync::Notify>,
+    /// Token exchanges asked for.
+    exchanges: Arc<Mutex<Vec<Exchange>>>,
 }
+
+/// The subject a fake control plane refuses to exchange.
+pub const UNEXCHANGEABLE: &str = "mcpgw_unexchangeable-key";
 
 #[tonic::async_trait]
 impl RoutingDiscovery for Discovery {
@@ -163,6 +171,26 @@ impl RoutingDiscovery for Discovery {
         self.streams.lock().unwrap().push(tx);
         self.connected.notify_waiters();
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    /// Answers `exchanged-<n>-for-<audience>`, valid for an hour; refuses [`UNEXCHANGEABLE`].
+    async fn exchange_token(
+        &self,
+        request: Request<mcpgw_proto::v1::ExchangeRequest>,
+    ) -> Result<Response<mcpgw_proto::v1::ExchangeResponse>, Status> {
+        let r = request.into_inner();
+        if r.subject_token == UNEXCHANGEABLE {
+            return Err(Status::permission_denied("not exchangeable"));
+        }
+        let mut seen = self.exchanges.lock().unwrap();
+        seen.push((r.subject_token, r.audience.clone(), r.scopes));
+        let expires_at_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+                + 3600;
+        Ok(Response::new(mcpgw_proto::v1::ExchangeResponse {
+            access_token: format!("exchanged-{}-for-{}", seen.len(), r.audience),
+            expires_at_unix,
+        }))
     }
 }
 
@@ -197,6 +225,11 @@ impl FakeControlPlane {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The token exchanges proxies asked for so far: (subject token, audience, scopes).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.discovery.exchanges.lock().unwrap().clone()
     }
 
     /// Waits for a proxy stream, then sends `update` on the newest one.

@@ -106,6 +106,8 @@ pub struct RoutingSnapshot {
     pub issuers: Vec<TrustedIssuerRow>,
     /// The public keys of the control plane's own authorization server still published, newest first.
     pub signing_keys: Vec<serde_json::Value>,
+    /// The tokens obtained for client credentials credentials, by credential id (sealed).
+    pub tokens: HashMap<Uuid, crate::model::UpstreamTokenRow>,
 }
 
 /// The routing version, every server, instance, API key, credential and trusted issuer, read from one
@@ -128,6 +130,7 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
             let credentials = upstream_auth::all(conn).await?;
             let issuers = trusted_issuers::list(conn).await?;
             let signing_keys = oauth::published_keys(conn).await?.into_iter().map(|k| k.public_jwk).collect();
+            let tokens = upstream_auth::tokens(conn).await?;
             Ok(RoutingSnapshot {
                 version,
                 servers,
@@ -137,6 +140,7 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
                 credentials,
                 issuers,
                 signing_keys,
+                tokens,
             })
         })
         .await

@@ -8,7 +8,10 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::db::schema::upstream_credentials as creds;
-use crate::model::{CredentialIndex, CredentialRow, Owner, UpstreamAuthSpec};
+use crate::db::schema::upstream_tokens;
+use crate::model::{
+    CLIENT_CREDENTIALS, CredentialIndex, CredentialRow, Owner, UpstreamAuthSpec, UpstreamTokenRow,
+};
 use crate::secrets::SecretsKey;
 
 fn owner_ids(owner: Owner) -> (Option<Uuid>, Option<Uuid>) {
@@ -86,4 +89,75 @@ pub async fn of(
         .load(conn)
         .await?;
     Ok(CredentialIndex::from_rows(rows))
+}
+
+/// The tokens obtained for client credentials credentials, by credential id.
+pub async fn tokens(
+    conn: &mut AsyncPgConnection,
+) -> QueryResult<std::collections::HashMap<Uuid, UpstreamTokenRow>> {
+    let rows: Vec<UpstreamTokenRow> =
+        upstream_tokens::table.select(UpstreamTokenRow::as_select()).load(conn).await?;
+    Ok(rows.into_iter().map(|t| (t.credential_id, t)).collect())
+}
+
+/// Every client credentials credential.
+pub async fn client_credentials(conn: &mut AsyncPgConnection) -> QueryResult<Vec<CredentialRow>> {
+    creds::table
+        .filter(creds::kind.eq(CLIENT_CREDENTIALS))
+        .select(CredentialRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Records a token obtained for `credential_id` (sealed, with its expiry) and bumps the routing version so
+/// every proxy gets it; or records why it could not be obtained (the last good token stays).
+pub async fn save_token(
+    conn: &mut AsyncPgConnection,
+    credential_id: Uuid,
+    outcome: Result<(Vec<u8>, Option<chrono::DateTime<chrono::Utc>>), String>,
+) -> QueryResult<()> {
+    use diesel_async::AsyncConnection;
+    let now = chrono::Utc::now();
+    conn.transaction(async |conn| {
+        match outcome {
+            Ok((sealed, expires_at)) => {
+                diesel::insert_into(upstream_tokens::table)
+                    .values((
+                        upstream_tokens::credential_id.eq(credential_id),
+                        upstream_tokens::sealed.eq(&sealed),
+                        upstream_tokens::expires_at.eq(expires_at),
+                        upstream_tokens::fetched_at.eq(now),
+                        upstream_tokens::last_attempt_at.eq(now),
+                        upstream_tokens::last_error.eq(None::<String>),
+                    ))
+                    .on_conflict(upstream_tokens::credential_id)
+                    .do_update()
+                    .set((
+                        upstream_tokens::sealed.eq(&sealed),
+                        upstream_tokens::expires_at.eq(expires_at),
+                        upstream_tokens::fetched_at.eq(now),
+                        upstream_tokens::last_attempt_at.eq(now),
+                        upstream_tokens::last_error.eq(None::<String>),
+                    ))
+                    .execute(conn)
+                    .await?;
+                super::bump_version(conn).await?;
+            }
+            Err(error) => {
+                diesel::insert_into(upstream_tokens::table)
+                    .values((
+                        upstream_tokens::credential_id.eq(credential_id),
+                        upstream_tokens::last_attempt_at.eq(now),
+                        upstream_tokens::last_error.eq(&error),
+                    ))
+                    .on_conflict(upstream_tokens::credential_id)
+                    .do_update()
+                    .set((upstream_tokens::last_attempt_at.eq(now), upstream_tokens::last_error.eq(&error)))
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    })
+    .await
 }

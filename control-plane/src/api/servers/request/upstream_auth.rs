@@ -8,14 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use super::err;
 use crate::api::{ApiError, Code};
-use crate::model::{RESERVED_HEADERS, STATIC_HEADER, SecretInput, UpstreamAuthSpec, UpstreamAuthView};
+use crate::model::{
+    CLIENT_CREDENTIALS, RESERVED_HEADERS, STATIC_HEADER, SecretInput, TOKEN_EXCHANGE, UpstreamAuthSpec,
+    UpstreamAuthView,
+};
 
 /// Longest header name, and longest value.
 pub const MAX_HEADER_CHARS: usize = 100;
 pub const MAX_VALUE_CHARS: usize = 8192;
 
-/// `{"type": "none"}` or `{"type": "static_header", "header": "X-API-Key", "value": "..."}`. Without
-/// `value`, the stored value is kept (a read written back changes nothing). `Debug` hides the value.
+/// `{"type": "none"}`, `{"type": "static_header", "header": "X-API-Key", "value": "..."}`,
+/// `{"type": "oauth_client_credentials", "token_url", "client_id", "client_secret", "scope"?, "resource"?}`
+/// or `{"type": "token_exchange", "audience"?, "scopes"?}`. Without `value` / `client_secret`, the stored
+/// secret is kept (a read written back changes nothing). `Debug` hides the secrets.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamAuthRequest {
@@ -32,6 +37,29 @@ pub struct UpstreamAuthRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(write_only)]
     pub value: Option<String>,
+    /// For `oauth_client_credentials`: the upstream authorization server's token endpoint (https, or http
+    /// on loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// For `oauth_client_credentials`: the gateway's client id there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// For `oauth_client_credentials`: the client secret. Write-only; absent: keep the stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(write_only)]
+    pub client_secret: Option<String>,
+    /// For `oauth_client_credentials`: the scope asked for (space-separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// For `oauth_client_credentials`: the RFC 8707 resource asked for (the upstream's canonical URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// For `token_exchange`: the audience of the exchanged tokens (default: each instance's endpoint URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// For `token_exchange`: the scopes the exchanged tokens carry at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 impl fmt::Debug for UpstreamAuthRequest {
@@ -40,7 +68,11 @@ impl fmt::Debug for UpstreamAuthRequest {
             .field("kind", &self.kind)
             .field("header", &self.header)
             .field("value", &self.value.as_ref().map(|_| "***"))
-            .finish()
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,8 +82,24 @@ impl UpstreamAuthRequest {
         match view {
             UpstreamAuthView::None => None,
             UpstreamAuthView::StaticHeader { header } => {
-                Some(Self { kind: STATIC_HEADER.to_owned(), header: Some(header.clone()), value: None })
+                Some(Self { kind: STATIC_HEADER.to_owned(), header: Some(header.clone()), ..Self::default() })
             }
+            UpstreamAuthView::OauthClientCredentials { token_url, client_id, scope, resource } => {
+                Some(Self {
+                    kind: CLIENT_CREDENTIALS.to_owned(),
+                    token_url: Some(token_url.clone()),
+                    client_id: Some(client_id.clone()),
+                    scope: scope.clone(),
+                    resource: resource.clone(),
+                    ..Self::default()
+                })
+            }
+            UpstreamAuthView::TokenExchange { audience, scopes } => Some(Self {
+                kind: TOKEN_EXCHANGE.to_owned(),
+                audience: audience.clone(),
+                scopes: (!scopes.is_empty()).then(|| scopes.clone()),
+                ..Self::default()
+            }),
         }
     }
 
@@ -59,13 +107,29 @@ impl UpstreamAuthRequest {
     /// without a credential of its own uses its server's; it cannot opt out of it).
     pub fn validate(self, at: &str, instance: bool) -> Result<UpstreamAuthSpec, ApiError> {
         let bad = |why: String| err(Code::InvalidUpstreamAuth, format!("{at}upstream_auth{why}"));
+        let oauth_fields = self.token_url.is_some()
+            || self.client_id.is_some()
+            || self.client_secret.is_some()
+            || self.scope.is_some()
+            || self.resource.is_some();
+        let exchange_fields = self.audience.is_some() || self.scopes.is_some();
+        let header_fields = self.header.is_some() || self.value.is_some();
+        let foreign = match self.kind.as_str() {
+            STATIC_HEADER => oauth_fields || exchange_fields,
+            CLIENT_CREDENTIALS => header_fields || exchange_fields,
+            TOKEN_EXCHANGE => header_fields || oauth_fields,
+            _ => false,
+        };
+        if foreign {
+            return Err(bad(format!(": a field of another type is given with type {:?}", self.kind)));
+        }
         match self.kind.as_str() {
             "none" if instance => {
                 Err(bad(": an instance without upstream_auth uses its server's; \"none\" cannot override it"
                     .into()))
             }
-            "none" if self.header.is_some() || self.value.is_some() => {
-                Err(bad(": type \"none\" takes no header or value".into()))
+            "none" if header_fields || oauth_fields || exchange_fields => {
+                Err(bad(": type \"none\" takes no other field".into()))
             }
             "none" => Ok(UpstreamAuthSpec::None),
             STATIC_HEADER => {
@@ -81,7 +145,55 @@ impl UpstreamAuthRequest {
                 };
                 Ok(UpstreamAuthSpec::StaticHeader { header, value })
             }
-            other => Err(bad(format!(".type {other:?} is not one of \"none\", \"static_header\""))),
+            CLIENT_CREDENTIALS => {
+                let token_url = self.token_url.ok_or_else(|| bad(".token_url is required".into()))?;
+                match url::Url::parse(&token_url) {
+                    Ok(u) if crate::jwks::secure_or_loopback(&u) && u.fragment().is_none() => {}
+                    _ => {
+                        return Err(bad(format!(
+                            ".token_url {token_url:?} is not an https URL (or http on loopback)"
+                        )));
+                    }
+                }
+                let client_id = self
+                    .client_id
+                    .filter(|c| !c.trim().is_empty())
+                    .ok_or_else(|| bad(".client_id is required".into()))?;
+                let client_secret = match self.client_secret {
+                    None => SecretInput::Keep,
+                    Some(secret) => {
+                        check_value(&secret).map_err(|why| bad(format!(".client_secret {why}")))?;
+                        SecretInput::New(secret)
+                    }
+                };
+                if let Some(resource) = &self.resource
+                    && url::Url::parse(resource).is_err()
+                {
+                    return Err(bad(format!(".resource {resource:?} is not an absolute URL")));
+                }
+                Ok(UpstreamAuthSpec::ClientCredentials {
+                    token_url,
+                    client_id,
+                    scope: self.scope.filter(|s| !s.trim().is_empty()),
+                    resource: self.resource,
+                    client_secret,
+                })
+            }
+            TOKEN_EXCHANGE => {
+                if let Some(audience) = &self.audience
+                    && (audience.trim().is_empty() || audience.len() > 2048)
+                {
+                    return Err(bad(".audience must be 1-2048 characters".into()));
+                }
+                let scopes = self.scopes.unwrap_or_default();
+                if scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+                    return Err(bad(".scopes must be scope tokens without spaces".into()));
+                }
+                Ok(UpstreamAuthSpec::TokenExchange { audience: self.audience, scopes })
+            }
+            other => Err(bad(format!(
+                ".type {other:?} is not one of \"none\", \"static_header\", \"oauth_client_credentials\", \"token_exchange\""
+            ))),
         }
     }
 }
@@ -168,7 +280,11 @@ mod tests {
         );
         let debug = format!(
             "{:?}",
-            UpstreamAuthRequest { kind: "static_header".into(), header: None, value: Some("s3cret".into()) }
+            UpstreamAuthRequest {
+                kind: "static_header".into(),
+                value: Some("s3cret".into()),
+                ..Default::default()
+            }
         );
         assert!(!debug.contains("s3cret"), "{debug}");
     }
