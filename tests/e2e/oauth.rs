@@ -476,3 +476,54 @@ async fn upstreams_get_their_own_tokens_never_the_callers() -> Result<()> {
     ensure!(!server.to_string().contains(mcpgw_e2e::idp::CLIENT.1), "the client secret is never shown");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_authorization_server_checks_pass() -> Result<()> {
+    let (sg, _upstream, url) = gateway_with_server(None, &[]).await?;
+    let issuer = sg.issuer();
+    let port = mcpgw_e2e::free_port()?;
+    let callback = format!("http://127.0.0.1:{port}/callback");
+    let resp = reqwest::Client::new()
+        .post(format!("{issuer}/oauth/register"))
+        .json(&json!({"redirect_uris": [callback], "application_type": "native", "token_endpoint_auth_method": "none"}))
+        .send()
+        .await?;
+    let client_id = resp.json::<Value>().await?["client_id"].as_str().context("client_id")?.to_owned();
+    let run = mcpgw_e2e::conformance::run_authorization(
+        &issuer,
+        &client_id,
+        &url,
+        port,
+        "authorization-server",
+        |auth_url| {
+            let callback = callback.clone();
+            async move {
+                let back = browser_login(&auth_url, &callback, "alice", &[]).await?;
+                let query = form(
+                    &back
+                        .as_object()
+                        .context("params")?
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>(),
+                );
+                // The suite's callback server receives the redirect, as a browser would deliver it.
+                reqwest::get(format!("{callback}?{query}")).await?;
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    let statuses: Vec<String> =
+        run.checks.iter().map(|((s, id), c)| format!("{s}/{id}={}", c.status)).collect();
+    ensure!(run.checks.len() >= 2, "both scenarios ran: {statuses:?}");
+    for ((scenario, id), check) in &run.checks {
+        ensure!(
+            check.status == "SUCCESS",
+            "{scenario}/{id}: {} {:?} ({statuses:?})",
+            check.status,
+            check.error
+        );
+    }
+    Ok(())
+}

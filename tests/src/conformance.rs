@@ -121,7 +121,63 @@ pub async fn run(url: &str, selection: Selection, label: &str) -> Result<Run> {
     Ok(Run { checks, elapsed })
 }
 
-/// Reads `DIR/server-<scenario>-<timestamp>/checks.json` for every scenario the suite ran.
+/// Runs `conformance authorization --url ISSUER --client-id ID --resource RESOURCE --port PORT` (every
+/// authorization-server scenario). Its authorization code scenario prints an authorization URL and waits
+/// for the browser to come back to `http://127.0.0.1:PORT/callback`: `login` gets that URL and plays the
+/// browser. Results as for [`run`].
+pub async fn run_authorization<F, Fut>(
+    issuer: &str,
+    client_id: &str,
+    resource: &str,
+    port: u16,
+    label: &str,
+    login: F,
+) -> Result<Run>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (node, entry) = suite()?;
+    let out = log_dir().join(format!("conformance-{label}"));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let log = log_file(&format!("conformance-{label}"));
+    let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let mut cmd = Command::new(&node);
+    cmd.current_dir(peers_dir())
+        .arg(&entry)
+        .args(["authorization", "--url", issuer, "--client-id", client_id, "--resource", resource])
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("-o")
+        .arg(&out);
+    prepare(&mut cmd);
+    cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
+    let shown = format!("conformance authorization --url {issuer}");
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("spawn {shown}"))?;
+    let prefix = format!("{issuer}/oauth/authorize?");
+    let url = crate::poll_until("the suite to print the authorization URL", RUN_TIMEOUT, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let found = text.lines().find(|l| l.trim().starts_with(&prefix)).map(|l| l.trim().to_owned());
+        async move { Ok(found) }
+    })
+    .await
+    .with_context(|| format!("{shown}; log {}\n{}", log.display(), tail(&log, 30)))?;
+    login(url).await?;
+    let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
+        .await
+        .with_context(|| format!("{shown} did not finish within {RUN_TIMEOUT:?}; log {}", log.display()))??;
+    if !matches!(status.code(), Some(0 | 1)) {
+        bail!("{shown} exited with {status}; log {}\n{}", log.display(), tail(&log, 30));
+    }
+    let checks = read_results(&out).with_context(|| {
+        format!("{shown}: results in {}; log {}\n{}", out.display(), log.display(), tail(&log, 30))
+    })?;
+    Ok(Run { checks, elapsed: start.elapsed() })
+}
+
+/// Reads `DIR/<mode>-<scenario>-<timestamp>/checks.json` for every scenario the suite ran.
 fn read_results(dir: &Path) -> Result<Checks> {
     let mut checks = Checks::new();
     let mut scenarios = 0;
@@ -149,7 +205,7 @@ fn read_results(dir: &Path) -> Result<Checks> {
 fn scenario_of(dir_name: &str) -> Option<&str> {
     // The timestamp is `YYYY-MM-DDTHH-MM-SS-mmmZ`: 24 characters after the last name dash.
     const STAMP: usize = "-2026-11-30T09-11-51-369Z".len();
-    let rest = dir_name.strip_prefix("server-")?;
+    let rest = dir_name.strip_prefix("server-").or_else(|| dir_name.strip_prefix("authorization-server-"))?;
     let cut = rest.len().checked_sub(STAMP)?;
     let (name, stamp) = (rest.get(..cut)?, rest.get(cut..)?);
     let well_formed = stamp.starts_with('-')
@@ -190,6 +246,10 @@ mod tests {
         assert_eq!(
             scenario_of("server-server-session-lifecycle-2026-11-30T09-13-30-666Z"),
             Some("server-session-lifecycle")
+        );
+        assert_eq!(
+            scenario_of("authorization-server-authorization-code-grant-2026-11-30T13-25-43-740Z"),
+            Some("authorization-code-grant")
         );
         assert_eq!(scenario_of("server-ping"), None);
         assert_eq!(scenario_of("client-ping-2026-11-30T09-11-51-369Z"), None);
