@@ -28,6 +28,8 @@ mod registry;
 mod rest_auth;
 #[path = "integration/servers.rs"]
 mod servers;
+#[path = "integration/signing_keys.rs"]
+mod signing_keys;
 #[path = "integration/trusted_issuers.rs"]
 mod trusted_issuers;
 #[path = "integration/upstream_auth.rs"]

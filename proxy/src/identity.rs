@@ -632,6 +632,24 @@ mod tests {
     }
 
     #[test]
+    fn metadata_names_the_own_authorization_server_when_there_is_one() {
+        let signer = Signer::new("k1");
+        let mut c = issuer_credentials(&[&signer]);
+        assert_eq!(c.issuer_names(), [ISSUER]);
+        let jwks = json!({"keys": [signer.jwk()]}).to_string();
+        c.add_issuer(&v1::TrustedIssuer {
+            id: "authorization-server".into(),
+            issuer: "https://gw.example/".into(),
+            jwks_json: jwks,
+            algorithms: vec!["EdDSA".into()],
+            authorization_server: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.issuer_names(), ["https://gw.example/"], "clients sign in there, not at the others");
+    }
+
+    #[test]
     fn jwts_from_a_trusted_issuer() {
         let signer = Signer::new("k1");
         let c = issuer_credentials(&[&signer]);

@@ -110,30 +110,60 @@ impl Keys {
         self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Rotates when due, then loads the published keys; returns whether the published set changed.
+    /// Rotates when due, then loads the published keys; returns whether the published set changed. A newest
+    /// key this replica cannot open (sealed with another `--secrets-key`) is replaced by a new one at once:
+    /// the old keys stay published, so the tokens they signed keep verifying until they expire.
     pub async fn sync(&self) -> Result<bool, String> {
-        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-        let to_chrono = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        let mut failure = None;
-        let changed =
-            store::rotate_keys(&mut conn, to_chrono(self.rotation), to_chrono(self.overlap), || {
-                generate(&self.secrets).map_err(|e| failure = Some(e)).ok()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(why) = failure {
-            return Err(why);
-        }
-        let rows = store::published_keys(&mut conn).await.map_err(|e| e.to_string())?;
-        let newest = rows.first().ok_or("no signing key is published")?;
-        let pkcs8 = self.secrets.open(&seal_context(&newest.kid), &newest.private_key).map_err(|e| {
-            format!("signing key {}: {e} (was it sealed with another --secrets-key?)", newest.kid)
-        })?;
-        let signer = Signer { kid: newest.kid.clone(), key: EncodingKey::from_ec_der(&pkcs8) };
+        let mut changed = self.rotate(self.rotation).await?;
+        let mut rows = self.published().await?;
+        let signer = match self.open_newest(&rows) {
+            Ok(signer) => signer,
+            Err(error) => {
+                tracing::error!(%error, "The newest signing key cannot be opened with this --secrets-key; rotating to a new one.");
+                changed |= self.rotate(Duration::ZERO).await?;
+                rows = self.published().await?;
+                self.open_newest(&rows)?
+            }
+        };
         *self.signer.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(signer));
         *self.jwks.write().unwrap_or_else(|e| e.into_inner()) =
             json!({"keys": rows.iter().map(|r| r.public_jwk.clone()).collect::<Vec<_>>()});
         Ok(changed)
+    }
+
+    async fn published(&self) -> Result<Vec<store::SigningKeyRow>, String> {
+        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        store::published_keys(&mut conn).await.map_err(|e| e.to_string())
+    }
+
+    fn open_newest(&self, rows: &[store::SigningKeyRow]) -> Result<Signer, String> {
+        let newest = rows.first().ok_or("no signing key is published")?;
+        let pkcs8 = self
+            .secrets
+            .open(&seal_context(&newest.kid), &newest.private_key)
+            .map_err(|e| format!("signing key {}: {e}", newest.kid))?;
+        Ok(Signer { kid: newest.kid.clone(), key: EncodingKey::from_ec_der(&pkcs8) })
+    }
+
+    /// Makes a new key when the newest is `rotate_after` old (or there is none); whether the set changed.
+    pub async fn rotate(&self, rotate_after: Duration) -> Result<bool, String> {
+        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let to_chrono = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let mut failure = None;
+        let changed = store::rotate_keys(&mut conn, to_chrono(rotate_after), to_chrono(self.overlap), || {
+            generate(&self.secrets).map_err(|e| failure = Some(e)).ok()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match failure {
+            Some(why) => Err(why),
+            None => Ok(changed),
+        }
+    }
+
+    /// The kid of the key that signs now.
+    pub fn signing_kid(&self) -> Option<String> {
+        self.signer().map(|s| s.kid.clone())
     }
 
     /// Syncs every `interval` (at most a minute, so a rotation by another replica is seen soon) and
