@@ -176,6 +176,9 @@ impl Gateway {
             let resource = resource.map(str::to_owned);
             return self.protected_resource_metadata(session, resource.as_deref()).await;
         }
+        if is_legacy_oauth_path(path) {
+            return self.legacy_oauth_redirect(session).await;
+        }
         route::dispatch(self, session, ctx, body, rpc.as_ref()).await
     }
 
@@ -269,7 +272,61 @@ fn metadata_resource<'a>(path: &'a str, public_url: &url::Url) -> Option<Option<
     }
 }
 
+/// Paths where 2025-03-26 clients look for the authorization server: on the MCP server's origin (the MCP
+/// URL with its path discarded), metadata first, then the default endpoints.
+const LEGACY_OAUTH_PATHS: [(&str, &str); 5] = [
+    ("/.well-known/oauth-authorization-server", ""),
+    ("/.well-known/openid-configuration", "/.well-known/openid-configuration"),
+    ("/authorize", "/oauth/authorize"),
+    ("/token", "/oauth/token"),
+    ("/register", "/oauth/register"),
+];
+
+fn is_legacy_oauth_path(path: &str) -> bool {
+    LEGACY_OAUTH_PATHS.iter().any(|(p, _)| *p == path)
+}
+
+/// Where a 2025-03-26 client's request for `path?query` belongs at the authorization server `issuer`.
+fn legacy_oauth_target(issuer: &str, path: &str, query: Option<&str>) -> Option<String> {
+    let (_, target) = LEGACY_OAUTH_PATHS.iter().find(|(p, _)| *p == path)?;
+    let mut location = if target.is_empty() {
+        // RFC 8414 §3: the well-known segment goes before the issuer's path.
+        let url = url::Url::parse(issuer).ok()?;
+        let issuer_path = url.path().trim_end_matches('/');
+        format!("{}/.well-known/oauth-authorization-server{issuer_path}", url.origin().ascii_serialization())
+    } else {
+        format!("{}{target}", issuer.trim_end_matches('/'))
+    };
+    if let Some(query) = query {
+        location.push('?');
+        location.push_str(query);
+    }
+    Some(location)
+}
+
 impl Gateway {
+    /// Sends a 2025-03-26 client to the control plane's authorization server (307 keeps a POST a POST);
+    /// 404 when the gateway has none.
+    async fn legacy_oauth_redirect(&self, session: &mut Session) -> Result<(), Failure> {
+        let table = self.routes.load().ok_or(ProxyError::NotReady)?;
+        let req = session.req_header();
+        let path = req.uri.path().to_owned();
+        let target = table
+            .credentials()
+            .own_authorization_server()
+            .and_then(|issuer| legacy_oauth_target(issuer, &path, req.uri.query()))
+            .ok_or_else(|| ProxyError::RouteNotFound { path: path.clone() })?;
+        let mut resp = ResponseHeader::build(307, Some(3)).map_err(Failure::Abort)?;
+        for (name, value) in [
+            (http::header::LOCATION, target),
+            (http::header::CONTENT_LENGTH, "0".to_owned()),
+            (http::header::CACHE_CONTROL, "no-store".to_owned()),
+        ] {
+            resp.insert_header(name, value).map_err(Failure::Abort)?;
+        }
+        session.write_response_header(Box::new(resp), true).await.map_err(Failure::Abort)
+    }
+
     /// Answers a protected resource metadata request (RFC 9728): public, cacheable, GET only. It is the
     /// same for any server name, registered or not, so that callers without credentials cannot learn which
     /// servers exist.
@@ -338,6 +395,29 @@ async fn linger(session: &mut Session) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_clients_are_sent_to_the_authorization_server() {
+        let target = |issuer: &str, path: &str, query: Option<&str>| legacy_oauth_target(issuer, path, query);
+        assert_eq!(
+            target("https://cp.example", "/.well-known/oauth-authorization-server", None).as_deref(),
+            Some("https://cp.example/.well-known/oauth-authorization-server")
+        );
+        assert_eq!(
+            target("https://cp.example/auth", "/.well-known/oauth-authorization-server", None).as_deref(),
+            Some("https://cp.example/.well-known/oauth-authorization-server/auth"),
+            "RFC 8414 form for an issuer with a path"
+        );
+        assert_eq!(
+            target("https://cp.example/auth", "/authorize", Some("client_id=a&state=b")).as_deref(),
+            Some("https://cp.example/auth/oauth/authorize?client_id=a&state=b")
+        );
+        assert_eq!(
+            target("https://cp.example", "/token", None).as_deref(),
+            Some("https://cp.example/oauth/token")
+        );
+        assert_eq!(target("https://cp.example", "/mcp/a", None), None);
+    }
 
     #[test]
     fn metadata_paths_in_both_well_known_forms() {

@@ -225,6 +225,11 @@ impl Credentials {
         Ok(())
     }
 
+    /// The control plane's own authorization server, when the table has one.
+    pub fn own_authorization_server(&self) -> Option<&str> {
+        self.issuers.values().find(|i| i.authorization_server).map(|i| &*i.issuer)
+    }
+
     /// The authorization servers protected resource metadata names: the control plane's own when it has
     /// one (clients sign in there), else every issuer whose tokens are accepted.
     pub fn issuer_names(&self) -> Vec<String> {
