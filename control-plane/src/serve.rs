@@ -146,26 +146,21 @@ async fn authorization_server(
         tracing::error!(%error, "Cannot load the authorization server's signing keys; retrying in the background.");
     }
     hub.set_own_issuer(issuer.clone());
-    let idps = config
-        .oauth
-        .oidc
-        .iter()
-        .map(|provider| {
-            Arc::new(IdentityProvider::new("default", provider.clone(), JwksFetcher::new(client.clone())))
-        })
-        .collect::<Vec<_>>();
-    if idps.is_empty() {
-        tracing::warn!(
-            "No identity provider is configured (--oidc-issuer): nobody can sign in through the authorization server."
-        );
-    }
-    tracing::info!(issuer, identity_providers = idps.len(), "The OAuth authorization server is on.");
+    let idp_fetcher = JwksFetcher::new(client.clone());
+    let flag_idp =
+        config.oauth.oidc.as_ref().map(|provider| {
+            Arc::new(IdentityProvider::new("default", provider.clone(), idp_fetcher.clone()))
+        });
+    tracing::info!(issuer, flag_idp = flag_idp.is_some(), "The OAuth authorization server is on.");
     let server = Arc::new(AuthServer {
         issuer,
         public_url: config.oauth.public_url.clone(),
         config: config.oauth.clone(),
         keys,
-        idps,
+        flag_idp,
+        registered_idps: Default::default(),
+        secrets: secrets.clone(),
+        idp_fetcher,
         documents: JwksFetcher::new(McpClient::new(Arc::new(config.document_ssrf.clone()))?),
         hub: hub.clone(),
     });

@@ -527,3 +527,57 @@ async fn the_official_authorization_server_checks_pass() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_providers_added_through_rest_are_offered_at_sign_in() -> Result<()> {
+    let (sg, _upstream, url) = gateway_with_server(None, &[]).await?;
+    let issuer = sg.issuer();
+    let login = mcpgw_e2e::idp::LoginIdp {
+        users: users(),
+        client: ("corp-client".into(), "corp-secret".into(), format!("{issuer}/oauth/callback")),
+        entra: Some("0f0e0d0c-aaaa-bbbb-cccc-000000000001".into()),
+    };
+    let corp = mcpgw_e2e::Idp::start_login(&login).await?;
+    let body = json!({"name": "corp", "issuer": corp.issuer(), "client_id": "corp-client", "client_secret": "corp-secret"});
+    let (status, created) =
+        sg.gw.cp.api(reqwest::Method::POST, "/api/v1/identity-providers", Some(body.clone())).await?;
+    ensure!(status == 201 && created.get("client_secret").is_none(), "{status} {created}");
+    let (status, _) = sg.gw.cp.api(reqwest::Method::POST, "/api/v1/identity-providers", Some(body)).await?;
+    ensure!(status == 409, "a name is taken once: {status}");
+    let unreachable =
+        json!({"name": "gone", "issuer": "http://127.0.0.1:9/x", "client_id": "c", "client_secret": "s"});
+    let (status, doc) =
+        sg.gw.cp.api(reqwest::Method::POST, "/api/v1/identity-providers", Some(unreachable)).await?;
+    ensure!(
+        status == 502 && doc["code"] == "identity_provider_unavailable",
+        "checked before stored: {status} {doc}"
+    );
+
+    // Two IdPs: the sign-in page offers both ("corp" first, by name); the SDK client signs in at corp.
+    let out = py_oauth_client(&url, "bob", &["call", "echo", r#"{"message":"via corp"}"#]).await?;
+    ensure!(out.to_string().contains("via corp"), "{out}");
+    let (_, users) = sg.gw.cp.api(reqwest::Method::GET, "/api/v1/users", None).await?;
+    ensure!(
+        users["items"].as_array().is_some_and(|u| u.iter().any(|u| u["issuer"] == json!(corp.issuer()))),
+        "the user is recorded with corp as issuer: {users}"
+    );
+    // The choice is bound to the browser that started the sign-in.
+    let client_id = register(&issuer).await?;
+    let page = reqwest::get(authorize_url(&issuer, &client_id, &url, VERIFIER, "s")).await?.text().await?;
+    let request = page
+        .split("name=\"request\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .context("a request id")?;
+    let no_cookie = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let resp = no_cookie.get(format!("{issuer}/oauth/login?request={request}&idp=corp")).send().await?;
+    ensure!(resp.status() == 403, "a choice from another browser: {}", resp.status());
+
+    let id = created["id"].as_str().context("id")?;
+    let (status, _) =
+        sg.gw.cp.api(reqwest::Method::DELETE, &format!("/api/v1/identity-providers/{id}"), None).await?;
+    ensure!(status == 204);
+    let (_, listed) = sg.gw.cp.api(reqwest::Method::GET, "/api/v1/identity-providers", None).await?;
+    ensure!(listed["items"] == json!([]), "{listed}");
+    Ok(())
+}

@@ -132,6 +132,8 @@ make_error_codes! {
     InvalidClaims => ("invalid_claims", InvalidRequest, BAD_REQUEST);
     /// The issuer's metadata or JWKS URL points where the control plane must not connect.
     IssuerUrlNotAllowed => ("issuer_url_not_allowed", InvalidRequest, BAD_REQUEST);
+    /// An identity provider's `name`, `issuer`, `client_id`, `client_secret` or `scopes` is not valid.
+    InvalidIdentityProvider => ("invalid_identity_provider", InvalidRequest, BAD_REQUEST);
     /// The request body is not `application/json`.
     InvalidContentType => ("invalid_content_type", InvalidRequest, UNSUPPORTED_MEDIA_TYPE);
     /// The request body is larger than `--api-body-limit`.
@@ -150,6 +152,13 @@ make_error_codes! {
     TrustedIssuerTaken => ("trusted_issuer_taken", InvalidRequest, CONFLICT);
     /// No trusted issuer has this id.
     TrustedIssuerNotFound => ("trusted_issuer_not_found", InvalidRequest, NOT_FOUND);
+    /// Another identity provider has this name.
+    IdentityProviderTaken => ("identity_provider_taken", InvalidRequest, CONFLICT);
+    /// No identity provider has this id.
+    IdentityProviderNotFound => ("identity_provider_not_found", InvalidRequest, NOT_FOUND);
+    /// A new identity provider's discovery metadata or keys could not be fetched or used (nothing was
+    /// written), or the authorization server is off (no `--secrets-key`).
+    IdentityProviderUnavailable => ("identity_provider_unavailable", System, BAD_GATEWAY);
     /// The server could not be reached or did not answer as an MCP server (detail in the message).
     DiscoveryFailed => ("discovery_failed", System, BAD_GATEWAY);
     /// A trusted issuer's metadata or JWKS could not be fetched, or is not usable (detail in the message;

@@ -24,6 +24,7 @@ mod docs;
 pub mod errors;
 mod extract;
 mod health;
+pub mod identity_providers;
 mod instances;
 pub mod openapi;
 pub mod servers;
@@ -131,6 +132,12 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                         .delete(trusted_issuers::delete),
                 )
                 .service(resource("/users").get(users::list))
+                .service(
+                    resource("/identity-providers")
+                        .get(identity_providers::list)
+                        .post(identity_providers::create),
+                )
+                .service(resource("/identity-providers/{id}").delete(identity_providers::delete))
                 .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));

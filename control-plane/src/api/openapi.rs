@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
 use super::api_keys::ApiKeyRequest;
 use super::bulk::RegistryDoc;
 use super::errors::ErrorBody;
+use super::identity_providers::{IdentityProviderRequest, IdentityProviderView};
 use super::servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
 use super::trusted_issuers::{ClaimsRequest, TrustedIssuerRequest};
 use super::users::UserView;
@@ -188,17 +189,36 @@ struct UserList {
     responses((status = 200, description = "everyone who signed in through the authorization server, oldest first", body = UserList)))]
 fn list_users() {}
 
+/// The identity providers' list answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct IdentityProviderList {
+    items: Vec<IdentityProviderView>,
+}
+#[utoipa::path(get, path = "/api/v1/identity-providers", tag = "users",
+    responses((status = 200, description = "the IdPs registered through REST (the --oidc-* one is not listed)", body = IdentityProviderList)))]
+fn list_identity_providers() {}
+#[utoipa::path(post, path = "/api/v1/identity-providers", tag = "users", request_body = IdentityProviderRequest,
+    responses((status = 201, description = "registered after its discovery worked; the secret is never shown", body = IdentityProviderView),
+        (status = 400, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody),
+        (status = 502, description = "its metadata or keys could not be fetched; nothing was written", body = ErrorBody)))]
+fn create_identity_provider() {}
+#[utoipa::path(delete, path = "/api/v1/identity-providers/{id}", tag = "users", params(("id" = String, Path)),
+    responses((status = 204, description = "removed: nobody can sign in there any more"), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn delete_identity_provider() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "mcpgw control plane", description = "Registry of MCP servers, health and discovery; errors: control-plane/README.md#errors"),
     paths(health, ready, list_servers, create_server, get_server, replace_server, patch_server, delete_server, add_instance,
         remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies,
         create_api_key, list_api_keys, get_api_key, delete_api_key, create_trusted_issuer, list_trusted_issuers,
-        get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer, list_users),
+        get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer, list_users, list_identity_providers,
+        create_identity_provider, delete_identity_provider),
     components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
         HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
         CreatedApiKey, PermissionRule, UpstreamAuthRequest, UpstreamAuthView, TrustedIssuerRequest, ClaimsRequest,
-        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList)),
+        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList)),
     modifiers(&Credential),
     tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"), (name = "users"))
 )]

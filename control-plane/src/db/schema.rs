@@ -209,6 +209,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    identity_providers (id) {
+        id -> Uuid,
+        name -> Text,
+        issuer -> Text,
+        client_id -> Text,
+        client_secret -> Bytea,
+        scopes -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     oauth_signing_keys (kid) {
         kid -> Text,
         alg -> Text,

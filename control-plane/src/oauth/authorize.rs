@@ -17,7 +17,9 @@ use url::Url;
 use uuid::Uuid;
 
 use super::keys::random_token;
-use super::{AuthServer, CODE_TTL, OAuthError, Params, REQUEST_TTL, SCOPES, clients, digest, s256};
+use super::{
+    AuthServer, CODE_TTL, IdentityProvider, OAuthError, Params, REQUEST_TTL, SCOPES, clients, digest, s256,
+};
 use crate::api::AppState;
 use crate::db::store::oauth::{self as store, ClientRow, CodeRow, RequestRow};
 
@@ -214,27 +216,16 @@ fn check(
     })
 }
 
-/// Stores the request and sends the user to the IdP.
+/// Stores the request and sends the user to the IdP; with several IdPs, first to a page to choose one.
 async fn begin(state: &AppState, server: &AuthServer, checked: Checked) -> Result<Page, OAuthError> {
-    let Some(idp) = server.idps.first() else {
-        return Ok(client_error(
-            server,
-            &checked.redirect_uri,
-            checked.state.as_deref(),
-            "temporarily_unavailable",
-            "no identity provider is configured for sign-in (--oidc-issuer)",
-        ));
-    };
-    let idp_state = random_token(32);
-    let nonce = random_token(16);
-    let verifier = random_token(48);
+    let providers = server.providers(&state.pool).await?;
     let now = Utc::now();
-    let row = RequestRow {
+    let mut row = RequestRow {
         id: random_token(24),
-        idp_state_digest: Some(digest(&idp_state)),
-        idp_name: idp.name.clone(),
-        idp_nonce: nonce.clone(),
-        idp_verifier: verifier.clone(),
+        idp_state_digest: None,
+        idp_name: String::new(),
+        idp_nonce: random_token(16),
+        idp_verifier: random_token(48),
         client_id: checked.client_id,
         redirect_uri: checked.redirect_uri.clone(),
         scope: checked.scope,
@@ -246,11 +237,64 @@ async fn begin(state: &AppState, server: &AuthServer, checked: Checked) -> Resul
         created_at: now,
         expires_at: now + REQUEST_TTL,
     };
-    let url = match idp.authorization_url(&server.callback_url(), &idp_state, &nonce, &s256(&verifier)).await
+    match providers.as_slice() {
+        [] => Ok(client_error(
+            server,
+            &checked.redirect_uri,
+            checked.state.as_deref(),
+            "temporarily_unavailable",
+            "no identity provider is configured for sign-in (--oidc-issuer or /api/v1/identity-providers)",
+        )),
+        [only] => {
+            let mut conn = state.pool.get().await.map_err(OAuthError::server_error)?;
+            store::create_request(&mut conn, &row).await.map_err(OAuthError::server_error)?;
+            drop(conn);
+            to_idp(state, server, only, row).await
+        }
+        several => {
+            // The choice comes back from this browser only: a cookie binds it to the request.
+            let token = random_token(32);
+            row.csrf_digest = Some(digest(&token));
+            let mut conn = state.pool.get().await.map_err(OAuthError::server_error)?;
+            store::create_request(&mut conn, &row).await.map_err(OAuthError::server_error)?;
+            let action = escape(&server.endpoint("/oauth/login"));
+            let forms: String = several
+                .iter()
+                .map(|idp| {
+                    format!(
+                        "<form method=\"get\" action=\"{action}\"><input type=\"hidden\" name=\"request\" \
+                         value=\"{id}\"><input type=\"hidden\" name=\"idp\" value=\"{name}\">\
+                         <button type=\"submit\">{name}</button> <small>{issuer}</small></form>",
+                        id = escape(&row.id),
+                        name = escape(&idp.name),
+                        issuer = escape(idp.issuer()),
+                    )
+                })
+                .collect();
+            let mut response = page(StatusCode::OK, "Sign in with", &forms, "'self' *");
+            response.headers_mut().append(header::SET_COOKIE, cookie(server, LOGIN_COOKIE, &token)?);
+            Ok(Page(response))
+        }
+    }
+}
+
+/// Sends the user of stored request `row` to `idp` with a fresh single-use state.
+async fn to_idp(
+    state: &AppState,
+    server: &AuthServer,
+    idp: &IdentityProvider,
+    row: RequestRow,
+) -> Result<Page, OAuthError> {
+    let idp_state = random_token(32);
+    let url = match idp
+        .authorization_url(&server.callback_url(), &idp_state, &row.idp_nonce, &s256(&row.idp_verifier))
+        .await
     {
         Ok(url) => url,
         Err(e) => {
             tracing::warn!(idp = idp.name, error = %e, "Cannot send a user to the identity provider.");
+            let mut conn = state.pool.get().await.map_err(OAuthError::server_error)?;
+            store::delete_request(&mut conn, &row.id).await.map_err(OAuthError::server_error)?;
             return Ok(client_error(
                 server,
                 &row.redirect_uri,
@@ -261,13 +305,55 @@ async fn begin(state: &AppState, server: &AuthServer, checked: Checked) -> Resul
         }
     };
     let mut conn = state.pool.get().await.map_err(OAuthError::server_error)?;
-    store::create_request(&mut conn, &row).await.map_err(OAuthError::server_error)?;
+    store::start_login(&mut conn, &row.id, &idp.name, &digest(&idp_state))
+        .await
+        .map_err(OAuthError::server_error)?;
     Ok(Page(redirect(StatusCode::FOUND, url.as_str())))
 }
 
-/// The consent cookie's name: `__Host-` when the issuer is https (the prefix requires `Secure`).
-fn cookie_name(server: &AuthServer) -> &'static str {
-    if server.issuer.starts_with("https://") { "__Host-mcpgw_consent" } else { "mcpgw_consent" }
+/// `GET /oauth/login?request=..&idp=..`: the IdP chosen on the sign-in page.
+pub async fn login(state: web::Data<AppState>, req: HttpRequest) -> Result<Page, OAuthError> {
+    let server = state.oauth()?;
+    let params = Params::parse(req.query_string().as_bytes())?;
+    let (id, name) = (params.require("request")?, params.require("idp")?);
+    let Some(token) = cookie_token(&req, server, LOGIN_COOKIE) else {
+        return Ok(error_page(StatusCode::FORBIDDEN, "this sign-in was not started in this browser"));
+    };
+    let mut conn = state.pool.get().await.map_err(OAuthError::server_error)?;
+    let Some(row) =
+        store::take_choice(&mut conn, id, &digest(&token)).await.map_err(OAuthError::server_error)?
+    else {
+        return Ok(error_page(
+            StatusCode::BAD_REQUEST,
+            "this sign-in is unknown, expired or already under way",
+        ));
+    };
+    drop(conn);
+    let providers = server.providers(&state.pool).await?;
+    let Some(idp) = providers.iter().find(|p| p.name == name) else {
+        return Ok(error_page(StatusCode::BAD_REQUEST, &format!("no identity provider is named {name:?}")));
+    };
+    to_idp(&state, server, idp, row).await
+}
+
+/// The consent form's cookie, and the one that binds an IdP choice to the browser that started it.
+const CONSENT_COOKIE: &str = "mcpgw_consent";
+const LOGIN_COOKIE: &str = "mcpgw_login";
+
+/// A cookie's name: `__Host-` when the issuer is https (the prefix requires `Secure`).
+fn cookie_name(server: &AuthServer, base: &str) -> String {
+    if server.issuer.starts_with("https://") { format!("__Host-{base}") } else { base.to_owned() }
+}
+
+/// `Set-Cookie` for a short-lived, host-only, HttpOnly, SameSite=Lax cookie (`Secure` over https).
+fn cookie(server: &AuthServer, base: &str, value: &str) -> Result<header::HeaderValue, OAuthError> {
+    let secure = if server.issuer.starts_with("https://") { "; Secure" } else { "" };
+    let text = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        cookie_name(server, base),
+        REQUEST_TTL.as_secs()
+    );
+    header::HeaderValue::from_str(&text).map_err(OAuthError::server_error)
 }
 
 /// `GET /oauth/callback`: the user is back from the IdP.
@@ -300,7 +386,8 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> Result<Pa
     let Some(code) = params.get("code") else {
         return Ok(fail("access_denied", "the identity provider's answer has no code"));
     };
-    let Some(idp) = server.idps.iter().find(|i| i.name == request.idp_name) else {
+    let providers = server.providers(&state.pool).await?;
+    let Some(idp) = providers.iter().find(|i| i.name == request.idp_name) else {
         return Ok(fail("server_error", "the identity provider of this sign-in is no longer configured"));
     };
     let login =
@@ -328,17 +415,9 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> Result<Pa
     store::await_consent(&mut conn, &request.id, user.id, &digest(&csrf))
         .await
         .map_err(OAuthError::server_error)?;
-    // No Domain (host-only); `__Host-` and `Secure` over https.
-    let cookie = format!(
-        "{}={csrf}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        cookie_name(server),
-        REQUEST_TTL.as_secs(),
-        if server.issuer.starts_with("https://") { "; Secure" } else { "" }
-    );
     let location = format!("{}?request={}", server.endpoint("/oauth/consent"), request.id);
     let mut response = redirect(StatusCode::SEE_OTHER, &location);
-    let value = header::HeaderValue::from_str(&cookie).map_err(OAuthError::server_error)?;
-    response.headers_mut().append(header::SET_COOKIE, value);
+    response.headers_mut().append(header::SET_COOKIE, cookie(server, CONSENT_COOKIE, &csrf)?);
     Ok(Page(response))
 }
 
@@ -367,15 +446,15 @@ async fn issue_code(
     Ok(Page(redirect(StatusCode::SEE_OTHER, &location)))
 }
 
-/// The CSRF token of the consent cookie.
-fn cookie_token(req: &HttpRequest, server: &AuthServer) -> Option<String> {
-    let name = cookie_name(server);
+/// The value of cookie `base` (its `__Host-` form over https).
+fn cookie_token(req: &HttpRequest, server: &AuthServer, base: &str) -> Option<String> {
+    let name = cookie_name(server, base);
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
+        .find(|(n, _)| *n == name.as_str())
         .map(|(_, v)| v.to_owned())
         .filter(|v| !v.is_empty())
 }
@@ -387,7 +466,7 @@ pub async fn consent_page(state: web::Data<AppState>, req: HttpRequest) -> Resul
     let id = params.require("request")?;
     let mut conn = state.pool.get().await.map_err(OAuthError::server_error)?;
     let pending = store::pending(&mut conn, id).await.map_err(OAuthError::server_error)?;
-    let (Some(request), Some(csrf)) = (pending, cookie_token(&req, server)) else {
+    let (Some(request), Some(csrf)) = (pending, cookie_token(&req, server, CONSENT_COOKIE)) else {
         return Ok(error_page(
             StatusCode::BAD_REQUEST,
             "this consent request is unknown or expired: start again from your application",
@@ -449,7 +528,7 @@ pub async fn consent(
     let form_token = params.require("csrf_token")?;
     // Double submit: the token in the form must be the one in this browser's cookie, which a cross-site
     // form cannot send (SameSite=Lax) nor read.
-    if cookie_token(&req, server).as_deref() != Some(form_token) {
+    if cookie_token(&req, server, CONSENT_COOKIE).as_deref() != Some(form_token) {
         return Ok(error_page(
             StatusCode::FORBIDDEN,
             "the consent form was not submitted from this gateway's page",

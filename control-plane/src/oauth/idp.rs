@@ -168,6 +168,11 @@ impl IdentityProvider {
         Ok(d)
     }
 
+    /// Fetches the metadata and keys now (a registration is checked this way before it is stored).
+    pub async fn check(&self) -> Result<(), LoginError> {
+        self.discovered(true).await.map(drop)
+    }
+
     /// Where to send the user: the IdP's authorization endpoint with our client, PKCE and nonce.
     pub async fn authorization_url(
         &self,

@@ -46,8 +46,14 @@ pub struct AuthServer {
     pub public_url: String,
     pub config: OauthConfig,
     pub keys: Arc<Keys>,
-    /// The company IdPs users may sign in at.
-    pub idps: Vec<Arc<IdentityProvider>>,
+    /// The company IdP of the `--oidc-*` flags (named `default`).
+    pub flag_idp: Option<Arc<IdentityProvider>>,
+    /// IdPs registered through REST, by id, built once (their discovery is cached in them).
+    pub registered_idps: std::sync::Mutex<HashMap<uuid::Uuid, Arc<IdentityProvider>>>,
+    /// Opens registered IdPs' client secrets.
+    pub secrets: crate::secrets::SecretsKey,
+    /// The HTTP client of IdP discovery and code redemption (the SSRF guard of registrations).
+    pub idp_fetcher: JwksFetcher,
     /// Client ID metadata documents are fetched with this (stricter SSRF policy: no private addresses).
     pub documents: JwksFetcher,
     pub hub: Arc<RoutingHub>,
@@ -79,6 +85,51 @@ impl AuthServer {
             }),
         }
     }
+}
+
+impl AuthServer {
+    /// Every IdP users may sign in at, by name: the flag one and those registered through REST.
+    pub async fn providers(
+        &self,
+        pool: &crate::db::DbPool,
+    ) -> Result<Vec<Arc<IdentityProvider>>, OAuthError> {
+        let mut conn = pool.get().await.map_err(OAuthError::server_error)?;
+        let rows =
+            crate::db::store::oauth::identity_providers(&mut conn).await.map_err(OAuthError::server_error)?;
+        drop(conn);
+        let mut cache = self.registered_idps.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|id, _| rows.iter().any(|r| r.id == *id));
+        let mut all: Vec<Arc<IdentityProvider>> = self.flag_idp.iter().cloned().collect();
+        for row in rows {
+            if let Some(idp) = cache.get(&row.id) {
+                all.push(idp.clone());
+                continue;
+            }
+            let secret = match self.secrets.open(&idp_secret_context(row.id), &row.client_secret) {
+                Ok(secret) => String::from_utf8_lossy(&secret).into_owned(),
+                Err(error) => {
+                    tracing::error!(idp = row.name, %error, "An identity provider's client secret cannot be opened; it is left out.");
+                    continue;
+                }
+            };
+            let config = crate::config::OidcProvider {
+                issuer: row.issuer,
+                client_id: row.client_id,
+                client_secret: secret,
+                scopes: row.scopes,
+            };
+            let idp = Arc::new(IdentityProvider::new(&row.name, config, self.idp_fetcher.clone()));
+            cache.insert(row.id, idp.clone());
+            all.push(idp);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+}
+
+/// The sealing context of a registered IdP's client secret.
+pub fn idp_secret_context(id: uuid::Uuid) -> String {
+    format!("identity-provider:{id}")
 }
 
 /// SHA-256 of a secret, as stored.
@@ -186,6 +237,7 @@ pub fn routes(cfg: &mut ServiceConfig, issuer_path: &str) {
     .service(web::resource(format!("{path}/oauth/register")).post(clients::register))
     .service(web::resource(format!("{path}/oauth/authorize")).get(authorize::authorize))
     .service(web::resource(format!("{path}/oauth/callback")).get(authorize::callback))
+    .service(web::resource(format!("{path}/oauth/login")).get(authorize::login))
     .service(
         web::resource(format!("{path}/oauth/consent")).get(authorize::consent_page).post(authorize::consent),
     )

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::bump_version;
 use crate::db::schema::{
-    oauth_clients, oauth_codes, oauth_consents, oauth_refresh_tokens, oauth_requests, oauth_signing_keys,
-    users,
+    identity_providers, oauth_clients, oauth_codes, oauth_consents, oauth_refresh_tokens, oauth_requests,
+    oauth_signing_keys, users,
 };
 
 /// Serializes signing-key rotation across replicas (transaction-scoped advisory lock).
@@ -475,4 +475,80 @@ async fn revoke_family(conn: &mut AsyncPgConnection, family: Uuid) -> QueryResul
     .set(oauth_refresh_tokens::revoked_at.eq(Utc::now()))
     .execute(conn)
     .await
+}
+
+/// A company IdP registered through REST (client secret sealed).
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = identity_providers)]
+pub struct IdentityProviderRow {
+    pub id: Uuid,
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Vec<u8>,
+    pub scopes: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every registered IdP, by name.
+pub async fn identity_providers(conn: &mut AsyncPgConnection) -> QueryResult<Vec<IdentityProviderRow>> {
+    identity_providers::table
+        .select(IdentityProviderRow::as_select())
+        .order(identity_providers::name.asc())
+        .load(conn)
+        .await
+}
+
+/// Stores a new IdP; `false` when the name is taken.
+pub async fn create_identity_provider(
+    conn: &mut AsyncPgConnection,
+    row: &IdentityProviderRow,
+) -> QueryResult<bool> {
+    let inserted = diesel::insert_into(identity_providers::table)
+        .values(row)
+        .on_conflict(identity_providers::name)
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// Deletes an IdP; whether it existed.
+pub async fn delete_identity_provider(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+    Ok(diesel::delete(identity_providers::table.find(id)).execute(conn).await? == 1)
+}
+
+/// Records the IdP a request's user is sent to and the digest of the state sent along.
+pub async fn start_login(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+    idp_name: &str,
+    state_digest: &[u8],
+) -> QueryResult<usize> {
+    diesel::update(oauth_requests::table.find(id))
+        .set((oauth_requests::idp_name.eq(idp_name), oauth_requests::idp_state_digest.eq(state_digest)))
+        .execute(conn)
+        .await
+}
+
+/// A request waiting for its IdP to be chosen, if `csrf_digest` is its browser's cookie; consumes the
+/// binding (a choice is made once).
+pub async fn take_choice(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+    csrf_digest: &[u8],
+) -> QueryResult<Option<RequestRow>> {
+    diesel::update(
+        oauth_requests::table
+            .find(id)
+            .filter(oauth_requests::csrf_digest.eq(csrf_digest))
+            .filter(oauth_requests::idp_state_digest.is_null())
+            .filter(oauth_requests::user_id.is_null())
+            .filter(oauth_requests::expires_at.gt(Utc::now())),
+    )
+    .set(oauth_requests::csrf_digest.eq(None::<Vec<u8>>))
+    .returning(RequestRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
 }
