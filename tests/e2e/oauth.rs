@@ -79,6 +79,18 @@ async fn token(issuer: &str, pairs: &[(&str, &str)]) -> Result<(u16, Value)> {
 
 const VERIFIER: &str = "e2e-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
 
+/// Redeems `code` (issued with [`VERIFIER`] to a client registered by hand) at the token endpoint.
+async fn redeem(issuer: &str, client_id: &str, code: &str) -> Result<(u16, Value)> {
+    let grant = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("code", code),
+        ("code_verifier", VERIFIER),
+    ];
+    token(issuer, &grant).await
+}
+
 /// Signs `user` in for `resource` with a client registered by hand; the code.
 async fn code_for(issuer: &str, client_id: &str, resource: &str, user: &str) -> Result<String> {
     let url = authorize_url(issuer, client_id, resource, VERIFIER, "st-1");
@@ -111,11 +123,49 @@ async fn python_sdk_signs_in_calls_tools_and_refreshes() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ts_sdk_signs_in_and_calls_tools() -> Result<()> {
+    // (The TS SDK refreshes only after a 401, which proxies answer 30 s after expiry, their clock-skew
+    // leeway; refresh after expiry is proven with the Python SDK, which refreshes by its own clock.)
     let (_sg, _upstream, url) = gateway_with_server(None, &[]).await?;
-    let out = ts_oauth_client(&url, "bob", &["tools/list", "call", "echo", r#"{"message":"ts signed in"}"#])
-        .await?;
+    let actions = ["tools/list", "call", "echo", r#"{"message":"ts signed in"}"#];
+    let out = ts_oauth_client(&url, "bob", &actions).await?;
     let text = out.to_string();
     ensure!(text.contains("ts signed in") && text.contains("echo"), "tools listed and called: {out}");
+    ensure!(out["tokens"]["authorizations"] == json!(1), "one sign-in: {out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_known_by_its_metadata_document_signs_in() -> Result<()> {
+    // The document is served on loopback, which the strict SSRF policy of metadata documents refuses
+    // unless allowed; production documents are https on public addresses.
+    let (_sg, _upstream, url) = gateway_with_server(None, &["--ssrf-allow", "127.0.0.1/32"]).await?;
+    let dir = std::env::temp_dir().join(format!("mcpgw-cimd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let port = mcpgw_e2e::free_port()?;
+    let client_id = format!("http://127.0.0.1:{port}/client.json");
+    let doc = json!({"client_id": client_id, "client_name": "e2e by metadata document",
+                     "redirect_uris": ["http://127.0.0.1:1/callback"], "grant_types": ["authorization_code", "refresh_token"],
+                     "response_types": ["code"], "token_endpoint_auth_method": "none"});
+    std::fs::write(dir.join("client.json"), doc.to_string())?;
+    let python = mcpgw_e2e::peers::peers_dir().join(".venv/bin/python");
+    let mut server = tokio::process::Command::new(python)
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    mcpgw_e2e::wait_for_tcp(mcpgw_e2e::localhost(port), std::time::Duration::from_secs(10)).await?;
+    let actions = ["--client-metadata-url", &client_id, "call", "echo", r#"{"message":"by document"}"#];
+    let out = py_oauth_client(&url, "alice", &actions).await;
+    let _ = server.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    ensure!(out.to_string().contains("by document"), "{out}");
+    ensure!(
+        out["client_id"] == json!(client_id),
+        "the document URL is the client id, no registration: {out}"
+    );
     Ok(())
 }
 
@@ -218,6 +268,24 @@ async fn attacks_on_the_code_flow_are_refused() -> Result<()> {
     let page = reqwest::get(stopped["stopped_at"].as_str().context("url")?).await?;
     ensure!(page.status() == 400, "the page needs this browser's cookie: {}", page.status());
     let cookie = format!("mcpgw_consent={}", stopped["cookies"]["mcpgw_consent"].as_str().context("cookie")?);
+    let page = reqwest::Client::new()
+        .get(stopped["stopped_at"].as_str().context("url")?)
+        .header("cookie", &cookie)
+        .send()
+        .await?;
+    let header =
+        |name: &str| page.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    ensure!(
+        page.status() == 200 && header("x-frame-options") == "DENY",
+        "not frameable: {:?}",
+        page.headers()
+    );
+    ensure!(header("content-security-policy").contains("frame-ancestors 'none'"), "{:?}", page.headers());
+    let text = page.text().await?;
+    ensure!(
+        text.contains("e2e by hand") && text.contains(REDIRECT),
+        "the page names the client and its redirect URI"
+    );
     let approved = consent(Some(cookie.clone()), csrf).await?;
     ensure!(approved.status() == 303, "the real form: {}", approved.status());
     ensure!(consent(Some(cookie), csrf).await?.status() == 400, "a consent form answers once");
@@ -283,17 +351,7 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() -> Result<(
     let issuer = sg.issuer();
     let client_id = register(&issuer).await?;
     let code = code_for(&issuer, &client_id, &url, "alice").await?;
-    let (status, first) = token(
-        &issuer,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("redirect_uri", REDIRECT),
-            ("code", &code),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await?;
+    let (status, first) = redeem(&issuer, &client_id, &code).await?;
     ensure!(status == 200, "{first}");
     let refresh = |token_value: String| {
         let (issuer, client_id) = (issuer.clone(), client_id.clone());
@@ -329,17 +387,7 @@ async fn administrators_sign_in_to_the_rest_api() -> Result<()> {
     let mut tokens = Vec::new();
     for user in ["alice", "bob"] {
         let code = code_for(&issuer, &client_id, &api, user).await?;
-        let (status, body) = token(
-            &issuer,
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", &client_id),
-                ("redirect_uri", REDIRECT),
-                ("code", &code),
-                ("code_verifier", VERIFIER),
-            ],
-        )
-        .await?;
+        let (status, body) = redeem(&issuer, &client_id, &code).await?;
         ensure!(status == 200, "{user}: {body}");
         tokens.push(body["access_token"].as_str().context("token")?.to_owned());
     }
@@ -350,17 +398,7 @@ async fn administrators_sign_in_to_the_rest_api() -> Result<()> {
     ensure!(get(&tokens[1]).await?.status() == 403, "bob does not");
     // A token for an MCP resource is not one for the admin API.
     let code = code_for(&issuer, &client_id, &format!("{}/mcp", sg.gw.proxy.base_url()), "alice").await?;
-    let (_, body) = token(
-        &issuer,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", &client_id),
-            ("redirect_uri", REDIRECT),
-            ("code", &code),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await?;
+    let (_, body) = redeem(&issuer, &client_id, &code).await?;
     ensure!(
         get(body["access_token"].as_str().context("token")?).await?.status() == 401,
         "audience is checked"

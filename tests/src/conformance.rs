@@ -87,38 +87,10 @@ fn suite() -> Result<(PathBuf, PathBuf)> {
 /// `label` names the output directory and the log under the test's log directory. Failing checks are
 /// results, not errors: this fails only when the suite could not run or wrote nothing readable.
 pub async fn run(url: &str, selection: Selection, label: &str) -> Result<Run> {
-    let (node, entry) = suite()?;
-    let out = log_dir().join(format!("conformance-{label}"));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
-    let log = log_file(&format!("conformance-{label}"));
-    let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let mut cmd = Command::new(&node);
-    cmd.current_dir(peers_dir())
-        .arg(&entry)
-        .arg("server")
-        .arg("--url")
-        .arg(url)
-        .arg("-o")
-        .arg(&out)
-        .args(selection.args());
-    prepare(&mut cmd);
-    cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
-    let shown = format!("conformance server --url {url} {selection}");
-    let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("spawn {shown}"))?;
-    let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
-        .await
-        .with_context(|| format!("{shown} did not finish within {RUN_TIMEOUT:?}; log {}", log.display()))??;
-    let elapsed = start.elapsed();
-    // Exit status 1 only says that some check failed; anything else means the suite itself broke.
-    if !matches!(status.code(), Some(0 | 1)) {
-        bail!("{shown} exited with {status}; log {}\n{}", log.display(), tail(&log, 30));
-    }
-    let checks = read_results(&out).with_context(|| {
-        format!("{shown}: results in {}; log {}\n{}", out.display(), log.display(), tail(&log, 30))
-    })?;
-    Ok(Run { checks, elapsed })
+    let mut args = vec!["server".to_owned(), "--url".to_owned(), url.to_owned()];
+    args.extend(selection.args().map(str::to_owned));
+    let suite = Invocation::start(&args, label, format!("conformance server --url {url} {selection}"))?;
+    suite.finish().await
 }
 
 /// Runs `conformance authorization --url ISSUER --client-id ID --resource RESOURCE --port PORT` (every
@@ -137,44 +109,69 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let (node, entry) = suite()?;
-    let out = log_dir().join(format!("conformance-{label}"));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
-    let log = log_file(&format!("conformance-{label}"));
-    let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let mut cmd = Command::new(&node);
-    cmd.current_dir(peers_dir())
-        .arg(&entry)
-        .args(["authorization", "--url", issuer, "--client-id", client_id, "--resource", resource])
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("-o")
-        .arg(&out);
-    prepare(&mut cmd);
-    cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
-    let shown = format!("conformance authorization --url {issuer}");
-    let start = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("spawn {shown}"))?;
+    let args = ["authorization", "--url", issuer, "--client-id", client_id, "--resource", resource, "--port"]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([port.to_string()])
+        .collect::<Vec<_>>();
+    let suite = Invocation::start(&args, label, format!("conformance authorization --url {issuer}"))?;
     let prefix = format!("{issuer}/oauth/authorize?");
     let url = crate::poll_until("the suite to print the authorization URL", RUN_TIMEOUT, || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = std::fs::read_to_string(&suite.log).unwrap_or_default();
         let found = text.lines().find(|l| l.trim().starts_with(&prefix)).map(|l| l.trim().to_owned());
         async move { Ok(found) }
     })
     .await
-    .with_context(|| format!("{shown}; log {}\n{}", log.display(), tail(&log, 30)))?;
+    .with_context(|| suite.describe())?;
     login(url).await?;
-    let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
-        .await
-        .with_context(|| format!("{shown} did not finish within {RUN_TIMEOUT:?}; log {}", log.display()))??;
-    if !matches!(status.code(), Some(0 | 1)) {
-        bail!("{shown} exited with {status}; log {}\n{}", log.display(), tail(&log, 30));
+    suite.finish().await
+}
+
+/// One invocation of the suite, running.
+struct Invocation {
+    child: tokio::process::Child,
+    log: PathBuf,
+    out: PathBuf,
+    shown: String,
+    start: Instant,
+}
+
+impl Invocation {
+    /// Starts the suite with `args` and `-o <the test's log dir>/conformance-LABEL`, logging to a file.
+    fn start(args: &[String], label: &str, shown: String) -> Result<Self> {
+        let (node, entry) = suite()?;
+        let out = log_dir().join(format!("conformance-{label}"));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+        let log = log_file(&format!("conformance-{label}"));
+        let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let mut cmd = Command::new(&node);
+        cmd.current_dir(peers_dir()).arg(&entry).args(args).arg("-o").arg(&out);
+        prepare(&mut cmd);
+        cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
+        let start = Instant::now();
+        let child = cmd.spawn().with_context(|| format!("spawn {shown}"))?;
+        Ok(Self { child, log, out, shown, start })
     }
-    let checks = read_results(&out).with_context(|| {
-        format!("{shown}: results in {}; log {}\n{}", out.display(), log.display(), tail(&log, 30))
-    })?;
-    Ok(Run { checks, elapsed: start.elapsed() })
+
+    fn describe(&self) -> String {
+        format!("{}; log {}\n{}", self.shown, self.log.display(), tail(&self.log, 30))
+    }
+
+    /// Waits for the suite to end and reads its results.
+    async fn finish(mut self) -> Result<Run> {
+        let status = tokio::time::timeout(RUN_TIMEOUT, self.child.wait()).await.with_context(|| {
+            format!("{} did not finish within {RUN_TIMEOUT:?}; log {}", self.shown, self.log.display())
+        })??;
+        let elapsed = self.start.elapsed();
+        // Exit status 1 only says that some check failed; anything else means the suite itself broke.
+        if !matches!(status.code(), Some(0 | 1)) {
+            bail!("exited with {status}: {}", self.describe());
+        }
+        let checks = read_results(&self.out)
+            .with_context(|| format!("results in {}: {}", self.out.display(), self.describe()))?;
+        Ok(Run { checks, elapsed })
+    }
 }
 
 /// Reads `DIR/<mode>-<scenario>-<timestamp>/checks.json` for every scenario the suite ran.
