@@ -21,6 +21,7 @@ impl ResourceKey {
             Kind::InstanceHealth(h) => (ResourceKind::InstanceHealth, &h.instance_id),
             Kind::ApiKey(k) => (ResourceKind::ApiKey, &k.id),
             Kind::TrustedIssuer(t) => (ResourceKind::TrustedIssuer, &t.id),
+            Kind::Role(r) => (ResourceKind::Role, &r.id),
         };
         Some(Self { kind, id: id.clone() })
     }

@@ -13,8 +13,10 @@ pub const SESSION_NOT_FOUND_CODE: i64 = -32001;
 pub const HEADER_MISMATCH_CODE: i64 = -32020;
 /// JSON-RPC Invalid Request: the body is not one request or notification.
 pub const INVALID_REQUEST_CODE: i64 = -32600;
-/// JSON-RPC Invalid params: a field the request must carry is absent.
+/// JSON-RPC Invalid params: a field the request must carry is absent (also an unknown tool or prompt).
 pub const INVALID_PARAMS_CODE: i64 = -32602;
+/// MCP "resource not found".
+pub const RESOURCE_NOT_FOUND_CODE: i64 = -32002;
 
 /// What went wrong while handling a request, from the client's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,9 @@ pub enum ProxyError {
     RouteNotFound { path: String },
     #[error("no MCP server named {name:?} is registered")]
     UnknownServer { name: String },
+    /// A tool, prompt or resource the caller may not use: answered exactly as a missing one would be.
+    #[error("{}", unknown_item(*kind, name))]
+    UnknownItem { kind: crate::policy::ItemKind, name: String },
     #[error("the proxy has not received a routing table yet")]
     NotReady,
     #[error("server {server:?} has no instance that can take traffic ({detail})")]
@@ -100,6 +105,8 @@ impl ProxyError {
     pub fn status(&self) -> u16 {
         match self {
             Self::RouteNotFound { .. } | Self::UnknownServer { .. } => 404,
+            // A JSON-RPC error in a 200 answer, as servers report unknown tools.
+            Self::UnknownItem { .. } => 200,
             Self::NotReady | Self::NoInstance { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
             Self::BadRequestBody(_)
@@ -126,6 +133,7 @@ impl ProxyError {
         match self {
             Self::RouteNotFound { .. } => "route_not_found",
             Self::UnknownServer { .. } => "unknown_server",
+            Self::UnknownItem { .. } => "unknown_item",
             Self::NotReady => "not_ready",
             Self::NoInstance { .. } => "no_instance",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -156,6 +164,8 @@ impl ProxyError {
             Self::HeaderMismatch(_) => HEADER_MISMATCH_CODE,
             Self::InvalidRequest(_) => INVALID_REQUEST_CODE,
             Self::InvalidParams(_) => INVALID_PARAMS_CODE,
+            Self::UnknownItem { kind: crate::policy::ItemKind::Resource, .. } => RESOURCE_NOT_FOUND_CODE,
+            Self::UnknownItem { .. } => INVALID_PARAMS_CODE,
             _ => GATEWAY_ERROR_CODE,
         }
     }
@@ -165,6 +175,12 @@ impl ProxyError {
     pub fn body(&self, jsonrpc_id: Option<&Value>) -> Bytes {
         let message = self.to_string();
         let value = match jsonrpc_id {
+            // Nothing says the gateway answered: it looks like the upstream's own "not found".
+            Some(id) if matches!(self, Self::UnknownItem { .. }) => json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": self.code(), "message": message},
+            }),
             Some(id) => json!({
                 "jsonrpc": "2.0",
                 "id": id,
@@ -173,6 +189,14 @@ impl ProxyError {
             None => json!({"error": {"reason": self.reason(), "message": message}}),
         };
         Bytes::from(value.to_string())
+    }
+}
+
+fn unknown_item(kind: crate::policy::ItemKind, name: &str) -> String {
+    match kind {
+        crate::policy::ItemKind::Tool => format!("Unknown tool: {name}"),
+        crate::policy::ItemKind::Prompt => format!("Unknown prompt: {name}"),
+        crate::policy::ItemKind::Resource => format!("Resource not found: {name}"),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Principal {
     pub roles: Arc<[Arc<str>]>,
     /// Group names from the IdP (role mapping rules read them).
     pub groups: Arc<[Arc<str>]>,
+    /// An API key's own permissions, which narrow what its roles allow (`None`: no narrowing).
+    pub permissions: Option<Arc<[crate::policy::Rule]>>,
     /// [`Principal::binding`], made once when the credential is loaded, not per request.
     binding: Arc<str>,
 }
@@ -52,7 +54,7 @@ impl Principal {
             PrincipalKind::Token { issuer, subject } => Arc::from(format!("jwt:{issuer}#{subject}")),
             PrincipalKind::Anonymous => Arc::from("anonymous"),
         };
-        Self { kind, tenant, roles, groups, binding }
+        Self { kind, tenant, roles, groups, permissions: None, binding }
     }
 
     /// The anonymous principal (`--anonymous`), built once: letting a caller through costs a clone.
@@ -143,12 +145,14 @@ impl Credentials {
             .try_into()
             .map_err(|_| KeyResourceError::Digest { id: key.id.clone(), len: key.digest.len() })?;
         let tenant = if key.tenant_id.is_empty() { DEFAULT_TENANT } else { key.tenant_id.as_str() };
-        let principal = Principal::new(
+        let mut principal = Principal::new(
             PrincipalKind::ApiKey { id: Arc::from(key.id.as_str()) },
             Arc::from(tenant),
             key.roles.iter().map(|r| Arc::from(r.as_str())).collect(),
             Arc::from([]),
         );
+        principal.permissions =
+            (!key.permissions.is_empty()).then(|| crate::policy::compile(&key.permissions));
         let expires_at = u64::try_from(key.expires_at_unix)
             .ok()
             .filter(|s| *s > 0)
@@ -499,6 +503,7 @@ mod tests {
             tenant_id: "acme".into(),
             roles: vec!["user".into()],
             expires_at_unix,
+            ..Default::default()
         })
         .unwrap();
         c

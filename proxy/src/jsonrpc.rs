@@ -34,10 +34,14 @@ impl Rpc {
         match env.method {
             Some(method) => {
                 let params = env.params.unwrap_or_default();
+                // What the method names: a resource by its URI, anything else by its name (a body that
+                // carries both cannot make the gateway decide on one and the upstream act on the other).
+                let name =
+                    if method.starts_with("resources/") { params.uri } else { params.name.or(params.uri) };
                 Some(Self::Message {
                     id: env.id,
                     method: method.into_owned(),
-                    name: params.name.or(params.uri).map(Cow::into_owned),
+                    name: name.map(Cow::into_owned),
                     protocol_version: params.protocol_version.map(Cow::into_owned),
                 })
             }
@@ -174,7 +178,22 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params<'a>, A::Error> {
                 let mut params = Params::default();
+                let mut seen = [false; 3];
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    // Parsers disagree on repeated keys (first wins, last wins, error): a body that repeats
+                    // one the gateway decides on is not read (nor let through for restricted callers).
+                    let slot = match key.as_ref() {
+                        "name" => Some(0),
+                        "uri" => Some(1),
+                        "_meta" => Some(2),
+                        _ => None,
+                    };
+                    if let Some(i) = slot {
+                        if seen[i] {
+                            return Err(de::Error::custom(format!("duplicate key {key:?} in params")));
+                        }
+                        seen[i] = true;
+                    }
                     match key.as_ref() {
                         "name" => params.name = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
                         "uri" => params.uri = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),

@@ -16,6 +16,7 @@ pub mod headers;
 pub mod identity;
 pub mod jsonrpc;
 pub mod metrics;
+pub mod policy;
 pub mod retry;
 pub mod route;
 pub mod routing;

@@ -69,11 +69,14 @@ pub async fn dispatch(
         std::time::SystemTime::now(),
     )?;
     let binding = principal.binding().clone();
-    ctx.principal = Some(principal);
     let server = table
         .server(route.server())
+        .filter(|s| table.access().allows(&principal, &s.tenant, &s.name, None))
         .ok_or_else(|| ProxyError::UnknownServer { name: route.server().to_owned() })?
         .clone();
+    let unreadable = rpc.is_none() && !body.is_empty();
+    authorize(&table, &principal, &server, rpc, unreadable)?;
+    ctx.principal = Some(principal);
     ctx.server = Some(server.name.clone());
     let plan = match route {
         Route::Mcp(_) if server.transport == Transport::Sse => {
@@ -89,6 +92,37 @@ pub async fn dispatch(
         Route::Message(_) => message_plan(gw, session, &table, &server, &binding)?,
     };
     forward::run(gw, session, ctx, &server, plan, body).await
+}
+
+/// Decides the message itself: a named tool, prompt or resource the caller may not use is answered as
+/// missing; a batch (2025-03-26) is refused from a caller whose access is restricted, since its messages
+/// are not inspected one by one.
+fn authorize(
+    table: &RoutingTable,
+    principal: &crate::identity::Principal,
+    server: &Server,
+    rpc: Option<&Rpc>,
+    unreadable: bool,
+) -> Result<(), ProxyError> {
+    let access = table.access();
+    if unreadable && !access.unrestricted(principal, &server.tenant) {
+        return Err(ProxyError::InvalidRequest(
+            "the body is not one JSON-RPC message the gateway can read (malformed, or a key repeated)".into(),
+        ));
+    }
+    match rpc {
+        Some(Rpc::Batch) if !access.unrestricted(principal, &server.tenant) => Err(ProxyError::InvalidRequest(
+            "JSON-RPC batches are not accepted from callers whose access is restricted; send one message per request"
+                .into(),
+        )),
+        Some(Rpc::Message { method, name: Some(name), .. }) => match crate::policy::ItemKind::of_method(method) {
+            Some(kind) if !access.allows(principal, &server.tenant, &server.name, Some((kind, name))) => {
+                Err(ProxyError::UnknownItem { kind, name: name.clone() })
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
 }
 
 fn mcp_plan(

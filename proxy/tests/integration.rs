@@ -10,6 +10,8 @@ mod balancing;
 mod forwarding;
 #[path = "integration/identity.rs"]
 mod identity;
+#[path = "integration/policy.rs"]
+mod policy;
 #[path = "integration/routing.rs"]
 mod routing;
 #[path = "integration/sessions.rs"]

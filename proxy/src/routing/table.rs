@@ -34,12 +34,16 @@ pub struct RoutingTable {
     credentials: Credentials,
     /// Issuers named in protected resource metadata (`authorization_servers`).
     authorization_servers: Vec<String>,
+    /// Custom roles: who may use what.
+    access: crate::policy::Policy,
 }
 
 #[derive(Debug)]
 pub struct Server {
     pub id: String,
     pub name: Arc<str>,
+    /// The tenant whose principals may reach it.
+    pub tenant: Arc<str>,
     pub transport: Transport,
     pub policy: Policy,
     pub breaker: BreakerConfig,
@@ -180,6 +184,11 @@ impl RoutingTable {
         &self.credentials
     }
 
+    /// Who may use what (custom roles).
+    pub fn access(&self) -> &crate::policy::Policy {
+        &self.access
+    }
+
     /// The authorization servers clients are pointed at.
     pub fn authorization_servers(&self) -> &[String] {
         &self.authorization_servers
@@ -229,6 +238,7 @@ impl RoutingTable {
             version: set.version(),
             authorization_servers: valid.credentials.issuer_names(),
             credentials: valid.credentials,
+            access: valid.access,
             ..Default::default()
         };
         for (s, transport, key) in valid.servers {
@@ -238,6 +248,11 @@ impl RoutingTable {
             let server = Arc::new(Server {
                 id: s.id.clone(),
                 name: Arc::from(s.name.as_str()),
+                tenant: Arc::from(if s.tenant_id.is_empty() {
+                    crate::identity::DEFAULT_TENANT
+                } else {
+                    s.tenant_id.as_str()
+                }),
                 transport,
                 policy: Policy::new(s.load_balancing(), key, &weights),
                 breaker: BreakerConfig::from_proto(s.circuit_breaker.as_ref()),
@@ -262,6 +277,7 @@ struct ValidSet<'a> {
     credentials: Credentials,
     /// Each server's upstream credential, inherited by instances without their own.
     upstream_credentials: HashMap<&'a str, Option<UpstreamAuth>>,
+    access: crate::policy::Policy,
 }
 
 /// Pure checks of a resource set: names, uniqueness, transports, balancing keys, endpoint URLs.
@@ -272,6 +288,7 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
         health: HashMap::new(),
         credentials: Credentials::default(),
         upstream_credentials: HashMap::new(),
+        access: crate::policy::Policy::default(),
     };
     let mut names: HashMap<&str, &str> = HashMap::new();
     for resource in set.iter() {
@@ -322,6 +339,7 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
             }
             Some(Kind::ApiKey(key)) => valid.credentials.add_api_key(key)?,
             Some(Kind::TrustedIssuer(issuer)) => valid.credentials.add_issuer(issuer)?,
+            Some(Kind::Role(role)) => valid.access.add_role(role),
             None => {}
         }
     }

@@ -116,6 +116,7 @@ pub fn api_key(id: &str, key: &str, tenant: &str, expires_at_unix: i64) -> Resou
             tenant_id: tenant.into(),
             roles: vec!["user".into()],
             expires_at_unix,
+            ..Default::default()
         })),
     }
 }

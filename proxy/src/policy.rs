@@ -1,0 +1,195 @@
+//! Authorization: what a principal may see and call, decided in the proxy from the routing table alone (no
+//! network call). One path decides every MCP message that names something (`tools/call`, `prompts/get`,
+//! `resources/read|subscribe|unsubscribe`) and, per server, whether the server exists for the caller.
+//!
+//! The model: a principal belongs to one tenant and holds role names. The built-in roles `admin`,
+//! `server_owner` and `user` allow every server of the principal's tenant and everything on it; a custom
+//! role (a `Role` resource of the tenant) allows exactly its rules; `platform_admin` allows every server of
+//! every tenant. Roles the table does not know are ignored, and a principal left with no known role is a
+//! `user`. An API key's own `permissions` narrow what its roles allow (both must allow an item). A server
+//! of another tenant, or one no rule names, looks exactly like a missing server; a forbidden tool, prompt
+//! or resource like a missing one. The anonymous principal of `--anonymous` may do everything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mcpgw_proto::v1;
+
+use crate::identity::{DEFAULT_TENANT, Principal, PrincipalKind};
+
+/// Roles that allow every server of the tenant.
+pub const TENANT_ROLES: [&str; 3] = ["admin", "server_owner", "user"];
+/// The role above tenants.
+pub const PLATFORM_ADMIN: &str = "platform_admin";
+
+/// A name pattern: `*` matches any run of characters (none included); everything else literally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    parts: Box<[Box<str>]>,
+    /// `*` alone.
+    any: bool,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Self {
+        Self { parts: pattern.split('*').map(Box::from).collect(), any: pattern == "*" }
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        if self.any {
+            return true;
+        }
+        let (first, rest) = self.parts.split_first().expect("split yields one part at least");
+        let Some(mut tail) = text.strip_prefix(&**first) else { return false };
+        let Some((last, middle)) = rest.split_last() else { return tail.is_empty() };
+        for part in middle {
+            match tail.find(&**part) {
+                Some(at) => tail = &tail[at + part.len()..],
+                None => return false,
+            }
+        }
+        tail.len() >= last.len() && tail.ends_with(&**last)
+    }
+}
+
+/// What kind of item a message names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    Tool,
+    Prompt,
+    Resource,
+}
+
+impl ItemKind {
+    /// The kind named by `method` (`tools/call` → tool, ...), if it names one.
+    pub fn of_method(method: &str) -> Option<Self> {
+        match method {
+            "tools/call" => Some(Self::Tool),
+            "prompts/get" => Some(Self::Prompt),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(Self::Resource),
+            _ => None,
+        }
+    }
+}
+
+/// One compiled permission rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    server: Glob,
+    tools: Box<[Glob]>,
+    prompts: Box<[Glob]>,
+    resources: Box<[Glob]>,
+}
+
+impl Rule {
+    pub fn compile(r: &v1::PermissionRule) -> Self {
+        let globs = |list: &[String]| list.iter().map(|p| Glob::new(p)).collect();
+        Self {
+            server: Glob::new(&r.server),
+            tools: globs(&r.tools),
+            prompts: globs(&r.prompts),
+            resources: globs(&r.resources),
+        }
+    }
+
+    fn allows(&self, server: &str, item: Option<(ItemKind, &str)>) -> bool {
+        if !self.server.matches(server) {
+            return false;
+        }
+        let Some((kind, name)) = item else { return true };
+        let list = match kind {
+            ItemKind::Tool => &self.tools,
+            ItemKind::Prompt => &self.prompts,
+            ItemKind::Resource => &self.resources,
+        };
+        list.iter().any(|g| g.matches(name))
+    }
+}
+
+/// Compiles a list of rules.
+pub fn compile(rules: &[v1::PermissionRule]) -> Arc<[Rule]> {
+    rules.iter().map(Rule::compile).collect()
+}
+
+/// The custom roles of a routing table, by tenant and name.
+#[derive(Debug, Default)]
+pub struct Policy {
+    roles: HashMap<(Arc<str>, Arc<str>), Arc<[Rule]>>,
+}
+
+/// What one principal's roles allow.
+enum Allowed<'a> {
+    /// Every server of every tenant.
+    Everything,
+    /// Every server of the principal's tenant, and these rules' (custom roles).
+    Tenant { whole: bool, rules: Vec<&'a [Rule]> },
+}
+
+impl Policy {
+    /// Adds a custom role.
+    pub fn add_role(&mut self, role: &v1::Role) {
+        let tenant = if role.tenant_id.is_empty() { DEFAULT_TENANT } else { role.tenant_id.as_str() };
+        self.roles.insert((Arc::from(tenant), Arc::from(role.name.as_str())), compile(&role.rules));
+    }
+
+    fn allowed(&self, p: &Principal) -> Allowed<'_> {
+        if matches!(p.kind, PrincipalKind::Anonymous) {
+            return Allowed::Everything;
+        }
+        let mut whole = false;
+        let mut rules = Vec::new();
+        let mut known = false;
+        for role in p.roles.iter() {
+            if &**role == PLATFORM_ADMIN {
+                return Allowed::Everything;
+            }
+            if TENANT_ROLES.contains(&&**role) {
+                whole = true;
+                known = true;
+            } else if let Some(r) = self.roles.get(&(p.tenant.clone(), role.clone())) {
+                rules.push(&**r);
+                known = true;
+            }
+        }
+        Allowed::Tenant { whole: whole || !known, rules }
+    }
+
+    /// Whether `p` may reach server `name` of `tenant`, and (with `item`) use that item on it.
+    pub fn allows(&self, p: &Principal, tenant: &str, name: &str, item: Option<(ItemKind, &str)>) -> bool {
+        let by_roles = match self.allowed(p) {
+            Allowed::Everything => true,
+            Allowed::Tenant { .. } if &*p.tenant != tenant => false,
+            Allowed::Tenant { whole: true, .. } => true,
+            Allowed::Tenant { whole: false, rules } => {
+                rules.iter().flat_map(|r| r.iter()).any(|r| r.allows(name, item))
+            }
+        };
+        by_roles && p.permissions.as_ref().is_none_or(|narrow| narrow.iter().any(|r| r.allows(name, item)))
+    }
+
+    /// Whether `p` may do everything on the server (no item needs deciding, e.g. to skip list filtering).
+    pub fn unrestricted(&self, p: &Principal, tenant: &str) -> bool {
+        let whole = match self.allowed(p) {
+            Allowed::Everything => true,
+            Allowed::Tenant { whole, .. } => whole && &*p.tenant == tenant,
+        };
+        whole && p.permissions.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let m = |p: &str, t: &str| Glob::new(p).matches(t);
+        assert!(m("*", "anything") && m("*", ""));
+        assert!(m("echo", "echo") && !m("echo", "echo2") && !m("echo", "ech"));
+        assert!(m("get_*", "get_weather") && m("get_*", "get_") && !m("get_*", "set_weather"));
+        assert!(m("*_admin", "db_admin") && !m("*_admin", "db_admins"));
+        assert!(m("a*b*c", "abc") && m("a*b*c", "aXbYc") && !m("a*b*c", "aXcYb"));
+        assert!(m("file:///docs/*", "file:///docs/a.md") && !m("file:///docs/*", "file:///etc/passwd"));
+        assert!(!m("ab*ab", "ab"), "overlapping prefix and suffix need their own characters");
+    }
+}

@@ -1,0 +1,142 @@
+//! Authorization in the proxy: tenants, built-in and custom roles, API keys narrowed by their own
+//! permissions. A server of another tenant or one no rule allows is missing; a forbidden tool, prompt or
+//! resource is answered as missing and never reaches the upstream; restricted callers cannot smuggle a
+//! message past the decision in a batch or a body with repeated keys.
+
+use mcpgw_proto::v1::proxy_message::Kind;
+use mcpgw_proto::v1::resource::Kind as RKind;
+use mcpgw_proto::v1::{ApiKey, PermissionRule, Resource, Role};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn key(id: &str, tenant: &str, roles: &[&str], permissions: Vec<PermissionRule>) -> Resource {
+    Resource {
+        kind: Some(RKind::ApiKey(ApiKey {
+            id: id.into(),
+            digest: mcpgw_proto::validate::api_key_digest(&format!("mcpgw_{id}")).to_vec(),
+            name: id.into(),
+            tenant_id: tenant.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            expires_at_unix: 0,
+            permissions,
+        })),
+    }
+}
+
+fn rule(server: &str, tools: &[&str], resources: &[&str]) -> PermissionRule {
+    let list = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
+    PermissionRule { server: server.into(), tools: list(tools), prompts: vec![], resources: list(resources) }
+}
+
+async fn call(url: &str, key: &str, body: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("authorization", format!("Bearer mcpgw_{key}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn tool_call(name: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": {}}})
+        .to_string()
+}
+
+#[tokio::test]
+async fn tenants_roles_and_narrowed_keys_decide_every_named_message() {
+    let mut upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start_closed(&cp.url(), &[]).await;
+    let mut table = snapshot(1, &[("alpha", &upstream.url()), ("beta", &upstream.url())]);
+    for r in &mut table.upserts {
+        if let Some(RKind::Server(s)) = r.kind.as_mut() {
+            s.tenant_id = if s.name == "alpha" { "acme".into() } else { "other".into() };
+        }
+    }
+    table.upserts.push(Resource {
+        kind: Some(RKind::Role(Role {
+            id: "r1".into(),
+            tenant_id: "acme".into(),
+            name: "reader".into(),
+            rules: vec![rule("alp*", &["get_*"], &["file:///docs/*"])],
+        })),
+    });
+    table.upserts.push(key("user", "acme", &["user"], vec![]));
+    table.upserts.push(key("reader", "acme", &["reader"], vec![]));
+    table.upserts.push(key("narrow", "acme", &["admin"], vec![rule("alpha", &["echo"], &[])]));
+    table.upserts.push(key("unknownrole", "acme", &["no-such-role"], vec![]));
+    table.upserts.push(key("platform", "other", &["platform_admin"], vec![]));
+    table.upserts.push(key("other", "other", &["user"], vec![]));
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let (alpha, beta) = (proxy.mcp_url("alpha"), proxy.mcp_url("beta"));
+
+    // Who reaches which server: another tenant's server looks missing.
+    for (key, alpha_ok, beta_ok) in [
+        ("user", true, false),
+        ("reader", true, false),
+        ("unknownrole", true, false),
+        ("platform", true, true),
+        ("other", false, true),
+    ] {
+        for (url, ok) in [(&alpha, alpha_ok), (&beta, beta_ok)] {
+            let (status, body) = call(url, key, &tool_call("get_x")).await;
+            assert_eq!(status == 200 && body.get("error").is_none(), ok, "{key} at {url}: {status} {body}");
+            if ok {
+                upstream.next_request().await;
+            } else {
+                assert_eq!(status, 404, "{key}: {body}");
+                assert_eq!(body["error"]["data"]["reason"], "unknown_server");
+            }
+        }
+    }
+
+    // A forbidden tool is answered as a missing one (JSON-RPC -32602 with the request id), upstream untouched.
+    for (key, tool, allowed) in [
+        ("reader", "get_weather", true),
+        ("reader", "set_weather", false),
+        ("narrow", "echo", true),
+        ("narrow", "get_weather", false),
+    ] {
+        let (status, body) = call(&alpha, key, &tool_call(tool)).await;
+        if allowed {
+            assert!(body.get("error").is_none(), "{key} {tool}: {body}");
+            upstream.next_request().await;
+        } else {
+            assert_eq!(status, 200);
+            assert_eq!(
+                body,
+                json!({"jsonrpc": "2.0", "id": 7, "error": {"code": -32602, "message": format!("Unknown tool: {tool}")}})
+            );
+        }
+    }
+    let read = |uri: &str| {
+        json!({"jsonrpc": "2.0", "id": 8, "method": "resources/read", "params": {"uri": uri}}).to_string()
+    };
+    let (_, body) = call(&alpha, "reader", &read("file:///etc/passwd")).await;
+    assert_eq!(body["error"]["code"], -32002, "{body}");
+    let (_, body) = call(&alpha, "reader", &read("file:///docs/a.md")).await;
+    assert!(body.get("error").is_none(), "{body}");
+    upstream.next_request().await;
+
+    // No way around the decision for a restricted caller: a uri beside an allowed name, a repeated key,
+    // a batch.
+    let both = json!({"jsonrpc": "2.0", "id": 9, "method": "resources/read",
+                      "params": {"name": "file:///docs/a.md", "uri": "file:///etc/passwd"}});
+    let (_, body) = call(&alpha, "reader", &both.to_string()).await;
+    assert_eq!(body["error"]["code"], -32002, "the uri is what is decided: {body}");
+    let repeated =
+        r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"get_x","name":"set_x"}}"#;
+    let (status, body) = call(&alpha, "reader", repeated).await;
+    assert_eq!((status, body["error"]["data"]["reason"].as_str()), (400, Some("invalid_request")), "{body}");
+    let batch = format!("[{}]", tool_call("set_x"));
+    let (status, _) = call(&alpha, "reader", &batch).await;
+    assert_eq!(status, 400, "a batch from a restricted caller");
+    assert!(upstream.drain().is_empty(), "nothing forbidden reached the upstream");
+}
