@@ -169,7 +169,8 @@ impl RoutingHub {
                 !snapshot.signing_keys.is_empty() && !snapshot.issuers.iter().any(|i| &&i.issuer == own)
             })
             .map(|own| model::own_issuer_resource(own, &snapshot.signing_keys));
-        let set = ResourceSet::new(version, resources.chain(keys).chain(issuers).chain(own))?;
+        let roles = snapshot.roles.iter().map(|role| role.resource());
+        let set = ResourceSet::new(version, resources.chain(keys).chain(issuers).chain(own).chain(roles))?;
         tracing::debug!(version, resources = set.len(), "Publishing a new routing table.");
         self.current.send_replace(Arc::new(set));
         Ok(version)

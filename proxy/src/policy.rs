@@ -111,10 +111,13 @@ pub fn compile(rules: &[v1::PermissionRule]) -> Arc<[Rule]> {
     rules.iter().map(Rule::compile).collect()
 }
 
+/// A role's key: its tenant and name.
+type RoleKey = (Arc<str>, Arc<str>);
+
 /// The custom roles of a routing table, by tenant and name.
 #[derive(Debug, Default)]
 pub struct Policy {
-    roles: HashMap<(Arc<str>, Arc<str>), Arc<[Rule]>>,
+    roles: HashMap<RoleKey, Arc<[Rule]>>,
 }
 
 /// What one principal's roles allow.

@@ -152,6 +152,10 @@ make_error_codes! {
     TrustedIssuerTaken => ("trusted_issuer_taken", InvalidRequest, CONFLICT);
     /// No trusted issuer has this id.
     TrustedIssuerNotFound => ("trusted_issuer_not_found", InvalidRequest, NOT_FOUND);
+    /// The tenant already has a role of this name.
+    RoleTaken => ("role_taken", InvalidRequest, CONFLICT);
+    /// No role has this id.
+    RoleNotFound => ("role_not_found", InvalidRequest, NOT_FOUND);
     /// Another identity provider has this name.
     IdentityProviderTaken => ("identity_provider_taken", InvalidRequest, CONFLICT);
     /// No identity provider has this id.

@@ -27,6 +27,7 @@ mod health;
 pub mod identity_providers;
 mod instances;
 pub mod openapi;
+pub mod roles;
 pub mod servers;
 pub mod trusted_issuers;
 pub mod users;
@@ -138,6 +139,8 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                         .post(identity_providers::create),
                 )
                 .service(resource("/identity-providers/{id}").delete(identity_providers::delete))
+                .service(resource("/roles").get(roles::list).post(roles::create))
+                .service(resource("/roles/{id}").delete(roles::delete))
                 .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));

@@ -14,10 +14,12 @@ use super::api_keys::ApiKeyRequest;
 use super::bulk::RegistryDoc;
 use super::errors::ErrorBody;
 use super::identity_providers::{IdentityProviderRequest, IdentityProviderView};
+use super::roles::RoleRequest;
 use super::servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
 use super::trusted_issuers::{ClaimsRequest, TrustedIssuerRequest};
 use super::users::UserView;
 use crate::db::store::discovery::DiscoveryRow;
+use crate::db::store::roles::RoleRow;
 use crate::model::{
     ApiKeyView, CircuitBreaker, ClaimsView, CreatedApiKey, HealthCheck, HealthRecord, HealthStatus,
     InstanceView, KeyView, PassiveRow, PermissionRule, ServerView, TrustedIssuerView, UpstreamAuthView,
@@ -207,6 +209,23 @@ fn create_identity_provider() {}
     responses((status = 204, description = "removed: nobody can sign in there any more"), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn delete_identity_provider() {}
 
+/// The roles' list answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RoleList {
+    items: Vec<RoleRow>,
+}
+#[utoipa::path(get, path = "/api/v1/roles", tag = "roles",
+    responses((status = 200, description = "every custom role (built-in roles are not listed)", body = RoleList)))]
+fn list_roles() {}
+#[utoipa::path(post, path = "/api/v1/roles", tag = "roles", request_body = RoleRequest,
+    responses((status = 201, description = "created and published to every proxy", body = RoleRow),
+        (status = 400, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+fn create_role() {}
+#[utoipa::path(delete, path = "/api/v1/roles/{id}", tag = "roles", params(("id" = String, Path)),
+    responses((status = 204, description = "deleted: its holders lose what it allowed on every proxy"), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn delete_role() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "mcpgw control plane", description = "Registry of MCP servers, health and discovery; errors: control-plane/README.md#errors"),
@@ -214,13 +233,13 @@ fn delete_identity_provider() {}
         remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies,
         create_api_key, list_api_keys, get_api_key, delete_api_key, create_trusted_issuer, list_trusted_issuers,
         get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer, list_users, list_identity_providers,
-        create_identity_provider, delete_identity_provider),
+        create_identity_provider, delete_identity_provider, list_roles, create_role, delete_role),
     components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
         HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
         CreatedApiKey, PermissionRule, UpstreamAuthRequest, UpstreamAuthView, TrustedIssuerRequest, ClaimsRequest,
-        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList)),
+        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList, RoleRequest, RoleRow, RoleList)),
     modifiers(&Credential),
-    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"), (name = "users"))
+    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"), (name = "users"), (name = "roles"))
 )]
 pub struct ApiDoc;
 

@@ -209,6 +209,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    roles (id) {
+        id -> Uuid,
+        tenant_id -> Text,
+        name -> Text,
+        rules -> Jsonb,
+        idp_groups -> Array<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     identity_providers (id) {
         id -> Uuid,
         name -> Text,

@@ -58,6 +58,20 @@ pub struct ApiKeySpec {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl PermissionRule {
+    /// The rule as proxies decide with it: an absent list allows every item of that kind on the server,
+    /// an empty one none.
+    pub fn to_proto(&self) -> v1::PermissionRule {
+        let list = |l: &Option<Vec<String>>| l.clone().unwrap_or_else(|| vec!["*".to_owned()]);
+        v1::PermissionRule {
+            server: self.server.clone(),
+            tools: list(&self.tools),
+            prompts: list(&self.prompts),
+            resources: list(&self.resources),
+        }
+    }
+}
+
 /// A freshly generated key: the secret (shown once, never stored), its digest and its prefix. `Debug`
 /// shows the prefix only.
 pub struct NewKey {
@@ -119,6 +133,11 @@ impl ApiKeyRow {
                 roles: vec![self.role.clone()],
                 // Creation refuses expiries in the past, so a stored one is after the epoch (0 = never).
                 expires_at_unix: self.expires_at.map_or(0, |at| at.timestamp().max(1)),
+                permissions: serde_json::from_value::<Vec<PermissionRule>>(self.permissions.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(PermissionRule::to_proto)
+                    .collect(),
             })),
         }
     }

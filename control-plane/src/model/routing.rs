@@ -30,6 +30,7 @@ pub fn resources<'a>(
             hash_key: server.hash_key.clone().unwrap_or_default(),
             circuit_breaker: server.breaker().map(|b| b.to_proto()),
             upstream_credential: credentials.get(&Owner::Server(server.id)).cloned(),
+            tenant_id: server.tenant_id.clone().unwrap_or_else(|| super::DEFAULT_TENANT.to_owned()),
         })),
     }];
     for instance in instances {

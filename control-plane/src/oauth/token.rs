@@ -198,7 +198,9 @@ pub async fn token(
         .await
         .map_err(OAuthError::server_error)?
         .ok_or_else(|| OAuthError::invalid_grant("the user no longer exists"))?;
-    let (access_token, expires_in) = access_token(server, &user, &client.client_id, &scope, &resource)?;
+    let roles = gateway_roles(&mut conn, server, &user).await?;
+    let (access_token, expires_in) =
+        access_token(server, &user, &roles, &client.client_id, &scope, &resource)?;
     let mut answer = json!({
         "access_token": access_token,
         "token_type": "Bearer",
@@ -244,10 +246,33 @@ fn check_resource(params: &Params, granted: &str) -> Result<(), OAuthError> {
     }
 }
 
-/// Signs an access token for `user`; the token and its lifetime in seconds.
+/// The gateway roles of a signed-in user, mapped from what the IdP said at the last sign-in: the custom
+/// roles of the user's tenant that name one of the user's IdP roles or groups, and `admin` for members of
+/// `--oidc-admin-roles`. None: the proxies treat the user as `user` (every server of the tenant).
+async fn gateway_roles(
+    conn: &mut diesel_async::AsyncPgConnection,
+    server: &AuthServer,
+    user: &UserRow,
+) -> Result<Vec<String>, OAuthError> {
+    let idp: Vec<&String> = user.roles.iter().chain(&user.groups).collect();
+    let mut roles: Vec<String> = crate::db::store::roles::list(conn)
+        .await
+        .map_err(OAuthError::server_error)?
+        .into_iter()
+        .filter(|r| r.tenant_id == user.tenant_id && r.idp_groups.iter().any(|g| idp.contains(&g)))
+        .map(|r| r.name)
+        .collect();
+    if idp.iter().any(|g| server.config.admin_roles.contains(g)) {
+        roles.push("admin".to_owned());
+    }
+    Ok(roles)
+}
+
+/// Signs an access token for `user` holding gateway `roles`; the token and its lifetime in seconds.
 fn access_token(
     server: &AuthServer,
     user: &UserRow,
+    roles: &[String],
     client_id: &str,
     scope: &str,
     resource: &str,
@@ -267,7 +292,7 @@ fn access_token(
         client_id: client_id.to_owned(),
         scope: scope.to_owned(),
         tenant: user.tenant_id.clone(),
-        roles: user.roles.clone(),
+        roles: roles.to_vec(),
         groups: user.groups.clone(),
         email: user.email.clone(),
     };

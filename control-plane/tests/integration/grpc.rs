@@ -31,6 +31,7 @@ fn kinds(update: &RoutingUpdate) -> BTreeSet<(&'static str, String)> {
             Kind::InstanceHealth(h) => Some(("instance_health", h.instance_id.clone())),
             Kind::ApiKey(k) => Some(("api_key", k.id.clone())),
             Kind::TrustedIssuer(t) => Some(("trusted_issuer", t.id.clone())),
+            Kind::Role(r) => Some(("role", r.id.clone())),
         })
         .collect()
 }

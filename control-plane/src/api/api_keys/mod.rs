@@ -13,7 +13,7 @@ use crate::auth::Admin;
 use crate::db::store;
 use crate::model::{ApiKeyView, CreatedApiKey, NewKey};
 
-mod request;
+pub(crate) mod request;
 
 pub use request::ApiKeyRequest;
 

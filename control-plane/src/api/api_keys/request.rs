@@ -88,12 +88,12 @@ impl ApiKeyRequest {
 }
 
 /// `[a-z0-9_-]{1,64}`: the built-in roles match it too.
-fn valid_role(role: &str) -> bool {
+pub(crate) fn valid_role(role: &str) -> bool {
     (1..=MAX_ROLE_CHARS).contains(&role.len())
         && role.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn check_permissions(rules: &[PermissionRule]) -> Result<(), ApiError> {
+pub(crate) fn check_permissions(rules: &[PermissionRule]) -> Result<(), ApiError> {
     let bad = |why: String| Err(err(Code::InvalidPermissions, why));
     if rules.len() > MAX_RULES {
         return bad(format!("permissions has {} rules; at most {MAX_RULES} are allowed", rules.len()));

@@ -60,6 +60,8 @@ fn table_is_complete_and_unique() {
         ("api_key_not_found", "invalid_request", 404),
         ("trusted_issuer_taken", "invalid_request", 409),
         ("trusted_issuer_not_found", "invalid_request", 404),
+        ("role_taken", "invalid_request", 409),
+        ("role_not_found", "invalid_request", 404),
         ("identity_provider_taken", "invalid_request", 409),
         ("identity_provider_not_found", "invalid_request", 404),
         ("identity_provider_unavailable", "system", 502),

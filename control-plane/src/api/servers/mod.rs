@@ -12,7 +12,7 @@ use crate::db::store::{self, StoreError};
 use crate::model::ServerSpec;
 
 pub mod list;
-mod request;
+pub(crate) mod request;
 pub mod views;
 
 pub use list::{ListQuery, list};

@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod health;
 mod instances_ops;
 pub mod oauth;
+pub mod roles;
 pub mod trusted_issuers;
 pub mod upstream_auth;
 
@@ -108,6 +109,8 @@ pub struct RoutingSnapshot {
     pub signing_keys: Vec<serde_json::Value>,
     /// The tokens obtained for client credentials credentials, by credential id (sealed).
     pub tokens: HashMap<Uuid, crate::model::UpstreamTokenRow>,
+    /// Every custom role.
+    pub roles: Vec<roles::RoleRow>,
 }
 
 /// The routing version, every server, instance, API key, credential and trusted issuer, read from one
@@ -131,6 +134,7 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
             let issuers = trusted_issuers::list(conn).await?;
             let signing_keys = oauth::published_keys(conn).await?.into_iter().map(|k| k.public_jwk).collect();
             let tokens = upstream_auth::tokens(conn).await?;
+            let roles = roles::list(conn).await?;
             Ok(RoutingSnapshot {
                 version,
                 servers,
@@ -141,6 +145,7 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
                 issuers,
                 signing_keys,
                 tokens,
+                roles,
             })
         })
         .await
