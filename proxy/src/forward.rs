@@ -85,6 +85,8 @@ pub struct Plan {
     /// The token the client sent, echoed back while its upstream session id is unchanged.
     pub client_token: Option<String>,
     pub rewrite: Rewrite,
+    /// A list answer the caller may see only part of.
+    pub filter: Option<crate::policy::ListFilter>,
 }
 
 impl Default for Plan {
@@ -95,6 +97,7 @@ impl Default for Plan {
             upstream_session: None,
             client_token: None,
             rewrite: Rewrite::None,
+            filter: None,
         }
     }
 }
@@ -455,6 +458,9 @@ async fn exchange(
         seal_session_id(gw, server, instance, plan, &ctx.binding(), &mut resp);
     }
     up.set_read_timeout(if sse { None } else { Some(gw.limits.idle_timeout) });
+    if let Some(filter) = &plan.filter {
+        return filtered(gw, session, server, up, peer, gone, resp, filter, sse, upstream_ok).await;
+    }
 
     if session.write_response_header(Box::new(resp), false).await.is_err() {
         abandon(gw, up, peer, gone);
@@ -503,6 +509,61 @@ async fn exchange(
         .write_response_body(tail, true)
         .await
         .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
+    gw.connector.release_http_session(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+    Ok(Some(upstream_ok))
+}
+
+/// Reads a list answer whole (bounded), removes what the caller may not use, and answers with it.
+#[allow(clippy::too_many_arguments)]
+async fn filtered(
+    gw: &Gateway,
+    session: &mut Session,
+    server: &Server,
+    mut up: pingora::protocols::http::client::HttpSession,
+    peer: &HttpPeer,
+    gone: OnClientGone,
+    mut resp: ResponseHeader,
+    filter: &crate::policy::ListFilter,
+    sse: bool,
+    upstream_ok: bool,
+) -> Result<Option<bool>, Attempt> {
+    let mut body = bytes::BytesMut::new();
+    loop {
+        tokio::select! {
+            chunk = tokio::time::timeout(gw.limits.upstream_timeout, up.read_response_body()) => match chunk {
+                Ok(Ok(Some(data))) => {
+                    if body.len() + data.len() > crate::policy::MAX_FILTERED_BODY {
+                        return Err(Attempt::Failed(ProxyError::UpstreamFailed {
+                            server: server.name.to_string(),
+                            detail: format!("a list answer over {} bytes cannot be filtered", crate::policy::MAX_FILTERED_BODY),
+                        }.into(), Some(upstream_ok)));
+                    }
+                    body.extend_from_slice(&data);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(Attempt::Failed(Failure::Abort(e), Some(false))),
+                Err(_) => {
+                    return Err(Attempt::Failed(ProxyError::UpstreamTimeout {
+                        server: server.name.to_string(),
+                        detail: "the list answer did not end in time".into(),
+                    }.into(), Some(false)));
+                }
+            },
+            _ = client_gone(session) => {
+                abandon(gw, up, peer, gone);
+                return Ok(Some(upstream_ok));
+            }
+        }
+    }
+    let out = filter.apply(&body, sse);
+    resp.remove_header(&header::TRANSFER_ENCODING);
+    resp.insert_header(header::CONTENT_LENGTH, out.len().to_string())
+        .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
+    let write = async {
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(out), true).await
+    };
+    write.await.map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     gw.connector.release_http_session(up, peer, Some(gw.limits.pool_idle_timeout)).await;
     Ok(Some(upstream_ok))
 }

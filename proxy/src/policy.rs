@@ -180,6 +180,100 @@ impl Policy {
     }
 }
 
+/// Largest list response filtered (buffered whole); a larger one is refused rather than shown unfiltered.
+pub const MAX_FILTERED_BODY: usize = 16 * 1024 * 1024;
+
+/// A list answer to filter down to what the caller may use: `tools/list`, `prompts/list`,
+/// `resources/list`, `resources/templates/list`.
+#[derive(Debug, Clone)]
+pub struct ListFilter {
+    /// The result field holding the items, and the item field naming each.
+    field: &'static str,
+    key: &'static str,
+    kind: ItemKind,
+    table: Arc<crate::routing::RoutingTable>,
+    principal: Principal,
+    tenant: Arc<str>,
+    server: Arc<str>,
+}
+
+impl ListFilter {
+    /// The filter for a `method` request of `principal` to `server`, when the caller's access is restricted
+    /// there and the method lists items.
+    pub fn of(
+        method: &str,
+        table: &Arc<crate::routing::RoutingTable>,
+        principal: &Principal,
+        server: &crate::routing::Server,
+    ) -> Option<Self> {
+        let (field, key, kind) = match method {
+            "tools/list" => ("tools", "name", ItemKind::Tool),
+            "prompts/list" => ("prompts", "name", ItemKind::Prompt),
+            "resources/list" => ("resources", "uri", ItemKind::Resource),
+            "resources/templates/list" => ("resourceTemplates", "uriTemplate", ItemKind::Resource),
+            _ => return None,
+        };
+        if table.access().unrestricted(principal, &server.tenant) {
+            return None;
+        }
+        Some(Self {
+            field,
+            key,
+            kind,
+            table: table.clone(),
+            principal: principal.clone(),
+            tenant: server.tenant.clone(),
+            server: server.name.clone(),
+        })
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        self.table.access().allows(&self.principal, &self.tenant, &self.server, Some((self.kind, name)))
+    }
+
+    /// Filters a JSON-RPC message (a response's `result.<field>`); `None` when it is not one to change.
+    fn filter_message(&self, text: &str) -> Option<String> {
+        let mut doc: serde_json::Value = serde_json::from_str(text).ok()?;
+        let items = doc.get_mut("result")?.get_mut(self.field)?.as_array_mut()?;
+        items.retain(|item| {
+            item.get(self.key).and_then(serde_json::Value::as_str).is_some_and(|n| self.allows(n))
+        });
+        Some(doc.to_string())
+    }
+
+    /// The body with every item the caller may not use removed: a JSON body, or each `data` of an SSE body.
+    /// Anything that is not a list result passes unchanged.
+    pub fn apply(&self, body: &[u8], sse: bool) -> bytes::Bytes {
+        let Ok(text) = std::str::from_utf8(body) else { return bytes::Bytes::copy_from_slice(body) };
+        if !sse {
+            return self
+                .filter_message(text)
+                .map_or_else(|| bytes::Bytes::copy_from_slice(body), bytes::Bytes::from);
+        }
+        let normalized = text.replace("\r\n", "\n");
+        let mut out = String::with_capacity(normalized.len());
+        for event in normalized.split_inclusive("\n\n") {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+                .collect();
+            match (!data.is_empty()).then(|| self.filter_message(&data.join("\n"))).flatten() {
+                Some(filtered) => {
+                    for line in event.lines().filter(|l| !l.is_empty() && !l.starts_with("data:")) {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                    out.push_str("data: ");
+                    out.push_str(&filtered);
+                    out.push_str("\n\n");
+                }
+                None => out.push_str(event),
+            }
+        }
+        bytes::Bytes::from(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

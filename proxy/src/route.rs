@@ -76,13 +76,19 @@ pub async fn dispatch(
         .clone();
     let unreadable = rpc.is_none() && !body.is_empty();
     authorize(&table, &principal, &server, rpc, unreadable)?;
+    let filter = match rpc {
+        Some(Rpc::Message { method, .. }) => {
+            crate::policy::ListFilter::of(method, &table, &principal, &server)
+        }
+        _ => None,
+    };
     ctx.principal = Some(principal);
     ctx.server = Some(server.name.clone());
     let plan = match route {
         Route::Mcp(_) if server.transport == Transport::Sse => {
             return crate::bridge::handle(gw, session, ctx, &server, body, rpc).await;
         }
-        Route::Mcp(_) => mcp_plan(gw, session, &table, &server, rpc, &binding)?,
+        Route::Mcp(_) => Plan { filter, ..mcp_plan(gw, session, &table, &server, rpc, &binding)? },
         Route::Sse(_) => {
             if server.transport != Transport::Sse {
                 return Err(ProxyError::NotSse { server: server.name.to_string() }.into());

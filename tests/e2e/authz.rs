@@ -8,7 +8,7 @@ use mcpgw_e2e::{Gateway, PyServer, PyServerOpts, SignInGateway, py_client, py_oa
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::first_text;
+use crate::{first_text, tool_names};
 
 async fn register(gw: &Gateway, name: &str, url: &str, tenant: &str) -> Result<String> {
     let body =
@@ -57,6 +57,18 @@ async fn roles_narrowed_keys_and_tenants_decide_what_each_caller_may_call() -> R
     let (_, other) = gw.cp.create_api_key(json!({"name": "globex", "tenant_id": "globex"})).await?;
     gw.proxy.wait_routable("acme-tools", mcpgw_e2e::gateway::ROUTABLE_TIMEOUT).await?;
 
+    for (key, expected) in [(&calc, ["add"]), (&narrow, ["echo"])] {
+        let auth = format!("Authorization: Bearer {key}");
+        for mode in ["auto", "legacy"] {
+            let listed = py_client(&acme, mode, &["--header", &auth, "list-tools"]).await?;
+            ensure!(
+                tool_names(&listed) == expected,
+                "{mode}: a caller sees exactly what it may call: {listed}"
+            );
+        }
+        let listed = ts_client(&acme, "legacy", &["--header", &auth, "list-tools"]).await?;
+        ensure!(tool_names(&listed) == expected, "ts: {listed}");
+    }
     let sum = py_call(&acme, &calc, "add", r#"{"a": 2, "b": 3}"#).await?;
     ensure!(sum.starts_with('5'), "the calculator role may add: {sum}");
     let refused = py_call(&acme, &calc, "echo", r#"{"message": "hi"}"#).await;

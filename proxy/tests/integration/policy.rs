@@ -140,3 +140,55 @@ async fn tenants_roles_and_narrowed_keys_decide_every_named_message() {
     assert_eq!(status, 400, "a batch from a restricted caller");
     assert!(upstream.drain().is_empty(), "nothing forbidden reached the upstream");
 }
+
+#[tokio::test]
+async fn lists_show_exactly_what_the_caller_may_use_in_json_and_sse() {
+    let mut upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start_closed(&cp.url(), &[]).await;
+    let mut table = snapshot(1, &[("alpha", &upstream.url())]);
+    table.upserts.push(Resource {
+        kind: Some(RKind::Role(Role {
+            id: "r1".into(),
+            tenant_id: "default".into(),
+            name: "reader".into(),
+            rules: vec![rule("alpha", &["get_*"], &["file:///docs/*"])],
+        })),
+    });
+    table.upserts.push(key("reader", "default", &["reader"], vec![]));
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let url = proxy.mcp_url("alpha");
+    let tools = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [
+        {"name": "get_a", "inputSchema": {}}, {"name": "set_b", "inputSchema": {}}, {"name": "get_c", "inputSchema": {}}],
+        "nextCursor": "p2"}});
+    let list = |method: &str| json!({"jsonrpc": "2.0", "id": 3, "method": method}).to_string();
+
+    upstream.reply(Reply::Json(tools.to_string()));
+    let (_, body) = call(&url, "reader", &list("tools/list")).await;
+    let names: Vec<&str> =
+        body["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["get_a", "get_c"], "{body}");
+    assert_eq!(body["result"]["nextCursor"], "p2", "pagination is kept");
+    upstream.next_request().await;
+
+    let resources = json!({"jsonrpc": "2.0", "id": 3, "result": {"resources": [
+        {"uri": "file:///docs/a.md", "name": "a"}, {"uri": "file:///etc/passwd", "name": "p"}]}});
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    upstream.reply(Reply::Sse(rx));
+    tx.send(Some(format!("event: message\nid: 1\ndata: {resources}\n\n"))).await.unwrap();
+    tx.send(None).await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", "Bearer mcpgw_reader")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(list("resources/list"))
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("file:///docs/a.md") && !text.contains("/etc/passwd"), "{text}");
+    assert!(text.contains("event: message") && text.contains("id: 1"), "the event keeps its fields: {text}");
+    upstream.next_request().await;
+}
