@@ -168,3 +168,53 @@ fn routing_lookup(b: divan::Bencher) {
     let table = table(LoadBalancing::RoundRobin, 3);
     b.bench(|| table.server(divan::black_box("alpha")).is_some());
 }
+
+/// One authorization decision for a `tools/call` by a principal whose custom role has `n` rules (one per
+/// server, each with a few tool globs), plus an API key narrowing: the policy path every named message
+/// takes.
+#[divan::bench(args = [10, 1000])]
+fn authorize_tool_call(b: divan::Bencher, n: usize) {
+    use mcpgw_proto::v1::{PermissionRule, Role};
+    use mcpgw_proxy::policy::{ItemKind, Policy};
+    let rules: Vec<PermissionRule> = (0..n)
+        .map(|i| PermissionRule {
+            server: format!("server-{i}"),
+            tools: vec![format!("read_{i}_*"), "list_*".into(), format!("tool-{i}")],
+            ..Default::default()
+        })
+        .chain([PermissionRule { server: "team-*".into(), tools: vec!["*".into()], ..Default::default() }])
+        .collect();
+    let mut policy = Policy::default();
+    policy.add_role(&Role { id: "r".into(), tenant_id: "acme".into(), name: "analyst".into(), rules });
+    let mut credentials = Credentials::default();
+    let key = ApiKey {
+        id: "k".into(),
+        digest: api_key_digest("mcpgw_bench").to_vec(),
+        tenant_id: "acme".into(),
+        roles: vec!["analyst".into()],
+        permissions: vec![PermissionRule {
+            server: "server-*".into(),
+            tools: vec!["read_*".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    credentials.add_api_key(&key).unwrap();
+    let auth =
+        AuthSettings { anonymous: false, public_url: url::Url::parse("http://127.0.0.1:8080").unwrap() };
+    let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/server-500", None).unwrap();
+    req.insert_header("authorization", "Bearer mcpgw_bench").unwrap();
+    let principal =
+        auth.authenticate(&req, &credentials, Some("server-500"), std::time::SystemTime::now()).unwrap();
+    let server = format!("server-{}", n / 2);
+    let tool = format!("read_{}_rows", n / 2);
+    assert!(policy.allows(&principal, "acme", &server, Some((ItemKind::Tool, &tool))));
+    b.bench(|| {
+        policy.allows(
+            divan::black_box(&principal),
+            "acme",
+            divan::black_box(&server),
+            Some((ItemKind::Tool, divan::black_box(&tool))),
+        )
+    });
+}

@@ -31,7 +31,7 @@ pub struct Principal {
     /// Group names from the IdP (role mapping rules read them).
     pub groups: Arc<[Arc<str>]>,
     /// An API key's own permissions, which narrow what its roles allow (`None`: no narrowing).
-    pub permissions: Option<Arc<[crate::policy::Rule]>>,
+    pub permissions: Option<Arc<crate::policy::RuleSet>>,
     /// [`Principal::binding`], made once when the credential is loaded, not per request.
     binding: Arc<str>,
 }

@@ -35,6 +35,14 @@ impl Glob {
         Self { parts: pattern.split('*').map(Box::from).collect(), any: pattern == "*" }
     }
 
+    /// The name itself when the pattern has no `*`.
+    fn literal(&self) -> Option<&str> {
+        match &*self.parts {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, text: &str) -> bool {
         if self.any {
             return true;
@@ -106,9 +114,31 @@ impl Rule {
     }
 }
 
+/// Rules indexed by server: those naming one server exactly are found by a map lookup, so a decision
+/// looks at the rules of its server and the pattern rules only (thousands of rules cost what a few do).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    by_server: HashMap<Box<str>, Vec<Rule>>,
+    patterns: Vec<Rule>,
+}
+
+impl RuleSet {
+    fn allows(&self, server: &str, item: Option<(ItemKind, &str)>) -> bool {
+        let exact = self.by_server.get(server).map(Vec::as_slice).unwrap_or_default();
+        exact.iter().chain(&self.patterns).any(|r| r.allows(server, item))
+    }
+}
+
 /// Compiles a list of rules.
-pub fn compile(rules: &[v1::PermissionRule]) -> Arc<[Rule]> {
-    rules.iter().map(Rule::compile).collect()
+pub fn compile(rules: &[v1::PermissionRule]) -> Arc<RuleSet> {
+    let mut set = RuleSet::default();
+    for rule in rules.iter().map(Rule::compile) {
+        match rule.server.literal() {
+            Some(name) => set.by_server.entry(Box::from(name)).or_default().push(rule),
+            None => set.patterns.push(rule),
+        }
+    }
+    Arc::new(set)
 }
 
 /// A role's key: its tenant and name.
@@ -117,7 +147,7 @@ type RoleKey = (Arc<str>, Arc<str>);
 /// The custom roles of a routing table, by tenant and name.
 #[derive(Debug, Default)]
 pub struct Policy {
-    roles: HashMap<RoleKey, Arc<[Rule]>>,
+    roles: HashMap<RoleKey, Arc<RuleSet>>,
 }
 
 /// What one principal's roles allow.
@@ -125,7 +155,7 @@ enum Allowed<'a> {
     /// Every server of every tenant.
     Everything,
     /// Every server of the principal's tenant, and these rules' (custom roles).
-    Tenant { whole: bool, rules: Vec<&'a [Rule]> },
+    Tenant { whole: bool, rules: Vec<&'a RuleSet> },
 }
 
 impl Policy {
@@ -163,11 +193,9 @@ impl Policy {
             Allowed::Everything => true,
             Allowed::Tenant { .. } if &*p.tenant != tenant => false,
             Allowed::Tenant { whole: true, .. } => true,
-            Allowed::Tenant { whole: false, rules } => {
-                rules.iter().flat_map(|r| r.iter()).any(|r| r.allows(name, item))
-            }
+            Allowed::Tenant { whole: false, rules } => rules.iter().any(|r| r.allows(name, item)),
         };
-        by_roles && p.permissions.as_ref().is_none_or(|narrow| narrow.iter().any(|r| r.allows(name, item)))
+        by_roles && p.permissions.as_ref().is_none_or(|narrow| narrow.allows(name, item))
     }
 
     /// Whether `p` may do everything on the server (no item needs deciding, e.g. to skip list filtering).
