@@ -16,7 +16,10 @@ use uuid::Uuid;
 
 use crate::api::{ApiError, AppState, Code};
 use crate::db::store;
-use crate::model::{ADMIN_ROLE, ApiKeyRow};
+use crate::model::{ADMIN_ROLE, ApiKeyRow, DEFAULT_TENANT};
+
+/// The role of API keys that administer every tenant.
+pub const PLATFORM_ADMIN_ROLE: &str = "platform_admin";
 
 /// A configured bearer secret, kept only as a SHA-256 digest so comparisons take the same time for any
 /// input and the secret itself is never in memory dumps, `Debug` output or logs.
@@ -75,10 +78,19 @@ pub enum Principal {
 impl Principal {
     /// Whether this principal may use the admin API.
     pub fn is_admin(&self) -> bool {
+        self.admin_tenant().is_some()
+    }
+
+    /// What an administrator manages: `Some(None)` every tenant (the bootstrap token, `platform_admin`
+    /// keys, users of `--oidc-admin-roles`), `Some(Some(t))` tenant `t` only (`admin` keys); `None` for a
+    /// principal that is no administrator.
+    pub fn admin_tenant(&self) -> Option<Option<&str>> {
         match self {
-            Self::AdminToken => true,
-            Self::ApiKey { role, .. } => role == ADMIN_ROLE,
-            Self::User { admin, .. } => *admin,
+            Self::AdminToken => Some(None),
+            Self::ApiKey { role, .. } if role == PLATFORM_ADMIN_ROLE => Some(None),
+            Self::ApiKey { role, tenant_id, .. } if role == ADMIN_ROLE => Some(Some(tenant_id)),
+            Self::ApiKey { .. } => None,
+            Self::User { admin, .. } => admin.then_some(None),
         }
     }
 
@@ -198,6 +210,41 @@ impl Admin {
         &self.0
     }
 
+    /// The one tenant this administrator manages; `None` for a platform administrator (every tenant).
+    pub fn tenant(&self) -> Option<&str> {
+        self.0.admin_tenant().flatten()
+    }
+
+    /// Whether this administrator manages `tenant` (a stored `None` is the default tenant).
+    pub fn manages(&self, tenant: Option<&str>) -> bool {
+        self.tenant().is_none_or(|own| own == tenant.unwrap_or(DEFAULT_TENANT))
+    }
+
+    /// The tenant a new object goes to: the one given, else the administrator's own (`default` for a
+    /// platform administrator); a tenant administrator naming another tenant is refused (403).
+    pub fn tenant_for(&self, given: Option<&str>) -> Result<String, ApiError> {
+        match (self.tenant(), given) {
+            (Some(own), Some(other)) if own != other => Err(ApiError::new(
+                Code::InsufficientPermissions,
+                format!("an administrator of tenant {own:?} cannot manage tenant {other:?}"),
+            )),
+            (_, Some(given)) => Ok(given.to_owned()),
+            (Some(own), None) => Ok(own.to_owned()),
+            (None, None) => Ok(DEFAULT_TENANT.to_owned()),
+        }
+    }
+
+    /// Refuses (403) a tenant administrator: the route concerns every tenant.
+    pub fn require_platform(&self) -> Result<(), ApiError> {
+        match self.tenant() {
+            None => Ok(()),
+            Some(own) => Err(ApiError::new(
+                Code::InsufficientPermissions,
+                format!("this route concerns every tenant; an administrator of tenant {own:?} cannot use it"),
+            )),
+        }
+    }
+
     fn check(outcome: Result<Principal, ApiError>) -> Result<Self, ApiError> {
         let principal = outcome?;
         if principal.is_admin() {
@@ -213,6 +260,29 @@ impl Admin {
             Principal::AdminToken => String::new(),
         };
         Err(ApiError::new(Code::InsufficientPermissions, message))
+    }
+}
+
+/// Proof that the request carries the credential of an administrator of every tenant: the routes that
+/// concern the whole platform (trusted issuers, identity providers, users, proxies, stats, export/import,
+/// discovery) take it. A tenant administrator gets 403.
+#[derive(Debug, Clone)]
+pub struct PlatformAdmin(pub Admin);
+
+impl PlatformAdmin {
+    /// Who the admin is (for logs).
+    pub fn principal(&self) -> &Principal {
+        self.0.principal()
+    }
+}
+
+impl FromRequest for PlatformAdmin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let admin = Admin::from_request(req, payload).into_inner();
+        ready(admin.and_then(|a| a.require_platform().map(|()| Self(a))))
     }
 }
 

@@ -5,7 +5,8 @@
 //! The model: a principal belongs to one tenant and holds role names. The built-in roles `admin`,
 //! `server_owner` and `user` allow every server of the principal's tenant and everything on it; a custom
 //! role (a `Role` resource of the tenant) allows exactly its rules; `platform_admin` allows every server of
-//! every tenant. Roles the table does not know are ignored, and a principal left with no known role is a
+//! every tenant. A role the table does not know allows nothing (a deleted role never widens access); a
+//! principal holding no role at all (a token without a roles claim, a user no mapping rule matched) is a
 //! `user`. An API key's own `permissions` narrow what its roles allow (both must allow an item). A server
 //! of another tenant, or one no rule names, looks exactly like a missing server; a forbidden tool, prompt
 //! or resource like a missing one. The anonymous principal of `--anonymous` may do everything.
@@ -171,20 +172,17 @@ impl Policy {
         }
         let mut whole = false;
         let mut rules = Vec::new();
-        let mut known = false;
         for role in p.roles.iter() {
             if &**role == PLATFORM_ADMIN {
                 return Allowed::Everything;
             }
             if TENANT_ROLES.contains(&&**role) {
                 whole = true;
-                known = true;
             } else if let Some(r) = self.roles.get(&(p.tenant.clone(), role.clone())) {
                 rules.push(&**r);
-                known = true;
             }
         }
-        Allowed::Tenant { whole: whole || !known, rules }
+        Allowed::Tenant { whole: whole || p.roles.is_empty(), rules }
     }
 
     /// Whether `p` may reach server `name` of `tenant`, and (with `item`) use that item on it.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::servers::views::{self, Include};
 use super::{ApiError, AppState};
-use crate::auth::Admin;
+use crate::auth::PlatformAdmin;
 use crate::db::store;
 use crate::model::HealthStatus;
 
@@ -22,7 +22,7 @@ fn counts<'a>(keys: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
 }
 
 /// `GET /api/v1/admin/stats`.
-pub async fn stats(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn stats(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let rows = store::list(&mut conn).await.map_err(ApiError::internal)?;
     let all = Include { include_tools: true, include_resources: true, include_prompts: true };

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::servers::{ServerRequest, check_secrets, check_spec, from_store, publish};
 use super::{ApiError, AppState, Code};
-use crate::auth::Admin;
+use crate::auth::PlatformAdmin;
 use crate::db::store::{self, StoreError};
 use crate::model::{CredentialIndex, CredentialRow, InstanceRow, ServerRow, ServerSpec, UpstreamAuthSpec};
 
@@ -132,7 +132,7 @@ fn secret_changes(
 }
 
 /// `GET /api/v1/admin/export`: the registry as YAML (`application/yaml`).
-pub async fn export(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn export(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let doc = RegistryDoc { servers: registry(&state).await?.0.into_iter().map(|s| s.request).collect() };
     let yaml = serde_yaml::to_string(&doc).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("application/yaml").body(yaml))
@@ -146,7 +146,7 @@ enum Action {
 
 /// `POST /api/v1/admin/import`: applies a YAML (or JSON) registry document.
 pub async fn import(
-    _admin: Admin,
+    _admin: PlatformAdmin,
     state: web::Data<AppState>,
     query: web::Query<ImportQuery>,
     body: web::Bytes,

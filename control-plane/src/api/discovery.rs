@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::servers::list::{reject_nul, split_list};
 use super::servers::views::{self, Include};
 use super::{ApiError, AppState};
-use crate::auth::Admin;
+use crate::auth::PlatformAdmin;
 use crate::db::schema::servers;
 use crate::db::store::capabilities;
 use crate::model::ServerRow;
@@ -100,7 +100,7 @@ fn summary(view: &crate::model::ServerView, key: &str, items: Vec<Value>) -> Val
 
 /// `GET /api/v1/discovery/tools?tools=a,b`: servers offering all of them, with those tools.
 pub async fn tools(
-    _admin: Admin,
+    _admin: PlatformAdmin,
     state: web::Data<AppState>,
     query: web::Query<DiscoveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -144,7 +144,7 @@ pub async fn tools(
 /// `GET /api/v1/discovery/resources?resources=file://*,ui://`: servers with a resource or template URI
 /// matching any pattern, with the matches.
 pub async fn resources(
-    _admin: Admin,
+    _admin: PlatformAdmin,
     state: web::Data<AppState>,
     query: web::Query<DiscoveryQuery>,
 ) -> Result<HttpResponse, ApiError> {

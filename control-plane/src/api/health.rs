@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState};
-use crate::auth::Admin;
+use crate::auth::PlatformAdmin;
 use crate::db::bootstrap::pending_migrations;
 
 /// Longest a readiness check may take before it counts as failed.
@@ -87,6 +87,6 @@ async fn check_redis(pool: &super::RedisPool) -> Result<(), String> {
 }
 
 /// `GET /api/v1/proxies`: the proxies streaming routes from this replica.
-pub async fn proxies(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn proxies(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.hub.proxies().list()))
 }

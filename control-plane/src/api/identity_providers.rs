@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ApiError, AppState, Code};
-use crate::auth::Admin;
+use crate::auth::PlatformAdmin;
 use crate::config::OidcProvider;
 use crate::db::store::oauth::{self as store, IdentityProviderRow};
 use crate::oauth::{IdentityProvider, idp_secret_context};
@@ -111,7 +111,7 @@ impl IdentityProviderRequest {
 }
 
 /// `GET /api/v1/identity-providers`.
-pub async fn list(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let rows = store::identity_providers(&mut conn).await.map_err(ApiError::internal)?;
     let items: Vec<IdentityProviderView> = rows.into_iter().map(Into::into).collect();
@@ -120,7 +120,7 @@ pub async fn list(_admin: Admin, state: web::Data<AppState>) -> Result<HttpRespo
 
 /// `POST /api/v1/identity-providers`: 201 once its discovery works.
 pub async fn create(
-    admin: Admin,
+    admin: PlatformAdmin,
     state: web::Data<AppState>,
     body: web::Json<IdentityProviderRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -161,7 +161,7 @@ pub async fn create(
 
 /// `DELETE /api/v1/identity-providers/{id}`.
 pub async fn delete(
-    admin: Admin,
+    admin: PlatformAdmin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

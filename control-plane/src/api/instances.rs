@@ -17,12 +17,13 @@ fn parse_instance_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// `POST /api/v1/servers/{id}/instances`: 201 with the new instance.
 pub async fn add(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<InstanceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let server_id = parse_id(&id)?;
+    super::servers::visible(&state, &admin, server_id).await?;
     let spec = body.into_inner().validate(None)?;
     check_secrets(&state, spec.upstream_auth.new_secret().is_some())?;
     super::servers::check_endpoint(&state, &spec.endpoint_url, "").await?;
@@ -41,12 +42,13 @@ pub async fn add(
 
 /// `DELETE /api/v1/servers/{id}/instances/{instance_id}`: 204.
 pub async fn remove(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, instance) = path.into_inner();
     let server_id = parse_id(&id)?;
+    super::servers::visible(&state, &admin, server_id).await?;
     let instance_id = parse_instance_id(&instance)?;
     let mut conn = state.conn().await?;
     let version = store::remove_instance(&mut conn, server_id, instance_id).await.map_err(from_store)?;

@@ -80,9 +80,10 @@ impl RoleRequest {
 }
 
 /// `GET /api/v1/roles`.
-pub async fn list(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
-    let rows = store::list(&mut conn).await.map_err(ApiError::internal)?;
+    let mut rows = store::list(&mut conn).await.map_err(ApiError::internal)?;
+    rows.retain(|r| admin.manages(Some(&r.tenant_id)));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": rows })))
 }
 
@@ -92,7 +93,11 @@ pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<RoleRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = body.into_inner().validate()?;
+    let mut request = body.into_inner();
+    if admin.tenant().is_some() {
+        request.tenant_id = Some(admin.tenant_for(request.tenant_id.as_deref())?);
+    }
+    let row = request.validate()?;
     let mut conn = state.conn().await?;
     if !store::create(&mut conn, &row).await.map_err(ApiError::internal)? {
         return Err(invalid(
@@ -116,6 +121,10 @@ pub async fn delete(
     let not_found = || invalid(Code::RoleNotFound, format!("no role has id {raw:?}"));
     let id = Uuid::parse_str(&raw).map_err(|_| not_found())?;
     let mut conn = state.conn().await?;
+    let stored = store::list(&mut conn).await.map_err(ApiError::internal)?.into_iter().find(|r| r.id == id);
+    if !stored.is_some_and(|r| admin.manages(Some(&r.tenant_id))) {
+        return Err(not_found());
+    }
     if !store::delete(&mut conn, id).await.map_err(ApiError::internal)? {
         return Err(not_found());
     }

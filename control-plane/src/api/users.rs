@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
-use crate::auth::Admin;
+use crate::auth::PlatformAdmin;
 use crate::db::store::oauth::{self as store, UserRow};
 
 /// A user as the API shows it.
@@ -52,7 +52,7 @@ impl From<UserRow> for UserView {
 }
 
 /// `GET /api/v1/users`: every user, oldest first.
-pub async fn list(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let rows = store::users(&mut conn).await.map_err(ApiError::internal)?;
     let items: Vec<UserView> = rows.into_iter().map(UserView::from).collect();

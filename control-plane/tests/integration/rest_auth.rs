@@ -47,6 +47,16 @@ fn assert_refused(reply: &Reply, status: StatusCode, code: &str, what: &str) {
     assert_eq!(www, expected, "{what}");
 }
 
+/// Routes that concern every tenant: a tenant administrator is refused them.
+const PLATFORM_ROUTES: [&str; 6] = [
+    "/api/v1/trusted-issuers",
+    "/api/v1/identity-providers",
+    "/api/v1/users",
+    "/api/v1/proxies",
+    "/api/v1/admin",
+    "/api/v1/discovery",
+];
+
 /// The status of a GET that passed authentication: 200, or 404 for a made-up id.
 fn passed(reply: &Reply) -> bool {
     reply.status == StatusCode::OK
@@ -56,7 +66,8 @@ fn passed(reply: &Reply) -> bool {
 #[actix_web::test]
 async fn reads_need_an_admin_credential() {
     let app = TestApp::start().await;
-    let (admin_key, _) = key_with_role(&app, "admin").await;
+    let (admin_key, _) = key_with_role(&app, "platform_admin").await;
+    let (tenant_admin_key, _) = key_with_role(&app, "admin").await;
     let (user_key, _) = key_with_role(&app, "user").await;
     let (owner_key, _) = key_with_role(&app, "server_owner").await;
     for path in reads() {
@@ -72,6 +83,12 @@ async fn reads_need_an_admin_credential() {
         }
         let with_key = app.call(bearer(TestRequest::get().uri(&path), &admin_key)).await;
         assert!(passed(&with_key), "{path} with an admin key: {} {}", with_key.status, with_key.body);
+        let tenant_admin = app.call(bearer(TestRequest::get().uri(&path), &tenant_admin_key)).await;
+        if PLATFORM_ROUTES.iter().any(|p| path.starts_with(p)) {
+            assert_refused(&tenant_admin, StatusCode::FORBIDDEN, "insufficient_permissions", &path);
+        } else {
+            assert!(passed(&tenant_admin), "{path} with a tenant admin key: {}", tenant_admin.body);
+        }
         let with_token = app.call(admin(TestRequest::get().uri(&path))).await;
         assert!(passed(&with_token), "{path} with the admin token: {}", with_token.status);
     }
@@ -208,4 +225,66 @@ async fn the_openapi_document_requires_the_credential_on_every_api_route() {
     }
     assert!(schemas["ApiKeyView"]["properties"].get("key").is_none());
     assert!(schemas["CreatedApiKey"]["properties"]["key"].is_object());
+}
+
+#[actix_web::test]
+async fn a_tenant_administrator_manages_its_own_tenant_only() {
+    let app = TestApp::start().await;
+    for (name, tenant) in [("acme-one", "acme"), ("globex-one", "globex")] {
+        let body = json!({"name": name, "endpoint_url": format!("http://127.0.0.1:3001/{name}"), "auto_discover": false, "tenant_id": tenant});
+        assert_eq!(app.create(body).await.status, StatusCode::CREATED);
+    }
+    let created = create_key(&app, json!({"name": "acme admin", "role": "admin", "tenant_id": "acme"})).await;
+    let acme_admin = created.body["key"].as_str().unwrap().to_owned();
+    let globex_key = create_key(&app, json!({"name": "globex user", "tenant_id": "globex"})).await;
+    let globex_key_id = globex_key.body["id"].as_str().unwrap().to_owned();
+    let call = |req: TestRequest| app.call(bearer(req, &acme_admin));
+
+    let listed = call(TestRequest::get().uri("/api/v1/servers?tenant_id=globex")).await;
+    let names: Vec<&str> = listed
+        .body
+        .as_array()
+        .map(|i| i.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["acme-one"], "its own servers only, whatever the query: {}", listed.body);
+    let (_, servers) = app.table().await;
+    let globex_id = servers.iter().find(|(s, _)| s.name == "globex-one").map(|(s, _)| s.id).unwrap();
+    for req in [
+        TestRequest::get().uri(&format!("/api/v1/servers/{globex_id}")),
+        TestRequest::delete().uri(&format!("/api/v1/servers/{globex_id}")),
+        TestRequest::get().uri(&format!("/api/v1/servers/{globex_id}/health")),
+        TestRequest::get().uri(&format!("/api/v1/api-keys/{globex_key_id}")),
+        TestRequest::delete().uri(&format!("/api/v1/api-keys/{globex_key_id}")),
+    ] {
+        let reply = call(req).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "another tenant's objects do not exist: {}",
+            reply.body
+        );
+    }
+    let other_tenant = json!({"name": "sneaky", "endpoint_url": "http://127.0.0.1:3001/x", "auto_discover": false, "tenant_id": "globex"});
+    let reply = call(TestRequest::post().uri("/api/v1/servers").set_json(other_tenant)).await;
+    assert_refused(&reply, StatusCode::FORBIDDEN, "insufficient_permissions", "a server in another tenant");
+    let own = json!({"name": "acme-two", "endpoint_url": "http://127.0.0.1:3001/y", "auto_discover": false});
+    let reply = call(TestRequest::post().uri("/api/v1/servers").set_json(own)).await;
+    assert_eq!(
+        (reply.status, reply.body["tenant_id"].as_str()),
+        (StatusCode::CREATED, Some("acme")),
+        "{}",
+        reply.body
+    );
+    let reply = call(
+        TestRequest::post().uri("/api/v1/api-keys").set_json(json!({"name": "x", "role": "platform_admin"})),
+    )
+    .await;
+    assert_refused(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "insufficient_permissions",
+        "a platform key by a tenant admin",
+    );
+    let keys = call(TestRequest::get().uri("/api/v1/api-keys")).await;
+    assert!(keys.body.as_array().unwrap().iter().all(|k| k["tenant_id"] == "acme"), "{}", keys.body);
 }

@@ -81,7 +81,7 @@ async fn tenants_roles_and_narrowed_keys_decide_every_named_message() {
     for (key, alpha_ok, beta_ok) in [
         ("user", true, false),
         ("reader", true, false),
-        ("unknownrole", true, false),
+        ("unknownrole", false, false),
         ("platform", true, true),
         ("other", false, true),
     ] {

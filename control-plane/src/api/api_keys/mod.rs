@@ -31,7 +31,18 @@ pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<ApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let spec = body.into_inner().validate(Utc::now())?;
+    let mut request = body.into_inner();
+    if admin.tenant().is_some() {
+        // A tenant administrator's keys belong to its tenant and cannot be platform administrators.
+        request.tenant_id = Some(admin.tenant_for(request.tenant_id.as_deref())?);
+        if request.role.as_deref() == Some(crate::auth::PLATFORM_ADMIN_ROLE) {
+            return Err(ApiError::new(
+                Code::InsufficientPermissions,
+                "a tenant administrator cannot create platform_admin keys",
+            ));
+        }
+    }
+    let spec = request.validate(Utc::now())?;
     let key = NewKey::generate().map_err(|_| ApiError::internal("the system random generator failed"))?;
     let mut conn = state.conn().await?;
     let (row, version) = store::api_keys::create(&mut conn, &spec, &key).await.map_err(ApiError::internal)?;
@@ -45,22 +56,25 @@ pub async fn create(
 }
 
 /// `GET /api/v1/api-keys`: every key, oldest first, without secrets.
-pub async fn list(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let rows = store::api_keys::list(&mut conn).await.map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(rows.iter().map(|r| r.view()).collect::<Vec<ApiKeyView>>()))
+    let views: Vec<ApiKeyView> =
+        rows.iter().filter(|r| admin.manages(Some(&r.tenant_id))).map(|r| r.view()).collect();
+    Ok(HttpResponse::Ok().json(views))
 }
 
 /// `GET /api/v1/api-keys/{id}`.
 pub async fn get(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let uuid = parse_id(&id)?;
     let mut conn = state.conn().await?;
     let row = store::api_keys::get(&mut conn, uuid).await.map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(row.ok_or_else(|| not_found(&id))?.view()))
+    let row = row.filter(|r| admin.manages(Some(&r.tenant_id))).ok_or_else(|| not_found(&id))?;
+    Ok(HttpResponse::Ok().json(row.view()))
 }
 
 /// `DELETE /api/v1/api-keys/{id}`: 204; the key stops working on this API at once and on every proxy
@@ -72,6 +86,10 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let uuid = parse_id(&id)?;
     let mut conn = state.conn().await?;
+    let stored = store::api_keys::get(&mut conn, uuid).await.map_err(ApiError::internal)?;
+    if !stored.is_some_and(|r| admin.manages(Some(&r.tenant_id))) {
+        return Err(not_found(&id));
+    }
     let version = store::api_keys::delete(&mut conn, uuid).await.map_err(ApiError::internal)?;
     drop(conn);
     let version = version.ok_or_else(|| not_found(&id))?;

@@ -60,7 +60,7 @@ pub fn split_list(raw: Option<&str>) -> Vec<String> {
 
 /// `GET /api/v1/servers`.
 pub async fn list(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<ListQuery>,
@@ -92,8 +92,14 @@ pub async fn list(
 
     let mut conn = state.conn().await?;
     let mut sql = servers::table.select(ServerRow::as_select()).order(servers::name.asc()).into_boxed();
-    if let Some(tenant) = &q.tenant_id {
-        sql = sql.filter(servers::tenant_id.eq(tenant.clone()));
+    // A tenant administrator sees its own tenant only, whatever the query asks.
+    let tenant = admin.tenant().map(str::to_owned).or(q.tenant_id.clone());
+    if let Some(tenant) = tenant {
+        if tenant == crate::model::DEFAULT_TENANT {
+            sql = sql.filter(servers::tenant_id.eq(tenant).or(servers::tenant_id.is_null()));
+        } else {
+            sql = sql.filter(servers::tenant_id.eq(tenant));
+        }
     }
     if let Some(t) = transport {
         sql = sql.filter(servers::transport_type.eq(t.as_str()));

@@ -99,6 +99,25 @@ pub(crate) async fn publish(state: &AppState) {
     }
 }
 
+/// A server of a tenant this administrator does not manage does not exist for them (404).
+pub(crate) async fn visible(state: &AppState, admin: &Admin, id: Uuid) -> Result<(), ApiError> {
+    if admin.tenant().is_none() {
+        return Ok(());
+    }
+    let mut conn = state.conn().await?;
+    let (server, _) =
+        store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
+    if admin.manages(server.tenant_id.as_deref()) { Ok(()) } else { Err(not_found(id)) }
+}
+
+/// A tenant administrator's servers belong to its tenant (403 for another one).
+fn scope_spec(admin: &Admin, spec: &mut ServerSpec) -> Result<(), ApiError> {
+    if admin.tenant().is_some() {
+        spec.tenant_id = Some(admin.tenant_for(spec.tenant_id.as_deref())?);
+    }
+    Ok(())
+}
+
 async fn respond(state: &AppState, id: Uuid, include: Include) -> Result<Value, ApiError> {
     let mut conn = state.conn().await?;
     let view =
@@ -108,22 +127,24 @@ async fn respond(state: &AppState, id: Uuid, include: Include) -> Result<Value, 
 
 /// `GET /api/v1/servers/{id}` (`?include_tools=true`, `include_resources`, `include_prompts`).
 pub async fn get(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     include: web::Query<Include>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    visible(&state, &admin, id).await?;
     Ok(HttpResponse::Ok().json(respond(&state, id, *include).await?))
 }
 
 /// `POST /api/v1/servers`: 201 with the server and its `Location`.
 pub async fn create(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let spec = body.into_inner().validate()?;
+    let mut spec = body.into_inner().validate()?;
+    scope_spec(&admin, &mut spec)?;
     check_secrets(&state, spec.has_new_secret())?;
     check_spec(&state, &spec).await?;
     let mut conn = state.conn().await?;
@@ -154,20 +175,23 @@ async fn write(state: &AppState, id: Uuid, spec: ServerSpec) -> Result<HttpRespo
 
 /// `PUT /api/v1/servers/{id}`: full replacement.
 pub async fn replace(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    write(&state, id, body.into_inner().validate()?).await
+    visible(&state, &admin, id).await?;
+    let mut spec = body.into_inner().validate()?;
+    scope_spec(&admin, &mut spec)?;
+    write(&state, id, spec).await
 }
 
 /// `PATCH /api/v1/servers/{id}`: a JSON merge patch (RFC 7396) of the registration: given fields replace,
 /// `null` resets a field to its default. `endpoint_url` and `instances` each replace the instance list.
 /// An `upstream_auth` without `value` keeps the stored secret; `"upstream_auth": null` removes it.
 pub async fn patch(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<Value>,
@@ -179,6 +203,9 @@ pub async fn patch(
     let mut conn = state.conn().await?;
     let (server, instances) =
         store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
+    if !admin.manages(server.tenant_id.as_deref()) {
+        return Err(not_found(id));
+    }
     let instance_ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
     let credentials =
         store::upstream_auth::of(&mut conn, &[id], &instance_ids).await.map_err(ApiError::internal)?;
@@ -199,16 +226,19 @@ pub async fn patch(
     }
     let request: ServerRequest =
         serde_json::from_value(current).map_err(|e| super::extract::from_serde(&e))?;
-    write(&state, id, request.validate()?).await
+    let mut spec = request.validate()?;
+    scope_spec(&admin, &mut spec)?;
+    write(&state, id, spec).await
 }
 
 /// `DELETE /api/v1/servers/{id}`: 204.
 pub async fn delete(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    visible(&state, &admin, id).await?;
     let mut conn = state.conn().await?;
     let version = store::delete(&mut conn, id).await.map_err(from_store)?;
     drop(conn);
@@ -220,12 +250,13 @@ pub async fn delete(
 /// `POST /api/v1/servers/{id}/refresh`: discovers the server now; 200 with the server and everything it
 /// offers, or 502 `discovery_failed` (the last known capabilities stay).
 pub async fn refresh(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     use crate::discovery::DiscoverError;
     let id = parse_id(&id)?;
+    visible(&state, &admin, id).await?;
     match state.discoverer.discover(id).await {
         Ok(_) => {}
         Err(DiscoverError::NotFound(id)) => return Err(not_found(id)),
@@ -241,12 +272,13 @@ pub async fn refresh(
 /// `GET /api/v1/servers/{id}/health`: every instance's active status with recent history, and each
 /// proxy's breaker state.
 pub async fn health(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     _req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    visible(&state, &admin, id).await?;
     let mut conn = state.conn().await?;
     let (_, instances) =
         store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;

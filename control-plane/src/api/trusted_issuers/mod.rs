@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::servers::publish;
 use super::{ApiError, AppState, Code};
-use crate::auth::Admin;
+use crate::auth::PlatformAdmin;
 use crate::db::store::{self, trusted_issuers::Fetched};
 use crate::jwks::FetchError;
 use crate::model::{TrustedIssuerSpec, TrustedIssuerView};
@@ -54,7 +54,7 @@ async fn fetch(state: &AppState, spec: &TrustedIssuerSpec) -> Result<Fetched, Ap
 
 /// `POST /api/v1/trusted-issuers`: 201 with the issuer and the keys fetched for it.
 pub async fn create(
-    admin: Admin,
+    admin: PlatformAdmin,
     state: web::Data<AppState>,
     body: web::Json<TrustedIssuerRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -73,7 +73,7 @@ pub async fn create(
 }
 
 /// `GET /api/v1/trusted-issuers`: every issuer, oldest first.
-pub async fn list(_admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let rows = store::trusted_issuers::list(&mut conn).await.map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(rows.iter().map(|r| r.view()).collect::<Vec<TrustedIssuerView>>()))
@@ -81,7 +81,7 @@ pub async fn list(_admin: Admin, state: web::Data<AppState>) -> Result<HttpRespo
 
 /// `GET /api/v1/trusted-issuers/{id}`: the registration, its keys and the last refresh's outcome.
 pub async fn get(
-    _admin: Admin,
+    _admin: PlatformAdmin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -114,7 +114,7 @@ fn merge_patch(target: &mut Value, patch: Value) {
 /// `PATCH /api/v1/trusted-issuers/{id}`: a JSON merge patch of the registration (`null` resets a field to
 /// its default). A changed `issuer` or `jwks_uri` is fetched again before anything is written.
 pub async fn patch(
-    admin: Admin,
+    admin: PlatformAdmin,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<Value>,
@@ -157,7 +157,7 @@ pub async fn patch(
 /// `DELETE /api/v1/trusted-issuers/{id}`: 204; its tokens are refused by every proxy once the change is
 /// published (before this answer on this replica's streams).
 pub async fn delete(
-    admin: Admin,
+    admin: PlatformAdmin,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
