@@ -378,9 +378,11 @@ fn no_instance(server: &Server) -> ProxyError {
     ProxyError::NoInstance { server: server.name.to_string(), detail }
 }
 
-/// Whether an upstream status counts against the instance (server errors, except "not implemented").
+/// Whether an upstream status is fine for the instance's breaker. Only what says the instance itself is in
+/// trouble counts against it — 502 and 503 (besides connect failures and resets); a 500 or 504 is usually
+/// one tool failing or being slow for one caller, and must not eject the instance for everyone.
 fn status_ok(status: u16) -> bool {
-    status < 500 || status == 501
+    !matches!(status, 502 | 503)
 }
 
 /// One request/response exchange with `instance`; `Ok` carries what the breaker learns (`None`: nothing,
@@ -429,10 +431,16 @@ async fn exchange(
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(failed(upstream_error(server, &e))),
         Err(_) => {
-            return Err(failed(ProxyError::UpstreamTimeout {
-                server: server.name.to_string(),
-                detail: format!("no response within {:?}", gw.limits.upstream_timeout),
-            }));
+            // A slow tool is one caller's problem, not the instance's: not reported to its breaker (a hung
+            // instance fails the control plane's health checks instead).
+            return Err(Attempt::Failed(
+                ProxyError::UpstreamTimeout {
+                    server: server.name.to_string(),
+                    detail: format!("no response within {:?}", gw.limits.upstream_timeout),
+                }
+                .into(),
+                None,
+            ));
         }
     }
     let Some(up_resp) = up.response_header() else {
@@ -731,6 +739,16 @@ mod tests {
         assert_eq!(on_client_gone(&get), OnClientGone::Cancel);
         let legacy = RequestHeader::build("POST", b"/mcp/a", None).unwrap();
         assert_eq!(on_client_gone(&legacy), OnClientGone::Drain);
+    }
+
+    #[test]
+    fn only_the_instances_own_faults_count_against_it() {
+        for status in [200, 400, 404, 500, 501, 504] {
+            assert!(status_ok(status), "{status}: a caller's or a tool's problem");
+        }
+        for status in [502, 503] {
+            assert!(!status_ok(status), "{status}: the instance itself");
+        }
     }
 
     #[test]

@@ -230,3 +230,33 @@ async fn a_dead_instance_is_retried_around_ejected_and_readmitted() {
         proxy.wait_routes("breaker closed", |r| r["servers"][0]["instances"][0]["breaker"] == "closed").await;
     assert_eq!(routes["servers"][0]["instances"][0]["id"], "dead");
 }
+
+#[tokio::test]
+async fn a_tool_that_always_times_out_does_not_eject_the_instance_for_everyone() {
+    let mut up = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start(&cp.url(), &["--upstream-timeout", "150ms"]).await;
+    let table = Table::new(1)
+        .server("alpha", Transport::StreamableHttp, LoadBalancing::RoundRobin, "")
+        .instance("alpha", "only", &up.url(), 1)
+        .build();
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, mcpgw_proto::v1::proxy_message::Kind::Ack(_)));
+    let client = reqwest::Client::new();
+    let call = || {
+        client
+            .post(proxy.mcp_url("alpha"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "slow"}}))
+            .send()
+    };
+    // Five timeouts in a row, beyond the breaker's threshold of three consecutive failures.
+    for _ in 0..5 {
+        up.reply(Reply::Hang);
+        assert_eq!(call().await.unwrap().status(), 504);
+        up.next_request().await;
+    }
+    let after = call().await.unwrap();
+    assert_eq!(after.status(), 200, "the instance still takes traffic: {:?}", after.text().await);
+    up.next_request().await;
+}
