@@ -63,6 +63,11 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     pub idle_timeout: Duration,
 
+    /// Total time a client has to send a request's body (a slow client holding a connection and a
+    /// worker is cut at this deadline with 408).
+    #[arg(long, env = "MCPGW_REQUEST_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub request_body_timeout: Duration,
+
     /// Worker threads of the MCP listener.
     #[arg(long, env = "MCPGW_THREADS", default_value_t = 2, global = true)]
     pub threads: usize,
@@ -146,6 +151,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub idle_timeout: Duration,
+    pub request_body_timeout: Duration,
     pub threads: usize,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
@@ -201,6 +207,7 @@ impl Settings {
             ("connect-timeout", self.connect_timeout),
             ("upstream-timeout", self.upstream_timeout),
             ("idle-timeout", self.idle_timeout),
+            ("request-body-timeout", self.request_body_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(flag, "must be greater than zero"));
@@ -296,6 +303,7 @@ impl Settings {
             connect_timeout: self.connect_timeout,
             upstream_timeout: self.upstream_timeout,
             idle_timeout: self.idle_timeout,
+            request_body_timeout: self.request_body_timeout,
             threads: self.threads,
             grace_period: self.grace_period,
             shutdown_timeout: self.shutdown_timeout,

@@ -56,6 +56,8 @@ pub enum ProxyError {
     LegacyOnly { server: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the request body did not arrive within {limit:?}")]
+    RequestTimeout { limit: std::time::Duration },
     #[error("failed to read the request body: {0}")]
     BadRequestBody(String),
     #[error("upstream of server {server:?} is unreachable: {detail}")]
@@ -109,6 +111,7 @@ impl ProxyError {
             Self::UnknownItem { .. } => 200,
             Self::NotReady | Self::NoInstance { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
+            Self::RequestTimeout { .. } => 408,
             Self::BadRequestBody(_)
             | Self::HeaderMismatch(_)
             | Self::InvalidRequest(_)
@@ -137,6 +140,7 @@ impl ProxyError {
             Self::NotReady => "not_ready",
             Self::NoInstance { .. } => "no_instance",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::RequestTimeout { .. } => "request_timeout",
             Self::BadRequestBody(_) => "bad_request_body",
             Self::SessionNotFound(_) => "session_not_found",
             Self::Unauthenticated { .. } => "unauthenticated",
@@ -223,6 +227,7 @@ mod tests {
             (ProxyError::Conflict(detail()), 409, "conflict"),
             (ProxyError::LegacyOnly { server: server() }, 400, "legacy_only"),
             (ProxyError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
+            (ProxyError::RequestTimeout { limit: std::time::Duration::from_secs(1) }, 408, "request_timeout"),
             (ProxyError::BadRequestBody(detail()), 400, "bad_request_body"),
             (
                 ProxyError::UpstreamUnreachable { server: server(), detail: detail() },

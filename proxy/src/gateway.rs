@@ -31,6 +31,8 @@ use crate::session::SessionKeys;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_request_body: usize,
+    /// Total time a client has to send a request body.
+    pub request_body_timeout: std::time::Duration,
     pub upstream_timeout: Duration,
     pub idle_timeout: Duration,
     pub pool_idle_timeout: Duration,
@@ -141,6 +143,7 @@ fn status_label(status: u16) -> &'static str {
         404 => "404",
         405 => "405",
         406 => "406",
+        408 => "408",
         409 => "409",
         413 => "413",
         415 => "415",
@@ -164,7 +167,11 @@ impl Gateway {
             // Every MCP POST carries JSON-RPC: errors raised before the id is known answer with a null id.
             ctx.rpc_id = Some(Value::Null);
         }
-        let body = self.read_body(session).await?;
+        let deadline = self.limits.request_body_timeout;
+        let body = match tokio::time::timeout(deadline, self.read_body(session)).await {
+            Ok(body) => body?,
+            Err(_) => return Err(ProxyError::RequestTimeout { limit: deadline }.into()),
+        };
         let rpc = Rpc::inspect(&body);
         if let Some(rpc) = &rpc {
             ctx.method = rpc.method_label();
@@ -238,7 +245,12 @@ impl Gateway {
             resp.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
         }
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        let unread_body = matches!(error, ProxyError::BodyTooLarge { .. } | ProxyError::BadRequestBody(_));
+        let unread_body = matches!(
+            error,
+            ProxyError::BodyTooLarge { .. }
+                | ProxyError::BadRequestBody(_)
+                | ProxyError::RequestTimeout { .. }
+        );
         if unread_body {
             // The rest of the body was not read: the connection cannot carry another request.
             session.set_keepalive(None);

@@ -67,6 +67,7 @@ pub fn build(config: &Config) -> Server {
         connector: Arc::new(Connector::new(None)),
         limits: Limits {
             max_request_body: config.max_request_body,
+            request_body_timeout: config.request_body_timeout,
             upstream_timeout: config.upstream_timeout,
             idle_timeout: config.idle_timeout,
             pool_idle_timeout: POOL_IDLE_TIMEOUT,

@@ -447,3 +447,25 @@ async fn upstreams_get_their_registered_credential_not_the_clients() {
     let routes = reqwest::get(proxy.admin_url("/routes")).await.unwrap().text().await.unwrap();
     assert!(!routes.contains("secret"), "{routes}");
 }
+
+#[tokio::test]
+async fn a_slow_client_is_cut_at_the_body_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start(&cp.url(), &["--request-body-timeout", "300ms"]).await;
+    cp.push(snapshot(1, &[("alpha", &upstream.url())])).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let mut conn = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    let head = "POST /mcp/alpha HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\":";
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // The rest never comes: the proxy answers 408 at its deadline and closes.
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    within("the proxy to cut the slow client", conn.read_to_end(&mut answer)).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250), "not before the deadline");
+    assert!(upstream.drain().is_empty(), "nothing reached the upstream");
+}
