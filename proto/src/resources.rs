@@ -22,6 +22,7 @@ impl ResourceKey {
             Kind::ApiKey(k) => (ResourceKind::ApiKey, &k.id),
             Kind::TrustedIssuer(t) => (ResourceKind::TrustedIssuer, &t.id),
             Kind::Role(r) => (ResourceKind::Role, &r.id),
+            Kind::RateLimit(l) => (ResourceKind::RateLimit, &l.id),
         };
         Some(Self { kind, id: id.clone() })
     }

@@ -58,6 +58,8 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("the request body did not arrive within {limit:?}")]
     RequestTimeout { limit: std::time::Duration },
+    #[error("rate limit {limit} exceeded; retry in {retry_after_secs} s")]
+    RateLimited { limit: String, retry_after_secs: u64 },
     #[error("failed to read the request body: {0}")]
     BadRequestBody(String),
     #[error("upstream of server {server:?} is unreachable: {detail}")]
@@ -112,6 +114,7 @@ impl ProxyError {
             Self::NotReady | Self::NoInstance { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
             Self::RequestTimeout { .. } => 408,
+            Self::RateLimited { .. } => 429,
             Self::BadRequestBody(_)
             | Self::HeaderMismatch(_)
             | Self::InvalidRequest(_)
@@ -141,6 +144,7 @@ impl ProxyError {
             Self::NoInstance { .. } => "no_instance",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::RequestTimeout { .. } => "request_timeout",
+            Self::RateLimited { .. } => "rate_limited",
             Self::BadRequestBody(_) => "bad_request_body",
             Self::SessionNotFound(_) => "session_not_found",
             Self::Unauthenticated { .. } => "unauthenticated",
@@ -228,6 +232,7 @@ mod tests {
             (ProxyError::LegacyOnly { server: server() }, 400, "legacy_only"),
             (ProxyError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
             (ProxyError::RequestTimeout { limit: std::time::Duration::from_secs(1) }, 408, "request_timeout"),
+            (ProxyError::RateLimited { limit: detail(), retry_after_secs: 1 }, 429, "rate_limited"),
             (ProxyError::BadRequestBody(detail()), 400, "bad_request_body"),
             (
                 ProxyError::UpstreamUnreachable { server: server(), detail: detail() },

@@ -52,6 +52,8 @@ pub struct Gateway {
     pub auth: AuthSettings,
     /// Upstream tokens on behalf of callers (servers whose credential is `token_exchange`).
     pub exchanger: Arc<crate::exchange::Exchanger>,
+    /// Rate-limit buckets, kept across routing tables.
+    pub rate_limits: crate::limits::RateLimits,
 }
 
 /// Per-request state, read by `logging` for metrics.
@@ -243,6 +245,9 @@ impl Gateway {
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         if let Some(challenge) = error.challenge() {
             resp.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+        }
+        if let ProxyError::RateLimited { retry_after_secs, .. } = error {
+            resp.insert_header(http::header::RETRY_AFTER, retry_after_secs.to_string())?;
         }
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         let unread_body = matches!(

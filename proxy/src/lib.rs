@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod headers;
 pub mod identity;
 pub mod jsonrpc;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod retry;

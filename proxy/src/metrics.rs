@@ -29,6 +29,8 @@ pub struct Metrics {
     pub breaker_transitions: IntCounterVec,
     /// 1 when the proxy runs with `--anonymous` (callers without credentials allowed everything).
     pub anonymous: IntGauge,
+    /// Requests refused by a rate limit, by limit id (bounded: the limits of the routing table).
+    pub rate_limited: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -91,6 +93,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     anonymous: register_int_gauge!(
         "mcpgw_proxy_anonymous_mode",
         "1 when callers without credentials are let through (--anonymous, development only)."
+    )
+    .expect("metric registers once"),
+    rate_limited: register_int_counter_vec!(
+        Opts::new(
+            "mcpgw_proxy_rate_limited_total",
+            "Requests refused with 429 by a rate limit, by limit id."
+        ),
+        &["limit"]
     )
     .expect("metric registers once"),
 });

@@ -76,6 +76,7 @@ pub async fn dispatch(
         .clone();
     let unreadable = rpc.is_none() && !body.is_empty();
     authorize(&table, &principal, &server, rpc, unreadable)?;
+    rate_limit(gw, &table, &principal, &server, rpc)?;
     let filter = match rpc {
         Some(Rpc::Message { method, .. }) => {
             crate::policy::ListFilter::of(method, &table, &principal, &server)
@@ -129,6 +130,36 @@ fn authorize(
         },
         _ => Ok(()),
     }
+}
+
+/// Takes one request from every rate limit that applies to it; the first one exhausted refuses it (429).
+fn rate_limit(
+    gw: &Gateway,
+    table: &RoutingTable,
+    principal: &crate::identity::Principal,
+    server: &Server,
+    rpc: Option<&Rpc>,
+) -> Result<(), ProxyError> {
+    let limits = table.rate_limits();
+    if limits.is_empty() {
+        return Ok(());
+    }
+    let tool = match rpc {
+        Some(Rpc::Message { method, name: Some(name), .. }) if method == "tools/call" => Some(name.as_str()),
+        _ => None,
+    };
+    let now = std::time::Instant::now();
+    for rule in limits {
+        let Some(key) = rule.key(principal, &server.name, tool) else { continue };
+        if let Err(wait) = gw.rate_limits.limiter(rule).check(key, now) {
+            crate::metrics::METRICS.rate_limited.with_label_values(&[&rule.id]).inc();
+            return Err(ProxyError::RateLimited {
+                limit: rule.id.to_string(),
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn mcp_plan(

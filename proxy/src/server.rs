@@ -79,6 +79,7 @@ pub fn build(config: &Config) -> Server {
         front: config.front.clone(),
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
         exchanger: Arc::new(exchanger),
+        rate_limits: Default::default(),
     };
     let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
     mcp.add_tcp(&config.listen.to_string());

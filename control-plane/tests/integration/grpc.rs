@@ -32,6 +32,7 @@ fn kinds(update: &RoutingUpdate) -> BTreeSet<(&'static str, String)> {
             Kind::ApiKey(k) => Some(("api_key", k.id.clone())),
             Kind::TrustedIssuer(t) => Some(("trusted_issuer", t.id.clone())),
             Kind::Role(r) => Some(("role", r.id.clone())),
+            Kind::RateLimit(l) => Some(("rate_limit", l.id.clone())),
         })
         .collect()
 }

@@ -36,6 +36,8 @@ pub struct RoutingTable {
     authorization_servers: Vec<String>,
     /// Custom roles: who may use what.
     access: crate::policy::Policy,
+    /// Rate limits.
+    rate_limits: Vec<crate::limits::LimitRule>,
 }
 
 #[derive(Debug)]
@@ -189,6 +191,11 @@ impl RoutingTable {
         &self.access
     }
 
+    /// The rate limits.
+    pub fn rate_limits(&self) -> &[crate::limits::LimitRule] {
+        &self.rate_limits
+    }
+
     /// The authorization servers clients are pointed at.
     pub fn authorization_servers(&self) -> &[String] {
         &self.authorization_servers
@@ -239,6 +246,7 @@ impl RoutingTable {
             authorization_servers: valid.credentials.issuer_names(),
             credentials: valid.credentials,
             access: valid.access,
+            rate_limits: valid.rate_limits,
             ..Default::default()
         };
         for (s, transport, key) in valid.servers {
@@ -278,6 +286,7 @@ struct ValidSet<'a> {
     /// Each server's upstream credential, inherited by instances without their own.
     upstream_credentials: HashMap<&'a str, Option<UpstreamAuth>>,
     access: crate::policy::Policy,
+    rate_limits: Vec<crate::limits::LimitRule>,
 }
 
 /// Pure checks of a resource set: names, uniqueness, transports, balancing keys, endpoint URLs.
@@ -289,6 +298,7 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
         credentials: Credentials::default(),
         upstream_credentials: HashMap::new(),
         access: crate::policy::Policy::default(),
+        rate_limits: Vec::new(),
     };
     let mut names: HashMap<&str, &str> = HashMap::new();
     for resource in set.iter() {
@@ -340,6 +350,12 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
             Some(Kind::ApiKey(key)) => valid.credentials.add_api_key(key)?,
             Some(Kind::TrustedIssuer(issuer)) => valid.credentials.add_issuer(issuer)?,
             Some(Kind::Role(role)) => valid.access.add_role(role),
+            Some(Kind::RateLimit(limit)) => match crate::limits::LimitRule::from_proto(limit) {
+                Some(rule) => valid.rate_limits.push(rule),
+                None => {
+                    tracing::warn!(id = %limit.id, scope = %limit.scope, "A rate limit this proxy cannot enforce is ignored.")
+                }
+            },
             None => {}
         }
     }

@@ -192,3 +192,60 @@ async fn lists_show_exactly_what_the_caller_may_use_in_json_and_sse() {
     assert!(text.contains("event: message") && text.contains("id: 1"), "the event keeps its fields: {text}");
     upstream.next_request().await;
 }
+
+#[tokio::test]
+async fn a_local_rate_limit_is_exact_and_answers_429_with_retry_after() {
+    let mut upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start_closed(&cp.url(), &[]).await;
+    let mut table = snapshot(1, &[("alpha", &upstream.url())]);
+    table.upserts.push(Resource {
+        kind: Some(RKind::RateLimit(mcpgw_proto::v1::RateLimit {
+            id: "add-per-user".into(),
+            tenant_id: "default".into(),
+            scope: "user".into(),
+            server: "alpha".into(),
+            tool: "add".into(),
+            requests: 3,
+            per_ms: 60_000,
+            burst: 3,
+        })),
+    });
+    table.upserts.push(key("first", "default", &["user"], vec![]));
+    table.upserts.push(key("second", "default", &["user"], vec![]));
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let url = proxy.mcp_url("alpha");
+    for _ in 0..3 {
+        let (status, body) = call(&url, "first", &tool_call("add")).await;
+        assert_eq!(status, 200, "{body}");
+        upstream.next_request().await;
+    }
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", "Bearer mcpgw_first")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(tool_call("add"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "one request's worth of time (20 s): {retry}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["id"].as_u64(), body["error"]["data"]["reason"].as_str()),
+        (Some(7), Some("rate_limited"))
+    );
+    // Another tool, another user: not counted by this limit.
+    let (status, _) = call(&url, "first", &tool_call("echo")).await;
+    assert_eq!(status, 200);
+    upstream.next_request().await;
+    let (status, _) = call(&url, "second", &tool_call("add")).await;
+    assert_eq!(status, 200);
+    upstream.next_request().await;
+    assert!(upstream.drain().is_empty(), "the refused call never reached the upstream");
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("mcpgw_proxy_rate_limited_total{limit=\"add-per-user\"} 1"), "{metrics}");
+}
