@@ -170,7 +170,11 @@ impl RoutingHub {
             })
             .map(|own| model::own_issuer_resource(own, &snapshot.signing_keys));
         let roles = snapshot.roles.iter().map(|role| role.resource());
-        let set = ResourceSet::new(version, resources.chain(keys).chain(issuers).chain(own).chain(roles))?;
+        let limits = snapshot.rate_limits.iter().map(|limit| limit.resource());
+        let set = ResourceSet::new(
+            version,
+            resources.chain(keys).chain(issuers).chain(own).chain(roles).chain(limits),
+        )?;
         tracing::debug!(version, resources = set.len(), "Publishing a new routing table.");
         self.current.send_replace(Arc::new(set));
         Ok(version)

@@ -118,3 +118,43 @@ async fn an_idp_group_grants_a_role_to_signed_in_users() -> Result<()> {
     ensure!(out.to_string().contains("bob as user"), "no mapped role: a user of the tenant: {out}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_created_through_rest_refuses_the_call_over_it() -> Result<()> {
+    let gw = Gateway::start_closed(&[]).await?;
+    let upstream = PyServer::start("py-limited", PyServerOpts::default()).await?;
+    let url = gw.add_server("limited", &upstream.url(), "streamable_http").await?;
+    let body =
+        json!({"scope": "user", "match": {"server": "limited", "tool": "add"}, "requests": 2, "per": "1h"});
+    let (status, created) = gw.cp.api(Method::POST, "/api/v1/rate-limits", Some(body)).await?;
+    ensure!(status == 201, "{status} {created}");
+    let (status, doc) = gw
+        .cp
+        .api(
+            Method::POST,
+            "/api/v1/rate-limits",
+            Some(json!({"scope": "user", "requests": 1, "per": "1s", "global": true})),
+        )
+        .await?;
+    ensure!(status == 400 && doc["code"] == "invalid_rate_limit", "global limits are refused plainly: {doc}");
+    let (_, key) = gw.cp.create_api_key(json!({"name": "limited"})).await?;
+    // The key came after the limit: once the proxy accepts the key, its table holds the limit too.
+    mcpgw_e2e::poll_until(
+        "the key (and the limit before it) to reach the proxy",
+        std::time::Duration::from_secs(10),
+        || {
+            let (url, key) = (url.clone(), key.clone());
+            async move {
+                Ok(py_call(&url, &key, "echo", r#"{"message": "ready"}"#).await.ok().filter(|t| t == "ready"))
+            }
+        },
+    )
+    .await?;
+    for _ in 0..2 {
+        ensure!(py_call(&url, &key, "add", r#"{"a": 1, "b": 2}"#).await?.starts_with('3'));
+    }
+    let over = format!("{:?}", py_call(&url, &key, "add", r#"{"a": 1, "b": 2}"#).await);
+    ensure!(over.contains("rate limit"), "the third call in the hour is refused: {over}");
+    ensure!(py_call(&url, &key, "echo", r#"{"message": "other tool"}"#).await? == "other tool");
+    Ok(())
+}

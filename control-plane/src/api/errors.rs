@@ -132,6 +132,8 @@ make_error_codes! {
     InvalidClaims => ("invalid_claims", InvalidRequest, BAD_REQUEST);
     /// The issuer's metadata or JWKS URL points where the control plane must not connect.
     IssuerUrlNotAllowed => ("issuer_url_not_allowed", InvalidRequest, BAD_REQUEST);
+    /// A rate limit's scope, match, requests, per or burst is not valid (or `global`, not available yet).
+    InvalidRateLimit => ("invalid_rate_limit", InvalidRequest, BAD_REQUEST);
     /// An identity provider's `name`, `issuer`, `client_id`, `client_secret` or `scopes` is not valid.
     InvalidIdentityProvider => ("invalid_identity_provider", InvalidRequest, BAD_REQUEST);
     /// The request body is not `application/json`.
@@ -152,6 +154,8 @@ make_error_codes! {
     TrustedIssuerTaken => ("trusted_issuer_taken", InvalidRequest, CONFLICT);
     /// No trusted issuer has this id.
     TrustedIssuerNotFound => ("trusted_issuer_not_found", InvalidRequest, NOT_FOUND);
+    /// No rate limit has this id.
+    RateLimitNotFound => ("rate_limit_not_found", InvalidRequest, NOT_FOUND);
     /// The tenant already has a role of this name.
     RoleTaken => ("role_taken", InvalidRequest, CONFLICT);
     /// No role has this id.

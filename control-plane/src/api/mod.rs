@@ -27,6 +27,7 @@ mod health;
 pub mod identity_providers;
 mod instances;
 pub mod openapi;
+pub mod rate_limits;
 pub mod roles;
 pub mod servers;
 pub mod trusted_issuers;
@@ -141,6 +142,8 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                 .service(resource("/identity-providers/{id}").delete(identity_providers::delete))
                 .service(resource("/roles").get(roles::list).post(roles::create))
                 .service(resource("/roles/{id}").delete(roles::delete))
+                .service(resource("/rate-limits").get(rate_limits::list).post(rate_limits::create))
+                .service(resource("/rate-limits/{id}").delete(rate_limits::delete))
                 .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));

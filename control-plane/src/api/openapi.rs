@@ -14,11 +14,13 @@ use super::api_keys::ApiKeyRequest;
 use super::bulk::RegistryDoc;
 use super::errors::ErrorBody;
 use super::identity_providers::{IdentityProviderRequest, IdentityProviderView};
+use super::rate_limits::RateLimitRequest;
 use super::roles::RoleRequest;
 use super::servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
 use super::trusted_issuers::{ClaimsRequest, TrustedIssuerRequest};
 use super::users::UserView;
 use crate::db::store::discovery::DiscoveryRow;
+use crate::db::store::rate_limits::RateLimitRow;
 use crate::db::store::roles::RoleRow;
 use crate::model::{
     ApiKeyView, CircuitBreaker, ClaimsView, CreatedApiKey, HealthCheck, HealthRecord, HealthStatus,
@@ -226,6 +228,23 @@ fn create_role() {}
     responses((status = 204, description = "deleted: its holders lose what it allowed on every proxy"), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn delete_role() {}
 
+/// The rate limits' list answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RateLimitList {
+    items: Vec<RateLimitRow>,
+}
+#[utoipa::path(get, path = "/api/v1/rate-limits", tag = "rate-limits",
+    responses((status = 200, description = "every rate limit of the tenants the caller manages", body = RateLimitList)))]
+fn list_rate_limits() {}
+#[utoipa::path(post, path = "/api/v1/rate-limits", tag = "rate-limits", request_body = RateLimitRequest,
+    responses((status = 201, description = "created and published to every proxy", body = RateLimitRow),
+        (status = 400, description = "see the error table", body = ErrorBody)))]
+fn create_rate_limit() {}
+#[utoipa::path(delete, path = "/api/v1/rate-limits/{id}", tag = "rate-limits", params(("id" = String, Path)),
+    responses((status = 204, description = "deleted on every proxy"), (status = 404, description = "see the error table", body = ErrorBody)))]
+fn delete_rate_limit() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "mcpgw control plane", description = "Registry of MCP servers, health and discovery; errors: control-plane/README.md#errors"),
@@ -233,13 +252,14 @@ fn delete_role() {}
         remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies,
         create_api_key, list_api_keys, get_api_key, delete_api_key, create_trusted_issuer, list_trusted_issuers,
         get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer, list_users, list_identity_providers,
-        create_identity_provider, delete_identity_provider, list_roles, create_role, delete_role),
+        create_identity_provider, delete_identity_provider, list_roles, create_role, delete_role,
+        list_rate_limits, create_rate_limit, delete_rate_limit),
     components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
         HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
         CreatedApiKey, PermissionRule, UpstreamAuthRequest, UpstreamAuthView, TrustedIssuerRequest, ClaimsRequest,
-        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList, RoleRequest, RoleRow, RoleList)),
+        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList, RoleRequest, RoleRow, RoleList, RateLimitRequest, RateLimitRow, RateLimitList)),
     modifiers(&Credential),
-    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"), (name = "users"), (name = "roles"))
+    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"), (name = "users"), (name = "roles"), (name = "rate-limits"))
 )]
 pub struct ApiDoc;
 

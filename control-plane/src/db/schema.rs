@@ -209,6 +209,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    rate_limits (id) {
+        id -> Uuid,
+        tenant_id -> Text,
+        scope -> Text,
+        server -> Text,
+        tool -> Text,
+        requests -> Int4,
+        per_ms -> Int8,
+        burst -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     roles (id) {
         id -> Uuid,
         tenant_id -> Text,

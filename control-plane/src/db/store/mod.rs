@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod health;
 mod instances_ops;
 pub mod oauth;
+pub mod rate_limits;
 pub mod roles;
 pub mod trusted_issuers;
 pub mod upstream_auth;
@@ -111,6 +112,8 @@ pub struct RoutingSnapshot {
     pub tokens: HashMap<Uuid, crate::model::UpstreamTokenRow>,
     /// Every custom role.
     pub roles: Vec<roles::RoleRow>,
+    /// Every rate limit.
+    pub rate_limits: Vec<rate_limits::RateLimitRow>,
 }
 
 /// The routing version, every server, instance, API key, credential and trusted issuer, read from one
@@ -135,6 +138,7 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
             let signing_keys = oauth::published_keys(conn).await?.into_iter().map(|k| k.public_jwk).collect();
             let tokens = upstream_auth::tokens(conn).await?;
             let roles = roles::list(conn).await?;
+            let rate_limits = rate_limits::list(conn).await?;
             Ok(RoutingSnapshot {
                 version,
                 servers,
@@ -146,6 +150,7 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
                 signing_keys,
                 tokens,
                 roles,
+                rate_limits,
             })
         })
         .await
