@@ -68,6 +68,15 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_REQUEST_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_body_timeout: Duration,
 
+    /// Most long-lived streams (GET: server-to-client SSE, legacy SSE sessions) open at once; beyond it new
+    /// ones get 503 `too_many_streams`.
+    #[arg(long, env = "MCPGW_MAX_STREAMS", default_value_t = 10_000, global = true)]
+    pub max_streams: usize,
+
+    /// Most long-lived streams one principal may hold open; beyond it 429 `too_many_streams`.
+    #[arg(long, env = "MCPGW_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 100, global = true)]
+    pub max_streams_per_principal: usize,
+
     /// Worker threads of the MCP listener.
     #[arg(long, env = "MCPGW_THREADS", default_value_t = 2, global = true)]
     pub threads: usize,
@@ -152,6 +161,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub idle_timeout: Duration,
     pub request_body_timeout: Duration,
+    pub max_streams: usize,
+    pub max_streams_per_principal: usize,
     pub threads: usize,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
@@ -212,6 +223,12 @@ impl Settings {
             if d.is_zero() {
                 return Err(err(flag, "must be greater than zero"));
             }
+        }
+        if self.max_streams == 0 || self.max_streams_per_principal == 0 {
+            return Err(err(
+                "max-streams",
+                "--max-streams and --max-streams-per-principal must be at least 1",
+            ));
         }
         if !(1..=256).contains(&self.threads) {
             return Err(err("threads", "must be between 1 and 256"));
@@ -304,6 +321,8 @@ impl Settings {
             upstream_timeout: self.upstream_timeout,
             idle_timeout: self.idle_timeout,
             request_body_timeout: self.request_body_timeout,
+            max_streams: self.max_streams,
+            max_streams_per_principal: self.max_streams_per_principal,
             threads: self.threads,
             grace_period: self.grace_period,
             shutdown_timeout: self.shutdown_timeout,

@@ -58,6 +58,8 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("the request body did not arrive within {limit:?}")]
     RequestTimeout { limit: std::time::Duration },
+    #[error("{} streams are open already (the most allowed {})", limit, if *per_principal { "per caller" } else { "on this proxy" })]
+    TooManyStreams { per_principal: bool, limit: usize },
     #[error("rate limit {limit} exceeded; retry in {retry_after_secs} s")]
     RateLimited { limit: String, retry_after_secs: u64 },
     #[error("failed to read the request body: {0}")]
@@ -114,7 +116,8 @@ impl ProxyError {
             Self::NotReady | Self::NoInstance { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
             Self::RequestTimeout { .. } => 408,
-            Self::RateLimited { .. } => 429,
+            Self::RateLimited { .. } | Self::TooManyStreams { per_principal: true, .. } => 429,
+            Self::TooManyStreams { per_principal: false, .. } => 503,
             Self::BadRequestBody(_)
             | Self::HeaderMismatch(_)
             | Self::InvalidRequest(_)
@@ -145,6 +148,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::RateLimited { .. } => "rate_limited",
+            Self::TooManyStreams { .. } => "too_many_streams",
             Self::BadRequestBody(_) => "bad_request_body",
             Self::SessionNotFound(_) => "session_not_found",
             Self::Unauthenticated { .. } => "unauthenticated",
@@ -233,6 +237,8 @@ mod tests {
             (ProxyError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
             (ProxyError::RequestTimeout { limit: std::time::Duration::from_secs(1) }, 408, "request_timeout"),
             (ProxyError::RateLimited { limit: detail(), retry_after_secs: 1 }, 429, "rate_limited"),
+            (ProxyError::TooManyStreams { per_principal: true, limit: 1 }, 429, "too_many_streams"),
+            (ProxyError::TooManyStreams { per_principal: false, limit: 1 }, 503, "too_many_streams"),
             (ProxyError::BadRequestBody(detail()), 400, "bad_request_body"),
             (
                 ProxyError::UpstreamUnreachable { server: server(), detail: detail() },

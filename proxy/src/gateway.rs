@@ -54,6 +54,8 @@ pub struct Gateway {
     pub exchanger: Arc<crate::exchange::Exchanger>,
     /// Rate-limit buckets, kept across routing tables.
     pub rate_limits: crate::limits::RateLimits,
+    /// Caps on long-lived streams.
+    pub streams: Arc<crate::caps::StreamCaps>,
 }
 
 /// Per-request state, read by `logging` for metrics.

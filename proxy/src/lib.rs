@@ -6,6 +6,7 @@ pub mod admin;
 pub mod balance;
 pub mod breaker;
 pub mod bridge;
+pub mod caps;
 pub mod config;
 pub mod error;
 pub mod exchange;

@@ -77,6 +77,10 @@ pub async fn dispatch(
     let unreadable = rpc.is_none() && !body.is_empty();
     authorize(&table, &principal, &server, rpc, unreadable)?;
     rate_limit(gw, &table, &principal, &server, rpc)?;
+    // A GET opens a long-lived stream: it holds a place among the capped streams while it is served.
+    let _stream = (session.req_header().method == http::Method::GET)
+        .then(|| gw.streams.acquire(principal.binding()))
+        .transpose()?;
     let filter = match rpc {
         Some(Rpc::Message { method, .. }) => {
             crate::policy::ListFilter::of(method, &table, &principal, &server)

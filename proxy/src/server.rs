@@ -80,6 +80,7 @@ pub fn build(config: &Config) -> Server {
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
         exchanger: Arc::new(exchanger),
         rate_limits: Default::default(),
+        streams: crate::caps::StreamCaps::new(config.max_streams, config.max_streams_per_principal),
     };
     let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
     mcp.add_tcp(&config.listen.to_string());

@@ -249,3 +249,61 @@ async fn a_local_rate_limit_is_exact_and_answers_429_with_retry_after() {
     let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("mcpgw_proxy_rate_limited_total{limit=\"add-per-user\"} 1"), "{metrics}");
 }
+
+#[tokio::test]
+async fn long_lived_streams_are_capped_per_principal() {
+    let upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start_closed(&cp.url(), &["--max-streams-per-principal", "2"]).await;
+    let mut table = snapshot(1, &[("alpha", &upstream.url())]);
+    table.upserts.push(key("streamer", "default", &["user"], vec![]));
+    table.upserts.push(key("other", "default", &["user"], vec![]));
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let url = proxy.mcp_url("alpha");
+    let open = |who: &'static str| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Option<String>>(4);
+        upstream.reply(Reply::Sse(rx));
+        let url = url.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .get(&url)
+                .header("authorization", format!("Bearer mcpgw_{who}"))
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .unwrap();
+            (resp, tx)
+        }
+    };
+    let (first, first_tx) = open("streamer").await;
+    let (second, _second_tx) = open("streamer").await;
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    upstream.clear_replies();
+    let third = reqwest::Client::new()
+        .get(&url)
+        .header("authorization", "Bearer mcpgw_streamer")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 429);
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["reason"], "too_many_streams", "{body}");
+    let (other, _other_tx) = open("other").await;
+    assert_eq!(other.status(), 200, "another caller has its own places");
+    // The first stream ends: its place is free again.
+    first_tx.send(None).await.unwrap();
+    drop(first.bytes().await);
+    within("a place to free up", async {
+        loop {
+            let (resp, _tx) = open("streamer").await;
+            if resp.status() == 200 {
+                break;
+            }
+            upstream.clear_replies();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
