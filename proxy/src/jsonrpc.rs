@@ -8,12 +8,28 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
+/// The kind of `params.ref` of `completion/complete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// `ref/prompt`: a prompt by name.
+    Prompt,
+    /// `ref/resource`: a resource template by URI.
+    Resource,
+}
+
 /// What the gateway needs to know about a JSON-RPC body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rpc {
     /// One request or notification (`id` is `None` for a notification). `name` is `params.name` or
     /// `params.uri`; `protocol_version` is `params._meta["io.modelcontextprotocol/protocolVersion"]`.
-    Message { id: Option<Value>, method: String, name: Option<String>, protocol_version: Option<String> },
+    Message {
+        id: Option<Value>,
+        method: String,
+        name: Option<String>,
+        protocol_version: Option<String>,
+        /// `completion/complete`: what `params.ref` names (its name or URI is `name`).
+        reference: Option<Reference>,
+    },
     /// A JSON-RPC response sent by the client (to a server-initiated request).
     Response { id: Value },
     /// A batch (only the 2025-03-26 revision allows them).
@@ -36,13 +52,28 @@ impl Rpc {
                 let params = env.params.unwrap_or_default();
                 // What the method names: a resource by its URI, anything else by its name (a body that
                 // carries both cannot make the gateway decide on one and the upstream act on the other).
-                let name =
-                    if method.starts_with("resources/") { params.uri } else { params.name.or(params.uri) };
+                // `completion/complete` names a prompt or a resource template in `params.ref`.
+                let (name, reference) = if method == "completion/complete" {
+                    match params.reference {
+                        Some(r) if r.kind.as_deref() == Some("ref/prompt") => {
+                            (r.name.map(Cow::Owned), Some(Reference::Prompt))
+                        }
+                        Some(r) if r.kind.as_deref() == Some("ref/resource") => {
+                            (r.uri.map(Cow::Owned), Some(Reference::Resource))
+                        }
+                        _ => (None, None),
+                    }
+                } else if method.starts_with("resources/") {
+                    (params.uri, None)
+                } else {
+                    (params.name.or(params.uri), None)
+                };
                 Some(Self::Message {
                     id: env.id,
                     method: method.into_owned(),
                     name: name.map(Cow::into_owned),
                     protocol_version: params.protocol_version.map(Cow::into_owned),
+                    reference,
                 })
             }
             None => env.id.map(|id| Self::Response { id }),
@@ -117,6 +148,18 @@ struct Params<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
     protocol_version: Option<Cow<'a, str>>,
+    reference: Option<RefParams>,
+}
+
+/// `params.ref` of `completion/complete`.
+#[derive(Deserialize)]
+struct RefParams {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
 }
 
 /// The protocol version in a `_meta` object.
@@ -178,7 +221,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params<'a>, A::Error> {
                 let mut params = Params::default();
-                let mut seen = [false; 3];
+                let mut seen = [false; 4];
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     // Parsers disagree on repeated keys (first wins, last wins, error): a body that repeats
                     // one the gateway decides on is not read (nor let through for restricted callers).
@@ -186,6 +229,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
                         "name" => Some(0),
                         "uri" => Some(1),
                         "_meta" => Some(2),
+                        "ref" => Some(3),
                         _ => None,
                     };
                     if let Some(i) = slot {
@@ -198,6 +242,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
                         "name" => params.name = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
                         "uri" => params.uri = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
                         "_meta" => params.protocol_version = map.next_value::<Meta<'a>>()?.0,
+                        "ref" => params.reference = map.next_value::<Option<RefParams>>()?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -278,7 +323,8 @@ mod tests {
                 id: Some(json!(3)),
                 method: "tools/call".into(),
                 name: Some("echo".into()),
-                protocol_version: None
+                protocol_version: None,
+                reference: None,
             })
         );
         let modern = inspect(json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{

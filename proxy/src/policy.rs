@@ -70,12 +70,17 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
-    /// The kind named by `method` (`tools/call` → tool, ...), if it names one.
-    pub fn of_method(method: &str) -> Option<Self> {
+    /// The kind named by `method` (`tools/call` → tool, ...), if it names one; for `completion/complete`,
+    /// the kind of its `ref` (a prompt, or a resource template decided like resources).
+    pub fn of_message(method: &str, reference: Option<crate::jsonrpc::Reference>) -> Option<Self> {
         match method {
             "tools/call" => Some(Self::Tool),
             "prompts/get" => Some(Self::Prompt),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(Self::Resource),
+            "completion/complete" => match reference? {
+                crate::jsonrpc::Reference::Prompt => Some(Self::Prompt),
+                crate::jsonrpc::Reference::Resource => Some(Self::Resource),
+            },
             _ => None,
         }
     }

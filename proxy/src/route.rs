@@ -126,7 +126,7 @@ fn authorize(
             "JSON-RPC batches are not accepted from callers whose access is restricted; send one message per request"
                 .into(),
         )),
-        Some(Rpc::Message { method, name: Some(name), .. }) => match crate::policy::ItemKind::of_method(method) {
+        Some(Rpc::Message { method, name: Some(name), reference, .. }) => match crate::policy::ItemKind::of_message(method, *reference) {
             Some(kind) if !access.allows(principal, &server.tenant, &server.name, Some((kind, name))) => {
                 Err(ProxyError::UnknownItem { kind, name: name.clone() })
             }

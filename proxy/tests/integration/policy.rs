@@ -125,6 +125,21 @@ async fn tenants_roles_and_narrowed_keys_decide_every_named_message() {
     assert!(body.get("error").is_none(), "{body}");
     upstream.next_request().await;
 
+    // Completion refs are decided like what they name.
+    let complete = |r: Value| {
+        json!({"jsonrpc": "2.0", "id": 11, "method": "completion/complete",
+        "params": {"ref": r, "argument": {"name": "a", "value": ""}}})
+        .to_string()
+    };
+    let (_, body) =
+        call(&alpha, "reader", &complete(json!({"type": "ref/prompt", "name": "secret-prompt"}))).await;
+    assert_eq!(body["error"]["message"], "Unknown prompt: secret-prompt", "{body}");
+    let (_, body) =
+        call(&alpha, "reader", &complete(json!({"type": "ref/resource", "uri": "file:///docs/{name}"})))
+            .await;
+    assert!(body.get("error").is_none(), "{body}");
+    upstream.next_request().await;
+
     // No way around the decision for a restricted caller: a uri beside an allowed name, a repeated key,
     // a batch.
     let both = json!({"jsonrpc": "2.0", "id": 9, "method": "resources/read",
