@@ -74,6 +74,7 @@ pub async fn dispatch(
         .filter(|s| table.access().allows(&principal, &s.tenant, &s.name, None))
         .ok_or_else(|| ProxyError::UnknownServer { name: route.server().to_owned() })?
         .clone();
+    ctx.server = Some(server.name.clone());
     let unreadable = rpc.is_none() && !body.is_empty();
     authorize(&table, &principal, &server, rpc, unreadable)?;
     rate_limit(gw, &table, &principal, &server, rpc)?;
@@ -88,7 +89,6 @@ pub async fn dispatch(
         _ => None,
     };
     ctx.principal = Some(principal);
-    ctx.server = Some(server.name.clone());
     let plan = match route {
         Route::Mcp(_) if server.transport == Transport::Sse => {
             return crate::bridge::handle(gw, session, ctx, &server, body, rpc).await;
