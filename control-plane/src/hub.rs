@@ -91,6 +91,12 @@ impl RoutingHub {
         let _ = self.own_issuer.set(issuer);
     }
 
+    /// Whether the table as published now has `instance_id` (an instance committed a moment ago may not
+    /// be published yet, nor its credential).
+    pub fn knows_instance(&self, instance_id: uuid::Uuid) -> bool {
+        self.current().get(ResourceKind::Instance, &instance_id.to_string()).is_some()
+    }
+
     /// The credential the proxies present to `instance_id`: its own, else its server's (from the table as
     /// published now).
     pub fn upstream_credential(&self, instance_id: uuid::Uuid) -> Option<Credential> {

@@ -151,6 +151,11 @@ impl Checker {
                 v.map_or(default, |ms| Duration::from_millis(u64::from(ms)))
             };
             for instance in instances.remove(&server.id).unwrap_or_default() {
+                // Not published yet: probed from the next reload on, with the credential the proxies have
+                // (probing now would reach the upstream without it).
+                if !self.hub.knows_instance(instance.id) {
+                    continue;
+                }
                 fresh.insert(
                     instance.id,
                     Target {
