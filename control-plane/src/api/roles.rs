@@ -121,7 +121,7 @@ pub async fn delete(
     let not_found = || invalid(Code::RoleNotFound, format!("no role has id {raw:?}"));
     let id = Uuid::parse_str(&raw).map_err(|_| not_found())?;
     let mut conn = state.conn().await?;
-    let stored = store::list(&mut conn).await.map_err(ApiError::internal)?.into_iter().find(|r| r.id == id);
+    let stored = store::get(&mut conn, id).await.map_err(ApiError::internal)?;
     if !stored.is_some_and(|r| admin.manages(Some(&r.tenant_id))) {
         return Err(not_found());
     }

@@ -285,6 +285,43 @@ async fn a_tenant_administrator_manages_its_own_tenant_only() {
         "insufficient_permissions",
         "a platform key by a tenant admin",
     );
+    // Roles and rate limits: another tenant's are missing, its own are deleted.
+    let globex_role = app
+        .call(
+            admin(TestRequest::post().uri("/api/v1/roles"))
+                .set_json(json!({"name": "g", "tenant_id": "globex", "rules": [{"server": "*"}]})),
+        )
+        .await;
+    let globex_limit = app
+        .call(
+            admin(TestRequest::post().uri("/api/v1/rate-limits")).set_json(
+                json!({"scope": "user", "match": {"tenant": "globex"}, "requests": 1, "per": "1s"}),
+            ),
+        )
+        .await;
+    for (kind, created) in [("roles", &globex_role), ("rate-limits", &globex_limit)] {
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let id = created.body["id"].as_str().unwrap();
+        let reply = call(TestRequest::delete().uri(&format!("/api/v1/{kind}/{id}"))).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{kind} of another tenant: {}", reply.body);
+        let listed = call(TestRequest::get().uri(&format!("/api/v1/{kind}"))).await;
+        assert_eq!(listed.body["items"], json!([]), "{kind}: {}", listed.body);
+    }
+    let own = call(
+        TestRequest::post()
+            .uri("/api/v1/roles")
+            .set_json(json!({"name": "mine", "rules": [{"server": "acme-*"}]})),
+    )
+    .await;
+    assert_eq!(
+        (own.status, own.body["tenant_id"].as_str()),
+        (StatusCode::CREATED, Some("acme")),
+        "{}",
+        own.body
+    );
+    let id = own.body["id"].as_str().unwrap();
+    let reply = call(TestRequest::delete().uri(&format!("/api/v1/roles/{id}"))).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
     let keys = call(TestRequest::get().uri("/api/v1/api-keys")).await;
     assert!(keys.body.as_array().unwrap().iter().all(|k| k["tenant_id"] == "acme"), "{}", keys.body);
 }

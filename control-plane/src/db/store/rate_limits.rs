@@ -55,6 +55,11 @@ pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<RateLimitRow>
         .await
 }
 
+/// One limit, if it exists.
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<RateLimitRow>> {
+    rate_limits::table.find(id).select(RateLimitRow::as_select()).first(conn).await.optional()
+}
+
 /// Stores a limit.
 pub async fn create(conn: &mut AsyncPgConnection, row: &RateLimitRow) -> QueryResult<()> {
     conn.transaction(async |conn| {

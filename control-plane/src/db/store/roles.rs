@@ -51,6 +51,11 @@ pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<RoleRow>> {
         .await
 }
 
+/// One role, if it exists.
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<RoleRow>> {
+    roles::table.find(id).select(RoleRow::as_select()).first(conn).await.optional()
+}
+
 /// Stores a role; `false` when the tenant has one of that name.
 pub async fn create(conn: &mut AsyncPgConnection, row: &RoleRow) -> QueryResult<bool> {
     conn.transaction(async |conn| {
