@@ -71,8 +71,10 @@ pub enum Principal {
     /// An API key that exists and has not expired.
     ApiKey { id: Uuid, name: String, tenant_id: String, role: String },
     /// A user signed in through the authorization server (a token for `<issuer>/api`); an administrator
-    /// when the IdP gave them one of `--oidc-admin-roles` as a role or group at their last sign-in.
-    User { id: Uuid, email: Option<String>, admin: bool },
+    /// when the IdP gave them one of `--oidc-admin-roles` as a role or group at their last sign-in: of
+    /// every tenant when the user belongs to `default`, else of their own tenant only (an IdP mapped onto
+    /// a tenant must not be able to hand out platform rights).
+    User { id: Uuid, email: Option<String>, tenant_id: String, admin: bool },
 }
 
 impl Principal {
@@ -82,15 +84,18 @@ impl Principal {
     }
 
     /// What an administrator manages: `Some(None)` every tenant (the bootstrap token, `platform_admin`
-    /// keys, users of `--oidc-admin-roles`), `Some(Some(t))` tenant `t` only (`admin` keys); `None` for a
-    /// principal that is no administrator.
+    /// keys, users of the `default` tenant in `--oidc-admin-roles`), `Some(Some(t))` tenant `t` only
+    /// (`admin` keys, users of another tenant in `--oidc-admin-roles`); `None` for a principal that is no
+    /// administrator.
     pub fn admin_tenant(&self) -> Option<Option<&str>> {
         match self {
             Self::AdminToken => Some(None),
             Self::ApiKey { role, .. } if role == PLATFORM_ADMIN_ROLE => Some(None),
             Self::ApiKey { role, tenant_id, .. } if role == ADMIN_ROLE => Some(Some(tenant_id)),
             Self::ApiKey { .. } => None,
-            Self::User { admin, .. } => admin.then_some(None),
+            Self::User { admin: false, .. } => None,
+            Self::User { tenant_id, .. } if tenant_id == DEFAULT_TENANT => Some(None),
+            Self::User { tenant_id, .. } => Some(Some(tenant_id)),
         }
     }
 
@@ -176,7 +181,7 @@ async fn signed_in(state: &AppState, token: &str) -> Result<Principal, ApiError>
         .ok_or_else(|| refused("the user no longer exists".into()))?;
     let admin_roles = &server.config.admin_roles;
     let admin = user.roles.iter().chain(&user.groups).any(|r| admin_roles.contains(r));
-    Ok(Principal::User { id: user.id, email: user.email, admin })
+    Ok(Principal::User { id: user.id, email: user.email, tenant_id: user.tenant_id, admin })
 }
 
 /// Middleware of `/api/v1`: establishes who is calling before any extractor runs. An API key is looked up
@@ -234,6 +239,13 @@ impl Admin {
         }
     }
 
+    /// The tenant a read is narrowed to: a tenant administrator's own, whatever was asked (like every
+    /// list of the API); for a platform administrator the one asked (`?tenant_id=`), else `None`: every
+    /// tenant. Filter with `store::in_tenant`, which counts a server without a tenant as `default`'s.
+    pub fn scope(&self, asked: Option<&str>) -> Option<String> {
+        self.tenant().or(asked).map(str::to_owned)
+    }
+
     /// Refuses (403) a tenant administrator: the route concerns every tenant.
     pub fn require_platform(&self) -> Result<(), ApiError> {
         match self.tenant() {
@@ -264,8 +276,8 @@ impl Admin {
 }
 
 /// Proof that the request carries the credential of an administrator of every tenant: the routes that
-/// concern the whole platform (trusted issuers, identity providers, users, proxies, stats, export/import,
-/// discovery) take it. A tenant administrator gets 403.
+/// concern the whole platform (trusted issuers, identity providers, proxies) take it. A tenant
+/// administrator gets 403.
 #[derive(Debug, Clone)]
 pub struct PlatformAdmin(pub Admin);
 

@@ -30,6 +30,8 @@ mod rest_auth;
 mod servers;
 #[path = "integration/signing_keys.rs"]
 mod signing_keys;
+#[path = "integration/tenants.rs"]
+mod tenants;
 #[path = "integration/trusted_issuers.rs"]
 mod trusted_issuers;
 #[path = "integration/upstream_auth.rs"]

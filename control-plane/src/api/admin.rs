@@ -1,15 +1,18 @@
-//! `GET /api/v1/admin/stats`: servers by health status, transport and tenant, instances by status,
-//! discovered capabilities, and this replica's part (leader or not, proxies connected).
+//! `GET /api/v1/admin/stats`: servers by health status, transport and tenant, instances by status and
+//! discovered capabilities, of the tenants the administrator manages; for a platform administrator also
+//! what every tenant shares (the routing version, this replica's part: leader or not, proxies connected).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use actix_web::{HttpResponse, web};
+use serde::Deserialize;
 use serde_json::json;
 
+use super::servers::list::reject_nul;
 use super::servers::views::{self, Include};
 use super::{ApiError, AppState};
-use crate::auth::PlatformAdmin;
+use crate::auth::Admin;
 use crate::db::store;
 use crate::model::HealthStatus;
 
@@ -21,10 +24,24 @@ fn counts<'a>(keys: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
     map
 }
 
+/// Query of the stats.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    /// Narrows a platform administrator's counts to one tenant (a tenant administrator's are its own).
+    pub tenant_id: Option<String>,
+}
+
 /// `GET /api/v1/admin/stats`.
-pub async fn stats(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn stats(
+    admin: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<StatsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    reject_nul(&[&query.tenant_id])?;
+    let tenant = admin.scope(query.tenant_id.as_deref());
     let mut conn = state.conn().await?;
-    let rows = store::list(&mut conn).await.map_err(ApiError::internal)?;
+    let rows = store::list_in(&mut conn, tenant.as_deref()).await.map_err(ApiError::internal)?;
     let all = Include { include_tools: true, include_resources: true, include_prompts: true };
     let servers = views::build(&mut conn, rows, all).await.map_err(ApiError::internal)?;
     let version = store::routing_version(&mut conn).await.map_err(ApiError::internal)?;
@@ -46,7 +63,7 @@ pub async fn stats(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<
     let len = |f: fn(&crate::model::ServerView) -> &Option<Vec<serde_json::Value>>| -> usize {
         servers.iter().map(|s| f(s).as_ref().map_or(0, Vec::len)).sum()
     };
-    let body = json!({
+    let mut body = json!({
         "total_servers": servers.len(),
         "servers_by_status": by_status,
         "servers_by_transport": counts(servers.iter().map(|s| s.transport_type.as_str())),
@@ -60,14 +77,17 @@ pub async fn stats(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<
             "prompts": len(|s| &s.prompts),
             "servers_discovered": servers.iter().filter(|s| s.discovery.as_ref().is_some_and(|d| !d["discovered_at"].is_null())).count(),
         },
-        "routing_version": version,
-        "health_checks": {
+    });
+    // The routing version, the replicas and the proxies are shared by every tenant.
+    if admin.tenant().is_none() {
+        body["routing_version"] = json!(version);
+        body["health_checks"] = json!({
             "replica_id": state.replica_id,
             "leader": state.is_leader.load(Ordering::SeqCst),
             "leader_replica_id": leader.as_ref().map(|(r, _)| r),
             "leader_since": leader.as_ref().map(|(_, since)| since),
-        },
-        "proxies_connected": state.hub.proxies().len(),
-    });
+        });
+        body["proxies_connected"] = json!(state.hub.proxies().len());
+    }
     Ok(HttpResponse::Ok().json(body))
 }

@@ -2,6 +2,10 @@
 //! form; `POST /api/v1/admin/import` applies such a document idempotently (servers matched by name, all in
 //! one transaction), `?dry_run=true` only reports the diff, `?prune=true` also deletes unlisted servers.
 //!
+//! Both are scoped like every other route: a tenant administrator exports its own tenant's servers, and
+//! its import may only create, update or prune servers of its own tenant (a server naming another tenant is
+//! 403, one whose name another tenant's server holds 409, and nothing is written).
+//!
 //! Upstream credentials are exported as set (type and header) without their value; an imported
 //! `upstream_auth` without a value keeps the stored one, and one with a value is compared with the stored
 //! secret (opened, never shown) to tell an update from no change.
@@ -13,9 +17,10 @@ use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::servers::list::reject_nul;
 use super::servers::{ServerRequest, check_secrets, check_spec, from_store, publish};
 use super::{ApiError, AppState, Code};
-use crate::auth::PlatformAdmin;
+use crate::auth::Admin;
 use crate::db::store::{self, StoreError};
 use crate::model::{CredentialIndex, CredentialRow, InstanceRow, ServerRow, ServerSpec, UpstreamAuthSpec};
 
@@ -25,6 +30,14 @@ use crate::model::{CredentialIndex, CredentialRow, InstanceRow, ServerRow, Serve
 pub struct RegistryDoc {
     #[serde(default)]
     pub servers: Vec<ServerRequest>,
+}
+
+/// Query of the export.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Narrows a platform administrator's export to one tenant (a tenant administrator's is its own).
+    pub tenant_id: Option<String>,
 }
 
 /// Query of the import.
@@ -63,9 +76,13 @@ struct Stored {
     request: ServerRequest,
 }
 
-async fn registry(state: &AppState) -> Result<(Vec<Stored>, CredentialIndex), ApiError> {
+/// The stored servers of `tenant` (every tenant's when `None`).
+async fn registry(
+    state: &AppState,
+    tenant: Option<&str>,
+) -> Result<(Vec<Stored>, CredentialIndex), ApiError> {
     let mut conn = state.conn().await?;
-    let servers = store::list(&mut conn).await.map_err(ApiError::internal)?;
+    let servers = store::list_in(&mut conn, tenant).await.map_err(ApiError::internal)?;
     let mut instances = store::instances_of(&mut conn, None).await.map_err(ApiError::internal)?;
     let credentials = store::upstream_auth::all(&mut conn).await.map_err(ApiError::internal)?;
     let stored = servers
@@ -131,9 +148,17 @@ fn secret_changes(
     Ok(changes)
 }
 
-/// `GET /api/v1/admin/export`: the registry as YAML (`application/yaml`).
-pub async fn export(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let doc = RegistryDoc { servers: registry(&state).await?.0.into_iter().map(|s| s.request).collect() };
+/// `GET /api/v1/admin/export`: the registry of the tenants the administrator manages as YAML
+/// (`application/yaml`).
+pub async fn export(
+    admin: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    reject_nul(&[&query.tenant_id])?;
+    let tenant = admin.scope(query.tenant_id.as_deref());
+    let stored = registry(&state, tenant.as_deref()).await?.0;
+    let doc = RegistryDoc { servers: stored.into_iter().map(|s| s.request).collect() };
     let yaml = serde_yaml::to_string(&doc).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("application/yaml").body(yaml))
 }
@@ -146,7 +171,7 @@ enum Action {
 
 /// `POST /api/v1/admin/import`: applies a YAML (or JSON) registry document.
 pub async fn import(
-    _admin: PlatformAdmin,
+    admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<ImportQuery>,
     body: web::Bytes,
@@ -165,17 +190,29 @@ pub async fn import(
             ));
         }
         let at = |e: ApiError| ApiError::new(e.code(), format!("servers[{i}] ({name:?}): {}", e.message()));
-        let spec = request.validate().map_err(at)?;
+        let mut spec = request.validate().map_err(at)?;
+        // A server without a tenant goes to a tenant administrator's own (none stands for `default`).
+        if !admin.manages(spec.tenant_id.as_deref()) {
+            spec.tenant_id = Some(admin.tenant_for(spec.tenant_id.as_deref()).map_err(at)?);
+        }
         check_secrets(&state, spec.has_new_secret()).map_err(at)?;
         check_spec(&state, &spec).await.map_err(at)?;
         specs.push(spec);
     }
-    let (stored, credentials) = registry(&state).await?;
+    // Every tenant's servers: names are unique across tenants.
+    let (stored, credentials) = registry(&state, None).await?;
     let current: BTreeMap<String, Stored> = stored.into_iter().map(|s| (s.row.name.clone(), s)).collect();
     let (mut actions, mut changes, mut unchanged) = (Vec::new(), Vec::new(), Vec::new());
     for (i, spec) in specs.into_iter().enumerate() {
         let wanted = comparable(&ServerRequest::from_spec(&spec));
         let existing = current.get(&spec.name);
+        // Another tenant's server does not exist for a tenant administrator, but its name is taken.
+        if existing.is_some_and(|s| !admin.manages(s.row.tenant_id.as_deref())) {
+            return Err(ApiError::new(
+                Code::ServerNameTaken,
+                format!("servers[{i}] ({:?}): another server has this name", spec.name),
+            ));
+        }
         let secrets = secret_changes(&state, &spec, existing, &credentials).map_err(|e| {
             ApiError::new(e.code(), format!("servers[{i}] ({:?}): {}", spec.name, e.message()))
         })?;
@@ -201,7 +238,7 @@ pub async fn import(
     }
     if query.prune {
         for (name, stored) in &current {
-            if !names.contains(name) {
+            if !names.contains(name) && admin.manages(stored.row.tenant_id.as_deref()) {
                 changes.push(json!({"name": name, "action": "delete", "diff": []}));
                 actions.push(Action::Delete(stored.row.id));
             }
@@ -236,7 +273,7 @@ pub async fn import(
         .await
         .map_err(from_store)?;
     drop(conn);
-    tracing::info!(changes = actions.len(), "Imported a registry document.");
+    tracing::info!(changes = actions.len(), by = %admin.principal().label(), "Imported a registry document.");
     publish(&state).await;
     for (id, discover) in created {
         if discover {

@@ -1,5 +1,5 @@
 //! `/api/v1/discovery/*`: which servers offer given tools, or resources matching patterns, from the
-//! capabilities discovery stored.
+//! capabilities discovery stored — among the servers of the tenants the administrator manages.
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -9,9 +9,9 @@ use uuid::Uuid;
 use super::servers::list::{reject_nul, split_list};
 use super::servers::views::{self, Include};
 use super::{ApiError, AppState};
-use crate::auth::PlatformAdmin;
+use crate::auth::Admin;
 use crate::db::schema::servers;
-use crate::db::store::capabilities;
+use crate::db::store::{self, capabilities};
 use crate::model::ServerRow;
 
 /// Query of both discovery endpoints.
@@ -24,6 +24,7 @@ pub struct DiscoveryQuery {
     pub resources: Option<String>,
     /// Comma-separated tags a server must carry.
     pub tags: Option<String>,
+    /// Narrows a platform administrator's search to one tenant (a tenant administrator's is its own).
     pub tenant_id: Option<String>,
 }
 
@@ -70,6 +71,7 @@ async fn servers_by_id(
     state: &AppState,
     ids: Vec<Uuid>,
     q: &DiscoveryQuery,
+    tenant: Option<&str>,
     include: Include,
 ) -> Result<Vec<crate::model::ServerView>, ApiError> {
     use diesel::prelude::*;
@@ -80,8 +82,8 @@ async fn servers_by_id(
         .order(servers::name.asc())
         .select(ServerRow::as_select())
         .into_boxed();
-    if let Some(tenant) = &q.tenant_id {
-        sql = sql.filter(servers::tenant_id.eq(tenant.clone()));
+    if let Some(tenant) = tenant {
+        sql = sql.filter(store::in_tenant(tenant));
     }
     let tags = split_list(q.tags.as_deref());
     if !tags.is_empty() {
@@ -100,16 +102,17 @@ fn summary(view: &crate::model::ServerView, key: &str, items: Vec<Value>) -> Val
 
 /// `GET /api/v1/discovery/tools?tools=a,b`: servers offering all of them, with those tools.
 pub async fn tools(
-    _admin: PlatformAdmin,
+    admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<DiscoveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     reject_nul(&[&query.tools, &query.resources, &query.tags, &query.tenant_id])?;
+    let tenant = admin.scope(query.tenant_id.as_deref());
     let names = split_list(query.tools.as_deref());
     let ids = {
         let mut conn = state.conn().await?;
         if names.is_empty() {
-            crate::db::store::list(&mut conn)
+            store::list_in(&mut conn, tenant.as_deref())
                 .await
                 .map_err(ApiError::internal)?
                 .into_iter()
@@ -120,7 +123,7 @@ pub async fn tools(
         }
     };
     let include = Include { include_tools: true, ..Default::default() };
-    let found = servers_by_id(&state, ids, &query, include).await?;
+    let found = servers_by_id(&state, ids, &query, tenant.as_deref(), include).await?;
     let servers: Vec<Value> = found
         .into_iter()
         .filter(|v| v.tools.as_ref().is_some_and(|t| !t.is_empty()))
@@ -144,11 +147,12 @@ pub async fn tools(
 /// `GET /api/v1/discovery/resources?resources=file://*,ui://`: servers with a resource or template URI
 /// matching any pattern, with the matches.
 pub async fn resources(
-    _admin: PlatformAdmin,
+    admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<DiscoveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     reject_nul(&[&query.tools, &query.resources, &query.tags, &query.tenant_id])?;
+    let tenant = admin.scope(query.tenant_id.as_deref());
     let mut patterns = split_list(query.resources.as_deref());
     if patterns.is_empty() {
         patterns.push("*".to_owned());
@@ -167,7 +171,7 @@ pub async fn resources(
     ids.sort();
     ids.dedup();
     let include = Include { include_resources: true, ..Default::default() };
-    let found = servers_by_id(&state, ids, &query, include).await?;
+    let found = servers_by_id(&state, ids, &query, tenant.as_deref(), include).await?;
     let uri = |item: &Value, key: &str| {
         item.get(key).and_then(Value::as_str).map(str::to_owned).unwrap_or_default()
     };

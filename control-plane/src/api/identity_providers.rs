@@ -1,7 +1,8 @@
 //! `/api/v1/identity-providers`: company IdPs users may sign in at besides the `--oidc-*` one. A new one is
 //! checked by discovery (metadata and keys fetched through the SSRF guard) before it is stored; its client
 //! secret is sealed with `--secrets-key` and never shown. With more than one IdP, the sign-in page lets
-//! the user choose.
+//! the user choose. Its users belong to the tenant its `TenantRule` gives (`tenant_claim`, `tenant_id`),
+//! fixed at each user's first sign-in.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use super::{ApiError, AppState, Code};
 use crate::auth::PlatformAdmin;
 use crate::config::OidcProvider;
 use crate::db::store::oauth::{self as store, IdentityProviderRow};
+use crate::oauth::idp::TenantRule;
 use crate::oauth::{IdentityProvider, idp_secret_context};
 
 /// A registration.
@@ -31,6 +33,14 @@ pub struct IdentityProviderRequest {
     /// Scopes asked at sign-in (default `openid email profile`; must include `openid`).
     #[serde(default)]
     pub scopes: Option<String>,
+    /// The tenant of everyone signing in there; with `tenant_claim`, of those whose ID token lacks the
+    /// claim. Default: `default` (without `tenant_claim`).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// An ID token claim whose value is the user's tenant (Entra ID: `tid`; or e.g. `org`): 1-100
+    /// characters. A value that is not a tenant id refuses the sign-in.
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
 }
 
 /// An identity provider as the API shows it (never the secret).
@@ -41,6 +51,11 @@ pub struct IdentityProviderView {
     pub issuer: String,
     pub client_id: String,
     pub scopes: String,
+    /// The tenant of its users (with `tenant_claim`: of those whose ID token lacks the claim); `null`
+    /// without `tenant_claim` is `default`.
+    pub tenant_id: Option<String>,
+    /// The ID token claim naming each user's tenant.
+    pub tenant_claim: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -52,6 +67,8 @@ impl From<IdentityProviderRow> for IdentityProviderView {
             issuer: r.issuer,
             client_id: r.client_id,
             scopes: r.scopes,
+            tenant_id: r.tenant_id,
+            tenant_claim: r.tenant_claim,
             created_at: r.created_at,
         }
     }
@@ -62,7 +79,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 impl IdentityProviderRequest {
-    fn validate(self) -> Result<OidcProvider, ApiError> {
+    fn validate(self) -> Result<(OidcProvider, TenantRule), ApiError> {
         let name_ok = |n: &str| {
             (1..=63).contains(&n.len())
                 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -101,12 +118,21 @@ impl IdentityProviderRequest {
         if !scopes.split(' ').any(|s| s == "openid") {
             return Err(invalid("scopes must include openid"));
         }
-        Ok(OidcProvider {
+        if let Some(t) = self.tenant_id.as_deref().filter(|t| !super::servers::valid_tenant(t)) {
+            return Err(ApiError::new(Code::InvalidTenant, format!("tenant_id {t:?} is not a tenant name")));
+        }
+        if self.tenant_claim.as_deref().is_some_and(|c| !text_ok(c, 100)) {
+            return Err(invalid(
+                "tenant_claim must be a claim name of 1-100 characters without control characters",
+            ));
+        }
+        let provider = OidcProvider {
             issuer: self.issuer,
             client_id: self.client_id,
             client_secret: self.client_secret,
             scopes,
-        })
+        };
+        Ok((provider, TenantRule { claim: self.tenant_claim, tenant_id: self.tenant_id }))
     }
 }
 
@@ -125,7 +151,7 @@ pub async fn create(
     body: web::Json<IdentityProviderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let name = body.name.clone();
-    let provider = body.into_inner().validate()?;
+    let (provider, tenants) = body.into_inner().validate()?;
     let server = state.oauth.as_ref().ok_or_else(|| {
         ApiError::new(
             Code::IdentityProviderUnavailable,
@@ -147,6 +173,8 @@ pub async fn create(
         client_secret: sealed,
         scopes: provider.scopes,
         created_at: Utc::now(),
+        tenant_id: tenants.tenant_id,
+        tenant_claim: tenants.claim,
     };
     let mut conn = state.conn().await?;
     if !store::create_identity_provider(&mut conn, &row).await.map_err(ApiError::internal)? {

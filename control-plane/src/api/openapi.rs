@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document of the REST API, generated from the code by utoipa: the request and response
 //! types derive their schemas, and each route is described here next to the others. The `Credential`
-//! modifier marks every `/api/v1` operation as needing the admin credential, with its 401 and 403.
+//! modifier marks every `/api/v1` operation as needing the admin credential, with its 401 and 403. A
+//! tenant administrator (an `admin` API key) reads and changes its own tenant only; the routes for
+//! platform administrators alone say so in their 403.
 // The stub functions below only carry the `#[utoipa::path]` descriptions; they are never called.
 #![allow(dead_code)]
 
@@ -52,7 +54,7 @@ impl Modify for Credential {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("--admin-token, or an API key (`mcpgw_…`) with the `admin` role"))
+                    .description(Some("--admin-token, an API key (`mcpgw_…`) with the `platform_admin` role (every tenant) or the `admin` role (its tenant), or a signed-in administrator's access token"))
                     .build(),
             ),
         );
@@ -89,7 +91,7 @@ fn require_credential(operation: &mut Operation, error: &dyn Fn(&str) -> RefOr<u
     });
     responses
         .entry("403".into())
-        .or_insert_with(|| error("an API key without the admin role (insufficient_permissions)"));
+        .or_insert_with(|| error("a credential without an administrator's role; a tenant administrator writing into another tenant or on a route for platform administrators: trusted issuers, identity providers, proxies (insufficient_permissions)"));
 }
 
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "the process is up")))]
@@ -131,23 +133,32 @@ fn refresh_server() {}
     responses((status = 200, description = "instances with status, recent history and each proxy's breaker state"), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn server_health() {}
 #[utoipa::path(get, path = "/api/v1/discovery/tools", tag = "discovery",
-    params(("tools" = Option<String>, Query, description = "comma-separated; servers offering all"), ("tags" = Option<String>, Query), ("tenant_id" = Option<String>, Query)),
-    responses((status = 200, description = "{tools, servers: [{id, name, endpoint_url, health_status, tools}]}"), (status = 400, description = "see the error table", body = ErrorBody)))]
+    params(("tools" = Option<String>, Query, description = "comma-separated; servers offering all"), ("tags" = Option<String>, Query), ("tenant_id" = Option<String>, Query, description = "narrows a platform administrator's search; a tenant administrator searches its own tenant")),
+    responses((status = 200, description = "{tools, servers: [{id, name, endpoint_url, health_status, tools}]}, among the servers of the tenants the caller manages"), (status = 400, description = "see the error table", body = ErrorBody)))]
 fn discover_tools() {}
 #[utoipa::path(get, path = "/api/v1/discovery/resources", tag = "discovery",
-    params(("resources" = Option<String>, Query, description = "comma-separated URI patterns (* wildcard; else prefix)"), ("tags" = Option<String>, Query), ("tenant_id" = Option<String>, Query)),
-    responses((status = 200, description = "{resources, servers: [{..., resources}]}"), (status = 400, description = "see the error table", body = ErrorBody)))]
+    params(("resources" = Option<String>, Query, description = "comma-separated URI patterns (* wildcard; else prefix)"), ("tags" = Option<String>, Query), ("tenant_id" = Option<String>, Query, description = "narrows a platform administrator's search; a tenant administrator searches its own tenant")),
+    responses((status = 200, description = "{resources, servers: [{..., resources}]}, among the servers of the tenants the caller manages"), (status = 400, description = "see the error table", body = ErrorBody)))]
 fn discover_resources() {}
-#[utoipa::path(get, path = "/api/v1/admin/stats", tag = "admin", responses((status = 200, description = "servers by status, transport and tenant; capabilities; leader")))]
+#[utoipa::path(get, path = "/api/v1/admin/stats", tag = "admin",
+    params(("tenant_id" = Option<String>, Query, description = "narrows a platform administrator's counts; a tenant administrator counts its own tenant")),
+    responses((status = 200, description = "servers by status, transport and tenant, instances and capabilities of the tenants the caller manages; for platform administrators also routing_version, health_checks (leader) and proxies_connected"),
+        (status = 400, description = "see the error table", body = ErrorBody)))]
 fn stats() {}
-#[utoipa::path(get, path = "/api/v1/admin/export", tag = "admin", responses((status = 200, description = "the registry as YAML", body = RegistryDoc, content_type = "application/yaml")))]
+#[utoipa::path(get, path = "/api/v1/admin/export", tag = "admin",
+    params(("tenant_id" = Option<String>, Query, description = "narrows a platform administrator's export; a tenant administrator exports its own tenant")),
+    responses((status = 200, description = "the servers of the tenants the caller manages as YAML", body = RegistryDoc, content_type = "application/yaml"),
+        (status = 400, description = "see the error table", body = ErrorBody)))]
 fn export() {}
 #[utoipa::path(post, path = "/api/v1/admin/import", tag = "admin",
     params(("dry_run" = Option<bool>, Query), ("prune" = Option<bool>, Query)),
     request_body(content = RegistryDoc, content_type = "application/yaml"),
-    responses((status = 200, description = "{dry_run, created, updated, deleted, unchanged, changes}"), (status = 400, description = "see the error table", body = ErrorBody)))]
+    responses((status = 200, description = "{dry_run, created, updated, deleted, unchanged, changes}; a tenant administrator's prune deletes its own tenant's servers only"), (status = 400, description = "see the error table", body = ErrorBody),
+        (status = 403, description = "a tenant administrator's document names another tenant (insufficient_permissions); nothing is written", body = ErrorBody),
+        (status = 409, description = "a tenant administrator's document names a server of another tenant (server_name_taken); nothing is written", body = ErrorBody)))]
 fn import() {}
-#[utoipa::path(get, path = "/api/v1/proxies", tag = "health", responses((status = 200, body = Vec<ProxyInfo>)))]
+#[utoipa::path(get, path = "/api/v1/proxies", tag = "health", responses((status = 200, body = Vec<ProxyInfo>),
+    (status = 403, description = "proxies are shared by every tenant: platform administrators only (insufficient_permissions)", body = ErrorBody)))]
 fn proxies() {}
 
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = ApiKeyRequest,
@@ -190,7 +201,9 @@ struct UserList {
     items: Vec<UserView>,
 }
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
-    responses((status = 200, description = "everyone who signed in through the authorization server, oldest first", body = UserList)))]
+    params(("tenant_id" = Option<String>, Query, description = "narrows a platform administrator's list; a tenant administrator lists its own tenant")),
+    responses((status = 200, description = "the users of the tenants the caller manages who signed in through the authorization server, oldest first", body = UserList),
+        (status = 400, description = "see the error table", body = ErrorBody)))]
 fn list_users() {}
 
 /// The identity providers' list answer.
@@ -200,15 +213,18 @@ struct IdentityProviderList {
     items: Vec<IdentityProviderView>,
 }
 #[utoipa::path(get, path = "/api/v1/identity-providers", tag = "users",
-    responses((status = 200, description = "the IdPs registered through REST (the --oidc-* one is not listed)", body = IdentityProviderList)))]
+    responses((status = 200, description = "the IdPs registered through REST (the --oidc-* one is not listed)", body = IdentityProviderList),
+        (status = 403, description = "platform administrators only (insufficient_permissions)", body = ErrorBody)))]
 fn list_identity_providers() {}
 #[utoipa::path(post, path = "/api/v1/identity-providers", tag = "users", request_body = IdentityProviderRequest,
     responses((status = 201, description = "registered after its discovery worked; the secret is never shown", body = IdentityProviderView),
         (status = 400, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody),
+        (status = 403, description = "platform administrators only (insufficient_permissions)", body = ErrorBody),
         (status = 502, description = "its metadata or keys could not be fetched; nothing was written", body = ErrorBody)))]
 fn create_identity_provider() {}
 #[utoipa::path(delete, path = "/api/v1/identity-providers/{id}", tag = "users", params(("id" = String, Path)),
-    responses((status = 204, description = "removed: nobody can sign in there any more"), (status = 404, description = "see the error table", body = ErrorBody)))]
+    responses((status = 204, description = "removed: nobody can sign in there any more"), (status = 404, description = "see the error table", body = ErrorBody),
+        (status = 403, description = "platform administrators only (insufficient_permissions)", body = ErrorBody)))]
 fn delete_identity_provider() {}
 
 /// The roles' list answer.

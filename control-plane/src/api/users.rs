@@ -1,14 +1,15 @@
 //! `/api/v1/users`: the people who signed in through the authorization server, as their IdP last
-//! described them (recorded at every sign-in).
+//! described them (recorded at every sign-in), of the tenants the administrator manages.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::servers::list::reject_nul;
 use super::{ApiError, AppState};
-use crate::auth::PlatformAdmin;
+use crate::auth::Admin;
 use crate::db::store::oauth::{self as store, UserRow};
 
 /// A user as the API shows it.
@@ -51,10 +52,24 @@ impl From<UserRow> for UserView {
     }
 }
 
-/// `GET /api/v1/users`: every user, oldest first.
-pub async fn list(_admin: PlatformAdmin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Query of the list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersQuery {
+    /// Narrows a platform administrator's list to one tenant (a tenant administrator's is its own).
+    pub tenant_id: Option<String>,
+}
+
+/// `GET /api/v1/users`: the users of the tenants the administrator manages, oldest first.
+pub async fn list(
+    admin: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<UsersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    reject_nul(&[&query.tenant_id])?;
+    let tenant = admin.scope(query.tenant_id.as_deref());
     let mut conn = state.conn().await?;
-    let rows = store::users(&mut conn).await.map_err(ApiError::internal)?;
+    let rows = store::users(&mut conn, tenant.as_deref()).await.map_err(ApiError::internal)?;
     let items: Vec<UserView> = rows.into_iter().map(UserView::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }

@@ -86,3 +86,33 @@ fn only_the_admin_role_is_admin() {
     let missing = ApiError::new(Code::MissingAuthorization, "m");
     assert_eq!(Admin::check(Err(missing)).expect_err("refused").code(), Code::MissingAuthorization);
 }
+
+#[test]
+fn what_each_administrator_manages() {
+    let user = |tenant: &str, admin: bool| Principal::User {
+        id: Uuid::nil(),
+        email: None,
+        tenant_id: tenant.into(),
+        admin,
+    };
+    let key = |tenant: &str, role: &str| Principal::ApiKey {
+        id: Uuid::nil(),
+        name: "k".into(),
+        tenant_id: tenant.into(),
+        role: role.into(),
+    };
+    assert_eq!(user("default", true).admin_tenant(), Some(None), "the default tenant's IdP admins");
+    assert_eq!(
+        user("acme", true).admin_tenant(),
+        Some(Some("acme")),
+        "a mapped tenant's admins: theirs only"
+    );
+    assert_eq!(user("acme", false).admin_tenant(), None);
+    assert_eq!(key("acme", PLATFORM_ADMIN_ROLE).admin_tenant(), Some(None));
+    // Reads are narrowed to the tenant an administrator manages, whatever it asks.
+    let tenant_admin = Admin::check(Ok(key("acme", "admin"))).expect("admin");
+    assert_eq!(tenant_admin.scope(None).as_deref(), Some("acme"));
+    assert_eq!(tenant_admin.scope(Some("globex")).as_deref(), Some("acme"));
+    let platform = Admin::check(Ok(Principal::AdminToken)).expect("admin");
+    assert_eq!((platform.scope(None), platform.scope(Some("globex")).as_deref()), (None, Some("globex")));
+}

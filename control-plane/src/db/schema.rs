@@ -219,6 +219,8 @@ diesel::table! {
         per_ms -> Int8,
         burst -> Int4,
         created_at -> Timestamptz,
+        global -> Bool,
+        fail_mode -> Text,
     }
 }
 
@@ -242,6 +244,8 @@ diesel::table! {
         client_secret -> Bytea,
         scopes -> Text,
         created_at -> Timestamptz,
+        tenant_id -> Nullable<Text>,
+        tenant_claim -> Nullable<Text>,
     }
 }
 

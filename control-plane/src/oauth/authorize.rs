@@ -8,7 +8,10 @@
 //! token held both in a `SameSite=Lax`, `HttpOnly` cookie (`__Host-` over https) and in the form, bound to
 //! the stored request; the page cannot be framed. Errors before the client and its redirect URI are known
 //! are shown to the user, never redirected (no open redirector); later ones go back to the client with
-//! `iss` (RFC 9207).
+//! `iss` (RFC 9207) — but a user refused for their tenant (no tenant for them in the ID token, or another
+//! one than at their first sign-in) is told why on a page: only they and their administrator can act.
+
+use std::sync::Arc;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -16,6 +19,7 @@ use chrono::Utc;
 use url::Url;
 use uuid::Uuid;
 
+use super::idp::TenantRule;
 use super::keys::random_token;
 use super::{
     AuthServer, CODE_TTL, IdentityProvider, OAuthError, Params, REQUEST_TTL, SCOPES, clients, digest, s256,
@@ -390,7 +394,7 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> Result<Pa
     let Some(idp) = providers.iter().find(|i| i.name == request.idp_name) else {
         return Ok(fail("server_error", "the identity provider of this sign-in is no longer configured"));
     };
-    let login =
+    let mut login =
         match idp.finish(code, &server.callback_url(), &request.idp_verifier, &request.idp_nonce).await {
             Ok(login) => login,
             Err(e) => {
@@ -399,7 +403,50 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> Result<Pa
             }
         };
     let mut conn = state.pool.get().await.map_err(OAuthError::server_error)?;
-    let user = store::record_login(&mut conn, &login).await.map_err(OAuthError::server_error)?;
+    // The `--oidc-*` IdP puts everyone in `default`; a registered one follows its tenant rule, read now so
+    // an IdP removed meanwhile signs nobody in (rather than into `default`).
+    let rule = if server.flag_idp.as_ref().is_some_and(|flag| Arc::ptr_eq(flag, idp)) {
+        TenantRule::default()
+    } else {
+        match store::identity_provider_named(&mut conn, &idp.name).await.map_err(OAuthError::server_error)? {
+            Some(row) => TenantRule::from(&row),
+            None => {
+                return Ok(fail(
+                    "server_error",
+                    "the identity provider of this sign-in is no longer configured",
+                ));
+            }
+        }
+    };
+    login.tenant_id = match rule.tenant(&login.claims) {
+        Ok(tenant) => tenant,
+        Err(why) => {
+            tracing::warn!(idp = idp.name, why, "A sign-in was refused: no tenant for the user.");
+            return Ok(error_page(
+                StatusCode::FORBIDDEN,
+                &format!("You cannot sign in through {}: {why}.", idp.name),
+            ));
+        }
+    };
+    let user = match store::record_login(&mut conn, &login).await.map_err(OAuthError::server_error)? {
+        Ok(user) => user,
+        Err(tenant) => {
+            tracing::warn!(
+                idp = idp.name,
+                tenant,
+                claimed = login.tenant_id,
+                "A sign-in was refused: the user belongs to another tenant."
+            );
+            return Ok(error_page(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "Your account belongs to tenant {tenant:?}, but {} now places you in tenant {:?}. A user's \
+                     tenant is fixed at the first sign-in: ask an administrator.",
+                    idp.name, login.tenant_id
+                ),
+            ));
+        }
+    };
     if login.groups_overage {
         tracing::warn!(user = %user.id, "The identity provider left out the user's groups (group overage): only the groups in the token are known.");
     }

@@ -3,6 +3,7 @@
 //! `resource` is never sent to it (Entra ID refuses it). The ID token is verified against the IdP's JWKS
 //! (fetched through the SSRF guard, refetched once when a `kid` is unknown), its `iss` compared with the
 //! metadata's — an Entra ID multi-tenant issuer template `{tenantid}` is filled with the token's `tid`.
+//! A registered IdP may map its users onto a tenant (`TenantRule`): a claim's value, or one tenant for all.
 
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -12,8 +13,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use url::Url;
 
+use crate::api::servers::valid_tenant;
 use crate::config::OidcProvider;
-use crate::db::store::oauth::UserLogin;
+use crate::db::store::oauth::{IdentityProviderRow, UserLogin};
 use crate::jwks::{FetchError, JwksFetcher, metadata_urls, secure_or_loopback};
 use crate::model::DEFAULT_TENANT;
 
@@ -92,7 +94,46 @@ fn strings(claims: &Value, name: &str) -> Vec<String> {
     }
 }
 
-/// Maps verified ID token claims onto the user record. Entra ID: `oid` (stable across applications,
+/// The tenant an IdP's users belong to. Without a rule (the `--oidc-*` IdP, or a registered one without
+/// `tenant_claim` and `tenant_id`) everyone is in `default`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantRule {
+    /// The ID token claim whose value is the user's tenant (Entra ID: `tid`; or an `org` claim).
+    pub claim: Option<String>,
+    /// Everyone's tenant; with `claim`, the tenant of users whose token lacks that claim.
+    pub tenant_id: Option<String>,
+}
+
+impl From<&IdentityProviderRow> for TenantRule {
+    fn from(row: &IdentityProviderRow) -> Self {
+        Self { claim: row.tenant_claim.clone(), tenant_id: row.tenant_id.clone() }
+    }
+}
+
+impl TenantRule {
+    /// The tenant of the user these verified claims describe, or why they cannot sign in: the claim's
+    /// value must be a tenant id (1-100 characters of `[A-Za-z0-9._-]`); a missing claim falls back on
+    /// `tenant_id` when one is set, else refuses.
+    pub fn tenant(&self, claims: &Value) -> Result<String, String> {
+        let fixed = || self.tenant_id.clone().unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+        let Some(name) = &self.claim else { return Ok(fixed()) };
+        match claims.get(name) {
+            Some(Value::String(value)) if valid_tenant(value) => Ok(value.clone()),
+            None | Some(Value::Null) if self.tenant_id.is_some() => Ok(fixed()),
+            None | Some(Value::Null) => Err(format!(
+                "the identity provider's ID token has no {name:?} claim to choose your tenant by"
+            )),
+            Some(other) => {
+                let shown: String = other.to_string().chars().take(100).collect();
+                Err(format!(
+                    "the ID token's {name:?} claim ({shown}) is not a tenant id: 1-100 letters, digits, '.', '_' or '-'"
+                ))
+            }
+        }
+    }
+}
+
+/// Maps verified ID token claims onto the user record (in `default`: `TenantRule::tenant` decides). Entra ID: `oid` (stable across applications,
 /// unlike its pairwise `sub`) names the user when the token has a `tid`; `preferred_username` stands in
 /// for a missing `email`; a group overage (`_claim_names.groups`) is recorded, not resolved.
 pub fn user_from_claims(issuer: &str, claims: &Value) -> Result<UserLogin, String> {
@@ -297,5 +338,28 @@ mod tests {
         let user = user_from_claims("https://idp", &plain).expect("user");
         assert_eq!((user.subject.as_str(), user.groups.len(), user.groups_overage), ("bob", 2, false));
         assert!(user_from_claims("https://idp", &json!({"email": "x"})).is_err());
+    }
+
+    #[test]
+    fn tenants_come_from_the_rule() {
+        let rule = |claim: Option<&str>, tenant: Option<&str>| TenantRule {
+            claim: claim.map(str::to_owned),
+            tenant_id: tenant.map(str::to_owned),
+        };
+        let entra = json!({"sub": "s", "tid": "72f988bf-86f1", "org": "acme", "bad": "a/b", "num": 7});
+        assert_eq!(TenantRule::default().tenant(&entra).as_deref(), Ok("default"));
+        assert_eq!(rule(None, Some("globex")).tenant(&entra).as_deref(), Ok("globex"));
+        assert_eq!(rule(Some("tid"), None).tenant(&entra).as_deref(), Ok("72f988bf-86f1"));
+        assert_eq!(rule(Some("org"), Some("globex")).tenant(&entra).as_deref(), Ok("acme"), "the claim wins");
+        assert_eq!(rule(Some("team"), Some("globex")).tenant(&entra).as_deref(), Ok("globex"), "fallback");
+        let missing = rule(Some("team"), None).tenant(&entra).expect_err("no claim, no fallback");
+        assert!(missing.contains("no \"team\" claim"), "{missing}");
+        for claim in ["bad", "num"] {
+            // A claim that is not a tenant id is refused even with a fallback: it names something else.
+            let refused = rule(Some(claim), Some("globex")).tenant(&entra).expect_err("not a tenant id");
+            assert!(refused.contains("is not a tenant id"), "{refused}");
+        }
+        let long = json!({"org": "x".repeat(101)});
+        assert!(rule(Some("org"), None).tenant(&long).is_err(), "over 100 characters");
     }
 }

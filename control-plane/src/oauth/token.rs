@@ -247,21 +247,18 @@ fn check_resource(params: &Params, granted: &str) -> Result<(), OAuthError> {
 }
 
 /// The gateway roles of a signed-in user, mapped from what the IdP said at the last sign-in: the custom
-/// roles of the user's tenant that name one of the user's IdP roles or groups, and `admin` for members of
-/// `--oidc-admin-roles`. None: the proxies treat the user as `user` (every server of the tenant).
+/// roles of the user's tenant (fixed at the first sign-in by the IdP's tenant rule) that name one of the
+/// user's IdP roles or groups, and `admin` (of that tenant) for members of `--oidc-admin-roles`. None:
+/// the proxies treat the user as `user` (every server of the tenant).
 async fn gateway_roles(
     conn: &mut diesel_async::AsyncPgConnection,
     server: &AuthServer,
     user: &UserRow,
 ) -> Result<Vec<String>, OAuthError> {
-    let idp: Vec<&String> = user.roles.iter().chain(&user.groups).collect();
-    let mut roles: Vec<String> = crate::db::store::roles::list(conn)
+    let idp: Vec<String> = user.roles.iter().chain(&user.groups).cloned().collect();
+    let mut roles = crate::db::store::roles::granted(conn, &user.tenant_id, &idp)
         .await
-        .map_err(OAuthError::server_error)?
-        .into_iter()
-        .filter(|r| r.tenant_id == user.tenant_id && r.idp_groups.iter().any(|g| idp.contains(&g)))
-        .map(|r| r.name)
-        .collect();
+        .map_err(OAuthError::server_error)?;
     if idp.iter().any(|g| server.config.admin_roles.contains(g)) {
         roles.push("admin".to_owned());
     }

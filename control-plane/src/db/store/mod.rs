@@ -3,13 +3,17 @@
 
 use std::collections::HashMap;
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Bool, Nullable};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::schema::{instances, routing_state, servers};
-use crate::model::{ApiKeyRow, CredentialIndex, InstanceRow, Owner, ServerRow, ServerSpec, TrustedIssuerRow};
+use crate::model::{
+    ApiKeyRow, CredentialIndex, DEFAULT_TENANT, InstanceRow, Owner, ServerRow, ServerSpec, TrustedIssuerRow,
+};
 use crate::secrets::SecretsKey;
 
 pub mod api_keys;
@@ -57,7 +61,28 @@ pub type ServerWithInstances = (ServerRow, Vec<InstanceRow>);
 
 /// Every server, ordered by name.
 pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<ServerRow>> {
-    servers::table.select(ServerRow::as_select()).order(servers::name.asc()).load(conn).await
+    list_in(conn, None).await
+}
+
+/// A condition on `servers` that holds for the servers of one tenant.
+pub type TenantFilter = Box<dyn BoxableExpression<servers::table, Pg, SqlType = Nullable<Bool>>>;
+
+/// The servers of `tenant`; a server stored without a tenant belongs to `default`.
+pub fn in_tenant(tenant: &str) -> TenantFilter {
+    if tenant == DEFAULT_TENANT {
+        Box::new(servers::tenant_id.eq(tenant.to_owned()).or(servers::tenant_id.is_null()))
+    } else {
+        Box::new(servers::tenant_id.eq(tenant.to_owned()))
+    }
+}
+
+/// The servers of `tenant` (every tenant's when `None`), ordered by name.
+pub async fn list_in(conn: &mut AsyncPgConnection, tenant: Option<&str>) -> QueryResult<Vec<ServerRow>> {
+    let mut query = servers::table.select(ServerRow::as_select()).order(servers::name.asc()).into_boxed();
+    if let Some(tenant) = tenant {
+        query = query.filter(in_tenant(tenant));
+    }
+    query.load(conn).await
 }
 
 /// The instances of `ids` (all servers when `None`), grouped by server, each group in `seq` order.

@@ -171,10 +171,15 @@ pub struct UserLogin {
     pub claims: Value,
 }
 
-/// Records a sign-in: the user is created on the first one and updated on each.
-pub async fn record_login(conn: &mut AsyncPgConnection, login: &UserLogin) -> QueryResult<UserRow> {
+/// Records a sign-in: the user is created on the first one and updated on each. A user's tenant is fixed
+/// at the first sign-in: a later one naming another tenant writes nothing and answers `Err` with the
+/// user's tenant, so a change at the IdP never moves a user silently.
+pub async fn record_login(
+    conn: &mut AsyncPgConnection,
+    login: &UserLogin,
+) -> QueryResult<Result<UserRow, String>> {
     let now = Utc::now();
-    diesel::insert_into(users::table)
+    let upsert = diesel::insert_into(users::table)
         .values((
             users::id.eq(Uuid::new_v4()),
             users::issuer.eq(&login.issuer),
@@ -193,16 +198,30 @@ pub async fn record_login(conn: &mut AsyncPgConnection, login: &UserLogin) -> Qu
         .set((
             users::email.eq(&login.email),
             users::name.eq(&login.name),
-            users::tenant_id.eq(&login.tenant_id),
             users::roles.eq(&login.roles),
             users::groups.eq(&login.groups),
             users::groups_overage.eq(login.groups_overage),
             users::claims.eq(&login.claims),
             users::last_login_at.eq(now),
-        ))
-        .returning(UserRow::as_returning())
-        .get_result(conn)
-        .await
+        ));
+    // `ON CONFLICT … DO UPDATE … WHERE users.tenant_id = $tenant`: the user of another tenant is left as is.
+    let recorded =
+        diesel::query_dsl::methods::FilterDsl::filter(upsert, users::tenant_id.eq(&login.tenant_id))
+            .returning(UserRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+    if let Some(user) = recorded {
+        return Ok(Ok(user));
+    }
+    // The conflicting row exists, in another tenant (no row is deleted by a sign-in).
+    let tenant = users::table
+        .filter(users::issuer.eq(&login.issuer))
+        .filter(users::subject.eq(&login.subject))
+        .select(users::tenant_id)
+        .first::<String>(conn)
+        .await?;
+    Ok(Err(tenant))
 }
 
 /// One user by id.
@@ -210,13 +229,16 @@ pub async fn user(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<
     users::table.find(id).select(UserRow::as_select()).first(conn).await.optional()
 }
 
-/// Every user, oldest first.
-pub async fn users(conn: &mut AsyncPgConnection) -> QueryResult<Vec<UserRow>> {
-    users::table
+/// The users of `tenant` (every tenant's when `None`), oldest first.
+pub async fn users(conn: &mut AsyncPgConnection, tenant: Option<&str>) -> QueryResult<Vec<UserRow>> {
+    let mut query = users::table
         .select(UserRow::as_select())
         .order((users::created_at.asc(), users::id.asc()))
-        .load(conn)
-        .await
+        .into_boxed();
+    if let Some(tenant) = tenant {
+        query = query.filter(users::tenant_id.eq(tenant.to_owned()));
+    }
+    query.load(conn).await
 }
 
 /// An authorization request in flight.
@@ -488,6 +510,23 @@ pub struct IdentityProviderRow {
     pub client_secret: Vec<u8>,
     pub scopes: String,
     pub created_at: DateTime<Utc>,
+    /// The tenant of its users (with `tenant_claim`: of those whose ID token lacks the claim).
+    pub tenant_id: Option<String>,
+    /// The ID token claim naming each user's tenant.
+    pub tenant_claim: Option<String>,
+}
+
+/// The registered IdP named `name`.
+pub async fn identity_provider_named(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+) -> QueryResult<Option<IdentityProviderRow>> {
+    identity_providers::table
+        .filter(identity_providers::name.eq(name))
+        .select(IdentityProviderRow::as_select())
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// Every registered IdP, by name.

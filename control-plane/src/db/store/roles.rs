@@ -51,6 +51,25 @@ pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<RoleRow>> {
         .await
 }
 
+/// The names of the roles of `tenant` granted to members of any of `idp_groups` (IdP roles or groups),
+/// by name: what a user of that tenant signing in with them gets. Another tenant's roles never count.
+pub async fn granted(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    idp_groups: &[String],
+) -> QueryResult<Vec<String>> {
+    if idp_groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    roles::table
+        .filter(roles::tenant_id.eq(tenant))
+        .filter(roles::idp_groups.overlaps_with(idp_groups.to_vec()))
+        .select(roles::name)
+        .order(roles::name.asc())
+        .load(conn)
+        .await
+}
+
 /// One role, if it exists.
 pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<RoleRow>> {
     roles::table.find(id).select(RoleRow::as_select()).first(conn).await.optional()
