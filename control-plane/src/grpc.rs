@@ -10,7 +10,8 @@ use futures_util::Stream;
 use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::routing_discovery_server::{RoutingDiscovery, RoutingDiscoveryServer};
 use mcpgw_proto::v1::{
-    ExchangeRequest, ExchangeResponse, Hello, ProxyMessage, RoutingUpdate, proxy_message::Kind,
+    ExchangeRequest, ExchangeResponse, Hello, LeaseRequest, LeaseResponse, ProxyMessage, ResourceKind,
+    RoutingUpdate, proxy_message::Kind, resource,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -148,7 +149,39 @@ impl RoutingDiscovery for RoutingService {
             }
         }
     }
+
+    async fn lease_budget(&self, request: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
+        self.auth.check(request.metadata(), request.remote_addr())?;
+        let LeaseRequest { limit_id, key, tokens } = request.into_inner();
+        let table = self.hub.current();
+        let limit = match table.get(ResourceKind::RateLimit, &limit_id).and_then(|r| r.kind.as_ref()) {
+            Some(resource::Kind::RateLimit(limit)) if limit.global => limit.clone(),
+            _ => return Err(Status::not_found(format!("no global rate limit has id {limit_id:?}"))),
+        };
+        let redis = self.hub.redis().ok_or_else(|| {
+            Status::failed_precondition("global rate limits need the control plane's --redis-url")
+        })?;
+        if key.len() > 4096 || tokens == 0 || tokens > MAX_LEASE {
+            return Err(Status::invalid_argument(format!(
+                "a lease takes 1 to {MAX_LEASE} tokens of a key ≤ 4 KiB"
+            )));
+        }
+        match crate::budgets::lease(redis, &limit, &key, tokens).await {
+            Ok(grant) => Ok(Response::new(LeaseResponse {
+                granted: grant.granted,
+                retry_after_ms: u64::try_from(grant.retry_after.as_micros().div_ceil(1000))
+                    .unwrap_or(u64::MAX),
+            })),
+            Err(why) => {
+                tracing::warn!(limit_id, reason = %why, "Cannot lease a global rate limit's budget.");
+                Err(Status::unavailable(why))
+            }
+        }
+    }
 }
+
+/// Most tokens one lease may ask for.
+const MAX_LEASE: u32 = 10_000;
 
 /// One proxy's stream after Hello.
 struct Session {

@@ -58,6 +58,8 @@ pub struct RoutingHub {
     own_issuer: OnceLock<String>,
     /// The authorization server (weak: it holds the hub), for token exchange and service tokens.
     authorization: OnceLock<Weak<crate::oauth::AuthServer>>,
+    /// Redis, when configured: the buckets of global rate limits.
+    redis: OnceLock<crate::api::RedisPool>,
 }
 
 impl RoutingHub {
@@ -73,6 +75,7 @@ impl RoutingHub {
             secrets,
             own_issuer: OnceLock::new(),
             authorization: OnceLock::new(),
+            redis: OnceLock::new(),
         })
     }
 
@@ -84,6 +87,16 @@ impl RoutingHub {
     /// The authorization server, when it is on.
     pub fn authorization_server(&self) -> Option<Arc<crate::oauth::AuthServer>> {
         self.authorization.get()?.upgrade()
+    }
+
+    /// Connects Redis (once), for the budgets of global rate limits.
+    pub fn set_redis(&self, redis: crate::api::RedisPool) {
+        let _ = self.redis.set(redis);
+    }
+
+    /// Redis, when configured.
+    pub fn redis(&self) -> Option<&crate::api::RedisPool> {
+        self.redis.get()
     }
 
     /// Turns on publishing the authorization server's keys as the trusted issuer `issuer` (once).

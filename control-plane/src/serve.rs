@@ -99,6 +99,7 @@ pub fn app_state(
                 .max_size(2)
                 .connection_timeout(Duration::from_secs(2))
                 .build_unchecked(manager);
+            hub.set_redis(pool.clone());
             Some(pool)
         }
     };

@@ -62,6 +62,10 @@ pub enum ProxyError {
     TooManyStreams { per_principal: bool, limit: usize },
     #[error("rate limit {limit} exceeded; retry in {retry_after_secs} s")]
     RateLimited { limit: String, retry_after_secs: u64 },
+    #[error(
+        "rate limit {limit} is shared by every proxy and its budget cannot be leased now (the gateway's Redis or control plane is away); retry shortly"
+    )]
+    RateLimitUnavailable { limit: String },
     #[error("failed to read the request body: {0}")]
     BadRequestBody(String),
     #[error("upstream of server {server:?} is unreachable: {detail}")]
@@ -117,7 +121,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => 413,
             Self::RequestTimeout { .. } => 408,
             Self::RateLimited { .. } | Self::TooManyStreams { per_principal: true, .. } => 429,
-            Self::TooManyStreams { per_principal: false, .. } => 503,
+            Self::TooManyStreams { per_principal: false, .. } | Self::RateLimitUnavailable { .. } => 503,
             Self::BadRequestBody(_)
             | Self::HeaderMismatch(_)
             | Self::InvalidRequest(_)
@@ -148,6 +152,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimitUnavailable { .. } => "rate_limit_unavailable",
             Self::TooManyStreams { .. } => "too_many_streams",
             Self::BadRequestBody(_) => "bad_request_body",
             Self::SessionNotFound(_) => "session_not_found",
@@ -237,6 +242,7 @@ mod tests {
             (ProxyError::BodyTooLarge { limit: 10 }, 413, "body_too_large"),
             (ProxyError::RequestTimeout { limit: std::time::Duration::from_secs(1) }, 408, "request_timeout"),
             (ProxyError::RateLimited { limit: detail(), retry_after_secs: 1 }, 429, "rate_limited"),
+            (ProxyError::RateLimitUnavailable { limit: detail() }, 503, "rate_limit_unavailable"),
             (ProxyError::TooManyStreams { per_principal: true, limit: 1 }, 429, "too_many_streams"),
             (ProxyError::TooManyStreams { per_principal: false, limit: 1 }, 503, "too_many_streams"),
             (ProxyError::BadRequestBody(detail()), 400, "bad_request_body"),

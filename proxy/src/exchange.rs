@@ -5,32 +5,26 @@
 //! one per request. Nothing here runs for servers with other credentials.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use mcpgw_proto::v1::ExchangeRequest;
-use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
 use mcpgw_proto::validate::api_key_digest;
-use tokio::sync::OnceCell;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+
+use crate::rpc::ControlPlane;
 
 /// Most cached tokens; the cache is emptied when full (tokens are obtained again).
 const MAX_CACHED: usize = 10_000;
 /// A cached token is not used in its last seconds.
 const EXPIRY_MARGIN_SECS: i64 = 30;
-/// How long one exchange may take.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Cached tokens by (digest of the caller's credential, audience): the header value and its expiry.
 type TokenCache = HashMap<([u8; 32], String), (HeaderValue, i64)>;
 
 /// Exchanges callers' credentials through the control plane.
 pub struct Exchanger {
-    endpoint: Endpoint,
-    proxy_token: Option<MetadataValue<Ascii>>,
-    channel: OnceCell<Channel>,
+    control_plane: Arc<ControlPlane>,
     cache: Mutex<TokenCache>,
 }
 
@@ -39,23 +33,8 @@ fn now_unix() -> i64 {
 }
 
 impl Exchanger {
-    /// An exchanger for the control plane at `control_plane` (https with `ca` as trust root when given).
-    pub fn new(
-        control_plane: &str,
-        ca: Option<&[u8]>,
-        proxy_token: Option<MetadataValue<Ascii>>,
-    ) -> Result<Self, tonic::transport::Error> {
-        let mut endpoint = Endpoint::from_shared(control_plane.to_owned())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(EXCHANGE_TIMEOUT)
-            .tcp_nodelay(true);
-        if let Some(ca) = ca {
-            endpoint = endpoint.tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
-            )?;
-        }
-        Ok(Self { endpoint, proxy_token, channel: OnceCell::new(), cache: Mutex::new(HashMap::new()) })
+    pub fn new(control_plane: Arc<ControlPlane>) -> Self {
+        Self { control_plane, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The `Authorization` value for `audience` on behalf of the caller who presented `subject_token`.
@@ -72,17 +51,15 @@ impl Exchanger {
         {
             return Ok(value.clone());
         }
-        // Connected once, on first use (inside the runtime), then shared.
-        let channel = self.channel.get_or_init(|| async { self.endpoint.connect_lazy() }).await.clone();
-        let mut request = tonic::Request::new(ExchangeRequest {
+        let request = self.control_plane.request(ExchangeRequest {
             subject_token: subject_token.to_owned(),
             audience: audience.to_owned(),
             scopes: scopes.to_vec(),
         });
-        if let Some(token) = &self.proxy_token {
-            request.metadata_mut().insert("authorization", token.clone());
-        }
-        let answer = RoutingDiscoveryClient::new(channel)
+        let answer = self
+            .control_plane
+            .client()
+            .await
             .exchange_token(request)
             .await
             .map_err(|status| format!("the control plane refused the exchange: {}", status.message()))?

@@ -248,8 +248,12 @@ impl Gateway {
         if let Some(challenge) = error.challenge() {
             resp.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
         }
-        if let ProxyError::RateLimited { retry_after_secs, .. } = error {
-            resp.insert_header(http::header::RETRY_AFTER, retry_after_secs.to_string())?;
+        match error {
+            ProxyError::RateLimited { retry_after_secs, .. } => {
+                resp.insert_header(http::header::RETRY_AFTER, retry_after_secs.to_string())?;
+            }
+            ProxyError::RateLimitUnavailable { .. } => resp.insert_header(http::header::RETRY_AFTER, "1")?,
+            _ => {}
         }
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         let unread_body = matches!(

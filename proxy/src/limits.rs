@@ -1,6 +1,8 @@
-//! Rate limits, local to each proxy: one token bucket per limit and key (GCRA: one "theoretical arrival
-//! time" per key, no timer), kept across routing tables while the limit's quota is unchanged. A request
-//! over a limit gets 429 with `Retry-After` before it reaches the upstream.
+//! Rate limits. A local limit is one token bucket per limit and key in each proxy (GCRA: one "theoretical
+//! arrival time" per key, no timer), kept across routing tables while the limit's quota is unchanged. A
+//! global limit is one bucket per key shared by every proxy, spent from leases (`crate::budget`); while
+//! no lease can be had, its fail mode decides: open falls back to the local bucket, closed refuses. A
+//! request over a limit gets 429 with `Retry-After` before it reaches the upstream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use mcpgw_proto::v1;
 
+use crate::budget::{Budgets, LeasePlan, Outcome};
 use crate::identity::{Principal, PrincipalKind};
 use crate::policy::Glob;
 
@@ -33,6 +36,35 @@ pub struct LimitRule {
     server: Option<Glob>,
     tool: Option<Glob>,
     quota: Quota,
+    /// A global limit: how it leases, and whether it falls back to the local bucket (fail open).
+    global: Option<(LeasePlan, FailMode)>,
+}
+
+/// What a global limit does while no lease can be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Each proxy enforces the limit on its own.
+    Open,
+    /// The limit's requests are refused (503).
+    Closed,
+}
+
+impl FailMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Why a request was refused by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the limit: one more request is allowed after this.
+    Over(Duration),
+    /// A global limit that fails closed could not lease its budget.
+    Unavailable,
 }
 
 /// `requests` per `per`, bursts of `burst`.
@@ -67,6 +99,10 @@ impl LimitRule {
             server: glob(&l.server),
             tool: glob(&l.tool),
             quota: Quota { interval: Duration::from_millis(l.per_ms) / l.requests, burst: l.burst.max(1) },
+            global: l.global.then(|| {
+                let plan = LeasePlan::new(l.requests, Duration::from_millis(l.per_ms), l.burst.max(1));
+                (plan, if l.fail_open { FailMode::Open } else { FailMode::Closed })
+            }),
         })
     }
 
@@ -118,13 +154,42 @@ impl Limiter {
     }
 }
 
-/// Every limit's buckets, kept across routing tables (a limit whose quota changed starts over).
-#[derive(Debug, Default)]
+/// Every limit's buckets, kept across routing tables (a limit whose quota changed starts over), and the
+/// leases of the global ones.
 pub struct RateLimits {
     limiters: Mutex<HashMap<Arc<str>, Arc<Limiter>>>,
+    budgets: Budgets,
 }
 
 impl RateLimits {
+    /// Limits whose global budgets are leased from `control_plane`.
+    pub fn new(control_plane: Arc<crate::rpc::ControlPlane>) -> Self {
+        Self { limiters: Mutex::default(), budgets: Budgets::new(control_plane) }
+    }
+
+    /// Takes one request of `rule` for `key`.
+    pub async fn take(&self, rule: &LimitRule, key: String) -> Result<(), Refusal> {
+        let Some((plan, fail_mode)) = rule.global else {
+            return self.limiter(rule).check(key, Instant::now()).map_err(Refusal::Over);
+        };
+        // The fallback bucket is keyed like the shared one.
+        let fallback = (fail_mode == FailMode::Open).then(|| key.clone());
+        match self.budgets.take(&rule.id, key, plan).await {
+            Outcome::Taken => Ok(()),
+            Outcome::Over(wait) => Err(Refusal::Over(wait)),
+            Outcome::Unavailable => {
+                crate::metrics::METRICS
+                    .rate_limit_unavailable
+                    .with_label_values(&[&rule.id, fail_mode.label()])
+                    .inc();
+                match fallback {
+                    Some(key) => self.limiter(rule).check(key, Instant::now()).map_err(Refusal::Over),
+                    None => Err(Refusal::Unavailable),
+                }
+            }
+        }
+    }
+
     /// The buckets of `rule`.
     pub fn limiter(&self, rule: &LimitRule) -> Arc<Limiter> {
         let mut all = self.limiters.lock().unwrap_or_else(|e| e.into_inner());

@@ -31,9 +31,12 @@ pub struct Metrics {
     pub anonymous: IntGauge,
     /// Requests refused by a rate limit, by limit id (bounded: the limits of the routing table).
     pub rate_limited: IntCounterVec,
+    /// Requests of global limits decided while no budget could be leased, by limit id and fail mode.
+    pub rate_limit_unavailable: IntCounterVec,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics {
     requests: register_int_counter_vec!(
         Opts::new("mcpgw_proxy_requests_total", "MCP requests handled, by server, method and HTTP status."),
         &["server", "method", "status"]
@@ -103,6 +106,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["limit"]
     )
     .expect("metric registers once"),
+    rate_limit_unavailable: register_int_counter_vec!(
+        Opts::new(
+            "mcpgw_proxy_rate_limit_unavailable_total",
+            "Requests of global rate limits decided while no budget could be leased (Redis or the control plane \
+             away), by limit id and fail mode: open ones were checked against the proxy's own bucket, closed \
+             ones refused with 503."
+        ),
+        &["limit", "mode"]
+    )
+    .expect("metric registers once"),
+}
 });
 
 /// The default registry in the Prometheus text format.

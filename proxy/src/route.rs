@@ -15,6 +15,7 @@ use crate::forward::{self, Failure, Plan, Rewrite, Target};
 use crate::gateway::{Gateway, RequestCtx};
 use crate::headers;
 use crate::jsonrpc::Rpc;
+use crate::limits::Refusal;
 use crate::routing::{Instance, RoutingTable, Server};
 use crate::session::{Scope, TokenError};
 
@@ -77,7 +78,7 @@ pub async fn dispatch(
     ctx.server = Some(server.name.clone());
     let unreadable = rpc.is_none() && !body.is_empty();
     authorize(&table, &principal, &server, rpc, unreadable)?;
-    rate_limit(gw, &table, &principal, &server, rpc)?;
+    rate_limit(gw, &table, &principal, &server, rpc).await?;
     // A GET opens a long-lived stream: it holds a place among the capped streams while it is served.
     let _stream = (session.req_header().method == http::Method::GET)
         .then(|| gw.streams.acquire(principal.binding()))
@@ -136,8 +137,9 @@ fn authorize(
     }
 }
 
-/// Takes one request from every rate limit that applies to it; the first one exhausted refuses it (429).
-fn rate_limit(
+/// Takes one request from every rate limit that applies to it; the first one exhausted refuses it (429;
+/// 503 for a global limit that fails closed and cannot lease its budget).
+async fn rate_limit(
     gw: &Gateway,
     table: &RoutingTable,
     principal: &crate::identity::Principal,
@@ -152,15 +154,20 @@ fn rate_limit(
         Some(Rpc::Message { method, name: Some(name), .. }) if method == "tools/call" => Some(name.as_str()),
         _ => None,
     };
-    let now = std::time::Instant::now();
     for rule in limits {
         let Some(key) = rule.key(principal, &server.name, tool) else { continue };
-        if let Err(wait) = gw.rate_limits.limiter(rule).check(key, now) {
-            crate::metrics::METRICS.rate_limited.with_label_values(&[&rule.id]).inc();
-            return Err(ProxyError::RateLimited {
-                limit: rule.id.to_string(),
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            });
+        match gw.rate_limits.take(rule, key).await {
+            Ok(()) => {}
+            Err(Refusal::Over(wait)) => {
+                crate::metrics::METRICS.rate_limited.with_label_values(&[&rule.id]).inc();
+                return Err(ProxyError::RateLimited {
+                    limit: rule.id.to_string(),
+                    retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                });
+            }
+            Err(Refusal::Unavailable) => {
+                return Err(ProxyError::RateLimitUnavailable { limit: rule.id.to_string() });
+            }
         }
     }
     Ok(())

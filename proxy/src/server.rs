@@ -56,12 +56,14 @@ pub fn build(config: &Config) -> Server {
     let peer_settings =
         PeerSettings { connect_timeout: config.connect_timeout, pool_idle_timeout: POOL_IDLE_TIMEOUT };
     // The flags were validated (the URL parses, the CA is PEM), so this does not fail.
-    let exchanger = crate::exchange::Exchanger::new(
-        &config.control_plane,
-        config.control_plane_ca.as_deref(),
-        config.proxy_token.clone(),
-    )
-    .expect("a validated --control-plane URL and --control-plane-ca make an endpoint");
+    let control_plane = Arc::new(
+        crate::rpc::ControlPlane::new(
+            &config.control_plane,
+            config.control_plane_ca.as_deref(),
+            config.proxy_token.clone(),
+        )
+        .expect("a validated --control-plane URL and --control-plane-ca make an endpoint"),
+    );
     let gateway = Gateway {
         routes: routes.clone(),
         connector: Arc::new(Connector::new(None)),
@@ -78,8 +80,8 @@ pub fn build(config: &Config) -> Server {
         bridges: Arc::default(),
         front: config.front.clone(),
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
-        exchanger: Arc::new(exchanger),
-        rate_limits: Default::default(),
+        exchanger: Arc::new(crate::exchange::Exchanger::new(control_plane.clone())),
+        rate_limits: crate::limits::RateLimits::new(control_plane),
         streams: crate::caps::StreamCaps::new(config.max_streams, config.max_streams_per_principal),
     };
     let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");

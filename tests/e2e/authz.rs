@@ -158,3 +158,138 @@ async fn a_rate_limit_created_through_rest_refuses_the_call_over_it() -> Result<
     ensure!(py_call(&url, &key, "echo", r#"{"message": "other tool"}"#).await? == "other tool");
     Ok(())
 }
+
+/// POSTs `tools/call` of `tool` as the holder of `key`: the status and the error's reason, if any.
+async fn limited(http: &reqwest::Client, url: &str, key: &str, tool: &str) -> Result<(u16, String)> {
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
+    let resp = http
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let doc: Value = resp.json().await.unwrap_or(Value::Null);
+    Ok((status, doc["error"]["data"]["reason"].as_str().unwrap_or_default().to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_rate_limit_holds_across_two_proxies_and_fails_as_chosen_while_redis_is_away() -> Result<()>
+{
+    use std::time::{Duration, Instant};
+
+    let mut redis = mcpgw_e2e::Redis::start().await?;
+    let db = mcpgw_e2e::TestDb::new();
+    let cp = mcpgw_e2e::ControlPlane::start_with(&db, mcpgw_e2e::ADMIN_TOKEN, &["--redis-url", &redis.url()])
+        .await?;
+    let a = mcpgw_e2e::Proxy::start_closed(&cp.grpc_url(), &[]).await?;
+    let b = mcpgw_e2e::Proxy::start_closed(&cp.grpc_url(), &[]).await?;
+    let upstream = mcpgw_e2e::RecordingUpstream::start().await?;
+    cp.register("shared", &upstream.url(), "streamable_http").await?;
+    for proxy in [&a, &b] {
+        proxy.wait_routable("shared", mcpgw_e2e::gateway::ROUTABLE_TIMEOUT).await?;
+    }
+    // 200 requests per second with bursts of 200, shared; closed while Redis is away (the default).
+    let (status, doc) = cp
+        .api(
+            Method::POST,
+            "/api/v1/rate-limits",
+            Some(json!({"scope": "tenant", "match": {"server": "shared", "tool": "add"}, "requests": 2000,
+                "per": "10s", "burst": 200, "global": true})),
+        )
+        .await?;
+    ensure!(status == 201 && doc["fail_mode"] == "closed", "{status} {doc}");
+    let (status, doc) = cp
+        .api(
+            Method::POST,
+            "/api/v1/rate-limits",
+            Some(json!({"scope": "user", "match": {"server": "shared", "tool": "echo"}, "requests": 3,
+                "per": "1h", "global": true, "fail_mode": "open"})),
+        )
+        .await?;
+    ensure!(status == 201 && doc["fail_mode"] == "open", "{status} {doc}");
+    let (_, other) = cp.create_api_key(json!({"name": "other"})).await?;
+    let (_, key) = cp.create_api_key(json!({"name": "caller"})).await?;
+    let http = reqwest::Client::new();
+    let (url_a, url_b) = (a.url("shared"), b.url("shared"));
+    // The key came after the limits: once both proxies accept it, their tables hold the limits too.
+    for url in [&url_a, &url_b] {
+        mcpgw_e2e::poll_until("the key to reach the proxy", Duration::from_secs(10), || async {
+            Ok((limited(&http, url, &key, "ready").await?.0 == 200).then_some(()))
+        })
+        .await?;
+    }
+
+    // Two proxies, four callers each, as fast as they can for two seconds.
+    let start = Instant::now();
+    let until = start + Duration::from_secs(2);
+    let mut callers = Vec::new();
+    for url in [&url_a, &url_a, &url_a, &url_a, &url_b, &url_b, &url_b, &url_b] {
+        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+        callers.push(tokio::spawn(async move {
+            let (mut admitted, mut refused) = (0u32, 0u32);
+            while Instant::now() < until {
+                match limited(&http, &url, &key, "add").await? {
+                    (200, _) => admitted += 1,
+                    (429, reason) if reason == "rate_limited" => refused += 1,
+                    other => anyhow::bail!("neither admitted nor refused by the limit: {other:?}"),
+                }
+            }
+            anyhow::Ok((admitted, refused))
+        }));
+    }
+    let mut per_proxy = [0u32; 2];
+    let mut refused = 0;
+    for (i, caller) in callers.into_iter().enumerate() {
+        let (ok, over) = caller.await??;
+        per_proxy[i / 4] += ok;
+        refused += over;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let admitted = f64::from(per_proxy[0] + per_proxy[1]);
+    let quota = 200.0 + 200.0 * elapsed;
+    eprintln!(
+        "global limit: admitted {per_proxy:?} = {admitted} of a quota of {quota:.0} in {elapsed:.2} s; {refused} refused"
+    );
+    ensure!(refused > 0, "the callers asked for more than the limit");
+    ensure!(per_proxy.iter().all(|&n| n > 0), "both proxies admitted calls: {per_proxy:?}");
+    ensure!((admitted - quota).abs() <= quota * 0.1, "admitted {admitted} is not within 10 % of {quota:.0}");
+
+    // A small limit is exact across proxies: three on one proxy, then the other proxy refuses the caller.
+    for _ in 0..3 {
+        ensure!(limited(&http, &url_a, &key, "echo").await?.0 == 200);
+    }
+    let over = limited(&http, &url_b, &key, "echo").await?;
+    ensure!(
+        over == (429, "rate_limited".to_owned()),
+        "the other proxy sees the shared budget spent: {over:?}"
+    );
+
+    // Redis away: the closed limit refuses (once the leased tokens are spent or expired); the open one
+    // falls back to each proxy's own bucket for a caller whose shared bucket is not known to be spent.
+    redis.stop().await?;
+    mcpgw_e2e::poll_until(
+        "the closed limit to refuse while Redis is away",
+        Duration::from_secs(10),
+        || async {
+            let answer = limited(&http, &url_a, &key, "add").await?;
+            Ok((answer == (503, "rate_limit_unavailable".to_owned())).then_some(()))
+        },
+    )
+    .await?;
+    let open = limited(&http, &url_b, &other, "echo").await?;
+    ensure!(open.0 == 200, "the open limit falls back to the proxy's own bucket: {open:?}");
+    let spent = limited(&http, &url_b, &key, "echo").await?;
+    ensure!(spent.0 == 429, "a bucket known to be spent stays refused: {spent:?}");
+    ensure!(b.metrics().await?.contains("mcpgw_proxy_rate_limit_unavailable_total"));
+
+    // Redis back (empty): leasing resumes without restarting anything.
+    redis.restart().await?;
+    mcpgw_e2e::poll_until("the closed limit to admit again", Duration::from_secs(10), || async {
+        Ok((limited(&http, &url_a, &key, "add").await?.0 == 200).then_some(()))
+    })
+    .await?;
+    Ok(())
+}

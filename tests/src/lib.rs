@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod peers;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod sse;
 
 use std::future::Future;
@@ -35,6 +36,7 @@ pub use peers::{
     py_oauth_client, ts_oauth_client,
 };
 pub use proxy::Proxy;
+pub use redis::Redis;
 pub use sse::SseEvent;
 
 /// Path of a workspace binary: `$MCPGW_BIN_DIR/<name>` if set, else next to the test binary's parent

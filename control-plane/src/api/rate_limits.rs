@@ -1,7 +1,9 @@
-//! `/api/v1/rate-limits`: limits per tenant, user, API key, server or tool, enforced by every proxy on its
-//! own (local token buckets; a limit of N per period is N per period on each proxy). Over a limit a caller
-//! gets 429 with `Retry-After` and a JSON-RPC error carrying its request's id. Published to the proxies
-//! right after the commit.
+//! `/api/v1/rate-limits`: limits per tenant, user, API key, server or tool. A local limit is enforced by
+//! every proxy on its own (a limit of N per period is N per period on each proxy); a `global` one is
+//! shared by every proxy replica through budgets the control plane leases from Redis (`crate::budgets`),
+//! with `fail_mode` deciding what happens while Redis is away. Over a limit a caller gets 429 with
+//! `Retry-After` and a JSON-RPC error carrying its request's id. Published to the proxies right after the
+//! commit.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,9 +35,14 @@ pub struct RateLimitRequest {
     /// Requests allowed at once (default `requests`).
     #[serde(default)]
     pub burst: Option<u32>,
-    /// A limit shared across proxy replicas: not available yet (refused).
+    /// Shared across proxy replicas (needs the control plane's `--redis-url`); default false: each proxy
+    /// enforces the limit on its own.
     #[serde(default)]
     pub global: bool,
+    /// A global limit while Redis or the control plane is away: `closed` (default) refuses its requests
+    /// with 503, `open` lets each proxy enforce it on its own until leasing works again.
+    #[serde(default)]
+    pub fail_mode: Option<String>,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -43,19 +50,30 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 impl RateLimitRequest {
-    fn validate(self, admin: &Admin) -> Result<RateLimitRow, ApiError> {
+    fn validate(self, admin: &Admin, redis: bool) -> Result<RateLimitRow, ApiError> {
         if !matches!(self.scope.as_str(), "tenant" | "user" | "api_key" | "server" | "tool") {
             return Err(invalid(format!(
                 "scope {:?} is not tenant, user, api_key, server or tool",
                 self.scope
             )));
         }
-        if self.global {
+        if self.global && !redis {
             return Err(invalid(
-                "global limits (shared across proxy replicas) are not available yet; omit `global` for a limit \
-                 each proxy enforces on its own",
+                "global limits (shared across proxy replicas) need Redis: start the control plane with \
+                 --redis-url, or omit `global` for a limit each proxy enforces on its own",
             ));
         }
+        let fail_mode = match (self.fail_mode.as_deref(), self.global) {
+            (None, _) => "closed",
+            (Some(mode @ ("open" | "closed")), true) => mode,
+            (Some("open" | "closed"), false) => {
+                return Err(invalid("fail_mode applies to global limits only (a local limit never fails)"));
+            }
+            (Some(other), _) => {
+                return Err(invalid(format!("fail_mode {other:?} is not one of open, closed")));
+            }
+        }
+        .to_owned();
         if let Some(key) = self.matches.keys().find(|k| !matches!(k.as_str(), "tenant" | "server" | "tool")) {
             return Err(invalid(format!("match.{key} is not one of tenant, server, tool")));
         }
@@ -88,6 +106,8 @@ impl RateLimitRequest {
             per_ms: per.as_millis() as i64,
             burst: burst as i32,
             created_at: Utc::now(),
+            global: self.global,
+            fail_mode,
         })
     }
 }
@@ -106,7 +126,7 @@ pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<RateLimitRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = body.into_inner().validate(&admin)?;
+    let row = body.into_inner().validate(&admin, state.redis.is_some())?;
     let mut conn = state.conn().await?;
     store::create(&mut conn, &row).await.map_err(ApiError::internal)?;
     drop(conn);

@@ -224,6 +224,7 @@ async fn a_local_rate_limit_is_exact_and_answers_429_with_retry_after() {
             requests: 3,
             per_ms: 60_000,
             burst: 3,
+            ..Default::default()
         })),
     });
     table.upserts.push(key("first", "default", &["user"], vec![]));
@@ -263,6 +264,102 @@ async fn a_local_rate_limit_is_exact_and_answers_429_with_retry_after() {
     assert!(upstream.drain().is_empty(), "the refused call never reached the upstream");
     let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("mcpgw_proxy_rate_limited_total{limit=\"add-per-user\"} 1"), "{metrics}");
+}
+
+fn global_limit(id: &str, server: &str, requests: u32, fail_open: bool) -> Resource {
+    Resource {
+        kind: Some(RKind::RateLimit(mcpgw_proto::v1::RateLimit {
+            id: id.into(),
+            tenant_id: "default".into(),
+            scope: "tenant".into(),
+            server: server.into(),
+            requests,
+            per_ms: 60_000,
+            burst: requests,
+            global: true,
+            fail_open,
+            ..Default::default()
+        })),
+    }
+}
+
+/// POSTs a `tools/call` as `mcpgw_first`: the status, `Retry-After` and the error's reason.
+async fn limited_call(url: &str) -> (u16, Option<String>, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("authorization", "Bearer mcpgw_first")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(tool_call("add"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, retry, body["error"]["data"]["reason"].clone())
+}
+
+#[tokio::test]
+async fn a_global_rate_limit_spends_leased_budget_and_fails_closed_or_open_as_configured() {
+    let mut upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    cp.set_budget(None);
+    let proxy = ProxyProcess::start_closed(&cp.url(), &[]).await;
+    let mut table = snapshot(1, &[("alpha", &upstream.url()), ("beta", &upstream.url())]);
+    table.upserts.push(global_limit("closed-alpha", "alpha", 3, false));
+    table.upserts.push(global_limit("open-beta", "beta", 2, true));
+    table.upserts.push(key("first", "default", &["user"], vec![]));
+    cp.push(table).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let (alpha, beta) = (proxy.mcp_url("alpha"), proxy.mcp_url("beta"));
+
+    // No budget can be leased: the closed limit refuses, the open one falls back to the proxy's own bucket.
+    let (status, retry, reason) = limited_call(&alpha).await;
+    assert_eq!((status, retry.as_deref(), reason.as_str()), (503, Some("1"), Some("rate_limit_unavailable")));
+    for _ in 0..2 {
+        assert_eq!(limited_call(&beta).await.0, 200);
+        upstream.next_request().await;
+    }
+    let (status, _, reason) = limited_call(&beta).await;
+    assert_eq!((status, reason.as_str()), (429, Some("rate_limited")), "the local bucket of 2 is spent");
+    assert!(upstream.drain().is_empty(), "nothing refused reached the upstream");
+
+    // The budget returns: leasing resumes within a second, with no restart, and spends exactly the budget.
+    cp.set_budget(Some(3));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut admitted = 0;
+    loop {
+        let (status, retry, reason) = limited_call(&alpha).await;
+        match status {
+            200 => {
+                admitted += 1;
+                upstream.next_request().await;
+            }
+            503 => {
+                assert!(std::time::Instant::now() < deadline, "leasing did not resume");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            _ => {
+                assert_eq!((status, reason.as_str()), (429, Some("rate_limited")));
+                let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+                assert!((1..=60).contains(&retry), "the control plane's wait: {retry}");
+                break;
+            }
+        }
+    }
+    assert_eq!(admitted, 3, "exactly the leased budget");
+    assert!(upstream.drain().is_empty());
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    for line in [
+        "mcpgw_proxy_rate_limit_unavailable_total{limit=\"open-beta\",mode=\"open\"} 3",
+        "mcpgw_proxy_rate_limited_total{limit=\"closed-alpha\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(
+        metrics.contains("mcpgw_proxy_rate_limit_unavailable_total{limit=\"closed-alpha\",mode=\"closed\"}")
+    );
 }
 
 #[tokio::test]

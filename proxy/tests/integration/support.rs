@@ -148,6 +148,9 @@ struct Discovery {
     connected: Arc<tokio::sync::Notify>,
     /// Token exchanges asked for.
     exchanges: Arc<Mutex<Vec<Exchange>>>,
+    /// Tokens left in the one shared bucket global rate limits lease from; `None`: leasing fails
+    /// (UNAVAILABLE), as when the control plane's Redis is away.
+    budget: Arc<Mutex<Option<u32>>>,
 }
 
 /// The subject a fake control plane refuses to exchange.
@@ -193,6 +196,19 @@ impl RoutingDiscovery for Discovery {
             expires_at_unix,
         }))
     }
+
+    /// Grants what is left of the shared budget, up to what was asked.
+    async fn lease_budget(
+        &self,
+        request: Request<mcpgw_proto::v1::LeaseRequest>,
+    ) -> Result<Response<mcpgw_proto::v1::LeaseResponse>, Status> {
+        let wanted = request.into_inner().tokens;
+        let mut budget = self.budget.lock().unwrap();
+        let left = budget.as_mut().ok_or_else(|| Status::unavailable("Redis is away"))?;
+        let granted = wanted.min(*left);
+        *left -= granted;
+        Ok(Response::new(mcpgw_proto::v1::LeaseResponse { granted, retry_after_ms: 60_000 }))
+    }
 }
 
 /// A control plane that pushes whatever the test tells it to and records what proxies answer.
@@ -226,6 +242,11 @@ impl FakeControlPlane {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Sets the tokens left for global rate limits to lease; `None` makes leasing fail.
+    pub fn set_budget(&self, tokens: Option<u32>) {
+        *self.discovery.budget.lock().unwrap() = tokens;
     }
 
     /// The token exchanges proxies asked for so far: (subject token, audience, scopes).

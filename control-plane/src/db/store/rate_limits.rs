@@ -26,6 +26,11 @@ pub struct RateLimitRow {
     pub per_ms: i64,
     pub burst: i32,
     pub created_at: DateTime<Utc>,
+    /// Shared by every proxy replica (budgets leased from Redis) rather than enforced by each on its own.
+    pub global: bool,
+    /// A global limit while no budget can be leased: `closed` refuses its requests, `open` lets each proxy
+    /// enforce it on its own.
+    pub fail_mode: String,
 }
 
 impl RateLimitRow {
@@ -41,6 +46,8 @@ impl RateLimitRow {
                 requests: u32::try_from(self.requests).unwrap_or(1),
                 per_ms: u64::try_from(self.per_ms).unwrap_or(1),
                 burst: u32::try_from(self.burst).unwrap_or(1),
+                global: self.global,
+                fail_open: self.fail_mode == "open",
             })),
         }
     }

@@ -1,0 +1,1 @@
+ALTER TABLE rate_limits DROP COLUMN fail_mode, DROP COLUMN global;
