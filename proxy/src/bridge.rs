@@ -59,6 +59,8 @@ pub struct Bridge {
     closed: AtomicBool,
     /// The task reading the upstream stream; aborting it closes the upstream connection.
     reader: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Its place among the caller's long-lived streams, held while the bridge lives.
+    _permit: crate::caps::Permit,
 }
 
 fn id_key(id: &Value) -> String {
@@ -128,7 +130,7 @@ pub async fn handle(
         if !matches!(rpc, Some(Rpc::Message { method, .. }) if method == "initialize") {
             return Err(ProxyError::LegacyOnly { server: server.name.to_string() }.into());
         }
-        let bridge = open(gw, server).await?;
+        let bridge = open(gw, server, &ctx.binding()).await?;
         let token = gw.sessions.seal(
             Scope::Session(&server.id, &ctx.binding()),
             &bridge.instance.id,
@@ -157,8 +159,10 @@ pub async fn handle(
     }
 }
 
-/// Opens the upstream SSE stream on a balanced instance and waits for its `endpoint` event.
-async fn open(gw: &Gateway, server: &Arc<Server>) -> Result<Arc<Bridge>, ProxyError> {
+/// Opens the upstream SSE stream on a balanced instance and waits for its `endpoint` event. The bridge
+/// counts among `principal`'s long-lived streams (429/503 over the caps).
+async fn open(gw: &Gateway, server: &Arc<Server>, principal: &Arc<str>) -> Result<Arc<Bridge>, ProxyError> {
+    let permit = gw.streams.acquire_stream(principal)?;
     let idx = server.selector().pick(&[], &[]).ok_or_else(|| ProxyError::NoInstance {
         server: server.name.to_string(),
         detail: "no instance can take a new session".into(),
@@ -227,6 +231,7 @@ async fn open(gw: &Gateway, server: &Arc<Server>) -> Result<Arc<Bridge>, ProxyEr
         backlog: Mutex::new(early.into_iter().collect()),
         closed: AtomicBool::new(false),
         reader: Mutex::default(),
+        _permit: permit,
     });
     gw.bridges.insert(bridge.clone());
     let bridges = gw.bridges.clone();

@@ -68,8 +68,23 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_REQUEST_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_body_timeout: Duration,
 
-    /// Most long-lived streams (GET: server-to-client SSE, legacy SSE sessions) open at once; beyond it new
-    /// ones get 503 `too_many_streams`.
+    /// Total time a client has to send a request's head, from its first byte (a client dripping its
+    /// headers is disconnected at this deadline).
+    #[arg(long, env = "MCPGW_REQUEST_HEAD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub request_head_timeout: Duration,
+
+    /// Most client connections open at once; beyond it a new connection is answered 503
+    /// `too_many_connections` and closed.
+    #[arg(long, env = "MCPGW_MAX_CONNECTIONS", default_value_t = 20_000, global = true)]
+    pub max_connections: usize,
+
+    /// Most connections open at once from one client address; beyond it 429 `too_many_connections`. Behind
+    /// a load balancer every client shares its address: raise this to --max-connections there.
+    #[arg(long, env = "MCPGW_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1_000, global = true)]
+    pub max_connections_per_client: usize,
+
+    /// Most long-lived streams (GET: server-to-client SSE, legacy SSE sessions and bridges) open at once;
+    /// beyond it new ones get 503 `too_many_streams`.
     #[arg(long, env = "MCPGW_MAX_STREAMS", default_value_t = 10_000, global = true)]
     pub max_streams: usize,
 
@@ -161,6 +176,9 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub idle_timeout: Duration,
     pub request_body_timeout: Duration,
+    pub request_head_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub max_streams: usize,
     pub max_streams_per_principal: usize,
     pub threads: usize,
@@ -219,6 +237,7 @@ impl Settings {
             ("upstream-timeout", self.upstream_timeout),
             ("idle-timeout", self.idle_timeout),
             ("request-body-timeout", self.request_body_timeout),
+            ("request-head-timeout", self.request_head_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(flag, "must be greater than zero"));
@@ -228,6 +247,12 @@ impl Settings {
             return Err(err(
                 "max-streams",
                 "--max-streams and --max-streams-per-principal must be at least 1",
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            return Err(err(
+                "max-connections",
+                "--max-connections and --max-connections-per-client must be at least 1",
             ));
         }
         if !(1..=256).contains(&self.threads) {
@@ -321,6 +346,9 @@ impl Settings {
             upstream_timeout: self.upstream_timeout,
             idle_timeout: self.idle_timeout,
             request_body_timeout: self.request_body_timeout,
+            request_head_timeout: self.request_head_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
             max_streams: self.max_streams,
             max_streams_per_principal: self.max_streams_per_principal,
             threads: self.threads,

@@ -60,6 +60,8 @@ pub enum ProxyError {
     RequestTimeout { limit: std::time::Duration },
     #[error("{} streams are open already (the most allowed {})", limit, if *per_principal { "per caller" } else { "on this proxy" })]
     TooManyStreams { per_principal: bool, limit: usize },
+    #[error("{} connections are open already (the most allowed {})", limit, if *per_client { "per client address" } else { "on this proxy" })]
+    TooManyConnections { per_client: bool, limit: usize },
     #[error("rate limit {limit} exceeded; retry in {retry_after_secs} s")]
     RateLimited { limit: String, retry_after_secs: u64 },
     #[error(
@@ -120,8 +122,12 @@ impl ProxyError {
             Self::NotReady | Self::NoInstance { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
             Self::RequestTimeout { .. } => 408,
-            Self::RateLimited { .. } | Self::TooManyStreams { per_principal: true, .. } => 429,
-            Self::TooManyStreams { per_principal: false, .. } | Self::RateLimitUnavailable { .. } => 503,
+            Self::RateLimited { .. }
+            | Self::TooManyStreams { per_principal: true, .. }
+            | Self::TooManyConnections { per_client: true, .. } => 429,
+            Self::TooManyStreams { per_principal: false, .. }
+            | Self::TooManyConnections { per_client: false, .. }
+            | Self::RateLimitUnavailable { .. } => 503,
             Self::BadRequestBody(_)
             | Self::HeaderMismatch(_)
             | Self::InvalidRequest(_)
@@ -154,6 +160,7 @@ impl ProxyError {
             Self::RateLimited { .. } => "rate_limited",
             Self::RateLimitUnavailable { .. } => "rate_limit_unavailable",
             Self::TooManyStreams { .. } => "too_many_streams",
+            Self::TooManyConnections { .. } => "too_many_connections",
             Self::BadRequestBody(_) => "bad_request_body",
             Self::SessionNotFound(_) => "session_not_found",
             Self::Unauthenticated { .. } => "unauthenticated",
@@ -245,6 +252,8 @@ mod tests {
             (ProxyError::RateLimitUnavailable { limit: detail() }, 503, "rate_limit_unavailable"),
             (ProxyError::TooManyStreams { per_principal: true, limit: 1 }, 429, "too_many_streams"),
             (ProxyError::TooManyStreams { per_principal: false, limit: 1 }, 503, "too_many_streams"),
+            (ProxyError::TooManyConnections { per_client: true, limit: 1 }, 429, "too_many_connections"),
+            (ProxyError::TooManyConnections { per_client: false, limit: 1 }, 503, "too_many_connections"),
             (ProxyError::BadRequestBody(detail()), 400, "bad_request_body"),
             (
                 ProxyError::UpstreamUnreachable { server: server(), detail: detail() },

@@ -55,7 +55,7 @@ pub struct Gateway {
     /// Rate-limit buckets, kept across routing tables.
     pub rate_limits: crate::limits::RateLimits,
     /// Caps on long-lived streams.
-    pub streams: Arc<crate::caps::StreamCaps>,
+    pub streams: Arc<crate::caps::Caps>,
 }
 
 /// Per-request state, read by `logging` for metrics.

@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod budget;
 pub mod caps;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod exchange;
 pub mod forward;

@@ -4,8 +4,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder,
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    TextEncoder, register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec,
 };
 
 /// Buckets (seconds) for request latency: sub-millisecond proxying up to long tool calls.
@@ -33,6 +34,12 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Requests of global limits decided while no budget could be leased, by limit id and fail mode.
     pub rate_limit_unavailable: IntCounterVec,
+    /// Client connections open on the MCP listener.
+    pub connections_open: IntGauge,
+    /// Connections refused over a cap, by cap (`per_client`, `total`).
+    pub connections_refused: IntCounterVec,
+    /// Connections closed because a request head did not arrive within --request-head-timeout.
+    pub request_head_timeouts: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -114,6 +121,24 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
              ones refused with 503."
         ),
         &["limit", "mode"]
+    )
+    .expect("metric registers once"),
+    connections_open: register_int_gauge!(
+        "mcpgw_proxy_connections_open",
+        "Client connections open on the MCP listener."
+    )
+    .expect("metric registers once"),
+    connections_refused: register_int_counter_vec!(
+        Opts::new(
+            "mcpgw_proxy_connections_refused_total",
+            "Client connections refused over --max-connections-per-client (per_client) or --max-connections (total)."
+        ),
+        &["cap"]
+    )
+    .expect("metric registers once"),
+    request_head_timeouts: register_int_counter!(
+        "mcpgw_proxy_request_head_timeouts_total",
+        "Connections closed because a request head did not arrive within --request-head-timeout."
     )
     .expect("metric registers once"),
 }

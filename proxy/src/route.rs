@@ -81,7 +81,7 @@ pub async fn dispatch(
     rate_limit(gw, &table, &principal, &server, rpc).await?;
     // A GET opens a long-lived stream: it holds a place among the capped streams while it is served.
     let _stream = (session.req_header().method == http::Method::GET)
-        .then(|| gw.streams.acquire(principal.binding()))
+        .then(|| gw.streams.acquire_stream(principal.binding()))
         .transpose()?;
     let filter = match rpc {
         Some(Rpc::Message { method, .. }) => {

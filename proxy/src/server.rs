@@ -82,9 +82,14 @@ pub fn build(config: &Config) -> Server {
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
         exchanger: Arc::new(crate::exchange::Exchanger::new(control_plane.clone())),
         rate_limits: crate::limits::RateLimits::new(control_plane),
-        streams: crate::caps::StreamCaps::new(config.max_streams, config.max_streams_per_principal),
+        streams: crate::caps::Caps::new(config.max_streams, config.max_streams_per_principal),
     };
-    let mut mcp = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp");
+    let mcp_app = crate::connections::Guarded {
+        app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
+        caps: crate::caps::Caps::new(config.max_connections, config.max_connections_per_client),
+        head_timeout: config.request_head_timeout,
+    };
+    let mut mcp = Service::new("mcp".to_owned(), mcp_app);
     mcp.add_tcp(&config.listen.to_string());
 
     let mut admin = Service::new("admin".to_owned(), AdminApp { routes: routes.clone() });

@@ -469,3 +469,126 @@ async fn a_slow_client_is_cut_at_the_body_deadline() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(250), "not before the deadline");
     assert!(upstream.drain().is_empty(), "nothing reached the upstream");
 }
+
+#[tokio::test]
+async fn a_client_dripping_its_head_is_disconnected_at_the_head_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start(&cp.url(), &["--request-head-timeout", "300ms"]).await;
+    cp.push(snapshot(1, &[("alpha", &upstream.url())])).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    let conn = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    let started = std::time::Instant::now();
+    // A header line every 50 ms: each read arrives well within Pingora's per-read timeout.
+    let drip = tokio::spawn(async move {
+        write.write_all(b"POST /mcp/alpha HTTP/1.1\r\nHost: 127.0.0.1\r\n").await?;
+        for i in 0.. {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            write.write_all(format!("X-Drip-{i}: 1\r\n").as_bytes()).await?;
+        }
+        std::io::Result::Ok(())
+    });
+    let mut answer = Vec::new();
+    let _ = within("the proxy to cut the dripping client", read.read_to_end(&mut answer)).await;
+    let elapsed = started.elapsed();
+    drip.abort();
+    assert!(elapsed >= std::time::Duration::from_millis(250), "not before the deadline: {elapsed:?}");
+    assert!(elapsed < std::time::Duration::from_secs(3), "at the deadline, not later: {elapsed:?}");
+    assert!(upstream.drain().is_empty(), "nothing reached the upstream");
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("mcpgw_proxy_request_head_timeouts_total 1"), "{metrics}");
+
+    // A client that sends its head at once is served, on a reused connection too (the deadline is re-armed
+    // per request and never fires for a quick head, however long the connection lives).
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let resp = client
+            .post(proxy.mcp_url("alpha"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        upstream.next_request().await;
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+}
+
+/// Opens a TCP connection to `to` from the loopback address `from` (127.0.0.0/8 are all this host).
+async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Sends a `ping` on `conn` and reads the answer's status line and body.
+async fn ping_on(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let request = format!(
+        "POST /mcp/alpha HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    within("an answer", conn.read_to_end(&mut answer)).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_client_address_and_in_total() {
+    let mut upstream = FakeUpstream::start().await;
+    let mut cp = FakeControlPlane::start().await;
+    let proxy =
+        ProxyProcess::start(&cp.url(), &["--max-connections", "3", "--max-connections-per-client", "2"])
+            .await;
+    cp.push(snapshot(1, &[("alpha", &upstream.url())])).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+    // Two idle connections from 127.0.0.1 hold its places; its third is refused with 429.
+    let first = connect_from([127, 0, 0, 1], proxy.listen).await;
+    let _second = connect_from([127, 0, 0, 1], proxy.listen).await;
+    let open = |n: usize| {
+        let url = proxy.admin_url("/metrics");
+        async move {
+            within("the proxy to take the connections", async {
+                let line = format!("mcpgw_proxy_connections_open {n}\n");
+                while !reqwest::get(&url).await.unwrap().text().await.unwrap().contains(&line) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            })
+            .await
+        }
+    };
+    open(2).await;
+    let answer = ping_on(&mut connect_from([127, 0, 0, 1], proxy.listen).await).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("too_many_connections") && answer.contains("retry-after: 1"), "{answer}");
+    // Another address is served, and fills the proxy: a fourth address gets 503.
+    let mut other = connect_from([127, 0, 0, 2], proxy.listen).await;
+    open(3).await;
+    let answer = ping_on(&mut connect_from([127, 0, 0, 3], proxy.listen).await).await;
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("too_many_connections"), "{answer}");
+    let answer = ping_on(&mut other).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    upstream.next_request().await;
+    // A closed connection frees its place.
+    drop(first);
+    let answer = within("a freed place", async {
+        loop {
+            let answer = ping_on(&mut connect_from([127, 0, 0, 1], proxy.listen).await).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(answer.contains("\"id\":1"), "{answer}");
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("mcpgw_proxy_connections_refused_total{cap=\"per_client\"}"), "{metrics}");
+    assert!(metrics.contains("mcpgw_proxy_connections_refused_total{cap=\"total\"} 1"), "{metrics}");
+}
