@@ -56,6 +56,8 @@ pub struct Stack {
     /// An API key created at setup, once the proxy accepts it; `None` when the proxy or the control plane
     /// predates API keys (the keyed variants are then skipped).
     pub api_key: Option<String>,
+    /// An API key holding a custom role and narrowed by its own permissions (`proxy+policy`).
+    pub policy_key: Option<String>,
     /// An EdDSA token of the benchmark's own trusted issuer for `bench`, once the proxy accepts it.
     pub jwt: Option<String>,
     /// Why there is no `jwt` (the control plane cannot register the issuer, or the proxy refuses it).
@@ -159,6 +161,15 @@ impl Stack {
             "mcpgw-bench".into(),
             // The anonymous path is the baseline the authenticated variants are measured against.
             "--anonymous".into(),
+            // Scenario f holds 10,000 streams of one caller, on as many connections from one address.
+            "--max-streams".into(),
+            "100000".into(),
+            "--max-streams-per-principal".into(),
+            "100000".into(),
+            "--max-connections".into(),
+            "100000".into(),
+            "--max-connections-per-client".into(),
+            "100000".into(),
             "--session-key".into(),
             random_hex(32),
         ];
@@ -166,6 +177,17 @@ impl Stack {
         if !authenticates {
             // A build from before callers authenticate (`--proxy-bin`) lets every caller through anyway.
             args.retain(|a| a != "--anonymous");
+        }
+        // Builds from before the caps (`--proxy-bin`) have none to raise.
+        for (flag, known) in [
+            ("--max-streams", knows_flag(&bins.proxy, "serve", "--max-streams").await),
+            ("--max-connections", knows_flag(&bins.proxy, "serve", "--max-connections").await),
+        ] {
+            if !known {
+                while let Some(at) = args.iter().position(|a| a.starts_with(flag)) {
+                    args.drain(at..at + 2);
+                }
+            }
         }
         let mut proxy = Proc::start(
             Spec { name: "proxy", program: &bins.proxy, args, env: quiet(), cpu: pins.server },
@@ -186,6 +208,7 @@ impl Stack {
             token,
             ids: Vec::new(),
             api_key: None,
+            policy_key: None,
             jwt: None,
             jwt_skipped: None,
             issuer: None,
@@ -193,6 +216,7 @@ impl Stack {
         stack.register().await?;
         if authenticates {
             stack.api_key = stack.create_api_key().await?;
+            stack.policy_key = stack.create_policy_key().await?;
             match stack.trust_issuer().await {
                 Ok((issuer, jwt)) => {
                     stack.issuer = Some(issuer);
@@ -306,6 +330,36 @@ impl Stack {
         }
         let key = reply["key"].as_str().context("API key reply without key")?.to_owned();
         self.wait_accepted("API key", &key).await?;
+        Ok(Some(key))
+    }
+
+    /// The full policy path: a custom role (one rule), an API key holding it and narrowed by its own
+    /// permissions to `bench`'s `echo`, and a local rate limit on every API key's calls to `bench` far above
+    /// what the benchmark reaches (so it is checked on each call and never refuses one). The anonymous
+    /// baseline is not an API key, so the limit does not touch it. `None` when the control plane has no
+    /// roles or rate limits (404).
+    async fn create_policy_key(&self) -> Result<Option<String>> {
+        let role =
+            json!({"name": "bench-caller", "rules": [{"server": "bench*", "tools": ["echo", "stream"]}]});
+        let limit =
+            json!({"scope": "api_key", "match": {"server": "bench"}, "requests": 1_000_000, "per": "1s"});
+        for (path, body) in [("/api/v1/roles", role), ("/api/v1/rate-limits", limit)] {
+            let (status, reply) = self.rest("POST", path, &body).await?;
+            if status == 404 {
+                return Ok(None);
+            }
+            if status != 201 {
+                bail!("POST {path}: HTTP {status}: {reply}");
+            }
+        }
+        let key = json!({"name": "mcpgw-bench-policy", "role": "bench-caller",
+            "permissions": [{"server": "bench", "tools": ["echo"]}]});
+        let (status, reply) = self.rest("POST", "/api/v1/api-keys", &key).await?;
+        if status != 201 {
+            bail!("creating the policy API key: HTTP {status}: {reply}");
+        }
+        let key = reply["key"].as_str().context("API key reply without key")?.to_owned();
+        self.wait_accepted("policy API key", &key).await?;
         Ok(Some(key))
     }
 
