@@ -119,6 +119,7 @@ pub async fn handle(
     server: &Arc<Server>,
     body: Bytes,
     rpc: Option<&Rpc>,
+    filter: Option<&crate::policy::ListFilter>,
 ) -> Result<(), Failure> {
     let req = session.req_header();
     let method = req.method.clone();
@@ -136,7 +137,7 @@ pub async fn handle(
             &bridge.instance.id,
             &format!("{BRIDGE}{}", bridge.id),
         );
-        return send(gw, session, ctx, server, &bridge, body, rpc, Some(token)).await;
+        return send(gw, session, ctx, server, &bridge, body, rpc, None, Some(token)).await;
     };
     let bridge = gw
         .sessions
@@ -147,7 +148,7 @@ pub async fn handle(
         .filter(|b| !b.closed.load(Ordering::Acquire))
         .ok_or_else(|| ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into()))?;
     match method {
-        http::Method::POST => send(gw, session, ctx, server, &bridge, body, rpc, None).await,
+        http::Method::POST => send(gw, session, ctx, server, &bridge, body, rpc, filter, None).await,
         http::Method::GET => stream(session, ctx, &bridge).await,
         http::Method::DELETE => {
             if let Some(b) = gw.bridges.remove(&bridge.id) {
@@ -264,6 +265,7 @@ async fn send(
     bridge: &Bridge,
     body: Bytes,
     rpc: Option<&Rpc>,
+    filter: Option<&crate::policy::ListFilter>,
     token: Option<String>,
 ) -> Result<(), Failure> {
     let request_id = match rpc {
@@ -293,7 +295,13 @@ async fn send(
         }
     };
     match response {
-        Ok(Ok(message)) => reply(session, ctx, 200, Some("application/json"), message, token).await,
+        Ok(Ok(message)) => {
+            let message = match filter {
+                Some(filter) => filter.apply(&message, false),
+                None => message,
+            };
+            reply(session, ctx, 200, Some("application/json"), message, token).await
+        }
         Ok(Err(_)) => Err(ProxyError::UpstreamFailed {
             server: server.name.to_string(),
             detail: "the upstream SSE stream ended before the response".into(),

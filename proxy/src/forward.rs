@@ -87,6 +87,8 @@ pub struct Plan {
     pub rewrite: Rewrite,
     /// A list answer the caller may see only part of.
     pub filter: Option<crate::policy::ListFilter>,
+    /// A legacy SSE stream of a restricted caller: list answers on it are filtered (`PendingLists`).
+    pub legacy_lists: bool,
 }
 
 impl Default for Plan {
@@ -98,6 +100,7 @@ impl Default for Plan {
             client_token: None,
             rewrite: Rewrite::None,
             filter: None,
+            legacy_lists: false,
         }
     }
 }
@@ -478,6 +481,8 @@ async fn exchange(
     let _stream_guard = sse.then(StreamGauge::open);
     let sessions = &gw.sessions;
     let binding = ctx.binding();
+    // The upstream's message path of this legacy session, once its endpoint event is seen.
+    let upstream_path = std::sync::OnceLock::new();
     let mut endpoint = (plan.rewrite == Rewrite::SseEndpoint).then(|| {
         EndpointRewriter::new(|uri: &str| {
             let target = instance.endpoint.join(uri).ok()?;
@@ -487,14 +492,28 @@ async fn exchange(
                 path.push_str(q);
             }
             let token = sessions.seal(Scope::SseMessage(&server.id, &binding), &instance.id, &path);
+            let _ = upstream_path.set(path);
             Some(format!("/mcp/{}/message?sessionId={token}", server.name))
         })
     });
+    let mut lists =
+        plan.legacy_lists.then(|| crate::policy::LegacyListStream::new(&gw.pending_lists, &server.id));
     loop {
         tokio::select! {
             chunk = up.read_response_body() => match chunk {
                 Ok(Some(data)) => {
                     let data = match endpoint.as_mut() { Some(r) => r.feed(data), None => data };
+                    let data = match lists.as_mut() {
+                        Some(lists) => match lists.feed(data, upstream_path.get()) {
+                            Ok(data) => data,
+                            Err(why) => {
+                                tracing::warn!(server = %server.name, why, "Closing a legacy SSE stream whose list answer cannot be filtered.");
+                                abandon(gw, up, peer, gone);
+                                return Ok(Some(upstream_ok));
+                            }
+                        },
+                        None => data,
+                    };
                     if !data.is_empty() && session.write_response_body(Some(data), false).await.is_err() {
                         abandon(gw, up, peer, gone);
                         return Ok(Some(upstream_ok));

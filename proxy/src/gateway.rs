@@ -46,6 +46,8 @@ pub struct Gateway {
     pub breakers: Breakers,
     pub retry: RetryBudget,
     pub bridges: Arc<Bridges>,
+    /// List requests of restricted callers awaiting their answer on a legacy SSE stream.
+    pub pending_lists: crate::policy::PendingLists,
     /// DNS-rebinding protection: the `Host` and `Origin` values served.
     pub front: FrontDoor,
     /// Who may call, and how refusals point clients at the protected resource metadata.

@@ -305,6 +305,126 @@ impl ListFilter {
     }
 }
 
+/// Most list requests one legacy session may have awaiting their answer.
+const MAX_PENDING_PER_SESSION: usize = 64;
+/// Most legacy sessions with list requests awaiting their answer.
+const MAX_PENDING_SESSIONS: usize = 100_000;
+
+/// A legacy HTTP+SSE session: its server's id and the upstream's message path.
+pub type LegacySession = (String, String);
+
+/// List requests of restricted callers on the legacy HTTP+SSE transport, whose answers arrive on the
+/// session's SSE stream rather than on the POST: the POST registers the request's id with its filter, the
+/// stream ([`LegacyListStream`]) filters the answer carrying that id.
+#[derive(Debug, Default)]
+pub struct PendingLists(std::sync::Mutex<HashMap<LegacySession, HashMap<String, ListFilter>>>);
+
+impl PendingLists {
+    /// Expects the answer to request `id` (its JSON text) on `session`'s stream.
+    pub fn expect(
+        &self,
+        session: LegacySession,
+        id: String,
+        filter: ListFilter,
+    ) -> Result<(), crate::error::ProxyError> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !all.contains_key(&session) && all.len() >= MAX_PENDING_SESSIONS {
+            return Err(crate::error::ProxyError::TooManyStreams {
+                per_principal: false,
+                limit: MAX_PENDING_SESSIONS,
+            });
+        }
+        let pending = all.entry(session).or_default();
+        if pending.len() >= MAX_PENDING_PER_SESSION && !pending.contains_key(&id) {
+            return Err(crate::error::ProxyError::InvalidRequest(format!(
+                "{MAX_PENDING_PER_SESSION} list requests of this session await their answers already"
+            )));
+        }
+        pending.insert(id, filter);
+        Ok(())
+    }
+
+    fn take(&self, session: &LegacySession, id: &str) -> Option<ListFilter> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = all.get_mut(session)?;
+        let filter = pending.remove(id);
+        if pending.is_empty() {
+            all.remove(session);
+        }
+        filter
+    }
+
+    fn forget(&self, session: &LegacySession) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(session);
+    }
+}
+
+/// A restricted caller's legacy SSE stream: whole events pass through, except the answers to its pending
+/// list requests, which are filtered. An event over [`MAX_FILTERED_BODY`] cannot be and ends the stream.
+pub struct LegacyListStream<'a> {
+    pending: &'a PendingLists,
+    server_id: String,
+    /// Known once the stream's endpoint event is seen.
+    session: Option<LegacySession>,
+    held: Vec<u8>,
+    /// How far `held` was searched for an event's end.
+    scanned: usize,
+}
+
+impl<'a> LegacyListStream<'a> {
+    pub fn new(pending: &'a PendingLists, server_id: &str) -> Self {
+        Self { pending, server_id: server_id.to_owned(), session: None, held: Vec::new(), scanned: 0 }
+    }
+
+    /// Feeds one chunk (after the endpoint rewrite); returns the whole events it completes.
+    pub fn feed(
+        &mut self,
+        chunk: bytes::Bytes,
+        upstream_path: Option<&String>,
+    ) -> Result<bytes::Bytes, &'static str> {
+        if self.session.is_none() {
+            self.session = upstream_path.map(|p| (self.server_id.clone(), p.clone()));
+        }
+        self.held.extend_from_slice(&chunk);
+        let mut out = Vec::with_capacity(self.held.len());
+        loop {
+            // A blank line is at most 4 bytes: the search resumes just before where it stopped.
+            let from = self.scanned.saturating_sub(3);
+            let Some(end) = crate::sse::event_end(&self.held[from..]).map(|e| e + from) else {
+                self.scanned = self.held.len();
+                break;
+            };
+            let event: Vec<u8> = self.held.drain(..end).collect();
+            self.scanned = 0;
+            match self.filtered(&event) {
+                Some(filtered) => out.extend_from_slice(&filtered),
+                None => out.extend_from_slice(&event),
+            }
+        }
+        if self.held.len() > MAX_FILTERED_BODY {
+            return Err("an event over 16 MiB on a stream whose list answers are filtered");
+        }
+        Ok(bytes::Bytes::from(out))
+    }
+
+    fn filtered(&self, event: &[u8]) -> Option<bytes::Bytes> {
+        let session = self.session.as_ref()?;
+        let parsed = crate::sse::parse_event(event).filter(|e| e.kind == "message")?;
+        let message: serde_json::Value = serde_json::from_str(&parsed.data).ok()?;
+        message.get("result")?;
+        let filter = self.pending.take(session, &message.get("id")?.to_string())?;
+        Some(filter.apply(event, true))
+    }
+}
+
+impl Drop for LegacyListStream<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = &self.session {
+            self.pending.forget(session);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,19 +89,33 @@ pub async fn dispatch(
         }
         _ => None,
     };
+    let restricted = !table.access().unrestricted(&principal, &server.tenant);
     ctx.principal = Some(principal);
     let plan = match route {
         Route::Mcp(_) if server.transport == Transport::Sse => {
-            return crate::bridge::handle(gw, session, ctx, &server, body, rpc).await;
+            return crate::bridge::handle(gw, session, ctx, &server, body, rpc, filter.as_ref()).await;
         }
         Route::Mcp(_) => Plan { filter, ..mcp_plan(gw, session, &table, &server, rpc, &binding)? },
         Route::Sse(_) => {
             if server.transport != Transport::Sse {
                 return Err(ProxyError::NotSse { server: server.name.to_string() }.into());
             }
-            Plan { target: balanced(session, &server), rewrite: Rewrite::SseEndpoint, ..Plan::default() }
+            Plan {
+                target: balanced(session, &server),
+                rewrite: Rewrite::SseEndpoint,
+                legacy_lists: restricted,
+                ..Plan::default()
+            }
         }
-        Route::Message(_) => message_plan(gw, session, &table, &server, &binding)?,
+        Route::Message(_) => {
+            let plan = message_plan(gw, session, &table, &server, &binding)?;
+            if let (Some(filter), Some(Rpc::Message { id: Some(id), .. })) = (filter, rpc) {
+                // The answer arrives on the session's SSE stream, which filters it (`forward`).
+                let upstream = plan.upstream_path.clone().unwrap_or_default();
+                gw.pending_lists.expect((server.id.clone(), upstream), id.to_string(), filter)?;
+            }
+            plan
+        }
     };
     forward::run(gw, session, ctx, &server, plan, body).await
 }

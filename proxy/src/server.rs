@@ -78,6 +78,7 @@ pub fn build(config: &Config) -> Server {
         breakers,
         retry: RetryBudget::new(RETRY_RATIO, RETRY_FLOOR),
         bridges: Arc::default(),
+        pending_lists: Default::default(),
         front: config.front.clone(),
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
         exchanger: Arc::new(crate::exchange::Exchanger::new(control_plane.clone())),

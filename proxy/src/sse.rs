@@ -94,7 +94,7 @@ impl Parser {
     }
 }
 
-fn parse_event(raw: &[u8]) -> Option<Event> {
+pub(crate) fn parse_event(raw: &[u8]) -> Option<Event> {
     let text = std::str::from_utf8(raw).ok()?;
     let mut kind = None;
     let mut data: Option<String> = None;
@@ -116,7 +116,7 @@ fn parse_event(raw: &[u8]) -> Option<Event> {
 }
 
 /// End (exclusive) of the first complete event: a blank line in any of SSE's line endings.
-fn event_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn event_end(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i < buf.len() {
         let nl = match buf[i] {

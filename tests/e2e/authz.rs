@@ -293,3 +293,51 @@ async fn a_global_rate_limit_holds_across_two_proxies_and_fails_as_chosen_while_
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_filtered_for_sse_servers_on_the_legacy_transport_and_through_the_bridge() -> Result<()> {
+    let gw = Gateway::start_closed(&[]).await?;
+    let everything = mcpgw_e2e::EverythingServer::start_sse().await?;
+    let url = gw.add_server("sse-tools", &everything.url(), "sse").await?;
+    let (_, narrow) = gw
+        .cp
+        .create_api_key(
+            json!({"name": "sse-narrow", "permissions": [{"server": "sse-tools", "tools": ["echo"]}]}),
+        )
+        .await?;
+    let (_, full) = gw.cp.create_api_key(json!({"name": "sse-full"})).await?;
+
+    // The legacy HTTP+SSE transport: the answer arrives on the SSE stream, filtered there.
+    let names = |listed: &Value| -> Vec<String> {
+        listed["result"]["tools"]
+            .as_array()
+            .map(|tools| tools.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let sse_url = format!("{url}/sse");
+    let mut restricted = mcpgw_e2e::dataplane::LegacySseClient::connect_as(&sse_url, Some(&narrow)).await?;
+    restricted.initialize().await?;
+    for _ in 0..2 {
+        let listed = restricted.request("tools/list", json!({})).await?;
+        ensure!(names(&listed) == ["echo"], "the restricted caller's list on the SSE stream: {listed}");
+    }
+    let mut unrestricted = mcpgw_e2e::dataplane::LegacySseClient::connect_as(&sse_url, Some(&full)).await?;
+    unrestricted.initialize().await?;
+    let all = names(&unrestricted.request("tools/list", json!({})).await?);
+    ensure!(
+        all.len() > 1 && all.contains(&"echo".to_owned()),
+        "everything for an unrestricted caller: {all:?}"
+    );
+    let echoed = restricted
+        .request("tools/call", json!({"name": "echo", "arguments": {"message": "over sse"}}))
+        .await?;
+    ensure!(echoed.to_string().contains("over sse"), "{echoed}");
+
+    // Streamable HTTP clients of the SSE server go through the bridge: the same list, from both SDKs.
+    let auth = format!("Authorization: Bearer {narrow}");
+    let listed = py_client(&url, "legacy", &["--header", &auth, "list-tools"]).await?;
+    ensure!(tool_names(&listed) == ["echo"], "python through the bridge: {listed}");
+    let listed = ts_client(&url, "legacy", &["--header", &auth, "list-tools"]).await?;
+    ensure!(tool_names(&listed) == ["echo"], "ts through the bridge: {listed}");
+    Ok(())
+}

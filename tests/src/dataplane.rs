@@ -500,6 +500,8 @@ pub struct LegacySseClient {
     rx: mpsc::UnboundedReceiver<SseEvent>,
     reader: JoinHandle<()>,
     next_id: i64,
+    /// `Authorization: Bearer` of every request, when given.
+    bearer: Option<String>,
 }
 
 /// How long the raw clients wait for one answer.
@@ -508,13 +510,17 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 impl LegacySseClient {
     /// Opens the SSE stream at `sse_url` and waits for its `endpoint` event.
     pub async fn connect(sse_url: &str) -> Result<Self> {
+        Self::connect_as(sse_url, None).await
+    }
+
+    /// [`LegacySseClient::connect`] presenting `bearer` (an API key or a token) on every request.
+    pub async fn connect_as(sse_url: &str, bearer: Option<&str>) -> Result<Self> {
         let http = crate::http_client();
-        let resp = http
-            .get(sse_url)
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-            .with_context(|| format!("GET {sse_url}"))?;
+        let mut get = http.get(sse_url).header("Accept", "text/event-stream");
+        if let Some(bearer) = bearer {
+            get = get.bearer_auth(bearer);
+        }
+        let resp = get.send().await.with_context(|| format!("GET {sse_url}"))?;
         let status = resp.status();
         if status != StatusCode::OK {
             let body = resp.text().await.unwrap_or_default();
@@ -540,7 +546,8 @@ impl LegacySseClient {
             bail!("first event on {sse_url} is not `endpoint`: {first:?}");
         }
         let endpoint = reqwest::Url::parse(sse_url)?.join(&first.data)?.to_string();
-        Ok(Self { http, endpoint, endpoint_data: first.data, rx, reader, next_id: 1 })
+        let bearer = bearer.map(str::to_owned);
+        Ok(Self { http, endpoint, endpoint_data: first.data, rx, reader, next_id: 1, bearer })
     }
 
     /// POSTs one message to the endpoint; returns the status and body of the POST itself.
@@ -550,10 +557,15 @@ impl LegacySseClient {
 
     /// POSTs one message to another message URL (for forged session ids).
     pub async fn post_to(&self, url: &str, message: &Value) -> Result<(StatusCode, String)> {
-        let resp = tokio::time::timeout(
-            ANSWER_TIMEOUT,
-            self.http.post(url).header("Content-Type", "application/json").body(message.to_string()).send(),
-        )
+        let resp = tokio::time::timeout(ANSWER_TIMEOUT, {
+            let post = self.http.post(url).header("Content-Type", "application/json");
+            match &self.bearer {
+                Some(bearer) => post.bearer_auth(bearer),
+                None => post,
+            }
+            .body(message.to_string())
+            .send()
+        })
         .await
         .with_context(|| format!("POST {url}: no answer within {ANSWER_TIMEOUT:?}"))??;
         let status = resp.status();
