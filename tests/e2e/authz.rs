@@ -2,9 +2,11 @@
 //! narrowed by their own permissions, tenants that do not see each other's servers, and a role granted to
 //! signed-in users by an IdP group (Entra-like IdP). A forbidden tool answers as a missing one.
 
-use anyhow::{Result, ensure};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
 use mcpgw_e2e::dataplane::ts_client;
-use mcpgw_e2e::{Gateway, PyServer, PyServerOpts, SignInGateway, py_client, py_oauth_client};
+use mcpgw_e2e::{Gateway, McpHttp, PyServer, PyServerOpts, SignInGateway, py_client, py_oauth_client};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -340,4 +342,185 @@ async fn lists_are_filtered_for_sse_servers_on_the_legacy_transport_and_through_
     let listed = ts_client(&url, "legacy", &["--header", &auth, "list-tools"]).await?;
     ensure!(tool_names(&listed) == ["echo"], "ts through the bridge: {listed}");
     Ok(())
+}
+
+/// What one caller of the matrix is and should see on its own tenant's server.
+struct Caller {
+    label: String,
+    tenant: &'static str,
+    key: String,
+    /// Tools it lists (sorted), on its own tenant's `-tools` server.
+    sees: Vec<&'static str>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_three_roles_and_narrowed_keys_see_and_call_exactly_their_own() -> Result<()> {
+    let gw = Gateway::start_closed(&[]).await?;
+    let upstream = PyServer::start("py-matrix", PyServerOpts::default()).await?;
+    let recording = mcpgw_e2e::RecordingUpstream::start().await?;
+    let all_tools = {
+        let mut t = tool_names(&py_client(&upstream.url(), "auto", &["list-tools"]).await?);
+        t.sort();
+        t
+    };
+    let mut urls = std::collections::HashMap::new();
+    let mut ids = std::collections::HashMap::new();
+    for tenant in ["acme", "globex"] {
+        urls.insert(tenant, register(&gw, &format!("{tenant}-tools"), &upstream.url(), tenant).await?);
+        let body = json!({"name": format!("{tenant}-rec"), "endpoint_url": recording.url(),
+            "transport_type": "streamable_http", "tenant_id": tenant});
+        let (status, doc) = gw.cp.api(Method::POST, "/api/v1/servers", Some(body)).await?;
+        ensure!(status == 201, "{status} {doc}");
+        ids.insert(tenant, doc["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let mut callers = Vec::new();
+    let mut admins = std::collections::HashMap::new();
+    for tenant in ["acme", "globex"] {
+        for role in ["admin", "server_owner", "user"] {
+            let (_, key) = gw
+                .cp
+                .create_api_key(
+                    json!({"name": format!("{tenant}-{role}"), "tenant_id": tenant, "role": role}),
+                )
+                .await?;
+            if role == "admin" {
+                admins.insert(tenant, key.clone());
+            }
+            let sees = all_tools.iter().map(|t| leak(t)).collect();
+            callers.push(Caller { label: format!("{tenant} {role}"), tenant, key, sees });
+        }
+        let narrowed = json!({"name": format!("{tenant}-narrowed"), "tenant_id": tenant,
+            "permissions": [{"server": format!("{tenant}-*"), "tools": ["echo"], "prompts": [], "resources": []}]});
+        let (_, key) = gw.cp.create_api_key(narrowed).await?;
+        callers.push(Caller { label: format!("{tenant} narrowed user"), tenant, key, sees: vec!["echo"] });
+    }
+    for tenant in ["acme", "globex"] {
+        gw.proxy.wait_routable(&format!("{tenant}-rec"), mcpgw_e2e::gateway::ROUTABLE_TIMEOUT).await?;
+    }
+
+    // Every caller's list with the Python SDK (concurrently: each is a process), two with the TS SDK too.
+    let lists = futures_util::future::try_join_all(callers.iter().map(|caller| {
+        let auth = format!("Authorization: Bearer {}", caller.key);
+        let own = urls[caller.tenant].clone();
+        async move { py_client(&own, "auto", &["--header", &auth, "list-tools"]).await }
+    }))
+    .await?;
+    for (caller, listed) in callers.iter().zip(&lists) {
+        let mut listed = tool_names(listed);
+        listed.sort();
+        ensure!(listed == caller.sees, "{}: python lists {listed:?}, not {:?}", caller.label, caller.sees);
+    }
+    for caller in
+        callers.iter().filter(|c| c.label.starts_with("globex")).filter(|c| c.label.ends_with("user"))
+    {
+        let auth = format!("Authorization: Bearer {}", caller.key);
+        let mut listed =
+            tool_names(&ts_client(&urls[caller.tenant], "legacy", &["--header", &auth, "list-tools"]).await?);
+        listed.sort();
+        ensure!(listed == caller.sees, "{}: ts lists {listed:?}", caller.label);
+    }
+    // What each call returns, in a session of each caller's own.
+    for caller in &callers {
+        let other = if caller.tenant == "acme" { "globex" } else { "acme" };
+        let mut own = McpHttp::new(urls[caller.tenant].clone());
+        own.extra_headers.push(("Authorization".into(), format!("Bearer {}", caller.key)));
+        own.initialize().await?;
+        let echoed = own.call_tool("echo", json!({"message": "mine"})).await?;
+        ensure!(first_text(&echoed) == Some("mine"), "{}: {echoed}", caller.label);
+        let add = own.call("tools/call", json!({"name": "add", "arguments": {"a": 2, "b": 2}})).await?;
+        let may_add = caller.sees.contains(&"add");
+        ensure!(
+            if may_add {
+                first_text(&add["result"]).is_some_and(|t| t.starts_with('4'))
+            } else {
+                add["error"]["message"] == "Unknown tool: add"
+            },
+            "{}: add → {add}",
+            caller.label
+        );
+        let mut cross = McpHttp::new(urls[other].clone());
+        cross.extra_headers.push(("Authorization".into(), format!("Bearer {}", caller.key)));
+        let refused = format!("{:?}", cross.initialize().await.map(|_| ()));
+        ensure!(refused.contains("unknown_server"), "{}: another tenant's server → {refused}", caller.label);
+    }
+
+    // Nothing forbidden reaches an upstream: the narrowed keys' refused calls, prompts and resources,
+    // and every caller's calls to the other tenant's server.
+    let before = recording.received().len();
+    for caller in &callers {
+        for tenant in ["acme", "globex"] {
+            let mut rec = McpHttp::new(gw.proxy.url(&format!("{tenant}-rec")));
+            rec.extra_headers.push(("Authorization".into(), format!("Bearer {}", caller.key)));
+            let attempts = [
+                ("tools/call", json!({"name": "add", "arguments": {}})),
+                ("prompts/get", json!({"name": "secret-prompt"})),
+                ("resources/read", json!({"uri": "file:///etc/secret"})),
+            ];
+            for (method, params) in attempts {
+                let forbidden = tenant != caller.tenant || caller.sees == ["echo"];
+                let answer = rec.call(method, params).await;
+                if forbidden {
+                    ensure!(
+                        answer.is_err() || answer.as_ref().is_ok_and(|a| a.get("error").is_some()),
+                        "{}: {method} at {tenant}-rec → {answer:?}",
+                        caller.label
+                    );
+                }
+            }
+        }
+    }
+    let reached: Vec<String> = recording.received()[before..]
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .filter(|b| b.contains("secret") || b.contains("\"add\""))
+        .collect();
+    let allowed = callers.iter().filter(|c| c.sees != ["echo"]).count() * 3;
+    ensure!(
+        reached.len() == allowed,
+        "only the unrestricted callers' own-tenant requests reach the upstream ({allowed}), not {}: {reached:#?}",
+        reached.len()
+    );
+
+    // REST: a tenant admin reads and changes its own tenant only.
+    for (tenant, other) in [("acme", "globex"), ("globex", "acme")] {
+        let admin = &admins[tenant];
+        let (status, _) =
+            gw.cp.api_as(admin, Method::GET, &format!("/api/v1/servers/{}", ids[other]), None).await?;
+        ensure!(status == 404, "{tenant} admin reading {other}'s server: {status}");
+        let (status, _) =
+            gw.cp.api_as(admin, Method::DELETE, &format!("/api/v1/servers/{}", ids[other]), None).await?;
+        ensure!(status == 404, "{tenant} admin deleting {other}'s server: {status}");
+        let export = reqwest::Client::new()
+            .get(format!("{}/api/v1/admin/export", gw.cp.http_url()))
+            .bearer_auth(admin)
+            .send()
+            .await?;
+        ensure!(export.status() == 200, "{tenant}'s export: {}", export.status());
+        let export = export.text().await?;
+        ensure!(
+            export.contains(&format!("{tenant}-tools")) && !export.contains(other),
+            "{tenant}'s export holds its own servers only: {export}"
+        );
+        // Discovery runs in the background after a registration: wait for the tenant's own tools.
+        let tools =
+            mcpgw_e2e::poll_until("the tenant's discovered tools", Duration::from_secs(20), || async {
+                let (status, tools) =
+                    gw.cp.api_as(admin, Method::GET, "/api/v1/discovery/tools", None).await?;
+                let tools = tools.to_string();
+                Ok((status == 200 && tools.contains(&format!("{tenant}-tools"))).then_some(tools))
+            })
+            .await?;
+        ensure!(
+            !tools.contains(&format!("{other}-tools")),
+            "{tenant}'s discovery shows its own servers' tools only: {tools}"
+        );
+        let user = &callers.iter().find(|c| c.label == format!("{tenant} user")).context("user")?.key;
+        let (status, _) = gw.cp.api_as(user, Method::GET, "/api/v1/admin/export", None).await?;
+        ensure!(status == 403, "a user key on REST: {status}");
+    }
+    Ok(())
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
 }

@@ -180,8 +180,18 @@ impl ControlPlane {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
-        let mut req =
-            self.http.request(method, format!("{}{path}", self.http_url())).bearer_auth(&self.admin_token);
+        self.api_as(&self.admin_token, method, path, body).await
+    }
+
+    /// [`ControlPlane::api`] with another bearer credential (an API key or an access token).
+    pub async fn api_as(
+        &self,
+        bearer: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.http_url())).bearer_auth(bearer);
         if let Some(body) = body {
             req = req.json(&body);
         }
