@@ -1,5 +1,6 @@
 //! Who may call: configured bearer secrets (`--admin-token`, `--proxy-token`), the caller of a REST request
-//! (`authenticate` middleware, before any extractor) and the `Admin` extractor every `/api/v1` handler takes.
+//! (`authenticate` middleware, before any extractor) and the extractors `/api/v1` handlers take, one per
+//! permission: `Admin`, `PlatformAdmin`, and for servers `ServerReader` and `ServerManager` (`servers`).
 
 use std::fmt;
 use std::future::{Ready, ready};
@@ -73,8 +74,9 @@ pub enum Principal {
     /// A user signed in through the authorization server (a token for `<issuer>/api`); an administrator
     /// when the IdP gave them one of `--oidc-admin-roles` as a role or group at their last sign-in: of
     /// every tenant when the user belongs to `default`, else of their own tenant only (an IdP mapped onto
-    /// a tenant must not be able to hand out platform rights).
-    User { id: Uuid, email: Option<String>, tenant_id: String, admin: bool },
+    /// a tenant must not be able to hand out platform rights). `server_owner` when one of those IdP roles
+    /// or groups is `server_owner`: then they register servers and manage the ones they registered.
+    User { id: Uuid, email: Option<String>, tenant_id: String, admin: bool, server_owner: bool },
 }
 
 impl Principal {
@@ -105,6 +107,32 @@ impl Principal {
             Self::AdminToken => "admin-token".to_owned(),
             Self::ApiKey { id, .. } => format!("api-key:{id}"),
             Self::User { id, .. } => format!("user:{id}"),
+        }
+    }
+
+    /// The owner recorded on the servers this principal registers: its label, stable for as long as the
+    /// key or user exists; `None` for the admin token, which anyone holding it shares.
+    pub fn owner_label(&self) -> Option<String> {
+        match self {
+            Self::AdminToken => None,
+            Self::ApiKey { .. } | Self::User { .. } => Some(self.label()),
+        }
+    }
+
+    /// The tenant of an API key or a user; `None` for the admin token.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Self::AdminToken => None,
+            Self::ApiKey { tenant_id, .. } | Self::User { tenant_id, .. } => Some(tenant_id),
+        }
+    }
+
+    /// Whether this principal holds the `server_owner` role (an API key's role, a user's IdP role or group).
+    pub fn is_server_owner(&self) -> bool {
+        match self {
+            Self::AdminToken => false,
+            Self::ApiKey { role, .. } => role == SERVER_OWNER_ROLE,
+            Self::User { server_owner, .. } => *server_owner,
         }
     }
 }
@@ -180,8 +208,10 @@ async fn signed_in(state: &AppState, token: &str) -> Result<Principal, ApiError>
         .map_err(ApiError::internal)?
         .ok_or_else(|| refused("the user no longer exists".into()))?;
     let admin_roles = &server.config.admin_roles;
-    let admin = user.roles.iter().chain(&user.groups).any(|r| admin_roles.contains(r));
-    Ok(Principal::User { id: user.id, email: user.email, tenant_id: user.tenant_id, admin })
+    let idp = || user.roles.iter().chain(&user.groups);
+    let admin = idp().any(|r| admin_roles.contains(r));
+    let server_owner = idp().any(|r| r == SERVER_OWNER_ROLE);
+    Ok(Principal::User { id: user.id, email: user.email, tenant_id: user.tenant_id, admin, server_owner })
 }
 
 /// Middleware of `/api/v1`: establishes who is calling before any extractor runs. An API key is looked up
@@ -228,15 +258,7 @@ impl Admin {
     /// The tenant a new object goes to: the one given, else the administrator's own (`default` for a
     /// platform administrator); a tenant administrator naming another tenant is refused (403).
     pub fn tenant_for(&self, given: Option<&str>) -> Result<String, ApiError> {
-        match (self.tenant(), given) {
-            (Some(own), Some(other)) if own != other => Err(ApiError::new(
-                Code::InsufficientPermissions,
-                format!("an administrator of tenant {own:?} cannot manage tenant {other:?}"),
-            )),
-            (_, Some(given)) => Ok(given.to_owned()),
-            (Some(own), None) => Ok(own.to_owned()),
-            (None, None) => Ok(DEFAULT_TENANT.to_owned()),
-        }
+        tenant_for(self.tenant(), given, "an administrator")
     }
 
     /// The tenant a read is narrowed to: a tenant administrator's own, whatever was asked (like every
@@ -303,14 +325,36 @@ impl FromRequest for Admin {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let outcome = match req.extensions().get::<Authenticated>() {
-            Some(Authenticated(outcome)) => outcome.clone(),
-            // Fail closed: a route registered outside the authenticated scope.
-            None => Err(ApiError::internal(format!("{} has no authentication middleware", req.path()))),
-        };
-        ready(Self::check(outcome))
+        ready(Self::check(authenticated(req)))
     }
 }
+
+/// What `authenticate` established for this request.
+fn authenticated(req: &HttpRequest) -> Result<Principal, ApiError> {
+    match req.extensions().get::<Authenticated>() {
+        Some(Authenticated(outcome)) => outcome.clone(),
+        // Fail closed: a route registered outside the authenticated scope.
+        None => Err(ApiError::internal(format!("{} has no authentication middleware", req.path()))),
+    }
+}
+
+/// The tenant a new object of a caller confined to `own` goes to (`None`: every tenant): the one given,
+/// else its own (`default` for a platform-wide caller); naming another tenant is refused (403). `who`
+/// names the caller in that refusal.
+fn tenant_for(own: Option<&str>, given: Option<&str>, who: &str) -> Result<String, ApiError> {
+    match (own, given) {
+        (Some(own), Some(other)) if own != other => Err(ApiError::new(
+            Code::InsufficientPermissions,
+            format!("{who} of tenant {own:?} cannot manage tenant {other:?}"),
+        )),
+        (_, Some(given)) => Ok(given.to_owned()),
+        (Some(own), None) => Ok(own.to_owned()),
+        (None, None) => Ok(DEFAULT_TENANT.to_owned()),
+    }
+}
+
+mod servers;
+pub use servers::{SERVER_OWNER_ROLE, ServerManager, ServerReader};
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,8 @@ mod health;
 mod health_checks;
 #[path = "integration/instances.rs"]
 mod instances;
+#[path = "integration/owners.rs"]
+mod owners;
 #[path = "integration/registry.rs"]
 mod registry;
 #[path = "integration/rest_auth.rs"]

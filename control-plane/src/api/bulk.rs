@@ -255,13 +255,15 @@ pub async fn import(
     }
     let mut conn = state.conn().await?;
     let key = state.secrets.as_ref();
+    // The importer owns the servers it creates; those it updates keep their owner.
+    let owner = admin.principal().owner_label();
     let created: Vec<(uuid::Uuid, bool)> = conn
         .transaction(async |conn| {
             let mut created = Vec::new();
             for action in &actions {
                 match action {
                     Action::Create(spec) => {
-                        let ((server, _), _) = store::create(conn, spec, key).await?;
+                        let ((server, _), _) = store::create(conn, spec, owner.as_deref(), key).await?;
                         created.push((server.id, spec.auto_discover));
                     }
                     Action::Update(id, spec) => drop(store::replace(conn, *id, spec, key).await?),

@@ -1,4 +1,5 @@
-//! `/api/v1/servers/{id}/instances`: add one instance to a server, remove one.
+//! `/api/v1/servers/{id}/instances`: add one instance to a server, remove one. Both change the server, so
+//! both take `ServerManager`: an administrator of its tenant or its owner.
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
@@ -6,7 +7,7 @@ use uuid::Uuid;
 
 use super::servers::{InstanceRequest, check_secrets, from_store, parse_id, publish};
 use super::{ApiError, AppState, Code};
-use crate::auth::Admin;
+use crate::auth::ServerManager;
 use crate::db::store;
 use crate::model::{HealthIndex, InstanceView, UpstreamAuthSpec};
 
@@ -17,13 +18,13 @@ fn parse_instance_id(raw: &str) -> Result<Uuid, ApiError> {
 
 /// `POST /api/v1/servers/{id}/instances`: 201 with the new instance.
 pub async fn add(
-    admin: Admin,
+    manager: ServerManager,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<InstanceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let server_id = parse_id(&id)?;
-    super::servers::visible(&state, &admin, server_id).await?;
+    super::servers::manageable(&state, &manager, server_id).await?;
     let spec = body.into_inner().validate(None)?;
     check_secrets(&state, spec.upstream_auth.new_secret().is_some())?;
     super::servers::check_endpoint(&state, &spec.endpoint_url, "").await?;
@@ -31,7 +32,8 @@ pub async fn add(
     let (row, version) =
         store::add_instance(&mut conn, server_id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
     drop(conn);
-    tracing::info!(server_id = %server_id, instance_id = %row.id, version, "Added an instance.");
+    tracing::info!(server_id = %server_id, instance_id = %row.id, version, by = %manager.principal().label(),
+        "Added an instance.");
     publish(&state).await;
     let mut view = InstanceView::new(&row, &HealthIndex::default());
     view.upstream_auth = (spec.upstream_auth != UpstreamAuthSpec::None).then(|| spec.upstream_auth.view());
@@ -42,18 +44,19 @@ pub async fn add(
 
 /// `DELETE /api/v1/servers/{id}/instances/{instance_id}`: 204.
 pub async fn remove(
-    admin: Admin,
+    manager: ServerManager,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, instance) = path.into_inner();
     let server_id = parse_id(&id)?;
-    super::servers::visible(&state, &admin, server_id).await?;
+    super::servers::manageable(&state, &manager, server_id).await?;
     let instance_id = parse_instance_id(&instance)?;
     let mut conn = state.conn().await?;
     let version = store::remove_instance(&mut conn, server_id, instance_id).await.map_err(from_store)?;
     drop(conn);
-    tracing::info!(server_id = %server_id, instance_id = %instance_id, version, "Removed an instance.");
+    tracing::info!(server_id = %server_id, instance_id = %instance_id, version,
+        by = %manager.principal().label(), "Removed an instance.");
     publish(&state).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -82,7 +82,8 @@ impl AppState {
 
 /// Registers every route, the extractor configs that map actix's errors into the error table, and the
 /// fallbacks for unknown paths and methods. Everything under `/api/v1` passes the `authenticate`
-/// middleware, and every handler there but the OpenAPI document takes `Admin`; `/health`, `/ready`,
+/// middleware, and every handler there but the OpenAPI document takes a permission extractor (`Admin`, `PlatformAdmin`,
+/// or for servers `ServerReader` / `ServerManager`); `/health`, `/ready`,
 /// `/docs` and `/api/v1/openapi.json` are public.
 pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
     let body_limit = state.body_limit;

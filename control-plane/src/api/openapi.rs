@@ -2,7 +2,8 @@
 //! types derive their schemas, and each route is described here next to the others. The `Credential`
 //! modifier marks every `/api/v1` operation as needing the admin credential, with its 401 and 403. A
 //! tenant administrator (an `admin` API key) reads and changes its own tenant only; the routes for
-//! platform administrators alone say so in their 403.
+//! platform administrators alone say so in their 403. The server routes also admit a `server_owner`
+//! (`ServerReader`, `ServerManager`): each says in its description and 403 what that role may do there.
 // The stub functions below only carry the `#[utoipa::path]` descriptions; they are never called.
 #![allow(dead_code)]
 
@@ -54,7 +55,7 @@ impl Modify for Credential {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("--admin-token, an API key (`mcpgw_…`) with the `platform_admin` role (every tenant) or the `admin` role (its tenant), or a signed-in administrator's access token"))
+                    .description(Some("--admin-token, an API key (`mcpgw_…`) with the `platform_admin` role (every tenant) or the `admin` role (its tenant), or a signed-in administrator's access token; on the server routes also a `server_owner` API key or signed-in user (its tenant's servers to read, the servers it registered to change)"))
                     .build(),
             ),
         );
@@ -91,7 +92,7 @@ fn require_credential(operation: &mut Operation, error: &dyn Fn(&str) -> RefOr<u
     });
     responses
         .entry("403".into())
-        .or_insert_with(|| error("a credential without an administrator's role; a tenant administrator writing into another tenant or on a route for platform administrators: trusted issuers, identity providers, proxies (insufficient_permissions)"));
+        .or_insert_with(|| error("a credential without an administrator's role (`server_owner` counts on the server routes only); a tenant administrator writing into another tenant or on a route for platform administrators: trusted issuers, identity providers, proxies (insufficient_permissions)"));
 }
 
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "the process is up")))]
@@ -99,38 +100,50 @@ fn health() {}
 #[utoipa::path(get, path = "/ready", tag = "health", responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the failed checks")))]
 fn ready() {}
 #[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
+    description = "Permission: read servers (`ServerReader`): administrators, and `server_owner` holders, who see every server of their tenant.",
     params(("tenant_id" = Option<String>, Query), ("health_status" = Option<HealthStatus>, Query), ("tags" = Option<String>, Query, description = "comma-separated, all required"),
         ("transport_type" = Option<String>, Query), ("name" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000),
         ("offset" = Option<u32>, Query), ("include_tools" = Option<bool>, Query), ("include_resources" = Option<bool>, Query), ("include_prompts" = Option<bool>, Query)),
-    responses((status = 200, description = "servers by name; X-Total-Count and Link headers page them", body = Vec<ServerView>), (status = 400, description = "see the error table", body = ErrorBody)))]
+    responses((status = 200, description = "servers by name; X-Total-Count and Link headers page them", body = Vec<ServerView>), (status = 400, description = "see the error table", body = ErrorBody),
+        (status = 403, description = "neither an administrator nor a `server_owner` (insufficient_permissions)", body = ErrorBody)))]
 fn list_servers() {}
 #[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = ServerRequest,
-    responses((status = 201, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody), (status = 413, description = "see the error table", body = ErrorBody), (status = 415, description = "see the error table", body = ErrorBody)))]
+    description = "Permission: manage servers (`ServerManager`): administrators, and `server_owner` holders into their own tenant. The caller becomes the server's `owner` (null for the admin token).",
+    responses((status = 201, body = ServerView),
+        (status = 403, description = "neither an administrator nor a `server_owner`, or a `tenant_id` other than the caller's own tenant (insufficient_permissions)", body = ErrorBody), (status = 400, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody), (status = 413, description = "see the error table", body = ErrorBody), (status = 415, description = "see the error table", body = ErrorBody)))]
 fn create_server() {}
 #[utoipa::path(get, path = "/api/v1/servers/{id}", tag = "servers",
+    description = "Permission: read servers (`ServerReader`): administrators, and `server_owner` holders, who see every server of their tenant.",
     params(("id" = String, Path), ("include_tools" = Option<bool>, Query), ("include_resources" = Option<bool>, Query), ("include_prompts" = Option<bool>, Query)),
-    responses((status = 200, body = ServerView), (status = 404, description = "see the error table", body = ErrorBody)))]
+    responses((status = 200, body = ServerView), (status = 404, description = "missing, or of a tenant the caller does not see (server_not_found)", body = ErrorBody), (status = 403, description = "neither an administrator nor a `server_owner` (insufficient_permissions)", body = ErrorBody)))]
 fn get_server() {}
 #[utoipa::path(put, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), request_body = ServerRequest,
-    responses((status = 200, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+    description = "Permission: manage this server (`ServerManager`): an administrator of its tenant, or its `owner` holding `server_owner`. The owner stays.",
+    responses((status = 200, body = ServerView), (status = 403, description = "neither an administrator nor a `server_owner`, or a `server_owner` that did not register this server (insufficient_permissions)", body = ErrorBody), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
 fn replace_server() {}
 #[utoipa::path(patch, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)), request_body = MergePatch,
-    responses((status = 200, body = ServerView), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+    description = "Permission: manage this server (`ServerManager`): an administrator of its tenant, or its `owner` holding `server_owner`. The owner stays.",
+    responses((status = 200, body = ServerView), (status = 403, description = "neither an administrator nor a `server_owner`, or a `server_owner` that did not register this server (insufficient_permissions)", body = ErrorBody), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
 fn patch_server() {}
 #[utoipa::path(delete, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = String, Path)),
-    responses((status = 204, description = "deleted"), (status = 404, description = "see the error table", body = ErrorBody)))]
+    description = "Permission: manage this server (`ServerManager`): an administrator of its tenant, or its `owner` holding `server_owner`.",
+    responses((status = 204, description = "deleted"), (status = 403, description = "neither an administrator nor a `server_owner`, or a `server_owner` that did not register this server (insufficient_permissions)", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn delete_server() {}
 #[utoipa::path(post, path = "/api/v1/servers/{id}/instances", tag = "instances", params(("id" = String, Path)), request_body = InstanceRequest,
-    responses((status = 201, body = InstanceView), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
+    description = "Permission: manage this server (`ServerManager`): an administrator of its tenant, or its `owner` holding `server_owner`.",
+    responses((status = 201, body = InstanceView), (status = 403, description = "neither an administrator nor a `server_owner`, or a `server_owner` that did not register this server (insufficient_permissions)", body = ErrorBody), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
 fn add_instance() {}
 #[utoipa::path(delete, path = "/api/v1/servers/{id}/instances/{instance_id}", tag = "instances", params(("id" = String, Path), ("instance_id" = String, Path)),
-    responses((status = 204, description = "removed"), (status = 404, description = "see the error table", body = ErrorBody)))]
+    description = "Permission: manage this server (`ServerManager`): an administrator of its tenant, or its `owner` holding `server_owner`.",
+    responses((status = 204, description = "removed"), (status = 403, description = "neither an administrator nor a `server_owner`, or a `server_owner` that did not register this server (insufficient_permissions)", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn remove_instance() {}
 #[utoipa::path(post, path = "/api/v1/servers/{id}/refresh", tag = "discovery", params(("id" = String, Path)),
-    responses((status = 200, description = "discovered; the server with its tools, resources and prompts", body = ServerView), (status = 404, description = "see the error table", body = ErrorBody), (status = 502, description = "see the error table", body = ErrorBody)))]
+    description = "Permission: manage this server (`ServerManager`): an administrator of its tenant, or its `owner` holding `server_owner`.",
+    responses((status = 200, description = "discovered; the server with its tools, resources and prompts", body = ServerView), (status = 403, description = "neither an administrator nor a `server_owner`, or a `server_owner` that did not register this server (insufficient_permissions)", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 502, description = "see the error table", body = ErrorBody)))]
 fn refresh_server() {}
 #[utoipa::path(get, path = "/api/v1/servers/{id}/health", tag = "health", params(("id" = String, Path)),
-    responses((status = 200, description = "instances with status, recent history and each proxy's breaker state"), (status = 404, description = "see the error table", body = ErrorBody)))]
+    description = "Permission: read servers (`ServerReader`): administrators, and `server_owner` holders, who see every server of their tenant.",
+    responses((status = 200, description = "instances with status, recent history and each proxy's breaker state"), (status = 403, description = "neither an administrator nor a `server_owner` (insufficient_permissions)", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn server_health() {}
 #[utoipa::path(get, path = "/api/v1/discovery/tools", tag = "discovery",
     params(("tools" = Option<String>, Query, description = "comma-separated; servers offering all"), ("tags" = Option<String>, Query), ("tenant_id" = Option<String>, Query, description = "narrows a platform administrator's search; a tenant administrator searches its own tenant")),

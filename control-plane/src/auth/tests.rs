@@ -94,6 +94,7 @@ fn what_each_administrator_manages() {
         email: None,
         tenant_id: tenant.into(),
         admin,
+        server_owner: false,
     };
     let key = |tenant: &str, role: &str| Principal::ApiKey {
         id: Uuid::nil(),
@@ -115,4 +116,88 @@ fn what_each_administrator_manages() {
     assert_eq!(tenant_admin.scope(Some("globex")).as_deref(), Some("acme"));
     let platform = Admin::check(Ok(Principal::AdminToken)).expect("admin");
     assert_eq!((platform.scope(None), platform.scope(Some("globex")).as_deref()), (None, Some("globex")));
+}
+
+fn server(tenant: Option<&str>, owner: Option<&str>) -> crate::model::ServerRow {
+    let now = Utc::now();
+    crate::model::ServerRow {
+        id: Uuid::new_v4(),
+        name: "s".into(),
+        transport_type: "streamable_http".into(),
+        description: None,
+        tags: vec![],
+        created_at: now,
+        updated_at: now,
+        load_balancing: "round_robin".into(),
+        hash_key: None,
+        circuit_breaker: None,
+        tenant_id: tenant.map(str::to_owned),
+        version: None,
+        capabilities: serde_json::json!({}),
+        auto_discover: false,
+        health_check_enabled: true,
+        health_interval_ms: None,
+        health_timeout_ms: None,
+        healthy_threshold: None,
+        unhealthy_threshold: None,
+        owner: owner.map(str::to_owned),
+    }
+}
+
+fn status(outcome: Result<(), ApiError>) -> u16 {
+    outcome.map_or_else(|e| e.code().status().as_u16(), |()| 200)
+}
+
+#[test]
+fn a_server_owner_manages_the_servers_it_registered_in_its_tenant() {
+    let key = |role: &str| Principal::ApiKey {
+        id: Uuid::new_v4(),
+        name: "k".into(),
+        tenant_id: "acme".into(),
+        role: role.into(),
+    };
+    let owner_key = key(SERVER_OWNER_ROLE);
+    let label = owner_key.owner_label().expect("a key has a label");
+    assert_eq!(label, owner_key.label());
+    let owner = ServerManager::check(Ok(owner_key), "x").expect("server_owner may manage servers");
+    assert_eq!((owner.tenant(), owner.owner().as_deref()), (Some("acme"), Some(label.as_str())));
+    assert_eq!(status(owner.may_manage(&server(Some("acme"), Some(&label)))), 200, "its own");
+    assert_eq!(status(owner.may_manage(&server(Some("acme"), None))), 403, "the tenant admin's");
+    assert_eq!(status(owner.may_manage(&server(Some("acme"), Some("api-key:other")))), 403);
+    assert_eq!(status(owner.may_manage(&server(Some("globex"), Some(&label)))), 404, "another tenant");
+    assert_eq!(status(owner.may_manage(&server(None, None))), 404, "the default tenant's");
+    assert_eq!(owner.tenant_for(None).expect("own"), "acme");
+    assert_eq!(owner.tenant_for(Some("globex")).expect_err("other").code(), Code::InsufficientPermissions);
+
+    let admin = ServerManager::check(Ok(key("admin")), "x").expect("an admin");
+    assert_eq!(status(admin.may_manage(&server(Some("acme"), Some(&label)))), 200, "its owner's too");
+    assert_eq!(status(admin.may_manage(&server(Some("globex"), None))), 404);
+    let platform = ServerManager::check(Ok(Principal::AdminToken), "x").expect("the admin token");
+    assert_eq!((platform.owner(), status(platform.may_manage(&server(Some("globex"), None)))), (None, 200));
+
+    for role in ["user", "custom", "platform_admins"] {
+        let refused = ServerManager::check(Ok(key(role)), "x").expect_err("no right on servers");
+        assert_eq!(refused.code(), Code::InsufficientPermissions, "{role}");
+    }
+    // The role does not widen anything else: every other admin route still needs `admin`.
+    assert!(Admin::check(Ok(key(SERVER_OWNER_ROLE))).is_err());
+}
+
+#[test]
+fn a_signed_in_user_holds_server_owner_from_its_idp_roles() {
+    let user = |admin: bool, server_owner: bool| Principal::User {
+        id: Uuid::nil(),
+        email: None,
+        tenant_id: "acme".into(),
+        admin,
+        server_owner,
+    };
+    let owner = ServerManager::check(Ok(user(false, true)), "x").expect("a server owner");
+    assert_eq!(owner.owner().as_deref(), Some("user:00000000-0000-0000-0000-000000000000"));
+    assert_eq!(status(owner.may_manage(&server(Some("acme"), owner.owner().as_deref()))), 200);
+    assert_eq!(status(owner.may_manage(&server(Some("acme"), None))), 403);
+    let refused = ServerManager::check(Ok(user(false, false)), "x").expect_err("neither");
+    assert_eq!(refused.code(), Code::InsufficientPermissions);
+    let admin = ServerManager::check(Ok(user(true, true)), "x").expect("an administrator");
+    assert_eq!(status(admin.may_manage(&server(Some("acme"), None))), 200, "an administrator first");
 }

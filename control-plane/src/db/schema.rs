@@ -21,6 +21,7 @@ diesel::table! {
         health_timeout_ms -> Nullable<Int4>,
         healthy_threshold -> Nullable<Int4>,
         unhealthy_threshold -> Nullable<Int4>,
+        owner -> Nullable<Text>,
     }
 }
 

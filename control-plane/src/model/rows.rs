@@ -37,6 +37,8 @@ pub struct ServerRow {
     pub health_timeout_ms: Option<i32>,
     pub healthy_threshold: Option<i32>,
     pub unhealthy_threshold: Option<i32>,
+    /// Who registered it (`Principal::owner_label`); `None` for the admin token and older servers.
+    pub owner: Option<String>,
 }
 
 fn to_u32(v: Option<i32>) -> Option<u32> {
@@ -149,6 +151,9 @@ pub struct ServerView {
     pub endpoint_url: Option<String>,
     pub transport_type: String,
     pub tenant_id: Option<String>,
+    /// Who registered the server and so manages it with the `server_owner` role: `api-key:<id>` or
+    /// `user:<id>`; null when the admin token registered it or it was registered before owners were kept.
+    pub owner: Option<String>,
     pub version: Option<String>,
     pub description: Option<String>,
     pub tags: Vec<String>,
@@ -203,6 +208,7 @@ impl ServerView {
             endpoint_url: instances.first().map(|i| i.endpoint_url.clone()),
             transport_type: row.transport_type.clone(),
             tenant_id: row.tenant_id.clone(),
+            owner: row.owner.clone(),
             version: row.version.clone(),
             description: row.description.clone(),
             tags: row.tags.clone(),

@@ -173,7 +173,7 @@ async fn the_poller_publishes_changes_made_elsewhere() {
         upstream_auth: Default::default(),
     };
     let mut conn = app.pool.get().await.expect("connection");
-    let ((server, _), _) = store::create(&mut conn, &spec, None).await.expect("create");
+    let ((server, _), _) = store::create(&mut conn, &spec, None, None).await.expect("create");
     drop(conn);
     let stop = CancellationToken::new();
     let poller = tokio::spawn(app.hub.clone().poll(Duration::from_millis(50), stop.clone()));

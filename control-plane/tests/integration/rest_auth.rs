@@ -1,6 +1,7 @@
 //! Every `/api/v1` route needs a credential (the admin token or an admin API key), reads included; a valid
-//! key without the admin role gets 403; a deleted or expired key stops working at once. `/health`, `/ready`,
-//! `/docs` and the OpenAPI document stay public.
+//! key without the admin role gets 403 (a `server_owner` key reads and registers servers: `owners.rs`); a
+//! deleted or expired key stops working at once. `/health`, `/ready`, `/docs` and the OpenAPI document stay
+//! public.
 
 use actix_web::http::StatusCode;
 use actix_web::test::TestRequest;
@@ -74,9 +75,14 @@ async fn reads_need_an_admin_credential() {
         assert_refused(&wrong, StatusCode::UNAUTHORIZED, "invalid_admin_token", &path);
         let unknown = app.call(bearer(TestRequest::get().uri(&path), "mcpgw_unknown")).await;
         assert_refused(&unknown, StatusCode::UNAUTHORIZED, "invalid_api_key", &path);
-        for key in [&user_key, &owner_key] {
-            let forbidden = app.call(bearer(TestRequest::get().uri(&path), key)).await;
-            assert_refused(&forbidden, StatusCode::FORBIDDEN, "insufficient_permissions", &path);
+        let forbidden = app.call(bearer(TestRequest::get().uri(&path), &user_key)).await;
+        assert_refused(&forbidden, StatusCode::FORBIDDEN, "insufficient_permissions", &path);
+        // A server owner reads the servers of its tenant (owners.rs), nothing else.
+        let by_owner = app.call(bearer(TestRequest::get().uri(&path), &owner_key)).await;
+        if path.starts_with("/api/v1/servers") {
+            assert!(passed(&by_owner), "{path} with a server_owner key: {}", by_owner.body);
+        } else {
+            assert_refused(&by_owner, StatusCode::FORBIDDEN, "insufficient_permissions", &path);
         }
         let with_key = app.call(bearer(TestRequest::get().uri(&path), &admin_key)).await;
         assert!(passed(&with_key), "{path} with an admin key: {} {}", with_key.status, with_key.body);

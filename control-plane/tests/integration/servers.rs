@@ -47,6 +47,7 @@ async fn crud_happy_path() {
             "instances",
             "load_balancing",
             "name",
+            "owner",
             "tags",
             "tenant_id",
             "transport_type",
@@ -56,6 +57,7 @@ async fn crud_happy_path() {
         ]
     );
     assert_eq!(created.body["load_balancing"], "round_robin");
+    assert_eq!(created.body["owner"], json!(null), "the admin token owns nothing");
     assert_eq!(created.body["upstream_auth"], json!({"type": "none"}));
     assert_eq!(created.body["instances"].as_array().map(Vec::len), Some(1));
     assert_eq!(created.body["instances"][0]["endpoint_url"], "http://127.0.0.1:3001/mcp");

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::views::{self, Include};
 use crate::api::{ApiError, AppState, Code};
-use crate::auth::Admin;
+use crate::auth::ServerReader;
 use crate::db::schema::servers;
 use crate::model::{HealthStatus, ServerRow, TransportType};
 
@@ -60,7 +60,7 @@ pub fn split_list(raw: Option<&str>) -> Vec<String> {
 
 /// `GET /api/v1/servers`.
 pub async fn list(
-    admin: Admin,
+    reader: ServerReader,
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<ListQuery>,
@@ -92,8 +92,8 @@ pub async fn list(
 
     let mut conn = state.conn().await?;
     let mut sql = servers::table.select(ServerRow::as_select()).order(servers::name.asc()).into_boxed();
-    // A tenant administrator sees its own tenant only, whatever the query asks.
-    let tenant = admin.tenant().map(str::to_owned).or(q.tenant_id.clone());
+    // A tenant administrator or a server owner sees its own tenant only, whatever the query asks.
+    let tenant = reader.tenant().map(str::to_owned).or(q.tenant_id.clone());
     if let Some(tenant) = tenant {
         if tenant == crate::model::DEFAULT_TENANT {
             sql = sql.filter(servers::tenant_id.eq(tenant).or(servers::tenant_id.is_null()));

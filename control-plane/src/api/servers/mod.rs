@@ -1,5 +1,7 @@
 //! `/api/v1/servers`: the registry CRUD. Requests are validated into a `ServerSpec` (and through the SSRF
 //! guard) before anything is written; every change is published to the proxies right after its commit.
+//! Reads take `ServerReader`, changes `ServerManager`: administrators manage every server of their
+//! tenants, holders of `server_owner` register servers in theirs and change the ones they registered.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -7,8 +9,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{ApiError, AppState, Code};
-use crate::auth::Admin;
-use crate::db::store::{self, StoreError};
+use crate::auth::{ServerManager, ServerReader};
+use crate::db::store::{self, ServerWithInstances, StoreError};
 use crate::model::ServerSpec;
 
 pub mod list;
@@ -99,21 +101,34 @@ pub(crate) async fn publish(state: &AppState) {
     }
 }
 
-/// A server of a tenant this administrator does not manage does not exist for them (404).
-pub(crate) async fn visible(state: &AppState, admin: &Admin, id: Uuid) -> Result<(), ApiError> {
-    if admin.tenant().is_none() {
+/// A server of a tenant the caller does not see does not exist for them (404).
+async fn visible(state: &AppState, reader: &ServerReader, id: Uuid) -> Result<(), ApiError> {
+    if reader.tenant().is_none() {
         return Ok(());
     }
     let mut conn = state.conn().await?;
     let (server, _) =
         store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
-    if admin.manages(server.tenant_id.as_deref()) { Ok(()) } else { Err(not_found(id)) }
+    if reader.sees(server.tenant_id.as_deref()) { Ok(()) } else { Err(not_found(id)) }
 }
 
-/// A tenant administrator's servers belong to its tenant (403 for another one).
-fn scope_spec(admin: &Admin, spec: &mut ServerSpec) -> Result<(), ApiError> {
-    if admin.tenant().is_some() {
-        spec.tenant_id = Some(admin.tenant_for(spec.tenant_id.as_deref())?);
+/// The server `id`, with its instances, if the caller may change it: 404 when it is missing or of a
+/// tenant the caller does not see, 403 when a `server_owner` did not register it.
+pub(crate) async fn manageable(
+    state: &AppState,
+    manager: &ServerManager,
+    id: Uuid,
+) -> Result<ServerWithInstances, ApiError> {
+    let mut conn = state.conn().await?;
+    let found = store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
+    manager.may_manage(&found.0)?;
+    Ok(found)
+}
+
+/// The servers of a caller confined to one tenant belong to that tenant (403 for another one).
+fn scope_spec(manager: &ServerManager, spec: &mut ServerSpec) -> Result<(), ApiError> {
+    if manager.tenant().is_some() {
+        spec.tenant_id = Some(manager.tenant_for(spec.tenant_id.as_deref())?);
     }
     Ok(())
 }
@@ -127,31 +142,35 @@ async fn respond(state: &AppState, id: Uuid, include: Include) -> Result<Value, 
 
 /// `GET /api/v1/servers/{id}` (`?include_tools=true`, `include_resources`, `include_prompts`).
 pub async fn get(
-    admin: Admin,
+    reader: ServerReader,
     state: web::Data<AppState>,
     id: web::Path<String>,
     include: web::Query<Include>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    visible(&state, &admin, id).await?;
+    visible(&state, &reader, id).await?;
     Ok(HttpResponse::Ok().json(respond(&state, id, *include).await?))
 }
 
-/// `POST /api/v1/servers`: 201 with the server and its `Location`.
+/// `POST /api/v1/servers`: 201 with the server and its `Location`. The caller becomes its `owner`.
 pub async fn create(
-    admin: Admin,
+    manager: ServerManager,
     state: web::Data<AppState>,
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let mut spec = body.into_inner().validate()?;
-    scope_spec(&admin, &mut spec)?;
+    scope_spec(&manager, &mut spec)?;
     check_secrets(&state, spec.has_new_secret())?;
     check_spec(&state, &spec).await?;
+    let owner = manager.owner();
     let mut conn = state.conn().await?;
     let ((server, instances), version) =
-        store::create(&mut conn, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
+        store::create(&mut conn, &spec, owner.as_deref(), state.secrets.as_ref())
+            .await
+            .map_err(from_store)?;
     drop(conn);
-    tracing::info!(server = %server.name, id = %server.id, instances = instances.len(), version, "Registered a server.");
+    tracing::info!(server = %server.name, id = %server.id, instances = instances.len(), version,
+        by = %manager.principal().label(), "Registered a server.");
     publish(&state).await;
     if spec.auto_discover {
         state.discoverer.spawn(server.id);
@@ -161,37 +180,42 @@ pub async fn create(
         .json(respond(&state, server.id, Include::default()).await?))
 }
 
-async fn write(state: &AppState, id: Uuid, spec: ServerSpec) -> Result<HttpResponse, ApiError> {
+async fn write(
+    state: &AppState,
+    manager: &ServerManager,
+    id: Uuid,
+    spec: ServerSpec,
+) -> Result<HttpResponse, ApiError> {
     check_secrets(state, spec.has_new_secret())?;
     check_spec(state, &spec).await?;
     let mut conn = state.conn().await?;
     let ((server, _), version) =
         store::replace(&mut conn, id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
     drop(conn);
-    tracing::info!(server = %server.name, %id, version, "Updated a server.");
+    tracing::info!(server = %server.name, %id, version, by = %manager.principal().label(), "Updated a server.");
     publish(state).await;
     Ok(HttpResponse::Ok().json(respond(state, id, Include::default()).await?))
 }
 
-/// `PUT /api/v1/servers/{id}`: full replacement.
+/// `PUT /api/v1/servers/{id}`: full replacement (the owner stays).
 pub async fn replace(
-    admin: Admin,
+    manager: ServerManager,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    visible(&state, &admin, id).await?;
+    manageable(&state, &manager, id).await?;
     let mut spec = body.into_inner().validate()?;
-    scope_spec(&admin, &mut spec)?;
-    write(&state, id, spec).await
+    scope_spec(&manager, &mut spec)?;
+    write(&state, &manager, id, spec).await
 }
 
 /// `PATCH /api/v1/servers/{id}`: a JSON merge patch (RFC 7396) of the registration: given fields replace,
 /// `null` resets a field to its default. `endpoint_url` and `instances` each replace the instance list.
 /// An `upstream_auth` without `value` keeps the stored secret; `"upstream_auth": null` removes it.
 pub async fn patch(
-    admin: Admin,
+    manager: ServerManager,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<Value>,
@@ -200,12 +224,8 @@ pub async fn patch(
     let Value::Object(patch) = body.into_inner() else {
         return Err(ApiError::new(Code::MalformedJson, "a PATCH body must be a JSON object"));
     };
+    let (server, instances) = manageable(&state, &manager, id).await?;
     let mut conn = state.conn().await?;
-    let (server, instances) =
-        store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;
-    if !admin.manages(server.tenant_id.as_deref()) {
-        return Err(not_found(id));
-    }
     let instance_ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
     let credentials =
         store::upstream_auth::of(&mut conn, &[id], &instance_ids).await.map_err(ApiError::internal)?;
@@ -227,22 +247,22 @@ pub async fn patch(
     let request: ServerRequest =
         serde_json::from_value(current).map_err(|e| super::extract::from_serde(&e))?;
     let mut spec = request.validate()?;
-    scope_spec(&admin, &mut spec)?;
-    write(&state, id, spec).await
+    scope_spec(&manager, &mut spec)?;
+    write(&state, &manager, id, spec).await
 }
 
 /// `DELETE /api/v1/servers/{id}`: 204.
 pub async fn delete(
-    admin: Admin,
+    manager: ServerManager,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    visible(&state, &admin, id).await?;
+    manageable(&state, &manager, id).await?;
     let mut conn = state.conn().await?;
     let version = store::delete(&mut conn, id).await.map_err(from_store)?;
     drop(conn);
-    tracing::info!(%id, version, "Deleted a server.");
+    tracing::info!(%id, version, by = %manager.principal().label(), "Deleted a server.");
     publish(&state).await;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -250,13 +270,13 @@ pub async fn delete(
 /// `POST /api/v1/servers/{id}/refresh`: discovers the server now; 200 with the server and everything it
 /// offers, or 502 `discovery_failed` (the last known capabilities stay).
 pub async fn refresh(
-    admin: Admin,
+    manager: ServerManager,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     use crate::discovery::DiscoverError;
     let id = parse_id(&id)?;
-    visible(&state, &admin, id).await?;
+    manageable(&state, &manager, id).await?;
     match state.discoverer.discover(id).await {
         Ok(_) => {}
         Err(DiscoverError::NotFound(id)) => return Err(not_found(id)),
@@ -272,13 +292,13 @@ pub async fn refresh(
 /// `GET /api/v1/servers/{id}/health`: every instance's active status with recent history, and each
 /// proxy's breaker state.
 pub async fn health(
-    admin: Admin,
+    reader: ServerReader,
     state: web::Data<AppState>,
     id: web::Path<String>,
     _req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    visible(&state, &admin, id).await?;
+    visible(&state, &reader, id).await?;
     let mut conn = state.conn().await?;
     let (_, instances) =
         store::get(&mut conn, id).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))?;

@@ -203,17 +203,20 @@ fn constraint_error(error: DieselError, name: &str, endpoint: Option<&str>) -> S
     StoreError::Db(error)
 }
 
-/// Registers a new server with its instances and credentials (new secrets sealed with `key`). A taken name
-/// is reported by the unique constraint, so two concurrent registrations of one name cannot both succeed.
+/// Registers a new server owned by `owner` (the registering principal's label; `None` for the admin token)
+/// with its instances and credentials (new secrets sealed with `key`). A taken name is reported by the
+/// unique constraint, so two concurrent registrations of one name cannot both succeed. The owner is written
+/// here only: `replace` keeps it.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     spec: &ServerSpec,
+    owner: Option<&str>,
     key: Option<&SecretsKey>,
 ) -> Result<(ServerWithInstances, i64), StoreError> {
     let spec = spec.clone();
     conn.transaction(async |conn| {
         let server = diesel::insert_into(servers::table)
-            .values((servers::id.eq(Uuid::new_v4()), server_values(&spec)))
+            .values((servers::id.eq(Uuid::new_v4()), servers::owner.eq(owner), server_values(&spec)))
             .returning(ServerRow::as_returning())
             .get_result(conn)
             .await
