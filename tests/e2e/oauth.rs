@@ -619,3 +619,57 @@ async fn identity_providers_added_through_rest_are_offered_at_sign_in() -> Resul
     ensure!(listed["items"] == json!([]), "{listed}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_provider_puts_its_users_in_the_tenant_its_claim_names() -> Result<()> {
+    let (sg, upstream, default_url) = gateway_with_server(None, &[]).await?;
+    let issuer = sg.issuer();
+    let login = mcpgw_e2e::idp::LoginIdp {
+        users: json!({"carol": {"email": "carol@acme.test", "org": "acme", "groups": ["acme-calculators"]}}),
+        client: ("corp-client".into(), "corp-secret".into(), format!("{issuer}/oauth/callback")),
+        entra: None,
+    };
+    let corp = mcpgw_e2e::Idp::start_login(&login).await?;
+    let body = json!({"name": "corp", "issuer": corp.issuer(), "client_id": "corp-client",
+        "client_secret": "corp-secret", "tenant_claim": "org"});
+    let (status, created) =
+        sg.gw.cp.api(reqwest::Method::POST, "/api/v1/identity-providers", Some(body)).await?;
+    ensure!(status == 201 && created["tenant_claim"] == "org", "{status} {created}");
+    let server = json!({"name": "acme-tools", "endpoint_url": upstream.url(), "transport_type": "streamable_http",
+        "tenant_id": "acme"});
+    let (status, doc) = sg.gw.cp.api(reqwest::Method::POST, "/api/v1/servers", Some(server)).await?;
+    ensure!(status == 201, "{status} {doc}");
+    let role = json!({"name": "calculator", "tenant_id": "acme", "rules": [{"server": "acme-tools", "tools": ["add"]}],
+        "idp_groups": ["acme-calculators"]});
+    let (status, doc) = sg.gw.cp.api(reqwest::Method::POST, "/api/v1/roles", Some(role)).await?;
+    ensure!(status == 201, "{status} {doc}");
+    sg.gw.proxy.wait_routable("acme-tools", mcpgw_e2e::gateway::ROUTABLE_TIMEOUT).await?;
+
+    // Carol's `org` claim puts her in acme: its server is hers, with the role her group maps to there.
+    let acme_url = sg.gw.proxy.url("acme-tools");
+    let out = py_oauth_client(
+        &acme_url,
+        "carol",
+        &["call", "add", r#"{"a": 40, "b": 2}"#, "call", "echo", r#"{"message": "no"}"#],
+    )
+    .await;
+    let text = format!("{out:?}");
+    ensure!(
+        text.contains("42") && text.contains("Unknown tool: echo"),
+        "carol in acme, as a calculator: {text}"
+    );
+    let (_, users) = sg.gw.cp.api(reqwest::Method::GET, "/api/v1/users", None).await?;
+    let carol =
+        users["items"].as_array().and_then(|u| u.iter().find(|u| u["email"] == "carol@acme.test")).cloned();
+    ensure!(carol.as_ref().is_some_and(|c| c["tenant_id"] == "acme"), "carol is recorded in acme: {users}");
+    // The default tenant's server does not exist for her.
+    let out = format!(
+        "{:?}",
+        py_oauth_client(&default_url, "carol", &["call", "echo", r#"{"message": "x"}"#]).await
+    );
+    ensure!(
+        out.contains("no MCP server named") || out.contains("unknown_server"),
+        "another tenant's server: {out}"
+    );
+    Ok(())
+}
