@@ -328,3 +328,36 @@ async fn a_tenant_administrator_manages_its_own_tenant_only() {
     let keys = call(TestRequest::get().uri("/api/v1/api-keys")).await;
     assert!(keys.body.as_array().unwrap().iter().all(|k| k["tenant_id"] == "acme"), "{}", keys.body);
 }
+
+#[tokio::test]
+async fn a_narrowed_admin_key_creates_keys_no_wider_than_itself() {
+    let app = TestApp::start().await;
+    let rules = json!([{"server": "acme-*", "tools": ["read_*"]}]);
+    let created = create_key(
+        &app,
+        json!({"name": "narrowed admin", "role": "admin", "tenant_id": "acme", "permissions": rules}),
+    )
+    .await;
+    let narrowed = created.body["key"].as_str().unwrap().to_owned();
+    let post = |body: serde_json::Value| {
+        app.call(bearer(TestRequest::post().uri("/api/v1/api-keys").set_json(body), &narrowed))
+    };
+    let child = post(json!({"name": "child"})).await;
+    assert_eq!(child.status, StatusCode::CREATED, "{}", child.body);
+    assert_eq!(child.body["permissions"], rules, "its creator's permissions are copied: {}", child.body);
+    let same = post(json!({"name": "same", "permissions": rules})).await;
+    assert_eq!(same.status, StatusCode::CREATED, "{}", same.body);
+    let wider = post(json!({"name": "wider", "permissions": [{"server": "*"}]})).await;
+    assert_refused(&wider, StatusCode::FORBIDDEN, "insufficient_permissions", "a key wider than its creator");
+    // Keys without permissions of their own create what their role allows.
+    let (admin, _) = key_with_role(&app, "admin").await;
+    let reply = app
+        .call(bearer(TestRequest::post().uri("/api/v1/api-keys").set_json(json!({"name": "free"})), &admin))
+        .await;
+    assert_eq!(
+        (reply.status, &reply.body["permissions"]),
+        (StatusCode::CREATED, &json!([])),
+        "{}",
+        reply.body
+    );
+}

@@ -42,9 +42,10 @@ pub async fn create(
             ));
         }
     }
-    let spec = request.validate(Utc::now())?;
-    let key = NewKey::generate().map_err(|_| ApiError::internal("the system random generator failed"))?;
+    let mut spec = request.validate(Utc::now())?;
     let mut conn = state.conn().await?;
+    inherit_narrowing(&mut conn, &admin, &mut spec).await?;
+    let key = NewKey::generate().map_err(|_| ApiError::internal("the system random generator failed"))?;
     let (row, version) = store::api_keys::create(&mut conn, &spec, &key).await.map_err(ApiError::internal)?;
     drop(conn);
     tracing::info!(id = %row.id, name = %row.name, tenant_id = %row.tenant_id, role = %row.role,
@@ -53,6 +54,36 @@ pub async fn create(
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/api-keys/{}", row.id)))
         .json(CreatedApiKey::new(&row, key)))
+}
+
+/// A key's permissions may only narrow its creator's: a key created by an API key whose own permissions
+/// narrow it carries the same permissions (copied when none are given; another list is refused, since
+/// globs cannot be proven narrower). Other creators (the admin token, signed-in administrators, keys
+/// without permissions) hold everything of the tenants they manage.
+async fn inherit_narrowing(
+    conn: &mut diesel_async::AsyncPgConnection,
+    admin: &Admin,
+    spec: &mut crate::model::ApiKeySpec,
+) -> Result<(), ApiError> {
+    let crate::auth::Principal::ApiKey { id, .. } = admin.principal() else { return Ok(()) };
+    let Some(creator) = store::api_keys::get(conn, *id).await.map_err(ApiError::internal)? else {
+        return Ok(());
+    };
+    let own: Vec<crate::model::PermissionRule> =
+        serde_json::from_value(creator.permissions).unwrap_or_default();
+    if own.is_empty() {
+        return Ok(());
+    }
+    if spec.permissions.is_empty() {
+        spec.permissions = own;
+    } else if spec.permissions != own {
+        return Err(ApiError::new(
+            Code::InsufficientPermissions,
+            "this API key's permissions narrow it, and a key it creates may only narrow its creator's: give \
+             the same permissions or none (they are copied)",
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /api/v1/api-keys`: every key, oldest first, without secrets.
