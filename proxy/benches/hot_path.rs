@@ -286,3 +286,42 @@ fn filter_tools_list_500(b: divan::Bencher) {
     assert!(kept.len() < body.len() && std::str::from_utf8(&kept).unwrap().contains("get_item_0"));
     b.bench(|| filter.apply(divan::black_box(body.as_bytes()), false));
 }
+
+/// A local rate limit on a `tools/call` of an API key: the bucket key, the limit's buckets and one GCRA
+/// step (what `RateLimits::take` does for a local limit), with a quota the benchmark never reaches.
+#[divan::bench]
+fn rate_limit_local(b: divan::Bencher) {
+    use mcpgw_proxy::limits::{LimitRule, RateLimits};
+    let rule = LimitRule::from_proto(&mcpgw_proto::v1::RateLimit {
+        id: "l".into(),
+        tenant_id: "acme".into(),
+        scope: "api_key".into(),
+        server: "server-*".into(),
+        requests: 1_000_000_000,
+        per_ms: 1_000,
+        burst: 1_000_000_000,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut credentials = Credentials::default();
+    let key = ApiKey {
+        id: "k".into(),
+        digest: api_key_digest("mcpgw_bench").to_vec(),
+        tenant_id: "acme".into(),
+        ..Default::default()
+    };
+    credentials.add_api_key(&key).unwrap();
+    let auth =
+        AuthSettings { anonymous: false, public_url: url::Url::parse("http://127.0.0.1:8080").unwrap() };
+    let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/server-1", None).unwrap();
+    req.insert_header("authorization", "Bearer mcpgw_bench").unwrap();
+    let principal =
+        auth.authenticate(&req, &credentials, Some("server-1"), std::time::SystemTime::now()).unwrap();
+    let control_plane =
+        Arc::new(mcpgw_proxy::rpc::ControlPlane::new("http://127.0.0.1:1", None, None).unwrap());
+    let limits = RateLimits::new(control_plane);
+    b.bench(|| {
+        let key = rule.key(divan::black_box(&principal), "server-1", Some("read_rows")).unwrap();
+        limits.limiter(&rule).check(key, std::time::Instant::now())
+    });
+}
