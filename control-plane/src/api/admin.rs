@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
 use serde_json::json;
 
-use super::servers::list::reject_nul;
 use super::servers::views::{self, Include};
 use super::{ApiError, AppState};
 use crate::auth::Admin;
@@ -24,22 +22,13 @@ fn counts<'a>(keys: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
     map
 }
 
-/// Query of the stats.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatsQuery {
-    /// Narrows a platform administrator's counts to one tenant (a tenant administrator's are its own).
-    pub tenant_id: Option<String>,
-}
-
 /// `GET /api/v1/admin/stats`.
 pub async fn stats(
     admin: Admin,
     state: web::Data<AppState>,
-    query: web::Query<StatsQuery>,
+    query: web::Query<super::extract::TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    reject_nul(&[&query.tenant_id])?;
-    let tenant = admin.scope(query.tenant_id.as_deref());
+    let tenant = query.scope(&admin)?;
     let mut conn = state.conn().await?;
     let rows = store::list_in(&mut conn, tenant.as_deref()).await.map_err(ApiError::internal)?;
     let all = Include { include_tools: true, include_resources: true, include_prompts: true };

@@ -17,7 +17,6 @@ use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::servers::list::reject_nul;
 use super::servers::{ServerRequest, check_secrets, check_spec, from_store, publish};
 use super::{ApiError, AppState, Code};
 use crate::auth::Admin;
@@ -30,14 +29,6 @@ use crate::model::{CredentialIndex, CredentialRow, InstanceRow, ServerRow, Serve
 pub struct RegistryDoc {
     #[serde(default)]
     pub servers: Vec<ServerRequest>,
-}
-
-/// Query of the export.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportQuery {
-    /// Narrows a platform administrator's export to one tenant (a tenant administrator's is its own).
-    pub tenant_id: Option<String>,
 }
 
 /// Query of the import.
@@ -153,10 +144,9 @@ fn secret_changes(
 pub async fn export(
     admin: Admin,
     state: web::Data<AppState>,
-    query: web::Query<ExportQuery>,
+    query: web::Query<super::extract::TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    reject_nul(&[&query.tenant_id])?;
-    let tenant = admin.scope(query.tenant_id.as_deref());
+    let tenant = query.scope(&admin)?;
     let stored = registry(&state, tenant.as_deref()).await?.0;
     let doc = RegistryDoc { servers: stored.into_iter().map(|s| s.request).collect() };
     let yaml = serde_yaml::to_string(&doc).map_err(ApiError::internal)?;

@@ -69,6 +69,22 @@ pub fn from_serde(e: &serde_json::Error) -> ApiError {
     ApiError::new(Code::MalformedJson, format!("the body is not valid JSON for this endpoint: {text}"))
 }
 
+/// `?tenant_id=` of the reads that span tenants (stats, users, export): it narrows a platform
+/// administrator's read to one tenant; a tenant administrator reads its own whatever it says.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuery {
+    pub tenant_id: Option<String>,
+}
+
+impl TenantQuery {
+    /// The tenant `admin` reads (`None`: every tenant), as [`crate::auth::Admin::scope`] decides.
+    pub fn scope(&self, admin: &crate::auth::Admin) -> Result<Option<String>, ApiError> {
+        super::servers::list::reject_nul(&[&self.tenant_id])?;
+        Ok(admin.scope(self.tenant_id.as_deref()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,11 +3,10 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::servers::list::reject_nul;
 use super::{ApiError, AppState};
 use crate::auth::Admin;
 use crate::db::store::oauth::{self as store, UserRow};
@@ -52,22 +51,13 @@ impl From<UserRow> for UserView {
     }
 }
 
-/// Query of the list.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsersQuery {
-    /// Narrows a platform administrator's list to one tenant (a tenant administrator's is its own).
-    pub tenant_id: Option<String>,
-}
-
 /// `GET /api/v1/users`: the users of the tenants the administrator manages, oldest first.
 pub async fn list(
     admin: Admin,
     state: web::Data<AppState>,
-    query: web::Query<UsersQuery>,
+    query: web::Query<super::extract::TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    reject_nul(&[&query.tenant_id])?;
-    let tenant = admin.scope(query.tenant_id.as_deref());
+    let tenant = query.scope(&admin)?;
     let mut conn = state.conn().await?;
     let rows = store::users(&mut conn, tenant.as_deref()).await.map_err(ApiError::internal)?;
     let items: Vec<UserView> = rows.into_iter().map(UserView::from).collect();
