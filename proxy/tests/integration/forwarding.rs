@@ -500,19 +500,37 @@ async fn a_client_dripping_its_head_is_disconnected_at_the_head_deadline() {
     let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("mcpgw_proxy_request_head_timeouts_total 1"), "{metrics}");
 
-    // A client that sends its head at once is served, on a reused connection too (the deadline is re-armed
-    // per request and never fires for a quick head, however long the connection lives).
-    let client = reqwest::Client::new();
-    for _ in 0..2 {
-        let resp = client
-            .post(proxy.mcp_url("alpha"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+    // A client that sends its head at once is served, several requests on one connection (the deadline
+    // is re-armed per request and never fires for a quick head, however long the connection lives).
+    let mut conn = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let request = format!(
+        "POST /mcp/alpha HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for n in 0..3 {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let read = within("an answer on the same connection", conn.read(&mut byte)).await.unwrap();
+            assert_eq!(
+                read,
+                1,
+                "request {n}: the connection closed after {:?}",
+                String::from_utf8_lossy(&head)
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "request {n}: {head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("a Content-Length answer");
+        let mut answer = vec![0u8; length];
+        within("the answer's body", conn.read_exact(&mut answer)).await.unwrap();
         upstream.next_request().await;
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     }
