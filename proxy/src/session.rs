@@ -211,7 +211,12 @@ mod tests {
 
     #[test]
     fn round_trip_and_rotation() {
-        let (old, new) = (generate_key(), generate_key());
+        let old = generate_key();
+        // Key ids are one byte: two random keys share one once in 256 draws (then a token of the new key
+        // reads as forged rather than of an unknown key), so the test draws a new key whose id differs.
+        let new = std::iter::repeat_with(generate_key)
+            .find(|k| SealingKey::new(k).id != SealingKey::new(&old).id)
+            .expect("an endless supply of keys");
         let before = keys(old, &[]);
         let token = before.seal(Scope::Session("srv", "key:a"), "inst-1", "upstream-abc");
         assert!(token.bytes().all(|b| (0x21..=0x7e).contains(&b)), "visible ASCII only");
