@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs the real MCP peers the end-to-end tests talk to, builds every binary of the
+# The test command: installs the system packages and the real MCP peers the end-to-end tests talk to, builds every binary of the
 # workspace (the e2e tests run them as processes), then runs every test. Extra arguments go to the test
 # runner, e.g. `scripts/test.sh -E 'test(passthrough)'` with nextest or `scripts/test.sh passthrough` without.
 # Needs PostgreSQL on 127.0.0.1:5432 (trust, user postgres); `.ci/run` makes sure of that first.
@@ -13,6 +13,8 @@ if [[ -n "${CI:-}" ]]; then
   export CARGO_INCREMENTAL=0
 fi
 
+# System packages the build and the tests need (cmake, python3-venv, redis-server); installs only what is missing.
+scripts/system-deps.sh
 tests/peers/install.sh
 cargo build --workspace --bins
 
