@@ -29,16 +29,21 @@ fn rule(server: &str, tools: &[&str], resources: &[&str]) -> PermissionRule {
     PermissionRule { server: server.into(), tools: list(tools), prompts: vec![], resources: list(resources) }
 }
 
-async fn call(url: &str, key: &str, body: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+/// POSTs `body` to `url` as the holder of `mcpgw_<key>`.
+async fn post(url: &str, key: &str, body: String) -> reqwest::Response {
+    reqwest::Client::new()
         .post(url)
         .header("authorization", format!("Bearer mcpgw_{key}"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .body(body.to_owned())
+        .body(body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn call(url: &str, key: &str, body: &str) -> (u16, Value) {
+    let resp = post(url, key, body.to_owned()).await;
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -193,15 +198,7 @@ async fn lists_show_exactly_what_the_caller_may_use_in_json_and_sse() {
     upstream.reply(Reply::Sse(rx));
     tx.send(Some(format!("event: message\nid: 1\ndata: {resources}\n\n"))).await.unwrap();
     tx.send(None).await.unwrap();
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .header("authorization", "Bearer mcpgw_reader")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(list("resources/list"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&url, "reader", list("resources/list")).await;
     let text = resp.text().await.unwrap();
     assert!(text.contains("file:///docs/a.md") && !text.contains("/etc/passwd"), "{text}");
     assert!(text.contains("event: message") && text.contains("id: 1"), "the event keeps its fields: {text}");
@@ -237,15 +234,7 @@ async fn a_local_rate_limit_is_exact_and_answers_429_with_retry_after() {
         assert_eq!(status, 200, "{body}");
         upstream.next_request().await;
     }
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .header("authorization", "Bearer mcpgw_first")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(tool_call("add"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&url, "first", tool_call("add")).await;
     assert_eq!(resp.status(), 429);
     let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=20).contains(&retry), "one request's worth of time (20 s): {retry}");
@@ -285,15 +274,7 @@ fn global_limit(id: &str, server: &str, requests: u32, fail_open: bool) -> Resou
 
 /// POSTs a `tools/call` as `mcpgw_first`: the status, `Retry-After` and the error's reason.
 async fn limited_call(url: &str) -> (u16, Option<String>, Value) {
-    let resp = reqwest::Client::new()
-        .post(url)
-        .header("authorization", "Bearer mcpgw_first")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(tool_call("add"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(url, "first", tool_call("add")).await;
     let status = resp.status().as_u16();
     let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     let body: Value = resp.json().await.unwrap_or(Value::Null);
