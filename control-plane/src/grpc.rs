@@ -10,8 +10,8 @@ use futures_util::Stream;
 use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::routing_discovery_server::{RoutingDiscovery, RoutingDiscoveryServer};
 use mcpgw_proto::v1::{
-    ExchangeRequest, ExchangeResponse, Hello, LeaseRequest, LeaseResponse, ProxyMessage, ResourceKind,
-    RoutingUpdate, proxy_message::Kind, resource,
+    AuditAck, AuditBatch, ExchangeRequest, ExchangeResponse, Hello, LeaseRequest, LeaseResponse, ProxyMessage,
+    ResourceKind, RoutingUpdate, proxy_message::Kind, resource,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -93,6 +93,15 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<RoutingUpdate, Status>> + S
 #[tonic::async_trait]
 impl RoutingDiscovery for RoutingService {
     type StreamRoutesStream = UpdateStream;
+    type StreamAuditStream = Pin<Box<dyn Stream<Item = Result<AuditAck, Status>> + Send>>;
+
+    async fn stream_audit(
+        &self,
+        request: Request<Streaming<AuditBatch>>,
+    ) -> Result<Response<Self::StreamAuditStream>, Status> {
+        self.auth.check(request.metadata(), request.remote_addr())?;
+        Err(Status::unimplemented("audit ingest is not built yet"))
+    }
 
     async fn stream_routes(
         &self,

@@ -132,6 +132,7 @@ pub async fn handle(
             return Err(ProxyError::LegacyOnly { server: server.name.to_string() }.into());
         }
         let bridge = open(gw, server, &ctx.binding()).await?;
+        ctx.audited.instance = Some(bridge.instance.id.clone());
         let token = gw.sessions.seal(
             Scope::Session(&server.id, &ctx.binding()),
             &bridge.instance.id,
@@ -147,6 +148,7 @@ pub async fn handle(
         .and_then(|id| gw.bridges.get(&id))
         .filter(|b| !b.closed.load(Ordering::Acquire))
         .ok_or_else(|| ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into()))?;
+    ctx.audited.instance = Some(bridge.instance.id.clone());
     match method {
         http::Method::POST => send(gw, session, ctx, server, &bridge, body, rpc, filter, None).await,
         http::Method::GET => stream(session, ctx, &bridge).await,
@@ -410,6 +412,7 @@ async fn reply(
     }
     session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(Failure::Abort)?;
     ctx.response_started = Some(std::time::Instant::now());
+    ctx.audited.rpc_error_code = crate::audit::capture::rpc_error_code(&body);
     if !body.is_empty() {
         session.write_response_body(Some(body), true).await.map_err(Failure::Abort)?;
     }

@@ -92,6 +92,28 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 100, global = true)]
     pub max_streams_per_principal: usize,
 
+    /// Audit records of MCP requests, shipped to the control plane: `on` or `off`.
+    #[arg(long, env = "MCPGW_AUDIT", default_value = "on", value_parser = ["on", "off"], global = true)]
+    pub audit: String,
+
+    /// Audit records the in-memory queue holds between requests and the shipper.
+    #[arg(long, env = "MCPGW_AUDIT_QUEUE", default_value_t = 65_536, global = true)]
+    pub audit_queue: usize,
+
+    /// Directory where audit batches wait on disk while the control plane is away or slow (one directory
+    /// per proxy; kept across restarts and replayed in order). Without it they wait in memory only.
+    #[arg(long, env = "MCPGW_AUDIT_SPILL_DIR", global = true)]
+    pub audit_spill_dir: Option<std::path::PathBuf>,
+
+    /// Most disk space the audit spill may take, e.g. `512MiB`, `1GiB` (bytes without a unit).
+    #[arg(long, env = "MCPGW_AUDIT_SPILL_MAX", default_value = "1GiB", value_parser = parse_size, global = true)]
+    pub audit_spill_max: u64,
+
+    /// When the audit queue and spill are both full: `drop` the record (counted and logged) or `refuse` new
+    /// MCP requests with 503 `audit_unavailable` until there is room.
+    #[arg(long, env = "MCPGW_AUDIT_OVERFLOW", value_enum, default_value = "drop", global = true)]
+    pub audit_overflow: crate::audit::Overflow,
+
     /// Worker threads of the MCP listener.
     #[arg(long, env = "MCPGW_THREADS", default_value_t = 2, global = true)]
     pub threads: usize,
@@ -190,6 +212,7 @@ pub struct Config {
     pub session_previous_keys: Vec<[u8; session::KEY_LEN]>,
     pub session_ttl: Duration,
     pub table_cache: Option<std::path::PathBuf>,
+    pub audit: crate::audit::AuditSettings,
     /// Base URL clients use (no trailing slash in its path).
     pub public_url: url::Url,
     pub front: crate::front::FrontDoor,
@@ -336,6 +359,16 @@ impl Settings {
             Some(id) => id.clone(),
             None => default_proxy_id(),
         };
+        if self.audit_queue == 0 {
+            return Err(err("audit-queue", "must be at least 1"));
+        }
+        let audit = crate::audit::AuditSettings {
+            enabled: self.audit == "on",
+            queue: self.audit_queue,
+            spill_dir: self.audit_spill_dir.clone().filter(|p| !p.as_os_str().is_empty()),
+            spill_max: self.audit_spill_max,
+            overflow: self.audit_overflow,
+        };
         Ok(Config {
             listen,
             admin_addr,
@@ -359,6 +392,7 @@ impl Settings {
             session_previous_keys,
             session_ttl: self.session_ttl,
             table_cache: self.table_cache.clone().filter(|p| !p.as_os_str().is_empty()),
+            audit,
             public_url,
             front,
             anonymous: self.anonymous,
@@ -366,6 +400,22 @@ impl Settings {
             control_plane_ca,
         })
     }
+}
+
+/// A size in bytes: a number with an optional `KiB`, `MiB` or `GiB` unit.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size such as 512MiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} (B, KiB, MiB, GiB)")),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn default_proxy_id() -> String {
@@ -378,6 +428,16 @@ fn default_proxy_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("10"), Ok(10));
+        assert!(parse_size("1GB").is_err());
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
 
     fn parse(args: &[&str]) -> Settings {
         let mut argv = vec!["mcpgw-proxy"];

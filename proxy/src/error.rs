@@ -68,6 +68,10 @@ pub enum ProxyError {
         "rate limit {limit} is shared by every proxy and its budget cannot be leased now (the gateway's Redis or control plane is away); retry shortly"
     )]
     RateLimitUnavailable { limit: String },
+    #[error(
+        "the audit log cannot take this request's record now (the control plane and the audit spill are both full or away); retry shortly"
+    )]
+    AuditUnavailable,
     #[error("failed to read the request body: {0}")]
     BadRequestBody(String),
     #[error("upstream of server {server:?} is unreachable: {detail}")]
@@ -127,7 +131,8 @@ impl ProxyError {
             | Self::TooManyConnections { per_client: true, .. } => 429,
             Self::TooManyStreams { per_principal: false, .. }
             | Self::TooManyConnections { per_client: false, .. }
-            | Self::RateLimitUnavailable { .. } => 503,
+            | Self::RateLimitUnavailable { .. }
+            | Self::AuditUnavailable => 503,
             Self::BadRequestBody(_)
             | Self::HeaderMismatch(_)
             | Self::InvalidRequest(_)
@@ -159,6 +164,7 @@ impl ProxyError {
             Self::RequestTimeout { .. } => "request_timeout",
             Self::RateLimited { .. } => "rate_limited",
             Self::RateLimitUnavailable { .. } => "rate_limit_unavailable",
+            Self::AuditUnavailable => "audit_unavailable",
             Self::TooManyStreams { .. } => "too_many_streams",
             Self::TooManyConnections { .. } => "too_many_connections",
             Self::BadRequestBody(_) => "bad_request_body",
@@ -250,6 +256,7 @@ mod tests {
             (ProxyError::RequestTimeout { limit: std::time::Duration::from_secs(1) }, 408, "request_timeout"),
             (ProxyError::RateLimited { limit: detail(), retry_after_secs: 1 }, 429, "rate_limited"),
             (ProxyError::RateLimitUnavailable { limit: detail() }, 503, "rate_limit_unavailable"),
+            (ProxyError::AuditUnavailable, 503, "audit_unavailable"),
             (ProxyError::TooManyStreams { per_principal: true, limit: 1 }, 429, "too_many_streams"),
             (ProxyError::TooManyStreams { per_principal: false, limit: 1 }, 503, "too_many_streams"),
             (ProxyError::TooManyConnections { per_client: true, limit: 1 }, 429, "too_many_connections"),

@@ -302,6 +302,7 @@ pub async fn run(
                 server.instances[idx].clone()
             }
         };
+        ctx.audited.instance = Some(instance.id.clone());
         let in_flight = InFlight::new(instance.clone());
         let result = exchange(gw, session, ctx, server, in_flight.instance(), &plan, &body).await;
         let report = |ok: bool| {
@@ -498,10 +499,17 @@ async fn exchange(
     });
     let mut lists =
         plan.legacy_lists.then(|| crate::policy::LegacyListStream::new(&gw.pending_lists, &server.id));
+    // The answer to a POST is one JSON-RPC message (JSON) or ends with one (SSE): its error code is
+    // recorded. Streams opened by GET carry many messages, none of them this request's answer.
+    let mut sniff = session.req_header().method == http::Method::POST;
     loop {
         tokio::select! {
             chunk = up.read_response_body() => match chunk {
                 Ok(Some(data)) => {
+                    if sniff && let Some(code) = crate::audit::capture::rpc_error_code(&data) {
+                        ctx.audited.rpc_error_code = Some(code);
+                        sniff = false;
+                    }
                     let data = match endpoint.as_mut() { Some(r) => r.feed(data), None => data };
                     let data = match lists.as_mut() {
                         Some(lists) => match lists.feed(data, upstream_path.get()) {

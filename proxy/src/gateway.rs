@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use mcpgw_proto::v1::AuditRecord;
 use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -58,11 +59,17 @@ pub struct Gateway {
     pub rate_limits: crate::limits::RateLimits,
     /// Caps on long-lived streams.
     pub streams: Arc<crate::caps::Caps>,
+    /// The audit queue.
+    pub auditor: crate::audit::Auditor,
 }
 
-/// Per-request state, read by `logging` for metrics.
+/// Per-request state, read by `logging` for metrics and the audit record.
 pub struct RequestCtx {
     started: Instant,
+    /// The request's place in the audit queue.
+    audit: crate::audit::Slot,
+    /// What the audit record says of the request beyond what the session shows.
+    pub(crate) audited: Audited,
     /// Registered server name; `None` (label `-`) when the request matched none (bounded label values).
     pub(crate) server: Option<Arc<str>>,
     method: &'static str,
@@ -71,6 +78,27 @@ pub struct RequestCtx {
     pub(crate) response_started: Option<Instant>,
     /// Who the request acts for, once authenticated.
     pub(crate) principal: Option<Principal>,
+}
+
+/// What a request's audit record needs that only the request path learns.
+#[derive(Default)]
+pub(crate) struct Audited {
+    /// JSON-RPC method, target name, id (as JSON text) and protocol revision (`_meta`) of the body.
+    method: Option<String>,
+    target: Option<String>,
+    request_id: Option<String>,
+    protocol_version: Option<String>,
+    /// The gateway's refusal reason (the error table's), when it answered with an error.
+    pub(crate) refusal: Option<&'static str>,
+    /// The caller may not use what it asked for (the client was told it does not exist).
+    pub(crate) forbidden: bool,
+    /// The instance that served the request.
+    pub(crate) instance: Option<Arc<str>>,
+    /// The JSON-RPC error code of the upstream's answer.
+    pub(crate) rpc_error_code: Option<i64>,
+    /// The arguments as the server's `audit_arguments` keeps them.
+    pub(crate) arguments: Option<String>,
+    bytes_in: usize,
 }
 
 impl RequestCtx {
@@ -96,6 +124,8 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            audit: crate::audit::Slot::None,
+            audited: Audited::default(),
             server: None,
             method: "",
             rpc_id: None,
@@ -112,6 +142,7 @@ impl ProxyHttp for Gateway {
         match self.handle(session, ctx).await {
             Ok(()) => Ok(true),
             Err(Failure::Reply(error)) => {
+                ctx.audited.refusal = Some(error.reason());
                 self.reply_error(session, ctx, &error).await?;
                 Ok(true)
             }
@@ -135,6 +166,11 @@ impl ProxyHttp for Gateway {
             METRICS.response_latency.with_label_values(&labels).observe((at - ctx.started).as_secs_f64());
         }
         METRICS.request_duration.with_label_values(&labels).observe(ctx.started.elapsed().as_secs_f64());
+        let slot = std::mem::replace(&mut ctx.audit, crate::audit::Slot::None);
+        if !matches!(slot, crate::audit::Slot::None) {
+            let record = self.audit_record(session, ctx, status);
+            self.auditor.submit(slot, record);
+        }
     }
 }
 
@@ -169,6 +205,12 @@ fn status_label(status: u16) -> &'static str {
 
 impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Failure> {
+        let path = session.req_header().uri.path();
+        if path.starts_with("/mcp") && !path.contains("/.well-known/") {
+            // An MCP request: its record is kept whatever its end (a place is reserved first with
+            // `--audit-overflow refuse`).
+            ctx.audit = self.auditor.admit()?;
+        }
         if posts_json(session) {
             // Every MCP POST carries JSON-RPC: errors raised before the id is known answer with a null id.
             ctx.rpc_id = Some(Value::Null);
@@ -178,11 +220,30 @@ impl Gateway {
             Ok(body) => body?,
             Err(_) => return Err(ProxyError::RequestTimeout { limit: deadline }.into()),
         };
+        ctx.audited.bytes_in = body.len();
         let rpc = Rpc::inspect(&body);
         if let Some(rpc) = &rpc {
             ctx.method = rpc.method_label();
             ctx.rpc_id = Some(rpc.error_id());
         }
+        let result = self.serve(session, ctx, body, rpc.as_ref()).await;
+        if let Some(Rpc::Message { id, method, name, protocol_version, .. }) = rpc {
+            let audited = &mut ctx.audited;
+            audited.request_id = id.map(|id| id.to_string());
+            audited.method = Some(method);
+            audited.target = name;
+            audited.protocol_version = protocol_version;
+        }
+        result
+    }
+
+    async fn serve(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        body: Bytes,
+        rpc: Option<&Rpc>,
+    ) -> Result<(), Failure> {
         self.front.check(session.req_header())?;
         let path = session.req_header().uri.path();
         if let Some(resource) = metadata_resource(path, &self.auth.public_url) {
@@ -192,7 +253,7 @@ impl Gateway {
         if is_legacy_oauth_path(path) {
             return self.legacy_oauth_redirect(session).await;
         }
-        route::dispatch(self, session, ctx, body, rpc.as_ref()).await
+        route::dispatch(self, session, ctx, body, rpc).await
     }
 
     /// Reads the whole request body, refusing more than the configured limit.
@@ -254,7 +315,9 @@ impl Gateway {
             ProxyError::RateLimited { retry_after_secs, .. } => {
                 resp.insert_header(http::header::RETRY_AFTER, retry_after_secs.to_string())?;
             }
-            ProxyError::RateLimitUnavailable { .. } => resp.insert_header(http::header::RETRY_AFTER, "1")?,
+            ProxyError::RateLimitUnavailable { .. } | ProxyError::AuditUnavailable => {
+                resp.insert_header(http::header::RETRY_AFTER, "1")?
+            }
             _ => {}
         }
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
@@ -274,6 +337,96 @@ impl Gateway {
             linger(session).await;
         }
         Ok(())
+    }
+}
+
+impl Gateway {
+    /// The audit record of a request that ended with `status` (0: no response, the connection closed).
+    fn audit_record(&self, session: &Session, ctx: &mut RequestCtx, status: u16) -> AuditRecord {
+        use crate::audit::capture;
+        use crate::identity::PrincipalKind;
+        let started = std::time::SystemTime::now() - ctx.started.elapsed();
+        let unix = started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let req = session.req_header();
+        let header = |name: &str| req.headers.get(name).map(http::HeaderValue::as_bytes);
+        let audited = std::mem::take(&mut ctx.audited);
+        let legacy = {
+            let path = req.uri.path();
+            path.ends_with("/sse") || path.ends_with("/message")
+        };
+        let principal = match ctx.principal.as_ref().map(|p| &p.kind) {
+            None => String::new(),
+            Some(PrincipalKind::ApiKey { id }) => format!("api-key:{id}"),
+            Some(PrincipalKind::Token { issuer, subject }) => {
+                let own = self.routes.load();
+                let own = own.as_ref().and_then(|t| t.credentials().own_authorization_server());
+                if own == Some(&**issuer) {
+                    format!("user:{subject}")
+                } else {
+                    format!("jwt:{issuer}#{subject}")
+                }
+            }
+            Some(PrincipalKind::Anonymous) => "anonymous".to_owned(),
+        };
+        let era = match header("mcp-protocol-version").and_then(|v| std::str::from_utf8(v).ok()) {
+            Some(version) if version.len() <= 32 => version.to_owned(),
+            _ => audited
+                .protocol_version
+                .unwrap_or_else(|| if legacy { "2024-11-05".into() } else { String::new() }),
+        };
+        let session_token = header("mcp-session-id").or_else(|| {
+            session.response_written().and_then(|r| r.headers.get("mcp-session-id")).map(|v| v.as_bytes())
+        });
+        let session_digest = match session_token {
+            Some(token) => capture::session_digest(token),
+            None if legacy => req
+                .uri
+                .query()
+                .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "sessionId"))
+                .map(|(_, v)| capture::session_digest(v.as_bytes()))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let outcome = if audited.forbidden {
+            "forbidden".to_owned()
+        } else if let Some(reason) = audited.refusal {
+            reason.to_owned()
+        } else if status == 0 {
+            "aborted".to_owned()
+        } else if status >= 400 {
+            format!("http_{status}")
+        } else if audited.rpc_error_code.is_some() {
+            "error".to_owned()
+        } else {
+            "ok".to_owned()
+        };
+        AuditRecord {
+            id: crate::audit::record_id(u64::try_from(unix.as_millis()).unwrap_or(u64::MAX)),
+            time_unix_us: i64::try_from(unix.as_micros()).unwrap_or(i64::MAX),
+            principal,
+            tenant_id: ctx.principal.as_ref().map(|p| p.tenant.to_string()).unwrap_or_default(),
+            server: ctx.server.as_deref().unwrap_or_default().to_owned(),
+            instance: audited.instance.as_deref().unwrap_or_default().to_owned(),
+            era,
+            method: audited.method.unwrap_or_else(|| req.method.as_str().to_owned()),
+            target: audited.target.unwrap_or_default(),
+            request_id: audited.request_id.unwrap_or_default(),
+            outcome,
+            status: u32::from(status),
+            rpc_error_code: audited.rpc_error_code,
+            duration_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            bytes_in: audited.bytes_in as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            client_addr: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_canonical().to_string())
+                .unwrap_or_default(),
+            session: session_digest,
+            trace_id: header("traceparent").and_then(capture::trace_id).unwrap_or_default().to_owned(),
+            arguments: audited.arguments.unwrap_or_default(),
+            proxy_id: String::new(),
+        }
     }
 }
 

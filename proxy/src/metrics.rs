@@ -40,6 +40,13 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Connections closed because a request head did not arrive within --request-head-timeout.
     pub request_head_timeouts: IntCounter,
+    /// Audit records by what happened to them: `queued`, `acked` (committed by the control plane),
+    /// `spilled`, `replayed` (acknowledged from the spill), `dropped`, `refused`.
+    pub audit_records: IntCounterVec,
+    /// Bytes of audit batches spilled to disk.
+    pub audit_spill_bytes: IntGauge,
+    /// 1 while the audit stream to the control plane is up.
+    pub audit_stream_connected: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -139,6 +146,26 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     request_head_timeouts: register_int_counter!(
         "mcpgw_proxy_request_head_timeouts_total",
         "Connections closed because a request head did not arrive within --request-head-timeout."
+    )
+    .expect("metric registers once"),
+    audit_records: register_int_counter_vec!(
+        Opts::new(
+            "mcpgw_proxy_audit_records_total",
+            "Audit records by result: queued, acked (committed by the control plane), spilled (written to \
+             --audit-spill-dir), replayed (acknowledged from the spill), dropped (queue full, --audit-overflow \
+             drop), refused (requests refused with 503, --audit-overflow refuse)."
+        ),
+        &["result"]
+    )
+    .expect("metric registers once"),
+    audit_spill_bytes: register_int_gauge!(
+        "mcpgw_proxy_audit_spill_bytes",
+        "Bytes of audit batches waiting in --audit-spill-dir."
+    )
+    .expect("metric registers once"),
+    audit_stream_connected: register_int_gauge!(
+        "mcpgw_proxy_audit_stream_connected",
+        "1 while the audit stream to the control plane is up."
     )
     .expect("metric registers once"),
 }

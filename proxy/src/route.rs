@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mcpgw_proto::v1::{HealthStatus, Transport};
+use mcpgw_proto::v1::{AuditArguments, HealthStatus, Transport};
 use mcpgw_proto::validate::HashKey;
 use pingora::proxy::Session;
 
@@ -70,27 +70,10 @@ pub async fn dispatch(
         std::time::SystemTime::now(),
     )?;
     let binding = principal.binding().clone();
-    let server = table
-        .server(route.server())
-        .filter(|s| table.access().allows(&principal, &s.tenant, &s.name, None))
-        .ok_or_else(|| ProxyError::UnknownServer { name: route.server().to_owned() })?
-        .clone();
-    ctx.server = Some(server.name.clone());
-    let unreadable = rpc.is_none() && !body.is_empty();
-    authorize(&table, &principal, &server, rpc, unreadable)?;
-    rate_limit(gw, &table, &principal, &server, rpc).await?;
-    // A GET opens a long-lived stream: it holds a place among the capped streams while it is served.
-    let _stream = (session.req_header().method == http::Method::GET)
-        .then(|| gw.streams.acquire_stream(principal.binding()))
-        .transpose()?;
-    let filter = match rpc {
-        Some(Rpc::Message { method, .. }) => {
-            crate::policy::ListFilter::of(method, &table, &principal, &server)
-        }
-        _ => None,
-    };
-    let restricted = !table.access().unrestricted(&principal, &server.tenant);
+    let admitted = admit(gw, session, ctx, &table, &principal, route.server(), &body, rpc).await;
+    // Kept for the audit record whatever the decision.
     ctx.principal = Some(principal);
+    let Admitted { server, filter, restricted, _stream } = admitted?;
     let plan = match route {
         Route::Mcp(_) if server.transport == Transport::Sse => {
             return crate::bridge::handle(gw, session, ctx, &server, body, rpc, filter.as_ref()).await;
@@ -118,6 +101,61 @@ pub async fn dispatch(
         }
     };
     forward::run(gw, session, ctx, &server, plan, body).await
+}
+
+/// A request the gateway lets through to its server.
+struct Admitted {
+    server: Arc<Server>,
+    /// A list answer the caller may see only part of.
+    filter: Option<crate::policy::ListFilter>,
+    /// The caller's access to the server is restricted (legacy SSE streams filter their list answers).
+    restricted: bool,
+    /// A GET's place among the capped long-lived streams, held while it is served.
+    _stream: Option<crate::caps::Permit>,
+}
+
+/// Decides whether `principal` may make this request: the server, the item it names, the rate limits, the
+/// stream caps.
+#[allow(clippy::too_many_arguments)]
+async fn admit(
+    gw: &Gateway,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    table: &Arc<RoutingTable>,
+    principal: &crate::identity::Principal,
+    name: &str,
+    body: &Bytes,
+    rpc: Option<&Rpc>,
+) -> Result<Admitted, ProxyError> {
+    let unknown = || ProxyError::UnknownServer { name: name.to_owned() };
+    let server = table.server(name).ok_or_else(unknown)?;
+    if !table.access().allows(principal, &server.tenant, &server.name, None) {
+        // Told it does not exist; recorded as what it is.
+        ctx.audited.forbidden = true;
+        return Err(unknown());
+    }
+    let server = server.clone();
+    ctx.server = Some(server.name.clone());
+    let unreadable = rpc.is_none() && !body.is_empty();
+    if let Err(e) = authorize(table, principal, &server, rpc, unreadable) {
+        ctx.audited.forbidden = matches!(e, ProxyError::UnknownItem { .. });
+        return Err(e);
+    }
+    if server.audit_arguments != AuditArguments::None
+        && matches!(rpc, Some(Rpc::Message { method, .. }) if method == "tools/call" || method == "prompts/get")
+    {
+        ctx.audited.arguments = crate::audit::capture::arguments(body, server.audit_arguments);
+    }
+    rate_limit(gw, table, principal, &server, rpc).await?;
+    let _stream = (session.req_header().method == http::Method::GET)
+        .then(|| gw.streams.acquire_stream(principal.binding()))
+        .transpose()?;
+    let filter = match rpc {
+        Some(Rpc::Message { method, .. }) => crate::policy::ListFilter::of(method, table, principal, &server),
+        _ => None,
+    };
+    let restricted = !table.access().unrestricted(principal, &server.tenant);
+    Ok(Admitted { server, filter, restricted, _stream })
 }
 
 /// Decides the message itself: a named tool, prompt or resource the caller may not use is answered as

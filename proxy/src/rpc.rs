@@ -14,6 +14,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The control plane, for unary calls.
 pub struct ControlPlane {
     endpoint: Endpoint,
+    /// The same endpoint without the per-call timeout, for long-lived streams.
+    streaming: Endpoint,
+    streaming_channel: OnceCell<Channel>,
     proxy_token: Option<MetadataValue<Ascii>>,
     channel: OnceCell<Channel>,
 }
@@ -25,17 +28,29 @@ impl ControlPlane {
         ca: Option<&[u8]>,
         proxy_token: Option<MetadataValue<Ascii>>,
     ) -> Result<Self, tonic::transport::Error> {
-        let mut endpoint = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true);
+        let mut streaming =
+            Endpoint::from_shared(url.to_owned())?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
         if let Some(ca) = ca {
-            endpoint = endpoint.tls_config(
+            streaming = streaming.tls_config(
                 tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
             )?;
         }
-        Ok(Self { endpoint, proxy_token, channel: OnceCell::new() })
+        let endpoint = streaming.clone().timeout(CALL_TIMEOUT);
+        Ok(Self {
+            endpoint,
+            streaming,
+            proxy_token,
+            channel: OnceCell::new(),
+            streaming_channel: OnceCell::new(),
+        })
+    }
+
+    /// A client for long-lived streams (no per-call timeout), on a channel of its own.
+    pub async fn streaming_client(&self) -> RoutingDiscoveryClient<Channel> {
+        let channel =
+            self.streaming_channel.get_or_init(|| async { self.streaming.connect_lazy() }).await.clone();
+        RoutingDiscoveryClient::new(channel)
     }
 
     /// A client on the shared channel (connected on first use, inside the runtime).

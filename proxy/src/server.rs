@@ -64,6 +64,12 @@ pub fn build(config: &Config) -> Server {
         )
         .expect("a validated --control-plane URL and --control-plane-ca make an endpoint"),
     );
+    let (auditor, shipper) =
+        crate::audit::Auditor::new(&config.audit, control_plane.clone(), config.proxy_id.clone())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, dir = ?config.audit.spill_dir, "Cannot open --audit-spill-dir.");
+                std::process::exit(2);
+            });
     let gateway = Gateway {
         routes: routes.clone(),
         connector: Arc::new(Connector::new(None)),
@@ -82,6 +88,7 @@ pub fn build(config: &Config) -> Server {
         front: config.front.clone(),
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
         exchanger: Arc::new(crate::exchange::Exchanger::new(control_plane.clone())),
+        auditor,
         rate_limits: crate::limits::RateLimits::new(control_plane),
         streams: crate::caps::Caps::new(config.max_streams, config.max_streams_per_principal),
     };
@@ -109,6 +116,9 @@ pub fn build(config: &Config) -> Server {
     };
     server.add_service(background_service("routing-sync", sync));
     server.add_service(background_service("breakers", breaker_service));
+    if let Some(shipper) = shipper {
+        server.add_service(background_service("audit", shipper));
+    }
     server.add_service(mcp);
     server.add_service(admin);
     server

@@ -4,6 +4,8 @@
 #[path = "integration/support.rs"]
 mod support;
 
+#[path = "integration/audit.rs"]
+mod audit;
 #[path = "integration/balancing.rs"]
 mod balancing;
 #[path = "integration/forwarding.rs"]

@@ -22,6 +22,36 @@ diesel::table! {
         healthy_threshold -> Nullable<Int4>,
         unhealthy_threshold -> Nullable<Int4>,
         owner -> Nullable<Text>,
+        audit_arguments -> Text,
+    }
+}
+
+diesel::table! {
+    audit_log (time, id) {
+        time -> Timestamptz,
+        id -> Uuid,
+        kind -> Text,
+        tenant_id -> Text,
+        principal -> Text,
+        server -> Nullable<Text>,
+        instance -> Nullable<Text>,
+        era -> Nullable<Text>,
+        method -> Text,
+        target -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        outcome -> Text,
+        status -> Nullable<Int4>,
+        rpc_error_code -> Nullable<Int8>,
+        duration_us -> Nullable<Int8>,
+        bytes_in -> Nullable<Int8>,
+        bytes_out -> Nullable<Int8>,
+        client_addr -> Nullable<Text>,
+        session -> Nullable<Text>,
+        trace_id -> Nullable<Text>,
+        arguments -> Nullable<Text>,
+        proxy_id -> Nullable<Text>,
+        before -> Nullable<Jsonb>,
+        after -> Nullable<Jsonb>,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Server {
     pub transport: Transport,
     pub policy: Policy,
     pub breaker: BreakerConfig,
+    /// What audit records of its calls keep of their arguments.
+    pub audit_arguments: mcpgw_proto::v1::AuditArguments,
     pub instances: Vec<Arc<Instance>>,
     /// Round-robin position (shared by the policies that rotate), carried across tables so that routing
     /// updates do not restart the rotation.
@@ -264,6 +266,7 @@ impl RoutingTable {
                 transport,
                 policy: Policy::new(s.load_balancing(), key, &weights),
                 breaker: BreakerConfig::from_proto(s.circuit_breaker.as_ref()),
+                audit_arguments: s.audit_arguments(),
                 instances,
                 cursor: cursors.get(s.id.as_str()).map_or_else(Arc::default, |c| Arc::clone(c)),
             });

@@ -151,6 +151,11 @@ struct Discovery {
     /// Tokens left in the one shared bucket global rate limits lease from; `None`: leasing fails
     /// (UNAVAILABLE), as when the control plane's Redis is away.
     budget: Arc<Mutex<Option<u32>>>,
+    /// Audit records acknowledged, in the order received (a resent one appears again).
+    audit: Arc<Mutex<Vec<mcpgw_proto::v1::AuditRecord>>>,
+    /// Whether audit streams are refused (UNAVAILABLE), as when the database is away.
+    audit_refused: Arc<std::sync::atomic::AtomicBool>,
+    audit_arrived: Arc<tokio::sync::Notify>,
 }
 
 /// The subject a fake control plane refuses to exchange.
@@ -159,6 +164,37 @@ pub const UNEXCHANGEABLE: &str = "mcpgw_unexchangeable-key";
 #[tonic::async_trait]
 impl RoutingDiscovery for Discovery {
     type StreamRoutesStream = Pin<Box<dyn Stream<Item = Result<RoutingUpdate, Status>> + Send>>;
+    type StreamAuditStream = Pin<Box<dyn Stream<Item = Result<mcpgw_proto::v1::AuditAck, Status>> + Send>>;
+
+    /// Acknowledges every batch after keeping its records; refuses while `audit_refused` is set.
+    async fn stream_audit(
+        &self,
+        request: Request<Streaming<mcpgw_proto::v1::AuditBatch>>,
+    ) -> Result<Response<Self::StreamAuditStream>, Status> {
+        use std::sync::atomic::Ordering;
+        if self.audit_refused.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("the database is away"));
+        }
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let (records, refused, arrived) =
+            (self.audit.clone(), self.audit_refused.clone(), self.audit_arrived.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                if refused.load(Ordering::SeqCst) {
+                    let _ = tx.send(Err(Status::unavailable("the database is away"))).await;
+                    return;
+                }
+                let written = batch.records.len() as u32;
+                records.lock().unwrap().extend(batch.records);
+                arrived.notify_waiters();
+                if tx.send(Ok(mcpgw_proto::v1::AuditAck { seq: batch.seq, written })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn stream_routes(
         &self,
@@ -247,6 +283,31 @@ impl FakeControlPlane {
     /// Sets the tokens left for global rate limits to lease; `None` makes leasing fail.
     pub fn set_budget(&self, tokens: Option<u32>) {
         *self.discovery.budget.lock().unwrap() = tokens;
+    }
+
+    /// Audit records received so far.
+    pub fn audit_records(&self) -> Vec<mcpgw_proto::v1::AuditRecord> {
+        self.discovery.audit.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` audit records arrived; returns them.
+    pub async fn wait_audit(&self, n: usize) -> Vec<mcpgw_proto::v1::AuditRecord> {
+        within(&format!("{n} audit records"), async {
+            loop {
+                let arrived = self.discovery.audit_arrived.notified();
+                let records = self.audit_records();
+                if records.len() >= n {
+                    return records;
+                }
+                arrived.await;
+            }
+        })
+        .await
+    }
+
+    /// Refuses audit streams (and ends open ones at their next batch) while `refused`.
+    pub fn refuse_audit(&self, refused: bool) {
+        self.discovery.audit_refused.store(refused, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The token exchanges proxies asked for so far: (subject token, audience, scopes).

@@ -1,0 +1,2 @@
+ALTER TABLE servers DROP COLUMN audit_arguments;
+DROP TABLE audit_log;

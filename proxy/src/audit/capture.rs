@@ -1,0 +1,211 @@
+//! What a record learns from the bytes of a request and its answer, cheaply: the JSON-RPC error code of an
+//! answer (without parsing it), the W3C trace id, a session token's digest, and a tool's arguments as the
+//! server's `audit_arguments` setting keeps them.
+
+use mcpgw_proto::v1::AuditArguments;
+use serde_json::Value;
+
+/// The JSON-RPC error code of an answer (a JSON body, or SSE events carrying JSON-RPC messages), without
+/// parsing it: the first message whose `"error"` key comes before any `"result"` key, with an object whose
+/// `"code"` is a number. Keys inside a result (a tool's structured content with an `error` field) come after
+/// `"result"` and are not mistaken for an error; a string value `"error"` is not a key (no colon follows).
+pub fn rpc_error_code(body: &[u8]) -> Option<i64> {
+    // Each SSE `data:` line is a message; a JSON body is one.
+    for message in body.split(|b| *b == b'\n') {
+        let Some(error_at) = key(message, b"\"error\"") else { continue };
+        if key(&message[..error_at], b"\"result\"").is_some() {
+            continue;
+        }
+        let rest = &message[error_at..];
+        let code_at = key(rest, b"\"code\"")?;
+        let digits = rest[code_at..].iter().skip_while(|b| b.is_ascii_whitespace() || **b == b':');
+        let text: Vec<u8> = digits.take_while(|b| b.is_ascii_digit() || **b == b'-').copied().collect();
+        return std::str::from_utf8(&text).ok()?.parse().ok();
+    }
+    None
+}
+
+/// Where `name` (a quoted key) ends, when it occurs as a key (followed by a colon).
+fn key(haystack: &[u8], name: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = find(&haystack[from..], name) {
+        let end = from + at + name.len();
+        if haystack[end..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b':') {
+            return Some(end);
+        }
+        from = end;
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`); `None` when malformed or
+/// all zeros.
+pub fn trace_id(traceparent: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(traceparent).ok()?.trim();
+    let mut parts = text.split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0');
+    valid.then_some(trace)
+}
+
+/// A digest of a session token, so records of one session can be grouped without storing the token (which
+/// would let anyone reading the audit log continue the session).
+pub fn session_digest(token: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token);
+    hex(&digest.as_ref()[..8])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+/// Longest string value kept by `redacted`.
+const MAX_STRING: usize = 256;
+/// Longest redacted arguments text kept; longer ones are cut (and say so).
+const MAX_REDACTED: usize = 4096;
+
+/// The arguments of a `tools/call` or `prompts/get` body as `mode` keeps them; `None` when the mode keeps
+/// nothing or the body has no arguments.
+pub fn arguments(body: &[u8], mode: AuditArguments) -> Option<String> {
+    if mode == AuditArguments::None {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        arguments: Option<Value>,
+    }
+    let args = serde_json::from_slice::<Body>(body).ok()?.params?.arguments?;
+    match mode {
+        AuditArguments::None => None,
+        // Keys are sorted (serde_json's map), so equal arguments hash equally whatever the client's order.
+        AuditArguments::Hashed => {
+            let text = serde_json::to_vec(&args).ok()?;
+            Some(format!("sha256:{}", hex(ring::digest::digest(&ring::digest::SHA256, &text).as_ref())))
+        }
+        AuditArguments::Redacted => {
+            let mut text = redact(args).to_string();
+            if text.len() > MAX_REDACTED {
+                let mut cut = MAX_REDACTED;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str("…(truncated)");
+            }
+            Some(text)
+        }
+    }
+}
+
+/// Key names whose values are never kept.
+fn secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "auth", "credential", "cookie", "session", "private", "signature"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+fn redact(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = if secret_key(&k) { Value::String("[redacted]".into()) } else { redact(v) };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        Value::String(s) if s.chars().count() > MAX_STRING => {
+            let kept: String = s.chars().take(MAX_STRING).collect();
+            Value::String(format!("{kept}…({} chars)", s.chars().count()))
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_of_answers() {
+        let cases: [(&str, Option<i64>); 8] = [
+            (r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no"}}"#, Some(-32602)),
+            (r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#, None),
+            (r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"error":{"code":5}}}}"#, None),
+            (r#"{"jsonrpc":"2.0","id":"error","result":{}}"#, None),
+            (r#"{"jsonrpc":"2.0","id":1, "error" : { "message":"x", "code" : 42 }}"#, Some(42)),
+            (
+                "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"error\"}}\n\n\
+                 event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32001,\"message\":\"gone\"}}\n\n",
+                Some(-32001),
+            ),
+            ("data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"isError\":true}}\n\n", None),
+            ("not json", None),
+        ];
+        for (body, code) in cases {
+            assert_eq!(rpc_error_code(body.as_bytes()), code, "{body}");
+        }
+    }
+
+    #[test]
+    fn trace_ids() {
+        let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id(good), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            b"garbage",
+        ] {
+            assert_eq!(trace_id(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn arguments_as_the_server_keeps_them() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"q":"hi","apiKey":"s3cret","nested":{"Password":"p","n":1}}}}"#;
+        assert_eq!(arguments(body, AuditArguments::None), None);
+        let redacted = arguments(body, AuditArguments::Redacted).unwrap();
+        assert!(!redacted.contains("s3cret") && !redacted.contains("\"p\""), "{redacted}");
+        assert!(redacted.contains(r#""q":"hi""#) && redacted.contains(r#""n":1"#), "{redacted}");
+        let reordered = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"arguments":{"nested":{"n":1,"Password":"p"},"apiKey":"s3cret","q":"hi"},"name":"t"}}"#;
+        let hashed = arguments(body, AuditArguments::Hashed).unwrap();
+        assert!(hashed.starts_with("sha256:") && hashed.len() == 7 + 64, "{hashed}");
+        assert_eq!(Some(hashed), arguments(reordered, AuditArguments::Hashed), "key order does not matter");
+        let long = format!(r#"{{"params":{{"arguments":{{"text":"{}"}}}}}}"#, "x".repeat(10_000));
+        let kept = arguments(long.as_bytes(), AuditArguments::Redacted).unwrap();
+        assert!(kept.len() < 400 && kept.contains("10000 chars"), "{kept}");
+        assert_eq!(arguments(br#"{"params":{}}"#, AuditArguments::Hashed), None);
+    }
+
+    #[test]
+    fn session_digests_are_short_and_stable() {
+        assert_eq!(session_digest(b"abc"), session_digest(b"abc"));
+        assert_ne!(session_digest(b"abc"), session_digest(b"abd"));
+        assert_eq!(session_digest(b"abc").len(), 16);
+    }
+}
