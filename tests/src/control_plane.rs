@@ -45,12 +45,23 @@ impl ControlPlane {
         grpc_addr: SocketAddr,
         extra_args: &[&str],
     ) -> Result<Self> {
+        Self::start_on_database(db.url(), admin_token, http_addr, grpc_addr, extra_args).await
+    }
+
+    /// `start_at` with the database at `database_url` (e.g. through a relay the test can cut).
+    pub async fn start_on_database(
+        database_url: &str,
+        admin_token: &str,
+        http_addr: SocketAddr,
+        grpc_addr: SocketAddr,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let mut cp = Self {
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             proc: None,
             http_addr,
             grpc_addr,
-            database_url: db.url().to_owned(),
+            database_url: database_url.to_owned(),
             admin_token: admin_token.to_owned(),
             http: http_client(),
         };

@@ -32,6 +32,19 @@ impl TestDb {
         &self.url
     }
 
+    /// The database's URL through another address (a relay in front of the server).
+    pub fn url_through(&self, addr: std::net::SocketAddr) -> String {
+        format!("postgres://postgres@{addr}/{}", self.name)
+    }
+
+    /// The PostgreSQL server's address (host and port of `MCPGW_E2E_PG`).
+    pub fn server_addr() -> Result<std::net::SocketAddr> {
+        let url = url::Url::parse(&server_url())?;
+        let host = url.host_str().context("the PostgreSQL URL names no host")?;
+        let port = url.port().unwrap_or(5432);
+        Ok(format!("{host}:{port}").parse()?)
+    }
+
     /// Drops the database now.
     pub async fn drop_database(&self) -> Result<()> {
         drop_database(&self.name).await

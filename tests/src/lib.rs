@@ -16,6 +16,7 @@ pub mod peers;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod relay;
 pub mod sse;
 
 use std::future::Future;
