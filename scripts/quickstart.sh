@@ -76,7 +76,8 @@ else
 fi
 
 echo "==> Starting the proxy (MCP $listen, admin $admin_addr)…"
-MCPGW_TABLE_CACHE="${MCPGW_TABLE_CACHE:-$state/proxy-table.bin}" "$bin/mcpgw-proxy" serve >"$state/proxy.log" 2>&1 &
+MCPGW_TABLE_CACHE="${MCPGW_TABLE_CACHE:-$state/proxy-table.bin}" MCPGW_AUDIT_SPILL_DIR="${MCPGW_AUDIT_SPILL_DIR:-$state/audit-spill}" \
+  "$bin/mcpgw-proxy" serve >"$state/proxy.log" 2>&1 &
 pids+=($!)
 wait_for "http://$admin_addr/readyz" "proxy" "$state/proxy.log"
 

@@ -228,6 +228,9 @@ pub async fn authenticate(
             Step::LookUp(digest) => look_up(state, &digest).await,
             Step::User(token) => signed_in(state, &token).await,
         };
+        if let Ok(principal) = &outcome {
+            crate::api::audited::set_principal(principal);
+        }
         req.extensions_mut().insert(Authenticated(outcome));
     }
     next.call(req).await

@@ -67,6 +67,13 @@ pub const ENV_API_URL: &str = "MCPGW_API_URL";
 pub const ENV_SECRETS_KEY: &str = "MCPGW_SECRETS_KEY";
 /// Environment variable of `--jwks-refresh`.
 pub const ENV_JWKS_REFRESH: &str = "MCPGW_JWKS_REFRESH";
+/// Environment variable of `--audit-retention`.
+pub const ENV_AUDIT_RETENTION: &str = "MCPGW_AUDIT_RETENTION";
+
+/// Shortest accepted `--audit-retention`: records are dropped a whole day (partition) at a time.
+pub const MIN_AUDIT_RETENTION: Duration = Duration::from_secs(86_400);
+/// Longest accepted `--audit-retention` (ten years).
+pub const MAX_AUDIT_RETENTION: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Shortest accepted `--jwks-refresh` (tests use about a second; issuers are not to be hammered).
 pub const MIN_JWKS_REFRESH: Duration = Duration::from_millis(100);
@@ -209,6 +216,10 @@ pub struct RawSettings {
     /// every proxy within this interval).
     #[arg(long, global = true, env = ENV_JWKS_REFRESH, default_value = "5m")]
     pub jwks_refresh: String,
+    /// How long audit records are kept (`30d`, `90d`; 1d to 3650d): the leader drops each day's partition
+    /// once the whole day is older, and records older than this that proxies still send are not written.
+    #[arg(long, global = true, env = ENV_AUDIT_RETENTION, default_value = "30d")]
+    pub audit_retention: String,
     #[command(flatten)]
     pub oauth: OauthSettings,
 }
@@ -239,6 +250,8 @@ pub struct Config {
     pub secrets_key: Option<SecretsKey>,
     /// Interval of the trusted issuers' JWKS refresh.
     pub jwks_refresh: Duration,
+    /// How long audit records are kept.
+    pub audit_retention: Duration,
     /// The authorization server.
     pub oauth: OauthConfig,
     /// The SSRF policy of client ID metadata documents: `ssrf` plus loopback, private and link-local
@@ -365,6 +378,8 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
     };
     let jwks_refresh =
         parse_duration("jwks-refresh", &raw.jwks_refresh, MIN_JWKS_REFRESH, Duration::from_secs(86_400))?;
+    let audit_retention =
+        parse_duration("audit-retention", &raw.audit_retention, MIN_AUDIT_RETENTION, MAX_AUDIT_RETENTION)?;
     let oauth = oauth::validate(&raw.oauth)?;
     let strict: Vec<String> = raw
         .ssrf_deny
@@ -378,6 +393,7 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         document_ssrf,
         secrets_key,
         jwks_refresh,
+        audit_retention,
         health: HealthDefaults {
             interval,
             timeout,

@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{Stream, StreamExt};
 use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::routing_discovery_server::{RoutingDiscovery, RoutingDiscoveryServer};
 use mcpgw_proto::v1::{
-    AuditAck, AuditBatch, ExchangeRequest, ExchangeResponse, Hello, LeaseRequest, LeaseResponse, ProxyMessage,
-    ResourceKind, RoutingUpdate, proxy_message::Kind, resource,
+    AuditAck, AuditBatch, ExchangeRequest, ExchangeResponse, Hello, LeaseRequest, LeaseResponse,
+    ProxyMessage, ResourceKind, RoutingUpdate, proxy_message::Kind, resource,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,7 +21,9 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{SecretToken, bearer};
+use crate::db::store::audit::WriteError;
 use crate::hub::RoutingHub;
+use crate::metrics::METRICS;
 use crate::passive::PassiveWriter;
 use crate::proxies::ProxyHandle;
 
@@ -99,8 +102,13 @@ impl RoutingDiscovery for RoutingService {
         &self,
         request: Request<Streaming<AuditBatch>>,
     ) -> Result<Response<Self::StreamAuditStream>, Status> {
-        self.auth.check(request.metadata(), request.remote_addr())?;
-        Err(Status::unimplemented("audit ingest is not built yet"))
+        let remote = request.remote_addr();
+        self.auth.check(request.metadata(), remote)?;
+        let peer = remote.map(|a| a.to_string());
+        tracing::debug!(peer = peer.as_deref().unwrap_or("-"), "A proxy opened the audit stream.");
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        tokio::spawn(ingest_audit(self.hub.clone(), request.into_inner(), tx, peer, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn stream_routes(
@@ -191,6 +199,74 @@ impl RoutingDiscovery for RoutingService {
 
 /// Most tokens one lease may ask for.
 const MAX_LEASE: u32 = 10_000;
+
+/// Batches of one audit stream written at once: the next one is read and written while the previous
+/// commits, on two pooled connections, and acknowledgements still go out in the batches' order.
+const AUDIT_CONCURRENCY: usize = 2;
+
+/// One proxy's audit stream: each batch is written (one statement, so one transaction) and acknowledged
+/// after its commit, in the order received. A batch that cannot be written ends the stream with
+/// UNAVAILABLE; the proxy keeps it and every later unacknowledged one and sends them again (a batch written
+/// meanwhile is then written once).
+async fn ingest_audit(
+    hub: Arc<RoutingHub>,
+    mut inbound: Streaming<AuditBatch>,
+    tx: mpsc::Sender<Result<AuditAck, Status>>,
+    peer: Option<String>,
+    shutdown: CancellationToken,
+) {
+    let peer = peer.as_deref();
+    let mut writing = FuturesOrdered::new();
+    let mut open = true;
+    while open || !writing.is_empty() {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = tx.try_send(Err(Status::unavailable("the control plane is shutting down")));
+                return;
+            }
+            _ = tx.closed() => return,
+            message = inbound.message(), if open && writing.len() < AUDIT_CONCURRENCY => match message {
+                Ok(Some(batch)) => writing.push_back(write_audit(&hub, peer, batch)),
+                Ok(None) => open = false,
+                Err(status) => {
+                    tracing::debug!(peer = peer.unwrap_or("-"), %status, "The audit stream failed.");
+                    return;
+                }
+            },
+            Some(reply) = writing.next(), if !writing.is_empty() => {
+                let failed = reply.is_err();
+                if failed {
+                    METRICS.audit_batch_error();
+                }
+                if tx.send(reply).await.is_err() || failed {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes one batch and answers its acknowledgement; records without a `proxy_id` are attributed to the
+/// peer's address.
+async fn write_audit(hub: &RoutingHub, peer: Option<&str>, batch: AuditBatch) -> Result<AuditAck, Status> {
+    let (seq, records) = (batch.seq, batch.records);
+    let unavailable = |error: &dyn std::fmt::Display| {
+        tracing::warn!(seq, records = records.len(), %error,
+            "Cannot write an audit batch; the proxy keeps it and sends it again.");
+        Status::unavailable("the audit batch cannot be written now; send it again")
+    };
+    let _writer = hub.audit().writer().await;
+    let mut conn = hub.pool().get().await.map_err(|e| unavailable(&e))?;
+    let inserted = hub.audit().write_mcp(&mut conn, peer, &records).await.map_err(|error| match error {
+        WriteError::Invalid { .. } => {
+            tracing::warn!(seq, %error, "Refused an audit batch.");
+            Status::invalid_argument(error.to_string())
+        }
+        WriteError::Db(e) => unavailable(&e),
+    })?;
+    METRICS.audit_batch_ok(&inserted);
+    Ok(AuditAck { seq, written: u32::try_from(inserted.written).unwrap_or(u32::MAX) })
+}
 
 /// One proxy's stream after Hello.
 struct Session {

@@ -60,6 +60,8 @@ pub struct RoutingHub {
     authorization: OnceLock<Weak<crate::oauth::AuthServer>>,
     /// Redis, when configured: the buckets of global rate limits.
     redis: OnceLock<crate::api::RedisPool>,
+    /// Audit writes: `--audit-retention` and the daily partitions known to exist.
+    audit: store::audit::AuditLog,
 }
 
 impl RoutingHub {
@@ -76,6 +78,7 @@ impl RoutingHub {
             own_issuer: OnceLock::new(),
             authorization: OnceLock::new(),
             redis: OnceLock::new(),
+            audit: store::audit::AuditLog::default(),
         })
     }
 
@@ -148,6 +151,11 @@ impl RoutingHub {
     /// The database pool (passive health reports are written through it).
     pub fn pool(&self) -> &DbPool {
         &self.pool
+    }
+
+    /// The audit log's retention and known partitions (audit batches are written through it).
+    pub fn audit(&self) -> &store::audit::AuditLog {
+        &self.audit
     }
 
     /// The proxies connected to this replica.

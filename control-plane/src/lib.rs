@@ -14,6 +14,7 @@ pub mod health;
 pub mod hub;
 pub mod jwks;
 pub mod mcp;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod oauth;

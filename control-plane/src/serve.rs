@@ -190,6 +190,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     let pool = db::pool(config.database.as_str(), config.db_pool_size);
     let hub = RoutingHub::new(pool.clone(), config.secrets_key.clone());
+    hub.audit().set_retention(config.audit_retention);
+    hub.audit().set_pool_size(config.db_pool_size);
     let bind_err = |what, addr| move |source| ServeError::Bind { what, addr, source };
     // Bound first: the issuer defaults to its address.
     let http_listener =
@@ -242,6 +244,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             shutdown.clone(),
         ))
     });
+    let audit =
+        tokio::spawn(audit_partitions(pool.clone(), hub.clone(), state.is_leader.clone(), shutdown.clone()));
     let http = HttpServer::new(move || App::new().configure(|cfg| api::routes(cfg, state.clone())))
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -288,6 +292,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     };
     poller.abort();
     sweeper.abort();
+    audit.abort();
     for task in [rotation, upstream_tokens].into_iter().flatten() {
         task.abort();
     }
@@ -295,6 +300,66 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     listener.abort();
     tracing::info!("The control plane stopped.");
     http_result.and(grpc_result)
+}
+
+/// How often a replica looks whether it leads and its audit partition pass is due.
+const AUDIT_CHECK: Duration = Duration::from_secs(5);
+/// How often the leader makes the coming days' audit partitions and drops the expired ones.
+const AUDIT_MAINTENANCE: Duration = Duration::from_secs(3600);
+/// How soon a failed pass is tried again.
+const AUDIT_RETRY: Duration = Duration::from_secs(60);
+
+/// Runs on every replica and works while it leads: at once when it takes the lead, then hourly, makes the
+/// audit partitions from yesterday to the day after tomorrow (writes make missing ones too; these are
+/// made ahead so writes do not wait on DDL) and drops those older than `--audit-retention`.
+async fn audit_partitions(
+    pool: db::DbPool,
+    hub: Arc<RoutingHub>,
+    is_leader: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(AUDIT_CHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut due = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if !is_leader.load(std::sync::atomic::Ordering::Relaxed) {
+            // A replica that takes the lead later passes at once.
+            due = tokio::time::Instant::now();
+            continue;
+        }
+        if tokio::time::Instant::now() < due {
+            continue;
+        }
+        let retention = humantime::format_duration(hub.audit().retention()).to_string();
+        let pass = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            hub.audit().maintain(&mut conn).await.map_err(|e| e.to_string())
+        };
+        match pass.await {
+            Ok(done) => {
+                due = tokio::time::Instant::now() + AUDIT_MAINTENANCE;
+                let (created, dropped) = (days(&done.created), days(&done.dropped));
+                if done.created.is_empty() && done.dropped.is_empty() {
+                    tracing::debug!(%retention, "The audit partitions are in place.");
+                } else {
+                    tracing::info!(%created, %dropped, %retention,
+                        "Made the coming days' audit partitions and dropped the expired ones.");
+                }
+            }
+            Err(error) => {
+                due = tokio::time::Instant::now() + AUDIT_RETRY;
+                tracing::warn!(%error, "Cannot maintain the audit partitions; trying again in a minute.");
+            }
+        }
+    }
+}
+
+fn days(days: &[chrono::NaiveDate]) -> String {
+    days.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Without `--secrets-key`, stored upstream credentials cannot be opened: their upstreams are reached

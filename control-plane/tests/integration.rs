@@ -4,8 +4,12 @@
 #[path = "integration/support.rs"]
 mod support;
 
+#[path = "integration/admin_audit.rs"]
+mod admin_audit;
 #[path = "integration/api_keys.rs"]
 mod api_keys;
+#[path = "integration/audit.rs"]
+mod audit;
 #[path = "integration/bootstrap.rs"]
 mod bootstrap;
 #[path = "integration/discovery.rs"]

@@ -325,3 +325,56 @@ fn rate_limit_local(b: divan::Bencher) {
         limits.limiter(&rule).check(key, std::time::Instant::now())
     });
 }
+
+/// A typical `tools/call` record as `Gateway::logging` makes it (its strings, the UUIDv7, the trace id
+/// and session digest), put on the audit queue and taken off it again (the shipper's side of the channel).
+fn audit_record(trace: &[u8], session: &[u8]) -> mcpgw_proto::v1::AuditRecord {
+    use mcpgw_proxy::audit::{capture, record_id};
+    let key_id: Arc<str> = Arc::from("6f1d5c1e-8a53-4b8e-9c55-1b7f0a8e2d31");
+    mcpgw_proto::v1::AuditRecord {
+        id: record_id(1_764_000_000_000),
+        time_unix_us: 1_764_000_000_000_000,
+        principal: format!("api-key:{key_id}"),
+        tenant_id: "acme".to_owned(),
+        server: "server-1".to_owned(),
+        instance: "0b5c8a8e-7e0c-4f53-a3b5-88d2c8a6f0c1".to_owned(),
+        era: "2025-06-18".to_owned(),
+        method: "tools/call".to_owned(),
+        target: "read_rows".to_owned(),
+        request_id: "17".to_owned(),
+        outcome: "ok".to_owned(),
+        status: 200,
+        rpc_error_code: None,
+        duration_us: 850,
+        bytes_in: 160,
+        bytes_out: 1100,
+        client_addr: std::net::IpAddr::from([127, 0, 0, 1]).to_string(),
+        session: capture::session_digest(session),
+        trace_id: capture::trace_id(trace).unwrap_or_default().to_owned(),
+        arguments: String::new(),
+        proxy_id: String::new(),
+    }
+}
+
+#[divan::bench]
+fn audit_record_queued(b: divan::Bencher) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let session = b"AXk3b2xhbmQtc2Vzc2lvbi10b2tlbi1zZWFsZWQtYnktdGhlLXByb3h5LWtleQ";
+    b.bench_local(|| {
+        tx.try_send(audit_record(divan::black_box(trace), divan::black_box(session))).unwrap();
+        rx.try_recv().unwrap()
+    });
+}
+
+/// The shipper's encoding of a full batch (1,000 records), per record.
+#[divan::bench]
+fn audit_batch_encode_per_record(b: divan::Bencher) {
+    use prost::Message;
+    let trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let batch = mcpgw_proto::v1::AuditBatch {
+        seq: 1,
+        records: (0..1000).map(|_| audit_record(trace, b"token")).collect(),
+    };
+    b.counter(divan::counter::ItemsCount::new(1000usize)).bench(|| divan::black_box(&batch).encode_to_vec());
+}

@@ -49,6 +49,9 @@ pub struct Stack {
     pub proxy: Proc,
     pub proxy_addr: SocketAddr,
     pub admin: SocketAddr,
+    /// A second proxy, the same but with `--audit off` (idle while the first one is measured): the
+    /// audit's cost is the difference (`None` for builds without audit).
+    pub unaudited: Option<(Proc, SocketAddr)>,
     pub nginx: Option<(Proc, SocketAddr)>,
     pub token: String,
     /// Server name → id in the registry.
@@ -189,11 +192,39 @@ impl Stack {
                 }
             }
         }
+        let unaudited_args = knows_flag(&bins.proxy, "serve", "--audit").await.then(|| args.clone());
         let mut proxy = Proc::start(
             Spec { name: "proxy", program: &bins.proxy, args, env: quiet(), cpu: pins.server },
             run_dir,
         )?;
         proxy.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
+        let unaudited = match unaudited_args {
+            Some(mut args) => {
+                let (listen, admin) = (local(free_port()?), local(free_port()?));
+                for (flag, value) in [
+                    ("--listen", listen.to_string()),
+                    ("--admin-addr", admin.to_string()),
+                    ("--proxy-id", "mcpgw-bench-unaudited".to_owned()),
+                ] {
+                    let at = args.iter().position(|a| a == flag).expect("the proxy's own flags") + 1;
+                    args[at] = value;
+                }
+                args.extend(["--audit".into(), "off".into()]);
+                let mut proc = Proc::start(
+                    Spec {
+                        name: "proxy-unaudited",
+                        program: &bins.proxy,
+                        args,
+                        env: quiet(),
+                        cpu: pins.server,
+                    },
+                    run_dir,
+                )?;
+                proc.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
+                Some((proc, listen))
+            }
+            None => None,
+        };
 
         let mut stack = Self {
             fixture,
@@ -204,6 +235,7 @@ impl Stack {
             proxy,
             proxy_addr,
             admin,
+            unaudited,
             nginx: None,
             token,
             ids: Vec::new(),
@@ -443,6 +475,9 @@ impl Stack {
         }
         self.control_plane.check_alive()?;
         self.proxy.check_alive()?;
+        if let Some((proxy, _)) = &mut self.unaudited {
+            proxy.check_alive()?;
+        }
         if let Some((nginx, _)) = &mut self.nginx {
             nginx.check_alive()?;
         }
@@ -454,6 +489,9 @@ impl Stack {
             nginx.stop().await;
         }
         self.proxy.stop().await;
+        if let Some((proxy, _)) = self.unaudited {
+            proxy.stop().await;
+        }
         self.control_plane.stop().await;
         self.fixture.stop().await;
         if let Some((fixture, _)) = self.closing_fixture {

@@ -126,7 +126,14 @@ pub struct CpuProbe {
 
 impl CpuProbe {
     pub fn start(stack: &Stack) -> Self {
-        let mut pids = vec![("fixture", stack.fixture.pid), ("proxy", stack.proxy.pid)];
+        let mut pids = vec![
+            ("fixture", stack.fixture.pid),
+            ("proxy", stack.proxy.pid),
+            ("control-plane", stack.control_plane.pid),
+        ];
+        if let Some((proxy, _)) = &stack.unaudited {
+            pids.push(("proxy-unaudited", proxy.pid));
+        }
         if let Some((nginx, _)) = &stack.nginx {
             pids.push(("nginx", nginx.pid));
         }

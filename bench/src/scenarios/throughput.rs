@@ -27,6 +27,10 @@ const POLICY: &str = "proxy+policy";
 const POLICY_COST_US: f64 = 5.0;
 /// Most proxy CPU per request an API key may add to an anonymous call (issue's target).
 const AUTH_COST_US: f64 = 3.0;
+/// Anonymous stateless calls through the same proxy with `--audit off` (the baseline of the audit's cost).
+const UNAUDITED: &str = "proxy-unaudited";
+/// Most proxy CPU per request the audit may add (records made, queued, batched and shipped).
+const AUDIT_COST_US: f64 = 2.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -47,6 +51,8 @@ struct Figures {
     fixture_us: f64,
     proxy_us: f64,
     nginx_us: f64,
+    /// The control plane's CPU over the run (it ingests the proxy's audit records).
+    control_plane_us: f64,
 }
 
 async fn requests(ep: &Endpoint, kind: Kind, conns: usize) -> Result<Vec<Vec<u8>>> {
@@ -71,6 +77,7 @@ fn targets(
     endpoints: &[(Via, Endpoint)],
     kind: Kind,
     credentials: &[(&'static str, String)],
+    unaudited: Option<std::net::SocketAddr>,
 ) -> Vec<(&'static str, Via, Endpoint)> {
     let mut out = Vec::new();
     for (via, ep) in endpoints {
@@ -78,6 +85,9 @@ fn targets(
         if (*via, kind) == (Via::Proxy, Kind::Stateless) {
             for (label, credential) in credentials {
                 out.push((*label, *via, ep.clone().with_bearer(credential)));
+            }
+            if let Some(addr) = unaudited {
+                out.push((UNAUDITED, *via, Endpoint { addr, ..ep.clone() }));
             }
         }
     }
@@ -112,7 +122,8 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
             .collect();
     for kind in [Kind::Stateless, Kind::Session] {
         let label = if kind == Kind::Stateless { "stateless" } else { "session" };
-        let targets = targets(&endpoints, kind, &credentials);
+        let unaudited = ctx.stack.unaudited.as_ref().map(|(_, addr)| *addr);
+        let targets = targets(&endpoints, kind, &credentials, unaudited);
         let mut passes: Vec<BTreeMap<&'static str, Figures>> = Vec::new();
         for pass in 0..=p.pairs {
             let mut figures = BTreeMap::new();
@@ -127,7 +138,12 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                 let f = Figures {
                     rps: r.rps,
                     fixture_us: cpu_of("fixture"),
-                    proxy_us: if via == Via::Proxy { cpu_of("proxy") } else { f64::NAN },
+                    proxy_us: match (via, target) {
+                        (Via::Proxy, UNAUDITED) => cpu_of(UNAUDITED),
+                        (Via::Proxy, _) => cpu_of("proxy"),
+                        _ => f64::NAN,
+                    },
+                    control_plane_us: cpu_of("control-plane"),
                     nginx_us: if via == Via::Nginx { cpu_of("nginx") } else { f64::NAN },
                 };
                 let pass_label = if pass == 0 { "warm-up".to_owned() } else { pass.to_string() };
@@ -234,6 +250,28 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                 &nginx_cpu_ratio,
                 "×",
             ));
+            if unaudited.is_some() {
+                let cost: Vec<f64> = passes
+                    .iter()
+                    .filter_map(|f| Some(added(f.get("proxy")?.proxy_us, f.get(UNAUDITED)?.proxy_us)))
+                    .collect();
+                let check =
+                    Check::over("e", "audit cost: proxy CPU µs/req, audit on − off (anonymous)", &cost, "µs");
+                let met = check.value <= AUDIT_COST_US;
+                e.checks.push(check.target("≤ +2 µs", met));
+                let ingest: Vec<f64> = passes
+                    .iter()
+                    .filter_map(|f| {
+                        Some(added(f.get("proxy")?.control_plane_us, f.get(UNAUDITED)?.control_plane_us))
+                    })
+                    .collect();
+                e.checks.push(Check::over(
+                    "e",
+                    "audit ingest: control-plane CPU µs/req, audit on − off",
+                    &ingest,
+                    "µs",
+                ));
+            }
             for (target, _) in &credentials {
                 // (name in the figures, the cost figure, its target)
                 let (name, cost_figure, target_text) = match *target {

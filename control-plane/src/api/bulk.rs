@@ -13,14 +13,14 @@
 use std::collections::{BTreeMap, HashSet};
 
 use actix_web::{HttpResponse, web};
-use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::audited::{self, Audit, Target, audited};
 use super::servers::{ServerRequest, check_secrets, check_spec, from_store, publish};
 use super::{ApiError, AppState, Code};
 use crate::auth::Admin;
-use crate::db::store::{self, StoreError};
+use crate::db::store;
 use crate::model::{CredentialIndex, CredentialRow, InstanceRow, ServerRow, ServerSpec, UpstreamAuthSpec};
 
 /// The YAML document.
@@ -241,29 +241,33 @@ pub async fn import(
         "unchanged": unchanged.len(), "changes": changes,
     });
     if query.dry_run || actions.is_empty() {
+        audited::unchanged();
         return Ok(HttpResponse::Ok().json(summary));
     }
     let mut conn = state.conn().await?;
     let key = state.secrets.as_ref();
     // The importer owns the servers it creates; those it updates keep their owner.
     let owner = admin.principal().owner_label();
-    let created: Vec<(uuid::Uuid, bool)> = conn
-        .transaction(async |conn| {
-            let mut created = Vec::new();
-            for action in &actions {
-                match action {
-                    Action::Create(spec) => {
-                        let ((server, _), _) = store::create(conn, spec, owner.as_deref(), key).await?;
-                        created.push((server.id, spec.auto_discover));
-                    }
-                    Action::Update(id, spec) => drop(store::replace(conn, *id, spec, key).await?),
-                    Action::Delete(id) => drop(store::delete(conn, *id).await?),
+    // One record for the whole import: its summary (no secret: changed ones show as "(new value)").
+    let target = Target::new("registry", admin.tenant().unwrap_or("*"), admin.tenant());
+    let created: Vec<(uuid::Uuid, bool)> = audited(&mut conn, async |conn| {
+        let mut created = Vec::new();
+        for action in &actions {
+            match action {
+                Action::Create(spec) => {
+                    let ((server, _), _) =
+                        store::create(conn, spec, owner.as_deref(), key).await.map_err(from_store)?;
+                    created.push((server.id, spec.auto_discover));
                 }
+                Action::Update(id, spec) => {
+                    drop(store::replace(conn, *id, spec, key).await.map_err(from_store)?)
+                }
+                Action::Delete(id) => drop(store::delete(conn, *id).await.map_err(from_store)?),
             }
-            Ok::<_, StoreError>(created)
-        })
-        .await
-        .map_err(from_store)?;
+        }
+        Ok((created, Audit::applied(target, &summary)))
+    })
+    .await?;
     drop(conn);
     tracing::info!(changes = actions.len(), by = %admin.principal().label(), "Imported a registry document.");
     publish(&state).await;

@@ -96,6 +96,8 @@ make_error_codes! {
     InvalidCapabilities => ("invalid_capabilities", InvalidRequest, BAD_REQUEST);
     /// `health_check` has a bad duration or threshold.
     InvalidHealthCheck => ("invalid_health_check", InvalidRequest, BAD_REQUEST);
+    /// `audit_arguments` is not `none`, `redacted` or `hashed`.
+    InvalidAuditArguments => ("invalid_audit_arguments", InvalidRequest, BAD_REQUEST);
     /// The endpoint URL points where the control plane must not connect (cloud metadata, link-local,
     /// `--ssrf-deny`).
     EndpointUrlNotAllowed => ("endpoint_url_not_allowed", InvalidRequest, BAD_REQUEST);

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::audited::{Audit, Target, audited};
 use super::{ApiError, AppState, Code};
 use crate::auth::PlatformAdmin;
 use crate::config::OidcProvider;
@@ -72,6 +73,11 @@ impl From<IdentityProviderRow> for IdentityProviderView {
             created_at: r.created_at,
         }
     }
+}
+
+/// Identity providers concern every tenant: their records go to the caller's.
+fn target(id: Uuid) -> Target {
+    Target::new("identity-provider", id, None)
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -177,14 +183,20 @@ pub async fn create(
         tenant_claim: tenants.claim,
     };
     let mut conn = state.conn().await?;
-    if !store::create_identity_provider(&mut conn, &row).await.map_err(ApiError::internal)? {
-        return Err(ApiError::new(
-            Code::IdentityProviderTaken,
-            format!("an identity provider is already named {name:?}"),
-        ));
-    }
+    let view = audited(&mut conn, async |conn| {
+        if !store::create_identity_provider(conn, &row).await.map_err(ApiError::internal)? {
+            return Err(ApiError::new(
+                Code::IdentityProviderTaken,
+                format!("an identity provider is already named {name:?}"),
+            ));
+        }
+        let view = IdentityProviderView::from(row);
+        let audit = Audit::created(target(id), &view);
+        Ok((view, audit))
+    })
+    .await?;
     tracing::info!(%id, name, by = %admin.principal().label(), "Added an identity provider.");
-    Ok(HttpResponse::Created().json(IdentityProviderView::from(row)))
+    Ok(HttpResponse::Created().json(view))
 }
 
 /// `DELETE /api/v1/identity-providers/{id}`.
@@ -198,9 +210,20 @@ pub async fn delete(
         || ApiError::new(Code::IdentityProviderNotFound, format!("no identity provider has id {raw:?}"));
     let id = Uuid::parse_str(&raw).map_err(|_| not_found())?;
     let mut conn = state.conn().await?;
-    if !store::delete_identity_provider(&mut conn, id).await.map_err(ApiError::internal)? {
-        return Err(not_found());
-    }
+    audited(&mut conn, async |conn| {
+        let before = store::identity_providers(conn)
+            .await
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .find(|p| p.id == id)
+            .map(IdentityProviderView::from)
+            .ok_or_else(not_found)?;
+        if !store::delete_identity_provider(conn, id).await.map_err(ApiError::internal)? {
+            return Err(not_found());
+        }
+        Ok(((), Audit::deleted(target(id), &before)))
+    })
+    .await?;
     tracing::info!(%id, by = %admin.principal().label(), "Removed an identity provider.");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -5,11 +5,17 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
+use super::audited::{Audit, Target, audited};
 use super::servers::{InstanceRequest, check_secrets, from_store, parse_id, publish};
 use super::{ApiError, AppState, Code};
 use crate::auth::ServerManager;
 use crate::db::store;
 use crate::model::{HealthIndex, InstanceView, UpstreamAuthSpec};
+
+/// An instance's audit target; the tenant is its server's.
+fn instance_target(id: Uuid, tenant: Option<&str>) -> Target {
+    Target::new("instance", id, Some(tenant.unwrap_or(crate::model::DEFAULT_TENANT)))
+}
 
 fn parse_instance_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
@@ -24,19 +30,25 @@ pub async fn add(
     body: web::Json<InstanceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let server_id = parse_id(&id)?;
-    super::servers::manageable(&state, &manager, server_id).await?;
+    let (server, _) = super::servers::manageable(&state, &manager, server_id).await?;
     let spec = body.into_inner().validate(None)?;
     check_secrets(&state, spec.upstream_auth.new_secret().is_some())?;
     super::servers::check_endpoint(&state, &spec.endpoint_url, "").await?;
     let mut conn = state.conn().await?;
-    let (row, version) =
-        store::add_instance(&mut conn, server_id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
+    let (row, view, version) = audited(&mut conn, async |conn| {
+        let (row, version) =
+            store::add_instance(conn, server_id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
+        let mut view = InstanceView::new(&row, &HealthIndex::default());
+        view.upstream_auth =
+            (spec.upstream_auth != UpstreamAuthSpec::None).then(|| spec.upstream_auth.view());
+        let audit = Audit::created(instance_target(row.id, server.tenant_id.as_deref()), &view);
+        Ok(((row, view, version), audit))
+    })
+    .await?;
     drop(conn);
     tracing::info!(server_id = %server_id, instance_id = %row.id, version, by = %manager.principal().label(),
         "Added an instance.");
     publish(&state).await;
-    let mut view = InstanceView::new(&row, &HealthIndex::default());
-    view.upstream_auth = (spec.upstream_auth != UpstreamAuthSpec::None).then(|| spec.upstream_auth.view());
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/servers/{server_id}/instances/{}", row.id)))
         .json(view))
@@ -50,10 +62,16 @@ pub async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     let (id, instance) = path.into_inner();
     let server_id = parse_id(&id)?;
-    super::servers::manageable(&state, &manager, server_id).await?;
+    let (server, _) = super::servers::manageable(&state, &manager, server_id).await?;
     let instance_id = parse_instance_id(&instance)?;
     let mut conn = state.conn().await?;
-    let version = store::remove_instance(&mut conn, server_id, instance_id).await.map_err(from_store)?;
+    let version = audited(&mut conn, async |conn| {
+        let view = super::servers::server_view(conn, server_id).await?;
+        let before = view.instances.iter().find(|i| i.id == instance_id);
+        let version = store::remove_instance(conn, server_id, instance_id).await.map_err(from_store)?;
+        Ok((version, Audit::deleted(instance_target(instance_id, server.tenant_id.as_deref()), &before)))
+    })
+    .await?;
     drop(conn);
     tracing::info!(server_id = %server_id, instance_id = %instance_id, version,
         by = %manager.principal().label(), "Removed an instance.");

@@ -18,6 +18,8 @@ use crate::ssrf::SsrfPolicy;
 
 mod admin;
 pub mod api_keys;
+pub mod audit;
+pub mod audited;
 mod bulk;
 mod discovery;
 mod docs;
@@ -81,10 +83,11 @@ impl AppState {
 }
 
 /// Registers every route, the extractor configs that map actix's errors into the error table, and the
-/// fallbacks for unknown paths and methods. Everything under `/api/v1` passes the `authenticate`
-/// middleware, and every handler there but the OpenAPI document takes a permission extractor (`Admin`, `PlatformAdmin`,
+/// fallbacks for unknown paths and methods. Everything under `/api/v1` passes the `audited::track`
+/// middleware (request id, audit records of changes), then the `authenticate` middleware, and every
+/// handler there but the OpenAPI document takes a permission extractor (`Admin`, `PlatformAdmin`,
 /// or for servers `ServerReader` / `ServerManager`); `/health`, `/ready`,
-/// `/docs` and `/api/v1/openapi.json` are public.
+/// `/docs`, `/metrics` and `/api/v1/openapi.json` are public.
 pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
     let body_limit = state.body_limit;
     let issuer_path = state
@@ -101,9 +104,11 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
         .service(resource("/health").get(health::health))
         .service(resource("/ready").get(health::ready))
         .service(resource("/docs").get(docs::page))
+        .service(resource("/metrics").get(crate::metrics::serve))
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(authenticate))
+                .wrap(from_fn(audited::track))
                 .service(resource("/openapi.json").get(openapi::document))
                 .service(resource("/servers").get(servers::list).post(servers::create))
                 .service(
@@ -145,6 +150,7 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
                 .service(resource("/roles/{id}").delete(roles::delete))
                 .service(resource("/rate-limits").get(rate_limits::list).post(rate_limits::create))
                 .service(resource("/rate-limits/{id}").delete(rate_limits::delete))
+                .service(resource("/audit").get(audit::list))
                 .default_service(web::to(route_not_found)),
         )
         .default_service(web::to(route_not_found));

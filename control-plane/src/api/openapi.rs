@@ -22,6 +22,7 @@ use super::roles::RoleRequest;
 use super::servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
 use super::trusted_issuers::{ClaimsRequest, TrustedIssuerRequest};
 use super::users::UserView;
+use crate::db::store::audit::AuditRow;
 use crate::db::store::discovery::DiscoveryRow;
 use crate::db::store::rate_limits::RateLimitRow;
 use crate::db::store::roles::RoleRow;
@@ -99,6 +100,8 @@ fn require_credential(operation: &mut Operation, error: &dyn Fn(&str) -> RefOr<u
 fn health() {}
 #[utoipa::path(get, path = "/ready", tag = "health", responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the failed checks")))]
 fn ready() {}
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format: mcpgw_cp_audit_records_total{result}, mcpgw_cp_audit_batches_total{result}", content_type = "text/plain")))]
+fn metrics() {}
 #[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
     description = "Permission: read servers (`ServerReader`): administrators, and `server_owner` holders, who see every server of their tenant.",
     params(("tenant_id" = Option<String>, Query), ("health_status" = Option<HealthStatus>, Query), ("tags" = Option<String>, Query, description = "comma-separated, all required"),
@@ -274,21 +277,41 @@ fn create_rate_limit() {}
     responses((status = 204, description = "deleted on every proxy"), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn delete_rate_limit() {}
 
+/// A page of audit records.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditPage {
+    items: Vec<AuditRow>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    description = "One record per MCP request through any proxy (`kind` `mcp`) and per admin change (`admin`), newest first (`time`, then `id`, descending). Every filter but `since`/`until` matches exactly; an empty `server` or `tool` matches records without one. A tenant administrator reads its own tenant's records; a platform administrator every tenant's (records of unauthenticated requests have an empty `tenant_id`), or the one `tenant_id` names. `format=csv` (or `Accept: text/csv`) streams every matching row as RFC 4180 CSV (header row; after `cursor`, at most `limit` rows when given, any positive number); a database failure mid-stream cuts the response short.",
+    params(("since" = Option<String>, Query, description = "RFC 3339, inclusive"), ("until" = Option<String>, Query, description = "RFC 3339, exclusive"),
+        ("tenant_id" = Option<String>, Query, description = "narrows a platform administrator's read; a tenant administrator naming another tenant gets 403"),
+        ("principal" = Option<String>, Query), ("server" = Option<String>, Query), ("tool" = Option<String>, Query, description = "the tool, prompt or resource (`target`)"),
+        ("method" = Option<String>, Query), ("outcome" = Option<String>, Query), ("kind" = Option<String>, Query, description = "`mcp` or `admin`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "page size, default 100"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`")),
+    responses((status = 200, description = "a page of records; or the CSV document", body = AuditPage), (status = 400, description = "a bad date-time, kind, format, limit or cursor, or an unknown parameter (invalid_query)", body = ErrorBody),
+        (status = 403, description = "not an administrator, or a tenant administrator naming another tenant (insufficient_permissions)", body = ErrorBody)))]
+fn list_audit() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "mcpgw control plane", description = "Registry of MCP servers, health and discovery; errors: control-plane/README.md#errors"),
-    paths(health, ready, list_servers, create_server, get_server, replace_server, patch_server, delete_server, add_instance,
+    paths(health, ready, metrics, list_servers, create_server, get_server, replace_server, patch_server, delete_server, add_instance,
         remove_instance, refresh_server, server_health, discover_tools, discover_resources, stats, export, import, proxies,
         create_api_key, list_api_keys, get_api_key, delete_api_key, create_trusted_issuer, list_trusted_issuers,
         get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer, list_users, list_identity_providers,
         create_identity_provider, delete_identity_provider, list_roles, create_role, delete_role,
-        list_rate_limits, create_rate_limit, delete_rate_limit),
+        list_rate_limits, create_rate_limit, delete_rate_limit, list_audit),
     components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
         HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
         CreatedApiKey, PermissionRule, UpstreamAuthRequest, UpstreamAuthView, TrustedIssuerRequest, ClaimsRequest,
-        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList, RoleRequest, RoleRow, RoleList, RateLimitRequest, RateLimitRow, RateLimitList)),
+        TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList, RoleRequest, RoleRow, RoleList, RateLimitRequest, RateLimitRow, RateLimitList, AuditRow, AuditPage)),
     modifiers(&Credential),
-    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"), (name = "users"), (name = "roles"), (name = "rate-limits"))
+    tags((name = "servers"), (name = "instances"), (name = "discovery"), (name = "health"), (name = "admin"), (name = "api-keys"), (name = "trusted-issuers"), (name = "users"), (name = "roles"), (name = "rate-limits"), (name = "audit"))
 )]
 pub struct ApiDoc;
 

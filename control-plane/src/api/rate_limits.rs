@@ -13,6 +13,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::audited::{Audit, Target, audited};
 use super::servers::publish;
 use super::{ApiError, AppState, Code};
 use crate::auth::Admin;
@@ -43,6 +44,10 @@ pub struct RateLimitRequest {
     /// with 503, `open` lets each proxy enforce it on its own until leasing works again.
     #[serde(default)]
     pub fail_mode: Option<String>,
+}
+
+fn target(row: &RateLimitRow) -> Target {
+    Target::new("rate-limit", row.id, Some(&row.tenant_id))
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -128,7 +133,11 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let row = body.into_inner().validate(&admin, state.redis.is_some())?;
     let mut conn = state.conn().await?;
-    store::create(&mut conn, &row).await.map_err(ApiError::internal)?;
+    audited(&mut conn, async |conn| {
+        store::create(conn, &row).await.map_err(ApiError::internal)?;
+        Ok(((), Audit::created(target(&row), &row)))
+    })
+    .await?;
     drop(conn);
     tracing::info!(id = %row.id, scope = row.scope, tenant_id = row.tenant_id, by = %admin.principal().label(), "Created a rate limit.");
     publish(&state).await;
@@ -145,11 +154,17 @@ pub async fn delete(
     let not_found = || ApiError::new(Code::RateLimitNotFound, format!("no rate limit has id {raw:?}"));
     let id = Uuid::parse_str(&raw).map_err(|_| not_found())?;
     let mut conn = state.conn().await?;
-    let stored = store::get(&mut conn, id).await.map_err(ApiError::internal)?;
-    if !stored.is_some_and(|r| admin.manages(Some(&r.tenant_id))) {
-        return Err(not_found());
-    }
-    store::delete(&mut conn, id).await.map_err(ApiError::internal)?;
+    audited(&mut conn, async |conn| {
+        let stored = store::get(conn, id).await.map_err(ApiError::internal)?;
+        let Some(stored) = stored.filter(|r| admin.manages(Some(&r.tenant_id))) else {
+            return Err(not_found());
+        };
+        if !store::delete(conn, id).await.map_err(ApiError::internal)? {
+            return Err(not_found());
+        }
+        Ok(((), Audit::deleted(target(&stored), &stored)))
+    })
+    .await?;
     drop(conn);
     tracing::info!(%id, by = %admin.principal().label(), "Deleted a rate limit.");
     publish(&state).await;

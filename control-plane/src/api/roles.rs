@@ -8,6 +8,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::audited::{Audit, Target, audited};
 use super::servers::publish;
 use super::{ApiError, AppState, Code};
 use crate::auth::Admin;
@@ -33,6 +34,10 @@ pub struct RoleRequest {
     /// IdP roles or groups (Entra ID app roles or group object ids) whose members get this role.
     #[serde(default)]
     pub idp_groups: Vec<String>,
+}
+
+fn target(row: &RoleRow) -> Target {
+    Target::new("role", row.id, Some(&row.tenant_id))
 }
 
 fn invalid(code: Code, message: impl Into<String>) -> ApiError {
@@ -99,12 +104,16 @@ pub async fn create(
     }
     let row = request.validate()?;
     let mut conn = state.conn().await?;
-    if !store::create(&mut conn, &row).await.map_err(ApiError::internal)? {
-        return Err(invalid(
-            Code::RoleTaken,
-            format!("tenant {:?} already has a role named {:?}", row.tenant_id, row.name),
-        ));
-    }
+    audited(&mut conn, async |conn| {
+        if !store::create(conn, &row).await.map_err(ApiError::internal)? {
+            return Err(invalid(
+                Code::RoleTaken,
+                format!("tenant {:?} already has a role named {:?}", row.tenant_id, row.name),
+            ));
+        }
+        Ok(((), Audit::created(target(&row), &row)))
+    })
+    .await?;
     drop(conn);
     tracing::info!(id = %row.id, name = row.name, tenant_id = row.tenant_id, by = %admin.principal().label(), "Created a role.");
     publish(&state).await;
@@ -121,13 +130,17 @@ pub async fn delete(
     let not_found = || invalid(Code::RoleNotFound, format!("no role has id {raw:?}"));
     let id = Uuid::parse_str(&raw).map_err(|_| not_found())?;
     let mut conn = state.conn().await?;
-    let stored = store::get(&mut conn, id).await.map_err(ApiError::internal)?;
-    if !stored.is_some_and(|r| admin.manages(Some(&r.tenant_id))) {
-        return Err(not_found());
-    }
-    if !store::delete(&mut conn, id).await.map_err(ApiError::internal)? {
-        return Err(not_found());
-    }
+    audited(&mut conn, async |conn| {
+        let stored = store::get(conn, id).await.map_err(ApiError::internal)?;
+        let Some(stored) = stored.filter(|r| admin.manages(Some(&r.tenant_id))) else {
+            return Err(not_found());
+        };
+        if !store::delete(conn, id).await.map_err(ApiError::internal)? {
+            return Err(not_found());
+        }
+        Ok(((), Audit::deleted(target(&stored), &stored)))
+    })
+    .await?;
     drop(conn);
     tracing::info!(%id, by = %admin.principal().label(), "Deleted a role.");
     publish(&state).await;

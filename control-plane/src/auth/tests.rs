@@ -141,6 +141,7 @@ fn server(tenant: Option<&str>, owner: Option<&str>) -> crate::model::ServerRow 
         healthy_threshold: None,
         unhealthy_threshold: None,
         owner: owner.map(str::to_owned),
+        audit_arguments: "none".into(),
     }
 }
 

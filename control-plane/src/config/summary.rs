@@ -22,7 +22,7 @@ impl Config {
              proxy_token={proxy_token}\ngrpc_tls={tls}\n\
              db_pool_size={}\napi_body_limit={}\nlog_format={:?}\nhealth_interval={}\nhealth_timeout={}\n\
              health_healthy_threshold={}\nhealth_unhealthy_threshold={}\nhealth_concurrency={}\n\
-             discovery_interval={}\nreplica_id={}\nsecrets_key={secrets_key}\njwks_refresh={}",
+             discovery_interval={}\nreplica_id={}\nsecrets_key={secrets_key}\njwks_refresh={}\naudit_retention={}",
             self.http_addr,
             self.grpc_addr,
             self.database.redacted(),
@@ -37,6 +37,7 @@ impl Config {
             self.discovery_interval.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
             self.replica_id,
             humantime::format_duration(self.jwks_refresh),
+            humantime::format_duration(self.audit_retention),
         )
     }
 }

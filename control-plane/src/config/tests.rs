@@ -246,3 +246,16 @@ fn env_vars_configure_health() {
     assert_eq!(ENV_HEALTH_INTERVAL, "MCPGW_HEALTH_INTERVAL");
     assert_eq!(ENV_HEALTH_UNHEALTHY_THRESHOLD, "MCPGW_HEALTH_UNHEALTHY_THRESHOLD");
 }
+
+#[test]
+fn audit_retention() {
+    let cfg = validate(&raw(&[])).expect("defaults");
+    assert_eq!(cfg.audit_retention, Duration::from_secs(30 * 86_400));
+    assert!(cfg.summary().contains("audit_retention=30days"), "{}", cfg.summary());
+    let cfg = validate(&raw(&["--audit-retention", "90d"])).expect("valid");
+    assert_eq!(cfg.audit_retention, Duration::from_secs(90 * 86_400));
+    for bad in ["1h", "3651d", "forever"] {
+        let error = validate(&raw(&["--audit-retention", bad])).expect_err(bad);
+        assert!(matches!(&error, ConfigError::Duration { flag: "audit-retention", .. }), "{bad}: {error}");
+    }
+}

@@ -7,13 +7,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use diesel_async::AsyncPgConnection;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::{DbPool, store};
 use crate::hub::RoutingHub;
-use crate::mcp::{McpClient, lists};
+use crate::mcp::lists::{self, Capabilities};
+use crate::mcp::{McpClient, ServerHello};
 use crate::model::{HealthStatus, TransportType};
 
 pub mod watch;
@@ -47,6 +49,43 @@ pub struct Found {
     pub duration: Duration,
 }
 
+/// What asking a server's instances gave, not stored yet.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// An instance answered with every list.
+    Found { hello: ServerHello, caps: Capabilities, duration: Duration },
+    /// No instance did; the last one's error.
+    Failed { error: String, duration: Duration },
+}
+
+impl Probe {
+    /// Stores the outcome: the capabilities found (replacing the stored ones), or the failed attempt
+    /// (keeping them, and answering `Failed`).
+    pub async fn save(&self, conn: &mut AsyncPgConnection, server_id: Uuid) -> Result<Found, DiscoverError> {
+        let db = |e: diesel::result::Error| DiscoverError::Db(e.to_string());
+        let ms = |d: &Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        match self {
+            Self::Found { hello, caps, duration } => {
+                if !store::discovery::save_ok(conn, server_id, hello, caps, ms(duration)).await.map_err(db)? {
+                    return Err(DiscoverError::NotFound(server_id));
+                }
+                Ok(Found {
+                    tools: caps.tools.len(),
+                    resources: caps.resources.len(),
+                    resource_templates: caps.resource_templates.len(),
+                    prompts: caps.prompts.len(),
+                    pages: caps.pages,
+                    duration: *duration,
+                })
+            }
+            Self::Failed { error, duration } => {
+                store::discovery::save_error(conn, server_id, error, ms(duration)).await.map_err(db)?;
+                Err(DiscoverError::Failed(error.clone()))
+            }
+        }
+    }
+}
+
 /// Discovers servers and stores what it finds.
 #[derive(Clone)]
 pub struct Discoverer {
@@ -62,8 +101,16 @@ impl Discoverer {
         self.client.authenticated(self.hub.upstream_credential(instance_id))
     }
 
-    /// Discovers one server now.
+    /// Discovers one server now and stores what it found (or the failed attempt).
     pub async fn discover(&self, server_id: Uuid) -> Result<Found, DiscoverError> {
+        let probe = self.probe(server_id).await?;
+        let mut conn = self.pool.get().await.map_err(|e| DiscoverError::Db(e.to_string()))?;
+        probe.save(&mut conn, server_id).await
+    }
+
+    /// Asks the server's instances (healthy ones first) for their capabilities, storing nothing: what
+    /// `Probe::save` then stores, in a transaction of the caller's choosing.
+    pub async fn probe(&self, server_id: Uuid) -> Result<Probe, DiscoverError> {
         let started = Instant::now();
         let db = |e: &dyn std::fmt::Display| DiscoverError::Db(e.to_string());
         let mut conn = self.pool.get().await.map_err(|e| db(&e))?;
@@ -96,40 +143,19 @@ impl Discoverer {
                 caps.map(|caps| (hello, caps))
             })
             .await;
-            let (hello, caps) = match attempt {
-                Ok(Ok(found)) => found,
-                Ok(Err(e)) => {
-                    last_error = format!("{}: {e}", instance.endpoint_url);
-                    continue;
+            match attempt {
+                Ok(Ok((hello, caps))) => {
+                    tracing::debug!(server = %server.name, tools = caps.tools.len(), pages = caps.pages,
+                        duration = ?started.elapsed(), "Discovered a server.");
+                    return Ok(Probe::Found { hello, caps, duration: started.elapsed() });
                 }
+                Ok(Err(e)) => last_error = format!("{}: {e}", instance.endpoint_url),
                 Err(_) => {
                     last_error = format!("{}: no answer within {DISCOVERY_TIMEOUT:?}", instance.endpoint_url);
-                    continue;
                 }
-            };
-            let duration = started.elapsed();
-            let ms = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
-            let mut conn = self.pool.get().await.map_err(|e| db(&e))?;
-            if !store::discovery::save_ok(&mut conn, server_id, &hello, &caps, ms)
-                .await
-                .map_err(|e| db(&e))?
-            {
-                return Err(DiscoverError::NotFound(server_id));
             }
-            tracing::debug!(server = %server.name, tools = caps.tools.len(), pages = caps.pages, ?duration, "Discovered a server.");
-            return Ok(Found {
-                tools: caps.tools.len(),
-                resources: caps.resources.len(),
-                resource_templates: caps.resource_templates.len(),
-                prompts: caps.prompts.len(),
-                pages: caps.pages,
-                duration,
-            });
         }
-        let ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-        let mut conn = self.pool.get().await.map_err(|e| db(&e))?;
-        store::discovery::save_error(&mut conn, server_id, &last_error, ms).await.map_err(|e| db(&e))?;
-        Err(DiscoverError::Failed(last_error))
+        Ok(Probe::Failed { error: last_error, duration: started.elapsed() })
     }
 
     /// Discovers one server in the background (after a registration); failures are recorded and logged.

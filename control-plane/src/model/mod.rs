@@ -20,7 +20,8 @@ pub use health::{
 pub use routing::resources;
 pub use rows::{InstanceRow, InstanceView, ServerRow, ServerView};
 pub use spec::{
-    CircuitBreaker, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, ServerSpec, TransportType,
+    AuditArguments, CircuitBreaker, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, ServerSpec,
+    TransportType,
 };
 pub use trusted_issuer::{
     ClaimsView, DEFAULT_ALGORITHMS, DEFAULT_GROUPS_CLAIM, DEFAULT_ROLES_CLAIM, DEFAULT_SUBJECT_CLAIM,

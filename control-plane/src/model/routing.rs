@@ -31,7 +31,7 @@ pub fn resources<'a>(
             circuit_breaker: server.breaker().map(|b| b.to_proto()),
             upstream_credential: credentials.get(&Owner::Server(server.id)).cloned(),
             tenant_id: server.tenant_id.clone().unwrap_or_else(|| super::DEFAULT_TENANT.to_owned()),
-            audit_arguments: v1::AuditArguments::None as i32,
+            audit_arguments: server.audit_arguments().to_proto() as i32,
         })),
     }];
     for instance in instances {

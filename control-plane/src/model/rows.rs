@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::health::{HealthCheck, HealthCheckSpec, HealthIndex, HealthRecord, HealthStatus, PassiveRow};
-use super::spec::CircuitBreaker;
+use super::spec::{AuditArguments, CircuitBreaker};
 use super::upstream_auth::{CredentialIndex, UpstreamAuthView};
 use crate::db::schema::{instances, servers};
 
@@ -39,6 +39,8 @@ pub struct ServerRow {
     pub unhealthy_threshold: Option<i32>,
     /// Who registered it (`Principal::owner_label`); `None` for the admin token and older servers.
     pub owner: Option<String>,
+    /// `none`, `redacted` or `hashed` (the table's CHECK constraint limits it).
+    pub audit_arguments: String,
 }
 
 fn to_u32(v: Option<i32>) -> Option<u32> {
@@ -60,6 +62,11 @@ impl ServerRow {
             healthy_threshold: to_u32(self.healthy_threshold),
             unhealthy_threshold: to_u32(self.unhealthy_threshold),
         }
+    }
+
+    /// The stored audit setting (written by this crate; anything else reads as the default).
+    pub fn audit_arguments(&self) -> AuditArguments {
+        AuditArguments::parse(&self.audit_arguments).unwrap_or_default()
     }
 
     /// The declared capabilities object.
@@ -166,6 +173,9 @@ pub struct ServerView {
     pub health_check: HealthCheck,
     /// How the gateway authenticates to the instances: type and header, never the value.
     pub upstream_auth: UpstreamAuthView,
+    /// What audit records of the server's MCP calls keep of their arguments: `none`, `redacted` or
+    /// `hashed`.
+    pub audit_arguments: String,
     pub instances: Vec<InstanceView>,
     pub health_status: HealthStatus,
     /// Outcome of the last discovery (null before the first).
@@ -219,6 +229,7 @@ impl ServerView {
             circuit_breaker: row.breaker(),
             health_check: row.health_check().to_json().unwrap_or_default(),
             upstream_auth: credentials.server_view(row.id),
+            audit_arguments: row.audit_arguments().as_str().to_owned(),
             health_status: HealthStatus::of_server(instances.iter().map(|i| i.health_status)),
             instances,
             discovery: None,

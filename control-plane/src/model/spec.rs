@@ -94,6 +94,44 @@ impl LoadBalancing {
     }
 }
 
+/// What the audit records of a server's MCP calls keep of their arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditArguments {
+    /// Nothing (the default).
+    #[default]
+    None,
+    /// The arguments as JSON, secret-looking values and long strings replaced (by the proxy).
+    Redacted,
+    /// A SHA-256 of the arguments' JSON text.
+    Hashed,
+}
+
+impl AuditArguments {
+    /// Every setting, in documentation order.
+    pub const ALL: [Self; 3] = [Self::None, Self::Redacted, Self::Hashed];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == raw)
+    }
+
+    /// The name, as stored and returned.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Redacted => "redacted",
+            Self::Hashed => "hashed",
+        }
+    }
+
+    pub fn to_proto(self) -> v1::AuditArguments {
+        match self {
+            Self::None => v1::AuditArguments::None,
+            Self::Redacted => v1::AuditArguments::Redacted,
+            Self::Hashed => v1::AuditArguments::Hashed,
+        }
+    }
+}
+
 /// Per-server circuit-breaker settings; an absent field means the proxy's default. Stored as JSON in this
 /// form (durations as human strings such as `10s`), and returned the same way.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -163,6 +201,8 @@ pub struct ServerSpec {
     pub health_check: HealthCheckSpec,
     /// How the gateway authenticates to the instances (each may have its own instead).
     pub upstream_auth: UpstreamAuthSpec,
+    /// What audit records of its MCP calls keep of their arguments.
+    pub audit_arguments: AuditArguments,
 }
 
 impl ServerSpec {
@@ -187,6 +227,10 @@ mod tests {
             assert_eq!(LoadBalancing::parse(p.as_str()), Some(p));
         }
         assert_eq!(LoadBalancing::parse("least_conn"), None);
+        for a in AuditArguments::ALL {
+            assert_eq!(AuditArguments::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(AuditArguments::parse("full"), None);
     }
 
     #[test]

@@ -97,6 +97,7 @@ async fn metadata(state: web::Data<IdpState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "issuer": named.unwrap_or_else(|| state.issuer.clone()),
         "jwks_uri": format!("{}/jwks", state.issuer),
+        "authorization_endpoint": format!("{}/authorize", state.issuer),
         "token_endpoint": format!("{}/token", state.issuer),
     }))
 }

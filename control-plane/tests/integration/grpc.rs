@@ -171,6 +171,7 @@ async fn the_poller_publishes_changes_made_elsewhere() {
         auto_discover: false,
         health_check: Default::default(),
         upstream_auth: Default::default(),
+        audit_arguments: Default::default(),
     };
     let mut conn = app.pool.get().await.expect("connection");
     let ((server, _), _) = store::create(&mut conn, &spec, None, None).await.expect("create");

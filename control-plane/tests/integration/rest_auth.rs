@@ -221,7 +221,7 @@ async fn the_openapi_document_requires_the_credential_on_every_api_route() {
             }
         }
     }
-    assert_eq!(operations, 35, "every operation of the API");
+    assert_eq!(operations, 36, "every operation of the API");
     let schemas = &doc["components"]["schemas"];
     for schema in ["ApiKeyRequest", "ApiKeyView", "CreatedApiKey", "PermissionRule"] {
         assert!(schemas[schema].is_object(), "{schema}");

@@ -33,6 +33,7 @@ async fn crud_happy_path() {
     assert_eq!(
         keys,
         [
+            "audit_arguments",
             "auto_discover",
             "capabilities",
             "circuit_breaker",

@@ -176,6 +176,41 @@ impl TestApp {
         Self { hub, pool, state, _db: db }
     }
 
+    /// This app with the authorization server on (registering identity providers needs it).
+    pub fn with_authorization_server(self) -> Self {
+        use std::time::Duration;
+
+        use mcpgw_control_plane::config::OauthConfig;
+        use mcpgw_control_plane::oauth::{AuthServer, Keys};
+        let Self { hub, pool, state, _db } = self;
+        let mut shared = state.into_inner();
+        let state = Arc::get_mut(&mut shared).expect("the state is not shared yet");
+        let hour = Duration::from_secs(3600);
+        let config = OauthConfig {
+            issuer: Some("http://127.0.0.1:8080".into()),
+            public_url: "http://127.0.0.1:8000".into(),
+            oidc: None,
+            admin_roles: vec![],
+            dcr: false,
+            access_token_ttl: hour,
+            refresh_token_ttl: hour,
+            signing_key_rotation: 24 * hour,
+        };
+        state.oauth = Some(Arc::new(AuthServer {
+            issuer: "http://127.0.0.1:8080".into(),
+            public_url: config.public_url.clone(),
+            keys: Keys::new(pool.clone(), Self::secrets_key(), 24 * hour, hour),
+            config,
+            flag_idp: None,
+            registered_idps: Default::default(),
+            secrets: Self::secrets_key(),
+            idp_fetcher: state.jwks.clone(),
+            documents: state.jwks.clone(),
+            hub: hub.clone(),
+        }));
+        Self { hub, pool, state: web::Data::from(shared), _db }
+    }
+
     /// URL of the test database.
     pub fn db_url(&self) -> String {
         self._db.url.as_str().to_owned()

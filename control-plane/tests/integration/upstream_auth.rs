@@ -50,6 +50,15 @@ fn pair(header: &str, value: &str) -> Option<(String, String)> {
 
 /// Every row of every table as text (bytea in hex), to look for a secret in clear.
 async fn database_text(app: &TestApp) -> String {
+    text_of(app, true).await
+}
+
+/// The same without the audit log, which keeps the views of past changes (a credential's type and header).
+async fn registry_text(app: &TestApp) -> String {
+    text_of(app, false).await
+}
+
+async fn text_of(app: &TestApp, audit_log: bool) -> String {
     let (client, connection) =
         tokio_postgres::connect(&app.db_url(), tokio_postgres::NoTls).await.expect("connect");
     let driver = tokio::spawn(connection);
@@ -60,6 +69,9 @@ async fn database_text(app: &TestApp) -> String {
     let mut text = String::new();
     for table in tables {
         let name: String = table.get(0);
+        if !audit_log && name.starts_with("audit_log") {
+            continue;
+        }
         let sql = format!("SELECT coalesce(string_agg(t::text, ' '), '') FROM \"{name}\" t");
         let rows: String = client.query_one(&sql, &[]).await.expect("rows").get(0);
         text.push_str(&rows);
@@ -217,7 +229,7 @@ async fn sealed_at_rest_never_shown_and_streamed_decrypted() {
     );
     let deleted = app.call(admin(TestRequest::delete().uri(&format!("/api/v1/servers/{id}")))).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    assert!(!database_text(&app).await.contains("static_header"), "credentials go with their server");
+    assert!(!registry_text(&app).await.contains("static_header"), "credentials go with their server");
 }
 
 #[actix_web::test]

@@ -146,18 +146,37 @@ fn warn_overflow(action: &str) {
     }
 }
 
-/// A new record id: UUIDv7 (48-bit Unix milliseconds, version, random), time-ordered like the records.
+/// A new record id: UUIDv7 (48-bit Unix milliseconds, version, 74 random bits), time-ordered like the
+/// records. The random bits come from a per-thread generator seeded by the OS (one system call per thread,
+/// not per record): ids only need to be unique, not unpredictable.
 pub fn record_id(unix_ms: u64) -> Vec<u8> {
-    let mut id = vec![0u8; 16];
-    id[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
-    ring::rand::SecureRandom::fill(&*RNG, &mut id[6..]).expect("the OS random source works");
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut seed = [0u8; 8];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+                .expect("the OS random source works");
+            u64::from_le_bytes(seed)
+        });
+    }
+    // splitmix64: every call a new 64-bit value, a full period over the seed space.
+    let next = || {
+        STATE.with(|s| {
+            let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    };
+    let (a, b) = (next(), next());
+    let mut id = Vec::with_capacity(16);
+    id.extend_from_slice(&unix_ms.to_be_bytes()[2..]);
+    id.extend_from_slice(&a.to_le_bytes()[..2]);
+    id.extend_from_slice(&b.to_le_bytes());
     id[6] = 0x70 | (id[6] & 0x0f);
     id[8] = 0x80 | (id[8] & 0x3f);
     id
 }
-
-static RNG: std::sync::LazyLock<ring::rand::SystemRandom> =
-    std::sync::LazyLock::new(ring::rand::SystemRandom::new);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::audited::{Audit, Target, audited};
 use super::servers::publish;
 use super::{ApiError, AppState, Code};
 use crate::auth::Admin;
@@ -23,6 +24,10 @@ fn not_found(id: &str) -> ApiError {
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| not_found(raw))
+}
+
+fn target(row: &crate::model::ApiKeyRow) -> Target {
+    Target::new("api-key", row.id, Some(&row.tenant_id))
 }
 
 /// `POST /api/v1/api-keys`: 201 with the key; the secret is in this answer only.
@@ -46,7 +51,13 @@ pub async fn create(
     let mut conn = state.conn().await?;
     inherit_narrowing(&mut conn, &admin, &mut spec).await?;
     let key = NewKey::generate().map_err(|_| ApiError::internal("the system random generator failed"))?;
-    let (row, version) = store::api_keys::create(&mut conn, &spec, &key).await.map_err(ApiError::internal)?;
+    let (row, version) = audited(&mut conn, async |conn| {
+        let (row, version) = store::api_keys::create(conn, &spec, &key).await.map_err(ApiError::internal)?;
+        // The view, never the created key: the secret is in the answer only.
+        let audit = Audit::created(target(&row), &row.view());
+        Ok(((row, version), audit))
+    })
+    .await?;
     drop(conn);
     tracing::info!(id = %row.id, name = %row.name, tenant_id = %row.tenant_id, role = %row.role,
         by = %admin.principal().label(), version, "Created an API key.");
@@ -117,13 +128,19 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let uuid = parse_id(&id)?;
     let mut conn = state.conn().await?;
-    let stored = store::api_keys::get(&mut conn, uuid).await.map_err(ApiError::internal)?;
-    if !stored.is_some_and(|r| admin.manages(Some(&r.tenant_id))) {
-        return Err(not_found(&id));
-    }
-    let version = store::api_keys::delete(&mut conn, uuid).await.map_err(ApiError::internal)?;
+    let version = audited(&mut conn, async |conn| {
+        let stored = store::api_keys::get(conn, uuid).await.map_err(ApiError::internal)?;
+        let Some(stored) = stored.filter(|r| admin.manages(Some(&r.tenant_id))) else {
+            return Err(not_found(&id));
+        };
+        let version = store::api_keys::delete(conn, uuid)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| not_found(&id))?;
+        Ok((version, Audit::deleted(target(&stored), &stored.view())))
+    })
+    .await?;
     drop(conn);
-    let version = version.ok_or_else(|| not_found(&id))?;
     tracing::info!(id = %uuid, by = %admin.principal().label(), version, "Deleted an API key.");
     publish(&state).await;
     Ok(HttpResponse::NoContent().finish())

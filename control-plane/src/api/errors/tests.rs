@@ -33,6 +33,7 @@ fn table_is_complete_and_unique() {
         ("invalid_version", "invalid_request", 400),
         ("invalid_capabilities", "invalid_request", 400),
         ("invalid_health_check", "invalid_request", 400),
+        ("invalid_audit_arguments", "invalid_request", 400),
         ("endpoint_url_not_allowed", "invalid_request", 400),
         ("invalid_query", "invalid_request", 400),
         ("invalid_import", "invalid_request", 400),

@@ -8,10 +8,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::audited::{Audit, Target, audited};
 use super::{ApiError, AppState, Code};
 use crate::auth::{ServerManager, ServerReader};
 use crate::db::store::{self, ServerWithInstances, StoreError};
-use crate::model::ServerSpec;
+use crate::model::{ServerSpec, ServerView};
 
 pub mod list;
 pub(crate) mod request;
@@ -133,6 +134,14 @@ fn scope_spec(manager: &ServerManager, spec: &mut ServerSpec) -> Result<(), ApiE
     Ok(())
 }
 
+/// The server as the API shows it (without capability lists): what its audit records hold.
+pub(crate) async fn server_view(
+    conn: &mut diesel_async::AsyncPgConnection,
+    id: Uuid,
+) -> Result<ServerView, ApiError> {
+    views::one(conn, id, Include::default()).await.map_err(ApiError::internal)?.ok_or_else(|| not_found(id))
+}
+
 async fn respond(state: &AppState, id: Uuid, include: Include) -> Result<Value, ApiError> {
     let mut conn = state.conn().await?;
     let view =
@@ -164,20 +173,24 @@ pub async fn create(
     check_spec(&state, &spec).await?;
     let owner = manager.owner();
     let mut conn = state.conn().await?;
-    let ((server, instances), version) =
-        store::create(&mut conn, &spec, owner.as_deref(), state.secrets.as_ref())
-            .await
-            .map_err(from_store)?;
+    let (view, version) = audited(&mut conn, async |conn| {
+        let ((server, _), version) =
+            store::create(conn, &spec, owner.as_deref(), state.secrets.as_ref()).await.map_err(from_store)?;
+        let view = server_view(conn, server.id).await?;
+        let audit = Audit::created(Target::server(server.id, server.tenant_id.as_deref()), &view);
+        Ok(((view, version), audit))
+    })
+    .await?;
     drop(conn);
-    tracing::info!(server = %server.name, id = %server.id, instances = instances.len(), version,
+    tracing::info!(server = %view.name, id = %view.id, instances = view.instances.len(), version,
         by = %manager.principal().label(), "Registered a server.");
     publish(&state).await;
     if spec.auto_discover {
-        state.discoverer.spawn(server.id);
+        state.discoverer.spawn(view.id);
     }
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/servers/{}", server.id)))
-        .json(respond(&state, server.id, Include::default()).await?))
+        .insert_header((header::LOCATION, format!("/api/v1/servers/{}", view.id)))
+        .json(view))
 }
 
 async fn write(
@@ -189,12 +202,19 @@ async fn write(
     check_secrets(state, spec.has_new_secret())?;
     check_spec(state, &spec).await?;
     let mut conn = state.conn().await?;
-    let ((server, _), version) =
-        store::replace(&mut conn, id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
+    let (view, version) = audited(&mut conn, async |conn| {
+        let before = server_view(conn, id).await?;
+        let ((server, _), version) =
+            store::replace(conn, id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
+        let after = server_view(conn, id).await?;
+        let audit = Audit::updated(Target::server(id, server.tenant_id.as_deref()), &before, &after);
+        Ok(((after, version), audit))
+    })
+    .await?;
     drop(conn);
-    tracing::info!(server = %server.name, %id, version, by = %manager.principal().label(), "Updated a server.");
+    tracing::info!(server = %view.name, %id, version, by = %manager.principal().label(), "Updated a server.");
     publish(state).await;
-    Ok(HttpResponse::Ok().json(respond(state, id, Include::default()).await?))
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// `PUT /api/v1/servers/{id}`: full replacement (the owner stays).
@@ -260,7 +280,12 @@ pub async fn delete(
     let id = parse_id(&id)?;
     manageable(&state, &manager, id).await?;
     let mut conn = state.conn().await?;
-    let version = store::delete(&mut conn, id).await.map_err(from_store)?;
+    let version = audited(&mut conn, async |conn| {
+        let before = server_view(conn, id).await?;
+        let version = store::delete(conn, id).await.map_err(from_store)?;
+        Ok((version, Audit::deleted(Target::server(id, before.tenant_id.as_deref()), &before)))
+    })
+    .await?;
     drop(conn);
     tracing::info!(%id, version, by = %manager.principal().label(), "Deleted a server.");
     publish(&state).await;
@@ -268,23 +293,38 @@ pub async fn delete(
 }
 
 /// `POST /api/v1/servers/{id}/refresh`: discovers the server now; 200 with the server and everything it
-/// offers, or 502 `discovery_failed` (the last known capabilities stay).
+/// offers, or 502 `discovery_failed` (the last known capabilities stay, the failed attempt is stored).
+/// The capabilities found are stored with the change's audit record (the server's view before and after).
 pub async fn refresh(
     manager: ServerManager,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    use crate::discovery::DiscoverError;
+    use crate::discovery::{DiscoverError, Probe};
     let id = parse_id(&id)?;
-    manageable(&state, &manager, id).await?;
-    match state.discoverer.discover(id).await {
-        Ok(_) => {}
-        Err(DiscoverError::NotFound(id)) => return Err(not_found(id)),
-        Err(DiscoverError::Db(e)) => return Err(ApiError::internal(e)),
-        Err(e @ (DiscoverError::Failed(_) | DiscoverError::NoInstance)) => {
-            return Err(ApiError::new(Code::DiscoveryFailed, format!("discovery failed: {e}")));
+    let (server, _) = manageable(&state, &manager, id).await?;
+    let failed = |e: DiscoverError| match e {
+        DiscoverError::NotFound(id) => not_found(id),
+        DiscoverError::Db(e) => ApiError::internal(e),
+        e @ (DiscoverError::Failed(_) | DiscoverError::NoInstance) => {
+            ApiError::new(Code::DiscoveryFailed, format!("discovery failed: {e}"))
         }
+    };
+    let probe = state.discoverer.probe(id).await.map_err(failed)?;
+    let mut conn = state.conn().await?;
+    if let Probe::Failed { .. } = probe {
+        // Only the failed attempt is stored (`save` answers `Failed`); the audit middleware records the 502.
+        let stored = probe.save(&mut conn, id).await;
+        return Err(stored.map_or_else(failed, |_| ApiError::internal("a failed probe was saved as found")));
     }
+    audited(&mut conn, async |conn| {
+        let before = server_view(conn, id).await?;
+        probe.save(conn, id).await.map_err(failed)?;
+        let after = server_view(conn, id).await?;
+        Ok(((), Audit::updated(Target::server(id, server.tenant_id.as_deref()), &before, &after)))
+    })
+    .await?;
+    drop(conn);
     let all = Include { include_tools: true, include_resources: true, include_prompts: true };
     Ok(HttpResponse::Ok().json(respond(&state, id, all).await?))
 }

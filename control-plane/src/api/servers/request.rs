@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::api::{ApiError, Code};
 use crate::model::{
-    CircuitBreaker, HealthCheck, InstanceSpec, LoadBalancing, MAX_WEIGHT, ServerSpec, TransportType,
+    AuditArguments, CircuitBreaker, HealthCheck, InstanceSpec, LoadBalancing, MAX_WEIGHT, ServerSpec,
+    TransportType,
 };
 
 /// Longest accepted description, in characters.
@@ -82,6 +83,10 @@ pub struct ServerRequest {
     /// How the gateway authenticates to the instances (default `{"type": "none"}`); needs `--secrets-key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_auth: Option<UpstreamAuthRequest>,
+    /// What audit records of this server's MCP calls keep of their arguments: `none` (default),
+    /// `redacted` (the JSON with secret-looking values and long strings replaced) or `hashed` (a SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_arguments: Option<String>,
 }
 
 /// Longest tenant id and version label.
@@ -210,7 +215,17 @@ impl ServerRequest {
         let health_check = self.health_check.map(check_health).transpose()?.unwrap_or_default();
         let upstream_auth =
             self.upstream_auth.map(|a| a.validate("", false)).transpose()?.unwrap_or_default();
+        let audit_arguments = match self.audit_arguments.as_deref() {
+            None => AuditArguments::default(),
+            Some(raw) => AuditArguments::parse(raw).ok_or_else(|| {
+                err(
+                    Code::InvalidAuditArguments,
+                    format!("unknown audit_arguments {raw:?}; use \"none\", \"redacted\" or \"hashed\""),
+                )
+            })?,
+        };
         Ok(ServerSpec {
+            audit_arguments,
             upstream_auth,
             tenant_id,
             version,

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::audited::{Audit, Target, audited};
 use super::servers::publish;
 use super::{ApiError, AppState, Code};
 use crate::auth::PlatformAdmin;
@@ -25,6 +26,11 @@ fn not_found(id: &str) -> ApiError {
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| not_found(raw))
+}
+
+/// Trusted issuers concern every tenant: their records go to the caller's.
+fn target(id: Uuid) -> Target {
+    Target::new("trusted-issuer", id, None)
 }
 
 fn from_db(issuer: &str) -> impl FnOnce(diesel::result::Error) -> ApiError + '_ {
@@ -61,8 +67,13 @@ pub async fn create(
     let spec = body.into_inner().validate()?;
     let fetched = fetch(&state, &spec).await?;
     let mut conn = state.conn().await?;
-    let (row, version) =
-        store::trusted_issuers::create(&mut conn, &spec, &fetched).await.map_err(from_db(&spec.issuer))?;
+    let (row, version) = audited(&mut conn, async |conn| {
+        let (row, version) =
+            store::trusted_issuers::create(conn, &spec, &fetched).await.map_err(from_db(&spec.issuer))?;
+        let audit = Audit::created(target(row.id), &row.view());
+        Ok(((row, version), audit))
+    })
+    .await?;
     drop(conn);
     tracing::info!(id = %row.id, issuer = %row.issuer, jwks_uri = %row.jwks_uri, by = %admin.principal().label(),
         version, "Trusted a new issuer.");
@@ -143,10 +154,20 @@ pub async fn patch(
         None
     };
     let mut conn = state.conn().await?;
-    let (row, version) = store::trusted_issuers::update(&mut conn, uuid, &spec, fetched.as_ref())
-        .await
-        .map_err(from_db(&spec.issuer))?
-        .ok_or_else(|| not_found(&id))?;
+    let (row, version) = audited(&mut conn, async |conn| {
+        let before = store::trusted_issuers::get(conn, uuid)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| not_found(&id))?
+            .view();
+        let (row, version) = store::trusted_issuers::update(conn, uuid, &spec, fetched.as_ref())
+            .await
+            .map_err(from_db(&spec.issuer))?
+            .ok_or_else(|| not_found(&id))?;
+        let audit = Audit::updated(target(uuid), &before, &row.view());
+        Ok(((row, version), audit))
+    })
+    .await?;
     drop(conn);
     tracing::info!(id = %row.id, issuer = %row.issuer, refetched = fetched.is_some(), by = %admin.principal().label(),
         version, "Changed a trusted issuer.");
@@ -163,9 +184,20 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let uuid = parse_id(&id)?;
     let mut conn = state.conn().await?;
-    let version = store::trusted_issuers::delete(&mut conn, uuid).await.map_err(ApiError::internal)?;
+    let version = audited(&mut conn, async |conn| {
+        let before = store::trusted_issuers::get(conn, uuid)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| not_found(&id))?
+            .view();
+        let version = store::trusted_issuers::delete(conn, uuid)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| not_found(&id))?;
+        Ok((version, Audit::deleted(target(uuid), &before)))
+    })
+    .await?;
     drop(conn);
-    let version = version.ok_or_else(|| not_found(&id))?;
     tracing::info!(id = %uuid, by = %admin.principal().label(), version, "Removed a trusted issuer.");
     publish(&state).await;
     Ok(HttpResponse::NoContent().finish())

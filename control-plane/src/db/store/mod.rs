@@ -17,6 +17,7 @@ use crate::model::{
 use crate::secrets::SecretsKey;
 
 pub mod api_keys;
+pub mod audit;
 pub mod capabilities;
 pub mod discovery;
 pub mod health;
@@ -249,6 +250,7 @@ struct ServerValues<'a> {
     health_timeout_ms: Option<i32>,
     healthy_threshold: Option<i32>,
     unhealthy_threshold: Option<i32>,
+    audit_arguments: &'static str,
 }
 
 fn server_values(spec: &ServerSpec) -> ServerValues<'_> {
@@ -271,6 +273,7 @@ fn server_values(spec: &ServerSpec) -> ServerValues<'_> {
         health_timeout_ms: int(h.timeout_ms),
         healthy_threshold: int(h.healthy_threshold),
         unhealthy_threshold: int(h.unhealthy_threshold),
+        audit_arguments: spec.audit_arguments.as_str(),
     }
 }
 

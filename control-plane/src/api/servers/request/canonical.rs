@@ -4,7 +4,12 @@
 use serde_json::Value;
 
 use super::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
-use crate::model::{CredentialIndex, InstanceRow, LoadBalancing, ServerRow, ServerSpec};
+use crate::model::{AuditArguments, CredentialIndex, InstanceRow, LoadBalancing, ServerRow, ServerSpec};
+
+/// The setting as a request gives it: left out at its default.
+fn audit_arguments(setting: AuditArguments) -> Option<String> {
+    (setting != AuditArguments::default()).then(|| setting.as_str().to_owned())
+}
 
 impl ServerRequest {
     /// The request that recreates a stored server (PATCH merges into it; export writes it). Fields at
@@ -41,6 +46,7 @@ impl ServerRequest {
             auto_discover: (!server.auto_discover).then_some(false),
             health_check: server.health_check().to_json(),
             upstream_auth: UpstreamAuthRequest::from_view(&credentials.server_view(server.id)),
+            audit_arguments: audit_arguments(server.audit_arguments()),
         }
     }
 }
@@ -77,6 +83,7 @@ impl ServerRequest {
             auto_discover: (!spec.auto_discover).then_some(false),
             health_check: spec.health_check.to_json(),
             upstream_auth: UpstreamAuthRequest::from_view(&spec.upstream_auth.view()),
+            audit_arguments: audit_arguments(spec.audit_arguments),
         }
     }
 }
