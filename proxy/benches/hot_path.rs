@@ -326,34 +326,34 @@ fn rate_limit_local(b: divan::Bencher) {
     });
 }
 
-/// A typical `tools/call` record as `Gateway::logging` makes it (its strings, the UUIDv7, the trace id
-/// and session digest), put on the audit queue and taken off it again (the shipper's side of the channel).
-fn audit_record(trace: &[u8], session: &[u8]) -> mcpgw_proto::v1::AuditRecord {
-    use mcpgw_proxy::audit::{capture, record_id};
+/// A typical `tools/call` record as `Gateway::logging` writes it (its fields in wire form, the UUIDv7, the
+/// trace id and the session digest), put on the audit queue and taken off it again (the shipper's side).
+fn audit_record(trace: &[u8], session: &[u8]) -> mcpgw_proxy::audit::wire::Encoded {
+    use mcpgw_proxy::audit::{capture, record_id, wire::RecordWriter};
     let key_id: Arc<str> = Arc::from("6f1d5c1e-8a53-4b8e-9c55-1b7f0a8e2d31");
-    mcpgw_proto::v1::AuditRecord {
-        id: record_id(1_764_000_000_000),
-        time_unix_us: 1_764_000_000_000_000,
-        principal: format!("api-key:{key_id}"),
-        tenant_id: "acme".to_owned(),
-        server: "server-1".to_owned(),
-        instance: "0b5c8a8e-7e0c-4f53-a3b5-88d2c8a6f0c1".to_owned(),
-        era: "2025-06-18".to_owned(),
-        method: "tools/call".to_owned(),
-        target: "read_rows".to_owned(),
-        request_id: "17".to_owned(),
-        outcome: "ok".to_owned(),
-        status: 200,
-        rpc_error_code: None,
-        duration_us: 850,
-        bytes_in: 160,
-        bytes_out: 1100,
-        client_addr: std::net::IpAddr::from([127, 0, 0, 1]).to_string(),
-        session: capture::session_digest(session),
-        trace_id: capture::trace_id(trace).unwrap_or_default().to_owned(),
-        arguments: String::new(),
-        proxy_id: String::new(),
-    }
+    let client_addr = std::net::IpAddr::from([127, 0, 0, 1]).to_string();
+    let digest = capture::session_digest(session);
+    let mut w = RecordWriter::default();
+    w.bytes(1, &record_id(1_764_000_000_000))
+        .int(2, 1_764_000_000_000_000, false)
+        .text(3, &["api-key:", &key_id])
+        .text(4, &["acme"])
+        .text(5, &["server-1"])
+        .text(6, &["0b5c8a8e-7e0c-4f53-a3b5-88d2c8a6f0c1"])
+        .text(7, &["2025-06-18"])
+        .text(8, &["tools/call"])
+        .text(9, &["read_rows"])
+        .text(10, &["17"])
+        .text(11, &["ok"])
+        .uint(12, 200)
+        .uint(14, 850)
+        .uint(15, 160)
+        .uint(16, 1100)
+        .text(17, &[&client_addr])
+        .text(18, &[&digest])
+        .text(19, &[capture::trace_id(trace).unwrap_or_default()])
+        .text(21, &["proxy-1"]);
+    w.finish()
 }
 
 #[divan::bench]
@@ -367,14 +367,21 @@ fn audit_record_queued(b: divan::Bencher) {
     });
 }
 
-/// The shipper's encoding of a full batch (1,000 records), per record.
+/// The shipper's framing of a full batch (1,000 records), per record.
 #[divan::bench]
-fn audit_batch_encode_per_record(b: divan::Bencher) {
-    use prost::Message;
+fn audit_batch_per_record(b: divan::Bencher) {
     let trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let batch = mcpgw_proto::v1::AuditBatch {
-        seq: 1,
-        records: (0..1000).map(|_| audit_record(trace, b"token")).collect(),
-    };
-    b.counter(divan::counter::ItemsCount::new(1000usize)).bench(|| divan::black_box(&batch).encode_to_vec());
+    let records: Vec<_> = (0..1000).map(|_| audit_record(trace, b"token")).collect();
+    b.counter(divan::counter::ItemsCount::new(1000usize))
+        .bench(|| mcpgw_proxy::audit::wire::Batch::of(divan::black_box(&records)));
+}
+
+/// Whether an answer is a JSON-RPC result or error, from a typical ~1 KiB `tools/call` answer's bytes.
+#[divan::bench]
+fn audit_answer_outcome(b: divan::Bencher) {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":17,"result":{{"content":[{{"type":"text","text":"{}"}}],"isError":false}}}}"#,
+        "x".repeat(1024)
+    );
+    b.bench(|| mcpgw_proxy::audit::capture::answer(divan::black_box(body.as_bytes())));
 }

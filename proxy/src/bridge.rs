@@ -412,7 +412,7 @@ async fn reply(
     }
     session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(Failure::Abort)?;
     ctx.response_started = Some(std::time::Instant::now());
-    ctx.audited.rpc_error_code = crate::audit::capture::rpc_error_code(&body);
+    ctx.audited.answer = crate::audit::capture::answer(&body);
     if !body.is_empty() {
         session.write_response_body(Some(body), true).await.map_err(Failure::Abort)?;
     }

@@ -506,8 +506,8 @@ async fn exchange(
         tokio::select! {
             chunk = up.read_response_body() => match chunk {
                 Ok(Some(data)) => {
-                    if sniff && let Some(code) = crate::audit::capture::rpc_error_code(&data) {
-                        ctx.audited.rpc_error_code = Some(code);
+                    if sniff && let Some(answer) = crate::audit::capture::answer(&data) {
+                        ctx.audited.answer = Some(answer);
                         sniff = false;
                     }
                     let data = match endpoint.as_mut() { Some(r) => r.feed(data), None => data };

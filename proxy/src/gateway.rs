@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use mcpgw_proto::v1::AuditRecord;
 use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -94,8 +93,8 @@ pub(crate) struct Audited {
     pub(crate) forbidden: bool,
     /// The instance that served the request.
     pub(crate) instance: Option<Arc<str>>,
-    /// The JSON-RPC error code of the upstream's answer.
-    pub(crate) rpc_error_code: Option<i64>,
+    /// Whether the upstream's answer was a JSON-RPC result or error.
+    pub(crate) answer: Option<crate::audit::capture::Answer>,
     /// The arguments as the server's `audit_arguments` keeps them.
     pub(crate) arguments: Option<String>,
     bytes_in: usize,
@@ -341,9 +340,15 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// The audit record of a request that ended with `status` (0: no response, the connection closed).
-    fn audit_record(&self, session: &Session, ctx: &mut RequestCtx, status: u16) -> AuditRecord {
-        use crate::audit::capture;
+    /// The audit record of a request that ended with `status` (0: no response, the connection closed), in
+    /// its wire form (`audit::wire`), written from the request's fields without copying them.
+    fn audit_record(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+    ) -> crate::audit::wire::Encoded {
+        use crate::audit::capture::{self, Answer};
         use crate::identity::PrincipalKind;
         let started = std::time::SystemTime::now() - ctx.started.elapsed();
         let unix = started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -354,25 +359,28 @@ impl Gateway {
             let path = req.uri.path();
             path.ends_with("/sse") || path.ends_with("/message")
         };
-        let principal = match ctx.principal.as_ref().map(|p| &p.kind) {
-            None => String::new(),
-            Some(PrincipalKind::ApiKey { id }) => format!("api-key:{id}"),
+        let own;
+        let principal: [&str; 4] = match ctx.principal.as_ref().map(|p| &p.kind) {
+            None => ["", "", "", ""],
+            Some(PrincipalKind::ApiKey { id }) => ["api-key:", id, "", ""],
             Some(PrincipalKind::Token { issuer, subject }) => {
-                let own = self.routes.load();
+                own = self.routes.load();
                 let own = own.as_ref().and_then(|t| t.credentials().own_authorization_server());
                 if own == Some(&**issuer) {
-                    format!("user:{subject}")
+                    ["user:", subject, "", ""]
                 } else {
-                    format!("jwt:{issuer}#{subject}")
+                    ["jwt:", issuer, "#", subject]
                 }
             }
-            Some(PrincipalKind::Anonymous) => "anonymous".to_owned(),
+            Some(PrincipalKind::Anonymous) => ["anonymous", "", "", ""],
         };
         let era = match header("mcp-protocol-version").and_then(|v| std::str::from_utf8(v).ok()) {
-            Some(version) if version.len() <= 32 => version.to_owned(),
-            _ => audited
-                .protocol_version
-                .unwrap_or_else(|| if legacy { "2024-11-05".into() } else { String::new() }),
+            Some(version) if version.len() <= 32 => version,
+            _ => match &audited.protocol_version {
+                Some(version) => version.as_str(),
+                None if legacy => "2024-11-05",
+                None => "",
+            },
         };
         let session_token = header("mcp-session-id").or_else(|| {
             session.response_written().and_then(|r| r.headers.get("mcp-session-id")).map(|v| v.as_bytes())
@@ -387,46 +395,54 @@ impl Gateway {
                 .unwrap_or_default(),
             None => String::new(),
         };
-        let outcome = if audited.forbidden {
-            "forbidden".to_owned()
-        } else if let Some(reason) = audited.refusal {
-            reason.to_owned()
-        } else if status == 0 {
-            "aborted".to_owned()
-        } else if status >= 400 {
-            format!("http_{status}")
-        } else if audited.rpc_error_code.is_some() {
-            "error".to_owned()
-        } else {
-            "ok".to_owned()
+        let rpc_error = match audited.answer {
+            Some(Answer::Error(code)) => Some(code),
+            _ => None,
         };
-        AuditRecord {
-            id: crate::audit::record_id(u64::try_from(unix.as_millis()).unwrap_or(u64::MAX)),
-            time_unix_us: i64::try_from(unix.as_micros()).unwrap_or(i64::MAX),
-            principal,
-            tenant_id: ctx.principal.as_ref().map(|p| p.tenant.to_string()).unwrap_or_default(),
-            server: ctx.server.as_deref().unwrap_or_default().to_owned(),
-            instance: audited.instance.as_deref().unwrap_or_default().to_owned(),
-            era,
-            method: audited.method.unwrap_or_else(|| req.method.as_str().to_owned()),
-            target: audited.target.unwrap_or_default(),
-            request_id: audited.request_id.unwrap_or_default(),
-            outcome,
-            status: u32::from(status),
-            rpc_error_code: audited.rpc_error_code,
-            duration_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            bytes_in: audited.bytes_in as u64,
-            bytes_out: session.body_bytes_sent() as u64,
-            client_addr: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_canonical().to_string())
-                .unwrap_or_default(),
-            session: session_digest,
-            trace_id: header("traceparent").and_then(capture::trace_id).unwrap_or_default().to_owned(),
-            arguments: audited.arguments.unwrap_or_default(),
-            proxy_id: String::new(),
+        let http_status;
+        let outcome = if audited.forbidden {
+            "forbidden"
+        } else if let Some(reason) = audited.refusal {
+            reason
+        } else if status == 0 {
+            "aborted"
+        } else if status >= 400 {
+            http_status = format!("http_{status}");
+            &http_status
+        } else if rpc_error.is_some() {
+            "error"
+        } else {
+            "ok"
+        };
+        let client_addr =
+            session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical().to_string());
+        let method = audited.method.as_deref().unwrap_or_else(|| req.method.as_str());
+        let mut w = crate::audit::wire::RecordWriter::default();
+        w.bytes(1, &crate::audit::record_id(u64::try_from(unix.as_millis()).unwrap_or(u64::MAX)))
+            .int(2, i64::try_from(unix.as_micros()).unwrap_or(i64::MAX), false)
+            .text(3, &principal)
+            .text(4, &[ctx.principal.as_ref().map_or("", |p| &*p.tenant)])
+            .text(5, &[ctx.server.as_deref().unwrap_or_default()])
+            .text(6, &[audited.instance.as_deref().unwrap_or_default()])
+            .text(7, &[era])
+            .text(8, &[method])
+            .text(9, &[audited.target.as_deref().unwrap_or_default()])
+            .text(10, &[audited.request_id.as_deref().unwrap_or_default()])
+            .text(11, &[outcome])
+            .uint(12, u64::from(status));
+        if let Some(Some(code)) = rpc_error {
+            // `optional`: written when the answer was an error with an integer code.
+            w.int(13, code, true);
         }
+        w.uint(14, u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX))
+            .uint(15, audited.bytes_in as u64)
+            .uint(16, session.body_bytes_sent() as u64)
+            .text(17, &[client_addr.as_deref().unwrap_or_default()])
+            .text(18, &[&session_digest])
+            .text(19, &[header("traceparent").and_then(capture::trace_id).unwrap_or_default()])
+            .text(20, &[audited.arguments.as_deref().unwrap_or_default()])
+            .text(21, &[self.auditor.proxy_id()]);
+        w.finish()
     }
 }
 

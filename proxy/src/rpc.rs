@@ -46,11 +46,9 @@ impl ControlPlane {
         })
     }
 
-    /// A client for long-lived streams (no per-call timeout), on a channel of its own.
-    pub async fn streaming_client(&self) -> RoutingDiscoveryClient<Channel> {
-        let channel =
-            self.streaming_channel.get_or_init(|| async { self.streaming.connect_lazy() }).await.clone();
-        RoutingDiscoveryClient::new(channel)
+    /// A channel for long-lived streams (no per-call timeout), of its own.
+    pub async fn streaming_channel(&self) -> Channel {
+        self.streaming_channel.get_or_init(|| async { self.streaming.connect_lazy() }).await.clone()
     }
 
     /// A client on the shared channel (connected on first use, inside the runtime).

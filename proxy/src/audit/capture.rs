@@ -1,45 +1,63 @@
-//! What a record learns from the bytes of a request and its answer, cheaply: the JSON-RPC error code of an
-//! answer (without parsing it), the W3C trace id, a session token's digest, and a tool's arguments as the
+//! What a record learns from the bytes of a request and its answer, cheaply: whether the answer is a
+//! JSON-RPC result or error and its code (without parsing it), the W3C trace id, a session token's digest, and a tool's arguments as the
 //! server's `audit_arguments` setting keeps them.
 
 use mcpgw_proto::v1::AuditArguments;
 use serde_json::Value;
 
-/// The JSON-RPC error code of an answer (a JSON body, or SSE events carrying JSON-RPC messages), without
-/// parsing it: the first message whose `"error"` key comes before any `"result"` key, with an object whose
-/// `"code"` is a number. Keys inside a result (a tool's structured content with an `error` field) come after
-/// `"result"` and are not mistaken for an error; a string value `"error"` is not a key (no colon follows).
-pub fn rpc_error_code(body: &[u8]) -> Option<i64> {
-    // Each SSE `data:` line is a message; a JSON body is one.
-    for message in body.split(|b| *b == b'\n') {
-        let Some(error_at) = key(message, b"\"error\"") else { continue };
-        if key(&message[..error_at], b"\"result\"").is_some() {
-            continue;
+/// What the bytes of an answer say about its outcome, as far as they go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A JSON-RPC result.
+    Result,
+    /// A JSON-RPC error, with its code when it is an integer.
+    Error(Option<i64>),
+}
+
+/// The outcome of a JSON-RPC answer (a JSON body, or SSE events carrying JSON-RPC messages) from its bytes,
+/// without parsing it: the first message with a `"result"` or `"error"` key says which it is (the rest of the
+/// answer is not read, so this costs a few dozen bytes' scan for a typical answer of any size). Messages
+/// without either (notifications before an SSE answer) are passed over line by line. Keys inside a result
+/// come after `"result"` and are never reached; a string value `"error"` is not a key (no colon follows).
+/// `None` when these bytes hold no answer yet.
+pub fn answer(body: &[u8]) -> Option<Answer> {
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let rest = &body[i + 1..];
+                let (is_error, len) = if rest.starts_with(b"result\"") {
+                    (false, 7)
+                } else if rest.starts_with(b"error\"") {
+                    (true, 6)
+                } else {
+                    i += 1;
+                    continue;
+                };
+                let after = &rest[len..];
+                if after.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b':') {
+                    i += 1 + len;
+                    continue;
+                }
+                if !is_error {
+                    return Some(Answer::Result);
+                }
+                return Some(Answer::Error(error_code(after)));
+            }
+            _ => i += 1,
         }
-        let rest = &message[error_at..];
-        let code_at = key(rest, b"\"code\"")?;
-        let digits = rest[code_at..].iter().skip_while(|b| b.is_ascii_whitespace() || **b == b':');
-        let text: Vec<u8> = digits.take_while(|b| b.is_ascii_digit() || **b == b'-').copied().collect();
-        return std::str::from_utf8(&text).ok()?.parse().ok();
     }
     None
 }
 
-/// Where `name` (a quoted key) ends, when it occurs as a key (followed by a colon).
-fn key(haystack: &[u8], name: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(at) = find(&haystack[from..], name) {
-        let end = from + at + name.len();
-        if haystack[end..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b':') {
-            return Some(end);
-        }
-        from = end;
-    }
-    None
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// The integer `"code"` of the error object at the start of `after` (what follows `"error"`), looked for
+/// only up to the end of its line.
+fn error_code(after: &[u8]) -> Option<i64> {
+    let line = after.split(|b| *b == b'\n').next().unwrap_or(after);
+    let at = line.windows(6).position(|w| w == b"\"code\"")? + 6;
+    let digits = line[at..].iter().skip_while(|b| b.is_ascii_whitespace() || **b == b':');
+    let text: Vec<u8> = digits.take_while(|b| b.is_ascii_digit() || **b == b'-').copied().collect();
+    std::str::from_utf8(&text).ok()?.parse().ok()
 }
 
 /// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`); `None` when malformed or
@@ -150,23 +168,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_codes_of_answers() {
-        let cases: [(&str, Option<i64>); 8] = [
-            (r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no"}}"#, Some(-32602)),
-            (r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#, None),
-            (r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"error":{"code":5}}}}"#, None),
-            (r#"{"jsonrpc":"2.0","id":"error","result":{}}"#, None),
-            (r#"{"jsonrpc":"2.0","id":1, "error" : { "message":"x", "code" : 42 }}"#, Some(42)),
+    fn outcomes_of_answers() {
+        let cases: [(&str, Option<Answer>); 9] = [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no"}}"#,
+                Some(Answer::Error(Some(-32602))),
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#, Some(Answer::Result)),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"error":{"code":5}}}}"#,
+                Some(Answer::Result),
+            ),
+            (r#"{"jsonrpc":"2.0","id":"error","result":{}}"#, Some(Answer::Result)),
+            (
+                r#"{"jsonrpc":"2.0","id":1, "error" : { "message":"x", "code" : 42 }}"#,
+                Some(Answer::Error(Some(42))),
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"error":{"message":"no code"}}"#, Some(Answer::Error(None))),
             (
                 "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"error\"}}\n\n\
                  event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32001,\"message\":\"gone\"}}\n\n",
-                Some(-32001),
+                Some(Answer::Error(Some(-32001))),
             ),
-            ("data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"isError\":true}}\n\n", None),
-            ("not json", None),
+            ("data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"isError\":true}}\n\n", Some(Answer::Result)),
+            ("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n", None),
         ];
-        for (body, code) in cases {
-            assert_eq!(rpc_error_code(body.as_bytes()), code, "{body}");
+        for (body, outcome) in cases {
+            assert_eq!(answer(body.as_bytes()), outcome, "{body}");
         }
     }
 

@@ -11,12 +11,12 @@
 pub mod capture;
 mod shipper;
 mod spill;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mcpgw_proto::v1::AuditRecord;
 use tokio::sync::mpsc;
 
 pub use shipper::Shipper;
@@ -49,8 +49,10 @@ pub struct AuditSettings {
 
 /// The sending side of the audit queue, held by the gateway.
 pub struct Auditor {
-    tx: Option<mpsc::Sender<AuditRecord>>,
+    tx: Option<mpsc::Sender<wire::Encoded>>,
     overflow: Overflow,
+    /// Written into every record.
+    proxy_id: String,
 }
 
 /// A request's place in the audit queue.
@@ -60,7 +62,7 @@ pub enum Slot {
     /// Sent when the request ends, if the queue has room then (`--audit-overflow drop`).
     Later,
     /// A place reserved when the request began (`--audit-overflow refuse`).
-    Reserved(mpsc::OwnedPermit<AuditRecord>),
+    Reserved(mpsc::OwnedPermit<wire::Encoded>),
 }
 
 impl Auditor {
@@ -72,7 +74,7 @@ impl Auditor {
         proxy_id: String,
     ) -> std::io::Result<(Self, Option<Shipper>)> {
         if !settings.enabled {
-            return Ok((Self { tx: None, overflow: settings.overflow }, None));
+            return Ok((Self { tx: None, overflow: settings.overflow, proxy_id }, None));
         }
         let spill = match &settings.spill_dir {
             Some(dir) => Some(Spill::open(dir, settings.spill_max)?),
@@ -85,13 +87,18 @@ impl Auditor {
             }
         };
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
-        let shipper = Shipper::new(rx, spill, control_plane, proxy_id);
-        Ok((Self { tx: Some(tx), overflow: settings.overflow }, Some(shipper)))
+        let shipper = Shipper::new(rx, spill, control_plane);
+        Ok((Self { tx: Some(tx), overflow: settings.overflow, proxy_id }, Some(shipper)))
     }
 
     /// An auditor that records nothing.
     pub fn off() -> Self {
-        Self { tx: None, overflow: Overflow::Drop }
+        Self { tx: None, overflow: Overflow::Drop, proxy_id: String::new() }
+    }
+
+    /// The proxy's id, as records carry it.
+    pub fn proxy_id(&self) -> &str {
+        &self.proxy_id
     }
 
     /// A place for the record of a request that is beginning; refused (503) when the queue is full and
@@ -112,7 +119,7 @@ impl Auditor {
     }
 
     /// Queues the record of a request that ended.
-    pub fn submit(&self, slot: Slot, record: AuditRecord) {
+    pub fn submit(&self, slot: Slot, record: wire::Encoded) {
         match slot {
             Slot::None => {}
             Slot::Reserved(permit) => {
@@ -196,23 +203,23 @@ mod tests {
     #[tokio::test]
     async fn refuse_reserves_a_place_and_refuses_without_one() {
         let (tx, mut rx) = mpsc::channel(1);
-        let auditor = Auditor { tx: Some(tx), overflow: Overflow::Refuse };
+        let auditor = Auditor { tx: Some(tx), overflow: Overflow::Refuse, proxy_id: String::new() };
         let slot = auditor.admit().expect("room for one");
         assert!(matches!(auditor.admit(), Err(ProxyError::AuditUnavailable)), "the one place is taken");
-        auditor.submit(slot, AuditRecord { method: "tools/call".into(), ..Default::default() });
-        assert_eq!(rx.recv().await.unwrap().method, "tools/call");
+        auditor.submit(slot, b"tools/call".to_vec());
+        assert_eq!(rx.recv().await.unwrap(), b"tools/call");
         assert!(auditor.admit().is_ok(), "room again");
     }
 
     #[tokio::test]
     async fn drop_keeps_what_fits() {
         let (tx, mut rx) = mpsc::channel(1);
-        let auditor = Auditor { tx: Some(tx), overflow: Overflow::Drop };
-        for method in ["a", "b"] {
+        let auditor = Auditor { tx: Some(tx), overflow: Overflow::Drop, proxy_id: String::new() };
+        for record in [b"a", b"b"] {
             let slot = auditor.admit().unwrap();
-            auditor.submit(slot, AuditRecord { method: method.into(), ..Default::default() });
+            auditor.submit(slot, record.to_vec());
         }
-        assert_eq!(rx.recv().await.unwrap().method, "a");
+        assert_eq!(rx.recv().await.unwrap(), b"a");
         assert!(rx.try_recv().is_err(), "the second record did not fit");
     }
 }

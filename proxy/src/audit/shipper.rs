@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mcpgw_proto::v1::{AuditAck, AuditBatch, AuditRecord};
+use mcpgw_proto::v1::AuditAck;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::spill::Spill;
+use super::wire::{Batch, Encoded, RawAuditBatch};
 use crate::metrics::METRICS;
 use crate::rpc::ControlPlane;
 
@@ -42,7 +43,7 @@ const HELD_RETRY: Duration = Duration::from_secs(1);
 
 /// Where an unacknowledged batch is kept.
 enum Origin {
-    Memory(Vec<AuditRecord>),
+    Memory(Batch),
     /// A batch of a spill segment; the segment is removed when its last batch is acknowledged.
     Segment {
         number: u64,
@@ -53,7 +54,7 @@ enum Origin {
 
 /// An open `StreamAudit` stream.
 struct Link {
-    tx: mpsc::Sender<AuditBatch>,
+    tx: mpsc::Sender<RawAuditBatch>,
     acks: tonic::Streaming<AuditAck>,
     next_seq: u64,
 }
@@ -62,12 +63,11 @@ struct Link {
 struct Pipeline {
     spill: Option<Spill>,
     /// Not sent yet, newer than everything spilled.
-    memory: VecDeque<Vec<AuditRecord>>,
+    memory: VecDeque<Batch>,
     /// Sent, waiting for their acknowledgement, oldest first.
     inflight: VecDeque<(u64, Origin)>,
     /// A batch with nowhere to go yet.
-    held: Option<Vec<AuditRecord>>,
-    proxy_id: String,
+    held: Option<Batch>,
 }
 
 impl Pipeline {
@@ -88,19 +88,14 @@ impl Pipeline {
 
     /// Puts a new batch where it goes next (see the module's documentation); keeps it in `held` when it
     /// has nowhere to go.
-    fn place(&mut self, mut batch: Vec<AuditRecord>, connected: bool, stopping: bool) {
-        for record in &mut batch {
-            if record.proxy_id.is_empty() {
-                record.proxy_id.clone_from(&self.proxy_id);
-            }
-        }
+    fn place(&mut self, batch: Batch, connected: bool, stopping: bool) {
         let window_full = self.memory.len() + self.memory_inflight() >= WINDOW;
         if let Some(spill) = self.spill.as_mut()
             && (stopping || !connected || window_full || !spill.is_empty())
         {
             // Older batches waiting in memory go first, so the spill stays in order.
             while let Some(older) = self.memory.pop_front() {
-                let len = older.len();
+                let len = older.records;
                 match spill.append(older) {
                     Ok(()) => METRICS.audit_records.with_label_values(&["spilled"]).inc_by(len as u64),
                     Err((e, older)) => {
@@ -111,7 +106,7 @@ impl Pipeline {
                     }
                 }
             }
-            let len = batch.len();
+            let len = batch.records;
             match spill.append(batch) {
                 Ok(()) => METRICS.audit_records.with_label_values(&["spilled"]).inc_by(len as u64),
                 Err((e, batch)) => {
@@ -135,7 +130,8 @@ impl Pipeline {
         while self.memory_inflight() < WINDOW {
             let Some(batch) = self.memory.pop_front() else { break };
             let seq = link.next_seq;
-            match link.tx.try_send(AuditBatch { seq, records: batch.clone() }) {
+            // The bytes are shared, not copied: the batch stays here until its acknowledgement.
+            match link.tx.try_send(RawAuditBatch { seq, body: batch.body.clone() }) {
                 Ok(()) => {
                     link.next_seq += 1;
                     self.inflight.push_back((seq, Origin::Memory(batch)));
@@ -155,10 +151,10 @@ impl Pipeline {
         }
         let Some((number, batches)) = self.spill.as_mut().and_then(Spill::oldest) else { return Ok(()) };
         let count = batches.len();
-        for (i, records) in batches.into_iter().enumerate() {
+        for (i, batch) in batches.into_iter().enumerate() {
             let seq = link.next_seq;
-            let len = records.len();
-            if link.tx.try_send(AuditBatch { seq, records }).is_err() {
+            let len = batch.records;
+            if link.tx.try_send(RawAuditBatch { seq, body: batch.body }).is_err() {
                 // The segment stays on disk and is sent again, whole, on the next stream.
                 return Err(());
             }
@@ -184,7 +180,7 @@ impl Pipeline {
         let counter =
             |result: &str, n: usize| METRICS.audit_records.with_label_values(&[result]).inc_by(n as u64);
         match origin {
-            Origin::Memory(batch) => counter("acked", batch.len()),
+            Origin::Memory(batch) => counter("acked", batch.records),
             Origin::Segment { number, last, records } => {
                 counter("acked", records);
                 counter("replayed", records);
@@ -199,7 +195,7 @@ impl Pipeline {
 
     /// The stream is gone: batches it had not acknowledged are kept before everything newer.
     fn disconnected(&mut self) {
-        let unacked: Vec<Vec<AuditRecord>> = std::mem::take(&mut self.inflight)
+        let unacked: Vec<Batch> = std::mem::take(&mut self.inflight)
             .into_iter()
             .filter_map(|(_, origin)| match origin {
                 Origin::Memory(batch) => Some(batch),
@@ -209,8 +205,8 @@ impl Pipeline {
             .collect();
         let unacked = match self.spill.as_mut() {
             Some(spill) if !unacked.is_empty() => {
-                let records: usize = unacked.iter().map(Vec::len).sum();
-                match spill.prepend(unacked.clone()) {
+                let records: usize = unacked.iter().map(|b| b.records).sum();
+                match spill.prepend(&unacked) {
                     Ok(()) => {
                         METRICS.audit_records.with_label_values(&["spilled"]).inc_by(records as u64);
                         METRICS.audit_spill_bytes.set(spill.bytes() as i64);
@@ -251,10 +247,17 @@ fn log_spill_error(e: &super::spill::SpillError) {
     }
 }
 
+/// Opens `StreamAudit` with a codec that sends the batches' bytes as they are (`wire::RawAuditBatch`).
 async fn connect(control_plane: &ControlPlane) -> Result<Link, tonic::Status> {
     let (tx, rx) = mpsc::channel(OUTBOUND);
-    let mut client = control_plane.streaming_client().await;
-    let acks = client.stream_audit(control_plane.request(ReceiverStream::new(rx))).await?.into_inner();
+    let mut grpc = tonic::client::Grpc::new(control_plane.streaming_channel().await);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("the control plane is not reachable: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static("/mcpgw.routing.v1.RoutingDiscovery/StreamAudit");
+    let codec = tonic_prost::ProstCodec::<RawAuditBatch, AuditAck>::default();
+    let acks =
+        grpc.streaming(control_plane.request(ReceiverStream::new(rx)), path, codec).await?.into_inner();
     Ok(Link { tx, acks, next_seq: 1 })
 }
 
@@ -266,24 +269,50 @@ async fn next_ack(link: &mut Option<Link>) -> Result<Option<AuditAck>, tonic::St
     }
 }
 
+/// Takes what the queue holds (after `building`) into batches and places them, until the queue is empty or a
+/// batch has nowhere to go.
+fn drain(
+    rx: &mut mpsc::Receiver<Encoded>,
+    building: &mut Vec<Encoded>,
+    pipeline: &mut Pipeline,
+    connected: bool,
+    stopping: bool,
+) {
+    loop {
+        while building.len() < BATCH_RECORDS {
+            match rx.try_recv() {
+                Ok(record) => building.push(record),
+                Err(_) => break,
+            }
+        }
+        if building.is_empty() {
+            return;
+        }
+        let full = building.len() >= BATCH_RECORDS;
+        pipeline.place(Batch::of(building), connected, stopping);
+        building.clear();
+        if !full || pipeline.held.is_some() {
+            return;
+        }
+    }
+}
+
 /// The shipper service (see the module's documentation).
 pub struct Shipper {
-    state: Mutex<Option<(Pipeline, mpsc::Receiver<AuditRecord>)>>,
+    state: Mutex<Option<(Pipeline, mpsc::Receiver<Encoded>)>>,
     control_plane: Arc<ControlPlane>,
 }
 
 impl Shipper {
     pub(super) fn new(
-        rx: mpsc::Receiver<AuditRecord>,
+        rx: mpsc::Receiver<Encoded>,
         spill: Option<Spill>,
         control_plane: Arc<ControlPlane>,
-        proxy_id: String,
     ) -> Self {
         if let Some(spill) = &spill {
             METRICS.audit_spill_bytes.set(spill.bytes() as i64);
         }
-        let pipeline =
-            Pipeline { spill, memory: VecDeque::new(), inflight: VecDeque::new(), held: None, proxy_id };
+        let pipeline = Pipeline { spill, memory: VecDeque::new(), inflight: VecDeque::new(), held: None };
         Self { state: Mutex::new(Some((pipeline, rx))), control_plane }
     }
 }
@@ -293,7 +322,7 @@ impl BackgroundService for Shipper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some((mut pipeline, mut rx)) = self.state.lock().expect("not poisoned").take() else { return };
         let mut link: Option<Link> = None;
-        let mut building: Vec<AuditRecord> = Vec::new();
+        let mut building: Vec<Encoded> = Vec::new();
         let mut deadline: Option<Instant> = None;
         let mut retry_at = Instant::now();
         let mut backoff = BACKOFF_MIN;
@@ -327,11 +356,9 @@ impl BackgroundService for Shipper {
                 _ = shutdown.changed(), if !stopping => {
                     // Requests still being answered keep making records: they go straight to the spill.
                     stopping = true;
-                    if !building.is_empty() {
-                        pipeline.place(std::mem::take(&mut building), false, true);
-                        deadline = None;
-                    }
                     pipeline.spill_all();
+                    deadline = None;
+                    drain(&mut rx, &mut building, &mut pipeline, false, true);
                 }
                 ack = next_ack(&mut link) => {
                     let failure = match ack {
@@ -351,32 +378,23 @@ impl BackgroundService for Shipper {
                         }
                     }
                 }
-                record = rx.recv(), if pipeline.held.is_none() => {
+                // Woken by the first record after a quiet spell only: the rest of the batch is taken at its
+                // deadline, so a busy proxy wakes the shipper ten times a second, not once per request.
+                record = rx.recv(), if pipeline.held.is_none() && deadline.is_none() => {
                     let Some(record) = record else {
                         // Every sender is gone: the proxy is stopping.
                         if !building.is_empty() {
-                            pipeline.place(std::mem::take(&mut building), link.is_some(), true);
+                            pipeline.place(Batch::of(&building), link.is_some(), true);
                         }
                         pipeline.spill_all();
                         return;
                     };
                     building.push(record);
-                    while building.len() < BATCH_RECORDS {
-                        match rx.try_recv() {
-                            Ok(record) => building.push(record),
-                            Err(_) => break,
-                        }
-                    }
-                    if building.len() >= BATCH_RECORDS {
-                        pipeline.place(std::mem::take(&mut building), link.is_some(), stopping);
-                        deadline = None;
-                    } else if deadline.is_none() {
-                        deadline = Some(Instant::now() + if stopping { BATCH_WAIT / 10 } else { BATCH_WAIT });
-                    }
+                    deadline = Some(Instant::now() + if stopping { BATCH_WAIT / 10 } else { BATCH_WAIT });
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
-                    pipeline.place(std::mem::take(&mut building), link.is_some(), stopping);
                     deadline = None;
+                    drain(&mut rx, &mut building, &mut pipeline, link.is_some(), stopping);
                 }
                 _ = tokio::time::sleep_until(retry_at), if link.is_none() && pipeline.has_backlog() => {}
                 _ = tokio::time::sleep(HELD_RETRY), if pipeline.held.is_some() => {}

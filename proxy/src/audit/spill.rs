@@ -2,8 +2,9 @@
 //! away or slow, and read back oldest first when the stream returns — also after a restart.
 //!
 //! The directory holds numbered segments (`<20-digit number>.spill`); a segment is a sequence of frames,
-//! each a little-endian `u32` length and an encoded [`AuditBatch`], flushed to disk (`fdatasync`) before
-//! the append returns. A frame cut short by a crash ends its segment's reading (what it held was never
+//! each a little-endian `u32` length, a `u32` record count and the batch's records as they go on the
+//! stream (the `records` of an `AuditBatch`, see `wire`), flushed to disk (`fdatasync`) before the append
+//! returns. A frame cut short by a crash ends its segment's reading (what it held was never
 //! acknowledged as spilled). Segments are removed once every batch in them was acknowledged. Batches that
 //! were in flight when a stream failed are older than everything spilled after them, so they are written
 //! to a segment numbered before the oldest one.
@@ -13,8 +14,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use mcpgw_proto::v1::{AuditBatch, AuditRecord};
-use prost::Message;
+use bytes::Bytes;
+
+use super::wire::Batch;
 
 /// Frames per segment: a segment is replayed (and acknowledged) as a unit.
 const SEGMENT_FRAMES: usize = 64;
@@ -91,12 +93,11 @@ impl Spill {
         self.dir.join(format!("{number:020}.spill"))
     }
 
-    fn frame(records: Vec<AuditRecord>) -> Vec<u8> {
-        let batch = AuditBatch { seq: 0, records };
-        let len = batch.encoded_len();
-        let mut frame = Vec::with_capacity(4 + len);
-        frame.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-        batch.encode(&mut frame).expect("a Vec grows as needed");
+    fn frame(batch: &Batch) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(8 + batch.body.len());
+        frame.extend_from_slice(&u32::try_from(batch.body.len()).unwrap_or(u32::MAX).to_le_bytes());
+        frame.extend_from_slice(&u32::try_from(batch.records).unwrap_or(u32::MAX).to_le_bytes());
+        frame.extend_from_slice(&batch.body);
         frame
     }
 
@@ -105,11 +106,11 @@ impl Spill {
     }
 
     /// Appends a batch after everything spilled. On `Full` the batch is handed back untouched.
-    pub fn append(&mut self, records: Vec<AuditRecord>) -> Result<(), (SpillError, Vec<AuditRecord>)> {
-        let frame = Self::frame(records);
+    pub fn append(&mut self, batch: Batch) -> Result<(), (SpillError, Batch)> {
+        let frame = Self::frame(&batch);
         let len = frame.len() as u64;
         if let Err(e) = self.room_for(len) {
-            return Err((e, decode_frame(&frame)));
+            return Err((e, batch));
         }
         let rotate = self
             .writing
@@ -140,20 +141,20 @@ impl Spill {
             Err(e) => {
                 // A half-written frame would end its segment's reading early; start a new segment instead.
                 self.rotate();
-                Err((e.into(), decode_frame(&frame)))
+                Err((e.into(), batch))
             }
         }
     }
 
     /// Writes `batches` (older than everything spilled) into a segment before the oldest one.
-    pub fn prepend(&mut self, batches: Vec<Vec<AuditRecord>>) -> Result<(), SpillError> {
+    pub fn prepend(&mut self, batches: &[Batch]) -> Result<(), SpillError> {
         if batches.is_empty() {
             return Ok(());
         }
         let mut data = Vec::new();
         let frames = batches.len();
-        for records in batches {
-            data.extend_from_slice(&Self::frame(records));
+        for batch in batches {
+            data.extend_from_slice(&Self::frame(batch));
         }
         self.room_for(data.len() as u64)?;
         let oldest =
@@ -185,7 +186,7 @@ impl Spill {
 
     /// The oldest segment's number and its batches, closing the segment being written if it is the only
     /// one left; `None` when nothing is spilled.
-    pub fn oldest(&mut self) -> Option<(u64, Vec<Vec<AuditRecord>>)> {
+    pub fn oldest(&mut self) -> Option<(u64, Vec<Batch>)> {
         if self.closed.is_empty() {
             self.rotate();
         }
@@ -193,7 +194,7 @@ impl Spill {
             let number = self.closed.front()?.number;
             match fs::read(self.path(number)) {
                 Ok(data) => {
-                    let batches = read_frames(&data);
+                    let batches = read_frames(Bytes::from(data));
                     if batches.is_empty() {
                         tracing::warn!(
                             segment = number,
@@ -224,42 +225,47 @@ impl Spill {
     }
 }
 
-fn decode_frame(frame: &[u8]) -> Vec<AuditRecord> {
-    AuditBatch::decode(&frame[4..]).map(|b| b.records).unwrap_or_default()
-}
-
-/// The batches of a segment, up to the first frame that is cut short or unreadable.
-fn read_frames(mut data: &[u8]) -> Vec<Vec<AuditRecord>> {
+/// The batches of a segment, up to the first frame that is cut short. (The control plane decodes and
+/// checks a frame's records; a segment is never half-written except at its end.)
+fn read_frames(data: Bytes) -> Vec<Batch> {
     let mut batches = Vec::new();
-    while data.len() >= 4 {
-        let len = u32::from_le_bytes(data[..4].try_into().expect("4 bytes")) as usize;
-        let Some(frame) = data.get(4..4 + len) else {
+    let mut at = 0;
+    while data.len() >= at + 8 {
+        let word = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().expect("4 bytes")) as usize;
+        let (len, records) = (word(at), word(at + 4));
+        if data.len() < at + 8 + len {
             tracing::warn!("An audit spill segment ends in a frame cut short (a crash while writing it).");
             break;
-        };
-        match AuditBatch::decode(frame) {
-            Ok(batch) => batches.push(batch.records),
-            Err(e) => {
-                tracing::warn!(error = %e, "An audit spill segment holds an unreadable frame; reading stops there.");
-                break;
-            }
         }
-        data = &data[4 + len..];
+        batches.push(Batch { body: data.slice(at + 8..at + 8 + len), records });
+        at += 8 + len;
     }
     batches
 }
 
 #[cfg(test)]
 mod tests {
+    use mcpgw_proto::v1::{AuditBatch, AuditRecord};
+    use prost::Message;
+
     use super::*;
 
-    fn batch(ids: std::ops::Range<u8>) -> Vec<AuditRecord> {
-        ids.map(|i| AuditRecord { id: vec![i; 16], method: "tools/call".into(), ..Default::default() })
-            .collect()
+    fn batch(ids: std::ops::Range<u8>) -> Batch {
+        let records: Vec<_> = ids
+            .map(|i| {
+                AuditRecord { id: vec![i; 16], method: "tools/call".into(), ..Default::default() }
+                    .encode_to_vec()
+            })
+            .collect();
+        Batch::of(&records)
     }
 
-    fn ids(batches: &[Vec<AuditRecord>]) -> Vec<u8> {
-        batches.iter().flatten().map(|r| r.id[0]).collect()
+    fn ids(batches: &[Batch]) -> Vec<u8> {
+        batches
+            .iter()
+            .flat_map(|b| AuditBatch::decode(b.body.clone()).unwrap().records)
+            .map(|r| r.id[0])
+            .collect()
     }
 
     fn dir(name: &str) -> PathBuf {
@@ -277,7 +283,7 @@ mod tests {
         for i in 0..(SEGMENT_FRAMES as u8 + 2) {
             spill.append(batch(i..i + 1)).unwrap();
         }
-        spill.prepend(vec![batch(200..201), batch(201..202)]).unwrap();
+        spill.prepend(&[batch(200..201), batch(201..202)]).unwrap();
         drop(spill);
 
         let mut spill = Spill::open(&dir, 1 << 30).unwrap();
@@ -314,13 +320,13 @@ mod tests {
     #[test]
     fn a_full_spill_hands_the_batch_back() {
         let dir = dir("full");
-        let one = Spill::frame(batch(0..10)).len() as u64;
+        let one = Spill::frame(&batch(0..10)).len() as u64;
         let mut spill = Spill::open(&dir, one * 2).unwrap();
         spill.append(batch(0..10)).unwrap();
         spill.append(batch(10..20)).unwrap();
         let (err, back) = spill.append(batch(20..30)).unwrap_err();
         assert!(matches!(err, SpillError::Full(_)));
-        assert_eq!(back.len(), 10);
+        assert_eq!(back.records, 10);
         assert_eq!(spill.bytes(), one * 2);
     }
 }

@@ -112,6 +112,8 @@ async fn every_request_leaves_one_record_of_what_happened() {
         (forbidden.principal.as_str(), forbidden.tenant_id.as_str()),
         ("api-key:stranger", "elsewhere")
     );
+    // The control plane keeps a batch before it acknowledges it: the proxy counts it once the ack is in.
+    wait_metric(&proxy, "mcpgw_proxy_audit_records_total{result=\"acked\"}", 4).await;
     assert_eq!(metric(&proxy, "mcpgw_proxy_audit_records_total{result=\"acked\"}").await, 4);
 }
 

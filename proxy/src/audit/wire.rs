@@ -1,0 +1,178 @@
+//! Records in their wire form. A record is written once, as the protobuf bytes of an `AuditRecord`,
+//! straight from the request's borrowed fields (no string copies); batches are those bytes framed as the
+//! `records` field of an `AuditBatch`, so the shipper never copies, clones or re-encodes a record — the same
+//! bytes are sent, kept for a resend, and spilled. The control plane decodes them as ordinary
+//! `AuditBatch` messages.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::DecodeError;
+use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint};
+
+/// One encoded `AuditRecord`.
+pub type Encoded = Vec<u8>;
+
+/// Writes the fields of one `AuditRecord` (empty and zero values are left out, as proto3 does).
+pub struct RecordWriter {
+    buf: Vec<u8>,
+}
+
+impl Default for RecordWriter {
+    fn default() -> Self {
+        Self { buf: Vec::with_capacity(320) }
+    }
+}
+
+impl RecordWriter {
+    /// A string field made of `parts` written one after the other (no joined copy).
+    pub fn text(&mut self, field: u32, parts: &[&str]) -> &mut Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > 0 {
+            encode_key(field, WireType::LengthDelimited, &mut self.buf);
+            encode_varint(len as u64, &mut self.buf);
+            for part in parts {
+                self.buf.extend_from_slice(part.as_bytes());
+            }
+        }
+        self
+    }
+
+    pub fn bytes(&mut self, field: u32, value: &[u8]) -> &mut Self {
+        if !value.is_empty() {
+            encode_key(field, WireType::LengthDelimited, &mut self.buf);
+            encode_varint(value.len() as u64, &mut self.buf);
+            self.buf.extend_from_slice(value);
+        }
+        self
+    }
+
+    /// A `uint32`/`uint64` field.
+    pub fn uint(&mut self, field: u32, value: u64) -> &mut Self {
+        if value != 0 {
+            encode_key(field, WireType::Varint, &mut self.buf);
+            encode_varint(value, &mut self.buf);
+        }
+        self
+    }
+
+    /// An `int64` field; `always` writes a zero too (an `optional` field that is set).
+    pub fn int(&mut self, field: u32, value: i64, always: bool) -> &mut Self {
+        if value != 0 || always {
+            encode_key(field, WireType::Varint, &mut self.buf);
+            encode_varint(value as u64, &mut self.buf);
+        }
+        self
+    }
+
+    pub fn finish(self) -> Encoded {
+        self.buf
+    }
+}
+
+/// `AuditBatch.records`.
+const RECORDS_FIELD: u32 = 2;
+
+/// Records framed as an `AuditBatch`'s `records` (the batch without its `seq`), with their count.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub body: Bytes,
+    pub records: usize,
+}
+
+impl Batch {
+    pub fn of(records: &[Encoded]) -> Self {
+        let size: usize = records.iter().map(|r| 1 + encoded_len_varint(r.len() as u64) + r.len()).sum();
+        let mut body = BytesMut::with_capacity(size);
+        for record in records {
+            encode_key(RECORDS_FIELD, WireType::LengthDelimited, &mut body);
+            encode_varint(record.len() as u64, &mut body);
+            body.extend_from_slice(record);
+        }
+        Self { body: body.freeze(), records: records.len() }
+    }
+}
+
+/// An `AuditBatch` on the stream: its `seq`, then the framed records as they are.
+#[derive(Debug, Clone, Default)]
+pub struct RawAuditBatch {
+    pub seq: u64,
+    pub body: Bytes,
+}
+
+impl prost::Message for RawAuditBatch {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if self.seq != 0 {
+            encode_key(1, WireType::Varint, buf);
+            encode_varint(self.seq, buf);
+        }
+        buf.put_slice(&self.body);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // Only ever encoded by the proxy.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        let seq = if self.seq == 0 { 0 } else { 1 + encoded_len_varint(self.seq) };
+        seq + self.body.len()
+    }
+
+    fn clear(&mut self) {
+        self.seq = 0;
+        self.body = Bytes::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mcpgw_proto::v1::{AuditBatch, AuditRecord};
+    use prost::Message;
+
+    use super::*;
+
+    /// What the writer and the batch framing make decodes as the ordinary messages the control plane reads.
+    #[test]
+    fn records_and_batches_decode_as_the_proto_messages() {
+        let mut w = RecordWriter::default();
+        w.bytes(1, &[7; 16])
+            .int(2, 1_764_000_000_000_000, false)
+            .text(3, &["api-key:", "k1"])
+            .text(4, &["acme"])
+            .text(5, &[])
+            .uint(12, 200)
+            .int(13, 0, true)
+            .int(14, 0, false);
+        let first = w.finish();
+        let mut w = RecordWriter::default();
+        w.int(13, -32601, true).text(11, &["error"]);
+        let second = w.finish();
+
+        let record = AuditRecord::decode(first.as_slice()).unwrap();
+        assert_eq!(record.id, vec![7; 16]);
+        assert_eq!(record.time_unix_us, 1_764_000_000_000_000);
+        assert_eq!(
+            (record.principal.as_str(), record.tenant_id.as_str(), record.server.as_str()),
+            ("api-key:k1", "acme", "")
+        );
+        assert_eq!((record.status, record.rpc_error_code, record.duration_us), (200, Some(0), 0));
+
+        let batch = Batch::of(&[first, second]);
+        assert_eq!(batch.records, 2);
+        let raw = RawAuditBatch { seq: 9, body: batch.body };
+        let decoded = AuditBatch::decode(raw.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.seq, 9);
+        assert_eq!(decoded.records.len(), 2);
+        assert_eq!(decoded.records[0], record);
+        assert_eq!(
+            (decoded.records[1].rpc_error_code, decoded.records[1].outcome.as_str()),
+            (Some(-32601), "error")
+        );
+        assert_eq!(raw.encoded_len(), raw.encode_to_vec().len());
+    }
+}
