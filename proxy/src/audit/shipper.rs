@@ -328,7 +328,9 @@ impl BackgroundService for Shipper {
         let mut backoff = BACKOFF_MIN;
         let mut stopping = false;
         loop {
-            if link.is_none() && pipeline.has_backlog() && Instant::now() >= retry_at {
+            // Connected as soon as a batch is being made, so that it can go out at its deadline.
+            let wanted = pipeline.has_backlog() || !building.is_empty();
+            if link.is_none() && wanted && Instant::now() >= retry_at {
                 match connect(&self.control_plane).await {
                     Ok(l) => {
                         link = Some(l);
@@ -396,7 +398,7 @@ impl BackgroundService for Shipper {
                     deadline = None;
                     drain(&mut rx, &mut building, &mut pipeline, link.is_some(), stopping);
                 }
-                _ = tokio::time::sleep_until(retry_at), if link.is_none() && pipeline.has_backlog() => {}
+                _ = tokio::time::sleep_until(retry_at), if link.is_none() && wanted => {}
                 _ = tokio::time::sleep(HELD_RETRY), if pipeline.held.is_some() => {}
             }
         }
