@@ -222,7 +222,6 @@ impl Context {
         AdminRow {
             time: Utc::now(),
             id: Uuid::now_v7(),
-            kind: "admin",
             tenant_id: tenant.unwrap_or(DEFAULT_TENANT),
             principal: principal.map_or("", |p| p.0.as_str()),
             method: &self.method,
