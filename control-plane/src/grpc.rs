@@ -167,6 +167,39 @@ impl RoutingDiscovery for RoutingService {
         }
     }
 
+    /// Registers a server for the caller of the gateway's `register_server` tool by calling this replica's
+    /// own REST API with the caller's credential: one code path for validation, permissions and audit.
+    async fn register_server(
+        &self,
+        request: Request<mcpgw_proto::v1::RegisterServerRequest>,
+    ) -> Result<Response<mcpgw_proto::v1::RegisterServerResponse>, Status> {
+        self.auth.check(request.metadata(), request.remote_addr())?;
+        let addr =
+            self.hub.rest_addr().ok_or_else(|| Status::unavailable("the REST API is not serving yet"))?;
+        let mcpgw_proto::v1::RegisterServerRequest { subject_token, server_json } = request.into_inner();
+        if server_json.len() > MAX_REGISTER_BODY {
+            return Err(Status::invalid_argument(format!(
+                "a server registration is at most {MAX_REGISTER_BODY} bytes"
+            )));
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut post = client
+            .post(format!("http://{addr}/api/v1/servers"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(server_json);
+        if !subject_token.is_empty() {
+            post = post.bearer_auth(subject_token);
+        }
+        let answer = post.send().await.map_err(|e| Status::unavailable(format!("the REST API: {e}")))?;
+        let status = u32::from(answer.status().as_u16());
+        let body_json = answer.text().await.map_err(|e| Status::unavailable(format!("the REST API: {e}")))?;
+        Ok(Response::new(mcpgw_proto::v1::RegisterServerResponse { status, body_json }))
+    }
+
     async fn lease_budget(&self, request: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
         self.auth.check(request.metadata(), request.remote_addr())?;
         let LeaseRequest { limit_id, key, tokens } = request.into_inner();
@@ -199,6 +232,8 @@ impl RoutingDiscovery for RoutingService {
 
 /// Most tokens one lease may ask for.
 const MAX_LEASE: u32 = 10_000;
+/// Largest server registration `RegisterServer` forwards (the REST API's own body limit still applies).
+const MAX_REGISTER_BODY: usize = 1024 * 1024;
 
 /// Batches of one audit stream written at once: the next one is read and written while the previous
 /// commits, on two pooled connections, and acknowledgements still go out in the batches' order.

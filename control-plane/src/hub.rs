@@ -5,16 +5,22 @@
 //! publishes the new set on a watch channel, which every proxy stream turns into a delta. REST handlers
 //! refresh right after their commit; a poller refreshes when another replica changed the version.
 //!
+//! Each server with a successful discovery also publishes its `Catalog`. The hub keeps the catalogs it
+//! built, by server, with the stored digest they were read at: a refresh reads every digest but the items
+//! only of the servers whose digest moved, so a health change does not read every catalog again.
+//!
 //! The hub is the one place where upstream credentials are opened (with `--secrets-key`): the published
 //! set carries them to the proxies, and discovery and health checks take theirs from it
 //! (`upstream_credential`), so they authenticate exactly as the proxies do.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use mcpgw_proto::{ApplyError, ResourceSet};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::db::{DbError, DbPool, store};
 use crate::mcp::Credential;
@@ -48,8 +54,9 @@ impl From<diesel::result::Error> for HubError {
 pub struct RoutingHub {
     pool: DbPool,
     current: watch::Sender<Arc<ResourceSet>>,
-    // Serializes refreshes so a slower, older read never publishes over a newer one.
-    refresh_lock: Mutex<()>,
+    /// Serializes refreshes so a slower, older read never publishes over a newer one; holds the catalogs
+    /// built so far (evicted when their server has no successful discovery any more).
+    refresh_lock: Mutex<model::CatalogCache>,
     proxies: ProxyRegistry,
     /// Opens the stored upstream credentials; without it they are left out of the table.
     secrets: Option<SecretsKey>,
@@ -60,6 +67,8 @@ pub struct RoutingHub {
     authorization: OnceLock<Weak<crate::oauth::AuthServer>>,
     /// Redis, when configured: the buckets of global rate limits.
     redis: OnceLock<crate::api::RedisPool>,
+    /// Where this replica's REST API listens (for `RegisterServer`, which goes through it).
+    rest_addr: OnceLock<std::net::SocketAddr>,
     /// Audit writes: `--audit-retention` and the daily partitions known to exist.
     audit: store::audit::AuditLog,
 }
@@ -72,12 +81,13 @@ impl RoutingHub {
         Arc::new(Self {
             pool,
             current,
-            refresh_lock: Mutex::new(()),
+            refresh_lock: Mutex::new(model::CatalogCache::new()),
             proxies: ProxyRegistry::default(),
             secrets,
             own_issuer: OnceLock::new(),
             authorization: OnceLock::new(),
             redis: OnceLock::new(),
+            rest_addr: OnceLock::new(),
             audit: store::audit::AuditLog::default(),
         })
     }
@@ -95,6 +105,23 @@ impl RoutingHub {
     /// Connects Redis (once), for the budgets of global rate limits.
     pub fn set_redis(&self, redis: crate::api::RedisPool) {
         let _ = self.redis.set(redis);
+    }
+
+    /// Records where the REST API listens (once); an unspecified address is reached on loopback.
+    pub fn set_rest_addr(&self, mut addr: std::net::SocketAddr) {
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let _ = self.rest_addr.set(addr);
+    }
+
+    /// Where the REST API listens, once serving.
+    pub fn rest_addr(&self) -> Option<std::net::SocketAddr> {
+        self.rest_addr.get().copied()
     }
 
     /// Redis, when configured.
@@ -166,10 +193,20 @@ impl RoutingHub {
     /// Reads the registry and publishes it when its version is newer than the published one; returns the
     /// published version.
     pub async fn refresh(&self) -> Result<u64, HubError> {
-        let _serial = self.refresh_lock.lock().await;
+        let mut catalogs = self.refresh_lock.lock().await;
         let mut conn = self.pool.get().await.map_err(DbError::from)?;
-        let snapshot = store::routing_snapshot(&mut conn).await?;
+        let mut snapshot = store::routing_snapshot(&mut conn, &catalogs).await?;
         drop(conn);
+        // The cache follows the database: a read catalog is right for its digest whatever is published.
+        catalogs.retain(|id, _| snapshot.catalog_digests.contains_key(id));
+        if !snapshot.catalogs.is_empty() {
+            let names: HashMap<Uuid, &str> =
+                snapshot.servers.iter().map(|s| (s.id, s.name.as_str())).collect();
+            for (id, stored) in snapshot.catalogs.drain() {
+                let catalog = stored.to_proto(id, names.get(&id).copied().unwrap_or_default());
+                catalogs.insert(id, (stored.digest.unwrap_or_default(), catalog));
+            }
+        }
         let version = snapshot.version;
         let version = u64::try_from(version).map_err(|_| HubError::BadVersion(version))?;
         let published = self.current.borrow().version();
@@ -184,7 +221,8 @@ impl RoutingHub {
                 "unhealthy" => Some(HealthStatus::Unhealthy),
                 _ => None,
             };
-            model::resources(server, instances, status, &credentials)
+            let catalog = catalogs.get(&server.id).map(|(_, catalog)| model::catalog_resource(catalog));
+            model::resources(server, instances, status, &credentials).into_iter().chain(catalog)
         });
         let keys = snapshot.api_keys.iter().map(|key| key.resource());
         let issuers = snapshot.issuers.iter().filter_map(|issuer| issuer.resource());

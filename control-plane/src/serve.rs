@@ -197,6 +197,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let http_listener =
         std::net::TcpListener::bind(config.http_addr).map_err(bind_err("the REST API", config.http_addr))?;
     let http_addr = http_listener.local_addr().map_err(bind_err("the REST API", config.http_addr))?;
+    hub.set_rest_addr(http_addr);
     let client = McpClient::new(Arc::new(config.ssrf.clone()))?;
     let oauth = authorization_server(&config, &pool, &hub, &client, http_addr).await?;
     let version = hub.refresh().await?;

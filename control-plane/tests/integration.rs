@@ -6,6 +6,8 @@ mod support;
 
 #[path = "integration/admin_audit.rs"]
 mod admin_audit;
+#[path = "integration/aggregation.rs"]
+mod aggregation;
 #[path = "integration/api_keys.rs"]
 mod api_keys;
 #[path = "integration/audit.rs"]

@@ -23,6 +23,7 @@ impl ResourceKey {
             Kind::TrustedIssuer(t) => (ResourceKind::TrustedIssuer, &t.id),
             Kind::Role(r) => (ResourceKind::Role, &r.id),
             Kind::RateLimit(l) => (ResourceKind::RateLimit, &l.id),
+            Kind::Catalog(c) => (ResourceKind::Catalog, &c.server_id),
         };
         Some(Self { kind, id: id.clone() })
     }
@@ -171,6 +172,9 @@ impl ResourceSet {
                 }
                 Some(Kind::InstanceHealth(h)) => {
                     (ResourceKind::InstanceHealth, &h.instance_id, ResourceKind::Instance, &h.instance_id)
+                }
+                Some(Kind::Catalog(c)) => {
+                    (ResourceKind::Catalog, &c.server_id, ResourceKind::Server, &c.server_id)
                 }
                 _ => continue,
             };

@@ -394,7 +394,7 @@ async fn stream(session: &mut Session, ctx: &mut RequestCtx, bridge: &Bridge) ->
     session.write_response_body(None, true).await.map_err(Failure::Abort)
 }
 
-async fn reply(
+pub(crate) async fn reply(
     session: &mut Session,
     ctx: &mut RequestCtx,
     status: u16,

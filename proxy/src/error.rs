@@ -17,6 +17,8 @@ pub const INVALID_REQUEST_CODE: i64 = -32600;
 pub const INVALID_PARAMS_CODE: i64 = -32602;
 /// MCP "resource not found".
 pub const RESOURCE_NOT_FOUND_CODE: i64 = -32002;
+/// JSON-RPC Method not found.
+pub const METHOD_NOT_FOUND_CODE: i64 = -32601;
 
 /// What went wrong while handling a request, from the client's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,14 @@ pub enum ProxyError {
     InvalidRequest(String),
     #[error("invalid params: {0}")]
     InvalidParams(String),
+    /// A method `/mcp` does not serve (`modern`: a 2026-07-28 request, answered 404 as the spec asks).
+    #[error("Method not found: {method}")]
+    MethodNotFound { method: String, modern: bool },
+    /// A list cursor `/mcp` did not give for this list and caller (a JSON-RPC error, as servers answer).
+    #[error("Invalid cursor: not one this gateway gave for this list")]
+    InvalidCursor,
+    #[error("this endpoint answers {allowed} only")]
+    MethodNotAllowed { allowed: &'static str },
     #[error("server {server:?} does not serve the legacy HTTP+SSE transport")]
     NotSse { server: String },
     #[error("{0}")]
@@ -122,7 +132,11 @@ impl ProxyError {
         match self {
             Self::RouteNotFound { .. } | Self::UnknownServer { .. } => 404,
             // A JSON-RPC error in a 200 answer, as servers report unknown tools.
-            Self::UnknownItem { .. } => 200,
+            Self::UnknownItem { .. } | Self::MethodNotFound { modern: false, .. } | Self::InvalidCursor => {
+                200
+            }
+            Self::MethodNotFound { modern: true, .. } => 404,
+            Self::MethodNotAllowed { .. } => 405,
             Self::NotReady | Self::NoInstance { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
             Self::RequestTimeout { .. } => 408,
@@ -173,6 +187,9 @@ impl ProxyError {
             Self::HeaderMismatch(_) => "header_mismatch",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidParams(_) => "invalid_params",
+            Self::MethodNotFound { .. } => "method_not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::InvalidCursor => "invalid_cursor",
             Self::NotSse { .. } => "not_sse",
             Self::BadRequest(_) => "bad_request",
             Self::Conflict(_) => "conflict",
@@ -193,7 +210,8 @@ impl ProxyError {
             Self::SessionNotFound(_) => SESSION_NOT_FOUND_CODE,
             Self::HeaderMismatch(_) => HEADER_MISMATCH_CODE,
             Self::InvalidRequest(_) => INVALID_REQUEST_CODE,
-            Self::InvalidParams(_) => INVALID_PARAMS_CODE,
+            Self::InvalidParams(_) | Self::InvalidCursor => INVALID_PARAMS_CODE,
+            Self::MethodNotFound { .. } => METHOD_NOT_FOUND_CODE,
             Self::UnknownItem { kind: crate::policy::ItemKind::Resource, .. } => RESOURCE_NOT_FOUND_CODE,
             Self::UnknownItem { .. } => INVALID_PARAMS_CODE,
             _ => GATEWAY_ERROR_CODE,
@@ -206,7 +224,7 @@ impl ProxyError {
         let message = self.to_string();
         let value = match jsonrpc_id {
             // Nothing says the gateway answered: it looks like the upstream's own "not found".
-            Some(id) if matches!(self, Self::UnknownItem { .. }) => json!({
+            Some(id) if matches!(self, Self::UnknownItem { .. } | Self::MethodNotFound { .. }) => json!({
                 "jsonrpc": "2.0",
                 "id": id,
                 "error": {"code": self.code(), "message": message},
@@ -248,6 +266,10 @@ mod tests {
             (ProxyError::HeaderMismatch(detail()), 400, "header_mismatch"),
             (ProxyError::InvalidRequest(detail()), 400, "invalid_request"),
             (ProxyError::InvalidParams(detail()), 400, "invalid_params"),
+            (ProxyError::MethodNotFound { method: detail(), modern: false }, 200, "method_not_found"),
+            (ProxyError::MethodNotFound { method: detail(), modern: true }, 404, "method_not_found"),
+            (ProxyError::MethodNotAllowed { allowed: "POST" }, 405, "method_not_allowed"),
+            (ProxyError::InvalidCursor, 200, "invalid_cursor"),
             (ProxyError::NotSse { server: server() }, 404, "not_sse"),
             (ProxyError::BadRequest(detail()), 400, "bad_request"),
             (ProxyError::Conflict(detail()), 409, "conflict"),

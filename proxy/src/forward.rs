@@ -48,6 +48,9 @@ pub enum Failure {
     Reply(ProxyError),
     /// Drop the client connection.
     Abort(Box<pingora::Error>),
+    /// The upstream answered 404 to the session the gateway holds for `/mcp` (`Plan::reopen`): nothing
+    /// was processed or sent to the client; the caller opens a new upstream session and sends again.
+    UpstreamSessionGone,
 }
 
 impl From<ProxyError> for Failure {
@@ -73,6 +76,8 @@ pub enum Rewrite {
     SessionToken,
     /// Replace the legacy SSE `endpoint` event's URI with the proxy's message URL.
     SseEndpoint,
+    /// Remove the upstream's `Mcp-Session-Id`: the session is the gateway's (`/mcp`), not the client's.
+    DropSession,
 }
 
 /// How to forward one request.
@@ -89,6 +94,14 @@ pub struct Plan {
     pub filter: Option<crate::policy::ListFilter>,
     /// A legacy SSE stream of a restricted caller: list answers on it are filtered (`PendingLists`).
     pub legacy_lists: bool,
+    /// Headers set on the upstream request over the client's (`/mcp`: the original `Mcp-Name`, the
+    /// upstream session's protocol version).
+    pub headers: Vec<(HeaderName, http::HeaderValue)>,
+    /// An upstream 404 means the gateway's own upstream session is gone: `Failure::UpstreamSessionGone`.
+    pub reopen: bool,
+    /// `/mcp`: what changes in the upstream's answer (ids of requests it sends the client, fields a
+    /// 2026-07-28 client needs from a legacy session's result).
+    pub rewrites: crate::sse::Rewrites,
 }
 
 impl Default for Plan {
@@ -101,6 +114,9 @@ impl Default for Plan {
             rewrite: Rewrite::None,
             filter: None,
             legacy_lists: false,
+            headers: Vec::new(),
+            reopen: false,
+            rewrites: crate::sse::Rewrites::default(),
         }
     }
 }
@@ -187,6 +203,9 @@ pub(crate) fn upstream_request(
     }
     if let Some(upstream) = &plan.upstream_session {
         req.insert_header("mcp-session-id", upstream)?;
+    }
+    for (name, value) in &plan.headers {
+        req.insert_header(name.clone(), value.clone())?;
     }
     Ok(req)
 }
@@ -325,7 +344,13 @@ pub async fn run(
             }
             Err(Attempt::NotSent(error)) => {
                 report(false);
-                if let Target::Pinned(_) = plan.target {
+                if plan.reopen {
+                    // A session the gateway holds for /mcp: it opens another one elsewhere.
+                    return Err(Failure::UpstreamSessionGone);
+                }
+                if let Target::Pinned(_) = plan.target
+                    && plan.rewrite != Rewrite::DropSession
+                {
                     return Err(ProxyError::SessionNotFound(format!(
                         "its instance is unreachable ({})",
                         error.reason()
@@ -340,6 +365,89 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The credential the gateway presents to `instance` for the caller of `down`.
+async fn credential(
+    gw: &Gateway,
+    down: &RequestHeader,
+    server: &Server,
+    instance: &Instance,
+) -> Result<Option<UpstreamHeader>, ProxyError> {
+    Ok(match &instance.credential {
+        None => None,
+        Some(UpstreamAuth::Header(header)) => Some(header.clone()),
+        Some(UpstreamAuth::Exchange { audience, scopes }) => {
+            Some(exchanged_token(gw, down, server, audience, scopes).await?)
+        }
+    })
+}
+
+/// Largest answer the gateway reads whole for itself (`request_whole`).
+const MAX_WHOLE_BODY: usize = 4 * 1024 * 1024;
+
+/// One exchange the gateway makes for itself (opening an upstream session for `/mcp`): the request is
+/// `down` (its credentials those of the caller it acts for) rewritten as for a forwarded one; the answer
+/// is read whole (bounded) and the connection pooled again. Outcomes reach the instance's breaker.
+pub async fn request_whole(
+    gw: &Gateway,
+    down: &RequestHeader,
+    server: &Server,
+    instance: &Instance,
+    body: &Bytes,
+    plan: &Plan,
+) -> Result<(ResponseHeader, Bytes), ProxyError> {
+    let peer = instance.peer.as_ref().map_err(|detail| ProxyError::UpstreamUnreachable {
+        server: server.name.to_string(),
+        detail: format!("cannot resolve {}: {detail}", instance.authority),
+    })?;
+    let credential = credential(gw, down, server, instance).await?;
+    let req = upstream_request(down, instance, credential.as_ref(), body.len(), plan)
+        .map_err(|e| upstream_error(server, &e))?;
+    let timeout = |what: &str| ProxyError::UpstreamTimeout {
+        server: server.name.to_string(),
+        detail: format!("{what} within {:?}", gw.limits.upstream_timeout),
+    };
+    let read = async {
+        let mut up = connect_and_send(gw, server, peer, &req, body).await?;
+        up.read_response_header().await.map_err(|e| upstream_error(server, &e))?;
+        let header = up.response_header().cloned().ok_or_else(|| ProxyError::UpstreamFailed {
+            server: server.name.to_string(),
+            detail: "no response header".into(),
+        })?;
+        let mut out = bytes::BytesMut::new();
+        let sse = is_event_stream(&header);
+        while let Some(chunk) = up.read_response_body().await.map_err(|e| upstream_error(server, &e))? {
+            if out.len() + chunk.len() > MAX_WHOLE_BODY {
+                return Err(ProxyError::UpstreamFailed {
+                    server: server.name.to_string(),
+                    detail: format!("an answer over {MAX_WHOLE_BODY} bytes"),
+                });
+            }
+            out.extend_from_slice(&chunk);
+            // An SSE answer ends with its JSON-RPC response; the stream may stay open after it.
+            if sse && crate::audit::capture::answer(&out).is_some() && out.ends_with(b"\n\n") {
+                return Ok((header, out.freeze()));
+            }
+        }
+        gw.connector.release_http_session(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+        Ok((header, out.freeze()))
+    };
+    let outcome =
+        tokio::time::timeout(gw.limits.upstream_timeout, read).await.map_err(|_| timeout("no answer"))?;
+    let ok = match &outcome {
+        Ok((header, _)) => status_ok(header.status.as_u16()),
+        Err(ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamFailed { .. }) => false,
+        Err(_) => true,
+    };
+    gw.breakers.report(Outcome {
+        instance_id: instance.id.clone(),
+        server: server.name.clone(),
+        state: instance.state.clone(),
+        config: server.breaker,
+        ok,
+    });
+    outcome
 }
 
 /// The caller's credential exchanged for a token for `audience` (not an instance failure: no breaker
@@ -370,7 +478,7 @@ async fn exchanged_token(
     Ok(UpstreamHeader { name: header::AUTHORIZATION, value })
 }
 
-fn no_instance(server: &Server) -> ProxyError {
+pub(crate) fn no_instance(server: &Server) -> ProxyError {
     let total = server.instances.len();
     let unhealthy = server.instances.iter().filter(|i| i.health == HealthStatus::Unhealthy).count();
     let ejected = server.instances.iter().filter(|i| i.state.gate() == Gate::Open).count();
@@ -406,18 +514,10 @@ async fn exchange(
             detail: format!("cannot resolve {}: {detail}", instance.authority),
         })
     })?;
-    let exchanged;
-    let credential = match &instance.credential {
-        None => None,
-        Some(UpstreamAuth::Header(header)) => Some(header),
-        Some(UpstreamAuth::Exchange { audience, scopes }) => {
-            exchanged = exchanged_token(gw, session.req_header(), server, audience, scopes)
-                .await
-                .map_err(|e| Attempt::Failed(e.into(), None))?;
-            Some(&exchanged)
-        }
-    };
-    let req = upstream_request(session.req_header(), instance, credential, body.len(), plan)
+    let credential = credential(gw, session.req_header(), server, instance)
+        .await
+        .map_err(|e| Attempt::Failed(e.into(), None))?;
+    let req = upstream_request(session.req_header(), instance, credential.as_ref(), body.len(), plan)
         .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
     let gone = on_client_gone(&req);
     let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
@@ -463,15 +563,28 @@ async fn exchange(
             Some(upstream_ok),
         ));
     }
+    if plan.reopen && up_resp.status == http::StatusCode::NOT_FOUND {
+        return Err(Attempt::Failed(Failure::UpstreamSessionGone, Some(true)));
+    }
     let sse = is_event_stream(up_resp);
     let mut resp =
         downstream_response(up_resp).map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
-    if plan.rewrite == Rewrite::SessionToken {
-        seal_session_id(gw, server, instance, plan, &ctx.binding(), &mut resp);
+    match plan.rewrite {
+        Rewrite::SessionToken => seal_session_id(gw, server, instance, plan, &ctx.binding(), &mut resp),
+        Rewrite::DropSession => {
+            resp.remove_header("mcp-session-id");
+        }
+        Rewrite::None | Rewrite::SseEndpoint => {}
     }
     up.set_read_timeout(if sse { None } else { Some(gw.limits.idle_timeout) });
     if let Some(filter) = &plan.filter {
-        return filtered(gw, session, server, up, peer, gone, resp, filter, sse, upstream_ok).await;
+        let filter = |body: &[u8], sse: bool| filter.apply(body, sse);
+        return filtered(gw, session, server, up, peer, gone, resp, &filter, sse, upstream_ok).await;
+    }
+    if plan.rewrites.complete.is_some() && !sse {
+        // A JSON answer is one message: read whole, changed, sent with its new length.
+        let complete = |body: &[u8], _: bool| plan.rewrites.apply_body(body);
+        return filtered(gw, session, server, up, peer, gone, resp, &complete, sse, upstream_ok).await;
     }
 
     if session.write_response_header(Box::new(resp), false).await.is_err() {
@@ -499,6 +612,8 @@ async fn exchange(
     });
     let mut lists =
         plan.legacy_lists.then(|| crate::policy::LegacyListStream::new(&gw.pending_lists, &server.id));
+    let mut rewriter =
+        (sse && !plan.rewrites.is_empty()).then(|| crate::sse::MessageRewriter::new(plan.rewrites.clone()));
     // The answer to a POST is one JSON-RPC message (JSON) or ends with one (SSE): its error code is
     // recorded. Streams opened by GET carry many messages, none of them this request's answer.
     let mut sniff = session.req_header().method == http::Method::POST;
@@ -511,6 +626,7 @@ async fn exchange(
                         sniff = false;
                     }
                     let data = match endpoint.as_mut() { Some(r) => r.feed(data), None => data };
+                    let data = match rewriter.as_mut() { Some(r) => r.feed(data), None => data };
                     let data = match lists.as_mut() {
                         Some(lists) => match lists.feed(data, upstream_path.get()) {
                             Ok(data) => data,
@@ -539,7 +655,11 @@ async fn exchange(
             }
         }
     }
-    let tail = endpoint.as_mut().map(EndpointRewriter::finish).filter(|t| !t.is_empty());
+    let tail = endpoint
+        .as_mut()
+        .map(EndpointRewriter::finish)
+        .or_else(|| rewriter.as_mut().map(crate::sse::MessageRewriter::finish))
+        .filter(|t| !t.is_empty());
     session
         .write_response_body(tail, true)
         .await
@@ -548,7 +668,8 @@ async fn exchange(
     Ok(Some(upstream_ok))
 }
 
-/// Reads a list answer whole (bounded), removes what the caller may not use, and answers with it.
+/// Reads an answer whole (bounded), changes it with `transform` (body, whether SSE) — a list filtered for
+/// a restricted caller, a legacy result completed for a 2026-07-28 one — and answers with it.
 #[allow(clippy::too_many_arguments)]
 async fn filtered(
     gw: &Gateway,
@@ -558,7 +679,7 @@ async fn filtered(
     peer: &HttpPeer,
     gone: OnClientGone,
     mut resp: ResponseHeader,
-    filter: &crate::policy::ListFilter,
+    transform: &(dyn Fn(&[u8], bool) -> Bytes + Sync),
     sse: bool,
     upstream_ok: bool,
 ) -> Result<Option<bool>, Attempt> {
@@ -570,7 +691,7 @@ async fn filtered(
                     if body.len() + data.len() > crate::policy::MAX_FILTERED_BODY {
                         return Err(Attempt::Failed(ProxyError::UpstreamFailed {
                             server: server.name.to_string(),
-                            detail: format!("a list answer over {} bytes cannot be filtered", crate::policy::MAX_FILTERED_BODY),
+                            detail: format!("an answer over {} bytes cannot be filtered or completed", crate::policy::MAX_FILTERED_BODY),
                         }.into(), Some(upstream_ok)));
                     }
                     body.extend_from_slice(&data);
@@ -580,7 +701,7 @@ async fn filtered(
                 Err(_) => {
                     return Err(Attempt::Failed(ProxyError::UpstreamTimeout {
                         server: server.name.to_string(),
-                        detail: "the list answer did not end in time".into(),
+                        detail: "the answer did not end in time".into(),
                     }.into(), Some(false)));
                 }
             },
@@ -590,7 +711,7 @@ async fn filtered(
             }
         }
     }
-    let out = filter.apply(&body, sse);
+    let out = transform(&body, sse);
     resp.remove_header(&header::TRANSFER_ENCODING);
     resp.insert_header(header::CONTENT_LENGTH, out.len().to_string())
         .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;

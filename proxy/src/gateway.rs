@@ -60,6 +60,10 @@ pub struct Gateway {
     pub streams: Arc<crate::caps::Caps>,
     /// The audit queue.
     pub auditor: crate::audit::Auditor,
+    /// Upstream sessions `/mcp` holds for its clients.
+    pub upstreams: crate::aggregate::upstreams::UpstreamSessions,
+    /// `register_server` of the gateway's own tools.
+    pub registrar: crate::aggregate::own::Registrar,
 }
 
 /// Per-request state, read by `logging` for metrics and the audit record.
@@ -146,6 +150,12 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
             Err(Failure::Abort(error)) => Err(error),
+            Err(Failure::UpstreamSessionGone) => {
+                let error = ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into());
+                ctx.audited.refusal = Some(error.reason());
+                self.reply_error(session, ctx, &error).await?;
+                Ok(true)
+            }
         }
     }
 

@@ -269,6 +269,10 @@ impl ListFilter {
         items.retain(|item| {
             item.get(self.key).and_then(serde_json::Value::as_str).is_some_and(|n| self.allows(n))
         });
+        // What this caller sees is not what others see: a shared cache must not serve it (2026-07-28).
+        if let Some(scope) = doc.pointer_mut("/result/cacheScope") {
+            *scope = serde_json::Value::String("private".into());
+        }
         Some(doc.to_string())
     }
 

@@ -28,10 +28,15 @@ pub enum Route<'a> {
     Sse(&'a str),
     /// `POST /mcp/{server}/message?sessionId=…`: legacy HTTP+SSE messages.
     Message(&'a str),
+    /// `/mcp`: every server the caller may use, as one (`aggregate`).
+    Aggregate,
 }
 
 impl<'a> Route<'a> {
     pub fn parse(path: &'a str) -> Option<Self> {
+        if path == "/mcp" {
+            return Some(Self::Aggregate);
+        }
         let rest = path.strip_prefix("/mcp/")?;
         let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
         if name.is_empty() {
@@ -45,9 +50,11 @@ impl<'a> Route<'a> {
         }
     }
 
-    fn server(&self) -> &'a str {
+    /// The server the path names (`None` for `/mcp`).
+    fn server(&self) -> Option<&'a str> {
         match self {
-            Self::Mcp(n) | Self::Sse(n) | Self::Message(n) => n,
+            Self::Mcp(n) | Self::Sse(n) | Self::Message(n) => Some(n),
+            Self::Aggregate => None,
         }
     }
 }
@@ -66,11 +73,21 @@ pub async fn dispatch(
         session.req_header(),
         table.credentials(),
         // A name that cannot be a server's is not echoed into the challenge header.
-        Some(route.server()).filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
+        route.server().filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
         std::time::SystemTime::now(),
     )?;
+    let Some(name) = route.server() else {
+        let result = crate::aggregate::handle(gw, session, ctx, &table, &principal, body, rpc).await;
+        ctx.principal = Some(principal);
+        return result;
+    };
+    if matches!(route, Route::Mcp(crate::aggregate::own::NAME)) {
+        let result = crate::aggregate::own_server(gw, session, ctx, &table, &principal, body, rpc).await;
+        ctx.principal = Some(principal);
+        return result;
+    }
     let binding = principal.binding().clone();
-    let admitted = admit(gw, session, ctx, &table, &principal, route.server(), &body, rpc).await;
+    let admitted = admit(gw, session, ctx, &table, &principal, name, &body, rpc).await;
     // Kept for the audit record whatever the decision.
     ctx.principal = Some(principal);
     let Admitted { server, filter, restricted, _stream } = admitted?;
@@ -79,6 +96,7 @@ pub async fn dispatch(
             return crate::bridge::handle(gw, session, ctx, &server, body, rpc, filter.as_ref()).await;
         }
         Route::Mcp(_) => Plan { filter, ..mcp_plan(gw, session, &table, &server, rpc, &binding)? },
+        Route::Aggregate => return Err(ProxyError::RouteNotFound { path }.into()),
         Route::Sse(_) => {
             if server.transport != Transport::Sse {
                 return Err(ProxyError::NotSse { server: server.name.to_string() }.into());
@@ -104,8 +122,8 @@ pub async fn dispatch(
 }
 
 /// A request the gateway lets through to its server.
-struct Admitted {
-    server: Arc<Server>,
+pub(crate) struct Admitted {
+    pub(crate) server: Arc<Server>,
     /// A list answer the caller may see only part of.
     filter: Option<crate::policy::ListFilter>,
     /// The caller's access to the server is restricted (legacy SSE streams filter their list answers).
@@ -117,7 +135,7 @@ struct Admitted {
 /// Decides whether `principal` may make this request: the server, the item it names, the rate limits, the
 /// stream caps.
 #[allow(clippy::too_many_arguments)]
-async fn admit(
+pub(crate) async fn admit(
     gw: &Gateway,
     session: &Session,
     ctx: &mut RequestCtx,
@@ -297,7 +315,7 @@ fn pinned(table: &RoutingTable, server: &Server, instance_id: &str) -> Result<Ar
 }
 
 /// Balanced target, with the consistent-hash key of this request when the policy needs one.
-fn balanced(session: &Session, server: &Server) -> Target {
+pub(crate) fn balanced(session: &Session, server: &Server) -> Target {
     let hash = match &server.policy {
         Policy::ConsistentHash { key } => {
             let header = match key {
@@ -328,7 +346,8 @@ mod tests {
         assert_eq!(Route::parse("/mcp/everything"), Some(Route::Mcp("everything")));
         assert_eq!(Route::parse("/mcp/old/sse"), Some(Route::Sse("old")));
         assert_eq!(Route::parse("/mcp/old/message"), Some(Route::Message("old")));
-        for none in ["/mcp/", "/mcp", "/mcp/a/", "/mcp/a/b", "/mcp/a/sse/x", "/other/a", "/mcp//sse"] {
+        assert_eq!(Route::parse("/mcp"), Some(Route::Aggregate));
+        for none in ["/mcp/", "/mcp/a/", "/mcp/a/b", "/mcp/a/sse/x", "/other/a", "/mcp//sse"] {
             assert_eq!(Route::parse(none), None, "{none}");
         }
     }

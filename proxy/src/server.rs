@@ -89,8 +89,10 @@ pub fn build(config: &Config) -> Server {
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
         exchanger: Arc::new(crate::exchange::Exchanger::new(control_plane.clone())),
         auditor,
+        registrar: crate::aggregate::own::Registrar::new(control_plane.clone()),
         rate_limits: crate::limits::RateLimits::new(control_plane),
         streams: crate::caps::Caps::new(config.max_streams, config.max_streams_per_principal),
+        upstreams: Default::default(),
     };
     let mcp_app = crate::connections::Guarded {
         app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),

@@ -95,6 +95,22 @@ pub struct Claims {
     /// Issue time, seconds since the epoch.
     #[serde(rename = "t")]
     pub issued: u64,
+    /// A `/mcp` session: what the client said in `initialize` (upstream sessions are opened with it).
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<ClientHello>,
+}
+
+/// What a legacy client declared in `initialize`, kept in its `/mcp` session token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// The protocol version agreed.
+    #[serde(rename = "v")]
+    pub protocol_version: String,
+    /// `capabilities` and `clientInfo`, as JSON text.
+    #[serde(rename = "c")]
+    pub capabilities: String,
+    #[serde(rename = "n")]
+    pub client_info: String,
 }
 
 struct SealingKey {
@@ -128,6 +144,10 @@ pub enum Scope<'a> {
     Session(&'a str, &'a str),
     /// `sessionId` of a legacy HTTP+SSE message endpoint on this server id, owned by this principal.
     SseMessage(&'a str, &'a str),
+    /// `Mcp-Session-Id` of a `/mcp` session, owned by this principal.
+    Aggregate(&'a str),
+    /// A `/mcp` list cursor, given to this principal.
+    Cursor(&'a str),
 }
 
 impl Scope<'_> {
@@ -135,13 +155,15 @@ impl Scope<'_> {
         let (role, server, principal) = match self {
             Self::Session(server, principal) => (b"mcp-session:".as_slice(), server, principal),
             Self::SseMessage(server, principal) => (b"sse-message:".as_slice(), server, principal),
+            Self::Aggregate(principal) => (b"mcp-aggregate:".as_slice(), &"", principal),
+            Self::Cursor(principal) => (b"mcp-cursor:".as_slice(), &"", principal),
         };
         // Server ids hold no newline, so the boundary between the two parts is unambiguous.
         [role, server.as_bytes(), b"\n", principal.as_bytes()].concat()
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -153,8 +175,18 @@ impl SessionKeys {
 
     /// Seals `claims` into a token of visible ASCII (base64url).
     pub fn seal(&self, scope: Scope<'_>, instance: &str, upstream: &str) -> String {
-        let claims = Claims { instance: instance.to_owned(), upstream: upstream.to_owned(), issued: now() };
-        let mut payload = serde_json::to_vec(&claims).unwrap_or_default();
+        let claims = Claims {
+            instance: instance.to_owned(),
+            upstream: upstream.to_owned(),
+            issued: now(),
+            aggregate: None,
+        };
+        self.seal_claims(scope, &claims)
+    }
+
+    /// Seals `claims` (their issue time as given).
+    pub fn seal_claims(&self, scope: Scope<'_>, claims: &Claims) -> String {
+        let mut payload = serde_json::to_vec(claims).unwrap_or_default();
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         // See generate_key: without a working RNG no token can be safe.
@@ -272,7 +304,8 @@ mod tests {
     #[test]
     fn refuses_expired_tokens() {
         let k = SessionKeys::new(&generate_key(), &[], Duration::ZERO);
-        let claims = Claims { instance: "i".into(), upstream: "u".into(), issued: now() - 10 };
+        let claims =
+            Claims { instance: "i".into(), upstream: "u".into(), issued: now() - 10, aggregate: None };
         let mut payload = serde_json::to_vec(&claims).unwrap();
         let nonce = [7u8; NONCE_LEN];
         k.keys[0]

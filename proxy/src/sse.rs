@@ -61,6 +61,154 @@ impl<F: FnMut(&str) -> Option<String>> EndpointRewriter<F> {
     }
 }
 
+/// What `/mcp` changes in the messages an upstream answers with (`MessageRewriter`).
+#[derive(Debug, Clone, Default)]
+pub struct Rewrites {
+    /// Requests the upstream sends the client (sampling, elicitation, roots) get ids naming the upstream,
+    /// `<prefix><original id as JSON>`, so that the client's answer, posted to `/mcp`, finds its way back
+    /// ([`original_id`]).
+    pub request_ids: Option<std::sync::Arc<str>>,
+    /// The answer goes to a 2026-07-28 client: a result without `resultType` (a legacy session's, or an
+    /// older server's, for which missing means complete) gets it, and with `cacheable` `ttlMs` /
+    /// `cacheScope` too, which 2026-07-28 clients require.
+    pub complete: Option<Completion>,
+}
+
+/// Fields a legacy result lacks for a 2026-07-28 client.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    /// The method's results carry caching hints (`resources/read`).
+    pub cacheable: bool,
+}
+
+impl Rewrites {
+    pub fn is_empty(&self) -> bool {
+        self.request_ids.is_none() && self.complete.is_none()
+    }
+
+    /// Whether a message's raw bytes may need a change (cheap look before parsing): a request to give
+    /// an id, or a result lacking a field to add.
+    fn concerns(&self, raw: &[u8]) -> bool {
+        (self.request_ids.is_some() && contains(raw, b"\"method\""))
+            || self.complete.is_some_and(|c| {
+                contains(raw, b"\"result\"")
+                    && (!contains(raw, b"\"resultType\"")
+                        || (c.cacheable
+                            && !(contains(raw, b"\"ttlMs\"") && contains(raw, b"\"cacheScope\""))))
+            })
+    }
+
+    /// Changes one JSON-RPC message; whether it changed.
+    pub fn apply(&self, message: &mut serde_json::Value) -> bool {
+        let mut changed = false;
+        if let Some(prefix) = &self.request_ids
+            && message.get("method").is_some()
+            && let Some(id) = message.get_mut("id")
+        {
+            *id = serde_json::Value::String(format!("{prefix}{id}"));
+            changed = true;
+        }
+        if let Some(completion) = self.complete
+            && let Some(result) = message.get_mut("result").and_then(serde_json::Value::as_object_mut)
+        {
+            result.entry("resultType").or_insert_with(|| "complete".into());
+            if completion.cacheable {
+                result.entry("ttlMs").or_insert_with(|| 0.into());
+                result.entry("cacheScope").or_insert_with(|| "private".into());
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// A whole JSON body with its message changed (unchanged when it is not one message).
+    pub fn apply_body(&self, body: &[u8]) -> Bytes {
+        if !self.concerns(body) {
+            return Bytes::copy_from_slice(body);
+        }
+        let Ok(mut message) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Bytes::copy_from_slice(body);
+        };
+        if self.apply(&mut message) { Bytes::from(message.to_string()) } else { Bytes::copy_from_slice(body) }
+    }
+}
+
+/// Applies [`Rewrites`] to an SSE stream event by event; only whole events are sent on.
+pub struct MessageRewriter {
+    held: Vec<u8>,
+    rewrites: Rewrites,
+    /// The stream stopped looking like SSE (an event over the bound): pass everything through.
+    gave_up: bool,
+}
+
+impl MessageRewriter {
+    pub fn new(rewrites: Rewrites) -> Self {
+        Self { held: Vec::new(), rewrites, gave_up: false }
+    }
+
+    /// Feeds one chunk; returns the whole events it completed, rewritten where needed.
+    pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        if self.gave_up {
+            return chunk;
+        }
+        if self.held.is_empty() && chunk.ends_with(b"\n\n") && !self.rewrites.concerns(&chunk) {
+            return chunk;
+        }
+        self.held.extend_from_slice(&chunk);
+        let mut out = Vec::with_capacity(self.held.len());
+        let mut start = 0;
+        while let Some(end) = event_end(&self.held[start..]) {
+            let raw = &self.held[start..start + end];
+            match self.rewrite(raw) {
+                Some(event) => out.extend_from_slice(&event),
+                None => out.extend_from_slice(raw),
+            }
+            start += end;
+        }
+        self.held.drain(..start);
+        if self.held.len() > MAX_HELD * 64 {
+            out.append(&mut self.held);
+            self.gave_up = true;
+        }
+        Bytes::from(out)
+    }
+
+    /// The bytes held back at the end of the stream.
+    pub fn finish(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.held))
+    }
+
+    fn rewrite(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        if !self.rewrites.concerns(raw) {
+            return None;
+        }
+        let event = parse_event(raw)?;
+        let mut message: serde_json::Value = serde_json::from_str(&event.data).ok()?;
+        if !self.rewrites.apply(&mut message) {
+            return None;
+        }
+        let text = std::str::from_utf8(raw).ok()?;
+        let mut out = String::with_capacity(raw.len() + 64);
+        for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with("data:")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("data: ");
+        out.push_str(&message.to_string());
+        out.push_str("\n\n");
+        Some(out.into_bytes())
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The upstream's own id of a request [`Rewrites::request_ids`] renamed with `prefix`, if `id` is one.
+pub fn original_id(id: &serde_json::Value, prefix: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(id.as_str()?.strip_prefix(prefix)?).ok()
+}
+
 /// One parsed SSE event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {

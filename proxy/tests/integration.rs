@@ -4,6 +4,8 @@
 #[path = "integration/support.rs"]
 mod support;
 
+#[path = "integration/aggregation.rs"]
+mod aggregation;
 #[path = "integration/audit.rs"]
 mod audit;
 #[path = "integration/balancing.rs"]

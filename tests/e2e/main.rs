@@ -4,6 +4,7 @@
 //! Needs `cargo build --workspace --bins` and `tests/peers/install.sh` first; `scripts/test.sh` does both.
 //! Logs of every process land in `target/e2e-logs/<test>/`, and a failing test prints their tails.
 
+mod aggregation;
 mod audit;
 mod authz;
 mod balancing;

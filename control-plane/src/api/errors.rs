@@ -98,6 +98,10 @@ make_error_codes! {
     InvalidHealthCheck => ("invalid_health_check", InvalidRequest, BAD_REQUEST);
     /// `audit_arguments` is not `none`, `redacted` or `hashed`.
     InvalidAuditArguments => ("invalid_audit_arguments", InvalidRequest, BAD_REQUEST);
+    /// `name_prefix` is not `always`, `on_conflict` or `never`.
+    InvalidNamePrefix => ("invalid_name_prefix", InvalidRequest, BAD_REQUEST);
+    /// `priority` is not an integer from -1000 to 1000.
+    InvalidPriority => ("invalid_priority", InvalidRequest, BAD_REQUEST);
     /// The endpoint URL points where the control plane must not connect (cloud metadata, link-local,
     /// `--ssrf-deny`).
     EndpointUrlNotAllowed => ("endpoint_url_not_allowed", InvalidRequest, BAD_REQUEST);

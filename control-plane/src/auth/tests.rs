@@ -142,6 +142,8 @@ fn server(tenant: Option<&str>, owner: Option<&str>) -> crate::model::ServerRow 
         unhealthy_threshold: None,
         owner: owner.map(str::to_owned),
         audit_arguments: "none".into(),
+        name_prefix: "always".into(),
+        priority: 0,
     }
 }
 

@@ -23,6 +23,8 @@ diesel::table! {
         unhealthy_threshold -> Nullable<Int4>,
         owner -> Nullable<Text>,
         audit_arguments -> Text,
+        name_prefix -> Text,
+        priority -> Int4,
     }
 }
 
@@ -113,6 +115,7 @@ diesel::table! {
         capabilities -> Nullable<Jsonb>,
         instructions -> Nullable<Text>,
         error -> Nullable<Text>,
+        catalog_digest -> Nullable<Bytea>,
     }
 }
 

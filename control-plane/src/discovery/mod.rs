@@ -47,6 +47,9 @@ pub struct Found {
     pub prompts: usize,
     pub pages: usize,
     pub duration: Duration,
+    /// Whether the listing differed from the stored one: it was stored and the routing version moved
+    /// (the hub must refresh to publish the new `Catalog`). An equal listing rewrites nothing.
+    pub changed: bool,
 }
 
 /// What asking a server's instances gave, not stored yet.
@@ -59,17 +62,25 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// Stores the outcome: the capabilities found (replacing the stored ones), or the failed attempt
-    /// (keeping them, and answering `Failed`).
+    /// Stores the outcome: the capabilities found (replacing the stored ones when they differ, which moves
+    /// the routing version: see `Found::changed`), or the failed attempt (keeping them, and answering
+    /// `Failed`).
     pub async fn save(&self, conn: &mut AsyncPgConnection, server_id: Uuid) -> Result<Found, DiscoverError> {
         let db = |e: diesel::result::Error| DiscoverError::Db(e.to_string());
         let ms = |d: &Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
         match self {
             Self::Found { hello, caps, duration } => {
-                if !store::discovery::save_ok(conn, server_id, hello, caps, ms(duration)).await.map_err(db)? {
-                    return Err(DiscoverError::NotFound(server_id));
-                }
+                use store::discovery::Saved;
+                let changed = match store::discovery::save_ok(conn, server_id, hello, caps, ms(duration))
+                    .await
+                    .map_err(db)?
+                {
+                    Saved::Gone => return Err(DiscoverError::NotFound(server_id)),
+                    Saved::Unchanged => false,
+                    Saved::Changed(_) => true,
+                };
                 Ok(Found {
+                    changed,
                     tools: caps.tools.len(),
                     resources: caps.resources.len(),
                     resource_templates: caps.resource_templates.len(),
@@ -101,11 +112,24 @@ impl Discoverer {
         self.client.authenticated(self.hub.upstream_credential(instance_id))
     }
 
-    /// Discovers one server now and stores what it found (or the failed attempt).
+    /// Discovers one server now and stores what it found (or the failed attempt); a changed catalog is
+    /// published at once (other replicas hear of it through NOTIFY).
     pub async fn discover(&self, server_id: Uuid) -> Result<Found, DiscoverError> {
         let probe = self.probe(server_id).await?;
         let mut conn = self.pool.get().await.map_err(|e| DiscoverError::Db(e.to_string()))?;
-        probe.save(&mut conn, server_id).await
+        let found = probe.save(&mut conn, server_id).await?;
+        drop(conn);
+        if found.changed {
+            self.publish().await;
+        }
+        Ok(found)
+    }
+
+    /// Publishes a committed catalog change; a failure is only logged (the poller publishes it shortly).
+    pub async fn publish(&self) {
+        if let Err(error) = self.hub.refresh().await {
+            tracing::debug!(%error, "Could not publish a discovered catalog; the poller will retry.");
+        }
     }
 
     /// Asks the server's instances (healthy ones first) for their capabilities, storing nothing: what

@@ -1,8 +1,9 @@
 //! The registry's domain types: validated registrations (`spec`), stored rows and their JSON (`rows`), and
-//! the routing resources a server contributes (`routing`), API keys (`api_key`), trusted issuers
-//! (`trusted_issuer`) and upstream credentials (`upstream_auth`).
+//! the routing resources a server contributes (`routing`) and its discovered catalog (`catalog`), API keys
+//! (`api_key`), trusted issuers (`trusted_issuer`) and upstream credentials (`upstream_auth`).
 
 mod api_key;
+mod catalog;
 mod health;
 mod routing;
 mod rows;
@@ -14,14 +15,15 @@ pub use api_key::{
     ADMIN_ROLE, ApiKeyRow, ApiKeySpec, ApiKeyView, CreatedApiKey, DEFAULT_ROLE, DEFAULT_TENANT, NewKey,
     PermissionRule,
 };
+pub use catalog::{CatalogCache, CatalogContent, MAX_CATALOG_BYTES, StoredCatalog, catalog_resource};
 pub use health::{
     HealthCheck, HealthCheckSpec, HealthIndex, HealthRecord, HealthStatus, InstanceHealthRow, PassiveRow,
 };
 pub use routing::resources;
 pub use rows::{InstanceRow, InstanceView, ServerRow, ServerView};
 pub use spec::{
-    AuditArguments, CircuitBreaker, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, ServerSpec,
-    TransportType,
+    AuditArguments, CircuitBreaker, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, NamePrefix,
+    PRIORITY_RANGE, ServerSpec, TransportType,
 };
 pub use trusted_issuer::{
     ClaimsView, DEFAULT_ALGORITHMS, DEFAULT_GROUPS_CLAIM, DEFAULT_ROLES_CLAIM, DEFAULT_SUBJECT_CLAIM,

@@ -32,6 +32,9 @@ pub fn resources<'a>(
             upstream_credential: credentials.get(&Owner::Server(server.id)).cloned(),
             tenant_id: server.tenant_id.clone().unwrap_or_else(|| super::DEFAULT_TENANT.to_owned()),
             audit_arguments: server.audit_arguments().to_proto() as i32,
+            name_prefix: server.name_prefix().to_proto() as i32,
+            priority: server.priority,
+            tags: server.tags.clone(),
         })),
     }];
     for instance in instances {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::health::{HealthCheck, HealthCheckSpec, HealthIndex, HealthRecord, HealthStatus, PassiveRow};
-use super::spec::{AuditArguments, CircuitBreaker};
+use super::spec::{AuditArguments, CircuitBreaker, NamePrefix};
 use super::upstream_auth::{CredentialIndex, UpstreamAuthView};
 use crate::db::schema::{instances, servers};
 
@@ -41,6 +41,10 @@ pub struct ServerRow {
     pub owner: Option<String>,
     /// `none`, `redacted` or `hashed` (the table's CHECK constraint limits it).
     pub audit_arguments: String,
+    /// `always`, `on_conflict` or `never` (the table's CHECK constraint limits it).
+    pub name_prefix: String,
+    /// Preference among servers offering the same name on `/mcp` (lower first).
+    pub priority: i32,
 }
 
 fn to_u32(v: Option<i32>) -> Option<u32> {
@@ -67,6 +71,11 @@ impl ServerRow {
     /// The stored audit setting (written by this crate; anything else reads as the default).
     pub fn audit_arguments(&self) -> AuditArguments {
         AuditArguments::parse(&self.audit_arguments).unwrap_or_default()
+    }
+
+    /// The stored naming setting (written by this crate; anything else reads as the default).
+    pub fn name_prefix(&self) -> NamePrefix {
+        NamePrefix::parse(&self.name_prefix).unwrap_or_default()
     }
 
     /// The declared capabilities object.
@@ -176,6 +185,11 @@ pub struct ServerView {
     /// What audit records of the server's MCP calls keep of their arguments: `none`, `redacted` or
     /// `hashed`.
     pub audit_arguments: String,
+    /// How `/mcp` names the server's tools and prompts: `always` (`<server>_<name>`), `on_conflict` (the
+    /// bare name unless another server of the tenant offers it) or `never` (the bare name).
+    pub name_prefix: String,
+    /// Preference among servers offering the same name on `/mcp`: lower first, -1000 to 1000.
+    pub priority: i32,
     pub instances: Vec<InstanceView>,
     pub health_status: HealthStatus,
     /// Outcome of the last discovery (null before the first).
@@ -230,6 +244,8 @@ impl ServerView {
             health_check: row.health_check().to_json().unwrap_or_default(),
             upstream_auth: credentials.server_view(row.id),
             audit_arguments: row.audit_arguments().as_str().to_owned(),
+            name_prefix: row.name_prefix().as_str().to_owned(),
+            priority: row.priority,
             health_status: HealthStatus::of_server(instances.iter().map(|i| i.health_status)),
             instances,
             discovery: None,

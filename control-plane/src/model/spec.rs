@@ -132,6 +132,47 @@ impl AuditArguments {
     }
 }
 
+/// How `/mcp` names a server's tools and prompts (and resource URIs that collide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NamePrefix {
+    /// `<server>_<name>` (the default).
+    #[default]
+    Always,
+    /// The bare name unless another server of the tenant offers it.
+    OnConflict,
+    /// The bare name; a name several servers offer goes to a healthy one by `priority`.
+    Never,
+}
+
+impl NamePrefix {
+    /// Every setting, in documentation order.
+    pub const ALL: [Self; 3] = [Self::Always, Self::OnConflict, Self::Never];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == raw)
+    }
+
+    /// The name, as stored and returned.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::OnConflict => "on_conflict",
+            Self::Never => "never",
+        }
+    }
+
+    pub fn to_proto(self) -> v1::NamePrefix {
+        match self {
+            Self::Always => v1::NamePrefix::Always,
+            Self::OnConflict => v1::NamePrefix::OnConflict,
+            Self::Never => v1::NamePrefix::Never,
+        }
+    }
+}
+
+/// The accepted `priority` values (lower is preferred; the default is 0).
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+
 /// Per-server circuit-breaker settings; an absent field means the proxy's default. Stored as JSON in this
 /// form (durations as human strings such as `10s`), and returned the same way.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -203,6 +244,10 @@ pub struct ServerSpec {
     pub upstream_auth: UpstreamAuthSpec,
     /// What audit records of its MCP calls keep of their arguments.
     pub audit_arguments: AuditArguments,
+    /// How `/mcp` names its tools and prompts.
+    pub name_prefix: NamePrefix,
+    /// Preference among servers offering the same name on `/mcp` (lower first), within `PRIORITY_RANGE`.
+    pub priority: i32,
 }
 
 impl ServerSpec {
@@ -231,6 +276,11 @@ mod tests {
             assert_eq!(AuditArguments::parse(a.as_str()), Some(a));
         }
         assert_eq!(AuditArguments::parse("full"), None);
+        for p in NamePrefix::ALL {
+            assert_eq!(NamePrefix::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(NamePrefix::parse("on-conflict"), None);
+        assert_eq!(NamePrefix::default().to_proto(), v1::NamePrefix::Always);
     }
 
     #[test]

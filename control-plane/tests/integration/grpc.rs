@@ -33,6 +33,7 @@ fn kinds(update: &RoutingUpdate) -> BTreeSet<(&'static str, String)> {
             Kind::TrustedIssuer(t) => Some(("trusted_issuer", t.id.clone())),
             Kind::Role(r) => Some(("role", r.id.clone())),
             Kind::RateLimit(l) => Some(("rate_limit", l.id.clone())),
+            Kind::Catalog(c) => Some(("catalog", c.server_id.clone())),
         })
         .collect()
 }
@@ -172,6 +173,8 @@ async fn the_poller_publishes_changes_made_elsewhere() {
         health_check: Default::default(),
         upstream_auth: Default::default(),
         audit_arguments: Default::default(),
+        name_prefix: Default::default(),
+        priority: 0,
     };
     let mut conn = app.pool.get().await.expect("connection");
     let ((server, _), _) = store::create(&mut conn, &spec, None, None).await.expect("create");

@@ -247,7 +247,7 @@ impl TestApp {
     /// The routing version and every server with its instances, straight from the database.
     pub async fn table(&self) -> (i64, Vec<store::ServerWithInstances>) {
         let mut conn = self.pool.get().await.expect("connection");
-        let mut snapshot = store::routing_snapshot(&mut conn).await.expect("snapshot");
+        let mut snapshot = store::routing_snapshot(&mut conn, &Default::default()).await.expect("snapshot");
         let servers = snapshot
             .servers
             .into_iter()

@@ -32,7 +32,8 @@ async fn server_with_capabilities(app: &TestApp, tenant: &str) {
     };
     let hello = ServerHello { protocol_version: "2025-11-25".into(), ..Default::default() };
     let mut conn = app.pool.get().await.expect("connection");
-    assert!(store::discovery::save_ok(&mut conn, id, &hello, &caps, 1).await.expect("store capabilities"));
+    let saved = store::discovery::save_ok(&mut conn, id, &hello, &caps, 1).await.expect("store capabilities");
+    assert!(matches!(saved, store::discovery::Saved::Changed(_)), "{saved:?}");
 }
 
 fn login(subject: &str, tenant: &str) -> UserLogin {

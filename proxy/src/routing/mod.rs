@@ -12,12 +12,25 @@ use arc_swap::ArcSwap;
 pub use table::{Instance, InstanceStates, PeerSettings, RoutingTable, Server, UpstreamAuth, UpstreamHeader};
 
 /// The current routing table. The request path does one [`Routes::load`]; only the sync service stores.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Routes {
     table: ArcSwap<RoutingTable>,
     ready: AtomicBool,
     /// Live per-instance state, carried from one table to the next.
     pub states: InstanceStates,
+    /// The version of every table stored, for those who wait for changes (`/mcp` notification streams).
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            table: ArcSwap::default(),
+            ready: AtomicBool::new(false),
+            states: InstanceStates::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Routes {
@@ -32,8 +45,15 @@ impl Routes {
     }
 
     pub fn store(&self, table: RoutingTable) {
+        let version = table.version;
         self.table.store(Arc::new(table));
         self.ready.store(true, Ordering::Release);
+        self.changed.send_replace(version);
+    }
+
+    /// A receiver that wakes after every stored table.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Ready once a first table has been applied.

@@ -9,6 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
+
+/// Largest routing update accepted (a full snapshot with every server's catalog).
+const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
 use mcpgw_proto::v1::{
     Ack, Hello, InstanceObservation, Nack, PassiveHealth, ProxyMessage, RoutingUpdate, proxy_message,
 };
@@ -143,7 +146,12 @@ impl RoutingSync {
         if let Some(token) = &self.proxy_token {
             request.metadata_mut().insert("authorization", token.clone());
         }
-        let mut updates = RoutingDiscoveryClient::new(channel).stream_routes(request).await?.into_inner();
+        // A snapshot carries every server's catalog (each at most 4 MiB): far above tonic's 4 MiB default.
+        let mut updates = RoutingDiscoveryClient::new(channel)
+            .max_decoding_message_size(MAX_UPDATE_BYTES)
+            .stream_routes(request)
+            .await?
+            .into_inner();
         METRICS.control_plane_connected.set(1);
         tracing::info!(control_plane = %self.control_plane, "Routing stream connected.");
         let mut passive = self.passive_health.clone();

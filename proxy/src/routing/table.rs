@@ -38,6 +38,8 @@ pub struct RoutingTable {
     access: crate::policy::Policy,
     /// Rate limits.
     rate_limits: Vec<crate::limits::LimitRule>,
+    /// What `/mcp` lists and routes.
+    catalog: crate::aggregate::catalog::Catalog,
 }
 
 #[derive(Debug)]
@@ -51,6 +53,11 @@ pub struct Server {
     pub breaker: BreakerConfig,
     /// What audit records of its calls keep of their arguments.
     pub audit_arguments: mcpgw_proto::v1::AuditArguments,
+    /// How `/mcp` names its tools and prompts.
+    pub name_prefix: mcpgw_proto::v1::NamePrefix,
+    /// Preference among servers offering the same name on `/mcp` (lower first).
+    pub priority: i32,
+    pub tags: Vec<String>,
     pub instances: Vec<Arc<Instance>>,
     /// Round-robin position (shared by the policies that rotate), carried across tables so that routing
     /// updates do not restart the rotation.
@@ -203,6 +210,11 @@ impl RoutingTable {
         &self.authorization_servers
     }
 
+    /// What `/mcp` lists and routes.
+    pub fn catalog(&self) -> &crate::aggregate::catalog::Catalog {
+        &self.catalog
+    }
+
     /// The instance with `id` and its server.
     pub fn instance(&self, id: &str) -> Option<(&Arc<Server>, usize)> {
         self.instances.get(id).map(|(s, i)| (s, *i))
@@ -267,6 +279,9 @@ impl RoutingTable {
                 policy: Policy::new(s.load_balancing(), key, &weights),
                 breaker: BreakerConfig::from_proto(s.circuit_breaker.as_ref()),
                 audit_arguments: s.audit_arguments(),
+                name_prefix: s.name_prefix(),
+                priority: s.priority,
+                tags: s.tags.clone(),
                 instances,
                 cursor: cursors.get(s.id.as_str()).map_or_else(Arc::default, |c| Arc::clone(c)),
             });
@@ -275,6 +290,9 @@ impl RoutingTable {
             }
             table.servers.insert(s.name.clone(), server);
         }
+        let servers: Vec<Arc<Server>> = table.servers.values().cloned().collect();
+        table.catalog =
+            crate::aggregate::catalog::Catalog::build(&servers, &valid.catalogs, &previous.catalog);
         states.retain(&table);
         Ok(table)
     }
@@ -290,6 +308,8 @@ struct ValidSet<'a> {
     upstream_credentials: HashMap<&'a str, Option<UpstreamAuth>>,
     access: crate::policy::Policy,
     rate_limits: Vec<crate::limits::LimitRule>,
+    /// Discovered catalogs by server id.
+    catalogs: HashMap<&'a str, &'a v1::Catalog>,
 }
 
 /// Pure checks of a resource set: names, uniqueness, transports, balancing keys, endpoint URLs.
@@ -302,6 +322,7 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
         upstream_credentials: HashMap::new(),
         access: crate::policy::Policy::default(),
         rate_limits: Vec::new(),
+        catalogs: HashMap::new(),
     };
     let mut names: HashMap<&str, &str> = HashMap::new();
     for resource in set.iter() {
@@ -359,6 +380,9 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
                     tracing::warn!(id = %limit.id, scope = %limit.scope, "A rate limit this proxy cannot enforce is ignored.")
                 }
             },
+            Some(Kind::Catalog(catalog)) => {
+                valid.catalogs.insert(&catalog.server_id, catalog);
+            }
             None => {}
         }
     }

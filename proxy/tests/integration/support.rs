@@ -148,6 +148,8 @@ struct Discovery {
     connected: Arc<tokio::sync::Notify>,
     /// Token exchanges asked for.
     exchanges: Arc<Mutex<Vec<Exchange>>>,
+    /// `RegisterServer` calls: (subject token, server JSON).
+    registrations: Arc<Mutex<Vec<(String, String)>>>,
     /// Tokens left in the one shared bucket global rate limits lease from; `None`: leasing fails
     /// (UNAVAILABLE), as when the control plane's Redis is away.
     budget: Arc<Mutex<Option<u32>>>,
@@ -233,6 +235,17 @@ impl RoutingDiscovery for Discovery {
         }))
     }
 
+    /// Records the registration and answers 201 with the body, or 403 for [`UNEXCHANGEABLE`].
+    async fn register_server(
+        &self,
+        request: Request<mcpgw_proto::v1::RegisterServerRequest>,
+    ) -> Result<Response<mcpgw_proto::v1::RegisterServerResponse>, Status> {
+        let r = request.into_inner();
+        let status = if r.subject_token == UNEXCHANGEABLE { 403 } else { 201 };
+        self.registrations.lock().unwrap().push((r.subject_token, r.server_json.clone()));
+        Ok(Response::new(mcpgw_proto::v1::RegisterServerResponse { status, body_json: r.server_json }))
+    }
+
     /// Grants what is left of the shared budget, up to what was asked.
     async fn lease_budget(
         &self,
@@ -311,6 +324,10 @@ impl FakeControlPlane {
     }
 
     /// The token exchanges proxies asked for so far: (subject token, audience, scopes).
+    pub fn registrations(&self) -> Vec<(String, String)> {
+        self.discovery.registrations.lock().unwrap().clone()
+    }
+
     pub fn exchanges(&self) -> Vec<Exchange> {
         self.discovery.exchanges.lock().unwrap().clone()
     }
@@ -396,6 +413,8 @@ pub enum Reply {
     Hang,
     /// 401 with a challenge naming the upstream's own authorization server.
     Unauthorized,
+    /// This status with an empty body.
+    Status(u16),
 }
 
 /// What the fake upstream saw of a streamed response's end.
@@ -516,6 +535,10 @@ async fn serve_conn(
                 );
                 conn.get_mut().write_all(head.as_bytes()).await.unwrap();
                 conn.get_mut().write_all(body.as_bytes()).await.unwrap();
+            }
+            Reply::Status(status) => {
+                let head = format!("HTTP/1.1 {status} Status\r\ncontent-length: 0\r\n\r\n");
+                conn.get_mut().write_all(head.as_bytes()).await.unwrap();
             }
             Reply::Hang => {
                 let mut rest = Vec::new();

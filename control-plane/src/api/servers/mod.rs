@@ -317,14 +317,18 @@ pub async fn refresh(
         let stored = probe.save(&mut conn, id).await;
         return Err(stored.map_or_else(failed, |_| ApiError::internal("a failed probe was saved as found")));
     }
-    audited(&mut conn, async |conn| {
+    let found = audited(&mut conn, async |conn| {
         let before = server_view(conn, id).await?;
-        probe.save(conn, id).await.map_err(failed)?;
+        let found = probe.save(conn, id).await.map_err(failed)?;
         let after = server_view(conn, id).await?;
-        Ok(((), Audit::updated(Target::server(id, server.tenant_id.as_deref()), &before, &after)))
+        Ok((found, Audit::updated(Target::server(id, server.tenant_id.as_deref()), &before, &after)))
     })
     .await?;
     drop(conn);
+    if found.changed {
+        // The catalog is part of the routing table: publish it now that it is committed.
+        publish(&state).await;
+    }
     let all = Include { include_tools: true, include_resources: true, include_prompts: true };
     Ok(HttpResponse::Ok().json(respond(&state, id, all).await?))
 }

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::api::{ApiError, Code};
 use crate::model::{
-    AuditArguments, CircuitBreaker, HealthCheck, InstanceSpec, LoadBalancing, MAX_WEIGHT, ServerSpec,
-    TransportType,
+    AuditArguments, CircuitBreaker, HealthCheck, InstanceSpec, LoadBalancing, MAX_WEIGHT, NamePrefix,
+    PRIORITY_RANGE, ServerSpec, TransportType,
 };
 
 /// Longest accepted description, in characters.
@@ -87,6 +87,16 @@ pub struct ServerRequest {
     /// `redacted` (the JSON with secret-looking values and long strings replaced) or `hashed` (a SHA-256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_arguments: Option<String>,
+    /// How `/mcp` names this server's tools and prompts: `always` (default: `<server>_<name>`),
+    /// `on_conflict` (the bare name unless another server of the tenant offers it) or `never` (the bare
+    /// name; a name several servers offer goes to a healthy one by `priority`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+    /// Preference among servers offering the same name on `/mcp`: lower first (ties by name), -1000 to
+    /// 1000, default 0. (Kept as JSON until validation, so any other value is `invalid_priority`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i32>, minimum = -1000, maximum = 1000)]
+    pub priority: Option<Value>,
 }
 
 /// Longest tenant id and version label.
@@ -224,7 +234,35 @@ impl ServerRequest {
                 )
             })?,
         };
+        let name_prefix = match self.name_prefix.as_deref() {
+            None => NamePrefix::default(),
+            Some(raw) => NamePrefix::parse(raw).ok_or_else(|| {
+                err(
+                    Code::InvalidNamePrefix,
+                    format!("unknown name_prefix {raw:?}; use \"always\", \"on_conflict\" or \"never\""),
+                )
+            })?,
+        };
+        let priority = match &self.priority {
+            None => 0,
+            Some(raw) => raw
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|p| PRIORITY_RANGE.contains(p))
+                .ok_or_else(|| {
+                    err(
+                        Code::InvalidPriority,
+                        format!(
+                            "priority must be an integer from {} to {}, not {raw}",
+                            PRIORITY_RANGE.start(),
+                            PRIORITY_RANGE.end()
+                        ),
+                    )
+                })?,
+        };
         Ok(ServerSpec {
+            name_prefix,
+            priority,
             audit_arguments,
             upstream_auth,
             tenant_id,

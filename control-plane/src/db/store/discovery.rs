@@ -1,5 +1,7 @@
 //! Discovered capabilities: the last successful listing per server (in its own tables) and the outcome of
-//! the last attempt. A failed attempt keeps the last known capabilities and records when and why.
+//! the last attempt. A failed attempt keeps the last known capabilities and records when and why. A
+//! successful one is compared with the stored one by digest: only a different listing rewrites the lists
+//! and moves the routing version (the listing is the server's `Catalog` in the routing table).
 
 use std::collections::HashMap;
 
@@ -15,6 +17,7 @@ use crate::db::schema::{
 };
 use crate::mcp::ServerHello;
 use crate::mcp::lists::Capabilities;
+use crate::model::{CatalogContent, StoredCatalog};
 
 /// A row of `server_discovery`, shown as the server's `discovery`.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
@@ -45,16 +48,43 @@ fn position(i: usize) -> i32 {
     i32::try_from(i).unwrap_or(i32::MAX)
 }
 
-/// Replaces the server's capabilities with a successful listing. Returns false when the server was
-/// deleted meanwhile.
+/// What storing a successful listing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// The server was deleted meanwhile; nothing was written.
+    Gone,
+    /// The listing has the stored digest: only the attempt's outcome was written (no routing change).
+    Unchanged,
+    /// The listing replaced the stored one and moved the routing version to this one.
+    Changed(i64),
+}
+
+/// The digest of a successful listing (`CatalogContent::digest`).
+pub fn listing_digest(hello: &ServerHello, caps: &Capabilities) -> Vec<u8> {
+    CatalogContent {
+        protocol_version: &hello.protocol_version,
+        capabilities: hello.capabilities.as_ref(),
+        server_info: hello.server_info.as_ref(),
+        tools: &caps.tools,
+        prompts: &caps.prompts,
+        resources: &caps.resources,
+        resource_templates: &caps.resource_templates,
+    }
+    .digest()
+}
+
+/// Stores a successful listing. When its digest equals the stored one, only the attempt's outcome is
+/// written; otherwise the server's capabilities are replaced and the routing version is bumped in the same
+/// transaction (the catalog is part of the routing table), so the caller must refresh the hub.
 pub async fn save_ok(
     conn: &mut AsyncPgConnection,
     server_id: Uuid,
     hello: &ServerHello,
     caps: &Capabilities,
     duration_ms: i32,
-) -> QueryResult<bool> {
+) -> QueryResult<Saved> {
     let (hello, caps) = (hello.clone(), caps.clone());
+    let digest = listing_digest(&hello, &caps);
     let outcome = conn
         .transaction(async |conn| {
             // Concurrent discoveries of one server take turns here instead of interleaving their rows.
@@ -68,102 +98,16 @@ pub async fn save_ok(
             if exists.is_none() {
                 return Err(DieselError::NotFound);
             }
-            diesel::delete(server_tools::table.filter(server_tools::server_id.eq(server_id)))
-                .execute(conn)
-                .await?;
-            diesel::delete(server_resources::table.filter(server_resources::server_id.eq(server_id)))
-                .execute(conn)
-                .await?;
-            diesel::delete(
-                server_resource_templates::table.filter(server_resource_templates::server_id.eq(server_id)),
-            )
-            .execute(conn)
-            .await?;
-            diesel::delete(server_prompts::table.filter(server_prompts::server_id.eq(server_id)))
-                .execute(conn)
-                .await?;
-            let tools: Vec<_> = caps
-                .tools
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    (
-                        server_tools::server_id.eq(server_id),
-                        server_tools::position.eq(position(i)),
-                        server_tools::item.eq(t.clone()),
-                        server_tools::name.eq(text(t, "name").unwrap_or_default()),
-                        server_tools::title.eq(text(t, "title")),
-                        server_tools::description.eq(text(t, "description")),
-                        server_tools::input_schema.eq(t.get("inputSchema").cloned()),
-                        server_tools::output_schema.eq(t.get("outputSchema").cloned()),
-                        server_tools::annotations.eq(t.get("annotations").cloned()),
-                    )
-                })
-                .collect();
-            for chunk in tools.chunks(500) {
-                diesel::insert_into(server_tools::table).values(chunk).execute(conn).await?;
-            }
-            let resources: Vec<_> = caps
-                .resources
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    (
-                        server_resources::server_id.eq(server_id),
-                        server_resources::position.eq(position(i)),
-                        server_resources::item.eq(r.clone()),
-                        server_resources::uri.eq(text(r, "uri").unwrap_or_default()),
-                        server_resources::name.eq(text(r, "name")),
-                        server_resources::title.eq(text(r, "title")),
-                        server_resources::description.eq(text(r, "description")),
-                        server_resources::mime_type.eq(text(r, "mimeType")),
-                        server_resources::annotations.eq(r.get("annotations").cloned()),
-                    )
-                })
-                .collect();
-            for chunk in resources.chunks(500) {
-                diesel::insert_into(server_resources::table).values(chunk).execute(conn).await?;
-            }
-            let templates: Vec<_> = caps
-                .resource_templates
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    (
-                        server_resource_templates::server_id.eq(server_id),
-                        server_resource_templates::position.eq(position(i)),
-                        server_resource_templates::item.eq(r.clone()),
-                        server_resource_templates::uri_template
-                            .eq(text(r, "uriTemplate").unwrap_or_default()),
-                        server_resource_templates::name.eq(text(r, "name")),
-                        server_resource_templates::title.eq(text(r, "title")),
-                        server_resource_templates::description.eq(text(r, "description")),
-                        server_resource_templates::mime_type.eq(text(r, "mimeType")),
-                        server_resource_templates::annotations.eq(r.get("annotations").cloned()),
-                    )
-                })
-                .collect();
-            for chunk in templates.chunks(500) {
-                diesel::insert_into(server_resource_templates::table).values(chunk).execute(conn).await?;
-            }
-            let prompts: Vec<_> = caps
-                .prompts
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    (
-                        server_prompts::server_id.eq(server_id),
-                        server_prompts::position.eq(position(i)),
-                        server_prompts::item.eq(p.clone()),
-                        server_prompts::name.eq(text(p, "name").unwrap_or_default()),
-                        server_prompts::title.eq(text(p, "title")),
-                        server_prompts::description.eq(text(p, "description")),
-                        server_prompts::arguments.eq(p.get("arguments").cloned()),
-                    )
-                })
-                .collect();
-            for chunk in prompts.chunks(500) {
-                diesel::insert_into(server_prompts::table).values(chunk).execute(conn).await?;
+            let stored: Option<Vec<u8>> = server_discovery::table
+                .find(server_id)
+                .select(server_discovery::catalog_digest)
+                .first::<Option<Vec<u8>>>(conn)
+                .await
+                .optional()?
+                .flatten();
+            let changed = stored.as_deref() != Some(digest.as_slice());
+            if changed {
+                replace_items(conn, server_id, &caps).await?;
             }
             let now = Utc::now();
             let row = (
@@ -177,6 +121,7 @@ pub async fn save_ok(
                 server_discovery::capabilities.eq(hello.capabilities.clone()),
                 server_discovery::instructions.eq(hello.instructions.clone()),
                 server_discovery::error.eq(None::<String>),
+                server_discovery::catalog_digest.eq(Some(digest.clone())),
             );
             diesel::insert_into(server_discovery::table)
                 .values(row.clone())
@@ -185,16 +130,122 @@ pub async fn save_ok(
                 .set(row)
                 .execute(conn)
                 .await?;
-            Ok(())
+            if !changed {
+                return Ok(Saved::Unchanged);
+            }
+            Ok(Saved::Changed(super::bump_version(conn).await?))
         })
         .await;
     match outcome {
-        Ok(()) => Ok(true),
+        Ok(saved) => Ok(saved),
         Err(
             DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) | DieselError::NotFound,
-        ) => Ok(false),
+        ) => Ok(Saved::Gone),
         Err(e) => Err(e),
     }
+}
+
+/// Replaces the stored lists of `server_id` with `caps`.
+async fn replace_items(
+    conn: &mut AsyncPgConnection,
+    server_id: Uuid,
+    caps: &Capabilities,
+) -> QueryResult<()> {
+    diesel::delete(server_tools::table.filter(server_tools::server_id.eq(server_id))).execute(conn).await?;
+    diesel::delete(server_resources::table.filter(server_resources::server_id.eq(server_id)))
+        .execute(conn)
+        .await?;
+    diesel::delete(
+        server_resource_templates::table.filter(server_resource_templates::server_id.eq(server_id)),
+    )
+    .execute(conn)
+    .await?;
+    diesel::delete(server_prompts::table.filter(server_prompts::server_id.eq(server_id)))
+        .execute(conn)
+        .await?;
+    let tools: Vec<_> = caps
+        .tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                server_tools::server_id.eq(server_id),
+                server_tools::position.eq(position(i)),
+                server_tools::item.eq(t.clone()),
+                server_tools::name.eq(text(t, "name").unwrap_or_default()),
+                server_tools::title.eq(text(t, "title")),
+                server_tools::description.eq(text(t, "description")),
+                server_tools::input_schema.eq(t.get("inputSchema").cloned()),
+                server_tools::output_schema.eq(t.get("outputSchema").cloned()),
+                server_tools::annotations.eq(t.get("annotations").cloned()),
+            )
+        })
+        .collect();
+    for chunk in tools.chunks(500) {
+        diesel::insert_into(server_tools::table).values(chunk).execute(conn).await?;
+    }
+    let resources: Vec<_> = caps
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                server_resources::server_id.eq(server_id),
+                server_resources::position.eq(position(i)),
+                server_resources::item.eq(r.clone()),
+                server_resources::uri.eq(text(r, "uri").unwrap_or_default()),
+                server_resources::name.eq(text(r, "name")),
+                server_resources::title.eq(text(r, "title")),
+                server_resources::description.eq(text(r, "description")),
+                server_resources::mime_type.eq(text(r, "mimeType")),
+                server_resources::annotations.eq(r.get("annotations").cloned()),
+            )
+        })
+        .collect();
+    for chunk in resources.chunks(500) {
+        diesel::insert_into(server_resources::table).values(chunk).execute(conn).await?;
+    }
+    let templates: Vec<_> = caps
+        .resource_templates
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                server_resource_templates::server_id.eq(server_id),
+                server_resource_templates::position.eq(position(i)),
+                server_resource_templates::item.eq(r.clone()),
+                server_resource_templates::uri_template.eq(text(r, "uriTemplate").unwrap_or_default()),
+                server_resource_templates::name.eq(text(r, "name")),
+                server_resource_templates::title.eq(text(r, "title")),
+                server_resource_templates::description.eq(text(r, "description")),
+                server_resource_templates::mime_type.eq(text(r, "mimeType")),
+                server_resource_templates::annotations.eq(r.get("annotations").cloned()),
+            )
+        })
+        .collect();
+    for chunk in templates.chunks(500) {
+        diesel::insert_into(server_resource_templates::table).values(chunk).execute(conn).await?;
+    }
+    let prompts: Vec<_> = caps
+        .prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                server_prompts::server_id.eq(server_id),
+                server_prompts::position.eq(position(i)),
+                server_prompts::item.eq(p.clone()),
+                server_prompts::name.eq(text(p, "name").unwrap_or_default()),
+                server_prompts::title.eq(text(p, "title")),
+                server_prompts::description.eq(text(p, "description")),
+                server_prompts::arguments.eq(p.get("arguments").cloned()),
+            )
+        })
+        .collect();
+    for chunk in prompts.chunks(500) {
+        diesel::insert_into(server_prompts::table).values(chunk).execute(conn).await?;
+    }
+    Ok(())
 }
 
 /// Records a failed attempt, keeping the last known capabilities.
@@ -240,4 +291,59 @@ pub async fn outcomes(
         .load(conn)
         .await?;
     Ok(rows.into_iter().map(|r| (r.server_id, r)).collect())
+}
+
+/// The stored digest of every server with a successful discovery (`None` for one stored before digests
+/// were kept).
+pub async fn catalog_digests(conn: &mut AsyncPgConnection) -> QueryResult<HashMap<Uuid, Option<Vec<u8>>>> {
+    let rows: Vec<(Uuid, Option<Vec<u8>>)> = server_discovery::table
+        .filter(server_discovery::discovered_at.is_not_null())
+        .select((server_discovery::server_id, server_discovery::catalog_digest))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The stored successful discoveries of `ids` in full: one query for the outcomes and one per list.
+pub async fn catalogs(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<HashMap<Uuid, StoredCatalog>> {
+    use super::capabilities::{Kind, items};
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    type Head = (Uuid, Option<Vec<u8>>, Option<String>, Option<Value>, Option<Value>);
+    let heads: Vec<Head> = server_discovery::table
+        .filter(server_discovery::server_id.eq_any(ids.to_vec()))
+        .filter(server_discovery::discovered_at.is_not_null())
+        .select((
+            server_discovery::server_id,
+            server_discovery::catalog_digest,
+            server_discovery::protocol_version,
+            server_discovery::capabilities,
+            server_discovery::server_info,
+        ))
+        .load(conn)
+        .await?;
+    let mut tools = items(conn, Kind::Tools, ids).await?;
+    let mut prompts = items(conn, Kind::Prompts, ids).await?;
+    let mut resources = items(conn, Kind::Resources, ids).await?;
+    let mut templates = items(conn, Kind::ResourceTemplates, ids).await?;
+    Ok(heads
+        .into_iter()
+        .map(|(id, digest, protocol_version, capabilities, server_info)| {
+            let catalog = StoredCatalog {
+                digest,
+                protocol_version,
+                capabilities,
+                server_info,
+                tools: tools.remove(&id).unwrap_or_default(),
+                prompts: prompts.remove(&id).unwrap_or_default(),
+                resources: resources.remove(&id).unwrap_or_default(),
+                resource_templates: templates.remove(&id).unwrap_or_default(),
+            };
+            (id, catalog)
+        })
+        .collect())
 }

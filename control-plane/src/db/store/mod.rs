@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::schema::{instances, routing_state, servers};
 use crate::model::{
-    ApiKeyRow, CredentialIndex, DEFAULT_TENANT, InstanceRow, Owner, ServerRow, ServerSpec, TrustedIssuerRow,
+    ApiKeyRow, CatalogCache, CredentialIndex, DEFAULT_TENANT, InstanceRow, Owner, ServerRow, ServerSpec,
+    StoredCatalog, TrustedIssuerRow,
 };
 use crate::secrets::SecretsKey;
 
@@ -140,11 +141,20 @@ pub struct RoutingSnapshot {
     pub roles: Vec<roles::RoleRow>,
     /// Every rate limit.
     pub rate_limits: Vec<rate_limits::RateLimitRow>,
+    /// The stored catalog digest of every server with a successful discovery (`None`: stored before
+    /// digests were kept); the servers missing here have no catalog.
+    pub catalog_digests: HashMap<Uuid, Option<Vec<u8>>>,
+    /// In full, the catalogs of those servers whose stored digest is not the one `cached` holds.
+    pub catalogs: HashMap<Uuid, StoredCatalog>,
 }
 
-/// The routing version, every server, instance, API key, credential and trusted issuer, read from one
-/// consistent snapshot.
-pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<RoutingSnapshot> {
+/// The routing version, every server, instance, API key, credential and trusted issuer, and every
+/// server's catalog digest, read from one consistent snapshot; the catalogs themselves only of the servers
+/// whose digest differs from the one in `cached` (what the hub published last).
+pub async fn routing_snapshot(
+    conn: &mut AsyncPgConnection,
+    cached: &CatalogCache,
+) -> QueryResult<RoutingSnapshot> {
     conn.build_transaction()
         .repeatable_read()
         .read_only()
@@ -165,6 +175,17 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
             let tokens = upstream_auth::tokens(conn).await?;
             let roles = roles::list(conn).await?;
             let rate_limits = rate_limits::list(conn).await?;
+            let catalog_digests = discovery::catalog_digests(conn).await?;
+            let stale: Vec<Uuid> = catalog_digests
+                .iter()
+                .filter(|(id, digest)| {
+                    cached
+                        .get(*id)
+                        .is_none_or(|(known, _)| known.as_slice() != digest.as_deref().unwrap_or_default())
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            let catalogs = discovery::catalogs(conn, &stale).await?;
             Ok(RoutingSnapshot {
                 version,
                 servers,
@@ -177,6 +198,8 @@ pub async fn routing_snapshot(conn: &mut AsyncPgConnection) -> QueryResult<Routi
                 tokens,
                 roles,
                 rate_limits,
+                catalog_digests,
+                catalogs,
             })
         })
         .await
@@ -251,6 +274,8 @@ struct ServerValues<'a> {
     healthy_threshold: Option<i32>,
     unhealthy_threshold: Option<i32>,
     audit_arguments: &'static str,
+    name_prefix: &'static str,
+    priority: i32,
 }
 
 fn server_values(spec: &ServerSpec) -> ServerValues<'_> {
@@ -274,6 +299,8 @@ fn server_values(spec: &ServerSpec) -> ServerValues<'_> {
         healthy_threshold: int(h.healthy_threshold),
         unhealthy_threshold: int(h.unhealthy_threshold),
         audit_arguments: spec.audit_arguments.as_str(),
+        name_prefix: spec.name_prefix.as_str(),
+        priority: spec.priority,
     }
 }
 

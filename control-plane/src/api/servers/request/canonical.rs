@@ -4,11 +4,23 @@
 use serde_json::Value;
 
 use super::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
-use crate::model::{AuditArguments, CredentialIndex, InstanceRow, LoadBalancing, ServerRow, ServerSpec};
+use crate::model::{
+    AuditArguments, CredentialIndex, InstanceRow, LoadBalancing, NamePrefix, ServerRow, ServerSpec,
+};
 
 /// The setting as a request gives it: left out at its default.
 fn audit_arguments(setting: AuditArguments) -> Option<String> {
     (setting != AuditArguments::default()).then(|| setting.as_str().to_owned())
+}
+
+/// The naming setting as a request gives it: left out at its default.
+fn name_prefix(setting: NamePrefix) -> Option<String> {
+    (setting != NamePrefix::default()).then(|| setting.as_str().to_owned())
+}
+
+/// The priority as a request gives it: left out at its default (0).
+fn priority(priority: i32) -> Option<Value> {
+    (priority != 0).then(|| Value::from(priority))
 }
 
 impl ServerRequest {
@@ -47,6 +59,8 @@ impl ServerRequest {
             health_check: server.health_check().to_json(),
             upstream_auth: UpstreamAuthRequest::from_view(&credentials.server_view(server.id)),
             audit_arguments: audit_arguments(server.audit_arguments()),
+            name_prefix: name_prefix(server.name_prefix()),
+            priority: priority(server.priority),
         }
     }
 }
@@ -84,6 +98,8 @@ impl ServerRequest {
             health_check: spec.health_check.to_json(),
             upstream_auth: UpstreamAuthRequest::from_view(&spec.upstream_auth.view()),
             audit_arguments: audit_arguments(spec.audit_arguments),
+            name_prefix: name_prefix(spec.name_prefix),
+            priority: priority(spec.priority),
         }
     }
 }

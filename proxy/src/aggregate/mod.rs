@@ -1,0 +1,872 @@
+//! `/mcp`: one MCP server over every server the caller may use, in both eras, with nothing stored that
+//! another replica would need. Lists are answered from the catalog in the routing table; calls are
+//! renamed back and forwarded through the same admission and upstream path as `/mcp/{server}`. Design:
+//! `proxy/SESSIONS.md` "Aggregation".
+
+pub mod catalog;
+pub mod own;
+pub mod upstreams;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::{Value, json};
+
+use crate::error::ProxyError;
+use crate::forward::{self, Failure, Plan, Rewrite, Target};
+use crate::gateway::{Gateway, RequestCtx};
+use crate::headers;
+use crate::identity::Principal;
+use crate::jsonrpc::{Reference, Rpc};
+use crate::routing::{RoutingTable, Server};
+use crate::session::{Claims, ClientHello, Scope};
+use catalog::{Entry, ListKind};
+
+/// The protocol versions `/mcp` serves, newest first.
+pub const VERSIONS: &[&str] = &["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"];
+/// What a legacy client asking for a version the gateway does not serve is offered.
+const LATEST_LEGACY: &str = "2025-11-25";
+/// Items per list page.
+pub const PAGE: usize = 1000;
+/// How the gateway's own tools are named on `/mcp`.
+pub const OWN_PREFIX: &str = "gateway_";
+/// `params._meta` key of routing hints on calls.
+pub const HINTS_META: &str = "io.mcpgw/routing";
+/// How often an idle `/mcp` notification stream carries a keep-alive comment.
+const KEEPALIVE: Duration = Duration::from_secs(25);
+
+/// Serves one request on `/mcp` for `principal`.
+pub async fn handle(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &Arc<RoutingTable>,
+    principal: &Principal,
+    body: Bytes,
+    rpc: Option<&Rpc>,
+) -> Result<(), Failure> {
+    let method = session.req_header().method.clone();
+    let modern = headers::is_stateless(session.req_header());
+    match method {
+        http::Method::POST => post(gw, session, ctx, table, principal, body, rpc, modern).await,
+        http::Method::GET if !modern => {
+            let claims = client_session(gw, session, principal)?;
+            listen(gw, session, ctx, principal, None, claims.instance.into()).await
+        }
+        http::Method::DELETE if !modern => {
+            let claims = client_session(gw, session, principal)?;
+            let closed = gw.upstreams.close_all(gw, &claims.instance);
+            tracing::debug!(closed, "A /mcp session ended.");
+            crate::bridge::reply(session, ctx, 200, None, Bytes::new(), None).await
+        }
+        _ => Err(ProxyError::MethodNotAllowed { allowed: if modern { "POST" } else { "GET, POST, DELETE" } }
+            .into()),
+    }
+}
+
+/// The legacy client's session, from its `Mcp-Session-Id`.
+fn client_session(gw: &Gateway, session: &Session, principal: &Principal) -> Result<Claims, ProxyError> {
+    let token = session.req_header().headers.get("mcp-session-id").ok_or_else(|| {
+        ProxyError::BadRequest("Mcp-Session-Id is required: initialize a session first".into())
+    })?;
+    let token =
+        token.to_str().map_err(|_| crate::route::unknown_session(crate::session::TokenError::Malformed))?;
+    let claims = gw
+        .sessions
+        .open(Scope::Aggregate(principal.binding()), token)
+        .map_err(crate::route::unknown_session)?;
+    if claims.aggregate.is_none() {
+        return Err(crate::route::unknown_session(crate::session::TokenError::Malformed));
+    }
+    Ok(claims)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn post(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &Arc<RoutingTable>,
+    principal: &Principal,
+    body: Bytes,
+    rpc: Option<&Rpc>,
+    modern: bool,
+) -> Result<(), Failure> {
+    let (id, method) = match rpc {
+        Some(Rpc::Message { id, method, .. }) => (id.as_ref(), method.as_str()),
+        Some(Rpc::Response { id }) if !modern => {
+            let claims = client_session(gw, session, principal)?;
+            return answer_upstream(gw, session, ctx, table, &claims, &body, id).await;
+        }
+        Some(Rpc::Response { .. }) => {
+            return Err(
+                ProxyError::InvalidRequest("2026-07-28 clients send no JSON-RPC responses".into()).into()
+            );
+        }
+        Some(Rpc::Batch) => {
+            return Err(ProxyError::InvalidRequest("JSON-RPC batches are not accepted on /mcp".into()).into());
+        }
+        None => {
+            return Err(ProxyError::InvalidRequest(
+                "the body must be one JSON-RPC request or notification".into(),
+            )
+            .into());
+        }
+    };
+    if modern {
+        headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
+    }
+    if !modern && method == "initialize" {
+        return initialize(gw, session, ctx, table, principal, &body, id).await;
+    }
+    let client = if modern { None } else { Some(client_session(gw, session, principal)?) };
+    if let Some(kind) = ListKind::of_list(method) {
+        let answer = list(gw, table, principal, kind, &body, id, modern)?;
+        return crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await;
+    }
+    match method {
+        "ping" | "logging/setLevel" => {
+            let answer = result(id, &json!({}), modern);
+            crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await
+        }
+        "server/discover" if modern => {
+            let answer = result(id, &cacheable(discover(table, principal)), true);
+            crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await
+        }
+        "subscriptions/listen" if modern => {
+            let filter = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.pointer("/params/filter").cloned())
+                .unwrap_or_default();
+            let id = id.cloned().unwrap_or(Value::Null);
+            listen(gw, session, ctx, principal, Some((id, filter)), Arc::from("")).await
+        }
+        "tools/call"
+        | "prompts/get"
+        | "resources/read"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "completion/complete" => call(gw, session, ctx, table, principal, body, rpc, client.as_ref()).await,
+        "notifications/cancelled" => {
+            if let Some(claims) = &client {
+                cancel(gw, session, claims, &body).await;
+            }
+            crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await
+        }
+        _ if id.is_none() => crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await,
+        other => Err(ProxyError::MethodNotFound { method: other.to_owned(), modern }.into()),
+    }
+}
+
+/// A 2026-07-28 cacheable result (lists, `server/discover`, `resources/read`) as the gateway answers it: for
+/// this caller only, and not to be reused once answered (catalogs change under it).
+fn cacheable(mut value: Value) -> Value {
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("ttlMs").or_insert(json!(0));
+        obj.insert("cacheScope".into(), json!("private"));
+    }
+    value
+}
+
+/// A JSON-RPC result message.
+fn result(id: Option<&Value>, result: &Value, modern: bool) -> Bytes {
+    let mut result = result.clone();
+    if modern && let Some(obj) = result.as_object_mut() {
+        obj.insert("resultType".into(), "complete".into());
+    }
+    Bytes::from(
+        json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "result": result}).to_string(),
+    )
+}
+
+fn server_info() -> Value {
+    json!({"name": "mcpgw", "title": "mcpgw gateway", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// The servers `principal` may reach.
+fn visible_servers<'a>(
+    table: &'a RoutingTable,
+    principal: &'a Principal,
+) -> impl Iterator<Item = &'a Arc<Server>> {
+    table.servers().filter(|s| table.access().allows(principal, &s.tenant, &s.name, None))
+}
+
+/// What `/mcp` offers `principal`: every capability one of its servers declared that the gateway can route,
+/// with `listChanged` (the gateway announces catalog changes itself).
+fn capabilities(table: &RoutingTable, principal: &Principal) -> Value {
+    let catalog = table.catalog();
+    let mut caps = serde_json::Map::new();
+    let mut subscribe = false;
+    for server in visible_servers(table, principal) {
+        let Some(facts) = catalog.facts(&server.id) else { continue };
+        for key in ["tools", "prompts", "resources", "completions", "logging"] {
+            if let Some(declared) = facts.capabilities.get(key) {
+                subscribe |= key == "resources" && declared.get("subscribe") == Some(&Value::Bool(true));
+                caps.entry(key).or_insert_with(|| json!({}));
+            }
+        }
+    }
+    for key in ["tools", "prompts", "resources"] {
+        if let Some(Value::Object(obj)) = caps.get_mut(key) {
+            obj.insert("listChanged".into(), Value::Bool(true));
+        }
+    }
+    if subscribe && let Some(Value::Object(obj)) = caps.get_mut("resources") {
+        obj.insert("subscribe".into(), Value::Bool(true));
+    }
+    Value::Object(caps)
+}
+
+/// Answers a legacy `initialize`: the gateway is the client's server; upstream sessions come later.
+#[allow(clippy::too_many_arguments)]
+async fn initialize(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &RoutingTable,
+    principal: &Principal,
+    body: &[u8],
+    id: Option<&Value>,
+) -> Result<(), Failure> {
+    let doc: Value = serde_json::from_slice(body).unwrap_or_default();
+    let params = doc.get("params").cloned().unwrap_or_default();
+    let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or(LATEST_LEGACY);
+    let version = if VERSIONS[1..].contains(&asked) { asked } else { LATEST_LEGACY };
+    let hello = ClientHello {
+        protocol_version: version.to_owned(),
+        capabilities: params.get("capabilities").cloned().unwrap_or_else(|| json!({})).to_string(),
+        client_info: params.get("clientInfo").cloned().unwrap_or_else(|| json!({})).to_string(),
+    };
+    let claims = Claims {
+        instance: crate::session::random_id(),
+        upstream: String::new(),
+        issued: crate::session::now(),
+        aggregate: Some(hello),
+    };
+    let token = gw.sessions.seal_claims(Scope::Aggregate(principal.binding()), &claims);
+    let answer = result(
+        id,
+        &json!({
+            "protocolVersion": version,
+            "capabilities": capabilities(table, principal),
+            "serverInfo": server_info(),
+            "instructions": "mcpgw: the tools, prompts and resources of every server you may use, named <server>_<name> unless the server is configured otherwise.",
+        }),
+        false,
+    );
+    crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, Some(token)).await
+}
+
+/// `server/discover` on `/mcp`.
+fn discover(table: &RoutingTable, principal: &Principal) -> Value {
+    json!({
+        "supportedVersions": VERSIONS,
+        "capabilities": capabilities(table, principal),
+        "serverInfo": server_info(),
+    })
+}
+
+/// The first route of `entry` that `principal` may use.
+fn visible<'a>(
+    table: &RoutingTable,
+    principal: &Principal,
+    kind: ListKind,
+    entry: &'a Entry,
+) -> Option<&'a catalog::Route> {
+    entry.routes.iter().find(|r| {
+        table.access().allows(
+            principal,
+            &r.server.tenant,
+            &r.server.name,
+            Some((kind.item_kind(), &r.original)),
+        )
+    })
+}
+
+/// One page of a merged list, filtered for `principal`, as a JSON-RPC answer.
+fn list(
+    gw: &Gateway,
+    table: &RoutingTable,
+    principal: &Principal,
+    kind: ListKind,
+    body: &[u8],
+    id: Option<&Value>,
+    modern: bool,
+) -> Result<Bytes, ProxyError> {
+    let cursor = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/params/cursor").and_then(Value::as_str).map(str::to_owned));
+    let bad_cursor = || ProxyError::InvalidCursor;
+    let catalog = table.catalog();
+    let mut cursor_name: Option<String> = None;
+    let start = match cursor {
+        None => 0,
+        Some(c) => {
+            let claims =
+                gw.sessions.open(Scope::Cursor(principal.binding()), &c).map_err(|_| bad_cursor())?;
+            if claims.instance != kind.field() {
+                return Err(bad_cursor());
+            }
+            let start = catalog.after(kind, &claims.upstream);
+            cursor_name = Some(claims.upstream);
+            start
+        }
+    };
+    let entries = catalog.entries(kind);
+    let own = if kind == ListKind::Tools { own::tools(OWN_PREFIX) } else { Vec::new() };
+    let after = cursor_name.as_deref();
+    let mut servers = entries[start.min(entries.len())..]
+        .iter()
+        .filter_map(|e| visible(table, principal, kind, e).map(|r| (&*e.name, &*r.json)))
+        .peekable();
+    let mut ours = own
+        .iter()
+        .filter(|(n, _)| after.is_none_or(|a| n.as_str() > a))
+        .map(|(n, j)| (n.as_str(), j.as_str()))
+        .peekable();
+    let mut out = String::with_capacity(256 + PAGE.min(entries.len()) * 256);
+    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    out.push_str(&id.cloned().unwrap_or(Value::Null).to_string());
+    out.push_str(r#","result":{""#);
+    out.push_str(kind.field());
+    out.push_str(r#"":["#);
+    let mut shown = 0;
+    let mut last: Option<&str> = None;
+    let mut more = false;
+    loop {
+        let take_ours = match (servers.peek(), ours.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some((a, _)), Some((b, _))) => b < a,
+        };
+        if shown == PAGE {
+            more = true;
+            break;
+        }
+        let Some((name, json)) = (if take_ours { ours.next() } else { servers.next() }) else { break };
+        if shown > 0 {
+            out.push(',');
+        }
+        out.push_str(json);
+        shown += 1;
+        last = Some(name);
+    }
+    out.push(']');
+    if more && let Some(last) = last {
+        let claims = Claims {
+            instance: kind.field().to_owned(),
+            upstream: last.to_string(),
+            issued: crate::session::now(),
+            aggregate: None,
+        };
+        let cursor = gw.sessions.seal_claims(Scope::Cursor(principal.binding()), &claims);
+        out.push_str(r#","nextCursor":""#);
+        out.push_str(&cursor);
+        out.push('"');
+    }
+    if modern {
+        // Filtered for this caller: cacheable by it alone, and stale as soon as a server's catalog changes.
+        out.push_str(r#","ttlMs":0,"cacheScope":"private","resultType":"complete""#);
+    }
+    out.push_str("}}");
+    Ok(Bytes::from(out))
+}
+
+/// Routing hints of a call on `/mcp` (`params._meta["io.mcpgw/routing"]`, or the `Mcp-Gateway-*` headers).
+#[derive(Debug, Default)]
+struct Hints {
+    preferred: Vec<String>,
+    required_tools: Vec<String>,
+    required_resources: Vec<String>,
+}
+
+impl Hints {
+    fn of(req: &pingora::http::RequestHeader, doc: &Value) -> Self {
+        let meta = doc.pointer("/params/_meta").and_then(|m| m.get(HINTS_META));
+        let from_meta = |key: &str| -> Option<Vec<String>> {
+            let list = meta?.get(key)?.as_array()?;
+            Some(list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        };
+        let from_header = |name: &str| -> Option<Vec<String>> {
+            let raw = req.headers.get(name)?.to_str().ok()?;
+            Some(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        };
+        let either =
+            |key: &str, header: &str| from_meta(key).or_else(|| from_header(header)).unwrap_or_default();
+        Self {
+            preferred: either("preferred_servers", "mcp-gateway-preferred-servers"),
+            required_tools: either("required_tools", "mcp-gateway-required-tools"),
+            required_resources: either("required_resources", "mcp-gateway-required-resources"),
+        }
+    }
+
+    /// Whether `server` offers everything the call requires.
+    fn accepts(&self, catalog: &catalog::Catalog, server: &Server) -> bool {
+        self.required_tools.iter().all(|t| catalog.offers(&server.id, ListKind::Tools, t))
+            && self.required_resources.iter().all(|r| catalog.offers(&server.id, ListKind::Resources, r))
+    }
+
+    /// Sort key: preferred servers first, in the order given.
+    fn rank(&self, server: &Server) -> usize {
+        self.preferred.iter().position(|p| **p == *server.name).unwrap_or(usize::MAX)
+    }
+}
+
+/// Whether one of the server's instances can take a request now.
+fn available(server: &Server) -> bool {
+    server.instances.iter().any(|i| {
+        i.health != mcpgw_proto::v1::HealthStatus::Unhealthy && i.state.gate() != crate::balance::Gate::Open
+    })
+}
+
+/// A header value as 2026-07-28 wants it: plain visible ASCII as is, anything else in the base64 form.
+fn header_value(text: &str) -> http::HeaderValue {
+    use base64::Engine;
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !text.starts_with("=?");
+    let encoded;
+    let value = if plain {
+        text
+    } else {
+        encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(text));
+        &encoded
+    };
+    http::HeaderValue::from_str(value).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
+/// The upstream session a 2026-07-28 client's call to a legacy-only server uses: one per (principal,
+/// declared client capabilities), opened with what `_meta` says of the client.
+fn modern_hello(principal: &Principal, doc: &Value) -> (Arc<str>, ClientHello) {
+    let meta = doc.pointer("/params/_meta");
+    let field = |key: &str| meta.and_then(|m| m.get(key)).cloned().unwrap_or_else(|| json!({}));
+    let capabilities = field("io.modelcontextprotocol/clientCapabilities").to_string();
+    let mut hasher = std::hash::DefaultHasher::new();
+    capabilities.hash(&mut hasher);
+    let key = format!("modern:{}:{:016x}", principal.binding(), hasher.finish());
+    let hello = ClientHello {
+        protocol_version: LATEST_LEGACY.to_owned(),
+        capabilities,
+        client_info: field("io.modelcontextprotocol/clientInfo").to_string(),
+    };
+    (Arc::from(key), hello)
+}
+
+/// Forwards a call to the server owning the name it uses, under the server's own name for it.
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &Arc<RoutingTable>,
+    principal: &Principal,
+    body: Bytes,
+    rpc: Option<&Rpc>,
+    client: Option<&Claims>,
+) -> Result<(), Failure> {
+    let Some(Rpc::Message { id, method, name, protocol_version, reference }) = rpc else {
+        return Err(ProxyError::InvalidRequest("the body must be one JSON-RPC request".into()).into());
+    };
+    let kind = match (method.as_str(), reference) {
+        ("tools/call", _) => ListKind::Tools,
+        ("prompts/get", _) => ListKind::Prompts,
+        ("completion/complete", Some(Reference::Prompt)) => ListKind::Prompts,
+        ("completion/complete", Some(Reference::Resource)) => ListKind::Templates,
+        ("completion/complete", None) => {
+            return Err(ProxyError::InvalidParams(
+                "params.ref must name a prompt or a resource template".into(),
+            )
+            .into());
+        }
+        _ => ListKind::Resources,
+    };
+    let item = kind.item_kind();
+    let name = name.as_deref().ok_or_else(|| {
+        ProxyError::InvalidParams(format!("{method} must name what it uses (params.name or params.uri)"))
+    })?;
+    let missing = || ProxyError::UnknownItem { kind: item, name: name.to_owned() };
+    if kind == ListKind::Tools
+        && let Some(tool) = name.strip_prefix(OWN_PREFIX).filter(|t| own::is_tool(t))
+    {
+        return own_call(gw, session, ctx, table, principal, &body, id.as_ref(), tool, client.is_none())
+            .await;
+    }
+    let catalog = table.catalog();
+    let candidates: Vec<(&catalog::Route, String)> = match catalog.get(kind, name) {
+        Some(entry) => entry.routes.iter().map(|r| (r, r.original.to_string())).collect(),
+        None if kind == ListKind::Resources => match catalog.template_for(name) {
+            Some((entry, originals)) => entry.routes.iter().zip(originals).collect(),
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    let mut doc: Value = serde_json::from_slice(&body)
+        .map_err(|_| ProxyError::InvalidRequest("the body is not JSON".into()))?;
+    let hints = Hints::of(session.req_header(), &doc);
+    let known = !candidates.is_empty();
+    let mut allowed: Vec<(&catalog::Route, String)> = candidates
+        .into_iter()
+        .filter(|(r, original)| {
+            table.access().allows(principal, &r.server.tenant, &r.server.name, Some((item, original)))
+        })
+        .filter(|(r, _)| hints.accepts(catalog, &r.server))
+        .collect();
+    if allowed.is_empty() {
+        ctx.audited.forbidden = known;
+        return Err(missing().into());
+    }
+    // Stable: servers not named by the hints keep their preference order.
+    allowed.sort_by_key(|(r, _)| hints.rank(&r.server));
+    let (route, original) = allowed.iter().find(|(r, _)| available(&r.server)).unwrap_or(&allowed[0]);
+    let server = route.server.clone();
+    let pointer = match (method.as_str(), reference) {
+        ("completion/complete", Some(Reference::Prompt)) => "/params/ref/name",
+        ("completion/complete", _) => "/params/ref/uri",
+        ("tools/call" | "prompts/get", _) => "/params/name",
+        _ => "/params/uri",
+    };
+    if let Some(slot) = doc.pointer_mut(pointer) {
+        *slot = Value::String(original.clone());
+    }
+    if let Some(Value::Object(meta)) = doc.pointer_mut("/params/_meta") {
+        meta.remove(HINTS_META);
+    }
+    let body = Bytes::from(doc.to_string());
+    let renamed = Rpc::Message {
+        id: id.clone(),
+        method: method.clone(),
+        name: Some(original.clone()),
+        protocol_version: protocol_version.clone(),
+        reference: *reference,
+    };
+    let admitted =
+        crate::route::admit(gw, session, ctx, table, principal, &server.name, &body, Some(&renamed)).await?;
+    let server = admitted.server;
+    let modern = client.is_none();
+    let mut headers = Vec::new();
+    if modern {
+        headers.push((http::HeaderName::from_static("mcp-name"), header_value(original)));
+    }
+    let complete = modern.then_some(crate::sse::Completion { cacheable: method == "resources/read" });
+    if modern && catalog.facts(&server.id).is_some_and(|f| f.modern) {
+        let plan = Plan {
+            target: crate::route::balanced(session, &server),
+            rewrite: Rewrite::DropSession,
+            headers,
+            rewrites: crate::sse::Rewrites { request_ids: None, complete },
+            ..Plan::default()
+        };
+        return forward::run(gw, session, ctx, &server, plan, body).await;
+    }
+    let (key, hello) = match client.and_then(|c| Some((c, c.aggregate.clone()?))) {
+        Some((claims, hello)) => (Arc::from(claims.instance.as_str()), hello),
+        None => modern_hello(principal, &doc),
+    };
+    let _in_flight = gw.upstreams.track(&key, id.as_ref(), &server.id);
+    let mut first = true;
+    loop {
+        let held = gw.upstreams.get(gw, session.req_header(), &server, &key, &hello).await?;
+        let mut headers = headers.clone();
+        headers.push((http::HeaderName::from_static("mcp-protocol-version"), header_value(&held.version)));
+        let plan = Plan {
+            target: Target::Pinned(held.instance.clone()),
+            upstream_session: Some(held.id.clone()).filter(|id| !id.is_empty()),
+            rewrite: Rewrite::DropSession,
+            headers,
+            reopen: first,
+            rewrites: crate::sse::Rewrites {
+                request_ids: client.is_some().then(|| request_id_prefix(&server.id)),
+                complete,
+            },
+            ..Plan::default()
+        };
+        match forward::run(gw, session, ctx, &server, plan, body.clone()).await {
+            Err(Failure::UpstreamSessionGone) if first => {
+                gw.upstreams.forget(&key, &server.id, &held);
+                first = false;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Forwards a legacy `notifications/cancelled` to the upstream session its request went to, if that
+/// request is in flight on this replica.
+async fn cancel(gw: &Gateway, session: &Session, claims: &Claims, body: &Bytes) {
+    let Some(request_id) =
+        serde_json::from_slice::<Value>(body).ok().and_then(|d| d.pointer("/params/requestId").cloned())
+    else {
+        return;
+    };
+    let key: Arc<str> = Arc::from(claims.instance.as_str());
+    let Some(server_id) = gw.upstreams.in_flight(&key, &request_id) else { return };
+    let Some(held) = gw.upstreams.held(&key, &server_id) else { return };
+    let req = upstreams::own_request(
+        http::Method::POST,
+        Some(session.req_header()),
+        Some(&held.version),
+        Some(&held.id),
+    );
+    if let Err(error) =
+        forward::request_whole(gw, &req, &held.server, &held.instance, body, &Plan::default()).await
+    {
+        tracing::debug!(server = %held.server.name, %error, "A cancellation could not be forwarded.");
+    }
+}
+
+/// A digest of what `principal` sees of each list, to notice changes.
+fn digests(table: &RoutingTable, principal: &Principal, kinds: &[ListKind]) -> Vec<u64> {
+    kinds
+        .iter()
+        .map(|kind| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            for entry in table.catalog().entries(*kind) {
+                if let Some(route) = visible(table, principal, *kind, entry) {
+                    route.json.hash(&mut hasher);
+                }
+            }
+            hasher.finish()
+        })
+        .collect()
+}
+
+/// Serves a notification stream: the legacy GET stream of a `/mcp` session, or a 2026-07-28
+/// `subscriptions/listen` (`listen` = its id and filter). Sends `notifications/<list>/list_changed` once
+/// whenever what the caller can see of a list changes, and keep-alive comments meanwhile.
+async fn listen(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    principal: &Principal,
+    listen: Option<(Value, Value)>,
+    _key: Arc<str>,
+) -> Result<(), Failure> {
+    let _permit = gw.streams.acquire_stream(principal.binding())?;
+    let mut kinds = vec![ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::Templates];
+    let mut ack = serde_json::Map::new();
+    if let Some((_, filter)) = &listen {
+        let wanted = |flag: &str| filter.get(flag) == Some(&Value::Bool(true));
+        kinds.retain(|k| match k {
+            ListKind::Tools => wanted("toolsListChanged"),
+            ListKind::Prompts => wanted("promptsListChanged"),
+            ListKind::Resources | ListKind::Templates => wanted("resourcesListChanged"),
+        });
+        for flag in ["toolsListChanged", "promptsListChanged", "resourcesListChanged"] {
+            if wanted(flag) {
+                ack.insert(flag.into(), Value::Bool(true));
+            }
+        }
+    }
+    let subscription = listen.as_ref().map(|(id, _)| id.clone());
+    let event = |method: &str, mut params: serde_json::Map<String, Value>| {
+        if let Some(id) = &subscription {
+            params.insert("_meta".into(), json!({"io.modelcontextprotocol/subscriptionId": id}));
+        }
+        let message = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        Bytes::from(format!("event: message\ndata: {message}\n\n"))
+    };
+    let mut resp = ResponseHeader::build(200, Some(4)).map_err(Failure::Abort)?;
+    for (name, value) in
+        [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+    {
+        resp.insert_header(name, value).map_err(Failure::Abort)?;
+    }
+    session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
+    ctx.response_started = Some(std::time::Instant::now());
+    if subscription.is_some() {
+        let first = event("notifications/subscriptions/acknowledged", ack);
+        session.write_response_body(Some(first), false).await.map_err(Failure::Abort)?;
+    }
+    let mut changes = gw.routes.subscribe();
+    let mut seen = match gw.routes.load() {
+        Some(table) => digests(&table, principal, &kinds),
+        None => Vec::new(),
+    };
+    loop {
+        let out = tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let table = gw.routes.current();
+                let now = digests(&table, principal, &kinds);
+                let mut sent: Vec<&str> = Vec::new();
+                let mut out = Vec::new();
+                for (i, kind) in kinds.iter().enumerate() {
+                    let notification = kind.list_changed();
+                    if seen.get(i) != now.get(i) && !sent.contains(&notification) {
+                        sent.push(notification);
+                        out.extend_from_slice(&event(notification, serde_json::Map::new()));
+                    }
+                }
+                seen = now;
+                Bytes::from(out)
+            }
+            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keep-alive\n\n"),
+            _ = forward::client_gone(session) => return Ok(()),
+        };
+        if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
+            return Ok(());
+        }
+    }
+    session.write_response_body(None, true).await.map_err(Failure::Abort)
+}
+
+/// Runs one of the gateway's own tools (`tool` unprefixed) and answers with its result.
+#[allow(clippy::too_many_arguments)]
+async fn own_call(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &RoutingTable,
+    principal: &Principal,
+    body: &[u8],
+    id: Option<&Value>,
+    tool: &str,
+    modern: bool,
+) -> Result<(), Failure> {
+    ctx.server = Some(Arc::from(own::NAME));
+    let args = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|d| d.pointer("/params/arguments").cloned())
+        .unwrap_or_else(|| json!({}));
+    let outcome = match own::call(table, principal, tool, &args) {
+        own::Outcome::Done(value) => value,
+        own::Outcome::Register(spec) => register(gw, session.req_header(), &spec).await,
+    };
+    let answer = result(id, &outcome, modern);
+    crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await
+}
+
+/// `register_server`: the control plane registers the server for the caller's own credential, with the
+/// REST API's validation and permissions; its answer (or refusal) is the tool's result.
+async fn register(gw: &Gateway, down: &pingora::http::RequestHeader, spec: &Value) -> Value {
+    let token = down
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim())
+        })
+        .unwrap_or_default();
+    match gw.registrar.register(token, spec).await {
+        Ok((status, body)) => {
+            own::result(json!({"status": status, "response": body}), !(200..300).contains(&status))
+        }
+        Err(error) => own::result(json!({"error": error}), true),
+    }
+}
+
+/// Serves `/mcp/gateway`: the gateway's own tools as one small MCP server in both eras (no session, no
+/// GET stream).
+pub async fn own_server(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &Arc<RoutingTable>,
+    principal: &Principal,
+    body: Bytes,
+    rpc: Option<&Rpc>,
+) -> Result<(), Failure> {
+    ctx.server = Some(Arc::from(own::NAME));
+    if session.req_header().method != http::Method::POST {
+        return Err(ProxyError::MethodNotAllowed { allowed: "POST" }.into());
+    }
+    let modern = headers::is_stateless(session.req_header());
+    let (id, method, name) = match rpc {
+        Some(Rpc::Message { id, method, name, .. }) => (id.as_ref(), method.as_str(), name.as_deref()),
+        Some(Rpc::Response { .. }) => {
+            return crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await;
+        }
+        _ => {
+            return Err(ProxyError::InvalidRequest(
+                "the body must be one JSON-RPC request or notification".into(),
+            )
+            .into());
+        }
+    };
+    if modern {
+        headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
+    }
+    let capabilities = json!({"tools": {}});
+    let answer = match method {
+        "initialize" if !modern => {
+            let asked = serde_json::from_slice::<Value>(&body).ok().and_then(|d| {
+                d.pointer("/params/protocolVersion").and_then(Value::as_str).map(str::to_owned)
+            });
+            let version =
+                asked.filter(|v| VERSIONS[1..].contains(&v.as_str())).unwrap_or_else(|| LATEST_LEGACY.into());
+            json!({"protocolVersion": version, "capabilities": capabilities, "serverInfo": server_info()})
+        }
+        "server/discover" if modern => cacheable(
+            json!({"supportedVersions": VERSIONS, "capabilities": capabilities, "serverInfo": server_info()}),
+        ),
+        "ping" => json!({}),
+        "tools/list" => {
+            let items: Vec<Value> =
+                own::tools("").into_iter().filter_map(|(_, j)| serde_json::from_str(&j).ok()).collect();
+            if modern { cacheable(json!({"tools": items})) } else { json!({"tools": items}) }
+        }
+        "tools/call" => {
+            let tool = name.filter(|n| own::is_tool(n)).ok_or_else(|| ProxyError::UnknownItem {
+                kind: crate::policy::ItemKind::Tool,
+                name: name.unwrap_or_default().to_owned(),
+            })?;
+            return own_call(gw, session, ctx, table, principal, &body, id, tool, modern).await;
+        }
+        _ if id.is_none() => return crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await,
+        other => return Err(ProxyError::MethodNotFound { method: other.to_owned(), modern }.into()),
+    };
+    crate::bridge::reply(session, ctx, 200, Some("application/json"), result(id, &answer, modern), None).await
+}
+
+/// The prefix of the ids the client sees on requests from the server with `server_id`.
+fn request_id_prefix(server_id: &str) -> Arc<str> {
+    Arc::from(format!("mcpgw:{server_id}:"))
+}
+
+/// A legacy client's answer to a request an upstream sent it: restored to the upstream's own id and
+/// posted into that upstream's session (on this replica; an answer for a session opened elsewhere is
+/// refused as an unknown session, since the request it answers cannot be found).
+async fn answer_upstream(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &RoutingTable,
+    claims: &Claims,
+    body: &Bytes,
+    id: &Value,
+) -> Result<(), Failure> {
+    let unknown = || ProxyError::InvalidParams(format!("no request of this session has the id {id}"));
+    let (server_id, original) = id
+        .as_str()
+        .and_then(|s| s.strip_prefix("mcpgw:"))
+        .and_then(|s| s.split_once(':'))
+        .and_then(|(server, _)| {
+            let original = crate::sse::original_id(id, &request_id_prefix(server))?;
+            Some((server.to_owned(), original))
+        })
+        .ok_or_else(unknown)?;
+    let key: Arc<str> = Arc::from(claims.instance.as_str());
+    let held = gw.upstreams.held(&key, &server_id).ok_or_else(unknown)?;
+    let server = table.servers().find(|s| s.id == server_id).cloned().unwrap_or_else(|| held.server.clone());
+    ctx.server = Some(server.name.clone());
+    let mut doc: Value = serde_json::from_slice(body)
+        .map_err(|_| ProxyError::InvalidRequest("the body is not JSON".into()))?;
+    doc["id"] = original;
+    let plan = Plan {
+        target: Target::Pinned(held.instance.clone()),
+        upstream_session: Some(held.id.clone()).filter(|id| !id.is_empty()),
+        rewrite: Rewrite::DropSession,
+        headers: vec![(http::HeaderName::from_static("mcp-protocol-version"), header_value(&held.version))],
+        ..Plan::default()
+    };
+    forward::run(gw, session, ctx, &server, plan, Bytes::from(doc.to_string())).await
+}

@@ -1,0 +1,335 @@
+//! The upstream sessions `/mcp` opens for its clients: one per (client session, server), opened on the
+//! first call to the server with the client's own `initialize` parameters, cached by this replica only
+//! (bounded in count and idle time) and re-opened whenever it is missing or gone — any replica can make
+//! an equivalent one from the client's token (`proxy/SESSIONS.md` "Aggregation").
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mcpgw_proto::v1::HealthStatus;
+use pingora::http::RequestHeader;
+use serde_json::{Value, json};
+
+use crate::balance::Gate;
+use crate::error::ProxyError;
+use crate::forward::{self, Plan};
+use crate::gateway::Gateway;
+use crate::routing::{Instance, Server};
+use crate::session::ClientHello;
+
+/// Most upstream sessions one replica holds; beyond, the least recently used is forgotten (and closed).
+const MAX_SESSIONS: usize = 100_000;
+/// An upstream session unused this long is forgotten (and closed).
+const IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// An upstream session the gateway holds.
+#[derive(Debug)]
+pub struct Held {
+    /// The server as it was when the session was opened.
+    pub server: Arc<Server>,
+    pub instance: Arc<Instance>,
+    /// The upstream's `Mcp-Session-Id`.
+    pub id: String,
+    /// The protocol version the upstream agreed to.
+    pub version: String,
+    /// Milliseconds since `UpstreamSessions::epoch` of the last use.
+    last_used: AtomicU64,
+}
+
+type Slot = Arc<tokio::sync::OnceCell<Arc<Held>>>;
+
+/// Upstream sessions by (client session key, server id), and the requests in flight on them.
+pub struct UpstreamSessions {
+    sessions: Mutex<HashMap<(Arc<str>, String), Slot>>,
+    /// Which server each in-flight request of a client session went to: (session key, request id as
+    /// JSON) → server id. Cancellations are forwarded by it.
+    in_flight: Mutex<HashMap<(Arc<str>, String), String>>,
+    epoch: Instant,
+}
+
+impl Default for UpstreamSessions {
+    fn default() -> Self {
+        Self { sessions: Mutex::default(), in_flight: Mutex::default(), epoch: Instant::now() }
+    }
+}
+
+/// Removes an in-flight request when its exchange ends, however it ends.
+pub struct InFlightGuard<'a> {
+    owner: &'a UpstreamSessions,
+    key: Option<(Arc<str>, String)>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take()
+            && let Ok(mut map) = self.owner.in_flight.lock()
+        {
+            map.remove(&key);
+        }
+    }
+}
+
+/// Whether `instance` can still serve a session pinned to it.
+fn serves(server: &Server, instance: &Instance) -> bool {
+    server.instances.iter().any(|i| i.id == instance.id)
+        && instance.health != HealthStatus::Unhealthy
+        && instance.state.gate() != Gate::Open
+}
+
+impl UpstreamSessions {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The session held for (`key`, `server`), opened now when there is none or its instance can no
+    /// longer serve it.
+    pub async fn get(
+        &self,
+        gw: &Gateway,
+        down: &RequestHeader,
+        server: &Arc<Server>,
+        key: &Arc<str>,
+        hello: &ClientHello,
+    ) -> Result<Arc<Held>, ProxyError> {
+        let map_key = (key.clone(), server.id.clone());
+        loop {
+            let slot = {
+                let mut map = self.sessions.lock().map_err(|_| poisoned())?;
+                if map.len() >= MAX_SESSIONS && !map.contains_key(&map_key) {
+                    self.evict(&mut map, gw);
+                }
+                map.entry(map_key.clone()).or_default().clone()
+            };
+            let held = slot.get_or_try_init(|| open(gw, down, server, key, hello)).await?.clone();
+            if serves(server, &held.instance) {
+                held.last_used.store(self.now_ms(), Ordering::Relaxed);
+                return Ok(held);
+            }
+            self.forget(key, &server.id, &held);
+        }
+    }
+
+    /// Forgets `held` (its upstream answered 404, or its instance is gone), unless another request has
+    /// already replaced it.
+    pub fn forget(&self, key: &Arc<str>, server_id: &str, held: &Arc<Held>) {
+        let Ok(mut map) = self.sessions.lock() else { return };
+        let map_key = (key.clone(), server_id.to_owned());
+        if map.get(&map_key).and_then(|slot| slot.get()).is_some_and(|h| Arc::ptr_eq(h, held)) {
+            map.remove(&map_key);
+        }
+    }
+
+    /// Drops idle sessions and, if still full, the least recently used tenth; closes them upstream.
+    fn evict(&self, map: &mut HashMap<(Arc<str>, String), Slot>, gw: &Gateway) {
+        let now = self.now_ms();
+        let idle = u64::try_from(IDLE.as_millis()).unwrap_or(u64::MAX);
+        let last = |slot: &Slot| slot.get().map_or(0, |h| h.last_used.load(Ordering::Relaxed));
+        let mut gone: Vec<Arc<Held>> = Vec::new();
+        map.retain(|_, slot| {
+            let keep = now.saturating_sub(last(slot)) < idle;
+            if !keep && let Some(h) = slot.get() {
+                gone.push(h.clone());
+            }
+            keep
+        });
+        if map.len() >= MAX_SESSIONS {
+            let mut ages: Vec<u64> = map.values().map(last).collect();
+            let cut = ages.len() / 10;
+            let (_, threshold, _) = ages.select_nth_unstable(cut);
+            let threshold = *threshold;
+            map.retain(|_, slot| {
+                let keep = last(slot) > threshold;
+                if !keep && let Some(h) = slot.get() {
+                    gone.push(h.clone());
+                }
+                keep
+            });
+        }
+        for held in gone {
+            close(gw, held);
+        }
+    }
+
+    /// Closes every upstream session of a client session (the client's DELETE).
+    pub fn close_all(&self, gw: &Gateway, key: &str) -> usize {
+        let Ok(mut map) = self.sessions.lock() else { return 0 };
+        let mut gone = Vec::new();
+        map.retain(|(k, _), slot| {
+            let keep = &**k != key;
+            if !keep && let Some(h) = slot.get() {
+                gone.push(h.clone());
+            }
+            keep
+        });
+        let n = gone.len();
+        for held in gone {
+            close(gw, held);
+        }
+        n
+    }
+
+    /// Notes that request `id` of client session `key` went to `server_id`, until the guard drops.
+    pub fn track(&self, key: &Arc<str>, id: Option<&Value>, server_id: &str) -> InFlightGuard<'_> {
+        let key = id.map(|id| (key.clone(), id.to_string()));
+        if let Some(k) = &key
+            && let Ok(mut map) = self.in_flight.lock()
+            // Bounded by the requests being served; a client reusing an id in flight replaces it.
+            && map.len() < MAX_SESSIONS
+        {
+            map.insert(k.clone(), server_id.to_owned());
+        }
+        InFlightGuard { owner: self, key }
+    }
+
+    /// The server request `id` of client session `key` is in flight on, on this replica.
+    pub fn in_flight(&self, key: &Arc<str>, id: &Value) -> Option<String> {
+        self.in_flight.lock().ok()?.get(&(key.clone(), id.to_string())).cloned()
+    }
+
+    /// The session held for (`key`, `server_id`), if one is open.
+    pub fn held(&self, key: &Arc<str>, server_id: &str) -> Option<Arc<Held>> {
+        self.sessions.lock().ok()?.get(&(key.clone(), server_id.to_owned()))?.get().cloned()
+    }
+}
+
+fn poisoned() -> ProxyError {
+    ProxyError::UpstreamFailed { server: "-".into(), detail: "upstream session table unavailable".into() }
+}
+
+/// The headers of a request the gateway makes on a client's behalf: the client's credential (for
+/// `token_exchange` upstreams), JSON in, JSON or SSE out.
+pub fn own_request(
+    method: http::Method,
+    down: Option<&RequestHeader>,
+    version: Option<&str>,
+    session: Option<&str>,
+) -> RequestHeader {
+    // Building a header from constants cannot fail.
+    let mut req = RequestHeader::build(method, b"/mcp", Some(6)).expect("request header");
+    if let Some(auth) = down.and_then(|d| d.headers.get(http::header::AUTHORIZATION)) {
+        let _ = req.insert_header(http::header::AUTHORIZATION, auth.clone());
+    }
+    let _ = req.insert_header(http::header::ACCEPT, "application/json, text/event-stream");
+    let _ = req.insert_header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(v) = version {
+        let _ = req.insert_header("mcp-protocol-version", v);
+    }
+    if let Some(s) = session {
+        let _ = req.insert_header("mcp-session-id", s);
+    }
+    req
+}
+
+/// The JSON-RPC message of an answer: the body itself, or the last `data` of an SSE body.
+pub fn message_of(body: &[u8], sse: bool) -> Option<Value> {
+    if !sse {
+        return serde_json::from_slice(body).ok();
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim_start()).ok())
+        .find(|m| m.get("result").is_some() || m.get("error").is_some())
+}
+
+/// Opens an upstream session on an instance picked by the server's policy (keyed by the client session).
+async fn open(
+    gw: &Gateway,
+    down: &RequestHeader,
+    server: &Arc<Server>,
+    key: &str,
+    hello: &ClientHello,
+) -> Result<Arc<Held>, ProxyError> {
+    let idx = server.selector().pick(key.as_bytes(), &[]).ok_or_else(|| forward::no_instance(server))?;
+    let instance = server.instances[idx].clone();
+    let failed = |detail: String| ProxyError::UpstreamFailed { server: server.name.to_string(), detail };
+    let capabilities: Value = serde_json::from_str(&hello.capabilities).unwrap_or_else(|_| json!({}));
+    let client_info: Value = serde_json::from_str(&hello.client_info)
+        .unwrap_or_else(|_| json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")}));
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": "mcpgw-initialize",
+        "method": "initialize",
+        "params": {
+            "protocolVersion": hello.protocol_version,
+            "capabilities": capabilities,
+            "clientInfo": client_info,
+        },
+    });
+    let req = own_request(http::Method::POST, Some(down), None, None);
+    let (resp, answer) =
+        forward::request_whole(gw, &req, server, &instance, &Bytes::from(body.to_string()), &Plan::default())
+            .await?;
+    if resp.status != http::StatusCode::OK {
+        return Err(failed(format!("initialize answered HTTP {}", resp.status.as_u16())));
+    }
+    let sse = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let message =
+        message_of(&answer, sse).ok_or_else(|| failed("initialize answered no JSON-RPC message".into()))?;
+    if let Some(error) = message.get("error") {
+        return Err(failed(format!("initialize failed: {error}")));
+    }
+    let version = message
+        .pointer("/result/protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(&hello.protocol_version)
+        .to_owned();
+    let id = resp
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let initialized = Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let session = Some(id.as_str()).filter(|id| !id.is_empty());
+    let req = own_request(http::Method::POST, Some(down), Some(&version), session);
+    let (resp, _) =
+        forward::request_whole(gw, &req, server, &instance, &initialized, &Plan::default()).await?;
+    if !resp.status.is_success() {
+        return Err(failed(format!("notifications/initialized answered HTTP {}", resp.status.as_u16())));
+    }
+    tracing::debug!(server = %server.name, instance = %instance.id, "Opened an upstream session for /mcp.");
+    Ok(Arc::new(Held { server: server.clone(), instance, id, version, last_used: AtomicU64::new(0) }))
+}
+
+/// Ends an upstream session (DELETE), in the background; failures only cost the upstream's memory. Only a
+/// static credential can be presented here (no caller to exchange a token for).
+fn close(gw: &Gateway, held: Arc<Held>) {
+    if held.id.is_empty() {
+        return;
+    }
+    let Ok(peer) = held.instance.peer.clone() else { return };
+    let credential = match &held.instance.credential {
+        Some(crate::routing::UpstreamAuth::Header(h)) => Some(h.clone()),
+        _ => None,
+    };
+    let down = own_request(http::Method::DELETE, None, Some(&held.version), None);
+    let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
+    let Ok(req) = forward::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
+        return;
+    };
+    let connector = gw.connector.clone();
+    let pool_idle = gw.limits.pool_idle_timeout;
+    tokio::spawn(async move {
+        let done = tokio::time::timeout(Duration::from_secs(5), async {
+            let (mut up, _) = connector.get_http_session(&peer).await.ok()?;
+            up.write_request_header(Box::new(req)).await.ok()?;
+            up.finish_request_body().await.ok()?;
+            up.read_response_header().await.ok()?;
+            while up.read_response_body().await.ok()?.is_some() {}
+            Some(up)
+        })
+        .await;
+        if let Ok(Some(up)) = done {
+            connector.release_http_session(up, &peer, Some(pool_idle)).await;
+        }
+    });
+}
