@@ -17,6 +17,20 @@ pub enum NameError {
     InvalidChar(char),
     #[error("name must start and end with a lowercase letter or digit")]
     BadEdge,
+    #[error("the name {0:?} is reserved: /mcp/{0} is the gateway's own MCP server")]
+    Reserved(&'static str),
+}
+
+/// Names no server may be registered under: `/mcp/gateway` is the gateway's own MCP server.
+pub const RESERVED_SERVER_NAMES: &[&str] = &["gateway"];
+
+/// [`server_name`], and not one of [`RESERVED_SERVER_NAMES`]: what a new or renamed server may be called.
+pub fn registrable_server_name(name: &str) -> Result<(), NameError> {
+    server_name(name)?;
+    match RESERVED_SERVER_NAMES.iter().find(|r| **r == name) {
+        Some(reserved) => Err(NameError::Reserved(reserved)),
+        None => Ok(()),
+    }
 }
 
 /// Checks a server name against `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`: the name is a path segment of

@@ -278,3 +278,45 @@ async fn a_catalog_change_reaches_the_listening_client() -> Result<()> {
     eprintln!("list_changed on /mcp {notified:?} after the registration, the new tools listed");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_several_servers_offer_goes_to_a_live_one() -> Result<()> {
+    let gw = Gateway::start().await?;
+    let mut a = mcpgw_e2e::dataplane::PyInstance::start("py-first", PyServerOpts::default()).await?;
+    let b = PyServer::start("py-second", PyServerOpts::default()).await?;
+    for (name, url, priority) in [("first", a.url(), 0), ("second", b.url(), 1)] {
+        let body = json!({"name": name, "endpoint_url": url, "name_prefix": "never", "priority": priority});
+        let (status, created) = gw.cp.api(reqwest::Method::POST, "/api/v1/servers", Some(body)).await?;
+        ensure!(status == 201, "{status} {created}");
+        gw.proxy.wait_routable(name, Duration::from_secs(10)).await?;
+    }
+    let url = format!("{}/mcp", gw.proxy.base_url());
+    poll_until("both catalogs on /mcp", Duration::from_secs(30), || async {
+        let mut probe = McpHttp::new(url.clone());
+        probe.initialize().await?;
+        let (tools, _) = probe.list_all("tools/list", "tools", false).await?;
+        let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+        // One `whoami` for both servers, no prefixed names.
+        Ok((names.iter().filter(|n| **n == "whoami").count() == 1
+            && !names.iter().any(|n| n.starts_with("first_"))
+            && gw.proxy.routes().await.is_ok_and(|r| r.to_string().contains("second")))
+        .then_some(()))
+    })
+    .await?;
+    let mut client = McpHttp::new(url.clone());
+    client.initialize().await?;
+    let who = client.call_tool("whoami", json!({})).await?;
+    ensure!(first_text(&who) == Some("py-first"), "the preferred server: {who}");
+    a.kill().await?;
+    for mode in ["legacy", "modern"] {
+        let who = if mode == "legacy" {
+            client.call_tool("whoami", json!({})).await?
+        } else {
+            let (id, resp) =
+                McpHttp::new(url.clone()).modern("tools/call", json!({"name": "whoami"})).await?;
+            resp.response_for(&id).with_context(|| format!("{resp:?}"))?["result"].clone()
+        };
+        ensure!(first_text(&who) == Some("py-second"), "{mode}, with the first server gone: {who}");
+    }
+    Ok(())
+}

@@ -471,7 +471,7 @@ async fn call(
     rpc: Option<&Rpc>,
     client: Option<&Claims>,
 ) -> Result<(), Failure> {
-    let Some(Rpc::Message { id, method, name, protocol_version, reference }) = rpc else {
+    let Some(Rpc::Message { id, method, name, reference, .. }) = rpc else {
         return Err(ProxyError::InvalidRequest("the body must be one JSON-RPC request".into()).into());
     };
     let kind = match (method.as_str(), reference) {
@@ -524,8 +524,45 @@ async fn call(
     }
     // Stable: servers not named by the hints keep their preference order.
     allowed.sort_by_key(|(r, _)| hints.rank(&r.server));
-    let (route, original) = allowed.iter().find(|(r, _)| available(&r.server)).unwrap_or(&allowed[0]);
-    let server = route.server.clone();
+    // Servers with an instance that can take the call first; a server that cannot be reached at all
+    // (nothing was sent) hands the call to the next one.
+    allowed.sort_by_key(|(r, _)| !available(&r.server));
+    if let Some(Value::Object(meta)) = doc.pointer_mut("/params/_meta") {
+        meta.remove(HINTS_META);
+    }
+    let last = allowed.len() - 1;
+    for (i, (route, original)) in allowed.iter().enumerate() {
+        let outcome =
+            call_route(gw, session, ctx, table, principal, &mut doc, rpc, client, route, original).await;
+        match outcome {
+            Err(Failure::Reply(
+                e @ (ProxyError::UpstreamUnreachable { .. } | ProxyError::NoInstance { .. }),
+            )) if i < last && session.response_written().is_none() => {
+                tracing::debug!(server = %route.server.name, error = %e, "Trying the next server offering the name.");
+            }
+            other => return other,
+        }
+    }
+    Err(missing().into())
+}
+
+/// Forwards a call to one server offering its name, as `original` there.
+#[allow(clippy::too_many_arguments)]
+async fn call_route(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    table: &Arc<RoutingTable>,
+    principal: &Principal,
+    doc: &mut Value,
+    rpc: Option<&Rpc>,
+    client: Option<&Claims>,
+    route: &catalog::Route,
+    original: &str,
+) -> Result<(), Failure> {
+    let Some(Rpc::Message { id, method, protocol_version, reference, .. }) = rpc else {
+        return Err(ProxyError::InvalidRequest("the body must be one JSON-RPC request".into()).into());
+    };
     let pointer = match (method.as_str(), reference) {
         ("completion/complete", Some(Reference::Prompt)) => "/params/ref/name",
         ("completion/complete", _) => "/params/ref/uri",
@@ -533,21 +570,19 @@ async fn call(
         _ => "/params/uri",
     };
     if let Some(slot) = doc.pointer_mut(pointer) {
-        *slot = Value::String(original.clone());
-    }
-    if let Some(Value::Object(meta)) = doc.pointer_mut("/params/_meta") {
-        meta.remove(HINTS_META);
+        *slot = Value::String(original.to_owned());
     }
     let body = Bytes::from(doc.to_string());
     let renamed = Rpc::Message {
         id: id.clone(),
         method: method.clone(),
-        name: Some(original.clone()),
+        name: Some(original.to_owned()),
         protocol_version: protocol_version.clone(),
         reference: *reference,
     };
     let admitted =
-        crate::route::admit(gw, session, ctx, table, principal, &server.name, &body, Some(&renamed)).await?;
+        crate::route::admit(gw, session, ctx, table, principal, &route.server.name, &body, Some(&renamed))
+            .await?;
     let server = admitted.server;
     let modern = client.is_none();
     let mut headers = Vec::new();
@@ -555,7 +590,7 @@ async fn call(
         headers.push((http::HeaderName::from_static("mcp-name"), header_value(original)));
     }
     let complete = modern.then_some(crate::sse::Completion { cacheable: method == "resources/read" });
-    if modern && catalog.facts(&server.id).is_some_and(|f| f.modern) {
+    if modern && table.catalog().facts(&server.id).is_some_and(|f| f.modern) {
         let plan = Plan {
             target: crate::route::balanced(session, &server),
             rewrite: Rewrite::DropSession,
@@ -567,7 +602,7 @@ async fn call(
     }
     let (key, hello) = match client.and_then(|c| Some((c, c.aggregate.clone()?))) {
         Some((claims, hello)) => (Arc::from(claims.instance.as_str()), hello),
-        None => modern_hello(principal, &doc),
+        None => modern_hello(principal, doc),
     };
     let _in_flight = gw.upstreams.track(&key, id.as_ref(), &server.id);
     let mut first = true;

@@ -130,7 +130,7 @@ impl ServerRequest {
         if serde_json::to_value(&self).is_ok_and(|v| has_nul(&v)) {
             return Err(err(Code::MalformedJson, "strings must not contain NUL characters"));
         }
-        validate::server_name(&self.name)
+        validate::registrable_server_name(&self.name)
             .map_err(|e| err(Code::InvalidServerName, format!("invalid server name {:?}: {e}", self.name)))?;
         let instances = match (self.endpoint_url, self.instances) {
             (Some(_), Some(_)) => {
