@@ -62,6 +62,18 @@ impl Endpoint {
         )
     }
 
+    /// A 2026-07-28 `tools/list` (first page).
+    pub fn stateless_list(&self) -> Vec<u8> {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        );
+        self.request(
+            "POST",
+            &[("MCP-Protocol-Version", MODERN), ("Mcp-Method", "tools/list")],
+            body.as_bytes(),
+        )
+    }
+
     /// The `echo` tool, answered with a ~1 KiB payload.
     pub fn stateless_echo(&self) -> Vec<u8> {
         self.stateless_call("echo", r#"{"message":"hello"}"#)

@@ -200,8 +200,26 @@ impl MessageRewriter {
     }
 }
 
+/// `data` (whole SSE events) without the events whose bytes contain `needle`.
+pub fn without_events(data: Bytes, needle: &[u8]) -> Bytes {
+    if !contains(&data, needle) {
+        return data;
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut start = 0;
+    while let Some(end) = event_end(&data[start..]) {
+        let event = &data[start..start + end];
+        if !contains(event, needle) {
+            out.extend_from_slice(event);
+        }
+        start += end;
+    }
+    out.extend_from_slice(&data[start..]);
+    Bytes::from(out)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// The upstream's own id of a request [`Rewrites::request_ids`] renamed with `prefix`, if `id` is one.

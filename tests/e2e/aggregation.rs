@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use mcpgw_e2e::dataplane::ts_client;
 use mcpgw_e2e::mcp::StreamEvent;
+use mcpgw_e2e::peers::FastMcpProxy;
 use mcpgw_e2e::process::log_dir;
 use mcpgw_e2e::{
     EverythingServer, Gateway, McpHttp, Proxy, PyServer, PyServerOpts, RmcpServer, fastmcp, inspector,
@@ -94,6 +95,31 @@ async fn real_clients_list_merged_tools_and_call_each_server() -> Result<()> {
     ensure!(sorted(tool_names(&inspected)) == names, "inspector: {inspected}");
     let fast = fastmcp(&["list", &url, "--auth", "none"]).await?;
     ensure!(sorted(tool_names(&fast)) == names, "fastmcp: {fast}");
+
+    // FastMCP's aggregating proxy on the same servers names them the same way (the gateway's own tools
+    // are ours alone), and answers the same.
+    let reference = FastMcpProxy::start(&[
+        ("everything", agg._everything.url()),
+        ("py", agg._py.url()),
+        ("rmcp", agg._rmcp.url()),
+    ])
+    .await?;
+    let theirs = sorted(tool_names(&fastmcp(&["list", &reference.url(), "--auth", "none"]).await?));
+    // FastMCP 4.1.2's client cannot list server-everything (its era probe ends in "Server not
+    // initialized"); the comparison covers the servers both list.
+    let listed_by_both = |n: &&String| ["py_", "rmcp_"].iter().any(|p| n.starts_with(p));
+    let ours: Vec<String> = names.iter().filter(listed_by_both).cloned().collect();
+    let theirs_both: Vec<String> = theirs.iter().filter(listed_by_both).cloned().collect();
+    ensure!(
+        !ours.is_empty() && ours == theirs_both,
+        "/mcp {ours:?}\nFastMCP {theirs:?}\n{}",
+        reference.describe()
+    );
+    for (tool, args) in [("py_add", r#"{"a":2,"b":3}"#), ("rmcp_echo", r#"{"message":"same"}"#)] {
+        let via_us = py_client(&url, "legacy", &["call", tool, args]).await?;
+        let via_them = py_client(&reference.url(), "legacy", &["call", tool, args]).await?;
+        ensure!(via_us["result"] == via_them["result"], "{tool}: {via_us} vs FastMCP {via_them}");
+    }
 
     // One call to each server, in each era, under the prefixed names.
     for mode in ["legacy", "2026-07-28"] {

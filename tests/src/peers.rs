@@ -287,6 +287,45 @@ pub async fn inspector_transport(url: &str, transport: &str, args: &[&str]) -> R
     run_json("inspector", cmd).await
 }
 
+/// FastMCP's own aggregating proxy (`fastmcp run <mcpServers config>` over HTTP): the behavioural reference
+/// `/mcp` is compared with.
+pub struct FastMcpProxy {
+    proc: Spawned,
+    port: u16,
+}
+
+impl FastMcpProxy {
+    /// Aggregates `servers` (name, Streamable HTTP URL).
+    pub async fn start(servers: &[(&str, String)]) -> Result<Self> {
+        let config = serde_json::json!({
+            "mcpServers": servers
+                .iter()
+                .map(|(name, url)| ((*name).to_owned(), serde_json::json!({"url": url, "transport": "http"})))
+                .collect::<serde_json::Map<String, Value>>(),
+        });
+        let path = crate::process::log_dir().join("fastmcp-proxy.json");
+        std::fs::write(&path, config.to_string())?;
+        let program = require(peers_dir().join(".venv/bin/fastmcp"))?;
+        let (proc, port) = start_on_free_port("fastmcp-proxy", |port| {
+            let mut cmd = Command::new(&program);
+            cmd.arg("run").arg(&path).args(["--transport", "http", "--host", "127.0.0.1", "--port"]);
+            cmd.arg(port.to_string()).env("FASTMCP_CHECK_FOR_UPDATES", "off");
+            Ok(cmd)
+        })
+        .await?;
+        Ok(Self { proc, port })
+    }
+
+    /// `http://127.0.0.1:<port>/mcp`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    pub fn describe(&self) -> String {
+        self.proc.describe()
+    }
+}
+
 /// `tests/peers/rmcp-server`: an rmcp 3.9.0 dual-era server with paginated lists (3 items per page),
 /// built by `install.sh` as its own cargo project.
 pub struct RmcpServer {

@@ -175,6 +175,10 @@ async fn scenarios(
         eprintln!("mcpgw-bench: g. routing change → applied");
         sections.push(scenarios::routing::run(&mut ctx).await?);
     }
+    if has('m') {
+        eprintln!("mcpgw-bench: m. aggregation on /mcp");
+        sections.push(scenarios::aggregation::run(&mut ctx).await?);
+    }
     if has('t') {
         eprintln!("mcpgw-bench: t. transparency under keep-alive load");
         sections.push(scenarios::transparency::run(&mut ctx).await?);

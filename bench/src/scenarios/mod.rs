@@ -2,6 +2,7 @@
 //! nginx runs after a warm-up pass and reported as medians over the pairs; and t, transparency under
 //! keep-alive load, which counts errors rather than time.
 
+pub mod aggregation;
 pub mod latency;
 pub mod routing;
 pub mod setup;

@@ -386,8 +386,11 @@ struct Hints {
 }
 
 impl Hints {
-    fn of(req: &pingora::http::RequestHeader, doc: &Value) -> Self {
-        let meta = doc.pointer("/params/_meta").and_then(|m| m.get(HINTS_META));
+    fn of(req: &pingora::http::RequestHeader, body: &[u8]) -> Self {
+        // Parsed only when the body names the key.
+        let doc: Option<Value> =
+            memchr::memmem::find(body, HINTS_META.as_bytes()).and_then(|_| serde_json::from_slice(body).ok());
+        let meta = doc.as_ref().and_then(|d| d.pointer("/params/_meta")).and_then(|m| m.get(HINTS_META));
         let from_meta = |key: &str| -> Option<Vec<String>> {
             let list = meta?.get(key)?.as_array()?;
             Some(list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
@@ -507,9 +510,7 @@ async fn call(
         },
         None => Vec::new(),
     };
-    let mut doc: Value = serde_json::from_slice(&body)
-        .map_err(|_| ProxyError::InvalidRequest("the body is not JSON".into()))?;
-    let hints = Hints::of(session.req_header(), &doc);
+    let hints = Hints::of(session.req_header(), &body);
     let known = !candidates.is_empty();
     let mut allowed: Vec<(&catalog::Route, String)> = candidates
         .into_iter()
@@ -527,13 +528,10 @@ async fn call(
     // Servers with an instance that can take the call first; a server that cannot be reached at all
     // (nothing was sent) hands the call to the next one.
     allowed.sort_by_key(|(r, _)| !available(&r.server));
-    if let Some(Value::Object(meta)) = doc.pointer_mut("/params/_meta") {
-        meta.remove(HINTS_META);
-    }
     let last = allowed.len() - 1;
     for (i, (route, original)) in allowed.iter().enumerate() {
         let outcome =
-            call_route(gw, session, ctx, table, principal, &mut doc, rpc, client, route, original).await;
+            call_route(gw, session, ctx, table, principal, &body, rpc, client, route, original).await;
         match outcome {
             Err(Failure::Reply(
                 e @ (ProxyError::UpstreamUnreachable { .. } | ProxyError::NoInstance { .. }),
@@ -554,25 +552,16 @@ async fn call_route(
     ctx: &mut RequestCtx,
     table: &Arc<RoutingTable>,
     principal: &Principal,
-    doc: &mut Value,
+    body: &Bytes,
     rpc: Option<&Rpc>,
     client: Option<&Claims>,
     route: &catalog::Route,
     original: &str,
 ) -> Result<(), Failure> {
-    let Some(Rpc::Message { id, method, protocol_version, reference, .. }) = rpc else {
+    let Some(Rpc::Message { id, method, name: Some(exposed), protocol_version, reference }) = rpc else {
         return Err(ProxyError::InvalidRequest("the body must be one JSON-RPC request".into()).into());
     };
-    let pointer = match (method.as_str(), reference) {
-        ("completion/complete", Some(Reference::Prompt)) => "/params/ref/name",
-        ("completion/complete", _) => "/params/ref/uri",
-        ("tools/call" | "prompts/get", _) => "/params/name",
-        _ => "/params/uri",
-    };
-    if let Some(slot) = doc.pointer_mut(pointer) {
-        *slot = Value::String(original.to_owned());
-    }
-    let body = Bytes::from(doc.to_string());
+    let body = renamed_body(body, method, *reference, exposed, original)?;
     let renamed = Rpc::Message {
         id: id.clone(),
         method: method.clone(),
@@ -602,7 +591,7 @@ async fn call_route(
     }
     let (key, hello) = match client.and_then(|c| Some((c, c.aggregate.clone()?))) {
         Some((claims, hello)) => (Arc::from(claims.instance.as_str()), hello),
-        None => modern_hello(principal, doc),
+        None => modern_hello(principal, &serde_json::from_slice(&body).unwrap_or_default()),
     };
     let _in_flight = gw.upstreams.track(&key, id.as_ref(), &server.id);
     let mut first = true;
@@ -630,6 +619,78 @@ async fn call_route(
             other => return other,
         }
     }
+}
+
+/// The body of a call as its server must see it: the name (or URI) it used on `/mcp` replaced by the
+/// server's own, the routing hints removed. Spliced in the bytes when the member appears once as plain
+/// text and no hints are there (no parse, no re-serialization); parsed and rewritten otherwise.
+fn renamed_body(
+    body: &Bytes,
+    method: &str,
+    reference: Option<Reference>,
+    exposed: &str,
+    original: &str,
+) -> Result<Bytes, ProxyError> {
+    let (key, pointer) = match (method, reference) {
+        ("completion/complete", Some(Reference::Prompt)) => ("name", "/params/ref/name"),
+        ("completion/complete", _) => ("uri", "/params/ref/uri"),
+        ("tools/call" | "prompts/get", _) => ("name", "/params/name"),
+        _ => ("uri", "/params/uri"),
+    };
+    if memchr::memmem::find(body, HINTS_META.as_bytes()).is_none()
+        && let Some(spliced) = splice_member(body, key, exposed, original)
+    {
+        return Ok(spliced);
+    }
+    let mut doc: Value = serde_json::from_slice(body)
+        .map_err(|_| ProxyError::InvalidRequest("the body is not JSON".into()))?;
+    if let Some(slot) = doc.pointer_mut(pointer) {
+        *slot = Value::String(original.to_owned());
+    }
+    if let Some(Value::Object(meta)) = doc.pointer_mut("/params/_meta") {
+        meta.remove(HINTS_META);
+    }
+    Ok(Bytes::from(doc.to_string()))
+}
+
+/// `body` with its one `"<key>": "<from>"` member made `"<key>":"<to>"`; `None` unless that member is there
+/// exactly once as plain text (names needing no JSON escapes), so the caller parses instead. A member of
+/// the same key and value elsewhere (inside the arguments) makes two: parsed.
+fn splice_member(body: &[u8], key: &str, from: &str, to: &str) -> Option<Bytes> {
+    let plain = |s: &str| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if !plain(from) || !plain(to) {
+        return None;
+    }
+    let quoted_key = format!("\"{key}\"");
+    let quoted_from = format!("\"{from}\"");
+    let skip_ws = |mut i: usize| {
+        while body.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut found = None;
+    for at in memchr::memmem::find_iter(body, quoted_key.as_bytes()) {
+        let colon = skip_ws(at + quoted_key.len());
+        if body.get(colon) != Some(&b':') {
+            continue;
+        }
+        let value = skip_ws(colon + 1);
+        if body[value..].starts_with(quoted_from.as_bytes()) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some((value, value + quoted_from.len()));
+        }
+    }
+    let (start, end) = found?;
+    let mut out = bytes::BytesMut::with_capacity(body.len() + to.len());
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(to.as_bytes());
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(&body[end..]);
+    Some(out.freeze())
 }
 
 /// Forwards a legacy `notifications/cancelled` to the upstream session its request went to, if that
@@ -681,7 +742,7 @@ async fn listen(
     ctx: &mut RequestCtx,
     principal: &Principal,
     listen: Option<(Value, Value)>,
-    _key: Arc<str>,
+    key: Arc<str>,
 ) -> Result<(), Failure> {
     let _permit = gw.streams.acquire_stream(principal.binding())?;
     let mut kinds = vec![ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::Templates];
@@ -707,6 +768,12 @@ async fn listen(
         let message = json!({"jsonrpc": "2.0", "method": method, "params": params});
         Bytes::from(format!("event: message\ndata: {message}\n\n"))
     };
+    // What the caller sees now, before the client learns the stream is open: any change after it is told.
+    let mut changes = gw.routes.subscribe();
+    let mut seen = match gw.routes.load() {
+        Some(table) => digests(&table, principal, &kinds),
+        None => Vec::new(),
+    };
     let mut resp = ResponseHeader::build(200, Some(4)).map_err(Failure::Abort)?;
     for (name, value) in
         [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
@@ -719,11 +786,24 @@ async fn listen(
         let first = event("notifications/subscriptions/acknowledged", ack);
         session.write_response_body(Some(first), false).await.map_err(Failure::Abort)?;
     }
-    let mut changes = gw.routes.subscribe();
-    let mut seen = match gw.routes.load() {
-        Some(table) => digests(&table, principal, &kinds),
-        None => Vec::new(),
-    };
+    // A legacy session's stream also relays its upstream sessions' own streams (those this replica holds,
+    // and those it opens while the stream lasts).
+    let (relayed_tx, mut relayed) = tokio::sync::mpsc::channel::<Bytes>(64);
+    // Each upstream session once (a session reopened after the upstream forgot it is a new one).
+    let mut relaying: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut opened = gw.upstreams.subscribe();
+    let relay =
+        |relaying: &mut std::collections::HashSet<usize>, server: String, held: Arc<upstreams::Held>| {
+            if !key.is_empty() && relaying.insert(Arc::as_ptr(&held) as usize) {
+                let prefix = request_id_prefix(&server);
+                tokio::spawn(upstreams::relay(gw.connector.clone(), held, prefix, relayed_tx.clone()));
+            }
+        };
+    if !key.is_empty() {
+        for (server, held) in gw.upstreams.held_of(&key) {
+            relay(&mut relaying, server, held);
+        }
+    }
     loop {
         let out = tokio::select! {
             changed = changes.changed() => {
@@ -744,6 +824,24 @@ async fn listen(
                 seen = now;
                 Bytes::from(out)
             }
+            news = opened.recv(), if !key.is_empty() => {
+                match news {
+                    Ok((k, server)) if k == key => {
+                        if let Some(held) = gw.upstreams.held(&key, &server) {
+                            relay(&mut relaying, server, held);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        for (server, held) in gw.upstreams.held_of(&key) {
+                            relay(&mut relaying, server, held);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                }
+                Bytes::new()
+            }
+            Some(message) = relayed.recv() => message,
             _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keep-alive\n\n"),
             _ = forward::client_gone(session) => return Ok(()),
         };
@@ -904,4 +1002,53 @@ async fn answer_upstream(
         ..Plan::default()
     };
     forward::run(gw, session, ctx, &server, plan, Bytes::from(doc.to_string())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renamed(body: &str, method: &str, reference: Option<Reference>, from: &str, to: &str) -> Value {
+        let out = renamed_body(&Bytes::from(body.to_owned()), method, reference, from, to).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn calls_are_renamed_in_place_or_by_parsing() {
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name" : "a_echo","arguments":{"x":"a_echo"}}}"#;
+        assert_eq!(
+            splice_member(call.as_bytes(), "name", "a_echo", "echo").as_deref().map(<[u8]>::len),
+            Some(call.len() - 2)
+        );
+        assert_eq!(
+            renamed(call, "tools/call", None, "a_echo", "echo")["params"],
+            json!({"name": "echo", "arguments": {"x": "a_echo"}})
+        );
+        // The same member inside the arguments: parsed, and only params.name changes.
+        let twice = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"a_echo"},"name":"a_echo"}}"#;
+        assert!(splice_member(twice.as_bytes(), "name", "a_echo", "echo").is_none());
+        assert_eq!(
+            renamed(twice, "tools/call", None, "a_echo", "echo")["params"],
+            json!({"arguments": {"name": "a_echo"}, "name": "echo"})
+        );
+        // Names needing escapes, hints to remove, references and URIs.
+        let quoted = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a_\"q\""}}"#;
+        assert_eq!(renamed(quoted, "tools/call", None, "a_\"q\"", "\"q\"")["params"]["name"], "\"q\"");
+        let hinted = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s","_meta":{"io.mcpgw/routing":{"preferred_servers":["b"]},"k":1}}}"#;
+        assert_eq!(renamed(hinted, "tools/call", None, "s", "s")["params"]["_meta"], json!({"k": 1}));
+        let complete = r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a_p"},"argument":{"name":"x","value":"y"}}}"#;
+        assert_eq!(
+            renamed(complete, "completion/complete", Some(Reference::Prompt), "a_p", "p")["params"]["ref"]["name"],
+            "p"
+        );
+        let read = r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"mem://a/x"}}"#;
+        assert_eq!(renamed(read, "resources/read", None, "mem://a/x", "mem://x")["params"]["uri"], "mem://x");
+    }
+
+    #[test]
+    fn header_values_use_the_base64_form_when_they_must() {
+        assert_eq!(header_value("echo"), "echo");
+        assert_eq!(header_value("héllo"), "=?base64?aMOpbGxv?=");
+        assert_eq!(header_value(" lead"), "=?base64?IGxlYWQ=?=");
+    }
 }

@@ -48,11 +48,19 @@ pub struct UpstreamSessions {
     /// JSON) → server id. Cancellations are forwarded by it.
     in_flight: Mutex<HashMap<(Arc<str>, String), String>>,
     epoch: Instant,
+    /// Announces each upstream session opened, (client session key, server id): a client's GET stream on
+    /// this replica starts relaying that session's own stream.
+    opened: tokio::sync::broadcast::Sender<(Arc<str>, String)>,
 }
 
 impl Default for UpstreamSessions {
     fn default() -> Self {
-        Self { sessions: Mutex::default(), in_flight: Mutex::default(), epoch: Instant::now() }
+        Self {
+            sessions: Mutex::default(),
+            in_flight: Mutex::default(),
+            epoch: Instant::now(),
+            opened: tokio::sync::broadcast::channel(1024).0,
+        }
     }
 }
 
@@ -103,7 +111,14 @@ impl UpstreamSessions {
                 }
                 map.entry(map_key.clone()).or_default().clone()
             };
-            let held = slot.get_or_try_init(|| open(gw, down, server, key, hello)).await?.clone();
+            let held = slot
+                .get_or_try_init(|| async {
+                    let held = open(gw, down, server, key, hello).await?;
+                    let _ = self.opened.send((key.clone(), server.id.clone()));
+                    Ok::<_, ProxyError>(held)
+                })
+                .await?
+                .clone();
             if serves(server, &held.instance) {
                 held.last_used.store(self.now_ms(), Ordering::Relaxed);
                 return Ok(held);
@@ -187,6 +202,20 @@ impl UpstreamSessions {
     /// The server request `id` of client session `key` is in flight on, on this replica.
     pub fn in_flight(&self, key: &Arc<str>, id: &Value) -> Option<String> {
         self.in_flight.lock().ok()?.get(&(key.clone(), id.to_string())).cloned()
+    }
+
+    /// Hears of every upstream session opened from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(Arc<str>, String)> {
+        self.opened.subscribe()
+    }
+
+    /// The sessions held for client session `key`, by server id.
+    pub fn held_of(&self, key: &str) -> Vec<(String, Arc<Held>)> {
+        let Ok(map) = self.sessions.lock() else { return Vec::new() };
+        map.iter()
+            .filter(|((k, _), _)| &**k == key)
+            .filter_map(|((_, server), slot)| Some((server.clone(), slot.get()?.clone())))
+            .collect()
     }
 
     /// The session held for (`key`, `server_id`), if one is open.
@@ -332,4 +361,64 @@ fn close(gw: &Gateway, held: Arc<Held>) {
             connector.release_http_session(up, &peer, Some(pool_idle)).await;
         }
     });
+}
+
+/// Relays an upstream session's GET stream (what the server sends the client outside any request) into
+/// `tx`, for the client's `/mcp` GET stream: requests get ids naming the server (`prefix`), `list_changed`
+/// notifications are left out (the catalog announces changes once). Ends when the upstream ends the
+/// stream or refuses it (a server without one answers 405), or when `tx` closes. Only a static credential
+/// can be presented (the client's own cannot be exchanged here).
+pub async fn relay(
+    connector: Arc<pingora::connectors::http::Connector>,
+    held: Arc<Held>,
+    prefix: Arc<str>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let Ok(peer) = held.instance.peer.clone() else { return };
+    let credential = match &held.instance.credential {
+        Some(crate::routing::UpstreamAuth::Header(h)) => Some(h.clone()),
+        _ => None,
+    };
+    let mut down = own_request(http::Method::GET, None, Some(&held.version), None);
+    down.remove_header(&http::header::CONTENT_TYPE);
+    let _ = down.insert_header(http::header::ACCEPT, "text/event-stream");
+    let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
+    let Ok(req) = forward::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
+        return;
+    };
+    let Ok((mut up, _)) = connector.get_http_session(&peer).await else { return };
+    if up.write_request_header(Box::new(req)).await.is_err() || up.finish_request_body().await.is_err() {
+        return;
+    }
+    let opened = tokio::select! {
+        r = up.read_response_header() => r.is_ok(),
+        _ = tx.closed() => false,
+    };
+    let is_stream = up.response_header().is_some_and(|h| {
+        h.status == http::StatusCode::OK
+            && h.headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"))
+    });
+    if !opened || !is_stream {
+        return;
+    }
+    up.set_read_timeout(None);
+    let mut rewriter =
+        crate::sse::MessageRewriter::new(crate::sse::Rewrites { request_ids: Some(prefix), complete: None });
+    loop {
+        tokio::select! {
+            chunk = up.read_response_body() => match chunk {
+                Ok(Some(data)) => {
+                    let out = crate::sse::without_events(rewriter.feed(data), b"/list_changed\"");
+                    if !out.is_empty() && tx.send(out).await.is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+            _ = tx.closed() => return,
+        }
+    }
 }

@@ -517,3 +517,55 @@ async fn requests_from_an_upstream_reach_the_client_and_its_answer_goes_back() {
     assert_eq!(stray.status(), 400);
     assert!(ups[1].drain().is_empty());
 }
+
+#[tokio::test]
+async fn the_get_stream_relays_what_upstream_sessions_send() {
+    let mut ups = vec![FakeUpstream::start().await, FakeUpstream::start().await, FakeUpstream::start().await];
+    let (_cp, proxy) = start(&ups).await;
+    let mut client = Client::new(&proxy, TEST_KEY);
+    client.initialize().await;
+    let mut stream = client
+        .http
+        .get(&client.url)
+        .bearer_auth(TEST_KEY)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.token.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    // The first call opens alpha's upstream session (initialize, initialized, the call); the GET stream
+    // then opens alpha's own stream, which carries a log message, a roots request and a list_changed.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    ups[0].reply(UpReply::ForGet(Box::new(UpReply::Sse(rx))));
+    client.rpc("tools/call", json!({"name": "alpha_echo", "arguments": {}})).await;
+    let get = within("the upstream GET", async {
+        loop {
+            let r = ups[0].next_request().await;
+            if r.method == "GET" {
+                return r;
+            }
+        }
+    })
+    .await;
+    assert_eq!(get.header("mcp-session-id"), Some(ups[0].session_id.as_str()));
+    for event in [
+        r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hello"}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"roots/list"}"#,
+    ] {
+        tx.send(Some(format!("event: message\ndata: {event}\n\n"))).await.unwrap();
+    }
+    let mut seen = String::new();
+    within("the relayed messages", async {
+        while !seen.contains("roots/list") {
+            let chunk = stream.chunk().await.unwrap().unwrap();
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await;
+    assert!(seen.contains(r#""data":"hello""#), "{seen}");
+    assert!(seen.contains(r#""id":"mcpgw:id-alpha:5""#), "{seen}");
+    assert!(!seen.contains("list_changed"), "the upstream's list_changed is not relayed: {seen}");
+    drop(tx);
+}

@@ -415,6 +415,8 @@ pub enum Reply {
     Unauthorized,
     /// This status with an empty body.
     Status(u16),
+    /// The reply to the next GET (POSTs and DELETEs skip it).
+    ForGet(Box<Reply>),
 }
 
 /// What the fake upstream saw of a streamed response's end.
@@ -512,13 +514,24 @@ async fn serve_conn(
             .map_or(0, |(_, v)| v.parse().unwrap());
         let mut body = vec![0; len];
         conn.read_exact(&mut body).await.unwrap();
+        let get = method == "GET";
         let _ = requests.send(Recorded { method, path, headers, body });
-        let reply = replies
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Reply::Json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into()));
+        let reply = {
+            // A GET takes the first reply queued for GETs, if any; anything else skips those.
+            let mut queue = replies.lock().unwrap();
+            let for_get = |r: &Reply| matches!(r, Reply::ForGet(_));
+            let at = queue
+                .iter()
+                .position(|r| get && for_get(r))
+                .or_else(|| queue.iter().position(|r| !for_get(r)));
+            match at.and_then(|i| queue.remove(i)) {
+                Some(Reply::ForGet(inner)) => *inner,
+                Some(reply) => reply,
+                None => Reply::Json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into()),
+            }
+        };
         match reply {
+            Reply::ForGet(_) => unreachable!("unwrapped above"),
             Reply::Json(body) => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: {session_id}\r\ncontent-length: {}\r\n\r\n",
