@@ -579,12 +579,41 @@ async fn exchange(
     up.set_read_timeout(if sse { None } else { Some(gw.limits.idle_timeout) });
     if let Some(filter) = &plan.filter {
         let filter = |body: &[u8], sse: bool| filter.apply(body, sse);
-        return filtered(gw, session, server, up, peer, gone, resp, &filter, sse, upstream_ok).await;
+        return filtered(gw, session, server, up, peer, gone, resp, &filter, None, sse, upstream_ok).await;
     }
+    // A JSON answer that may need fields added: when it arrives whole in its first chunk and needs
+    // nothing, it goes on as usual; otherwise it is read whole and changed.
+    let mut first_chunk = None;
     if plan.rewrites.complete.is_some() && !sse {
-        // A JSON answer is one message: read whole, changed, sent with its new length.
-        let complete = |body: &[u8], _: bool| plan.rewrites.apply_body(body);
-        return filtered(gw, session, server, up, peer, gone, resp, &complete, sse, upstream_ok).await;
+        let declared = resp
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        // Bounded by the idle timeout set above.
+        match up.read_response_body().await {
+            Ok(Some(data)) if declared == Some(data.len()) && !plan.rewrites.concerns(&data) => {
+                first_chunk = Some(data);
+            }
+            Ok(data) => {
+                let complete = |body: &[u8], _: bool| plan.rewrites.apply_body(body);
+                return filtered(
+                    gw,
+                    session,
+                    server,
+                    up,
+                    peer,
+                    gone,
+                    resp,
+                    &complete,
+                    data,
+                    sse,
+                    upstream_ok,
+                )
+                .await;
+            }
+            Err(e) => return Err(Attempt::Failed(Failure::Abort(e), Some(false))),
+        }
     }
 
     if session.write_response_header(Box::new(resp), false).await.is_err() {
@@ -617,6 +646,16 @@ async fn exchange(
     // The answer to a POST is one JSON-RPC message (JSON) or ends with one (SSE): its error code is
     // recorded. Streams opened by GET carry many messages, none of them this request's answer.
     let mut sniff = session.req_header().method == http::Method::POST;
+    if let Some(data) = first_chunk.take() {
+        if let Some(answer) = crate::audit::capture::answer(&data) {
+            ctx.audited.answer = Some(answer);
+            sniff = false;
+        }
+        if session.write_response_body(Some(data), false).await.is_err() {
+            abandon(gw, up, peer, gone);
+            return Ok(Some(upstream_ok));
+        }
+    }
     loop {
         tokio::select! {
             chunk = up.read_response_body() => match chunk {
@@ -680,10 +719,14 @@ async fn filtered(
     gone: OnClientGone,
     mut resp: ResponseHeader,
     transform: &(dyn Fn(&[u8], bool) -> Bytes + Sync),
+    first: Option<Bytes>,
     sse: bool,
     upstream_ok: bool,
 ) -> Result<Option<bool>, Attempt> {
     let mut body = bytes::BytesMut::new();
+    if let Some(first) = first {
+        body.extend_from_slice(&first);
+    }
     loop {
         tokio::select! {
             chunk = tokio::time::timeout(gw.limits.upstream_timeout, up.read_response_body()) => match chunk {

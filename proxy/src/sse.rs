@@ -88,13 +88,13 @@ impl Rewrites {
 
     /// Whether a message's raw bytes may need a change (cheap look before parsing): a request to give
     /// an id, or a result lacking a field to add.
-    fn concerns(&self, raw: &[u8]) -> bool {
-        (self.request_ids.is_some() && contains(raw, b"\"method\""))
+    pub fn concerns(&self, raw: &[u8]) -> bool {
+        (self.request_ids.is_some() && Needle::Method.in_(raw))
             || self.complete.is_some_and(|c| {
-                contains(raw, b"\"result\"")
-                    && (!contains(raw, b"\"resultType\"")
-                        || (c.cacheable
-                            && !(contains(raw, b"\"ttlMs\"") && contains(raw, b"\"cacheScope\""))))
+                // Most answers carry `resultType`: one scan settles them.
+                let typed = Needle::ResultType.in_(raw);
+                (!typed && Needle::Result.in_(raw))
+                    || (typed && c.cacheable && !(Needle::TtlMs.in_(raw) && Needle::CacheScope.in_(raw)))
             })
     }
 
@@ -220,6 +220,39 @@ pub fn without_events(data: Bytes, needle: &[u8]) -> Bytes {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
+}
+
+/// The keys [`Rewrites`] looks for in every answer, with their searchers built once.
+#[derive(Clone, Copy)]
+enum Needle {
+    Method,
+    Result,
+    ResultType,
+    TtlMs,
+    CacheScope,
+}
+
+impl Needle {
+    fn in_(self, haystack: &[u8]) -> bool {
+        use memchr::memmem::Finder;
+        use std::sync::LazyLock;
+        static FINDERS: LazyLock<[Finder<'static>; 5]> = LazyLock::new(|| {
+            [
+                Finder::new(b"\"method\""),
+                Finder::new(b"\"result\""),
+                Finder::new(b"\"resultType\""),
+                Finder::new(b"\"ttlMs\""),
+                Finder::new(b"\"cacheScope\""),
+            ]
+        });
+        static LAST: LazyLock<memchr::memmem::FinderRev<'static>> =
+            LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"resultType\""));
+        match self {
+            // Serializers put it last in the result, often at the end of the message: searched backwards.
+            Self::ResultType => LAST.rfind(haystack).is_some(),
+            _ => FINDERS[self as usize].find(haystack).is_some(),
+        }
+    }
 }
 
 /// The upstream's own id of a request [`Rewrites::request_ids`] renamed with `prefix`, if `id` is one.

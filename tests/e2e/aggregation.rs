@@ -270,6 +270,56 @@ async fn a_session_moves_between_replicas_and_survives_a_restart() -> Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_list_changed_reaches_the_client_on_mcp() -> Result<()> {
+    let gw = Gateway::start().await?;
+    let py = PyServer::start("py-changing", PyServerOpts::default()).await?;
+    gw.add_server("changing", &py.url(), "streamable_http").await?;
+    let url = format!("{}/mcp", gw.proxy.base_url());
+    poll_until("changing's tools on /mcp", Duration::from_secs(30), || async {
+        let mut probe = McpHttp::new(url.clone());
+        probe.initialize().await?;
+        let (tools, _) = probe.list_all("tools/list", "tools", false).await?;
+        Ok(tools.iter().any(|t| t["name"] == "changing_add_tool").then_some(()))
+    })
+    .await?;
+    let mut client = McpHttp::new(url.clone());
+    client.initialize().await?;
+    let mut stream = client.open_get_stream().await?;
+    // The control plane starts watching a discovered server within 2 s (its reconcile interval): a change
+    // made before that is only seen by the next rediscovery, so a change unseen for 5 s is made again
+    // under a new name.
+    let mut found = None;
+    for attempt in 0..6 {
+        let name = format!("fresh-{attempt}");
+        let changed = Instant::now();
+        let added =
+            client.call_tool("changing_add_tool", json!({"tool_name": name, "text": "new here"})).await?;
+        ensure!(first_text(&added) == Some(format!("added {name}").as_str()), "{added}");
+        while changed.elapsed() < Duration::from_secs(5) {
+            match stream.next(Duration::from_millis(500)).await {
+                StreamEvent::Event(e) if e.data.contains("notifications/tools/list_changed") => {
+                    let (tools, _) = client.list_all("tools/list", "tools", false).await?;
+                    if tools.iter().any(|t| t["name"] == format!("changing_{name}").as_str()) {
+                        found = Some((name.clone(), changed.elapsed()));
+                        break;
+                    }
+                }
+                StreamEvent::Ended => anyhow::bail!("the /mcp GET stream ended"),
+                _ => {}
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+    }
+    let (name, took) = found.context("no list_changed showing an added tool")?;
+    eprintln!("the server's list_changed reached the /mcp client as a new list {took:?} after the change");
+    let fresh = client.call_tool(&format!("changing_{name}"), json!({})).await?;
+    ensure!(first_text(&fresh) == Some("new here"), "{fresh}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_change_reaches_the_listening_client() -> Result<()> {
     let gw = Gateway::start().await?;
     let py = PyServer::start("py-first", PyServerOpts::default()).await?;
@@ -322,10 +372,16 @@ async fn a_name_several_servers_offer_goes_to_a_live_one() -> Result<()> {
         probe.initialize().await?;
         let (tools, _) = probe.list_all("tools/list", "tools", false).await?;
         let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
-        // One `whoami` for both servers, no prefixed names.
-        Ok((names.iter().filter(|n| **n == "whoami").count() == 1
-            && !names.iter().any(|n| n.starts_with("first_"))
-            && gw.proxy.routes().await.is_ok_and(|r| r.to_string().contains("second")))
+        // One `whoami` for both servers, no prefixed names, and both catalogs in (the gateway's own
+        // get_server lists each server's tools).
+        let mut both = true;
+        for server in ["first", "second"] {
+            let got = probe.call_tool("gateway_get_server", json!({"name": server})).await?;
+            both &= got["structuredContent"]["tools"].as_array().is_some_and(|t| !t.is_empty());
+        }
+        Ok((both
+            && names.iter().filter(|n| **n == "whoami").count() == 1
+            && !names.iter().any(|n| n.starts_with("first_")))
         .then_some(()))
     })
     .await?;

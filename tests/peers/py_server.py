@@ -2,8 +2,9 @@
 
 Streamable HTTP on 127.0.0.1:<port>/mcp, dual-era (2026-07-28 stateless requests and legacy
 initialize sessions). Tools: echo, add, whoami (returns --name, to tell instances apart),
-progress (emits `steps` progress notifications `interval_ms` apart, then returns) and slow (runs for
-`seconds`, leaving marker files that tell whether it finished, was cancelled, or saw its HTTP client go).
+progress (emits `steps` progress notifications `interval_ms` apart, then returns), slow (runs for
+`seconds`, leaving marker files that tell whether it finished, was cancelled, or saw its HTTP client go) and
+add_tool (adds a tool at run time and announces it: tools list_changed to listeners and legacy sessions).
 
 Auth mode (--auth-jwks URL --auth-issuer ISS --auth-audience AUD, all three together): every MCP request
 needs `Authorization: Bearer <JWT>` signed by a key of the JWKS (RS256/ES256, fetched lazily and refetched
@@ -89,6 +90,20 @@ def build(name: str, verifier: JwtVerifier | None = None, auth: AuthSettings | N
     @server.tool(description="Name of this server instance.")
     def whoami() -> str:
         return name
+
+    @server.tool(description="Add a tool `tool_name` that returns `text`, and announce the change (tools list_changed).")
+    async def add_tool(tool_name: str, text: str, ctx: Context) -> str:
+        def added() -> str:
+            return text
+
+        server.add_tool(added, name=tool_name, description=f"Added at run time; returns {text!r}.")
+        await ctx.notify_tools_changed()
+        try:
+            # Legacy sessions hear it on their GET stream.
+            await ctx.request_context.session.send_tool_list_changed()
+        except Exception:  # noqa: BLE001 - a 2026-07-28 request has no session stream to send on
+            pass
+        return f"added {tool_name}"
 
     @server.tool(description="Emit `steps` progress notifications `interval_ms` apart, then return.")
     async def progress(steps: int, interval_ms: int, ctx: Context) -> str:

@@ -140,8 +140,9 @@ impl Streamable {
                 let id = self.next_id;
                 self.next_id += 1;
                 let filter = json!({"toolsListChanged": true, "resourcesListChanged": true, "promptsListChanged": true});
+                // The filter is `params.notifications` (what the Python SDK, the reference, validates).
                 let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
-                    "params": {"filter": filter, "_meta": modern_meta()}});
+                    "params": {"notifications": filter, "_meta": modern_meta()}});
                 self.build("subscriptions/listen", &body).send().await?
             }
         };

@@ -84,6 +84,8 @@ pub struct Route {
     pub original: Arc<str>,
     /// The item as the server listed it, with its exposed name, serialized.
     pub json: Box<str>,
+    /// `original` as a 2026-07-28 `Mcp-Name` value (made once, not per call).
+    pub name_header: http::HeaderValue,
 }
 
 /// A name `/mcp` shows, and the servers serving it in preference order (more than one only for names that
@@ -282,6 +284,7 @@ impl Index {
                 server: (*server).clone(),
                 original: Arc::from(original),
                 json: shown.to_string().into_boxed_str(),
+                name_header: super::header_value(original),
             };
             let exposed: Arc<str> = Arc::from(exposed);
             match by_name.get_mut(&exposed) {

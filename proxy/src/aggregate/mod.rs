@@ -138,9 +138,12 @@ async fn post(
             crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await
         }
         "subscriptions/listen" if modern => {
+            // `params.notifications` (the Python SDK's name; `filter` read too, as older drafts had it).
             let filter = serde_json::from_slice::<Value>(&body)
                 .ok()
-                .and_then(|v| v.pointer("/params/filter").cloned())
+                .and_then(|v| {
+                    v.pointer("/params/notifications").or_else(|| v.pointer("/params/filter")).cloned()
+                })
                 .unwrap_or_default();
             let id = id.cloned().unwrap_or(Value::Null);
             listen(gw, session, ctx, principal, Some((id, filter)), Arc::from("")).await
@@ -381,15 +384,21 @@ fn list(
 #[derive(Debug, Default)]
 struct Hints {
     preferred: Vec<String>,
+    /// Servers carrying one of these tags go before the others (after the preferred servers).
+    preferred_tags: Vec<String>,
     required_tools: Vec<String>,
     required_resources: Vec<String>,
 }
 
 impl Hints {
     fn of(req: &pingora::http::RequestHeader, body: &[u8]) -> Self {
-        // Parsed only when the body names the key.
-        let doc: Option<Value> =
-            memchr::memmem::find(body, HINTS_META.as_bytes()).and_then(|_| serde_json::from_slice(body).ok());
+        // Nothing to read in the common case: no hint header (one pass over the names), no hint key.
+        let in_headers = req.headers.keys().any(|n| n.as_str().starts_with("mcp-gateway-"));
+        let in_body = has_hints(body);
+        if !in_headers && !in_body {
+            return Self::default();
+        }
+        let doc: Option<Value> = in_body.then(|| serde_json::from_slice(body).ok()).flatten();
         let meta = doc.as_ref().and_then(|d| d.pointer("/params/_meta")).and_then(|m| m.get(HINTS_META));
         let from_meta = |key: &str| -> Option<Vec<String>> {
             let list = meta?.get(key)?.as_array()?;
@@ -403,6 +412,7 @@ impl Hints {
             |key: &str, header: &str| from_meta(key).or_else(|| from_header(header)).unwrap_or_default();
         Self {
             preferred: either("preferred_servers", "mcp-gateway-preferred-servers"),
+            preferred_tags: either("preferred_tags", "mcp-gateway-preferred-tags"),
             required_tools: either("required_tools", "mcp-gateway-required-tools"),
             required_resources: either("required_resources", "mcp-gateway-required-resources"),
         }
@@ -414,9 +424,10 @@ impl Hints {
             && self.required_resources.iter().all(|r| catalog.offers(&server.id, ListKind::Resources, r))
     }
 
-    /// Sort key: preferred servers first, in the order given.
-    fn rank(&self, server: &Server) -> usize {
-        self.preferred.iter().position(|p| **p == *server.name).unwrap_or(usize::MAX)
+    /// Sort key: preferred servers first, in the order given, then servers with a preferred tag.
+    fn rank(&self, server: &Server) -> (usize, bool) {
+        let named = self.preferred.iter().position(|p| **p == *server.name).unwrap_or(usize::MAX);
+        (named, !server.tags.iter().any(|t| self.preferred_tags.contains(t)))
     }
 }
 
@@ -428,7 +439,7 @@ fn available(server: &Server) -> bool {
 }
 
 /// A header value as 2026-07-28 wants it: plain visible ASCII as is, anything else in the base64 form.
-fn header_value(text: &str) -> http::HeaderValue {
+pub(crate) fn header_value(text: &str) -> http::HeaderValue {
     use base64::Engine;
     let plain = !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
@@ -502,23 +513,23 @@ async fn call(
             .await;
     }
     let catalog = table.catalog();
-    let candidates: Vec<(&catalog::Route, String)> = match catalog.get(kind, name) {
-        Some(entry) => entry.routes.iter().map(|r| (r, r.original.to_string())).collect(),
+    let candidates: Vec<(&catalog::Route, std::borrow::Cow<'_, str>)> = match catalog.get(kind, name) {
+        Some(entry) => entry.routes.iter().map(|r| (r, std::borrow::Cow::Borrowed(&*r.original))).collect(),
         None if kind == ListKind::Resources => match catalog.template_for(name) {
-            Some((entry, originals)) => entry.routes.iter().zip(originals).collect(),
+            Some((entry, originals)) => {
+                entry.routes.iter().zip(originals.into_iter().map(std::borrow::Cow::Owned)).collect()
+            }
             None => Vec::new(),
         },
         None => Vec::new(),
     };
     let hints = Hints::of(session.req_header(), &body);
     let known = !candidates.is_empty();
-    let mut allowed: Vec<(&catalog::Route, String)> = candidates
-        .into_iter()
-        .filter(|(r, original)| {
-            table.access().allows(principal, &r.server.tenant, &r.server.name, Some((item, original)))
-        })
-        .filter(|(r, _)| hints.accepts(catalog, &r.server))
-        .collect();
+    let mut allowed = candidates;
+    allowed.retain(|(r, original)| {
+        table.access().allows(principal, &r.server.tenant, &r.server.name, Some((item, original)))
+            && hints.accepts(catalog, &r.server)
+    });
     if allowed.is_empty() {
         ctx.audited.forbidden = known;
         return Err(missing().into());
@@ -576,7 +587,9 @@ async fn call_route(
     let modern = client.is_none();
     let mut headers = Vec::new();
     if modern {
-        headers.push((http::HeaderName::from_static("mcp-name"), header_value(original)));
+        let value =
+            if original == &*route.original { route.name_header.clone() } else { header_value(original) };
+        headers.push((http::HeaderName::from_static("mcp-name"), value));
     }
     let complete = modern.then_some(crate::sse::Completion { cacheable: method == "resources/read" });
     if modern && table.catalog().facts(&server.id).is_some_and(|f| f.modern) {
@@ -621,6 +634,13 @@ async fn call_route(
     }
 }
 
+/// Whether a body names the routing hints' `_meta` key (found with a searcher built once).
+fn has_hints(body: &[u8]) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(HINTS_META.as_bytes()));
+    FINDER.find(body).is_some()
+}
+
 /// The body of a call as its server must see it: the name (or URI) it used on `/mcp` replaced by the
 /// server's own, the routing hints removed. Spliced in the bytes when the member appears once as plain
 /// text and no hints are there (no parse, no re-serialization); parsed and rewritten otherwise.
@@ -637,7 +657,7 @@ fn renamed_body(
         ("tools/call" | "prompts/get", _) => ("name", "/params/name"),
         _ => ("uri", "/params/uri"),
     };
-    if memchr::memmem::find(body, HINTS_META.as_bytes()).is_none()
+    if !has_hints(body)
         && let Some(spliced) = splice_member(body, key, exposed, original)
     {
         return Ok(spliced);
@@ -661,8 +681,21 @@ fn splice_member(body: &[u8], key: &str, from: &str, to: &str) -> Option<Bytes> 
     if !plain(from) || !plain(to) {
         return None;
     }
-    let quoted_key = format!("\"{key}\"");
-    let quoted_from = format!("\"{from}\"");
+    static NAME: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"name\""));
+    static URI: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"uri\""));
+    let finder: &memchr::memmem::Finder<'static> = match key {
+        "name" => &NAME,
+        "uri" => &URI,
+        _ => return None,
+    };
+    // `"<from>"` at `at`, compared in place.
+    let quoted_from_at = |at: usize| {
+        body.get(at) == Some(&b'"')
+            && body.get(at + 1..at + 1 + from.len()) == Some(from.as_bytes())
+            && body.get(at + 1 + from.len()) == Some(&b'"')
+    };
     let skip_ws = |mut i: usize| {
         while body.get(i).is_some_and(u8::is_ascii_whitespace) {
             i += 1;
@@ -670,17 +703,17 @@ fn splice_member(body: &[u8], key: &str, from: &str, to: &str) -> Option<Bytes> 
         i
     };
     let mut found = None;
-    for at in memchr::memmem::find_iter(body, quoted_key.as_bytes()) {
-        let colon = skip_ws(at + quoted_key.len());
+    for at in finder.find_iter(body) {
+        let colon = skip_ws(at + key.len() + 2);
         if body.get(colon) != Some(&b':') {
             continue;
         }
         let value = skip_ws(colon + 1);
-        if body[value..].starts_with(quoted_from.as_bytes()) {
+        if quoted_from_at(value) {
             if found.is_some() {
                 return None;
             }
-            found = Some((value, value + quoted_from.len()));
+            found = Some((value, value + from.len() + 2));
         }
     }
     let (start, end) = found?;
@@ -783,7 +816,9 @@ async fn listen(
     session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
     ctx.response_started = Some(std::time::Instant::now());
     if subscription.is_some() {
-        let first = event("notifications/subscriptions/acknowledged", ack);
+        let mut params = serde_json::Map::new();
+        params.insert("notifications".into(), Value::Object(ack));
+        let first = event("notifications/subscriptions/acknowledged", params);
         session.write_response_body(Some(first), false).await.map_err(Failure::Abort)?;
     }
     // A legacy session's stream also relays its upstream sessions' own streams (those this replica holds,
