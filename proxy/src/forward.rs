@@ -297,6 +297,17 @@ async fn connect_and_send(
     }
 }
 
+/// Tells the instance's breaker how an exchange went (`try_send`, never waiting).
+fn report_outcome(gw: &Gateway, server: &Server, instance: &Instance, ok: bool) {
+    gw.breakers.report(Outcome {
+        instance_id: instance.id.clone(),
+        server: server.name.clone(),
+        state: instance.state.clone(),
+        config: server.breaker,
+        ok,
+    });
+}
+
 /// Most instances tried for one request that never reached an upstream.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -324,15 +335,7 @@ pub async fn run(
         ctx.audited.instance = Some(instance.id.clone());
         let in_flight = InFlight::new(instance.clone());
         let result = exchange(gw, session, ctx, server, in_flight.instance(), &plan, &body).await;
-        let report = |ok: bool| {
-            gw.breakers.report(Outcome {
-                instance_id: instance.id.clone(),
-                server: server.name.clone(),
-                state: instance.state.clone(),
-                config: server.breaker,
-                ok,
-            })
-        };
+        let report = |ok: bool| report_outcome(gw, server, &instance, ok);
         match result {
             Ok(upstream_ok) => {
                 upstream_ok.map(report);
@@ -440,13 +443,7 @@ pub async fn request_whole(
         Err(ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamFailed { .. }) => false,
         Err(_) => true,
     };
-    gw.breakers.report(Outcome {
-        instance_id: instance.id.clone(),
-        server: server.name.clone(),
-        state: instance.state.clone(),
-        config: server.breaker,
-        ok,
-    });
+    report_outcome(gw, server, instance, ok);
     outcome
 }
 

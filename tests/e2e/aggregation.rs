@@ -24,9 +24,9 @@ const KEY: &str = "7T2ULrhWSqF3WzSU2X7DZ7iZ3XHq8KFW3FSbrCzbYyE=";
 
 struct Aggregate {
     gw: Gateway,
-    _everything: EverythingServer,
-    _py: PyServer,
-    _rmcp: RmcpServer,
+    everything_server: EverythingServer,
+    py_server: PyServer,
+    rmcp_server: RmcpServer,
 }
 
 impl Aggregate {
@@ -39,7 +39,7 @@ impl Aggregate {
         gw.add_server("everything", &everything.url(), "streamable_http").await?;
         gw.add_server("py", &py.url(), "streamable_http").await?;
         gw.add_server("rmcp", &rmcp.url(), "streamable_http").await?;
-        let this = Self { gw, _everything: everything, _py: py, _rmcp: rmcp };
+        let this = Self { gw, everything_server: everything, py_server: py, rmcp_server: rmcp };
         let url = this.url();
         poll_until("every server's tools on /mcp", Duration::from_secs(30), || async {
             let mut client = McpHttp::new(url.clone());
@@ -99,9 +99,9 @@ async fn real_clients_list_merged_tools_and_call_each_server() -> Result<()> {
     // FastMCP's aggregating proxy on the same servers names them the same way (the gateway's own tools
     // are ours alone), and answers the same.
     let reference = FastMcpProxy::start(&[
-        ("everything", agg._everything.url()),
-        ("py", agg._py.url()),
-        ("rmcp", agg._rmcp.url()),
+        ("everything", agg.everything_server.url()),
+        ("py", agg.py_server.url()),
+        ("rmcp", agg.rmcp_server.url()),
     ])
     .await?;
     let theirs = sorted(tool_names(&fastmcp(&["list", &reference.url(), "--auth", "none"]).await?));

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod own;
 pub mod upstreams;
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,12 +111,7 @@ async fn post(
         Some(Rpc::Batch) => {
             return Err(ProxyError::InvalidRequest("JSON-RPC batches are not accepted on /mcp".into()).into());
         }
-        None => {
-            return Err(ProxyError::InvalidRequest(
-                "the body must be one JSON-RPC request or notification".into(),
-            )
-            .into());
-        }
+        None => return Err(not_one_message().into()),
     };
     if modern {
         headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
@@ -173,6 +169,11 @@ fn cacheable(mut value: Value) -> Value {
         obj.insert("cacheScope".into(), json!("private"));
     }
     value
+}
+
+/// What a body that is not one JSON-RPC request or notification gets.
+fn not_one_message() -> ProxyError {
+    ProxyError::InvalidRequest("the body must be one JSON-RPC request or notification".into())
 }
 
 /// A JSON-RPC result message.
@@ -750,6 +751,29 @@ async fn cancel(gw: &Gateway, session: &Session, claims: &Claims, body: &Bytes) 
     }
 }
 
+/// A resource URI as its server knows it, and as the client does.
+type UriPair = (String, String);
+
+/// The server `principal` may read resource `uri` from (exposed on `/mcp` as listed, or matching a
+/// template), and the server's own URI for it.
+fn resource_route(table: &RoutingTable, principal: &Principal, uri: &str) -> Option<(Arc<Server>, String)> {
+    let catalog = table.catalog();
+    let candidates: Vec<(&catalog::Route, String)> = match catalog.get(ListKind::Resources, uri) {
+        Some(entry) => entry.routes.iter().map(|r| (r, r.original.to_string())).collect(),
+        None => {
+            let (entry, originals) = catalog.template_for(uri)?;
+            entry.routes.iter().zip(originals).collect()
+        }
+    };
+    candidates
+        .into_iter()
+        .find(|(r, original)| {
+            let item = Some((crate::policy::ItemKind::Resource, original.as_str()));
+            table.access().allows(principal, &r.server.tenant, &r.server.name, item)
+        })
+        .map(|(r, original)| (r.server.clone(), original))
+}
+
 /// A digest of what `principal` sees of each list, to notice changes.
 fn digests(table: &RoutingTable, principal: &Principal, kinds: &[ListKind]) -> Vec<u64> {
     kinds
@@ -793,6 +817,34 @@ async fn listen(
             }
         }
     }
+    // What reaches this stream from upstreams (their own streams, resource updates), in order.
+    let (relayed_tx, mut relayed) = tokio::sync::mpsc::channel::<Bytes>(64);
+    // 2026-07-28 resource subscriptions: each URI goes to the server offering it (one listen per server).
+    if let Some((id, filter)) = &listen
+        && let Some(wanted) = filter.get("resourceSubscriptions").and_then(Value::as_array)
+        && let Some(table) = gw.routes.load()
+    {
+        let mut by_server: HashMap<String, (Arc<Server>, Vec<UriPair>)> = HashMap::new();
+        let mut honoured = Vec::new();
+        for uri in wanted.iter().filter_map(Value::as_str) {
+            let Some((server, original)) = resource_route(&table, principal, uri) else { continue };
+            if table.catalog().facts(&server.id).is_some_and(|f| f.modern) {
+                let entry =
+                    by_server.entry(server.id.clone()).or_insert_with(|| (server.clone(), Vec::new()));
+                entry.1.push((original, uri.to_owned()));
+                honoured.push(Value::String(uri.to_owned()));
+            }
+        }
+        for (_, (server, uris)) in by_server {
+            let Some(idx) = server.selector().pick(&[], &[]) else { continue };
+            let instance = server.instances[idx].clone();
+            let tx = relayed_tx.clone();
+            tokio::spawn(upstreams::listen_resources(gw.connector.clone(), instance, uris, id.clone(), tx));
+        }
+        if !honoured.is_empty() {
+            ack.insert("resourceSubscriptions".into(), Value::Array(honoured));
+        }
+    }
     let subscription = listen.as_ref().map(|(id, _)| id.clone());
     let event = |method: &str, mut params: serde_json::Map<String, Value>| {
         if let Some(id) = &subscription {
@@ -823,7 +875,6 @@ async fn listen(
     }
     // A legacy session's stream also relays its upstream sessions' own streams (those this replica holds,
     // and those it opens while the stream lasts).
-    let (relayed_tx, mut relayed) = tokio::sync::mpsc::channel::<Bytes>(64);
     // Each upstream session once (a session reopened after the upstream forgot it is a new one).
     let mut relaying: std::collections::HashSet<usize> = std::collections::HashSet::new();
     let mut opened = gw.upstreams.subscribe();
@@ -953,12 +1004,7 @@ pub async fn own_server(
         Some(Rpc::Response { .. }) => {
             return crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await;
         }
-        _ => {
-            return Err(ProxyError::InvalidRequest(
-                "the body must be one JSON-RPC request or notification".into(),
-            )
-            .into());
-        }
+        _ => return Err(not_one_message().into()),
     };
     if modern {
         headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;

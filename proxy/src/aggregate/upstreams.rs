@@ -422,3 +422,84 @@ pub async fn relay(
         }
     }
 }
+
+/// Listens for updates of `uris` (the server's own URI → the one the client knows) at a 2026-07-28
+/// server, for a client's `subscriptions/listen` on `/mcp`: the server's `notifications/resources/updated`
+/// reach `tx` with the client's URI and subscription id (`client_id`); its acknowledgement and anything
+/// else stay here. Ends with the server's stream, or when `tx` closes.
+pub async fn listen_resources(
+    connector: Arc<pingora::connectors::http::Connector>,
+    instance: Arc<Instance>,
+    uris: Vec<(String, String)>,
+    client_id: Value,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let Ok(peer) = instance.peer.clone() else { return };
+    let credential = match &instance.credential {
+        Some(crate::routing::UpstreamAuth::Header(h)) => Some(h.clone()),
+        _ => None,
+    };
+    let originals: Vec<&str> = uris.iter().map(|(original, _)| original.as_str()).collect();
+    let body = Bytes::from(
+        json!({
+            "jsonrpc": "2.0",
+            "id": "mcpgw-listen",
+            "method": "subscriptions/listen",
+            "params": {
+                "notifications": {"resourceSubscriptions": originals},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": crate::aggregate::catalog::MODERN,
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                },
+            },
+        })
+        .to_string(),
+    );
+    let mut down = own_request(http::Method::POST, None, Some(crate::aggregate::catalog::MODERN), None);
+    let _ = down.insert_header("mcp-method", "subscriptions/listen");
+    let Ok(req) =
+        forward::upstream_request(&down, &instance, credential.as_ref(), body.len(), &Plan::default())
+    else {
+        return;
+    };
+    let Ok((mut up, _)) = connector.get_http_session(&peer).await else { return };
+    let sent = async {
+        up.write_request_header(Box::new(req)).await?;
+        up.write_request_body(body, true).await?;
+        up.finish_request_body().await?;
+        up.read_response_header().await
+    };
+    let opened = tokio::select! {
+        r = sent => r.is_ok(),
+        _ = tx.closed() => false,
+    };
+    if !opened || up.response_header().is_none_or(|h| h.status != http::StatusCode::OK) {
+        return;
+    }
+    up.set_read_timeout(None);
+    let mut parser = crate::sse::Parser::default();
+    loop {
+        let chunk = tokio::select! {
+            chunk = up.read_response_body() => chunk,
+            _ = tx.closed() => return,
+        };
+        let Ok(Some(chunk)) = chunk else { return };
+        let Ok(events) = parser.feed(&chunk) else { return };
+        for event in events {
+            let Ok(mut message) = serde_json::from_str::<Value>(&event.data) else { continue };
+            if message.get("method").and_then(Value::as_str) != Some("notifications/resources/updated") {
+                continue;
+            }
+            let Some(params) = message.get_mut("params").and_then(Value::as_object_mut) else { continue };
+            if let Some(uri) = params.get("uri").and_then(Value::as_str)
+                && let Some((_, exposed)) = uris.iter().find(|(original, _)| original == uri)
+            {
+                params.insert("uri".into(), Value::String(exposed.clone()));
+            }
+            params.insert("_meta".into(), json!({"io.modelcontextprotocol/subscriptionId": client_id}));
+            if tx.send(Bytes::from(format!("event: message\ndata: {message}\n\n"))).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -569,3 +569,71 @@ async fn the_get_stream_relays_what_upstream_sessions_send() {
     assert!(!seen.contains("list_changed"), "the upstream's list_changed is not relayed: {seen}");
     drop(tx);
 }
+
+#[tokio::test]
+async fn resource_subscriptions_are_fanned_out_to_the_server_offering_them() {
+    let mut ups = vec![FakeUpstream::start().await, FakeUpstream::start().await, FakeUpstream::start().await];
+    let (mut cp, proxy) = start(&ups).await;
+    let mut update = table(2, &ups, &[tool("echo"), tool("search")], vec![]);
+    for resource in &mut update.upserts {
+        if let Some(Kind::Catalog(c)) = &mut resource.kind
+            && c.server_id == "id-gamma"
+        {
+            c.resources = vec![json!({"uri": "file:///gamma.txt", "name": "g"}).to_string()];
+            // A new content has a new digest (the proxy reuses what it parsed for an unchanged one).
+            c.digest = vec![9];
+        }
+    }
+    cp.push(update).await;
+    assert!(matches!(cp.next_reply().await, Reply::Ack(_)));
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    ups[2].reply(UpReply::Sse(rx));
+    let client = Client::new(&proxy, TEST_KEY);
+    let listen = json!({"jsonrpc": "2.0", "id": "L1", "method": "subscriptions/listen", "params": {
+        "notifications": {"toolsListChanged": true, "resourceSubscriptions": ["file:///gamma.txt", "nope://x"]},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let mut stream = client.send(listen, true).await;
+    assert_eq!(stream.status(), 200);
+    let at_gamma = ups[2].next_request().await;
+    assert_eq!(at_gamma.header("mcp-method"), Some("subscriptions/listen"));
+    let asked: Value = serde_json::from_slice(&at_gamma.body).unwrap();
+    assert_eq!(asked["params"]["notifications"], json!({"resourceSubscriptions": ["file:///gamma.txt"]}));
+    for event in [
+        json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": {
+            "notifications": {"resourceSubscriptions": ["file:///gamma.txt"]},
+            "_meta": {"io.modelcontextprotocol/subscriptionId": "mcpgw-listen"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {
+            "uri": "file:///gamma.txt", "_meta": {"io.modelcontextprotocol/subscriptionId": "mcpgw-listen"}}}),
+    ] {
+        tx.send(Some(format!("event: message\ndata: {event}\n\n"))).await.unwrap();
+    }
+    let mut seen = String::new();
+    within("the resource update on the listen stream", async {
+        while !seen.contains("resources/updated") {
+            let chunk = stream.chunk().await.unwrap().unwrap();
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await;
+    let messages: Vec<Value> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(messages[0]["method"], "notifications/subscriptions/acknowledged", "{seen}");
+    assert_eq!(
+        messages[0]["params"]["notifications"],
+        json!({"toolsListChanged": true, "resourceSubscriptions": ["file:///gamma.txt"]}),
+        "the gateway's own acknowledgement, with what it honours"
+    );
+    assert_eq!(messages[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L1");
+    let updated = messages.iter().find(|m| m["method"] == "notifications/resources/updated").unwrap();
+    assert_eq!(updated["params"]["uri"], "file:///gamma.txt");
+    assert_eq!(updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L1");
+    assert_eq!(
+        messages.iter().filter(|m| m["method"] == "notifications/subscriptions/acknowledged").count(),
+        1
+    );
+    drop(tx);
+}
