@@ -17,12 +17,13 @@ pub enum NameError {
     InvalidChar(char),
     #[error("name must start and end with a lowercase letter or digit")]
     BadEdge,
-    #[error("the name {0:?} is reserved: /mcp/{0} is the gateway's own MCP server")]
+    #[error("the name {0:?} is reserved: /mcp/{0} is a path of the gateway's own")]
     Reserved(&'static str),
 }
 
-/// Names no server may be registered under: `/mcp/gateway` is the gateway's own MCP server.
-pub const RESERVED_SERVER_NAMES: &[&str] = &["gateway"];
+/// Names no server may be registered under: `/mcp/gateway` is the gateway's own MCP server, `/mcp/sse`
+/// and `/mcp/message` the HTTP+SSE transport of `/mcp`.
+pub const RESERVED_SERVER_NAMES: &[&str] = &["gateway", "sse", "message"];
 
 /// [`server_name`], and not one of [`RESERVED_SERVER_NAMES`]: what a new or renamed server may be called.
 pub fn registrable_server_name(name: &str) -> Result<(), NameError> {

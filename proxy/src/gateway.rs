@@ -62,6 +62,8 @@ pub struct Gateway {
     pub auditor: crate::audit::Auditor,
     /// Upstream sessions `/mcp` holds for its clients.
     pub upstreams: crate::aggregate::upstreams::UpstreamSessions,
+    /// HTTP+SSE (2024-11-05) client streams of `/mcp` held by this replica.
+    pub sse_streams: crate::aggregate::legacy_sse::Streams,
     /// `register_server` of the gateway's own tools.
     pub registrar: crate::aggregate::own::Registrar,
 }

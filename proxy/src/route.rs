@@ -81,6 +81,16 @@ pub async fn dispatch(
         ctx.principal = Some(principal);
         return result;
     };
+    if let Route::Mcp(name @ ("sse" | "message")) = route {
+        // The HTTP+SSE transport (2024-11-05) of /mcp: its stream and its messages.
+        let result = if name == "sse" {
+            crate::aggregate::legacy_sse::open(gw, session, ctx, &principal).await
+        } else {
+            crate::aggregate::legacy_sse::message(gw, session, ctx, &table, &principal, body, rpc).await
+        };
+        ctx.principal = Some(principal);
+        return result;
+    }
     if matches!(route, Route::Mcp(crate::aggregate::own::NAME)) {
         let result = crate::aggregate::own_server(gw, session, ctx, &table, &principal, body, rpc).await;
         ctx.principal = Some(principal);

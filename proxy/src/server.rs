@@ -93,6 +93,7 @@ pub fn build(config: &Config) -> Server {
         rate_limits: crate::limits::RateLimits::new(control_plane),
         streams: crate::caps::Caps::new(config.max_streams, config.max_streams_per_principal),
         upstreams: Default::default(),
+        sse_streams: Default::default(),
     };
     let mcp_app = crate::connections::Guarded {
         app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),

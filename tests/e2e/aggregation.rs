@@ -402,3 +402,26 @@ async fn a_name_several_servers_offer_goes_to_a_live_one() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sse_clients_use_mcp_too() -> Result<()> {
+    let agg = Aggregate::start(&[]).await?;
+    let sse_url = format!("{}/mcp/sse", agg.gw.proxy.base_url());
+    let listed = ts_client(&sse_url, "sse", &["list-tools"]).await?;
+    let names = sorted(tool_names(&listed));
+    for expected in ["everything_echo", "py_whoami", "rmcp_echo", "gateway_search_tools"] {
+        ensure!(names.iter().any(|n| n == expected), "{expected} missing: {listed}");
+    }
+    for (tool, args, text) in [
+        ("py_whoami", "{}", "py-agg"),
+        ("everything_echo", r#"{"message":"over sse"}"#, "Echo: over sse"),
+        ("rmcp_echo", r#"{"message":"rmcp over sse"}"#, "rmcp over sse"),
+    ] {
+        let called = ts_client(&sse_url, "sse", &["call", tool, args]).await?;
+        ensure!(first_text(&called["result"]) == Some(text), "{tool}: {called}");
+    }
+    let inspected =
+        mcpgw_e2e::peers::inspector_transport(&sse_url, "sse", &["--method", "tools/list"]).await?;
+    ensure!(sorted(tool_names(&inspected)) == names, "inspector over HTTP+SSE: {inspected}");
+    Ok(())
+}

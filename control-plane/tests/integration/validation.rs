@@ -70,6 +70,7 @@ async fn bad_inputs_are_refused_and_nothing_is_written() {
         ("too long name", named(&"a".repeat(64)), 400, "invalid_server_name"),
         ("leading dash", named("-lead"), 400, "invalid_server_name"),
         ("reserved name", named("gateway"), 400, "invalid_server_name"),
+        ("reserved transport path", named("sse"), 400, "invalid_server_name"),
         ("empty name", named(""), 400, "invalid_server_name"),
         ("relative URL", at("/mcp"), 400, "invalid_endpoint_url"),
         ("ftp URL", at("ftp://host/mcp"), 400, "invalid_endpoint_url"),

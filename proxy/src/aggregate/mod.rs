@@ -4,6 +4,7 @@
 //! `proxy/SESSIONS.md` "Aggregation".
 
 pub mod catalog;
+pub mod legacy_sse;
 pub mod own;
 pub mod upstreams;
 
@@ -149,7 +150,9 @@ async fn post(
         | "resources/read"
         | "resources/subscribe"
         | "resources/unsubscribe"
-        | "completion/complete" => call(gw, session, ctx, table, principal, body, rpc, client.as_ref()).await,
+        | "completion/complete" => {
+            call(gw, session, ctx, table, principal, body, rpc, client.as_ref(), None).await
+        }
         "notifications/cancelled" => {
             if let Some(claims) = &client {
                 cancel(gw, session, claims, &body).await;
@@ -252,17 +255,18 @@ async fn initialize(
         aggregate: Some(hello),
     };
     let token = gw.sessions.seal_claims(Scope::Aggregate(principal.binding()), &claims);
-    let answer = result(
-        id,
-        &json!({
-            "protocolVersion": version,
-            "capabilities": capabilities(table, principal),
-            "serverInfo": server_info(),
-            "instructions": "mcpgw: the tools, prompts and resources of every server you may use, named <server>_<name> unless the server is configured otherwise.",
-        }),
-        false,
-    );
+    let answer = result(id, &initialize_result(table, principal, version), false);
     crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, Some(token)).await
+}
+
+/// The `initialize` result `/mcp` gives (in `version`).
+fn initialize_result(table: &RoutingTable, principal: &Principal, version: &str) -> Value {
+    json!({
+        "protocolVersion": version,
+        "capabilities": capabilities(table, principal),
+        "serverInfo": server_info(),
+        "instructions": "mcpgw: the tools, prompts and resources of every server you may use, named <server>_<name> unless the server is configured otherwise.",
+    })
 }
 
 /// `server/discover` on `/mcp`.
@@ -485,6 +489,7 @@ async fn call(
     body: Bytes,
     rpc: Option<&Rpc>,
     client: Option<&Claims>,
+    sink: Option<&legacy_sse::Sink>,
 ) -> Result<(), Failure> {
     let Some(Rpc::Message { id, method, name, reference, .. }) = rpc else {
         return Err(ProxyError::InvalidRequest("the body must be one JSON-RPC request".into()).into());
@@ -543,7 +548,7 @@ async fn call(
     let last = allowed.len() - 1;
     for (i, (route, original)) in allowed.iter().enumerate() {
         let outcome =
-            call_route(gw, session, ctx, table, principal, &body, rpc, client, route, original).await;
+            call_route(gw, session, ctx, table, principal, &body, rpc, client, sink, route, original).await;
         match outcome {
             Err(Failure::Reply(
                 e @ (ProxyError::UpstreamUnreachable { .. } | ProxyError::NoInstance { .. }),
@@ -567,6 +572,7 @@ async fn call_route(
     body: &Bytes,
     rpc: Option<&Rpc>,
     client: Option<&Claims>,
+    sink: Option<&legacy_sse::Sink>,
     route: &catalog::Route,
     original: &str,
 ) -> Result<(), Failure> {
@@ -625,7 +631,11 @@ async fn call_route(
             },
             ..Plan::default()
         };
-        match forward::run(gw, session, ctx, &server, plan, body.clone()).await {
+        let sent = match sink {
+            Some(sink) => sink.forward(gw, session, ctx, &server, &held, &plan, &body).await,
+            None => forward::run(gw, session, ctx, &server, plan, body.clone()).await,
+        };
+        match sent {
             Err(Failure::UpstreamSessionGone) if first => {
                 gw.upstreams.forget(&key, &server.id, &held);
                 first = false;
