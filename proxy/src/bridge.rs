@@ -24,8 +24,9 @@ use crate::routing::{Instance, Server, UpstreamAuth};
 use crate::session::Scope;
 use crate::sse::Parser;
 
-/// Server-initiated messages kept for a client that has no GET stream open.
+/// Server-initiated messages kept for a client that has no GET stream open, at most (count, bytes).
 const BACKLOG: usize = 1024;
+const BACKLOG_BYTES: usize = 4 * 1024 * 1024;
 /// Prefix of the upstream part of a bridged session's token.
 const BRIDGE: &str = "bridge:";
 
@@ -55,7 +56,8 @@ pub struct Bridge {
     message_path: String,
     pending: Mutex<HashMap<String, oneshot::Sender<Bytes>>>,
     sink: Mutex<Option<mpsc::Sender<Bytes>>>,
-    backlog: Mutex<VecDeque<Bytes>>,
+    /// Held messages and their total size.
+    backlog: Mutex<(VecDeque<Bytes>, usize)>,
     closed: AtomicBool,
     /// The task reading the upstream stream; aborting it closes the upstream connection.
     reader: Mutex<Option<tokio::task::AbortHandle>>,
@@ -89,11 +91,16 @@ impl Bridge {
             return;
         }
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        if backlog.len() == BACKLOG {
-            backlog.pop_front();
+        let (held, bytes) = &mut *backlog;
+        *bytes += message.len();
+        held.push_back(message);
+        // Oldest first out, by count and by size.
+        while held.len() > BACKLOG || (*bytes > BACKLOG_BYTES && held.len() > 1) {
+            if let Some(dropped) = held.pop_front() {
+                *bytes -= dropped.len();
+            }
             tracing::warn!(bridge = %self.id, "Dropping a server message: the client has no GET stream open.");
         }
-        backlog.push_back(message);
     }
 
     /// The upstream stream ended: every waiting request fails and the client's stream ends.
@@ -231,7 +238,10 @@ async fn open(gw: &Gateway, server: &Arc<Server>, principal: &Arc<str>) -> Resul
         message_path,
         pending: Mutex::default(),
         sink: Mutex::default(),
-        backlog: Mutex::new(early.into_iter().collect()),
+        backlog: Mutex::new({
+            let bytes = early.iter().map(Bytes::len).sum();
+            (early.into_iter().collect(), bytes)
+        }),
         closed: AtomicBool::new(false),
         reader: Mutex::default(),
         _permit: permit,
@@ -274,17 +284,25 @@ async fn send(
         Some(Rpc::Message { id: Some(id), .. }) => Some(id_key(id)),
         _ => None,
     };
-    let waiter = request_id.as_ref().map(|id| {
-        let (tx, rx) = oneshot::channel();
-        bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), tx);
-        rx
-    });
-    if let Err(e) = post_upstream(gw, server, bridge, body).await {
-        if let Some(id) = &request_id {
-            bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    // Its waiter leaves with the request, however it ends (answered, timed out, client gone): declared
+    // before the waiter, so it is dropped after it and finds the waiter's sender closed.
+    let _waiting = request_id.as_ref().map(|id| Waiting { bridge, id });
+    let waiter = match &request_id {
+        None => None,
+        Some(id) => {
+            let mut pending = bridge.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // A second request with the id of one in flight would take its answer: refused.
+            if pending.get(id).is_some_and(|tx| !tx.is_closed()) {
+                return Err(
+                    ProxyError::Conflict(format!("a request with id {id} is already in flight")).into()
+                );
+            }
+            let (tx, rx) = oneshot::channel();
+            pending.insert(id.clone(), tx);
+            Some(rx)
         }
-        return Err(e.into());
-    }
+    };
+    post_upstream(gw, server, bridge, body).await?;
     let Some(waiter) = waiter else {
         return reply(session, ctx, 202, None, Bytes::new(), token).await;
     };
@@ -314,6 +332,22 @@ async fn send(
             detail: format!("no response within {limit:?}"),
         }
         .into()),
+    }
+}
+
+/// Removes a request's waiter from its bridge when the request ends.
+struct Waiting<'a> {
+    bridge: &'a Bridge,
+    id: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.bridge.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Only this request's own waiter, whose receiver is gone by now (not a later request's).
+        if pending.get(self.id).is_some_and(oneshot::Sender::is_closed) {
+            pending.remove(self.id);
+        }
     }
 }
 
@@ -366,7 +400,8 @@ async fn stream(session: &mut Session, ctx: &mut RequestCtx, bridge: &Bridge) ->
             return Err(ProxyError::Conflict("this session already has a GET stream".into()).into());
         }
         let mut backlog = bridge.backlog.lock().unwrap_or_else(|e| e.into_inner());
-        backlog.drain(..).for_each(|m| {
+        backlog.1 = 0;
+        backlog.0.drain(..).for_each(|m| {
             let _ = tx.try_send(m);
         });
         *sink = Some(tx);

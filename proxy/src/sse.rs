@@ -136,6 +136,8 @@ impl Rewrites {
 /// Applies [`Rewrites`] to an SSE stream event by event; only whole events are sent on.
 pub struct MessageRewriter {
     held: Vec<u8>,
+    /// As `Parser::scanned`.
+    scanned: usize,
     rewrites: Rewrites,
     /// The stream stopped looking like SSE (an event over the bound): pass everything through.
     gave_up: bool,
@@ -143,7 +145,7 @@ pub struct MessageRewriter {
 
 impl MessageRewriter {
     pub fn new(rewrites: Rewrites) -> Self {
-        Self { held: Vec::new(), rewrites, gave_up: false }
+        Self { held: Vec::new(), scanned: 0, rewrites, gave_up: false }
     }
 
     /// Feeds one chunk; returns the whole events it completed, rewritten where needed.
@@ -156,16 +158,13 @@ impl MessageRewriter {
         }
         self.held.extend_from_slice(&chunk);
         let mut out = Vec::with_capacity(self.held.len());
-        let mut start = 0;
-        while let Some(end) = event_end(&self.held[start..]) {
-            let raw = &self.held[start..start + end];
-            match self.rewrite(raw) {
-                Some(event) => out.extend_from_slice(&event),
-                None => out.extend_from_slice(raw),
-            }
-            start += end;
-        }
+        let rewrites = &self.rewrites;
+        let start = whole_events(&self.held, self.scanned, |raw| match Self::rewrite(rewrites, raw) {
+            Some(event) => out.extend_from_slice(&event),
+            None => out.extend_from_slice(raw),
+        });
         self.held.drain(..start);
+        self.scanned = self.held.len();
         if self.held.len() > MAX_HELD * 64 {
             out.append(&mut self.held);
             self.gave_up = true;
@@ -178,13 +177,13 @@ impl MessageRewriter {
         Bytes::from(std::mem::take(&mut self.held))
     }
 
-    fn rewrite(&self, raw: &[u8]) -> Option<Vec<u8>> {
-        if !self.rewrites.concerns(raw) {
+    fn rewrite(rewrites: &Rewrites, raw: &[u8]) -> Option<Vec<u8>> {
+        if !rewrites.concerns(raw) {
             return None;
         }
         let event = parse_event(raw)?;
         let mut message: serde_json::Value = serde_json::from_str(&event.data).ok()?;
-        if !self.rewrites.apply(&mut message) {
+        if !rewrites.apply(&mut message) {
             return None;
         }
         let text = std::str::from_utf8(raw).ok()?;
@@ -273,6 +272,9 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct Parser {
     held: Vec<u8>,
+    /// Bytes of `held` already looked at without finding an event's end: the next look starts there
+    /// (less the 3 bytes an end can straddle), so a large event arriving in many chunks is scanned once.
+    scanned: usize,
 }
 
 impl Parser {
@@ -280,17 +282,35 @@ impl Parser {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, &'static str> {
         self.held.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = event_end(&self.held) {
-            let raw: Vec<u8> = self.held.drain(..end).collect();
-            if let Some(event) = parse_event(&raw) {
+        let start = whole_events(&self.held, self.scanned, |raw| {
+            if let Some(event) = parse_event(raw) {
                 events.push(event);
             }
-        }
+        });
+        // One move of the incomplete tail per chunk, not one per event.
+        self.held.drain(..start);
+        self.scanned = self.held.len();
         if self.held.len() > MAX_HELD * 64 {
             return Err("SSE event too large");
         }
         Ok(events)
     }
+}
+
+/// Calls `each` with every whole event at the start of `buf`, looking for event ends from `scanned`
+/// on (the part before it holds none: a previous look); returns where the incomplete rest begins.
+fn whole_events(buf: &[u8], scanned: usize, mut each: impl FnMut(&[u8])) -> usize {
+    let mut start = 0;
+    let mut from = scanned.saturating_sub(3);
+    loop {
+        let base = from.max(start);
+        let Some(rel) = event_end(&buf[base..]) else { break };
+        let end = base + rel;
+        each(&buf[start..end]);
+        start = end;
+        from = end;
+    }
+    start
 }
 
 pub(crate) fn parse_event(raw: &[u8]) -> Option<Event> {
@@ -368,6 +388,31 @@ mod tests {
             Bytes::from("data: later\n\n"),
             "passthrough after"
         );
+    }
+
+    #[test]
+    fn events_split_anywhere_parse_the_same() {
+        let stream = b"event: a\r\ndata: 1\r\n\r\ndata: 2\n\n: c\n\ndata: x\rdata: y\r\r\n";
+        let whole = Parser::default().feed(stream).unwrap();
+        assert_eq!(whole.len(), 3, "{whole:?}");
+        for cut in 0..=stream.len() {
+            for second in cut..=stream.len() {
+                let mut p = Parser::default();
+                let mut events = p.feed(&stream[..cut]).unwrap();
+                events.extend(p.feed(&stream[cut..second]).unwrap());
+                events.extend(p.feed(&stream[second..]).unwrap());
+                assert_eq!(events, whole, "cut at {cut} and {second}");
+            }
+        }
+        // Byte by byte, a long event too: each byte is looked at a bounded number of times.
+        let mut p = Parser::default();
+        let long = [b"data: ".as_slice(), &vec![b'x'; 100_000], b"\n\n"].concat();
+        let mut got = Vec::new();
+        for b in &long {
+            got.extend(p.feed(std::slice::from_ref(b)).unwrap());
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data.len(), 100_000);
     }
 
     #[test]

@@ -302,6 +302,16 @@ async fn streamable_http_clients_reach_a_legacy_sse_server_through_the_bridge() 
         }
     });
     assert!(String::from_utf8_lossy(&up.next_request().await.body).contains("c-7"));
+    // A second request with the id of one in flight would take its answer: refused, never sent upstream.
+    let duplicate = client
+        .post(&url)
+        .header("mcp-session-id", &token)
+        .json(&json!({"jsonrpc": "2.0", "id": "c-7", "method": "tools/call", "params": {"name": "echo"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    assert!(up.drain().is_empty());
     events
         .send(Some("data: {\"jsonrpc\":\"2.0\",\"id\":\"c-7\",\"result\":{\"content\":[]}}\n\n".into()))
         .await
