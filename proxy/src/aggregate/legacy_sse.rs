@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -148,14 +147,7 @@ pub async fn open(
         map.insert(claims.instance.clone(), Entry { tx, hello: None });
     }
     let _registered = Registered { streams: &gw.sse_streams, id: claims.instance.clone() };
-    let mut resp = ResponseHeader::build(200, Some(4)).map_err(Failure::Abort)?;
-    for (name, value) in
-        [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
-    {
-        resp.insert_header(name, value).map_err(Failure::Abort)?;
-    }
-    session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
-    ctx.response_started = Some(std::time::Instant::now());
+    super::start_event_stream(session, ctx).await?;
     let endpoint = format!("event: endpoint\ndata: /mcp/message?sessionId={token}\n\n");
     session.write_response_body(Some(Bytes::from(endpoint)), false).await.map_err(Failure::Abort)?;
     loop {

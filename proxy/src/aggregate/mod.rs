@@ -869,14 +869,7 @@ async fn listen(
         Some(table) => digests(&table, principal, &kinds),
         None => Vec::new(),
     };
-    let mut resp = ResponseHeader::build(200, Some(4)).map_err(Failure::Abort)?;
-    for (name, value) in
-        [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
-    {
-        resp.insert_header(name, value).map_err(Failure::Abort)?;
-    }
-    session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
-    ctx.response_started = Some(std::time::Instant::now());
+    start_event_stream(session, ctx).await?;
     if subscription.is_some() {
         let mut params = serde_json::Map::new();
         params.insert("notifications".into(), Value::Object(ack));
@@ -946,6 +939,19 @@ async fn listen(
         }
     }
     session.write_response_body(None, true).await.map_err(Failure::Abort)
+}
+
+/// Answers 200 with an open, unbuffered `text/event-stream` body (the events follow).
+async fn start_event_stream(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Failure> {
+    let mut resp = ResponseHeader::build(200, Some(4)).map_err(Failure::Abort)?;
+    for (name, value) in
+        [("content-type", "text/event-stream"), ("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+    {
+        resp.insert_header(name, value).map_err(Failure::Abort)?;
+    }
+    session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
+    ctx.response_started = Some(std::time::Instant::now());
+    Ok(())
 }
 
 /// Runs one of the gateway's own tools (`tool` unprefixed) and answers with its result.
