@@ -290,11 +290,7 @@ fn message_plan(
     server: &Arc<Server>,
     principal: &str,
 ) -> Result<Plan, ProxyError> {
-    let query = session.req_header().uri.query().unwrap_or_default();
-    let token = url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "sessionId")
-        .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| ProxyError::BadRequest("the sessionId query parameter is required".into()))?;
+    let token = session_id_query(session)?;
     let claims =
         gw.sessions.open(Scope::SseMessage(&server.id, principal), &token).map_err(unknown_session)?;
     Ok(Plan {
@@ -302,6 +298,15 @@ fn message_plan(
         upstream_path: Some(claims.upstream),
         ..Plan::default()
     })
+}
+
+/// The `sessionId` query parameter of a legacy HTTP+SSE message POST.
+pub(crate) fn session_id_query(session: &Session) -> Result<String, ProxyError> {
+    let query = session.req_header().uri.query().unwrap_or_default();
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "sessionId")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| ProxyError::BadRequest("the sessionId query parameter is required".into()))
 }
 
 /// A token that does not open: the reason is logged, the client is told the same thing whatever it was.

@@ -180,11 +180,7 @@ pub async fn message(
     if session.req_header().method != http::Method::POST {
         return Err(ProxyError::MethodNotAllowed { allowed: "POST" }.into());
     }
-    let query = session.req_header().uri.query().unwrap_or_default();
-    let token = url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "sessionId")
-        .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| ProxyError::BadRequest("the sessionId query parameter is required".into()))?;
+    let token = crate::route::session_id_query(session)?;
     let claims = gw
         .sessions
         .open(Scope::Aggregate(principal.binding()), &token)
