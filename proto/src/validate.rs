@@ -57,7 +57,7 @@ pub fn server_name(name: &str) -> Result<(), NameError> {
 pub enum EndpointError {
     #[error("endpoint_url is not a valid absolute URL: {0}")]
     Parse(String),
-    #[error("endpoint_url must use http or https, not {0:?}")]
+    #[error("endpoint_url must use http or https (ws or wss for a websocket server), not {0:?}")]
     Scheme(String),
     #[error("endpoint_url must name a host")]
     NoHost,
@@ -69,8 +69,20 @@ pub enum EndpointError {
 
 /// Parses an upstream MCP endpoint: an absolute `http`/`https` URL with a host, no credentials, no fragment.
 pub fn endpoint_url(raw: &str) -> Result<Url, EndpointError> {
+    endpoint_url_with(raw, &["http", "https"])
+}
+
+/// [`endpoint_url`] for a WebSocket server: `ws` or `wss`.
+pub fn websocket_url(raw: &str) -> Result<Url, EndpointError> {
+    endpoint_url_with(raw, &["ws", "wss"])
+}
+
+/// The display endpoint of a stdio instance: `stdio:<program>`.
+pub const STDIO_SCHEME: &str = "stdio";
+
+fn endpoint_url_with(raw: &str, schemes: &[&str]) -> Result<Url, EndpointError> {
     let url = Url::parse(raw).map_err(|e| EndpointError::Parse(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
+    if !schemes.contains(&url.scheme()) {
         return Err(EndpointError::Scheme(url.scheme().to_owned()));
     }
     if url.host_str().is_none_or(str::is_empty) {

@@ -134,8 +134,11 @@ fn table(policy: LoadBalancing, instances: usize) -> Arc<RoutingTable> {
         });
     }
     let set = ResourceSet::new(1, resources).unwrap();
-    let settings =
-        PeerSettings { connect_timeout: Duration::from_secs(1), pool_idle_timeout: Duration::from_secs(1) };
+    let settings = PeerSettings {
+        connect_timeout: Duration::from_secs(1),
+        pool_idle_timeout: Duration::from_secs(1),
+        dns_refresh: Duration::ZERO,
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     Arc::new(
         rt.block_on(RoutingTable::build(
@@ -254,8 +257,11 @@ fn filter_tools_list_500(b: divan::Bencher) {
         })),
     });
     let set = ResourceSet::new(1, resources).unwrap();
-    let settings =
-        PeerSettings { connect_timeout: Duration::from_secs(1), pool_idle_timeout: Duration::from_secs(1) };
+    let settings = PeerSettings {
+        connect_timeout: Duration::from_secs(1),
+        pool_idle_timeout: Duration::from_secs(1),
+        dns_refresh: Duration::ZERO,
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let table = Arc::new(
         rt.block_on(RoutingTable::build(

@@ -146,6 +146,23 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_SESSION_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
     pub session_ttl: Duration,
 
+    /// A session bridged onto a message transport (legacy HTTP+SSE, WebSocket or stdio server) with no
+    /// message either way for this long, and no GET stream open, ends (its link closes, its stdio process
+    /// is killed); the client's next request gets 404 and it re-initializes. At the latest a bridged
+    /// session ends with its token (--session-ttl).
+    #[arg(long, env = "MCPGW_BRIDGE_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
+    pub bridge_idle_timeout: Duration,
+
+    /// Programs stdio servers may run on this proxy, comma-separated, matched exactly against a command's
+    /// `program` (`npx`, `/usr/local/bin/my-server`). Empty (the default): this proxy runs no stdio server.
+    #[arg(long, env = "MCPGW_STDIO_PROGRAMS", value_delimiter = ',', global = true)]
+    pub stdio_programs: Vec<String>,
+
+    /// How often upstream host names are resolved again; an instance whose name now resolves elsewhere
+    /// gets new connections at the new address. `0s`: resolved only when the routing table changes.
+    #[arg(long, env = "MCPGW_DNS_REFRESH", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub dns_refresh: Duration,
+
     /// File keeping the last good routing table; at start, the proxy serves it until the control plane
     /// answers (cold start while the control plane is down). Unset: no cache.
     #[arg(long, env = "MCPGW_TABLE_CACHE", global = true)]
@@ -211,6 +228,9 @@ pub struct Config {
     pub session_key: Option<[u8; session::KEY_LEN]>,
     pub session_previous_keys: Vec<[u8; session::KEY_LEN]>,
     pub session_ttl: Duration,
+    pub bridge_idle_timeout: Duration,
+    pub stdio_programs: Vec<String>,
+    pub dns_refresh: Duration,
     pub table_cache: Option<std::path::PathBuf>,
     pub audit: crate::audit::AuditSettings,
     /// Base URL clients use (no trailing slash in its path).
@@ -261,6 +281,7 @@ impl Settings {
             ("idle-timeout", self.idle_timeout),
             ("request-body-timeout", self.request_body_timeout),
             ("request-head-timeout", self.request_head_timeout),
+            ("bridge-idle-timeout", self.bridge_idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(flag, "must be greater than zero"));
@@ -391,6 +412,9 @@ impl Settings {
             session_key,
             session_previous_keys,
             session_ttl: self.session_ttl,
+            bridge_idle_timeout: self.bridge_idle_timeout,
+            stdio_programs: list(&self.stdio_programs),
+            dns_refresh: self.dns_refresh,
             table_cache: self.table_cache.clone().filter(|p| !p.as_os_str().is_empty()),
             audit,
             public_url,

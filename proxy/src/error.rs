@@ -62,7 +62,9 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("server {server:?} speaks only the legacy protocol (HTTP+SSE, 2024-11-05): initialize a session")]
+    #[error(
+        "server {server:?} is reached through sessions only (a legacy HTTP+SSE, WebSocket or stdio server): initialize a session"
+    )]
     LegacyOnly { server: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
@@ -97,6 +99,10 @@ pub enum ProxyError {
     UpstreamAuthRefused { server: String },
     #[error("no credential for server {server:?} could be obtained for this caller: {detail}")]
     UpstreamCredentialUnavailable { server: String, detail: String },
+    #[error(
+        "this proxy does not run program {program:?} of stdio server {server:?} (allowed: --stdio-programs)"
+    )]
+    StdioNotAllowed { server: String, program: String },
     #[error("requests for host {host:?} are not served here (allowed hosts: --allowed-hosts)")]
     MisdirectedHost { host: String },
     #[error("requests from origin {origin:?} are not allowed (allowed origins: --allowed-origins)")]
@@ -137,7 +143,7 @@ impl ProxyError {
             }
             Self::MethodNotFound { modern: true, .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
-            Self::NotReady | Self::NoInstance { .. } => 503,
+            Self::NotReady | Self::NoInstance { .. } | Self::StdioNotAllowed { .. } => 503,
             Self::BodyTooLarge { .. } => 413,
             Self::RequestTimeout { .. } => 408,
             Self::RateLimited { .. }
@@ -174,6 +180,7 @@ impl ProxyError {
             Self::UnknownItem { .. } => "unknown_item",
             Self::NotReady => "not_ready",
             Self::NoInstance { .. } => "no_instance",
+            Self::StdioNotAllowed { .. } => "stdio_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::RateLimited { .. } => "rate_limited",
@@ -248,6 +255,23 @@ fn unknown_item(kind: crate::policy::ItemKind, name: &str) -> String {
     }
 }
 
+/// How a request ends early.
+pub enum Failure {
+    /// Answer the client with this error (if no response has started yet).
+    Reply(ProxyError),
+    /// Drop the client connection.
+    Abort(Box<pingora::Error>),
+    /// The upstream answered 404 to the session the gateway holds for `/mcp` (`Plan::reopen`): nothing
+    /// was processed or sent to the client; the caller opens a new upstream session and sends again.
+    UpstreamSessionGone,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(e: ProxyError) -> Self {
+        Self::Reply(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +285,7 @@ mod tests {
             (ProxyError::UnknownServer { name: "x".into() }, 404, "unknown_server"),
             (ProxyError::NotReady, 503, "not_ready"),
             (ProxyError::NoInstance { server: server(), detail: detail() }, 503, "no_instance"),
+            (ProxyError::StdioNotAllowed { server: server(), program: detail() }, 503, "stdio_not_allowed"),
             (ProxyError::SessionNotFound(detail()), 404, "session_not_found"),
             (ProxyError::Unauthenticated { challenge: detail(), detail: "d" }, 401, "unauthenticated"),
             (ProxyError::HeaderMismatch(detail()), 400, "header_mismatch"),

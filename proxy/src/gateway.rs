@@ -1,115 +1,43 @@
 //! The MCP listener's request path (Pingora `ProxyHttp`): route `/mcp/{server}`, read and inspect the body
-//! once, pick the upstream instance, and hand the exchange to [`crate::forward`]. Every request is answered
+//! once, admit it (`route`), and hand it to `/mcp` (`aggregate`) or to the upstream stack (`upstream`). Every request is answered
 //! here, in `request_filter`, so that bodies of any size (up to the limit) reach the upstream intact and
 //! the response streams back under our own timeouts and cancellation rules.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
+use mcpgw_proto::v1::Transport;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::Value;
 
-use crate::breaker::Breakers;
-use crate::bridge::Bridges;
-use crate::error::ProxyError;
-use crate::forward::Failure;
-use crate::front::FrontDoor;
-use crate::identity::{AuthSettings, Principal};
+use crate::error::{Failure, ProxyError};
 use crate::jsonrpc::Rpc;
 use crate::metrics::METRICS;
-use crate::retry::RetryBudget;
-use crate::route;
-use crate::routing::Routes;
-use crate::session::SessionKeys;
+use crate::request::RequestCtx;
+use crate::route::{self, Route};
+use crate::shared::Shared;
+use crate::upstream::bridge::Bridges;
+use crate::upstream::{Plan, Rewrite};
 
-/// Limits applied to every request.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_request_body: usize,
-    /// Total time a client has to send a request body.
-    pub request_body_timeout: std::time::Duration,
-    pub upstream_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-}
-
+/// The MCP listener: the shared parts every handler uses, and the registries of the bridged transports
+/// and of `/mcp`.
 pub struct Gateway {
-    pub routes: Arc<Routes>,
-    pub connector: Arc<Connector>,
-    pub limits: Limits,
-    pub sessions: SessionKeys,
-    pub breakers: Breakers,
-    pub retry: RetryBudget,
+    pub shared: Shared,
+    /// Sessions bridged onto message transports (legacy SSE, WebSocket, stdio), held by this replica.
     pub bridges: Arc<Bridges>,
-    /// List requests of restricted callers awaiting their answer on a legacy SSE stream.
-    pub pending_lists: crate::policy::PendingLists,
-    /// DNS-rebinding protection: the `Host` and `Origin` values served.
-    pub front: FrontDoor,
-    /// Who may call, and how refusals point clients at the protected resource metadata.
-    pub auth: AuthSettings,
-    /// Upstream tokens on behalf of callers (servers whose credential is `token_exchange`).
-    pub exchanger: Arc<crate::exchange::Exchanger>,
-    /// Rate-limit buckets, kept across routing tables.
-    pub rate_limits: crate::limits::RateLimits,
-    /// Caps on long-lived streams.
-    pub streams: Arc<crate::caps::Caps>,
-    /// The audit queue.
-    pub auditor: crate::audit::Auditor,
-    /// Upstream sessions `/mcp` holds for its clients.
-    pub upstreams: crate::aggregate::upstreams::UpstreamSessions,
-    /// HTTP+SSE (2024-11-05) client streams of `/mcp` held by this replica.
-    pub sse_streams: crate::aggregate::legacy_sse::Streams,
-    /// `register_server` of the gateway's own tools.
-    pub registrar: crate::aggregate::own::Registrar,
+    /// `/mcp`'s upstream sessions, HTTP+SSE client streams and registrar.
+    pub aggregate: crate::aggregate::State,
 }
 
-/// Per-request state, read by `logging` for metrics and the audit record.
-pub struct RequestCtx {
-    started: Instant,
-    /// The request's place in the audit queue.
-    audit: crate::audit::Slot,
-    /// What the audit record says of the request beyond what the session shows.
-    pub(crate) audited: Audited,
-    /// Registered server name; `None` (label `-`) when the request matched none (bounded label values).
-    pub(crate) server: Option<Arc<str>>,
-    method: &'static str,
-    /// Id for a JSON-RPC error answer; `None` when the request was not JSON-RPC.
-    rpc_id: Option<Value>,
-    pub(crate) response_started: Option<Instant>,
-    /// Who the request acts for, once authenticated.
-    pub(crate) principal: Option<Principal>,
-}
+impl std::ops::Deref for Gateway {
+    type Target = Shared;
 
-/// What a request's audit record needs that only the request path learns.
-#[derive(Default)]
-pub(crate) struct Audited {
-    /// JSON-RPC method, target name, id (as JSON text) and protocol revision (`_meta`) of the body.
-    method: Option<String>,
-    target: Option<String>,
-    request_id: Option<String>,
-    protocol_version: Option<String>,
-    /// The gateway's refusal reason (the error table's), when it answered with an error.
-    pub(crate) refusal: Option<&'static str>,
-    /// The caller may not use what it asked for (the client was told it does not exist).
-    pub(crate) forbidden: bool,
-    /// The instance that served the request.
-    pub(crate) instance: Option<Arc<str>>,
-    /// Whether the upstream's answer was a JSON-RPC result or error.
-    pub(crate) answer: Option<crate::audit::capture::Answer>,
-    /// The arguments as the server's `audit_arguments` keeps them.
-    pub(crate) arguments: Option<String>,
-    bytes_in: usize,
-}
-
-impl RequestCtx {
-    /// The principal's session binding (`Principal::binding`); empty before authentication.
-    pub(crate) fn binding(&self) -> Arc<str> {
-        self.principal.as_ref().map_or_else(|| Arc::from(""), |p| p.binding().clone())
+    fn deref(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -127,16 +55,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: Instant::now(),
-            audit: crate::audit::Slot::None,
-            audited: Audited::default(),
-            server: None,
-            method: "",
-            rpc_id: None,
-            response_started: None,
-            principal: None,
-        }
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -264,7 +183,111 @@ impl Gateway {
         if is_legacy_oauth_path(path) {
             return self.legacy_oauth_redirect(session).await;
         }
-        route::dispatch(self, session, ctx, body, rpc).await
+        self.dispatch(session, ctx, body, rpc).await
+    }
+
+    /// What `/mcp` works with.
+    fn aggregator(&self) -> crate::aggregate::Aggregator<'_> {
+        crate::aggregate::Aggregator { shared: &self.shared, state: &self.aggregate }
+    }
+
+    async fn dispatch(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        body: Bytes,
+        rpc: Option<&Rpc>,
+    ) -> Result<(), Failure> {
+        let path = session.req_header().uri.path().to_owned();
+        let route = Route::parse(&path).ok_or_else(|| ProxyError::RouteNotFound { path: path.clone() })?;
+        let table = self.routes.load().ok_or(ProxyError::NotReady)?;
+        let principal = self.auth.authenticate(
+            session.req_header(),
+            table.credentials(),
+            // A name that cannot be a server's is not echoed into the challenge header.
+            route.server().filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
+            std::time::SystemTime::now(),
+        )?;
+        let Some(name) = route.server() else {
+            let result =
+                crate::aggregate::handle(&self.aggregator(), session, ctx, &table, &principal, body, rpc)
+                    .await;
+            ctx.principal = Some(principal);
+            return result;
+        };
+        if let Route::Mcp(name @ ("sse" | "message")) = route {
+            // The HTTP+SSE transport (2024-11-05) of /mcp: its stream and its messages.
+            let result = if name == "sse" {
+                crate::aggregate::legacy_sse::open(&self.aggregator(), session, ctx, &principal).await
+            } else {
+                crate::aggregate::legacy_sse::message(
+                    &self.aggregator(),
+                    session,
+                    ctx,
+                    &table,
+                    &principal,
+                    body,
+                    rpc,
+                )
+                .await
+            };
+            ctx.principal = Some(principal);
+            return result;
+        }
+        if matches!(route, Route::Mcp(crate::aggregate::own::NAME)) {
+            let result =
+                crate::aggregate::own_server(&self.aggregator(), session, ctx, &table, &principal, body, rpc)
+                    .await;
+            ctx.principal = Some(principal);
+            return result;
+        }
+        let binding = principal.binding().clone();
+        let admitted = route::admit(self, session, ctx, &table, &principal, name, &body, rpc).await;
+        // Kept for the audit record whatever the decision.
+        ctx.principal = Some(principal);
+        let route::Admitted { server, filter, restricted, _stream } = admitted?;
+        let plan = match route {
+            Route::Mcp(_) if server.transport != Transport::StreamableHttp => {
+                let target = route::balanced(session, &server);
+                return crate::upstream::bridge::handle(
+                    self,
+                    &self.bridges,
+                    session,
+                    ctx,
+                    &server,
+                    target,
+                    body,
+                    rpc,
+                    filter.as_ref(),
+                )
+                .await;
+            }
+            Route::Mcp(_) => {
+                Plan { filter, ..route::mcp_plan(self, session, &table, &server, rpc, &binding)? }
+            }
+            Route::Aggregate => return Err(ProxyError::RouteNotFound { path }.into()),
+            Route::Sse(_) => {
+                if server.transport != Transport::Sse {
+                    return Err(ProxyError::NotSse { server: server.name.to_string() }.into());
+                }
+                Plan {
+                    target: route::balanced(session, &server),
+                    rewrite: Rewrite::SseEndpoint,
+                    legacy_lists: restricted,
+                    ..Plan::default()
+                }
+            }
+            Route::Message(_) => {
+                let plan = route::message_plan(self, session, &table, &server, &binding)?;
+                if let (Some(filter), Some(Rpc::Message { id: Some(id), .. })) = (filter, rpc) {
+                    // The answer arrives on the session's SSE stream, which filters it (`forward`).
+                    let upstream = plan.upstream_path.clone().unwrap_or_default();
+                    self.pending_lists.expect((server.id.clone(), upstream), id.to_string(), filter)?;
+                }
+                plan
+            }
+        };
+        crate::upstream::http::run(self, session, ctx, &server, plan, body).await
     }
 
     /// Reads the whole request body, refusing more than the configured limit.

@@ -96,6 +96,24 @@ pub fn check(req: &RequestHeader, rpc: Option<&Rpc>) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A header value as 2026-07-28 wants it: plain visible ASCII as is, anything else in the base64 form.
+pub fn header_value(text: &str) -> http::HeaderValue {
+    use base64::Engine;
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !text.starts_with("=?");
+    let encoded;
+    let value = if plain {
+        text
+    } else {
+        encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(text));
+        &encoded
+    };
+    http::HeaderValue::from_str(value).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

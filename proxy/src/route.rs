@@ -1,23 +1,26 @@
-//! Request dispatch: which server, then which instance — the one holding the client's session (sealed in
-//! its token), or one chosen by the server's balancing policy — and which upstream path.
+//! Routing one request: the path it names, whether its caller may make it (`admit`: the server, the item,
+//! the rate limits, the stream caps — one decision for forwarded and locally answered requests), and which
+//! instance serves it — the one holding the client's session (sealed in its token), or one chosen by the
+//! server's balancing policy — and which upstream path.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mcpgw_proto::v1::{AuditArguments, HealthStatus, Transport};
+use mcpgw_proto::v1::{AuditArguments, HealthStatus};
 use mcpgw_proto::validate::HashKey;
 use pingora::proxy::Session;
 
 use crate::balance::{Gate, Policy};
 use crate::error::ProxyError;
 use crate::error::UNKNOWN_SESSION;
-use crate::forward::{self, Failure, Plan, Rewrite, Target};
-use crate::gateway::{Gateway, RequestCtx};
 use crate::headers;
 use crate::jsonrpc::Rpc;
 use crate::limits::Refusal;
+use crate::request::{RequestCtx, session_id_query, unknown_session};
 use crate::routing::{Instance, RoutingTable, Server};
-use crate::session::{Scope, TokenError};
+use crate::session::Scope;
+use crate::shared::Shared;
+use crate::upstream::{Plan, Rewrite, Target};
 
 /// The proxy's public paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +54,7 @@ impl<'a> Route<'a> {
     }
 
     /// The server the path names (`None` for `/mcp`).
-    fn server(&self) -> Option<&'a str> {
+    pub(crate) fn server(&self) -> Option<&'a str> {
         match self {
             Self::Mcp(n) | Self::Sse(n) | Self::Message(n) => Some(n),
             Self::Aggregate => None,
@@ -59,94 +62,22 @@ impl<'a> Route<'a> {
     }
 }
 
-pub async fn dispatch(
-    gw: &Gateway,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    body: Bytes,
-    rpc: Option<&Rpc>,
-) -> Result<(), Failure> {
-    let path = session.req_header().uri.path().to_owned();
-    let route = Route::parse(&path).ok_or_else(|| ProxyError::RouteNotFound { path: path.clone() })?;
-    let table = gw.routes.load().ok_or(ProxyError::NotReady)?;
-    let principal = gw.auth.authenticate(
-        session.req_header(),
-        table.credentials(),
-        // A name that cannot be a server's is not echoed into the challenge header.
-        route.server().filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
-        std::time::SystemTime::now(),
-    )?;
-    let Some(name) = route.server() else {
-        let result = crate::aggregate::handle(gw, session, ctx, &table, &principal, body, rpc).await;
-        ctx.principal = Some(principal);
-        return result;
-    };
-    if let Route::Mcp(name @ ("sse" | "message")) = route {
-        // The HTTP+SSE transport (2024-11-05) of /mcp: its stream and its messages.
-        let result = if name == "sse" {
-            crate::aggregate::legacy_sse::open(gw, session, ctx, &principal).await
-        } else {
-            crate::aggregate::legacy_sse::message(gw, session, ctx, &table, &principal, body, rpc).await
-        };
-        ctx.principal = Some(principal);
-        return result;
-    }
-    if matches!(route, Route::Mcp(crate::aggregate::own::NAME)) {
-        let result = crate::aggregate::own_server(gw, session, ctx, &table, &principal, body, rpc).await;
-        ctx.principal = Some(principal);
-        return result;
-    }
-    let binding = principal.binding().clone();
-    let admitted = admit(gw, session, ctx, &table, &principal, name, &body, rpc).await;
-    // Kept for the audit record whatever the decision.
-    ctx.principal = Some(principal);
-    let Admitted { server, filter, restricted, _stream } = admitted?;
-    let plan = match route {
-        Route::Mcp(_) if server.transport == Transport::Sse => {
-            return crate::bridge::handle(gw, session, ctx, &server, body, rpc, filter.as_ref()).await;
-        }
-        Route::Mcp(_) => Plan { filter, ..mcp_plan(gw, session, &table, &server, rpc, &binding)? },
-        Route::Aggregate => return Err(ProxyError::RouteNotFound { path }.into()),
-        Route::Sse(_) => {
-            if server.transport != Transport::Sse {
-                return Err(ProxyError::NotSse { server: server.name.to_string() }.into());
-            }
-            Plan {
-                target: balanced(session, &server),
-                rewrite: Rewrite::SseEndpoint,
-                legacy_lists: restricted,
-                ..Plan::default()
-            }
-        }
-        Route::Message(_) => {
-            let plan = message_plan(gw, session, &table, &server, &binding)?;
-            if let (Some(filter), Some(Rpc::Message { id: Some(id), .. })) = (filter, rpc) {
-                // The answer arrives on the session's SSE stream, which filters it (`forward`).
-                let upstream = plan.upstream_path.clone().unwrap_or_default();
-                gw.pending_lists.expect((server.id.clone(), upstream), id.to_string(), filter)?;
-            }
-            plan
-        }
-    };
-    forward::run(gw, session, ctx, &server, plan, body).await
-}
-
 /// A request the gateway lets through to its server.
 pub(crate) struct Admitted {
     pub(crate) server: Arc<Server>,
     /// A list answer the caller may see only part of.
-    filter: Option<crate::policy::ListFilter>,
+    pub(crate) filter: Option<crate::policy::ListFilter>,
     /// The caller's access to the server is restricted (legacy SSE streams filter their list answers).
-    restricted: bool,
+    pub(crate) restricted: bool,
     /// A GET's place among the capped long-lived streams, held while it is served.
-    _stream: Option<crate::caps::Permit>,
+    pub(crate) _stream: Option<crate::caps::Permit>,
 }
 
 /// Decides whether `principal` may make this request: the server, the item it names, the rate limits, the
 /// stream caps.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn admit(
-    gw: &Gateway,
+    gw: &Shared,
     session: &Session,
     ctx: &mut RequestCtx,
     table: &Arc<RoutingTable>,
@@ -220,7 +151,7 @@ fn authorize(
 /// Takes one request from every rate limit that applies to it; the first one exhausted refuses it (429;
 /// 503 for a global limit that fails closed and cannot lease its budget).
 async fn rate_limit(
-    gw: &Gateway,
+    gw: &Shared,
     table: &RoutingTable,
     principal: &crate::identity::Principal,
     server: &Server,
@@ -253,8 +184,8 @@ async fn rate_limit(
     Ok(())
 }
 
-fn mcp_plan(
-    gw: &Gateway,
+pub(crate) fn mcp_plan(
+    gw: &Shared,
     session: &Session,
     table: &RoutingTable,
     server: &Arc<Server>,
@@ -283,8 +214,8 @@ fn mcp_plan(
     })
 }
 
-fn message_plan(
-    gw: &Gateway,
+pub(crate) fn message_plan(
+    gw: &Shared,
     session: &Session,
     table: &RoutingTable,
     server: &Arc<Server>,
@@ -298,21 +229,6 @@ fn message_plan(
         upstream_path: Some(claims.upstream),
         ..Plan::default()
     })
-}
-
-/// The `sessionId` query parameter of a legacy HTTP+SSE message POST.
-pub(crate) fn session_id_query(session: &Session) -> Result<String, ProxyError> {
-    let query = session.req_header().uri.query().unwrap_or_default();
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "sessionId")
-        .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| ProxyError::BadRequest("the sessionId query parameter is required".into()))
-}
-
-/// A token that does not open: the reason is logged, the client is told the same thing whatever it was.
-pub(crate) fn unknown_session(e: TokenError) -> ProxyError {
-    tracing::debug!(reason = %e, "A session token was refused.");
-    ProxyError::SessionNotFound(UNKNOWN_SESSION.into())
 }
 
 /// The instance a session lives on, if it can still serve it; otherwise the session is gone (404), and

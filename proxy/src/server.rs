@@ -11,12 +11,13 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
-use crate::gateway::{Gateway, Limits};
+use crate::gateway::Gateway;
 use crate::identity::AuthSettings;
 use crate::retry::RetryBudget;
 use crate::routing::sync::RoutingSync;
 use crate::routing::{PeerSettings, Routes};
 use crate::session::{SessionKeys, generate_key};
+use crate::shared::{Limits, Shared};
 
 /// Retries of requests that reached no upstream: at most this share of traffic…
 const RETRY_RATIO: f64 = 0.2;
@@ -53,8 +54,11 @@ pub fn build(config: &Config) -> Server {
         );
         crate::metrics::METRICS.anonymous.set(1);
     }
-    let peer_settings =
-        PeerSettings { connect_timeout: config.connect_timeout, pool_idle_timeout: POOL_IDLE_TIMEOUT };
+    let peer_settings = PeerSettings {
+        connect_timeout: config.connect_timeout,
+        pool_idle_timeout: POOL_IDLE_TIMEOUT,
+        dns_refresh: config.dns_refresh,
+    };
     // The flags were validated (the URL parses, the CA is PEM), so this does not fail.
     let control_plane = Arc::new(
         crate::rpc::ControlPlane::new(
@@ -70,7 +74,8 @@ pub fn build(config: &Config) -> Server {
                 tracing::error!(error = %e, dir = ?config.audit.spill_dir, "Cannot open --audit-spill-dir.");
                 std::process::exit(2);
             });
-    let gateway = Gateway {
+    let bridges: Arc<crate::upstream::bridge::Bridges> = Arc::default();
+    let shared = Shared {
         routes: routes.clone(),
         connector: Arc::new(Connector::new(None)),
         limits: Limits {
@@ -79,21 +84,30 @@ pub fn build(config: &Config) -> Server {
             upstream_timeout: config.upstream_timeout,
             idle_timeout: config.idle_timeout,
             pool_idle_timeout: POOL_IDLE_TIMEOUT,
+            connect_timeout: config.connect_timeout,
+            bridge_idle_timeout: config.bridge_idle_timeout,
+            bridge_lifetime: config.session_ttl,
         },
         sessions: SessionKeys::new(&session_key, &config.session_previous_keys, config.session_ttl),
         breakers,
         retry: RetryBudget::new(RETRY_RATIO, RETRY_FLOOR),
-        bridges: Arc::default(),
         pending_lists: Default::default(),
         front: config.front.clone(),
         auth: AuthSettings { anonymous: config.anonymous, public_url: config.public_url.clone() },
         exchanger: Arc::new(crate::exchange::Exchanger::new(control_plane.clone())),
         auditor,
-        registrar: crate::aggregate::own::Registrar::new(control_plane.clone()),
-        rate_limits: crate::limits::RateLimits::new(control_plane),
+        rate_limits: crate::limits::RateLimits::new(control_plane.clone()),
         streams: crate::caps::Caps::new(config.max_streams, config.max_streams_per_principal),
-        upstreams: Default::default(),
-        sse_streams: Default::default(),
+        stdio_programs: config.stdio_programs.clone().into(),
+    };
+    let gateway = Gateway {
+        shared,
+        bridges: bridges.clone(),
+        aggregate: crate::aggregate::State {
+            upstreams: Default::default(),
+            sse_streams: Default::default(),
+            registrar: crate::aggregate::own::Registrar::new(control_plane),
+        },
     };
     let mcp_app = crate::connections::Guarded {
         app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
@@ -119,10 +133,27 @@ pub fn build(config: &Config) -> Server {
     };
     server.add_service(background_service("routing-sync", sync));
     server.add_service(background_service("breakers", breaker_service));
+    server.add_service(background_service("bridges", BridgesOnShutdown(bridges)));
     if let Some(shipper) = shipper {
         server.add_service(background_service("audit", shipper));
     }
     server.add_service(mcp);
     server.add_service(admin);
     server
+}
+
+/// Ends every bridged session when the proxy shuts down: their stdio processes are killed then, not
+/// left behind (the process exits without running its tasks to their end).
+struct BridgesOnShutdown(Arc<crate::upstream::bridge::Bridges>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for BridgesOnShutdown {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        let open = self.0.len();
+        self.0.close_all();
+        if open > 0 {
+            tracing::info!(open, "Ended the bridged sessions (stdio processes killed).");
+        }
+    }
 }

@@ -14,16 +14,16 @@ use pingora::proxy::Session;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::Aggregator;
 use super::upstreams::{self, Held};
 use super::{ListKind, own};
-use crate::error::ProxyError;
-use crate::forward::Plan;
-use crate::forward::{self, Failure};
-use crate::gateway::{Gateway, RequestCtx};
+use crate::error::{Failure, ProxyError};
 use crate::identity::Principal;
 use crate::jsonrpc::Rpc;
+use crate::request::{RequestCtx, reply};
 use crate::routing::{RoutingTable, Server};
 use crate::session::{Claims, ClientHello, Scope};
+use crate::upstream::{self, Plan};
 
 /// Messages waiting for a slow SSE client before new ones are refused.
 const BACKLOG: usize = 256;
@@ -76,7 +76,7 @@ impl Sink {
     #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
-        gw: &Gateway,
+        gw: &Aggregator<'_>,
         session: &Session,
         ctx: &mut RequestCtx,
         server: &Server,
@@ -92,7 +92,8 @@ impl Sink {
             Some(&held.version),
             Some(&held.id).filter(|id| !id.is_empty()).map(String::as_str),
         );
-        let (resp, answer) = forward::request_whole(gw, &down, server, &held.instance, body, plan).await?;
+        let (resp, answer) =
+            upstream::http::request_whole(gw, &down, server, &held.instance, body, plan).await?;
         if resp.status == http::StatusCode::NOT_FOUND && plan.reopen {
             return Err(Failure::UpstreamSessionGone);
         }
@@ -122,7 +123,7 @@ impl Sink {
 
 /// `GET /mcp/sse`: opens a client's stream and tells it where to POST.
 pub async fn open(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     principal: &Principal,
@@ -143,10 +144,10 @@ pub async fn open(
     };
     let token = gw.sessions.seal_claims(Scope::Aggregate(principal.binding()), &claims);
     let (tx, mut rx) = mpsc::channel(BACKLOG);
-    if let Ok(mut map) = gw.sse_streams.0.lock() {
+    if let Ok(mut map) = gw.state.sse_streams.0.lock() {
         map.insert(claims.instance.clone(), Entry { tx, hello: None });
     }
-    let _registered = Registered { streams: &gw.sse_streams, id: claims.instance.clone() };
+    let _registered = Registered { streams: &gw.state.sse_streams, id: claims.instance.clone() };
     super::start_event_stream(session, ctx).await?;
     let endpoint = format!("event: endpoint\ndata: /mcp/message?sessionId={token}\n\n");
     session.write_response_body(Some(Bytes::from(endpoint)), false).await.map_err(Failure::Abort)?;
@@ -157,7 +158,7 @@ pub async fn open(
                 None => break,
             },
             _ = tokio::time::sleep(super::KEEPALIVE) => Bytes::from_static(b": keep-alive\n\n"),
-            _ = forward::client_gone(session) => return Ok(()),
+            _ = crate::request::client_gone(session) => return Ok(()),
         };
         if session.write_response_body(Some(out), false).await.is_err() {
             return Ok(());
@@ -169,7 +170,7 @@ pub async fn open(
 /// `POST /mcp/message?sessionId=…`: one message of a client whose stream this replica holds; 202, the
 /// answer on the stream.
 pub async fn message(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &Arc<RoutingTable>,
@@ -180,14 +181,14 @@ pub async fn message(
     if session.req_header().method != http::Method::POST {
         return Err(ProxyError::MethodNotAllowed { allowed: "POST" }.into());
     }
-    let token = crate::route::session_id_query(session)?;
+    let token = crate::request::session_id_query(session)?;
     let claims = gw
         .sessions
         .open(Scope::Aggregate(principal.binding()), &token)
-        .map_err(crate::route::unknown_session)?;
+        .map_err(crate::request::unknown_session)?;
     let gone = || ProxyError::SessionNotFound("its stream is not open on this proxy".into());
     let (tx, hello) = {
-        let map = gw.sse_streams.0.lock().map_err(|_| gone())?;
+        let map = gw.state.sse_streams.0.lock().map_err(|_| gone())?;
         let entry = map.get(&claims.instance).ok_or_else(gone)?;
         (entry.tx.clone(), entry.hello.clone())
     };
@@ -214,7 +215,7 @@ pub async fn message(
                 capabilities: params.get("capabilities").cloned().unwrap_or_else(|| json!({})).to_string(),
                 client_info: params.get("clientInfo").cloned().unwrap_or_else(|| json!({})).to_string(),
             };
-            if let Ok(mut map) = gw.sse_streams.0.lock()
+            if let Ok(mut map) = gw.state.sse_streams.0.lock()
                 && let Some(entry) = map.get_mut(&claims.instance)
             {
                 entry.hello = Some(hello);
@@ -278,5 +279,5 @@ pub async fn message(
 }
 
 async fn accepted(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Failure> {
-    crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await
+    reply(session, ctx, 202, None, Bytes::new(), None).await
 }

@@ -3,7 +3,6 @@
 //! renamed back and forwarded through the same admission and upstream path as `/mcp/{server}`. Design:
 //! `proxy/SESSIONS.md` "Aggregation".
 
-pub mod catalog;
 pub mod legacy_sse;
 pub mod own;
 pub mod upstreams;
@@ -18,15 +17,39 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use serde_json::{Value, json};
 
-use crate::error::ProxyError;
-use crate::forward::{self, Failure, Plan, Rewrite, Target};
-use crate::gateway::{Gateway, RequestCtx};
+use crate::error::{Failure, ProxyError};
 use crate::headers;
 use crate::identity::Principal;
 use crate::jsonrpc::{Reference, Rpc};
+use crate::request::{RequestCtx, reply};
+use crate::routing::catalog::{self, Entry, ListKind};
 use crate::routing::{RoutingTable, Server};
 use crate::session::{Claims, ClientHello, Scope};
-use catalog::{Entry, ListKind};
+use crate::shared::Shared;
+use crate::upstream::{self, Plan, Rewrite, Target};
+
+/// What `/mcp` keeps on this replica: the upstream sessions it holds for its clients, its HTTP+SSE
+/// client streams, and the registrar of `register_server`.
+pub struct State {
+    pub upstreams: upstreams::UpstreamSessions,
+    pub sse_streams: legacy_sse::Streams,
+    pub registrar: own::Registrar,
+}
+
+/// What `/mcp`'s handlers work with: the gateway's shared parts (through `Deref`) and `/mcp`'s state.
+#[derive(Clone, Copy)]
+pub struct Aggregator<'a> {
+    pub shared: &'a Shared,
+    pub state: &'a State,
+}
+
+impl std::ops::Deref for Aggregator<'_> {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        self.shared
+    }
+}
 
 /// The protocol versions `/mcp` serves, newest first.
 pub const VERSIONS: &[&str] = &["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"];
@@ -43,7 +66,7 @@ const KEEPALIVE: Duration = Duration::from_secs(25);
 
 /// Serves one request on `/mcp` for `principal`.
 pub async fn handle(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &Arc<RoutingTable>,
@@ -61,9 +84,9 @@ pub async fn handle(
         }
         http::Method::DELETE if !modern => {
             let claims = client_session(gw, session, principal)?;
-            let closed = gw.upstreams.close_all(gw, &claims.instance);
+            let closed = gw.state.upstreams.close_all(gw, &claims.instance);
             tracing::debug!(closed, "A /mcp session ended.");
-            crate::bridge::reply(session, ctx, 200, None, Bytes::new(), None).await
+            reply(session, ctx, 200, None, Bytes::new(), None).await
         }
         _ => Err(ProxyError::MethodNotAllowed { allowed: if modern { "POST" } else { "GET, POST, DELETE" } }
             .into()),
@@ -71,25 +94,29 @@ pub async fn handle(
 }
 
 /// The legacy client's session, from its `Mcp-Session-Id`.
-fn client_session(gw: &Gateway, session: &Session, principal: &Principal) -> Result<Claims, ProxyError> {
+fn client_session(
+    gw: &Aggregator<'_>,
+    session: &Session,
+    principal: &Principal,
+) -> Result<Claims, ProxyError> {
     let token = session.req_header().headers.get("mcp-session-id").ok_or_else(|| {
         ProxyError::BadRequest("Mcp-Session-Id is required: initialize a session first".into())
     })?;
     let token =
-        token.to_str().map_err(|_| crate::route::unknown_session(crate::session::TokenError::Malformed))?;
+        token.to_str().map_err(|_| crate::request::unknown_session(crate::session::TokenError::Malformed))?;
     let claims = gw
         .sessions
         .open(Scope::Aggregate(principal.binding()), token)
-        .map_err(crate::route::unknown_session)?;
+        .map_err(crate::request::unknown_session)?;
     if claims.aggregate.is_none() {
-        return Err(crate::route::unknown_session(crate::session::TokenError::Malformed));
+        return Err(crate::request::unknown_session(crate::session::TokenError::Malformed));
     }
     Ok(claims)
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn post(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &Arc<RoutingTable>,
@@ -123,16 +150,16 @@ async fn post(
     let client = if modern { None } else { Some(client_session(gw, session, principal)?) };
     if let Some(kind) = ListKind::of_list(method) {
         let answer = list(gw, table, principal, kind, &body, id, modern)?;
-        return crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await;
+        return reply(session, ctx, 200, Some("application/json"), answer, None).await;
     }
     match method {
         "ping" | "logging/setLevel" => {
             let answer = result(id, &json!({}), modern);
-            crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await
+            reply(session, ctx, 200, Some("application/json"), answer, None).await
         }
         "server/discover" if modern => {
             let answer = result(id, &cacheable(discover(table, principal)), true);
-            crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await
+            reply(session, ctx, 200, Some("application/json"), answer, None).await
         }
         "subscriptions/listen" if modern => {
             // `params.notifications` (the Python SDK's name; `filter` read too, as older drafts had it).
@@ -157,9 +184,9 @@ async fn post(
             if let Some(claims) = &client {
                 cancel(gw, session, claims, &body).await;
             }
-            crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await
+            reply(session, ctx, 202, None, Bytes::new(), None).await
         }
-        _ if id.is_none() => crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await,
+        _ if id.is_none() => reply(session, ctx, 202, None, Bytes::new(), None).await,
         other => Err(ProxyError::MethodNotFound { method: other.to_owned(), modern }.into()),
     }
 }
@@ -231,7 +258,7 @@ fn capabilities(table: &RoutingTable, principal: &Principal) -> Value {
 /// Answers a legacy `initialize`: the gateway is the client's server; upstream sessions come later.
 #[allow(clippy::too_many_arguments)]
 async fn initialize(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &RoutingTable,
@@ -256,7 +283,7 @@ async fn initialize(
     };
     let token = gw.sessions.seal_claims(Scope::Aggregate(principal.binding()), &claims);
     let answer = result(id, &initialize_result(table, principal, version), false);
-    crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, Some(token)).await
+    reply(session, ctx, 200, Some("application/json"), answer, Some(token)).await
 }
 
 /// The `initialize` result `/mcp` gives (in `version`).
@@ -297,7 +324,7 @@ fn visible<'a>(
 
 /// One page of a merged list, filtered for `principal`, as a JSON-RPC answer.
 fn list(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     table: &RoutingTable,
     principal: &Principal,
     kind: ListKind,
@@ -443,24 +470,6 @@ fn available(server: &Server) -> bool {
     })
 }
 
-/// A header value as 2026-07-28 wants it: plain visible ASCII as is, anything else in the base64 form.
-pub(crate) fn header_value(text: &str) -> http::HeaderValue {
-    use base64::Engine;
-    let plain = !text.is_empty()
-        && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        && !text.starts_with(' ')
-        && !text.ends_with(' ')
-        && !text.starts_with("=?");
-    let encoded;
-    let value = if plain {
-        text
-    } else {
-        encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(text));
-        &encoded
-    };
-    http::HeaderValue::from_str(value).unwrap_or_else(|_| http::HeaderValue::from_static(""))
-}
-
 /// The upstream session a 2026-07-28 client's call to a legacy-only server uses: one per (principal,
 /// declared client capabilities), opened with what `_meta` says of the client.
 fn modern_hello(principal: &Principal, doc: &Value) -> (Arc<str>, ClientHello) {
@@ -481,7 +490,7 @@ fn modern_hello(principal: &Principal, doc: &Value) -> (Arc<str>, ClientHello) {
 /// Forwards a call to the server owning the name it uses, under the server's own name for it.
 #[allow(clippy::too_many_arguments)]
 async fn call(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &Arc<RoutingTable>,
@@ -564,7 +573,7 @@ async fn call(
 /// Forwards a call to one server offering its name, as `original` there.
 #[allow(clippy::too_many_arguments)]
 async fn call_route(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &Arc<RoutingTable>,
@@ -594,8 +603,11 @@ async fn call_route(
     let modern = client.is_none();
     let mut headers = Vec::new();
     if modern {
-        let value =
-            if original == &*route.original { route.name_header.clone() } else { header_value(original) };
+        let value = if original == &*route.original {
+            route.name_header.clone()
+        } else {
+            crate::headers::header_value(original)
+        };
         headers.push((http::HeaderName::from_static("mcp-name"), value));
     }
     let complete = modern.then_some(crate::sse::Completion { cacheable: method == "resources/read" });
@@ -607,18 +619,21 @@ async fn call_route(
             rewrites: crate::sse::Rewrites { request_ids: None, complete },
             ..Plan::default()
         };
-        return forward::run(gw, session, ctx, &server, plan, body).await;
+        return upstream::http::run(gw, session, ctx, &server, plan, body).await;
     }
     let (key, hello) = match client.and_then(|c| Some((c, c.aggregate.clone()?))) {
         Some((claims, hello)) => (Arc::from(claims.instance.as_str()), hello),
         None => modern_hello(principal, &serde_json::from_slice(&body).unwrap_or_default()),
     };
-    let _in_flight = gw.upstreams.track(&key, id.as_ref(), &server.id);
+    let _in_flight = gw.state.upstreams.track(&key, id.as_ref(), &server.id);
     let mut first = true;
     loop {
-        let held = gw.upstreams.get(gw, session.req_header(), &server, &key, &hello).await?;
+        let held = gw.state.upstreams.get(gw, session.req_header(), &server, &key, &hello).await?;
         let mut headers = headers.clone();
-        headers.push((http::HeaderName::from_static("mcp-protocol-version"), header_value(&held.version)));
+        headers.push((
+            http::HeaderName::from_static("mcp-protocol-version"),
+            crate::headers::header_value(&held.version),
+        ));
         let plan = Plan {
             target: Target::Pinned(held.instance.clone()),
             upstream_session: Some(held.id.clone()).filter(|id| !id.is_empty()),
@@ -633,11 +648,11 @@ async fn call_route(
         };
         let sent = match sink {
             Some(sink) => sink.forward(gw, session, ctx, &server, &held, &plan, &body).await,
-            None => forward::run(gw, session, ctx, &server, plan, body.clone()).await,
+            None => upstream::http::run(gw, session, ctx, &server, plan, body.clone()).await,
         };
         match sent {
             Err(Failure::UpstreamSessionGone) if first => {
-                gw.upstreams.forget(&key, &server.id, &held);
+                gw.state.upstreams.forget(&key, &server.id, &held);
                 first = false;
             }
             other => return other,
@@ -739,15 +754,15 @@ fn splice_member(body: &[u8], key: &str, from: &str, to: &str) -> Option<Bytes> 
 
 /// Forwards a legacy `notifications/cancelled` to the upstream session its request went to, if that
 /// request is in flight on this replica.
-async fn cancel(gw: &Gateway, session: &Session, claims: &Claims, body: &Bytes) {
+async fn cancel(gw: &Aggregator<'_>, session: &Session, claims: &Claims, body: &Bytes) {
     let Some(request_id) =
         serde_json::from_slice::<Value>(body).ok().and_then(|d| d.pointer("/params/requestId").cloned())
     else {
         return;
     };
     let key: Arc<str> = Arc::from(claims.instance.as_str());
-    let Some(server_id) = gw.upstreams.in_flight(&key, &request_id) else { return };
-    let Some(held) = gw.upstreams.held(&key, &server_id) else { return };
+    let Some(server_id) = gw.state.upstreams.in_flight(&key, &request_id) else { return };
+    let Some(held) = gw.state.upstreams.held(&key, &server_id) else { return };
     let req = upstreams::own_request(
         http::Method::POST,
         Some(session.req_header()),
@@ -755,7 +770,7 @@ async fn cancel(gw: &Gateway, session: &Session, claims: &Claims, body: &Bytes) 
         Some(&held.id),
     );
     if let Err(error) =
-        forward::request_whole(gw, &req, &held.server, &held.instance, body, &Plan::default()).await
+        upstream::http::request_whole(gw, &req, &held.server, &held.instance, body, &Plan::default()).await
     {
         tracing::debug!(server = %held.server.name, %error, "A cancellation could not be forwarded.");
     }
@@ -804,7 +819,7 @@ fn digests(table: &RoutingTable, principal: &Principal, kinds: &[ListKind]) -> V
 /// `subscriptions/listen` (`listen` = its id and filter). Sends `notifications/<list>/list_changed` once
 /// whenever what the caller can see of a list changes, and keep-alive comments meanwhile.
 async fn listen(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     principal: &Principal,
@@ -880,7 +895,7 @@ async fn listen(
     // and those it opens while the stream lasts).
     // Each upstream session once (a session reopened after the upstream forgot it is a new one).
     let mut relaying: std::collections::HashSet<usize> = std::collections::HashSet::new();
-    let mut opened = gw.upstreams.subscribe();
+    let mut opened = gw.state.upstreams.subscribe();
     let relay =
         |relaying: &mut std::collections::HashSet<usize>, server: String, held: Arc<upstreams::Held>| {
             if !key.is_empty() && relaying.insert(Arc::as_ptr(&held) as usize) {
@@ -889,7 +904,7 @@ async fn listen(
             }
         };
     if !key.is_empty() {
-        for (server, held) in gw.upstreams.held_of(&key) {
+        for (server, held) in gw.state.upstreams.held_of(&key) {
             relay(&mut relaying, server, held);
         }
     }
@@ -916,13 +931,13 @@ async fn listen(
             news = opened.recv(), if !key.is_empty() => {
                 match news {
                     Ok((k, server)) if k == key => {
-                        if let Some(held) = gw.upstreams.held(&key, &server) {
+                        if let Some(held) = gw.state.upstreams.held(&key, &server) {
                             relay(&mut relaying, server, held);
                         }
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        for (server, held) in gw.upstreams.held_of(&key) {
+                        for (server, held) in gw.state.upstreams.held_of(&key) {
                             relay(&mut relaying, server, held);
                         }
                     }
@@ -932,7 +947,7 @@ async fn listen(
             }
             Some(message) = relayed.recv() => message,
             _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keep-alive\n\n"),
-            _ = forward::client_gone(session) => return Ok(()),
+            _ = crate::request::client_gone(session) => return Ok(()),
         };
         if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
             return Ok(());
@@ -957,7 +972,7 @@ async fn start_event_stream(session: &mut Session, ctx: &mut RequestCtx) -> Resu
 /// Runs one of the gateway's own tools (`tool` unprefixed) and answers with its result.
 #[allow(clippy::too_many_arguments)]
 async fn own_call(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &RoutingTable,
@@ -977,12 +992,12 @@ async fn own_call(
         own::Outcome::Register(spec) => register(gw, session.req_header(), &spec).await,
     };
     let answer = result(id, &outcome, modern);
-    crate::bridge::reply(session, ctx, 200, Some("application/json"), answer, None).await
+    reply(session, ctx, 200, Some("application/json"), answer, None).await
 }
 
 /// `register_server`: the control plane registers the server for the caller's own credential, with the
 /// REST API's validation and permissions; its answer (or refusal) is the tool's result.
-async fn register(gw: &Gateway, down: &pingora::http::RequestHeader, spec: &Value) -> Value {
+async fn register(gw: &Aggregator<'_>, down: &pingora::http::RequestHeader, spec: &Value) -> Value {
     let token = down
         .headers
         .get(http::header::AUTHORIZATION)
@@ -991,7 +1006,7 @@ async fn register(gw: &Gateway, down: &pingora::http::RequestHeader, spec: &Valu
             v.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim())
         })
         .unwrap_or_default();
-    match gw.registrar.register(token, spec).await {
+    match gw.state.registrar.register(token, spec).await {
         Ok((status, body)) => {
             own::result(json!({"status": status, "response": body}), !(200..300).contains(&status))
         }
@@ -1002,7 +1017,7 @@ async fn register(gw: &Gateway, down: &pingora::http::RequestHeader, spec: &Valu
 /// Serves `/mcp/gateway`: the gateway's own tools as one small MCP server in both eras (no session, no
 /// GET stream).
 pub async fn own_server(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &Arc<RoutingTable>,
@@ -1018,7 +1033,7 @@ pub async fn own_server(
     let (id, method, name) = match rpc {
         Some(Rpc::Message { id, method, name, .. }) => (id.as_ref(), method.as_str(), name.as_deref()),
         Some(Rpc::Response { .. }) => {
-            return crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await;
+            return reply(session, ctx, 202, None, Bytes::new(), None).await;
         }
         _ => return Err(not_one_message().into()),
     };
@@ -1051,10 +1066,10 @@ pub async fn own_server(
             })?;
             return own_call(gw, session, ctx, table, principal, &body, id, tool, modern).await;
         }
-        _ if id.is_none() => return crate::bridge::reply(session, ctx, 202, None, Bytes::new(), None).await,
+        _ if id.is_none() => return reply(session, ctx, 202, None, Bytes::new(), None).await,
         other => return Err(ProxyError::MethodNotFound { method: other.to_owned(), modern }.into()),
     };
-    crate::bridge::reply(session, ctx, 200, Some("application/json"), result(id, &answer, modern), None).await
+    reply(session, ctx, 200, Some("application/json"), result(id, &answer, modern), None).await
 }
 
 /// The prefix of the ids the client sees on requests from the server with `server_id`.
@@ -1066,7 +1081,7 @@ fn request_id_prefix(server_id: &str) -> Arc<str> {
 /// posted into that upstream's session (on this replica; an answer for a session opened elsewhere is
 /// refused as an unknown session, since the request it answers cannot be found).
 async fn answer_upstream(
-    gw: &Gateway,
+    gw: &Aggregator<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     table: &RoutingTable,
@@ -1085,7 +1100,7 @@ async fn answer_upstream(
         })
         .ok_or_else(unknown)?;
     let key: Arc<str> = Arc::from(claims.instance.as_str());
-    let held = gw.upstreams.held(&key, &server_id).ok_or_else(unknown)?;
+    let held = gw.state.upstreams.held(&key, &server_id).ok_or_else(unknown)?;
     let server = table.servers().find(|s| s.id == server_id).cloned().unwrap_or_else(|| held.server.clone());
     ctx.server = Some(server.name.clone());
     let mut doc: Value = serde_json::from_slice(body)
@@ -1095,10 +1110,13 @@ async fn answer_upstream(
         target: Target::Pinned(held.instance.clone()),
         upstream_session: Some(held.id.clone()).filter(|id| !id.is_empty()),
         rewrite: Rewrite::DropSession,
-        headers: vec![(http::HeaderName::from_static("mcp-protocol-version"), header_value(&held.version))],
+        headers: vec![(
+            http::HeaderName::from_static("mcp-protocol-version"),
+            crate::headers::header_value(&held.version),
+        )],
         ..Plan::default()
     };
-    forward::run(gw, session, ctx, &server, plan, Bytes::from(doc.to_string())).await
+    upstream::http::run(gw, session, ctx, &server, plan, Bytes::from(doc.to_string())).await
 }
 
 #[cfg(test)]
@@ -1144,8 +1162,8 @@ mod tests {
 
     #[test]
     fn header_values_use_the_base64_form_when_they_must() {
-        assert_eq!(header_value("echo"), "echo");
-        assert_eq!(header_value("héllo"), "=?base64?aMOpbGxv?=");
-        assert_eq!(header_value(" lead"), "=?base64?IGxlYWQ=?=");
+        assert_eq!(crate::headers::header_value("echo"), "echo");
+        assert_eq!(crate::headers::header_value("héllo"), "=?base64?aMOpbGxv?=");
+        assert_eq!(crate::headers::header_value(" lead"), "=?base64?IGxlYWQ=?=");
     }
 }

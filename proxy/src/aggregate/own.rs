@@ -9,9 +9,9 @@ use std::sync::Arc;
 use mcpgw_proto::v1::HealthStatus;
 use serde_json::{Value, json};
 
-use super::catalog::ListKind;
 use crate::balance::Gate;
 use crate::identity::Principal;
+use crate::routing::catalog::ListKind;
 use crate::routing::{RoutingTable, Server};
 
 /// The path segment and `/mcp` prefix of the gateway's own server (a name the registry refuses).

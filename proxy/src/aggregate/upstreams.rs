@@ -15,10 +15,10 @@ use serde_json::{Value, json};
 
 use crate::balance::Gate;
 use crate::error::ProxyError;
-use crate::forward::{self, Plan};
-use crate::gateway::Gateway;
 use crate::routing::{Instance, Server};
 use crate::session::ClientHello;
+use crate::shared::Shared;
+use crate::upstream::{self, Plan};
 
 /// Most upstream sessions one replica holds; beyond, the least recently used is forgotten (and closed).
 const MAX_SESSIONS: usize = 100_000;
@@ -96,7 +96,7 @@ impl UpstreamSessions {
     /// longer serve it.
     pub async fn get(
         &self,
-        gw: &Gateway,
+        gw: &Shared,
         down: &RequestHeader,
         server: &Arc<Server>,
         key: &Arc<str>,
@@ -138,7 +138,7 @@ impl UpstreamSessions {
     }
 
     /// Drops idle sessions and, if still full, the least recently used tenth; closes them upstream.
-    fn evict(&self, map: &mut HashMap<(Arc<str>, String), Slot>, gw: &Gateway) {
+    fn evict(&self, map: &mut HashMap<(Arc<str>, String), Slot>, gw: &Shared) {
         let now = self.now_ms();
         let idle = u64::try_from(IDLE.as_millis()).unwrap_or(u64::MAX);
         let last = |slot: &Slot| slot.get().map_or(0, |h| h.last_used.load(Ordering::Relaxed));
@@ -169,7 +169,7 @@ impl UpstreamSessions {
     }
 
     /// Closes every upstream session of a client session (the client's DELETE).
-    pub fn close_all(&self, gw: &Gateway, key: &str) -> usize {
+    pub fn close_all(&self, gw: &Shared, key: &str) -> usize {
         let Ok(mut map) = self.sessions.lock() else { return 0 };
         let mut gone = Vec::new();
         map.retain(|(k, _), slot| {
@@ -267,13 +267,13 @@ pub fn message_of(body: &[u8], sse: bool) -> Option<Value> {
 
 /// Opens an upstream session on an instance picked by the server's policy (keyed by the client session).
 async fn open(
-    gw: &Gateway,
+    gw: &Shared,
     down: &RequestHeader,
     server: &Arc<Server>,
     key: &str,
     hello: &ClientHello,
 ) -> Result<Arc<Held>, ProxyError> {
-    let idx = server.selector().pick(key.as_bytes(), &[]).ok_or_else(|| forward::no_instance(server))?;
+    let idx = server.selector().pick(key.as_bytes(), &[]).ok_or_else(|| upstream::no_instance(server))?;
     let instance = server.instances[idx].clone();
     let failed = |detail: String| ProxyError::UpstreamFailed { server: server.name.to_string(), detail };
     let capabilities: Value = serde_json::from_str(&hello.capabilities).unwrap_or_else(|_| json!({}));
@@ -290,9 +290,15 @@ async fn open(
         },
     });
     let req = own_request(http::Method::POST, Some(down), None, None);
-    let (resp, answer) =
-        forward::request_whole(gw, &req, server, &instance, &Bytes::from(body.to_string()), &Plan::default())
-            .await?;
+    let (resp, answer) = upstream::http::request_whole(
+        gw,
+        &req,
+        server,
+        &instance,
+        &Bytes::from(body.to_string()),
+        &Plan::default(),
+    )
+    .await?;
     if resp.status != http::StatusCode::OK {
         return Err(failed(format!("initialize answered HTTP {}", resp.status.as_u16())));
     }
@@ -321,7 +327,7 @@ async fn open(
     let session = Some(id.as_str()).filter(|id| !id.is_empty());
     let req = own_request(http::Method::POST, Some(down), Some(&version), session);
     let (resp, _) =
-        forward::request_whole(gw, &req, server, &instance, &initialized, &Plan::default()).await?;
+        upstream::http::request_whole(gw, &req, server, &instance, &initialized, &Plan::default()).await?;
     if !resp.status.is_success() {
         return Err(failed(format!("notifications/initialized answered HTTP {}", resp.status.as_u16())));
     }
@@ -331,7 +337,7 @@ async fn open(
 
 /// Ends an upstream session (DELETE), in the background; failures only cost the upstream's memory. Only a
 /// static credential can be presented here (no caller to exchange a token for).
-fn close(gw: &Gateway, held: Arc<Held>) {
+fn close(gw: &Shared, held: Arc<Held>) {
     if held.id.is_empty() {
         return;
     }
@@ -342,7 +348,7 @@ fn close(gw: &Gateway, held: Arc<Held>) {
     };
     let down = own_request(http::Method::DELETE, None, Some(&held.version), None);
     let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
-    let Ok(req) = forward::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
+    let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
         return;
     };
     let connector = gw.connector.clone();
@@ -383,7 +389,7 @@ pub async fn relay(
     down.remove_header(&http::header::CONTENT_TYPE);
     let _ = down.insert_header(http::header::ACCEPT, "text/event-stream");
     let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
-    let Ok(req) = forward::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
+    let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
         return;
     };
     let Ok((mut up, _)) = connector.get_http_session(&peer).await else { return };
@@ -448,17 +454,17 @@ pub async fn listen_resources(
             "params": {
                 "notifications": {"resourceSubscriptions": originals},
                 "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": crate::aggregate::catalog::MODERN,
+                    "io.modelcontextprotocol/protocolVersion": crate::routing::catalog::MODERN,
                     "io.modelcontextprotocol/clientCapabilities": {},
                 },
             },
         })
         .to_string(),
     );
-    let mut down = own_request(http::Method::POST, None, Some(crate::aggregate::catalog::MODERN), None);
+    let mut down = own_request(http::Method::POST, None, Some(crate::routing::catalog::MODERN), None);
     let _ = down.insert_header("mcp-method", "subscriptions/listen");
     let Ok(req) =
-        forward::upstream_request(&down, &instance, credential.as_ref(), body.len(), &Plan::default())
+        upstream::upstream_request(&down, &instance, credential.as_ref(), body.len(), &Plan::default())
     else {
         return;
     };

@@ -1,6 +1,7 @@
 //! Routing state shared by the request path and the background service that keeps it current.
 
 pub mod cache;
+pub mod catalog;
 pub mod sync;
 pub mod table;
 

@@ -157,8 +157,20 @@ impl RoutingSync {
         let mut passive = self.passive_health.clone();
         passive.mark_changed();
         let mut passive_open = true;
+        let refresh = self.peer_settings.dns_refresh;
+        let mut dns = tokio::time::interval(if refresh.is_zero() {
+            Duration::from_secs(86_400 * 365)
+        } else {
+            refresh
+        });
+        dns.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        dns.tick().await;
         loop {
             let update = tokio::select! {
+                _ = dns.tick(), if !refresh.is_zero() => {
+                    self.refresh_addresses(set).await;
+                    continue;
+                }
                 update = updates.message() => match update? {
                     Some(update) => update,
                     None => break,
@@ -190,6 +202,21 @@ impl RoutingSync {
             }
         }
         Err(SessionError::Closed)
+    }
+
+    /// Resolves the upstream host names again; when one moved, swaps in a table with new peers for every
+    /// named host (same version: nothing else changed). Connections already open stay where they are.
+    async fn refresh_addresses(&self, set: &ResourceSet) {
+        let current = self.routes.current();
+        if !current.addresses_moved().await {
+            return;
+        }
+        match RoutingTable::build_resolving(set, &current, &self.routes.states, self.peer_settings, true)
+            .await
+        {
+            Ok(table) => self.routes.store(table),
+            Err(error) => tracing::warn!(%error, "Could not rebuild the routing table with new addresses."),
+        }
     }
 
     /// Applies one update to `set` and swaps in the table built from it; `set` is untouched on error.

@@ -23,6 +23,8 @@ pub struct PeerSettings {
     pub connect_timeout: Duration,
     /// How long an idle pooled upstream connection is kept for reuse.
     pub pool_idle_timeout: Duration,
+    /// How often endpoints that name their host are resolved again (zero: never).
+    pub dns_refresh: Duration,
 }
 
 /// An immutable routing table; the proxy swaps whole tables, never edits one.
@@ -39,7 +41,7 @@ pub struct RoutingTable {
     /// Rate limits.
     rate_limits: Vec<crate::limits::LimitRule>,
     /// What `/mcp` lists and routes.
-    catalog: crate::aggregate::catalog::Catalog,
+    catalog: crate::routing::catalog::Catalog,
 }
 
 #[derive(Debug)]
@@ -82,6 +84,8 @@ pub struct Instance {
     pub state: Arc<InstanceState>,
     /// How the gateway authenticates to this upstream (the instance's own credential, else its server's).
     pub credential: Option<UpstreamAuth>,
+    /// A stdio instance's command (its endpoint is then `stdio:<program>` and it has no peer).
+    pub command: Option<Arc<v1::StdioCommand>>,
 }
 
 /// How the gateway authenticates to an upstream.
@@ -211,8 +215,33 @@ impl RoutingTable {
     }
 
     /// What `/mcp` lists and routes.
-    pub fn catalog(&self) -> &crate::aggregate::catalog::Catalog {
+    pub fn catalog(&self) -> &crate::routing::catalog::Catalog {
         &self.catalog
+    }
+
+    /// Whether an endpoint that names its host resolves to another address now than when its peer was made.
+    pub async fn addresses_moved(&self) -> bool {
+        for server in self.servers.values() {
+            for instance in &server.instances {
+                if !names_host(&instance.endpoint) {
+                    continue;
+                }
+                let host = instance.endpoint.host_str().unwrap_or_default();
+                let port = instance.endpoint.port_or_known_default().unwrap_or(80);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let now: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+                    Ok(addrs) => addrs.collect(),
+                    // A failing resolver keeps the peers it gave before.
+                    Err(_) => continue,
+                };
+                let then = instance.peer.as_ref().ok().and_then(|p| p._address.as_inet().copied());
+                if then.is_none_or(|then| !now.contains(&then)) && !now.is_empty() {
+                    tracing::info!(instance = %instance.id, host, ?then, ?now, "An upstream host resolves to a new address.");
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The instance with `id` and its server.
@@ -227,6 +256,17 @@ impl RoutingTable {
         states: &InstanceStates,
         settings: PeerSettings,
     ) -> Result<RoutingTable, TableError> {
+        Self::build_resolving(set, previous, states, settings, false).await
+    }
+
+    /// [`RoutingTable::build`]; with `reresolve`, endpoints that name their host are resolved again.
+    pub async fn build_resolving(
+        set: &ResourceSet,
+        previous: &RoutingTable,
+        states: &InstanceStates,
+        settings: PeerSettings,
+        reresolve: bool,
+    ) -> Result<RoutingTable, TableError> {
         let valid = validate_set(set)?;
         let mut by_server: HashMap<&str, Vec<Arc<Instance>>> = HashMap::new();
         for spec in valid.instances {
@@ -234,7 +274,10 @@ impl RoutingTable {
             let reusable = previous
                 .instance(&spec.proto.id)
                 .map(|(s, i)| &s.instances[i])
-                .filter(|old| old.endpoint == spec.url && old.peer.is_ok());
+                .filter(|old| {
+                    old.endpoint == spec.url && old.command.is_none() && spec.proto.command.is_none()
+                })
+                .filter(|old| old.peer.is_ok() && !(reresolve && names_host(&old.endpoint)));
             let health = valid.health.get(spec.proto.id.as_str()).copied().unwrap_or(HealthStatus::Unknown);
             let state = states.get(&spec.proto.id, spec.url.as_str());
             let instance = match reusable {
@@ -248,6 +291,7 @@ impl RoutingTable {
                     peer: old.peer.clone(),
                     state,
                     credential: spec.credential,
+                    command: None,
                 },
                 None => resolve(spec, health, state, settings).await,
             };
@@ -291,8 +335,7 @@ impl RoutingTable {
             table.servers.insert(s.name.clone(), server);
         }
         let servers: Vec<Arc<Server>> = table.servers.values().cloned().collect();
-        table.catalog =
-            crate::aggregate::catalog::Catalog::build(&servers, &valid.catalogs, &previous.catalog);
+        table.catalog = crate::routing::catalog::Catalog::build(&servers, &valid.catalogs, &previous.catalog);
         states.retain(&table);
         Ok(table)
     }
@@ -341,7 +384,12 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
                     });
                 }
                 let transport = match Transport::try_from(s.transport) {
-                    Ok(t @ (Transport::StreamableHttp | Transport::Sse)) => t,
+                    Ok(
+                        t @ (Transport::StreamableHttp
+                        | Transport::Sse
+                        | Transport::Websocket
+                        | Transport::Stdio),
+                    ) => t,
                     _ => return Err(TableError::Transport { id: s.id.clone(), value: s.transport }),
                 };
                 if LoadBalancing::try_from(s.load_balancing).is_err() {
@@ -354,8 +402,15 @@ fn validate_set(set: &ResourceSet) -> Result<ValidSet<'_>, TableError> {
                 valid.servers.push((s, transport, key));
             }
             Some(Kind::Instance(i)) => {
-                let url = validate::endpoint_url(&i.endpoint_url)
-                    .map_err(|source| TableError::Endpoint { id: i.id.clone(), source })?;
+                let url = match &i.command {
+                    Some(command) => {
+                        url::Url::parse(&format!("{}:{}", validate::STDIO_SCHEME, command.program))
+                            .map_err(|e| validate::EndpointError::Parse(e.to_string()))
+                    }
+                    None if i.endpoint_url.starts_with("ws") => validate::websocket_url(&i.endpoint_url),
+                    None => validate::endpoint_url(&i.endpoint_url),
+                }
+                .map_err(|source| TableError::Endpoint { id: i.id.clone(), source })?;
                 let own = upstream_auth(&format!("instance {}", i.id), i.upstream_credential.as_ref())?;
                 let credential = match own
                     .or_else(|| valid.upstream_credentials.get(i.server_id.as_str()).cloned().flatten())
@@ -396,6 +451,20 @@ async fn resolve(
     settings: PeerSettings,
 ) -> Instance {
     let url = spec.url;
+    if let Some(command) = &spec.proto.command {
+        return Instance {
+            id: Arc::from(spec.proto.id.as_str()),
+            endpoint: url,
+            weight: spec.proto.weight.max(1),
+            health,
+            authority: String::new(),
+            path_and_query: String::new(),
+            peer: Err("a stdio instance is a process, not a network peer".into()),
+            state,
+            credential: spec.credential,
+            command: Some(Arc::new(command.clone())),
+        };
+    }
     let host = url.host_str().unwrap_or_default().to_owned();
     let port = url.port_or_known_default().unwrap_or(80);
     let authority = match url.port() {
@@ -407,7 +476,7 @@ async fn resolve(
         path_and_query.push('?');
         path_and_query.push_str(q);
     }
-    let tls = url.scheme() == "https";
+    let tls = matches!(url.scheme(), "https" | "wss");
     let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
     let peer = lookup(&bare_host, port).await.map(|addr| {
         let mut peer = HttpPeer::new(addr, tls, bare_host);
@@ -429,7 +498,13 @@ async fn resolve(
         peer,
         state,
         credential: spec.credential,
+        command: None,
     }
+}
+
+/// Whether an endpoint names its host (resolved again on `--dns-refresh`) rather than an IP address.
+fn names_host(url: &Url) -> bool {
+    matches!(url.host(), Some(url::Host::Domain(_)))
 }
 
 /// Resolves a host, preferring IPv4 (local MCP servers usually bind 127.0.0.1 only).
@@ -495,8 +570,11 @@ mod tests {
         }
     }
 
-    const SETTINGS: PeerSettings =
-        PeerSettings { connect_timeout: Duration::from_secs(1), pool_idle_timeout: Duration::from_secs(1) };
+    const SETTINGS: PeerSettings = PeerSettings {
+        connect_timeout: Duration::from_secs(1),
+        pool_idle_timeout: Duration::from_secs(1),
+        dns_refresh: Duration::ZERO,
+    };
 
     #[tokio::test]
     async fn builds_and_reuses_instances() {

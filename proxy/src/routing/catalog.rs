@@ -284,7 +284,7 @@ impl Index {
                 server: (*server).clone(),
                 original: Arc::from(original),
                 json: shown.to_string().into_boxed_str(),
-                name_header: super::header_value(original),
+                name_header: crate::headers::header_value(original),
             };
             let exposed: Arc<str> = Arc::from(exposed);
             match by_name.get_mut(&exposed) {
@@ -366,6 +366,7 @@ mod tests {
         let settings = PeerSettings {
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(1),
+            dns_refresh: Duration::ZERO,
         };
         RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), settings)
             .await

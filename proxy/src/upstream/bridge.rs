@@ -1,34 +1,77 @@
-//! Streamable HTTP clients in front of legacy HTTP+SSE (2024-11-05) servers. The proxy holds the upstream
-//! SSE stream for each bridged session, POSTs every client message to the upstream's message endpoint, and
-//! hands each response back on the POST that asked for it; server-initiated messages go to the client's
-//! GET stream (held back, bounded, until one is open).
+//! Streamable HTTP sessions carried on a message transport: servers registered as legacy HTTP+SSE
+//! ([`super::sse`]), WebSocket ([`super::websocket`]) or stdio ([`super::stdio`]) speak in messages, not in
+//! HTTP exchanges. On a client's `initialize` the proxy opens a *link* to one instance (through the same
+//! instance choice, retries and breaker as every upstream request); every client message goes out on it,
+//! each response comes back on the POST that asked for it, and server-initiated messages go to the
+//! client's GET stream (held back, bounded in count and bytes, until one is open).
 //!
-//! The upstream stream lives in this process, so a bridged session belongs to the replica that opened it:
-//! another replica answers its token with 404 and the client re-initializes there (see `proxy/SESSIONS.md`).
+//! A link lives in this process, so a bridged session belongs to the replica that opened it: another
+//! replica answers its token with 404 and the client re-initializes there (see `proxy/SESSIONS.md`). A
+//! bridge holds one of its principal's capped stream places and counts as in flight on its instance
+//! (least connections) while it lives; it ends on `DELETE`, when its link ends, after `--bridge-idle-timeout`
+//! without a message either way (while no GET stream is open), and at the latest when its session token
+//! expires (`--session-ttl`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use mcpgw_proto::v1::Transport;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::ProxyError;
-use crate::forward::{Failure, client_gone};
-use crate::gateway::{Gateway, RequestCtx};
+use super::{Attempt, Pinning, Target};
+use crate::balance::InFlight;
+use crate::error::{Failure, ProxyError};
 use crate::jsonrpc::Rpc;
-use crate::routing::{Instance, Server, UpstreamAuth};
+use crate::request::{RequestCtx, client_gone, reply};
+use crate::routing::{Instance, Server};
 use crate::session::Scope;
-use crate::sse::Parser;
+use crate::shared::Shared;
 
 /// Server-initiated messages kept for a client that has no GET stream open, at most (count, bytes).
 const BACKLOG: usize = 1024;
 const BACKLOG_BYTES: usize = 4 * 1024 * 1024;
+/// Why a bridge ended, when the upstream ended it.
+const LINK_ENDED: &str = "its link ended";
 /// Prefix of the upstream part of a bridged session's token.
 const BRIDGE: &str = "bridge:";
+
+/// Sends client messages to the upstream end of a bridge.
+#[async_trait]
+pub(crate) trait Link: Send + Sync {
+    /// Sends one JSON-RPC message. `down` is the client request carrying it (its caller is who the
+    /// upstream credential is for).
+    async fn send(
+        &self,
+        gw: &Shared,
+        server: &Server,
+        down: &RequestHeader,
+        message: Bytes,
+    ) -> Result<(), ProxyError>;
+
+    /// Ends the link now, without waiting (a stdio process is killed); dropping it does the rest.
+    fn close(&self) {}
+}
+
+/// Messages from the upstream end of a bridge.
+#[async_trait]
+pub(crate) trait Inbound: Send {
+    /// The next message; `None` once the link has ended (the transport logs why).
+    async fn next(&mut self) -> Option<Bytes>;
+}
+
+/// A link just opened: its two directions, and messages the upstream sent before it was ready.
+pub(crate) struct Opened {
+    pub link: Box<dyn Link>,
+    pub inbound: Box<dyn Inbound>,
+    pub early: Vec<Bytes>,
+}
 
 /// Bridged sessions held by this replica.
 #[derive(Default)]
@@ -46,23 +89,51 @@ impl Bridges {
     fn remove(&self, id: &str) -> Option<Arc<Bridge>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
     }
+
+    /// Bridges open now.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ends every bridge (shutdown): waiting requests fail, links close, stdio processes are killed.
+    pub fn close_all(&self) {
+        let all: Vec<_> = self.0.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, b)| b).collect();
+        all.iter().for_each(|b| b.close());
+    }
 }
 
-/// One upstream SSE stream standing in for a Streamable HTTP session.
+/// How long a bridge may live.
+#[derive(Debug, Clone, Copy)]
+struct Lifetimes {
+    /// Without a message either way (and no GET stream open).
+    pub idle: Duration,
+    /// In all: the session token's lifetime.
+    pub max: Duration,
+}
+
+/// One link standing in for a Streamable HTTP session.
 pub struct Bridge {
     id: String,
     instance: Arc<Instance>,
-    /// Path and query of the upstream's message endpoint (from its `endpoint` event).
-    message_path: String,
+    link: Box<dyn Link>,
     pending: Mutex<HashMap<String, oneshot::Sender<Bytes>>>,
     sink: Mutex<Option<mpsc::Sender<Bytes>>>,
     /// Held messages and their total size.
     backlog: Mutex<(VecDeque<Bytes>, usize)>,
     closed: AtomicBool,
-    /// The task reading the upstream stream; aborting it closes the upstream connection.
+    /// The task reading the link; aborting it ends the link (closes the connection, kills the process).
     reader: Mutex<Option<tokio::task::AbortHandle>>,
+    opened: Instant,
+    /// Milliseconds after `opened` of the last message either way.
+    last_used: AtomicU64,
     /// Its place among the caller's long-lived streams, held while the bridge lives.
     _permit: crate::caps::Permit,
+    /// Counted on its instance (least connections) while it lives.
+    _in_flight: InFlight,
 }
 
 fn id_key(id: &Value) -> String {
@@ -70,8 +141,28 @@ fn id_key(id: &Value) -> String {
 }
 
 impl Bridge {
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_used.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the bridge ends unless used meanwhile, and whether that end is its lifetime's.
+    fn deadline(&self, limits: Lifetimes) -> (Instant, bool) {
+        let end = self.opened + limits.max;
+        let streaming =
+            self.sink.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|s| !s.is_closed());
+        let busy = streaming || !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        if busy {
+            // Checked again after an idle period: the stream or the request may be gone by then.
+            return ((Instant::now() + limits.idle).min(end), false);
+        }
+        let idle = self.opened + Duration::from_millis(self.last_used.load(Ordering::Relaxed)) + limits.idle;
+        (idle.min(end), end <= idle)
+    }
+
     /// Routes one message from the upstream: a response to its waiting POST, anything else to the client.
     fn deliver(&self, message: Bytes) {
+        self.touch();
         let parsed: Option<Value> = serde_json::from_slice(&message).ok();
         if let Some(v) = &parsed
             && v.get("method").is_none()
@@ -103,9 +194,10 @@ impl Bridge {
         }
     }
 
-    /// The upstream stream ended: every waiting request fails and the client's stream ends.
+    /// The link ended: every waiting request fails and the client's stream ends.
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.link.close();
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.sink.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(reader) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -118,12 +210,16 @@ fn text(v: &http::HeaderValue) -> Option<&str> {
     v.to_str().ok()
 }
 
-/// Handles a request on `/mcp/{server}` for a server registered with the legacy SSE transport.
+/// Handles a request on `/mcp/{server}` for a server on a message transport; a new session's link goes
+/// to an instance of `target`.
+#[allow(clippy::too_many_arguments)]
 pub async fn handle(
-    gw: &Gateway,
+    gw: &Shared,
+    bridges: &Arc<Bridges>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     server: &Arc<Server>,
+    target: Target,
     body: Bytes,
     rpc: Option<&Rpc>,
     filter: Option<&crate::policy::ListFilter>,
@@ -138,7 +234,7 @@ pub async fn handle(
         if !matches!(rpc, Some(Rpc::Message { method, .. }) if method == "initialize") {
             return Err(ProxyError::LegacyOnly { server: server.name.to_string() }.into());
         }
-        let bridge = open(gw, server, &ctx.binding()).await?;
+        let bridge = open(gw, bridges, session.req_header(), server, &target, &ctx.binding()).await?;
         ctx.audited.instance = Some(bridge.instance.id.clone());
         let token = gw.sessions.seal(
             Scope::Session(&server.id, &ctx.binding()),
@@ -152,7 +248,7 @@ pub async fn handle(
         .open(Scope::Session(&server.id, &ctx.binding()), &token)
         .ok()
         .and_then(|claims| claims.upstream.strip_prefix(BRIDGE).map(str::to_owned))
-        .and_then(|id| gw.bridges.get(&id))
+        .and_then(|id| bridges.get(&id))
         .filter(|b| !b.closed.load(Ordering::Acquire))
         .ok_or_else(|| ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into()))?;
     ctx.audited.instance = Some(bridge.instance.id.clone());
@@ -160,7 +256,7 @@ pub async fn handle(
         http::Method::POST => send(gw, session, ctx, server, &bridge, body, rpc, filter, None).await,
         http::Method::GET => stream(session, ctx, &bridge).await,
         http::Method::DELETE => {
-            if let Some(b) = gw.bridges.remove(&bridge.id) {
+            if let Some(b) = bridges.remove(&bridge.id) {
                 b.close();
             }
             reply(session, ctx, 200, None, Bytes::new(), None).await
@@ -169,73 +265,40 @@ pub async fn handle(
     }
 }
 
-/// Opens the upstream SSE stream on a balanced instance and waits for its `endpoint` event. The bridge
-/// counts among `principal`'s long-lived streams (429/503 over the caps).
-async fn open(gw: &Gateway, server: &Arc<Server>, principal: &Arc<str>) -> Result<Arc<Bridge>, ProxyError> {
+/// Opens a link on an instance of `target` (another is tried while none could be reached) and starts
+/// reading it. The bridge counts among `principal`'s long-lived streams (429/503 over the caps).
+async fn open(
+    gw: &Shared,
+    bridges: &Arc<Bridges>,
+    down: &RequestHeader,
+    server: &Arc<Server>,
+    target: &Target,
+    principal: &Arc<str>,
+) -> Result<Arc<Bridge>, Failure> {
     let permit = gw.streams.acquire_stream(principal)?;
-    let idx = server.selector().pick(&[], &[]).ok_or_else(|| ProxyError::NoInstance {
-        server: server.name.to_string(),
-        detail: "no instance can take a new session".into(),
-    })?;
-    let instance = server.instances[idx].clone();
-    let unreachable =
-        |detail: String| ProxyError::UpstreamUnreachable { server: server.name.to_string(), detail };
-    let peer = instance.peer.as_ref().map_err(|e| unreachable(e.clone()))?;
-    let mut req = RequestHeader::build("GET", instance.path_and_query.as_bytes(), None)
-        .map_err(|e| unreachable(e.to_string()))?;
-    let _ = req.insert_header(http::header::HOST, &instance.authority);
-    let _ = req.insert_header(http::header::ACCEPT, "text/event-stream");
-    // Token exchange needs the caller of each message; a bridge's upstream stream has none (it gets no
-    // credential, and an upstream that requires one refuses: 502 upstream_auth_refused).
-    if let Some(UpstreamAuth::Header(c)) = &instance.credential {
-        let _ = req.insert_header(c.name.clone(), c.value.clone());
-    }
-    let (mut up, _) = gw.connector.get_http_session(peer).await.map_err(|e| unreachable(e.to_string()))?;
-    let failed = |detail: String| ProxyError::UpstreamFailed { server: server.name.to_string(), detail };
-    up.write_request_header(Box::new(req)).await.map_err(|e| failed(e.to_string()))?;
-    up.finish_request_body().await.map_err(|e| failed(e.to_string()))?;
-    let limit = gw.limits.upstream_timeout;
-    let timeout = || ProxyError::UpstreamTimeout {
-        server: server.name.to_string(),
-        detail: "no endpoint event".into(),
-    };
-    tokio::time::timeout(limit, up.read_response_header())
-        .await
-        .map_err(|_| timeout())?
-        .map_err(|e| failed(e.to_string()))?;
-    let status = up.response_header().map_or(0, |r| r.status.as_u16());
-    if status != 200 {
-        return Err(failed(format!("the SSE endpoint answered {status}")));
-    }
-    up.set_read_timeout(None);
-    let mut parser = Parser::default();
-    let mut early = Vec::new();
-    let endpoint = tokio::time::timeout(limit, async {
-        loop {
-            let Some(chunk) = up.read_response_body().await.map_err(|e| failed(e.to_string()))? else {
-                return Err(failed("the SSE stream ended before its endpoint event".into()));
-            };
-            for event in parser.feed(&chunk).map_err(|e| failed(e.into()))? {
-                if event.kind == "endpoint" {
-                    return Ok(event.data);
-                }
-                early.push(Bytes::from(event.data));
-            }
+    let mut attempts = super::Attempts::new(gw, server, target, Pinning::None);
+    let (opened, in_flight) = loop {
+        let in_flight = attempts.next()?;
+        let instance = in_flight.instance();
+        let opened = match server.transport {
+            Transport::Sse => super::sse::open(gw, server, instance, down).await,
+            Transport::Websocket => super::websocket::open(gw, server, instance, down).await,
+            Transport::Stdio => super::stdio::open(gw, server, instance).await,
+            _ => Err(Attempt::Failed(
+                ProxyError::BadRequest(format!("server {} is not on a message transport", server.name))
+                    .into(),
+                None,
+            )),
+        };
+        if let Some(opened) = attempts.settle(instance, opened.map(|o| (o, Some(true))))? {
+            break (opened, in_flight);
         }
-    })
-    .await
-    .map_err(|_| timeout())??;
-    let target =
-        instance.endpoint.join(&endpoint).map_err(|e| failed(format!("bad endpoint {endpoint:?}: {e}")))?;
-    let mut message_path = target.path().to_owned();
-    if let Some(q) = target.query() {
-        message_path.push('?');
-        message_path.push_str(q);
-    }
+    };
+    let Opened { link, mut inbound, early } = opened;
     let bridge = Arc::new(Bridge {
         id: crate::session::random_id(),
-        instance,
-        message_path,
+        instance: in_flight.instance().clone(),
+        link,
         pending: Mutex::default(),
         sink: Mutex::default(),
         backlog: Mutex::new({
@@ -244,33 +307,58 @@ async fn open(gw: &Gateway, server: &Arc<Server>, principal: &Arc<str>) -> Resul
         }),
         closed: AtomicBool::new(false),
         reader: Mutex::default(),
+        opened: Instant::now(),
+        last_used: AtomicU64::new(0),
         _permit: permit,
+        _in_flight: in_flight,
     });
-    gw.bridges.insert(bridge.clone());
-    let bridges = gw.bridges.clone();
+    bridges.insert(bridge.clone());
+    let registry = bridges.clone();
     let reader = bridge.clone();
+    let lifetimes = Lifetimes { idle: gw.limits.bridge_idle_timeout, max: gw.limits.bridge_lifetime };
+    let name = server.name.clone();
+    let (breakers, breaker) = (gw.breakers.clone(), server.breaker);
     let task = tokio::spawn(async move {
-        while let Ok(Some(chunk)) = up.read_response_body().await {
-            match parser.feed(&chunk) {
-                Ok(events) => events
-                    .into_iter()
-                    .filter(|e| e.kind == "message")
-                    .for_each(|e| reader.deliver(Bytes::from(e.data))),
-                Err(_) => break,
+        let why = loop {
+            let (deadline, lifetime) = reader.deadline(lifetimes);
+            tokio::select! {
+                message = inbound.next() => match message {
+                    Some(m) => reader.deliver(m),
+                    None => break LINK_ENDED,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let (now_due, lifetime_now) = reader.deadline(lifetimes);
+                    if now_due <= Instant::now() {
+                        break if lifetime || lifetime_now { "its session expired" } else { "it was idle" };
+                    }
+                }
             }
+        };
+        reader.closed.store(true, Ordering::Release);
+        registry.remove(&reader.id);
+        if why == LINK_ENDED {
+            // The upstream ended it (a process exited, a connection closed): the instance's breaker hears.
+            breakers.report(crate::breaker::Outcome {
+                instance_id: reader.instance.id.clone(),
+                server: name.clone(),
+                state: reader.instance.state.clone(),
+                config: breaker,
+                ok: false,
+            });
         }
+        tracing::debug!(server = %name, bridge = %reader.id, why, "Bridged session ended.");
+        // Dropping `inbound` closes the link (connection, process); the rest of `close` runs here too.
+        drop(inbound);
         reader.close();
-        bridges.remove(&reader.id);
-        tracing::debug!(bridge = %reader.id, "Bridged SSE session ended upstream.");
     });
     *bridge.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
     Ok(bridge)
 }
 
-/// POSTs one client message upstream; a request's response comes back on this POST.
+/// Sends one client message upstream; a request's response comes back on this POST.
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    gw: &Gateway,
+    gw: &Shared,
     session: &mut Session,
     ctx: &mut RequestCtx,
     server: &Server,
@@ -302,7 +390,15 @@ async fn send(
             Some(rx)
         }
     };
-    post_upstream(gw, server, bridge, body).await?;
+    bridge.touch();
+    let sent = bridge.link.send(gw, server, session.req_header(), body).await;
+    super::report_outcome(
+        gw,
+        server,
+        &bridge.instance,
+        sent.as_ref().map_or_else(super::breaker_ok, |()| true),
+    );
+    sent?;
     let Some(waiter) = waiter else {
         return reply(session, ctx, 202, None, Bytes::new(), token).await;
     };
@@ -324,7 +420,7 @@ async fn send(
         }
         Ok(Err(_)) => Err(ProxyError::UpstreamFailed {
             server: server.name.to_string(),
-            detail: "the upstream SSE stream ended before the response".into(),
+            detail: "the upstream link ended before the response".into(),
         }
         .into()),
         Err(_) => Err(ProxyError::UpstreamTimeout {
@@ -349,46 +445,6 @@ impl Drop for Waiting<'_> {
             pending.remove(self.id);
         }
     }
-}
-
-async fn post_upstream(
-    gw: &Gateway,
-    server: &Server,
-    bridge: &Bridge,
-    body: Bytes,
-) -> Result<(), ProxyError> {
-    let instance = &bridge.instance;
-    let failed = |detail: String| ProxyError::UpstreamFailed { server: server.name.to_string(), detail };
-    let peer = instance.peer.as_ref().map_err(|e| failed(e.clone()))?;
-    let mut req = RequestHeader::build("POST", bridge.message_path.as_bytes(), None)
-        .map_err(|e| failed(e.to_string()))?;
-    let _ = req.insert_header(http::header::HOST, &instance.authority);
-    let _ = req.insert_header(http::header::CONTENT_TYPE, "application/json");
-    let _ = req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-    // The gateway's credential for this upstream, never the client's own (no token passthrough).
-    // Token exchange needs the caller of each message; a bridge's upstream stream has none (it gets no
-    // credential, and an upstream that requires one refuses: 502 upstream_auth_refused).
-    if let Some(UpstreamAuth::Header(c)) = &instance.credential {
-        let _ = req.insert_header(c.name.clone(), c.value.clone());
-    }
-    let (mut up, _) = gw.connector.get_http_session(peer).await.map_err(|e| {
-        ProxyError::UpstreamUnreachable { server: server.name.to_string(), detail: e.to_string() }
-    })?;
-    up.write_request_header(Box::new(req)).await.map_err(|e| failed(e.to_string()))?;
-    up.write_request_body(body, true).await.map_err(|e| failed(e.to_string()))?;
-    up.finish_request_body().await.map_err(|e| failed(e.to_string()))?;
-    up.set_read_timeout(Some(gw.limits.idle_timeout));
-    tokio::time::timeout(gw.limits.upstream_timeout, up.read_response_header())
-        .await
-        .map_err(|_| failed("the message endpoint did not answer".into()))?
-        .map_err(|e| failed(e.to_string()))?;
-    let status = up.response_header().map_or(0, |r| r.status.as_u16());
-    while up.read_response_body().await.map_err(|e| failed(e.to_string()))?.is_some() {}
-    gw.connector.release_http_session(up, peer, Some(gw.limits.pool_idle_timeout)).await;
-    if !(200..300).contains(&status) {
-        return Err(failed(format!("the message endpoint answered {status}")));
-    }
-    Ok(())
 }
 
 /// The client's GET stream: server-initiated messages, oldest first.
@@ -427,29 +483,4 @@ async fn stream(session: &mut Session, ctx: &mut RequestCtx, bridge: &Bridge) ->
         }
     }
     session.write_response_body(None, true).await.map_err(Failure::Abort)
-}
-
-pub(crate) async fn reply(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    status: u16,
-    content_type: Option<&str>,
-    body: Bytes,
-    token: Option<String>,
-) -> Result<(), Failure> {
-    let mut resp = ResponseHeader::build(status, Some(3)).map_err(Failure::Abort)?;
-    if let Some(ct) = content_type {
-        let _ = resp.insert_header(http::header::CONTENT_TYPE, ct);
-    }
-    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-    if let Some(token) = token {
-        let _ = resp.insert_header("mcp-session-id", token);
-    }
-    session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(Failure::Abort)?;
-    ctx.response_started = Some(std::time::Instant::now());
-    ctx.audited.answer = crate::audit::capture::answer(&body);
-    if !body.is_empty() {
-        session.write_response_body(Some(body), true).await.map_err(Failure::Abort)?;
-    }
-    Ok(())
 }

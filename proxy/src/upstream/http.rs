@@ -8,146 +8,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
-use mcpgw_proto::v1::HealthStatus;
-use pingora::ErrorType;
+use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession as UpstreamSession;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::balance::{Gate, InFlight};
-use crate::breaker::Outcome;
-use crate::error::ProxyError;
-use crate::gateway::{Gateway, RequestCtx};
+use super::{
+    Attempt, Pinning, Plan, Rewrite, classify, connect_and_send, credential, report_outcome, status_ok,
+};
+use super::{downstream_response, is_event_stream, upstream_request};
+use crate::error::{Failure, ProxyError};
 use crate::headers;
 use crate::metrics::METRICS;
-use crate::routing::{Instance, Server, UpstreamAuth, UpstreamHeader};
+use crate::request::{RequestCtx, client_gone};
+use crate::routing::{Instance, Server};
 use crate::session::Scope;
+use crate::shared::Shared;
 use crate::sse::EndpointRewriter;
 
 /// Longest time a legacy response is drained after its client left.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
-
-/// Resolves when the client has closed or reset its connection; pending while it is open.
-///
-/// Pingora's idle probe reads one byte from the client. On a keep-alive connection that byte may be the
-/// first of the client's next request (sent as soon as a `Content-Length` response was complete): with
-/// pipelining enabled on the session (`Gateway::request_filter`) Pingora keeps it for that request and
-/// the probe stays pending; without, the byte was lost and the next request reached the upstream as
-/// `OST …`. Whatever ends the wait, the connection is not reused: a stream we stopped reading in order
-/// cannot carry another request.
-pub(crate) async fn client_gone(session: &mut Session) {
-    let _ = session.read_body_or_idle(true).await;
-    session.set_keepalive(None);
-}
-
-/// How a request ends early.
-pub enum Failure {
-    /// Answer the client with this error (if no response has started yet).
-    Reply(ProxyError),
-    /// Drop the client connection.
-    Abort(Box<pingora::Error>),
-    /// The upstream answered 404 to the session the gateway holds for `/mcp` (`Plan::reopen`): nothing
-    /// was processed or sent to the client; the caller opens a new upstream session and sends again.
-    UpstreamSessionGone,
-}
-
-impl From<ProxyError> for Failure {
-    fn from(e: ProxyError) -> Self {
-        Self::Reply(e)
-    }
-}
-
-/// Which instance serves the request.
-pub enum Target {
-    /// Chosen by the server's policy; `hash` is the consistent-hash key (empty for other policies).
-    Balanced { hash: Vec<u8> },
-    /// The instance holding the client's session.
-    Pinned(Arc<Instance>),
-}
-
-/// What the response needs on its way back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Rewrite {
-    #[default]
-    None,
-    /// Replace the upstream's `Mcp-Session-Id` with a sealed token.
-    SessionToken,
-    /// Replace the legacy SSE `endpoint` event's URI with the proxy's message URL.
-    SseEndpoint,
-    /// Remove the upstream's `Mcp-Session-Id`: the session is the gateway's (`/mcp`), not the client's.
-    DropSession,
-}
-
-/// How to forward one request.
-pub struct Plan {
-    pub target: Target,
-    /// Upstream path and query replacing the instance's endpoint path (legacy SSE messages).
-    pub upstream_path: Option<String>,
-    /// The upstream's session id, restored into `Mcp-Session-Id`.
-    pub upstream_session: Option<String>,
-    /// The token the client sent, echoed back while its upstream session id is unchanged.
-    pub client_token: Option<String>,
-    pub rewrite: Rewrite,
-    /// A list answer the caller may see only part of.
-    pub filter: Option<crate::policy::ListFilter>,
-    /// A legacy SSE stream of a restricted caller: list answers on it are filtered (`PendingLists`).
-    pub legacy_lists: bool,
-    /// Headers set on the upstream request over the client's (`/mcp`: the original `Mcp-Name`, the
-    /// upstream session's protocol version).
-    pub headers: Vec<(HeaderName, http::HeaderValue)>,
-    /// An upstream 404 means the gateway's own upstream session is gone: `Failure::UpstreamSessionGone`.
-    pub reopen: bool,
-    /// `/mcp`: what changes in the upstream's answer (ids of requests it sends the client, fields a
-    /// 2026-07-28 client needs from a legacy session's result).
-    pub rewrites: crate::sse::Rewrites,
-}
-
-impl Default for Plan {
-    fn default() -> Self {
-        Self {
-            target: Target::Balanced { hash: Vec::new() },
-            upstream_path: None,
-            upstream_session: None,
-            client_token: None,
-            rewrite: Rewrite::None,
-            filter: None,
-            legacy_lists: false,
-            headers: Vec::new(),
-            reopen: false,
-            rewrites: crate::sse::Rewrites::default(),
-        }
-    }
-}
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus those the proxy sets itself.
-fn is_hop_header(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-authorization"
-    )
-}
-
-/// Headers never forwarded upstream: hop-by-hop ones, those the proxy sets itself, and the client's own
-/// credentials — a token issued for the gateway must never reach an upstream (no token passthrough, MCP
-/// 2025-06-18 §Authorization); an upstream gets the credentials registered for it instead.
-fn skip_request_header(name: &HeaderName) -> bool {
-    is_hop_header(name)
-        || *name == header::AUTHORIZATION
-        || *name == header::COOKIE
-        || *name == header::HOST
-        || *name == header::ORIGIN
-        || *name == header::CONTENT_LENGTH
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::EXPECT
-}
 
 /// What to do with the upstream when the client leaves before the response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,223 +48,32 @@ fn on_client_gone(req: &RequestHeader) -> OnClientGone {
     }
 }
 
-/// The request as the upstream must see it: its endpoint path, its own authority as `Host`, no `Origin`
-/// (SDK servers reject foreign ones), no hop-by-hop headers and none of the client's credentials; every MCP
-/// header passes unchanged except `Mcp-Session-Id`, which carries the upstream's own id again.
-pub(crate) fn upstream_request(
-    down: &RequestHeader,
-    instance: &Instance,
-    credential: Option<&UpstreamHeader>,
-    body_len: usize,
-    plan: &Plan,
-) -> pingora::Result<RequestHeader> {
-    let path = match &plan.upstream_path {
-        Some(path) => path.clone(),
-        None => {
-            let mut path = instance.path_and_query.clone();
-            if let Some(query) = down.uri.query() {
-                path.push(if path.contains('?') { '&' } else { '?' });
-                path.push_str(query);
-            }
-            path
-        }
-    };
-    let mut req = RequestHeader::build(down.method.clone(), path.as_bytes(), Some(down.headers.len() + 1))?;
-    for (name, value) in &down.headers {
-        if !skip_request_header(name) {
-            req.append_header(name.clone(), value.clone())?;
-        }
-    }
-    req.insert_header(header::HOST, &instance.authority)?;
-    if let Some(c) = credential {
-        req.insert_header(c.name.clone(), c.value.clone())?;
-    }
-    if body_len > 0 || down.method == http::Method::POST {
-        req.insert_header(header::CONTENT_LENGTH, body_len.to_string())?;
-    }
-    if let Some(upstream) = &plan.upstream_session {
-        req.insert_header("mcp-session-id", upstream)?;
-    }
-    for (name, value) in &plan.headers {
-        req.insert_header(name.clone(), value.clone())?;
-    }
-    Ok(req)
-}
-
-/// The upstream's response header as the client must see it.
-fn downstream_response(up: &ResponseHeader) -> pingora::Result<ResponseHeader> {
-    let mut resp = up.clone();
-    let hop: Vec<HeaderName> = resp.headers.keys().filter(|n| is_hop_header(n)).cloned().collect();
-    for name in hop {
-        resp.remove_header(&name);
-    }
-    resp.set_version(http::Version::HTTP_11);
-    let bodiless = resp.status.is_informational() || matches!(resp.status.as_u16(), 204 | 304);
-    if !bodiless
-        && !resp.headers.contains_key(header::CONTENT_LENGTH)
-        && !resp.headers.contains_key(header::TRANSFER_ENCODING)
-    {
-        // The upstream delimits its body by closing; re-frame it so the client connection can be reused.
-        resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-    }
-    Ok(resp)
-}
-
-fn is_event_stream(resp: &ResponseHeader) -> bool {
-    resp.headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
-}
-
-fn upstream_error(server: &Server, e: &pingora::Error) -> ProxyError {
-    let server = server.name.to_string();
-    let detail = format!("{}: {}", e.etype().as_str(), e.root_cause());
-    match e.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-            ProxyError::UpstreamTimeout { server, detail }
-        }
-        ErrorType::ConnectRefused
-        | ErrorType::ConnectNoRoute
-        | ErrorType::ConnectError
-        | ErrorType::BindError
-        | ErrorType::SocketError
-        | ErrorType::TLSHandshakeFailure
-        | ErrorType::TLSHandshakeTimedout
-        | ErrorType::InvalidCert => ProxyError::UpstreamUnreachable { server, detail },
-        _ => ProxyError::UpstreamFailed { server, detail },
-    }
-}
-
-/// Sends the request header and body on `up`.
-async fn send(up: &mut UpstreamSession, req: RequestHeader, body: &Bytes) -> pingora::Result<()> {
-    up.write_request_header(Box::new(req)).await?;
-    if !body.is_empty() {
-        up.write_request_body(body.clone(), true).await?;
-    }
-    up.finish_request_body().await
-}
-
-/// Why an attempt on one instance failed.
-enum Attempt {
-    /// Nothing reached the upstream: another instance may be tried.
-    NotSent(ProxyError),
-    /// The request was sent (or a response started); `upstream_ok` is what the breaker learns.
-    Failed(Failure, Option<bool>),
-}
-
-/// Opens (or reuses) a connection and sends the request. A reused pooled connection that fails while the
-/// request is being written is retried once on a new one: the upstream cannot have acted on a request it
-/// did not fully receive.
-async fn connect_and_send(
-    gw: &Gateway,
-    server: &Server,
-    peer: &HttpPeer,
-    req: &RequestHeader,
-    body: &Bytes,
-) -> Result<UpstreamSession, ProxyError> {
-    let mut retried = false;
-    loop {
-        let (mut up, reused) =
-            gw.connector.get_http_session(peer).await.map_err(|e| upstream_error(server, &e))?;
-        match send(&mut up, req.clone(), body).await {
-            Ok(()) => return Ok(up),
-            Err(e) if reused && !retried => {
-                tracing::debug!(server = %server.name, error = %e, "Pooled upstream connection failed; retrying on a new one.");
-                retried = true;
-            }
-            Err(e) => return Err(upstream_error(server, &e)),
-        }
-    }
-}
-
-/// Tells the instance's breaker how an exchange went (`try_send`, never waiting).
-fn report_outcome(gw: &Gateway, server: &Server, instance: &Instance, ok: bool) {
-    gw.breakers.report(Outcome {
-        instance_id: instance.id.clone(),
-        server: server.name.clone(),
-        state: instance.state.clone(),
-        config: server.breaker,
-        ok,
-    });
-}
-
-/// Most instances tried for one request that never reached an upstream.
-const MAX_ATTEMPTS: usize = 3;
-
-/// Forwards one request per `plan`: picks the instance, retries on another one while nothing was sent
-/// (within the retry budget), and reports every outcome to the instance's breaker.
+/// Forwards one request per `plan` (through [`super::Attempts`]: instance choice, retries, breaker).
 pub async fn run(
-    gw: &Gateway,
+    gw: &Shared,
     session: &mut Session,
     ctx: &mut RequestCtx,
     server: &Arc<Server>,
     plan: Plan,
     body: Bytes,
 ) -> Result<(), Failure> {
-    gw.retry.record_request();
-    let mut tried: Vec<usize> = Vec::new();
+    let pinning = if plan.reopen {
+        Pinning::GatewaySession
+    } else if plan.rewrite == Rewrite::DropSession {
+        Pinning::None
+    } else {
+        Pinning::ClientSession
+    };
+    let mut attempts = super::Attempts::new(gw, server, &plan.target, pinning);
     loop {
-        let instance = match &plan.target {
-            Target::Pinned(instance) => instance.clone(),
-            Target::Balanced { hash } => {
-                let idx = server.selector().pick(hash, &tried).ok_or_else(|| no_instance(server))?;
-                tried.push(idx);
-                server.instances[idx].clone()
-            }
-        };
+        let in_flight = attempts.next()?;
+        let instance = in_flight.instance();
         ctx.audited.instance = Some(instance.id.clone());
-        let in_flight = InFlight::new(instance.clone());
-        let result = exchange(gw, session, ctx, server, in_flight.instance(), &plan, &body).await;
-        let report = |ok: bool| report_outcome(gw, server, &instance, ok);
-        match result {
-            Ok(upstream_ok) => {
-                upstream_ok.map(report);
-                return Ok(());
-            }
-            Err(Attempt::Failed(failure, upstream_ok)) => {
-                upstream_ok.map(report);
-                return Err(failure);
-            }
-            Err(Attempt::NotSent(error)) => {
-                report(false);
-                if plan.reopen {
-                    // A session the gateway holds for /mcp: it opens another one elsewhere.
-                    return Err(Failure::UpstreamSessionGone);
-                }
-                if let Target::Pinned(_) = plan.target
-                    && plan.rewrite != Rewrite::DropSession
-                {
-                    return Err(ProxyError::SessionNotFound(format!(
-                        "its instance is unreachable ({})",
-                        error.reason()
-                    ))
-                    .into());
-                }
-                let more = tried.len() < server.instances.len().min(MAX_ATTEMPTS);
-                if !(more && gw.retry.try_retry()) {
-                    return Err(error.into());
-                }
-                tracing::debug!(server = %server.name, instance = %instance.id, %error, "Nothing was sent; trying another instance.");
-            }
+        let result = exchange(gw, session, ctx, server, instance, &plan, &body).await.map(|ok| ((), ok));
+        if let Some(()) = attempts.settle(instance, result)? {
+            return Ok(());
         }
     }
-}
-
-/// The credential the gateway presents to `instance` for the caller of `down`.
-async fn credential(
-    gw: &Gateway,
-    down: &RequestHeader,
-    server: &Server,
-    instance: &Instance,
-) -> Result<Option<UpstreamHeader>, ProxyError> {
-    Ok(match &instance.credential {
-        None => None,
-        Some(UpstreamAuth::Header(header)) => Some(header.clone()),
-        Some(UpstreamAuth::Exchange { audience, scopes }) => {
-            Some(exchanged_token(gw, down, server, audience, scopes).await?)
-        }
-    })
 }
 
 /// Largest answer the gateway reads whole for itself (`request_whole`).
@@ -393,7 +83,7 @@ const MAX_WHOLE_BODY: usize = 4 * 1024 * 1024;
 /// `down` (its credentials those of the caller it acts for) rewritten as for a forwarded one; the answer
 /// is read whole (bounded) and the connection pooled again. Outcomes reach the instance's breaker.
 pub async fn request_whole(
-    gw: &Gateway,
+    gw: &Shared,
     down: &RequestHeader,
     server: &Server,
     instance: &Instance,
@@ -406,21 +96,21 @@ pub async fn request_whole(
     })?;
     let credential = credential(gw, down, server, instance).await?;
     let req = upstream_request(down, instance, credential.as_ref(), body.len(), plan)
-        .map_err(|e| upstream_error(server, &e))?;
+        .map_err(|e| classify(server, &e))?;
     let timeout = |what: &str| ProxyError::UpstreamTimeout {
         server: server.name.to_string(),
         detail: format!("{what} within {:?}", gw.limits.upstream_timeout),
     };
     let read = async {
         let mut up = connect_and_send(gw, server, peer, &req, body).await?;
-        up.read_response_header().await.map_err(|e| upstream_error(server, &e))?;
+        up.read_response_header().await.map_err(|e| classify(server, &e))?;
         let header = up.response_header().cloned().ok_or_else(|| ProxyError::UpstreamFailed {
             server: server.name.to_string(),
             detail: "no response header".into(),
         })?;
         let mut out = bytes::BytesMut::new();
         let sse = is_event_stream(&header);
-        while let Some(chunk) = up.read_response_body().await.map_err(|e| upstream_error(server, &e))? {
+        while let Some(chunk) = up.read_response_body().await.map_err(|e| classify(server, &e))? {
             if out.len() + chunk.len() > MAX_WHOLE_BODY {
                 return Err(ProxyError::UpstreamFailed {
                     server: server.name.to_string(),
@@ -440,64 +130,16 @@ pub async fn request_whole(
         tokio::time::timeout(gw.limits.upstream_timeout, read).await.map_err(|_| timeout("no answer"))?;
     let ok = match &outcome {
         Ok((header, _)) => status_ok(header.status.as_u16()),
-        Err(ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamFailed { .. }) => false,
-        Err(_) => true,
+        Err(e) => super::breaker_ok(e),
     };
     report_outcome(gw, server, instance, ok);
     outcome
 }
 
-/// The caller's credential exchanged for a token for `audience` (not an instance failure: no breaker
-/// report, no retry on another instance).
-async fn exchanged_token(
-    gw: &Gateway,
-    down: &RequestHeader,
-    server: &Server,
-    audience: &str,
-    scopes: &[String],
-) -> Result<UpstreamHeader, ProxyError> {
-    let unavailable = |detail: String| ProxyError::UpstreamCredentialUnavailable {
-        server: server.name.to_string(),
-        detail,
-    };
-    let subject = down
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim())
-        })
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            unavailable("this server acts on behalf of the caller, who presented no credential".into())
-        })?;
-    let value = gw.exchanger.header(subject, audience, scopes).await.map_err(unavailable)?;
-    Ok(UpstreamHeader { name: header::AUTHORIZATION, value })
-}
-
-pub(crate) fn no_instance(server: &Server) -> ProxyError {
-    let total = server.instances.len();
-    let unhealthy = server.instances.iter().filter(|i| i.health == HealthStatus::Unhealthy).count();
-    let ejected = server.instances.iter().filter(|i| i.state.gate() == Gate::Open).count();
-    let detail = if total == 0 {
-        "it has no instances".to_owned()
-    } else {
-        format!("{total} instances: {unhealthy} unhealthy, {ejected} ejected by the circuit breaker")
-    };
-    ProxyError::NoInstance { server: server.name.to_string(), detail }
-}
-
-/// Whether an upstream status is fine for the instance's breaker. Only what says the instance itself is in
-/// trouble counts against it — 502 and 503 (besides connect failures and resets); a 500 or 504 is usually
-/// one tool failing or being slow for one caller, and must not eject the instance for everyone.
-fn status_ok(status: u16) -> bool {
-    !matches!(status, 502 | 503)
-}
-
 /// One request/response exchange with `instance`; `Ok` carries what the breaker learns (`None`: nothing,
 /// the client left before the outcome was known).
 async fn exchange(
-    gw: &Gateway,
+    gw: &Shared,
     session: &mut Session,
     ctx: &mut RequestCtx,
     server: &Server,
@@ -530,7 +172,7 @@ async fn exchange(
     };
     match header {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(failed(upstream_error(server, &e))),
+        Ok(Err(e)) => return Err(failed(classify(server, &e))),
         Err(_) => {
             // A slow tool is one caller's problem, not the instance's: not reported to its breaker (a hung
             // instance fails the control plane's health checks instead).
@@ -708,7 +350,7 @@ async fn exchange(
 /// a restricted caller, a legacy result completed for a 2026-07-28 one — and answers with it.
 #[allow(clippy::too_many_arguments)]
 async fn filtered(
-    gw: &Gateway,
+    gw: &Shared,
     session: &mut Session,
     server: &Server,
     mut up: pingora::protocols::http::client::HttpSession,
@@ -767,7 +409,7 @@ async fn filtered(
 /// Replaces the upstream's `Mcp-Session-Id` with a token naming this instance (or echoes the client's
 /// token while the upstream id is unchanged).
 fn seal_session_id(
-    gw: &Gateway,
+    gw: &Shared,
     server: &Server,
     instance: &Instance,
     plan: &Plan,
@@ -787,7 +429,7 @@ fn seal_session_id(
 }
 
 /// The client left before the response ended: cancel or drain per the request's era.
-fn abandon(gw: &Gateway, mut up: UpstreamSession, peer: &HttpPeer, gone: OnClientGone) {
+fn abandon(gw: &Shared, mut up: UpstreamSession, peer: &HttpPeer, gone: OnClientGone) {
     if gone == OnClientGone::Cancel {
         // Dropping the session closes the upstream connection, which cancels the request upstream.
         return;
@@ -862,6 +504,7 @@ mod tests {
         let settings = PeerSettings {
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(1),
+            dns_refresh: Duration::ZERO,
         };
         let table = RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), settings)
             .await

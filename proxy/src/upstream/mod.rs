@@ -1,0 +1,430 @@
+//! The upstream stack: everything a request needs on its way to an upstream whatever the transport —
+//! the instance it goes to (balanced, or pinned by a session), connecting with the pooled-connection
+//! retry, the request as the upstream must see it (credentials, headers, session id), one classification
+//! of failures into the client's error (502/503/504) and the breaker's outcome, and the breaker /
+//! in-flight / retry-budget accounting. One module per transport sits on top:
+//!
+//! - [`http`]: Streamable HTTP servers (and legacy HTTP+SSE clients' streams), forwarded as they are;
+//! - [`bridge`]: sessions of Streamable HTTP clients carried on a message transport — [`sse`] (legacy
+//!   HTTP+SSE servers), [`websocket`] and [`stdio`] servers.
+
+use std::sync::Arc;
+
+use ::http::header::{self, HeaderName};
+use bytes::Bytes;
+use mcpgw_proto::v1::HealthStatus;
+use pingora::ErrorType;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession as UpstreamSession;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::balance::{Gate, InFlight};
+use crate::breaker::Outcome;
+use crate::error::{Failure, ProxyError};
+use crate::routing::{Instance, Server, UpstreamAuth, UpstreamHeader};
+use crate::shared::Shared;
+
+pub mod bridge;
+pub mod http;
+pub mod sse;
+pub mod stdio;
+pub mod websocket;
+
+/// Which instance serves the request.
+pub enum Target {
+    /// Chosen by the server's policy; `hash` is the consistent-hash key (empty for other policies).
+    Balanced { hash: Vec<u8> },
+    /// The instance holding the client's session.
+    Pinned(Arc<Instance>),
+}
+
+/// What the response needs on its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rewrite {
+    #[default]
+    None,
+    /// Replace the upstream's `Mcp-Session-Id` with a sealed token.
+    SessionToken,
+    /// Replace the legacy SSE `endpoint` event's URI with the proxy's message URL.
+    SseEndpoint,
+    /// Remove the upstream's `Mcp-Session-Id`: the session is the gateway's (`/mcp`), not the client's.
+    DropSession,
+}
+
+/// How to forward one request.
+pub struct Plan {
+    pub target: Target,
+    /// Upstream path and query replacing the instance's endpoint path (legacy SSE messages).
+    pub upstream_path: Option<String>,
+    /// The upstream's session id, restored into `Mcp-Session-Id`.
+    pub upstream_session: Option<String>,
+    /// The token the client sent, echoed back while its upstream session id is unchanged.
+    pub client_token: Option<String>,
+    pub rewrite: Rewrite,
+    /// A list answer the caller may see only part of.
+    pub filter: Option<crate::policy::ListFilter>,
+    /// A legacy SSE stream of a restricted caller: list answers on it are filtered (`PendingLists`).
+    pub legacy_lists: bool,
+    /// Headers set on the upstream request over the client's (`/mcp`: the original `Mcp-Name`, the
+    /// upstream session's protocol version).
+    pub headers: Vec<(HeaderName, ::http::HeaderValue)>,
+    /// An upstream 404 means the gateway's own upstream session is gone: `Failure::UpstreamSessionGone`.
+    pub reopen: bool,
+    /// `/mcp`: what changes in the upstream's answer (ids of requests it sends the client, fields a
+    /// 2026-07-28 client needs from a legacy session's result).
+    pub rewrites: crate::sse::Rewrites,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            target: Target::Balanced { hash: Vec::new() },
+            upstream_path: None,
+            upstream_session: None,
+            client_token: None,
+            rewrite: Rewrite::None,
+            filter: None,
+            legacy_lists: false,
+            headers: Vec::new(),
+            reopen: false,
+            rewrites: crate::sse::Rewrites::default(),
+        }
+    }
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus those the proxy sets itself.
+pub(crate) fn is_hop_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authorization"
+    )
+}
+
+/// Headers never forwarded upstream: hop-by-hop ones, those the proxy sets itself, and the client's own
+/// credentials — a token issued for the gateway must never reach an upstream (no token passthrough, MCP
+/// 2025-06-18 §Authorization); an upstream gets the credentials registered for it instead.
+fn skip_request_header(name: &HeaderName) -> bool {
+    is_hop_header(name)
+        || *name == header::AUTHORIZATION
+        || *name == header::COOKIE
+        || *name == header::HOST
+        || *name == header::ORIGIN
+        || *name == header::CONTENT_LENGTH
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::EXPECT
+}
+
+/// The request as the upstream must see it: its endpoint path, its own authority as `Host`, no `Origin`
+/// (SDK servers reject foreign ones), no hop-by-hop headers and none of the client's credentials; every MCP
+/// header passes unchanged except `Mcp-Session-Id`, which carries the upstream's own id again.
+pub(crate) fn upstream_request(
+    down: &RequestHeader,
+    instance: &Instance,
+    credential: Option<&UpstreamHeader>,
+    body_len: usize,
+    plan: &Plan,
+) -> pingora::Result<RequestHeader> {
+    let path = match &plan.upstream_path {
+        Some(path) => path.clone(),
+        None => {
+            let mut path = instance.path_and_query.clone();
+            if let Some(query) = down.uri.query() {
+                path.push(if path.contains('?') { '&' } else { '?' });
+                path.push_str(query);
+            }
+            path
+        }
+    };
+    let mut req = RequestHeader::build(down.method.clone(), path.as_bytes(), Some(down.headers.len() + 1))?;
+    for (name, value) in &down.headers {
+        if !skip_request_header(name) {
+            req.append_header(name.clone(), value.clone())?;
+        }
+    }
+    req.insert_header(header::HOST, &instance.authority)?;
+    if let Some(c) = credential {
+        req.insert_header(c.name.clone(), c.value.clone())?;
+    }
+    if body_len > 0 || down.method == ::http::Method::POST {
+        req.insert_header(header::CONTENT_LENGTH, body_len.to_string())?;
+    }
+    if let Some(upstream) = &plan.upstream_session {
+        req.insert_header("mcp-session-id", upstream)?;
+    }
+    for (name, value) in &plan.headers {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(req)
+}
+
+/// The upstream's response header as the client must see it.
+pub(crate) fn downstream_response(up: &ResponseHeader) -> pingora::Result<ResponseHeader> {
+    let mut resp = up.clone();
+    let hop: Vec<HeaderName> = resp.headers.keys().filter(|n| is_hop_header(n)).cloned().collect();
+    for name in hop {
+        resp.remove_header(&name);
+    }
+    resp.set_version(::http::Version::HTTP_11);
+    let bodiless = resp.status.is_informational() || matches!(resp.status.as_u16(), 204 | 304);
+    if !bodiless
+        && !resp.headers.contains_key(header::CONTENT_LENGTH)
+        && !resp.headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        // The upstream delimits its body by closing; re-frame it so the client connection can be reused.
+        resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    }
+    Ok(resp)
+}
+
+pub(crate) fn is_event_stream(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
+/// The one place a failed exchange becomes the client's error: timeouts (connecting included) 504,
+/// failures to reach the instance 502 `upstream_unreachable` (another instance may be tried), anything
+/// else 502 `upstream_failed`. What the breaker learns of it is `breaker_ok`.
+pub(crate) fn classify(server: &Server, e: &pingora::Error) -> ProxyError {
+    let server = server.name.to_string();
+    let detail = format!("{}: {}", e.etype().as_str(), e.root_cause());
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            ProxyError::UpstreamTimeout { server, detail }
+        }
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::SocketError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert => ProxyError::UpstreamUnreachable { server, detail },
+        _ => ProxyError::UpstreamFailed { server, detail },
+    }
+}
+
+/// Sends the request header and body on `up`.
+async fn send(up: &mut UpstreamSession, req: RequestHeader, body: &Bytes) -> pingora::Result<()> {
+    up.write_request_header(Box::new(req)).await?;
+    if !body.is_empty() {
+        up.write_request_body(body.clone(), true).await?;
+    }
+    up.finish_request_body().await
+}
+
+/// Why an attempt on one instance failed.
+pub(crate) enum Attempt {
+    /// Nothing reached the upstream: another instance may be tried.
+    NotSent(ProxyError),
+    /// The request was sent (or a response started); `upstream_ok` is what the breaker learns.
+    Failed(Failure, Option<bool>),
+}
+
+/// Opens (or reuses) a connection and sends the request. A reused pooled connection that fails while the
+/// request is being written is retried once on a new one: the upstream cannot have acted on a request it
+/// did not fully receive.
+pub(crate) async fn connect_and_send(
+    gw: &Shared,
+    server: &Server,
+    peer: &HttpPeer,
+    req: &RequestHeader,
+    body: &Bytes,
+) -> Result<UpstreamSession, ProxyError> {
+    let mut retried = false;
+    loop {
+        let (mut up, reused) = gw.connector.get_http_session(peer).await.map_err(|e| classify(server, &e))?;
+        match send(&mut up, req.clone(), body).await {
+            Ok(()) => return Ok(up),
+            Err(e) if reused && !retried => {
+                tracing::debug!(server = %server.name, error = %e, "Pooled upstream connection failed; retrying on a new one.");
+                retried = true;
+            }
+            Err(e) => return Err(classify(server, &e)),
+        }
+    }
+}
+
+/// Tells the instance's breaker how an exchange went (`try_send`, never waiting).
+pub(crate) fn report_outcome(gw: &Shared, server: &Server, instance: &Instance, ok: bool) {
+    gw.breakers.report(Outcome {
+        instance_id: instance.id.clone(),
+        server: server.name.clone(),
+        state: instance.state.clone(),
+        config: server.breaker,
+        ok,
+    });
+}
+
+/// Whether a failed exchange says nothing against the instance (for its breaker): only failing to reach it
+/// or a broken exchange do; a refusal of the gateway's credentials, a timeout of one slow call or the
+/// gateway's own refusal do not.
+pub(crate) fn breaker_ok(e: &ProxyError) -> bool {
+    !matches!(e, ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamFailed { .. })
+}
+
+/// Most instances tried for one request that never reached an upstream.
+const MAX_ATTEMPTS: usize = 3;
+
+/// What a request that reached no instance becomes when its instance was fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pinning {
+    /// Balanced, or pinned without a client session to lose: try another instance (budget permitting).
+    None,
+    /// The client's session lives on that instance: it is gone (404, the client re-initializes).
+    ClientSession,
+    /// A session the gateway holds for `/mcp`: it opens another one elsewhere (`UpstreamSessionGone`).
+    GatewaySession,
+}
+
+/// The instances one request is tried on: the one `target` names, or balanced ones until one takes it —
+/// another is tried only while nothing was sent (at most three, within the retry budget). Every outcome
+/// reaches the instance's breaker; an instance counts as in flight (least connections) while its
+/// [`InFlight`] lives — the exchange, or a bridged session's whole life. Every transport goes through here:
+///
+/// ```text
+/// let mut attempts = Attempts::new(gw, server, target, pinning);
+/// loop {
+///     let in_flight = attempts.next()?;
+///     let result = exchange(in_flight.instance()).await;
+///     if let Some(done) = attempts.settle(in_flight.instance(), result)? { break done }
+/// }
+/// ```
+pub(crate) struct Attempts<'a> {
+    gw: &'a Shared,
+    server: &'a Server,
+    target: &'a Target,
+    pinning: Pinning,
+    tried: Vec<usize>,
+}
+
+impl<'a> Attempts<'a> {
+    pub(crate) fn new(gw: &'a Shared, server: &'a Server, target: &'a Target, pinning: Pinning) -> Self {
+        gw.retry.record_request();
+        Self { gw, server, target, pinning, tried: Vec::new() }
+    }
+
+    /// The next instance to try, counted in flight.
+    pub(crate) fn next(&mut self) -> Result<InFlight, Failure> {
+        let instance = match self.target {
+            Target::Pinned(instance) => instance.clone(),
+            Target::Balanced { hash } => {
+                let server = self.server;
+                let idx = server.selector().pick(hash, &self.tried).ok_or_else(|| no_instance(server))?;
+                self.tried.push(idx);
+                server.instances[idx].clone()
+            }
+        };
+        Ok(InFlight::new(instance))
+    }
+
+    /// Reports how the attempt on `instance` went: `Some` when the request is done, `None` to try the next
+    /// instance, or why it failed.
+    pub(crate) fn settle<T>(
+        &mut self,
+        instance: &Instance,
+        result: Result<(T, Option<bool>), Attempt>,
+    ) -> Result<Option<T>, Failure> {
+        let (gw, server) = (self.gw, self.server);
+        let report = |ok: bool| report_outcome(gw, server, instance, ok);
+        let error = match result {
+            Ok((value, upstream_ok)) => {
+                upstream_ok.map(report);
+                return Ok(Some(value));
+            }
+            Err(Attempt::Failed(failure, upstream_ok)) => {
+                upstream_ok.map(report);
+                return Err(failure);
+            }
+            Err(Attempt::NotSent(error)) => error,
+        };
+        report(false);
+        match (self.target, self.pinning) {
+            (_, Pinning::GatewaySession) => return Err(Failure::UpstreamSessionGone),
+            (Target::Pinned(_), Pinning::ClientSession) => {
+                return Err(ProxyError::SessionNotFound(format!(
+                    "its instance is unreachable ({})",
+                    error.reason()
+                ))
+                .into());
+            }
+            _ => {}
+        }
+        let more = self.tried.len() < server.instances.len().min(MAX_ATTEMPTS);
+        if !(more && gw.retry.try_retry()) {
+            return Err(error.into());
+        }
+        tracing::debug!(server = %server.name, instance = %instance.id, %error, "Nothing was sent; trying another instance.");
+        Ok(None)
+    }
+}
+
+/// The credential the gateway presents to `instance` for the caller of `down`.
+pub(crate) async fn credential(
+    gw: &Shared,
+    down: &RequestHeader,
+    server: &Server,
+    instance: &Instance,
+) -> Result<Option<UpstreamHeader>, ProxyError> {
+    Ok(match &instance.credential {
+        None => None,
+        Some(UpstreamAuth::Header(header)) => Some(header.clone()),
+        Some(UpstreamAuth::Exchange { audience, scopes }) => {
+            Some(exchanged_token(gw, down, server, audience, scopes).await?)
+        }
+    })
+}
+
+/// The caller's credential exchanged for a token for `audience` (not an instance failure: no breaker
+/// report, no retry on another instance).
+async fn exchanged_token(
+    gw: &Shared,
+    down: &RequestHeader,
+    server: &Server,
+    audience: &str,
+    scopes: &[String],
+) -> Result<UpstreamHeader, ProxyError> {
+    let unavailable = |detail: String| ProxyError::UpstreamCredentialUnavailable {
+        server: server.name.to_string(),
+        detail,
+    };
+    let subject = down
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            unavailable("this server acts on behalf of the caller, who presented no credential".into())
+        })?;
+    let value = gw.exchanger.header(subject, audience, scopes).await.map_err(unavailable)?;
+    Ok(UpstreamHeader { name: header::AUTHORIZATION, value })
+}
+
+pub(crate) fn no_instance(server: &Server) -> ProxyError {
+    let total = server.instances.len();
+    let unhealthy = server.instances.iter().filter(|i| i.health == HealthStatus::Unhealthy).count();
+    let ejected = server.instances.iter().filter(|i| i.state.gate() == Gate::Open).count();
+    let detail = if total == 0 {
+        "it has no instances".to_owned()
+    } else {
+        format!("{total} instances: {unhealthy} unhealthy, {ejected} ejected by the circuit breaker")
+    };
+    ProxyError::NoInstance { server: server.name.to_string(), detail }
+}
+
+/// Whether an upstream status is fine for the instance's breaker. Only what says the instance itself is in
+/// trouble counts against it — 502 and 503 (besides connect failures and resets); a 500 or 504 is usually
+/// one tool failing or being slow for one caller, and must not eject the instance for everyone.
+pub(crate) fn status_ok(status: u16) -> bool {
+    !matches!(status, 502 | 503)
+}
