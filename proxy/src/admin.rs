@@ -72,6 +72,8 @@ fn gate_label(g: Gate) -> &'static str {
 fn transport_label(t: Transport) -> &'static str {
     match t {
         Transport::Sse => "sse",
+        Transport::Websocket => "websocket",
+        Transport::Stdio => "stdio",
         _ => "streamable_http",
     }
 }

@@ -20,3 +20,5 @@ mod policy;
 mod routing;
 #[path = "integration/sessions.rs"]
 mod sessions;
+#[path = "integration/transports.rs"]
+mod transports;

@@ -90,6 +90,33 @@ impl Table {
         self
     }
 
+    /// A stdio instance running `program args…` with exactly `env` (plus PATH).
+    pub fn stdio_instance(
+        mut self,
+        server: &str,
+        id: &str,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        self.0.upserts.push(Resource {
+            kind: Some(Kind::Instance(Instance {
+                id: id.into(),
+                server_id: format!("id-{server}"),
+                endpoint_url: format!("stdio:{program}"),
+                weight: 1,
+                command: Some(mcpgw_proto::v1::StdioCommand {
+                    program: program.into(),
+                    args: args.iter().map(|a| a.to_string()).collect(),
+                    env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    working_directory: String::new(),
+                }),
+                ..Default::default()
+            })),
+        });
+        self
+    }
+
     pub fn health(mut self, instance: &str, status: HealthStatus) -> Self {
         self.0.upserts.push(Resource {
             kind: Some(Kind::InstanceHealth(InstanceHealth {
@@ -634,6 +661,8 @@ impl ProxyProcess {
             .args(["--control-plane", control_plane, "--grace-period", "0s", "--shutdown-timeout", "1s"])
             .args(extra)
             .env("RUST_LOG", "info")
+            // Must never reach a stdio server's process (its environment is its command's only).
+            .env("MCPGW_TEST_MARKER", "inherited")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
@@ -653,6 +682,10 @@ impl ProxyProcess {
         })
         .await;
         up.then_some(Self { listen, admin, _child: child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self._child.id().expect("the proxy runs")
     }
 
     pub fn admin_url(&self, path: &str) -> String {
