@@ -21,7 +21,7 @@ fn modules(root: &Path) -> BTreeMap<String, String> {
             let rel = path.strip_prefix(root).unwrap().with_extension("");
             let rel = rel.to_string_lossy().replace('/', "::");
             let name = rel.strip_suffix("::mod").unwrap_or(&rel).to_owned();
-            if name == "lib" || name == "main" || !path.extension().is_some_and(|e| e == "rs") {
+            if name == "lib" || name == "main" || path.extension().is_none_or(|e| e != "rs") {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();

@@ -165,6 +165,8 @@ impl WsServer {
             while let Ok((conn, _)) = listener.accept().await {
                 let (count, seen) = (count.clone(), seen.clone());
                 tokio::spawn(async move {
+                    // The handshake callback's error type is the library's.
+                    #[allow(clippy::result_large_err)]
                     let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                                     mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
                         let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
