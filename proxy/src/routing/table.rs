@@ -219,29 +219,32 @@ impl RoutingTable {
         &self.catalog
     }
 
-    /// Whether an endpoint that names its host resolves to another address now than when its peer was made.
+    /// Whether an endpoint that names its host resolves to another address now than when its peer was made
+    /// (a resolver that fails keeps the peers it gave before).
     pub async fn addresses_moved(&self) -> bool {
-        for server in self.servers.values() {
-            for instance in &server.instances {
-                if !names_host(&instance.endpoint) {
-                    continue;
-                }
-                let host = instance.endpoint.host_str().unwrap_or_default();
-                let port = instance.endpoint.port_or_known_default().unwrap_or(80);
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                let now: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
-                    Ok(addrs) => addrs.collect(),
-                    // A failing resolver keeps the peers it gave before.
-                    Err(_) => continue,
-                };
-                let then = instance.peer.as_ref().ok().and_then(|p| p._address.as_inet().copied());
-                if then.is_none_or(|then| !now.contains(&then)) && !now.is_empty() {
-                    tracing::info!(instance = %instance.id, host, ?then, ?now, "An upstream host resolves to a new address.");
-                    return true;
-                }
+        for (id, host, port, then) in self.named_peers() {
+            let Ok(now) = tokio::net::lookup_host((host.as_str(), port)).await else { continue };
+            let now: Vec<SocketAddr> = now.collect();
+            if moved(then, &now) {
+                tracing::info!(instance = %id, host, ?then, ?now, "An upstream host resolves to a new address.");
+                return true;
             }
         }
         false
+    }
+
+    /// Instances whose endpoint names its host: id, host, port, and the address their peer was made for.
+    fn named_peers(&self) -> Vec<(Arc<str>, String, u16, Option<SocketAddr>)> {
+        let instances = self.servers.values().flat_map(|s| s.instances.iter());
+        instances
+            .filter(|i| i.command.is_none() && names_host(&i.endpoint))
+            .map(|i| {
+                let host = i.endpoint.host_str().unwrap_or_default();
+                let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+                let port = i.endpoint.port_or_known_default().unwrap_or(80);
+                (i.id.clone(), host, port, i.peer.as_ref().ok().and_then(|p| p._address.as_inet().copied()))
+            })
+            .collect()
     }
 
     /// The instance with `id` and its server.
@@ -502,6 +505,11 @@ async fn resolve(
     }
 }
 
+/// Whether a peer made for `then` is stale given the addresses its name resolves to `now`.
+fn moved(then: Option<SocketAddr>, now: &[SocketAddr]) -> bool {
+    !now.is_empty() && then.is_none_or(|then| !now.contains(&then))
+}
+
 /// Whether an endpoint names its host (resolved again on `--dns-refresh`) rather than an IP address.
 fn names_host(url: &Url) -> bool {
     matches!(url.host(), Some(url::Host::Domain(_)))
@@ -575,6 +583,36 @@ mod tests {
         pool_idle_timeout: Duration::from_secs(1),
         dns_refresh: Duration::ZERO,
     };
+
+    #[tokio::test]
+    async fn named_hosts_are_checked_for_new_addresses() {
+        let set = ResourceSet::new(
+            1,
+            vec![
+                server("s", "a"),
+                instance("named", "s", "http://localhost:4000/mcp"),
+                instance("literal", "s", "http://127.0.0.1:4001/mcp"),
+            ],
+        )
+        .unwrap();
+        let table = RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), SETTINGS)
+            .await
+            .unwrap();
+        let named = table.named_peers();
+        assert_eq!(named.len(), 1, "only endpoints naming their host are resolved again: {named:?}");
+        assert_eq!((&*named[0].0, named[0].1.as_str(), named[0].2), ("named", "localhost", 4000));
+        assert!(!table.addresses_moved().await, "localhost still resolves to its peer's address");
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:4000".parse().unwrap(), "127.0.0.2:4000".parse().unwrap());
+        assert!(!moved(Some(a), &[b, a]), "still among the answers");
+        assert!(moved(Some(a), &[b]), "moved");
+        assert!(moved(None, &[a]), "resolves now, did not before");
+        assert!(!moved(Some(a), &[]), "no answer keeps the peer");
+        let again = RoutingTable::build_resolving(&set, &table, &InstanceStates::default(), SETTINGS, true)
+            .await
+            .unwrap();
+        assert_eq!(again.named_peers()[0].3, named[0].3);
+    }
 
     #[tokio::test]
     async fn builds_and_reuses_instances() {
