@@ -4,7 +4,7 @@
 # throw-away database on the local PostgreSQL (dropped at the end), raises the open-file limit, and runs
 # `mcpgw-bench run` pinned to CPU 0 while it pins the fixture, the proxy (--threads 1) and nginx to CPU 1.
 #
-#   scripts/bench.sh                 # full run: scenarios a–g, m and t, 5 interleaved passes; ~11 min after the build
+#   scripts/bench.sh                 # full run: scenarios a–g, m, s and t, 5 interleaved passes; ~12 min after the build
 #   scripts/bench.sh --smoke         # seconds, debug binaries, tiny counts, no thresholds (CI)
 #   scripts/bench.sh --scenarios ab  # any `mcpgw-bench run` option passes through (see --help)
 #   scripts/bench.sh --scenarios t --proxy-bin DIR/mcpgw-proxy   # another proxy build, same harness

@@ -30,7 +30,7 @@ struct RunArgs {
     #[arg(long)]
     smoke: bool,
     /// Scenarios to run, as letters.
-    #[arg(long, default_value = "abcdefgmt")]
+    #[arg(long, default_value = "abcdefgmst")]
     scenarios: String,
     /// Directory of the reports and logs.
     #[arg(long, default_value = "target/bench-report")]

@@ -29,10 +29,21 @@ struct Cli {
     /// carries `Connection: close`); unset: connections stay open.
     #[arg(long)]
     close_after: Option<NonZeroU64>,
+    /// Serve MCP on stdin and stdout instead of HTTP (a stdio server).
+    #[arg(long)]
+    stdio: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let settings = Settings {
+        payload_bytes: cli.payload_bytes,
+        keepalive: cli.keepalive_secs,
+        close_after: cli.close_after,
+    };
+    if cli.stdio {
+        return Ok(fixture::serve_stdio(&Fixture::new(settings))?);
+    }
     let rt = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
@@ -41,11 +52,6 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(cli.listen).await?;
         println!("listening on {}", listener.local_addr()?);
-        let settings = Settings {
-            payload_bytes: cli.payload_bytes,
-            keepalive: cli.keepalive_secs,
-            close_after: cli.close_after,
-        };
         fixture::serve(listener, Fixture::new(settings)).await?;
         Ok(())
     })

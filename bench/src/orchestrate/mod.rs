@@ -179,6 +179,10 @@ async fn scenarios(
         eprintln!("mcpgw-bench: m. aggregation on /mcp");
         sections.push(scenarios::aggregation::run(&mut ctx).await?);
     }
+    if has('s') {
+        eprintln!("mcpgw-bench: s. a stdio server vs the same over Streamable HTTP");
+        sections.push(scenarios::stdio::run(&mut ctx).await?);
+    }
     if has('t') {
         eprintln!("mcpgw-bench: t. transparency under keep-alive load");
         sections.push(scenarios::transparency::run(&mut ctx).await?);

@@ -67,6 +67,9 @@ pub struct Stack {
     pub jwt_skipped: Option<String>,
     /// Serves the issuer's JWKS while the stack runs.
     issuer: Option<Issuer>,
+    /// The fixture's path, allowed as a stdio program on both planes (`None` when a plane predates stdio
+    /// servers: scenario s is then skipped).
+    pub stdio_program: Option<String>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -132,6 +135,14 @@ impl Stack {
             "--discovery-interval".into(),
             "0s".into(),
         ];
+        // Scenario s runs the fixture as a stdio server: both planes must allow it.
+        let fixture_path = std::fs::canonicalize(&bins.fixture)?.to_string_lossy().into_owned();
+        let stdio_program = (knows_flag(&bins.control_plane, "serve", "--stdio-programs").await
+            && knows_flag(&bins.proxy, "serve", "--stdio-programs").await)
+            .then_some(fixture_path);
+        if let Some(program) = &stdio_program {
+            cp_args.extend(["--stdio-programs".into(), program.clone()]);
+        }
         if knows_flag(&bins.control_plane, "serve", "--ssrf-allow").await {
             // The benchmark's trusted issuer serves its JWKS on 127.0.0.1.
             cp_args.extend(["--ssrf-allow".into(), "loopback".into()]);
@@ -176,6 +187,9 @@ impl Stack {
             "--session-key".into(),
             random_hex(32),
         ];
+        if let Some(program) = &stdio_program {
+            args.extend(["--stdio-programs".into(), program.clone()]);
+        }
         let authenticates = knows_flag(&bins.proxy, "serve", "--anonymous").await;
         if !authenticates {
             // A build from before callers authenticate (`--proxy-bin`) lets every caller through anyway.
@@ -244,6 +258,7 @@ impl Stack {
             jwt: None,
             jwt_skipped: None,
             issuer: None,
+            stdio_program,
         };
         stack.register().await?;
         if authenticates {

@@ -7,6 +7,7 @@ pub mod latency;
 pub mod routing;
 pub mod setup;
 pub mod sse;
+pub mod stdio;
 pub mod streams;
 pub mod throughput;
 pub mod transparency;
