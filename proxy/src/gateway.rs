@@ -188,7 +188,7 @@ impl Gateway {
 
     /// What `/mcp` works with.
     fn aggregator(&self) -> crate::aggregate::Aggregator<'_> {
-        crate::aggregate::Aggregator { shared: &self.shared, state: &self.aggregate }
+        crate::aggregate::Aggregator { shared: &self.shared, state: &self.aggregate, bridges: &self.bridges }
     }
 
     async fn dispatch(

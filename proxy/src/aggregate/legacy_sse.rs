@@ -59,7 +59,7 @@ pub struct Sink {
 
 impl Sink {
     /// Puts one JSON-RPC message on the stream (refused when the client reads too slowly).
-    fn send(&self, message: &[u8]) -> Result<(), ProxyError> {
+    pub(crate) fn send(&self, message: &[u8]) -> Result<(), ProxyError> {
         let mut event = Vec::with_capacity(message.len() + 24);
         event.extend_from_slice(b"event: message\ndata: ");
         event.extend_from_slice(message);

@@ -41,6 +41,8 @@ pub struct State {
 pub struct Aggregator<'a> {
     pub shared: &'a Shared,
     pub state: &'a State,
+    /// Servers on message transports (SSE, WebSocket, stdio) are called through the caller's shared bridge.
+    pub bridges: &'a Arc<upstream::bridge::Bridges>,
 }
 
 impl std::ops::Deref for Aggregator<'_> {
@@ -600,6 +602,29 @@ async fn call_route(
         crate::route::admit(gw, session, ctx, table, principal, &route.server.name, &body, Some(&renamed))
             .await?;
     let server = admitted.server;
+    if server.transport != mcpgw_proto::v1::Transport::StreamableHttp {
+        // A server on a message transport: through the caller's shared bridge, answered whole.
+        let target = crate::route::balanced(session, &server);
+        let answer = upstream::bridge::request_shared(
+            gw,
+            gw.bridges,
+            session.req_header(),
+            ctx,
+            &server,
+            &target,
+            &body,
+            Some(&renamed),
+        )
+        .await?
+        .unwrap_or_default();
+        return match sink {
+            Some(sink) => {
+                ctx.audited.answer = crate::audit::capture::answer(&answer);
+                sink.send(&answer).map_err(Failure::from)
+            }
+            None => reply(session, ctx, 200, Some("application/json"), answer, None).await,
+        };
+    }
     let modern = client.is_none();
     let mut headers = Vec::new();
     if modern {

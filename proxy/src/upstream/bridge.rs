@@ -22,7 +22,7 @@ use bytes::Bytes;
 use mcpgw_proto::v1::Transport;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Attempt, Pinning, Target};
@@ -73,26 +73,33 @@ pub(crate) struct Opened {
     pub early: Vec<Bytes>,
 }
 
-/// Bridged sessions held by this replica.
+/// The bridge a caller's sessionless requests share on one server: (server id, principal binding).
+type SharedKey = (String, Arc<str>);
+
+/// Bridged sessions held by this replica: the clients' (by bridge id), and the gateway's own, one per
+/// server and caller, which carry requests made without a session (2026-07-28 clients, `/mcp`).
 #[derive(Default)]
-pub struct Bridges(Mutex<HashMap<String, Arc<Bridge>>>);
+pub struct Bridges {
+    sessions: Mutex<HashMap<String, Arc<Bridge>>>,
+    shared: Mutex<HashMap<SharedKey, Arc<tokio::sync::OnceCell<Arc<Bridge>>>>>,
+}
 
 impl Bridges {
     fn get(&self, id: &str) -> Option<Arc<Bridge>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
     fn insert(&self, bridge: Arc<Bridge>) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(bridge.id.clone(), bridge);
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(bridge.id.clone(), bridge);
     }
 
     fn remove(&self, id: &str) -> Option<Arc<Bridge>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
     }
 
     /// Bridges open now.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,8 +108,11 @@ impl Bridges {
 
     /// Ends every bridge (shutdown): waiting requests fail, links close, stdio processes are killed.
     pub fn close_all(&self) {
-        let all: Vec<_> = self.0.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, b)| b).collect();
+        let all: Vec<_> =
+            self.sessions.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, b)| b).collect();
         all.iter().for_each(|b| b.close());
+        let shared: Vec<_> = self.shared.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        shared.iter().filter_map(|(_, cell)| cell.get()).for_each(|b| b.close());
     }
 }
 
@@ -134,6 +144,10 @@ pub struct Bridge {
     _permit: crate::caps::Permit,
     /// Counted on its instance (least connections) while it lives.
     _in_flight: InFlight,
+    /// The gateway's own (`Bridges::shared`): server-initiated messages have no client to go to.
+    shared: bool,
+    /// Ids of the requests the gateway sends on a shared bridge.
+    next_id: AtomicU64,
 }
 
 fn id_key(id: &Value) -> String {
@@ -173,6 +187,10 @@ impl Bridge {
             if let Some(tx) = waiter {
                 let _ = tx.send(message);
             }
+            return;
+        }
+        if self.shared {
+            tracing::debug!(bridge = %self.id, "A server message on a shared bridge has no client; dropped.");
             return;
         }
         let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -231,10 +249,27 @@ pub async fn handle(
         if method != http::Method::POST {
             return Err(ProxyError::BadRequest("Mcp-Session-Id header is required".into()).into());
         }
-        if !matches!(rpc, Some(Rpc::Message { method, .. }) if method == "initialize") {
-            return Err(ProxyError::LegacyOnly { server: server.name.to_string() }.into());
+        match rpc {
+            Some(Rpc::Message { method, .. }) if method == "initialize" => {}
+            // Dual-era clients discover first: told this server is reached through sessions, they open one.
+            Some(Rpc::Message { method, .. }) if method == "server/discover" => {
+                return Err(ProxyError::LegacyOnly { server: server.name.to_string() }.into());
+            }
+            _ => {
+                let answer =
+                    request_shared(gw, bridges, session.req_header(), ctx, server, &target, &body, rpc)
+                        .await?;
+                let answer = match (answer, filter) {
+                    (Some(answer), Some(filter)) => Some(filter.apply(&answer, false)),
+                    (answer, _) => answer,
+                };
+                return match answer {
+                    Some(answer) => reply(session, ctx, 200, Some("application/json"), answer, None).await,
+                    None => reply(session, ctx, 202, None, Bytes::new(), None).await,
+                };
+            }
         }
-        let bridge = open(gw, bridges, session.req_header(), server, &target, &ctx.binding()).await?;
+        let bridge = open(gw, bridges, session.req_header(), server, &target, &ctx.binding(), false).await?;
         ctx.audited.instance = Some(bridge.instance.id.clone());
         let token = gw.sessions.seal(
             Scope::Session(&server.id, &ctx.binding()),
@@ -274,6 +309,7 @@ async fn open(
     server: &Arc<Server>,
     target: &Target,
     principal: &Arc<str>,
+    shared: bool,
 ) -> Result<Arc<Bridge>, Failure> {
     let permit = gw.streams.acquire_stream(principal)?;
     let mut attempts = super::Attempts::new(gw, server, target, Pinning::None);
@@ -311,8 +347,12 @@ async fn open(
         last_used: AtomicU64::new(0),
         _permit: permit,
         _in_flight: in_flight,
+        shared,
+        next_id: AtomicU64::new(1),
     });
-    bridges.insert(bridge.clone());
+    if !shared {
+        bridges.insert(bridge.clone());
+    }
     let registry = bridges.clone();
     let reader = bridge.clone();
     let lifetimes = Lifetimes { idle: gw.limits.bridge_idle_timeout, max: gw.limits.bridge_lifetime };
@@ -483,4 +523,151 @@ async fn stream(session: &mut Session, ctx: &mut RequestCtx, bridge: &Bridge) ->
         }
     }
     session.write_response_body(None, true).await.map_err(Failure::Abort)
+}
+
+/// The protocol revision the gateway asks for when it opens a bridge for itself.
+const SHARED_VERSION: &str = "2025-11-25";
+
+/// Sends one sessionless message (a 2026-07-28 client's, or `/mcp`'s) on the caller's shared bridge to
+/// `server`, opening it first (link, `initialize`, `notifications/initialized`) when there is none: a
+/// request's answer is returned with the client's own id (and, for a 2026-07-28 client, the fields it
+/// needs of a legacy result); a notification returns `None` once sent. Server-initiated messages on a
+/// shared bridge have no client to go to and are dropped.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_shared(
+    gw: &Shared,
+    bridges: &Arc<Bridges>,
+    down: &RequestHeader,
+    ctx: &mut RequestCtx,
+    server: &Arc<Server>,
+    target: &Target,
+    body: &Bytes,
+    rpc: Option<&Rpc>,
+) -> Result<Option<Bytes>, Failure> {
+    let Some(Rpc::Message { id, method, .. }) = rpc else {
+        return Err(ProxyError::InvalidRequest("the body must be one JSON-RPC message".into()).into());
+    };
+    let principal = ctx.binding();
+    let bridge = shared_bridge(gw, bridges, down, server, target, &principal).await?;
+    ctx.audited.instance = Some(bridge.instance.id.clone());
+    let message: Value = serde_json::from_slice(body)
+        .map_err(|e| ProxyError::InvalidRequest(format!("the body is not JSON: {e}")))?;
+    let Some(id) = id else {
+        let sent = bridge.link.send(gw, server, down, body.clone()).await;
+        super::report_outcome(
+            gw,
+            server,
+            &bridge.instance,
+            sent.as_ref().map_or_else(super::breaker_ok, |()| true),
+        );
+        sent?;
+        return Ok(None);
+    };
+    let mut answer = bridge.request(gw, server, down, message).await?;
+    answer["id"] = id.clone();
+    if crate::headers::is_stateless(down) {
+        let complete = crate::sse::Completion { cacheable: method == "resources/read" };
+        crate::sse::Rewrites { request_ids: None, complete: Some(complete) }.apply(&mut answer);
+    }
+    Ok(Some(Bytes::from(answer.to_string())))
+}
+
+/// The caller's shared bridge to `server`, opened and initialized once (concurrent first requests wait
+/// for the same one); one that ended is replaced.
+async fn shared_bridge(
+    gw: &Shared,
+    bridges: &Arc<Bridges>,
+    down: &RequestHeader,
+    server: &Arc<Server>,
+    target: &Target,
+    principal: &Arc<str>,
+) -> Result<Arc<Bridge>, Failure> {
+    let key: SharedKey = (server.id.clone(), principal.clone());
+    for _ in 0..2 {
+        let cell =
+            bridges.shared.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+        let bridge = cell
+            .get_or_try_init(|| async {
+                let bridge = open(gw, bridges, down, server, target, principal, true).await?;
+                let hello = json!({
+                    "jsonrpc": "2.0",
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": SHARED_VERSION,
+                        "capabilities": {},
+                        "clientInfo": {"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")},
+                    },
+                });
+                let answer = bridge.request(gw, server, down, hello).await?;
+                if answer.get("result").is_none() {
+                    bridge.close();
+                    return Err(Failure::from(ProxyError::UpstreamFailed {
+                        server: server.name.to_string(),
+                        detail: format!("initialize was refused: {}", answer["error"]),
+                    }));
+                }
+                let initialized =
+                    Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+                bridge.link.send(gw, server, down, initialized).await?;
+                Ok::<_, Failure>(bridge)
+            })
+            .await?
+            .clone();
+        if !bridge.closed.load(Ordering::Acquire) {
+            return Ok(bridge);
+        }
+        // Ended (its process exited, its connection closed, it idled out): the next one replaces it.
+        let mut shared = bridges.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            shared.remove(&key);
+        }
+    }
+    Err(ProxyError::UpstreamFailed {
+        server: server.name.to_string(),
+        detail: "the shared link ended at once".into(),
+    }
+    .into())
+}
+
+impl Bridge {
+    /// Sends a request of the gateway's own (its id replaced by one of the bridge's) and waits for the
+    /// answer, within the upstream timeout.
+    async fn request(
+        &self,
+        gw: &Shared,
+        server: &Server,
+        down: &RequestHeader,
+        mut message: Value,
+    ) -> Result<Value, ProxyError> {
+        let id = json!(format!("mcpgw-{}", self.next_id.fetch_add(1, Ordering::Relaxed)));
+        message["id"] = id.clone();
+        let key = id_key(&id);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), tx);
+        let _waiting = Waiting { bridge: self, id: &key };
+        self.touch();
+        let sent = self.link.send(gw, server, down, Bytes::from(message.to_string())).await;
+        super::report_outcome(
+            gw,
+            server,
+            &self.instance,
+            sent.as_ref().map_or_else(super::breaker_ok, |()| true),
+        );
+        sent?;
+        let limit = gw.limits.upstream_timeout;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(answer)) => serde_json::from_slice(&answer).map_err(|e| ProxyError::UpstreamFailed {
+                server: server.name.to_string(),
+                detail: format!("an answer that is not JSON: {e}"),
+            }),
+            Ok(Err(_)) => Err(ProxyError::UpstreamFailed {
+                server: server.name.to_string(),
+                detail: "the upstream link ended before the response".into(),
+            }),
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                server: server.name.to_string(),
+                detail: format!("no response within {limit:?}"),
+            }),
+        }
+    }
 }

@@ -577,3 +577,71 @@ async fn shutdown_kills_stdio_processes() {
         gone(pid).await;
     }
 }
+
+/// A 2026-07-28 request (no session) to a stdio server.
+async fn modern(client: &reqwest::Client, url: &str, id: u64, name: &str, arguments: Value) -> (u16, Value) {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+    });
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments, "_meta": meta}});
+    let resp = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", name)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Requests without a session — a 2026-07-28 client's, and calls through `/mcp` — go to one bridge the
+/// gateway holds per caller and server (one process for a stdio server), answered with the client's id;
+/// `server/discover` says the server is reached through sessions, so dual-era clients open one instead.
+#[tokio::test]
+async fn sessionless_requests_share_the_callers_bridge() {
+    let mut cp = FakeControlPlane::start().await;
+    let mut table = Table::new(1)
+        .server("local", Transport::Stdio, LoadBalancing::RoundRobin, "")
+        .stdio_instance("local", "i0", PYTHON, &[&fixture(), "shared"], &[])
+        .build();
+    let tools = ["echo", "whoami"].map(|t| json!({"name": t, "inputSchema": {"type": "object"}}).to_string());
+    table.upserts.push(mcpgw_proto::v1::Resource {
+        kind: Some(Kind2::Catalog(mcpgw_proto::v1::Catalog {
+            server_id: "id-local".into(),
+            digest: vec![1],
+            protocol_version: "2025-11-25".into(),
+            capabilities_json: r#"{"tools":{}}"#.into(),
+            tools: tools.to_vec(),
+            ..Default::default()
+        })),
+    });
+    let proxy = proxy_with(&mut cp, table, &["--stdio-programs", PYTHON]).await;
+    let (client, url) = (reqwest::Client::new(), proxy.mcp_url("local"));
+    let (status, first) = modern(&client, &url, 41, "whoami", json!({})).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["id"], 41, "the client's own id");
+    assert_eq!(first["result"]["resultType"], "complete", "completed for a 2026-07-28 client");
+    let (_, second) = modern(&client, &url, 41, "whoami", json!({})).await;
+    assert_eq!(text(&first), text(&second), "one process serves the caller's sessionless requests");
+    let concurrent = futures_util::future::join_all(
+        (0..8).map(|i| modern(&client, &url, 1, "echo", json!({"message": format!("m{i}")}))),
+    )
+    .await;
+    for (i, (status, body)) in concurrent.iter().enumerate() {
+        assert_eq!((*status, text(body), &body["id"]), (200, format!("m{i}").as_str(), &json!(1)), "{body}");
+    }
+    let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}});
+    let resp = client.post(&url).json(&discover).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["data"]["reason"], "legacy_only");
+
+    // Through /mcp: the aggregated name is routed to the stdio server on the same kind of bridge.
+    let agg = format!("http://{}/mcp", proxy.listen);
+    let (status, echoed) = modern(&client, &agg, 5, "local_echo", json!({"message": "via /mcp"})).await;
+    assert_eq!((status, text(&echoed)), (200, "via /mcp"), "{echoed}");
+}
