@@ -39,7 +39,11 @@ async fn ten_thousand_calls_through_outages_leave_ten_thousand_rows() -> Result<
     let pg = Relay::start(TestDb::server_addr()?).await?;
     let (http, grpc) = (localhost(restartable_port()?), localhost(restartable_port()?));
     let mut cp = ControlPlane::start_on_database(&db.url_through(pg.addr()), ADMIN, http, grpc, &[]).await?;
-    let upstream = PyServer::start("audited", PyServerOpts { stateless: true, json_response: true }).await?;
+    let upstream = PyServer::start(
+        "audited",
+        PyServerOpts { stateless: true, json_response: true, ..Default::default() },
+    )
+    .await?;
     cp.register("audited", &upstream.url(), "streamable_http").await?;
     let (key_id, key) = cp.create_api_key(json!({"name": "load", "role": "user"})).await?;
 

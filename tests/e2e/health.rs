@@ -54,7 +54,7 @@ async fn killed_instance_turns_unhealthy_then_recovers() -> Result<()> {
     let db = TestDb::new();
     let cp = ControlPlane::start_with(&db, ADMIN_TOKEN, &FAST_HEALTH).await?;
     let proxy = Proxy::start(&cp.grpc_url(), &[]).await?;
-    let opts = PyServerOpts { stateless: true, json_response: true };
+    let opts = PyServerOpts { stateless: true, json_response: true, ..Default::default() };
     let a = PyServer::start("inst-a", opts).await?;
     let b = PyServer::start("inst-b", opts).await?;
     let body = json!({"name": "pair", "auto_discover": false, "instances": [{"endpoint_url": a.url()}, {"endpoint_url": b.url()}]});

@@ -29,6 +29,7 @@ mod routing;
 mod streams;
 mod tokens;
 mod transparency;
+mod transports;
 
 use serde_json::Value;
 

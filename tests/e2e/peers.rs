@@ -35,7 +35,11 @@ async fn python_server_is_dual_era_and_names_itself() -> Result<()> {
     assert_eq!(legacy["protocolVersion"], "2025-11-25", "{legacy}");
     assert_eq!(first_text(&legacy["result"]), Some("3.0"), "{legacy}");
 
-    let stateless = PyServer::start("py-json", PyServerOpts { stateless: true, json_response: true }).await?;
+    let stateless = PyServer::start(
+        "py-json",
+        PyServerOpts { stateless: true, json_response: true, ..Default::default() },
+    )
+    .await?;
     let (id, resp) = McpHttp::new(stateless.url()).modern("tools/call", json!({"name": "whoami"})).await?;
     assert_eq!(resp.content_type(), "application/json", "{resp:?}");
     assert_eq!(first_text(&resp.response_for(&id).unwrap_or_default()["result"]), Some("py-json"));

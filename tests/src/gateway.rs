@@ -36,6 +36,14 @@ impl Gateway {
         Ok(Self { proxy, cp, db })
     }
 
+    /// [`Gateway::start_with`], passing `cp_args` to the control plane too.
+    pub async fn start_with_planes(cp_args: &[&str], proxy_args: &[&str]) -> Result<Self> {
+        let db = TestDb::new();
+        let cp = ControlPlane::start_with(&db, ADMIN_TOKEN, cp_args).await?;
+        let proxy = Proxy::start(&cp.grpc_url(), proxy_args).await?;
+        Ok(Self { proxy, cp, db })
+    }
+
     /// Starts everything with the proxy as deployed: callers need credentials (no `--anonymous`).
     pub async fn start_closed(proxy_args: &[&str]) -> Result<Self> {
         Self::start_closed_with(&[], proxy_args).await

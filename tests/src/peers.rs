@@ -51,6 +51,31 @@ async fn start_on_free_port(label: &str, build: impl Fn(u16) -> Result<Command>)
     Err(last.unwrap_or_else(|| anyhow::anyhow!("{label} did not start")))
 }
 
+/// Programs the stdio servers of the tests run: the peers' Python and `node` (for `--stdio-programs`).
+pub fn stdio_programs() -> Result<String> {
+    Ok(format!("{},node", python()?.display()))
+}
+
+/// The `command` registering `py_server.py` as a stdio server named `name`.
+pub fn py_stdio_command(name: &str) -> Result<serde_json::Value> {
+    let script = require(peers_dir().join("py_server.py"))?;
+    Ok(serde_json::json!({
+        "program": python()?.display().to_string(),
+        "args": [script.display().to_string(), "--transport", "stdio", "--name", name],
+    }))
+}
+
+/// The `command` registering server-everything in its stdio mode.
+pub fn everything_stdio_command() -> Result<serde_json::Value> {
+    let dir = peers_dir();
+    let entry = require(dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))?;
+    Ok(serde_json::json!({
+        "program": "node",
+        "args": [entry.display().to_string(), "stdio"],
+        "working_directory": dir.display().to_string(),
+    }))
+}
+
 /// `@modelcontextprotocol/server-everything` (legacy era only), pinned to 127.0.0.1 by a `--require` preload.
 pub struct EverythingServer {
     proc: Spawned,
@@ -110,6 +135,8 @@ pub struct PyServerOpts {
     pub stateless: bool,
     /// `json_response=True`: `application/json` instead of SSE.
     pub json_response: bool,
+    /// `--transport websocket`: MCP over WebSocket at `ws://127.0.0.1:<port>/ws` instead of HTTP.
+    pub websocket: bool,
 }
 
 /// `tests/peers/py_server.py`: a Python SDK (`mcp` 2.3.0) dual-era server with echo/add/whoami/progress.
@@ -117,6 +144,7 @@ pub struct PyServer {
     proc: Spawned,
     port: u16,
     name: String,
+    websocket: bool,
 }
 
 impl PyServer {
@@ -157,6 +185,9 @@ impl PyServer {
             if opts.json_response {
                 cmd.arg("--json-response");
             }
+            if opts.websocket {
+                cmd.arg("--transport").arg("websocket");
+            }
             Ok(cmd)
         };
         let label = format!("py-server-{name}");
@@ -168,11 +199,14 @@ impl PyServer {
                 (proc, port)
             }
         };
-        Ok(Self { proc, port, name: name.to_owned() })
+        Ok(Self { proc, port, name: name.to_owned(), websocket: opts.websocket })
     }
 
-    /// `http://127.0.0.1:<port>/mcp`.
+    /// `http://127.0.0.1:<port>/mcp` (`ws://127.0.0.1:<port>/ws` when started with `websocket`).
     pub fn url(&self) -> String {
+        if self.websocket {
+            return format!("ws://127.0.0.1:{}/ws", self.port);
+        }
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
