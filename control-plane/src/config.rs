@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::auth::SecretToken;
+use crate::mcp::StdioPrograms;
 use crate::secrets::{KeyError, SecretsKey};
 use crate::ssrf::{SsrfError, SsrfPolicy};
 
@@ -69,6 +70,8 @@ pub const ENV_SECRETS_KEY: &str = "MCPGW_SECRETS_KEY";
 pub const ENV_JWKS_REFRESH: &str = "MCPGW_JWKS_REFRESH";
 /// Environment variable of `--audit-retention`.
 pub const ENV_AUDIT_RETENTION: &str = "MCPGW_AUDIT_RETENTION";
+/// Environment variable of `--stdio-programs`.
+pub const ENV_STDIO_PROGRAMS: &str = "MCPGW_STDIO_PROGRAMS";
 
 /// Shortest accepted `--audit-retention`: records are dropped a whole day (partition) at a time.
 pub const MIN_AUDIT_RETENTION: Duration = Duration::from_secs(86_400);
@@ -220,6 +223,11 @@ pub struct RawSettings {
     /// once the whole day is older, and records older than this that proxies still send are not written.
     #[arg(long, global = true, env = ENV_AUDIT_RETENTION, default_value = "30d")]
     pub audit_retention: String,
+    /// Programs stdio servers may run, comma-separated, matched exactly against a command's `program` (a
+    /// bare name looked up in PATH, or an absolute path). Empty (the default): stdio servers are refused at
+    /// registration (stdio_not_allowed) and never started by discovery or health checks.
+    #[arg(long, global = true, env = ENV_STDIO_PROGRAMS, value_delimiter = ',')]
+    pub stdio_programs: Vec<String>,
     #[command(flatten)]
     pub oauth: OauthSettings,
 }
@@ -252,6 +260,8 @@ pub struct Config {
     pub jwks_refresh: Duration,
     /// How long audit records are kept.
     pub audit_retention: Duration,
+    /// The programs stdio servers may run (none by default).
+    pub stdio_programs: StdioPrograms,
     /// The authorization server.
     pub oauth: OauthConfig,
     /// The SSRF policy of client ID metadata documents: `ssrf` plus loopback, private and link-local
@@ -307,6 +317,10 @@ pub enum ConfigError {
     SecretsKey(#[from] KeyError),
     #[error("--{flag}: {why}")]
     Oauth { flag: &'static str, why: String },
+    #[error(
+        "--stdio-programs: {0:?} is not a program: give bare names (looked up in PATH) or absolute paths, comma-separated"
+    )]
+    StdioProgram(String),
 }
 
 /// Checks raw settings and builds the `Config`; pure, so `validate` and `serve` agree and tests cover it.
@@ -381,6 +395,7 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
     let audit_retention =
         parse_duration("audit-retention", &raw.audit_retention, MIN_AUDIT_RETENTION, MAX_AUDIT_RETENTION)?;
     let oauth = oauth::validate(&raw.oauth)?;
+    let stdio_programs = stdio_programs(&raw.stdio_programs)?;
     let strict: Vec<String> = raw
         .ssrf_deny
         .iter()
@@ -389,6 +404,7 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         .collect();
     let document_ssrf = SsrfPolicy::new(&strict, &raw.ssrf_allow)?;
     Ok(Config {
+        stdio_programs,
         oauth,
         document_ssrf,
         secrets_key,
@@ -420,6 +436,19 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         api_body_limit: raw.api_body_limit,
         log_format: raw.log_format,
     })
+}
+
+/// `--stdio-programs`: bare names or absolute paths (empty entries, from a trailing comma, are skipped).
+fn stdio_programs(raw: &[String]) -> Result<StdioPrograms, ConfigError> {
+    let mut programs = Vec::new();
+    for entry in raw.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let relative = entry.contains('/') && !entry.starts_with('/');
+        if relative || entry.len() > crate::model::MAX_ITEM_BYTES || entry.chars().any(char::is_control) {
+            return Err(ConfigError::StdioProgram(entry.to_owned()));
+        }
+        programs.push(entry.to_owned());
+    }
+    Ok(StdioPrograms::new(programs))
 }
 
 /// A bearer secret from a flag: empty means unset; whitespace and control characters are refused.

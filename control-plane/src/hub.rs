@@ -11,7 +11,8 @@
 //!
 //! The hub is the one place where upstream credentials are opened (with `--secrets-key`): the published
 //! set carries them to the proxies, and discovery and health checks take theirs from it
-//! (`upstream_credential`), so they authenticate exactly as the proxies do.
+//! (`upstream_credential`), so they authenticate exactly as the proxies do; likewise stdio instances'
+//! secret environments, merged into the published commands (`stdio_command`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::{DbError, DbPool, store};
-use crate::mcp::Credential;
+use crate::mcp::{Credential, StdioCommand};
 use crate::model;
 use crate::proxies::ProxyRegistry;
 use crate::secrets::SecretsKey;
@@ -165,6 +166,16 @@ impl RoutingHub {
         Credential::from_proto(credential)
     }
 
+    /// The command the proxies start for the stdio instance `instance_id` (secret environment included),
+    /// from the table as published now; `None` for other instances and unpublished ones.
+    pub fn stdio_command(&self, instance_id: uuid::Uuid) -> Option<StdioCommand> {
+        let set = self.current();
+        match set.get(ResourceKind::Instance, &instance_id.to_string())?.kind.as_ref()? {
+            Kind::Instance(instance) => instance.command.as_ref().map(StdioCommand::from_proto),
+            _ => None,
+        }
+    }
+
     /// The table as published now.
     pub fn current(&self) -> Arc<ResourceSet> {
         self.current.borrow().clone()
@@ -214,6 +225,7 @@ impl RoutingHub {
             return Ok(published);
         }
         let credentials = snapshot.credentials.open_all(self.secrets.as_ref(), &snapshot.tokens);
+        let secret_env = snapshot.credentials.open_secret_env(self.secrets.as_ref());
         let resources = snapshot.servers.iter().flat_map(|server| {
             let instances = snapshot.instances.get(&server.id).map(Vec::as_slice).unwrap_or_default();
             let status = |instance: &model::InstanceRow| match snapshot.health.get(&instance.id)?.as_str() {
@@ -222,7 +234,7 @@ impl RoutingHub {
                 _ => None,
             };
             let catalog = catalogs.get(&server.id).map(|(_, catalog)| model::catalog_resource(catalog));
-            model::resources(server, instances, status, &credentials).into_iter().chain(catalog)
+            model::resources(server, instances, status, &credentials, &secret_env).into_iter().chain(catalog)
         });
         let keys = snapshot.api_keys.iter().map(|key| key.resource());
         let issuers = snapshot.issuers.iter().filter_map(|issuer| issuer.resource());

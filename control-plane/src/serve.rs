@@ -198,7 +198,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         std::net::TcpListener::bind(config.http_addr).map_err(bind_err("the REST API", config.http_addr))?;
     let http_addr = http_listener.local_addr().map_err(bind_err("the REST API", config.http_addr))?;
     hub.set_rest_addr(http_addr);
-    let client = McpClient::new(Arc::new(config.ssrf.clone()))?;
+    let client =
+        McpClient::new(Arc::new(config.ssrf.clone()))?.with_stdio_programs(config.stdio_programs.clone());
     let oauth = authorization_server(&config, &pool, &hub, &client, http_addr).await?;
     let version = hub.refresh().await?;
     tracing::info!(version, resources = hub.current().len(), "Loaded the routing table.");

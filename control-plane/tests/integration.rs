@@ -40,6 +40,8 @@ mod servers;
 mod signing_keys;
 #[path = "integration/tenants.rs"]
 mod tenants;
+#[path = "integration/transports.rs"]
+mod transports;
 #[path = "integration/trusted_issuers.rs"]
 mod trusted_issuers;
 #[path = "integration/upstream_auth.rs"]

@@ -1,7 +1,11 @@
 """A Python SDK (mcp 2.3.0) MCP server for the mcpgw end-to-end tests.
 
-Streamable HTTP on 127.0.0.1:<port>/mcp, dual-era (2026-07-28 stateless requests and legacy
-initialize sessions). Tools: echo, add, whoami (returns --name, to tell instances apart),
+Transports (--transport): streamable-http (the default) on 127.0.0.1:<port>/mcp, dual-era (2026-07-28
+stateless requests and legacy initialize sessions); stdio (newline-delimited JSON-RPC on stdin/stdout, no
+port); websocket on ws://127.0.0.1:<port>/ws (subprotocol `mcp`, required: a handshake that does not offer
+it is refused; one JSON-RPC message per text frame). The SDK has no WebSocket server, so `websocket_app`
+is a small adapter between a Starlette WebSocket and the low-level server's memory streams, as the SDK's
+stdio transport is. Tools: echo, add, whoami (returns --name, to tell instances apart),
 progress (emits `steps` progress notifications `interval_ms` apart, then returns), slow (runs for
 `seconds`, leaving marker files that tell whether it finished, was cancelled, or saw its HTTP client go) and
 add_tool (adds a tool at run time and announces it: tools list_changed to listeners and legacy sessions).
@@ -139,9 +143,68 @@ def build(name: str, verifier: JwtVerifier | None = None, auth: AuthSettings | N
     return server
 
 
+def websocket_app(server: MCPServer) -> Any:
+    """A Starlette app serving `server` over WebSocket at /ws (subprotocol `mcp`)."""
+    import mcp_types as types
+    from mcp.shared._context_streams import create_context_streams
+    from mcp.shared.message import SessionMessage
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    lowlevel = server._lowlevel_server
+
+    async def endpoint(websocket: WebSocket) -> None:
+        if "mcp" not in websocket.scope.get("subprotocols", []):
+            await websocket.close(code=1002)  # before accept: the handshake is refused (HTTP 403)
+            return
+        await websocket.accept(subprotocol="mcp")
+        read_writer, read_stream = create_context_streams[SessionMessage | Exception](0)
+        write_stream, write_reader = create_context_streams[SessionMessage](0)
+
+        async def frames_in() -> None:
+            async with read_writer:
+                while True:
+                    frame = await websocket.receive()
+                    if frame["type"] == "websocket.disconnect":
+                        return
+                    text = frame.get("text")
+                    if text is None:
+                        text = (frame.get("bytes") or b"").decode("utf-8", errors="replace")
+                    try:
+                        message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
+                    except Exception as exc:  # noqa: BLE001 - reported to the server loop, as stdio does
+                        await read_writer.send(exc)
+                        continue
+                    await read_writer.send(SessionMessage(message))
+
+        async def frames_out() -> None:
+            async with write_reader:
+                async for session_message in write_reader:
+                    json = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    await websocket.send_text(json)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(frames_in)
+                tg.start_soon(frames_out)
+                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+                tg.cancel_scope.cancel()
+        except Exception as exc:  # noqa: BLE001 - the client went away mid-message
+            print(f"py_server: websocket session ended: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--transport",
+        choices=["streamable-http", "stdio", "websocket"],
+        default="streamable-http",
+        help="streamable-http on /mcp (default), stdio, or websocket on /ws",
+    )
+    parser.add_argument("--port", type=int, help="the port (streamable-http and websocket)")
     parser.add_argument("--name", default="py-server")
     parser.add_argument("--stateless", action="store_true", help="stateless_http=True (no legacy sessions)")
     parser.add_argument("--json-response", action="store_true", help="answer requests with application/json")
@@ -149,6 +212,16 @@ def main() -> None:
     parser.add_argument("--auth-issuer", metavar="ISS", help="the exact `iss` required (auth mode)")
     parser.add_argument("--auth-audience", metavar="AUD", help="a value `aud` must contain (auth mode)")
     args = parser.parse_args()
+    if args.transport == "stdio":
+        build(args.name).run("stdio")
+        return
+    if args.port is None:
+        parser.error(f"--port is required with --transport {args.transport}")
+    if args.transport == "websocket":
+        import uvicorn
+
+        uvicorn.run(websocket_app(build(args.name)), host="127.0.0.1", port=args.port, log_level="warning")
+        return
     auth_flags = (args.auth_jwks, args.auth_issuer, args.auth_audience)
     verifier = auth = None
     if any(auth_flags):

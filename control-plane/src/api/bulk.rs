@@ -8,7 +8,8 @@
 //!
 //! Upstream credentials are exported as set (type and header) without their value; an imported
 //! `upstream_auth` without a value keeps the stored one, and one with a value is compared with the stored
-//! secret (opened, never shown) to tell an update from no change.
+//! secret (opened, never shown) to tell an update from no change. A stdio instance's `secret_env` is
+//! exported as its names, and imported the same way: a name alone keeps the stored value.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -17,11 +18,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::audited::{self, Audit, Target, audited};
-use super::servers::{ServerRequest, check_secrets, check_spec, from_store, publish};
+use super::servers::{InstanceRequest, ServerRequest, check_secrets, check_spec, from_store, publish};
 use super::{ApiError, AppState, Code};
 use crate::auth::Admin;
 use crate::db::store;
-use crate::model::{CredentialIndex, CredentialRow, InstanceRow, ServerRow, ServerSpec, UpstreamAuthSpec};
+use crate::model::{
+    CredentialIndex, CredentialRow, InstanceRow, SecretInput, ServerRow, ServerSpec, UpstreamAuthSpec,
+};
 
 /// The YAML document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -45,7 +48,7 @@ pub struct ImportQuery {
 fn comparable(r: &ServerRequest) -> Value {
     let mut r = r.clone();
     if let Some(list) = &mut r.instances {
-        list.sort_by(|a, b| a.endpoint_url.cmp(&b.endpoint_url));
+        list.sort_by_key(InstanceRequest::endpoint);
     }
     serde_json::to_value(r).unwrap_or_default()
 }
@@ -108,7 +111,7 @@ fn secret_changes(
         let field = format!("instances[{}].upstream_auth", instance.endpoint_url);
         owners.push((field, &instance.upstream_auth, row));
     }
-    let mut changes = Vec::new();
+    let mut changes = secret_env_changes(spec, stored, credentials, key)?;
     for (field, auth, row) in owners {
         if auth.kind().is_none() {
             continue;
@@ -134,6 +137,45 @@ fn secret_changes(
                 );
             }
             _ => {}
+        }
+    }
+    Ok(changes)
+}
+
+/// Diff entries for the stdio secret environment values `spec` gives that differ from the stored ones
+/// (values never shown), or the refusal of a name kept without a stored value.
+fn secret_env_changes(
+    spec: &ServerSpec,
+    stored: Option<&Stored>,
+    credentials: &CredentialIndex,
+    key: Option<&crate::secrets::SecretsKey>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut changes = Vec::new();
+    for instance in &spec.instances {
+        let Some(command) = &instance.command else { continue };
+        let row = stored
+            .and_then(|s| s.instances.iter().find(|i| i.endpoint_url == instance.endpoint_url))
+            .and_then(|i| credentials.secret_env.get(&i.id));
+        let names = row.map(CredentialRow::secret_env_names).unwrap_or_default();
+        // A stored environment that cannot be opened (another key) is replaced, not compared.
+        let values = row.and_then(|r| r.secret_env(key).ok()).unwrap_or_default();
+        for (name, input) in &command.secret_env {
+            let field = format!("instances[{}].command.secret_env.{name}", instance.endpoint_url);
+            match input {
+                SecretInput::Keep if !names.contains(name) => {
+                    return Err(ApiError::new(
+                        Code::InvalidCommand,
+                        format!(
+                            "{field} has no value and none is stored to keep (exports never carry secrets): give \
+                             its value"
+                        ),
+                    ));
+                }
+                SecretInput::New(value) if values.get(name) != Some(value) => {
+                    changes.push(json!({"field": field, "from": "(sealed)", "to": "(new value)"}));
+                }
+                _ => {}
+            }
         }
     }
     Ok(changes)

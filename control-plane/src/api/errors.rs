@@ -74,9 +74,10 @@ make_error_codes! {
     MissingField => ("missing_field", InvalidRequest, BAD_REQUEST);
     /// `name` does not match `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
     InvalidServerName => ("invalid_server_name", InvalidRequest, BAD_REQUEST);
-    /// `endpoint_url` is not an absolute http(s) URL with a host.
+    /// `endpoint_url` is not an absolute http(s) URL (ws(s) for a WebSocket server) with a host, or is
+    /// given to a stdio server.
     InvalidEndpointUrl => ("invalid_endpoint_url", InvalidRequest, BAD_REQUEST);
-    /// `transport_type` is not `streamable_http`, `http` or `sse`.
+    /// `transport_type` is not `streamable_http`, `http`, `sse`, `websocket` or `stdio`.
     InvalidTransportType => ("invalid_transport_type", InvalidRequest, BAD_REQUEST);
     /// Both `endpoint_url` and `instances` were given; give one.
     ConflictingFields => ("conflicting_fields", InvalidRequest, BAD_REQUEST);
@@ -102,6 +103,13 @@ make_error_codes! {
     InvalidNamePrefix => ("invalid_name_prefix", InvalidRequest, BAD_REQUEST);
     /// `priority` is not an integer from -1000 to 1000.
     InvalidPriority => ("invalid_priority", InvalidRequest, BAD_REQUEST);
+    /// A stdio server's `command` is missing or not valid: an empty program, a relative path, NUL
+    /// characters, too many or too long arguments or environment entries, a bad environment name, a
+    /// relative working directory, or a `secret_env` name without a value where none is stored to keep.
+    InvalidCommand => ("invalid_command", InvalidRequest, BAD_REQUEST);
+    /// A stdio server's program is not in the control plane's `--stdio-programs` (empty by default: every
+    /// stdio server is refused).
+    StdioNotAllowed => ("stdio_not_allowed", InvalidRequest, BAD_REQUEST);
     /// The endpoint URL points where the control plane must not connect (cloud metadata, link-local,
     /// `--ssrf-deny`).
     EndpointUrlNotAllowed => ("endpoint_url_not_allowed", InvalidRequest, BAD_REQUEST);

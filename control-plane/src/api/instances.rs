@@ -1,4 +1,5 @@
-//! `/api/v1/servers/{id}/instances`: add one instance to a server, remove one. Both change the server, so
+//! `/api/v1/servers/{id}/instances`: add one instance to a server (an endpoint URL of its transport, or a
+//! stdio server's command), remove one. Both change the server, so
 //! both take `ServerManager`: an administrator of its tenant or its owner.
 
 use actix_web::http::header;
@@ -10,7 +11,7 @@ use super::servers::{InstanceRequest, check_secrets, from_store, parse_id, publi
 use super::{ApiError, AppState, Code};
 use crate::auth::ServerManager;
 use crate::db::store;
-use crate::model::{HealthIndex, InstanceView, UpstreamAuthSpec};
+use crate::model::{CommandSpec, HealthIndex, InstanceView, TransportType, UpstreamAuthSpec};
 
 /// An instance's audit target; the tenant is its server's.
 fn instance_target(id: Uuid, tenant: Option<&str>) -> Target {
@@ -31,9 +32,10 @@ pub async fn add(
 ) -> Result<HttpResponse, ApiError> {
     let server_id = parse_id(&id)?;
     let (server, _) = super::servers::manageable(&state, &manager, server_id).await?;
-    let spec = body.into_inner().validate(None)?;
-    check_secrets(&state, spec.upstream_auth.new_secret().is_some())?;
-    super::servers::check_endpoint(&state, &spec.endpoint_url, "").await?;
+    let transport = TransportType::parse(&server.transport_type).unwrap_or(TransportType::StreamableHttp);
+    let spec = body.into_inner().validate(None, transport)?;
+    check_secrets(&state, spec.upstream_auth.new_secret().is_some() || spec.has_new_secret_env())?;
+    super::servers::check_instance(&state, &spec, "").await?;
     let mut conn = state.conn().await?;
     let (row, view, version) = audited(&mut conn, async |conn| {
         let (row, version) =
@@ -41,6 +43,7 @@ pub async fn add(
         let mut view = InstanceView::new(&row, &HealthIndex::default());
         view.upstream_auth =
             (spec.upstream_auth != UpstreamAuthSpec::None).then(|| spec.upstream_auth.view());
+        view.command = spec.command.as_ref().map(CommandSpec::view);
         let audit = Audit::created(instance_target(row.id, server.tenant_id.as_deref()), &view);
         Ok(((row, view, version), audit))
     })

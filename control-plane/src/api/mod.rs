@@ -37,7 +37,7 @@ pub mod users;
 
 pub use api_keys::ApiKeyRequest;
 pub use errors::{ApiError, Code, ERROR_DOCS_LINK, ErrorType};
-pub use servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
+pub use servers::{CommandRequest, InstanceRequest, SecretEnvRequest, ServerRequest, UpstreamAuthRequest};
 pub use trusted_issuers::TrustedIssuerRequest;
 
 /// Pool of Redis connections used by readiness.

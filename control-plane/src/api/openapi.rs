@@ -19,7 +19,7 @@ use super::errors::ErrorBody;
 use super::identity_providers::{IdentityProviderRequest, IdentityProviderView};
 use super::rate_limits::RateLimitRequest;
 use super::roles::RoleRequest;
-use super::servers::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
+use super::servers::{CommandRequest, InstanceRequest, ServerRequest, UpstreamAuthRequest};
 use super::trusted_issuers::{ClaimsRequest, TrustedIssuerRequest};
 use super::users::UserView;
 use crate::db::store::audit::AuditRow;
@@ -27,8 +27,9 @@ use crate::db::store::discovery::DiscoveryRow;
 use crate::db::store::rate_limits::RateLimitRow;
 use crate::db::store::roles::RoleRow;
 use crate::model::{
-    ApiKeyView, CircuitBreaker, ClaimsView, CreatedApiKey, HealthCheck, HealthRecord, HealthStatus,
-    InstanceView, KeyView, PassiveRow, PermissionRule, ServerView, TrustedIssuerView, UpstreamAuthView,
+    ApiKeyView, CircuitBreaker, ClaimsView, CommandView, CreatedApiKey, HealthCheck, HealthRecord,
+    HealthStatus, InstanceView, KeyView, PassiveRow, PermissionRule, ServerView, TrustedIssuerView,
+    UpstreamAuthView,
 };
 use crate::proxies::{Nack, ProxyInfo};
 
@@ -111,7 +112,7 @@ fn metrics() {}
         (status = 403, description = "neither an administrator nor a `server_owner` (insufficient_permissions)", body = ErrorBody)))]
 fn list_servers() {}
 #[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = ServerRequest,
-    description = "Permission: manage servers (`ServerManager`): administrators, and `server_owner` holders into their own tenant. The caller becomes the server's `owner` (null for the admin token).",
+    description = "Permission: manage servers (`ServerManager`): administrators, and `server_owner` holders into their own tenant. The caller becomes the server's `owner` (null for the admin token). Transports: `streamable_http` and `sse` take http(s) endpoint URLs, `websocket` ws:// or wss:// ones, `stdio` a `command` instead (its program must be listed in the control plane's `--stdio-programs`: 400 `stdio_not_allowed` otherwise; `command.secret_env` values are sealed with `--secrets-key` and never returned).",
     responses((status = 201, body = ServerView),
         (status = 403, description = "neither an administrator nor a `server_owner`, or a `tenant_id` other than the caller's own tenant (insufficient_permissions)", body = ErrorBody), (status = 400, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody), (status = 413, description = "see the error table", body = ErrorBody), (status = 415, description = "see the error table", body = ErrorBody)))]
 fn create_server() {}
@@ -133,7 +134,7 @@ fn patch_server() {}
     responses((status = 204, description = "deleted"), (status = 403, description = "neither an administrator nor a `server_owner`, or a `server_owner` that did not register this server (insufficient_permissions)", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody)))]
 fn delete_server() {}
 #[utoipa::path(post, path = "/api/v1/servers/{id}/instances", tag = "instances", params(("id" = String, Path)), request_body = InstanceRequest,
-    description = "Permission: manage this server (`ServerManager`): an administrator of its tenant, or its `owner` holding `server_owner`.",
+    description = "Permission: manage this server (`ServerManager`): an administrator of its tenant, or its `owner` holding `server_owner`. The instance follows its server's transport: an `endpoint_url` (ws:// or wss:// for `websocket`), or a `command` for `stdio` (one instance per program).",
     responses((status = 201, body = InstanceView), (status = 403, description = "neither an administrator nor a `server_owner`, or a `server_owner` that did not register this server (insufficient_permissions)", body = ErrorBody), (status = 400, description = "see the error table", body = ErrorBody), (status = 404, description = "see the error table", body = ErrorBody), (status = 409, description = "see the error table", body = ErrorBody)))]
 fn add_instance() {}
 #[utoipa::path(delete, path = "/api/v1/servers/{id}/instances/{instance_id}", tag = "instances", params(("id" = String, Path), ("instance_id" = String, Path)),
@@ -306,7 +307,7 @@ fn list_audit() {}
         get_trusted_issuer, patch_trusted_issuer, delete_trusted_issuer, list_users, list_identity_providers,
         create_identity_provider, delete_identity_provider, list_roles, create_role, delete_role,
         list_rate_limits, create_rate_limit, delete_rate_limit, list_audit),
-    components(schemas(ServerRequest, InstanceRequest, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
+    components(schemas(ServerRequest, InstanceRequest, CommandRequest, CommandView, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
         HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
         CreatedApiKey, PermissionRule, UpstreamAuthRequest, UpstreamAuthView, TrustedIssuerRequest, ClaimsRequest,
         TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList, RoleRequest, RoleRow, RoleList, RateLimitRequest, RateLimitRow, RateLimitList, AuditRow, AuditPage)),

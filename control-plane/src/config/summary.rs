@@ -17,12 +17,18 @@ impl Config {
         let secrets_key =
             if self.secrets_key.is_some() { "set" } else { "NOT SET (no upstream credentials)" };
         let h = &self.health;
+        let stdio_programs = if self.stdio_programs.is_empty() {
+            "(none: stdio servers refused)".to_owned()
+        } else {
+            self.stdio_programs.iter().collect::<Vec<_>>().join(",")
+        };
         format!(
             "http_addr={}\ngrpc_addr={}\ndatabase_url={}\nredis_url={redis}\nadmin_token={token}\n\
              proxy_token={proxy_token}\ngrpc_tls={tls}\n\
              db_pool_size={}\napi_body_limit={}\nlog_format={:?}\nhealth_interval={}\nhealth_timeout={}\n\
              health_healthy_threshold={}\nhealth_unhealthy_threshold={}\nhealth_concurrency={}\n\
-             discovery_interval={}\nreplica_id={}\nsecrets_key={secrets_key}\njwks_refresh={}\naudit_retention={}",
+             discovery_interval={}\nreplica_id={}\nsecrets_key={secrets_key}\njwks_refresh={}\naudit_retention={}\n\
+             stdio_programs={stdio_programs}",
             self.http_addr,
             self.grpc_addr,
             self.database.redacted(),

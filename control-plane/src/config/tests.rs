@@ -259,3 +259,20 @@ fn audit_retention() {
         assert!(matches!(&error, ConfigError::Duration { flag: "audit-retention", .. }), "{bad}: {error}");
     }
 }
+
+#[test]
+fn stdio_programs() {
+    let cfg = validate(&raw(&[])).expect("defaults");
+    assert!(cfg.stdio_programs.is_empty(), "none by default: stdio servers are refused");
+    assert!(cfg.summary().contains("stdio_programs=(none"), "{}", cfg.summary());
+    assert_eq!(ENV_STDIO_PROGRAMS, "MCPGW_STDIO_PROGRAMS");
+    let cfg = validate(&raw(&["--stdio-programs", "npx, /usr/local/bin/srv,"])).expect("valid");
+    assert!(cfg.stdio_programs.allows("npx") && cfg.stdio_programs.allows("/usr/local/bin/srv"));
+    assert!(!cfg.stdio_programs.allows("uvx"));
+    assert!(cfg.summary().contains("stdio_programs=npx,/usr/local/bin/srv"), "{}", cfg.summary());
+    for bad in ["bin/srv", "./srv", "a\tb"] {
+        let error = validate(&raw(&["--stdio-programs", bad])).expect_err(bad);
+        assert_eq!(error, ConfigError::StdioProgram(bad.to_owned()), "{bad}");
+        assert!(error.to_string().contains("--stdio-programs"));
+    }
+}

@@ -66,6 +66,7 @@ diesel::table! {
         metadata -> Jsonb,
         seq -> Int8,
         created_at -> Timestamptz,
+        command -> Nullable<Jsonb>,
     }
 }
 

@@ -107,9 +107,11 @@ pub struct Discoverer {
 }
 
 impl Discoverer {
-    /// The MCP client as it must speak to `instance_id` (with its upstream credential, if any).
+    /// The MCP client as it must speak to `instance_id`: with its upstream credential, if any, and for a
+    /// stdio instance the command the proxies start.
     pub fn client_for(&self, instance_id: Uuid) -> McpClient {
-        self.client.authenticated(self.hub.upstream_credential(instance_id))
+        self.client
+            .for_instance(self.hub.upstream_credential(instance_id), self.hub.stdio_command(instance_id))
     }
 
     /// Discovers one server now and stores what it found (or the failed attempt); a changed catalog is

@@ -1,7 +1,9 @@
 //! Rediscovery on `notifications/*/list_changed`: the leader keeps a notification stream open to every
 //! discovered Streamable HTTP server that advertises `listChanged` (the GET stream of a legacy session, or
-//! a 2026-07-28 `subscriptions/listen`), and rediscovers the server when a list changes. Streams that end
-//! are reopened with backoff; servers that refuse the stream (405, -32601) are left to the periodic refresh.
+//! a 2026-07-28 `subscriptions/listen`) and a WebSocket open to every such WebSocket server, and
+//! rediscovers the server when a list changes. Streams that end are reopened with backoff; servers that
+//! refuse the stream (405, -32601) are left to the periodic refresh, and so are HTTP+SSE and stdio servers
+//! (a stdio server would need a process kept running for it).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +30,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq)]
 struct Target {
     url: String,
+    transport: TransportType,
     credential: Option<Credential>,
 }
 
@@ -60,7 +63,7 @@ pub async fn run(discoverer: Discoverer, stop: CancellationToken) {
             }
             let token = stop.child_token();
             let client = discoverer.client.authenticated(target.credential.clone());
-            tokio::spawn(watch(discoverer.clone(), client, id, target.url.clone(), token.clone()));
+            tokio::spawn(watch(discoverer.clone(), client, id, target.clone(), token.clone()));
             watching.insert(id, (target, token));
         }
     }
@@ -78,9 +81,10 @@ async fn targets(discoverer: &Discoverer) -> Result<HashMap<Uuid, Target>, Strin
     let mut instances = store::instances_of(&mut conn, Some(&ids)).await.map_err(|e| e.to_string())?;
     let mut wanted = HashMap::new();
     for server in servers {
-        if TransportType::parse(&server.transport_type) != Some(TransportType::StreamableHttp) {
-            continue;
-        }
+        let transport = match TransportType::parse(&server.transport_type) {
+            Some(t @ (TransportType::StreamableHttp | TransportType::WebSocket)) => t,
+            _ => continue,
+        };
         let Some(caps) = outcomes.get(&server.id).and_then(|o| o.capabilities.clone()) else { continue };
         let changes = ["tools", "resources", "prompts"]
             .iter()
@@ -88,7 +92,7 @@ async fn targets(discoverer: &Discoverer) -> Result<HashMap<Uuid, Target>, Strin
         let first = instances.remove(&server.id).and_then(|list| list.into_iter().next());
         if let (true, Some(instance)) = (changes, first) {
             let credential = discoverer.hub.upstream_credential(instance.id);
-            wanted.insert(server.id, Target { url: instance.endpoint_url, credential });
+            wanted.insert(server.id, Target { url: instance.endpoint_url, transport, credential });
         }
     }
     Ok(wanted)
@@ -98,12 +102,16 @@ async fn watch(
     discoverer: Discoverer,
     client: McpClient,
     server_id: Uuid,
-    url: String,
+    target: Target,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(500);
     while !stop.is_cancelled() {
-        match listen(&discoverer, &client, server_id, &url, &stop).await {
+        let listened = match target.transport {
+            TransportType::WebSocket => listen_ws(&discoverer, &client, server_id, &target.url, &stop).await,
+            _ => listen(&discoverer, &client, server_id, &target.url, &stop).await,
+        };
+        match listened {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(McpError::Status { status: 405, .. } | McpError::Status { code: Some(-32601), .. }) => {
                 tracing::debug!(%server_id, "The server offers no notification stream; periodic discovery only.");
@@ -145,16 +153,46 @@ async fn listen(
                 .unwrap_or(false)
         });
         if changed {
-            tokio::time::sleep(DEBOUNCE).await;
-            match discoverer.discover(server_id).await {
-                Ok(found) => {
-                    tracing::info!(%server_id, tools = found.tools, "Rediscovered a server after a list change.")
-                }
-                Err(error) => tracing::info!(%server_id, %error, "Rediscovery after a list change failed."),
-            }
+            rediscover(discoverer, server_id).await;
         }
     }
     drop(response);
     session.close().await;
     Ok(())
+}
+
+/// Keeps a WebSocket open (its own `initialize`d conversation) and rediscovers on every list change until
+/// it closes.
+async fn listen_ws(
+    discoverer: &Discoverer,
+    client: &McpClient,
+    server_id: Uuid,
+    url: &str,
+    stop: &CancellationToken,
+) -> Result<(), McpError> {
+    let Connection::WebSocket(mut session) = client.connect(url, TransportType::WebSocket).await? else {
+        return Ok(());
+    };
+    loop {
+        let method = tokio::select! {
+            _ = stop.cancelled() => break,
+            method = session.next_notification() => method?,
+        };
+        let Some(method) = method else { break };
+        if method.ends_with("/list_changed") {
+            rediscover(discoverer, server_id).await;
+        }
+    }
+    session.close().await;
+    Ok(())
+}
+
+async fn rediscover(discoverer: &Discoverer, server_id: Uuid) {
+    tokio::time::sleep(DEBOUNCE).await;
+    match discoverer.discover(server_id).await {
+        Ok(found) => {
+            tracing::info!(%server_id, tools = found.tools, "Rediscovered a server after a list change.")
+        }
+        Err(error) => tracing::info!(%server_id, %error, "Rediscovery after a list change failed."),
+    }
 }

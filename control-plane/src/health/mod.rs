@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::config::HealthDefaults;
 use crate::db::{DbPool, store};
 use crate::hub::RoutingHub;
-use crate::mcp::{Credential, Era, McpClient};
+use crate::mcp::{Credential, Era, McpClient, StdioCommand};
 use crate::model::{HealthRecord, InstanceHealthRow, TransportType};
 
 pub mod leader;
@@ -41,6 +41,8 @@ struct Target {
     url: String,
     /// The upstream credential the proxies present to this instance; the probe presents it too.
     credential: Option<Credential>,
+    /// A stdio instance's command as the proxies start it; the probe starts it too.
+    command: Option<StdioCommand>,
     transport: TransportType,
     interval: Duration,
     timeout: Duration,
@@ -107,7 +109,8 @@ impl Checker {
                         let Ok(permit) = semaphore.clone().try_acquire_owned() else { break };
                         slot.in_flight = true;
                         slot.next_due = now + target.interval;
-                        let client = self.client.authenticated(target.credential.clone());
+                        let client =
+                            self.client.for_instance(target.credential.clone(), target.command.clone());
                         let (target, tx, id, hint) = (target.clone(), tx.clone(), *id, slot.era);
                         tokio::spawn(async move {
                             let result = probe(&client, &target.url, target.transport, hint, target.timeout).await;
@@ -160,6 +163,7 @@ impl Checker {
                     instance.id,
                     Target {
                         credential: self.hub.upstream_credential(instance.id),
+                        command: self.hub.stdio_command(instance.id),
                         url: instance.endpoint_url,
                         transport: TransportType::parse(&server.transport_type)
                             .unwrap_or(TransportType::StreamableHttp),

@@ -1,5 +1,7 @@
 //! One MCP-level probe of an instance: open a conversation in its era (discover or initialize) and run a
-//! cheap list, within the timeout. The era that worked is remembered to skip the detection next time.
+//! cheap list, within the timeout. The era that worked is remembered to skip the detection next time. A
+//! stdio instance's probe starts its process, runs `initialize` and `ping`, and kills it: a process per
+//! probe (see the README on its cost).
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,9 @@ pub async fn probe(
         let era = conn.era();
         let caps = conn.hello().capabilities.clone();
         let has = |name: &str| caps.as_ref().is_some_and(|c| c.get(name).is_some_and(|v| !v.is_null()));
-        let cheap = if has("tools") {
+        let cheap = if transport == TransportType::Stdio {
+            Some("ping")
+        } else if has("tools") {
             Some("tools/list")
         } else if has("resources") {
             Some("resources/list")

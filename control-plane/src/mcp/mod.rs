@@ -2,7 +2,8 @@
 //! registered server may: 2026-07-28 stateless requests (`server/discover` first), the legacy
 //! `initialize` handshake with a session, and the deprecated HTTP+SSE transport. Era detection follows
 //! PROTOCOL.md §3.5: a non-modern 4xx to `server/discover` means a legacy server; a 400/404/405 to
-//! `initialize` means an HTTP+SSE server.
+//! `initialize` means an HTTP+SSE server. WebSocket and stdio servers are message transports
+//! (`messages`): the `initialize` handshake, then requests, one JSON-RPC message per frame or line.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +18,15 @@ use crate::ssrf::{Refusal, SsrfPolicy};
 mod http;
 mod legacy_sse;
 pub mod lists;
+mod messages;
 pub mod sse;
+mod stdio;
+mod websocket;
 
 pub use http::Streamable;
 pub use legacy_sse::SseSession;
+pub use messages::MessageSession;
+pub use stdio::{StdioCommand, StdioPrograms};
 
 /// The stateless revision.
 pub const MODERN_VERSION: &str = "2026-07-28";
@@ -44,6 +50,11 @@ pub enum McpError {
     Timeout(Duration),
     #[error("refused by the SSRF guard: {0}")]
     Refused(#[from] Refusal),
+    /// A WebSocket or a stdio process could not be reached, or failed.
+    #[error("cannot reach the server: {0}")]
+    Transport(String),
+    #[error("the program {0:?} is not in this control plane's --stdio-programs")]
+    NotAllowed(String),
 }
 
 impl McpError {
@@ -86,6 +97,10 @@ pub struct McpClient {
     http: reqwest::Client,
     ssrf: Arc<SsrfPolicy>,
     credential: Option<Credential>,
+    /// The programs stdio servers may run here (`--stdio-programs`).
+    stdio_programs: StdioPrograms,
+    /// The command of the stdio instance this copy talks to (`for_instance`).
+    command: Option<Arc<StdioCommand>>,
 }
 
 impl McpClient {
@@ -96,13 +111,34 @@ impl McpClient {
             .dns_resolver(ssrf.resolver())
             .user_agent(concat!("mcpgw-control-plane/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, ssrf, credential: None })
+        Ok(Self { http, ssrf, credential: None, stdio_programs: StdioPrograms::default(), command: None })
+    }
+
+    /// This client allowed to start the stdio servers of `programs` (none by default).
+    pub fn with_stdio_programs(self, programs: StdioPrograms) -> Self {
+        Self { stdio_programs: programs, ..self }
+    }
+
+    /// The programs stdio servers may run here.
+    pub fn stdio_programs(&self) -> &StdioPrograms {
+        &self.stdio_programs
     }
 
     /// This client presenting `credential` on every request (discovery and health checks authenticate
     /// to an upstream the way the proxies do); `None`: no credential.
     pub fn authenticated(&self, credential: Option<Credential>) -> Self {
         Self { credential, ..self.clone() }
+    }
+
+    /// This client as it talks to one instance: with its upstream credential, and for a stdio instance
+    /// the command the proxies start (both from the published routing table).
+    pub fn for_instance(&self, credential: Option<Credential>, command: Option<StdioCommand>) -> Self {
+        Self { credential, command: command.map(Arc::new), ..self.clone() }
+    }
+
+    /// The upstream credential this copy presents.
+    pub(crate) fn credential(&self) -> Option<&Credential> {
+        self.credential.as_ref()
     }
 
     /// The plain HTTP client (no upstream credential), for fetches that are not MCP conversations.
@@ -129,16 +165,30 @@ impl McpClient {
         self.connect_hinted(url, transport, None).await
     }
 
-    /// `connect`, going straight to the era that worked last time when `hint` says so.
+    /// `connect`, going straight to the era that worked last time when `hint` says so. A stdio server is
+    /// started from this copy's command (`for_instance`; `url` is only its display form).
     pub async fn connect_hinted(
         &self,
         url: &str,
         transport: TransportType,
         hint: Option<Era>,
     ) -> Result<Connection, McpError> {
+        if transport == TransportType::Stdio {
+            let command = self.command.as_deref().ok_or_else(|| {
+                McpError::protocol(format!("{url}: the instance's command is not in the routing table yet"))
+            })?;
+            let wire = stdio::StdioWire::spawn(command, &self.stdio_programs)?;
+            return MessageSession::initialize(messages::Wire::Stdio(wire)).await.map(Connection::Stdio);
+        }
         let parsed = url::Url::parse(url).map_err(|e| McpError::protocol(format!("bad URL: {e}")))?;
         if let Some(host) = parsed.host() {
             self.ssrf.check_host(&host)?;
+        }
+        if transport == TransportType::WebSocket {
+            let wire = websocket::WsWire::connect(self, &parsed).await?;
+            return MessageSession::initialize(messages::Wire::WebSocket(wire))
+                .await
+                .map(Connection::WebSocket);
         }
         match (transport, hint) {
             (TransportType::Sse, _) | (_, Some(Era::Sse)) => {
@@ -153,7 +203,12 @@ impl McpClient {
         match Streamable::discover(self, parsed.clone()).await {
             Ok(session) => return Ok(Connection::Http(session)),
             // Transport failures are final; any HTTP or JSON-RPC refusal means "not a modern server".
-            Err(e @ (McpError::Http(_) | McpError::Timeout(_) | McpError::Refused(_))) => return Err(e),
+            Err(
+                e
+                @ (McpError::Http(_) | McpError::Timeout(_) | McpError::Refused(_) | McpError::Transport(_)),
+            ) => {
+                return Err(e);
+            }
             Err(_) => {}
         }
         match Streamable::initialize(self, parsed.clone()).await {
@@ -186,7 +241,7 @@ pub struct ServerHello {
 pub enum Era {
     /// 2026-07-28 stateless requests.
     Modern,
-    /// Streamable HTTP with the `initialize` handshake.
+    /// The `initialize` handshake: Streamable HTTP with a session, or a WebSocket or stdio server.
     Legacy,
     /// The deprecated HTTP+SSE transport.
     Sse,
@@ -196,6 +251,10 @@ pub enum Era {
 pub enum Connection {
     Http(Streamable),
     Sse(SseSession),
+    /// A WebSocket server.
+    WebSocket(MessageSession),
+    /// A stdio server's process, killed when the conversation closes (or is dropped).
+    Stdio(MessageSession),
 }
 
 impl Connection {
@@ -203,13 +262,14 @@ impl Connection {
         match self {
             Self::Http(s) => s.hello(),
             Self::Sse(s) => s.hello(),
+            Self::WebSocket(s) | Self::Stdio(s) => s.hello(),
         }
     }
 
     pub fn era(&self) -> Era {
         match self {
             Self::Http(s) if s.is_modern() => Era::Modern,
-            Self::Http(_) => Era::Legacy,
+            Self::Http(_) | Self::WebSocket(_) | Self::Stdio(_) => Era::Legacy,
             Self::Sse(_) => Era::Sse,
         }
     }
@@ -219,14 +279,17 @@ impl Connection {
         match self {
             Self::Http(s) => s.request(method, params).await,
             Self::Sse(s) => s.request(method, params).await,
+            Self::WebSocket(s) | Self::Stdio(s) => s.request(method, params).await,
         }
     }
 
-    /// Ends the conversation (DELETE of a legacy session; the SSE stream is dropped).
+    /// Ends the conversation (DELETE of a legacy session; the SSE stream is dropped; a WebSocket is
+    /// closed; a stdio process is killed).
     pub async fn close(self) {
         match self {
             Self::Http(s) => s.close().await,
             Self::Sse(s) => s.close(),
+            Self::WebSocket(s) | Self::Stdio(s) => s.close().await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The registry's domain types: validated registrations (`spec`), stored rows and their JSON (`rows`), and
 //! the routing resources a server contributes (`routing`) and its discovered catalog (`catalog`), API keys
-//! (`api_key`), trusted issuers (`trusted_issuer`) and upstream credentials (`upstream_auth`).
+//! (`api_key`), trusted issuers (`trusted_issuer`), upstream credentials (`upstream_auth`) and stdio
+//! servers' commands (`stdio`).
 
 mod api_key;
 mod catalog;
@@ -8,6 +9,7 @@ mod health;
 mod routing;
 mod rows;
 mod spec;
+mod stdio;
 mod trusted_issuer;
 mod upstream_auth;
 
@@ -25,6 +27,7 @@ pub use spec::{
     AuditArguments, CircuitBreaker, InstanceSpec, LoadBalancing, MAX_INSTANCES, MAX_WEIGHT, NamePrefix,
     PRIORITY_RANGE, ServerSpec, TransportType,
 };
+pub use stdio::{CommandSpec, CommandView, MAX_ARGS, MAX_ENV, MAX_ITEM_BYTES, STDIO_ENV, StoredCommand};
 pub use trusted_issuer::{
     ClaimsView, DEFAULT_ALGORITHMS, DEFAULT_GROUPS_CLAIM, DEFAULT_ROLES_CLAIM, DEFAULT_SUBJECT_CLAIM,
     KeyView, TrustedIssuerRow, TrustedIssuerSpec, TrustedIssuerView, own_issuer_resource,

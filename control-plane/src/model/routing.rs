@@ -1,8 +1,9 @@
 //! The routing resources a server contributes to the table every proxy receives.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use mcpgw_proto::v1::{self, resource::Kind};
+use uuid::Uuid;
 
 use super::rows::{InstanceRow, ServerRow};
 use super::spec::{LoadBalancing, TransportType};
@@ -10,12 +11,14 @@ use super::upstream_auth::Owner;
 
 /// The server's `Server` resource, one `Instance` resource per instance and, for every instance the health
 /// checks have judged, an `InstanceHealth` resource (`status` returns `None` for unknown instances). The
-/// server and each instance carry their upstream credential from `credentials` (already opened).
+/// server and each instance carry their upstream credential from `credentials` (already opened); a stdio
+/// instance carries its command, its secret environment from `secret_env` (already opened) merged in.
 pub fn resources<'a>(
     server: &ServerRow,
     instances: impl IntoIterator<Item = &'a InstanceRow>,
     status: impl Fn(&InstanceRow) -> Option<v1::HealthStatus>,
     credentials: &HashMap<Owner, v1::UpstreamCredential>,
+    secret_env: &HashMap<Uuid, BTreeMap<String, String>>,
 ) -> Vec<v1::Resource> {
     let transport = TransportType::parse(&server.transport_type)
         .map_or(v1::Transport::Unspecified, TransportType::to_proto);
@@ -46,6 +49,7 @@ pub fn resources<'a>(
                 weight: u32::try_from(instance.weight).unwrap_or(1),
                 metadata: instance.metadata_map().into_iter().collect(),
                 upstream_credential: credentials.get(&Owner::Instance(instance.id)).cloned(),
+                command: instance.stored_command().map(|c| c.to_proto(secret_env.get(&instance.id))),
             })),
         });
         if let Some(health) = status(instance) {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::health::{HealthCheck, HealthCheckSpec, HealthIndex, HealthRecord, HealthStatus, PassiveRow};
 use super::spec::{AuditArguments, CircuitBreaker, NamePrefix};
+use super::stdio::{CommandView, StoredCommand};
 use super::upstream_auth::{CredentialIndex, UpstreamAuthView};
 use crate::db::schema::{instances, servers};
 
@@ -95,9 +96,16 @@ pub struct InstanceRow {
     pub metadata: Value,
     pub seq: i64,
     pub created_at: DateTime<Utc>,
+    /// A stdio instance's command (`StoredCommand`; nothing secret), NULL for the other transports.
+    pub command: Option<Value>,
 }
 
 impl InstanceRow {
+    /// A stdio instance's stored command.
+    pub fn stored_command(&self) -> Option<StoredCommand> {
+        self.command.as_ref().and_then(StoredCommand::from_json)
+    }
+
     /// The metadata map (string values only; anything else is skipped).
     pub fn metadata_map(&self) -> BTreeMap<String, String> {
         self.metadata
@@ -131,6 +139,9 @@ pub struct InstanceView {
     /// The instance's own upstream credential (type and header, never the value); absent: its server's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_auth: Option<UpstreamAuthView>,
+    /// A stdio instance's command: its secret environment by name only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandView>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -151,6 +162,7 @@ impl InstanceView {
             passive: health.passive.get(&row.id).cloned().unwrap_or_default(),
             history: None,
             upstream_auth: None,
+            command: row.stored_command().map(|c| c.view(Vec::new())),
             created_at: row.created_at,
         }
     }
@@ -163,7 +175,8 @@ impl InstanceView {
 pub struct ServerView {
     pub id: Uuid,
     pub name: String,
-    /// The first instance's endpoint (null when the server has no instance left).
+    /// The first instance's endpoint (`stdio:<program>` for a stdio server; null when the server has no
+    /// instance left).
     pub endpoint_url: Option<String>,
     pub transport_type: String,
     pub tenant_id: Option<String>,
@@ -223,6 +236,7 @@ impl ServerView {
             .iter()
             .map(|i| InstanceView {
                 upstream_auth: credentials.instance_view(i.id),
+                command: i.stored_command().map(|c| c.view(credentials.secret_env_names(i.id))),
                 ..InstanceView::new(i, health)
             })
             .collect();

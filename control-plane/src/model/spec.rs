@@ -7,6 +7,7 @@ use mcpgw_proto::v1;
 use serde::{Deserialize, Serialize};
 
 use super::health::HealthCheckSpec;
+use super::stdio::CommandSpec;
 use super::upstream_auth::UpstreamAuthSpec;
 
 /// Most instances one server may have.
@@ -22,14 +23,23 @@ pub enum TransportType {
     StreamableHttp,
     /// The deprecated HTTP+SSE transport (MCP 2024-11-05).
     Sse,
+    /// MCP over WebSocket (`ws://`, `wss://`): subprotocol `mcp`, one JSON-RPC message per text frame.
+    WebSocket,
+    /// A process speaking MCP on its stdin and stdout, started from the instance's `command`.
+    Stdio,
 }
 
 impl TransportType {
-    /// Accepts `streamable_http`, its alias `http`, and `sse`.
+    /// Every transport, in documentation order.
+    pub const ALL: [Self; 4] = [Self::StreamableHttp, Self::Sse, Self::WebSocket, Self::Stdio];
+
+    /// Accepts `streamable_http`, its alias `http`, `sse`, `websocket` and `stdio`.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "streamable_http" | "http" => Some(Self::StreamableHttp),
             "sse" => Some(Self::Sse),
+            "websocket" => Some(Self::WebSocket),
+            "stdio" => Some(Self::Stdio),
             _ => None,
         }
     }
@@ -39,6 +49,8 @@ impl TransportType {
         match self {
             Self::StreamableHttp => "streamable_http",
             Self::Sse => "sse",
+            Self::WebSocket => "websocket",
+            Self::Stdio => "stdio",
         }
     }
 
@@ -47,6 +59,8 @@ impl TransportType {
         match self {
             Self::StreamableHttp => v1::Transport::StreamableHttp,
             Self::Sse => v1::Transport::Sse,
+            Self::WebSocket => v1::Transport::Websocket,
+            Self::Stdio => v1::Transport::Stdio,
         }
     }
 }
@@ -214,7 +228,10 @@ impl CircuitBreaker {
 /// One validated upstream endpoint of a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceSpec {
+    /// The URL it is reached at; for a stdio instance `stdio:<program>` (display only).
     pub endpoint_url: String,
+    /// A stdio instance's command (`None` for the other transports).
+    pub command: Option<CommandSpec>,
     pub weight: u32,
     pub metadata: BTreeMap<String, String>,
     /// The instance's own credential (`None`: its server's).
@@ -256,6 +273,14 @@ impl ServerSpec {
         std::iter::once(&self.upstream_auth)
             .chain(self.instances.iter().map(|i| &i.upstream_auth))
             .any(|auth| auth.new_secret().is_some())
+            || self.instances.iter().any(InstanceSpec::has_new_secret_env)
+    }
+}
+
+impl InstanceSpec {
+    /// Whether its command gives a new secret environment value.
+    pub fn has_new_secret_env(&self) -> bool {
+        self.command.as_ref().is_some_and(CommandSpec::has_new_secret)
     }
 }
 
@@ -268,6 +293,11 @@ mod tests {
         assert_eq!(TransportType::parse("http"), Some(TransportType::StreamableHttp));
         assert_eq!(TransportType::parse("sse").map(TransportType::as_str), Some("sse"));
         assert_eq!(TransportType::parse("SSE"), None);
+        for t in TransportType::ALL {
+            assert_eq!(TransportType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(TransportType::Stdio.to_proto(), v1::Transport::Stdio);
+        assert_eq!(TransportType::WebSocket.to_proto(), v1::Transport::Websocket);
         for p in LoadBalancing::ALL {
             assert_eq!(LoadBalancing::parse(p.as_str()), Some(p));
         }

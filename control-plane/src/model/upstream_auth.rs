@@ -8,8 +8,12 @@
 //! proxies as an `Authorization: Bearer` header); `token_exchange` (the proxies have the control plane's
 //! authorization server exchange each caller's token for one whose audience is the upstream — RFC 8693
 //! semantics — so the upstream sees who calls, never the caller's own token).
+//!
+//! The same table keeps stdio instances' secret environments (kind `stdio_env`: the names in `config`, the
+//! values sealed), which the index holds apart: they are merged into the command proxies receive, never
+//! presented as a credential.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::stdio::STDIO_ENV;
 use crate::db::schema::upstream_credentials;
 use crate::secrets::{OpenError, SecretsKey};
 
@@ -247,6 +252,24 @@ impl CredentialRow {
         UpstreamAuthView::from_config(&self.kind, &self.config)
     }
 
+    /// The names a `stdio_env` row holds (its `config`).
+    pub fn secret_env_names(&self) -> Vec<String> {
+        self.config
+            .get("names")
+            .and_then(Value::as_array)
+            .map(|names| names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// The values of a `stdio_env` row, opened with `key`.
+    pub fn secret_env(&self, key: Option<&SecretsKey>) -> Result<BTreeMap<String, String>, CredentialError> {
+        let secret = self.secret(key)?;
+        secret
+            .get("env")
+            .and_then(|env| serde_json::from_value(env.clone()).ok())
+            .ok_or_else(|| CredentialError::Malformed(self.kind.clone()))
+    }
+
     /// The secret JSON, opened with `key`.
     pub fn secret(&self, key: Option<&SecretsKey>) -> Result<Value, CredentialError> {
         let key = key.ok_or(CredentialError::NoKey)?;
@@ -319,11 +342,13 @@ impl CredentialRow {
     }
 }
 
-/// Credentials of a set of servers and their instances, by owner.
+/// Credentials of a set of servers and their instances, by owner; and the secret environments of stdio
+/// instances (stored in the same table, kind `stdio_env`), by instance.
 #[derive(Debug, Clone, Default)]
 pub struct CredentialIndex {
     pub servers: HashMap<Uuid, CredentialRow>,
     pub instances: HashMap<Uuid, CredentialRow>,
+    pub secret_env: HashMap<Uuid, CredentialRow>,
 }
 
 impl CredentialIndex {
@@ -331,12 +356,32 @@ impl CredentialIndex {
         let mut index = Self::default();
         for row in rows {
             match row.owner() {
+                Some(Owner::Instance(id)) if row.kind == STDIO_ENV => drop(index.secret_env.insert(id, row)),
                 Some(Owner::Server(id)) => drop(index.servers.insert(id, row)),
                 Some(Owner::Instance(id)) => drop(index.instances.insert(id, row)),
                 None => {}
             }
         }
         index
+    }
+
+    /// The names of a stdio instance's secret environment (empty without one).
+    pub fn secret_env_names(&self, id: Uuid) -> Vec<String> {
+        self.secret_env.get(&id).map(CredentialRow::secret_env_names).unwrap_or_default()
+    }
+
+    /// Every stdio instance's secret environment opened with `key`, by instance. One that cannot be opened
+    /// is left out (its processes start without it; logged).
+    pub fn open_secret_env(&self, key: Option<&SecretsKey>) -> HashMap<Uuid, BTreeMap<String, String>> {
+        let mut opened = HashMap::new();
+        for (id, row) in &self.secret_env {
+            match row.secret_env(key) {
+                Ok(env) => drop(opened.insert(*id, env)),
+                Err(error) => tracing::error!(instance = %id, %error,
+                    "A stdio instance's secret environment cannot be opened; its processes start without it."),
+            }
+        }
+        opened
     }
 
     /// The view of a server's credential (`none` without one).

@@ -159,6 +159,7 @@ async fn the_poller_publishes_changes_made_elsewhere() {
         tags: vec![],
         instances: vec![InstanceSpec {
             endpoint_url: "http://h/x".into(),
+            command: None,
             weight: 1,
             metadata: Default::default(),
             upstream_auth: Default::default(),

@@ -74,7 +74,7 @@ async fn fields_patch_filters_and_pagination() {
     let link = page.headers.get("link").and_then(|v| v.to_str().ok()).unwrap_or_default();
     assert!(link.contains("offset=3") && link.contains("limit=2"), "{link}");
     for bad in
-        ["limit=0", "limit=5000", "health_status=sick", "transport_type=stdio", "offset=-1", "color=red"]
+        ["limit=0", "limit=5000", "health_status=sick", "transport_type=grpc", "offset=-1", "color=red"]
     {
         let r = app.call(get(&format!("/api/v1/servers?{bad}"))).await;
         assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_query"), "{bad}");

@@ -211,6 +211,18 @@ impl TestApp {
         Self { hub, pool, state: web::Data::from(shared), _db }
     }
 
+    /// This app allowed to run the stdio servers of `programs` (`--stdio-programs`), at registration and
+    /// in discovery.
+    pub fn with_stdio_programs(self, programs: &[&str]) -> Self {
+        use mcpgw_control_plane::mcp::StdioPrograms;
+        let Self { hub, pool, state, _db } = self;
+        let mut shared = state.into_inner();
+        let state = Arc::get_mut(&mut shared).expect("the state is not shared yet");
+        let programs = StdioPrograms::new(programs.iter().map(|p| (*p).to_owned()));
+        state.discoverer.client = state.discoverer.client.clone().with_stdio_programs(programs);
+        Self { hub, pool, state: web::Data::from(shared), _db }
+    }
+
     /// URL of the test database.
     pub fn db_url(&self) -> String {
         self._db.url.as_str().to_owned()

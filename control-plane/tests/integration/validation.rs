@@ -77,7 +77,7 @@ async fn bad_inputs_are_refused_and_nothing_is_written() {
         ("URL without host", at("http://"), 400, "invalid_endpoint_url"),
         (
             "unknown transport",
-            post(json!({"name": "a", "endpoint_url": OK_URL, "transport_type": "stdio"})),
+            post(json!({"name": "a", "endpoint_url": OK_URL, "transport_type": "grpc"})),
             400,
             "invalid_transport_type",
         ),

@@ -550,10 +550,20 @@ pub async fn request_shared(
     let principal = ctx.binding();
     let bridge = shared_bridge(gw, bridges, down, server, target, &principal).await?;
     ctx.audited.instance = Some(bridge.instance.id.clone());
-    let message: Value = serde_json::from_slice(body)
+    let mut message: Value = serde_json::from_slice(body)
         .map_err(|e| ProxyError::InvalidRequest(format!("the body is not JSON: {e}")))?;
+    // The bridge speaks the handshake era: a 2026-07-28 envelope (`_meta` protocol version, client
+    // capabilities and info) is not for it, and servers refuse requests carrying one on a session.
+    if let Some(params) = message.get_mut("params").and_then(Value::as_object_mut)
+        && let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut)
+    {
+        meta.retain(|key, _| !key.starts_with("io.modelcontextprotocol/"));
+        if meta.is_empty() {
+            params.remove("_meta");
+        }
+    }
     let Some(id) = id else {
-        let sent = bridge.link.send(gw, server, down, body.clone()).await;
+        let sent = bridge.link.send(gw, server, down, Bytes::from(message.to_string())).await;
         super::report_outcome(
             gw,
             server,

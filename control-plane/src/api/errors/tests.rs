@@ -36,6 +36,8 @@ fn table_is_complete_and_unique() {
         ("invalid_audit_arguments", "invalid_request", 400),
         ("invalid_name_prefix", "invalid_request", 400),
         ("invalid_priority", "invalid_request", 400),
+        ("invalid_command", "invalid_request", 400),
+        ("stdio_not_allowed", "invalid_request", 400),
         ("endpoint_url_not_allowed", "invalid_request", 400),
         ("invalid_query", "invalid_request", 400),
         ("invalid_import", "invalid_request", 400),

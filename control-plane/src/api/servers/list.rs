@@ -79,8 +79,9 @@ pub async fn list(
         .transport_type
         .as_deref()
         .map(|t| {
-            TransportType::parse(t)
-                .ok_or_else(|| bad(format!("transport_type {t:?} is not streamable_http or sse")))
+            TransportType::parse(t).ok_or_else(|| {
+                bad(format!("transport_type {t:?} is not streamable_http, sse, websocket or stdio"))
+            })
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);

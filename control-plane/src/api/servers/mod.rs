@@ -12,7 +12,7 @@ use super::audited::{Audit, Target, audited};
 use super::{ApiError, AppState, Code};
 use crate::auth::{ServerManager, ServerReader};
 use crate::db::store::{self, ServerWithInstances, StoreError};
-use crate::model::{ServerSpec, ServerView};
+use crate::model::{InstanceSpec, ServerSpec, ServerView};
 
 pub mod list;
 pub(crate) mod request;
@@ -20,7 +20,7 @@ pub mod views;
 
 pub use list::{ListQuery, list};
 pub(crate) use request::valid_tenant;
-pub use request::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
+pub use request::{CommandRequest, InstanceRequest, SecretEnvRequest, ServerRequest, UpstreamAuthRequest};
 pub use views::Include;
 
 pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -49,6 +49,13 @@ pub(crate) fn from_store(e: StoreError) -> ApiError {
             Code::InvalidUpstreamAuth,
             format!(
                 "upstream_auth has no value and no credential is stored for {owner} to keep: give upstream_auth.value \
+                 (reads and exports never carry it)"
+            ),
+        ),
+        StoreError::SecretEnvMissing(name) => ApiError::new(
+            Code::InvalidCommand,
+            format!(
+                "command.secret_env {name:?} has no value and none is stored to keep: give its value \
                  (reads and exports never carry it)"
             ),
         ),
@@ -89,9 +96,38 @@ pub(crate) async fn check_spec(state: &AppState, spec: &ServerSpec) -> Result<()
     let many = spec.instances.len() > 1;
     for (i, instance) in spec.instances.iter().enumerate() {
         let at = if many { format!("instances[{i}]: ") } else { String::new() };
-        check_endpoint(state, &instance.endpoint_url, &at).await?;
+        check_instance(state, instance, &at).await?;
     }
     Ok(())
+}
+
+/// Refuses an instance the control plane may not reach: an endpoint the SSRF guard refuses, or a stdio
+/// program outside `--stdio-programs`.
+pub(crate) async fn check_instance(
+    state: &AppState,
+    instance: &InstanceSpec,
+    at: &str,
+) -> Result<(), ApiError> {
+    let Some(command) = &instance.command else {
+        return check_endpoint(state, &instance.endpoint_url, at).await;
+    };
+    let programs = state.discoverer.client.stdio_programs();
+    if programs.allows(&command.program) {
+        return Ok(());
+    }
+    let listed = if programs.is_empty() {
+        "which is empty: stdio servers are refused until their programs are listed there".to_owned()
+    } else {
+        "which does not list it (exact match of the program as given)".to_owned()
+    };
+    Err(ApiError::new(
+        Code::StdioNotAllowed,
+        format!(
+            "{at}command.program {:?} is not allowed: this control plane starts only the programs of \
+             --stdio-programs (MCPGW_STDIO_PROGRAMS), {listed}",
+            command.program
+        ),
+    ))
 }
 
 /// Publishes a committed change to the proxies connected here. A failure is only logged: the change is
@@ -232,7 +268,8 @@ pub async fn replace(
 }
 
 /// `PATCH /api/v1/servers/{id}`: a JSON merge patch (RFC 7396) of the registration: given fields replace,
-/// `null` resets a field to its default. `endpoint_url` and `instances` each replace the instance list.
+/// `null` resets a field to its default. `endpoint_url`, `command` and `instances` each replace the
+/// instance list.
 /// An `upstream_auth` without `value` keeps the stored secret; `"upstream_auth": null` removes it.
 pub async fn patch(
     manager: ServerManager,
@@ -253,7 +290,7 @@ pub async fn patch(
     let mut current = serde_json::to_value(ServerRequest::from_stored(&server, &instances, &credentials))
         .map_err(ApiError::internal)?;
     if let Value::Object(map) = &mut current {
-        if patch.contains_key("endpoint_url") {
+        if patch.contains_key("endpoint_url") || patch.contains_key("command") {
             map.remove("instances");
         }
         for (key, value) in patch {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::api::{ApiError, Code};
 use crate::model::{
     AuditArguments, CircuitBreaker, HealthCheck, InstanceSpec, LoadBalancing, MAX_WEIGHT, NamePrefix,
-    PRIORITY_RANGE, ServerSpec, TransportType,
+    PRIORITY_RANGE, ServerSpec, TransportType, UpstreamAuthSpec,
 };
 
 /// Longest accepted description, in characters.
@@ -22,11 +22,17 @@ pub const MAX_TAG_CHARS: usize = 64;
 pub const MAX_METADATA: usize = 32;
 pub const MAX_METADATA_CHARS: usize = 256;
 
-/// One instance in a registration.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+/// One instance in a registration: `endpoint_url`, or `command` for a stdio server.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceRequest {
-    pub endpoint_url: String,
+    /// http(s) URL; ws(s) for a WebSocket server; not given for a stdio server (reads show
+    /// `stdio:<program>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// A stdio server's process (instead of `endpoint_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandRequest>,
     /// Relative share of traffic for `weighted` and `consistent_hash`, 1..=10000 (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
@@ -40,16 +46,20 @@ pub struct InstanceRequest {
 }
 
 /// Body of POST and PUT (PUT replaces every field; omitted optional fields are reset). Exactly one of
-/// `endpoint_url` (one instance) and `instances` is required.
+/// `endpoint_url` (one instance), `command` (one instance of a stdio server) and `instances` is required.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerRequest {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
+    /// For `transport_type` `stdio`: the process of its one instance (like `endpoint_url` for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<InstanceRequest>>,
-    /// `streamable_http` (default; `http` is an alias) or `sse`.
+    /// `streamable_http` (default; `http` is an alias), `sse`, `websocket` (ws:// or wss:// endpoints) or
+    /// `stdio` (instances are commands; needs `--stdio-programs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,8 +117,10 @@ pub const MAX_CAPABILITIES_BYTES: usize = 64 * 1024;
 
 mod canonical;
 mod checks;
+mod command;
 mod upstream_auth;
 
+pub use command::{CommandRequest, SecretEnvRequest};
 pub use upstream_auth::UpstreamAuthRequest;
 
 use checks::{check_breaker, check_health, check_tags, has_nul, validate_instances};
@@ -126,42 +138,62 @@ pub(super) fn err(code: Code, message: impl Into<String>) -> ApiError {
 impl ServerRequest {
     /// Checks every field; the first problem found is reported.
     pub fn validate(self) -> Result<ServerSpec, ApiError> {
-        // PostgreSQL text and jsonb cannot hold NUL: refuse it anywhere in the request up front.
+        // A command's NUL gets the command's own message; then PostgreSQL text and jsonb cannot hold NUL:
+        // refuse it anywhere in the request up front.
+        let commands = self.command.iter().map(|c| (String::new(), c)).chain(
+            self.instances.iter().flatten().enumerate().filter_map(|(i, instance)| {
+                instance.command.as_ref().map(|c| (format!("instances[{i}]: "), c))
+            }),
+        );
+        for (at, command) in commands {
+            if command.has_nul() {
+                return Err(err(
+                    Code::InvalidCommand,
+                    format!("{at}command: strings must not contain NUL characters"),
+                ));
+            }
+        }
         if serde_json::to_value(&self).is_ok_and(|v| has_nul(&v)) {
             return Err(err(Code::MalformedJson, "strings must not contain NUL characters"));
         }
         validate::registrable_server_name(&self.name)
             .map_err(|e| err(Code::InvalidServerName, format!("invalid server name {:?}: {e}", self.name)))?;
-        let instances = match (self.endpoint_url, self.instances) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    Code::ConflictingFields,
-                    "give either endpoint_url (one instance) or instances, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(err(
-                    Code::MissingField,
-                    "missing field `endpoint_url`: give endpoint_url (one instance) or instances",
-                ));
-            }
-            (Some(url), None) => {
-                let instance =
-                    InstanceRequest { endpoint_url: url, weight: None, metadata: None, upstream_auth: None };
-                vec![instance.validate(None)?]
-            }
-            (None, Some(list)) => validate_instances(list)?,
-        };
         let transport = match self.transport_type.as_deref() {
             None => TransportType::StreamableHttp,
             Some(raw) => TransportType::parse(raw).ok_or_else(|| {
                 err(
                     Code::InvalidTransportType,
                     format!(
-                        "unknown transport_type {raw:?}; use \"streamable_http\" (or \"http\") or \"sse\""
+                        "unknown transport_type {raw:?}; use \"streamable_http\" (or \"http\"), \"sse\", \"websocket\" or \"stdio\""
                     ),
                 )
             })?,
+        };
+        let instances = match (self.endpoint_url, self.command, self.instances) {
+            (None, None, None) if transport == TransportType::Stdio => {
+                return Err(err(
+                    Code::MissingField,
+                    "missing field `command`: a stdio server gives command (one instance) or instances",
+                ));
+            }
+            (None, None, None) => {
+                return Err(err(
+                    Code::MissingField,
+                    "missing field `endpoint_url`: give endpoint_url (one instance) or instances",
+                ));
+            }
+            (url, command, None) if url.is_none() || command.is_none() => {
+                let instance = InstanceRequest { endpoint_url: url, command, ..Default::default() };
+                vec![instance.validate(None, transport)?]
+            }
+            (None, None, Some(list)) => validate_instances(list, transport)?,
+            _ => {
+                return Err(err(
+                    Code::ConflictingFields,
+                    "give one of endpoint_url (one instance), command (one instance of a stdio server) or \
+                     instances",
+                ));
+            }
         };
         if let Some(d) = &self.description
             && d.chars().count() > MAX_DESCRIPTION_CHARS
@@ -225,6 +257,9 @@ impl ServerRequest {
         let health_check = self.health_check.map(check_health).transpose()?.unwrap_or_default();
         let upstream_auth =
             self.upstream_auth.map(|a| a.validate("", false)).transpose()?.unwrap_or_default();
+        if transport == TransportType::Stdio && upstream_auth != UpstreamAuthSpec::None {
+            return Err(err(Code::InvalidUpstreamAuth, STDIO_HAS_NO_UPSTREAM_AUTH));
+        }
         let audit_arguments = match self.audit_arguments.as_deref() {
             None => AuditArguments::default(),
             Some(raw) => AuditArguments::parse(raw).ok_or_else(|| {
@@ -282,15 +317,75 @@ impl ServerRequest {
     }
 }
 
+/// Why a stdio server (or instance) takes no `upstream_auth`.
+const STDIO_HAS_NO_UPSTREAM_AUTH: &str = "upstream_auth: a stdio server is not reached over HTTP, so no \
+    credential can be presented to it; give its secrets as command.secret_env";
+
 impl InstanceRequest {
-    /// Validates one instance; `index` names it in messages when it came from a list.
-    pub fn validate(self, index: Option<usize>) -> Result<InstanceSpec, ApiError> {
+    /// The endpoint URL it stands for: `endpoint_url`, or `stdio:<program>` of its command.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint_url
+            .clone()
+            .or_else(|| self.command.as_ref().map(|c| format!("{}:{}", validate::STDIO_SCHEME, c.program)))
+    }
+
+    /// Validates one instance of a server speaking `transport`; `index` names it in messages when it came
+    /// from a list.
+    pub fn validate(self, index: Option<usize>, transport: TransportType) -> Result<InstanceSpec, ApiError> {
+        let at = index.map(|i| format!("instances[{i}]: ")).unwrap_or_default();
+        if self.command.as_ref().is_some_and(CommandRequest::has_nul) {
+            return Err(err(
+                Code::InvalidCommand,
+                format!("{at}command: strings must not contain NUL characters"),
+            ));
+        }
         if serde_json::to_value(&self).is_ok_and(|v| has_nul(&v)) {
             return Err(err(Code::MalformedJson, "strings must not contain NUL characters"));
         }
-        let at = index.map(|i| format!("instances[{i}]: ")).unwrap_or_default();
-        validate::endpoint_url(&self.endpoint_url)
-            .map_err(|e| err(Code::InvalidEndpointUrl, format!("{at}{e}")))?;
+        let (endpoint_url, command) = match (transport, self.endpoint_url, self.command) {
+            (TransportType::Stdio, None, Some(command)) => {
+                let command = command.validate(&at)?;
+                (command.endpoint_url(), Some(command))
+            }
+            (TransportType::Stdio, Some(_), _) => {
+                return Err(err(
+                    Code::InvalidEndpointUrl,
+                    format!("{at}a stdio server has no endpoint_url: give its command instead"),
+                ));
+            }
+            (TransportType::Stdio, None, None) => {
+                return Err(err(
+                    Code::MissingField,
+                    format!("{at}missing field `command` (a stdio server's process)"),
+                ));
+            }
+            (_, _, Some(_)) => {
+                return Err(err(
+                    Code::InvalidCommand,
+                    format!(
+                        "{at}command is for transport_type \"stdio\" only; a {} server is reached at endpoint_url",
+                        transport.as_str()
+                    ),
+                ));
+            }
+            (_, None, None) => {
+                return Err(err(Code::MissingField, format!("{at}missing field `endpoint_url`")));
+            }
+            (TransportType::WebSocket, Some(url), None) => {
+                validate::websocket_url(&url).map_err(|e| {
+                    err(
+                        Code::InvalidEndpointUrl,
+                        format!("{at}{e} (transport_type websocket takes ws:// or wss://)"),
+                    )
+                })?;
+                (url, None)
+            }
+            (_, Some(url), None) => {
+                validate::endpoint_url(&url)
+                    .map_err(|e| err(Code::InvalidEndpointUrl, format!("{at}{e}")))?;
+                (url, None)
+            }
+        };
         let weight = self.weight.unwrap_or(1);
         if weight == 0 || weight > MAX_WEIGHT {
             return Err(err(
@@ -322,6 +417,9 @@ impl InstanceRequest {
         }
         let upstream_auth =
             self.upstream_auth.map(|a| a.validate(&at, true)).transpose()?.unwrap_or_default();
-        Ok(InstanceSpec { endpoint_url: self.endpoint_url, weight, metadata, upstream_auth })
+        if command.is_some() && upstream_auth != UpstreamAuthSpec::None {
+            return Err(err(Code::InvalidUpstreamAuth, format!("{at}{STDIO_HAS_NO_UPSTREAM_AUTH}")));
+        }
+        Ok(InstanceSpec { endpoint_url, command, weight, metadata, upstream_auth })
     }
 }

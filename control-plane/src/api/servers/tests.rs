@@ -104,8 +104,76 @@ fn transport_aliases() {
         assert_eq!(r.validate().expect("valid").transport, want);
     }
     let mut r = req("a", "https://h/mcp");
-    r.transport_type = Some("stdio".into());
+    r.transport_type = Some("grpc".into());
     assert_eq!(code(r), Code::InvalidTransportType);
+}
+
+#[test]
+fn websocket_endpoints_are_ws_urls() {
+    let spec = parse(json!({"name": "a", "transport_type": "websocket", "endpoint_url": "wss://h/ws"}))
+        .validate()
+        .expect("valid");
+    assert_eq!((spec.transport, spec.instances[0].command.is_none()), (TransportType::WebSocket, true));
+    for (transport, url) in
+        [("websocket", "https://h/ws"), ("websocket", "ws://"), ("streamable_http", "ws://h/ws")]
+    {
+        let r = parse(json!({"name": "a", "transport_type": transport, "endpoint_url": url}));
+        assert_eq!(code(r), Code::InvalidEndpointUrl, "{transport} {url}");
+    }
+}
+
+#[test]
+fn stdio_servers_take_commands() {
+    let stdio = |extra: serde_json::Value| {
+        let mut body = json!({"name": "a", "transport_type": "stdio"});
+        body.as_object_mut().expect("object").extend(extra.as_object().cloned().unwrap_or_default());
+        parse(body)
+    };
+    let spec = stdio(json!({"command": {"program": "npx", "args": ["-y", "srv"], "secret_env": {"K": "v"}}}))
+        .validate()
+        .expect("valid");
+    assert_eq!(spec.instances[0].endpoint_url, "stdio:npx");
+    assert!(spec.has_new_secret());
+    let two = stdio(
+        json!({"instances": [{"command": {"program": "npx"}}, {"command": {"program": "uvx"}, "weight": 2}]}),
+    )
+    .validate()
+    .expect("valid");
+    assert_eq!(two.instances[1].endpoint_url, "stdio:uvx");
+    for (extra, want) in [
+        (json!({}), Code::MissingField),
+        (json!({"endpoint_url": "http://h/"}), Code::InvalidEndpointUrl),
+        (json!({"command": {"program": "npx"}, "endpoint_url": "http://h/"}), Code::ConflictingFields),
+        (json!({"command": {"program": "npx"}, "instances": []}), Code::ConflictingFields),
+        (json!({"instances": [{"endpoint_url": "http://h/"}]}), Code::InvalidEndpointUrl),
+        (json!({"instances": [{"weight": 2}]}), Code::MissingField),
+        (
+            json!({"instances": [{"command": {"program": "npx"}}, {"command": {"program": "npx", "args": ["x"]}}]}),
+            Code::InvalidInstances,
+        ),
+        (json!({"command": {"program": "npx\u{0}"}}), Code::InvalidCommand),
+        (
+            json!({"instances": [{"command": {"program": "npx", "env": {"K": "\u{0}"}}}]}),
+            Code::InvalidCommand,
+        ),
+        (json!({"command": {"program": ""}}), Code::InvalidCommand),
+        (
+            json!({"command": {"program": "npx"}, "upstream_auth": {"type": "static_header", "header": "X", "value": "v"}}),
+            Code::InvalidUpstreamAuth,
+        ),
+        (
+            json!({"instances": [{"command": {"program": "npx"}, "upstream_auth": {"type": "token_exchange"}}]}),
+            Code::InvalidUpstreamAuth,
+        ),
+    ] {
+        assert_eq!(code(stdio(extra.clone())), want, "{extra}");
+    }
+    let http_with_command = parse(json!({"name": "a", "command": {"program": "npx"}}));
+    assert_eq!(code(http_with_command), Code::InvalidCommand);
+    let ws_with_command = parse(
+        json!({"name": "a", "transport_type": "websocket", "instances": [{"command": {"program": "npx"}}]}),
+    );
+    assert_eq!(code(ws_with_command), Code::InvalidCommand);
 }
 
 #[test]

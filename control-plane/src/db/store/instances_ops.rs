@@ -18,13 +18,21 @@ fn weight(spec: &InstanceSpec) -> i32 {
     i32::try_from(spec.weight).unwrap_or(i32::MAX)
 }
 
-/// Writes an instance's own credential (inside the caller's transaction).
+fn command_json(spec: &InstanceSpec) -> Option<Value> {
+    spec.command.as_ref().map(|c| c.stored().to_json())
+}
+
+/// Writes an instance's own credential, or a stdio instance's secret environment (inside the caller's
+/// transaction).
 async fn write_credential(
     conn: &mut AsyncPgConnection,
     instance: &InstanceRow,
     spec: &InstanceSpec,
     key: Option<&SecretsKey>,
 ) -> Result<(), StoreError> {
+    if let Some(command) = &spec.command {
+        return upstream_auth::write_secret_env(conn, instance.id, &command.secret_env, key).await;
+    }
     let what = format!("the instance at {}", mcpgw_proto::validate::redacted_str(&spec.endpoint_url));
     upstream_auth::write(conn, Owner::Instance(instance.id), &spec.upstream_auth, key, &what).await
 }
@@ -41,6 +49,7 @@ async fn insert(
             instances::endpoint_url.eq(&spec.endpoint_url),
             instances::weight.eq(weight(spec)),
             instances::metadata.eq(metadata_json(spec)),
+            instances::command.eq(command_json(spec)),
         ))
         .returning(InstanceRow::as_returning())
         .get_result(conn)
@@ -68,10 +77,20 @@ pub(super) async fn reconcile(
     let mut result = Vec::with_capacity(wanted.len());
     for spec in wanted {
         let row = match existing.iter().find(|row| row.endpoint_url == spec.endpoint_url) {
-            Some(row) if row.weight == weight(spec) && row.metadata == metadata_json(spec) => row.clone(),
+            Some(row)
+                if row.weight == weight(spec)
+                    && row.metadata == metadata_json(spec)
+                    && row.command == command_json(spec) =>
+            {
+                row.clone()
+            }
             Some(row) => {
                 diesel::update(instances::table.find(row.id))
-                    .set((instances::weight.eq(weight(spec)), instances::metadata.eq(metadata_json(spec))))
+                    .set((
+                        instances::weight.eq(weight(spec)),
+                        instances::metadata.eq(metadata_json(spec)),
+                        instances::command.eq(command_json(spec)),
+                    ))
                     .returning(InstanceRow::as_returning())
                     .get_result(conn)
                     .await?

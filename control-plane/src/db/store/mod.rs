@@ -50,6 +50,9 @@ pub enum StoreError {
     /// `upstream_auth` without a value, and no credential stored to keep (the string names the owner).
     #[error("no upstream credential is stored for {0}")]
     CredentialMissing(String),
+    /// A stdio instance's `secret_env` keeps a value none is stored for (the string is its name).
+    #[error("no value is stored for the secret environment variable {0}")]
+    SecretEnvMissing(String),
     #[error("a new upstream credential needs --secrets-key")]
     NoSecretsKey,
     #[error("the upstream credential could not be sealed")]

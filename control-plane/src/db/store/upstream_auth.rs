@@ -1,5 +1,6 @@
-//! Upstream credential queries. Writes run inside the transaction of the server or instance change they
-//! belong to (which bumps the routing version); a new secret is sealed here, just before it is written.
+//! Upstream credential queries, and stdio instances' secret environments (the same table and sealing).
+//! Writes run inside the transaction of the server or instance change they belong to (which bumps the
+//! routing version); a new secret is sealed here, just before it is written.
 
 use diesel::PgExpressionMethods;
 use diesel::prelude::*;
@@ -10,7 +11,8 @@ use super::StoreError;
 use crate::db::schema::upstream_credentials as creds;
 use crate::db::schema::upstream_tokens;
 use crate::model::{
-    CLIENT_CREDENTIALS, CredentialIndex, CredentialRow, Owner, UpstreamAuthSpec, UpstreamTokenRow,
+    CLIENT_CREDENTIALS, CredentialIndex, CredentialRow, Owner, STDIO_ENV, SecretInput, UpstreamAuthSpec,
+    UpstreamTokenRow,
 };
 use crate::secrets::SecretsKey;
 
@@ -61,6 +63,67 @@ pub(crate) async fn write(
             creds::instance_id.eq(instance_id),
             creds::kind.eq(kind),
             creds::config.eq(spec.config()),
+            creds::sealed.eq(sealed),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Makes a stdio instance's stored secret environment what `wanted` says: none (deleted), the stored
+/// values kept (`SecretInput::Keep`; nothing is written when the names are the stored ones), or sealed
+/// anew with `key` with the new values and the kept ones. A kept name without a stored value (that this
+/// control plane can open) is `SecretEnvMissing`.
+pub(crate) async fn write_secret_env(
+    conn: &mut AsyncPgConnection,
+    instance_id: Uuid,
+    wanted: &std::collections::BTreeMap<String, SecretInput>,
+    key: Option<&SecretsKey>,
+) -> Result<(), StoreError> {
+    let mine = || creds::instance_id.eq(instance_id);
+    if wanted.is_empty() {
+        diesel::delete(creds::table.filter(mine())).execute(conn).await?;
+        return Ok(());
+    }
+    let stored: Option<CredentialRow> = creds::table
+        .filter(mine())
+        .filter(creds::kind.eq(STDIO_ENV))
+        .select(CredentialRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let names: Vec<String> = wanted.keys().cloned().collect();
+    let keeps = wanted.values().any(|v| matches!(v, SecretInput::Keep));
+    if !wanted.values().any(|v| matches!(v, SecretInput::New(_)))
+        && stored.as_ref().is_some_and(|row| row.secret_env_names() == names)
+    {
+        return Ok(());
+    }
+    let kept = match (&stored, keeps) {
+        (Some(row), true) => row.secret_env(Some(key.ok_or(StoreError::NoSecretsKey)?)).unwrap_or_default(),
+        _ => Default::default(),
+    };
+    let mut env = std::collections::BTreeMap::new();
+    for (name, input) in wanted {
+        let value = match input {
+            SecretInput::New(value) => value.clone(),
+            SecretInput::Keep => {
+                kept.get(name).cloned().ok_or_else(|| StoreError::SecretEnvMissing(name.clone()))?
+            }
+        };
+        env.insert(name.clone(), value);
+    }
+    let key = key.ok_or(StoreError::NoSecretsKey)?;
+    let secret = serde_json::json!({ "env": env });
+    let sealed = key.seal(STDIO_ENV, secret.to_string().as_bytes()).map_err(|_| StoreError::Seal)?;
+    diesel::delete(creds::table.filter(mine())).execute(conn).await?;
+    diesel::insert_into(creds::table)
+        .values((
+            creds::id.eq(Uuid::new_v4()),
+            creds::server_id.eq(None::<Uuid>),
+            creds::instance_id.eq(Some(instance_id)),
+            creds::kind.eq(STDIO_ENV),
+            creds::config.eq(serde_json::json!({ "names": names })),
             creds::sealed.eq(sealed),
         ))
         .execute(conn)

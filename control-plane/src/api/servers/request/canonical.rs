@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{InstanceRequest, ServerRequest, UpstreamAuthRequest};
+use super::{CommandRequest, InstanceRequest, ServerRequest, UpstreamAuthRequest};
 use crate::model::{
     AuditArguments, CredentialIndex, InstanceRow, LoadBalancing, NamePrefix, ServerRow, ServerSpec,
 };
@@ -32,16 +32,23 @@ impl ServerRequest {
         Self {
             name: server.name.clone(),
             endpoint_url: None,
+            command: None,
             instances: Some(
                 instances
                     .iter()
-                    .map(|i| InstanceRequest {
-                        endpoint_url: i.endpoint_url.clone(),
-                        weight: u32::try_from(i.weight).ok().filter(|w| *w != 1),
-                        metadata: i.metadata.as_object().filter(|m| !m.is_empty()).cloned(),
-                        upstream_auth: credentials
-                            .instance_view(i.id)
-                            .and_then(|view| UpstreamAuthRequest::from_view(&view)),
+                    .map(|i| {
+                        let command = i
+                            .stored_command()
+                            .map(|c| CommandRequest::from_view(&c.view(credentials.secret_env_names(i.id))));
+                        InstanceRequest {
+                            endpoint_url: command.is_none().then(|| i.endpoint_url.clone()),
+                            command,
+                            weight: u32::try_from(i.weight).ok().filter(|w| *w != 1),
+                            metadata: i.metadata.as_object().filter(|m| !m.is_empty()).cloned(),
+                            upstream_auth: credentials
+                                .instance_view(i.id)
+                                .and_then(|view| UpstreamAuthRequest::from_view(&view)),
+                        }
                     })
                     .collect(),
             ),
@@ -71,11 +78,13 @@ impl ServerRequest {
         Self {
             name: spec.name.clone(),
             endpoint_url: None,
+            command: None,
             instances: Some(
                 spec.instances
                     .iter()
                     .map(|i| InstanceRequest {
-                        endpoint_url: i.endpoint_url.clone(),
+                        endpoint_url: i.command.is_none().then(|| i.endpoint_url.clone()),
+                        command: i.command.as_ref().map(|c| CommandRequest::from_view(&c.view())),
                         weight: (i.weight != 1).then_some(i.weight),
                         metadata: (!i.metadata.is_empty()).then(|| {
                             i.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()

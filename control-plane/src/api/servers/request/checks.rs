@@ -5,11 +5,16 @@ use serde_json::Value;
 
 use super::{InstanceRequest, MAX_TAG_CHARS, MAX_TAGS, err};
 use crate::api::{ApiError, Code};
-use crate::model::{CircuitBreaker, HealthCheck, HealthCheckSpec, InstanceSpec, MAX_INSTANCES};
+use crate::model::{
+    CircuitBreaker, HealthCheck, HealthCheckSpec, InstanceSpec, MAX_INSTANCES, TransportType,
+};
 
 /// An empty list is allowed: it is the state a server is in after its last instance was removed (the
 /// proxy answers 503), so PATCH, export and import must be able to express it.
-pub(super) fn validate_instances(list: Vec<InstanceRequest>) -> Result<Vec<InstanceSpec>, ApiError> {
+pub(super) fn validate_instances(
+    list: Vec<InstanceRequest>,
+    transport: TransportType,
+) -> Result<Vec<InstanceSpec>, ApiError> {
     if list.len() > MAX_INSTANCES {
         return Err(err(
             Code::InvalidInstances,
@@ -18,12 +23,14 @@ pub(super) fn validate_instances(list: Vec<InstanceRequest>) -> Result<Vec<Insta
     }
     let mut specs: Vec<InstanceSpec> = Vec::with_capacity(list.len());
     for (i, instance) in list.into_iter().enumerate() {
-        let spec = instance.validate(Some(i))?;
+        let spec = instance.validate(Some(i), transport)?;
         if specs.iter().any(|s| s.endpoint_url == spec.endpoint_url) {
-            return Err(err(
-                Code::InvalidInstances,
-                format!("instances[{i}]: endpoint_url {:?} is listed twice", spec.endpoint_url),
-            ));
+            let what = match &spec.command {
+                // A stdio server's instances are told apart by their program (`stdio:<program>`).
+                Some(command) => format!("command.program {:?}", command.program),
+                None => format!("endpoint_url {:?}", spec.endpoint_url),
+            };
+            return Err(err(Code::InvalidInstances, format!("instances[{i}]: {what} is listed twice")));
         }
         specs.push(spec);
     }
