@@ -205,11 +205,7 @@ async fn stdio_cancellation_and_a_killed_process() -> Result<()> {
     assert_eq!(answer.status.as_u16(), 502, "{}", answer.text());
     assert_eq!(answer.json()?["error"]["data"]["reason"], "upstream_failed");
     let echo = json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "x"}}});
-    assert_eq!(
-        client.post(&echo).await?.status.as_u16(),
-        404,
-        "the session ended with its process"
-    );
+    assert_eq!(client.post(&echo).await?.status.as_u16(), 404, "the session ended with its process");
     let mut again = McpHttp::new(&url);
     again.initialize().await?;
     let result = again.call("tools/call", json!({"name": "echo", "arguments": {"message": "back"}})).await?;
