@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod resources;
+pub mod stdio;
 pub mod validate;
 
 /// Generated protobuf and gRPC code for `mcpgw.routing.v1`.

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,18 +95,13 @@ impl StdioWire {
         if !programs.allows(&command.program) {
             return Err(McpError::NotAllowed(command.program.clone()));
         }
-        let mut cmd = Command::new(&command.program);
-        cmd.args(&command.args)
-            .env_clear()
-            .envs(std::env::var_os("PATH").map(|path| (std::ffi::OsString::from("PATH"), path)))
-            .envs(&command.env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(dir) = &command.working_directory {
-            cmd.current_dir(dir);
-        }
+        let mut cmd = Command::from(mcpgw_proto::stdio::command(
+            &command.program,
+            &command.args,
+            &command.env,
+            command.working_directory.as_deref(),
+        ));
+        cmd.kill_on_drop(true);
         let mut child = cmd
             .spawn()
             .map_err(|e| McpError::Transport(format!("cannot start {:?}: {e}", command.program)))?;

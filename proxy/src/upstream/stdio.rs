@@ -9,7 +9,6 @@
 //!
 //! Only programs named in `--stdio-programs` are started (none by default).
 
-use std::process::Stdio;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -45,18 +44,13 @@ pub(crate) async fn open(gw: &Shared, server: &Server, instance: &Arc<Instance>)
             None,
         ));
     }
-    let mut cmd = Command::new(&command.program);
-    cmd.args(&command.args)
-        .env_clear()
-        .envs(std::env::var_os("PATH").map(|path| (std::ffi::OsString::from("PATH"), path)))
-        .envs(&command.env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if !command.working_directory.is_empty() {
-        cmd.current_dir(&command.working_directory);
-    }
+    let mut cmd = Command::from(mcpgw_proto::stdio::command(
+        &command.program,
+        &command.args,
+        &command.env,
+        Some(&command.working_directory),
+    ));
+    cmd.kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| unreachable(format!("cannot start {}: {e}", command.program)))?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
