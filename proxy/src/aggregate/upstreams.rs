@@ -342,10 +342,7 @@ fn close(gw: &Shared, held: Arc<Held>) {
         return;
     }
     let Ok(peer) = held.instance.peer.clone() else { return };
-    let credential = match &held.instance.credential {
-        Some(crate::routing::UpstreamAuth::Header(h)) => Some(h.clone()),
-        _ => None,
-    };
+    let credential = upstream::static_credential(&held.instance);
     let down = own_request(http::Method::DELETE, None, Some(&held.version), None);
     let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
     let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
@@ -355,9 +352,7 @@ fn close(gw: &Shared, held: Arc<Held>) {
     let pool_idle = gw.limits.pool_idle_timeout;
     tokio::spawn(async move {
         let done = tokio::time::timeout(Duration::from_secs(5), async {
-            let (mut up, _) = connector.get_http_session(&peer).await.ok()?;
-            up.write_request_header(Box::new(req)).await.ok()?;
-            up.finish_request_body().await.ok()?;
+            let mut up = upstream::send_pooled(&connector, &peer, &req, &Bytes::new()).await.ok()?;
             up.read_response_header().await.ok()?;
             while up.read_response_body().await.ok()?.is_some() {}
             Some(up)
@@ -381,10 +376,7 @@ pub async fn relay(
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
     let Ok(peer) = held.instance.peer.clone() else { return };
-    let credential = match &held.instance.credential {
-        Some(crate::routing::UpstreamAuth::Header(h)) => Some(h.clone()),
-        _ => None,
-    };
+    let credential = upstream::static_credential(&held.instance);
     let mut down = own_request(http::Method::GET, None, Some(&held.version), None);
     down.remove_header(&http::header::CONTENT_TYPE);
     let _ = down.insert_header(http::header::ACCEPT, "text/event-stream");
@@ -392,10 +384,7 @@ pub async fn relay(
     let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
         return;
     };
-    let Ok((mut up, _)) = connector.get_http_session(&peer).await else { return };
-    if up.write_request_header(Box::new(req)).await.is_err() || up.finish_request_body().await.is_err() {
-        return;
-    }
+    let Ok(mut up) = upstream::send_pooled(&connector, &peer, &req, &Bytes::new()).await else { return };
     let opened = tokio::select! {
         r = up.read_response_header() => r.is_ok(),
         _ = tx.closed() => false,
@@ -441,10 +430,7 @@ pub async fn listen_resources(
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
     let Ok(peer) = instance.peer.clone() else { return };
-    let credential = match &instance.credential {
-        Some(crate::routing::UpstreamAuth::Header(h)) => Some(h.clone()),
-        _ => None,
-    };
+    let credential = upstream::static_credential(&instance);
     let originals: Vec<&str> = uris.iter().map(|(original, _)| original.as_str()).collect();
     let body = Bytes::from(
         json!({
@@ -468,18 +454,19 @@ pub async fn listen_resources(
     else {
         return;
     };
-    let Ok((mut up, _)) = connector.get_http_session(&peer).await else { return };
     let sent = async {
-        up.write_request_header(Box::new(req)).await?;
-        up.write_request_body(body, true).await?;
-        up.finish_request_body().await?;
-        up.read_response_header().await
+        let mut up = upstream::send_pooled(&connector, &peer, &req, &body).await?;
+        up.read_response_header().await?;
+        Ok::<_, Box<pingora::Error>>(up)
     };
-    let opened = tokio::select! {
-        r = sent => r.is_ok(),
-        _ = tx.closed() => false,
+    let mut up = tokio::select! {
+        r = sent => match r {
+            Ok(up) => up,
+            Err(_) => return,
+        },
+        _ = tx.closed() => return,
     };
-    if !opened || up.response_header().is_none_or(|h| h.status != http::StatusCode::OK) {
+    if up.response_header().is_none_or(|h| h.status != http::StatusCode::OK) {
         return;
     }
     up.set_read_timeout(None);

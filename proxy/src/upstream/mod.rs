@@ -230,7 +230,7 @@ pub(crate) enum Attempt {
 
 /// Opens (or reuses) a connection and sends the request. A reused pooled connection that fails while the
 /// request is being written is retried once on a new one: the upstream cannot have acted on a request it
-/// did not fully receive.
+/// did not fully receive. Failures are [`classify`]'d.
 pub(crate) async fn connect_and_send(
     gw: &Shared,
     server: &Server,
@@ -238,17 +238,37 @@ pub(crate) async fn connect_and_send(
     req: &RequestHeader,
     body: &Bytes,
 ) -> Result<UpstreamSession, ProxyError> {
+    send_pooled(&gw.connector, peer, req, body).await.map_err(|e| classify(server, &e))
+}
+
+/// [`connect_and_send`] on `connector`, for the gateway's own exchanges outside a client's request
+/// (ending an upstream session, relaying its stream), whose failures are nobody's answer.
+pub(crate) async fn send_pooled(
+    connector: &pingora::connectors::http::Connector,
+    peer: &HttpPeer,
+    req: &RequestHeader,
+    body: &Bytes,
+) -> pingora::Result<UpstreamSession> {
     let mut retried = false;
     loop {
-        let (mut up, reused) = gw.connector.get_http_session(peer).await.map_err(|e| classify(server, &e))?;
+        let (mut up, reused) = connector.get_http_session(peer).await?;
         match send(&mut up, req.clone(), body).await {
             Ok(()) => return Ok(up),
             Err(e) if reused && !retried => {
-                tracing::debug!(server = %server.name, error = %e, "Pooled upstream connection failed; retrying on a new one.");
+                tracing::debug!(error = %e, "Pooled upstream connection failed; retrying on a new one.");
                 retried = true;
             }
-            Err(e) => return Err(classify(server, &e)),
+            Err(e) => return Err(e),
         }
+    }
+}
+
+/// The credential the gateway can present to `instance` with no caller at hand (its own exchanges): a
+/// static header; a per-caller token exchange has no caller to act for.
+pub(crate) fn static_credential(instance: &Instance) -> Option<UpstreamHeader> {
+    match &instance.credential {
+        Some(UpstreamAuth::Header(header)) => Some(header.clone()),
+        _ => None,
     }
 }
 
