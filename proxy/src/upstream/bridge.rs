@@ -256,6 +256,10 @@ pub async fn handle(
                 return Err(ProxyError::LegacyOnly { server: server.name.to_string() }.into());
             }
             _ => {
+                if crate::headers::is_stateless(req) {
+                    // A 2026-07-28 request's routing headers must match its body, as on any server.
+                    crate::headers::check(req, rpc).map_err(ProxyError::from)?;
+                }
                 let answer =
                     request_shared(gw, bridges, session.req_header(), ctx, server, &target, &body, rpc)
                         .await?;

@@ -635,6 +635,20 @@ async fn sessionless_requests_share_the_callers_bridge() {
     for (i, (status, body)) in concurrent.iter().enumerate() {
         assert_eq!((*status, text(body), &body["id"]), (200, format!("m{i}").as_str(), &json!(1)), "{body}");
     }
+    // Its routing headers must match its body, as on any server.
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    let mismatched = client
+        .post(&url)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "whoami")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatched.status(), 400);
+    assert_eq!(mismatched.json::<Value>().await.unwrap()["error"]["data"]["reason"], "header_mismatch");
     let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}});
     let resp = client.post(&url).json(&discover).send().await.unwrap();
     assert_eq!(resp.status(), 400);
