@@ -60,7 +60,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // Bytes of the client's next request that arrive while this one is answered are kept for it, not
-        // dropped: see `forward::client_gone`. HTTP/1.1 requests on one connection are still answered in
+        // dropped: see `request::client_gone`. HTTP/1.1 requests on one connection are still answered in
         // order, one at a time (RFC 9112 §9.3.2).
         session.set_pipelining_enabled(true);
         match self.handle(session, ctx).await {
@@ -280,7 +280,7 @@ impl Gateway {
             Route::Message(_) => {
                 let plan = route::message_plan(self, session, &table, &server, &binding)?;
                 if let (Some(filter), Some(Rpc::Message { id: Some(id), .. })) = (filter, rpc) {
-                    // The answer arrives on the session's SSE stream, which filters it (`forward`).
+                    // The answer arrives on the session's SSE stream, which filters it (`upstream::http`).
                     let upstream = plan.upstream_path.clone().unwrap_or_default();
                     self.pending_lists.expect((server.id.clone(), upstream), id.to_string(), filter)?;
                 }
