@@ -434,15 +434,7 @@ async fn send(
             Some(rx)
         }
     };
-    bridge.touch();
-    let sent = bridge.link.send(gw, server, session.req_header(), body).await;
-    super::report_outcome(
-        gw,
-        server,
-        &bridge.instance,
-        sent.as_ref().map_or_else(super::breaker_ok, |()| true),
-    );
-    sent?;
+    bridge.post(gw, server, session.req_header(), body).await?;
     let Some(waiter) = waiter else {
         return reply(session, ctx, 202, None, Bytes::new(), token).await;
     };
@@ -454,24 +446,30 @@ async fn send(
             return Ok(());
         }
     };
-    match response {
-        Ok(Ok(message)) => {
-            let message = match filter {
-                Some(filter) => filter.apply(&message, false),
-                None => message,
-            };
-            reply(session, ctx, 200, Some("application/json"), message, token).await
-        }
+    let message = answered(server, limit, response)?;
+    let message = match filter {
+        Some(filter) => filter.apply(&message, false),
+        None => message,
+    };
+    reply(session, ctx, 200, Some("application/json"), message, token).await
+}
+
+/// The answer a request waited for, or why there is none (the link ended, or the upstream timeout).
+fn answered(
+    server: &Server,
+    limit: Duration,
+    waited: Result<Result<Bytes, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+) -> Result<Bytes, ProxyError> {
+    match waited {
+        Ok(Ok(message)) => Ok(message),
         Ok(Err(_)) => Err(ProxyError::UpstreamFailed {
             server: server.name.to_string(),
             detail: "the upstream link ended before the response".into(),
-        }
-        .into()),
+        }),
         Err(_) => Err(ProxyError::UpstreamTimeout {
             server: server.name.to_string(),
             detail: format!("no response within {limit:?}"),
-        }
-        .into()),
+        }),
     }
 }
 
@@ -567,14 +565,7 @@ pub async fn request_shared(
         }
     }
     let Some(id) = id else {
-        let sent = bridge.link.send(gw, server, down, Bytes::from(message.to_string())).await;
-        super::report_outcome(
-            gw,
-            server,
-            &bridge.instance,
-            sent.as_ref().map_or_else(super::breaker_ok, |()| true),
-        );
-        sent?;
+        bridge.post(gw, server, down, Bytes::from(message.to_string())).await?;
         return Ok(None);
     };
     let mut answer = bridge.request(gw, server, down, message).await?;
@@ -622,7 +613,7 @@ async fn shared_bridge(
                 }
                 let initialized =
                     Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-                bridge.link.send(gw, server, down, initialized).await?;
+                bridge.post(gw, server, down, initialized).await?;
                 Ok::<_, Failure>(bridge)
             })
             .await?
@@ -659,29 +650,27 @@ impl Bridge {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), tx);
         let _waiting = Waiting { bridge: self, id: &key };
-        self.touch();
-        let sent = self.link.send(gw, server, down, Bytes::from(message.to_string())).await;
-        super::report_outcome(
-            gw,
-            server,
-            &self.instance,
-            sent.as_ref().map_or_else(super::breaker_ok, |()| true),
-        );
-        sent?;
+        self.post(gw, server, down, Bytes::from(message.to_string())).await?;
         let limit = gw.limits.upstream_timeout;
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(answer)) => serde_json::from_slice(&answer).map_err(|e| ProxyError::UpstreamFailed {
-                server: server.name.to_string(),
-                detail: format!("an answer that is not JSON: {e}"),
-            }),
-            Ok(Err(_)) => Err(ProxyError::UpstreamFailed {
-                server: server.name.to_string(),
-                detail: "the upstream link ended before the response".into(),
-            }),
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                server: server.name.to_string(),
-                detail: format!("no response within {limit:?}"),
-            }),
-        }
+        let answer = answered(server, limit, tokio::time::timeout(limit, rx).await)?;
+        serde_json::from_slice(&answer).map_err(|e| ProxyError::UpstreamFailed {
+            server: server.name.to_string(),
+            detail: format!("an answer that is not JSON: {e}"),
+        })
+    }
+
+    /// Sends one message on the link (it counts as use), telling the instance's breaker how that went.
+    async fn post(
+        &self,
+        gw: &Shared,
+        server: &Server,
+        down: &RequestHeader,
+        message: Bytes,
+    ) -> Result<(), ProxyError> {
+        self.touch();
+        let sent = self.link.send(gw, server, down, message).await;
+        let ok = sent.as_ref().map_or_else(super::breaker_ok, |()| true);
+        super::report_outcome(gw, server, &self.instance, ok);
+        sent
     }
 }
