@@ -112,11 +112,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Section> {
         for (via, request) in order(pass, &targets) {
             let probe = CpuProbe::start(ctx.stack);
             let r = closed::run(proxy, vec![request; p.connections], p.saturation).await;
-            let proxy_us = probe
-                .per_request(r.requests_total, ctx.ticks_per_sec)
-                .into_iter()
-                .find(|(n, _)| *n == "proxy")
-                .map_or(f64::NAN, |(_, us)| us);
+            let proxy_us = probe.proxy_per_request(r.requests_total, ctx.ticks_per_sec);
             ctx.stack.check_alive()?;
             s.count_errors(format!("call pass {pass} via {via}"), r.errors, r.first_error.as_deref());
             s.rows.push(vec![

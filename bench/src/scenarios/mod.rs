@@ -153,6 +153,14 @@ impl CpuProbe {
             })
             .collect()
     }
+
+    /// [`CpuProbe::per_request`] of the proxy alone (NaN when it was not probed).
+    pub fn proxy_per_request(&self, requests: u64, ticks_per_sec: u64) -> f64 {
+        self.per_request(requests, ticks_per_sec)
+            .into_iter()
+            .find(|(n, _)| *n == "proxy")
+            .map_or(f64::NAN, |(_, us)| us)
+    }
 }
 
 /// `a − b`, the figure added by a hop.

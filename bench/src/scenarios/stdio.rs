@@ -84,11 +84,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Section> {
             let (calls, deletes) = sessions(&ep, p.connections).await?;
             let probe = CpuProbe::start(ctx.stack);
             let r = closed::run(proxy, calls, p.saturation).await;
-            let proxy_us = probe
-                .per_request(r.requests_total, ctx.ticks_per_sec)
-                .into_iter()
-                .find(|(n, _)| *n == "proxy")
-                .map_or(f64::NAN, |(_, us)| us);
+            let proxy_us = probe.proxy_per_request(r.requests_total, ctx.ticks_per_sec);
             ctx.stack.check_alive()?;
             let mut conn = Conn::connect(proxy).await?;
             for delete in &deletes {
