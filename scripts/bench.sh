@@ -8,6 +8,8 @@
 #   scripts/bench.sh --smoke         # seconds, debug binaries, tiny counts, no thresholds (CI)
 #   scripts/bench.sh --scenarios ab  # any `mcpgw-bench run` option passes through (see --help)
 #   scripts/bench.sh --scenarios t --proxy-bin DIR/mcpgw-proxy   # another proxy build, same harness
+#   scripts/bench.sh --scenarios h --nginx none   # instructions per request under callgrind, held to
+#                                                 # bench/instructions.json (+20 % fails; what CI runs)
 #
 # Any error in any run (no answer, a non-2xx answer, a JSON-RPC error) fails the run, smoke included:
 # the exit status is non-zero after the reports are written, and they name each run with errors.
@@ -21,12 +23,15 @@ cd "$root"
 
 smoke=""
 out=""
+nginx_bin=""
 args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --out) out="$2"; shift ;;
     --out=*) out="${1#--out=}" ;;
+    --nginx) nginx_bin="$2"; shift ;;
+    --nginx=*) nginx_bin="${1#--nginx=}" ;;
     *) args+=("$1") ;;
   esac
   shift
@@ -52,9 +57,9 @@ else
 fi
 bin_dir="$target_dir/$profile"
 
-# The reference reverse proxy.
-nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-if [[ ! -x "$nginx_bin" ]]; then
+# The reference reverse proxy (`--nginx none`: without it).
+nginx_bin="${nginx_bin:-$(command -v nginx || echo /usr/sbin/nginx)}"
+if [[ "$nginx_bin" != none && ! -x "$nginx_bin" ]]; then
   log "installing nginx from Debian (nginx-light)"
   install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light >/dev/null; }
   if install 2>/dev/null || { as_root apt-get update >/dev/null 2>&1 && install; }; then

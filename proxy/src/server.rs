@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use pingora::connectors::http::Connector;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
@@ -77,7 +76,7 @@ pub fn build(config: &Config) -> Server {
     let bridges: Arc<crate::upstream::bridge::Bridges> = Arc::default();
     let shared = Shared {
         routes: routes.clone(),
-        connector: Arc::new(Connector::new(None)),
+        pool: Arc::default(),
         limits: Limits {
             max_request_body: config.max_request_body,
             request_body_timeout: config.request_body_timeout,

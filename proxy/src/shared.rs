@@ -1,12 +1,10 @@
 //! What every request handler works with: the gateway's long-lived parts — the routing table, the upstream
-//! connector and limits, session keys, breakers and budgets, stream caps, authentication and the audit
+//! connection pool and limits, session keys, breakers and budgets, stream caps, authentication and the audit
 //! queue. The registries of one transport or of `/mcp` stay with their modules (`crate::gateway::Gateway`
 //! holds them beside this).
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use pingora::connectors::http::Connector;
 
 use crate::breaker::Breakers;
 use crate::front::FrontDoor;
@@ -34,7 +32,7 @@ pub struct Limits {
 
 pub struct Shared {
     pub routes: Arc<Routes>,
-    pub connector: Arc<Connector>,
+    pub pool: Arc<crate::upstream::pool::Pool>,
     pub limits: Limits,
     pub sessions: SessionKeys,
     pub breakers: Breakers,

@@ -66,8 +66,14 @@ async fn upstream_sees_its_own_host_and_no_origin() -> Result<()> {
     assert_eq!(resp.status.as_u16(), 200, "{}", resp.text());
     assert!(resp.response_for(&id).is_some(), "{}", resp.text());
 
+    // The control plane's discovery probes the same upstream concurrently: pick the proxied request.
     let received = upstream.received();
-    let request = received.last().expect("the upstream got the request");
+    let from_control_plane = |r: &&mcpgw_e2e::fake::Recorded| {
+        r.header("user-agent").is_some_and(|ua| ua.starts_with("mcpgw-control-plane/"))
+    };
+    let mut proxied = received.iter().filter(|r| !from_control_plane(r));
+    let request = proxied.next().expect("the upstream got the proxied request");
+    assert!(proxied.next().is_none(), "one request proxied: {received:?}");
     assert_eq!(request.header("host"), Some(upstream.addr().to_string().as_str()), "{request:?}");
     assert_eq!(request.header("origin"), None, "Origin was forwarded: {request:?}");
     // The routing headers of 2026-07-28 pass through untouched.

@@ -175,6 +175,10 @@ async fn scenarios(
         eprintln!("mcpgw-bench: g. routing change → applied");
         sections.push(scenarios::routing::run(&mut ctx).await?);
     }
+    if has('h') {
+        eprintln!("mcpgw-bench: h. instructions per proxied request (callgrind)");
+        sections.push(scenarios::instructions::run(&mut ctx, opts.smoke).await?);
+    }
     if has('m') {
         eprintln!("mcpgw-bench: m. aggregation on /mcp");
         sections.push(scenarios::aggregation::run(&mut ctx).await?);

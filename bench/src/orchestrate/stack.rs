@@ -70,6 +70,11 @@ pub struct Stack {
     /// The fixture's path, allowed as a stdio program on both planes (`None` when a plane predates stdio
     /// servers: scenario s is then skipped).
     pub stdio_program: Option<String>,
+    /// The measured proxy's program and arguments, to start another one like it ([`Stack::sibling_args`]).
+    pub proxy_bin: PathBuf,
+    proxy_args: Vec<String>,
+    /// Where the run's logs (and other files of its processes) go.
+    pub run_dir: PathBuf,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -83,6 +88,21 @@ fn random_hex(bytes: usize) -> String {
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `args` of a proxy, with a listener, admin address and proxy id of its own; and those addresses.
+fn sibling_args(args: &[String], proxy_id: &str) -> Result<(Vec<String>, SocketAddr, SocketAddr)> {
+    let mut args = args.to_vec();
+    let (listen, admin) = (local(free_port()?), local(free_port()?));
+    for (flag, value) in [
+        ("--listen", listen.to_string()),
+        ("--admin-addr", admin.to_string()),
+        ("--proxy-id", proxy_id.to_owned()),
+    ] {
+        let at = args.iter().position(|a| a == flag).context("the proxy's own flags")? + 1;
+        args[at] = value;
+    }
+    Ok((args, listen, admin))
 }
 
 impl Stack {
@@ -206,38 +226,23 @@ impl Stack {
                 }
             }
         }
-        let unaudited_args = knows_flag(&bins.proxy, "serve", "--audit").await.then(|| args.clone());
+        let proxy_args = args.clone();
         let mut proxy = Proc::start(
             Spec { name: "proxy", program: &bins.proxy, args, env: quiet(), cpu: pins.server },
             run_dir,
         )?;
         proxy.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
-        let unaudited = match unaudited_args {
-            Some(mut args) => {
-                let (listen, admin) = (local(free_port()?), local(free_port()?));
-                for (flag, value) in [
-                    ("--listen", listen.to_string()),
-                    ("--admin-addr", admin.to_string()),
-                    ("--proxy-id", "mcpgw-bench-unaudited".to_owned()),
-                ] {
-                    let at = args.iter().position(|a| a == flag).expect("the proxy's own flags") + 1;
-                    args[at] = value;
-                }
-                args.extend(["--audit".into(), "off".into()]);
-                let mut proc = Proc::start(
-                    Spec {
-                        name: "proxy-unaudited",
-                        program: &bins.proxy,
-                        args,
-                        env: quiet(),
-                        cpu: pins.server,
-                    },
-                    run_dir,
-                )?;
-                proc.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
-                Some((proc, listen))
-            }
-            None => None,
+        let unaudited = if knows_flag(&bins.proxy, "serve", "--audit").await {
+            let (mut args, listen, admin) = sibling_args(&proxy_args, "mcpgw-bench-unaudited")?;
+            args.extend(["--audit".into(), "off".into()]);
+            let mut proc = Proc::start(
+                Spec { name: "proxy-unaudited", program: &bins.proxy, args, env: quiet(), cpu: pins.server },
+                run_dir,
+            )?;
+            proc.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
+            Some((proc, listen))
+        } else {
+            None
         };
 
         let mut stack = Self {
@@ -259,6 +264,9 @@ impl Stack {
             jwt_skipped: None,
             issuer: None,
             stdio_program,
+            proxy_bin: bins.proxy.clone(),
+            proxy_args,
+            run_dir: run_dir.to_owned(),
         };
         stack.register().await?;
         if authenticates {
@@ -303,6 +311,12 @@ impl Stack {
             stack.nginx = Some((proc, addr));
         }
         Ok(stack)
+    }
+
+    /// Arguments for another proxy like the measured one (same control plane, same flags): its own
+    /// listener, admin address and proxy id.
+    pub fn sibling_args(&self, proxy_id: &str) -> Result<(Vec<String>, SocketAddr, SocketAddr)> {
+        sibling_args(&self.proxy_args, proxy_id)
     }
 
     /// The registered servers: name, the fixture serving it and the path there.

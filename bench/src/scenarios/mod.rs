@@ -1,8 +1,10 @@
 //! The scenarios: a–g, the proxy's performance targets, each measured as interleaved direct / proxied /
 //! nginx runs after a warm-up pass and reported as medians over the pairs; and t, transparency under
-//! keep-alive load, which counts errors rather than time.
+//! keep-alive load, which counts errors rather than time; h, instructions per request under callgrind,
+//! held to a recorded figure.
 
 pub mod aggregation;
+pub mod instructions;
 pub mod latency;
 pub mod routing;
 pub mod setup;
@@ -47,6 +49,9 @@ pub struct Profile {
     pub transparency_connections: usize,
     /// Requests the fixture of scenario t answers on a keep-alive connection before it closes it.
     pub transparency_close_after: NonZeroU64,
+    /// Scenario h: calls counted under callgrind, and calls before them.
+    pub instruction_calls: u64,
+    pub instruction_warmup: u64,
 }
 
 /// The fixture of scenario t closes every 25th request's connection, as in the proxy's own
@@ -77,6 +82,8 @@ impl Profile {
             transparency_calls: 1_000_000,
             transparency_connections: 16,
             transparency_close_after: CLOSE_AFTER,
+            instruction_calls: 2000,
+            instruction_warmup: 200,
         }
     }
 
@@ -100,6 +107,8 @@ impl Profile {
             transparency_calls: 4000,
             transparency_connections: 16,
             transparency_close_after: CLOSE_AFTER,
+            instruction_calls: 50,
+            instruction_warmup: 10,
         }
     }
 }

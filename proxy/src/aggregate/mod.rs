@@ -889,7 +889,7 @@ async fn listen(
             let Some(idx) = server.selector().pick(&[], &[]) else { continue };
             let instance = server.instances[idx].clone();
             let tx = relayed_tx.clone();
-            tokio::spawn(upstreams::listen_resources(gw.connector.clone(), instance, uris, id.clone(), tx));
+            tokio::spawn(upstreams::listen_resources(gw.pool.clone(), instance, uris, id.clone(), tx));
         }
         if !honoured.is_empty() {
             ack.insert("resourceSubscriptions".into(), Value::Array(honoured));
@@ -925,7 +925,7 @@ async fn listen(
         |relaying: &mut std::collections::HashSet<usize>, server: String, held: Arc<upstreams::Held>| {
             if !key.is_empty() && relaying.insert(Arc::as_ptr(&held) as usize) {
                 let prefix = request_id_prefix(&server);
-                tokio::spawn(upstreams::relay(gw.connector.clone(), held, prefix, relayed_tx.clone()));
+                tokio::spawn(upstreams::relay(gw.pool.clone(), held, prefix, relayed_tx.clone()));
             }
         };
     if !key.is_empty() {

@@ -348,18 +348,18 @@ fn close(gw: &Shared, held: Arc<Held>) {
     let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
         return;
     };
-    let connector = gw.connector.clone();
+    let pool = gw.pool.clone();
     let pool_idle = gw.limits.pool_idle_timeout;
     tokio::spawn(async move {
         let done = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut up = upstream::send_pooled(&connector, &peer, &req, &Bytes::new()).await.ok()?;
+            let mut up = pool.send(&peer, &req, &Bytes::new()).await.ok()?;
             up.read_response_header().await.ok()?;
             while up.read_response_body().await.ok()?.is_some() {}
             Some(up)
         })
         .await;
         if let Ok(Some(up)) = done {
-            connector.release_http_session(up, &peer, Some(pool_idle)).await;
+            pool.release(up, &peer, Some(pool_idle)).await;
         }
     });
 }
@@ -370,7 +370,7 @@ fn close(gw: &Shared, held: Arc<Held>) {
 /// stream or refuses it (a server without one answers 405), or when `tx` closes. Only a static credential
 /// can be presented (the client's own cannot be exchanged here).
 pub async fn relay(
-    connector: Arc<pingora::connectors::http::Connector>,
+    pool: Arc<upstream::pool::Pool>,
     held: Arc<Held>,
     prefix: Arc<str>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
@@ -384,7 +384,7 @@ pub async fn relay(
     let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
         return;
     };
-    let Ok(mut up) = upstream::send_pooled(&connector, &peer, &req, &Bytes::new()).await else { return };
+    let Ok(mut up) = pool.send(&peer, &req, &Bytes::new()).await else { return };
     let opened = tokio::select! {
         r = up.read_response_header() => r.is_ok(),
         _ = tx.closed() => false,
@@ -423,7 +423,7 @@ pub async fn relay(
 /// reach `tx` with the client's URI and subscription id (`client_id`); its acknowledgement and anything
 /// else stay here. Ends with the server's stream, or when `tx` closes.
 pub async fn listen_resources(
-    connector: Arc<pingora::connectors::http::Connector>,
+    pool: Arc<upstream::pool::Pool>,
     instance: Arc<Instance>,
     uris: Vec<(String, String)>,
     client_id: Value,
@@ -455,7 +455,7 @@ pub async fn listen_resources(
         return;
     };
     let sent = async {
-        let mut up = upstream::send_pooled(&connector, &peer, &req, &body).await?;
+        let mut up = pool.send(&peer, &req, &body).await?;
         up.read_response_header().await?;
         Ok::<_, Box<pingora::Error>>(up)
     };

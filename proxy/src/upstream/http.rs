@@ -1,4 +1,4 @@
-//! One upstream exchange: send the request to the chosen instance through the pooled connector, stream the
+//! One upstream exchange: send the request to the chosen instance through the connection pool, stream the
 //! response back chunk by chunk (SSE events are never buffered), and apply the era's cancellation rule when
 //! the client goes away: a 2026-07-28 client closing its stream cancels the upstream request; a legacy
 //! client's disconnect does not (it cancels with `notifications/cancelled`), so the upstream response is
@@ -123,7 +123,7 @@ pub async fn request_whole(
                 return Ok((header, out.freeze()));
             }
         }
-        gw.connector.release_http_session(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+        gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout)).await;
         Ok((header, out.freeze()))
     };
     let outcome =
@@ -342,7 +342,7 @@ async fn exchange(
         .write_response_body(tail, true)
         .await
         .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
-    gw.connector.release_http_session(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+    gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout)).await;
     Ok(Some(upstream_ok))
 }
 
@@ -402,7 +402,7 @@ async fn filtered(
         session.write_response_body(Some(out), true).await
     };
     write.await.map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
-    gw.connector.release_http_session(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+    gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout)).await;
     Ok(Some(upstream_ok))
 }
 
@@ -434,7 +434,7 @@ fn abandon(gw: &Shared, mut up: UpstreamSession, peer: &HttpPeer, gone: OnClient
         // Dropping the session closes the upstream connection, which cancels the request upstream.
         return;
     }
-    let connector = gw.connector.clone();
+    let pool = gw.pool.clone();
     let peer = peer.clone();
     let pool_idle = gw.limits.pool_idle_timeout;
     tokio::spawn(async move {
@@ -447,7 +447,7 @@ fn abandon(gw: &Shared, mut up: UpstreamSession, peer: &HttpPeer, gone: OnClient
         })
         .await;
         if matches!(drained, Ok(Ok(()))) {
-            connector.release_http_session(up, &peer, Some(pool_idle)).await;
+            pool.release(up, &peer, Some(pool_idle)).await;
         }
     });
 }

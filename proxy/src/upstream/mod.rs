@@ -26,6 +26,7 @@ use crate::shared::Shared;
 
 pub mod bridge;
 pub mod http;
+pub mod pool;
 pub mod sse;
 pub mod stdio;
 pub mod websocket;
@@ -211,15 +212,6 @@ pub(crate) fn classify(server: &Server, e: &pingora::Error) -> ProxyError {
     }
 }
 
-/// Sends the request header and body on `up`.
-async fn send(up: &mut UpstreamSession, req: RequestHeader, body: &Bytes) -> pingora::Result<()> {
-    up.write_request_header(Box::new(req)).await?;
-    if !body.is_empty() {
-        up.write_request_body(body.clone(), true).await?;
-    }
-    up.finish_request_body().await
-}
-
 /// Why an attempt on one instance failed.
 pub(crate) enum Attempt {
     /// Nothing reached the upstream: another instance may be tried.
@@ -228,9 +220,8 @@ pub(crate) enum Attempt {
     Failed(Failure, Option<bool>),
 }
 
-/// Opens (or reuses) a connection and sends the request. A reused pooled connection that fails while the
-/// request is being written is retried once on a new one: the upstream cannot have acted on a request it
-/// did not fully receive. Failures are [`classify`]'d.
+/// Opens (or reuses) a connection and sends the request ([`pool::Pool::send`]). Failures are
+/// [`classify`]'d.
 pub(crate) async fn connect_and_send(
     gw: &Shared,
     server: &Server,
@@ -238,29 +229,7 @@ pub(crate) async fn connect_and_send(
     req: &RequestHeader,
     body: &Bytes,
 ) -> Result<UpstreamSession, ProxyError> {
-    send_pooled(&gw.connector, peer, req, body).await.map_err(|e| classify(server, &e))
-}
-
-/// [`connect_and_send`] on `connector`, for the gateway's own exchanges outside a client's request
-/// (ending an upstream session, relaying its stream), whose failures are nobody's answer.
-pub(crate) async fn send_pooled(
-    connector: &pingora::connectors::http::Connector,
-    peer: &HttpPeer,
-    req: &RequestHeader,
-    body: &Bytes,
-) -> pingora::Result<UpstreamSession> {
-    let mut retried = false;
-    loop {
-        let (mut up, reused) = connector.get_http_session(peer).await?;
-        match send(&mut up, req.clone(), body).await {
-            Ok(()) => return Ok(up),
-            Err(e) if reused && !retried => {
-                tracing::debug!(error = %e, "Pooled upstream connection failed; retrying on a new one.");
-                retried = true;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    gw.pool.send(peer, req, body).await.map_err(|e| classify(server, &e))
 }
 
 /// The credential the gateway can present to `instance` with no caller at hand (its own exchanges): a

@@ -1,0 +1,107 @@
+//! Upstream connections: Pingora's pool of kept-alive streams, and the request written on one of them in a
+//! single write.
+//!
+//! Pingora's HTTP/1 client flushes the request head before it writes the body, so every request reached the
+//! upstream in two TCP segments and woke it twice (BENCHMARKS.md, "Where the proxy's time goes", item 3).
+//! The gateway always holds the whole body before it sends (bodies are inspected), so it writes head and body
+//! as one buffer on the pooled stream itself and hands the stream to Pingora's HTTP/1 session only to read
+//! the response. The session then never saw the request; what it would have learnt from it does not apply
+//! to the gateway's requests: they are never `HEAD`, never an upgrade, and never ask for `Connection: close`.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::TransportConnector;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::{HttpSession as Http1Session, http_req_header_to_wire};
+use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::{Error, ErrorType, OkOrErr};
+use tokio::io::AsyncWriteExt;
+
+/// The proxy's upstream connections, kept alive between requests per peer.
+pub struct Pool {
+    transport: TransportConnector,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self { transport: TransportConnector::new(None) }
+    }
+}
+
+impl Pool {
+    /// Sends `req` and `body` on a pooled connection to `peer` (a new one when none is idle) in one write,
+    /// and returns the session to read the answer on. A reused connection that fails while the request is
+    /// written is retried once on a new one: the upstream cannot have acted on a request it did not fully
+    /// receive. `req` must frame `body`: a `Content-Length` of its length (as `upstream_request` sets it).
+    pub async fn send(
+        &self,
+        peer: &HttpPeer,
+        req: &RequestHeader,
+        body: &Bytes,
+    ) -> pingora::Result<HttpSession> {
+        let wire = wire(req, body)?;
+        let mut retried = false;
+        loop {
+            let (mut stream, reused) = self.transport.get_stream(peer).await?;
+            let written = async {
+                stream.write_all(&wire).await?;
+                stream.flush().await
+            };
+            let written = match peer.options.write_timeout {
+                Some(t) => tokio::time::timeout(t, written).await.unwrap_or_else(|_| Err(timed_out())),
+                None => written.await,
+            };
+            match written {
+                Ok(()) => return Ok(HttpSession::H1(Http1Session::new_with_options(stream, peer))),
+                Err(e) if reused && !retried => {
+                    tracing::debug!(error = %e, "Pooled upstream connection failed; retrying on a new one.");
+                    retried = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(Error::because(ErrorType::WriteTimedout, "while writing the request", e));
+                }
+                Err(e) => return Err(Error::because(ErrorType::WriteError, "while writing the request", e)),
+            }
+        }
+    }
+
+    /// Returns the connection of a finished exchange to the pool, if the exchange left it reusable.
+    pub async fn release(&self, session: HttpSession, peer: &HttpPeer, idle_timeout: Option<Duration>) {
+        let HttpSession::H1(mut h1) = session else { return };
+        h1.respect_keepalive();
+        if let Some(stream) = h1.reuse().await {
+            self.transport.release_stream(stream, peer.reuse_hash(), idle_timeout);
+        }
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::TimedOut)
+}
+
+/// The request as it goes on the wire: head, then body.
+fn wire(req: &RequestHeader, body: &Bytes) -> pingora::Result<BytesMut> {
+    let mut wire = http_req_header_to_wire(req)
+        .or_err(ErrorType::InvalidHTTPHeader, "the request line or a header cannot be written")?;
+    wire.extend_from_slice(body);
+    Ok(wire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_and_body_are_one_buffer() {
+        let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
+        req.insert_header("host", "up:8080").unwrap();
+        req.insert_header("content-length", "2").unwrap();
+        let wire = wire(&req, &Bytes::from_static(b"{}")).unwrap();
+        let text = std::str::from_utf8(&wire).unwrap();
+        assert!(text.starts_with("POST /mcp HTTP/1.1\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n{}"), "{text}");
+        assert!(text.contains("content-length: 2\r\n"), "{text}");
+    }
+}
