@@ -41,6 +41,10 @@ struct RunArgs {
     /// The proxy binary, when not the one in --bin-dir (e.g. an older build to compare with).
     #[arg(long)]
     proxy_bin: Option<PathBuf>,
+    /// A proxy build to run beside the measured one with the same flags: scenario a measures both in
+    /// the same passes (`proxy-base`) and reports the difference (a change's before/after).
+    #[arg(long)]
+    base_proxy_bin: Option<PathBuf>,
     /// nginx binary (`none` to skip the reference proxy).
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: String,
@@ -135,6 +139,7 @@ async fn main() -> Result<ExitCode> {
             control_plane: bin("mcpgw-control-plane")?,
             fixture: bin("mcpgw-bench-fixture")?,
             nginx,
+            base_proxy: args.base_proxy_bin.clone().map(found).transpose()?,
         },
         database_url: args.database_url.clone(),
         pins,

@@ -25,6 +25,8 @@ pub struct Bins {
     pub control_plane: PathBuf,
     pub fixture: PathBuf,
     pub nginx: Option<PathBuf>,
+    /// Another proxy build run beside the measured one (scenario a's `proxy-base`).
+    pub base_proxy: Option<PathBuf>,
 }
 
 /// Cores: the load generator's (and the control plane's), and the servers' (fixture, proxy, nginx).
@@ -52,6 +54,9 @@ pub struct Stack {
     /// A second proxy, the same but with `--audit off` (idle while the first one is measured): the
     /// audit's cost is the difference (`None` for builds without audit).
     pub unaudited: Option<(Proc, SocketAddr)>,
+    /// A proxy of another build (`--base-proxy-bin`) with the same flags, idle while the others are
+    /// measured: scenario a compares this build with it in the same passes.
+    pub base: Option<(Proc, SocketAddr)>,
     pub nginx: Option<(Proc, SocketAddr)>,
     pub token: String,
     /// Server name → id in the registry.
@@ -244,6 +249,18 @@ impl Stack {
         } else {
             None
         };
+        let base = match &bins.base_proxy {
+            Some(program) => {
+                let (args, listen, admin) = sibling_args(&proxy_args, "mcpgw-bench-base")?;
+                let mut proc = Proc::start(
+                    Spec { name: "proxy-base", program, args, env: quiet(), cpu: pins.server },
+                    run_dir,
+                )?;
+                proc.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
+                Some((proc, listen))
+            }
+            None => None,
+        };
 
         let mut stack = Self {
             fixture,
@@ -255,6 +272,7 @@ impl Stack {
             proxy_addr,
             admin,
             unaudited,
+            base,
             nginx: None,
             token,
             ids: Vec::new(),
@@ -504,7 +522,7 @@ impl Stack {
         }
         self.control_plane.check_alive()?;
         self.proxy.check_alive()?;
-        if let Some((proxy, _)) = &mut self.unaudited {
+        for (proxy, _) in [&mut self.unaudited, &mut self.base].into_iter().flatten() {
             proxy.check_alive()?;
         }
         if let Some((nginx, _)) = &mut self.nginx {
@@ -518,7 +536,7 @@ impl Stack {
             nginx.stop().await;
         }
         self.proxy.stop().await;
-        if let Some((proxy, _)) = self.unaudited {
+        for (proxy, _) in [self.unaudited, self.base].into_iter().flatten() {
             proxy.stop().await;
         }
         self.control_plane.stop().await;

@@ -145,6 +145,9 @@ impl CpuProbe {
         if let Some((proxy, _)) = &stack.unaudited {
             pids.push(("proxy-unaudited", proxy.pid));
         }
+        if let Some((proxy, _)) = &stack.base {
+            pids.push(("proxy-base", proxy.pid));
+        }
         if let Some((nginx, _)) = &stack.nginx {
             pids.push(("nginx", nginx.pid));
         }

@@ -31,6 +31,9 @@ const AUTH_COST_US: f64 = 3.0;
 const UNAUDITED: &str = "proxy-unaudited";
 /// Most proxy CPU per request the audit may add (records made, queued, batched and shipped).
 const AUDIT_COST_US: f64 = 2.0;
+/// Anonymous stateless calls through a proxy of another build (`--base-proxy-bin`): a change's cost or
+/// gain is this build against it, in the same passes.
+const BASE: &str = "proxy-base";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -77,7 +80,7 @@ fn targets(
     endpoints: &[(Via, Endpoint)],
     kind: Kind,
     credentials: &[(&'static str, String)],
-    unaudited: Option<std::net::SocketAddr>,
+    siblings: &[(&'static str, std::net::SocketAddr)],
 ) -> Vec<(&'static str, Via, Endpoint)> {
     let mut out = Vec::new();
     for (via, ep) in endpoints {
@@ -86,8 +89,8 @@ fn targets(
             for (label, credential) in credentials {
                 out.push((*label, *via, ep.clone().with_bearer(credential)));
             }
-            if let Some(addr) = unaudited {
-                out.push((UNAUDITED, *via, Endpoint { addr, ..ep.clone() }));
+            for &(label, addr) in siblings {
+                out.push((label, *via, Endpoint { addr, ..ep.clone() }));
             }
         }
     }
@@ -123,7 +126,10 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
     for kind in [Kind::Stateless, Kind::Session] {
         let label = if kind == Kind::Stateless { "stateless" } else { "session" };
         let unaudited = ctx.stack.unaudited.as_ref().map(|(_, addr)| *addr);
-        let targets = targets(&endpoints, kind, &credentials, unaudited);
+        let base = ctx.stack.base.as_ref().map(|(_, addr)| *addr);
+        let siblings: Vec<_> =
+            [(UNAUDITED, unaudited), (BASE, base)].into_iter().filter_map(|(l, a)| Some((l, a?))).collect();
+        let targets = targets(&endpoints, kind, &credentials, &siblings);
         let mut passes: Vec<BTreeMap<&'static str, Figures>> = Vec::new();
         for pass in 0..=p.pairs {
             let mut figures = BTreeMap::new();
@@ -140,6 +146,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                     fixture_us: cpu_of("fixture"),
                     proxy_us: match (via, target) {
                         (Via::Proxy, UNAUDITED) => cpu_of(UNAUDITED),
+                        (Via::Proxy, BASE) => cpu_of(BASE),
                         (Via::Proxy, _) => cpu_of("proxy"),
                         _ => f64::NAN,
                     },
@@ -270,6 +277,38 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                     "audit ingest: control-plane CPU µs/req, audit on − off",
                     &ingest,
                     "µs",
+                ));
+            }
+            if base.is_some() {
+                let diff = |pick: fn(&Figures) -> f64| -> Vec<f64> {
+                    passes
+                        .iter()
+                        .filter_map(|f| Some(added(pick(f.get("proxy")?), pick(f.get(BASE)?))))
+                        .collect()
+                };
+                e.checks.push(Check::over(
+                    "e",
+                    "this build − base build: proxy CPU µs/req (anonymous)",
+                    &diff(|f| f.proxy_us),
+                    "µs",
+                ));
+                e.checks.push(Check::over(
+                    "e",
+                    "this build − base build: upstream CPU µs/req behind it",
+                    &diff(|f| f.fixture_us),
+                    "µs",
+                ));
+                e.checks.push(Check::over(
+                    "e",
+                    "proxy CPU per request, base build (stateless)",
+                    &per_pass(BASE, |f| f.proxy_us),
+                    "µs",
+                ));
+                a.checks.push(Check::over(
+                    "a",
+                    "proxied throughput this build / base build (stateless)",
+                    &ratio("proxy", BASE),
+                    "×",
                 ));
             }
             for (target, _) in &credentials {
