@@ -29,7 +29,8 @@ struct RunArgs {
     /// Seconds-long run with tiny counts and no thresholds (CI keeps the harness alive with it).
     #[arg(long)]
     smoke: bool,
-    /// Scenarios to run, as letters.
+    /// Scenarios to run, as letters (h, instructions per request under callgrind, runs only when asked:
+    /// it needs valgrind).
     #[arg(long, default_value = "abcdefgmst")]
     scenarios: String,
     /// Directory of the reports and logs.
