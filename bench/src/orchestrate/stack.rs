@@ -237,28 +237,27 @@ impl Stack {
             run_dir,
         )?;
         proxy.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
+        // Idle proxies beside the measured one, measured in the same passes by scenario a.
+        let sibling = |name: &'static str, program: PathBuf, extra: &'static [&'static str]| {
+            let proxy_args = &proxy_args;
+            async move {
+                let (mut args, listen, admin) = sibling_args(proxy_args, &format!("mcpgw-bench-{name}"))?;
+                args.extend(extra.iter().map(|a| (*a).to_owned()));
+                let mut proc = Proc::start(
+                    Spec { name, program: &program, args, env: quiet(), cpu: pins.server },
+                    run_dir,
+                )?;
+                proc.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
+                anyhow::Ok((proc, listen))
+            }
+        };
         let unaudited = if knows_flag(&bins.proxy, "serve", "--audit").await {
-            let (mut args, listen, admin) = sibling_args(&proxy_args, "mcpgw-bench-unaudited")?;
-            args.extend(["--audit".into(), "off".into()]);
-            let mut proc = Proc::start(
-                Spec { name: "proxy-unaudited", program: &bins.proxy, args, env: quiet(), cpu: pins.server },
-                run_dir,
-            )?;
-            proc.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
-            Some((proc, listen))
+            Some(sibling("proxy-unaudited", bins.proxy.clone(), &["--audit", "off"]).await?)
         } else {
             None
         };
         let base = match &bins.base_proxy {
-            Some(program) => {
-                let (args, listen, admin) = sibling_args(&proxy_args, "mcpgw-bench-base")?;
-                let mut proc = Proc::start(
-                    Spec { name: "proxy-base", program, args, env: quiet(), cpu: pins.server },
-                    run_dir,
-                )?;
-                proc.wait_ready(admin, "/readyz", Duration::from_secs(30)).await?;
-                Some((proc, listen))
-            }
+            Some(program) => Some(sibling("proxy-base", program.clone(), &[]).await?),
             None => None,
         };
 

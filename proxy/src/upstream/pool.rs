@@ -41,6 +41,14 @@ impl Pool {
         req: &RequestHeader,
         body: &Bytes,
     ) -> pingora::Result<HttpSession> {
+        debug_assert!(
+            body.is_empty()
+                || req
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() == body.len().to_string().as_bytes()),
+            "a request body goes upstream framed by its Content-Length"
+        );
         let wire = wire(req, body)?;
         let mut retried = false;
         loop {

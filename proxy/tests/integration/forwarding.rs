@@ -610,3 +610,59 @@ async fn connections_are_capped_per_client_address_and_in_total() {
     assert!(metrics.contains("mcpgw_proxy_connections_refused_total{cap=\"per_client\"}"), "{metrics}");
     assert!(metrics.contains("mcpgw_proxy_connections_refused_total{cap=\"total\"} 1"), "{metrics}");
 }
+
+/// The upstream gets a request in one write: its first read holds the whole head and the whole body
+/// (Pingora's client flushed the head alone, so the upstream woke for a head without its body).
+#[tokio::test]
+async fn a_request_reaches_the_upstream_in_one_write() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (first_tx, mut first_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let first_tx = first_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    let _ = first_tx.send(buf[..n].to_vec());
+                    // The rest of a request split over several reads would arrive here: the test then fails
+                    // on the first read alone, whatever is answered.
+                    let body = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if conn.write_all(&[head.as_bytes(), body].concat()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut cp = FakeControlPlane::start().await;
+    let proxy = ProxyProcess::start(&cp.url(), &[]).await;
+    cp.push(snapshot(1, &[("alpha", &format!("http://{addr}/mcp?fixed=1"))])).await;
+    assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
+
+    let client = reqwest::Client::new();
+    for padding in [10, 1_000, 20_000] {
+        let body = rpc_body(1, padding);
+        let resp = client
+            .post(proxy.mcp_url("alpha"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{padding}: {}", resp.text().await.unwrap_or_default());
+        let first = within("the upstream's first read", first_rx.recv()).await.unwrap();
+        let at = first.windows(4).position(|w| w == b"\r\n\r\n").expect("the whole head in the first read");
+        assert_eq!(&first[at + 4..], &body[..], "{padding}-character request: the body in the same read");
+    }
+}
