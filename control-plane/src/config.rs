@@ -115,6 +115,9 @@ pub enum Command {
     Validate,
     /// Create the database if it is missing, apply pending migrations, and exit.
     Migrate,
+    /// Ask the running control plane's REST listener (`--http-addr`) for `/ready`: exit 0 when ready, 1
+    /// otherwise (a container health check that needs no shell).
+    Healthcheck,
     /// Print the registry as YAML (`GET /api/v1/admin/export` of the running control plane at --api-url).
     Export,
     /// Apply a YAML registry file through the REST API of the control plane at --api-url (idempotent).
@@ -228,6 +231,10 @@ pub struct RawSettings {
     /// registration (stdio_not_allowed) and never started by discovery or health checks.
     #[arg(long, global = true, env = ENV_STDIO_PROGRAMS, value_delimiter = ',')]
     pub stdio_programs: Vec<String>,
+    /// A YAML file of settings: keys are the long flag names, values what the flag takes (lists for the
+    /// comma-separated ones). Flags beat environment variables, which beat the file.
+    #[arg(long, env = mcpgw_proto::config_file::ENV, global = true)]
+    pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub oauth: OauthSettings,
 }

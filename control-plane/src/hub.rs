@@ -254,6 +254,7 @@ impl RoutingHub {
         )?;
         tracing::debug!(version, resources = set.len(), "Publishing a new routing table.");
         self.current.send_replace(Arc::new(set));
+        crate::metrics::METRICS.routing_published();
         Ok(version)
     }
 

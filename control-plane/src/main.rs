@@ -4,11 +4,19 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use mcpgw_control_plane::{Cli, Command, cli, db, serve, telemetry, validate};
 
+/// How long `healthcheck` waits for the REST listener.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = match mcpgw_proto::config_file::parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("error: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match validate(&cli.settings) {
         Ok(config) => config,
         Err(error) => {
@@ -21,6 +29,15 @@ fn main() -> ExitCode {
         Command::Validate => {
             println!("configuration is valid\n{}", config.summary());
             return ExitCode::SUCCESS;
+        }
+        Command::Healthcheck => {
+            return match mcpgw_proto::probe::http_ready(config.http_addr, "/ready", HEALTHCHECK_TIMEOUT) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: not ready: {error}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Export | Command::Import(_) => {
             return run_cli(&config, cli.settings.admin_token.as_deref(), &command);

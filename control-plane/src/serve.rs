@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{HttpServer, web};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -248,7 +248,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     });
     let audit =
         tokio::spawn(audit_partitions(pool.clone(), hub.clone(), state.is_leader.clone(), shutdown.clone()));
-    let http = HttpServer::new(move || App::new().configure(|cfg| api::routes(cfg, state.clone())))
+    let http = HttpServer::new(move || api::app(state.clone()))
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .listen(http_listener)

@@ -28,6 +28,8 @@ mod health;
 mod health_checks;
 #[path = "integration/instances.rs"]
 mod instances;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/owners.rs"]
 mod owners;
 #[path = "integration/registry.rs"]

@@ -2,6 +2,8 @@
 //! check (server names, endpoint URLs, how a table is built from snapshots and deltas).
 #![forbid(unsafe_code)]
 
+pub mod config_file;
+pub mod probe;
 pub mod resources;
 pub mod stdio;
 pub mod validate;

@@ -25,6 +25,9 @@ pub enum Command {
     Serve,
     /// Check the configuration and exit: 0 when valid, 2 with the reason otherwise.
     Validate,
+    /// Ask the running proxy's admin listener (`--admin-addr`) for `/readyz`: exit 0 when ready, 1
+    /// otherwise (a container health check that needs no shell).
+    Healthcheck,
 }
 
 /// Raw settings as given by flags and environment; [`Settings::validate`] turns them into a [`Config`].
@@ -201,6 +204,10 @@ pub struct Settings {
     /// Log format: `text` or `json` (filter with RUST_LOG, default `info`).
     #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
+    /// A YAML file of settings: keys are the long flag names, values what the flag takes (lists for the
+    /// comma-separated ones). Flags beat environment variables, which beat the file.
+    #[arg(long, env = mcpgw_proto::config_file::ENV, global = true)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Validated configuration: only this reaches the running proxy.
@@ -467,6 +474,28 @@ mod tests {
         let mut argv = vec!["mcpgw-proxy"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    #[test]
+    fn a_config_file_takes_the_flag_names() {
+        use clap::CommandFactory;
+        let path = std::env::temp_dir().join(format!("mcpgw-proxy-config-{}.yaml", std::process::id()));
+        let text =
+            "listen: 0.0.0.0:18080\nthreads: 3\nallowed-hosts: [gw.example, gw2.example]\nanonymous: true\n";
+        std::fs::write(&path, text).expect("write the file");
+        let argv: Vec<std::ffi::OsString> =
+            ["mcpgw-proxy", "--config", path.to_str().expect("UTF-8"), "--threads", "5", "validate"]
+                .map(Into::into)
+                .to_vec();
+        let expanded = mcpgw_proto::config_file::expand(&Cli::command(), argv, |_| None);
+        std::fs::remove_file(&path).expect("remove the file");
+        let cli = Cli::try_parse_from(expanded.expect("the file expands")).expect("flags parse");
+        assert_eq!(cli.command, Some(Command::Validate));
+        let config = cli.settings.validate().expect("valid");
+        assert_eq!(config.listen.to_string(), "0.0.0.0:18080");
+        assert_eq!(config.threads, 5, "the command line beats the file");
+        assert!(config.anonymous);
+        assert_eq!(cli.settings.allowed_hosts, ["gw.example", "gw2.example"]);
     }
 
     #[test]

@@ -2,12 +2,20 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use mcpgw_proxy::config::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+/// How long `healthcheck` waits for the admin listener.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = match mcpgw_proto::config_file::parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("mcpgw-proxy: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match cli.settings.validate() {
         Ok(config) => config,
         Err(error) => {
@@ -22,6 +30,15 @@ fn main() -> ExitCode {
                 config.listen, config.admin_addr, config.control_plane, config.proxy_id
             );
             ExitCode::SUCCESS
+        }
+        Command::Healthcheck => {
+            match mcpgw_proto::probe::http_ready(config.admin_addr, "/readyz", HEALTHCHECK_TIMEOUT) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("mcpgw-proxy: not ready: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve => {
             let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

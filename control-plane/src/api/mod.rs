@@ -82,6 +82,22 @@ impl AppState {
     }
 }
 
+/// The REST application: every route of [`routes`], behind the metrics middleware (request counts and
+/// latency by route pattern).
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new().wrap(from_fn(crate::metrics::track)).configure(|cfg| routes(cfg, state))
+}
+
 /// Registers every route, the extractor configs that map actix's errors into the error table, and the
 /// fallbacks for unknown paths and methods. Everything under `/api/v1` passes the `audited::track`
 /// middleware (request id, audit records of changes), then the `authenticate` middleware, and every

@@ -101,7 +101,7 @@ fn require_credential(operation: &mut Operation, error: &dyn Fn(&str) -> RefOr<u
 fn health() {}
 #[utoipa::path(get, path = "/ready", tag = "health", responses((status = 200, description = "ready"), (status = 503, description = "not ready, with the failed checks")))]
 fn ready() {}
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format: mcpgw_cp_audit_records_total{result}, mcpgw_cp_audit_batches_total{result}", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format: REST requests and latency by route pattern, audit ingest, health checks, discovery runs, routing versions published, connected and lagging proxies, the database pool (README, Metrics)", content_type = "text/plain")))]
 fn metrics() {}
 #[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
     description = "Permission: read servers (`ServerReader`): administrators, and `server_owner` holders, who see every server of their tenant.",

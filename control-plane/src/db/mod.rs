@@ -41,6 +41,7 @@ pub enum DbError {
 /// away at start delays requests instead of failing the process.
 pub fn pool(database_url: &str, max_size: u32) -> DbPool {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    crate::metrics::METRICS.db_pool_built(max_size);
     bb8::Pool::builder().max_size(max_size).connection_timeout(CONNECTION_TIMEOUT).build_unchecked(manager)
 }
 

@@ -16,6 +16,7 @@ use crate::db::{DbPool, store};
 use crate::hub::RoutingHub;
 use crate::mcp::lists::{self, Capabilities};
 use crate::mcp::{McpClient, ServerHello};
+use crate::metrics::METRICS;
 use crate::model::{HealthStatus, TransportType};
 
 pub mod watch;
@@ -137,6 +138,18 @@ impl Discoverer {
     /// Asks the server's instances (healthy ones first) for their capabilities, storing nothing: what
     /// `Probe::save` then stores, in a transaction of the caller's choosing.
     pub async fn probe(&self, server_id: Uuid) -> Result<Probe, DiscoverError> {
+        let started = Instant::now();
+        let probe = self.ask(server_id).await;
+        let outcome = match &probe {
+            Ok(Probe::Found { .. }) => "found",
+            Ok(Probe::Failed { .. }) => "failed",
+            Err(_) => "error",
+        };
+        METRICS.discovery(outcome, started.elapsed());
+        probe
+    }
+
+    async fn ask(&self, server_id: Uuid) -> Result<Probe, DiscoverError> {
         let started = Instant::now();
         let db = |e: &dyn std::fmt::Display| DiscoverError::Db(e.to_string());
         let mut conn = self.pool.get().await.map_err(|e| db(&e))?;

@@ -114,6 +114,7 @@ impl Checker {
                         let (target, tx, id, hint) = (target.clone(), tx.clone(), *id, slot.era);
                         tokio::spawn(async move {
                             let result = probe(&client, &target.url, target.transport, hint, target.timeout).await;
+                            crate::metrics::METRICS.health_check(result.error.is_none(), result.latency);
                             drop(permit);
                             let _ = tx.send((id, result)).await;
                         });

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::fake_mcp::FakeMcp;
-use crate::support::{FakeProxy, TestApp, TestGrpc, eventually, get, hello};
+use crate::support::{FakeProxy, TestApp, TestGrpc, eventually, get, hello, metric};
 
 const INTERVAL: Duration = Duration::from_millis(50);
 
@@ -98,6 +98,13 @@ async fn checks_follow_thresholds_and_reach_the_routing_table() {
     .await;
     stop.cancel();
     let _ = task.await;
+    let text = app.metrics().await;
+    for outcome in ["healthy", "unhealthy"] {
+        let probes = metric(&text, "mcpgw_cp_health_checks_total", &[("outcome", outcome)]).unwrap_or(0.0);
+        assert!(probes >= 2.0, "{outcome} probes counted: {probes}");
+        let timed = metric(&text, "mcpgw_cp_health_check_duration_seconds_count", &[("outcome", outcome)]);
+        assert_eq!(timed, Some(probes));
+    }
 }
 
 fn leader(app: &TestApp, db_url: &str, replica: &str) -> (Leader, Arc<AtomicBool>) {

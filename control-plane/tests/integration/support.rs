@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::test::{self, TestRequest};
-use actix_web::{App, web};
+use actix_web::web;
 use mcpgw_control_plane::api::{self, AppState};
 use mcpgw_control_plane::auth::SecretToken;
 use mcpgw_control_plane::config::DatabaseUrl;
@@ -236,7 +236,7 @@ impl TestApp {
     /// Sends `req` through the full app (routes, extractor configs, fallbacks).
     pub async fn call(&self, req: TestRequest) -> Reply {
         let state = self.state.clone();
-        let app = test::init_service(App::new().configure(move |cfg| api::routes(cfg, state))).await;
+        let app = test::init_service(api::app(state)).await;
         let response = test::call_service(&app, req.to_request()).await;
         let status = response.status();
         let headers = response.headers().clone();
@@ -420,4 +420,25 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
     })
     .await;
     assert!(outcome.is_ok(), "timed out waiting for {what}");
+}
+
+/// The value of one series in a Prometheus text exposition: the line of metric `name` carrying every
+/// `label="value"` pair of `labels` (in any order); `None` when no line matches.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        let pairs: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
+        let has_all = labels.iter().all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()));
+        (metric == name && has_all).then(|| value.parse().ok()).flatten()
+    })
+}
+
+impl TestApp {
+    /// The control plane's `GET /metrics` text.
+    pub async fn metrics(&self) -> String {
+        let reply = self.call(TestRequest::get().uri("/metrics")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.body.as_str().expect("the text format").to_owned()
+    }
 }
