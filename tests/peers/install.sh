@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real MCP peers the end-to-end tests run against: the npm packages pinned in
 # package-lock.json (server-everything, Inspector CLI, TS SDK client, the official conformance suite and
-# the Node 22 binary it runs on), a Python venv with the pinned `mcp` SDK and schemathesis, and the rmcp
-# fixture server (rmcp-server/, built with cargo).
+# the Node 22 binary it runs on), a Python venv with the pinned `mcp` SDK, schemathesis and the deployment
+# checkers of check_deploy.py, and the rmcp fixture server (rmcp-server/, built with cargo).
 # Idempotent: a second run only compares stamps and returns.
 # Usage: install.sh [npm] [python] [rmcp]   (default: all three)
 set -euo pipefail

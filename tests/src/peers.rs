@@ -29,7 +29,8 @@ fn require(path: PathBuf) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn python() -> Result<PathBuf> {
+/// The peers' Python (`tests/peers/.venv/bin/python`), with `requirements.txt` installed.
+pub fn python() -> Result<PathBuf> {
     require(peers_dir().join(".venv").join("bin").join("python"))
 }
 
