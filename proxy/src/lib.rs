@@ -11,6 +11,7 @@ pub mod budget;
 pub mod caps;
 pub mod config;
 pub mod connections;
+pub mod drain;
 pub mod error;
 pub mod exchange;
 pub mod front;

@@ -55,7 +55,10 @@ fn main() -> ExitCode {
                 proxy_id = %config.proxy_id,
                 "Starting mcpgw proxy."
             );
-            mcpgw_proxy::server::build(&config).run_forever()
+            let (server, run_args) = mcpgw_proxy::server::build(&config);
+            server.run(run_args);
+            tracing::info!("Stopped.");
+            ExitCode::SUCCESS
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -26,14 +26,18 @@ const RETRY_FLOOR: u64 = 10;
 /// How long an idle upstream connection stays pooled.
 const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Builds the server; `run_forever` on the result serves until SIGTERM (graceful) or SIGINT.
-pub fn build(config: &Config) -> Server {
+/// Builds the server and the shutdown signals it must run with: `server.run(run_args)` serves until SIGTERM
+/// (graceful: `crate::drain`) or SIGINT.
+pub fn build(config: &Config) -> (Server, RunArgs) {
     let conf = ServerConf {
         threads: config.threads,
-        grace_period_seconds: Some(config.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
+        // Pingora's grace period starts when its listeners stop (`drain::Signals` says when): it is the
+        // in-flight requests' deadline. Then tasks still running are dropped and the runtimes get a second.
+        grace_period_seconds: Some(config.shutdown_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
+    let (signals, draining) = crate::drain::Signals::new(config.grace_period);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
@@ -98,6 +102,7 @@ pub fn build(config: &Config) -> Server {
         rate_limits: crate::limits::RateLimits::new(control_plane.clone()),
         streams: crate::caps::Caps::new(config.max_streams, config.max_streams_per_principal),
         stdio_programs: config.stdio_programs.clone().into(),
+        draining,
     };
     let gateway = Gateway {
         shared,
@@ -138,7 +143,7 @@ pub fn build(config: &Config) -> Server {
     }
     server.add_service(mcp);
     server.add_service(admin);
-    server
+    (server, RunArgs { shutdown_signal: Box::new(signals) })
 }
 
 /// Ends every bridged session when the proxy shuts down: their stdio processes are killed then, not

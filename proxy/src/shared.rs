@@ -53,4 +53,6 @@ pub struct Shared {
     pub stdio_programs: Arc<[String]>,
     /// The audit queue.
     pub auditor: crate::audit::Auditor,
+    /// Resolves when the proxy drains (SIGTERM, after the grace period): long-lived streams end then.
+    pub draining: crate::drain::Draining,
 }

@@ -10,6 +10,8 @@ mod aggregation;
 mod audit;
 #[path = "integration/balancing.rs"]
 mod balancing;
+#[path = "integration/draining.rs"]
+mod draining;
 #[path = "integration/forwarding.rs"]
 mod forwarding;
 #[path = "integration/identity.rs"]

@@ -159,6 +159,7 @@ pub async fn open(
             },
             _ = tokio::time::sleep(super::KEEPALIVE) => Bytes::from_static(b": keep-alive\n\n"),
             _ = crate::request::client_gone(session) => return Ok(()),
+            _ = gw.draining.wait() => break,
         };
         if session.write_response_body(Some(out), false).await.is_err() {
             return Ok(());

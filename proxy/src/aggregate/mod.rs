@@ -973,6 +973,7 @@ async fn listen(
             Some(message) = relayed.recv() => message,
             _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keep-alive\n\n"),
             _ = crate::request::client_gone(session) => return Ok(()),
+            _ = gw.draining.wait() => break,
         };
         if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
             return Ok(());

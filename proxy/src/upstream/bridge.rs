@@ -293,7 +293,7 @@ pub async fn handle(
     ctx.audited.instance = Some(bridge.instance.id.clone());
     match method {
         http::Method::POST => send(gw, session, ctx, server, &bridge, body, rpc, filter, None).await,
-        http::Method::GET => stream(session, ctx, &bridge).await,
+        http::Method::GET => stream(session, ctx, &bridge, &gw.draining).await,
         http::Method::DELETE => {
             if let Some(b) = bridges.remove(&bridge.id) {
                 b.close();
@@ -490,7 +490,12 @@ impl Drop for Waiting<'_> {
 }
 
 /// The client's GET stream: server-initiated messages, oldest first.
-async fn stream(session: &mut Session, ctx: &mut RequestCtx, bridge: &Bridge) -> Result<(), Failure> {
+async fn stream(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    bridge: &Bridge,
+    draining: &crate::drain::Draining,
+) -> Result<(), Failure> {
     let (tx, mut rx) = mpsc::channel(BACKLOG);
     {
         let mut sink = bridge.sink.lock().unwrap_or_else(|e| e.into_inner());
@@ -522,6 +527,7 @@ async fn stream(session: &mut Session, ctx: &mut RequestCtx, bridge: &Bridge) ->
                 None => break,
             },
             _ = client_gone(session) => return Ok(()),
+            _ = draining.wait() => break,
         }
     }
     session.write_response_body(None, true).await.map_err(Failure::Abort)

@@ -285,6 +285,9 @@ async fn exchange(
     // The answer to a POST is one JSON-RPC message (JSON) or ends with one (SSE): its error code is
     // recorded. Streams opened by GET carry many messages, none of them this request's answer.
     let mut sniff = session.req_header().method == http::Method::POST;
+    // A GET stream outlives any request; it ends when the proxy drains (its client reconnects elsewhere).
+    // An answer to a POST is a request in flight, which gets the whole drain deadline.
+    let long_lived = session.req_header().method == http::Method::GET;
     if let Some(data) = first_chunk.take() {
         if let Some(answer) = crate::audit::capture::answer(&data) {
             ctx.audited.answer = Some(answer);
@@ -329,6 +332,12 @@ async fn exchange(
             },
             _ = client_gone(session) => {
                 abandon(gw, up, peer, gone);
+                return Ok(Some(upstream_ok));
+            }
+            _ = gw.draining.wait(), if long_lived => {
+                // The upstream stream is cut (a GET carries no request to finish); the client's ends cleanly.
+                drop(up);
+                let _ = session.write_response_body(None, true).await;
                 return Ok(Some(upstream_ok));
             }
         }

@@ -444,6 +444,8 @@ pub enum Reply {
     Status(u16),
     /// The reply to the next GET (POSTs and DELETEs skip it).
     ForGet(Box<Reply>),
+    /// The default JSON-RPC result, after this long.
+    Slow(Duration),
 }
 
 /// What the fake upstream saw of a streamed response's end.
@@ -557,8 +559,15 @@ async fn serve_conn(
                 None => Reply::Json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into()),
             }
         };
+        let reply = match reply {
+            Reply::Slow(after) => {
+                tokio::time::sleep(after).await;
+                Reply::Json(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into())
+            }
+            reply => reply,
+        };
         match reply {
-            Reply::ForGet(_) => unreachable!("unwrapped above"),
+            Reply::ForGet(_) | Reply::Slow(_) => unreachable!("unwrapped above"),
             Reply::Json(body) => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: {session_id}\r\ncontent-length: {}\r\n\r\n",
@@ -656,9 +665,17 @@ impl ProxyProcess {
         let dir = std::env::temp_dir().join("mcpgw-proxy-tests");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("proxy-{}.log", listen.port()));
+        // Quick to stop, unless the test says otherwise.
+        let mut stopping = Vec::new();
+        for (flag, value) in [("--grace-period", "0s"), ("--shutdown-timeout", "1s")] {
+            if !extra.contains(&flag) {
+                stopping.extend([flag, value]);
+            }
+        }
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgw-proxy"))
             .args(["serve", "--listen", &listen.to_string(), "--admin-addr", &admin.to_string()])
-            .args(["--control-plane", control_plane, "--grace-period", "0s", "--shutdown-timeout", "1s"])
+            .args(["--control-plane", control_plane])
+            .args(stopping)
             .args(extra)
             .env("RUST_LOG", "info")
             // Must never reach a stdio server's process (its environment is its command's only).
@@ -686,6 +703,11 @@ impl ProxyProcess {
 
     pub fn pid(&self) -> u32 {
         self._child.id().expect("the proxy runs")
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        self._child.wait().await.expect("wait for the proxy")
     }
 
     pub fn admin_url(&self, path: &str) -> String {
