@@ -122,6 +122,155 @@ pub enum Command {
     Export,
     /// Apply a YAML registry file through the REST API of the control plane at --api-url (idempotent).
     Import(ImportArgs),
+    /// Registered servers, through the REST API at --api-url (answers printed as JSON).
+    #[command(subcommand)]
+    Servers(ServersCommand),
+    /// A server's instances, through the REST API at --api-url.
+    #[command(subcommand)]
+    Instances(InstancesCommand),
+    /// API keys, through the REST API at --api-url.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Rate limits, through the REST API at --api-url.
+    #[command(subcommand)]
+    Limits(LimitsCommand),
+    /// Query the audit log through the REST API at --api-url (newest first, JSON).
+    Audit(AuditArgs),
+    /// Print the shell completion script of this command (e.g. `completions bash > /etc/bash_completion.d/mcpgw-control-plane`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `servers …`: a server is named by its id or its name.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ServersCommand {
+    /// Every server (`--tag`, `--health` filter).
+    List {
+        #[arg(long)]
+        tag: Option<String>,
+        /// healthy, unhealthy or unknown.
+        #[arg(long)]
+        health: Option<String>,
+    },
+    /// One server, with its instances and health.
+    Get { server: String },
+    /// Register a server with one instance.
+    Create {
+        name: String,
+        endpoint_url: String,
+        /// streamable_http (default), sse, websocket or stdio.
+        #[arg(long)]
+        transport: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Do not discover its tools, prompts and resources now.
+        #[arg(long)]
+        no_discover: bool,
+    },
+    /// Delete a server.
+    Delete { server: String },
+    /// Discover a server's tools, prompts and resources now.
+    Refresh { server: String },
+}
+
+/// `instances …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum InstancesCommand {
+    /// Add an instance to a server.
+    Add {
+        server: String,
+        endpoint_url: String,
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Remove an instance (its id: `servers get` lists them).
+    Remove { server: String, instance_id: String },
+}
+
+/// `keys …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum KeysCommand {
+    /// Every API key (never their secrets).
+    List,
+    /// Create a key; its secret is printed once.
+    Create {
+        name: String,
+        /// admin, server_owner, user (default) or a custom role.
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// When it stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Revoke a key at once.
+    Revoke { id: String },
+}
+
+/// `limits …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum LimitsCommand {
+    /// Every rate limit.
+    List,
+    /// Create a rate limit, e.g. `limits create user 100 1m --server docs`.
+    Create {
+        /// tenant, user, api_key, server or tool: what one bucket counts.
+        scope: String,
+        /// Requests allowed per period.
+        requests: u32,
+        /// The period: 1s, 1m, 1h.
+        per: String,
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Which requests (names or globs); a missing one matches any.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        /// Shared across proxy replicas (needs --redis-url on the control plane).
+        #[arg(long)]
+        global: bool,
+    },
+    /// Delete a rate limit.
+    Delete { id: String },
+}
+
+/// `audit` filters (those of `GET /api/v1/audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct AuditArgs {
+    /// RFC 3339 time or a duration back from now (`1h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub principal: Option<String>,
+    #[arg(long)]
+    pub server: Option<String>,
+    #[arg(long)]
+    pub tool: Option<String>,
+    #[arg(long)]
+    pub method: Option<String>,
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// mcp or admin.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Records per page.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The next page's cursor (from the previous answer).
+    #[arg(long)]
+    pub cursor: Option<String>,
 }
 
 /// Arguments of `import`.

@@ -39,7 +39,18 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Export | Command::Import(_) => {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "mcpgw-control-plane", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Export
+        | Command::Import(_)
+        | Command::Servers(_)
+        | Command::Instances(_)
+        | Command::Keys(_)
+        | Command::Limits(_)
+        | Command::Audit(_) => {
             return run_cli(&config, cli.settings.admin_token.as_deref(), &command);
         }
         Command::Serve | Command::Migrate => {}
@@ -69,6 +80,11 @@ fn run_cli(config: &mcpgw_control_plane::Config, token: Option<&str>, command: &
     let outcome = runtime.block_on(async {
         match command {
             Command::Import(args) => cli::import(config, token, args).await,
+            Command::Servers(c) => cli::servers(config, token, c).await,
+            Command::Instances(c) => cli::instances(config, token, c).await,
+            Command::Keys(c) => cli::keys(config, token, c).await,
+            Command::Limits(c) => cli::limits(config, token, c).await,
+            Command::Audit(args) => cli::audit(config, token, args).await,
             _ => cli::export(config, token).await,
         }
     });

@@ -28,6 +28,11 @@ pub enum Command {
     /// Ask the running proxy's admin listener (`--admin-addr`) for `/readyz`: exit 0 when ready, 1
     /// otherwise (a container health check that needs no shell).
     Healthcheck,
+    /// Print the shell completion script of this command (e.g. `completions bash`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Raw settings as given by flags and environment; [`Settings::validate`] turns them into a [`Config`].

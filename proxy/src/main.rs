@@ -31,6 +31,11 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "mcpgw-proxy", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Healthcheck => {
             match mcpgw_proto::probe::http_ready(config.admin_addr, "/readyz", HEALTHCHECK_TIMEOUT) {
                 Ok(_) => ExitCode::SUCCESS,

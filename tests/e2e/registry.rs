@@ -53,6 +53,71 @@ async fn yaml_round_trip_through_the_cli() -> Result<()> {
     Ok(())
 }
 
+/// The admin CLI: servers, instances, keys, limits and the audit log through the REST API, with its
+/// validation messages, and completion scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_manages_the_registry_through_the_rest_api() -> Result<()> {
+    let db = TestDb::new();
+    let cp = ControlPlane::start(&db, ADMIN_TOKEN).await?;
+    let json_of = |what: &str, (ok, out, err): (bool, String, String)| -> Result<Value> {
+        ensure!(ok, "{what} failed: {err}");
+        serde_json::from_str(&out).with_context(|| format!("{what} printed {out}"))
+    };
+
+    let args = ["servers", "create", "docs", "http://127.0.0.1:3/mcp", "--tag", "team-a", "--no-discover"];
+    let created = json_of("servers create", cp.cli(&args).await?)?;
+    ensure!(created["name"] == "docs" && created["tags"] == json!(["team-a"]), "{created}");
+    let other = ["servers", "create", "misc", "http://127.0.0.1:4/mcp", "--no-discover"];
+    json_of("servers create", cp.cli(&other).await?)?;
+    let listed = json_of("servers list", cp.cli(&["servers", "list", "--tag", "team-a"]).await?)?;
+    ensure!(listed.as_array().map(Vec::len) == Some(1) && listed[0]["name"] == "docs", "{listed}");
+
+    let added = cp.cli(&["instances", "add", "docs", "http://127.0.0.1:5/mcp", "--weight", "3"]).await?;
+    let added = json_of("instances add", added)?;
+    let docs = json_of("servers get", cp.cli(&["servers", "get", "docs"]).await?)?;
+    let instances = docs["instances"].as_array().context("instances")?;
+    ensure!(instances.len() == 2 && instances.iter().any(|i| i["weight"] == 3), "{docs} after {added}");
+    let second = instances.iter().find(|i| i["weight"] == 3).and_then(|i| i["id"].as_str()).context("id")?;
+    let (ok, out, err) = cp.cli(&["instances", "remove", "docs", second]).await?;
+    ensure!(ok && out.contains("removed instance"), "{out}{err}");
+
+    let key = json_of("keys create", cp.cli(&["keys", "create", "ci", "--role", "user"]).await?)?;
+    let (id, secret) = (key["id"].as_str().context("id")?, key["key"].as_str().context("key")?);
+    ensure!(secret.starts_with("mcpgw_"), "the secret is shown once, at creation: {key}");
+    let keys = json_of("keys list", cp.cli(&["keys", "list"]).await?)?;
+    ensure!(keys.to_string().contains(id) && !keys.to_string().contains(secret), "{keys}");
+    ensure!(cp.cli(&["keys", "revoke", id]).await?.0, "keys revoke");
+    let keys = json_of("keys list", cp.cli(&["keys", "list"]).await?)?;
+    ensure!(!keys.to_string().contains(id), "revoked: {keys}");
+
+    let limit = json_of(
+        "limits create",
+        cp.cli(&["limits", "create", "user", "100", "1m", "--server", "docs"]).await?,
+    )?;
+    ensure!(limit["server"] == "docs" && limit["requests"] == 100 && limit["per_ms"] == 60_000, "{limit}");
+    let limit_id = limit["id"].as_str().context("limit id")?;
+    ensure!(json_of("limits list", cp.cli(&["limits", "list"]).await?)?.to_string().contains(limit_id));
+    ensure!(cp.cli(&["limits", "delete", limit_id]).await?.0, "limits delete");
+
+    // The API's own validation, as any client gets it.
+    let (ok, _, err) = cp.cli(&["limits", "create", "planet", "1", "1m"]).await?;
+    ensure!(!ok && err.contains("400") && err.contains("scope"), "{err}");
+    let (ok, _, err) = cp.cli(&["servers", "get", "nope"]).await?;
+    ensure!(!ok && err.contains("no server named \"nope\""), "{err}");
+
+    let (ok, out, err) = cp.cli(&["servers", "delete", "docs"]).await?;
+    ensure!(ok && out.contains("deleted server docs"), "{out}{err}");
+    let audit =
+        json_of("audit", cp.cli(&["audit", "--kind", "admin", "--since", "1h", "--limit", "100"]).await?)?;
+    let records = audit["items"].as_array().context("items")?.len();
+    // servers create ×2, instances add/remove, keys create/revoke, limits create/delete, servers delete.
+    ensure!(records >= 9, "the CLI's changes are audited like any other: {audit}");
+
+    let (ok, script, _) = cp.cli(&["completions", "bash"]).await?;
+    ensure!(ok && script.contains("mcpgw-control-plane") && script.contains("servers"), "{script}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_endpoints_and_the_api_contract() -> Result<()> {
     let db = TestDb::new();
