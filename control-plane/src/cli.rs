@@ -30,16 +30,8 @@ fn client() -> Result<reqwest::Client, CliError> {
 
 /// `export`: prints the registry YAML.
 pub async fn export(config: &Config, token: Option<&str>) -> Result<String, CliError> {
-    let token = token.ok_or(CliError::NoToken("export"))?;
-    let url = format!("{}/api/v1/admin/export", config.api_url);
-    let response =
-        client()?.get(&url).bearer_auth(token).send().await.map_err(|e| CliError::Http(url.clone(), e))?;
-    let status = response.status().as_u16();
-    let body = response.text().await.map_err(|e| CliError::Http(url.clone(), e))?;
-    if status != 200 {
-        return Err(CliError::Refused(url, status, body));
-    }
-    Ok(body)
+    // YAML is not JSON: `call` passes it through as the API wrote it.
+    call(config, token, "export", reqwest::Method::GET, "/api/v1/admin/export", None).await
 }
 
 /// `import`: applies a YAML file and returns a human-readable report of the changes.
