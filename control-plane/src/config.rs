@@ -386,6 +386,8 @@ pub struct RawSettings {
     pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub oauth: OauthSettings,
+    #[command(flatten)]
+    pub otlp: mcpgw_proto::otlp::Args,
 }
 
 /// The validated configuration: the only form of settings the running code sees.
@@ -423,6 +425,8 @@ pub struct Config {
     /// The SSRF policy of client ID metadata documents: `ssrf` plus loopback, private and link-local
     /// addresses (`--ssrf-allow` still wins).
     pub document_ssrf: SsrfPolicy,
+    /// Span export; `None` without `--otlp-endpoint`.
+    pub otlp: Option<mcpgw_proto::otlp::Settings>,
 }
 
 /// PEM files of the gRPC listener's TLS identity (read when serving starts).
@@ -437,6 +441,8 @@ pub struct GrpcTls {
 pub enum ConfigError {
     #[error("--http-addr {0:?} is not an ip:port socket address")]
     HttpAddr(String),
+    #[error("--{flag}: {reason}")]
+    Otlp { flag: &'static str, reason: String },
     #[error("--grpc-addr {0:?} is not an ip:port socket address")]
     GrpcAddr(String),
     #[error("--http-addr and --grpc-addr are both {0}; give them different ports")]
@@ -559,6 +565,7 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         .chain(["loopback", "private", "link_local"].map(String::from))
         .collect();
     let document_ssrf = SsrfPolicy::new(&strict, &raw.ssrf_allow)?;
+    let otlp = raw.otlp.validate().map_err(|(flag, reason)| ConfigError::Otlp { flag, reason })?;
     Ok(Config {
         stdio_programs,
         oauth,
@@ -591,6 +598,7 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         db_pool_size: raw.db_pool_size,
         api_body_limit: raw.api_body_limit,
         log_format: raw.log_format,
+        otlp,
     })
 }
 

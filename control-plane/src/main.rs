@@ -55,10 +55,10 @@ fn main() -> ExitCode {
         }
         Command::Serve | Command::Migrate => {}
     }
-    telemetry::init(config.log_format);
+    let exporter = telemetry::init(config.log_format, config.otlp.as_ref(), &config.replica_id);
     let outcome = match command {
         Command::Migrate => run_migrate(config),
-        _ => run_serve(config),
+        _ => run_serve(config, exporter),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,7 +101,13 @@ fn run_cli(config: &mcpgw_control_plane::Config, token: Option<&str>, command: &
 }
 
 #[actix_web::main]
-async fn run_serve(config: mcpgw_control_plane::Config) -> anyhow::Result<()> {
+async fn run_serve(
+    config: mcpgw_control_plane::Config,
+    exporter: Option<mcpgw_proto::otlp::Worker>,
+) -> anyhow::Result<()> {
+    if let Some(exporter) = exporter {
+        tokio::spawn(exporter.run());
+    }
     serve::run(config).await.context("serve failed")
 }
 

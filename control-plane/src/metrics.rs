@@ -55,8 +55,18 @@ pub struct Metrics {
     db_max: IntGauge,
     db_gets: IntGaugeVec,
     db_wait_seconds: prometheus::Gauge,
+    /// Trace spans by outcome (`exported`, `dropped`, `failed`), read from the exporter.
+    otlp_spans: IntCounterVec,
     /// One scrape at a time sets the scrape-time values.
     scrape: Mutex<()>,
+}
+
+/// The exporter's counters, when spans are exported.
+static OTLP: std::sync::OnceLock<std::sync::Arc<mcpgw_proto::otlp::Stats>> = std::sync::OnceLock::new();
+
+/// Makes `/metrics` report the exporter's counters.
+pub fn watch_otlp(stats: std::sync::Arc<mcpgw_proto::otlp::Stats>) {
+    let _ = OTLP.set(stats);
 }
 
 impl Metrics {
@@ -122,6 +132,14 @@ impl Metrics {
             self.db_gets.with_label_values(&[how]).set(gauge(n));
         }
         self.db_wait_seconds.set(stats.get_wait_time.as_secs_f64());
+        if let Some(stats) = OTLP.get() {
+            for (outcome, value) in
+                [("exported", &stats.exported), ("dropped", &stats.dropped), ("failed", &stats.failed)]
+            {
+                let counter = self.otlp_spans.with_label_values(&[outcome]);
+                counter.inc_by(value.load(Ordering::Relaxed).saturating_sub(counter.get()));
+            }
+        }
     }
 }
 
@@ -264,6 +282,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             .expect("a valid metric"),
         ),
         scrape: Mutex::new(()),
+        otlp_spans: counter(
+            &registry,
+            "mcpgw_cp_otlp_spans_total",
+            "Trace spans by outcome: exported, dropped (export queue full: the collector is down or slow), \
+             failed (the collector refused the batch or could not be reached).",
+            "outcome",
+            &["exported", "dropped", "failed"],
+        ),
         audit_records: counter(
             &registry,
             "mcpgw_cp_audit_records_total",
@@ -310,11 +336,27 @@ pub async fn track(
     let method = req.method().clone();
     // Resolved from the route table before routing (so a request refused by a middleware counts too).
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let answered = next.call(req).await;
+    // The request's span (a child of the caller's `traceparent`), current for everything it does.
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let parent =
+        req.headers().get("traceparent").and_then(|v| mcpgw_proto::otlp::TraceParent::parse(v.as_bytes()));
+    let answered = crate::telemetry::traced(span.clone(), parent, next.call(req)).await;
     let status = match &answered {
         Ok(response) => response.status(),
         Err(e) => e.as_response_error().status_code(),
     };
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     METRICS.http_requests.with_label_values(&[method.as_str(), &route, status.as_str()]).inc();
     METRICS
         .http_duration

@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config_file;
+pub mod logs;
+pub mod otlp;
 pub mod probe;
 pub mod resources;
 pub mod stdio;

@@ -339,6 +339,8 @@ fn audit_record(trace: &[u8], session: &[u8]) -> mcpgw_proxy::audit::wire::Encod
     let key_id: Arc<str> = Arc::from("6f1d5c1e-8a53-4b8e-9c55-1b7f0a8e2d31");
     let client_addr = std::net::IpAddr::from([127, 0, 0, 1]).to_string();
     let digest = capture::session_digest(session);
+    let trace_id =
+        mcpgw_proto::otlp::TraceParent::parse(trace).map(|t| t.trace_id.to_string()).unwrap_or_default();
     let mut w = RecordWriter::default();
     w.bytes(1, &record_id(1_764_000_000_000))
         .int(2, 1_764_000_000_000_000, false)
@@ -357,7 +359,7 @@ fn audit_record(trace: &[u8], session: &[u8]) -> mcpgw_proxy::audit::wire::Encod
         .uint(16, 1100)
         .text(17, &[&client_addr])
         .text(18, &[&digest])
-        .text(19, &[capture::trace_id(trace).unwrap_or_default()])
+        .text(19, &[&trace_id])
         .text(21, &["proxy-1"]);
     w.finish()
 }

@@ -213,6 +213,8 @@ pub struct Settings {
     /// comma-separated ones). Flags beat environment variables, which beat the file.
     #[arg(long, env = mcpgw_proto::config_file::ENV, global = true)]
     pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub otlp: mcpgw_proto::otlp::Args,
 }
 
 /// Validated configuration: only this reaches the running proxy.
@@ -253,6 +255,8 @@ pub struct Config {
     pub control_plane_ca: Option<Vec<u8>>,
     /// `authorization` metadata value for the routing stream (`Bearer <--proxy-token>`).
     pub proxy_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// Span export; `None` without `--otlp-endpoint`.
+    pub otlp: Option<mcpgw_proto::otlp::Settings>,
 }
 
 /// A setting that cannot be used, with the flag that carries it.
@@ -314,6 +318,7 @@ impl Settings {
         if !(1..=256).contains(&self.threads) {
             return Err(err("threads", "must be between 1 and 256"));
         }
+        let otlp = self.otlp.validate().map_err(|(flag, reason)| err(flag, reason))?;
         let json_logs = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -434,6 +439,7 @@ impl Settings {
             anonymous: self.anonymous,
             proxy_token,
             control_plane_ca,
+            otlp,
         })
     }
 }

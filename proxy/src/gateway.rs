@@ -20,6 +20,7 @@ use crate::metrics::METRICS;
 use crate::request::RequestCtx;
 use crate::route::{self, Route};
 use crate::shared::Shared;
+use crate::trace::Trace;
 use crate::upstream::bridge::Bridges;
 use crate::upstream::{Plan, Rewrite};
 
@@ -63,21 +64,8 @@ impl ProxyHttp for Gateway {
         // dropped: see `request::client_gone`. HTTP/1.1 requests on one connection are still answered in
         // order, one at a time (RFC 9112 §9.3.2).
         session.set_pipelining_enabled(true);
-        match self.handle(session, ctx).await {
-            Ok(()) => Ok(true),
-            Err(Failure::Reply(error)) => {
-                ctx.audited.refusal = Some(error.reason());
-                self.reply_error(session, ctx, &error).await?;
-                Ok(true)
-            }
-            Err(Failure::Abort(error)) => Err(error),
-            Err(Failure::UpstreamSessionGone) => {
-                let error = ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into());
-                ctx.audited.refusal = Some(error.reason());
-                self.reply_error(session, ctx, &error).await?;
-                Ok(true)
-            }
-        }
+        ctx.trace = Trace::start(session.req_header(), self.tracer.as_deref());
+        crate::trace::in_trace(ctx.trace.id, self.answer(session, ctx)).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -96,6 +84,30 @@ impl ProxyHttp for Gateway {
             METRICS.response_latency.with_label_values(&labels).observe((at - ctx.started).as_secs_f64());
         }
         METRICS.request_duration.with_label_values(&labels).observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(tracer) = self.tracer.as_deref()
+            && ctx.trace.recording
+        {
+            let req = session.req_header();
+            let audited = &ctx.audited;
+            let outcome = outcome(audited, status);
+            let root = crate::trace::Root {
+                http_method: req.method.as_str(),
+                path: req.uri.path(),
+                status,
+                mcp_method: audited.method.as_deref(),
+                target: audited.target.as_deref(),
+                request_id: audited.request_id.as_deref(),
+                protocol_version: req
+                    .headers
+                    .get("mcp-protocol-version")
+                    .and_then(|v| v.to_str().ok())
+                    .or(audited.protocol_version.as_deref()),
+                server: ctx.server.as_ref(),
+                instance: audited.instance.as_ref(),
+                outcome: &outcome,
+            };
+            ctx.trace.export(tracer, ctx.started, root);
+        }
         let slot = std::mem::replace(&mut ctx.audit, crate::audit::Slot::None);
         if !matches!(slot, crate::audit::Slot::None) {
             let record = self.audit_record(session, ctx, status);
@@ -134,6 +146,25 @@ fn status_label(status: u16) -> &'static str {
 }
 
 impl Gateway {
+    /// Answers the request, with an error when it fails before its answer started.
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.handle(session, ctx).await {
+            Ok(()) => Ok(true),
+            Err(Failure::Reply(error)) => {
+                ctx.audited.refusal = Some(error.reason());
+                self.reply_error(session, ctx, &error).await?;
+                Ok(true)
+            }
+            Err(Failure::Abort(error)) => Err(error),
+            Err(Failure::UpstreamSessionGone) => {
+                let error = ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into());
+                ctx.audited.refusal = Some(error.reason());
+                self.reply_error(session, ctx, &error).await?;
+                Ok(true)
+            }
+        }
+    }
+
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Failure> {
         let path = session.req_header().uri.path();
         if path.starts_with("/mcp") && !path.contains("/.well-known/") {
@@ -151,6 +182,7 @@ impl Gateway {
             Err(_) => return Err(ProxyError::RequestTimeout { limit: deadline }.into()),
         };
         ctx.audited.bytes_in = body.len();
+        Trace::mark(ctx.trace.recording, &mut ctx.trace.body_read);
         let rpc = Rpc::inspect(&body);
         if let Some(rpc) = &rpc {
             ctx.method = rpc.method_label();
@@ -208,6 +240,7 @@ impl Gateway {
             route.server().filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
             std::time::SystemTime::now(),
         )?;
+        Trace::mark(ctx.trace.recording, &mut ctx.trace.authenticated);
         let Some(name) = route.server() else {
             let result =
                 crate::aggregate::handle(&self.aggregator(), session, ctx, &table, &principal, body, rpc)
@@ -246,6 +279,7 @@ impl Gateway {
         // Kept for the audit record whatever the decision.
         ctx.principal = Some(principal);
         let route::Admitted { server, filter, restricted, _stream } = admitted?;
+        Trace::mark(ctx.trace.recording, &mut ctx.trace.admitted);
         let plan = match route {
             Route::Mcp(_) if server.transport != Transport::StreamableHttp => {
                 let target = route::balanced(session, &server);
@@ -434,24 +468,11 @@ impl Gateway {
             Some(Answer::Error(code)) => Some(code),
             _ => None,
         };
-        let http_status;
-        let outcome = if audited.forbidden {
-            "forbidden"
-        } else if let Some(reason) = audited.refusal {
-            reason
-        } else if status == 0 {
-            "aborted"
-        } else if status >= 400 {
-            http_status = format!("http_{status}");
-            &http_status
-        } else if rpc_error.is_some() {
-            "error"
-        } else {
-            "ok"
-        };
+        let outcome = outcome(&audited, status);
         let client_addr =
             session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical().to_string());
         let method = audited.method.as_deref().unwrap_or_else(|| req.method.as_str());
+        let trace_id = ctx.trace.id.to_string();
         let mut w = crate::audit::wire::RecordWriter::default();
         w.bytes(1, &crate::audit::record_id(u64::try_from(unix.as_millis()).unwrap_or(u64::MAX)))
             .int(2, i64::try_from(unix.as_micros()).unwrap_or(i64::MAX), false)
@@ -463,7 +484,7 @@ impl Gateway {
             .text(8, &[method])
             .text(9, &[audited.target.as_deref().unwrap_or_default()])
             .text(10, &[audited.request_id.as_deref().unwrap_or_default()])
-            .text(11, &[outcome])
+            .text(11, &[&outcome])
             .uint(12, u64::from(status));
         if let Some(Some(code)) = rpc_error {
             // `optional`: written when the answer was an error with an integer code.
@@ -474,10 +495,28 @@ impl Gateway {
             .uint(16, session.body_bytes_sent() as u64)
             .text(17, &[client_addr.as_deref().unwrap_or_default()])
             .text(18, &[&session_digest])
-            .text(19, &[header("traceparent").and_then(capture::trace_id).unwrap_or_default()])
+            .text(19, &[&trace_id])
             .text(20, &[audited.arguments.as_deref().unwrap_or_default()])
             .text(21, &[self.auditor.proxy_id()]);
         w.finish()
+    }
+}
+
+/// How a request ended, as its audit record and span say it: the gateway's refusal reason, `forbidden`,
+/// `aborted` (no response), `http_<status>` for an error status, `error` for a JSON-RPC error, or `ok`.
+fn outcome(audited: &crate::request::Audited, status: u16) -> std::borrow::Cow<'static, str> {
+    if audited.forbidden {
+        "forbidden".into()
+    } else if let Some(reason) = audited.refusal {
+        reason.into()
+    } else if status == 0 {
+        "aborted".into()
+    } else if status >= 400 {
+        format!("http_{status}").into()
+    } else if matches!(audited.answer, Some(crate::audit::capture::Answer::Error(_))) {
+        "error".into()
+    } else {
+        "ok".into()
     }
 }
 

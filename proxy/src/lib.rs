@@ -33,4 +33,5 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod sse;
+pub mod trace;
 pub mod upstream;

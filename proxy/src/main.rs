@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use mcpgw_proxy::config::{Cli, Command};
-use tracing_subscriber::EnvFilter;
 
 /// How long `healthcheck` waits for the admin listener.
 const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -46,13 +45,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve => {
-            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-            let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-            if config.json_logs {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
+            mcpgw_proto::logs::init(config.json_logs, tracing_subscriber::layer::Identity::new());
             tracing::info!(
                 listen = %config.listen,
                 admin_addr = %config.admin_addr,

@@ -47,6 +47,17 @@ pub struct Metrics {
     pub audit_spill_bytes: IntGauge,
     /// 1 while the audit stream to the control plane is up.
     pub audit_stream_connected: IntGauge,
+    /// Spans by what became of them: `exported`, `dropped` (queue full), `failed` (the collector refused
+    /// or could not be reached). Read from the exporter at scrape time.
+    pub otlp_spans: IntCounterVec,
+}
+
+/// The exporter's counters, when spans are exported.
+static OTLP: std::sync::OnceLock<std::sync::Arc<mcpgw_proto::otlp::Stats>> = std::sync::OnceLock::new();
+
+/// Makes `/metrics` report the exporter's counters.
+pub fn watch_otlp(stats: std::sync::Arc<mcpgw_proto::otlp::Stats>) {
+    let _ = OTLP.set(stats);
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -168,12 +179,30 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 while the audit stream to the control plane is up."
     )
     .expect("metric registers once"),
+    otlp_spans: register_int_counter_vec!(
+        Opts::new(
+            "mcpgw_proxy_otlp_spans_total",
+            "Trace spans by outcome: exported, dropped (export queue full: the collector is down or slow), \
+             failed (the collector refused the batch or could not be reached)."
+        ),
+        &["outcome"]
+    )
+    .expect("metric registers once"),
 }
 });
 
 /// The default registry in the Prometheus text format.
 pub fn render() -> Vec<u8> {
     LazyLock::force(&METRICS);
+    if let Some(stats) = OTLP.get() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (outcome, value) in
+            [("exported", &stats.exported), ("dropped", &stats.dropped), ("failed", &stats.failed)]
+        {
+            let counter = METRICS.otlp_spans.with_label_values(&[outcome]);
+            counter.inc_by(value.load(Relaxed).saturating_sub(counter.get()));
+        }
+    }
     let mut out = Vec::new();
     // Encoding into a Vec cannot fail for well-formed metric families.
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);

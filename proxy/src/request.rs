@@ -27,6 +27,8 @@ pub struct RequestCtx {
     pub(crate) response_started: Option<Instant>,
     /// Who the request acts for, once authenticated.
     pub(crate) principal: Option<Principal>,
+    /// The request's trace (`crate::trace`), set when its head is read.
+    pub(crate) trace: crate::trace::Trace,
 }
 
 /// What a request's audit record needs that only the request path learns.
@@ -61,6 +63,7 @@ impl RequestCtx {
             rpc_id: None,
             response_started: None,
             principal: None,
+            trace: crate::trace::Trace::default(),
         }
     }
 

@@ -78,6 +78,21 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
                 std::process::exit(2);
             });
     let bridges: Arc<crate::upstream::bridge::Bridges> = Arc::default();
+    let (tracer, otlp_worker) = match &config.otlp {
+        Some(settings) => {
+            // Validated with the flags: the endpoint makes a target.
+            let (exporter, worker) = mcpgw_proto::otlp::Exporter::new(
+                &settings.endpoint,
+                settings.protocol,
+                "mcpgw-proxy",
+                &config.proxy_id,
+            )
+            .expect("a validated --otlp-endpoint makes an exporter");
+            crate::metrics::watch_otlp(exporter.stats.clone());
+            (Some(Arc::new(crate::trace::Tracer::new(exporter, settings.clone()))), Some(worker))
+        }
+        None => (None, None),
+    };
     let shared = Shared {
         routes: routes.clone(),
         pool: Arc::default(),
@@ -103,6 +118,7 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
         streams: crate::caps::Caps::new(config.max_streams, config.max_streams_per_principal),
         stdio_programs: config.stdio_programs.clone().into(),
         draining,
+        tracer,
     };
     let gateway = Gateway {
         shared,
@@ -141,9 +157,28 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
     if let Some(shipper) = shipper {
         server.add_service(background_service("audit", shipper));
     }
+    if let Some(worker) = otlp_worker {
+        server.add_service(background_service("otlp", OtlpExport(std::sync::Mutex::new(Some(worker)))));
+    }
     server.add_service(mcp);
     server.add_service(admin);
     (server, RunArgs { shutdown_signal: Box::new(signals) })
+}
+
+/// Sends recorded spans to the collector for as long as the proxy runs.
+struct OtlpExport(std::sync::Mutex<Option<mcpgw_proto::otlp::Worker>>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for OtlpExport {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let worker = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(worker) = worker {
+            tokio::select! {
+                () = worker.run() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
 }
 
 /// Ends every bridged session when the proxy shuts down: their stdio processes are killed then, not

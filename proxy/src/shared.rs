@@ -55,4 +55,6 @@ pub struct Shared {
     pub auditor: crate::audit::Auditor,
     /// Resolves when the proxy drains (SIGTERM, after the grace period): long-lived streams end then.
     pub draining: crate::drain::Draining,
+    /// Span export (`--otlp-endpoint`); `None`: traces are continued and propagated, not recorded.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
 }

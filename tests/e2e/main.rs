@@ -29,6 +29,7 @@ mod replicas;
 mod routing;
 mod streams;
 mod tokens;
+mod tracing;
 mod transparency;
 mod transports;
 

@@ -6,7 +6,7 @@ port); websocket on ws://127.0.0.1:<port>/ws (subprotocol `mcp`, required: a han
 it is refused; one JSON-RPC message per text frame). The SDK has no WebSocket server, so `websocket_app`
 is a small adapter between a Starlette WebSocket and the low-level server's memory streams, as the SDK's
 stdio transport is. Tools: echo, add, whoami (returns --name, to tell instances apart),
-progress (emits `steps` progress notifications `interval_ms` apart, then returns), slow (runs for
+request_header (the value of an HTTP header of the call, e.g. `traceparent`), progress (emits `steps` progress notifications `interval_ms` apart, then returns), slow (runs for
 `seconds`, leaving marker files that tell whether it finished, was cancelled, or saw its HTTP client go) and
 add_tool (adds a tool at run time and announces it: tools list_changed to listeners and legacy sessions).
 
@@ -90,6 +90,11 @@ def build(name: str, verifier: JwtVerifier | None = None, auth: AuthSettings | N
     @server.tool(description="Add two numbers.")
     def add(a: float, b: float) -> float:
         return a + b
+
+    @server.tool(description="The value of the HTTP request header `name` this call arrived with ('' when absent).")
+    async def request_header(name: str, ctx: Context) -> str:
+        request = getattr(ctx.request_context, "request", None)
+        return request.headers.get(name, "") if request is not None else ""
 
     @server.tool(description="Name of this server instance.")
     def whoami() -> str:

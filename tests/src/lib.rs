@@ -12,6 +12,7 @@ pub mod fake;
 pub mod gateway;
 pub mod idp;
 pub mod mcp;
+pub mod otlp;
 pub mod peers;
 pub mod process;
 pub mod proxy;

@@ -139,12 +139,14 @@ impl Discoverer {
     /// `Probe::save` then stores, in a transaction of the caller's choosing.
     pub async fn probe(&self, server_id: Uuid) -> Result<Probe, DiscoverError> {
         let started = Instant::now();
-        let probe = self.ask(server_id).await;
+        let span = tracing::info_span!("discovery", mcpgw.server_id = %server_id, mcpgw.outcome = tracing::field::Empty);
+        let probe = crate::telemetry::traced(span.clone(), None, self.ask(server_id)).await;
         let outcome = match &probe {
             Ok(Probe::Found { .. }) => "found",
             Ok(Probe::Failed { .. }) => "failed",
             Err(_) => "error",
         };
+        span.record("mcpgw.outcome", outcome);
         METRICS.discovery(outcome, started.elapsed());
         probe
     }

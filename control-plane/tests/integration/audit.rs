@@ -314,6 +314,7 @@ async fn admin_records_are_written_with_their_partition() {
         outcome: "ok".into(),
         status: Some(201),
         client_addr: Some("10.1.2.3".into()),
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         before: None,
         after: Some(json!({"name": "docs"})),
     };
@@ -327,6 +328,7 @@ async fn admin_records_are_written_with_their_partition() {
     assert_eq!(items[0]["after"], json!({"name": "docs"}));
     assert_eq!(items[0]["before"], Value::Null);
     assert_eq!(items[0]["method"], "POST /api/v1/servers");
+    assert_eq!(items[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert!(
         app.call(get("/api/v1/audit?kind=mcp")).await.body["items"].as_array().is_some_and(Vec::is_empty)
     );
@@ -411,6 +413,7 @@ async fn populate(app: &TestApp, rng: &mut Rng) -> Vec<Model> {
             outcome: m.outcome.clone(),
             status: Some(200),
             client_addr: None,
+            trace_id: None,
             before: (n % 2 == 0).then(|| json!({"name": "before, \"quoted\""})),
             after: Some(json!({"name": format!("after-{n}")})),
         };

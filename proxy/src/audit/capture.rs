@@ -60,23 +60,6 @@ fn error_code(after: &[u8]) -> Option<i64> {
     std::str::from_utf8(&text).ok()?.parse().ok()
 }
 
-/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`); `None` when malformed or
-/// all zeros.
-pub fn trace_id(traceparent: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(traceparent).ok()?.trim();
-    let mut parts = text.split('-');
-    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex =
-        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && hex(parent, 16)
-        && hex(flags, 2)
-        && trace.bytes().any(|b| b != b'0');
-    valid.then_some(trace)
-}
-
 /// A digest of a session token, so records of one session can be grouped without storing the token (which
 /// would let anyone reading the audit log continue the session).
 pub fn session_digest(token: &[u8]) -> String {
@@ -195,21 +178,6 @@ mod tests {
         ];
         for (body, outcome) in cases {
             assert_eq!(answer(body.as_bytes()), outcome, "{body}");
-        }
-    }
-
-    #[test]
-    fn trace_ids() {
-        let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(trace_id(good), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        for bad in [
-            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
-            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            b"garbage",
-        ] {
-            assert_eq!(trace_id(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }
 

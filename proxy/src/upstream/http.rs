@@ -70,6 +70,7 @@ pub async fn run(
         let instance = in_flight.instance();
         ctx.audited.instance = Some(instance.id.clone());
         let result = exchange(gw, session, ctx, server, instance, &plan, &body).await.map(|ok| ((), ok));
+        ctx.trace.attempt_ended(ctx.response_started);
         if let Some(()) = attempts.settle(instance, result)? {
             return Ok(());
         }
@@ -156,8 +157,12 @@ async fn exchange(
     let credential = credential(gw, session.req_header(), server, instance)
         .await
         .map_err(|e| Attempt::Failed(e.into(), None))?;
-    let req = upstream_request(session.req_header(), instance, credential.as_ref(), body.len(), plan)
+    let mut req = upstream_request(session.req_header(), instance, credential.as_ref(), body.len(), plan)
         .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
+    if let Some(traceparent) = ctx.trace.upstream(&instance.id, &instance.authority) {
+        // The upstream's spans are children of this attempt's (or at least in this request's trace).
+        let _ = req.insert_header("traceparent", traceparent);
+    }
     let gone = on_client_gone(&req);
     let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
     let failed = |e: ProxyError| Attempt::Failed(e.into(), Some(false));

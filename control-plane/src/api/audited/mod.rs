@@ -230,6 +230,7 @@ impl Context {
             outcome,
             status: Some(i32::from(status.as_u16())),
             client_addr: self.client_addr.as_deref(),
+            trace_id: mcpgw_proto::otlp::current().map(|t| t.to_string()),
             before: None,
             after: None,
         }

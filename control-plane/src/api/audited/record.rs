@@ -25,6 +25,8 @@ pub(super) struct AdminRow<'a> {
     pub outcome: &'a str,
     pub status: Option<i32>,
     pub client_addr: Option<&'a str>,
+    /// The request's trace (`traceparent` continued, or the one it started).
+    pub trace_id: Option<String>,
     pub before: Option<&'a Value>,
     pub after: Option<&'a Value>,
 }
@@ -43,6 +45,7 @@ impl AdminRow<'_> {
             outcome: self.outcome.to_owned(),
             status: self.status,
             client_addr: text(self.client_addr),
+            trace_id: self.trace_id.clone(),
             before: self.before.cloned(),
             after: self.after.cloned(),
         }

@@ -213,6 +213,7 @@ pub struct AdminRecord {
     pub outcome: String,
     pub status: Option<i32>,
     pub client_addr: Option<String>,
+    pub trace_id: Option<String>,
     /// The object before and after the change (secrets never included).
     pub before: Option<Value>,
     pub after: Option<Value>,
@@ -234,6 +235,7 @@ pub async fn insert_admin(conn: &mut AsyncPgConnection, record: &AdminRecord) ->
             audit_log::outcome.eq(&record.outcome),
             audit_log::status.eq(record.status),
             audit_log::client_addr.eq(&record.client_addr),
+            audit_log::trace_id.eq(&record.trace_id),
             audit_log::before.eq(&record.before),
             audit_log::after.eq(&record.after),
         ))

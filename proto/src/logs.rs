@@ -1,0 +1,137 @@
+//! The log format both binaries write: text or JSON lines on stderr, filtered by `RUST_LOG` (default
+//! `info`), each line written while a request or task is served carrying its trace id (`trace_id`, the
+//! W3C id also found in the audit record and, when exported, in the collector).
+
+use std::io::IsTerminal;
+
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::fmt::format::{Format, Full, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Installs the global subscriber with `layer` (an OpenTelemetry layer, or none) beside the log output; a
+/// second call (tests) is a no-op.
+pub fn init<L>(json: bool, layer: L)
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(layer);
+    let _ = if json {
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(WithTrace { inner: Format::default().json(), json: true });
+        registry.with(fmt.with_filter(filter)).try_init()
+    } else {
+        // Colour codes would split `http_addr=…` in the text that scripts and tests read.
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .event_format(WithTrace { inner: Format::default(), json: false });
+        registry.with(fmt.with_filter(filter)).try_init()
+    };
+}
+
+/// A log format with the current trace id added: `trace_id=<hex>` at the end of a text line, a
+/// `"trace_id"` member first in a JSON one.
+struct WithTrace<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for WithTrace<Format<Full>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        with_trace(self.json, writer, |w| self.inner.format_event(ctx, w, event))
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for WithTrace<Format<Json>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        with_trace(self.json, writer, |w| self.inner.format_event(ctx, w, event))
+    }
+}
+
+fn with_trace(
+    json: bool,
+    mut writer: Writer<'_>,
+    format: impl FnOnce(Writer<'_>) -> std::fmt::Result,
+) -> std::fmt::Result {
+    let Some(trace) = crate::otlp::current() else {
+        return format(writer);
+    };
+    let mut line = String::with_capacity(256);
+    format(Writer::new(&mut line))?;
+    let body = line.strip_suffix('\n').unwrap_or(&line);
+    if json {
+        match body.strip_prefix('{') {
+            Some(rest) => writeln!(writer, "{{\"trace_id\":\"{trace}\",{rest}"),
+            None => writeln!(writer, "{body}"),
+        }
+    } else {
+        writeln!(writer, "{body} trace_id={trace}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(json: bool, trace: Option<&str>) -> String {
+        let mut out = String::new();
+        let write = |w: Writer<'_>| {
+            let mut w = w;
+            if json {
+                writeln!(w, "{{\"level\":\"INFO\",\"message\":\"hi\"}}")
+            } else {
+                writeln!(w, "INFO hi")
+            }
+        };
+        match trace {
+            None => with_trace(json, Writer::new(&mut out), write).unwrap(),
+            Some(hex) => {
+                let id = opentelemetry::trace::TraceId::from_hex(hex).unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                rt.block_on(crate::otlp::in_trace(id, async {
+                    with_trace(json, Writer::new(&mut out), write).unwrap();
+                }));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_carry_the_current_trace_id() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(render(false, None), "INFO hi\n");
+        assert_eq!(render(false, Some(id)), format!("INFO hi trace_id={id}\n"));
+        assert_eq!(render(true, None), "{\"level\":\"INFO\",\"message\":\"hi\"}\n");
+        assert_eq!(
+            render(true, Some(id)),
+            format!("{{\"trace_id\":\"{id}\",\"level\":\"INFO\",\"message\":\"hi\"}}\n")
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! A request's trace: the W3C trace context continued from the caller's `traceparent` (or a new trace),
+//! the `traceparent` each upstream attempt receives, and — when `--otlp-endpoint` is set and the trace is
+//! sampled — the spans of the request's phases, handed to the exporter when the request ends.
+//!
+//! Spans (all in the request's trace; the first is the caller's span's child):
+//!
+//! | span | kind | from → to |
+//! |---|---|---|
+//! | `<mcp method> [<target>]` (or `<HTTP method> <path>`) | server | request head → response end |
+//! | `authenticate` | internal | body read → principal known |
+//! | `authorize` | internal | principal known → admitted (policy, limits) |
+//! | `select` | internal | admitted → first upstream attempt (plan, instance choice) |
+//! | `upstream <instance>` | client | attempt sent → its answer's head (its id is the upstream's parent) |
+//! | `stream` | internal | answer's head → its last byte to the client |
+//!
+//! Nothing here allocates unless the trace is recorded, except the `traceparent` of a new trace.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use mcpgw_proto::otlp::opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use mcpgw_proto::otlp::opentelemetry::{InstrumentationScope, KeyValue, Value};
+use mcpgw_proto::otlp::opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use mcpgw_proto::otlp::{self, Exporter, Settings, TraceParent, ids};
+use pingora::http::RequestHeader;
+
+/// The exporter and what decides which traces it gets.
+pub struct Tracer {
+    pub exporter: Exporter,
+    settings: Settings,
+    scope: InstrumentationScope,
+}
+
+impl Tracer {
+    pub fn new(exporter: Exporter, settings: Settings) -> Self {
+        let scope =
+            InstrumentationScope::builder("mcpgw-proxy").with_version(env!("CARGO_PKG_VERSION")).build();
+        Self { exporter, settings, scope }
+    }
+}
+
+/// One upstream attempt of a recorded trace.
+pub struct Attempt {
+    span: SpanId,
+    instance: Arc<str>,
+    authority: String,
+    start: Instant,
+    end: Option<Instant>,
+    /// The client got the answer's head (the attempt answered).
+    answered: Option<Instant>,
+}
+
+/// A request's trace context and, when recorded, the marks its spans are made from.
+pub struct Trace {
+    pub id: TraceId,
+    /// The caller's span, `INVALID` for a trace that starts here.
+    parent: SpanId,
+    /// The request's span on this proxy.
+    span: SpanId,
+    /// Spans are made and exported.
+    pub recording: bool,
+    /// The caller sent a valid `traceparent`.
+    continued: bool,
+    pub body_read: Option<Instant>,
+    pub authenticated: Option<Instant>,
+    pub admitted: Option<Instant>,
+    attempts: Vec<Attempt>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self {
+            id: TraceId::INVALID,
+            parent: SpanId::INVALID,
+            span: SpanId::INVALID,
+            recording: false,
+            continued: false,
+            body_read: None,
+            authenticated: None,
+            admitted: None,
+            attempts: Vec::new(),
+        }
+    }
+}
+
+impl Trace {
+    /// The trace of a request with header `req`: the caller's (its sampled flag decides recording) or a
+    /// new one (sampled per `--otlp-sample-ratio`).
+    pub fn start(req: &RequestHeader, tracer: Option<&Tracer>) -> Self {
+        let caller = req.headers.get("traceparent").and_then(|v| TraceParent::parse(v.as_bytes()));
+        let (id, parent, sampled) = match caller {
+            Some(c) => (c.trace_id, c.span_id, c.sampled),
+            None => (ids::trace_id(), SpanId::INVALID, tracer.is_some_and(|t| t.settings.sample_new())),
+        };
+        Self {
+            id,
+            parent,
+            span: ids::span_id(),
+            recording: sampled && tracer.is_some(),
+            continued: caller.is_some(),
+            ..Self::default()
+        }
+    }
+
+    /// Marks `at` on `slot` when the trace is recorded.
+    pub fn mark(recording: bool, slot: &mut Option<Instant>) {
+        if recording && slot.is_none() {
+            *slot = Some(Instant::now());
+        }
+    }
+
+    /// The `traceparent` of an upstream attempt to `instance`: a child of this request's span when the
+    /// trace is recorded; the caller's own header (`None`: forwarded as it came) when it is not; for a new
+    /// unrecorded trace, its id with the sampled flag off, so the upstream's logs still carry the id this
+    /// proxy logs and audits.
+    pub fn upstream(&mut self, instance: &Arc<str>, authority: &str) -> Option<http::HeaderValue> {
+        let span = if self.recording {
+            let span = ids::span_id();
+            self.attempts.push(Attempt {
+                span,
+                instance: instance.clone(),
+                authority: authority.to_owned(),
+                start: Instant::now(),
+                end: None,
+                answered: None,
+            });
+            span
+        } else if self.continued {
+            return None;
+        } else {
+            self.span
+        };
+        let value = TraceParent { trace_id: self.id, span_id: span, sampled: self.recording }.header();
+        http::HeaderValue::from_str(&value).ok()
+    }
+
+    /// The current attempt ended (`answered`: its answer's head reached the client at that instant).
+    pub fn attempt_ended(&mut self, answered: Option<Instant>) {
+        if let Some(attempt) = self.attempts.last_mut().filter(|a| a.end.is_none()) {
+            attempt.end = Some(Instant::now());
+            attempt.answered = answered.filter(|at| *at >= attempt.start);
+        }
+    }
+
+    /// Hands the request's spans to the exporter. `started` is when the request's head arrived.
+    pub fn export(&mut self, tracer: &Tracer, started: Instant, root: Root<'_>) {
+        if !self.recording {
+            return;
+        }
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let wall = |at: Instant| wall_now - now.saturating_duration_since(at);
+        let mut attributes = Vec::with_capacity(12);
+        attributes.push(KeyValue::new("http.request.method", root.http_method.to_owned()));
+        attributes.push(KeyValue::new("url.path", root.path.to_owned()));
+        attributes.push(KeyValue::new("http.response.status_code", i64::from(root.status)));
+        if let Some(method) = root.mcp_method {
+            attributes.push(KeyValue::new("mcp.method.name", method.to_owned()));
+        }
+        if let Some(target) = root.target {
+            let key = match root.mcp_method {
+                Some("tools/call") => "gen_ai.tool.name",
+                Some("prompts/get") => "gen_ai.prompt.name",
+                Some("resources/read") => "mcp.resource.uri",
+                _ => "mcpgw.target",
+            };
+            attributes.push(KeyValue::new(key, target.to_owned()));
+        }
+        if let Some(id) = root.request_id {
+            attributes.push(KeyValue::new("jsonrpc.request.id", id.to_owned()));
+        }
+        if let Some(version) = root.protocol_version.filter(|v| !v.is_empty()) {
+            attributes.push(KeyValue::new("mcp.protocol.version", version.to_owned()));
+        }
+        if let Some(server) = root.server {
+            attributes.push(KeyValue::new("mcpgw.server", Value::String(server.clone().into())));
+        }
+        if let Some(instance) = root.instance {
+            attributes.push(KeyValue::new("mcpgw.instance", Value::String(instance.clone().into())));
+        }
+        attributes.push(KeyValue::new("mcpgw.outcome", root.outcome.to_owned()));
+        let name = match (root.mcp_method, root.target) {
+            (Some(method), Some(target)) => format!("{method} {target}"),
+            (Some(method), None) => method.to_owned(),
+            (None, _) => format!("{} {}", root.http_method, root.path),
+        };
+        let failed = root.status == 0 || root.status >= 500;
+        let status = if failed { Status::error(root.outcome.to_owned()) } else { Status::Unset };
+        let parent = (self.parent, self.continued);
+        self.emit(
+            tracer,
+            self.span,
+            parent,
+            SpanKind::Server,
+            name.into(),
+            (wall(started), wall_now),
+            attributes,
+            status,
+        );
+
+        let me = (self.span, false);
+        let phases = [
+            ("authenticate", self.body_read, self.authenticated),
+            ("authorize", self.authenticated, self.admitted),
+            ("select", self.admitted, self.attempts.first().map(|a| a.start)),
+        ];
+        for (name, from, to) in phases {
+            if let (Some(from), Some(to)) = (from, to) {
+                self.emit(
+                    tracer,
+                    ids::span_id(),
+                    me,
+                    SpanKind::Internal,
+                    name.into(),
+                    (wall(from), wall(to)),
+                    Vec::new(),
+                    Status::Unset,
+                );
+            }
+        }
+        let attempts = std::mem::take(&mut self.attempts);
+        let last = attempts.len().saturating_sub(1);
+        for (i, attempt) in attempts.into_iter().enumerate() {
+            let end = attempt.end.unwrap_or(now);
+            let head = attempt.answered.unwrap_or(end);
+            let ok = attempt.answered.is_some() && (i < last || !failed);
+            let attributes = vec![
+                KeyValue::new("mcpgw.instance", Value::String(attempt.instance.clone().into())),
+                KeyValue::new("server.address", attempt.authority),
+            ];
+            let status = if ok { Status::Unset } else { Status::error("no answer") };
+            let name = format!("upstream {}", attempt.instance);
+            self.emit(
+                tracer,
+                attempt.span,
+                me,
+                SpanKind::Client,
+                name.into(),
+                (wall(attempt.start), wall(head)),
+                attributes,
+                status,
+            );
+            if attempt.answered.is_some() {
+                self.emit(
+                    tracer,
+                    ids::span_id(),
+                    me,
+                    SpanKind::Internal,
+                    "stream".into(),
+                    (wall(head), wall(end)),
+                    Vec::new(),
+                    Status::Unset,
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        tracer: &Tracer,
+        span: SpanId,
+        (parent, remote): (SpanId, bool),
+        kind: SpanKind,
+        name: Cow<'static, str>,
+        (start, end): (SystemTime, SystemTime),
+        attributes: Vec<KeyValue>,
+        status: Status,
+    ) {
+        tracer.exporter.submit(SpanData {
+            span_context: SpanContext::new(self.id, span, TraceFlags::SAMPLED, false, TraceState::NONE),
+            parent_span_id: parent,
+            parent_span_is_remote: remote,
+            span_kind: kind,
+            name,
+            start_time: start,
+            end_time: end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: tracer.scope.clone(),
+        });
+    }
+}
+
+/// What the request span says of the request, gathered when it ends.
+pub struct Root<'a> {
+    pub http_method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub mcp_method: Option<&'a str>,
+    pub target: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub protocol_version: Option<&'a str>,
+    pub server: Option<&'a Arc<str>>,
+    pub instance: Option<&'a Arc<str>>,
+    pub outcome: &'a str,
+}
+
+/// Runs `work` with the request's trace id on its log lines.
+pub async fn in_trace<F: std::future::Future>(id: TraceId, work: F) -> F::Output {
+    otlp::in_trace(id, work).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(traceparent: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/mcp/a", None).unwrap();
+        if let Some(tp) = traceparent {
+            req.insert_header("traceparent", tp).unwrap();
+        }
+        req
+    }
+
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn an_unrecorded_callers_trace_goes_upstream_unchanged() {
+        let mut trace = Trace::start(&request(Some(CALLER)), None);
+        assert_eq!(trace.id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(!trace.recording);
+        let name: Arc<str> = Arc::from("i");
+        assert_eq!(trace.upstream(&name, "h:1"), None);
+    }
+
+    #[test]
+    fn a_new_unrecorded_trace_still_reaches_the_upstream() {
+        let mut trace = Trace::start(&request(Some("garbage")), None);
+        assert_ne!(trace.id, TraceId::INVALID);
+        let name: Arc<str> = Arc::from("i");
+        let header = trace.upstream(&name, "h:1").unwrap();
+        let sent = TraceParent::parse(header.as_bytes()).unwrap();
+        assert_eq!(sent.trace_id, trace.id);
+        assert!(!sent.sampled);
+    }
+}
