@@ -386,7 +386,32 @@ impl TraceParent {
 
     /// The header value.
     pub fn header(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
+        String::from_utf8_lossy(&self.header_bytes()).into_owned()
+    }
+
+    /// The header value, without allocating.
+    pub fn header_bytes(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        hex_into(&self.trace_id.to_bytes(), &mut out[3..35]);
+        hex_into(&self.span_id.to_bytes(), &mut out[36..52]);
+        out[53..].copy_from_slice(if self.sampled { b"01" } else { b"00" });
+        out
+    }
+}
+
+/// A trace id as 32 lowercase hex digits, without allocating.
+pub fn trace_hex(id: TraceId) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hex_into(&id.to_bytes(), &mut out);
+    out
+}
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
@@ -485,6 +510,7 @@ mod tests {
         assert_eq!(parsed.span_id.to_string(), "00f067aa0ba902b7");
         assert!(parsed.sampled);
         assert_eq!(parsed.header().as_bytes(), header);
+        assert_eq!(&trace_hex(parsed.trace_id), b"4bf92f3577b34da6a3ce929d0e0e4736");
         let unsampled =
             TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         assert!(!unsampled.sampled);

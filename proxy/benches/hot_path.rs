@@ -393,3 +393,58 @@ fn audit_answer_outcome(b: divan::Bencher) {
     );
     b.bench(|| mcpgw_proxy::audit::capture::answer(divan::black_box(body.as_bytes())));
 }
+
+/// A request's trace when nothing is exported: a new trace id, and the `traceparent` the upstream gets.
+#[divan::bench]
+fn trace_unrecorded(b: divan::Bencher) {
+    use mcpgw_proxy::trace::Trace;
+    let req = pingora::http::RequestHeader::build("POST", b"/mcp/server-1", None).unwrap();
+    let instance: Arc<str> = Arc::from("0b5c8a8e-7e0c-4f53-a3b5-88d2c8a6f0c1");
+    b.bench(|| {
+        let mut trace = Trace::start(divan::black_box(&req), None);
+        trace.upstream(&instance, "127.0.0.1:9000")
+    });
+}
+
+/// A recorded request with the collector down: its phase marks, one upstream attempt, and its six spans
+/// built and offered to the export queue (full: dropped and counted).
+#[divan::bench]
+fn trace_recorded(b: divan::Bencher) {
+    use mcpgw_proxy::trace::{Root, Trace, Tracer};
+    let args = mcpgw_proto::otlp::Args {
+        otlp_endpoint: Some("http://127.0.0.1:1".into()),
+        otlp_protocol: mcpgw_proto::otlp::Protocol::HttpProtobuf,
+        otlp_sample_ratio: 1.0,
+    };
+    let settings = args.validate().unwrap().unwrap();
+    let (exporter, _worker) =
+        mcpgw_proto::otlp::Exporter::new(&settings.endpoint, settings.protocol, "bench", "bench").unwrap();
+    let tracer = Tracer::new(exporter, settings);
+    let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/server-1", None).unwrap();
+    req.insert_header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let instance: Arc<str> = Arc::from("0b5c8a8e-7e0c-4f53-a3b5-88d2c8a6f0c1");
+    let server: Arc<str> = Arc::from("server-1");
+    b.bench(|| {
+        let started = std::time::Instant::now();
+        let mut trace = Trace::start(divan::black_box(&req), Some(&tracer));
+        for mark in [&mut trace.body_read, &mut trace.authenticated, &mut trace.admitted] {
+            Trace::mark(true, mark);
+        }
+        let header = trace.upstream(&instance, "127.0.0.1:9000");
+        trace.attempt_ended(Some(std::time::Instant::now()));
+        let root = Root {
+            http_method: "POST",
+            path: "/mcp/server-1",
+            status: 200,
+            mcp_method: Some("tools/call"),
+            target: Some("read_rows"),
+            request_id: Some("17"),
+            protocol_version: Some("2026-07-28"),
+            server: Some(&server),
+            instance: Some(&instance),
+            outcome: "ok",
+        };
+        trace.export(&tracer, started, root);
+        header
+    });
+}

@@ -472,7 +472,8 @@ impl Gateway {
         let client_addr =
             session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical().to_string());
         let method = audited.method.as_deref().unwrap_or_else(|| req.method.as_str());
-        let trace_id = ctx.trace.id.to_string();
+        let trace_hex = mcpgw_proto::otlp::trace_hex(ctx.trace.id);
+        let trace_id = std::str::from_utf8(&trace_hex).unwrap_or_default();
         let mut w = crate::audit::wire::RecordWriter::default();
         w.bytes(1, &crate::audit::record_id(u64::try_from(unix.as_millis()).unwrap_or(u64::MAX)))
             .int(2, i64::try_from(unix.as_micros()).unwrap_or(i64::MAX), false)
@@ -495,7 +496,7 @@ impl Gateway {
             .uint(16, session.body_bytes_sent() as u64)
             .text(17, &[client_addr.as_deref().unwrap_or_default()])
             .text(18, &[&session_digest])
-            .text(19, &[&trace_id])
+            .text(19, &[trace_id])
             .text(20, &[audited.arguments.as_deref().unwrap_or_default()])
             .text(21, &[self.auditor.proxy_id()]);
         w.finish()

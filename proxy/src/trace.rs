@@ -133,8 +133,8 @@ impl Trace {
         } else {
             self.span
         };
-        let value = TraceParent { trace_id: self.id, span_id: span, sampled: self.recording }.header();
-        http::HeaderValue::from_str(&value).ok()
+        let value = TraceParent { trace_id: self.id, span_id: span, sampled: self.recording }.header_bytes();
+        http::HeaderValue::from_bytes(&value).ok()
     }
 
     /// The current attempt ended (`answered`: its answer's head reached the client at that instant).

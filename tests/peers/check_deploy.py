@@ -106,6 +106,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("non-PostgreSQL database URL", {"externalDatabase": {"url": "mysql://db/mcpgw"}},
      "/externalDatabase/url"),
     ("bad duration", {"proxy": {"gracePeriod": "5 seconds"}}, "/proxy/gracePeriod"),
+    ("OTLP endpoint without a scheme", {"tracing": {"otlpEndpoint": "collector:4318"}}, "/tracing/otlpEndpoint"),
+    ("sample ratio over 1", {"tracing": {"sampleRatio": 2}}, "/tracing/sampleRatio"),
     ("ingress host without paths", {"ingress": {"proxy": {"hosts": [{"host": "a.example"}]}}}, "paths"),
     ("HTTPRoute without a Gateway", {"httpRoute": {"proxy": {"enabled": True}}}, "parentRefs are required"),
     ("IdP without its client secret",
@@ -125,8 +127,11 @@ class Check:
 
 
 def env_names(config: Path) -> set[str]:
-    """Every MCPGW_* name quoted in a binary's settings: `config.rs` and its submodules (tests aside)."""
+    """Every MCPGW_* name quoted in a binary's settings: `config.rs` and its submodules (tests aside), and
+    the shared `mcpgw_proto` modules they use (flattened flag sets such as `otlp::Args`)."""
     paths = [config, *sorted(p for p in config.with_suffix("").glob("*.rs") if p.name != "tests.rs")]
+    shared = {m for p in paths for m in re.findall(r"mcpgw_proto::([a-z_]+)::", p.read_text())}
+    paths += [ROOT / "proto" / "src" / f"{m}.rs" for m in sorted(shared) if (ROOT / "proto" / "src" / f"{m}.rs").exists()]
     return {m for p in paths for m in re.findall(r'"(MCPGW_[A-Z0-9_]+)"', p.read_text())}
 
 

@@ -54,6 +54,9 @@ pub struct Stack {
     /// A second proxy, the same but with `--audit off` (idle while the first one is measured): the
     /// audit's cost is the difference (`None` for builds without audit).
     pub unaudited: Option<(Proc, SocketAddr)>,
+    /// A third, the same but recording traces for a collector that is down (`--otlp-endpoint` to a closed
+    /// port): what tracing costs, and that a dead collector costs nothing more (`None` for builds without).
+    pub traced: Option<(Proc, SocketAddr)>,
     /// A proxy of another build (`--base-proxy-bin`) with the same flags, idle while the others are
     /// measured: scenario a compares this build with it in the same passes.
     pub base: Option<(Proc, SocketAddr)>,
@@ -256,6 +259,15 @@ impl Stack {
         } else {
             None
         };
+        let traced = if knows_flag(&bins.proxy, "serve", "--otlp-endpoint").await {
+            // Port 1 on loopback: nothing listens, every export is refused at once.
+            Some(
+                sibling("proxy-otlp-down", bins.proxy.clone(), &["--otlp-endpoint", "http://127.0.0.1:1"])
+                    .await?,
+            )
+        } else {
+            None
+        };
         let base = match &bins.base_proxy {
             Some(program) => Some(sibling("proxy-base", program.clone(), &[]).await?),
             None => None,
@@ -271,6 +283,7 @@ impl Stack {
             proxy_addr,
             admin,
             unaudited,
+            traced,
             base,
             nginx: None,
             token,
@@ -521,7 +534,7 @@ impl Stack {
         }
         self.control_plane.check_alive()?;
         self.proxy.check_alive()?;
-        for (proxy, _) in [&mut self.unaudited, &mut self.base].into_iter().flatten() {
+        for (proxy, _) in [&mut self.unaudited, &mut self.traced, &mut self.base].into_iter().flatten() {
             proxy.check_alive()?;
         }
         if let Some((nginx, _)) = &mut self.nginx {
@@ -535,7 +548,7 @@ impl Stack {
             nginx.stop().await;
         }
         self.proxy.stop().await;
-        for (proxy, _) in [self.unaudited, self.base].into_iter().flatten() {
+        for (proxy, _) in [self.unaudited, self.traced, self.base].into_iter().flatten() {
             proxy.stop().await;
         }
         self.control_plane.stop().await;

@@ -145,6 +145,9 @@ impl CpuProbe {
         if let Some((proxy, _)) = &stack.unaudited {
             pids.push(("proxy-unaudited", proxy.pid));
         }
+        if let Some((proxy, _)) = &stack.traced {
+            pids.push(("proxy-otlp-down", proxy.pid));
+        }
         if let Some((proxy, _)) = &stack.base {
             pids.push(("proxy-base", proxy.pid));
         }

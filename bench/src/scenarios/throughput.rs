@@ -31,6 +31,10 @@ const AUTH_COST_US: f64 = 3.0;
 const UNAUDITED: &str = "proxy-unaudited";
 /// Most proxy CPU per request the audit may add (records made, queued, batched and shipped).
 const AUDIT_COST_US: f64 = 2.0;
+/// Anonymous stateless calls through the same proxy recording every trace for a collector that is down.
+const TRACED: &str = "proxy-otlp-down";
+/// Least throughput with traces recorded and the collector down, against the same proxy without traces.
+const TRACED_MIN_RATIO: f64 = 0.95;
 /// Anonymous stateless calls through a proxy of another build (`--base-proxy-bin`): a change's cost or
 /// gain is this build against it, in the same passes.
 const BASE: &str = "proxy-base";
@@ -127,8 +131,11 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
         let label = if kind == Kind::Stateless { "stateless" } else { "session" };
         let unaudited = ctx.stack.unaudited.as_ref().map(|(_, addr)| *addr);
         let base = ctx.stack.base.as_ref().map(|(_, addr)| *addr);
-        let siblings: Vec<_> =
-            [(UNAUDITED, unaudited), (BASE, base)].into_iter().filter_map(|(l, a)| Some((l, a?))).collect();
+        let traced = ctx.stack.traced.as_ref().map(|(_, addr)| *addr);
+        let siblings: Vec<_> = [(UNAUDITED, unaudited), (TRACED, traced), (BASE, base)]
+            .into_iter()
+            .filter_map(|(l, a)| Some((l, a?)))
+            .collect();
         let targets = targets(&endpoints, kind, &credentials, &siblings);
         let mut passes: Vec<BTreeMap<&'static str, Figures>> = Vec::new();
         for pass in 0..=p.pairs {
@@ -146,6 +153,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                     fixture_us: cpu_of("fixture"),
                     proxy_us: match (via, target) {
                         (Via::Proxy, UNAUDITED) => cpu_of(UNAUDITED),
+                        (Via::Proxy, TRACED) => cpu_of(TRACED),
                         (Via::Proxy, BASE) => cpu_of(BASE),
                         (Via::Proxy, _) => cpu_of("proxy"),
                         _ => f64::NAN,
@@ -276,6 +284,26 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Outcome> {
                     "e",
                     "audit ingest: control-plane CPU µs/req, audit on − off",
                     &ingest,
+                    "µs",
+                ));
+            }
+            if traced.is_some() {
+                let check = Check::over(
+                    "a",
+                    "traced, collector down / untraced throughput (stateless)",
+                    &ratio(TRACED, "proxy"),
+                    "×",
+                );
+                let met = check.value >= TRACED_MIN_RATIO;
+                a.checks.push(check.target("≥ 0.95", met));
+                let cost: Vec<f64> = passes
+                    .iter()
+                    .filter_map(|f| Some(added(f.get(TRACED)?.proxy_us, f.get("proxy")?.proxy_us)))
+                    .collect();
+                e.checks.push(Check::over(
+                    "e",
+                    "trace cost: proxy CPU µs/req, every request traced (collector down) − untraced",
+                    &cost,
                     "µs",
                 ));
             }

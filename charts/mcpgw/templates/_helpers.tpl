@@ -207,3 +207,19 @@ podAntiAffinity:
     - port: 53
       protocol: TCP
 {{- end }}
+
+{{/*
+OpenTelemetry settings of both planes (nothing when no collector is set).
+*/}}
+{{- define "mcpgw.tracingEnv" -}}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+- name: MCPGW_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: MCPGW_OTLP_PROTOCOL
+  value: {{ .protocol | quote }}
+- name: MCPGW_OTLP_SAMPLE_RATIO
+  value: {{ .sampleRatio | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
