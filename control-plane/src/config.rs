@@ -324,6 +324,17 @@ pub struct RawSettings {
     /// PEM private key of --grpc-tls-cert.
     #[arg(long, global = true, env = ENV_GRPC_TLS_KEY)]
     pub grpc_tls_key: Option<PathBuf>,
+    /// PEM certificate chain of the REST listener (with --http-tls-key): it then serves HTTPS only. The
+    /// files are read again when they change: a renewed certificate is served without a restart.
+    #[arg(long, global = true, env = "MCPGW_HTTP_TLS_CERT")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key of --http-tls-cert.
+    #[arg(long, global = true, env = "MCPGW_HTTP_TLS_KEY")]
+    pub http_tls_key: Option<PathBuf>,
+    /// PEM file of certificate authorities trusted, besides the system's, when discovery and health checks
+    /// reach https:// and wss:// upstreams (a private CA).
+    #[arg(long, global = true, env = "MCPGW_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
     /// Maximum number of PostgreSQL connections in the pool.
     #[arg(long, global = true, env = ENV_DB_POOL_SIZE, default_value_t = 10)]
     pub db_pool_size: u32,
@@ -402,6 +413,10 @@ pub struct Config {
     pub proxy_token: Option<SecretToken>,
     /// `None`: the gRPC listener speaks plaintext HTTP/2.
     pub grpc_tls: Option<GrpcTls>,
+    /// The REST listener's certificate; `None`: plain HTTP.
+    pub http_tls: Option<std::sync::Arc<mcpgw_proto::tls::ReloadingCert>>,
+    /// Extra CAs trusted for upstreams (PEM, read at start).
+    pub upstream_ca: Option<Vec<u8>>,
     pub db_pool_size: u32,
     pub api_body_limit: usize,
     pub log_format: LogFormat,
@@ -459,6 +474,8 @@ pub enum ConfigError {
     ProxyToken,
     #[error("--grpc-tls-cert and --grpc-tls-key go together: give both or neither")]
     GrpcTls,
+    #[error("--{flag}: {reason}")]
+    Tls { flag: &'static str, reason: String },
     #[error("--db-pool-size must be between 1 and {MAX_DB_POOL_SIZE}, not {0}")]
     DbPoolSize(u32),
     #[error("--api-body-limit must be between 1 and {MAX_API_BODY_LIMIT} bytes, not {0}")]
@@ -514,6 +531,27 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         (Some(cert), Some(key)) => Some(GrpcTls { cert: cert.clone(), key: key.clone() }),
         _ => return Err(ConfigError::GrpcTls),
     };
+    let http_tls = match (&raw.http_tls_cert, &raw.http_tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(
+            mcpgw_proto::tls::ReloadingCert::load(cert, key)
+                .map_err(|reason| ConfigError::Tls { flag: "http-tls-cert", reason })?,
+        ),
+        _ => {
+            return Err(ConfigError::Tls {
+                flag: "http-tls-cert",
+                reason: "--http-tls-cert and --http-tls-key go together: give both or neither".into(),
+            });
+        }
+    };
+    let upstream_ca = match &raw.upstream_ca {
+        None => None,
+        Some(path) => {
+            let invalid = |reason| ConfigError::Tls { flag: "upstream-ca", reason };
+            mcpgw_proto::tls::root_store(path).map_err(invalid)?;
+            Some(std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?)
+        }
+    };
     if raw.db_pool_size == 0 || raw.db_pool_size > MAX_DB_POOL_SIZE {
         return Err(ConfigError::DbPoolSize(raw.db_pool_size));
     }
@@ -542,7 +580,7 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
     )?;
     let ssrf = SsrfPolicy::new(&raw.ssrf_deny, &raw.ssrf_allow)?;
     let api_url = match raw.api_url.as_deref().map(str::trim) {
-        None | Some("") => format!("http://{http_addr}"),
+        None | Some("") => format!("{}://{http_addr}", if http_tls.is_some() { "https" } else { "http" }),
         Some(url) => match Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => url.trim_end_matches('/').to_owned(),
             _ => return Err(ConfigError::ApiUrl(url.to_owned())),
@@ -595,6 +633,8 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         admin_token,
         proxy_token,
         grpc_tls,
+        http_tls,
+        upstream_ca,
         db_pool_size: raw.db_pool_size,
         api_body_limit: raw.api_body_limit,
         log_format: raw.log_format,

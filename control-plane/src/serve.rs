@@ -48,6 +48,8 @@ pub enum ServeError {
     ReadTls { path: PathBuf, source: std::io::Error },
     #[error("--grpc-tls-cert / --grpc-tls-key do not form a TLS identity")]
     Tls(#[source] tonic::transport::Error),
+    #[error("--http-tls-cert: {0}")]
+    HttpTls(String),
 }
 
 /// The routing stream on `listener`, admitting proxies by `auth`, over TLS when `tls` is given; the
@@ -136,7 +138,7 @@ async fn authorization_server(
         );
         return Ok(None);
     };
-    let issuer = config.oauth.issuer_for(http_addr);
+    let issuer = config.oauth.issuer_for(http_addr, config.http_tls.is_some());
     let keys = Keys::new(
         pool.clone(),
         secrets.clone(),
@@ -198,8 +200,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         std::net::TcpListener::bind(config.http_addr).map_err(bind_err("the REST API", config.http_addr))?;
     let http_addr = http_listener.local_addr().map_err(bind_err("the REST API", config.http_addr))?;
     hub.set_rest_addr(http_addr);
-    let client =
-        McpClient::new(Arc::new(config.ssrf.clone()))?.with_stdio_programs(config.stdio_programs.clone());
+    let client = McpClient::with_extra_roots(Arc::new(config.ssrf.clone()), config.upstream_ca.as_deref())?
+        .with_stdio_programs(config.stdio_programs.clone());
     let oauth = authorization_server(&config, &pool, &hub, &client, http_addr).await?;
     let version = hub.refresh().await?;
     tracing::info!(version, resources = hub.current().len(), "Loaded the routing table.");
@@ -250,11 +252,18 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tokio::spawn(audit_partitions(pool.clone(), hub.clone(), state.is_leader.clone(), shutdown.clone()));
     let http = HttpServer::new(move || api::app(state.clone()))
         .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-        .listen(http_listener)
-        .map_err(bind_err("the REST API", config.http_addr))?
-        .run();
-    tracing::info!(http_addr = %http_addr, "The REST API is listening.");
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
+    let http = match &config.http_tls {
+        Some(cert) => {
+            let tls = cert.server_config(&[b"h2", b"http/1.1"]).map_err(ServeError::HttpTls)?;
+            tokio::spawn(cert.clone().watch());
+            http.listen_rustls_0_23(http_listener, tls)
+        }
+        None => http.listen(http_listener),
+    }
+    .map_err(bind_err("the REST API", config.http_addr))?
+    .run();
+    tracing::info!(http_addr = %http_addr, tls = config.http_tls.is_some(), "The REST API is listening.");
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await

@@ -8,6 +8,7 @@ pub mod otlp;
 pub mod probe;
 pub mod resources;
 pub mod stdio;
+pub mod tls;
 pub mod validate;
 
 /// Generated protobuf and gRPC code for `mcpgw.routing.v1`.

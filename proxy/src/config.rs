@@ -196,6 +196,20 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_CONTROL_PLANE_CA", global = true)]
     pub control_plane_ca: Option<std::path::PathBuf>,
 
+    /// PEM certificate chain of the MCP listener; with --tls-key it serves HTTPS only. The files are read
+    /// again when they change: a renewed certificate is served to new connections without a restart.
+    #[arg(long, env = "MCPGW_TLS_CERT", global = true)]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MCPGW_TLS_KEY", global = true)]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM file of the certificate authorities trusted for https:// and wss:// upstreams, instead of the
+    /// system's (a private CA).
+    #[arg(long, env = "MCPGW_UPSTREAM_CA", global = true)]
+    pub upstream_ca: Option<std::path::PathBuf>,
+
     /// Credential presented to the control plane on the routing stream (the control plane's
     /// `--proxy-token`). Without it, the control plane accepts only proxies on its own machine.
     #[arg(long, env = "MCPGW_PROXY_TOKEN", hide_env_values = true, global = true)]
@@ -257,6 +271,10 @@ pub struct Config {
     pub proxy_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     /// Span export; `None` without `--otlp-endpoint`.
     pub otlp: Option<mcpgw_proto::otlp::Settings>,
+    /// The MCP listener's certificate (`--tls-cert`/`--tls-key`); `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<mcpgw_proto::tls::ReloadingCert>>,
+    /// CA file trusted for TLS upstreams instead of the system's (checked to hold certificates).
+    pub upstream_ca: Option<std::path::PathBuf>,
 }
 
 /// A setting that cannot be used, with the flag that carries it.
@@ -343,10 +361,23 @@ impl Settings {
         if self.session_ttl.is_zero() {
             return Err(err("session-ttl", "must be greater than zero"));
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(mcpgw_proto::tls::ReloadingCert::load(cert, key).map_err(|e| err("tls-cert", e))?)
+            }
+            (None, None) => None,
+            _ => return Err(err("tls-cert", "--tls-cert and --tls-key go together: give both or neither")),
+        };
+        if let Some(path) = &self.upstream_ca {
+            mcpgw_proto::tls::root_store(path).map_err(|e| err("upstream-ca", e))?;
+        }
         let public_url = match &self.public_url {
             Some(raw) => url::Url::parse(raw.trim_end_matches('/'))
                 .map_err(|e| err("public-url", format!("{raw:?} is not a URL: {e}")))?,
-            None => url::Url::parse(&format!("http://{listen}")).map_err(|e| err("listen", e.to_string()))?,
+            None => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                url::Url::parse(&format!("{scheme}://{listen}")).map_err(|e| err("listen", e.to_string()))?
+            }
         };
         if !matches!(public_url.scheme(), "http" | "https")
             || public_url.host_str().is_none()
@@ -440,6 +471,8 @@ impl Settings {
             proxy_token,
             control_plane_ca,
             otlp,
+            tls,
+            upstream_ca: self.upstream_ca.clone(),
         })
     }
 }

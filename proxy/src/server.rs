@@ -95,7 +95,7 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
     };
     let shared = Shared {
         routes: routes.clone(),
-        pool: Arc::default(),
+        pool: Arc::new(crate::upstream::pool::Pool::new(config.upstream_ca.as_deref())),
         limits: Limits {
             max_request_body: config.max_request_body,
             request_body_timeout: config.request_body_timeout,
@@ -135,7 +135,16 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
         head_timeout: config.request_head_timeout,
     };
     let mut mcp = Service::new("mcp".to_owned(), mcp_app);
-    mcp.add_tcp(&config.listen.to_string());
+    match &config.tls {
+        Some(cert) => {
+            let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .expect("TLS settings without files build");
+            tls.set_cert_resolver(cert.clone());
+            tls.set_alpn(pingora::protocols::ALPN::H1);
+            mcp.add_tls_with_settings(&config.listen.to_string(), None, tls);
+        }
+        None => mcp.add_tcp(&config.listen.to_string()),
+    }
 
     let mut admin = Service::new("admin".to_owned(), AdminApp { routes: routes.clone() });
     admin.threads = Some(1);
@@ -157,12 +166,28 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
     if let Some(shipper) = shipper {
         server.add_service(background_service("audit", shipper));
     }
+    if let Some(cert) = &config.tls {
+        server.add_service(background_service("tls-reload", TlsReload(cert.clone())));
+    }
     if let Some(worker) = otlp_worker {
         server.add_service(background_service("otlp", OtlpExport(std::sync::Mutex::new(Some(worker)))));
     }
     server.add_service(mcp);
     server.add_service(admin);
     (server, RunArgs { shutdown_signal: Box::new(signals) })
+}
+
+/// Serves a renewed certificate of the MCP listener as soon as its files change.
+struct TlsReload(Arc<mcpgw_proto::tls::ReloadingCert>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for TlsReload {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        tokio::select! {
+            () = self.0.clone().watch() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// Sends recorded spans to the collector for as long as the proxy runs.

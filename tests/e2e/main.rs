@@ -28,6 +28,7 @@ mod registry;
 mod replicas;
 mod routing;
 mod streams;
+mod tls;
 mod tokens;
 mod tracing;
 mod transparency;

@@ -23,6 +23,8 @@ pub struct ControlPlane {
     admin_token: String,
     extra_args: Vec<String>,
     http: reqwest::Client,
+    /// `https` when started with `--http-tls-cert` (the harness then trusts `tests/tls/ca.pem`).
+    scheme: &'static str,
 }
 
 impl ControlPlane {
@@ -56,6 +58,7 @@ impl ControlPlane {
         grpc_addr: SocketAddr,
         extra_args: &[&str],
     ) -> Result<Self> {
+        let tls = extra_args.contains(&"--http-tls-cert");
         let mut cp = Self {
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             proc: None,
@@ -63,7 +66,8 @@ impl ControlPlane {
             grpc_addr,
             database_url: database_url.to_owned(),
             admin_token: admin_token.to_owned(),
-            http: http_client(),
+            http: if tls { crate::tls::client() } else { http_client() },
+            scheme: if tls { "https" } else { "http" },
         };
         cp.launch().await?;
         Ok(cp)
@@ -95,7 +99,7 @@ impl ControlPlane {
         .await
         .with_context(|| proc.describe())?;
         (self.http_addr, self.grpc_addr) = addrs;
-        let ready = format!("http://{}/ready", self.http_addr);
+        let ready = format!("{}://{}/ready", self.scheme, self.http_addr);
         let http = self.http.clone();
         poll_until("control plane GET /ready = 200", START_TIMEOUT, || {
             let exited = proc.exited();
@@ -114,9 +118,9 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// REST base URL, `http://127.0.0.1:<port>`.
+    /// REST base URL, `http://127.0.0.1:<port>` (`https://` when serving TLS).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        format!("{}://{}", self.scheme, self.http_addr)
     }
 
     /// gRPC URL for `mcpgw-proxy --control-plane`.

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod redis;
 pub mod relay;
 pub mod sse;
+pub mod tls;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

@@ -257,8 +257,14 @@ pub(crate) async fn run_json(label: &str, mut cmd: Command) -> Result<Value> {
 /// `mode` is `auto`, `legacy` or `2026-07-28`; actions: `["list-tools"]`, `["call", NAME, JSON]`,
 /// `["progress", NAME, JSON]`.
 pub async fn py_client(url: &str, mode: &str, action: &[&str]) -> Result<Value> {
+    py_client_env(url, mode, action, &[]).await
+}
+
+/// [`py_client`] with more environment (`SSL_CERT_FILE` to trust a test CA).
+pub async fn py_client_env(url: &str, mode: &str, action: &[&str], env: &[(&str, &str)]) -> Result<Value> {
     let mut cmd = Command::new(python()?);
     cmd.arg(require(peers_dir().join("py_client.py"))?).arg(url).arg("--mode").arg(mode).args(action);
+    cmd.envs(env.iter().copied());
     run_json("py-client", cmd).await
 }
 
@@ -316,9 +322,15 @@ pub async fn inspector(url: &str, args: &[&str]) -> Result<Value> {
 
 /// [`inspector`] with another `--transport` (`sse` for the deprecated HTTP+SSE transport).
 pub async fn inspector_transport(url: &str, transport: &str, args: &[&str]) -> Result<Value> {
+    inspector_env(url, transport, args, &[]).await
+}
+
+/// [`inspector_transport`] with more environment (`NODE_EXTRA_CA_CERTS` to trust a test CA).
+pub async fn inspector_env(url: &str, transport: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Value> {
     let build = require(peers_dir().join("node_modules/@modelcontextprotocol/inspector-cli/build"))?;
     let mut cmd = Command::new("node");
     cmd.current_dir(&build).arg("cli.js").arg("--cli").arg(url).arg("--transport").arg(transport).args(args);
+    cmd.envs(env.iter().copied());
     run_json("inspector", cmd).await
 }
 

@@ -101,9 +101,10 @@ pub struct OauthConfig {
 }
 
 impl OauthConfig {
-    /// The issuer once the REST listener is bound at `http_addr`.
-    pub fn issuer_for(&self, http_addr: SocketAddr) -> String {
-        self.issuer.clone().unwrap_or_else(|| format!("http://{http_addr}"))
+    /// The issuer once the REST listener is bound at `http_addr` (serving HTTPS when `tls`).
+    pub fn issuer_for(&self, http_addr: SocketAddr, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        self.issuer.clone().unwrap_or_else(|| format!("{scheme}://{http_addr}"))
     }
 }
 

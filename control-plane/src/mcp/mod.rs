@@ -105,7 +105,18 @@ pub struct McpClient {
 
 impl McpClient {
     pub fn new(ssrf: Arc<SsrfPolicy>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        Self::with_extra_roots(ssrf, None)
+    }
+
+    /// [`McpClient::new`] also trusting the certificate authorities of `ca_pem` (a PEM bundle).
+    pub fn with_extra_roots(ssrf: Arc<SsrfPolicy>, ca_pem: Option<&[u8]>) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .dns_resolver(ssrf.resolver())

@@ -22,12 +22,55 @@ use tokio::io::AsyncWriteExt;
 /// The proxy's upstream connections, kept alive between requests per peer.
 pub struct Pool {
     transport: TransportConnector,
+    /// TLS client settings of `wss://` upstreams (which do not go through Pingora's connector).
+    websocket_tls: tokio_rustls::TlsConnector,
 }
 
 impl Default for Pool {
     fn default() -> Self {
-        Self { transport: TransportConnector::new(None) }
+        Self::new(None)
     }
+}
+
+/// Idle connections kept per proxy (Pingora's default).
+const KEEPALIVE_POOL_SIZE: usize = 128;
+
+impl Pool {
+    /// A pool trusting the CAs of `ca_file` (PEM) for TLS upstreams instead of the system's (`None`).
+    pub fn new(ca_file: Option<&std::path::Path>) -> Self {
+        let options = ca_file.map(|path| pingora::connectors::ConnectorOptions {
+            ca_file: Some(path.to_string_lossy().into_owned()),
+            ..pingora::connectors::ConnectorOptions::new(KEEPALIVE_POOL_SIZE)
+        });
+        Self { transport: TransportConnector::new(options), websocket_tls: websocket_tls(ca_file) }
+    }
+
+    /// TLS client settings for `wss://` upstreams: the same trust as the pool's.
+    pub fn websocket_tls(&self) -> &tokio_rustls::TlsConnector {
+        &self.websocket_tls
+    }
+}
+
+/// Trusts the CAs of `ca_file`, else the web PKI roots. The file was checked with the flags; should it fail
+/// now, nothing is trusted (every `wss://` handshake fails, naming the certificate).
+fn websocket_tls(ca_file: Option<&std::path::Path>) -> tokio_rustls::TlsConnector {
+    let roots = match ca_file {
+        Some(path) => mcpgw_proto::tls::root_store(path).unwrap_or_else(|error| {
+            tracing::error!(%error, "Cannot read --upstream-ca: no wss:// upstream will be trusted.");
+            rustls::RootCertStore::empty()
+        }),
+        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
 impl Pool {

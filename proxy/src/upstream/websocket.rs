@@ -65,7 +65,7 @@ pub(crate) async fn open(
     let stream: Box<dyn Io> = if instance.endpoint.scheme() == "wss" {
         let host = rustls_pki_types::ServerName::try_from(peer.sni.clone())
             .map_err(|e| not_sent(format!("bad TLS name {:?}: {e}", peer.sni)))?;
-        let tls = tls_connector().connect(host, tcp);
+        let tls = gw.pool.websocket_tls().connect(host, tcp);
         match tokio::time::timeout(connect_timeout, tls).await {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => return Err(not_sent(format!("TLS with {addr}: {e}"))),
@@ -118,25 +118,6 @@ pub(crate) async fn open(
         inbound: Box::new(Frames(stream)),
         early: Vec::new(),
     })
-}
-
-/// TLS client settings for `wss://`: web PKI roots, built once.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            });
-        Arc::new(config)
-    });
-    tokio_rustls::TlsConnector::from(config.clone())
 }
 
 /// Client messages as text frames.
