@@ -1,7 +1,7 @@
 //! Settings from flags and environment, checked by one pure `validate()` into the `Config` the process runs on.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -395,6 +395,27 @@ pub struct RawSettings {
     /// comma-separated ones). Flags beat environment variables, which beat the file.
     #[arg(long, env = mcpgw_proto::config_file::ENV, global = true)]
     pub config: Option<std::path::PathBuf>,
+    /// Keep the registry in sync with Kubernetes Services annotated `mcpgw.io/server: <name>` (the leader
+    /// watches them and registers, updates and removes their servers).
+    #[arg(long, global = true, env = "MCPGW_KUBERNETES_DISCOVERY")]
+    pub kubernetes_discovery: bool,
+    /// Namespaces whose Services are watched, comma-separated; `*` for every namespace. Default: the
+    /// control plane's own (its service account's namespace).
+    #[arg(long, global = true, env = "MCPGW_KUBERNETES_NAMESPACES", value_delimiter = ',')]
+    pub kubernetes_namespaces: Vec<String>,
+    /// The Kubernetes API server. Default, in a pod: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.
+    #[arg(long, global = true, env = "MCPGW_KUBERNETES_API")]
+    pub kubernetes_api: Option<String>,
+    /// File holding the bearer token for the API server, read for every request (default, in a pod: its
+    /// service account token).
+    #[arg(long, global = true, env = "MCPGW_KUBERNETES_TOKEN_FILE")]
+    pub kubernetes_token_file: Option<PathBuf>,
+    /// PEM CA of the API server's certificate (default, in a pod: its service account CA).
+    #[arg(long, global = true, env = "MCPGW_KUBERNETES_CA")]
+    pub kubernetes_ca: Option<PathBuf>,
+    /// How often the registry is reconciled with the Services besides the watch's events.
+    #[arg(long, global = true, env = "MCPGW_KUBERNETES_RESYNC", default_value = "5m")]
+    pub kubernetes_resync: String,
     #[command(flatten)]
     pub oauth: OauthSettings,
     #[command(flatten)]
@@ -442,6 +463,8 @@ pub struct Config {
     pub document_ssrf: SsrfPolicy,
     /// Span export; `None` without `--otlp-endpoint`.
     pub otlp: Option<mcpgw_proto::otlp::Settings>,
+    /// Kubernetes service discovery; `None` unless `--kubernetes-discovery`.
+    pub kubernetes: Option<crate::kube::KubeSettings>,
 }
 
 /// PEM files of the gRPC listener's TLS identity (read when serving starts).
@@ -476,6 +499,8 @@ pub enum ConfigError {
     GrpcTls,
     #[error("--{flag}: {reason}")]
     Tls { flag: &'static str, reason: String },
+    #[error("--{flag}: {reason}")]
+    Kubernetes { flag: &'static str, reason: String },
     #[error("--db-pool-size must be between 1 and {MAX_DB_POOL_SIZE}, not {0}")]
     DbPoolSize(u32),
     #[error("--api-body-limit must be between 1 and {MAX_API_BODY_LIMIT} bytes, not {0}")]
@@ -604,6 +629,7 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         .collect();
     let document_ssrf = SsrfPolicy::new(&strict, &raw.ssrf_allow)?;
     let otlp = raw.otlp.validate().map_err(|(flag, reason)| ConfigError::Otlp { flag, reason })?;
+    let kubernetes = if raw.kubernetes_discovery { Some(kubernetes(raw)?) } else { None };
     Ok(Config {
         stdio_programs,
         oauth,
@@ -639,7 +665,83 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         api_body_limit: raw.api_body_limit,
         log_format: raw.log_format,
         otlp,
+        kubernetes,
     })
+}
+
+/// Where a pod finds its service account.
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// `--kubernetes-*`: the API server, credentials and namespaces of the service discovery.
+fn kubernetes(raw: &RawSettings) -> Result<crate::kube::KubeSettings, ConfigError> {
+    let invalid = |flag: &'static str, reason: String| ConfigError::Kubernetes { flag, reason };
+    let account = Path::new(SERVICE_ACCOUNT);
+    let api = match raw.kubernetes_api.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+        Some(api) => api.to_owned(),
+        None => match (std::env::var("KUBERNETES_SERVICE_HOST"), std::env::var("KUBERNETES_SERVICE_PORT")) {
+            (Ok(host), Ok(port)) if host.contains(':') => format!("https://[{host}]:{port}"),
+            (Ok(host), Ok(port)) => format!("https://{host}:{port}"),
+            _ => {
+                return Err(invalid(
+                    "kubernetes-api",
+                    "not in a pod (no KUBERNETES_SERVICE_HOST): give the API server's URL".into(),
+                ));
+            }
+        },
+    };
+    let mut api = Url::parse(&api).map_err(|e| invalid("kubernetes-api", format!("{api:?}: {e}")))?;
+    if !matches!(api.scheme(), "http" | "https") || api.host_str().is_none() {
+        return Err(invalid("kubernetes-api", format!("{api} is not an http(s) URL")));
+    }
+    if !api.path().ends_with('/') {
+        api.set_path(&format!("{}/", api.path()));
+    }
+    let token_file = raw.kubernetes_token_file.clone().or_else(|| {
+        let default = account.join("token");
+        default.exists().then_some(default)
+    });
+    let ca_file = raw.kubernetes_ca.clone().or_else(|| {
+        let default = account.join("ca.crt");
+        (api.scheme() == "https" && default.exists()).then_some(default)
+    });
+    let ca = match ca_file {
+        None => None,
+        Some(path) => {
+            mcpgw_proto::tls::root_store(&path).map_err(|e| invalid("kubernetes-ca", e))?;
+            Some(
+                std::fs::read(&path)
+                    .map_err(|e| invalid("kubernetes-ca", format!("{}: {e}", path.display())))?,
+            )
+        }
+    };
+    let listed: Vec<String> =
+        raw.kubernetes_namespaces.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+    let namespaces = if listed.iter().any(|n| n == "*") {
+        Vec::new()
+    } else if listed.is_empty() {
+        let own = std::fs::read_to_string(account.join("namespace")).map_err(|_| {
+            invalid("kubernetes-namespaces", "not in a pod: name the namespaces to watch (or `*`)".into())
+        })?;
+        vec![own.trim().to_owned()]
+    } else {
+        listed
+    };
+    for ns in &namespaces {
+        let label = ns.len() <= 63
+            && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !ns.starts_with('-')
+            && !ns.ends_with('-');
+        if !label {
+            return Err(invalid("kubernetes-namespaces", format!("{ns:?} is not a namespace name")));
+        }
+    }
+    let resync = parse_duration(
+        "kubernetes-resync",
+        &raw.kubernetes_resync,
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+    )?;
+    Ok(crate::kube::KubeSettings { api, namespaces, token_file, ca, resync })
 }
 
 /// `--stdio-programs`: bare names or absolute paths (empty entries, from a trailing comma, are skipped).

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod health;
 pub mod hub;
 pub mod jwks;
+pub mod kube;
 pub mod mcp;
 pub mod metrics;
 pub mod model;

@@ -50,6 +50,8 @@ pub enum ServeError {
     Tls(#[source] tonic::transport::Error),
     #[error("--http-tls-cert: {0}")]
     HttpTls(String),
+    #[error("Kubernetes service discovery: {0}")]
+    Kubernetes(String),
 }
 
 /// The routing stream on `listener`, admitting proxies by `auth`, over TLS when `tls` is given; the
@@ -229,6 +231,19 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             interval: config.jwks_refresh,
         },
         is_leader: state.is_leader.clone(),
+        kubernetes: match &config.kubernetes {
+            Some(settings) => Some(
+                crate::kube::KubeSync::new(
+                    settings.clone(),
+                    pool.clone(),
+                    hub.clone(),
+                    state.discoverer.clone(),
+                    state.ssrf.clone(),
+                )
+                .map_err(ServeError::Kubernetes)?,
+            ),
+            None => None,
+        },
     };
     let leading = tokio::spawn(leader.run(shutdown.clone()));
     let listener = tokio::spawn(crate::notify::listen(

@@ -8,7 +8,7 @@
 //! is kept in a task-local so that every log line written for it carries it (`logs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanId, TraceId};
@@ -33,6 +33,11 @@ const BATCH: usize = 512;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Longest time one export may take before its batch is counted as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed export, spans are refused (and counted as dropped) for this long, doubling up to
+/// `MAX_BACKOFF` while the collector keeps failing: a dead collector costs the request path one atomic
+/// load per request, not the building and encoding of spans nobody receives.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Largest collector status line read back.
 const MAX_STATUS_LINE: usize = 8 * 1024;
 
@@ -111,6 +116,8 @@ pub struct Stats {
 pub struct Exporter {
     queue: mpsc::Sender<SpanData>,
     pub stats: Arc<Stats>,
+    /// False while the collector is failing (backing off): spans are not even built.
+    open: Arc<AtomicBool>,
 }
 
 impl Exporter {
@@ -132,18 +139,31 @@ impl Exporter {
             .build();
         let (queue, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
+        let open = Arc::new(AtomicBool::new(true));
         let worker = Worker {
             rx,
             target,
             resource: ResourceAttributesWithSchema::from(&resource),
             stats: stats.clone(),
+            open: open.clone(),
         };
-        Ok((Self { queue, stats }, worker))
+        Ok((Self { queue, stats, open }, worker))
+    }
+
+    /// Whether spans are taken now; while the collector fails they are not (build none, and count them
+    /// with [`Self::refused`]).
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Counts `spans` not built because the exporter is closed.
+    pub fn refused(&self, spans: u64) {
+        self.stats.dropped.fetch_add(spans, Ordering::Relaxed);
     }
 
     /// Queues `span` for export; never waits.
     pub fn submit(&self, span: SpanData) {
-        if self.queue.try_send(span).is_err() {
+        if !self.is_open() || self.queue.try_send(span).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -230,13 +250,15 @@ pub struct Worker {
     target: Target,
     resource: ResourceAttributesWithSchema,
     stats: Arc<Stats>,
+    open: Arc<AtomicBool>,
 }
 
 impl Worker {
     pub async fn run(self) {
-        let Self { mut rx, mut target, resource, stats } = self;
+        let Self { mut rx, mut target, resource, stats, open } = self;
         let mut batch = Vec::with_capacity(BATCH);
         let mut last_warning: Option<tokio::time::Instant> = None;
+        let mut backoff = FIRST_BACKOFF;
         loop {
             // Wait for a first span, then up to FLUSH_EVERY for the batch to fill.
             match rx.recv().await {
@@ -261,9 +283,15 @@ impl Worker {
             match outcome {
                 Ok(()) => {
                     stats.exported.fetch_add(count, Ordering::Relaxed);
+                    backoff = FIRST_BACKOFF;
                 }
                 Err(error) => {
                     stats.failed.fetch_add(count, Ordering::Relaxed);
+                    // Closed for the backoff: what is queued meanwhile is dropped unread, then one batch
+                    // tries the collector again.
+                    open.store(false, Ordering::Relaxed);
+                    let until = tokio::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     if let Target::Grpc { client, .. } = &mut target {
                         *client = None;
                     }
@@ -273,6 +301,16 @@ impl Worker {
                         last_warning = Some(now);
                         tracing::warn!(%error, spans = count, "Could not export traces to the OTLP collector.");
                     }
+                    loop {
+                        match tokio::time::timeout_at(until, rx.recv()).await {
+                            Ok(Some(_)) => {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                    }
+                    open.store(true, Ordering::Relaxed);
                 }
             }
         }

@@ -150,6 +150,12 @@ impl Trace {
         if !self.recording {
             return;
         }
+        if !tracer.exporter.is_open() {
+            // The collector is failing: the spans are counted, not built.
+            let phases = [self.body_read, self.authenticated, self.admitted].iter().flatten().count();
+            tracer.exporter.refused((1 + phases + 2 * self.attempts.len()) as u64);
+            return;
+        }
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let wall = |at: Instant| wall_now - now.saturating_duration_since(at);

@@ -19,6 +19,7 @@ mod failover;
 mod headers;
 mod health;
 mod identity;
+mod kubernetes;
 mod modern;
 mod oauth;
 mod passthrough;

@@ -11,6 +11,7 @@ pub mod db;
 pub mod fake;
 pub mod gateway;
 pub mod idp;
+pub mod kube;
 pub mod mcp;
 pub mod otlp;
 pub mod peers;

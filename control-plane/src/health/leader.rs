@@ -1,5 +1,5 @@
 //! Leader election: the replica holding a PostgreSQL advisory lock on a dedicated connection runs the
-//! health checks, the periodic discovery and the JWKS refresh. The others wait in `pg_advisory_lock` on their own
+//! health checks, the periodic discovery, the JWKS refresh and the Kubernetes service discovery. The others wait in `pg_advisory_lock` on their own
 //! connection, so when the leader dies (its session ends and PostgreSQL releases the lock) one of them
 //! takes over at once. The leader checks its lock connection every second and steps down when it fails,
 //! before another replica could have the lock for long.
@@ -31,6 +31,8 @@ pub struct Leader {
     pub jwks: Refresher,
     /// True while this replica leads (shown by `/api/v1/admin/stats`).
     pub is_leader: Arc<AtomicBool>,
+    /// Kubernetes service discovery (`--kubernetes-discovery`).
+    pub kubernetes: Option<crate::kube::KubeSync>,
 }
 
 impl Leader {
@@ -90,6 +92,7 @@ impl Leader {
         let discovery = tokio::spawn(self.discoverer.clone().periodic(self.discovery_interval, stop.clone()));
         let watcher = tokio::spawn(crate::discovery::watch::run(self.discoverer.clone(), stop.clone()));
         let jwks = tokio::spawn(self.jwks.clone().run(stop.clone()));
+        let kubernetes = self.kubernetes.clone().map(|sync| tokio::spawn(sync.run(stop.clone())));
         let outcome = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -109,6 +112,9 @@ impl Leader {
         discovery.abort();
         watcher.abort();
         jwks.abort();
+        if let Some(kubernetes) = kubernetes {
+            kubernetes.abort();
+        }
         drop(client);
         driver.abort();
         tracing::info!(replica_id = %replica, "This replica stopped leading the health checks.");

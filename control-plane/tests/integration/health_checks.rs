@@ -126,6 +126,7 @@ fn leader(app: &TestApp, db_url: &str, replica: &str) -> (Leader, Arc<AtomicBool
             discovery_interval: None,
             jwks,
             is_leader: flag.clone(),
+            kubernetes: None,
         },
         flag,
     )

@@ -165,13 +165,39 @@ pub(crate) async fn audited<T>(
     let context = CONTEXT
         .try_with(Rc::clone)
         .map_err(|_| ApiError::internal("an audited change outside a request of /api/v1"))?;
+    let principal = context.principal.borrow().clone();
+    let value = commit(conn, principal, context.origin(), change).await?;
+    context.handled.set(Handled::Recorded);
+    Ok(value)
+}
+
+/// [`audited`] for a change the control plane makes by itself (Kubernetes service discovery): recorded
+/// under `principal` and `method`, on a connection of `pool`.
+pub(crate) async fn system<T>(
+    principal: &str,
+    method: &str,
+    pool: &crate::db::DbPool,
+    change: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<(T, Audit), ApiError>,
+) -> Result<T, ApiError> {
+    let mut conn = pool.get().await.map_err(ApiError::internal)?;
+    let request_id = Uuid::now_v7().to_string();
+    let origin = Origin { request_id: &request_id, method, client_addr: None };
+    commit(&mut conn, Some((principal.to_owned(), None)), origin, change).await
+}
+
+/// Runs `change` and writes its record in one transaction.
+async fn commit<T>(
+    conn: &mut AsyncPgConnection,
+    principal: Option<(String, Option<String>)>,
+    origin: Origin<'_>,
+    change: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<(T, Audit), ApiError>,
+) -> Result<T, ApiError> {
     record::prepare(conn, Utc::now()).await;
     <Transactions as TransactionManager<_>>::begin_transaction(conn).await.map_err(ApiError::internal)?;
     let outcome = async {
         let (value, audit) = change(&mut *conn).await?;
-        let principal = context.principal.borrow().clone();
         let tenant = audit.target.tenant.clone().or_else(|| principal.as_ref().and_then(|p| p.1.clone()));
-        let row = context.row(principal.as_ref(), tenant.as_deref(), "ok", audit.status);
+        let row = origin.row(principal.as_ref(), tenant.as_deref(), "ok", audit.status);
         let row = AdminRow {
             target: Some(&audit.target.name),
             before: audit.before.as_ref(),
@@ -187,7 +213,6 @@ pub(crate) async fn audited<T>(
             <Transactions as TransactionManager<_>>::commit_transaction(conn)
                 .await
                 .map_err(ApiError::internal)?;
-            context.handled.set(Handled::Recorded);
             Ok(value)
         }
         Err(e) => {
@@ -211,9 +236,40 @@ impl Context {
         }
     }
 
+    /// Where this request's records come from.
+    fn origin(&self) -> Origin<'_> {
+        Origin {
+            request_id: &self.request_id,
+            method: &self.method,
+            client_addr: self.client_addr.as_deref(),
+        }
+    }
+
     /// A record of this request without target, before and after.
     fn row<'a>(
         &'a self,
+        principal: Option<&'a (String, Option<String>)>,
+        tenant: Option<&'a str>,
+        outcome: &'a str,
+        status: StatusCode,
+    ) -> AdminRow<'a> {
+        self.origin().row(principal, tenant, outcome, status)
+    }
+}
+
+/// What an admin record says of the request (or the control plane's own work) that made the change.
+#[derive(Clone, Copy)]
+struct Origin<'a> {
+    request_id: &'a str,
+    /// `<HTTP method> <route pattern>`, or what the control plane did (`SYNC kubernetes`).
+    method: &'a str,
+    client_addr: Option<&'a str>,
+}
+
+impl<'a> Origin<'a> {
+    /// A record without target, before and after.
+    fn row(
+        self,
         principal: Option<&'a (String, Option<String>)>,
         tenant: Option<&'a str>,
         outcome: &'a str,
@@ -224,12 +280,12 @@ impl Context {
             id: Uuid::now_v7(),
             tenant_id: tenant.unwrap_or(DEFAULT_TENANT),
             principal: principal.map_or("", |p| p.0.as_str()),
-            method: &self.method,
+            method: self.method,
             target: None,
-            request_id: Some(&self.request_id),
+            request_id: Some(self.request_id),
             outcome,
             status: Some(i32::from(status.as_u16())),
-            client_addr: self.client_addr.as_deref(),
+            client_addr: self.client_addr,
             trace_id: mcpgw_proto::otlp::current().map(|t| t.to_string()),
             before: None,
             after: None,
