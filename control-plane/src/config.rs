@@ -489,7 +489,10 @@ pub enum ConfigError {
     DatabaseUrl(String),
     #[error("--redis-url is invalid: {0}")]
     RedisUrl(String),
-    #[error("--admin-token must not contain whitespace or control characters")]
+    #[error(
+        "--admin-token must be at least {MIN_PROXY_TOKEN_CHARS} characters without whitespace or control \
+         characters (openssl rand -base64 32): anyone who guesses it administers the gateway"
+    )]
     AdminToken,
     #[error(
         "--proxy-token must be at least {MIN_PROXY_TOKEN_CHARS} visible ASCII characters (openssl rand -base64 32)"
@@ -542,6 +545,10 @@ pub fn validate(raw: &RawSettings) -> Result<Config, ConfigError> {
         Some(url) => Some(validate_redis_url(url)?),
     };
     // An empty token (an unset Helm value, say) means "no token", which is warned about loudly at start.
+    if raw.admin_token.as_deref().is_some_and(|t| !t.is_empty() && t.chars().count() < MIN_PROXY_TOKEN_CHARS)
+    {
+        return Err(ConfigError::AdminToken);
+    }
     let admin_token = secret(raw.admin_token.as_deref()).map_err(|()| ConfigError::AdminToken)?;
     // Proxies send it as gRPC metadata, which is visible ASCII.
     let proxy_token = match raw.proxy_token.as_deref() {

@@ -118,10 +118,12 @@ impl SsrfPolicy {
         Ok(Self { deny: expand(deny)?, allow: expand(allow)? })
     }
 
-    /// Checks one address (IPv4-mapped IPv6 addresses are checked as IPv4 too).
+    /// Checks one address, and the IPv4 address an IPv6 one carries (IPv4-mapped `::ffff:a.b.c.d`,
+    /// IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`): each reaches that
+    /// IPv4 host on a network that routes it, so it is refused or allowed as that host is.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
         let candidates: Vec<IpAddr> = match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            IpAddr::V6(v6) => match embedded_ipv4(v6) {
                 Some(v4) => vec![ip, IpAddr::V4(v4)],
                 None => vec![ip],
             },
@@ -208,6 +210,29 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// The IPv4 address an IPv6 address stands for, if it is one of the forms that carry one.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let o = v6.octets();
+    let last = || std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    let seg = v6.segments();
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    // NAT64 well-known prefix 64:ff9b::/96.
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(last());
+    }
+    // 6to4 2002::/16: the IPv4 address is the next 32 bits.
+    if seg[0] == 0x2002 {
+        return Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    // IPv4-compatible ::a.b.c.d (deprecated, still routed by some stacks); :: and ::1 are not.
+    if seg[..6] == [0; 6] && u32::from(last()) > 1 {
+        return Some(last());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +249,9 @@ mod tests {
             "169.254.0.1",
             "fe80::1",
             "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "::169.254.169.254",
             "0.0.0.0",
             "224.0.0.1",
             "100.100.100.200",
@@ -231,7 +259,16 @@ mod tests {
         ] {
             assert!(p.check_ip(ip(refused)).is_err(), "{refused}");
         }
-        for allowed in ["127.0.0.1", "::1", "10.1.2.3", "192.168.1.1", "8.8.8.8", "2001:db8::1"] {
+        for allowed in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "8.8.8.8",
+            "2001:db8::1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert_eq!(p.check_ip(ip(allowed)), Ok(()), "{allowed}");
         }
         assert!(p.check_host(&url::Host::Domain("Metadata.Google.Internal.")).is_err());

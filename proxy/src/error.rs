@@ -227,8 +227,23 @@ impl ProxyError {
 
     /// Response body: a JSON-RPC error carrying the request's id when the request was JSON-RPC, else a plain
     /// JSON error object with the same reason and message.
+    /// What the client is told: the error's text without what only an operator should see — upstream
+    /// addresses and OS error texts stay in the log line of the failure.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::UpstreamUnreachable { server, .. } => {
+                format!("upstream of server {server:?} is unreachable")
+            }
+            Self::UpstreamTimeout { server, .. } => {
+                format!("upstream of server {server:?} did not answer in time")
+            }
+            Self::UpstreamFailed { server, .. } => format!("upstream of server {server:?} failed"),
+            other => other.to_string(),
+        }
+    }
+
     pub fn body(&self, jsonrpc_id: Option<&Value>) -> Bytes {
-        let message = self.to_string();
+        let message = self.client_message();
         let value = match jsonrpc_id {
             // Nothing says the gateway answered: it looks like the upstream's own "not found".
             Some(id) if matches!(self, Self::UnknownItem { .. } | Self::MethodNotFound { .. }) => json!({
@@ -244,6 +259,26 @@ impl ProxyError {
             None => json!({"error": {"reason": self.reason(), "message": message}}),
         };
         Bytes::from(value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod client_message_tests {
+    use super::ProxyError;
+
+    #[test]
+    fn upstream_failures_do_not_show_the_upstream_to_the_client() {
+        let detail = "connecting to 10.1.2.3:8443: Connection refused (os error 111)".to_owned();
+        for error in [
+            ProxyError::UpstreamUnreachable { server: "docs".into(), detail: detail.clone() },
+            ProxyError::UpstreamTimeout { server: "docs".into(), detail: detail.clone() },
+            ProxyError::UpstreamFailed { server: "docs".into(), detail: detail.clone() },
+        ] {
+            let body = String::from_utf8(error.body(Some(&serde_json::json!(1))).to_vec()).unwrap();
+            assert!(!body.contains("10.1.2.3") && !body.contains("os error"), "{body}");
+            assert!(body.contains("docs"), "{body}");
+            assert!(error.to_string().contains("10.1.2.3"), "the log line keeps the detail");
+        }
     }
 }
 

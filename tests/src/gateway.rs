@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::{ControlPlane, Proxy, TestDb};
 
 /// Admin bearer token the harness starts control planes with.
-pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0001";
 
 /// How long a registration may take to reach the proxy in tests that do not measure it.
 pub const ROUTABLE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::servers::list::{reject_nul, split_list};
+use super::servers::list::{bounded_list, reject_nul, split_list};
 use super::servers::views::{self, Include};
 use super::{ApiError, AppState};
 use crate::auth::Admin;
@@ -108,7 +108,7 @@ pub async fn tools(
 ) -> Result<HttpResponse, ApiError> {
     reject_nul(&[&query.tools, &query.resources, &query.tags, &query.tenant_id])?;
     let tenant = admin.scope(query.tenant_id.as_deref());
-    let names = split_list(query.tools.as_deref());
+    let names = bounded_list(query.tools.as_deref(), "tools")?;
     let ids = {
         let mut conn = state.conn().await?;
         if names.is_empty() {
@@ -153,7 +153,7 @@ pub async fn resources(
 ) -> Result<HttpResponse, ApiError> {
     reject_nul(&[&query.tools, &query.resources, &query.tags, &query.tenant_id])?;
     let tenant = admin.scope(query.tenant_id.as_deref());
-    let mut patterns = split_list(query.resources.as_deref());
+    let mut patterns = bounded_list(query.resources.as_deref(), "resources")?;
     if patterns.is_empty() {
         patterns.push("*".to_owned());
     }

@@ -92,7 +92,15 @@ fn redis_url_rules() {
 
 #[test]
 fn admin_token_rules() {
-    assert!(validate(&raw(&["--admin-token", "s3cret-token"])).expect("valid").admin_token.is_some());
+    assert!(
+        validate(&raw(&["--admin-token", "s3cret-token-of-24-chars"])).expect("valid").admin_token.is_some()
+    );
+    assert_eq!(
+        validate(&raw(&["--admin-token", "x"])).unwrap_err(),
+        ConfigError::AdminToken,
+        "too short to be a secret"
+    );
+    assert_eq!(validate(&raw(&["--admin-token", "s3cret-token"])).unwrap_err(), ConfigError::AdminToken);
     assert!(validate(&raw(&["--admin-token", ""])).expect("valid").admin_token.is_none());
     assert_eq!(validate(&raw(&["--admin-token", "a b"])).unwrap_err(), ConfigError::AdminToken);
 }
@@ -142,7 +150,7 @@ fn refuses_out_of_range_numbers() {
 fn summary_hides_secrets() {
     let cfg = validate(&raw(&[
         "--admin-token",
-        "topsecret",
+        "topsecret-admin-token",
         "--proxy-token",
         "proxysecret-0123456789",
         "--database-url",

@@ -146,7 +146,9 @@ async fn listen(
             chunk = response.chunk() => chunk?,
         };
         let Some(chunk) = chunk else { break };
-        let changed = parser.feed(&chunk).iter().any(|event| {
+        // An endless line or event ends the watch (it is opened again later) instead of growing memory.
+        let events = parser.feed(&chunk).map_err(|e| McpError::Protocol(e.to_string()))?;
+        let changed = events.iter().any(|event| {
             serde_json::from_str::<Value>(&event.data)
                 .ok()
                 .and_then(|m| m.get("method").and_then(Value::as_str).map(|m| m.ends_with("/list_changed")))

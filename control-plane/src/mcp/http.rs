@@ -210,7 +210,8 @@ async fn read_response(mut response: reqwest::Response, id: u64) -> Result<Value
             if read > MAX_BODY {
                 return Err(McpError::protocol("the SSE response is larger than the limit"));
             }
-            for event in parser.feed(&chunk) {
+            let events = parser.feed(&chunk).map_err(|e| McpError::protocol(e.to_string()))?;
+            for event in events {
                 let Ok(message) = serde_json::from_str::<Value>(&event.data) else { continue };
                 if let Some(outcome) = response_for(&message, id) {
                     return outcome;

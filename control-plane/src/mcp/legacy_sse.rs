@@ -126,7 +126,12 @@ async fn read_stream(mut response: reqwest::Response, pending: Pending, endpoint
     let mut parser = Parser::default();
     let mut endpoint = Some(endpoint);
     while let Ok(Some(chunk)) = response.chunk().await {
-        for event in parser.feed(&chunk) {
+        let Ok(events) = parser.feed(&chunk) else {
+            // An endless line or event: the stream is dropped (its waiters fail) rather than buffered.
+            tracing::warn!("An upstream's SSE stream sent a line or event over the size limit; closing it.");
+            break;
+        };
+        for event in events {
             if event.event == "endpoint" {
                 if let Some(tx) = endpoint.take() {
                     let _ = tx.send(event.data.trim().to_owned());

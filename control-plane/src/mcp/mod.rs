@@ -116,7 +116,10 @@ impl McpClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        // No proxy from HTTP(S)_PROXY: a proxy would resolve the endpoint's name itself, out of the SSRF
+        // guard's reach (`dns_resolver` below).
         let http = builder
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .dns_resolver(ssrf.resolver())

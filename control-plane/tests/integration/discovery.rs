@@ -84,6 +84,16 @@ async fn discovery_lists_every_page_in_both_eras() {
     let servers = both.body["servers"].as_array().expect("servers");
     assert_eq!(servers.len(), 2);
     assert_eq!(names(&servers[0]["tools"]), ["t1", "t4"]);
+    let twice = app.call(get("/api/v1/discovery/tools?tools=t1,t1,t4")).await;
+    assert_eq!(
+        twice.body["servers"].as_array().map(Vec::len),
+        Some(2),
+        "a name given twice counts once: {}",
+        twice.body
+    );
+    let many: Vec<String> = (0..51).map(|i| format!("demo://r{i}/*")).collect();
+    let flood = app.call(get(&format!("/api/v1/discovery/resources?resources={}", many.join(",")))).await;
+    assert_eq!(flood.status, StatusCode::BAD_REQUEST, "each pattern costs two queries: {}", flood.body);
     let none = app.call(get("/api/v1/discovery/tools?tools=t1,nope")).await;
     assert_eq!(none.body["servers"], json!([]));
     let tagged = app.call(get("/api/v1/discovery/tools?tools=t1&tags=other")).await;

@@ -70,7 +70,11 @@ impl TableCache {
         // Durable before it replaces the old file: a crash leaves either table, never an empty one.
         file.sync_all().await.map_err(write_err)?;
         drop(file);
-        tokio::fs::rename(&tmp, &self.path).await.map_err(write_err)
+        tokio::fs::rename(&tmp, &self.path).await.map_err(write_err)?;
+        // The rename is durable once its directory is: until then a crash may bring back the old name.
+        let dir =
+            self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        tokio::fs::File::open(dir).await.map_err(write_err)?.sync_all().await.map_err(write_err)
     }
 }
 

@@ -529,11 +529,16 @@ mod tests {
     #[tokio::test]
     async fn request_is_rewritten_for_the_upstream() {
         let inst = instance("http://127.0.0.1:3001/v1/mcp").await;
-        let mut down = RequestHeader::build("POST", b"/mcp/a?sessionId=1", None).unwrap();
+        let mut down = RequestHeader::build("POST", b"/mcp/a?sessionId=1&api_key=guess", None).unwrap();
         for (k, v) in [
             ("host", "gateway.example:8080"),
             ("origin", "http://evil.example"),
-            ("connection", "keep-alive"),
+            ("connection", "keep-alive, x-internal-hop"),
+            ("x-internal-hop", "1"),
+            ("forwarded", "for=10.0.0.1;proto=https"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "admin.internal"),
+            ("x-real-ip", "10.0.0.1"),
             ("transfer-encoding", "chunked"),
             ("expect", "100-continue"),
             ("content-length", "999"),
@@ -552,13 +557,18 @@ mod tests {
         }
         let plan = Plan { upstream_session: Some("upstream-sid".into()), ..Plan::default() };
         let up = upstream_request(&down, &inst, None, 12, &plan).unwrap();
-        assert_eq!(up.uri.to_string(), "/v1/mcp?sessionId=1");
+        assert_eq!(up.uri.to_string(), "/v1/mcp", "the client's query string is not the upstream's");
         let get = |n: &str| up.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("host").as_deref(), Some("127.0.0.1:3001"));
         assert_eq!(get("content-length").as_deref(), Some("12"));
         for gone in [
             "origin",
             "connection",
+            "x-internal-hop",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-real-ip",
             "transfer-encoding",
             "expect",
             "authorization",
@@ -610,5 +620,29 @@ mod tests {
         assert!(downstream_response(&sized).unwrap().headers.get("transfer-encoding").is_none());
         let no_content = ResponseHeader::build(204, None).unwrap();
         assert!(downstream_response(&no_content).unwrap().headers.get("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn upstream_headers_acting_for_the_gateways_origin_are_not_served() {
+        let mut up = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("content-length", "2"),
+            ("set-cookie", "session=upstream; Path=/"),
+            ("alt-svc", "h3=\":443\""),
+            ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+            ("connection", "x-upstream-hop"),
+            ("x-upstream-hop", "1"),
+            ("mcp-session-id", "s1"),
+        ] {
+            up.append_header(k, v).unwrap();
+        }
+        let resp = downstream_response(&up).unwrap();
+        for gone in ["set-cookie", "alt-svc", "strict-transport-security", "connection", "x-upstream-hop"] {
+            assert!(resp.headers.get(gone).is_none(), "{gone} must not be served");
+        }
+        for kept in ["content-type", "content-length", "mcp-session-id"] {
+            assert!(resp.headers.get(kept).is_some(), "{kept}");
+        }
     }
 }

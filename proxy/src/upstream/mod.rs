@@ -107,9 +107,11 @@ pub(crate) fn is_hop_header(name: &HeaderName) -> bool {
     )
 }
 
-/// Headers never forwarded upstream: hop-by-hop ones, those the proxy sets itself, and the client's own
+/// Headers never forwarded upstream: hop-by-hop ones, those the proxy sets itself, the client's own
 /// credentials — a token issued for the gateway must never reach an upstream (no token passthrough, MCP
-/// 2025-06-18 §Authorization); an upstream gets the credentials registered for it instead.
+/// 2025-06-18 §Authorization); an upstream gets the credentials registered for it instead — and claims
+/// about the client's address or the request's origin that the client made itself (`Forwarded`,
+/// `X-Forwarded-*`, `X-Real-IP`), which an upstream might trust.
 fn skip_request_header(name: &HeaderName) -> bool {
     is_hop_header(name)
         || *name == header::AUTHORIZATION
@@ -119,6 +121,30 @@ fn skip_request_header(name: &HeaderName) -> bool {
         || *name == header::CONTENT_LENGTH
         || *name == header::TRANSFER_ENCODING
         || *name == header::EXPECT
+        || *name == header::FORWARDED
+        || name.as_str().starts_with("x-forwarded-")
+        || name.as_str() == "x-real-ip"
+}
+
+/// Headers the client named in its `Connection` header: hop-by-hop by its own word (RFC 9110 §7.6.1).
+fn connection_options(headers: &::http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes()).ok())
+        .collect()
+}
+
+/// Upstream response headers never served: hop-by-hop ones, and those that would act for the gateway's
+/// whole origin, which every upstream shares — cookies (`Set-Cookie`), alternative services (`Alt-Svc`)
+/// and HSTS (`Strict-Transport-Security`).
+fn skip_response_header(name: &HeaderName) -> bool {
+    is_hop_header(name)
+        || *name == header::SET_COOKIE
+        || *name == header::ALT_SVC
+        || *name == header::STRICT_TRANSPORT_SECURITY
 }
 
 /// The request as the upstream must see it: its endpoint path, its own authority as `Host`, no `Origin`
@@ -131,20 +157,17 @@ pub(crate) fn upstream_request(
     body_len: usize,
     plan: &Plan,
 ) -> pingora::Result<RequestHeader> {
-    let path = match &plan.upstream_path {
-        Some(path) => path.clone(),
-        None => {
-            let mut path = instance.path_and_query.clone();
-            if let Some(query) = down.uri.query() {
-                path.push(if path.contains('?') { '&' } else { '?' });
-                path.push_str(query);
-            }
-            path
-        }
-    };
+    // The registered endpoint exactly: a client's query string would reach the upstream as the gateway's
+    // own parameters (the legacy transport's `sessionId` is the plan's `upstream_path`).
+    let path = plan.upstream_path.as_deref().unwrap_or(&instance.path_and_query);
     let mut req = RequestHeader::build(down.method.clone(), path.as_bytes(), Some(down.headers.len() + 1))?;
+    let nominated = if down.headers.contains_key(header::CONNECTION) {
+        connection_options(&down.headers)
+    } else {
+        Vec::new()
+    };
     for (name, value) in &down.headers {
-        if !skip_request_header(name) {
+        if !skip_request_header(name) && !nominated.contains(name) {
             req.append_header(name.clone(), value.clone())?;
         }
     }
@@ -167,8 +190,12 @@ pub(crate) fn upstream_request(
 /// The upstream's response header as the client must see it.
 pub(crate) fn downstream_response(up: &ResponseHeader) -> pingora::Result<ResponseHeader> {
     let mut resp = up.clone();
-    let hop: Vec<HeaderName> = resp.headers.keys().filter(|n| is_hop_header(n)).cloned().collect();
-    for name in hop {
+    let mut gone: Vec<HeaderName> =
+        resp.headers.keys().filter(|n| skip_response_header(n)).cloned().collect();
+    if resp.headers.contains_key(header::CONNECTION) {
+        gone.extend(connection_options(&resp.headers));
+    }
+    for name in gone {
         resp.remove_header(&name);
     }
     resp.set_version(::http::Version::HTTP_11);

@@ -52,10 +52,30 @@ pub fn reject_nul(values: &[&Option<String>]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Comma-separated values, trimmed, empty ones dropped.
+/// A comma-separated list, trimmed, without empty or repeated entries (first place kept).
+/// Most entries a comma-separated query value may hold: each costs the database a query or a condition.
+pub const MAX_LIST_ITEMS: usize = 50;
+
+/// [`split_list`] refusing more than [`MAX_LIST_ITEMS`] entries in the query parameter `name`.
+pub fn bounded_list(raw: Option<&str>, name: &str) -> Result<Vec<String>, ApiError> {
+    let list = split_list(raw);
+    if list.len() > MAX_LIST_ITEMS {
+        return Err(bad(format!(
+            "{name} lists {} values; at most {MAX_LIST_ITEMS} are accepted",
+            list.len()
+        )));
+    }
+    Ok(list)
+}
+
 pub fn split_list(raw: Option<&str>) -> Vec<String> {
-    raw.map(|r| r.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
-        .unwrap_or_default()
+    let mut out: Vec<String> = Vec::new();
+    for item in raw.unwrap_or_default().split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if !out.iter().any(|seen| seen == item) {
+            out.push(item.to_owned());
+        }
+    }
+    out
 }
 
 /// `GET /api/v1/servers`.
