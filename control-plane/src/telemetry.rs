@@ -30,9 +30,16 @@ pub fn init(format: LogFormat, otlp: Option<&Settings>, instance: &str) -> Optio
         mcpgw_proto::logs::init(json, tracing_subscriber::layer::Identity::new());
         return None;
     };
-    // Validated with the flags: the endpoint makes a target.
     let (exporter, worker) =
-        Exporter::new(&settings.endpoint, settings.protocol, "mcpgw-control-plane", instance).ok()?;
+        match Exporter::new(&settings.endpoint, settings.protocol, "mcpgw-control-plane", instance) {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Validated with the flags, so not expected; the logs must work regardless.
+                mcpgw_proto::logs::init(json, tracing_subscriber::layer::Identity::new());
+                tracing::error!(%error, "Traces will not be exported.");
+                return None;
+            }
+        };
     crate::metrics::watch_otlp(exporter.stats.clone());
     let provider = SdkTracerProvider::builder()
         .with_span_processor(Queue(exporter))

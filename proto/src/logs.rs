@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::fmt::format::{Format, Full, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::format::{Format, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -45,25 +45,11 @@ struct WithTrace<F> {
     json: bool,
 }
 
-impl<S, N> FormatEvent<S, N> for WithTrace<Format<Full>>
+impl<S, N, F> FormatEvent<S, N> for WithTrace<F>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> std::fmt::Result {
-        with_trace(self.json, writer, |w| self.inner.format_event(ctx, w, event))
-    }
-}
-
-impl<S, N> FormatEvent<S, N> for WithTrace<Format<Json>>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
 {
     fn format_event(
         &self,
