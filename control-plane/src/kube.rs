@@ -306,7 +306,7 @@ impl KubeSync {
                     let id = *id;
                     crate::api::audited::system(PRINCIPAL, "SYNC kubernetes", &self.pool, async |conn| {
                         let before = crate::api::servers::server_view(conn, id).await?;
-                        let ((server, _), _) = store::replace(conn, id, &spec, None)
+                        let ((server, _), _) = store::replace(conn, id, &spec, None, None)
                             .await
                             .map_err(crate::api::servers::from_store)?;
                         let after = crate::api::servers::server_view(conn, id).await?;

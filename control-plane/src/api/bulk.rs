@@ -206,8 +206,9 @@ pub async fn import(
     admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<ImportQuery>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = super::extract::read_body(payload, state.body_limit).await?;
     let doc: RegistryDoc = serde_yaml::from_slice(&body).map_err(|e| {
         ApiError::new(Code::InvalidImport, format!("the document is not a valid registry: {e}"))
     })?;
@@ -302,7 +303,7 @@ pub async fn import(
                     created.push((server.id, spec.auto_discover));
                 }
                 Action::Update(id, spec) => {
-                    drop(store::replace(conn, *id, spec, key).await.map_err(from_store)?)
+                    drop(store::replace(conn, *id, spec, key, None).await.map_err(from_store)?)
                 }
                 Action::Delete(id) => drop(store::delete(conn, *id).await.map_err(from_store)?),
             }

@@ -158,6 +158,8 @@ make_error_codes! {
     ServerNameTaken => ("server_name_taken", InvalidRequest, CONFLICT);
     /// No server has this id.
     ServerNotFound => ("server_not_found", InvalidRequest, NOT_FOUND);
+    /// The server changed since the version the request was based on (`If-Match`, or during a PATCH).
+    ServerChanged => ("server_changed", InvalidRequest, PRECONDITION_FAILED);
     /// The server has no instance with this id.
     InstanceNotFound => ("instance_not_found", InvalidRequest, NOT_FOUND);
     /// The server already has an instance at this endpoint URL.

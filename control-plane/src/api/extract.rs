@@ -14,6 +14,20 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         .error_handler(|err, _req: &HttpRequest| from_json_error(err).into())
 }
 
+/// A raw body (the YAML import), held to the same `--api-body-limit` as JSON ones, with the same error.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, super::ApiError> {
+    use futures_util::StreamExt;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| from_json_error(JsonPayloadError::Payload(e)))?;
+        if body.len() + chunk.len() > limit {
+            return Err(from_json_error(JsonPayloadError::Overflow { limit }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// Path parameters: a segment that does not parse names nothing, so it is a 404.
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err: PathError, req: &HttpRequest| {

@@ -217,3 +217,39 @@ async fn openapi_document_and_docs_page() {
     assert!(post["security"].is_array() && post["responses"]["502"].is_object(), "{post}");
     assert!(doc.body["components"]["securitySchemes"]["admin_token"].is_object());
 }
+
+/// An import is held to `--api-body-limit` like every other body (actix's own 256 KiB default used to cap
+/// it below the limit), and a document whose aliases would expand it many times over is refused.
+#[actix_web::test]
+async fn imports_are_bounded_by_the_body_limit_and_not_by_alias_expansion() {
+    let app = TestApp::start().await;
+    // 300 KiB of servers: under the 1 MiB limit.
+    let one = |i: usize| {
+        format!(
+            "- name: bulk-{i}\n  endpoint_url: http://127.0.0.1:{}/mcp\n  auto_discover: false\n  description: {}\n",
+            10_000 + i,
+            "d".repeat(240)
+        )
+    };
+    let big: String = std::iter::once("servers:\n".to_owned()).chain((0..1000).map(one)).collect();
+    assert!(big.len() > 300 * 1024 && big.len() < 1_048_576, "{}", big.len());
+    let reply = import(&app, "?dry_run=true", &big).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let over = format!("{big}{}", "#".repeat(1_048_576));
+    let reply = import(&app, "?dry_run=true", &over).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", reply.body);
+    assert_eq!(reply.body["code"], "payload_too_large", "{}", reply.body);
+
+    // Nine levels of nine aliases: a few hundred bytes standing for 9^9 strings.
+    let mut laughs =
+        String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for level in 1..9u8 {
+        let (name, prev) = ((b'a' + level) as char, (b'a' + level - 1) as char);
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        laughs.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    laughs.push_str("servers: []\n");
+    let reply = import(&app, "?dry_run=true", &laughs).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(reply.body["code"], "invalid_import", "{}", reply.body);
+}

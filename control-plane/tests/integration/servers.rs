@@ -177,3 +177,89 @@ async fn unknown_ids_are_not_found() {
     }
     assert!(app.table().await.1.is_empty());
 }
+
+/// Writes are conditional on the version they were based on: `If-Match` with the `ETag` of a read, and
+/// every PATCH on the version it read — a concurrent write is never silently overwritten.
+#[actix_web::test]
+async fn a_write_based_on_an_old_version_is_refused() {
+    let app = TestApp::start().await;
+    let created = app
+        .call(admin(TestRequest::post().uri("/api/v1/servers")).set_json(json!({
+            "name": "versioned", "endpoint_url": "http://127.0.0.1:4190/mcp", "auto_discover": false
+        })))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let uri = format!("/api/v1/servers/{id}");
+    let read = app.call(get(&uri)).await;
+    let first = read.headers.get("etag").expect("an ETag").to_str().unwrap().to_owned();
+
+    let patch = |tag: &str, body: serde_json::Value| {
+        admin(TestRequest::patch().uri(&uri)).insert_header(("If-Match", tag.to_owned())).set_json(body)
+    };
+    let changed = app.call(patch(&first, json!({"description": "first writer"}))).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let second = changed.headers.get("etag").expect("the new ETag").to_str().unwrap().to_owned();
+    assert_ne!(first, second);
+
+    // A writer still holding the first version is refused, by PATCH and by PUT.
+    let stale = app.call(patch(&first, json!({"tags": ["second writer"]}))).await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.body);
+    assert_eq!(stale.body["code"], "server_changed", "{}", stale.body);
+    let put = app
+        .call(admin(TestRequest::put().uri(&uri)).insert_header(("If-Match", first.clone())).set_json(
+            json!({
+                "name": "versioned", "endpoint_url": "http://127.0.0.1:4190/mcp", "auto_discover": false
+            }),
+        ))
+        .await;
+    assert_eq!(put.status, StatusCode::PRECONDITION_FAILED, "{}", put.body);
+    let now = app.call(get(&uri)).await;
+    assert_eq!(now.body["description"], "first writer", "nothing was overwritten: {}", now.body);
+
+    // A PATCH applies to the version it read: a write landing between its read and its write is not lost.
+    let mut conn = app.pool.get().await.expect("connection");
+    let uuid: uuid::Uuid = id.parse().expect("uuid");
+    let (row, _) = mcpgw_control_plane::db::store::get(&mut conn, uuid).await.expect("read").expect("found");
+    let spec = mcpgw_control_plane::model::ServerSpec {
+        name: "versioned".into(),
+        transport: mcpgw_control_plane::model::TransportType::StreamableHttp,
+        description: Some("in between".into()),
+        tags: vec![],
+        instances: vec![mcpgw_control_plane::model::InstanceSpec {
+            endpoint_url: "http://127.0.0.1:4190/mcp".into(),
+            command: None,
+            weight: 1,
+            metadata: Default::default(),
+            upstream_auth: Default::default(),
+        }],
+        load_balancing: Default::default(),
+        hash_key: None,
+        circuit_breaker: None,
+        tenant_id: None,
+        version: None,
+        capabilities: Default::default(),
+        auto_discover: false,
+        health_check: Default::default(),
+        upstream_auth: Default::default(),
+        audit_arguments: Default::default(),
+        name_prefix: Default::default(),
+        priority: 0,
+    };
+    mcpgw_control_plane::db::store::replace(&mut conn, uuid, &spec, None, None)
+        .await
+        .expect("a write in between");
+    let late =
+        mcpgw_control_plane::db::store::replace(&mut conn, uuid, &spec, None, Some(row.updated_at)).await;
+    assert!(
+        matches!(late, Err(mcpgw_control_plane::db::store::StoreError::Changed(_))),
+        "a write based on the version before is refused: {late:?}"
+    );
+    // Unconditional writes (a PUT without If-Match) still go through.
+    let put = app
+        .call(admin(TestRequest::put().uri(&uri)).set_json(json!({
+            "name": "versioned", "endpoint_url": "http://127.0.0.1:4190/mcp", "auto_discover": false
+        })))
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+}

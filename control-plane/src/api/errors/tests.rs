@@ -61,6 +61,7 @@ fn table_is_complete_and_unique() {
         ("payload_too_large", "invalid_request", 413),
         ("server_name_taken", "invalid_request", 409),
         ("server_not_found", "invalid_request", 404),
+        ("server_changed", "invalid_request", 412),
         ("instance_not_found", "invalid_request", 404),
         ("instance_endpoint_taken", "invalid_request", 409),
         ("api_key_not_found", "invalid_request", 404),

@@ -37,6 +37,10 @@ pub(crate) fn from_store(e: StoreError) -> ApiError {
             ApiError::new(Code::ServerNameTaken, format!("a server named {name:?} already exists"))
         }
         StoreError::NotFound(id) => not_found(id),
+        StoreError::Changed(id) => ApiError::new(
+            Code::ServerChanged,
+            format!("server {id} changed since it was read: read it again (GET, its ETag) and retry"),
+        ),
         StoreError::InstanceNotFound { server, instance } => ApiError::new(
             Code::InstanceNotFound,
             format!("server {server} has no instance with id \"{instance}\""),
@@ -194,7 +198,40 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     visible(&state, &reader, id).await?;
-    Ok(HttpResponse::Ok().json(respond(&state, id, *include).await?))
+    let view = respond(&state, id, *include).await?;
+    let tag = view.get("updated_at").and_then(Value::as_str).and_then(etag_of_text);
+    let mut resp = HttpResponse::Ok();
+    if let Some(tag) = tag {
+        resp.insert_header((header::ETAG, tag));
+    }
+    Ok(resp.json(view))
+}
+
+/// The entity tag of a server's registration: its `updated_at`, which every write changes.
+pub(crate) fn etag(updated_at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("\"{}\"", updated_at.timestamp_micros())
+}
+
+fn etag_of_text(updated_at: &str) -> Option<String> {
+    chrono::DateTime::parse_from_rfc3339(updated_at).ok().map(|t| etag(t.with_timezone(&chrono::Utc)))
+}
+
+/// The `updated_at` a write must find (`If-Match`): `Ok(None)` without the header; 412 when it names
+/// another version than `current`'s (`*` matches any).
+fn if_match(
+    req: &HttpRequest,
+    current: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
+    let value = value.to_str().unwrap_or_default().trim();
+    let tag = etag(current);
+    if value == "*" || value.split(',').any(|t| t.trim().trim_start_matches("W/") == tag) {
+        return Ok(Some(current));
+    }
+    Err(ApiError::new(
+        Code::ServerChanged,
+        format!("If-Match {value} is not the server's current version {tag}: read it again and retry"),
+    ))
 }
 
 /// `POST /api/v1/servers`: 201 with the server and its `Location`. The caller becomes its `owner`.
@@ -234,6 +271,7 @@ async fn write(
     manager: &ServerManager,
     id: Uuid,
     spec: ServerSpec,
+    expected: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<HttpResponse, ApiError> {
     check_secrets(state, spec.has_new_secret())?;
     check_spec(state, &spec).await?;
@@ -241,7 +279,7 @@ async fn write(
     let (view, version) = audited(&mut conn, async |conn| {
         let before = server_view(conn, id).await?;
         let ((server, _), version) =
-            store::replace(conn, id, &spec, state.secrets.as_ref()).await.map_err(from_store)?;
+            store::replace(conn, id, &spec, state.secrets.as_ref(), expected).await.map_err(from_store)?;
         let after = server_view(conn, id).await?;
         let audit = Audit::updated(Target::server(id, server.tenant_id.as_deref()), &before, &after);
         Ok(((after, version), audit))
@@ -250,21 +288,23 @@ async fn write(
     drop(conn);
     tracing::info!(server = %view.name, %id, version, by = %manager.principal().label(), "Updated a server.");
     publish(state).await;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().insert_header((header::ETAG, etag(view.updated_at))).json(view))
 }
 
 /// `PUT /api/v1/servers/{id}`: full replacement (the owner stays).
 pub async fn replace(
     manager: ServerManager,
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
     body: web::Json<ServerRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    manageable(&state, &manager, id).await?;
+    let (server, _) = manageable(&state, &manager, id).await?;
+    let expected = if_match(&req, server.updated_at)?;
     let mut spec = body.into_inner().validate()?;
     scope_spec(&manager, &mut spec)?;
-    write(&state, &manager, id, spec).await
+    write(&state, &manager, id, spec, expected).await
 }
 
 /// `PATCH /api/v1/servers/{id}`: a JSON merge patch (RFC 7396) of the registration: given fields replace,
@@ -274,6 +314,7 @@ pub async fn replace(
 pub async fn patch(
     manager: ServerManager,
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -282,6 +323,9 @@ pub async fn patch(
         return Err(ApiError::new(Code::MalformedJson, "a PATCH body must be a JSON object"));
     };
     let (server, instances) = manageable(&state, &manager, id).await?;
+    if_match(&req, server.updated_at)?;
+    // The patch applies to the server as read here: written only if it is still that version.
+    let read_at = server.updated_at;
     let mut conn = state.conn().await?;
     let instance_ids: Vec<Uuid> = instances.iter().map(|i| i.id).collect();
     let credentials =
@@ -305,7 +349,7 @@ pub async fn patch(
         serde_json::from_value(current).map_err(|e| super::extract::from_serde(&e))?;
     let mut spec = request.validate()?;
     scope_spec(&manager, &mut spec)?;
-    write(&state, &manager, id, spec).await
+    write(&state, &manager, id, spec, Some(read_at)).await
 }
 
 /// `DELETE /api/v1/servers/{id}`: 204.

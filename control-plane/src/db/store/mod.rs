@@ -43,6 +43,9 @@ pub enum StoreError {
     NameTaken(String),
     #[error("no server has id {0}")]
     NotFound(Uuid),
+    /// The server changed since the version the write was based on (`If-Match`, a PATCH's read).
+    #[error("server {0} changed since it was read")]
+    Changed(Uuid),
     #[error("server {server} has no instance {instance}")]
     InstanceNotFound { server: Uuid, instance: Uuid },
     #[error("the server already has an instance at {0}")]
@@ -310,22 +313,36 @@ fn server_values(spec: &ServerSpec) -> ServerValues<'_> {
 /// Replaces every writable field of a server. Instances are matched by endpoint URL: a kept URL keeps its
 /// instance id (and so its health and sessions); new URLs get new instances; missing ones are removed.
 /// Credentials without a new value keep their stored secret.
+/// With `expected`, only the server as it was at that `updated_at` is replaced (`Changed` otherwise): a
+/// read-modify-write never overwrites a change made in between.
 pub async fn replace(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     spec: &ServerSpec,
     key: Option<&SecretsKey>,
+    expected: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(ServerWithInstances, i64), StoreError> {
     let spec = spec.clone();
     conn.transaction(async |conn| {
-        let server = diesel::update(servers::table.find(id))
+        let mut target = servers::table.find(id).into_boxed();
+        if let Some(at) = expected {
+            target = target.filter(servers::updated_at.eq(at));
+        }
+        let server = diesel::update(servers::table)
+            .filter(servers::id.eq_any(target.select(servers::id)))
             .set((server_values(&spec), servers::updated_at.eq(diesel::dsl::now)))
             .returning(ServerRow::as_returning())
             .get_result(conn)
             .await
             .optional()
-            .map_err(|e| constraint_error(e, &spec.name, None))?
-            .ok_or(StoreError::NotFound(id))?;
+            .map_err(|e| constraint_error(e, &spec.name, None))?;
+        let server = match server {
+            Some(server) => server,
+            None if expected.is_some() && get(conn, id).await?.is_some() => {
+                return Err(StoreError::Changed(id));
+            }
+            None => return Err(StoreError::NotFound(id)),
+        };
         upstream_auth::write(conn, Owner::Server(id), &spec.upstream_auth, key, "the server").await?;
         let existing = instances_of(conn, Some(&[id])).await?.remove(&id).unwrap_or_default();
         let instances = instances_ops::reconcile(conn, id, &existing, &spec.instances, key).await?;
