@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::future::{Ready, ready};
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -223,17 +224,71 @@ pub async fn authenticate(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
-        let outcome = match first_step(state.admin_token.as_ref(), req.headers()) {
-            Step::Done(outcome) => outcome,
-            Step::LookUp(digest) => look_up(state, &digest).await,
-            Step::User(token) => signed_in(state, &token).await,
+        let client = req.peer_addr().map(|a| a.ip().to_canonical());
+        let outcome = if client.is_some_and(|ip| FAILURES.blocked(ip, Instant::now())) {
+            Err(ApiError::new(
+                Code::TooManyAuthenticationFailures,
+                format!(
+                    "more than {MAX_FAILURES} refused credentials from this address within {}s; retry later",
+                    FAILURE_WINDOW.as_secs()
+                ),
+            ))
+        } else {
+            match first_step(state.admin_token.as_ref(), req.headers()) {
+                Step::Done(outcome) => outcome,
+                Step::LookUp(digest) => look_up(state, &digest).await,
+                Step::User(token) => signed_in(state, &token).await,
+            }
         };
+        if let (Some(ip), Err(e)) = (client, &outcome)
+            && matches!(e.code(), Code::InvalidAdminToken | Code::InvalidApiKey)
+        {
+            FAILURES.failed(ip, Instant::now());
+        }
         if let Ok(principal) = &outcome {
             crate::api::audited::set_principal(principal);
         }
         req.extensions_mut().insert(Authenticated(outcome));
     }
     next.call(req).await
+}
+
+/// Refused credentials an address may present within [`FAILURE_WINDOW`] before it is refused unchecked
+/// (429 `too_many_authentication_failures`) until the window ends: guessing the admin token or a key
+/// costs a client a window per [`MAX_FAILURES`] guesses.
+pub const MAX_FAILURES: u32 = 20;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most (the oldest windows are forgotten first).
+const MAX_TRACKED: usize = 10_000;
+
+static FAILURES: Failures = Failures(std::sync::Mutex::new(None));
+
+/// Refused credentials per client address, in fixed windows.
+struct Failures(std::sync::Mutex<Option<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>>);
+
+impl Failures {
+    fn blocked(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.as_ref()
+            .and_then(|m| m.get(&ip))
+            .is_some_and(|(since, n)| *n >= MAX_FAILURES && now.duration_since(*since) < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, ip: std::net::IpAddr, now: Instant) {
+        let mut guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = guard.get_or_insert_with(Default::default);
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            map.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
+            if map.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= FAILURE_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
 }
 
 /// Proof that the request carries an admin credential: the bootstrap admin token or an API key with the

@@ -198,6 +198,8 @@ make_error_codes! {
     InvalidApiKey => ("invalid_api_key", Auth, UNAUTHORIZED);
     /// A valid API key whose role may not do this (the admin API needs the `admin` role).
     InsufficientPermissions => ("insufficient_permissions", Auth, FORBIDDEN);
+    /// Too many refused credentials from this address: refused without checking for a while.
+    TooManyAuthenticationFailures => ("too_many_authentication_failures", Auth, TOO_MANY_REQUESTS);
     /// No route has this path.
     RouteNotFound => ("route_not_found", InvalidRequest, NOT_FOUND);
     /// The path exists but not with this method.
@@ -280,6 +282,9 @@ impl ResponseError for ApiError {
         // RFC 6750: a 401 names the scheme the caller should authenticate with.
         if self.code.status() == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.code == Code::TooManyAuthenticationFailures {
+            response.insert_header((header::RETRY_AFTER, crate::auth::FAILURE_WINDOW.as_secs().to_string()));
         }
         response.json(self.body())
     }

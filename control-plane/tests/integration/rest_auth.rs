@@ -361,3 +361,25 @@ async fn a_narrowed_admin_key_creates_keys_no_wider_than_itself() {
         reply.body
     );
 }
+
+/// Guessing credentials is bounded: after 20 refused tokens within a minute, an address is refused without
+/// any check (429, even with the right token) until its window ends; other addresses are not affected.
+#[actix_web::test]
+async fn repeated_refused_credentials_are_throttled_per_address() {
+    let app = TestApp::start().await;
+    let guesser: std::net::SocketAddr = "198.51.100.7:40000".parse().expect("addr");
+    let other: std::net::SocketAddr = "198.51.100.8:40000".parse().expect("addr");
+    let from = |addr, token: &str| bearer(TestRequest::get().uri("/api/v1/servers"), token).peer_addr(addr);
+    for i in 0..mcpgw_control_plane::auth::MAX_FAILURES {
+        let reply = app.call(from(guesser, &format!("guess-{i}"))).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "guess {i}: {}", reply.body);
+    }
+    let blocked = app.call(from(guesser, "guess-more")).await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS, "{}", blocked.body);
+    assert_eq!(blocked.body["code"], "too_many_authentication_failures");
+    assert_eq!(blocked.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("60"));
+    let right_token = app.call(from(guesser, crate::support::TOKEN)).await;
+    assert_eq!(right_token.status, StatusCode::TOO_MANY_REQUESTS, "refused without a check");
+    let elsewhere = app.call(from(other, crate::support::TOKEN)).await;
+    assert_eq!(elsewhere.status, StatusCode::OK, "{}", elsewhere.body);
+}
