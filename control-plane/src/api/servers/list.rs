@@ -11,7 +11,7 @@ use super::views::{self, Include};
 use crate::api::{ApiError, AppState, Code};
 use crate::auth::ServerReader;
 use crate::db::schema::servers;
-use crate::model::{HealthStatus, ServerRow, TransportType};
+use crate::model::{HealthStatus, ServerRow, ServerView, TransportType};
 
 /// Default and largest page size.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -112,32 +112,54 @@ pub async fn list(
     let tags = split_list(q.tags.as_deref());
 
     let mut conn = state.conn().await?;
-    let mut sql = servers::table.select(ServerRow::as_select()).order(servers::name.asc()).into_boxed();
     // A tenant administrator or a server owner sees its own tenant only, whatever the query asks.
     let tenant = reader.tenant().map(str::to_owned).or(q.tenant_id.clone());
-    if let Some(tenant) = tenant {
-        if tenant == crate::model::DEFAULT_TENANT {
-            sql = sql.filter(servers::tenant_id.eq(tenant).or(servers::tenant_id.is_null()));
-        } else {
-            sql = sql.filter(servers::tenant_id.eq(tenant));
+    let filtered = || {
+        let mut sql = servers::table.into_boxed();
+        if let Some(tenant) = &tenant {
+            if tenant == crate::model::DEFAULT_TENANT {
+                sql = sql.filter(servers::tenant_id.eq(tenant.clone()).or(servers::tenant_id.is_null()));
+            } else {
+                sql = sql.filter(servers::tenant_id.eq(tenant.clone()));
+            }
         }
-    }
-    if let Some(t) = transport {
-        sql = sql.filter(servers::transport_type.eq(t.as_str()));
-    }
-    if let Some(name) = &q.name {
-        sql = sql.filter(servers::name.eq(name.clone()));
-    }
-    if !tags.is_empty() {
-        sql = sql.filter(servers::tags.contains(tags));
-    }
-    let rows: Vec<ServerRow> = sql.load(&mut conn).await.map_err(ApiError::internal)?;
-    // Health is derived from the instances, so it is filtered after building the (cheap) views.
-    let all = views::build(&mut conn, rows.clone(), Include::default()).await.map_err(ApiError::internal)?;
-    let matching: Vec<_> =
-        rows.into_iter().zip(all).filter(|(_, v)| health.is_none_or(|h| v.health_status == h)).collect();
-    let total = matching.len();
-    let page: Vec<_> = matching.into_iter().skip(offset).take(limit).collect();
+        if let Some(t) = transport {
+            sql = sql.filter(servers::transport_type.eq(t.as_str()));
+        }
+        if let Some(name) = &q.name {
+            sql = sql.filter(servers::name.eq(name.clone()));
+        }
+        if !tags.is_empty() {
+            sql = sql.filter(servers::tags.contains(tags.clone()));
+        }
+        sql
+    };
+    let ordered = || filtered().select(ServerRow::as_select()).order(servers::name.asc());
+    let (total, page): (usize, Vec<(ServerRow, ServerView)>) = match health {
+        // Without a health filter the database pages: only the page's rows are read and built.
+        None => {
+            let total: i64 = filtered().count().get_result(&mut conn).await.map_err(ApiError::internal)?;
+            let rows: Vec<ServerRow> = ordered()
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .offset(i64::try_from(offset).unwrap_or(i64::MAX))
+                .load(&mut conn)
+                .await
+                .map_err(ApiError::internal)?;
+            let views = views::build(&mut conn, rows.clone(), Include::default())
+                .await
+                .map_err(ApiError::internal)?;
+            (usize::try_from(total).unwrap_or(0), rows.into_iter().zip(views).collect())
+        }
+        // Health is derived from the instances, so it is filtered after building the (cheap) views.
+        Some(h) => {
+            let rows: Vec<ServerRow> = ordered().load(&mut conn).await.map_err(ApiError::internal)?;
+            let all = views::build(&mut conn, rows.clone(), Include::default())
+                .await
+                .map_err(ApiError::internal)?;
+            let matching: Vec<_> = rows.into_iter().zip(all).filter(|(_, v)| v.health_status == h).collect();
+            (matching.len(), matching.into_iter().skip(offset).take(limit).collect())
+        }
+    };
     let include = Include {
         include_tools: q.include_tools,
         include_resources: q.include_resources,
