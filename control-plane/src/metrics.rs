@@ -337,15 +337,19 @@ pub async fn track(
     // Resolved from the route table before routing (so a request refused by a middleware counts too).
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     // The request's span (a child of the caller's `traceparent`), current for everything it does.
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
+    let span = if crate::telemetry::exporting() {
+        tracing::info_span!(
+            "http.request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let parent =
         req.headers().get("traceparent").and_then(|v| mcpgw_proto::otlp::TraceParent::parse(v.as_bytes()));
     let answered = crate::telemetry::traced(span.clone(), parent, next.call(req)).await;

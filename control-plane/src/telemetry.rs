@@ -22,6 +22,12 @@ use crate::config::LogFormat;
 /// Set when spans are exported.
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
+/// Whether spans are exported: without, no span is made at all (`tracing::Span::none()`), so requests
+/// pay nothing for them and log lines carry no span context.
+pub fn exporting() -> bool {
+    PROVIDER.get().is_some()
+}
+
 /// Installs the global subscriber (a second call, in tests, is a no-op). With `otlp`, also the span
 /// export: the returned worker must run on the server's runtime (`Worker::run`).
 pub fn init(format: LogFormat, otlp: Option<&Settings>, instance: &str) -> Option<Worker> {
@@ -46,12 +52,12 @@ pub fn init(format: LogFormat, otlp: Option<&Settings>, instance: &str) -> Optio
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sample_ratio))))
         .build();
     let tracer = provider.tracer("mcpgw-control-plane");
-    let _ = PROVIDER.set(provider);
     if let Err(error) = diesel::connection::set_default_instrumentation(query_spans) {
         eprintln!("mcpgw-control-plane: database queries will not be traced: {error}");
     }
     // Only this crate's spans: libraries' own (HTTP/2, gRPC, pool internals) would flood the collector.
     let spans = Targets::new().with_target("mcpgw_control_plane", LevelFilter::INFO);
+    let _ = PROVIDER.set(provider);
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(false)

@@ -6,35 +6,43 @@ use std::io::IsTerminal;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::format::{Format, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// The subscriber a layer beside the log output is added to.
+pub type Base = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+
 /// Installs the global subscriber with `layer` (an OpenTelemetry layer, or none) beside the log output; a
 /// second call (tests) is a no-op.
+///
+/// `RUST_LOG`'s filter is global, not the log layer's own: its level then caps every callsite (and the
+/// `log` records of libraries such as Pingora are not even formatted above it). A per-layer filter
+/// leaves the global level at TRACE, and Pingora's debug records cost 100,000 instructions a request.
 pub fn init<L>(json: bool, layer: L)
 where
-    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+    L: tracing_subscriber::Layer<Base> + Send + Sync + 'static,
 {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(layer);
+    let registry = tracing_subscriber::registry().with(filter).with(layer);
     let _ = if json {
+        // The spans only OpenTelemetry needs stay out of the lines.
+        let format = Format::default().json().with_current_span(false).with_span_list(false);
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .fmt_fields(JsonFields::new())
-            .event_format(WithTrace { inner: Format::default().json(), json: true });
-        registry.with(fmt.with_filter(filter)).try_init()
+            .event_format(WithTrace { inner: format, json: true });
+        registry.with(fmt).try_init()
     } else {
         // Colour codes would split `http_addr=…` in the text that scripts and tests read.
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .event_format(WithTrace { inner: Format::default(), json: false });
-        registry.with(fmt.with_filter(filter)).try_init()
+        registry.with(fmt).try_init()
     };
 }
 

@@ -139,7 +139,11 @@ impl Discoverer {
     /// `Probe::save` then stores, in a transaction of the caller's choosing.
     pub async fn probe(&self, server_id: Uuid) -> Result<Probe, DiscoverError> {
         let started = Instant::now();
-        let span = tracing::info_span!("discovery", mcpgw.server_id = %server_id, mcpgw.outcome = tracing::field::Empty);
+        let span = if crate::telemetry::exporting() {
+            tracing::info_span!("discovery", mcpgw.server_id = %server_id, mcpgw.outcome = tracing::field::Empty)
+        } else {
+            tracing::Span::none()
+        };
         let probe = crate::telemetry::traced(span.clone(), None, self.ask(server_id)).await;
         let outcome = match &probe {
             Ok(Probe::Found { .. }) => "found",

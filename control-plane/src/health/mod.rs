@@ -113,13 +113,17 @@ impl Checker {
                             self.client.for_instance(target.credential.clone(), target.command.clone());
                         let (target, tx, id, hint) = (target.clone(), tx.clone(), *id, slot.era);
                         tokio::spawn(async move {
-                            let span = tracing::info_span!(
-                                "health_check",
-                                otel.kind = "client",
-                                mcpgw.instance_id = %id,
-                                url.full = %target.url,
-                                mcpgw.outcome = tracing::field::Empty,
-                            );
+                            let span = if crate::telemetry::exporting() {
+                                tracing::info_span!(
+                                    "health_check",
+                                    otel.kind = "client",
+                                    mcpgw.instance_id = %id,
+                                    url.full = %target.url,
+                                    mcpgw.outcome = tracing::field::Empty,
+                                )
+                            } else {
+                                tracing::Span::none()
+                            };
                             let check = probe(&client, &target.url, target.transport, hint, target.timeout);
                             let result = crate::telemetry::traced(span.clone(), None, check).await;
                             span.record("mcpgw.outcome", if result.error.is_none() { "healthy" } else { "unhealthy" });
