@@ -521,19 +521,47 @@ pub mod ids {
     }
 }
 
-tokio::task_local! {
-    /// The trace of the request or task being served, for log lines (`logs`).
-    pub static CURRENT: TraceId;
+thread_local! {
+    /// The trace of the request or task being polled on this thread, for log lines (`logs`).
+    static CURRENT: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
+}
+
+/// A future polled with `id` as the current trace of the log lines it writes. It holds the future by
+/// pinned reference: a request's future (tens of KiB) is not moved into it, which would cost a copy.
+pub struct InTrace<'a, F> {
+    id: TraceId,
+    inner: std::pin::Pin<&'a mut F>,
+}
+
+impl<'a, F> InTrace<'a, F> {
+    pub fn new(id: TraceId, inner: std::pin::Pin<&'a mut F>) -> Self {
+        Self { id, inner }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InTrace<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let previous = CURRENT.replace(Some(self.id));
+        let outcome = self.inner.as_mut().poll(cx);
+        CURRENT.set(previous);
+        outcome
+    }
 }
 
 /// Runs `work` with `trace` as the current trace of its log lines.
 pub async fn in_trace<F: std::future::Future>(trace: TraceId, work: F) -> F::Output {
-    CURRENT.scope(trace, work).await
+    let work = std::pin::pin!(work);
+    InTrace::new(trace, work).await
 }
 
-/// The current task's trace id, if it runs in one.
+/// The trace of the work being polled on this thread, if it runs in one.
 pub fn current() -> Option<TraceId> {
-    CURRENT.try_with(|t| *t).ok()
+    CURRENT.get()
 }
 
 #[cfg(test)]

@@ -65,7 +65,10 @@ impl ProxyHttp for Gateway {
         // order, one at a time (RFC 9112 §9.3.2).
         session.set_pipelining_enabled(true);
         ctx.trace = Trace::start(session.req_header(), self.tracer.as_deref());
-        crate::trace::in_trace(ctx.trace.id, self.answer(session, ctx)).await
+        let trace = ctx.trace.id;
+        // Polled in place: moving this future (tens of KiB) into a wrapper would copy it every request.
+        let answer = std::pin::pin!(self.answer(session, ctx));
+        mcpgw_proto::otlp::InTrace::new(trace, answer).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {

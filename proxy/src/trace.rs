@@ -24,7 +24,7 @@ use mcpgw_proto::otlp::opentelemetry::trace::{
 };
 use mcpgw_proto::otlp::opentelemetry::{InstrumentationScope, KeyValue, Value};
 use mcpgw_proto::otlp::opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use mcpgw_proto::otlp::{self, Exporter, Settings, TraceParent, ids};
+use mcpgw_proto::otlp::{Exporter, Settings, TraceParent, ids};
 use pingora::http::RequestHeader;
 
 /// The exporter and what decides which traces it gets.
@@ -306,11 +306,6 @@ pub struct Root<'a> {
     pub server: Option<&'a Arc<str>>,
     pub instance: Option<&'a Arc<str>>,
     pub outcome: &'a str,
-}
-
-/// Runs `work` with the request's trace id on its log lines.
-pub async fn in_trace<F: std::future::Future>(id: TraceId, work: F) -> F::Output {
-    otlp::in_trace(id, work).await
 }
 
 #[cfg(test)]
