@@ -5,7 +5,8 @@
 //! not retried (traces are evidence, not data that must not be lost).
 //!
 //! W3C trace context (`traceparent`) is parsed and written here too, and the trace id of the work under way
-//! is kept in a task-local so that every log line written for it carries it (`logs`).
+//! is set around every poll of its future (`InTrace`), so that every log line written for it carries it
+//! (`logs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
