@@ -196,17 +196,7 @@ impl Target {
             Protocol::HttpProtobuf => {
                 let base = endpoint.as_str().trim_end_matches('/');
                 let url = url::Url::parse(&format!("{base}/v1/traces")).map_err(|e| e.to_string())?;
-                let tls = https.then(|| {
-                    let roots =
-                        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
-                    .with_safe_default_protocol_versions()
-                    .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-                    config.map(|c| tokio_rustls::TlsConnector::from(Arc::new(c)))
-                });
-                let tls = tls.transpose().map_err(|e| e.to_string())?;
+                let tls = https.then(|| crate::tls::client_connector(crate::tls::web_roots()));
                 Ok(Self::Http { url, tls })
             }
             Protocol::Grpc => {

@@ -131,6 +131,31 @@ pub fn root_store(path: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(store)
 }
 
+/// Mozilla's web PKI roots: what upstreams, collectors and IdPs are trusted by unless told otherwise.
+pub fn web_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
+}
+
+/// Adds the certificate authorities of PEM text to `store`.
+pub fn add_pem(store: &mut rustls::RootCertStore, pem: &[u8]) -> Result<(), String> {
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        store.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A TLS 1.2/1.3 client (ring) trusting `roots`: every hand-made TLS connection of both binaries (wss://
+/// upstreams, the OTLP/HTTP exporter) is made with one.
+pub fn client_connector(roots: rustls::RootCertStore) -> tokio_rustls::TlsConnector {
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,8 @@ pub struct McpClient {
     stdio_programs: StdioPrograms,
     /// The command of the stdio instance this copy talks to (`for_instance`).
     command: Option<Arc<StdioCommand>>,
+    /// TLS of `wss://` upstreams: the web PKI roots and `--upstream-ca`, as the HTTP client's.
+    ws_tls: tokio_rustls::TlsConnector,
 }
 
 impl McpClient {
@@ -111,9 +113,14 @@ impl McpClient {
     /// [`McpClient::new`] also trusting the certificate authorities of `ca_pem` (a PEM bundle).
     pub fn with_extra_roots(ssrf: Arc<SsrfPolicy>, ca_pem: Option<&[u8]>) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder();
+        let mut roots = mcpgw_proto::tls::web_roots();
         if let Some(pem) = ca_pem {
             for cert in reqwest::Certificate::from_pem_bundle(pem)? {
                 builder = builder.add_root_certificate(cert);
+            }
+            // Checked with the flags (`--upstream-ca` parses as PEM certificates).
+            if let Err(error) = mcpgw_proto::tls::add_pem(&mut roots, pem) {
+                tracing::error!(%error, "--upstream-ca is not trusted for wss:// upstreams.");
             }
         }
         // No proxy from HTTP(S)_PROXY: a proxy would resolve the endpoint's name itself, out of the SSRF
@@ -125,12 +132,24 @@ impl McpClient {
             .dns_resolver(ssrf.resolver())
             .user_agent(concat!("mcpgw-control-plane/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, ssrf, credential: None, stdio_programs: StdioPrograms::default(), command: None })
+        Ok(Self {
+            http,
+            ssrf,
+            credential: None,
+            stdio_programs: StdioPrograms::default(),
+            command: None,
+            ws_tls: mcpgw_proto::tls::client_connector(roots),
+        })
     }
 
     /// This client allowed to start the stdio servers of `programs` (none by default).
     pub fn with_stdio_programs(self, programs: StdioPrograms) -> Self {
         Self { stdio_programs: programs, ..self }
+    }
+
+    /// TLS client settings of `wss://` upstreams.
+    pub(crate) fn ws_tls(&self) -> &tokio_rustls::TlsConnector {
+        &self.ws_tls
     }
 
     /// The programs stdio servers may run here.

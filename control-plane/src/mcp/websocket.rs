@@ -5,7 +5,6 @@
 //! while frames are read.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -52,7 +51,7 @@ impl WsWire {
                     url::Host::Ipv6(ip) => Ok(rustls::pki_types::ServerName::from(IpAddr::V6(*ip))),
                 }
                 .map_err(|e| McpError::Transport(format!("bad TLS server name {host}: {e}")))?;
-                let tls = tokio::time::timeout(CONNECT_TIMEOUT, tls_connector()?.connect(name, tcp))
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, client.ws_tls().connect(name, tcp))
                     .await
                     .map_err(|_| McpError::Timeout(CONNECT_TIMEOUT))?
                     .map_err(|e| McpError::Transport(format!("TLS with {host}: {e}")))?;
@@ -169,22 +168,5 @@ fn handshake_error(error: tokio_tungstenite::tungstenite::Error) -> McpError {
             McpError::Status { status: response.status().as_u16(), code: None, message }
         }
         other => McpError::Transport(format!("WebSocket handshake: {other}")),
-    }
-}
-
-/// TLS client settings for `wss://`: web PKI roots, built once.
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, McpError> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|e| e.to_string())
-    });
-    match config {
-        Ok(config) => Ok(tokio_rustls::TlsConnector::from(config.clone())),
-        Err(e) => Err(McpError::Transport(format!("TLS is not available: {e}"))),
     }
 }

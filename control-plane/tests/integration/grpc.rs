@@ -8,7 +8,7 @@ use mcpgw_control_plane::auth::SecretToken;
 use mcpgw_control_plane::grpc::ProxyAuth;
 
 use mcpgw_control_plane::db::store;
-use mcpgw_control_plane::model::{InstanceSpec, ServerSpec, TransportType};
+use mcpgw_control_plane::model::TransportType;
 use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::resource::Kind;
 use mcpgw_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
@@ -152,31 +152,7 @@ async fn the_poller_publishes_changes_made_elsewhere() {
     proxy.next_within(PUSH_DEADLINE).await;
 
     // A commit made through another replica: nothing calls this hub's refresh(), so its poller must notice.
-    let spec = ServerSpec {
-        name: "elsewhere".into(),
-        transport: TransportType::Sse,
-        description: None,
-        tags: vec![],
-        instances: vec![InstanceSpec {
-            endpoint_url: "http://h/x".into(),
-            command: None,
-            weight: 1,
-            metadata: Default::default(),
-            upstream_auth: Default::default(),
-        }],
-        load_balancing: Default::default(),
-        hash_key: None,
-        circuit_breaker: None,
-        tenant_id: None,
-        version: None,
-        capabilities: Default::default(),
-        auto_discover: false,
-        health_check: Default::default(),
-        upstream_auth: Default::default(),
-        audit_arguments: Default::default(),
-        name_prefix: Default::default(),
-        priority: 0,
-    };
+    let spec = crate::support::spec("elsewhere", TransportType::Sse, "http://h/x", None);
     let mut conn = app.pool.get().await.expect("connection");
     let ((server, _), _) = store::create(&mut conn, &spec, None, None).await.expect("create");
     drop(conn);

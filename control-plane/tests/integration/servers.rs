@@ -221,31 +221,12 @@ async fn a_write_based_on_an_old_version_is_refused() {
     let mut conn = app.pool.get().await.expect("connection");
     let uuid: uuid::Uuid = id.parse().expect("uuid");
     let (row, _) = mcpgw_control_plane::db::store::get(&mut conn, uuid).await.expect("read").expect("found");
-    let spec = mcpgw_control_plane::model::ServerSpec {
-        name: "versioned".into(),
-        transport: mcpgw_control_plane::model::TransportType::StreamableHttp,
-        description: Some("in between".into()),
-        tags: vec![],
-        instances: vec![mcpgw_control_plane::model::InstanceSpec {
-            endpoint_url: "http://127.0.0.1:4190/mcp".into(),
-            command: None,
-            weight: 1,
-            metadata: Default::default(),
-            upstream_auth: Default::default(),
-        }],
-        load_balancing: Default::default(),
-        hash_key: None,
-        circuit_breaker: None,
-        tenant_id: None,
-        version: None,
-        capabilities: Default::default(),
-        auto_discover: false,
-        health_check: Default::default(),
-        upstream_auth: Default::default(),
-        audit_arguments: Default::default(),
-        name_prefix: Default::default(),
-        priority: 0,
-    };
+    let spec = crate::support::spec(
+        "versioned",
+        mcpgw_control_plane::model::TransportType::StreamableHttp,
+        "http://127.0.0.1:4190/mcp",
+        Some("in between"),
+    );
     mcpgw_control_plane::db::store::replace(&mut conn, uuid, &spec, None, None)
         .await
         .expect("a write in between");

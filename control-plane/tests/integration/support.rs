@@ -442,3 +442,38 @@ impl TestApp {
         reply.body.as_str().expect("the text format").to_owned()
     }
 }
+
+/// A validated registration of one instance at `endpoint_url`, every other field at its default (for
+/// writes through the store, which take a validated spec).
+pub fn spec(
+    name: &str,
+    transport: mcpgw_control_plane::model::TransportType,
+    endpoint_url: &str,
+    description: Option<&str>,
+) -> mcpgw_control_plane::model::ServerSpec {
+    mcpgw_control_plane::model::ServerSpec {
+        name: name.into(),
+        transport,
+        description: description.map(str::to_owned),
+        tags: vec![],
+        instances: vec![mcpgw_control_plane::model::InstanceSpec {
+            endpoint_url: endpoint_url.into(),
+            command: None,
+            weight: 1,
+            metadata: Default::default(),
+            upstream_auth: Default::default(),
+        }],
+        load_balancing: Default::default(),
+        hash_key: None,
+        circuit_breaker: None,
+        tenant_id: None,
+        version: None,
+        capabilities: Default::default(),
+        auto_discover: false,
+        health_check: Default::default(),
+        upstream_auth: Default::default(),
+        audit_arguments: Default::default(),
+        name_prefix: Default::default(),
+        priority: 0,
+    }
+}

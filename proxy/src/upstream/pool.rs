@@ -59,18 +59,9 @@ fn websocket_tls(ca_file: Option<&std::path::Path>) -> tokio_rustls::TlsConnecto
             tracing::error!(%error, "Cannot read --upstream-ca: no wss:// upstream will be trusted.");
             rustls::RootCertStore::empty()
         }),
-        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+        None => mcpgw_proto::tls::web_roots(),
     };
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        .unwrap_or_else(|_| {
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    mcpgw_proto::tls::client_connector(roots)
 }
 
 impl Pool {
