@@ -18,6 +18,9 @@ scripts/system-deps.sh
 tests/peers/install.sh
 cargo build --workspace --bins
 
+# Rows of the fault-injection suite are written afresh by this run (scripts/fault-report.sh prints them).
+rm -rf "${CARGO_TARGET_DIR:-$root/target}/fault-report"
+
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@" || status=$?

@@ -231,7 +231,7 @@ impl RoutingDiscovery for RoutingService {
 }
 
 /// Most tokens one lease may ask for.
-const MAX_LEASE: u32 = 10_000;
+const MAX_LEASE: u32 = mcpgw_proto::MAX_LEASE_TOKENS;
 /// Largest server registration `RegisterServer` forwards (the REST API's own body limit still applies).
 const MAX_REGISTER_BODY: usize = 1024 * 1024;
 

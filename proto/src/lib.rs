@@ -7,6 +7,7 @@ pub mod logs;
 pub mod otlp;
 pub mod probe;
 pub mod resources;
+pub mod ssrf;
 pub mod stdio;
 pub mod tls;
 pub mod validate;
@@ -18,3 +19,6 @@ pub mod v1 {
 }
 
 pub use resources::{ApplyError, ResourceKey, ResourceSet};
+
+/// Most tokens of a global rate limit one `Lease` may ask for (the control plane refuses more).
+pub const MAX_LEASE_TOKENS: u32 = 10_000;

@@ -138,6 +138,7 @@ fn table(policy: LoadBalancing, instances: usize) -> Arc<RoutingTable> {
         connect_timeout: Duration::from_secs(1),
         pool_idle_timeout: Duration::from_secs(1),
         dns_refresh: Duration::ZERO,
+        ssrf: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     Arc::new(
@@ -145,7 +146,7 @@ fn table(policy: LoadBalancing, instances: usize) -> Arc<RoutingTable> {
             &set,
             &RoutingTable::default(),
             &InstanceStates::default(),
-            settings,
+            &settings,
         ))
         .unwrap(),
     )
@@ -261,6 +262,7 @@ fn filter_tools_list_500(b: divan::Bencher) {
         connect_timeout: Duration::from_secs(1),
         pool_idle_timeout: Duration::from_secs(1),
         dns_refresh: Duration::ZERO,
+        ssrf: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let table = Arc::new(
@@ -268,7 +270,7 @@ fn filter_tools_list_500(b: divan::Bencher) {
             &set,
             &RoutingTable::default(),
             &InstanceStates::default(),
-            settings,
+            &settings,
         ))
         .unwrap(),
     );

@@ -1,10 +1,11 @@
 //! Global rate limits in a proxy: tokens of the limit's shared bucket are leased from the control plane
 //! (which keeps the bucket in Redis) a chunk at a time and spent here, so a request waits for the network
 //! only when its key has no tokens left. A chunk is about 50 ms of the limit's rate (at most 1/16 of its
-//! burst); the next one is asked for when half of the current one is spent, so a steady caller rarely
-//! waits. Tokens held by a proxy and not spent are the error of the scheme: across N proxies a limit
-//! admits at most N chunks more, or fewer, than its quota. A lease expires after two chunks' worth of
-//! time (at least 1 s, at most the limit's period), so held tokens do not outlive their window.
+//! burst, and at most `MAX_LEASE_TOKENS`); the next one is asked for when half of the current one is
+//! spent, so a steady caller rarely waits. Tokens held by a proxy and not spent are the error of the
+//! scheme: across N proxies a limit admits at most N chunks more, or fewer, than its quota. A lease
+//! expires after two chunks' worth of time (at least 1 s, at most the limit's period), so held tokens do
+//! not outlive their window.
 //!
 //! When no lease can be had (Redis or the control plane away) the caller learns `Unavailable` and the
 //! limit's fail mode decides; leasing is retried at most once a second per key until it works again.
@@ -36,7 +37,8 @@ impl LeasePlan {
     /// The plan for `requests` per `per` with bursts of `burst`.
     pub fn new(requests: u32, per: Duration, burst: u32) -> Self {
         let per_chunk_of_time = (f64::from(requests) * 0.05 / per.as_secs_f64()).ceil();
-        let chunk = (per_chunk_of_time as u32).min(burst / 16).max(1);
+        // Never more than a lease may take: a limit of a million a second leases 10,000 at a time.
+        let chunk = (per_chunk_of_time as u32).min(burst / 16).clamp(1, mcpgw_proto::MAX_LEASE_TOKENS);
         let interval = per / requests.max(1);
         let ttl = (interval * chunk * 2).max(Duration::from_secs(1)).min(per.max(Duration::from_secs(1)));
         Self { chunk, ttl }
@@ -209,6 +211,8 @@ mod tests {
         let slow = LeasePlan::new(10, Duration::from_secs(3600), 10);
         assert_eq!(slow.chunk, 1);
         assert_eq!(slow.ttl, Duration::from_secs(720), "two tokens' worth of time");
+        let huge = LeasePlan::new(1_000_000, Duration::from_secs(1), 1_000_000);
+        assert_eq!(huge.chunk, mcpgw_proto::MAX_LEASE_TOKENS, "what the control plane grants at most");
         let tiny = LeasePlan::new(1, Duration::from_millis(10), 1);
         assert_eq!((tiny.chunk, tiny.ttl), (1, Duration::from_secs(1)), "at least a second");
     }

@@ -166,6 +166,16 @@ pub struct Settings {
     #[arg(long, env = "MCPGW_STDIO_PROGRAMS", value_delimiter = ',', global = true)]
     pub stdio_programs: Vec<String>,
 
+    /// More upstream destinations to refuse: CIDRs or `loopback`, `private`, `link_local` (comma-separated).
+    /// Cloud metadata, link-local, multicast and reserved addresses are always refused; a name is checked
+    /// by every address it resolves to (refused ones are never connected to).
+    #[arg(long, env = "MCPGW_SSRF_DENY", value_delimiter = ',', global = true)]
+    pub ssrf_deny: Vec<String>,
+
+    /// Exceptions that win over every refusal (built-in ones included): CIDRs or the same names.
+    #[arg(long, env = "MCPGW_SSRF_ALLOW", value_delimiter = ',', global = true)]
+    pub ssrf_allow: Vec<String>,
+
     /// How often upstream host names are resolved again; an instance whose name now resolves elsewhere
     /// gets new connections at the new address. `0s`: resolved only when the routing table changes.
     #[arg(long, env = "MCPGW_DNS_REFRESH", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
@@ -259,6 +269,7 @@ pub struct Config {
     pub bridge_idle_timeout: Duration,
     pub stdio_programs: Vec<String>,
     pub dns_refresh: Duration,
+    pub ssrf: std::sync::Arc<mcpgw_proto::ssrf::SsrfPolicy>,
     pub table_cache: Option<std::path::PathBuf>,
     pub audit: crate::audit::AuditSettings,
     /// Base URL clients use (no trailing slash in its path).
@@ -306,6 +317,8 @@ impl Settings {
         if !matches!(cp.scheme(), "http" | "https") || cp.host_str().is_none() {
             return Err(err("control-plane", "must be an http:// or https:// URL with a host"));
         }
+        let ssrf = mcpgw_proto::ssrf::SsrfPolicy::new(&self.ssrf_deny, &self.ssrf_allow)
+            .map_err(|e| err("ssrf-deny", format!("--ssrf-deny/--ssrf-allow: {e}")))?;
         if self.max_request_body == 0 {
             return Err(err("max-request-body", "must be at least 1 byte"));
         }
@@ -463,6 +476,7 @@ impl Settings {
             bridge_idle_timeout: self.bridge_idle_timeout,
             stdio_programs: list(&self.stdio_programs),
             dns_refresh: self.dns_refresh,
+            ssrf: std::sync::Arc::new(ssrf),
             table_cache: self.table_cache.clone().filter(|p| !p.as_os_str().is_empty()),
             audit,
             public_url,

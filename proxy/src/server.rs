@@ -61,6 +61,7 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
         connect_timeout: config.connect_timeout,
         pool_idle_timeout: POOL_IDLE_TIMEOUT,
         dns_refresh: config.dns_refresh,
+        ssrf: config.ssrf.clone(),
     };
     // The flags were validated (the URL parses, the CA is PEM), so this does not fail.
     let control_plane = Arc::new(

@@ -95,3 +95,49 @@ async fn discovery_matches_each_servers_own_lists() -> Result<()> {
     ensure!(names == ["everything", "everything-sse", "python", "rmcp"], "servers offering echo: {names:?}");
     Ok(())
 }
+
+/// A proxy named by `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` would resolve endpoint names itself, out of the
+/// SSRF guard's reach: the control plane's MCP client never uses one. The "proxy" here counts every
+/// connection it is offered; discovery and health checks must reach the server without it.
+#[tokio::test]
+async fn discovery_ignores_proxy_variables() -> Result<()> {
+    let trap = tokio::net::TcpListener::bind(mcpgw_e2e::localhost(0)).await?;
+    let proxy_url = format!("http://{}", trap.local_addr()?);
+    let offered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = offered.clone();
+    let accepting = tokio::spawn(async move {
+        while let Ok((socket, _)) = trap.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let db = TestDb::new();
+    let env: Vec<(&str, &str)> =
+        ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+            .into_iter()
+            .map(|name| (name, proxy_url.as_str()))
+            .chain([("NO_PROXY", ""), ("no_proxy", "")])
+            .collect();
+    let cp = ControlPlane::start_with_env(&db, ADMIN_TOKEN, &["--health-interval", "200ms"], &env).await?;
+    let py = PyServer::start("py-noproxy", PyServerOpts::default()).await?;
+    let body = json!({"name": "direct", "endpoint_url": py.url(), "auto_discover": false});
+    let (status, created) = cp.api(Method::POST, "/api/v1/servers", Some(body)).await?;
+    ensure!(status == 201, "register: {status} {created}");
+    let id = created["id"].as_str().context("id")?;
+    let (status, found) = cp.api(Method::POST, &format!("/api/v1/servers/{id}/refresh"), None).await?;
+    ensure!(status == 200, "discovery through the environment's proxy failed: {status} {found}");
+    ensure!(found["tools"].as_array().is_some_and(|t| !t.is_empty()), "{found}");
+    mcpgw_e2e::poll_until("a health check of the server", std::time::Duration::from_secs(10), || {
+        let cp = &cp;
+        async move {
+            let (_, got) = cp.api(Method::GET, &format!("/api/v1/servers/{id}/health"), None).await?;
+            Ok((got["instances"][0]["health_status"] == "healthy").then_some(()))
+        }
+    })
+    .await
+    .with_context(|| cp.describe())?;
+    accepting.abort();
+    let offered = offered.load(std::sync::atomic::Ordering::SeqCst);
+    ensure!(offered == 0, "{offered} connections went to the environment's proxy");
+    Ok(())
+}

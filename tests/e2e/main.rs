@@ -16,6 +16,7 @@ mod discovery;
 mod eras;
 mod errors;
 mod failover;
+mod faults;
 mod headers;
 mod health;
 mod identity;

@@ -22,6 +22,8 @@ pub struct ControlPlane {
     database_url: String,
     admin_token: String,
     extra_args: Vec<String>,
+    /// Environment given on purpose (`start_with_env`).
+    env: Vec<(String, String)>,
     http: reqwest::Client,
     /// `https` when started with `--http-tls-cert` (the harness then trusts `tests/tls/ca.pem`).
     scheme: &'static str,
@@ -36,6 +38,20 @@ impl ControlPlane {
     /// `start` with more flags for `serve` (e.g. `--health-interval 200ms`, `--replica-id a`).
     pub async fn start_with(db: &TestDb, admin_token: &str, extra_args: &[&str]) -> Result<Self> {
         Self::start_at(db, admin_token, crate::localhost(0), crate::localhost(0), extra_args).await
+    }
+
+    /// `start_with` and these environment variables, which the harness leaves as given (it otherwise
+    /// clears proxy variables for every child).
+    pub async fn start_with_env(
+        db: &TestDb,
+        admin_token: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let mut cp = Self::new(db.url(), admin_token, crate::localhost(0), crate::localhost(0), extra_args);
+        cp.env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        cp.launch().await?;
+        Ok(cp)
     }
 
     /// `start_with` on given addresses (when another process must know them first, e.g. an IdP that
@@ -58,9 +74,22 @@ impl ControlPlane {
         grpc_addr: SocketAddr,
         extra_args: &[&str],
     ) -> Result<Self> {
+        let mut cp = Self::new(database_url, admin_token, http_addr, grpc_addr, extra_args);
+        cp.launch().await?;
+        Ok(cp)
+    }
+
+    fn new(
+        database_url: &str,
+        admin_token: &str,
+        http_addr: SocketAddr,
+        grpc_addr: SocketAddr,
+        extra_args: &[&str],
+    ) -> Self {
         let tls = extra_args.contains(&"--http-tls-cert");
-        let mut cp = Self {
+        Self {
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            env: Vec::new(),
             proc: None,
             http_addr,
             grpc_addr,
@@ -68,9 +97,7 @@ impl ControlPlane {
             admin_token: admin_token.to_owned(),
             http: if tls { crate::tls::client() } else { http_client() },
             scheme: if tls { "https" } else { "http" },
-        };
-        cp.launch().await?;
-        Ok(cp)
+        }
     }
 
     async fn launch(&mut self) -> Result<()> {
@@ -84,7 +111,8 @@ impl ControlPlane {
             .arg(&self.database_url)
             .arg("--admin-token")
             .arg(&self.admin_token)
-            .args(&self.extra_args);
+            .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut proc = Spawned::spawn("control-plane", cmd)?;
         let addrs = poll_until("control plane to log http_addr= and grpc_addr=", START_TIMEOUT, || {
             let exited = proc.exited();

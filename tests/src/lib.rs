@@ -15,6 +15,7 @@ pub mod kube;
 pub mod mcp;
 pub mod otlp;
 pub mod peers;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod redis;

@@ -53,18 +53,22 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// Sets what every child of the harness needs: no colours (logs are parsed), no HTTP proxy for local
 /// traffic, and an `info` log level unless the caller asks otherwise through `MCPGW_E2E_RUST_LOG`.
+/// Variables the caller set on `cmd` itself are kept (a test giving a process a proxy on purpose).
 pub fn prepare(cmd: &mut Command) {
+    let explicit: std::collections::HashSet<std::ffi::OsString> =
+        cmd.as_std().get_envs().map(|(name, _)| name.to_owned()).collect();
     let rust_log = std::env::var("MCPGW_E2E_RUST_LOG").unwrap_or_else(|_| "info".to_owned());
-    cmd.env("NO_COLOR", "1")
-        .env("RUST_LOG", rust_log)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy");
+    cmd.env("NO_COLOR", "1").env("RUST_LOG", rust_log);
+    for name in ["NO_PROXY", "no_proxy"] {
+        if !explicit.contains(std::ffi::OsStr::new(name)) {
+            cmd.env(name, "127.0.0.1,localhost");
+        }
+    }
+    for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        if !explicit.contains(std::ffi::OsStr::new(name)) {
+            cmd.env_remove(name);
+        }
+    }
 }
 
 /// A running child process whose stdout and stderr go to a log file.

@@ -132,6 +132,11 @@ impl Proxy {
     }
 
     /// The MCP listener address.
+    /// SIGKILL and wait (a replica dying without draining).
+    pub async fn kill(&mut self) -> Result<()> {
+        self.proc.kill().await
+    }
+
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
     }

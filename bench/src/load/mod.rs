@@ -8,6 +8,7 @@ pub mod open;
 pub mod setup;
 pub mod sse_timing;
 pub mod streams;
+pub mod timeline;
 pub mod verdict;
 
 use std::time::{Duration, Instant};

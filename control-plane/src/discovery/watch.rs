@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -22,6 +24,9 @@ use crate::model::TransportType;
 const RECONCILE: Duration = Duration::from_secs(2);
 /// Quiet time after a notification before rediscovering (bursts collapse into one discovery).
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Least time between two rediscoveries of one server on its notifications: a server announcing changes
+/// without end costs one discovery per interval, not one per notification.
+pub const MIN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest wait before reopening a stream that ended.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -140,9 +145,14 @@ async fn listen(
     };
     let mut response = session.notifications().await?;
     let mut parser = Parser::default();
+    let mut pending = Rediscoveries::default();
     loop {
         let chunk = tokio::select! {
             _ = stop.cancelled() => break,
+            () = pending.due() => {
+                pending.run(discoverer, server_id).await;
+                continue;
+            }
             chunk = response.chunk() => chunk?,
         };
         let Some(chunk) = chunk else { break };
@@ -155,7 +165,7 @@ async fn listen(
                 .unwrap_or(false)
         });
         if changed {
-            rediscover(discoverer, server_id).await;
+            pending.changed();
         }
     }
     drop(response);
@@ -175,26 +185,85 @@ async fn listen_ws(
     let Connection::WebSocket(mut session) = client.connect(url, TransportType::WebSocket).await? else {
         return Ok(());
     };
+    let mut pending = Rediscoveries::default();
     loop {
         let method = tokio::select! {
             _ = stop.cancelled() => break,
+            () = pending.due() => {
+                pending.run(discoverer, server_id).await;
+                continue;
+            }
             method = session.next_notification() => method?,
         };
         let Some(method) = method else { break };
         if method.ends_with("/list_changed") {
-            rediscover(discoverer, server_id).await;
+            pending.changed();
         }
     }
     session.close().await;
     Ok(())
 }
 
-async fn rediscover(discoverer: &Discoverer, server_id: Uuid) {
-    tokio::time::sleep(DEBOUNCE).await;
-    match discoverer.discover(server_id).await {
-        Ok(found) => {
-            tracing::info!(%server_id, tools = found.tools, "Rediscovered a server after a list change.")
+/// When the next rediscovery of a watched server runs: `DEBOUNCE` after the first change it has not
+/// seen yet, and never sooner than `MIN_REDISCOVERY_INTERVAL` after the last one. Notifications keep
+/// being read meanwhile, so a flood neither backs up the stream nor queues discoveries.
+#[derive(Debug, Default)]
+struct Rediscoveries {
+    /// When the pending rediscovery is due (`None`: no change since the last one).
+    due: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Rediscoveries {
+    fn changed(&mut self) {
+        self.changed_at(Instant::now());
+    }
+
+    fn changed_at(&mut self, now: Instant) {
+        if self.due.is_none() {
+            let debounced = now + DEBOUNCE;
+            self.due =
+                Some(self.last.map_or(debounced, |last| debounced.max(last + MIN_REDISCOVERY_INTERVAL)));
         }
-        Err(error) => tracing::info!(%server_id, %error, "Rediscovery after a list change failed."),
+    }
+
+    /// Resolves when a rediscovery is due; never while none is pending.
+    async fn due(&self) {
+        match self.due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn run(&mut self, discoverer: &Discoverer, server_id: Uuid) {
+        self.due = None;
+        self.last = Some(Instant::now());
+        match discoverer.discover(server_id).await {
+            Ok(found) => {
+                tracing::info!(%server_id, tools = found.tools, "Rediscovered a server after a list change.")
+            }
+            Err(error) => tracing::info!(%server_id, %error, "Rediscovery after a list change failed."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rediscoveries_are_debounced_and_spaced() {
+        let mut r = Rediscoveries::default();
+        let start = Instant::now();
+        r.changed_at(start);
+        r.changed_at(start + Duration::from_millis(100));
+        assert_eq!(r.due, Some(start + DEBOUNCE), "a burst is one rediscovery after the quiet time");
+        (r.due, r.last) = (None, Some(start + DEBOUNCE));
+        r.changed_at(start + Duration::from_secs(1));
+        assert_eq!(r.due, Some(start + DEBOUNCE + MIN_REDISCOVERY_INTERVAL), "spaced from the last one");
+        r.due = None;
+        let later = start + Duration::from_secs(60);
+        r.changed_at(later);
+        assert_eq!(r.due, Some(later + DEBOUNCE), "long after the last one: only the quiet time");
     }
 }

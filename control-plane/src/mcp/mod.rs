@@ -129,7 +129,7 @@ impl McpClient {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .dns_resolver(ssrf.resolver())
+            .dns_resolver(crate::ssrf::resolver(&ssrf))
             .user_agent(concat!("mcpgw-control-plane/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 use url::Url;
 
 use super::{MAX_BODY, McpClient, McpError};
-use crate::ssrf::RESOLVE_TIMEOUT;
+use crate::ssrf::{RESOLVE_TIMEOUT, ResolveError};
 
 /// The subprotocol MCP over WebSocket is spoken in.
 const SUBPROTOCOL: &str = "mcp";
@@ -116,30 +116,12 @@ impl WsWire {
 
 /// The addresses of `host` the SSRF policy allows (a name resolving only to refused ones is refused).
 async fn resolve(client: &McpClient, host: &url::Host<&str>, port: u16) -> Result<Vec<SocketAddr>, McpError> {
-    let policy = client.ssrf();
-    policy.check_host(host)?;
-    let name = match host {
-        url::Host::Ipv4(ip) => return Ok(vec![SocketAddr::new(IpAddr::V4(*ip), port)]),
-        url::Host::Ipv6(ip) => return Ok(vec![SocketAddr::new(IpAddr::V6(*ip), port)]),
-        url::Host::Domain(name) => *name,
-    };
-    let found: Vec<SocketAddr> = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
-        .await
-        .map_err(|_| McpError::Transport(format!("resolving {name} took over {RESOLVE_TIMEOUT:?}")))?
-        .map_err(|e| McpError::Transport(format!("cannot resolve {name}: {e}")))?
-        .collect();
-    let allowed: Vec<SocketAddr> =
-        found.iter().copied().filter(|a| policy.check_ip(a.ip()).is_ok()).collect();
-    if allowed.is_empty() {
-        return Err(match found.first() {
-            Some(first) => policy.check_ip(first.ip()).err().map_or_else(
-                || McpError::Transport(format!("{name} has no usable address")),
-                McpError::Refused,
-            ),
-            None => McpError::Transport(format!("{name} has no address")),
-        });
+    match tokio::time::timeout(RESOLVE_TIMEOUT, client.ssrf().resolve(host, port)).await {
+        Err(_) => Err(McpError::Transport(format!("resolving {host} took over {RESOLVE_TIMEOUT:?}"))),
+        Ok(Err(ResolveError::Refused(refusal))) => Err(McpError::Refused(refusal)),
+        Ok(Err(ResolveError::Lookup(detail))) => Err(McpError::Transport(detail)),
+        Ok(Ok(allowed)) => Ok(allowed),
     }
-    Ok(allowed)
 }
 
 /// Connects to the first address that answers.

@@ -169,3 +169,62 @@ async fn a_list_change_triggers_rediscovery() {
         let _ = watcher.await;
     }
 }
+
+#[actix_web::test]
+async fn a_flood_of_list_changes_costs_one_rediscovery_per_interval() {
+    let app = TestApp::start().await;
+    let fake = FakeMcp::start(false, 2).await;
+    let id = register(&app, "chatty", &fake.url).await;
+    let refreshed = app.call(admin(TestRequest::post().uri(&format!("/api/v1/servers/{id}/refresh")))).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = actix_web::rt::spawn(mcpgw_control_plane::discovery::watch::run(
+        app.state().discoverer.clone(),
+        stop.clone(),
+    ));
+    crate::support::eventually("the watcher's stream", async || fake.streams() > 0).await;
+    let before = fake.list_rounds();
+    // 150 announcements over 1.5 s: one rediscovery after the first, the rest wait for the interval.
+    let flood = std::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+    for _ in 0..150 {
+        tick.tick().await;
+        fake.announce();
+    }
+    crate::support::eventually("a rediscovery", async || fake.list_rounds() > before).await;
+    let rounds = fake.list_rounds() - before;
+    let window = flood.elapsed();
+    assert!(
+        window < mcpgw_control_plane::discovery::watch::MIN_REDISCOVERY_INTERVAL,
+        "the flood outlasted the interval ({window:?}); the bound below would not hold"
+    );
+    assert_eq!(rounds, 1, "rediscoveries during {window:?} of notifications");
+    stop.cancel();
+    let _ = watcher.await;
+}
+
+#[actix_web::test]
+async fn a_catalog_over_the_bound_fails_discovery_without_replacing_the_last_one() {
+    let app = TestApp::start().await;
+    let fake = FakeMcp::start(false, 2).await;
+    let id = register(&app, "huge", &fake.url).await;
+    let uri = format!("/api/v1/servers/{id}/refresh");
+    let first = app.call(admin(TestRequest::post().uri(&uri))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    // Six tools of 1.5 MiB: pages of two (3 MiB, under the body limit each), 9 MiB in all.
+    let description = "x".repeat(3 << 19);
+    fake.state.tools.lock().unwrap_or_else(|p| p.into_inner()).extend(
+        (0..6).map(|i| json!({"name": format!("big{i}"), "description": description, "inputSchema": {}})),
+    );
+    let refused = app.call(admin(TestRequest::post().uri(&uri))).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::BAD_GATEWAY, "discovery_failed"),
+        "{}",
+        refused.body
+    );
+    let kept = app.call(get(&format!("/api/v1/servers/{id}?include_tools=true"))).await;
+    assert_eq!(names(&kept.body["tools"]), ["t0", "t1"], "the last good catalog stays");
+    let error = kept.body["discovery"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("larger than 8 MiB"), "{}", kept.body["discovery"]);
+}

@@ -26,6 +26,8 @@ pub struct FakeState {
     pub required: Mutex<Option<(String, String)>>,
     /// Requests refused for lacking it.
     pub refused: AtomicUsize,
+    /// `tools/list` requests without a cursor: discovery rounds.
+    pub list_rounds: AtomicUsize,
 }
 
 impl FakeState {
@@ -114,6 +116,16 @@ impl FakeMcp {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(json!({"name": name, "inputSchema": {"type": "object"}}));
+        self.announce();
+    }
+
+    /// Discovery rounds so far (`tools/list` without a cursor).
+    pub fn list_rounds(&self) -> usize {
+        self.state.list_rounds.load(Ordering::SeqCst)
+    }
+
+    /// Announces `notifications/tools/list_changed` on every open stream (whether or not anything changed).
+    pub fn announce(&self) {
         let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
         for tx in self.state.streams.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = tx.send(format!("event: message\ndata: {note}\n\n"));
@@ -194,7 +206,12 @@ async fn post(state: web::Data<FakeState>, req: HttpRequest, body: web::Json<Val
         "initialize" => {
             json!({"protocolVersion": "2025-11-25", "capabilities": caps, "serverInfo": {"name": "fake-legacy", "version": "1"}})
         }
-        "tools/list" => page(&state.tools.lock().unwrap_or_else(|p| p.into_inner()), "tools", &params),
+        "tools/list" => {
+            if params.get("cursor").is_none() {
+                state.list_rounds.fetch_add(1, Ordering::SeqCst);
+            }
+            page(&state.tools.lock().unwrap_or_else(|p| p.into_inner()), "tools", &params)
+        }
         "subscriptions/listen" if state.modern => return notification_stream(&state),
         "resources/list" => page(&state.resources, "resources", &params),
         "resources/templates/list" => page(&state.templates, "resourceTemplates", &params),

@@ -243,4 +243,18 @@ async fn a_write_based_on_an_old_version_is_refused() {
         })))
         .await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+
+    // Instances are part of the server: adding one makes an ETag read before stale.
+    let before = put.headers.get("etag").expect("an ETag").to_str().unwrap().to_owned();
+    let added = app
+        .call(
+            admin(TestRequest::post().uri(&format!("{uri}/instances")))
+                .set_json(json!({"endpoint_url": "http://127.0.0.1:4191/mcp"})),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    let after = app.call(get(&uri)).await;
+    assert_ne!(after.headers.get("etag").expect("an ETag").to_str().unwrap(), before);
+    let stale = app.call(patch(&before, json!({"description": "based on one instance"}))).await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.body);
 }

@@ -367,8 +367,9 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(1),
             dns_refresh: Duration::ZERO,
+            ssrf: Default::default(),
         };
-        RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), settings)
+        RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), &settings)
             .await
             .unwrap()
     }

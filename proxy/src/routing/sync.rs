@@ -103,7 +103,7 @@ impl RoutingSync {
                 return ResourceSet::default();
             }
         };
-        match RoutingTable::build(&cached, &RoutingTable::default(), &self.routes.states, self.peer_settings)
+        match RoutingTable::build(&cached, &RoutingTable::default(), &self.routes.states, &self.peer_settings)
             .await
         {
             Ok(table) => {
@@ -208,10 +208,10 @@ impl RoutingSync {
     /// named host (same version: nothing else changed). Connections already open stay where they are.
     async fn refresh_addresses(&self, set: &ResourceSet) {
         let current = self.routes.current();
-        if !current.addresses_moved().await {
+        if !current.addresses_moved(&self.peer_settings.ssrf).await {
             return;
         }
-        match RoutingTable::build_resolving(set, &current, &self.routes.states, self.peer_settings, true)
+        match RoutingTable::build_resolving(set, &current, &self.routes.states, &self.peer_settings, true)
             .await
         {
             Ok(table) => self.routes.store(table),
@@ -223,7 +223,7 @@ impl RoutingSync {
     async fn apply(&self, set: &mut ResourceSet, update: &RoutingUpdate) -> Result<(), String> {
         let next = set.apply(update).map_err(|e| e.to_string())?;
         let table =
-            RoutingTable::build(&next, &self.routes.current(), &self.routes.states, self.peer_settings)
+            RoutingTable::build(&next, &self.routes.current(), &self.routes.states, &self.peer_settings)
                 .await
                 .map_err(|e| e.to_string())?;
         self.routes.store(table);

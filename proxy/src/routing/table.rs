@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mcpgw_proto::ResourceSet;
+use mcpgw_proto::ssrf::SsrfPolicy;
 use mcpgw_proto::v1::{self, HealthStatus, LoadBalancing, Transport, resource::Kind};
 use mcpgw_proto::validate::{self, HashKey};
 
@@ -18,13 +19,15 @@ use pingora::upstreams::peer::HttpPeer;
 use url::Url;
 
 /// Upstream connection settings stamped on every peer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PeerSettings {
     pub connect_timeout: Duration,
     /// How long an idle pooled upstream connection is kept for reuse.
     pub pool_idle_timeout: Duration,
     /// How often endpoints that name their host are resolved again (zero: never).
     pub dns_refresh: Duration,
+    /// Destinations never connected to, whatever an endpoint's name resolves to (`--ssrf-deny/-allow`).
+    pub ssrf: Arc<SsrfPolicy>,
 }
 
 /// An immutable routing table; the proxy swaps whole tables, never edits one.
@@ -219,12 +222,11 @@ impl RoutingTable {
         &self.catalog
     }
 
-    /// Whether an endpoint that names its host resolves to another address now than when its peer was made
-    /// (a resolver that fails keeps the peers it gave before).
-    pub async fn addresses_moved(&self) -> bool {
+    /// Whether an endpoint that names its host resolves to another allowed address now than when its peer
+    /// was made (a resolver that fails, or answers only refused addresses, keeps the peers it gave before).
+    pub async fn addresses_moved(&self, ssrf: &SsrfPolicy) -> bool {
         for (id, host, port, then) in self.named_peers() {
-            let Ok(now) = tokio::net::lookup_host((host.as_str(), port)).await else { continue };
-            let now: Vec<SocketAddr> = now.collect();
+            let Ok(now) = ssrf.resolve(&url::Host::Domain(&host), port).await else { continue };
             if moved(then, &now) {
                 tracing::info!(instance = %id, host, ?then, ?now, "An upstream host resolves to a new address.");
                 return true;
@@ -257,7 +259,7 @@ impl RoutingTable {
         set: &ResourceSet,
         previous: &RoutingTable,
         states: &InstanceStates,
-        settings: PeerSettings,
+        settings: &PeerSettings,
     ) -> Result<RoutingTable, TableError> {
         Self::build_resolving(set, previous, states, settings, false).await
     }
@@ -267,7 +269,7 @@ impl RoutingTable {
         set: &ResourceSet,
         previous: &RoutingTable,
         states: &InstanceStates,
-        settings: PeerSettings,
+        settings: &PeerSettings,
         reresolve: bool,
     ) -> Result<RoutingTable, TableError> {
         let valid = validate_set(set)?;
@@ -451,7 +453,7 @@ async fn resolve(
     spec: InstanceSpec<'_>,
     health: HealthStatus,
     state: Arc<InstanceState>,
-    settings: PeerSettings,
+    settings: &PeerSettings,
 ) -> Instance {
     let url = spec.url;
     if let Some(command) = &spec.proto.command {
@@ -481,7 +483,7 @@ async fn resolve(
     }
     let tls = matches!(url.scheme(), "https" | "wss");
     let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let peer = lookup(&bare_host, port).await.map(|addr| {
+    let peer = lookup(&settings.ssrf, url.host(), port).await.map(|addr| {
         let mut peer = HttpPeer::new(addr, tls, bare_host);
         peer.options.connection_timeout = Some(settings.connect_timeout);
         peer.options.total_connection_timeout = Some(settings.connect_timeout);
@@ -515,10 +517,12 @@ fn names_host(url: &Url) -> bool {
     matches!(url.host(), Some(url::Host::Domain(_)))
 }
 
-/// Resolves a host, preferring IPv4 (local MCP servers usually bind 127.0.0.1 only).
-async fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host((host, port)).await.map_err(|e| e.to_string())?.collect();
+/// Resolves a host through the SSRF policy (refused addresses are dropped; a host with none left is
+/// unreachable, its refusal said in the error), preferring IPv4 (local MCP servers usually bind 127.0.0.1
+/// only).
+async fn lookup(ssrf: &SsrfPolicy, host: Option<url::Host<&str>>, port: u16) -> Result<SocketAddr, String> {
+    let host = host.ok_or("the endpoint has no host")?;
+    let addrs = ssrf.resolve(&host, port).await.map_err(|e| e.to_string())?;
     addrs
         .iter()
         .find(|a| a.is_ipv4())
@@ -578,11 +582,14 @@ mod tests {
         }
     }
 
-    const SETTINGS: PeerSettings = PeerSettings {
-        connect_timeout: Duration::from_secs(1),
-        pool_idle_timeout: Duration::from_secs(1),
-        dns_refresh: Duration::ZERO,
-    };
+    fn settings(ssrf: SsrfPolicy) -> PeerSettings {
+        PeerSettings {
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(1),
+            dns_refresh: Duration::ZERO,
+            ssrf: Arc::new(ssrf),
+        }
+    }
 
     #[tokio::test]
     async fn named_hosts_are_checked_for_new_addresses() {
@@ -595,22 +602,36 @@ mod tests {
             ],
         )
         .unwrap();
-        let table = RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), SETTINGS)
-            .await
-            .unwrap();
+        let table = RoutingTable::build(
+            &set,
+            &RoutingTable::default(),
+            &InstanceStates::default(),
+            &settings(SsrfPolicy::default()),
+        )
+        .await
+        .unwrap();
         let named = table.named_peers();
         assert_eq!(named.len(), 1, "only endpoints naming their host are resolved again: {named:?}");
         assert_eq!((&*named[0].0, named[0].1.as_str(), named[0].2), ("named", "localhost", 4000));
-        assert!(!table.addresses_moved().await, "localhost still resolves to its peer's address");
+        assert!(
+            !table.addresses_moved(&SsrfPolicy::default()).await,
+            "localhost still resolves to its peer's address"
+        );
         let (a, b): (SocketAddr, SocketAddr) =
             ("127.0.0.1:4000".parse().unwrap(), "127.0.0.2:4000".parse().unwrap());
         assert!(!moved(Some(a), &[b, a]), "still among the answers");
         assert!(moved(Some(a), &[b]), "moved");
         assert!(moved(None, &[a]), "resolves now, did not before");
         assert!(!moved(Some(a), &[]), "no answer keeps the peer");
-        let again = RoutingTable::build_resolving(&set, &table, &InstanceStates::default(), SETTINGS, true)
-            .await
-            .unwrap();
+        let again = RoutingTable::build_resolving(
+            &set,
+            &table,
+            &InstanceStates::default(),
+            &settings(SsrfPolicy::default()),
+            true,
+        )
+        .await
+        .unwrap();
         assert_eq!(again.named_peers()[0].3, named[0].3);
     }
 
@@ -626,7 +647,10 @@ mod tests {
         )
         .unwrap();
         let states = InstanceStates::default();
-        let table = RoutingTable::build(&set, &RoutingTable::default(), &states, SETTINGS).await.unwrap();
+        let table =
+            RoutingTable::build(&set, &RoutingTable::default(), &states, &settings(SsrfPolicy::default()))
+                .await
+                .unwrap();
         assert_eq!(table.version, 3);
         let alpha = table.server("alpha").unwrap();
         assert_eq!(alpha.instances.len(), 1);
@@ -636,7 +660,8 @@ mod tests {
         assert!(table.server("beta").unwrap().instances.is_empty());
 
         i.state.active.store(2, std::sync::atomic::Ordering::Relaxed);
-        let next = RoutingTable::build(&set, &table, &states, SETTINGS).await.unwrap();
+        let next =
+            RoutingTable::build(&set, &table, &states, &settings(SsrfPolicy::default())).await.unwrap();
         let again = &next.server("alpha").unwrap().instances[0];
         assert!(Arc::ptr_eq(&again.state, &i.state), "live state survives a table swap");
         assert!(
@@ -648,7 +673,8 @@ mod tests {
         let moved =
             ResourceSet::new(4, [server("s1", "alpha"), instance("i1", "s1", "http://127.0.0.1:3002/mcp")])
                 .unwrap();
-        let last = RoutingTable::build(&moved, &next, &states, SETTINGS).await.unwrap();
+        let last =
+            RoutingTable::build(&moved, &next, &states, &settings(SsrfPolicy::default())).await.unwrap();
         let fresh = &last.server("alpha").unwrap().instances[0];
         assert!(!Arc::ptr_eq(&fresh.state, &i.state), "a new endpoint starts with fresh state");
         assert_eq!(states.0.lock().unwrap().len(), 1, "state of the old endpoint is forgotten");
@@ -658,19 +684,35 @@ mod tests {
     async fn refuses_invalid_tables() {
         let dup = ResourceSet::new(1, [server("s1", "same"), server("s2", "same")]).unwrap();
         assert!(matches!(
-            RoutingTable::build(&dup, &RoutingTable::default(), &InstanceStates::default(), SETTINGS).await,
+            RoutingTable::build(
+                &dup,
+                &RoutingTable::default(),
+                &InstanceStates::default(),
+                &settings(SsrfPolicy::default())
+            )
+            .await,
             Err(TableError::DuplicateName { .. })
         ));
         let bad_name = ResourceSet::new(1, [server("s1", "Bad_Name")]).unwrap();
         assert!(matches!(
-            RoutingTable::build(&bad_name, &RoutingTable::default(), &InstanceStates::default(), SETTINGS)
-                .await,
+            RoutingTable::build(
+                &bad_name,
+                &RoutingTable::default(),
+                &InstanceStates::default(),
+                &settings(SsrfPolicy::default())
+            )
+            .await,
             Err(TableError::ServerName { .. })
         ));
         let bad_url = ResourceSet::new(1, [server("s1", "a"), instance("i1", "s1", "ftp://x/")]).unwrap();
         assert!(matches!(
-            RoutingTable::build(&bad_url, &RoutingTable::default(), &InstanceStates::default(), SETTINGS)
-                .await,
+            RoutingTable::build(
+                &bad_url,
+                &RoutingTable::default(),
+                &InstanceStates::default(),
+                &settings(SsrfPolicy::default())
+            )
+            .await,
             Err(TableError::Endpoint { .. })
         ));
         let mut s = server("s1", "a");
@@ -683,7 +725,7 @@ mod tests {
                 &bad_transport,
                 &RoutingTable::default(),
                 &InstanceStates::default(),
-                SETTINGS
+                &settings(SsrfPolicy::default())
             )
             .await,
             Err(TableError::Transport { .. })
@@ -691,13 +733,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn refused_destinations_get_no_peer() {
+        let set = ResourceSet::new(
+            1,
+            [
+                server("s1", "a"),
+                instance("named", "s1", "http://localhost:4000/mcp"),
+                instance("metadata", "s1", "http://169.254.169.254/mcp"),
+                instance("nat64", "s1", "http://[64:ff9b::a9fe:a9fe]/mcp"),
+                instance("literal", "s1", "http://127.0.0.1:4001/mcp"),
+            ],
+        )
+        .unwrap();
+        let states = InstanceStates::default();
+        let error = |table: &RoutingTable, id: &str| {
+            let (server, i) = table.instance(id).unwrap();
+            server.instances[i].peer.as_ref().err().cloned()
+        };
+        let open =
+            RoutingTable::build(&set, &RoutingTable::default(), &states, &settings(SsrfPolicy::default()))
+                .await
+                .unwrap();
+        assert_eq!(error(&open, "named"), None, "loopback is allowed by default");
+        for id in ["metadata", "nat64"] {
+            let e = error(&open, id).unwrap_or_default();
+            assert!(e.contains("169.254.0.0/16") && e.contains("refused"), "{id}: {e}");
+        }
+        // A name is checked by what it resolves to, not by how it is spelt.
+        let strict = SsrfPolicy::new(&["loopback".into()], &[]).unwrap();
+        let closed = RoutingTable::build(&set, &RoutingTable::default(), &states, &settings(strict.clone()))
+            .await
+            .unwrap();
+        for id in ["named", "literal"] {
+            let e = error(&closed, id).unwrap_or_default();
+            assert!(e.contains("--ssrf-deny"), "{id}: {e}");
+        }
+        assert!(
+            !closed.addresses_moved(&strict).await,
+            "a name resolving only to refused addresses has not moved"
+        );
+    }
+
+    #[tokio::test]
     async fn unresolvable_host_is_kept_with_its_error() {
         let set =
             ResourceSet::new(1, [server("s1", "a"), instance("i1", "s1", "http://no-such-host.invalid/mcp")])
                 .unwrap();
-        let table = RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), SETTINGS)
-            .await
-            .unwrap();
+        let table = RoutingTable::build(
+            &set,
+            &RoutingTable::default(),
+            &InstanceStates::default(),
+            &settings(SsrfPolicy::default()),
+        )
+        .await
+        .unwrap();
         assert!(table.server("a").unwrap().instances[0].peer.is_err());
     }
 }

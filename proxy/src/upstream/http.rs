@@ -519,10 +519,12 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(1),
             dns_refresh: Duration::ZERO,
+            ssrf: Default::default(),
         };
-        let table = RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), settings)
-            .await
-            .unwrap();
+        let table =
+            RoutingTable::build(&set, &RoutingTable::default(), &InstanceStates::default(), &settings)
+                .await
+                .unwrap();
         table.server("a").unwrap().instances[0].clone()
     }
 
