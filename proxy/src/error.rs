@@ -19,6 +19,8 @@ pub const INVALID_PARAMS_CODE: i64 = -32602;
 pub const RESOURCE_NOT_FOUND_CODE: i64 = -32002;
 /// JSON-RPC Method not found.
 pub const METHOD_NOT_FOUND_CODE: i64 = -32601;
+/// 2026-07-28 UnsupportedProtocolVersionError.
+pub const UNSUPPORTED_VERSION_CODE: i64 = -32022;
 
 /// What went wrong while handling a request, from the client's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ pub enum ProxyError {
     },
     #[error("request headers do not match the body: {0}")]
     HeaderMismatch(String),
+    /// A protocol revision the gateway's own endpoint does not speak (`data` lists those it does).
+    #[error("unsupported protocol version {requested:?}; supported: {}", supported.join(", "))]
+    UnsupportedVersion { requested: String, supported: &'static [&'static str] },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("invalid params: {0}")]
@@ -155,6 +160,7 @@ impl ProxyError {
             | Self::AuditUnavailable => 503,
             Self::BadRequestBody(_)
             | Self::HeaderMismatch(_)
+            | Self::UnsupportedVersion { .. }
             | Self::InvalidRequest(_)
             | Self::InvalidParams(_)
             | Self::BadRequest(_)
@@ -192,6 +198,7 @@ impl ProxyError {
             Self::SessionNotFound(_) => "session_not_found",
             Self::Unauthenticated { .. } => "unauthenticated",
             Self::HeaderMismatch(_) => "header_mismatch",
+            Self::UnsupportedVersion { .. } => "unsupported_protocol_version",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidParams(_) => "invalid_params",
             Self::MethodNotFound { .. } => "method_not_found",
@@ -216,6 +223,7 @@ impl ProxyError {
         match self {
             Self::SessionNotFound(_) => SESSION_NOT_FOUND_CODE,
             Self::HeaderMismatch(_) => HEADER_MISMATCH_CODE,
+            Self::UnsupportedVersion { .. } => UNSUPPORTED_VERSION_CODE,
             Self::InvalidRequest(_) => INVALID_REQUEST_CODE,
             Self::InvalidParams(_) | Self::InvalidCursor => INVALID_PARAMS_CODE,
             Self::MethodNotFound { .. } => METHOD_NOT_FOUND_CODE,
@@ -251,11 +259,18 @@ impl ProxyError {
                 "id": id,
                 "error": {"code": self.code(), "message": message},
             }),
-            Some(id) => json!({
-                "jsonrpc": "2.0",
-                "id": id,
-                "error": {"code": self.code(), "message": message, "data": {"reason": self.reason()}},
-            }),
+            Some(id) => {
+                let mut data = json!({"reason": self.reason()});
+                if let Self::UnsupportedVersion { requested, supported } = self {
+                    data["supported"] = json!(supported);
+                    data["requested"] = json!(requested);
+                }
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {"code": self.code(), "message": message, "data": data},
+                })
+            }
             None => json!({"error": {"reason": self.reason(), "message": message}}),
         };
         Bytes::from(value.to_string())
@@ -324,6 +339,11 @@ mod tests {
             (ProxyError::SessionNotFound(detail()), 404, "session_not_found"),
             (ProxyError::Unauthenticated { challenge: detail(), detail: "d" }, 401, "unauthenticated"),
             (ProxyError::HeaderMismatch(detail()), 400, "header_mismatch"),
+            (
+                ProxyError::UnsupportedVersion { requested: detail(), supported: &["2026-07-28"] },
+                400,
+                "unsupported_protocol_version",
+            ),
             (ProxyError::InvalidRequest(detail()), 400, "invalid_request"),
             (ProxyError::InvalidParams(detail()), 400, "invalid_params"),
             (ProxyError::MethodNotFound { method: detail(), modern: false }, 200, "method_not_found"),
@@ -363,6 +383,12 @@ mod tests {
         for (e, status, reason) in cases {
             assert_eq!((e.status(), e.reason()), (status, reason), "{e}");
         }
+        let unsupported =
+            ProxyError::UnsupportedVersion { requested: "v9".into(), supported: &["2026-07-28"] };
+        let body: serde_json::Value = serde_json::from_slice(&unsupported.body(Some(&json!(7)))).unwrap();
+        assert_eq!(body["error"]["code"], -32022);
+        assert_eq!(body["error"]["data"]["supported"], json!(["2026-07-28"]));
+        assert_eq!(body["error"]["data"]["requested"], "v9");
     }
 
     #[test]

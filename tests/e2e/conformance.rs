@@ -10,6 +10,10 @@
 //! Differences the gateway is known to make are listed in `conformance-expected.json`, each with why and
 //! the issue that removes it; the test fails on any other difference, and on a listed one that no longer
 //! occurs. With `--no-capture` it prints every scenario run, per server, with its counts.
+//!
+//! The same front-end scenarios also run against the gateway itself: its own MCP endpoint `/mcp`, which
+//! the gateway answers (aggregation), with no server behind it to compare with. Every check must pass
+//! there, except those listed in `conformance-gateway-expected.json`, each with why.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -115,7 +119,8 @@ async fn gateway_changes_no_conformance_check() -> Result<()> {
         }
     }
     let suite_started = Instant::now();
-    let runs = run_all(jobs).await?;
+    let own_url = format!("{}/mcp", fleet.proxies[0].base_url());
+    let (runs, own) = tokio::try_join!(run_all(jobs), run_own(&own_url))?;
     let suite_time = suite_started.elapsed();
 
     let mut differences = Vec::new();
@@ -146,7 +151,84 @@ async fn gateway_changes_no_conformance_check() -> Result<()> {
         "the alternating front did not make sessions cross replicas: {requests:?} requests per replica, \
          {sessions} sessions opened, {continued} requests continued one"
     );
-    expected.judge(&differences)
+    let own_verdict = judge_own(&own);
+    expected.judge(&differences)?;
+    own_verdict
+}
+
+/// The front-end scenarios against the gateway's own `/mcp`, one invocation each.
+async fn run_own(url: &str) -> Result<Checks> {
+    let runs = futures_util::stream::iter(FRONT_END)
+        .map(|scenario| async move {
+            let run =
+                conformance::run(url, Selection::Scenario(scenario), &format!("gateway-own-{scenario}"))
+                    .await?;
+            ensure!(
+                run.checks.keys().any(|(s, _)| s == scenario),
+                "{scenario} reported no check against the gateway's own endpoint"
+            );
+            anyhow::Ok(run.checks)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let mut all = Checks::new();
+    for run in runs {
+        all.extend(run?);
+    }
+    Ok(all)
+}
+
+/// Every check of the gateway's own endpoint passes (or only informs), except the failures listed in
+/// `conformance-gateway-expected.json`; a listed failure that now passes must be removed from the file.
+fn judge_own(checks: &Checks) -> Result<()> {
+    let path = workspace_root().join("tests/e2e/conformance-gateway-expected.json");
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?,
+    )
+    .with_context(|| format!("parse {}", path.display()))?;
+    let mut listed: BTreeMap<(String, String), (String, bool)> = BTreeMap::new();
+    for entry in doc["failures"].as_array().context("no `failures` array")? {
+        let field = |name: &str| entry[name].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
+        let (Some(scenario), Some(check), Some(status), Some(_why)) =
+            (field("scenario"), field("check"), field("status"), field("why"))
+        else {
+            bail!("{}: every entry needs scenario, check, status and why: {entry}", path.display());
+        };
+        listed.insert((scenario, check), (status, false));
+    }
+    let mut report = String::new();
+    let mut unexpected = Vec::new();
+    for ((scenario, check), result) in checks {
+        let _ = writeln!(report, "  {scenario:<28} {check:<48} {}", result.status);
+        if matches!(result.status.as_str(), "SUCCESS" | "INFO") {
+            continue;
+        }
+        match listed.get_mut(&(scenario.clone(), check.clone())) {
+            Some((status, seen)) if *status == result.status => *seen = true,
+            _ => unexpected.push(format!(
+                "{scenario} / {check}: {} ({}; details {})",
+                result.status,
+                result.error.as_deref().unwrap_or("no message"),
+                shorten(&result.details, 300)
+            )),
+        }
+    }
+    eprintln!("conformance: the gateway's own /mcp, {} checks:\n{report}", checks.len());
+    let gone: Vec<String> = listed
+        .iter()
+        .filter(|(_, (_, seen))| !seen)
+        .map(|((s, c), (st, _))| format!("{s} / {c} ({st})"))
+        .collect();
+    ensure!(
+        unexpected.is_empty() && gone.is_empty(),
+        "the gateway's own endpoint: {} failing check(s) not in {}:\n  {}\nlisted but no longer failing (remove them):\n  {}",
+        unexpected.len(),
+        path.display(),
+        unexpected.join("\n  "),
+        gone.join("\n  ")
+    );
+    Ok(())
 }
 
 /// Runs every `(plan, target, url)`, [`CONCURRENCY`] at a time.

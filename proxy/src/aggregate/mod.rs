@@ -77,6 +77,13 @@ pub async fn handle(
     rpc: Option<&Rpc>,
 ) -> Result<(), Failure> {
     let method = session.req_header().method.clone();
+    if let Some(version) = headers::protocol_version(session.req_header())
+        && !VERSIONS.contains(&version)
+    {
+        return Err(
+            ProxyError::UnsupportedVersion { requested: version.to_owned(), supported: VERSIONS }.into()
+        );
+    }
     let modern = headers::is_stateless(session.req_header());
     match method {
         http::Method::POST => post(gw, session, ctx, table, principal, body, rpc, modern).await,
@@ -145,6 +152,17 @@ async fn post(
     };
     if modern {
         headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
+        // The gateway is the server here: it holds every request to what 2026-07-28 asks of one.
+        let doc: Value = serde_json::from_slice(&body).unwrap_or_default();
+        if !doc
+            .pointer("/params/_meta/io.modelcontextprotocol~1clientCapabilities")
+            .is_some_and(Value::is_object)
+        {
+            return Err(ProxyError::InvalidParams(
+                "params._meta must carry io.modelcontextprotocol/clientCapabilities".into(),
+            )
+            .into());
+        }
     }
     if !modern && method == "initialize" {
         return initialize(gw, session, ctx, table, principal, &body, id).await;
@@ -155,7 +173,8 @@ async fn post(
         return reply(session, ctx, 200, Some("application/json"), answer, None).await;
     }
     match method {
-        "ping" | "logging/setLevel" => {
+        // Removed in 2026-07-28: a modern request for them is a method not found (404).
+        "ping" | "logging/setLevel" if !modern => {
             let answer = result(id, &json!({}), modern);
             reply(session, ctx, 200, Some("application/json"), answer, None).await
         }
@@ -174,12 +193,10 @@ async fn post(
             let id = id.cloned().unwrap_or(Value::Null);
             listen(gw, session, ctx, principal, Some((id, filter)), Arc::from("")).await
         }
-        "tools/call"
-        | "prompts/get"
-        | "resources/read"
-        | "resources/subscribe"
-        | "resources/unsubscribe"
-        | "completion/complete" => {
+        "resources/subscribe" | "resources/unsubscribe" if !modern => {
+            call(gw, session, ctx, table, principal, body, rpc, client.as_ref(), None).await
+        }
+        "tools/call" | "prompts/get" | "resources/read" | "completion/complete" => {
             call(gw, session, ctx, table, principal, body, rpc, client.as_ref(), None).await
         }
         "notifications/cancelled" => {
@@ -208,11 +225,15 @@ fn not_one_message() -> ProxyError {
     ProxyError::InvalidRequest("the body must be one JSON-RPC request or notification".into())
 }
 
-/// A JSON-RPC result message.
+/// A JSON-RPC result message; a 2026-07-28 one says it is complete and who answered it.
 fn result(id: Option<&Value>, result: &Value, modern: bool) -> Bytes {
     let mut result = result.clone();
     if modern && let Some(obj) = result.as_object_mut() {
         obj.insert("resultType".into(), "complete".into());
+        let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("io.modelcontextprotocol/serverInfo".into(), server_info());
+        }
     }
     Bytes::from(
         json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "result": result}).to_string(),
