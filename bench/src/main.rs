@@ -29,8 +29,8 @@ struct RunArgs {
     /// Seconds-long run with tiny counts and no thresholds (CI keeps the harness alive with it).
     #[arg(long)]
     smoke: bool,
-    /// Scenarios to run, as letters (h, instructions per request under callgrind, runs only when asked:
-    /// it needs valgrind).
+    /// Scenarios to run, as letters (h, instructions per request under callgrind, and k, the soak, run
+    /// only when asked: h needs valgrind, k takes 30 minutes unless --soak-seconds says otherwise).
     #[arg(long, default_value = "abcdefgmst")]
     scenarios: String,
     /// Directory of the reports and logs.
@@ -77,6 +77,9 @@ struct RunArgs {
     /// its pipelined part makes a tenth as many.
     #[arg(long)]
     calls: Option<u64>,
+    /// How long scenario k (the soak) runs, in seconds (default: 1,800, smoke 20).
+    #[arg(long)]
+    soak_seconds: Option<u64>,
     /// Commit the binaries were built from (for the report).
     #[arg(long, env = "MCPGW_BENCH_COMMIT")]
     commit: Option<String>,
@@ -107,6 +110,9 @@ async fn main() -> Result<ExitCode> {
     }
     if let Some(levels) = args.stream_levels {
         profile.stream_levels = levels;
+    }
+    if let Some(seconds) = args.soak_seconds {
+        profile.soak = std::time::Duration::from_secs(seconds.max(20));
     }
     if let Some(calls) = args.calls {
         profile.transparency_calls = calls;

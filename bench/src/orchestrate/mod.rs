@@ -179,6 +179,10 @@ async fn scenarios(
         eprintln!("mcpgw-bench: h. instructions per proxied request (callgrind)");
         sections.push(scenarios::instructions::run(&mut ctx, opts.smoke).await?);
     }
+    if has('k') {
+        eprintln!("mcpgw-bench: k. soak ({} s)", opts.profile.soak.as_secs());
+        sections.push(scenarios::soak::run(&mut ctx).await?);
+    }
     if has('m') {
         eprintln!("mcpgw-bench: m. aggregation on /mcp");
         sections.push(scenarios::aggregation::run(&mut ctx).await?);

@@ -1,13 +1,14 @@
 //! The scenarios: a–g, the proxy's performance targets, each measured as interleaved direct / proxied /
 //! nginx runs after a warm-up pass and reported as medians over the pairs; and t, transparency under
 //! keep-alive load, which counts errors rather than time; h, instructions per request under callgrind,
-//! held to a recorded figure.
+//! held to a recorded figure; k, the soak (runs only when asked: 30 minutes by default).
 
 pub mod aggregation;
 pub mod instructions;
 pub mod latency;
 pub mod routing;
 pub mod setup;
+pub mod soak;
 pub mod sse;
 pub mod stdio;
 pub mod streams;
@@ -52,6 +53,8 @@ pub struct Profile {
     /// Scenario h: calls counted under callgrind, and calls before them.
     pub instruction_calls: u64,
     pub instruction_warmup: u64,
+    /// Scenario k: how long the soak runs.
+    pub soak: Duration,
 }
 
 /// The fixture of scenario t closes every 25th request's connection, as in the proxy's own
@@ -84,6 +87,7 @@ impl Profile {
             transparency_close_after: CLOSE_AFTER,
             instruction_calls: 2000,
             instruction_warmup: 200,
+            soak: Duration::from_secs(30 * 60),
         }
     }
 
@@ -109,6 +113,7 @@ impl Profile {
             transparency_close_after: CLOSE_AFTER,
             instruction_calls: 50,
             instruction_warmup: 10,
+            soak: Duration::from_secs(20),
         }
     }
 }
