@@ -3,7 +3,10 @@
 //! HTTP exchanges. On a client's `initialize` the proxy opens a *link* to one instance (through the same
 //! instance choice, retries and breaker as every upstream request); every client message goes out on it,
 //! each response comes back on the POST that asked for it, and server-initiated messages go to the
-//! client's GET stream (held back, bounded in count and bytes, until one is open).
+//! client's GET stream (held back, bounded in count and bytes, until one is open). Progress notifications
+//! of a request that asked for them (`_meta.progressToken`) come back on that request's POST instead, as
+//! an SSE stream ending with its response: in the order the server sent them, so none arrives after the
+//! result (on the GET stream one could, and the client had stopped listening for it by then).
 //!
 //! A link lives in this process, so a bridged session belongs to the replica that opened it: another
 //! replica answers its token with 404 and the client re-initializes there (see `proxy/SESSIONS.md`). A
@@ -131,6 +134,8 @@ pub struct Bridge {
     instance: Arc<Instance>,
     link: Box<dyn Link>,
     pending: Mutex<HashMap<String, oneshot::Sender<Bytes>>>,
+    /// Progress tokens of requests in flight, and the POST each one's notifications go to.
+    progress: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
     sink: Mutex<Option<mpsc::Sender<Bytes>>>,
     /// Held messages and their total size.
     backlog: Mutex<(VecDeque<Bytes>, usize)>,
@@ -188,6 +193,16 @@ impl Bridge {
                 let _ = tx.send(message);
             }
             return;
+        }
+        if let Some(v) = &parsed
+            && v.get("method").and_then(Value::as_str) == Some("notifications/progress")
+            && let Some(token) = v.pointer("/params/progressToken")
+        {
+            let request =
+                self.progress.lock().unwrap_or_else(|e| e.into_inner()).get(&id_key(token)).cloned();
+            if request.is_some_and(|tx| tx.try_send(message.clone()).is_ok()) {
+                return;
+            }
         }
         if self.shared {
             tracing::debug!(bridge = %self.id, "A server message on a shared bridge has no client; dropped.");
@@ -340,6 +355,7 @@ async fn open(
         instance: in_flight.instance().clone(),
         link,
         pending: Mutex::default(),
+        progress: Mutex::default(),
         sink: Mutex::default(),
         backlog: Mutex::new({
             let bytes = early.iter().map(Bytes::len).sum();
@@ -434,16 +450,43 @@ async fn send(
             Some(rx)
         }
     };
+    // Its progress notifications come back on this POST (in order, before its response).
+    let mut progress = progress_token(&body).filter(|_| waiter.is_some()).map(|key| {
+        let (tx, rx) = mpsc::channel(PROGRESS_BACKLOG);
+        bridge.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), tx);
+        (ProgressRoute { bridge, key }, rx)
+    });
     bridge.post(gw, server, session.req_header(), body).await?;
-    let Some(waiter) = waiter else {
+    let Some(mut waiter) = waiter else {
         return reply(session, ctx, 202, None, Bytes::new(), token).await;
     };
     let limit = gw.limits.upstream_timeout;
-    let response = tokio::select! {
-        r = tokio::time::timeout(limit, waiter) => r,
-        _ = client_gone(session) => {
-            // A legacy client's disconnect is not a cancellation; the late response is dropped.
-            return Ok(());
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut streaming = false;
+    let response = loop {
+        let note = async {
+            match &mut progress {
+                Some((_, rx)) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // Notifications first: one sent before the response is written before it.
+            biased;
+            Some(note) = note => {
+                if !streaming {
+                    start_events(session, ctx, token.as_deref()).await?;
+                    streaming = true;
+                }
+                if write_event(session, &note).await.is_err() {
+                    return Ok(());
+                }
+            }
+            r = tokio::time::timeout_at(deadline, &mut waiter) => break r,
+            _ = client_gone(session) => {
+                // A legacy client's disconnect is not a cancellation; the late response is dropped.
+                return Ok(());
+            }
         }
     };
     let message = answered(server, limit, response)?;
@@ -451,7 +494,60 @@ async fn send(
         Some(filter) => filter.apply(&message, false),
         None => message,
     };
-    reply(session, ctx, 200, Some("application/json"), message, token).await
+    if !streaming {
+        return reply(session, ctx, 200, Some("application/json"), message, token).await;
+    }
+    ctx.audited.answer = crate::audit::capture::answer(&message);
+    if write_event(session, &message).await.is_err() {
+        return Ok(());
+    }
+    session.write_response_body(None, true).await.map_err(Failure::Abort)
+}
+
+/// Notifications a request's POST holds while its client reads them, at most.
+const PROGRESS_BACKLOG: usize = 64;
+
+/// The key of a request's `params._meta.progressToken`, if it has one.
+fn progress_token(body: &[u8]) -> Option<String> {
+    memchr::memmem::find(body, b"progressToken")?;
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    doc.pointer("/params/_meta/progressToken").map(id_key)
+}
+
+/// Sends a request's progress notifications to its POST while it lives.
+struct ProgressRoute<'a> {
+    bridge: &'a Bridge,
+    key: String,
+}
+
+impl Drop for ProgressRoute<'_> {
+    fn drop(&mut self) {
+        self.bridge.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
+}
+
+/// Starts a POST's answer as an SSE stream.
+async fn start_events(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    token: Option<&str>,
+) -> Result<(), Failure> {
+    let mut resp = ResponseHeader::build(200, Some(4)).map_err(Failure::Abort)?;
+    let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream");
+    let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-cache");
+    let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    if let Some(token) = token {
+        let _ = resp.insert_header("mcp-session-id", token);
+    }
+    session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
+    ctx.response_started = Some(std::time::Instant::now());
+    Ok(())
+}
+
+/// Writes one message as an SSE event.
+async fn write_event(session: &mut Session, message: &[u8]) -> pingora::Result<()> {
+    let event = [b"event: message\ndata: ".as_slice(), message, b"\n\n"].concat();
+    session.write_response_body(Some(Bytes::from(event)), false).await
 }
 
 /// The answer a request waited for, or why there is none (the link ended, or the upstream timeout).
@@ -519,8 +615,7 @@ async fn stream(
         tokio::select! {
             message = rx.recv() => match message {
                 Some(m) => {
-                    let event = [b"event: message\ndata: ".as_slice(), &m, b"\n\n"].concat();
-                    if session.write_response_body(Some(Bytes::from(event)), false).await.is_err() {
+                    if write_event(session, &m).await.is_err() {
                         return Ok(());
                     }
                 }
