@@ -128,6 +128,7 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
             upstreams: Default::default(),
             sse_streams: Default::default(),
             registrar: crate::aggregate::own::Registrar::new(control_plane),
+            ended: Default::default(),
         },
     };
     let mcp_app = crate::connections::Guarded {

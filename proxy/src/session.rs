@@ -168,6 +168,11 @@ pub(crate) fn now() -> u64 {
 }
 
 impl SessionKeys {
+    /// How long a token stays valid after it was sealed.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn new(current: &[u8; KEY_LEN], previous: &[[u8; KEY_LEN]], ttl: Duration) -> Self {
         let keys = std::iter::once(current).chain(previous).map(SealingKey::new).collect();
         Self { keys, ttl, rng: SystemRandom::new() }

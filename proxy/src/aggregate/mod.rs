@@ -34,6 +34,48 @@ pub struct State {
     pub upstreams: upstreams::UpstreamSessions,
     pub sse_streams: legacy_sse::Streams,
     pub registrar: own::Registrar,
+    /// Sessions their clients ended with `DELETE` on this replica.
+    pub ended: EndedSessions,
+}
+
+/// `/mcp` sessions ended by their client (`DELETE`), refused (404) until their token would have expired
+/// anyway. A session token is sealed, not stored, so this is the only record of the end; it is this
+/// replica's: another replica sharing `--session-key` still opens the token (there is no shared store).
+/// Bounded: beyond `MAX_ENDED` the oldest ends are forgotten (their tokens open again, for their owner only).
+#[derive(Default)]
+pub struct EndedSessions(std::sync::Mutex<Ended>);
+
+#[derive(Default)]
+pub struct Ended {
+    ids: std::collections::HashSet<String>,
+    /// In the order they ended, with when their token was sealed.
+    order: std::collections::VecDeque<(String, u64)>,
+}
+
+/// Most ended sessions remembered.
+const MAX_ENDED: usize = 100_000;
+
+impl EndedSessions {
+    /// Records that the session `id` (sealed at `issued`) ended; the oldest ends whose token has expired
+    /// since (past `ttl`) are forgotten, and the oldest beyond `MAX_ENDED`.
+    pub fn end(&self, id: &str, issued: u64, ttl: Duration) {
+        let now = crate::session::now();
+        let mut ended = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Ended { ids, order } = &mut *ended;
+        while let Some((old, at)) = order.front()
+            && (at.saturating_add(ttl.as_secs()) <= now || order.len() >= MAX_ENDED)
+        {
+            ids.remove(old);
+            order.pop_front();
+        }
+        if ids.insert(id.to_owned()) {
+            order.push_back((id.to_owned(), issued));
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).ids.contains(id)
+    }
 }
 
 /// What `/mcp`'s handlers work with: the gateway's shared parts (through `Deref`) and `/mcp`'s state.
@@ -94,6 +136,7 @@ pub async fn handle(
         http::Method::DELETE if !modern => {
             let claims = client_session(gw, session, principal)?;
             let closed = gw.state.upstreams.close_all(gw, &claims.instance);
+            gw.state.ended.end(&claims.instance, claims.issued, gw.sessions.ttl());
             tracing::debug!(closed, "A /mcp session ended.");
             reply(session, ctx, 200, None, Bytes::new(), None).await
         }
@@ -119,6 +162,9 @@ fn client_session(
         .map_err(crate::request::unknown_session)?;
     if claims.aggregate.is_none() {
         return Err(crate::request::unknown_session(crate::session::TokenError::Malformed));
+    }
+    if gw.state.ended.contains(&claims.instance) {
+        return Err(ProxyError::SessionNotFound("the session was ended; initialize a new one".into()));
     }
     Ok(claims)
 }
@@ -1173,6 +1219,19 @@ mod tests {
     fn renamed(body: &str, method: &str, reference: Option<Reference>, from: &str, to: &str) -> Value {
         let out = renamed_body(&Bytes::from(body.to_owned()), method, reference, from, to).unwrap();
         serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn ended_sessions_are_remembered_until_their_tokens_expire() {
+        let ended = EndedSessions::default();
+        let now = crate::session::now();
+        let ttl = Duration::from_secs(60);
+        ended.end("old", now - 120, ttl);
+        assert!(ended.contains("old"));
+        ended.end("a", now, ttl);
+        assert!(!ended.contains("old"), "its token has expired since: nothing to remember");
+        ended.end("b", now, ttl);
+        assert!(ended.contains("a") && ended.contains("b") && !ended.contains("c"));
     }
 
     #[test]
