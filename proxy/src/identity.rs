@@ -201,6 +201,12 @@ impl Credentials {
                 continue;
             }
             let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
+            // jsonwebtoken takes the first 32 bytes of an Ed25519 key without checking its length: a shorter
+            // one would panic on the first token checked with it.
+            let ed25519 = matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_));
+            if ed25519 && !key.try_get_as_bytes().is_ok_and(|x| x.len() >= 32) {
+                continue;
+            }
             keys.insert(jwk.common.key_id.clone().unwrap_or_default(), key);
         }
         let mut validation = Validation::new(algorithms[0]);
@@ -346,7 +352,11 @@ impl Credentials {
                 names(&issuer.groups_claim),
             ),
             audiences,
-            expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            // A NumericDate may have a fraction: rounded, as jsonwebtoken did when it checked it.
+            expires_at: claims
+                .get("exp")
+                .and_then(|exp| exp.as_u64().or_else(|| exp.as_f64().map(|f| f.round() as u64)))
+                .unwrap_or(0),
             issuer: issuer.issuer.clone(),
         })
     }
@@ -732,6 +742,41 @@ mod tests {
         let after = issuer_credentials(&[&new]);
         assert!(verify(&after, &token).unwrap_err().contains("signing key"));
         assert!(verify(&after, &new.sign(&claims(RESOURCE_A))).is_ok());
+    }
+
+    /// An Ed25519 key is 32 bytes; jsonwebtoken slices a shorter one and panics on the first token checked
+    /// with it. Such a key is skipped like any other unusable one (found by fuzzing,
+    /// `fuzz/regressions/jwt_parse`).
+    #[test]
+    fn a_truncated_ed25519_key_verifies_nothing_and_panics_nowhere() {
+        let signer = Signer::new("k1");
+        let jwks =
+            json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "Z9ngHMzV76e8Tus9uPHvRVEU", "kid": "k1"}]});
+        let mut c = Credentials::default();
+        c.add_issuer(&v1::TrustedIssuer {
+            id: "idp".into(),
+            issuer: ISSUER.into(),
+            jwks_json: jwks.to_string(),
+            algorithms: vec!["EdDSA".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let e = verify(&c, &signer.sign(&claims(RESOURCE_A))).unwrap_err();
+        assert!(e.contains("signing key"), "{e}");
+    }
+
+    /// `exp` is a NumericDate, which may have a fraction; jsonwebtoken accepts it, and the cache of verified
+    /// tokens must keep the same expiry rather than take the token for expired the next time it is
+    /// presented (found by fuzzing, `fuzz/regressions/jwt_parse`).
+    #[test]
+    fn a_fractional_expiry_is_honoured_from_the_cache_too() {
+        let signer = Signer::new("k1");
+        let c = issuer_credentials(&[&signer]);
+        let mut fractional = claims(RESOURCE_A);
+        fractional["exp"] = json!(unix_now() as f64 + 300.52);
+        let token = signer.sign(&fractional);
+        let first = verify(&c, &token).unwrap();
+        assert_eq!(verify(&c, &token), Ok(first), "the cached verdict is the same");
     }
 
     #[test]

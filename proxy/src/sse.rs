@@ -153,7 +153,13 @@ impl MessageRewriter {
         if self.gave_up {
             return chunk;
         }
-        if self.held.is_empty() && chunk.ends_with(b"\n\n") && !self.rewrites.concerns(&chunk) {
+        // `concerns` judges one message: a chunk of several events, one of which carries `resultType` (or
+        // the caching hints) that another lacks, is looked at event by event.
+        if self.held.is_empty()
+            && chunk.ends_with(b"\n\n")
+            && !self.rewrites.concerns(&chunk)
+            && (self.rewrites.complete.is_none() || event_end(&chunk) == Some(chunk.len()))
+        {
             return chunk;
         }
         self.held.extend_from_slice(&chunk);
@@ -427,6 +433,27 @@ mod tests {
                 Event { kind: "message".into(), data: "{\"a\":\n1}".into() }
             ]
         );
+    }
+
+    /// Whether an answer gets `resultType` (and the caching hints) must not depend on what else arrived in
+    /// the same chunk: another event carrying them says nothing about this one (found by fuzzing,
+    /// `fuzz/regressions/sse_proxy`).
+    #[test]
+    fn each_event_of_a_chunk_is_completed_on_its_own() {
+        let bare = r#"data: {"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let typed = r#"data: {"jsonrpc":"2.0","id":2,"result":{"resultType":"complete","ttlMs":5,"cacheScope":"public"}}"#;
+        for cacheable in [false, true] {
+            let rewrites = Rewrites { request_ids: None, complete: Some(Completion { cacheable }) };
+            let chunk = Bytes::from(format!("{bare}\n\n{typed}\n\n"));
+            let out = MessageRewriter::new(rewrites).feed(chunk);
+            let events = Parser::default().feed(&out).unwrap();
+            assert_eq!(events.len(), 2, "{cacheable}");
+            let first: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();
+            assert_eq!(first["result"]["resultType"], "complete", "{cacheable}: {}", events[0].data);
+            assert_eq!(first["result"].get("ttlMs").is_some(), cacheable);
+            let second: serde_json::Value = serde_json::from_str(&events[1].data).unwrap();
+            assert_eq!(second["result"]["ttlMs"], 5, "a complete answer is left as it is");
+        }
     }
 
     #[test]

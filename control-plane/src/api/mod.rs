@@ -20,7 +20,7 @@ mod admin;
 pub mod api_keys;
 pub mod audit;
 pub mod audited;
-mod bulk;
+pub mod bulk;
 mod discovery;
 mod docs;
 pub mod errors;

@@ -79,6 +79,18 @@ pub fn metadata_urls(issuer: &Url) -> Vec<Url> {
 /// Checks a JWKS document as the proxies will read it; returns how many keys they can verify with. A
 /// document without any such key is refused: it would verify nothing (a misconfigured or broken issuer
 /// endpoint, more likely than a deliberate empty set).
+/// The verification key of `jwk`, refusing an Ed25519 key that is not 32 bytes: jsonwebtoken takes the
+/// first 32 bytes of one without checking, and a shorter key panicked the first verification with it (the
+/// proxy skips such keys the same way, `proxy/src/identity.rs`).
+pub fn decoding_key(jwk: &jsonwebtoken::jwk::Jwk) -> Result<jsonwebtoken::DecodingKey, String> {
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let ed25519 = matches!(jwk.algorithm, AlgorithmParameters::OctetKeyPair(_));
+    if ed25519 && !key.try_get_as_bytes().is_ok_and(|x| x.len() >= 32) {
+        return Err("an Ed25519 key that is not 32 bytes".into());
+    }
+    Ok(key)
+}
+
 pub fn check_jwks(doc: &Value) -> Result<usize, String> {
     let set: JwkSet = serde_json::from_value(doc.clone()).map_err(|e| format!("not a JWKS document: {e}"))?;
     // The same filter as the proxies' (`proxy/src/identity.rs`): signing keys whose `alg`, when they name
@@ -90,7 +102,7 @@ pub fn check_jwks(doc: &Value) -> Result<usize, String> {
             (jwk.common.key_algorithm.is_none() || jwk.is_supported())
                 && !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption))
                 && !matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_))
-                && jsonwebtoken::DecodingKey::from_jwk(jwk).is_ok()
+                && decoding_key(jwk).is_ok()
         })
         .count();
     if usable == 0 {
@@ -298,7 +310,9 @@ mod tests {
         let all =
             json!({"keys": [rsa, enc.clone(), oct.clone(), no_alg, unknown_alg.clone(), other.clone()]});
         assert_eq!(check_jwks(&all), Ok(2), "RS256 and the alg-less key (as Entra ID publishes them)");
-        let none_usable = json!({"keys": [enc, oct, unknown_alg, other]});
+        // A truncated Ed25519 key (18 bytes) would panic the first verification with it: not usable.
+        let short = json!({"kty": "OKP", "crv": "Ed25519", "kid": "k7", "x": "Z9ngHMzV76e8Tus9uPHvRVEU"});
+        let none_usable = json!({"keys": [enc, oct, unknown_alg, other, short]});
         for bad in [json!({"keys": []}), none_usable, json!({"keys": "x"}), json!({"k": []})] {
             assert!(check_jwks(&bad).is_err(), "{bad}");
         }

@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 use url::Url;
 
@@ -286,7 +286,7 @@ impl IdentityProvider {
                 find(&self.discovered(true).await?.jwks).ok_or_else(|| bad(format!("unknown kid {kid:?}")))?
             }
         };
-        let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
+        let key = crate::jwks::decoding_key(&jwk).map_err(bad)?;
         let mut validation = Validation::new(header.alg);
         validation.set_audience(&[self.config.client_id.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);

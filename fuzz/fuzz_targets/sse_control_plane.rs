@@ -1,0 +1,42 @@
+//! The control plane's SSE parser (`control-plane/src/mcp/sse.rs`, used by discovery and health checks
+//! against upstream MCP servers). The stream is fed in chunks whose sizes come from the first input bytes;
+//! the events must not depend on where the chunks are cut, and no event may hold more than the stream did.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mcpgw_control_plane::mcp::sse::Parser;
+
+/// Input: one byte `n` (how many split sizes follow, at most 15), `n` size bytes, then the stream.
+fn split(data: &[u8]) -> Option<(Vec<usize>, &[u8])> {
+    let (&n, rest) = data.split_first()?;
+    let n = usize::from(n % 16).min(rest.len());
+    let (sizes, stream) = rest.split_at(n);
+    Some((sizes.iter().map(|s| usize::from(*s)).collect(), stream))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((sizes, stream)) = split(data) else { return };
+    let whole = Parser::default().feed(stream).expect("small streams are never too large");
+    let mut parser = Parser::default();
+    let mut events = Vec::new();
+    let mut at = 0;
+    for size in sizes {
+        let end = (at + size).min(stream.len());
+        events.extend(parser.feed(&stream[at..end]).expect("small streams are never too large"));
+        at = end;
+    }
+    events.extend(parser.feed(&stream[at..]).expect("small streams are never too large"));
+    assert_eq!(events, whole, "events depend on the chunking");
+    // Byte by byte too: the worst case for the resumed line search.
+    let mut parser = Parser::default();
+    let mut bytewise = Vec::new();
+    for b in stream {
+        bytewise.extend(parser.feed(std::slice::from_ref(b)).expect("small streams are never too large"));
+    }
+    assert_eq!(bytewise, whole, "events differ when fed byte by byte");
+    for event in &whole {
+        // Invalid UTF-8 becomes U+FFFD (3 bytes for at least 1): bounded by three times the input.
+        assert!(event.data.len() + event.event.len() <= 3 * stream.len());
+        assert!(!event.data.contains('\r'), "line ends are never part of data");
+    }
+});
