@@ -174,27 +174,48 @@ fn describe(timeline: &Timeline) -> String {
     format!("{} of {} calls failed: {:?}", timeline.failed(), timeline.total(), timeline.errors(5))
 }
 
+/// What the audited scenarios share: the fixture registered as `fx`, an API key (id and secret) and a
+/// proxy routing it that spills its audit batches to a directory of its own (removed with it).
+struct Audited {
+    fixture: Fixture,
+    key_id: String,
+    key: String,
+    proxy: Proxy,
+    spill: std::path::PathBuf,
+}
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.spill);
+    }
+}
+
+async fn audited(cp: &ControlPlane) -> Result<Audited> {
+    let fixture = Fixture::start().await?;
+    register(cp, "fx", &fixture.url()).await?;
+    let (key_id, key) = cp.create_api_key(json!({"name": "load", "role": "user"})).await?;
+    let spill = std::env::temp_dir().join(format!("mcpgw-faults-{}", uuid::Uuid::new_v4().simple()));
+    let proxy =
+        Proxy::start_closed(&cp.grpc_url(), &["--audit-spill-dir", spill.to_str().context("path")?]).await?;
+    accepted(&proxy, "fx", &key).await?;
+    Ok(Audited { fixture, key_id, key, proxy, spill })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_killed_and_restarted_under_load() -> Result<()> {
     let db = TestDb::new();
     let (http, grpc) = (localhost(mcpgw_e2e::restartable_port()?), localhost(mcpgw_e2e::restartable_port()?));
     let mut cp = ControlPlane::start_at(&db, ADMIN_TOKEN, http, grpc, &[]).await?;
-    let fixture = Fixture::start().await?;
-    register(&cp, "fx", &fixture.url()).await?;
-    let (key_id, key) = cp.create_api_key(json!({"name": "load", "role": "user"})).await?;
-    let spill = std::env::temp_dir().join(format!("mcpgw-faults-cp-{}", uuid::Uuid::new_v4().simple()));
-    let proxy =
-        Proxy::start_closed(&cp.grpc_url(), &["--audit-spill-dir", spill.to_str().context("path")?]).await?;
-    accepted(&proxy, "fx", &key).await?;
+    let Audited { key_id, key, proxy, .. } = &audited(&cp).await?;
 
-    let load = Loop::start(vec![echo(proxy.listen_addr(), "fx", &key)], CONNECTIONS, CALL_LIMIT);
+    let load = Loop::start(vec![echo(proxy.listen_addr(), "fx", key)], CONNECTIONS, CALL_LIMIT);
     ensure!(load.advance(500, PROGRESS).await, "no load before the fault");
     cp.kill().await?;
     ensure!(load.advance(1_000, PROGRESS).await, "the proxy stopped serving without its control plane");
     let restarted = Instant::now();
     cp.restart().await?;
     poll_until("the proxy to reconnect", Duration::from_secs(30), || async {
-        Ok((gauge(&proxy, "mcpgw_control_plane_connected").await? == 1.0).then_some(()))
+        Ok((gauge(proxy, "mcpgw_control_plane_connected").await? == 1.0).then_some(()))
     })
     .await
     .with_context(|| proxy.describe())?;
@@ -206,7 +227,6 @@ async fn control_plane_killed_and_restarted_under_load() -> Result<()> {
     // Every answered call has its record: the ones made while the control plane was down included.
     let lost = lost_records(db.url(), &format!("api-key:{key_id}"), timeline.ok() as i64 + 1).await?;
     ensure!(lost == 0, "{lost} audit records lost (negative: duplicated)");
-    let _ = std::fs::remove_dir_all(&spill);
     report(&Row {
         scenario: "control plane SIGKILL + restart",
         promise: "0 failed calls; every call audited once; proxy reconnects",
@@ -222,15 +242,9 @@ async fn postgres_stopped_and_started_under_load() -> Result<()> {
     let pg = OwnPostgres::start().await?;
     let url = pg.url("mcpgw");
     let cp = ControlPlane::start_on_database(&url, ADMIN_TOKEN, localhost(0), localhost(0), &[]).await?;
-    let fixture = Fixture::start().await?;
-    register(&cp, "fx", &fixture.url()).await?;
-    let (key_id, key) = cp.create_api_key(json!({"name": "load", "role": "user"})).await?;
-    let spill = std::env::temp_dir().join(format!("mcpgw-faults-pg-{}", uuid::Uuid::new_v4().simple()));
-    let proxy =
-        Proxy::start_closed(&cp.grpc_url(), &["--audit-spill-dir", spill.to_str().context("path")?]).await?;
-    accepted(&proxy, "fx", &key).await?;
+    let Audited { fixture, key_id, key, proxy, .. } = &audited(&cp).await?;
 
-    let load = Loop::start(vec![echo(proxy.listen_addr(), "fx", &key)], CONNECTIONS, CALL_LIMIT);
+    let load = Loop::start(vec![echo(proxy.listen_addr(), "fx", key)], CONNECTIONS, CALL_LIMIT);
     ensure!(load.advance(500, PROGRESS).await, "no load before the fault");
     pg.stop().await?;
     // An administrator's write while the database is away: a clear 503, not a hang.
@@ -258,7 +272,6 @@ async fn postgres_stopped_and_started_under_load() -> Result<()> {
     ensure!(timeline.failed() == 0, "{}", describe(&timeline));
     let lost = lost_records(&url, &format!("api-key:{key_id}"), timeline.ok() as i64 + 1).await?;
     ensure!(lost == 0, "{lost} audit records lost (negative: duplicated)");
-    let _ = std::fs::remove_dir_all(&spill);
     report(&Row {
         scenario: "PostgreSQL stopped + started",
         promise: "0 failed calls; every call audited once; REST writes 503 meanwhile",
