@@ -2,7 +2,7 @@
 //! local rate limit; audit on) at half the saturation throughput for a long time, with legacy sessions
 //! and their GET streams opening and closing all along. Every 10 s: the window's latency percentiles and
 //! errors, the proxy's RSS and open descriptors, the control plane's RSS. Held to: no error, and RSS and
-//! descriptors after the warm-up (the first fifth of the run, at least 30 s) growing < 5 % by the end.
+//! descriptors after the warm-up (the first fifth of the run, at least 60 s) growing < 5 % by the end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,8 +20,8 @@ use crate::requests::Endpoint;
 
 /// One sampling window.
 const WINDOW: Duration = Duration::from_secs(10);
-/// Windows of warm-up at least (30 s).
-const WARMUP_WINDOWS: usize = 3;
+/// Windows of warm-up at least (60 s).
+const WARMUP_WINDOWS: usize = 6;
 /// Sessions opened, streamed and closed at once, all along.
 const CHURNERS: usize = 8;
 /// How long each churned GET stream stays open.
@@ -153,7 +153,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Section> {
     let first = churn.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
     s.count_errors("sessions and streams", churn_errors, first.as_deref());
 
-    // The warm-up: the first fifth of the windows, and at least 30 s (pools, caches and allocator arenas
+    // The warm-up: the first fifth of the windows, and at least 60 s (pools, caches and allocator arenas
     // filling up); never the last window.
     let warmup = (samples.len() / 5).max(WARMUP_WINDOWS).min(samples.len() - 1);
     let base = samples[warmup - 1];
@@ -196,7 +196,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Section> {
         "",
     ));
     s.notes.push(format!(
-        "{} windows of {} s at {} req/s (half the {} req/s measured in {} s with {} connections), {} open-loop connections, {} churners each opening a legacy session and its GET stream for {} ms; the policy key (custom role, own permissions, local rate limit) and the audited proxy; RSS growth compares the last window with the last of the warm-up (the first fifth, at least 30 s), descriptor growth the median of the last third of the windows after it with the first third.",
+        "{} windows of {} s at {} req/s (half the {} req/s measured in {} s with {} connections), {} open-loop connections, {} churners each opening a legacy session and its GET stream for {} ms; the policy key (custom role, own permissions, local rate limit) and the audited proxy; RSS growth compares the last window with the last of the warm-up (the first fifth, at least 60 s), descriptor growth the median of the last third of the windows after it with the first third.",
         windows,
         WINDOW.as_secs(),
         fmt(rate),
