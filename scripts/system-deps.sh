@@ -2,7 +2,8 @@
 # Installs the system packages building and testing mcpgw needs on a fresh Debian machine, when missing:
 # cmake (pingora-core → flate2/zlib-ng → libz-ng-sys runs it; STACK.md), python3-venv (the Python MCP
 # peers live in a venv), redis-server (tests run their own) and valgrind (the benchmark's instruction-count
-# guard, scenario h, runs the proxy under callgrind). Uses sudo when not root. Idempotent: installs nothing that is already there.
+# guard, scenario h, runs the proxy under callgrind) and chromium (the console's browser tests drive it
+# headless through playwright-core). Uses sudo when not root. Idempotent: installs nothing that is already there.
 set -euo pipefail
 
 as_root() { if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
@@ -13,6 +14,7 @@ python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The global rate-limit tests start a Redis server of their own (on a Unix socket) to stop and restart it.
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v callgrind_control >/dev/null || missing+=(valgrind)
+command -v chromium >/dev/null || missing+=(chromium)
 if [[ ${#missing[@]} -gt 0 ]]; then
   command -v apt-get >/dev/null || {
     echo "system-deps: missing ${missing[*]} and no apt-get here: install them with your package manager" >&2

@@ -31,6 +31,11 @@ pub struct SecretToken {
 }
 
 impl SecretToken {
+    /// The SHA-256 of the token (console sessions opened with it keep it, to end when it changes).
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
     /// Keeps the digest of `token`.
     pub fn new(token: &str) -> Self {
         Self { digest: sha256(token) }
@@ -171,6 +176,11 @@ fn first_step(token: Option<&SecretToken>, headers: &HeaderMap) -> Step {
             "the Authorization header must use the Bearer scheme: `Authorization: Bearer <token>`",
         )));
     };
+    classify(token, candidate)
+}
+
+/// What a presented credential is: the admin token, an API key to look up, or an access token.
+fn classify(token: Option<&SecretToken>, candidate: &str) -> Step {
     if token.is_some_and(|t| t.matches(candidate)) {
         return Step::Done(Ok(Principal::AdminToken));
     }
@@ -203,48 +213,109 @@ async fn signed_in(state: &AppState, token: &str) -> Result<Principal, ApiError>
         |why: String| ApiError::new(Code::InvalidAdminToken, format!("the access token is refused: {why}"));
     let server = state.oauth.as_deref().ok_or_else(|| refused("the authorization server is off".into()))?;
     let user_id = crate::oauth::verify_admin_token(server, token).map_err(refused)?;
+    user(state, user_id).await?.ok_or_else(|| refused("the user no longer exists".into()))
+}
+
+/// The principal of user `user_id` as of now (its tenant, and its roles and groups of the last sign-in
+/// against `--oidc-admin-roles`); `None` when the user is gone or the authorization server is off.
+pub async fn user(state: &AppState, user_id: Uuid) -> Result<Option<Principal>, ApiError> {
+    let Some(server) = state.oauth.as_deref() else {
+        return Ok(None);
+    };
     let mut conn = state.conn().await?;
-    let user = store::oauth::user(&mut conn, user_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| refused("the user no longer exists".into()))?;
+    let Some(user) = store::oauth::user(&mut conn, user_id).await.map_err(ApiError::internal)? else {
+        return Ok(None);
+    };
     let admin_roles = &server.config.admin_roles;
     let idp = || user.roles.iter().chain(&user.groups);
     let admin = idp().any(|r| admin_roles.contains(r));
     let server_owner = idp().any(|r| r == SERVER_OWNER_ROLE);
-    Ok(Principal::User { id: user.id, email: user.email, tenant_id: user.tenant_id, admin, server_owner })
+    Ok(Some(Principal::User {
+        id: user.id,
+        email: user.email,
+        tenant_id: user.tenant_id,
+        admin,
+        server_owner,
+    }))
+}
+
+/// The API key `id`, unless it was deleted or has expired.
+pub async fn api_key(state: &AppState, id: Uuid) -> Result<Option<Principal>, ApiError> {
+    let mut conn = state.conn().await?;
+    let row = store::api_keys::get(&mut conn, id).await.map_err(ApiError::internal)?;
+    Ok(row.filter(|row| !row.is_expired(Utc::now())).map(Principal::from))
+}
+
+/// Who `candidate` (the admin token, an API key or an access token of the authorization server) is, as
+/// the REST API would take it in a bearer header — the console's sign-in form uses it. A refused
+/// credential counts against `client`'s address like a refused header does.
+pub async fn credential(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    candidate: &str,
+) -> Result<Principal, ApiError> {
+    let step = classify(state.admin_token.as_ref(), candidate);
+    counted(state, client, |state| finish(state, step)).await
+}
+
+/// The database part of authentication, when the credential needs it.
+async fn finish(state: &AppState, step: Step) -> Result<Principal, ApiError> {
+    match step {
+        Step::Done(outcome) => outcome,
+        Step::LookUp(digest) => look_up(state, &digest).await,
+        Step::User(token) => signed_in(state, &token).await,
+    }
+}
+
+/// Runs `check` unless `client` has had too many credentials refused lately, and counts its refusal.
+async fn counted<'a, F, Fut>(
+    state: &'a AppState,
+    client: Option<std::net::IpAddr>,
+    check: F,
+) -> Result<Principal, ApiError>
+where
+    F: FnOnce(&'a AppState) -> Fut,
+    Fut: std::future::Future<Output = Result<Principal, ApiError>>,
+{
+    if client.is_some_and(|ip| FAILURES.blocked(ip, Instant::now())) {
+        return Err(ApiError::new(
+            Code::TooManyAuthenticationFailures,
+            format!(
+                "more than {MAX_FAILURES} refused credentials from this address within {}s; retry later",
+                FAILURE_WINDOW.as_secs()
+            ),
+        ));
+    }
+    let outcome = check(state).await;
+    if let (Some(ip), Err(e)) = (client, &outcome)
+        && matches!(e.code(), Code::InvalidAdminToken | Code::InvalidApiKey)
+    {
+        FAILURES.failed(ip, Instant::now());
+    }
+    outcome
 }
 
 /// Middleware of `/api/v1`: establishes who is calling before any extractor runs. An API key is looked up
 /// in the database on every request, so a deleted key stops working at once. Doing it here rather than in
 /// the extractor keeps the order of checks: actix polls a handler's extractors together, so an
 /// asynchronous `Admin` would let the JSON body be read, and its errors answered, before the credential.
+/// A request without an `Authorization` header may carry a console session instead (`console::session`:
+/// its cookie and its `X-CSRF-Token` header), checked as freshly as the credential it was opened with.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         let client = req.peer_addr().map(|a| a.ip().to_canonical());
-        let outcome = if client.is_some_and(|ip| FAILURES.blocked(ip, Instant::now())) {
-            Err(ApiError::new(
-                Code::TooManyAuthenticationFailures,
-                format!(
-                    "more than {MAX_FAILURES} refused credentials from this address within {}s; retry later",
-                    FAILURE_WINDOW.as_secs()
-                ),
-            ))
+        let outcome = if req.headers().contains_key(header::AUTHORIZATION) {
+            let step = first_step(state.admin_token.as_ref(), req.headers());
+            counted(state, client, |state| finish(state, step)).await
         } else {
-            match first_step(state.admin_token.as_ref(), req.headers()) {
-                Step::Done(outcome) => outcome,
-                Step::LookUp(digest) => look_up(state, &digest).await,
-                Step::User(token) => signed_in(state, &token).await,
+            match crate::console::session::principal(state, req.headers()).await {
+                Some(outcome) => outcome,
+                None => Err(ApiError::new(Code::MissingAuthorization, NEEDS_CREDENTIAL)),
             }
         };
-        if let (Some(ip), Err(e)) = (client, &outcome)
-            && matches!(e.code(), Code::InvalidAdminToken | Code::InvalidApiKey)
-        {
-            FAILURES.failed(ip, Instant::now());
-        }
         if let Ok(principal) = &outcome {
             crate::api::audited::set_principal(principal);
         }

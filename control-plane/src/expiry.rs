@@ -1,6 +1,7 @@
 //! Removes API keys that expired more than a day ago. Proxies refuse an expired key on their own (they
 //! check `expires_at_unix`), so this only keeps the table and the routing stream from growing forever; the
-//! day of grace lets `GET /api/v1/api-keys` still show why a key stopped working.
+//! day of grace lets `GET /api/v1/api-keys` still show why a key stopped working. Expired console sessions
+//! go in the same sweep (they are refused once expired; this only keeps the table small).
 
 use std::time::Duration;
 
@@ -22,7 +23,11 @@ pub async fn sweep_once(pool: &DbPool, hub: &RoutingHub) -> Result<usize, DbErro
     let before = Utc::now() - GRACE;
     let mut conn = pool.get().await?;
     let (deleted, version) = store::api_keys::delete_expired(&mut conn, before).await?;
+    let sessions = store::console::delete_expired(&mut conn, Utc::now()).await?;
     drop(conn);
+    if sessions > 0 {
+        tracing::debug!(sessions, "Deleted expired console sessions.");
+    }
     if let Some(version) = version {
         tracing::info!(deleted, version, "Deleted API keys expired for more than a day.");
         if let Err(error) = hub.refresh().await {

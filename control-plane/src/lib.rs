@@ -6,6 +6,7 @@ pub mod auth;
 pub mod budgets;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod discovery;
 pub mod expiry;

@@ -121,6 +121,7 @@ pub fn app_state(
         secrets: config.secrets_key.clone(),
         hub,
         oauth,
+        public_url: config.oauth.public_url.clone(),
     })
 }
 

@@ -14,6 +14,8 @@ mod api_keys;
 mod audit;
 #[path = "integration/bootstrap.rs"]
 mod bootstrap;
+#[path = "integration/console.rs"]
+mod console;
 #[path = "integration/discovery.rs"]
 mod discovery;
 #[path = "integration/fake_idp.rs"]

@@ -198,6 +198,11 @@ make_error_codes! {
     InvalidApiKey => ("invalid_api_key", Auth, UNAUTHORIZED);
     /// A valid API key whose role may not do this (the admin API needs the `admin` role).
     InsufficientPermissions => ("insufficient_permissions", Auth, FORBIDDEN);
+    /// A console request's session cookie names no session: never opened, signed out, expired, or the key,
+    /// user or admin token it was opened with is gone.
+    InvalidSession => ("invalid_session", Auth, UNAUTHORIZED);
+    /// A console request carries the session cookie without the session's `X-CSRF-Token` header.
+    CsrfTokenRequired => ("csrf_token_required", Auth, FORBIDDEN);
     /// Too many refused credentials from this address: refused without checking for a while.
     TooManyAuthenticationFailures => ("too_many_authentication_failures", Auth, TOO_MANY_REQUESTS);
     /// No route has this path.

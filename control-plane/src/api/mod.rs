@@ -68,6 +68,8 @@ pub struct AppState {
     pub jwks: JwksFetcher,
     /// The authorization server; `None` without `--secrets-key` (it could not keep signing keys).
     pub oauth: Option<Arc<AuthServer>>,
+    /// The proxies' public base URL (`--public-url`), which the console shows MCP clients.
+    pub public_url: String,
 }
 
 impl AppState {
@@ -121,6 +123,7 @@ pub fn routes(cfg: &mut ServiceConfig, state: web::Data<AppState>) {
         .service(resource("/ready").get(health::ready))
         .service(resource("/docs").get(docs::page))
         .service(resource("/metrics").get(crate::metrics::serve))
+        .configure(crate::console::routes)
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(authenticate))

@@ -384,6 +384,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    console_sessions (id_digest) {
+        id_digest -> Bytea,
+        kind -> Text,
+        admin_token_digest -> Nullable<Bytea>,
+        api_key_id -> Nullable<Uuid>,
+        user_id -> Nullable<Uuid>,
+        csrf_token -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(instances -> servers (server_id));
 diesel::joinable!(instance_health -> instances (instance_id));
 diesel::allow_tables_to_appear_in_same_query!(

@@ -30,6 +30,38 @@ use crate::db::store::oauth::{self as store, ClientRow, CodeRow, RequestRow};
 /// An answer to the user's browser: a page (errors the client must not see) or a redirect.
 pub struct Page(HttpResponse);
 
+impl Page {
+    /// The response itself, for a handler that adds to it.
+    pub fn into_response(self) -> HttpResponse {
+        self.0
+    }
+}
+
+/// The web console's client id: built in and first party, so never registered and never shown a consent
+/// page; its requests are made by `/ui/login` itself (`console_sign_in`).
+pub const CONSOLE_CLIENT_ID: &str = "mcpgw-console";
+
+/// Starts a console sign-in: the same stored request, IdP round trip and single-use code as a client's
+/// `/oauth/authorize`, for the admin API (`<issuer>/api`), sent back to `redirect_uri` (the console's
+/// `/ui/callback` on the origin the browser used).
+pub async fn console_sign_in(
+    state: &AppState,
+    redirect_uri: String,
+    client_state: String,
+    code_challenge: String,
+) -> Result<Page, OAuthError> {
+    let server = state.oauth()?;
+    let checked = Checked {
+        client_id: CONSOLE_CLIENT_ID.to_owned(),
+        redirect_uri,
+        scope: "mcp".to_owned(),
+        state: Some(client_state),
+        code_challenge,
+        resource: super::admin_resource(&server.issuer),
+    };
+    begin(state, server, checked).await
+}
+
 impl actix_web::Responder for Page {
     type Body = actix_web::body::BoxBody;
 
@@ -454,7 +486,8 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> Result<Pa
     let requested: Vec<String> = request.scope.split(' ').map(str::to_owned).collect();
     let approved =
         store::consent(&mut conn, user.id, &request.client_id).await.map_err(OAuthError::server_error)?;
-    if approved.is_some_and(|scopes| requested.iter().all(|s| scopes.contains(s))) {
+    let first_party = request.client_id == CONSOLE_CLIENT_ID;
+    if first_party || approved.is_some_and(|scopes| requested.iter().all(|s| scopes.contains(s))) {
         store::delete_request(&mut conn, &request.id).await.map_err(OAuthError::server_error)?;
         return issue_code(&mut conn, server, &request, user.id).await;
     }

@@ -18,7 +18,7 @@ use crate::config::OauthConfig;
 use crate::hub::RoutingHub;
 use crate::jwks::JwksFetcher;
 
-mod authorize;
+pub mod authorize;
 mod clients;
 pub mod exchange;
 pub mod idp;
@@ -29,7 +29,7 @@ mod token;
 
 pub use idp::IdentityProvider;
 pub use keys::Keys;
-pub use token::{AccessClaims, admin_resource, verify_admin_token};
+pub use token::{AccessClaims, admin_resource, redeem_code, verify_admin_token};
 
 /// Scopes the authorization server grants (`mcp` when a client asks for none).
 pub const SCOPES: &[&str] = &["mcp", "offline_access"];

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::keys::random_token;
 use super::{AuthServer, OAuthError, Params, clients, digest, s256};
 use crate::api::AppState;
-use crate::db::store::oauth::{self as store, ClientRow, Redeemed, RefreshRow, UserRow};
+use crate::db::store::oauth::{self as store, ClientRow, CodeRow, Redeemed, RefreshRow, UserRow};
 
 /// The audience of tokens for the admin REST API.
 pub fn admin_resource(issuer: &str) -> String {
@@ -126,33 +126,7 @@ pub async fn token(
         let code = params.require("code")?;
         let verifier = params.require("code_verifier")?;
         let row =
-            match store::redeem_code(&mut conn, &digest(code)).await.map_err(OAuthError::server_error)? {
-                Redeemed::Fresh(row) => row,
-                Redeemed::Replayed => {
-                    tracing::warn!(
-                        client_id = client.client_id,
-                        "An authorization code was used twice; what it issued is revoked."
-                    );
-                    return Err(OAuthError::invalid_grant(
-                        "the code was already used; the tokens issued for it are revoked",
-                    ));
-                }
-                Redeemed::Unknown => return Err(OAuthError::invalid_grant("unknown code")),
-            };
-        if row.client_id != client.client_id {
-            return Err(OAuthError::invalid_grant("the code was issued to another client"));
-        }
-        if row.expires_at <= now {
-            return Err(OAuthError::invalid_grant("the code has expired"));
-        }
-        if params.get("redirect_uri") != Some(row.redirect_uri.as_str()) {
-            return Err(OAuthError::invalid_grant("redirect_uri differs from the authorization request's"));
-        }
-        if s256(verifier) != row.code_challenge {
-            return Err(OAuthError::invalid_grant(
-                "the PKCE code_verifier does not match the code_challenge",
-            ));
-        }
+            redeem_code(&mut conn, &client.client_id, code, verifier, params.get("redirect_uri")).await?;
         check_resource(&params, &row.resource)?;
         (row.user_id, row.scope, row.resource, row.family_id, now + server.config.refresh_token_ttl)
     } else {
@@ -233,6 +207,41 @@ pub async fn token(
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
         .json(answer))
+}
+
+/// Spends authorization code `code` of `client_id`, checking its expiry, redirect URI and PKCE verifier: the
+/// token endpoint's `authorization_code` grant and the console's sign-in (`console::login`) both redeem
+/// codes here. A code presented twice revokes what it issued.
+pub async fn redeem_code(
+    conn: &mut diesel_async::AsyncPgConnection,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+    redirect_uri: Option<&str>,
+) -> Result<CodeRow, OAuthError> {
+    let row = match store::redeem_code(conn, &digest(code)).await.map_err(OAuthError::server_error)? {
+        Redeemed::Fresh(row) => row,
+        Redeemed::Replayed => {
+            tracing::warn!(client_id, "An authorization code was used twice; what it issued is revoked.");
+            return Err(OAuthError::invalid_grant(
+                "the code was already used; the tokens issued for it are revoked",
+            ));
+        }
+        Redeemed::Unknown => return Err(OAuthError::invalid_grant("unknown code")),
+    };
+    if row.client_id != client_id {
+        return Err(OAuthError::invalid_grant("the code was issued to another client"));
+    }
+    if row.expires_at <= Utc::now() {
+        return Err(OAuthError::invalid_grant("the code has expired"));
+    }
+    if redirect_uri != Some(row.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant("redirect_uri differs from the authorization request's"));
+    }
+    if s256(verifier) != row.code_challenge {
+        return Err(OAuthError::invalid_grant("the PKCE code_verifier does not match the code_challenge"));
+    }
+    Ok(row)
 }
 
 fn check_resource(params: &Params, granted: &str) -> Result<(), OAuthError> {

@@ -172,6 +172,7 @@ impl TestApp {
             is_leader: Default::default(),
             secrets,
             oauth: None,
+            public_url: "http://127.0.0.1:8080".into(),
         });
         Self { hub, pool, state, _db: db }
     }

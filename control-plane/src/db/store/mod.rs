@@ -20,6 +20,7 @@ use crate::secrets::SecretsKey;
 pub mod api_keys;
 pub mod audit;
 pub mod capabilities;
+pub mod console;
 pub mod discovery;
 pub mod health;
 mod instances_ops;
