@@ -11,6 +11,7 @@ mod balancing;
 mod bodies;
 mod cancellation;
 mod conformance;
+mod console;
 mod deploy;
 mod discovery;
 mod eras;

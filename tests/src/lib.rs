@@ -4,6 +4,7 @@
 //! Every process is killed when its handle drops, and writes its output to a log file under
 //! `target/e2e-logs/<test>/`; a failing test prints the path and the last lines of every log.
 
+pub mod browser;
 pub mod conformance;
 pub mod control_plane;
 pub mod dataplane;
