@@ -144,6 +144,13 @@ async fn an_administrator_runs_the_gateway_from_the_browser() -> Result<()> {
     let csv = csv.as_str().unwrap_or_default();
     ensure!(csv.lines().count() >= 4 && csv.contains("tools/call"), "CSV: {csv}");
 
+    // Small and fast: the overview interactive within a second of opening it uncached, everything it
+    // needed well under 500 KiB.
+    let timing = browser.run("load_timing", json!({})).await?;
+    eprintln!("console load: {timing}");
+    ensure!(timing["interactive_ms"].as_f64().is_some_and(|ms| ms < 1000.0), "{timing}");
+    ensure!(timing["transferred_bytes"].as_u64().is_some_and(|b| b > 0 && b <= 500 * 1024), "{timing}");
+
     // Every page readable at both widths, without console errors.
     let shots = browser.run("screenshots", json!({})).await?;
     let pages = shots["pages"].as_array().cloned().unwrap_or_default();
@@ -206,8 +213,9 @@ async fn users_and_tenant_administrators_see_only_their_part() -> Result<()> {
     let shots = browser.run_as("acme", "screenshots", json!({})).await?;
     ensure!(shots["console_errors"].as_array().is_some_and(Vec::is_empty), "{shots}");
 
-    // Meanwhile the admin token's session (another browser) sees both tenants.
-    browser.run_as("root", "signin_token", json!({"token": gw.cp.admin_token()})).await?;
+    // Meanwhile the admin token's session (another browser, driven by keyboard only) sees both tenants.
+    let keys = browser.run_as("root", "keyboard", json!({"token": gw.cp.admin_token()})).await?;
+    ensure!(keys["focus_visible"] == true, "the focused entry shows no focus: {keys}");
     let mut all = strings(&browser.run_as("root", "servers_listed", json!({})).await?);
     all.sort();
     ensure!(all == ["acme-tools", "default-tools"], "the admin token sees {all:?}");

@@ -173,6 +173,61 @@ function rowObjects(page, rowTest) {
 
 // ------------------------------------------------------------------ actions
 const actions = {
+  // A signed-in browser opening the console afresh (no cache): ms from navigation start until the overview is
+  // loaded and interactive (its data shown), and the bytes transferred for it (documents, scripts, styles,
+  // API calls), from the page's own Resource Timing entries.
+  async load_timing(e) {
+    const { page } = e;
+    await ensureSignedIn(page);
+    const cdp = await e.context.newCDPSession(page);
+    await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
+    await page.goto('about:blank'); // a new document: not a same-document hash change
+    await page.goto(`${UI}#/overview`);
+    await page.locator(`${sel('page-overview')}[data-loaded="true"]`).waitFor();
+    const figures = await page.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      const resources = performance.getEntriesByType('resource');
+      // Decoded body sizes (what was sent before any compression) plus headers' share of transferSize:
+      // never less than what crossed the wire.
+      const bytes = [nav, ...resources].reduce(
+        (sum, r) => sum + Math.max(r.transferSize || 0, r.decodedBodySize || 0), 0);
+      const slowest = resources.slice().sort((a, b) => b.duration - a.duration).slice(0, 3)
+        .map((r) => `${r.name.replace(location.origin, '')} ${Math.round(r.startTime)}+${Math.round(r.duration)} ms`);
+      return { interactive_ms: Math.round(performance.now()), transferred_bytes: bytes, requests: resources.length + 1,
+        dom_content_loaded_ms: Math.round(nav.domContentLoadedEventEnd), slowest };
+    });
+    await cdp.send('Network.setCacheDisabled', { cacheDisabled: false });
+    await cdp.detach();
+    return figures;
+  },
+
+  // Signing in and reaching the servers page with the keyboard only: the token typed into the focused
+  // field and sent with Enter, then Tab until the navigation's Servers entry has focus, and Enter.
+  async keyboard(e, { token }) {
+    const { page } = e;
+    await page.goto(UI);
+    await page.locator(`${sel('app-shell')}, ${sel('signin')}`).first().waitFor();
+    await signOutIfNeeded(page);
+    await page.locator(sel('signin-token')).focus();
+    await page.keyboard.type(token);
+    await page.keyboard.press('Enter');
+    await page.locator(sel('principal-label')).waitFor();
+    let tabs = 0;
+    for (; tabs < 40; tabs++) {
+      await page.keyboard.press('Tab');
+      const focused = await page.evaluate(() => document.activeElement && document.activeElement.dataset.test);
+      if (focused === 'nav-servers') break;
+    }
+    if (tabs === 40) throw new Error('the Servers entry never took the focus with Tab');
+    const outline = await page.evaluate(() => {
+      const style = getComputedStyle(document.activeElement);
+      return style.outlineStyle !== 'none' || style.boxShadow !== 'none';
+    });
+    await page.keyboard.press('Enter');
+    await page.locator(`${sel('page-servers')}[data-loaded="true"]`).waitFor();
+    return { tabs: tabs + 1, focus_visible: outline };
+  },
+
   async open(e, { path: p = '/ui/' }) {
     const res = await e.page.goto(BASE + p);
     return { status: res ? res.status() : null, url: e.page.url() };
