@@ -111,6 +111,7 @@ mcpgw is running.
   MCP endpoint (through the proxy): http://$listen/mcp/everything
   API key for MCP clients:          $api_key   (send it as "Authorization: Bearer <key>")
   Admin REST API:                   http://$http_addr/api/v1/servers   (admin token: $MCPGW_ADMIN_TOKEN)
+  Web console:                      http://$http_addr/ui/   (sign in with the admin token or an API key)
   OAuth authorization server:       $as_metadata
                                     ($sign_in)
   Proxy metrics / routes:           http://$admin_addr/metrics   http://$admin_addr/routes
