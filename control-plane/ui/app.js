@@ -469,14 +469,15 @@
     const signout = h('button', { type: 'button', test: 'signout' }, 'Sign out');
     signout.addEventListener('click', signOut);
     const main = h('main', { id: 'main', test: 'main', tabindex: '-1' });
-    const label = p.label || p.name || p.email || p.kind || 'signed in';
+    // A person by their e-mail, a key by its name; the stable label (user:<id>, api-key:<id>) on hover.
+    const label = p.email || p.name || p.label || p.kind || 'signed in';
     const shell = h('div', { class: 'shell', test: 'app-shell' },
       h('header', { class: 'topbar' },
         toggle,
         h('a', { class: 'brand', href: '#/overview' }, 'mcpgw ', h('span', {}, 'console')),
         h('div', { class: 'spacer' }),
         h('div', { class: 'who' },
-          h('span', { class: 'label', test: 'principal-label', title: label }, label),
+          h('span', { class: 'label', test: 'principal-label', title: p.label || label }, label),
           h('span', { class: 'role', test: 'principal-role' }, roleText(p))),
         signout),
       nav, main);

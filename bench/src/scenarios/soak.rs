@@ -194,9 +194,7 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<Section> {
     // (a moment when fewer connections were open); a leak lifts every floor after it.
     let after = &samples[warmup..];
     let third = (after.len() / 3).max(1);
-    let fds = |windows: &[(u64, u64, f64)]| {
-        windows.iter().map(|w| w.1 as f64).fold(0.0, f64::max)
-    };
+    let fds = |windows: &[(u64, u64, f64)]| windows.iter().map(|w| w.1 as f64).fold(0.0, f64::max);
     let (fd_first, fd_last) = (fds(&after[..third]), fds(&after[after.len() - third..]));
     let fd_growth = growth(fd_first, fd_last);
     let check = Check::new("k", "proxy RSS growth after warm-up", rss_growth, "%");
