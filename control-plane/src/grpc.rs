@@ -384,6 +384,10 @@ impl Session {
                 tracing::debug!(proxy_id = %self.proxy_id, "Ignoring a repeated Hello.");
                 false
             }
+            Kind::Stats(stats) => {
+                self.handle.stats(&stats);
+                false
+            }
             Kind::PassiveHealth(report) => {
                 tracing::debug!(proxy_id = %self.proxy_id, instances = report.instances.len(), "Passive health report.");
                 self.passive.report(report);

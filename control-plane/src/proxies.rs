@@ -15,7 +15,7 @@ pub struct Nack {
 }
 
 /// One connected proxy stream, as listed by `GET /api/v1/proxies`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ProxyInfo {
     pub proxy_id: String,
     /// Remote address of the stream, when known.
@@ -25,6 +25,51 @@ pub struct ProxyInfo {
     pub acked_version: Option<u64>,
     /// Last update the proxy refused, or null.
     pub last_nack: Option<Nack>,
+    /// The proxy's last traffic report (every 5 s), or null before its first.
+    pub traffic: Option<Traffic>,
+}
+
+/// A proxy's traffic as it last reported it, with rates between its last two reports.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Traffic {
+    pub reported_at: DateTime<Utc>,
+    /// MCP requests answered since the proxy started, and of them those answered 4xx and 5xx.
+    pub requests: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+    /// SSE responses being streamed and client connections open, at the report.
+    pub open_streams: u64,
+    pub open_connections: u64,
+    /// Per second between the last two reports; null after the first.
+    pub requests_per_second: Option<f64>,
+    /// 4xx and 5xx answers per second between the last two reports; null after the first.
+    pub errors_per_second: Option<f64>,
+}
+
+impl Traffic {
+    /// The report `stats` received at `now`, following `previous` of the same stream.
+    pub fn next(previous: Option<&Traffic>, stats: &mcpgw_proto::v1::ProxyStats, now: DateTime<Utc>) -> Self {
+        let errors = |t: &Traffic| t.client_errors + t.server_errors;
+        let mut traffic = Traffic {
+            reported_at: now,
+            requests: stats.requests,
+            client_errors: stats.client_errors,
+            server_errors: stats.server_errors,
+            open_streams: stats.open_streams,
+            open_connections: stats.open_connections,
+            requests_per_second: None,
+            errors_per_second: None,
+        };
+        if let Some(before) = previous {
+            let seconds = (now - before.reported_at).num_milliseconds() as f64 / 1000.0;
+            // Counters only grow on one proxy process; a smaller one is a restarted proxy: no rate yet.
+            if seconds > 0.0 && traffic.requests >= before.requests && errors(&traffic) >= errors(before) {
+                traffic.requests_per_second = Some((traffic.requests - before.requests) as f64 / seconds);
+                traffic.errors_per_second = Some((errors(&traffic) - errors(before)) as f64 / seconds);
+            }
+        }
+        traffic
+    }
 }
 
 type Entries = BTreeMap<u64, ProxyInfo>;
@@ -45,8 +90,14 @@ impl ProxyRegistry {
     /// Records a new stream; the entry lives as long as the returned handle.
     pub fn register(&self, proxy_id: String, peer: Option<String>) -> ProxyHandle {
         let key = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let info =
-            ProxyInfo { proxy_id, peer, connected_at: Utc::now(), acked_version: None, last_nack: None };
+        let info = ProxyInfo {
+            proxy_id,
+            peer,
+            connected_at: Utc::now(),
+            acked_version: None,
+            last_nack: None,
+            traffic: None,
+        };
         self.lock().insert(key, info);
         ProxyHandle { registry: self.clone(), key }
     }
@@ -84,6 +135,13 @@ impl ProxyHandle {
         }
     }
 
+    /// The proxy reported its traffic.
+    pub fn stats(&self, stats: &mcpgw_proto::v1::ProxyStats) {
+        if let Some(info) = self.registry.lock().get_mut(&self.key) {
+            info.traffic = Some(Traffic::next(info.traffic.as_ref(), stats, Utc::now()));
+        }
+    }
+
     /// The proxy refused `version`.
     pub fn nack(&self, version: u64, reason: String) {
         if let Some(info) = self.registry.lock().get_mut(&self.key) {
@@ -118,5 +176,32 @@ mod tests {
         assert_eq!(registry.len(), 1);
         drop(b);
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn traffic_rates_come_from_two_reports_in_a_row() {
+        use mcpgw_proto::v1::ProxyStats;
+        let t0 = Utc::now();
+        let first =
+            Traffic::next(None, &ProxyStats { requests: 100, client_errors: 4, ..Default::default() }, t0);
+        assert_eq!((first.requests_per_second, first.errors_per_second), (None, None));
+        let later = ProxyStats {
+            requests: 600,
+            client_errors: 9,
+            server_errors: 5,
+            open_streams: 3,
+            open_connections: 7,
+        };
+        let second = Traffic::next(Some(&first), &later, t0 + chrono::Duration::seconds(5));
+        assert_eq!(second.requests_per_second, Some(100.0));
+        assert_eq!(second.errors_per_second, Some(2.0));
+        assert_eq!((second.open_streams, second.open_connections), (3, 7));
+        // A restarted proxy counts from zero again: no rate for that report.
+        let restarted = Traffic::next(
+            Some(&second),
+            &ProxyStats { requests: 2, ..Default::default() },
+            t0 + chrono::Duration::seconds(10),
+        );
+        assert_eq!(restarted.requests_per_second, None);
     }
 }

@@ -660,14 +660,32 @@
     }
 
     if (Array.isArray(proxies)) {
+      // The proxies' own figures (each reports every 5 s): rates between its last two reports.
+      const reported = proxies.map((x) => x.traffic).filter(Boolean);
+      const sum = (f) => reported.reduce((n, t) => n + (t[f] || 0), 0);
+      const rate = (v) => (v == null ? '—' : v < 10 ? v.toFixed(1) : String(Math.round(v)));
+      if (reported.length) {
+        const rated = reported.filter((t) => t.requests_per_second != null);
+        out.push(h('h2', {}, 'Traffic'),
+          h('p', { class: 'muted small' }, `As ${reported.length} prox${reported.length === 1 ? 'y' : 'ies'} last reported (every 5 s).`),
+          h('div', { class: 'cards', test: 'traffic-cards' },
+            card(rated.length ? rate(sum('requests_per_second')) : '—', 'requests / s', '', 'stat-requests-per-second'),
+            card(rated.length ? rate(sum('errors_per_second')) : '—', 'errors / s (4xx, 5xx)', sum('errors_per_second') > 0 ? 'bad' : 'ok', 'stat-errors-per-second'),
+            card(sum('open_streams'), 'open streams', '', 'stat-open-streams'),
+            card(sum('open_connections'), 'client connections', '', 'stat-open-connections'),
+            card(sum('requests'), 'requests since start', '', 'stat-requests-total')));
+      }
       const version = st.routing_version;
+      const traffic = (x, f) => (x.traffic ? (f === 'rps' ? rate(x.traffic.requests_per_second) : String(x.traffic[f])) : '—');
       out.push(h('h2', {}, 'Connected proxies'),
-        table('proxies-table', ['Proxy', 'Peer', 'Connected', { label: 'Applied version', num: true }, 'State'],
+        table('proxies-table', ['Proxy', 'Peer', 'Connected', { label: 'Applied version', num: true }, { label: 'Req/s', num: true }, { label: 'Streams', num: true }, 'State'],
           proxies.map((x) => h('tr', { test: 'proxy-row', dataset: { proxy: x.proxy_id, key: `${x.proxy_id}-${x.connected_at}` } },
             h('td', { class: 'mono' }, x.proxy_id),
             h('td', { class: 'mono' }, x.peer || '—'),
             h('td', { title: fmtTime(x.connected_at) }, fmtAgo(x.connected_at)),
             h('td', { class: 'num', test: 'proxy-version' }, x.acked_version == null ? '—' : String(x.acked_version)),
+            h('td', { class: 'num', test: 'proxy-rps' }, traffic(x, 'rps')),
+            h('td', { class: 'num', test: 'proxy-streams' }, traffic(x, 'open_streams')),
             h('td', {}, x.last_nack ? h('span', { class: 'badge bad', title: x.last_nack.reason }, `refused v${x.last_nack.version}`)
               : version != null && x.acked_version === version ? badge('ok') : h('span', { class: 'badge warn' }, 'catching up')))),
           'No proxy is connected to this control-plane replica.'));

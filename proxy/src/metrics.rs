@@ -208,3 +208,25 @@ pub fn render() -> Vec<u8> {
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
     out
 }
+
+/// What the proxy reports to the control plane every few seconds: its request counters summed over servers
+/// and methods, split by status class, and its open streams and connections.
+pub fn stats() -> mcpgw_proto::v1::ProxyStats {
+    use prometheus::core::Collector;
+    let mut stats = mcpgw_proto::v1::ProxyStats::default();
+    for family in METRICS.requests.collect() {
+        for metric in family.get_metric() {
+            let count = metric.get_counter().get_value() as u64;
+            let status = metric.get_label().iter().find(|l| l.get_name() == "status").map(|l| l.get_value());
+            stats.requests += count;
+            match status.and_then(|s| s.as_bytes().first()) {
+                Some(b'4') => stats.client_errors += count,
+                Some(b'5') => stats.server_errors += count,
+                _ => {}
+            }
+        }
+    }
+    stats.open_streams = METRICS.open_streams.get().max(0) as u64;
+    stats.open_connections = METRICS.connections_open.get().max(0) as u64;
+    stats
+}

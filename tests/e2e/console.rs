@@ -4,6 +4,8 @@
 //! checked where it takes effect: the proxy, the REST API, the audit log. Screenshots of every page at
 //! 1280×800 and 390×844 land in `target/console-screenshots/`.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, ensure};
 use mcpgw_e2e::browser::Browser;
 use mcpgw_e2e::gateway::ROUTABLE_TIMEOUT;
@@ -110,6 +112,16 @@ async fn an_administrator_runs_the_gateway_from_the_browser() -> Result<()> {
     })
     .await?;
     echo_calls(&url, &secret, 3).await?;
+    // The overview's traffic is the proxy's own report on its routing stream (every 5 s).
+    let traffic =
+        poll_until("the proxy's traffic report counting the calls", Duration::from_secs(20), || async {
+            let (_, proxies) = gw.cp.api(Method::GET, "/api/v1/proxies", None).await?;
+            let traffic = proxies[0]["traffic"].clone();
+            Ok((traffic["requests"].as_u64().unwrap_or(0) >= 5 && traffic["requests_per_second"].is_f64())
+                .then_some(traffic))
+        })
+        .await?;
+    eprintln!("proxy traffic: {traffic}");
     browser.run("revoke_key", json!({"name": "console key"})).await?;
     let listed = browser.run("keys_listed", json!({})).await?;
     ensure!(!listed.to_string().contains("console key"), "revoked key still listed: {listed}");

@@ -31,7 +31,7 @@ use crate::model::{
     HealthStatus, InstanceView, KeyView, PassiveRow, PermissionRule, ServerView, TrustedIssuerView,
     UpstreamAuthView,
 };
-use crate::proxies::{Nack, ProxyInfo};
+use crate::proxies::{Nack, ProxyInfo, Traffic};
 
 /// A JSON merge patch (RFC 7396) of a registration: any `ServerRequest` fields; `null` resets one.
 #[derive(utoipa::ToSchema)]
@@ -308,7 +308,7 @@ fn list_audit() {}
         create_identity_provider, delete_identity_provider, list_roles, create_role, delete_role,
         list_rate_limits, create_rate_limit, delete_rate_limit, list_audit),
     components(schemas(ServerRequest, InstanceRequest, CommandRequest, CommandView, ServerView, InstanceView, CircuitBreaker, HealthCheck, HealthStatus,
-        HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, MergePatch, ApiKeyRequest, ApiKeyView,
+        HealthRecord, PassiveRow, DiscoveryRow, ErrorBody, RegistryDoc, ProxyInfo, Nack, Traffic, MergePatch, ApiKeyRequest, ApiKeyView,
         CreatedApiKey, PermissionRule, UpstreamAuthRequest, UpstreamAuthView, TrustedIssuerRequest, ClaimsRequest,
         TrustedIssuerView, ClaimsView, KeyView, IssuerMergePatch, UserView, UserList, IdentityProviderRequest, IdentityProviderView, IdentityProviderList, RoleRequest, RoleRow, RoleList, RateLimitRequest, RateLimitRow, RateLimitList, AuditRow, AuditPage)),
     modifiers(&Credential),

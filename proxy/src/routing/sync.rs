@@ -25,6 +25,8 @@ use super::{PeerSettings, Routes, RoutingTable};
 use crate::metrics::METRICS;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// How often the proxy reports its traffic (`ProxyStats`) on the routing stream; the first goes at once.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Keeps [`Routes`] in step with the control plane.
@@ -157,6 +159,8 @@ impl RoutingSync {
         let mut passive = self.passive_health.clone();
         passive.mark_changed();
         let mut passive_open = true;
+        let mut stats = tokio::time::interval(STATS_INTERVAL);
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let refresh = self.peer_settings.dns_refresh;
         let mut dns = tokio::time::interval(if refresh.is_zero() {
             Duration::from_secs(86_400 * 365)
@@ -175,6 +179,13 @@ impl RoutingSync {
                     Some(update) => update,
                     None => break,
                 },
+                _ = stats.tick() => {
+                    let report = proxy_message::Kind::Stats(crate::metrics::stats());
+                    if tx.send(message(report)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 changed = passive.changed(), if passive_open => {
                     if changed.is_err() {
                         passive_open = false;
