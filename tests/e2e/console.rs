@@ -104,6 +104,23 @@ async fn an_administrator_runs_the_gateway_from_the_browser() -> Result<()> {
     gw.proxy.wait_routable("py-console", ROUTABLE_TIMEOUT).await?;
     let url = gw.proxy.url("py-console");
 
+    // A YAML import: its dry run lists the change first; applied, the server exists.
+    let yaml = format!(
+        "servers:\n  - name: py-imported\n    endpoint_url: {}\n    transport_type: streamable_http\n",
+        upstream.url()
+    );
+    let imported = browser.run("import_yaml", json!({"yaml": yaml})).await?;
+    let planned = &imported["dry_run"]["changes"];
+    ensure!(imported["ok"] == true && planned.to_string().contains("py-imported"), "{imported}");
+    ensure!(
+        imported["applied"]["summary"].as_str().is_some_and(|s| s.starts_with("Created 1")),
+        "{imported}"
+    );
+    let (status, servers) = gw.cp.api(Method::GET, "/api/v1/servers", None).await?;
+    ensure!(status == 200 && servers.to_string().contains("\"py-imported\""), "{status} {servers}");
+    let listed = strings(&browser.run("servers_listed", json!({})).await?);
+    ensure!(listed.iter().any(|n| n == "py-imported"), "{listed:?}");
+
     // A key made in the console works on the proxy until it is revoked there.
     let key = browser.run("create_key", json!({"name": "console key", "role": "user"})).await?;
     let secret = key["secret"].as_str().context("the secret is shown once")?.to_owned();

@@ -201,6 +201,29 @@ const actions = {
     return figures;
   },
 
+  // YAML import from the servers page: the dry run's changes as shown, then applied; returns both.
+  async import_yaml(e, { yaml }) {
+    const { page } = e;
+    await go(page, '#/servers', 'page-servers');
+    await page.locator(sel('server-import')).click();
+    const dialog = page.locator(sel('import-dialog'));
+    await dialog.locator(sel('import-text')).fill(yaml);
+    await dialog.locator(sel('import-dry-run')).click();
+    const outcome = dialog.locator(`${sel('import-diff')}, ${sel('import-error')}`).first();
+    await outcome.waitFor();
+    if (await dialog.locator(sel('import-error')).count()) {
+      return { ok: false, error: (await dialog.locator(sel('import-error')).textContent()).trim() };
+    }
+    const changes = async () => dialog.locator(sel('import-change')).evaluateAll(
+      (els) => els.map((el) => ({ name: el.dataset.name, action: el.dataset.action })));
+    const dryRun = { summary: (await dialog.locator(sel('import-summary')).textContent()).trim(), changes: await changes() };
+    await dialog.locator(sel('import-apply')).click();
+    await dialog.locator(`${sel('import-diff')}[data-dry-run="false"]`).waitFor();
+    const applied = { summary: (await dialog.locator(sel('import-summary')).textContent()).trim(), changes: await changes() };
+    await page.keyboard.press('Escape');
+    return { ok: true, dry_run: dryRun, applied };
+  },
+
   // Signing in and reaching the servers page with the keyboard only: the token typed into the focused
   // field and sent with Enter, then Tab until the navigation's Servers entry has focus, and Enter.
   async keyboard(e, { token }) {
