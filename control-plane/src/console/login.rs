@@ -122,10 +122,11 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest, back: web::Q
         Ok(None) => return failed(StatusCode::FORBIDDEN, "The user no longer exists."),
         Err(e) => return failed(StatusCode::SERVICE_UNAVAILABLE, e.message()),
     };
-    let (_, cookie) = match session::open(&state, &req, Holder::User(user_id), &principal).await {
-        Ok(opened) => opened,
-        Err(e) => return failed(StatusCode::SERVICE_UNAVAILABLE, e.message()),
-    };
+    let (_, cookie) =
+        match session::open(&state, &req, "GET /ui/callback", Holder::User(user_id), &principal).await {
+            Ok(opened) => opened,
+            Err(e) => return failed(StatusCode::SERVICE_UNAVAILABLE, e.message()),
+        };
     let mut response = HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/ui/"))
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -17,10 +17,14 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::api::audited::{self, Audit, Target};
 use crate::api::{ApiError, AppState, Code};
 use crate::auth::{self, Principal};
 use crate::db::store::{self, console::ConsoleSessionRow};
 use crate::oauth::keys::random_token;
+
+/// How a sign-in with a credential is recorded in the audit log.
+const SIGN_IN: &str = "POST /ui/session";
 
 /// The session cookie's name (`__Host-` prefixed when served over https).
 pub const COOKIE: &str = "mcpgw_console";
@@ -225,10 +229,22 @@ pub struct SignIn {
     token: String,
 }
 
-/// Opens a session for `holder` and answers `status` with the session and its cookie.
+/// The audit target of a session: its digest's first 8 bytes (a sign-in and its sign-out share it; the
+/// id itself is never recorded).
+fn target(digest: &[u8], principal: &Principal) -> Target {
+    let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Target::new("console-session", short, principal.tenant())
+}
+
+fn client(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|a| a.ip().to_canonical().to_string())
+}
+
+/// Opens a session for `holder` (audited as `method`): the answer's body and the cookie to set.
 pub async fn open(
     state: &AppState,
     req: &HttpRequest,
+    method: &str,
     holder: Holder,
     principal: &Principal,
 ) -> Result<(HttpResponse, HeaderValue), ApiError> {
@@ -251,9 +267,13 @@ pub async fn open(
         Holder::ApiKey(key) => (row.kind, row.api_key_id) = ("api_key".into(), Some(key)),
         Holder::User(user) => (row.kind, row.user_id) = ("user".into(), Some(user)),
     }
-    let mut conn = state.conn().await?;
-    store::console::create(&mut conn, &row).await.map_err(ApiError::internal)?;
-    drop(conn);
+    let view = json!({"principal": principal.label(), "kind": row.kind, "expires_at": row.expires_at});
+    let client = client(req);
+    audited::console(principal, method, client.as_deref(), &state.pool, async |conn| {
+        store::console::create(conn, &row).await.map_err(ApiError::internal)?;
+        Ok(((), Audit::created(target(&row.id_digest, principal), &view)))
+    })
+    .await?;
     tracing::info!(principal = principal.label(), "Signed in to the console.");
     let idp = idp_sign_in(state).await;
     let response =
@@ -267,11 +287,17 @@ pub async fn create(
     req: HttpRequest,
     sign_in: web::Json<SignIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = req.peer_addr().map(|a| a.ip().to_canonical());
-    let principal = auth::credential(&state, client, sign_in.token.trim()).await?;
+    let address = req.peer_addr().map(|a| a.ip().to_canonical());
+    let principal = match auth::credential(&state, address, sign_in.token.trim()).await {
+        Ok(principal) => principal,
+        Err(refused) => {
+            audited::console_refused(SIGN_IN, client(&req).as_deref(), &state.pool, &refused).await;
+            return Err(refused);
+        }
+    };
     let holder =
         Holder::of(&principal, &state).ok_or_else(|| ApiError::internal("no holder for the admin token"))?;
-    let (mut response, cookie) = open(&state, &req, holder, &principal).await?;
+    let (mut response, cookie) = open(&state, &req, SIGN_IN, holder, &principal).await?;
     response.headers_mut().append(header::SET_COOKIE, cookie);
     Ok(response)
 }
@@ -279,12 +305,29 @@ pub async fn create(
 /// `DELETE /ui/session`: signs out (the CSRF header is required, so another site cannot sign one out).
 pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let headers = req.headers();
-    if let Some(outcome) = principal(&state, headers).await {
-        outcome?;
-    }
-    if let Some(id) = session_id(headers) {
-        let mut conn = state.conn().await?;
-        store::console::delete(&mut conn, &digest(&id)).await.map_err(ApiError::internal)?;
+    let signed_in = match principal(&state, headers).await {
+        Some(Ok(principal)) => Some(principal),
+        Some(Err(e)) if e.code() == Code::InvalidSession => None,
+        Some(Err(e)) => return Err(e),
+        None => None,
+    };
+    if let (Some(id), Some(principal)) = (session_id(headers), signed_in) {
+        let digest = digest(&id);
+        audited::console(
+            &principal,
+            "DELETE /ui/session",
+            client(&req).as_deref(),
+            &state.pool,
+            async |conn| {
+                store::console::delete(conn, &digest).await.map_err(ApiError::internal)?;
+                Ok((
+                    (),
+                    Audit::deleted(target(&digest, &principal), &json!({"principal": principal.label()})),
+                ))
+            },
+        )
+        .await?;
+        tracing::info!(principal = principal.label(), "Signed out of the console.");
     }
     let mut response = HttpResponse::build(StatusCode::NO_CONTENT).finish();
     response.headers_mut().append(header::SET_COOKIE, set_cookie(secure(&req), "", 0)?);

@@ -154,6 +154,30 @@ async fn a_session_needs_its_csrf_header_and_ends_with_sign_out() {
     assert_eq!((after.status, after.code()), (StatusCode::UNAUTHORIZED, "invalid_session"), "{}", after.body);
     let session = app.call(with_session(TestRequest::get().uri("/ui/session"), &cookie, None)).await;
     assert_eq!(session.status, StatusCode::UNAUTHORIZED);
+
+    // Sign-ins, the refused one included, and the sign-out are in the audit log; no secret is.
+    let audit = app.call(admin(TestRequest::get().uri("/api/v1/audit?kind=admin&limit=100"))).await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.body);
+    let records: Vec<(String, String, String)> = audit.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["method"].as_str().is_some_and(|m| m.ends_with("/ui/session")))
+        .map(|r| {
+            let field = |f: &str| r[f].as_str().unwrap_or_default().to_owned();
+            (field("method"), field("principal"), field("outcome"))
+        })
+        .collect();
+    for expected in [
+        ("POST /ui/session", "", "invalid_admin_token"),
+        ("POST /ui/session", "admin-token", "ok"),
+        ("DELETE /ui/session", "admin-token", "ok"),
+    ] {
+        let found = records.iter().any(|(m, p, o)| (m.as_str(), p.as_str(), o.as_str()) == expected);
+        assert!(found, "{expected:?} not in {records:?}");
+    }
+    let text = audit.body.to_string();
+    assert!(!text.contains(TOKEN) && !text.contains(&csrf), "a secret in the audit log");
 }
 
 #[actix_web::test]

@@ -12,7 +12,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{ResponseError, web};
 use chrono::Utc;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use serde::Serialize;
@@ -183,6 +183,43 @@ pub(crate) async fn system<T>(
     let request_id = Uuid::now_v7().to_string();
     let origin = Origin { request_id: &request_id, method, client_addr: None };
     commit(&mut conn, Some((principal.to_owned(), None)), origin, change).await
+}
+
+/// [`audited`] for a console sign-in or sign-out (`/ui/session`, `/ui/callback`, outside `/api/v1`):
+/// recorded under the principal who signed in or out, as `method`, from `client_addr`.
+pub(crate) async fn console<T>(
+    principal: &Principal,
+    method: &str,
+    client_addr: Option<&str>,
+    pool: &crate::db::DbPool,
+    change: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<(T, Audit), ApiError>,
+) -> Result<T, ApiError> {
+    let mut conn = pool.get().await.map_err(ApiError::database_unavailable)?;
+    let request_id = Uuid::now_v7().to_string();
+    let origin = Origin { request_id: &request_id, method, client_addr };
+    let who = Some((principal.label(), principal.tenant().map(str::to_owned)));
+    commit(&mut conn, who, origin, change).await
+}
+
+/// Records a refused console sign-in (`refusal`'s code, no principal); a record that cannot be written is
+/// logged, never in the way of the answer.
+pub(crate) async fn console_refused(
+    method: &str,
+    client_addr: Option<&str>,
+    pool: &crate::db::DbPool,
+    refusal: &ApiError,
+) {
+    let request_id = Uuid::now_v7().to_string();
+    let origin = Origin { request_id: &request_id, method, client_addr };
+    let row = origin.row(None, None, refusal.code().name(), refusal.status_code());
+    let written = async {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        record::prepare(&mut conn, row.time).await;
+        record::insert(&mut conn, &row).await.map_err(|e| e.to_string())
+    };
+    if let Err(error) = written.await {
+        tracing::error!(%error, method, "Could not write the audit record of a refused console sign-in.");
+    }
 }
 
 /// Runs `change` and writes its record in one transaction.
