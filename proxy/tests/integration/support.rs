@@ -387,7 +387,9 @@ impl FakeControlPlane {
     pub async fn next_reply(&mut self) -> proxy_message::Kind {
         loop {
             match self.next_message().await {
-                proxy_message::Kind::Hello(_) | proxy_message::Kind::PassiveHealth(_) => continue,
+                proxy_message::Kind::Hello(_)
+                | proxy_message::Kind::PassiveHealth(_)
+                | proxy_message::Kind::Stats(_) => continue,
                 other => return other,
             }
         }

@@ -80,6 +80,8 @@ fn table_is_complete_and_unique() {
         ("admin_token_not_configured", "auth", 401),
         ("invalid_api_key", "auth", 401),
         ("insufficient_permissions", "auth", 403),
+        ("invalid_session", "auth", 401),
+        ("csrf_token_required", "auth", 403),
         ("too_many_authentication_failures", "auth", 429),
         ("route_not_found", "invalid_request", 404),
         ("method_not_allowed", "invalid_request", 405),
