@@ -482,6 +482,7 @@ fn tenant_for(own: Option<&str>, given: Option<&str>, who: &str) -> Result<Strin
     }
 }
 
+pub mod cookies;
 mod servers;
 pub use servers::{SERVER_OWNER_ROLE, ServerManager, ServerReader};
 

@@ -6,26 +6,18 @@
 use libfuzzer_sys::fuzz_target;
 use mcpgw_control_plane::mcp::sse::Parser;
 
-/// Input: one byte `n` (how many split sizes follow, at most 15), `n` size bytes, then the stream.
-fn split(data: &[u8]) -> Option<(Vec<usize>, &[u8])> {
-    let (&n, rest) = data.split_first()?;
-    let n = usize::from(n % 16).min(rest.len());
-    let (sizes, stream) = rest.split_at(n);
-    Some((sizes.iter().map(|s| usize::from(*s)).collect(), stream))
-}
+#[path = "common/chunking.rs"]
+mod chunking;
+use chunking::{chunks, split};
 
 fuzz_target!(|data: &[u8]| {
     let Some((sizes, stream)) = split(data) else { return };
     let whole = Parser::default().feed(stream).expect("small streams are never too large");
     let mut parser = Parser::default();
     let mut events = Vec::new();
-    let mut at = 0;
-    for size in sizes {
-        let end = (at + size).min(stream.len());
-        events.extend(parser.feed(&stream[at..end]).expect("small streams are never too large"));
-        at = end;
+    for piece in chunks(stream, &sizes) {
+        events.extend(parser.feed(piece).expect("small streams are never too large"));
     }
-    events.extend(parser.feed(&stream[at..]).expect("small streams are never too large"));
     assert_eq!(events, whole, "events depend on the chunking");
     // Byte by byte too: the worst case for the resumed line search.
     let mut parser = Parser::default();

@@ -10,26 +10,9 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use mcpgw_proxy::sse::{Completion, EndpointRewriter, MessageRewriter, Parser, Rewrites, without_events};
 
-/// Input: one byte `n` (how many split sizes follow, at most 15), `n` size bytes, then the stream.
-fn split(data: &[u8]) -> Option<(Vec<usize>, &[u8])> {
-    let (&n, rest) = data.split_first()?;
-    let n = usize::from(n % 16).min(rest.len());
-    let (sizes, stream) = rest.split_at(n);
-    Some((sizes.iter().map(|s| usize::from(*s)).collect(), stream))
-}
-
-/// `stream` cut into pieces of the given sizes (0 gives an empty chunk), the rest as one last piece.
-fn chunks<'a>(stream: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    for size in sizes {
-        let end = (at + size).min(stream.len());
-        out.push(&stream[at..end]);
-        at = end;
-    }
-    out.push(&stream[at..]);
-    out
-}
+#[path = "common/chunking.rs"]
+mod chunking;
+use chunking::{chunks, split};
 
 fn rewrites(selector: u8) -> Rewrites {
     Rewrites {

@@ -125,6 +125,49 @@ const KNOWN_METHODS: &[&str] = &[
     "notifications/roots/list_changed",
 ];
 
+/// The `_meta` member of a request's `params` (null when absent, not an object, repeated, or the body is
+/// unreadable), read without building the rest of the body: other members are skipped, not allocated.
+pub fn params_meta(body: &[u8]) -> Value {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        params: Option<MetaOnly>,
+    }
+    struct MetaOnly(Option<Value>);
+    impl<'de> Deserialize<'de> for MetaOnly {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = MetaOnly;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("JSON-RPC params")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaOnly, A::Error> {
+                    let mut meta = None;
+                    while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                        if key != "_meta" {
+                            map.next_value::<IgnoredAny>()?;
+                        } else if meta.replace(map.next_value::<Value>()?).is_some() {
+                            return Err(de::Error::custom("duplicate _meta in params"));
+                        }
+                    }
+                    Ok(MetaOnly(meta))
+                }
+                fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<MetaOnly, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(MetaOnly(None))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    serde_json::from_slice::<Doc>(body)
+        .ok()
+        .and_then(|d| d.params?.0)
+        .filter(Value::is_object)
+        .unwrap_or(Value::Null)
+}
+
 pub fn method_label(method: &str) -> &'static str {
     KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or("other")
 }
@@ -311,6 +354,17 @@ mod tests {
 
     fn inspect(v: Value) -> Option<Rpc> {
         Rpc::inspect(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn params_meta_reads_only_meta() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"big":[1,2,{"_meta":0}]},"_meta":{"progressToken":7}}}"#;
+        assert_eq!(params_meta(body), serde_json::json!({"progressToken": 7}));
+        assert_eq!(params_meta(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), Value::Null);
+        assert_eq!(params_meta(br#"{"params":[1]}"#), Value::Null, "positional params have no _meta");
+        assert_eq!(params_meta(b"not json"), Value::Null);
+        assert_eq!(params_meta(br#"{"params":{"_meta":{"a":1},"_meta":{"b":2}}}"#), Value::Null, "repeated");
+        assert_eq!(params_meta(br#"{"params":{"_meta":5}}"#), Value::Null, "not an object");
     }
 
     #[test]

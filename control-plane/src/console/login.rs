@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::session::{self, Holder};
 use crate::api::AppState;
 use crate::auth;
+use crate::auth::cookies::{self, SameSite};
 use crate::oauth::authorize::{CONSOLE_CLIENT_ID, console_sign_in};
 use crate::oauth::keys::random_token;
 use crate::oauth::{redeem_code, s256};
@@ -43,13 +44,8 @@ fn failed(status: StatusCode, why: &str) -> HttpResponse {
 
 fn login_cookie(req: &HttpRequest, value: &str, max_age: u64) -> Option<HeaderValue> {
     let secure = req.connection_info().scheme() == "https";
-    let (name, flags) =
-        if secure { (format!("__Host-{LOGIN_COOKIE}"), "; Secure") } else { (LOGIN_COOKIE.into(), "") };
     // Lax: the IdP's redirect back is a cross-site top-level navigation, which Strict would strip.
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{flags}"
-    ))
-    .ok()
+    cookies::set(LOGIN_COOKIE, value, max_age, SameSite::Lax, secure)
 }
 
 /// `GET /ui/login`.
@@ -85,8 +81,7 @@ pub struct Back {
 /// `GET /ui/callback`.
 pub async fn callback(state: web::Data<AppState>, req: HttpRequest, back: web::Query<Back>) -> HttpResponse {
     let headers = req.headers();
-    let kept = session::cookie(headers, &format!("__Host-{LOGIN_COOKIE}"))
-        .or_else(|| session::cookie(headers, LOGIN_COOKIE));
+    let kept = cookies::either(headers, LOGIN_COOKIE);
     let Some((expected_state, verifier)) = kept.as_deref().and_then(|k| k.split_once('.')) else {
         return failed(
             StatusCode::BAD_REQUEST,

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::api::audited::{self, Audit, Target};
 use crate::api::{ApiError, AppState, Code};
+use crate::auth::cookies::{self, SameSite};
 use crate::auth::{self, Principal};
 use crate::db::store::{self, console::ConsoleSessionRow};
 use crate::oauth::keys::random_token;
@@ -60,40 +61,15 @@ fn secure(req: &HttpRequest) -> bool {
     req.connection_info().scheme() == "https"
 }
 
-fn cookie_name(secure: bool) -> String {
-    if secure { format!("__Host-{COOKIE}") } else { COOKIE.to_owned() }
-}
-
 /// `Set-Cookie` for the session id (`max_age` 0 clears it).
-fn set_cookie(secure: bool, value: &str, max_age: i64) -> Result<HeaderValue, ApiError> {
-    let flags = if secure { "; Secure" } else { "" };
-    let text = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{flags}",
-        cookie_name(secure)
-    );
-    HeaderValue::from_str(&text).map_err(ApiError::internal)
+fn set_cookie(secure: bool, value: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
+    cookies::set(COOKIE, value, max_age, SameSite::Strict, secure)
+        .ok_or_else(|| ApiError::internal("a cookie value a header cannot hold"))
 }
 
-/// The value of cookie `name` in `headers`.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.to_owned())
-}
-
-/// The session id the request's cookie carries (either name: a request may come over http or https).
+/// The session id the request's cookie carries.
 fn session_id(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, &format!("__Host-{COOKIE}")).or_else(|| cookie(headers, COOKIE))
-}
-
-/// Equal, in a time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    std::hint::black_box(a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
+    cookies::either(headers, COOKIE)
 }
 
 /// Who the session still is, if its holder still exists.
@@ -143,7 +119,7 @@ pub async fn principal(state: &AppState, headers: &HeaderMap) -> Option<Result<P
         async {
             let (row, principal) = current(state, headers).await?.ok_or_else(invalid)?;
             let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            if !same(presented, &row.csrf_token) {
+            if !auth::SecretToken::new(&row.csrf_token).matches(presented) {
                 return Err(ApiError::new(
                     Code::CsrfTokenRequired,
                     "this request carries the console's session cookie but not its X-CSRF-Token header",
@@ -278,7 +254,7 @@ pub async fn open(
     let idp = idp_sign_in(state).await;
     let response =
         no_store(HttpResponse::Created().json(body(state, principal, &row.csrf_token, row.expires_at, idp)));
-    Ok((response, set_cookie(secure(req), &id, TTL.num_seconds())?))
+    Ok((response, set_cookie(secure(req), &id, TTL.num_seconds().unsigned_abs())?))
 }
 
 /// `POST /ui/session` `{"token": …}`: signs in with a credential the REST API accepts.

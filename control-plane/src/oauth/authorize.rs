@@ -25,6 +25,7 @@ use super::{
     AuthServer, CODE_TTL, IdentityProvider, OAuthError, Params, REQUEST_TTL, SCOPES, clients, digest, s256,
 };
 use crate::api::AppState;
+use crate::auth::cookies::{self, SameSite};
 use crate::db::store::oauth::{self as store, ClientRow, CodeRow, RequestRow};
 
 /// An answer to the user's browser: a page (errors the client must not see) or a redirect.
@@ -376,20 +377,11 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest) -> Result<Page,
 const CONSENT_COOKIE: &str = "mcpgw_consent";
 const LOGIN_COOKIE: &str = "mcpgw_login";
 
-/// A cookie's name: `__Host-` when the issuer is https (the prefix requires `Secure`).
-fn cookie_name(server: &AuthServer, base: &str) -> String {
-    if server.issuer.starts_with("https://") { format!("__Host-{base}") } else { base.to_owned() }
-}
-
-/// `Set-Cookie` for a short-lived, host-only, HttpOnly, SameSite=Lax cookie (`Secure` over https).
+/// `Set-Cookie` for a short-lived sign-in cookie (SameSite=Lax: the IdP's redirect back must carry it).
 fn cookie(server: &AuthServer, base: &str, value: &str) -> Result<header::HeaderValue, OAuthError> {
-    let secure = if server.issuer.starts_with("https://") { "; Secure" } else { "" };
-    let text = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        cookie_name(server, base),
-        REQUEST_TTL.as_secs()
-    );
-    header::HeaderValue::from_str(&text).map_err(OAuthError::server_error)
+    let secure = server.issuer.starts_with("https://");
+    cookies::set(base, value, REQUEST_TTL.as_secs(), SameSite::Lax, secure)
+        .ok_or_else(|| OAuthError::server_error("a cookie value a header cannot hold"))
 }
 
 /// `GET /oauth/callback`: the user is back from the IdP.
@@ -528,15 +520,7 @@ async fn issue_code(
 
 /// The value of cookie `base` (its `__Host-` form over https).
 fn cookie_token(req: &HttpRequest, server: &AuthServer, base: &str) -> Option<String> {
-    let name = cookie_name(server, base);
-    req.headers()
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name.as_str())
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| !v.is_empty())
+    cookies::value(req.headers(), &cookies::name(base, server.issuer.starts_with("https://")))
 }
 
 /// `GET /oauth/consent?request=...`: what the user is asked to approve.

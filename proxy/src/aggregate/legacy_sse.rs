@@ -258,8 +258,18 @@ pub async fn message(
                     &ProxyError::InvalidRequest("initialize first".into())
                         .body(Some(id.unwrap_or(&Value::Null))),
                 )?;
-            } else if let Err(failure) =
-                super::call(gw, session, ctx, table, principal, body, rpc, Some(&claims), Some(&sink)).await
+            } else if let Err(failure) = super::call(
+                gw,
+                session,
+                ctx,
+                table,
+                principal,
+                body,
+                rpc,
+                super::Caller::Legacy(&claims),
+                Some(&sink),
+            )
+            .await
             {
                 match failure {
                     Failure::Reply(e) => {

@@ -198,22 +198,23 @@ async fn post(
     };
     if modern {
         headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
-        // The gateway is the server here: it holds every request to what 2026-07-28 asks of one.
-        let doc: Value = serde_json::from_slice(&body).unwrap_or_default();
-        if !doc
-            .pointer("/params/_meta/io.modelcontextprotocol~1clientCapabilities")
-            .is_some_and(Value::is_object)
-        {
-            return Err(ProxyError::InvalidParams(
-                "params._meta must carry io.modelcontextprotocol/clientCapabilities".into(),
-            )
-            .into());
-        }
+    }
+    // The gateway is the server here: it holds every request to what 2026-07-28 asks of one. The request's
+    // `_meta` is read once, here; a call to a legacy-only server opens its upstream session with it.
+    let meta = if modern { crate::jsonrpc::params_meta(&body) } else { Value::Null };
+    if modern && !meta.get(CLIENT_CAPABILITIES).is_some_and(Value::is_object) {
+        return Err(
+            ProxyError::InvalidParams(format!("params._meta must carry {CLIENT_CAPABILITIES}")).into()
+        );
     }
     if !modern && method == "initialize" {
         return initialize(gw, session, ctx, table, principal, &body, id).await;
     }
     let client = if modern { None } else { Some(client_session(gw, session, principal)?) };
+    let caller = match &client {
+        Some(claims) => Caller::Legacy(claims),
+        None => Caller::Modern(&meta),
+    };
     if let Some(kind) = ListKind::of_list(method) {
         let answer = list(gw, table, principal, kind, &body, id, modern)?;
         return reply(session, ctx, 200, Some("application/json"), answer, None).await;
@@ -240,10 +241,10 @@ async fn post(
             listen(gw, session, ctx, principal, Some((id, filter)), Arc::from("")).await
         }
         "resources/subscribe" | "resources/unsubscribe" if !modern => {
-            call(gw, session, ctx, table, principal, body, rpc, client.as_ref(), None).await
+            call(gw, session, ctx, table, principal, body, rpc, caller, None).await
         }
         "tools/call" | "prompts/get" | "resources/read" | "completion/complete" => {
-            call(gw, session, ctx, table, principal, body, rpc, client.as_ref(), None).await
+            call(gw, session, ctx, table, principal, body, rpc, caller, None).await
         }
         "notifications/cancelled" => {
             if let Some(claims) = &client {
@@ -539,12 +540,27 @@ fn available(server: &Server) -> bool {
     })
 }
 
+const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// Who sends a call: a legacy client in its `/mcp` session, or a 2026-07-28 client with its request's
+/// `params._meta`.
+#[derive(Clone, Copy)]
+enum Caller<'a> {
+    Legacy(&'a Claims),
+    Modern(&'a Value),
+}
+
+impl Caller<'_> {
+    fn is_modern(self) -> bool {
+        matches!(self, Self::Modern(_))
+    }
+}
+
 /// The upstream session a 2026-07-28 client's call to a legacy-only server uses: one per (principal,
 /// declared client capabilities), opened with what `_meta` says of the client.
-fn modern_hello(principal: &Principal, doc: &Value) -> (Arc<str>, ClientHello) {
-    let meta = doc.pointer("/params/_meta");
-    let field = |key: &str| meta.and_then(|m| m.get(key)).cloned().unwrap_or_else(|| json!({}));
-    let capabilities = field("io.modelcontextprotocol/clientCapabilities").to_string();
+fn modern_hello(principal: &Principal, meta: &Value) -> (Arc<str>, ClientHello) {
+    let field = |key: &str| meta.get(key).cloned().unwrap_or_else(|| json!({}));
+    let capabilities = field(CLIENT_CAPABILITIES).to_string();
     let mut hasher = std::hash::DefaultHasher::new();
     capabilities.hash(&mut hasher);
     let key = format!("modern:{}:{:016x}", principal.binding(), hasher.finish());
@@ -566,7 +582,7 @@ async fn call(
     principal: &Principal,
     body: Bytes,
     rpc: Option<&Rpc>,
-    client: Option<&Claims>,
+    client: Caller<'_>,
     sink: Option<&legacy_sse::Sink>,
 ) -> Result<(), Failure> {
     let Some(Rpc::Message { id, method, name, reference, .. }) = rpc else {
@@ -593,7 +609,7 @@ async fn call(
     if kind == ListKind::Tools
         && let Some(tool) = name.strip_prefix(OWN_PREFIX).filter(|t| own::is_tool(t))
     {
-        return own_call(gw, session, ctx, table, principal, &body, id.as_ref(), tool, client.is_none())
+        return own_call(gw, session, ctx, table, principal, &body, id.as_ref(), tool, client.is_modern())
             .await;
     }
     let catalog = table.catalog();
@@ -649,7 +665,7 @@ async fn call_route(
     principal: &Principal,
     body: &Bytes,
     rpc: Option<&Rpc>,
-    client: Option<&Claims>,
+    client: Caller<'_>,
     sink: Option<&legacy_sse::Sink>,
     route: &catalog::Route,
     original: &str,
@@ -692,7 +708,7 @@ async fn call_route(
             None => reply(session, ctx, 200, Some("application/json"), answer, None).await,
         };
     }
-    let modern = client.is_none();
+    let modern = client.is_modern();
     let mut headers = Vec::new();
     if modern {
         let value = if original == &*route.original {
@@ -713,9 +729,12 @@ async fn call_route(
         };
         return upstream::http::run(gw, session, ctx, &server, plan, body).await;
     }
-    let (key, hello) = match client.and_then(|c| Some((c, c.aggregate.clone()?))) {
-        Some((claims, hello)) => (Arc::from(claims.instance.as_str()), hello),
-        None => modern_hello(principal, &serde_json::from_slice(&body).unwrap_or_default()),
+    let (key, hello) = match client {
+        Caller::Legacy(claims) => match &claims.aggregate {
+            Some(hello) => (Arc::from(claims.instance.as_str()), hello.clone()),
+            None => modern_hello(principal, &Value::Null),
+        },
+        Caller::Modern(meta) => modern_hello(principal, meta),
     };
     let _in_flight = gw.state.upstreams.track(&key, id.as_ref(), &server.id);
     let mut first = true;
@@ -733,7 +752,7 @@ async fn call_route(
             headers,
             reopen: first,
             rewrites: crate::sse::Rewrites {
-                request_ids: client.is_some().then(|| request_id_prefix(&server.id)),
+                request_ids: (!modern).then(|| request_id_prefix(&server.id)),
                 complete,
             },
             ..Plan::default()

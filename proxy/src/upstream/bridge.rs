@@ -510,8 +510,7 @@ const PROGRESS_BACKLOG: usize = 64;
 /// The key of a request's `params._meta.progressToken`, if it has one.
 fn progress_token(body: &[u8]) -> Option<String> {
     memchr::memmem::find(body, b"progressToken")?;
-    let doc: Value = serde_json::from_slice(body).ok()?;
-    doc.pointer("/params/_meta/progressToken").map(id_key)
+    crate::jsonrpc::params_meta(body).get("progressToken").map(id_key)
 }
 
 /// Sends a request's progress notifications to its POST while it lives.
