@@ -4,9 +4,11 @@
 //! headers holds a connection for seconds, not for as long as each read keeps arriving within Pingora's
 //! per-read timeout. Idle keep-alive connections are left to Pingora's keep-alive timeout.
 //!
-//! [`Guarded`] wraps the MCP listener's application: it takes the connection's place, wraps the stream in
-//! a [`HeadDeadline`] and serves every request of the connection itself, re-arming the deadline between
-//! requests.
+//! [`Listener`] is the MCP listener's application: it takes the connection's place, wraps the stream in
+//! a [`HeadDeadline`] and serves every request of the connection in turn (`Gateway::exchange`), re-arming
+//! the deadline between requests. Pingora provides the listener, TLS and the HTTP/1 codec; the request
+//! loop is ours, so a request costs no per-request boxed future, cache or module state of Pingora's proxy
+//! layer (BENCHMARKS.md, "Performance work").
 
 use std::io;
 use std::pin::Pin;
@@ -15,7 +17,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpPersistentSettings, ReusedHttpStream, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType,
@@ -30,11 +33,14 @@ use crate::error::ProxyError;
 /// How long a refused connection's request is read (and discarded) so the refusal is not lost to a reset.
 const REFUSAL_DRAIN: Duration = Duration::from_millis(200);
 
-/// An application whose connections are capped and whose request heads have a deadline.
-pub struct Guarded<A> {
-    pub app: Arc<A>,
+/// The MCP listener's application: caps its connections, bounds their request heads and serves each
+/// connection's HTTP/1 requests one after another, in the connection's own task.
+pub struct Listener {
+    pub gateway: crate::gateway::Gateway,
     pub caps: Arc<Caps>,
     pub head_timeout: Duration,
+    /// Set when the listener stops: connections waiting for their next request close.
+    pub closing: crate::drain::Closing,
 }
 
 fn client_key(stream: &Stream) -> Arc<str> {
@@ -45,7 +51,7 @@ fn client_key(stream: &Stream) -> Arc<str> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+impl ServerApp for Listener {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let client = client_key(&stream);
         let _open = match self.caps.try_acquire(&client) {
@@ -55,20 +61,35 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 return None;
             }
         };
-        let mut stream: Stream = Box::new(HeadDeadline::new(stream, self.head_timeout));
-        // Every request of the connection is served here, so the place is held until it closes.
+        let mut stream = Box::new(HeadDeadline::new(stream, self.head_timeout));
+        let mut kept: Option<HttpPersistentSettings> = None;
         loop {
-            let reused = self.app.process_new(stream, shutdown).await?;
-            let mut guarded = reused.into_any().downcast::<HeadDeadline>().ok()?;
+            let mut session = ServerSession::new_http1(stream);
+            match kept.take() {
+                // Keep-alive timeout and pipelined bytes already read carry over to the next request.
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => session.set_keepalive(Some(KEEPALIVE_SECS)),
+            }
+            if !self.gateway.exchange(&mut session, &self.closing, shutdown).await {
+                return None;
+            }
+            let settings = HttpPersistentSettings::for_session(&session);
+            let reusable = session.finish().await.ok().flatten()?;
+            let (next, settings) = ReusedHttpStream::from_reusable_stream(reusable, settings).consume();
+            let mut guarded = next.into_any().downcast::<HeadDeadline>().ok()?;
             guarded.rearm();
             stream = guarded;
+            kept = settings;
         }
     }
 
     async fn cleanup(&self) {
-        self.app.cleanup().await;
+        self.closing.close();
     }
 }
+
+/// How long a kept-alive connection may wait for its next request (Pingora's default).
+const KEEPALIVE_SECS: u64 = 60;
 
 /// A connection's place, counted in `mcpgw_proxy_connections_open` while held.
 struct Open {
@@ -181,15 +202,19 @@ impl HeadDeadline {
 /// Scans the next `bytes` of a request head, `after_lf` saying whether the last byte before them that was
 /// not CR was LF: `None` when they end the head (an empty line, CRLF or bare LF), else the same for them.
 fn scan_head(mut after_lf: bool, bytes: &[u8]) -> Option<bool> {
-    for &b in bytes {
-        match b {
-            b'\n' if after_lf => return None,
-            b'\n' => after_lf = true,
-            b'\r' => {}
-            _ => after_lf = false,
+    // Line by line (`memchr` finds each LF): a line ends the head when only CRs stand between it and the
+    // LF before it.
+    let mut rest = bytes;
+    loop {
+        let Some(lf) = memchr::memchr(b'\n', rest) else {
+            return Some(after_lf && rest.iter().all(|&b| b == b'\r'));
+        };
+        if after_lf && rest[..lf].iter().all(|&b| b == b'\r') {
+            return None;
         }
+        after_lf = true;
+        rest = &rest[lf + 1..];
     }
-    Some(after_lf)
 }
 
 impl AsyncRead for HeadDeadline {

@@ -11,11 +11,12 @@
 //! own grace period, so the proxy watches the signals itself ([`Signals`]) and tells Pingora only when step 2
 //! begins; Pingora's grace period is the in-flight deadline.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// Resolves, for every holder, once the proxy drains.
 #[derive(Clone)]
@@ -68,6 +69,32 @@ impl ShutdownSignalWatch for Signals {
         );
         self.draining.send_replace(true);
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Tells connections waiting for their next request that the listener has stopped.
+#[derive(Default)]
+pub struct Closing {
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+impl Closing {
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the listener has stopped.
+    pub async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so a `close` between the two is not missed.
+        notified.as_mut().enable();
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 }
 

@@ -1,23 +1,23 @@
-//! The MCP listener's request path (Pingora `ProxyHttp`): route `/mcp/{server}`, read and inspect the body
+//! The MCP listener's request path (one request of a connection `crate::connections` serves): route `/mcp/{server}`, read and inspect the body
 //! once, admit it (`route`), and hand it to `/mcp` (`aggregate`) or to the upstream stack (`upstream`). Every request is answered
-//! here, in `request_filter`, so that bodies of any size (up to the limit) reach the upstream intact and
+//! here, in [`Gateway::exchange`], so that bodies of any size (up to the limit) reach the upstream intact and
 //! the response streams back under our own timeouts and cancellation rules.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use mcpgw_proto::v1::Transport;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::ShutdownWatch;
 use serde_json::Value;
 
+use crate::drain::Closing;
 use crate::error::{Failure, ProxyError};
 use crate::jsonrpc::Rpc;
 use crate::metrics::METRICS;
-use crate::request::RequestCtx;
+use crate::request::{RequestCtx, Session};
 use crate::route::{self, Route};
 use crate::shared::Shared;
 use crate::trace::Trace;
@@ -51,32 +51,61 @@ fn http_method_label(method: &http::Method) -> &'static str {
     }
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+impl Gateway {
+    /// Serves one request of a client connection: reads its head (or learns that the connection is idle and
+    /// closing), answers it and records it. `false` when the connection cannot carry another request.
+    pub async fn exchange(&self, session: &mut Session, closing: &Closing, shutdown: &ShutdownWatch) -> bool {
+        let read = tokio::select! {
+            biased; // a request already buffered is served, not dropped
+            read = session.read_request() => read,
+            () = closing.wait() => return false,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                if matches!(e.etype(), InvalidHTTPHeader) {
+                    tracing::debug!(error = %e, "Refused a request head that does not parse.");
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return false;
+            }
+        }
+        if session.req_header().method == http::Method::CONNECT {
+            let _ = session.respond_error(405).await;
+            session.shutdown().await;
+            return false;
+        }
+        if *shutdown.borrow() {
+            // The listener is stopping: this answer is the connection's last.
+            session.set_keepalive(None);
+        }
         // Bytes of the client's next request that arrive while this one is answered are kept for it, not
         // dropped: see `request::client_gone`. HTTP/1.1 requests on one connection are still answered in
         // order, one at a time (RFC 9112 §9.3.2).
         session.set_pipelining_enabled(true);
+        let mut ctx = RequestCtx::new();
         ctx.trace = Trace::start(session.req_header(), self.tracer.as_deref());
         let trace = ctx.trace.id;
         // Polled in place: moving this future (tens of KiB) into a wrapper would copy it every request.
-        let answer = std::pin::pin!(self.answer(session, ctx));
-        mcpgw_proto::otlp::InTrace::new(trace, answer).await
+        let answered = {
+            let answer = std::pin::pin!(self.answer(session, &mut ctx));
+            mcpgw_proto::otlp::InTrace::new(trace, answer).await
+        };
+        let reuse = match answered {
+            Ok(()) => true,
+            Err(e) => {
+                failed(session, &e).await;
+                false
+            }
+        };
+        self.record(session, &mut ctx);
+        reuse
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        // Every request is answered in `request_filter`; Pingora's own upstream phase is never reached.
-        Error::e_explain(InternalError, "request was not answered by request_filter")
-    }
-
-    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+    /// Counts, traces and audits a request that has ended.
+    fn record(&self, session: &Session, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let method =
             if ctx.method.is_empty() { http_method_label(&session.req_header().method) } else { ctx.method };
@@ -119,6 +148,28 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// Ends a request whose handling failed with `e`: answered with the status the error implies when no
+/// answer started and the client is still there (an answer already under way is cut short by closing).
+async fn failed(session: &mut Session, e: &pingora::Error) {
+    let status = match e.etype() {
+        HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream if matches!(e.etype(), WriteError | ReadError | ConnectionClosed) => 0,
+            ErrorSource::Downstream => 400,
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    };
+    if status == 0 {
+        tracing::debug!(error = %e, "The client went away during its request.");
+        return;
+    }
+    tracing::warn!(error = %e, status, path = session.req_header().uri.path(), "Request failed.");
+    if session.response_written().is_none() {
+        let _ = session.respond_error(status).await;
+    }
+}
+
 fn status_label(status: u16) -> &'static str {
     match status {
         200 => "200",
@@ -150,20 +201,18 @@ fn status_label(status: u16) -> &'static str {
 
 impl Gateway {
     /// Answers the request, with an error when it fails before its answer started.
-    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         match self.handle(session, ctx).await {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(()),
             Err(Failure::Reply(error)) => {
                 ctx.audited.refusal = Some(error.reason());
-                self.reply_error(session, ctx, &error).await?;
-                Ok(true)
+                self.reply_error(session, ctx, &error).await
             }
             Err(Failure::Abort(error)) => Err(error),
             Err(Failure::UpstreamSessionGone) => {
                 let error = ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into());
                 ctx.audited.refusal = Some(error.reason());
-                self.reply_error(session, ctx, &error).await?;
-                Ok(true)
+                self.reply_error(session, ctx, &error).await
             }
         }
     }
@@ -402,8 +451,8 @@ impl Gateway {
             // The rest of the body was not read: the connection cannot carry another request.
             session.set_keepalive(None);
         }
-        session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(body), true).await?;
+        session.write_response_header(Box::new(resp)).await?;
+        session.write_response_body(body, true).await?;
         if unread_body && !expects_continue(session) {
             linger(session).await;
         }
@@ -596,7 +645,7 @@ impl Gateway {
         ] {
             resp.insert_header(name, value).map_err(Failure::Abort)?;
         }
-        session.write_response_header(Box::new(resp), true).await.map_err(Failure::Abort)
+        session.write_response_header(Box::new(resp)).await.map_err(Failure::Abort)
     }
 
     /// Answers a protected resource metadata request (RFC 9728): public, cacheable, GET only. It is the
@@ -621,8 +670,8 @@ impl Gateway {
         for (name, value) in headers {
             resp.insert_header(name, value).map_err(Failure::Abort)?;
         }
-        session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
-        session.write_response_body(Some(body), true).await.map_err(Failure::Abort)
+        session.write_response_header(Box::new(resp)).await.map_err(Failure::Abort)?;
+        session.write_response_body(body, true).await.map_err(Failure::Abort)
     }
 }
 

@@ -5,12 +5,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 
 use crate::error::{Failure, ProxyError, UNKNOWN_SESSION};
 use crate::identity::Principal;
 use crate::session::TokenError;
+
+/// The client's side of one HTTP/1 request on the MCP listener (`crate::connections` serves a connection's
+/// requests one after another, each its own session).
+pub type Session = ServerSession;
 
 /// Per-request state, read by `logging` for metrics and the audit record.
 pub struct RequestCtx {
@@ -118,11 +122,11 @@ pub(crate) async fn reply(
     if let Some(token) = token {
         let _ = resp.insert_header("mcp-session-id", token);
     }
-    session.write_response_header(Box::new(resp), body.is_empty()).await.map_err(Failure::Abort)?;
+    session.write_response_header(Box::new(resp)).await.map_err(Failure::Abort)?;
     ctx.response_started = Some(std::time::Instant::now());
     ctx.audited.answer = crate::audit::capture::answer(&body);
     if !body.is_empty() {
-        session.write_response_body(Some(body), true).await.map_err(Failure::Abort)?;
+        session.write_response_body(body, true).await.map_err(Failure::Abort)?;
     }
     Ok(())
 }

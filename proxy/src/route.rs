@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use crate::request::Session;
 use bytes::Bytes;
 use mcpgw_proto::v1::{AuditArguments, HealthStatus};
 use mcpgw_proto::validate::HashKey;
-use pingora::proxy::Session;
 
 use crate::balance::{Gate, Policy};
 use crate::error::ProxyError;

@@ -94,9 +94,10 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
         }
         None => (None, None),
     };
+    let pool = Arc::new(crate::upstream::pool::Pool::new(config.upstream_ca.as_deref()));
     let shared = Shared {
         routes: routes.clone(),
-        pool: Arc::new(crate::upstream::pool::Pool::new(config.upstream_ca.as_deref())),
+        pool: pool.clone(),
         limits: Limits {
             max_request_body: config.max_request_body,
             request_body_timeout: config.request_body_timeout,
@@ -131,10 +132,11 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
             ended: Default::default(),
         },
     };
-    let mcp_app = crate::connections::Guarded {
-        app: Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
+    let mcp_app = crate::connections::Listener {
+        gateway,
         caps: crate::caps::Caps::new(config.max_connections, config.max_connections_per_client),
         head_timeout: config.request_head_timeout,
+        closing: Default::default(),
     };
     let mut mcp = Service::new("mcp".to_owned(), mcp_app);
     match &config.tls {
@@ -165,6 +167,7 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
     server.add_service(background_service("routing-sync", sync));
     server.add_service(background_service("breakers", breaker_service));
     server.add_service(background_service("bridges", BridgesOnShutdown(bridges)));
+    server.add_service(background_service("pool-sweep", PoolSweep(pool)));
     if let Some(shipper) = shipper {
         server.add_service(background_service("audit", shipper));
     }
@@ -203,6 +206,26 @@ impl pingora::services::background::BackgroundService for OtlpExport {
             tokio::select! {
                 () = worker.run() => {}
                 _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// How often idle upstream connections are checked (`Pool::sweep`).
+const POOL_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Closes idle upstream connections that timed out or were closed by their upstream.
+struct PoolSweep(Arc<crate::upstream::pool::Pool>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for PoolSweep {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(POOL_SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.0.sweep(),
+                _ = shutdown.changed() => return,
             }
         }
     }

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::request::Session;
 use bytes::Bytes;
-use pingora::proxy::Session;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -150,7 +150,7 @@ pub async fn open(
     let _registered = Registered { streams: &gw.state.sse_streams, id: claims.instance.clone() };
     super::start_event_stream(session, ctx).await?;
     let endpoint = format!("event: endpoint\ndata: /mcp/message?sessionId={token}\n\n");
-    session.write_response_body(Some(Bytes::from(endpoint)), false).await.map_err(Failure::Abort)?;
+    session.write_response_body(Bytes::from(endpoint), false).await.map_err(Failure::Abort)?;
     loop {
         let out = tokio::select! {
             message = rx.recv() => match message {
@@ -161,11 +161,11 @@ pub async fn open(
             _ = crate::request::client_gone(session) => return Ok(()),
             _ = gw.draining.wait() => break,
         };
-        if session.write_response_body(Some(out), false).await.is_err() {
+        if session.write_response_body(out, false).await.is_err() {
             return Ok(());
         }
     }
-    session.write_response_body(None, true).await.map_err(Failure::Abort)
+    session.write_response_body(Bytes::new(), true).await.map_err(Failure::Abort)
 }
 
 /// `POST /mcp/message?sessionId=…`: one message of a client whose stream this replica holds; 202, the

@@ -12,9 +12,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::request::Session;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 use serde_json::{Value, json};
 
 use crate::error::{Failure, ProxyError};
@@ -1000,7 +1000,7 @@ async fn listen(
         let mut params = serde_json::Map::new();
         params.insert("notifications".into(), Value::Object(ack));
         let first = event("notifications/subscriptions/acknowledged", params);
-        session.write_response_body(Some(first), false).await.map_err(Failure::Abort)?;
+        session.write_response_body(first, false).await.map_err(Failure::Abort)?;
     }
     // A legacy session's stream also relays its upstream sessions' own streams (those this replica holds,
     // and those it opens while the stream lasts).
@@ -1061,11 +1061,11 @@ async fn listen(
             _ = crate::request::client_gone(session) => return Ok(()),
             _ = gw.draining.wait() => break,
         };
-        if !out.is_empty() && session.write_response_body(Some(out), false).await.is_err() {
+        if !out.is_empty() && session.write_response_body(out, false).await.is_err() {
             return Ok(());
         }
     }
-    session.write_response_body(None, true).await.map_err(Failure::Abort)
+    session.write_response_body(Bytes::new(), true).await.map_err(Failure::Abort)
 }
 
 /// Answers 200 with an open, unbuffered `text/event-stream` body (the events follow).
@@ -1076,7 +1076,7 @@ async fn start_event_stream(session: &mut Session, ctx: &mut RequestCtx) -> Resu
     {
         resp.insert_header(name, value).map_err(Failure::Abort)?;
     }
-    session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
+    session.write_response_header(Box::new(resp)).await.map_err(Failure::Abort)?;
     ctx.response_started = Some(std::time::Instant::now());
     Ok(())
 }

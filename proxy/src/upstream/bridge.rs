@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::request::Session;
 use async_trait::async_trait;
 use bytes::Bytes;
 use mcpgw_proto::v1::Transport;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::Session;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -501,7 +501,7 @@ async fn send(
     if write_event(session, &message).await.is_err() {
         return Ok(());
     }
-    session.write_response_body(None, true).await.map_err(Failure::Abort)
+    session.write_response_body(Bytes::new(), true).await.map_err(Failure::Abort)
 }
 
 /// Notifications a request's POST holds while its client reads them, at most.
@@ -538,7 +538,7 @@ async fn start_events(
     if let Some(token) = token {
         let _ = resp.insert_header("mcp-session-id", token);
     }
-    session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
+    session.write_response_header(Box::new(resp)).await.map_err(Failure::Abort)?;
     ctx.response_started = Some(std::time::Instant::now());
     Ok(())
 }
@@ -546,7 +546,7 @@ async fn start_events(
 /// Writes one message as an SSE event.
 async fn write_event(session: &mut Session, message: &[u8]) -> pingora::Result<()> {
     let event = [b"event: message\ndata: ".as_slice(), message, b"\n\n"].concat();
-    session.write_response_body(Some(Bytes::from(event)), false).await
+    session.write_response_body(Bytes::from(event), false).await
 }
 
 /// The answer a request waited for, or why there is none (the link ended, or the upstream timeout).
@@ -608,7 +608,7 @@ async fn stream(
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream");
     let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-cache");
     let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
-    session.write_response_header(Box::new(resp), false).await.map_err(Failure::Abort)?;
+    session.write_response_header(Box::new(resp)).await.map_err(Failure::Abort)?;
     ctx.response_started = Some(std::time::Instant::now());
     loop {
         tokio::select! {
@@ -624,7 +624,7 @@ async fn stream(
             _ = draining.wait() => break,
         }
     }
-    session.write_response_body(None, true).await.map_err(Failure::Abort)
+    session.write_response_body(Bytes::new(), true).await.map_err(Failure::Abort)
 }
 
 /// The protocol revision the gateway asks for when it opens a bridge for itself.

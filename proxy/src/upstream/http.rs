@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::request::Session;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession as UpstreamSession;
-use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::{
@@ -260,7 +260,7 @@ async fn exchange(
         }
     }
 
-    if session.write_response_header(Box::new(resp), false).await.is_err() {
+    if session.write_response_header(Box::new(resp)).await.is_err() {
         abandon(gw, up, peer, gone);
         return Ok(Some(upstream_ok));
     }
@@ -298,7 +298,7 @@ async fn exchange(
             ctx.audited.answer = Some(answer);
             sniff = false;
         }
-        if session.write_response_body(Some(data), false).await.is_err() {
+        if session.write_response_body(data, false).await.is_err() {
             abandon(gw, up, peer, gone);
             return Ok(Some(upstream_ok));
         }
@@ -324,7 +324,7 @@ async fn exchange(
                         },
                         None => data,
                     };
-                    if !data.is_empty() && session.write_response_body(Some(data), false).await.is_err() {
+                    if !data.is_empty() && session.write_response_body(data, false).await.is_err() {
                         abandon(gw, up, peer, gone);
                         return Ok(Some(upstream_ok));
                     }
@@ -342,7 +342,7 @@ async fn exchange(
             _ = gw.draining.wait(), if long_lived => {
                 // The upstream stream is cut (a GET carries no request to finish); the client's ends cleanly.
                 drop(up);
-                let _ = session.write_response_body(None, true).await;
+                let _ = session.write_response_body(Bytes::new(), true).await;
                 return Ok(Some(upstream_ok));
             }
         }
@@ -351,7 +351,7 @@ async fn exchange(
         .as_mut()
         .map(EndpointRewriter::finish)
         .or_else(|| rewriter.as_mut().map(crate::sse::MessageRewriter::finish))
-        .filter(|t| !t.is_empty());
+        .unwrap_or_default();
     session
         .write_response_body(tail, true)
         .await
@@ -412,8 +412,8 @@ async fn filtered(
     resp.insert_header(header::CONTENT_LENGTH, out.len().to_string())
         .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     let write = async {
-        session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(out), true).await
+        session.write_response_header(Box::new(resp)).await?;
+        session.write_response_body(out, true).await
     };
     write.await.map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout)).await;

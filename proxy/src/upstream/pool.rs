@@ -7,21 +7,35 @@
 //! as one buffer on the pooled stream itself and hands the stream to Pingora's HTTP/1 session only to read
 //! the response. The session then never saw the request; what it would have learnt from it does not apply
 //! to the gateway's requests: they are never `HEAD`, never an upgrade, and never ask for `Connection: close`.
+//!
+//! Idle connections are kept here, not in Pingora's pool: Pingora's spawns a task per released connection
+//! to watch it (a timer, a `Notify`, an LRU and a map entry, and a `getpeername` when it is taken again),
+//! which cost more per request than the exchange's own logic (BENCHMARKS.md, "Performance work"). Here a
+//! released connection is pushed on its peer's stack, and a taken one is checked then: one non-blocking
+//! read, which finds a connection the upstream closed meanwhile (its FIN is readable) or one that sent
+//! what nobody asked for; either is dropped. Connections idle past their timeout are dropped when their
+//! peer's stack is next used and by [`Pool::sweep`], every few seconds.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
+use pingora::protocols::Stream;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::{HttpSession as Http1Session, http_req_header_to_wire};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType, OkOrErr};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The proxy's upstream connections, kept alive between requests per peer.
 pub struct Pool {
+    /// Makes new connections (TCP, TLS with the pool's trust).
     transport: TransportConnector,
+    /// Idle connections by peer (`Peer::reuse_hash`), the most recently released last.
+    idle: Mutex<HashMap<u64, Vec<Idle>>>,
     /// TLS client settings of `wss://` upstreams (which do not go through Pingora's connector).
     websocket_tls: tokio_rustls::TlsConnector,
 }
@@ -32,8 +46,21 @@ impl Default for Pool {
     }
 }
 
-/// Idle connections kept per proxy (Pingora's default).
+/// Idle connections kept per peer (Pingora's default for the whole pool).
 const KEEPALIVE_POOL_SIZE: usize = 128;
+
+/// An idle connection and when it was released.
+struct Idle {
+    stream: Stream,
+    since: Instant,
+    timeout: Option<Duration>,
+}
+
+impl Idle {
+    fn expired(&self, now: Instant) -> bool {
+        self.timeout.is_some_and(|t| now.duration_since(self.since) >= t)
+    }
+}
 
 impl Pool {
     /// A pool trusting the CAs of `ca_file` (PEM) for TLS upstreams instead of the system's (`None`).
@@ -42,7 +69,11 @@ impl Pool {
             ca_file: Some(path.to_string_lossy().into_owned()),
             ..pingora::connectors::ConnectorOptions::new(KEEPALIVE_POOL_SIZE)
         });
-        Self { transport: TransportConnector::new(options), websocket_tls: websocket_tls(ca_file) }
+        Self {
+            transport: TransportConnector::new(options),
+            idle: Mutex::default(),
+            websocket_tls: websocket_tls(ca_file),
+        }
     }
 
     /// TLS client settings for `wss://` upstreams: the same trust as the pool's.
@@ -86,7 +117,10 @@ impl Pool {
         let wire = wire(req, body)?;
         let mut retried = false;
         loop {
-            let (mut stream, reused) = self.transport.get_stream(peer).await?;
+            let (mut stream, reused) = match self.take(peer.reuse_hash()) {
+                Some(stream) => (stream, true),
+                None => (self.transport.new_stream(peer).await?, false),
+            };
             let written = async {
                 stream.write_all(&wire).await?;
                 stream.flush().await
@@ -114,7 +148,78 @@ impl Pool {
         let HttpSession::H1(mut h1) = session else { return };
         h1.respect_keepalive();
         if let Some(stream) = h1.reuse().await {
-            self.transport.release_stream(stream, peer.reuse_hash(), idle_timeout);
+            self.put(stream, peer.reuse_hash(), idle_timeout);
+        }
+    }
+
+    /// An idle connection to the peer of `key` that is still usable, the most recently released first.
+    fn take(&self, key: u64) -> Option<Stream> {
+        let now = Instant::now();
+        loop {
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                idle.get_mut(&key)?.pop()?
+            };
+            let expired = idle.expired(now);
+            let mut stream = idle.stream;
+            if !expired && still_open(&mut stream) {
+                return Some(stream);
+            }
+        }
+    }
+
+    /// Keeps `stream` for the next request to the peer of `key`, unless it is already unusable or the
+    /// peer has as many idle connections as are kept (the oldest then closes).
+    fn put(&self, mut stream: Stream, key: u64, timeout: Option<Duration>) {
+        if !still_open(&mut stream) {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stack = idle.entry(key).or_default();
+        stack.retain(|i| !i.expired(now));
+        if stack.len() >= KEEPALIVE_POOL_SIZE {
+            stack.remove(0);
+        }
+        stack.push(Idle { stream, since: now, timeout });
+    }
+
+    /// Closes the idle connections that timed out or that their upstream closed; forgets peers without
+    /// any. The proxy runs it every few seconds (`server::PoolSweep`).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.retain(|_, stack| {
+            stack.retain_mut(|i| !i.expired(now) && still_open(&mut i.stream));
+            !stack.is_empty()
+        });
+    }
+
+    /// Idle connections held, over every peer.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(Vec::len).sum()
+    }
+}
+
+/// Whether an idle connection can carry another request: nothing is readable on it, neither the end of
+/// the stream (the upstream closed it) nor bytes nobody asked for. A read that would wait answers that
+/// without waiting (and without a system call when the reactor saw nothing arrive).
+fn still_open(stream: &mut Stream) -> bool {
+    use futures_util::FutureExt;
+    let mut byte = [0u8; 1];
+    match tokio::task::unconstrained(stream.read(&mut byte)).now_or_never() {
+        None => true,
+        Some(Ok(0)) => {
+            tracing::debug!("An idle upstream connection was closed by its upstream.");
+            false
+        }
+        Some(Ok(_)) => {
+            tracing::warn!("An idle upstream connection received data nobody asked for; closing it.");
+            false
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "An idle upstream connection failed.");
+            false
         }
     }
 }
@@ -145,5 +250,100 @@ mod tests {
         assert!(text.starts_with("POST /mcp HTTP/1.1\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\n{}"), "{text}");
         assert!(text.contains("content-length: 2\r\n"), "{text}");
+    }
+
+    /// An upstream on 127.0.0.1 that answers every request on a connection with `200` and an empty body,
+    /// counting the connections it accepted; it closes a connection after `close_after` answers.
+    async fn upstream(close_after: usize) -> (HttpPeer, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    for _ in 0..close_after {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let n = conn.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            head.extend_from_slice(&buf[..n]);
+                        }
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                    }
+                });
+            }
+        });
+        (HttpPeer::new(addr, false, String::new()), accepted)
+    }
+
+    async fn call(pool: &Pool, peer: &HttpPeer, timeout: Option<Duration>) {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("host", "up").unwrap();
+        let mut up = pool.send(peer, &req, &Bytes::new()).await.unwrap();
+        up.read_response_header().await.unwrap();
+        assert_eq!(up.response_header().unwrap().status, 200);
+        while up.read_response_body().await.unwrap().is_some() {}
+        pool.release(up, peer, timeout).await;
+    }
+
+    /// Waits (bounded) until `done` holds, yielding to the runtime between looks.
+    async fn eventually(mut done: impl FnMut() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the condition did not come true within 2 s");
+    }
+
+    #[tokio::test]
+    async fn a_released_connection_carries_the_next_request() {
+        use std::sync::atomic::Ordering;
+        let pool = Pool::default();
+        let (peer, accepted) = upstream(usize::MAX).await;
+        for _ in 0..5 {
+            call(&pool, &peer, Some(Duration::from_secs(60))).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for five sequential requests");
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_reused() {
+        use std::sync::atomic::Ordering;
+        let pool = Pool::default();
+        // The upstream closes each connection after one answer, while it idles in the pool.
+        let (peer, accepted) = upstream(1).await;
+        call(&pool, &peer, Some(Duration::from_secs(60))).await;
+        // The FIN reaches the pooled socket; until the reactor has seen it the stream reads as open.
+        eventually(|| {
+            pool.sweep();
+            pool.idle_count() == 0
+        })
+        .await;
+        call(&pool, &peer, Some(Duration::from_secs(60))).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the closed connection was replaced, not written to");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_their_timeout_are_closed() {
+        use std::sync::atomic::Ordering;
+        let pool = Pool::default();
+        let (peer, accepted) = upstream(usize::MAX).await;
+        call(&pool, &peer, Some(Duration::ZERO)).await;
+        assert_eq!(pool.idle_count(), 1);
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 0, "a connection idle past its timeout is closed by the sweep");
+        call(&pool, &peer, Some(Duration::ZERO)).await;
+        call(&pool, &peer, Some(Duration::ZERO)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "an expired connection is never taken");
     }
 }

@@ -534,6 +534,28 @@ async fn a_client_dripping_its_head_is_disconnected_at_the_head_deadline() {
         upstream.next_request().await;
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     }
+
+    // The deadline holds for every request of a connection, not only its first: the same kept-alive
+    // connection now drips its fourth head and is cut at the deadline.
+    let (mut read, mut write) = conn.into_split();
+    let started = std::time::Instant::now();
+    let drip = tokio::spawn(async move {
+        write.write_all(b"POST /mcp/alpha HTTP/1.1\r\nHost: 127.0.0.1\r\n").await?;
+        for i in 0.. {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            write.write_all(format!("X-Drip-{i}: 1\r\n").as_bytes()).await?;
+        }
+        std::io::Result::Ok(())
+    });
+    let mut rest = Vec::new();
+    let _ = within("the proxy to cut the kept-alive dripping client", read.read_to_end(&mut rest)).await;
+    let elapsed = started.elapsed();
+    drip.abort();
+    assert!(elapsed >= std::time::Duration::from_millis(250), "not before the deadline: {elapsed:?}");
+    assert!(elapsed < std::time::Duration::from_secs(3), "at the deadline, not later: {elapsed:?}");
+    assert!(upstream.drain().is_empty(), "the dripped request never reached the upstream");
+    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("mcpgw_proxy_request_head_timeouts_total 2"), "{metrics}");
 }
 
 /// Opens a TCP connection to `to` from the loopback address `from` (127.0.0.0/8 are all this host).
