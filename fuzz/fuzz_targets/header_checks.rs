@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(decoded("mcp-method").as_deref(), Some(method.as_str()), "Mcp-Method");
         if NAMED.contains(&method.as_str()) {
             assert!(name.is_some(), "a named method without a name passed");
-            assert_eq!(decoded("mcp-name"), name.clone(), "Mcp-Name");
+            assert_eq!(decoded("mcp-name").map(|v| v.into_owned()), name.clone(), "Mcp-Name");
         }
         assert_eq!(headers::protocol_version(&req), protocol_version.as_deref(), "MCP-Protocol-Version");
     }

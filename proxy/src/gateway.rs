@@ -682,7 +682,7 @@ fn posts_json(session: &Session) -> bool {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"))
+            .is_some_and(|v| crate::upstream::starts_with_ignore_case(v.trim_start(), "application/json"))
 }
 
 fn expects_continue(session: &Session) -> bool {

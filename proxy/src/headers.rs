@@ -26,11 +26,11 @@ pub fn is_stateless(req: &RequestHeader) -> bool {
 
 /// Decodes a header value: surrounding whitespace is not part of it (RFC 9110 §5.5), and the
 /// `=?base64?…?=` form carries values that are not plain ASCII.
-pub fn decode_value(raw: &[u8]) -> Option<String> {
+pub fn decode_value(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     let text = std::str::from_utf8(raw).ok()?.trim_matches([' ', '\t']);
     match text.strip_prefix("=?base64?").and_then(|t| t.strip_suffix("?=")) {
-        Some(b64) => String::from_utf8(STANDARD.decode(b64).ok()?).ok(),
-        None => Some(text.to_owned()),
+        Some(b64) => String::from_utf8(STANDARD.decode(b64).ok()?).ok().map(std::borrow::Cow::Owned),
+        None => Some(std::borrow::Cow::Borrowed(text)),
     }
 }
 

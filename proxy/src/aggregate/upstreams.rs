@@ -352,7 +352,7 @@ fn close(gw: &Shared, held: Arc<Held>) {
     let pool_idle = gw.limits.pool_idle_timeout;
     tokio::spawn(async move {
         let done = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut up = pool.send(&peer, &req, &Bytes::new()).await.ok()?;
+            let mut up = pool.send(&peer, &req, b"").await.ok()?;
             up.read_response_header().await.ok()?;
             while up.read_response_body().await.ok()?.is_some() {}
             Some(up)
@@ -384,7 +384,7 @@ pub async fn relay(
     let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
         return;
     };
-    let Ok(mut up) = pool.send(&peer, &req, &Bytes::new()).await else { return };
+    let Ok(mut up) = pool.send(&peer, &req, b"").await else { return };
     let opened = tokio::select! {
         r = up.read_response_header() => r.is_ok(),
         _ = tx.closed() => false,

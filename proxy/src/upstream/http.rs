@@ -161,9 +161,10 @@ async fn exchange(
         .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
     if let Some(traceparent) = ctx.trace.upstream(&instance.id, &instance.authority) {
         // The upstream's spans are children of this attempt's (or at least in this request's trace).
-        let _ = req.insert_header("traceparent", traceparent);
+        let _ = req.header("traceparent", &traceparent);
     }
-    let gone = on_client_gone(&req);
+    // The upstream request keeps the client's method and MCP headers: the client's request decides.
+    let gone = on_client_gone(session.req_header());
     let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
     let failed = |e: ProxyError| Attempt::Failed(e.into(), Some(false));
 
@@ -558,7 +559,7 @@ mod tests {
             down.append_header(k, v).unwrap();
         }
         let plan = Plan { upstream_session: Some("upstream-sid".into()), ..Plan::default() };
-        let up = upstream_request(&down, &inst, None, 12, &plan).unwrap();
+        let up = upstream_request(&down, &inst, None, 12, &plan).unwrap().parsed();
         assert_eq!(up.uri.to_string(), "/v1/mcp", "the client's query string is not the upstream's");
         let get = |n: &str| up.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("host").as_deref(), Some("127.0.0.1:3001"));
@@ -584,7 +585,7 @@ mod tests {
         {
             assert_eq!(get(kept), down.headers.get(kept).map(|v| v.to_str().unwrap().to_owned()), "{kept}");
         }
-        assert_eq!(on_client_gone(&up), OnClientGone::Drain);
+        assert_eq!(on_client_gone(&down), OnClientGone::Drain);
     }
 
     #[tokio::test]

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use ::http::header::{self, HeaderName};
-use bytes::Bytes;
 use mcpgw_proto::v1::HealthStatus;
 use pingora::ErrorType;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -23,6 +22,7 @@ use crate::breaker::Outcome;
 use crate::error::{Failure, ProxyError};
 use crate::routing::{Instance, Server, UpstreamAuth, UpstreamHeader};
 use crate::shared::Shared;
+use pool::Head;
 
 pub mod bridge;
 pub mod http;
@@ -156,35 +156,41 @@ pub(crate) fn upstream_request(
     credential: Option<&UpstreamHeader>,
     body_len: usize,
     plan: &Plan,
-) -> pingora::Result<RequestHeader> {
+) -> pingora::Result<Head> {
     // The registered endpoint exactly: a client's query string would reach the upstream as the gateway's
     // own parameters (the legacy transport's `sessionId` is the plan's `upstream_path`).
     let path = plan.upstream_path.as_deref().unwrap_or(&instance.path_and_query);
-    let mut req = RequestHeader::build(down.method.clone(), path.as_bytes(), Some(down.headers.len() + 1))?;
+    let mut head = Head::new(&down.method, path)?;
     let nominated = if down.headers.contains_key(header::CONNECTION) {
         connection_options(&down.headers)
     } else {
         Vec::new()
     };
+    // What the gateway sets below replaces the client's header of that name.
+    let replaced = |name: &HeaderName| {
+        credential.is_some_and(|c| c.name == *name)
+            || (plan.upstream_session.is_some() && name.as_str() == "mcp-session-id")
+            || plan.headers.iter().any(|(n, _)| n == name)
+    };
     for (name, value) in &down.headers {
-        if !skip_request_header(name) && !nominated.contains(name) {
-            req.append_header(name.clone(), value.clone())?;
+        if !skip_request_header(name) && !nominated.contains(name) && !replaced(name) {
+            head.header(name.as_str(), value.as_bytes())?;
         }
     }
-    req.insert_header(header::HOST, &instance.authority)?;
+    head.header("host", instance.authority.as_bytes())?;
     if let Some(c) = credential {
-        req.insert_header(c.name.clone(), c.value.clone())?;
+        head.header(c.name.as_str(), c.value.as_bytes())?;
     }
     if body_len > 0 || down.method == ::http::Method::POST {
-        req.insert_header(header::CONTENT_LENGTH, body_len.to_string())?;
+        head.content_length(body_len);
     }
     if let Some(upstream) = &plan.upstream_session {
-        req.insert_header("mcp-session-id", upstream)?;
+        head.header("mcp-session-id", upstream.as_bytes())?;
     }
     for (name, value) in &plan.headers {
-        req.insert_header(name.clone(), value.clone())?;
+        head.header(name.as_str(), value.as_bytes())?;
     }
-    Ok(req)
+    Ok(head)
 }
 
 /// The upstream's response header as the client must see it.
@@ -214,7 +220,12 @@ pub(crate) fn is_event_stream(resp: &ResponseHeader) -> bool {
     resp.headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+        .is_some_and(|v| starts_with_ignore_case(v.trim_start(), "text/event-stream"))
+}
+
+/// Whether `text` starts with `prefix`, ASCII case ignored (media types are case-insensitive).
+pub(crate) fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// The one place a failed exchange becomes the client's error: timeouts (connecting included) 504,
@@ -253,10 +264,10 @@ pub(crate) async fn connect_and_send(
     gw: &Shared,
     server: &Server,
     peer: &HttpPeer,
-    req: &RequestHeader,
-    body: &Bytes,
+    head: &Head,
+    body: &[u8],
 ) -> Result<UpstreamSession, ProxyError> {
-    gw.pool.send(peer, req, body).await.map_err(|e| classify(server, &e))
+    gw.pool.send(peer, head, body).await.map_err(|e| classify(server, &e))
 }
 
 /// The credential the gateway can present to `instance` with no caller at hand (its own exchanges): a

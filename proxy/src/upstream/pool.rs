@@ -20,14 +20,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use pingora::connectors::TransportConnector;
+#[cfg(test)]
 use pingora::http::RequestHeader;
 use pingora::protocols::Stream;
 use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::{HttpSession as Http1Session, http_req_header_to_wire};
+use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::upstreams::peer::{HttpPeer, Peer};
-use pingora::{Error, ErrorType, OkOrErr};
+use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The proxy's upstream connections, kept alive between requests per peer.
@@ -96,25 +97,16 @@ fn websocket_tls(ca_file: Option<&std::path::Path>) -> tokio_rustls::TlsConnecto
 }
 
 impl Pool {
-    /// Sends `req` and `body` on a pooled connection to `peer` (a new one when none is idle) in one write,
+    /// Sends `head` and `body` on a pooled connection to `peer` (a new one when none is idle) in one write,
     /// and returns the session to read the answer on. A reused connection that fails while the request is
     /// written is retried once on a new one: the upstream cannot have acted on a request it did not fully
-    /// receive. `req` must frame `body`: a `Content-Length` of its length (as `upstream_request` sets it).
-    pub async fn send(
-        &self,
-        peer: &HttpPeer,
-        req: &RequestHeader,
-        body: &Bytes,
-    ) -> pingora::Result<HttpSession> {
+    /// receive. `head` must frame `body`: a `Content-Length` of its length (as `upstream_request` sets it).
+    pub async fn send(&self, peer: &HttpPeer, head: &Head, body: &[u8]) -> pingora::Result<HttpSession> {
         debug_assert!(
-            body.is_empty()
-                || req
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .is_some_and(|v| v.as_bytes() == body.len().to_string().as_bytes()),
+            body.is_empty() || head.content_length == Some(body.len()),
             "a request body goes upstream framed by its Content-Length"
         );
-        let wire = wire(req, body)?;
+        let wire = head.wire(body);
         let mut retried = false;
         loop {
             let (mut stream, reused) = match self.take(peer.reuse_hash()) {
@@ -228,13 +220,80 @@ fn timed_out() -> std::io::Error {
     std::io::Error::from(std::io::ErrorKind::TimedOut)
 }
 
-/// The request as it goes on the wire: head, then body.
-fn wire(req: &RequestHeader, body: &Bytes) -> pingora::Result<BytesMut> {
-    let mut wire = http_req_header_to_wire(req)
-        .or_err(ErrorType::InvalidHTTPHeader, "the request line or a header cannot be written")?;
-    wire.extend_from_slice(body);
-    Ok(wire)
+/// An upstream request head, written in its wire form as it is built: no header map is made and none of
+/// the client's header names or values is copied into one (building one and serializing it again cost
+/// ~20 allocations a request). Header names are written as given (lower case for those from a map).
+#[derive(Debug)]
+pub struct Head {
+    buf: BytesMut,
+    content_length: Option<usize>,
 }
+
+impl Head {
+    /// `METHOD path HTTP/1.1`; a path with a space, a control character or nothing is refused.
+    pub fn new(method: &http::Method, path: &str) -> pingora::Result<Self> {
+        if path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Error::e_explain(ErrorType::InvalidHTTPHeader, "the request path cannot be written");
+        }
+        let mut buf = BytesMut::with_capacity(HEAD_CAPACITY);
+        buf.extend_from_slice(method.as_str().as_bytes());
+        buf.extend_from_slice(b" ");
+        buf.extend_from_slice(path.as_bytes());
+        buf.extend_from_slice(b" HTTP/1.1\r\n");
+        Ok(Self { buf, content_length: None })
+    }
+
+    /// Appends `name: value`. `name` must be a header name (a token); a value that would end the line or
+    /// the head (CR, LF, NUL) is refused.
+    pub fn header(&mut self, name: &str, value: &[u8]) -> pingora::Result<()> {
+        debug_assert!(http::HeaderName::from_bytes(name.as_bytes()).is_ok(), "{name} is a header name");
+        if memchr::memchr3(b'\r', b'\n', 0, value).is_some() {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("the {name} header cannot be written"),
+            );
+        }
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b": ");
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// Appends `Content-Length: len`.
+    pub fn content_length(&mut self, len: usize) {
+        use std::fmt::Write;
+        let _ = write!(self.buf, "content-length: {len}\r\n"); // writing to memory does not fail
+        self.content_length = Some(len);
+    }
+
+    /// The request on the wire: this head, the empty line, then `body`.
+    fn wire(&self, body: &[u8]) -> BytesMut {
+        let mut wire = BytesMut::with_capacity(self.buf.len() + 2 + body.len());
+        wire.extend_from_slice(&self.buf);
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(body);
+        wire
+    }
+
+    /// The head parsed back into a header (tests read what would be sent).
+    #[cfg(test)]
+    pub(crate) fn parsed(&self) -> RequestHeader {
+        let text = std::str::from_utf8(&self.buf).unwrap();
+        let mut lines = text.split("\r\n");
+        let mut line = lines.next().unwrap().split(' ');
+        let (method, path) = (line.next().unwrap(), line.next().unwrap());
+        let mut req = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+        for l in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = l.split_once(": ").unwrap();
+            req.append_header(name.to_owned(), value).unwrap();
+        }
+        req
+    }
+}
+
+/// Room for a typical request head (the client's MCP headers and the gateway's own).
+const HEAD_CAPACITY: usize = 512;
 
 #[cfg(test)]
 mod tests {
@@ -242,14 +301,24 @@ mod tests {
 
     #[test]
     fn head_and_body_are_one_buffer() {
-        let mut req = RequestHeader::build("POST", b"/mcp", None).unwrap();
-        req.insert_header("host", "up:8080").unwrap();
-        req.insert_header("content-length", "2").unwrap();
-        let wire = wire(&req, &Bytes::from_static(b"{}")).unwrap();
+        let mut head = Head::new(&http::Method::POST, "/mcp").unwrap();
+        head.header("host", b"up:8080").unwrap();
+        head.content_length(2);
+        let wire = head.wire(b"{}");
         let text = std::str::from_utf8(&wire).unwrap();
-        assert!(text.starts_with("POST /mcp HTTP/1.1\r\n"), "{text}");
-        assert!(text.ends_with("\r\n\r\n{}"), "{text}");
-        assert!(text.contains("content-length: 2\r\n"), "{text}");
+        assert_eq!(text, "POST /mcp HTTP/1.1\r\nhost: up:8080\r\ncontent-length: 2\r\n\r\n{}");
+    }
+
+    #[test]
+    fn nothing_can_end_a_line_or_the_head_early() {
+        let mut head = Head::new(&http::Method::GET, "/mcp").unwrap();
+        for value in [&b"a\r\nx-injected: 1"[..], b"a\nb", b"a\rb", b"a\0b"] {
+            assert!(head.header("mcp-session-id", value).is_err(), "{value:?}");
+        }
+        for path in ["", "/a b", "/a\r\nx: 1", "/a\tb"] {
+            assert!(Head::new(&http::Method::GET, path).is_err(), "{path:?}");
+        }
+        assert_eq!(&head.wire(b"")[..], b"GET /mcp HTTP/1.1\r\n\r\n", "a refused header writes nothing");
     }
 
     /// An upstream on 127.0.0.1 that answers every request on a connection with `200` and an empty body,
@@ -284,9 +353,9 @@ mod tests {
     }
 
     async fn call(pool: &Pool, peer: &HttpPeer, timeout: Option<Duration>) {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("host", "up").unwrap();
-        let mut up = pool.send(peer, &req, &Bytes::new()).await.unwrap();
+        let mut head = Head::new(&http::Method::GET, "/").unwrap();
+        head.header("host", b"up").unwrap();
+        let mut up = pool.send(peer, &head, b"").await.unwrap();
         up.read_response_header().await.unwrap();
         assert_eq!(up.response_header().unwrap().status, 200);
         while up.read_response_body().await.unwrap().is_some() {}

@@ -11,6 +11,7 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession as UpstreamSession;
 
 use super::bridge::{Inbound, Link, Opened};
+use super::pool::Head;
 use super::{Attempt, classify, connect_and_send, credential, status_ok};
 use crate::error::ProxyError;
 use crate::routing::{Instance, Server, UpstreamHeader};
@@ -39,14 +40,14 @@ pub(crate) async fn open(
             Some(false),
         )
     };
-    let mut req = RequestHeader::build("GET", instance.path_and_query.as_bytes(), None)
-        .map_err(|e| failed(e.to_string()))?;
-    let _ = req.insert_header(http::header::HOST, &instance.authority);
-    let _ = req.insert_header(http::header::ACCEPT, "text/event-stream");
+    let mut req =
+        Head::new(&http::Method::GET, &instance.path_and_query).map_err(|e| failed(e.to_string()))?;
+    req.header("host", instance.authority.as_bytes()).map_err(|e| failed(e.to_string()))?;
+    req.header("accept", b"text/event-stream").map_err(|e| failed(e.to_string()))?;
     if let Some(c) = &credential {
-        let _ = req.insert_header(c.name.clone(), c.value.clone());
+        req.header(c.name.as_str(), c.value.as_bytes()).map_err(|e| failed(e.to_string()))?;
     }
-    let mut up = connect_and_send(gw, server, peer, &req, &Bytes::new()).await.map_err(Attempt::NotSent)?;
+    let mut up = connect_and_send(gw, server, peer, &req, b"").await.map_err(Attempt::NotSent)?;
     let limit = gw.limits.upstream_timeout;
     let timeout = || {
         Attempt::Failed(
@@ -131,14 +132,14 @@ impl Link for SseLink {
         let failed = |detail: String| ProxyError::UpstreamFailed { server: server.name.to_string(), detail };
         let peer = instance.peer.as_ref().map_err(|e| failed(e.clone()))?;
         let credential: Option<UpstreamHeader> = credential(gw, down, server, instance).await?;
-        let mut req = RequestHeader::build("POST", self.message_path.as_bytes(), None)
-            .map_err(|e| failed(e.to_string()))?;
-        let _ = req.insert_header(http::header::HOST, &instance.authority);
-        let _ = req.insert_header(http::header::CONTENT_TYPE, "application/json");
-        let _ = req.insert_header(http::header::CONTENT_LENGTH, message.len().to_string());
+        let written = |e: Box<pingora::Error>| failed(e.to_string());
+        let mut req = Head::new(&http::Method::POST, &self.message_path).map_err(written)?;
+        req.header("host", instance.authority.as_bytes()).map_err(written)?;
+        req.header("content-type", b"application/json").map_err(written)?;
+        req.content_length(message.len());
         // The gateway's credential for this upstream, never the client's own (no token passthrough).
         if let Some(c) = &credential {
-            let _ = req.insert_header(c.name.clone(), c.value.clone());
+            req.header(c.name.as_str(), c.value.as_bytes()).map_err(written)?;
         }
         let mut up = connect_and_send(gw, server, peer, &req, &message).await?;
         up.set_read_timeout(Some(gw.limits.idle_timeout));
