@@ -131,7 +131,7 @@ impl Gateway {
                 request_id: audited.request_id.as_deref(),
                 protocol_version: req
                     .headers
-                    .get("mcp-protocol-version")
+                    .get(crate::headers::MCP_PROTOCOL_VERSION)
                     .and_then(|v| v.to_str().ok())
                     .or(audited.protocol_version.as_deref()),
                 server: ctx.server.as_ref(),
@@ -474,7 +474,7 @@ impl Gateway {
         let started = std::time::SystemTime::now() - ctx.started.elapsed();
         let unix = started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let req = session.req_header();
-        let header = |name: &str| req.headers.get(name).map(http::HeaderValue::as_bytes);
+        let header = |name: &http::HeaderName| req.headers.get(name).map(http::HeaderValue::as_bytes);
         let audited = std::mem::take(&mut ctx.audited);
         let legacy = {
             let path = req.uri.path();
@@ -495,16 +495,18 @@ impl Gateway {
             }
             Some(PrincipalKind::Anonymous) => ["anonymous", "", "", ""],
         };
-        let era = match header("mcp-protocol-version").and_then(|v| std::str::from_utf8(v).ok()) {
-            Some(version) if version.len() <= 32 => version,
-            _ => match &audited.protocol_version {
-                Some(version) => version.as_str(),
-                None if legacy => "2024-11-05",
-                None => "",
-            },
-        };
-        let session_token = header("mcp-session-id").or_else(|| {
-            session.response_written().and_then(|r| r.headers.get("mcp-session-id")).map(|v| v.as_bytes())
+        let era =
+            match header(&crate::headers::MCP_PROTOCOL_VERSION).and_then(|v| std::str::from_utf8(v).ok()) {
+                Some(version) if version.len() <= 32 => version,
+                _ => match &audited.protocol_version {
+                    Some(version) => version.as_str(),
+                    None if legacy => "2024-11-05",
+                    None => "",
+                },
+            };
+        let session_token = header(&crate::headers::MCP_SESSION_ID).or_else(|| {
+            let answer = session.response_written()?;
+            answer.headers.get(crate::headers::MCP_SESSION_ID).map(|v| v.as_bytes())
         });
         let session_digest = match session_token {
             Some(token) => capture::session_digest(token),
@@ -521,8 +523,9 @@ impl Gateway {
             _ => None,
         };
         let outcome = outcome(&audited, status);
+        let mut ip = capture::IpText::default();
         let client_addr =
-            session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical().to_string());
+            session.client_addr().and_then(|a| a.as_inet()).map(|a| ip.of(a.ip().to_canonical()));
         let method = audited.method.as_deref().unwrap_or_else(|| req.method.as_str());
         let trace_hex = mcpgw_proto::otlp::trace_hex(ctx.trace.id);
         let trace_id = std::str::from_utf8(&trace_hex).unwrap_or_default();
@@ -546,7 +549,7 @@ impl Gateway {
         w.uint(14, u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX))
             .uint(15, audited.bytes_in as u64)
             .uint(16, session.body_bytes_sent() as u64)
-            .text(17, &[client_addr.as_deref().unwrap_or_default()])
+            .text(17, &[client_addr.unwrap_or_default()])
             .text(18, &[&session_digest])
             .text(19, &[trace_id])
             .text(20, &[audited.arguments.as_deref().unwrap_or_default()])

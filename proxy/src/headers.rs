@@ -8,6 +8,13 @@ use pingora::http::RequestHeader;
 
 use crate::jsonrpc::Rpc;
 
+/// MCP header names the gateway reads on every request, made once: a lookup by a `&str` name parses it
+/// first, each time.
+pub const MCP_PROTOCOL_VERSION: http::HeaderName = http::HeaderName::from_static("mcp-protocol-version");
+pub const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+pub const MCP_METHOD: http::HeaderName = http::HeaderName::from_static("mcp-method");
+pub const MCP_NAME: http::HeaderName = http::HeaderName::from_static("mcp-name");
+
 /// First revision with stateless requests and routing headers.
 pub const STATELESS_REVISION: &str = "2026-07-28";
 
@@ -16,7 +23,7 @@ const NAMED_METHODS: &[&str] = &["tools/call", "resources/read", "prompts/get"];
 
 /// The `MCP-Protocol-Version` of a request, if any.
 pub fn protocol_version(req: &RequestHeader) -> Option<&str> {
-    req.headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()).map(str::trim)
+    req.headers.get(MCP_PROTOCOL_VERSION).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// Whether a request belongs to the stateless era (its client cancels by closing the stream).
@@ -49,7 +56,7 @@ pub enum Refusal {
 
 /// Checks a 2026-07-28 request's headers against its body.
 pub fn check(req: &RequestHeader, rpc: Option<&Rpc>) -> Result<(), Refusal> {
-    let header = |name: &str| req.headers.get(name).map(|v| decode_value(v.as_bytes()));
+    let header = |name: &http::HeaderName| req.headers.get(name).map(|v| decode_value(v.as_bytes()));
     let Some(Rpc::Message { method, name, protocol_version: meta_version, .. }) = rpc else {
         return Err(Refusal::InvalidRequest("the body must be one JSON-RPC request or notification".into()));
     };
@@ -67,7 +74,7 @@ pub fn check(req: &RequestHeader, rpc: Option<&Rpc>) -> Result<(), Refusal> {
         }
         Some(_) => {}
     }
-    match header("mcp-method") {
+    match header(&MCP_METHOD) {
         None => return Err(Refusal::HeaderMismatch("Mcp-Method header is required".into())),
         Some(v) if v.as_deref() != Some(method.as_str()) => {
             return Err(Refusal::HeaderMismatch(format!(
@@ -82,7 +89,7 @@ pub fn check(req: &RequestHeader, rpc: Option<&Rpc>) -> Result<(), Refusal> {
             let field = if method == "resources/read" { "uri" } else { "name" };
             return Err(Refusal::InvalidParams(format!("{method} requires params.{field}")));
         };
-        match header("mcp-name") {
+        match header(&MCP_NAME) {
             None => return Err(Refusal::HeaderMismatch(format!("Mcp-Name header is required for {method}"))),
             Some(h) if h.as_deref() == Some(name.as_str()) => {}
             Some(h) => {

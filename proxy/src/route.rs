@@ -196,7 +196,7 @@ pub(crate) fn mcp_plan(
     if req.method == http::Method::POST && headers::is_stateless(req) {
         headers::check(req, rpc)?;
     }
-    let Some(token) = req.headers.get("mcp-session-id") else {
+    let Some(token) = req.headers.get(crate::headers::MCP_SESSION_ID) else {
         return Ok(Plan {
             target: balanced(session, server),
             rewrite: Rewrite::SessionToken,

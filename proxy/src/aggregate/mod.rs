@@ -151,7 +151,7 @@ fn client_session(
     session: &Session,
     principal: &Principal,
 ) -> Result<Claims, ProxyError> {
-    let token = session.req_header().headers.get("mcp-session-id").ok_or_else(|| {
+    let token = session.req_header().headers.get(crate::headers::MCP_SESSION_ID).ok_or_else(|| {
         ProxyError::BadRequest("Mcp-Session-Id is required: initialize a session first".into())
     })?;
     let token =

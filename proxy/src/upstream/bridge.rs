@@ -259,7 +259,7 @@ pub async fn handle(
 ) -> Result<(), Failure> {
     let req = session.req_header();
     let method = req.method.clone();
-    let token = req.headers.get("mcp-session-id").and_then(text).map(str::to_owned);
+    let token = req.headers.get(crate::headers::MCP_SESSION_ID).and_then(text).map(str::to_owned);
     let Some(token) = token else {
         if method != http::Method::POST {
             return Err(ProxyError::BadRequest("Mcp-Session-Id header is required".into()).into());

@@ -431,7 +431,8 @@ fn seal_session_id(
     principal: &str,
     resp: &mut ResponseHeader,
 ) {
-    let Some(upstream) = resp.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    let Some(upstream) =
+        resp.headers.get(crate::headers::MCP_SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
     else {
         return;
     };
