@@ -1,5 +1,6 @@
 //! `mcpgw-bench`: runs the benchmark scenarios of BENCHMARKS.md (normally through `scripts/bench.sh`,
 //! which builds the binaries, provides nginx and the database, and pins this process to the load core).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,4 +1,5 @@
 //! `mcpgw-proxy`: parse settings, validate them, then serve (or just report for `validate`).
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

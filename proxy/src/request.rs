@@ -16,7 +16,7 @@ use crate::session::TokenError;
 /// requests one after another, each its own session).
 pub type Session = ServerSession;
 
-/// Per-request state, read by `logging` for metrics and the audit record.
+/// Per-request state, read by `Gateway::record` for metrics and the audit record.
 pub struct RequestCtx {
     pub(crate) started: Instant,
     /// The request's place in the audit queue.
@@ -96,7 +96,7 @@ pub(crate) fn unknown_session(e: TokenError) -> ProxyError {
 ///
 /// Pingora's idle probe reads one byte from the client. On a keep-alive connection that byte may be the
 /// first of the client's next request (sent as soon as a `Content-Length` response was complete): with
-/// pipelining enabled on the session (`Gateway::request_filter`) Pingora keeps it for that request and
+/// pipelining enabled on the session (`Gateway::exchange`) Pingora keeps it for that request and
 /// the probe stays pending; without, the byte was lost and the next request reached the upstream as
 /// `OST …`. Whatever ends the wait, the connection is not reused: a stream we stopped reading in order
 /// cannot carry another request.

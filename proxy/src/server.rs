@@ -167,7 +167,7 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
     server.add_service(background_service("routing-sync", sync));
     server.add_service(background_service("breakers", breaker_service));
     server.add_service(background_service("bridges", BridgesOnShutdown(bridges)));
-    server.add_service(background_service("pool-sweep", PoolSweep(pool)));
+    server.add_service(background_service("housekeeping", Housekeeping(pool)));
     if let Some(shipper) = shipper {
         server.add_service(background_service("audit", shipper));
     }
@@ -211,20 +211,27 @@ impl pingora::services::background::BackgroundService for OtlpExport {
     }
 }
 
-/// How often idle upstream connections are checked (`Pool::sweep`).
-const POOL_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the housekeeping runs.
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Closes idle upstream connections that timed out or were closed by their upstream.
-struct PoolSweep(Arc<crate::upstream::pool::Pool>);
+/// Closes idle upstream connections that timed out or were closed by their upstream (`Pool::sweep`), and
+/// gives freed memory back to the system once a wave of client connections has ended (`memory`).
+struct Housekeeping(Arc<crate::upstream::pool::Pool>);
 
 #[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for PoolSweep {
+impl pingora::services::background::BackgroundService for Housekeeping {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut tick = tokio::time::interval(POOL_SWEEP_INTERVAL);
+        let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut trimmer = crate::memory::Trimmer::default();
         loop {
             tokio::select! {
-                _ = tick.tick() => self.0.sweep(),
+                _ = tick.tick() => {
+                    self.0.sweep();
+                    if trimmer.due(crate::metrics::METRICS.connections_open.get()) {
+                        crate::memory::trim();
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -3,6 +3,7 @@
 //!
 //! Every process is killed when its handle drops, and writes its output to a log file under
 //! `target/e2e-logs/<test>/`; a failing test prints the path and the last lines of every log.
+#![forbid(unsafe_code)]
 
 pub mod browser;
 pub mod conformance;

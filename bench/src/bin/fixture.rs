@@ -1,5 +1,6 @@
 //! `mcpgw-bench-fixture`: the fixture MCP upstream of the benchmarks, on its own (see `mcpgw_bench::fixture`).
 //! Prints `listening on ADDR` once bound.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;

@@ -22,6 +22,10 @@ const SPARE_FILES: u64 = 128;
 const OPEN_CONCURRENCY: usize = 256;
 /// The goal for the most streams held.
 const GOAL: usize = 10_000;
+/// The proxy's RSS after the streams closed, against before: the target.
+const RSS_BACK: f64 = 1.10;
+/// Longest wait for the RSS to come back after the streams closed, in settle times (15 s in a full run).
+const RSS_WAIT_SETTLES: u32 = 15;
 
 pub async fn run(ctx: &mut Ctx<'_>, max_files: u64) -> Result<Section> {
     let p = ctx.profile;
@@ -87,13 +91,29 @@ pub async fn run(ctx: &mut Ctx<'_>, max_files: u64) -> Result<Section> {
     }
     let opened = held.len();
     drop(held);
+    // The proxy gives freed memory back a few seconds after a wave of connections ends (its housekeeping
+    // runs every 5 s): RSS is read every 250 ms until it is back within 10 % of before, for at most 15 s
+    // (1.5 s in the smoke run).
+    let closed_at = std::time::Instant::now();
     tokio::time::sleep(p.stream_settle.max(Duration::from_millis(500))).await;
-    let after = procfs::rss_kib(proxy_pid).unwrap_or(0);
+    let back = (proxy_base as f64 * RSS_BACK) as u64;
+    let mut after = procfs::rss_kib(proxy_pid).unwrap_or(0);
+    while after > back && closed_at.elapsed() < p.stream_settle * RSS_WAIT_SETTLES {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = procfs::rss_kib(proxy_pid).unwrap_or(0);
+    }
+    let waited = closed_at.elapsed();
     s.notes.push(format!(
-        "Proxy RSS {} MiB before the streams, {} MiB after the {opened} streams closed. Memory per stream = (RSS − RSS before) / streams held.",
+        "Proxy RSS {} MiB before the streams, {} MiB {:.1} s after the {opened} streams closed. Memory per stream = (RSS − RSS before) / streams held.",
         fmt(proxy_base as f64 / 1024.0),
-        fmt(after as f64 / 1024.0)
+        fmt(after as f64 / 1024.0),
+        waited.as_secs_f64()
     ));
+    let ratio = after as f64 / proxy_base.max(1) as f64;
+    s.checks.push(
+        Check::new("f", "proxy RSS after the streams closed / before", ratio, "×")
+            .target("≤ 1.10 within 15 s", ratio <= RSS_BACK),
+    );
     let (most, per_stream) = best.unwrap_or((0, f64::NAN));
     s.checks.push(
         Check::new("f", format!("proxy memory per idle SSE stream (at {most})"), per_stream, "KiB")

@@ -345,7 +345,8 @@ fn close(gw: &Shared, held: Arc<Held>) {
     let credential = upstream::static_credential(&held.instance);
     let down = own_request(http::Method::DELETE, None, Some(&held.version), None);
     let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
-    let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
+    let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan, None)
+    else {
         return;
     };
     let pool = gw.pool.clone();
@@ -381,7 +382,8 @@ pub async fn relay(
     down.remove_header(&http::header::CONTENT_TYPE);
     let _ = down.insert_header(http::header::ACCEPT, "text/event-stream");
     let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
-    let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan) else {
+    let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan, None)
+    else {
         return;
     };
     let Ok(mut up) = pool.send(&peer, &req, b"").await else { return };
@@ -450,7 +452,7 @@ pub async fn listen_resources(
     let mut down = own_request(http::Method::POST, None, Some(crate::routing::catalog::MODERN), None);
     let _ = down.insert_header("mcp-method", "subscriptions/listen");
     let Ok(req) =
-        upstream::upstream_request(&down, &instance, credential.as_ref(), body.len(), &Plan::default())
+        upstream::upstream_request(&down, &instance, credential.as_ref(), body.len(), &Plan::default(), None)
     else {
         return;
     };

@@ -1,5 +1,5 @@
 //! Audit records of MCP requests. One record per request through the MCP listener, made once when the
-//! request ends (`Gateway::logging`: answered, refused or forwarded, on any route), put on a bounded queue
+//! request ends (`Gateway::record`: answered, refused or forwarded, on any route), put on a bounded queue
 //! without waiting, and shipped to the control plane in acknowledged batches by [`Shipper`], which spills
 //! to disk while the control plane is away or slow (see ARCHITECTURE.md, "Audit").
 //!

@@ -96,7 +96,7 @@ pub async fn request_whole(
         detail: format!("cannot resolve {}: {detail}", instance.authority),
     })?;
     let credential = credential(gw, down, server, instance).await?;
-    let req = upstream_request(down, instance, credential.as_ref(), body.len(), plan)
+    let req = upstream_request(down, instance, credential.as_ref(), body.len(), plan, None)
         .map_err(|e| classify(server, &e))?;
     let timeout = |what: &str| ProxyError::UpstreamTimeout {
         server: server.name.to_string(),
@@ -157,12 +157,18 @@ async fn exchange(
     let credential = credential(gw, session.req_header(), server, instance)
         .await
         .map_err(|e| Attempt::Failed(e.into(), None))?;
-    let mut req = upstream_request(session.req_header(), instance, credential.as_ref(), body.len(), plan)
-        .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
-    if let Some(traceparent) = ctx.trace.upstream(&instance.id, &instance.authority) {
-        // The upstream's spans are children of this attempt's (or at least in this request's trace).
-        let _ = req.header("traceparent", &traceparent);
-    }
+    // The attempt's `traceparent`, or none when the caller's own goes upstream as it came.
+    let traceparent = ctx.trace.upstream(&instance.id, &instance.authority);
+    let down = session.req_header();
+    let req = upstream_request(
+        down,
+        instance,
+        credential.as_ref(),
+        body.len(),
+        plan,
+        traceparent.as_ref().map(|t| &t[..]),
+    )
+    .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
     // The upstream request keeps the client's method and MCP headers: the client's request decides.
     let gone = on_client_gone(session.req_header());
     let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
@@ -556,11 +562,21 @@ mod tests {
             ("authorization", "Bearer t"),
             ("cookie", "sid=1"),
             ("proxy-authorization", "Basic eA=="),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         ] {
             down.append_header(k, v).unwrap();
         }
         let plan = Plan { upstream_session: Some("upstream-sid".into()), ..Plan::default() };
-        let up = upstream_request(&down, &inst, None, 12, &plan).unwrap().parsed();
+        let ours = b"00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        let up = upstream_request(&down, &inst, None, 12, &plan, Some(ours)).unwrap().parsed();
+        let traceparents: Vec<_> = up.headers.get_all("traceparent").iter().collect();
+        assert_eq!(traceparents, [&ours[..]], "the attempt's traceparent replaces the caller's");
+        let forwarded = upstream_request(&down, &inst, None, 12, &plan, None).unwrap().parsed();
+        assert_eq!(
+            forwarded.headers.get("traceparent"),
+            down.headers.get("traceparent"),
+            "or it goes as it came"
+        );
         assert_eq!(up.uri.to_string(), "/v1/mcp", "the client's query string is not the upstream's");
         let get = |n: &str| up.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(get("host").as_deref(), Some("127.0.0.1:3001"));

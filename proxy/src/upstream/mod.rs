@@ -156,6 +156,7 @@ pub(crate) fn upstream_request(
     credential: Option<&UpstreamHeader>,
     body_len: usize,
     plan: &Plan,
+    traceparent: Option<&[u8]>,
 ) -> pingora::Result<Head> {
     // The registered endpoint exactly: a client's query string would reach the upstream as the gateway's
     // own parameters (the legacy transport's `sessionId` is the plan's `upstream_path`).
@@ -171,6 +172,7 @@ pub(crate) fn upstream_request(
         credential.is_some_and(|c| c.name == *name)
             || (plan.upstream_session.is_some() && name.as_str() == "mcp-session-id")
             || plan.headers.iter().any(|(n, _)| n == name)
+            || (traceparent.is_some() && name.as_str() == "traceparent")
     };
     for (name, value) in &down.headers {
         if !skip_request_header(name) && !nominated.contains(name) && !replaced(name) {
@@ -189,6 +191,10 @@ pub(crate) fn upstream_request(
     }
     for (name, value) in &plan.headers {
         head.header(name.as_str(), value.as_bytes())?;
+    }
+    if let Some(traceparent) = traceparent {
+        // The upstream's spans are children of this attempt's (or at least in this request's trace).
+        head.header("traceparent", traceparent)?;
     }
     Ok(head)
 }

@@ -177,7 +177,7 @@ impl Pool {
     }
 
     /// Closes the idle connections that timed out or that their upstream closed; forgets peers without
-    /// any. The proxy runs it every few seconds (`server::PoolSweep`).
+    /// any. The proxy runs it every few seconds (`server::Housekeeping`).
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
