@@ -2,7 +2,8 @@
 //! freed in its arenas: a proxy that held 10,000 idle streams kept ~550 MiB resident after they all closed
 //! (BENCHMARKS.md, scenario f). `malloc_trim` returns every wholly free page. It walks the heap, so it runs
 //! only once the open client connections have fallen to half of their peak since the last trim, and by at
-//! least [`MIN_DROP`]; the housekeeping service (`server::Housekeeping`) asks every few seconds.
+//! least [`MIN_DROP`], and have stopped falling (a trim in the middle of the wave would leave what the rest
+//! of it frees); the housekeeping service (`server::Housekeeping`) asks every few seconds.
 
 /// Fewest connections that must have closed since the peak before a trim is worth its walk of the heap.
 pub const MIN_DROP: i64 = 256;
@@ -11,13 +12,16 @@ pub const MIN_DROP: i64 = 256;
 #[derive(Debug, Default)]
 pub struct Trimmer {
     peak: i64,
+    last: i64,
 }
 
 impl Trimmer {
     /// Notes `open` connections; `true` when memory should be trimmed now (the peak then restarts here).
     pub fn due(&mut self, open: i64) -> bool {
         self.peak = self.peak.max(open);
-        if self.peak - open >= MIN_DROP && open <= self.peak / 2 {
+        let falling = open < self.last;
+        self.last = open;
+        if !falling && self.peak - open >= MIN_DROP && open <= self.peak / 2 {
             self.peak = open;
             return true;
         }
@@ -43,11 +47,14 @@ mod tests {
         assert!(!t.due(0));
         assert!(!t.due(10_000), "rising: no trim");
         assert!(!t.due(6_000), "not yet half of the peak");
-        assert!(t.due(40), "fell under half of the peak by more than the minimum");
+        assert!(!t.due(40), "under half of the peak, but still falling");
+        assert!(t.due(40), "fell under half of the peak by more than the minimum, and stopped");
         assert!(!t.due(10), "the peak restarted at the trim");
         assert!(!t.due(300));
-        assert!(!t.due(100), "a drop smaller than the minimum is not worth a trim");
+        assert!(!t.due(100));
+        assert!(!t.due(100), "stopped, but a drop smaller than the minimum is not worth a trim");
         assert!(!t.due(600));
-        assert!(t.due(20), "the next wave's end trims again");
+        assert!(!t.due(20));
+        assert!(t.due(25), "the next wave's end trims again");
     }
 }
