@@ -479,26 +479,7 @@ async fn a_client_dripping_its_head_is_disconnected_at_the_head_deadline() {
     cp.push(snapshot(1, &[("alpha", &upstream.url())])).await;
     assert!(matches!(cp.next_reply().await, Kind::Ack(_)));
     let conn = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
-    let (mut read, mut write) = conn.into_split();
-    let started = std::time::Instant::now();
-    // A header line every 50 ms: each read arrives well within Pingora's per-read timeout.
-    let drip = tokio::spawn(async move {
-        write.write_all(b"POST /mcp/alpha HTTP/1.1\r\nHost: 127.0.0.1\r\n").await?;
-        for i in 0.. {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            write.write_all(format!("X-Drip-{i}: 1\r\n").as_bytes()).await?;
-        }
-        std::io::Result::Ok(())
-    });
-    let mut answer = Vec::new();
-    let _ = within("the proxy to cut the dripping client", read.read_to_end(&mut answer)).await;
-    let elapsed = started.elapsed();
-    drip.abort();
-    assert!(elapsed >= std::time::Duration::from_millis(250), "not before the deadline: {elapsed:?}");
-    assert!(elapsed < std::time::Duration::from_secs(3), "at the deadline, not later: {elapsed:?}");
-    assert!(upstream.drain().is_empty(), "nothing reached the upstream");
-    let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("mcpgw_proxy_request_head_timeouts_total 1"), "{metrics}");
+    cut_while_dripping(conn, &proxy, &mut upstream, 1).await;
 
     // A client that sends its head at once is served, several requests on one connection (the deadline
     // is re-armed per request and never fires for a quick head, however long the connection lives).
@@ -537,6 +518,19 @@ async fn a_client_dripping_its_head_is_disconnected_at_the_head_deadline() {
 
     // The deadline holds for every request of a connection, not only its first: the same kept-alive
     // connection now drips its fourth head and is cut at the deadline.
+    cut_while_dripping(conn, &proxy, &mut upstream, 2).await;
+}
+
+/// Drips a request head on `conn`, a header line every 50 ms (each read well within Pingora's per-read
+/// timeout), and checks that the proxy (`--request-head-timeout 300ms`) cuts it at the deadline — not
+/// before, not seconds later — with nothing forwarded, and has counted `timeouts` head timeouts so far.
+async fn cut_while_dripping(
+    conn: tokio::net::TcpStream,
+    proxy: &ProxyProcess,
+    upstream: &mut FakeUpstream,
+    timeouts: u32,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut read, mut write) = conn.into_split();
     let started = std::time::Instant::now();
     let drip = tokio::spawn(async move {
@@ -548,14 +542,15 @@ async fn a_client_dripping_its_head_is_disconnected_at_the_head_deadline() {
         std::io::Result::Ok(())
     });
     let mut rest = Vec::new();
-    let _ = within("the proxy to cut the kept-alive dripping client", read.read_to_end(&mut rest)).await;
+    let _ = within("the proxy to cut the dripping client", read.read_to_end(&mut rest)).await;
     let elapsed = started.elapsed();
     drip.abort();
     assert!(elapsed >= std::time::Duration::from_millis(250), "not before the deadline: {elapsed:?}");
     assert!(elapsed < std::time::Duration::from_secs(3), "at the deadline, not later: {elapsed:?}");
     assert!(upstream.drain().is_empty(), "the dripped request never reached the upstream");
     let metrics = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("mcpgw_proxy_request_head_timeouts_total 2"), "{metrics}");
+    let counted = format!("mcpgw_proxy_request_head_timeouts_total {timeouts}");
+    assert!(metrics.contains(&counted), "{metrics}");
 }
 
 /// Opens a TCP connection to `to` from the loopback address `from` (127.0.0.0/8 are all this host).
