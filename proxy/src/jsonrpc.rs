@@ -144,8 +144,8 @@ pub fn params_meta(body: &[u8]) -> Value {
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaOnly, A::Error> {
                     let mut meta = None;
-                    while let Some(key) = map.next_key::<Key<'de>>()? {
-                        if key.0 != "_meta" {
+                    while let Some(key) = map.next_key::<StrOrOther<'de>>()? {
+                        if key.0.as_deref() != Some("_meta") {
                             map.next_value::<IgnoredAny>()?;
                         } else if meta.replace(map.next_value::<Value>()?).is_some() {
                             return Err(de::Error::custom("duplicate _meta in params"));
@@ -218,8 +218,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Meta<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Meta<'a>, A::Error> {
                 let mut version = None;
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    if key.0 == "io.modelcontextprotocol/protocolVersion" {
+                while let Some(key) = map.next_key::<StrOrOther<'de>>()? {
+                    if key.0.as_deref() == Some("io.modelcontextprotocol/protocolVersion") {
                         version = map.next_value::<StrOrOther<'a>>()?.0;
                     } else {
                         map.next_value::<IgnoredAny>()?;
@@ -265,10 +265,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params<'a>, A::Error> {
                 let mut params = Params::default();
                 let mut seen = [false; 4];
-                while let Some(key) = map.next_key::<Key<'de>>()? {
+                while let Some(key) = map.next_key::<StrOrOther<'de>>()? {
                     // Parsers disagree on repeated keys (first wins, last wins, error): a body that repeats
                     // one the gateway decides on is not read (nor let through for restricted callers).
-                    let slot = match key.0.as_ref() {
+                    let slot = match key.0.as_deref().unwrap_or_default() {
                         "name" => Some(0),
                         "uri" => Some(1),
                         "_meta" => Some(2),
@@ -277,11 +277,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
                     };
                     if let Some(i) = slot {
                         if seen[i] {
-                            return Err(de::Error::custom(format!("duplicate key {:?} in params", key.0)));
+                            return Err(de::Error::custom(format!(
+                                "duplicate key {:?} in params",
+                                key.0.unwrap_or_default()
+                            )));
                         }
                         seen[i] = true;
                     }
-                    match key.0.as_ref() {
+                    match key.0.as_deref().unwrap_or_default() {
                         "name" => params.name = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
                         "uri" => params.uri = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
                         "_meta" => params.protocol_version = map.next_value::<Meta<'a>>()?.0,
@@ -302,29 +305,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
     }
 }
 
-/// An object key, borrowed from the body unless it holds escapes (serde's own `Cow<str>` always copies).
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Key<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
-/// A string, or `None` for any other JSON value (which is skipped).
+/// A string, or `None` for any other JSON value (which is skipped). Object keys are read with it too: it
+/// borrows from the body unless the string holds escapes (serde's own `Cow<str>` always copies).
 struct StrOrOther<'a>(Option<Cow<'a, str>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for StrOrOther<'a> {

@@ -302,11 +302,7 @@ async fn open(
     if resp.status != http::StatusCode::OK {
         return Err(failed(format!("initialize answered HTTP {}", resp.status.as_u16())));
     }
-    let sse = resp
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
+    let sse = upstream::is_event_stream(&resp);
     let message =
         message_of(&answer, sse).ok_or_else(|| failed("initialize answered no JSON-RPC message".into()))?;
     if let Some(error) = message.get("error") {
@@ -353,7 +349,7 @@ fn close(gw: &Shared, held: Arc<Held>) {
     let pool_idle = gw.limits.pool_idle_timeout;
     tokio::spawn(async move {
         let done = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut up = pool.send(&peer, &req, b"").await.ok()?;
+            let mut up = pool.send(&peer, req, b"").await.ok()?;
             up.read_response_header().await.ok()?;
             while up.read_response_body().await.ok()?.is_some() {}
             Some(up)
@@ -386,18 +382,14 @@ pub async fn relay(
     else {
         return;
     };
-    let Ok(mut up) = pool.send(&peer, &req, b"").await else { return };
+    let Ok(mut up) = pool.send(&peer, req, b"").await else { return };
     let opened = tokio::select! {
         r = up.read_response_header() => r.is_ok(),
         _ = tx.closed() => false,
     };
-    let is_stream = up.response_header().is_some_and(|h| {
-        h.status == http::StatusCode::OK
-            && h.headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("text/event-stream"))
-    });
+    let is_stream = up
+        .response_header()
+        .is_some_and(|h| h.status == http::StatusCode::OK && upstream::is_event_stream(h));
     if !opened || !is_stream {
         return;
     }
@@ -457,7 +449,7 @@ pub async fn listen_resources(
         return;
     };
     let sent = async {
-        let mut up = pool.send(&peer, &req, &body).await?;
+        let mut up = pool.send(&peer, req, &body).await?;
         up.read_response_header().await?;
         Ok::<_, Box<pingora::Error>>(up)
     };
