@@ -349,7 +349,7 @@ fn close(gw: &Shared, held: Arc<Held>) {
     let pool_idle = gw.limits.pool_idle_timeout;
     tokio::spawn(async move {
         let done = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut up = pool.send(&peer, req, b"").await.ok()?;
+            let mut up = pool.send(&peer, &req, b"").await.ok()?;
             up.read_response_header().await.ok()?;
             while up.read_response_body().await.ok()?.is_some() {}
             Some(up)
@@ -382,7 +382,7 @@ pub async fn relay(
     else {
         return;
     };
-    let Ok(mut up) = pool.send(&peer, req, b"").await else { return };
+    let Ok(mut up) = pool.send(&peer, &req, b"").await else { return };
     let opened = tokio::select! {
         r = up.read_response_header() => r.is_ok(),
         _ = tx.closed() => false,
@@ -449,7 +449,7 @@ pub async fn listen_resources(
         return;
     };
     let sent = async {
-        let mut up = pool.send(&peer, req, &body).await?;
+        let mut up = pool.send(&peer, &req, &body).await?;
         up.read_response_header().await?;
         Ok::<_, Box<pingora::Error>>(up)
     };

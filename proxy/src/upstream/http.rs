@@ -103,7 +103,7 @@ pub async fn request_whole(
         detail: format!("{what} within {:?}", gw.limits.upstream_timeout),
     };
     let read = async {
-        let mut up = connect_and_send(gw, server, peer, req, body).await?;
+        let mut up = connect_and_send(gw, server, peer, &req, body).await?;
         up.read_response_header().await.map_err(|e| classify(server, &e))?;
         let header = up.response_header().cloned().ok_or_else(|| ProxyError::UpstreamFailed {
             server: server.name.to_string(),
@@ -171,7 +171,7 @@ async fn exchange(
     .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
     // The upstream request keeps the client's method and MCP headers: the client's request decides.
     let gone = on_client_gone(session.req_header());
-    let mut up = connect_and_send(gw, server, peer, req, body).await.map_err(Attempt::NotSent)?;
+    let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
     let failed = |e: ProxyError| Attempt::Failed(e.into(), Some(false));
 
     // Wait for the response header, watching for the client leaving meanwhile.

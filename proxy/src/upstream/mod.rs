@@ -270,7 +270,7 @@ pub(crate) async fn connect_and_send(
     gw: &Shared,
     server: &Server,
     peer: &HttpPeer,
-    head: Head,
+    head: &Head,
     body: &[u8],
 ) -> Result<UpstreamSession, ProxyError> {
     gw.pool.send(peer, head, body).await.map_err(|e| classify(server, &e))

@@ -101,12 +101,12 @@ impl Pool {
     /// and returns the session to read the answer on. A reused connection that fails while the request is
     /// written is retried once on a new one: the upstream cannot have acted on a request it did not fully
     /// receive. `head` must frame `body`: a `Content-Length` of its length (as `upstream_request` sets it).
-    pub async fn send(&self, peer: &HttpPeer, head: Head, body: &[u8]) -> pingora::Result<HttpSession> {
+    pub async fn send(&self, peer: &HttpPeer, head: &Head, body: &[u8]) -> pingora::Result<HttpSession> {
         debug_assert!(
             body.is_empty() || head.content_length == Some(body.len()),
             "a request body goes upstream framed by its Content-Length"
         );
-        let wire = head.into_wire(body);
+        let wire = head.wire(body);
         let mut retried = false;
         loop {
             let (mut stream, reused) = match self.take(peer.reuse_hash()) {
@@ -267,12 +267,13 @@ impl Head {
         self.content_length = Some(len);
     }
 
-    /// The request on the wire: this head, the empty line, then `body`, in the head's own buffer.
-    fn into_wire(mut self, body: &[u8]) -> BytesMut {
-        self.buf.reserve(2 + body.len());
-        self.buf.extend_from_slice(b"\r\n");
-        self.buf.extend_from_slice(body);
-        self.buf
+    /// The request on the wire: this head, the empty line, then `body`.
+    fn wire(&self, body: &[u8]) -> BytesMut {
+        let mut wire = BytesMut::with_capacity(self.buf.len() + 2 + body.len());
+        wire.extend_from_slice(&self.buf);
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(body);
+        wire
     }
 
     /// The head parsed back into a header (tests read what would be sent).
@@ -303,7 +304,7 @@ mod tests {
         let mut head = Head::new(&http::Method::POST, "/mcp").unwrap();
         head.header("host", b"up:8080").unwrap();
         head.content_length(2);
-        let wire = head.into_wire(b"{}");
+        let wire = head.wire(b"{}");
         let text = std::str::from_utf8(&wire).unwrap();
         assert_eq!(text, "POST /mcp HTTP/1.1\r\nhost: up:8080\r\ncontent-length: 2\r\n\r\n{}");
     }
@@ -317,7 +318,7 @@ mod tests {
         for path in ["", "/a b", "/a\r\nx: 1", "/a\tb"] {
             assert!(Head::new(&http::Method::GET, path).is_err(), "{path:?}");
         }
-        assert_eq!(&head.into_wire(b"")[..], b"GET /mcp HTTP/1.1\r\n\r\n", "a refused header writes nothing");
+        assert_eq!(&head.wire(b"")[..], b"GET /mcp HTTP/1.1\r\n\r\n", "a refused header writes nothing");
     }
 
     /// An upstream on 127.0.0.1 that answers every request on a connection with `200` and an empty body,
@@ -354,7 +355,7 @@ mod tests {
     async fn call(pool: &Pool, peer: &HttpPeer, timeout: Option<Duration>) {
         let mut head = Head::new(&http::Method::GET, "/").unwrap();
         head.header("host", b"up").unwrap();
-        let mut up = pool.send(peer, head, b"").await.unwrap();
+        let mut up = pool.send(peer, &head, b"").await.unwrap();
         up.read_response_header().await.unwrap();
         assert_eq!(up.response_header().unwrap().status, 200);
         while up.read_response_body().await.unwrap().is_some() {}

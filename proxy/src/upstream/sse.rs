@@ -47,7 +47,7 @@ pub(crate) async fn open(
     if let Some(c) = &credential {
         req.header(c.name.as_str(), c.value.as_bytes()).map_err(|e| failed(e.to_string()))?;
     }
-    let mut up = connect_and_send(gw, server, peer, req, b"").await.map_err(Attempt::NotSent)?;
+    let mut up = connect_and_send(gw, server, peer, &req, b"").await.map_err(Attempt::NotSent)?;
     let limit = gw.limits.upstream_timeout;
     let timeout = || {
         Attempt::Failed(
@@ -141,7 +141,7 @@ impl Link for SseLink {
         if let Some(c) = &credential {
             req.header(c.name.as_str(), c.value.as_bytes()).map_err(written)?;
         }
-        let mut up = connect_and_send(gw, server, peer, req, &message).await?;
+        let mut up = connect_and_send(gw, server, peer, &req, &message).await?;
         up.set_read_timeout(Some(gw.limits.idle_timeout));
         tokio::time::timeout(gw.limits.upstream_timeout, up.read_response_header())
             .await
