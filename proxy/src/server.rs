@@ -147,7 +147,13 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
             tls.set_alpn(pingora::protocols::ALPN::H1);
             mcp.add_tls_with_settings(&config.listen.to_string(), None, tls);
         }
-        None => mcp.add_tcp(&config.listen.to_string()),
+        // No read buffer in front of a plain socket: the HTTP/1 codec reads request heads and bodies into
+        // buffers of its own, so Pingora's 64 KiB L4 buffer only added a copy of every byte and memory to
+        // every connection. TLS keeps it (records are read in small pieces).
+        None => mcp.add_listener(
+            pingora::listeners::ListenerConfig::tcp(config.listen.to_string())
+                .l4_buffer(pingora::listeners::L4BufferSettings::default().read(0)),
+        ),
     }
 
     let mut admin = Service::new("admin".to_owned(), AdminApp { routes: routes.clone() });

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::response::Response;
 use crate::request::Session;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::client::HttpSession as UpstreamSession;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::{
@@ -105,7 +105,7 @@ pub async fn request_whole(
     let read = async {
         let mut up = connect_and_send(gw, server, peer, &req, body).await?;
         up.read_response_header().await.map_err(|e| classify(server, &e))?;
-        let header = up.response_header().cloned().ok_or_else(|| ProxyError::UpstreamFailed {
+        let header = up.take_response_header().ok_or_else(|| ProxyError::UpstreamFailed {
             server: server.name.to_string(),
             detail: "no response header".into(),
         })?;
@@ -124,7 +124,7 @@ pub async fn request_whole(
                 return Ok((header, out.freeze()));
             }
         }
-        gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+        gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout));
         Ok((header, out.freeze()))
     };
     let outcome =
@@ -198,7 +198,7 @@ async fn exchange(
             ));
         }
     }
-    let Some(up_resp) = up.response_header() else {
+    let Some(up_resp) = up.take_response_header() else {
         return Err(failed(ProxyError::UpstreamFailed {
             server: server.name.to_string(),
             detail: "no response header".into(),
@@ -217,7 +217,7 @@ async fn exchange(
     if plan.reopen && up_resp.status == http::StatusCode::NOT_FOUND {
         return Err(Attempt::Failed(Failure::UpstreamSessionGone, Some(true)));
     }
-    let sse = is_event_stream(up_resp);
+    let sse = is_event_stream(&up_resp);
     let mut resp =
         downstream_response(up_resp).map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     match plan.rewrite {
@@ -363,7 +363,7 @@ async fn exchange(
         .write_response_body(tail, true)
         .await
         .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
-    gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+    gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout));
     Ok(Some(upstream_ok))
 }
 
@@ -374,7 +374,7 @@ async fn filtered(
     gw: &Shared,
     session: &mut Session,
     server: &Server,
-    mut up: pingora::protocols::http::client::HttpSession,
+    mut up: Response,
     peer: &HttpPeer,
     gone: OnClientGone,
     mut resp: ResponseHeader,
@@ -423,7 +423,7 @@ async fn filtered(
         session.write_response_body(out, true).await
     };
     write.await.map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
-    gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+    gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout));
     Ok(Some(upstream_ok))
 }
 
@@ -451,7 +451,7 @@ fn seal_session_id(
 }
 
 /// The client left before the response ended: cancel or drain per the request's era.
-fn abandon(gw: &Shared, mut up: UpstreamSession, peer: &HttpPeer, gone: OnClientGone) {
+fn abandon(gw: &Shared, mut up: Response, peer: &HttpPeer, gone: OnClientGone) {
     if gone == OnClientGone::Cancel {
         // Dropping the session closes the upstream connection, which cancels the request upstream.
         return;
@@ -461,15 +461,13 @@ fn abandon(gw: &Shared, mut up: UpstreamSession, peer: &HttpPeer, gone: OnClient
     let pool_idle = gw.limits.pool_idle_timeout;
     tokio::spawn(async move {
         let drained: Result<pingora::Result<()>, _> = tokio::time::timeout(DRAIN_LIMIT, async {
-            if up.response_header().is_none() {
-                up.read_response_header().await?;
-            }
+            up.read_response_header().await?;
             while up.read_response_body().await?.is_some() {}
             Ok(())
         })
         .await;
         if matches!(drained, Ok(Ok(()))) {
-            pool.release(up, &peer, Some(pool_idle)).await;
+            pool.release(up, &peer, Some(pool_idle));
         }
     });
 }
@@ -631,15 +629,15 @@ mod tests {
         let mut close_delimited = ResponseHeader::build(200, None).unwrap();
         close_delimited.insert_header("content-type", "text/event-stream").unwrap();
         close_delimited.insert_header("connection", "close").unwrap();
-        let resp = downstream_response(&close_delimited).unwrap();
+        let resp = downstream_response(close_delimited).unwrap();
         assert!(is_event_stream(&resp));
         assert_eq!(resp.headers.get("transfer-encoding").unwrap(), "chunked");
         assert!(resp.headers.get("connection").is_none());
         let mut sized = ResponseHeader::build(202, None).unwrap();
         sized.insert_header("content-length", "0").unwrap();
-        assert!(downstream_response(&sized).unwrap().headers.get("transfer-encoding").is_none());
+        assert!(downstream_response(sized).unwrap().headers.get("transfer-encoding").is_none());
         let no_content = ResponseHeader::build(204, None).unwrap();
-        assert!(downstream_response(&no_content).unwrap().headers.get("transfer-encoding").is_none());
+        assert!(downstream_response(no_content).unwrap().headers.get("transfer-encoding").is_none());
     }
 
     #[test]
@@ -657,7 +655,7 @@ mod tests {
         ] {
             up.append_header(k, v).unwrap();
         }
-        let resp = downstream_response(&up).unwrap();
+        let resp = downstream_response(up).unwrap();
         for gone in ["set-cookie", "alt-svc", "strict-transport-security", "connection", "x-upstream-hop"] {
             assert!(resp.headers.get(gone).is_none(), "{gone} must not be served");
         }

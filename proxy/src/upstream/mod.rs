@@ -14,8 +14,8 @@ use ::http::header::{self, HeaderName};
 use mcpgw_proto::v1::HealthStatus;
 use pingora::ErrorType;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::client::HttpSession as UpstreamSession;
 use pingora::upstreams::peer::HttpPeer;
+use response::Response;
 
 use crate::balance::{Gate, InFlight};
 use crate::breaker::Outcome;
@@ -27,6 +27,7 @@ use pool::Head;
 pub mod bridge;
 pub mod http;
 pub mod pool;
+pub mod response;
 pub mod sse;
 pub mod stdio;
 pub mod websocket;
@@ -200,8 +201,7 @@ pub(crate) fn upstream_request(
 }
 
 /// The upstream's response header as the client must see it.
-pub(crate) fn downstream_response(up: &ResponseHeader) -> pingora::Result<ResponseHeader> {
-    let mut resp = up.clone();
+pub(crate) fn downstream_response(mut resp: ResponseHeader) -> pingora::Result<ResponseHeader> {
     let mut gone: Vec<HeaderName> =
         resp.headers.keys().filter(|n| skip_response_header(n)).cloned().collect();
     if resp.headers.contains_key(header::CONNECTION) {
@@ -272,7 +272,7 @@ pub(crate) async fn connect_and_send(
     peer: &HttpPeer,
     head: &Head,
     body: &[u8],
-) -> Result<UpstreamSession, ProxyError> {
+) -> Result<Response, ProxyError> {
     gw.pool.send(peer, head, body).await.map_err(|e| classify(server, &e))
 }
 

@@ -1,12 +1,11 @@
-//! Upstream connections: Pingora's pool of kept-alive streams, and the request written on one of them in a
+//! Upstream connections: the pool of kept-alive streams, and the request written on one of them in a
 //! single write.
 //!
-//! Pingora's HTTP/1 client flushes the request head before it writes the body, so every request reached the
+//! Pingora's HTTP/1 client flushed the request head before it wrote the body, so every request reached the
 //! upstream in two TCP segments and woke it twice (BENCHMARKS.md, "Where the proxy's time goes", item 3).
 //! The gateway always holds the whole body before it sends (bodies are inspected), so it writes head and body
-//! as one buffer on the pooled stream itself and hands the stream to Pingora's HTTP/1 session only to read
-//! the response. The session then never saw the request; what it would have learnt from it does not apply
-//! to the gateway's requests: they are never `HEAD`, never an upgrade, and never ask for `Connection: close`.
+//! as one buffer on the pooled stream itself, and reads the answer with its own reader
+//! ([`super::response`]).
 //!
 //! Idle connections are kept here, not in Pingora's pool: Pingora's spawns a task per released connection
 //! to watch it (a timer, a `Notify`, an LRU and a map entry, and a `getpeername` when it is taken again),
@@ -25,11 +24,11 @@ use pingora::connectors::TransportConnector;
 #[cfg(test)]
 use pingora::http::RequestHeader;
 use pingora::protocols::Stream;
-use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::response::Response;
 
 /// The proxy's upstream connections, kept alive between requests per peer.
 pub struct Pool {
@@ -98,10 +97,10 @@ fn websocket_tls(ca_file: Option<&std::path::Path>) -> tokio_rustls::TlsConnecto
 
 impl Pool {
     /// Sends `head` and `body` on a pooled connection to `peer` (a new one when none is idle) in one write,
-    /// and returns the session to read the answer on. A reused connection that fails while the request is
+    /// and returns the answer to read. A reused connection that fails while the request is
     /// written is retried once on a new one: the upstream cannot have acted on a request it did not fully
     /// receive. `head` must frame `body`: a `Content-Length` of its length (as `upstream_request` sets it).
-    pub async fn send(&self, peer: &HttpPeer, head: &Head, body: &[u8]) -> pingora::Result<HttpSession> {
+    pub async fn send(&self, peer: &HttpPeer, head: &Head, body: &[u8]) -> pingora::Result<Response> {
         debug_assert!(
             body.is_empty() || head.content_length == Some(body.len()),
             "a request body goes upstream framed by its Content-Length"
@@ -122,7 +121,7 @@ impl Pool {
                 None => written.await,
             };
             match written {
-                Ok(()) => return Ok(HttpSession::H1(Http1Session::new_with_options(stream, peer))),
+                Ok(()) => return Ok(Response::new(stream)),
                 Err(e) if reused && !retried => {
                     tracing::debug!(error = %e, "Pooled upstream connection failed; retrying on a new one.");
                     retried = true;
@@ -135,12 +134,15 @@ impl Pool {
         }
     }
 
-    /// Returns the connection of a finished exchange to the pool, if the exchange left it reusable.
-    pub async fn release(&self, session: HttpSession, peer: &HttpPeer, idle_timeout: Option<Duration>) {
-        let HttpSession::H1(mut h1) = session else { return };
-        h1.respect_keepalive();
-        if let Some(stream) = h1.reuse().await {
-            self.put(stream, peer.reuse_hash(), idle_timeout);
+    /// Returns the connection of a finished exchange to the pool, if the answer left it reusable; it is
+    /// kept for `idle_timeout`, or less when the upstream said it keeps it idle for less.
+    pub fn release(&self, answer: Response, peer: &HttpPeer, idle_timeout: Option<Duration>) {
+        if let Some((stream, theirs)) = answer.into_reusable() {
+            let timeout = match (idle_timeout, theirs) {
+                (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
+                (ours, theirs) => ours.or(theirs),
+            };
+            self.put(stream, peer.reuse_hash(), timeout);
         }
     }
 
@@ -359,7 +361,7 @@ mod tests {
         up.read_response_header().await.unwrap();
         assert_eq!(up.response_header().unwrap().status, 200);
         while up.read_response_body().await.unwrap().is_some() {}
-        pool.release(up, peer, timeout).await;
+        pool.release(up, peer, timeout);
     }
 
     /// Waits (bounded) until `done` holds, yielding to the runtime between looks.

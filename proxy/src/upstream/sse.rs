@@ -5,10 +5,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::response::Response;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::RequestHeader;
-use pingora::protocols::http::client::HttpSession as UpstreamSession;
 
 use super::bridge::{Inbound, Link, Opened};
 use super::pool::Head;
@@ -152,7 +152,7 @@ impl Link for SseLink {
             .map_err(|e| classify(server, &e))?;
         let status = up.response_header().map_or(0, |r| r.status.as_u16());
         while up.read_response_body().await.map_err(|e| classify(server, &e))?.is_some() {}
-        gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout)).await;
+        gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout));
         match status {
             200..300 => Ok(()),
             401 => Err(ProxyError::UpstreamAuthRefused { server: server.name.to_string() }),
@@ -163,7 +163,7 @@ impl Link for SseLink {
 
 /// `message` events of the upstream's stream.
 struct Events {
-    up: UpstreamSession,
+    up: Response,
     parser: Parser,
     queue: VecDeque<Bytes>,
 }

@@ -1,0 +1,555 @@
+//! The upstream's answer, read on the stream its request went out on: an HTTP/1 response reader of the
+//! gateway's own.
+//!
+//! Pingora's client session held a 64 KiB body buffer per answer (every idle SSE stream kept one), copied
+//! every header name into a title-cased copy and parsed it again into the header map, and was built for
+//! requests the gateway never sends (`HEAD`, upgrades, `Expect`). This reader keeps one buffer that
+//! grows with what arrives (4 KiB, doubled while reads fill it, up to 64 KiB), parses the head with
+//! `httparse` straight into the header map, and hands body bytes out of that buffer without copying them.
+//!
+//! Framing follows RFC 9112 §6.3 for the answers to the gateway's requests (never `HEAD`, never
+//! `CONNECT`): 1xx heads are skipped (101 is refused: the gateway asks for no upgrade); 204 and 304 have
+//! no body; `Transfer-Encoding` ending in `chunked` is chunked (its `Content-Length`, if any, removed),
+//! any other transfer coding or no framing at all reads to the end of the connection; otherwise the
+//! `Content-Length` (repeated values must agree). A connection is pooled again only when its answer ended
+//! exactly where its framing said, nothing more arrived, and the upstream keeps it alive.
+//!
+//! Every read is cancel-safe: bytes land in the buffer or not at all, and the state moves only when bytes
+//! are consumed, so a read given up in a `select!` can be taken up again (a legacy answer is drained in
+//! the background after its client left).
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
+use pingora::http::ResponseHeader;
+use pingora::protocols::Stream;
+use pingora::{Error, ErrorType, Result};
+use tokio::io::AsyncReadExt;
+
+/// The longest response head read (status line and headers).
+const HEAD_LIMIT: usize = 64 * 1024;
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// The longest chunk-size line (with its extensions) and the most trailer bytes read.
+const CHUNK_LINE_LIMIT: usize = 4 * 1024;
+const TRAILER_LIMIT: usize = 64 * 1024;
+/// Room made for a read: the first, and again after a read that did not fill it; doubled after one that
+/// did, up to the most.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// An answer being read from an upstream connection.
+pub struct Response {
+    stream: Stream,
+    /// Bytes read and not yet handed out.
+    buf: BytesMut,
+    /// Room made for the next read.
+    read_size: usize,
+    read_timeout: Option<Duration>,
+    header: Option<ResponseHeader>,
+    body: Body,
+    /// The upstream keeps the connection open after this answer (its version and `Connection`).
+    keepalive: bool,
+    /// `Keep-Alive: timeout=N`: how long the upstream keeps it idle.
+    keepalive_timeout: Option<Duration>,
+}
+
+/// Where the body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// The head has not been read.
+    Head,
+    /// `Content-Length`: the bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Delimited by the end of the connection.
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk: the bytes still to come.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields until the empty line; the bytes of them read so far.
+    Trailer(usize),
+}
+
+fn malformed(what: impl Into<String>) -> Box<Error> {
+    Error::explain(ErrorType::InvalidHTTPHeader, what.into())
+}
+
+impl Response {
+    /// The answer to a request just written on `stream`.
+    pub fn new(stream: Stream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            read_size: READ_MIN,
+            read_timeout: None,
+            header: None,
+            body: Body::Head,
+            keepalive: false,
+            keepalive_timeout: None,
+        }
+    }
+
+    /// Bounds each later read (`None`: none, for streams that may idle for long).
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// The head, once [`Self::read_response_header`] read it.
+    pub fn response_header(&self) -> Option<&ResponseHeader> {
+        self.header.as_ref()
+    }
+
+    /// The head, taken out of the answer (the body is still read as it said).
+    pub fn take_response_header(&mut self) -> Option<ResponseHeader> {
+        self.header.take()
+    }
+
+    /// Reads the head (skipping informational ones). Does nothing when it was read (or taken).
+    pub async fn read_response_header(&mut self) -> Result<()> {
+        while self.body == Body::Head {
+            if self.parse_head()? {
+                continue;
+            }
+            if self.buf.len() >= HEAD_LIMIT {
+                return Err(malformed(format!("a response head over {HEAD_LIMIT} bytes")));
+            }
+            if self.fill().await? == 0 {
+                return Error::e_explain(
+                    ErrorType::ConnectionClosed,
+                    "the upstream closed the connection before its answer's head ended",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The next bytes of the body (chunked framing removed), or `None` at its end.
+    pub async fn read_response_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(next) = self.decode()? {
+                return Ok(next);
+            }
+            if self.fill().await? == 0 {
+                return match self.body {
+                    Body::UntilClose => {
+                        self.body = Body::Done;
+                        Ok(None)
+                    }
+                    _ => Error::e_explain(
+                        ErrorType::ConnectionClosed,
+                        "the upstream closed the connection before its answer ended",
+                    ),
+                };
+            }
+        }
+    }
+
+    /// The connection, when this answer left it fit for another request, and how long the upstream keeps
+    /// it idle if it said so.
+    pub fn into_reusable(self) -> Option<(Stream, Option<Duration>)> {
+        (self.body == Body::Done && self.keepalive && self.buf.is_empty())
+            .then_some((self.stream, self.keepalive_timeout))
+    }
+
+    /// Reads more bytes into the buffer; 0 at the end of the stream.
+    async fn fill(&mut self) -> Result<usize> {
+        self.buf.reserve(self.read_size);
+        let read = self.stream.read_buf(&mut self.buf);
+        let read = match self.read_timeout {
+            Some(t) => pingora::time::timeout(t, read).await.map_err(|_| {
+                Error::explain(ErrorType::ReadTimedout, format!("nothing arrived within {t:?}"))
+            })?,
+            None => read.await,
+        };
+        let n = read.map_err(|e| Error::because(ErrorType::ReadError, "while reading the answer", e))?;
+        self.read_size = if n >= self.read_size { (self.read_size * 2).min(READ_MAX) } else { READ_MIN };
+        Ok(n)
+    }
+
+    /// Parses a head from the buffer: `false` when it is incomplete; `true` when one was consumed (the
+    /// answer's, or an informational one to skip).
+    fn parse_head(&mut self) -> Result<bool> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let len = match httparse::ParserConfig::default()
+            .allow_spaces_after_header_name_in_responses(true)
+            .parse_response(&mut parsed, &self.buf)
+        {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(false),
+            Err(e) => return Err(malformed(format!("an unreadable response head: {e}"))),
+        };
+        let code = parsed.code.unwrap_or_default();
+        let status = StatusCode::from_u16(code).map_err(|_| malformed(format!("status {code}")))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(malformed("101 Switching Protocols, for a request that asked for no upgrade"));
+            }
+            self.buf.advance(len);
+            return Ok(true);
+        }
+        let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        for field in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| malformed(format!("the header name {:?}", field.name)))?;
+            let value = HeaderValue::from_bytes(field.value)
+                .map_err(|_| malformed(format!("the value of the {name} header")))?;
+            headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
+        }
+        self.frame(status, version, &mut headers)?;
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        self.header = Some(ResponseHeader::from(parts));
+        self.buf.advance(len);
+        Ok(true)
+    }
+
+    /// Decides the body's framing and whether the connection lives on (RFC 9112 §6.3, §9.3).
+    fn frame(&mut self, status: StatusCode, version: Version, headers: &mut HeaderMap) -> Result<()> {
+        let connection = |token: &str| {
+            headers.get_all(header::CONNECTION).iter().any(|v| list_has(v.as_bytes(), token.as_bytes()))
+        };
+        self.keepalive = match version {
+            Version::HTTP_10 => connection("keep-alive"),
+            _ => !connection("close"),
+        };
+        self.keepalive_timeout =
+            headers.get(HeaderName::from_static("keep-alive")).and_then(|v| keepalive_timeout(v.as_bytes()));
+        if matches!(status.as_u16(), 204 | 304) {
+            self.body = Body::Done;
+            return Ok(());
+        }
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            let chunked = headers
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .map(<[u8]>::trim_ascii)
+                .rfind(|coding| !coding.is_empty())
+                .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
+            if headers.remove(header::CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
+                // Framing a request smuggler would use: read this answer, but not another on this connection.
+                self.keepalive = false;
+            }
+            self.body = if chunked {
+                Body::Chunked(Chunk::Size)
+            } else {
+                self.keepalive = false;
+                Body::UntilClose
+            };
+            return Ok(());
+        }
+        let mut length = None;
+        for value in headers.get_all(header::CONTENT_LENGTH) {
+            for item in value.as_bytes().split(|&b| b == b',') {
+                let n = parse_decimal(item.trim_ascii()).ok_or_else(|| {
+                    malformed(format!("Content-Length {:?}", String::from_utf8_lossy(item)))
+                })?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(malformed("Content-Length values that disagree"));
+                }
+                length = Some(n);
+            }
+        }
+        self.body = match length {
+            Some(0) => Body::Done,
+            Some(n) => Body::Length(n),
+            None => {
+                self.keepalive = false;
+                Body::UntilClose
+            }
+        };
+        Ok(())
+    }
+
+    /// Takes the next body bytes out of the buffer: `None` when more must be read first; `Some(None)` at
+    /// the body's end.
+    fn decode(&mut self) -> Result<Option<Option<Bytes>>> {
+        loop {
+            match self.body {
+                Body::Head => {
+                    return Error::e_explain(ErrorType::InternalError, "the body was read before the head");
+                }
+                Body::Done => return Ok(Some(None)),
+                Body::UntilClose => {
+                    return Ok((!self.buf.is_empty()).then(|| Some(self.buf.split().freeze())));
+                }
+                Body::Length(left) => {
+                    let Some(data) = self.take(left) else { return Ok(None) };
+                    let left = left - data.len() as u64;
+                    self.body = if left == 0 { Body::Done } else { Body::Length(left) };
+                    return Ok(Some(Some(data)));
+                }
+                Body::Chunked(Chunk::Data(left)) => {
+                    let Some(data) = self.take(left) else { return Ok(None) };
+                    let left = left - data.len() as u64;
+                    self.body = Body::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+                    return Ok(Some(Some(data)));
+                }
+                Body::Chunked(Chunk::Size) => {
+                    let Some(line) = self.line(CHUNK_LINE_LIMIT, "a chunk-size line")? else {
+                        return Ok(None);
+                    };
+                    let size = chunk_size(&line)?;
+                    self.body = Body::Chunked(if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) });
+                }
+                Body::Chunked(Chunk::DataEnd) => {
+                    let Some(line) = self.line(2, "the end of a chunk")? else { return Ok(None) };
+                    if !line.is_empty() {
+                        return Err(malformed("chunk data longer than its size"));
+                    }
+                    self.body = Body::Chunked(Chunk::Size);
+                }
+                Body::Chunked(Chunk::Trailer(seen)) => {
+                    let room = TRAILER_LIMIT.saturating_sub(seen);
+                    let before = self.buf.len();
+                    let Some(line) = self.line(room, "the trailer fields")? else { return Ok(None) };
+                    // Trailer fields are not forwarded (the client's answer is re-framed).
+                    self.body = if line.is_empty() {
+                        Body::Done
+                    } else {
+                        Body::Chunked(Chunk::Trailer(seen + before - self.buf.len()))
+                    };
+                }
+            }
+        }
+    }
+
+    /// Up to `left` buffered body bytes, `None` when none is buffered.
+    fn take(&mut self, left: u64) -> Option<Bytes> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+        Some(self.buf.split_to(n).freeze())
+    }
+
+    /// The next line in the buffer without its CRLF (or bare LF), consumed; `None` when it has not all
+    /// arrived. A line of `limit` bytes or more is an error naming `what`.
+    fn line(&mut self, limit: usize, what: &str) -> Result<Option<BytesMut>> {
+        let Some(lf) = memchr::memchr(b'\n', &self.buf[..self.buf.len().min(limit.saturating_add(1))]) else {
+            if self.buf.len() >= limit {
+                return Err(malformed(format!("{what} over {limit} bytes")));
+            }
+            return Ok(None);
+        };
+        let mut line = self.buf.split_to(lf + 1);
+        line.truncate(if line.ends_with(b"\r\n") { lf - 1 } else { lf });
+        Ok(Some(line))
+    }
+}
+
+/// Whether the comma-separated list `value` holds `token` (ASCII case ignored).
+fn list_has(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The `timeout` parameter of a `Keep-Alive` header (`timeout=5, max=100`).
+fn keepalive_timeout(value: &[u8]) -> Option<Duration> {
+    value.split(|&b| b == b',').find_map(|param| {
+        let eq = param.iter().position(|&b| b == b'=')?;
+        let (name, seconds) = (param[..eq].trim_ascii(), param[eq + 1..].trim_ascii());
+        name.eq_ignore_ascii_case(b"timeout").then(|| parse_decimal(seconds).map(Duration::from_secs))?
+    })
+}
+
+/// A non-negative decimal number (digits only, no sign).
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The size of a chunk-size line (`1*HEXDIG [ BWS ";" extensions ]`).
+fn chunk_size(line: &[u8]) -> Result<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = line[digits..].trim_ascii_start();
+    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
+        return Err(malformed(format!("the chunk-size line {:?}", String::from_utf8_lossy(line))));
+    }
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| malformed("a chunk size"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| malformed("a chunk size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A response reader over a real socket whose peer writes `parts` one write at a time (then closes
+    /// unless `keep_open`).
+    async fn over_socket(parts: Vec<&'static [u8]>, keep_open: bool) -> Response {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.unwrap();
+            for part in parts {
+                peer.write_all(part).await.unwrap();
+                peer.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            if keep_open {
+                let mut sink = [0u8; 16];
+                let _ = peer.read(&mut sink).await;
+            }
+        });
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Response::new(Box::new(pingora::protocols::l4::stream::Stream::from(stream)))
+    }
+
+    async fn body(r: &mut Response) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = r.read_response_body().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn content_length_bodies_end_where_they_say_and_keep_the_connection() {
+        let mut r = over_socket(
+            vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-A: 1\r\n",
+                b"\r\nhello",
+                b" world",
+            ],
+            true,
+        )
+        .await;
+        r.read_response_header().await.unwrap();
+        let head = r.response_header().unwrap();
+        assert_eq!(head.status, 200, "the informational head is skipped");
+        assert_eq!(head.headers["x-a"], "1");
+        assert_eq!(body(&mut r).await.unwrap(), b"hello world");
+        assert!(r.into_reusable().is_some());
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_unframed_split_anywhere() {
+        let mut r = over_socket(
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5;ext=1\r",
+                b"\nhel",
+                b"lo\r\n6\r\n world\r",
+                b"\n0\r\nX-Trailer: t\r\n\r\n",
+            ],
+            true,
+        )
+        .await;
+        r.read_response_header().await.unwrap();
+        assert!(r.response_header().unwrap().headers.get("content-length").is_none(), "chunked wins");
+        assert_eq!(body(&mut r).await.unwrap(), b"hello world");
+        assert!(r.into_reusable().is_none(), "both framings given: not reused");
+
+        let mut r = over_socket(
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"],
+            true,
+        )
+        .await;
+        r.read_response_header().await.unwrap();
+        assert_eq!(body(&mut r).await.unwrap(), b"abc");
+        assert!(r.into_reusable().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_body_without_framing_reads_to_the_end_and_is_not_reused() {
+        let mut r = over_socket(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n", b"data: 2\n\n"],
+            false,
+        )
+        .await;
+        r.read_response_header().await.unwrap();
+        assert_eq!(body(&mut r).await.unwrap(), b"data: 1\n\ndata: 2\n\n");
+        assert!(r.into_reusable().is_none());
+    }
+
+    #[tokio::test]
+    async fn connection_close_http_1_0_and_extra_bytes_are_not_reused() {
+        for (head, extra) in [
+            (&b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"[..], 0),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+            (b"HTTP/1.1 204 No Content\r\n\r\nX", 1),
+        ] {
+            let mut r = over_socket(vec![head], true).await;
+            r.read_response_header().await.unwrap();
+            while r.buf.len() < extra {
+                r.fill().await.unwrap();
+            }
+            assert_eq!(body(&mut r).await.unwrap(), b"");
+            assert!(r.into_reusable().is_none(), "{}", String::from_utf8_lossy(head));
+        }
+        let mut r =
+            over_socket(vec![b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 1\r\n\r\nx"], true)
+                .await;
+        r.read_response_header().await.unwrap();
+        assert_eq!(body(&mut r).await.unwrap(), b"x");
+        assert_eq!(r.into_reusable().map(|(_, t)| t), Some(Some(Duration::from_secs(5))));
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_errors() {
+        for (parts, what) in [
+            (vec![&b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"[..]], "disagreeing lengths"),
+            (vec![b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"], "a negative length"),
+            (vec![b"HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n"], "a space in a name"),
+            (vec![b"HTTP/1.1 101 Switching Protocols\r\n\r\n"], "an upgrade"),
+            (vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"], "a bad chunk size"),
+            (vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n"], "an overlong chunk"),
+            (
+                vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n"],
+                "a huge chunk",
+            ),
+            (vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab"], "an early end"),
+            (vec![b"HTTP/1.1 200 OK\r\n"], "a head cut short"),
+        ] {
+            let mut r = over_socket(parts, false).await;
+            let result = match r.read_response_header().await {
+                Ok(()) => body(&mut r).await.map(drop),
+                Err(e) => Err(e),
+            };
+            assert!(result.is_err(), "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_given_up_is_taken_up_again() {
+        let mut r = over_socket(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab", b"cd"], true).await;
+        r.read_response_header().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            // A zero timeout often gives the read up before it completes: nothing may be lost.
+            if let Ok(chunk) = tokio::time::timeout(Duration::ZERO, r.read_response_body()).await {
+                got.extend_from_slice(&chunk.unwrap().unwrap());
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(got, b"abcd");
+        assert_eq!(r.read_response_body().await.unwrap(), None);
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(chunk_size(b"1A ; name=value").unwrap(), 26);
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"0x1").is_err());
+        assert!(chunk_size(b"-1").is_err());
+        assert_eq!(parse_decimal(b"007"), Some(7));
+        assert_eq!(parse_decimal(b"+7"), None);
+    }
+}
