@@ -294,18 +294,28 @@ impl Gateway {
         )?;
         Trace::mark(ctx.trace.recording, &mut ctx.trace.authenticated);
         let Some(name) = route.server() else {
-            let result =
-                crate::aggregate::handle(&self.aggregator(), session, ctx, &table, &principal, body, rpc)
-                    .await;
+            // The `/mcp` paths are boxed: their futures are several times the forwarding path's, and every
+            // connection's future would otherwise be as large as the largest (BENCHMARKS.md, scenario f).
+            let result = Box::pin(crate::aggregate::handle(
+                &self.aggregator(),
+                session,
+                ctx,
+                &table,
+                &principal,
+                body,
+                rpc,
+            ))
+            .await;
             ctx.principal = Some(principal);
             return result;
         };
         if let Route::Mcp(name @ ("sse" | "message")) = route {
             // The HTTP+SSE transport (2024-11-05) of /mcp: its stream and its messages.
             let result = if name == "sse" {
-                crate::aggregate::legacy_sse::open(&self.aggregator(), session, ctx, &principal).await
+                Box::pin(crate::aggregate::legacy_sse::open(&self.aggregator(), session, ctx, &principal))
+                    .await
             } else {
-                crate::aggregate::legacy_sse::message(
+                Box::pin(crate::aggregate::legacy_sse::message(
                     &self.aggregator(),
                     session,
                     ctx,
@@ -313,16 +323,23 @@ impl Gateway {
                     &principal,
                     body,
                     rpc,
-                )
+                ))
                 .await
             };
             ctx.principal = Some(principal);
             return result;
         }
         if matches!(route, Route::Mcp(crate::aggregate::own::NAME)) {
-            let result =
-                crate::aggregate::own_server(&self.aggregator(), session, ctx, &table, &principal, body, rpc)
-                    .await;
+            let result = Box::pin(crate::aggregate::own_server(
+                &self.aggregator(),
+                session,
+                ctx,
+                &table,
+                &principal,
+                body,
+                rpc,
+            ))
+            .await;
             ctx.principal = Some(principal);
             return result;
         }
@@ -335,7 +352,7 @@ impl Gateway {
         let plan = match route {
             Route::Mcp(_) if server.transport != Transport::StreamableHttp => {
                 let target = route::balanced(session, &server);
-                return crate::upstream::bridge::handle(
+                return Box::pin(crate::upstream::bridge::handle(
                     self,
                     &self.bridges,
                     session,
@@ -345,7 +362,7 @@ impl Gateway {
                     body,
                     rpc,
                     filter.as_ref(),
-                )
+                ))
                 .await;
             }
             Route::Mcp(_) => {

@@ -230,7 +230,21 @@ async fn exchange(
     up.set_read_timeout(if sse { None } else { Some(gw.limits.idle_timeout) });
     if let Some(filter) = &plan.filter {
         let filter = |body: &[u8], sse: bool| filter.apply(body, sse);
-        return filtered(gw, session, server, up, peer, gone, resp, &filter, None, sse, upstream_ok).await;
+        // Boxed, as below: a rare path whose future would otherwise be carried by every exchange's.
+        return Box::pin(filtered(
+            gw,
+            session,
+            server,
+            up,
+            peer,
+            gone,
+            resp,
+            &filter,
+            None,
+            sse,
+            upstream_ok,
+        ))
+        .await;
     }
     // A JSON answer that may need fields added: when it arrives whole in its first chunk and needs
     // nothing, it goes on as usual; otherwise it is read whole and changed.
@@ -248,7 +262,7 @@ async fn exchange(
             }
             Ok(data) => {
                 let complete = |body: &[u8], _: bool| plan.rewrites.apply_body(body);
-                return filtered(
+                return Box::pin(filtered(
                     gw,
                     session,
                     server,
@@ -260,7 +274,7 @@ async fn exchange(
                     data,
                     sse,
                     upstream_ok,
-                )
+                ))
                 .await;
             }
             Err(e) => return Err(Attempt::Failed(Failure::Abort(e), Some(false))),

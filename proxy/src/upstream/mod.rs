@@ -410,7 +410,9 @@ pub(crate) async fn credential(
         None => None,
         Some(UpstreamAuth::Header(header)) => Some(header.clone()),
         Some(UpstreamAuth::Exchange { audience, scopes }) => {
-            Some(exchanged_token(gw, down, server, audience, scopes).await?)
+            // Boxed: the exchange (a gRPC call on a cache miss) is a future of ~2 KiB that every request's
+            // future would otherwise carry.
+            Some(Box::pin(exchanged_token(gw, down, server, audience, scopes)).await?)
         }
     })
 }

@@ -110,7 +110,9 @@ impl Pool {
         loop {
             let (mut stream, reused) = match self.take(peer.reuse_hash()) {
                 Some(stream) => (stream, true),
-                None => (self.transport.new_stream(peer).await?, false),
+                // Boxed: connecting (TLS included) is a future of ~8 KiB that every request's future would
+                // otherwise carry, and an idle stream's with it (BENCHMARKS.md, scenario f).
+                None => (Box::pin(self.transport.new_stream(peer)).await?, false),
             };
             let written = async {
                 stream.write_all(&wire).await?;
