@@ -228,28 +228,16 @@ async fn exchange(
         Rewrite::None | Rewrite::SseEndpoint => {}
     }
     up.set_read_timeout(if sse { None } else { Some(gw.limits.idle_timeout) });
-    if let Some(filter) = &plan.filter {
-        let filter = |body: &[u8], sse: bool| filter.apply(body, sse);
-        // Boxed, as below: a rare path whose future would otherwise be carried by every exchange's.
-        return Box::pin(filtered(
-            gw,
-            session,
-            server,
-            up,
-            peer,
-            gone,
-            resp,
-            &filter,
-            None,
-            sse,
-            upstream_ok,
-        ))
-        .await;
-    }
-    // A JSON answer that may need fields added: when it arrives whole in its first chunk and needs
-    // nothing, it goes on as usual; otherwise it is read whole and changed.
+    // An answer changed before it goes on is read whole (`filtered`): a list filtered for a restricted
+    // caller, or a JSON answer that needs fields added — unless it arrives whole in its first chunk and
+    // needs nothing, when it goes on as usual.
+    let (apply_filter, complete);
+    let mut whole: Option<(&Transform<'_>, Option<Bytes>)> = None;
     let mut first_chunk = None;
-    if plan.rewrites.complete.is_some() && !sse {
+    if let Some(filter) = &plan.filter {
+        apply_filter = move |body: &[u8], sse: bool| filter.apply(body, sse);
+        whole = Some((&apply_filter, None));
+    } else if plan.rewrites.complete.is_some() && !sse {
         let declared = resp
             .headers
             .get(header::CONTENT_LENGTH)
@@ -261,24 +249,28 @@ async fn exchange(
                 first_chunk = Some(data);
             }
             Ok(data) => {
-                let complete = |body: &[u8], _: bool| plan.rewrites.apply_body(body);
-                return Box::pin(filtered(
-                    gw,
-                    session,
-                    server,
-                    up,
-                    peer,
-                    gone,
-                    resp,
-                    &complete,
-                    data,
-                    sse,
-                    upstream_ok,
-                ))
-                .await;
+                complete = |body: &[u8], _: bool| plan.rewrites.apply_body(body);
+                whole = Some((&complete, data));
             }
             Err(e) => return Err(Attempt::Failed(Failure::Abort(e), Some(false))),
         }
+    }
+    if let Some((transform, first)) = whole {
+        // Boxed: a rare path whose future would otherwise be carried by every exchange's.
+        return Box::pin(filtered(
+            gw,
+            session,
+            server,
+            up,
+            peer,
+            gone,
+            resp,
+            transform,
+            first,
+            sse,
+            upstream_ok,
+        ))
+        .await;
     }
 
     if session.write_response_header(Box::new(resp)).await.is_err() {
@@ -381,6 +373,9 @@ async fn exchange(
     Ok(Some(upstream_ok))
 }
 
+/// How `filtered` changes an answer read whole: (body, whether SSE) → the body to send.
+type Transform<'a> = dyn Fn(&[u8], bool) -> Bytes + Sync + 'a;
+
 /// Reads an answer whole (bounded), changes it with `transform` (body, whether SSE) — a list filtered for
 /// a restricted caller, a legacy result completed for a 2026-07-28 one — and answers with it.
 #[allow(clippy::too_many_arguments)]
@@ -392,7 +387,7 @@ async fn filtered(
     peer: &HttpPeer,
     gone: OnClientGone,
     mut resp: ResponseHeader,
-    transform: &(dyn Fn(&[u8], bool) -> Bytes + Sync),
+    transform: &Transform<'_>,
     first: Option<Bytes>,
     sse: bool,
     upstream_ok: bool,
