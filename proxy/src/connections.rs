@@ -6,9 +6,10 @@
 //!
 //! [`Listener`] is the MCP listener's application: it takes the connection's place, wraps the stream in
 //! a [`HeadDeadline`] and serves every request of the connection in turn (`Gateway::exchange`), re-arming
-//! the deadline between requests. Pingora provides the listener, TLS and the HTTP/1 codec; the request
-//! loop is ours, so a request costs no per-request boxed future, cache or module state of Pingora's proxy
-//! layer (BENCHMARKS.md, "Performance work").
+//! the deadline between requests. A plain listener's accept loop is ours too ([`PlainListener`]): each
+//! connection's task is its own future, nothing of Pingora's around it. Pingora provides the TLS listener
+//! and the HTTP/1 codec; the request loop is ours, so a request costs no per-request boxed future, cache or
+//! module state of Pingora's proxy layer (BENCHMARKS.md, "Performance work").
 
 use std::io;
 use std::pin::Pin;
@@ -50,15 +51,16 @@ fn client_key(stream: &Stream) -> Arc<str> {
     }
 }
 
-#[async_trait]
-impl ServerApp for Listener {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+impl Listener {
+    /// Serves one client connection: takes its place under the caps, then its HTTP/1 requests one after
+    /// another until it closes.
+    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let client = client_key(&stream);
         let _open = match self.caps.try_acquire(&client) {
             Ok(permit) => Open::new(permit),
             Err(over) => {
                 refuse(stream, over, &client).await;
-                return None;
+                return;
             }
         };
         let mut stream = Box::new(HeadDeadline::new(stream, self.head_timeout));
@@ -71,20 +73,110 @@ impl ServerApp for Listener {
                 None => session.set_keepalive(Some(KEEPALIVE_SECS)),
             }
             if !self.gateway.exchange(&mut session, &self.closing, shutdown).await {
-                return None;
+                return;
             }
             let settings = HttpPersistentSettings::for_session(&session);
-            let reusable = session.finish().await.ok().flatten()?;
+            let Some(reusable) = session.finish().await.ok().flatten() else { return };
             let (next, settings) = ReusedHttpStream::from_reusable_stream(reusable, settings).consume();
-            let mut guarded = next.into_any().downcast::<HeadDeadline>().ok()?;
+            let Ok(mut guarded) = next.into_any().downcast::<HeadDeadline>() else { return };
             guarded.rearm();
             stream = guarded;
             kept = settings;
         }
     }
+}
+
+/// TLS listeners are Pingora's (its acceptor makes the handshake); each connection is then served as on a
+/// plain listener.
+#[async_trait]
+impl ServerApp for Listener {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        self.serve(stream, shutdown).await;
+        None
+    }
 
     async fn cleanup(&self) {
         self.closing.close();
+    }
+}
+
+/// Backlog of the plain listener's socket (Pingora's).
+const BACKLOG: i32 = 65_535;
+
+/// How long accepting pauses when the process is out of descriptors (accept would fail again at once).
+const OUT_OF_DESCRIPTORS_PAUSE: Duration = Duration::from_millis(200);
+
+/// The MCP listener on a plain TCP socket: an accept loop of the gateway's own, so that each connection's
+/// task is the connection's future itself. Pingora's listening service spawns a future that holds its TLS
+/// handshake's inline (8.7 KiB, even on plain TCP) around a boxed `ServerApp` future, and every idle
+/// stream kept both (BENCHMARKS.md, scenario f). Shutdown is Pingora's: accepting stops when its shutdown
+/// watch fires, connections waiting for their next request close (`Closing`), requests in flight run on
+/// until the grace period ends.
+pub struct PlainListener {
+    socket: Option<std::net::TcpListener>,
+    app: Arc<Listener>,
+}
+
+impl PlainListener {
+    /// Binds `addr` now, so that a port in use is reported at start, not from a service's thread.
+    pub fn bind(addr: std::net::SocketAddr, app: Listener) -> io::Result<Self> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        Ok(Self { socket: Some(socket.into()), app: Arc::new(app) })
+    }
+}
+
+#[async_trait]
+impl pingora::services::Service for PlainListener {
+    async fn start_service(
+        &mut self,
+        _fds: Option<pingora::server::ListenFds>,
+        mut shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let socket = self.socket.take().expect("the MCP listener starts once");
+        let listener = match tokio::net::TcpListener::from_std(socket) {
+            Ok(listener) => pingora::protocols::l4::listener::Listener::from(listener),
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot listen on the MCP socket.");
+                std::process::exit(1);
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            match accepted {
+                Ok(mut stream) => {
+                    // Requests and answers go out as written (Pingora's listeners do the same).
+                    let _ = stream.set_nodelay();
+                    let app = self.app.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move { app.serve(Box::new(stream), &shutdown).await });
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    tracing::error!(error = %e, "Cannot accept a connection: out of descriptors.");
+                    tokio::time::sleep(OUT_OF_DESCRIPTORS_PAUSE).await;
+                }
+                // The client went away before it was accepted, and the like: the next one is accepted.
+                Err(e) => tracing::debug!(error = %e, "accept() failed."),
+            }
+        }
+        drop(listener);
+        self.app.closing.close();
+    }
+
+    fn name(&self) -> &str {
+        "mcp"
     }
 }
 
@@ -157,18 +249,58 @@ enum Head {
     Read,
 }
 
-/// A client stream whose request heads must arrive within a deadline from their first byte.
+/// Most bytes held back to go out with the next write (an answer's head with its body): one TCP segment,
+/// as Pingora's L4 write buffer did.
+const COALESCE: usize = 1460;
+
+/// A client stream whose request heads must arrive within a deadline from their first byte, and whose
+/// small writes are held until a flush (or a write that would overflow them) so an answer's head and a
+/// small body leave in one send. The held bytes' buffer is freed once sent: an idle stream holds none.
 #[derive(Debug)]
 pub struct HeadDeadline {
     inner: Stream,
     timeout: Duration,
     head: Head,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Written, not yet sent; `held[sent..]` is what remains.
+    held: Vec<u8>,
+    sent: usize,
 }
 
 impl HeadDeadline {
     fn new(inner: Stream, timeout: Duration) -> Self {
-        Self { inner, timeout, head: Head::Awaited, deadline: None }
+        Self { inner, timeout, head: Head::Awaited, deadline: None, held: Vec::new(), sent: 0 }
+    }
+
+    /// Sends what is held; the buffer is freed once it is all out.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.held.len() {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.held[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        if self.held.capacity() > 0 {
+            self.held = Vec::new();
+            self.sent = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Holds `bufs` when they fit beside what is held: `None` when they do not (what is held must go first).
+    fn hold(&mut self, bufs: &[io::IoSlice<'_>]) -> Option<usize> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.held.len() + len > COALESCE {
+            return None;
+        }
+        if self.held.capacity() == 0 {
+            self.held.reserve_exact(COALESCE);
+        }
+        for buf in bufs {
+            self.held.extend_from_slice(buf);
+        }
+        Some(len)
     }
 
     /// The next bytes start a new request head.
@@ -253,8 +385,8 @@ impl AsyncRead for HeadDeadline {
 }
 
 impl AsyncWrite for HeadDeadline {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -262,18 +394,28 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        if let Some(len) = this.hold(bufs) {
+            return Poll::Ready(Ok(len));
+        }
+        std::task::ready!(this.poll_send_held(cx))?;
+        match this.hold(bufs) {
+            Some(len) => Poll::Ready(Ok(len)),
+            None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_send_held(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_send_held(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -281,6 +423,8 @@ impl AsyncWrite for HeadDeadline {
 #[async_trait]
 impl Shutdown for HeadDeadline {
     async fn shutdown(&mut self) {
+        // What is held goes out first (the last answer before a close).
+        let _ = std::future::poll_fn(|cx| self.poll_send_held(cx)).await;
         Shutdown::shutdown(&mut *self.inner).await;
     }
 }
@@ -351,5 +495,38 @@ mod tests {
         assert!(ends(&[b"GET / HTTP/1.1\nHost: a\n\n"]), "bare LF");
         assert!(!ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"X-Slow: 1\r\n"]));
         assert!(!ends(&[b"GET / HTTP/1.1\r\nX: a\r\r\n"]), "a lone CR is not a line");
+    }
+
+    #[tokio::test]
+    async fn small_writes_leave_together_at_the_flush_and_large_ones_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let mut stream = HeadDeadline::new(
+            Box::new(pingora::protocols::l4::stream::Stream::from(client)),
+            Duration::from_secs(5),
+        );
+
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n";
+        stream.write_all(head).await.unwrap();
+        let written = stream.write_vectored(&[io::IoSlice::new(b"o"), io::IoSlice::new(b"k")]).await.unwrap();
+        assert_eq!(written, 2);
+        assert_eq!((stream.held.len(), stream.sent), (head.len() + 2, 0), "held until the flush");
+        stream.flush().await.unwrap();
+        assert_eq!(stream.held.capacity(), 0, "the buffer is freed once sent");
+        let mut got = vec![0; head.len() + 2];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..head.len()], head);
+        assert_eq!(&got[head.len()..], b"ok");
+
+        // Over the limit: what is held goes first, then the large write, unbuffered.
+        stream.write_all(b"x").await.unwrap();
+        stream.write_all(&[b'y'; 5000]).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut got = vec![0; 5001];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got[0], b'x');
+        assert!(got[1..].iter().all(|&b| b == b'y'));
+        assert_eq!(stream.held.capacity(), 0);
     }
 }

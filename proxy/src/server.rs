@@ -138,22 +138,29 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
         head_timeout: config.request_head_timeout,
         closing: Default::default(),
     };
-    let mut mcp = Service::new("mcp".to_owned(), mcp_app);
     match &config.tls {
         Some(cert) => {
             let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
                 .expect("TLS settings without files build");
             tls.set_cert_resolver(cert.clone());
             tls.set_alpn(pingora::protocols::ALPN::H1);
+            let mut mcp = Service::new("mcp".to_owned(), mcp_app);
             mcp.add_tls_with_settings(&config.listen.to_string(), None, tls);
+            server.add_service(mcp);
         }
-        // No read buffer in front of a plain socket: the HTTP/1 codec reads request heads and bodies into
-        // buffers of its own, so Pingora's 64 KiB L4 buffer only added a copy of every byte and memory to
-        // every connection. TLS keeps it (records are read in small pieces).
-        None => mcp.add_listener(
-            pingora::listeners::ListenerConfig::tcp(config.listen.to_string())
-                .l4_buffer(pingora::listeners::L4BufferSettings::default().read(0)),
-        ),
+        // A plain listener is the gateway's own (`connections::PlainListener`): no read buffer in front of
+        // the socket (the HTTP/1 codec reads heads and bodies into buffers of its own) and no per-connection
+        // future of Pingora's around the connection's. TLS keeps Pingora's listener and its L4 buffer
+        // (records are read in small pieces).
+        None => match crate::connections::PlainListener::bind(config.listen, mcp_app) {
+            Ok(mcp) => {
+                server.add_service(mcp);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, listen = %config.listen, "Cannot listen on --listen.");
+                std::process::exit(2);
+            }
+        },
     }
 
     let mut admin = Service::new("admin".to_owned(), AdminApp { routes: routes.clone() });
@@ -183,7 +190,6 @@ pub fn build(config: &Config) -> (Server, RunArgs) {
     if let Some(worker) = otlp_worker {
         server.add_service(background_service("otlp", OtlpExport(std::sync::Mutex::new(Some(worker)))));
     }
-    server.add_service(mcp);
     server.add_service(admin);
     (server, RunArgs { shutdown_signal: Box::new(signals) })
 }
