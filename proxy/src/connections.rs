@@ -30,6 +30,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::caps::{Caps, Exceeded};
 use crate::error::ProxyError;
+use crate::gateway::{Next, Relayed};
 
 /// How long a refused connection's request is read (and discarded) so the refusal is not lost to a reset.
 const REFUSAL_DRAIN: Duration = Duration::from_millis(200);
@@ -52,19 +53,30 @@ fn client_key(stream: &Stream) -> Arc<str> {
 }
 
 impl Listener {
-    /// Serves one client connection: takes its place under the caps, then its HTTP/1 requests one after
-    /// another until it closes.
-    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
+    /// Serves one client connection: takes its place under the caps, then its requests.
+    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
         let client = client_key(&stream);
-        let _open = match self.caps.try_acquire(&client) {
+        let open = match self.caps.try_acquire(&client) {
             Ok(permit) => Open::new(permit),
             Err(over) => {
                 refuse(stream, over, &client).await;
                 return;
             }
         };
-        let mut stream = Box::new(HeadDeadline::new(stream, self.head_timeout));
-        let mut kept: Option<HttpPersistentSettings> = None;
+        let stream = Box::new(HeadDeadline::new(stream, self.head_timeout));
+        self.requests(stream, None, open, shutdown).await;
+    }
+
+    /// Serves a connection's HTTP/1 requests one after another until it closes, or until an answer is a
+    /// GET stream: that one goes on in a task of its own ([`Listener::relay`]) and this future ends, so an
+    /// idle stream holds the stream's state, not the request path's futures.
+    async fn requests(
+        self: Arc<Self>,
+        mut stream: Box<HeadDeadline>,
+        mut kept: Option<HttpPersistentSettings>,
+        open: Open,
+        shutdown: ShutdownWatch,
+    ) {
         loop {
             let mut session = ServerSession::new_http1(stream);
             match kept.take() {
@@ -72,18 +84,47 @@ impl Listener {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => session.set_keepalive(Some(KEEPALIVE_SECS)),
             }
-            if !self.gateway.exchange(&mut session, &self.closing, shutdown).await {
-                return;
+            match self.gateway.exchange(&mut session, &self.closing, &shutdown).await {
+                Next::Close => return,
+                Next::Reuse => {}
+                Next::Relay(relayed) => {
+                    tokio::spawn(self.relay(session, relayed, open, shutdown));
+                    return;
+                }
             }
-            let settings = HttpPersistentSettings::for_session(&session);
-            let Some(reusable) = session.finish().await.ok().flatten() else { return };
-            let (next, settings) = ReusedHttpStream::from_reusable_stream(reusable, settings).consume();
-            let Ok(mut guarded) = next.into_any().downcast::<HeadDeadline>() else { return };
-            guarded.rearm();
-            stream = guarded;
-            kept = settings;
+            let Some((next, settings)) = next_request(session).await else { return };
+            (stream, kept) = (next, settings);
         }
     }
+
+    /// Relays a GET stream to its end (`Gateway::relay`); the connection's next requests are then served in
+    /// a task of their own. (Boxed: the two tasks' futures name each other.)
+    fn relay(
+        self: Arc<Self>,
+        mut session: ServerSession,
+        relayed: Box<Relayed>,
+        open: Open,
+        shutdown: ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            if !self.gateway.relay(&mut session, relayed).await {
+                return;
+            }
+            if let Some((next, kept)) = next_request(session).await {
+                tokio::spawn(self.requests(next, kept, open, shutdown));
+            }
+        })
+    }
+}
+
+/// The connection of a finished request, ready for the next one; `None` when it cannot carry another.
+async fn next_request(session: ServerSession) -> Option<(Box<HeadDeadline>, Option<HttpPersistentSettings>)> {
+    let settings = HttpPersistentSettings::for_session(&session);
+    let reusable = session.finish().await.ok().flatten()?;
+    let (next, settings) = ReusedHttpStream::from_reusable_stream(reusable, settings).consume();
+    let mut guarded = next.into_any().downcast::<HeadDeadline>().ok()?;
+    guarded.rearm();
+    Some((guarded, settings))
 }
 
 /// TLS listeners are Pingora's (its acceptor makes the handshake); each connection is then served as on a
@@ -91,7 +132,7 @@ impl Listener {
 #[async_trait]
 impl ServerApp for Listener {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        self.serve(stream, shutdown).await;
+        self.clone().serve(stream, shutdown.clone()).await;
         None
     }
 
@@ -159,9 +200,7 @@ impl pingora::services::Service for PlainListener {
                 Ok(mut stream) => {
                     // Requests and answers go out as written (Pingora's listeners do the same).
                     let _ = stream.set_nodelay();
-                    let app = self.app.clone();
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(async move { app.serve(Box::new(stream), &shutdown).await });
+                    tokio::spawn(self.app.clone().serve(Box::new(stream), shutdown.clone()));
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     tracing::error!(error = %e, "Cannot accept a connection: out of descriptors.");

@@ -22,6 +22,7 @@ use crate::route::{self, Route};
 use crate::shared::Shared;
 use crate::trace::Trace;
 use crate::upstream::bridge::Bridges;
+use crate::upstream::http::Relay;
 use crate::upstream::{Plan, Rewrite};
 
 /// The MCP listener: the shared parts every handler uses, and the registries of the bridged transports
@@ -51,31 +52,51 @@ fn http_method_label(method: &http::Method) -> &'static str {
     }
 }
 
+/// What a connection does after a request ([`Gateway::exchange`]).
+pub enum Next {
+    /// Closes.
+    Close,
+    /// Reads its next request.
+    Reuse,
+    /// Relays the request's GET stream first ([`Gateway::relay`]); the request's own future has ended.
+    Relay(Box<Relayed>),
+}
+
+/// A request whose answer is a GET stream still flowing: the stream's state and what its record needs.
+pub struct Relayed {
+    relay: Relay,
+    ctx: RequestCtx,
+}
+
+/// How a request's handling ends: answered (`None`), or with a GET stream to relay.
+type Answered = Result<Option<Relay>, Failure>;
+
 impl Gateway {
     /// Serves one request of a client connection: reads its head (or learns that the connection is idle and
-    /// closing), answers it and records it. `false` when the connection cannot carry another request.
-    pub async fn exchange(&self, session: &mut Session, closing: &Closing, shutdown: &ShutdownWatch) -> bool {
+    /// closing), answers it and records it — or, when the answer is a GET stream, leaves the rest of it to
+    /// [`Gateway::relay`], so that an idle stream does not hold the request path's futures.
+    pub async fn exchange(&self, session: &mut Session, closing: &Closing, shutdown: &ShutdownWatch) -> Next {
         let read = tokio::select! {
             biased; // a request already buffered is served, not dropped
             read = session.read_request() => read,
-            () = closing.wait() => return false,
+            () = closing.wait() => return Next::Close,
         };
         match read {
             Ok(true) => {}
-            Ok(false) => return false,
+            Ok(false) => return Next::Close,
             Err(e) => {
                 if matches!(e.etype(), InvalidHTTPHeader) {
                     tracing::debug!(error = %e, "Refused a request head that does not parse.");
                     let _ = session.respond_error(400).await;
                 }
                 session.shutdown().await;
-                return false;
+                return Next::Close;
             }
         }
         if session.req_header().method == http::Method::CONNECT {
             let _ = session.respond_error(405).await;
             session.shutdown().await;
-            return false;
+            return Next::Close;
         }
         if *shutdown.borrow() {
             // The listener is stopping: this answer is the connection's last.
@@ -94,6 +115,27 @@ impl Gateway {
             mcpgw_proto::otlp::InTrace::new(trace, answer).await
         };
         let reuse = match answered {
+            Ok(Some(relay)) => return Next::Relay(Box::new(Relayed { relay, ctx })),
+            Ok(None) => true,
+            Err(e) => {
+                failed(session, &e).await;
+                false
+            }
+        };
+        self.record(session, &mut ctx);
+        if reuse { Next::Reuse } else { Next::Close }
+    }
+
+    /// Relays a GET stream to its end, then records its request. `false` when the connection cannot carry
+    /// another request.
+    pub async fn relay(&self, session: &mut Session, relayed: Box<Relayed>) -> bool {
+        let Relayed { relay, mut ctx } = *relayed;
+        let trace = ctx.trace.id;
+        let outcome = {
+            let run = std::pin::pin!(relay.run(&self.shared, session, &mut ctx));
+            mcpgw_proto::otlp::InTrace::new(trace, run).await
+        };
+        let reuse = match outcome {
             Ok(()) => true,
             Err(e) => {
                 failed(session, &e).await;
@@ -200,24 +242,25 @@ fn status_label(status: u16) -> &'static str {
 }
 
 impl Gateway {
-    /// Answers the request, with an error when it fails before its answer started.
-    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    /// Answers the request, with an error when it fails before its answer started; `Some` when the answer
+    /// is a GET stream to relay.
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Option<Relay>> {
         match self.handle(session, ctx).await {
-            Ok(()) => Ok(()),
+            Ok(relay) => Ok(relay),
             Err(Failure::Reply(error)) => {
                 ctx.audited.refusal = Some(error.reason());
-                self.reply_error(session, ctx, &error).await
+                self.reply_error(session, ctx, &error).await.map(|()| None)
             }
             Err(Failure::Abort(error)) => Err(error),
             Err(Failure::UpstreamSessionGone) => {
                 let error = ProxyError::SessionNotFound(crate::error::UNKNOWN_SESSION.into());
                 ctx.audited.refusal = Some(error.reason());
-                self.reply_error(session, ctx, &error).await
+                self.reply_error(session, ctx, &error).await.map(|()| None)
             }
         }
     }
 
-    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Failure> {
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answered {
         let path = session.req_header().uri.path();
         if path.starts_with("/mcp") && !path.contains("/.well-known/") {
             // An MCP request: its record is kept whatever its end (a place is reserved first with
@@ -257,15 +300,15 @@ impl Gateway {
         ctx: &mut RequestCtx,
         body: Bytes,
         rpc: Option<&Rpc>,
-    ) -> Result<(), Failure> {
+    ) -> Answered {
         self.front.check(session.req_header())?;
         let path = session.req_header().uri.path();
         if let Some(resource) = metadata_resource(path, &self.auth.public_url) {
             let resource = resource.map(str::to_owned);
-            return self.protected_resource_metadata(session, resource.as_deref()).await;
+            return self.protected_resource_metadata(session, resource.as_deref()).await.map(|()| None);
         }
         if is_legacy_oauth_path(path) {
-            return self.legacy_oauth_redirect(session).await;
+            return self.legacy_oauth_redirect(session).await.map(|()| None);
         }
         self.dispatch(session, ctx, body, rpc).await
     }
@@ -281,7 +324,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         body: Bytes,
         rpc: Option<&Rpc>,
-    ) -> Result<(), Failure> {
+    ) -> Answered {
         let path = session.req_header().uri.path().to_owned();
         let route = Route::parse(&path).ok_or_else(|| ProxyError::RouteNotFound { path: path.clone() })?;
         let table = self.routes.load().ok_or(ProxyError::NotReady)?;
@@ -307,7 +350,7 @@ impl Gateway {
             ))
             .await;
             ctx.principal = Some(principal);
-            return result;
+            return result.map(|()| None);
         };
         if let Route::Mcp(name @ ("sse" | "message")) = route {
             // The HTTP+SSE transport (2024-11-05) of /mcp: its stream and its messages.
@@ -327,7 +370,7 @@ impl Gateway {
                 .await
             };
             ctx.principal = Some(principal);
-            return result;
+            return result.map(|()| None);
         }
         if matches!(route, Route::Mcp(crate::aggregate::own::NAME)) {
             let result = Box::pin(crate::aggregate::own_server(
@@ -341,13 +384,13 @@ impl Gateway {
             ))
             .await;
             ctx.principal = Some(principal);
-            return result;
+            return result.map(|()| None);
         }
         let binding = principal.binding().clone();
         let admitted = route::admit(self, session, ctx, &table, &principal, name, &body, rpc).await;
         // Kept for the audit record whatever the decision.
         ctx.principal = Some(principal);
-        let route::Admitted { server, filter, restricted, _stream } = admitted?;
+        let route::Admitted { server, filter, restricted, stream } = admitted?;
         Trace::mark(ctx.trace.recording, &mut ctx.trace.admitted);
         let plan = match route {
             Route::Mcp(_) if server.transport != Transport::StreamableHttp => {
@@ -363,7 +406,8 @@ impl Gateway {
                     rpc,
                     filter.as_ref(),
                 ))
-                .await;
+                .await
+                .map(|()| None);
             }
             Route::Mcp(_) => {
                 Plan { filter, ..route::mcp_plan(self, session, &table, &server, rpc, &binding)? }
@@ -390,7 +434,9 @@ impl Gateway {
                 plan
             }
         };
-        crate::upstream::http::run(self, session, ctx, &server, plan, body).await
+        let relay = crate::upstream::http::run(self, session, ctx, &server, plan, body).await?;
+        // A relayed GET stream keeps its place among the capped streams until it ends.
+        Ok(relay.map(|relay| relay.holding(stream)))
     }
 
     /// Reads the whole request body, refusing more than the configured limit.

@@ -365,8 +365,8 @@ impl PendingLists {
 
 /// A restricted caller's legacy SSE stream: whole events pass through, except the answers to its pending
 /// list requests, which are filtered. An event over [`MAX_FILTERED_BODY`] cannot be and ends the stream.
-pub struct LegacyListStream<'a> {
-    pending: &'a PendingLists,
+pub struct LegacyListStream {
+    pending: std::sync::Arc<PendingLists>,
     server_id: String,
     /// Known once the stream's endpoint event is seen.
     session: Option<LegacySession>,
@@ -375,8 +375,8 @@ pub struct LegacyListStream<'a> {
     scanned: usize,
 }
 
-impl<'a> LegacyListStream<'a> {
-    pub fn new(pending: &'a PendingLists, server_id: &str) -> Self {
+impl LegacyListStream {
+    pub fn new(pending: std::sync::Arc<PendingLists>, server_id: &str) -> Self {
         Self { pending, server_id: server_id.to_owned(), session: None, held: Vec::new(), scanned: 0 }
     }
 
@@ -421,7 +421,7 @@ impl<'a> LegacyListStream<'a> {
     }
 }
 
-impl Drop for LegacyListStream<'_> {
+impl Drop for LegacyListStream {
     fn drop(&mut self) {
         if let Some(session) = &self.session {
             self.pending.forget(session);

@@ -70,7 +70,7 @@ pub(crate) struct Admitted {
     /// The caller's access to the server is restricted (legacy SSE streams filter their list answers).
     pub(crate) restricted: bool,
     /// A GET's place among the capped long-lived streams, held while it is served.
-    pub(crate) _stream: Option<crate::caps::Permit>,
+    pub(crate) stream: Option<crate::caps::Permit>,
 }
 
 /// Decides whether `principal` may make this request: the server, the item it names, the rate limits, the
@@ -106,7 +106,7 @@ pub(crate) async fn admit(
         ctx.audited.arguments = crate::audit::capture::arguments(body, server.audit_arguments);
     }
     rate_limit(gw, table, principal, &server, rpc).await?;
-    let _stream = (session.req_header().method == http::Method::GET)
+    let stream = (session.req_header().method == http::Method::GET)
         .then(|| gw.streams.acquire_stream(principal.binding()))
         .transpose()?;
     let filter = match rpc {
@@ -114,7 +114,7 @@ pub(crate) async fn admit(
         _ => None,
     };
     let restricted = !table.access().unrestricted(principal, &server.tenant);
-    Ok(Admitted { server, filter, restricted, _stream })
+    Ok(Admitted { server, filter, restricted, stream })
 }
 
 /// Decides the message itself: a named tool, prompt or resource the caller may not use is answered as

@@ -38,7 +38,7 @@ pub struct Shared {
     pub breakers: Breakers,
     pub retry: RetryBudget,
     /// List requests of restricted callers awaiting their answer on a legacy SSE stream.
-    pub pending_lists: crate::policy::PendingLists,
+    pub pending_lists: Arc<crate::policy::PendingLists>,
     /// DNS-rebinding protection: the `Host` and `Origin` values served.
     pub front: FrontDoor,
     /// Who may call, and how refusals point clients at the protected resource metadata.

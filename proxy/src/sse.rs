@@ -9,20 +9,16 @@ use bytes::Bytes;
 const MAX_HELD: usize = 64 * 1024;
 
 /// Finds and rewrites the first `endpoint` event of an SSE byte stream.
-pub struct EndpointRewriter<F> {
+#[derive(Default)]
+pub struct EndpointRewriter {
     held: Vec<u8>,
     done: bool,
-    rewrite: F,
 }
 
-impl<F: FnMut(&str) -> Option<String>> EndpointRewriter<F> {
-    /// `rewrite` maps the upstream's endpoint URI to the one the client must use (`None` leaves it).
-    pub fn new(rewrite: F) -> Self {
-        Self { held: Vec::new(), done: false, rewrite }
-    }
-
-    /// Feeds one chunk; returns what can be sent to the client now.
-    pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+impl EndpointRewriter {
+    /// Feeds one chunk; returns what can be sent to the client now. `rewrite` maps the upstream's endpoint
+    /// URI to the one the client must use (`None` leaves it).
+    pub fn feed(&mut self, chunk: Bytes, mut rewrite: impl FnMut(&str) -> Option<String>) -> Bytes {
         if self.done {
             return chunk;
         }
@@ -30,7 +26,7 @@ impl<F: FnMut(&str) -> Option<String>> EndpointRewriter<F> {
         let mut out = Vec::with_capacity(self.held.len());
         while let Some(end) = event_end(&self.held) {
             let event: Vec<u8> = self.held.drain(..end).collect();
-            match self.rewrite_event(&event) {
+            match rewrite_event(&event, &mut rewrite) {
                 Some(rewritten) => {
                     out.extend_from_slice(&rewritten);
                     out.append(&mut self.held);
@@ -53,12 +49,13 @@ impl<F: FnMut(&str) -> Option<String>> EndpointRewriter<F> {
         self.done = true;
         Bytes::from(std::mem::take(&mut self.held))
     }
+}
 
-    fn rewrite_event(&mut self, event: &[u8]) -> Option<Vec<u8>> {
-        let event = parse_event(event).filter(|e| e.kind == "endpoint")?;
-        let uri = (self.rewrite)(&event.data)?;
-        Some(format!("event: endpoint\ndata: {uri}\n\n").into_bytes())
-    }
+/// The endpoint event rewritten, when `event` is one and `rewrite` maps its URI.
+fn rewrite_event(event: &[u8], rewrite: &mut impl FnMut(&str) -> Option<String>) -> Option<Vec<u8>> {
+    let event = parse_event(event).filter(|e| e.kind == "endpoint")?;
+    let uri = rewrite(&event.data)?;
+    Some(format!("event: endpoint\ndata: {uri}\n\n").into_bytes())
 }
 
 /// What `/mcp` changes in the messages an upstream answers with (`MessageRewriter`).
@@ -368,8 +365,12 @@ pub(crate) fn event_end(buf: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn rewriter() -> EndpointRewriter<impl FnMut(&str) -> Option<String>> {
-        EndpointRewriter::new(|uri: &str| Some(format!("/mcp/s/message?sessionId=T({uri})")))
+    fn to_gateway(uri: &str) -> Option<String> {
+        Some(format!("/mcp/s/message?sessionId=T({uri})"))
+    }
+
+    fn rewriter() -> EndpointRewriter {
+        EndpointRewriter::default()
     }
 
     #[test]
@@ -382,7 +383,7 @@ mod tests {
             "oint\r\ndata: /message?sessionId=abc\r\n",
             "\r\nevent: message\ndata: {}\n\n",
         ] {
-            out.extend_from_slice(&r.feed(Bytes::from(chunk)));
+            out.extend_from_slice(&r.feed(Bytes::from(chunk), to_gateway));
         }
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
@@ -390,7 +391,7 @@ mod tests {
             ": hello\n\nevent: endpoint\ndata: /mcp/s/message?sessionId=T(/message?sessionId=abc)\n\nevent: message\ndata: {}\n\n"
         );
         assert_eq!(
-            r.feed(Bytes::from("data: later\n\n")),
+            r.feed(Bytes::from("data: later\n\n"), to_gateway),
             Bytes::from("data: later\n\n"),
             "passthrough after"
         );
@@ -460,12 +461,12 @@ mod tests {
     fn holds_only_incomplete_events() {
         let mut r = rewriter();
         assert_eq!(
-            r.feed(Bytes::from("event: message\ndata: 1\n\nevent: mess")),
+            r.feed(Bytes::from("event: message\ndata: 1\n\nevent: mess"), to_gateway),
             Bytes::from("event: message\ndata: 1\n\n")
         );
         assert_eq!(r.finish(), Bytes::from("event: mess"));
         let mut big = rewriter();
-        let out = big.feed(Bytes::from(vec![b'x'; MAX_HELD + 1]));
+        let out = big.feed(Bytes::from(vec![b'x'; MAX_HELD + 1]), to_gateway);
         assert_eq!(out.len(), MAX_HELD + 1, "gives up instead of buffering a non-SSE body");
     }
 }

@@ -727,7 +727,7 @@ async fn call_route(
             rewrites: crate::sse::Rewrites { request_ids: None, complete },
             ..Plan::default()
         };
-        return upstream::http::run(gw, session, ctx, &server, plan, body).await;
+        return upstream::http::run_in_place(gw, session, ctx, &server, plan, body).await;
     }
     let (key, hello) = match client {
         Caller::Legacy(claims) => match &claims.aggregate {
@@ -759,7 +759,7 @@ async fn call_route(
         };
         let sent = match sink {
             Some(sink) => sink.forward(gw, session, ctx, &server, &held, &plan, &body).await,
-            None => upstream::http::run(gw, session, ctx, &server, plan, body.clone()).await,
+            None => upstream::http::run_in_place(gw, session, ctx, &server, plan, body.clone()).await,
         };
         match sent {
             Err(Failure::UpstreamSessionGone) if first => {
@@ -1228,7 +1228,7 @@ async fn answer_upstream(
         )],
         ..Plan::default()
     };
-    upstream::http::run(gw, session, ctx, &server, plan, Bytes::from(doc.to_string())).await
+    upstream::http::run_in_place(gw, session, ctx, &server, plan, Bytes::from(doc.to_string())).await
 }
 
 #[cfg(test)]

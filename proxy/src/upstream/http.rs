@@ -48,7 +48,8 @@ fn on_client_gone(req: &RequestHeader) -> OnClientGone {
     }
 }
 
-/// Forwards one request per `plan` (through [`super::Attempts`]: instance choice, retries, breaker).
+/// Forwards one request per `plan` (through [`super::Attempts`]: instance choice, retries, breaker); `Some`
+/// when the answer is a GET stream whose rest is relayed after the request's future ended ([`Relay`]).
 pub async fn run(
     gw: &Shared,
     session: &mut Session,
@@ -56,7 +57,7 @@ pub async fn run(
     server: &Arc<Server>,
     plan: Plan,
     body: Bytes,
-) -> Result<(), Failure> {
+) -> Result<Option<Relay>, Failure> {
     let pinning = if plan.reopen {
         Pinning::GatewaySession
     } else if plan.rewrite == Rewrite::DropSession {
@@ -69,11 +70,33 @@ pub async fn run(
         let in_flight = attempts.next()?;
         let instance = in_flight.instance();
         ctx.audited.instance = Some(instance.id.clone());
-        let result = exchange(gw, session, ctx, server, instance, &plan, &body).await.map(|ok| ((), ok));
+        let mut relayed = None;
+        let result =
+            exchange(gw, session, ctx, server, instance, &plan, &body, &mut relayed).await.map(|ok| ((), ok));
         ctx.trace.attempt_ended(ctx.response_started);
         if let Some(()) = attempts.settle(instance, result)? {
-            return Ok(());
+            return Ok(relayed.map(|streaming| Relay {
+                streaming,
+                server: server.clone(),
+                in_flight,
+                stream: None,
+            }));
         }
+    }
+}
+
+/// [`run`], with a GET stream relayed in place (the `/mcp` paths, whose futures are boxed apart).
+pub async fn run_in_place(
+    gw: &Shared,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    server: &Arc<Server>,
+    plan: Plan,
+    body: Bytes,
+) -> Result<(), Failure> {
+    match run(gw, session, ctx, server, plan, body).await? {
+        Some(relay) => relay.run(gw, session, ctx).await.map_err(Failure::Abort),
+        None => Ok(()),
     }
 }
 
@@ -138,7 +161,9 @@ pub async fn request_whole(
 }
 
 /// One request/response exchange with `instance`; `Ok` carries what the breaker learns (`None`: nothing,
-/// the client left before the outcome was known).
+/// the client left before the outcome was known, or the answer is a GET stream, left in `relayed` to go on
+/// after the request's future ended).
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     gw: &Shared,
     session: &mut Session,
@@ -147,6 +172,7 @@ async fn exchange(
     instance: &Instance,
     plan: &Plan,
     body: &Bytes,
+    relayed: &mut Option<Box<Streaming>>,
 ) -> Result<Option<bool>, Attempt> {
     let peer = instance.peer.as_ref().map_err(|detail| {
         Attempt::NotSent(ProxyError::UpstreamUnreachable {
@@ -278,34 +304,9 @@ async fn exchange(
         return Ok(Some(upstream_ok));
     }
     ctx.response_started = Some(Instant::now());
-    let _stream_guard = sse.then(StreamGauge::open);
-    let sessions = &gw.sessions;
-    let binding = ctx.binding();
-    // The upstream's message path of this legacy session, once its endpoint event is seen.
-    let upstream_path = std::sync::OnceLock::new();
-    let mut endpoint = (plan.rewrite == Rewrite::SseEndpoint).then(|| {
-        EndpointRewriter::new(|uri: &str| {
-            let target = instance.endpoint.join(uri).ok()?;
-            let mut path = target.path().to_owned();
-            if let Some(q) = target.query() {
-                path.push('?');
-                path.push_str(q);
-            }
-            let token = sessions.seal(Scope::SseMessage(&server.id, &binding), &instance.id, &path);
-            let _ = upstream_path.set(path);
-            Some(format!("/mcp/{}/message?sessionId={token}", server.name))
-        })
-    });
-    let mut lists =
-        plan.legacy_lists.then(|| crate::policy::LegacyListStream::new(&gw.pending_lists, &server.id));
-    let mut rewriter =
-        (sse && !plan.rewrites.is_empty()).then(|| crate::sse::MessageRewriter::new(plan.rewrites.clone()));
     // The answer to a POST is one JSON-RPC message (JSON) or ends with one (SSE): its error code is
     // recorded. Streams opened by GET carry many messages, none of them this request's answer.
     let mut sniff = session.req_header().method == http::Method::POST;
-    // A GET stream outlives any request; it ends when the proxy drains (its client reconnects elsewhere).
-    // An answer to a POST is a request in flight, which gets the whole drain deadline.
-    let long_lived = session.req_header().method == http::Method::GET;
     if let Some(data) = first_chunk.take() {
         if let Some(answer) = crate::audit::capture::answer(&data) {
             ctx.audited.answer = Some(answer);
@@ -316,61 +317,173 @@ async fn exchange(
             return Ok(Some(upstream_ok));
         }
     }
-    loop {
-        tokio::select! {
-            chunk = up.read_response_body() => match chunk {
-                Ok(Some(data)) => {
-                    if sniff && let Some(answer) = crate::audit::capture::answer(&data) {
-                        ctx.audited.answer = Some(answer);
-                        sniff = false;
+    // A GET stream outlives any request; it ends when the proxy drains (its client reconnects elsewhere).
+    // An answer to a POST is a request in flight, which gets the whole drain deadline.
+    let long_lived = session.req_header().method == http::Method::GET;
+    let streaming = Streaming {
+        up,
+        gone,
+        upstream_ok,
+        sniff,
+        long_lived,
+        endpoint: (plan.rewrite == Rewrite::SseEndpoint).then(EndpointRewriter::default),
+        upstream_path: None,
+        lists: plan
+            .legacy_lists
+            .then(|| crate::policy::LegacyListStream::new(gw.pending_lists.clone(), &server.id)),
+        rewriter: (sse && !plan.rewrites.is_empty())
+            .then(|| crate::sse::MessageRewriter::new(plan.rewrites.clone())),
+        _gauge: sse.then(StreamGauge::open),
+    };
+    if long_lived && sse {
+        // Relayed after the request's future ended (`Relay`): an idle stream holds this state and the
+        // two connections, not the request path's futures. What the breaker learns, it learns at the end.
+        *relayed = Some(Box::new(streaming));
+        return Ok(None);
+    }
+    streaming
+        .pump(gw, session, ctx, server, instance, peer)
+        .await
+        .map_err(|(e, upstream_ok)| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))
+}
+
+/// The rest of an answer whose head went to the client: read from the upstream, changed as the plan says
+/// (legacy endpoint, list filtering, message rewrites) and written on. An answer to a POST is pumped in
+/// place; a GET stream's goes on after its request's future ended ([`Relay`]).
+pub(crate) struct Streaming {
+    up: Response,
+    gone: OnClientGone,
+    upstream_ok: bool,
+    /// Still looking for the answer's JSON-RPC message (for the audit record).
+    sniff: bool,
+    long_lived: bool,
+    endpoint: Option<EndpointRewriter>,
+    /// The upstream's message path of this legacy session, once its endpoint event is seen.
+    upstream_path: Option<String>,
+    lists: Option<crate::policy::LegacyListStream>,
+    rewriter: Option<crate::sse::MessageRewriter>,
+    _gauge: Option<StreamGauge>,
+}
+
+impl Streaming {
+    /// Streams the answer to its end, or until the client leaves, the upstream fails or (a GET stream)
+    /// the proxy drains; both carry what the breaker learns (`Err`: the answer broke off).
+    async fn pump(
+        mut self,
+        gw: &Shared,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        server: &Server,
+        instance: &Instance,
+        peer: &HttpPeer,
+    ) -> Result<Option<bool>, (pingora::BError, bool)> {
+        let upstream_ok = self.upstream_ok;
+        loop {
+            tokio::select! {
+                chunk = self.up.read_response_body() => match chunk {
+                    Ok(Some(data)) => {
+                        if self.sniff && let Some(answer) = crate::audit::capture::answer(&data) {
+                            ctx.audited.answer = Some(answer);
+                            self.sniff = false;
+                        }
+                        let data = match self.endpoint.as_mut() {
+                            Some(endpoint) => endpoint.feed(data, |uri: &str| {
+                                let target = instance.endpoint.join(uri).ok()?;
+                                let mut path = target.path().to_owned();
+                                if let Some(q) = target.query() {
+                                    path.push('?');
+                                    path.push_str(q);
+                                }
+                                let token = gw.sessions.seal(
+                                    Scope::SseMessage(&server.id, &ctx.binding()),
+                                    &instance.id,
+                                    &path,
+                                );
+                                self.upstream_path = Some(path);
+                                Some(format!("/mcp/{}/message?sessionId={token}", server.name))
+                            }),
+                            None => data,
+                        };
+                        let data = match self.rewriter.as_mut() { Some(r) => r.feed(data), None => data };
+                        let data = match self.lists.as_mut() {
+                            Some(lists) => match lists.feed(data, self.upstream_path.as_ref()) {
+                                Ok(data) => data,
+                                Err(why) => {
+                                    tracing::warn!(server = %server.name, why, "Closing a legacy SSE stream whose list answer cannot be filtered.");
+                                    abandon(gw, self.up, peer, self.gone);
+                                    return Ok(Some(upstream_ok));
+                                }
+                            },
+                            None => data,
+                        };
+                        if !data.is_empty() && session.write_response_body(data, false).await.is_err() {
+                            abandon(gw, self.up, peer, self.gone);
+                            return Ok(Some(upstream_ok));
+                        }
                     }
-                    let data = match endpoint.as_mut() { Some(r) => r.feed(data), None => data };
-                    let data = match rewriter.as_mut() { Some(r) => r.feed(data), None => data };
-                    let data = match lists.as_mut() {
-                        Some(lists) => match lists.feed(data, upstream_path.get()) {
-                            Ok(data) => data,
-                            Err(why) => {
-                                tracing::warn!(server = %server.name, why, "Closing a legacy SSE stream whose list answer cannot be filtered.");
-                                abandon(gw, up, peer, gone);
-                                return Ok(Some(upstream_ok));
-                            }
-                        },
-                        None => data,
-                    };
-                    if !data.is_empty() && session.write_response_body(data, false).await.is_err() {
-                        abandon(gw, up, peer, gone);
-                        return Ok(Some(upstream_ok));
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(server = %server.name, error = %e, "Upstream failed mid-response; closing the client connection.");
+                        return Err((e, false));
                     }
+                },
+                _ = client_gone(session) => {
+                    abandon(gw, self.up, peer, self.gone);
+                    return Ok(Some(upstream_ok));
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(server = %server.name, error = %e, "Upstream failed mid-response; closing the client connection.");
-                    return Err(Attempt::Failed(Failure::Abort(e), Some(false)));
+                _ = gw.draining.wait(), if self.long_lived => {
+                    // The upstream stream is cut (a GET carries no request to finish); the client's ends cleanly.
+                    drop(self.up);
+                    let _ = session.write_response_body(Bytes::new(), true).await;
+                    return Ok(Some(upstream_ok));
                 }
-            },
-            _ = client_gone(session) => {
-                abandon(gw, up, peer, gone);
-                return Ok(Some(upstream_ok));
-            }
-            _ = gw.draining.wait(), if long_lived => {
-                // The upstream stream is cut (a GET carries no request to finish); the client's ends cleanly.
-                drop(up);
-                let _ = session.write_response_body(Bytes::new(), true).await;
-                return Ok(Some(upstream_ok));
             }
         }
+        let tail = self
+            .endpoint
+            .as_mut()
+            .map(EndpointRewriter::finish)
+            .or_else(|| self.rewriter.as_mut().map(crate::sse::MessageRewriter::finish))
+            .unwrap_or_default();
+        session.write_response_body(tail, true).await.map_err(|e| (e, upstream_ok))?;
+        gw.pool.release(self.up, peer, Some(gw.limits.pool_idle_timeout));
+        Ok(Some(upstream_ok))
     }
-    let tail = endpoint
-        .as_mut()
-        .map(EndpointRewriter::finish)
-        .or_else(|| rewriter.as_mut().map(crate::sse::MessageRewriter::finish))
-        .unwrap_or_default();
-    session
-        .write_response_body(tail, true)
-        .await
-        .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
-    gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout));
-    Ok(Some(upstream_ok))
+}
+
+/// A GET stream relayed after its request's future ended: the rest of the answer ([`Streaming`]) with the
+/// server and instance it streams from (counted in flight until it ends).
+pub struct Relay {
+    streaming: Box<Streaming>,
+    server: Arc<Server>,
+    in_flight: crate::balance::InFlight,
+    /// The stream's place among the capped long-lived streams.
+    stream: Option<crate::caps::Permit>,
+}
+
+impl Relay {
+    /// The relay, holding the stream's place among the capped streams until it ends.
+    pub(crate) fn holding(self, stream: Option<crate::caps::Permit>) -> Self {
+        Self { stream, ..self }
+    }
+
+    /// Streams to the end and reports the outcome to the instance's breaker; `Err` when the upstream failed
+    /// mid-answer (the client connection is then closed).
+    pub async fn run(self, gw: &Shared, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+        let Self { streaming, server, in_flight, stream: _held } = self;
+        let instance = in_flight.instance();
+        let Ok(peer) = instance.peer.as_ref() else {
+            unreachable!("an answer streams only from an instance with an address")
+        };
+        let (outcome, upstream_ok) = match streaming.pump(gw, session, ctx, &server, instance, peer).await {
+            Ok(upstream_ok) => (Ok(()), upstream_ok),
+            Err((e, upstream_ok)) => (Err(e), Some(upstream_ok)),
+        };
+        if let Some(ok) = upstream_ok {
+            super::report_outcome(gw, &server, instance, ok);
+        }
+        outcome
+    }
 }
 
 /// How `filtered` changes an answer read whole: (body, whether SSE) → the body to send.
