@@ -110,7 +110,8 @@ impl Listener {
             if !self.gateway.relay(&mut session, relayed).await {
                 return;
             }
-            if let Some((next, kept)) = next_request(session).await {
+            // Boxed: Pingora's `finish` future is 3.7 KiB, and the stream's task would carry it all along.
+            if let Some((next, kept)) = Box::pin(next_request(session)).await {
                 tokio::spawn(self.requests(next, kept, open, shutdown));
             }
         })

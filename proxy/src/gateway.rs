@@ -128,21 +128,23 @@ impl Gateway {
 
     /// Relays a GET stream to its end, then records its request. `false` when the connection cannot carry
     /// another request.
-    pub async fn relay(&self, session: &mut Session, relayed: Box<Relayed>) -> bool {
-        let Relayed { relay, mut ctx } = *relayed;
+    pub async fn relay(&self, session: &mut Session, mut relayed: Box<Relayed>) -> bool {
+        // Left in its box: the stream's future holds references, not the request's state.
+        let Relayed { relay, ctx } = &mut *relayed;
         let trace = ctx.trace.id;
         let outcome = {
-            let run = std::pin::pin!(relay.run(&self.shared, session, &mut ctx));
+            let run = std::pin::pin!(relay.run(&self.shared, session, ctx));
             mcpgw_proto::otlp::InTrace::new(trace, run).await
         };
         let reuse = match outcome {
             Ok(()) => true,
             Err(e) => {
-                failed(session, &e).await;
+                // Boxed: rare, and its future (1.4 KiB) would otherwise be carried by every idle stream's.
+                Box::pin(failed(session, &e)).await;
                 false
             }
         };
-        self.record(session, &mut ctx);
+        self.record(session, ctx);
         reuse
     }
 

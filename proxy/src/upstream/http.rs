@@ -79,7 +79,7 @@ pub async fn run(
                 streaming,
                 server: server.clone(),
                 in_flight,
-                stream: None,
+                _stream: None,
             }));
         }
     }
@@ -95,7 +95,7 @@ pub async fn run_in_place(
     body: Bytes,
 ) -> Result<(), Failure> {
     match run(gw, session, ctx, server, plan, body).await? {
-        Some(relay) => relay.run(gw, session, ctx).await.map_err(Failure::Abort),
+        Some(mut relay) => relay.run(gw, session, ctx).await.map_err(Failure::Abort),
         None => Ok(()),
     }
 }
@@ -320,8 +320,8 @@ async fn exchange(
     // A GET stream outlives any request; it ends when the proxy drains (its client reconnects elsewhere).
     // An answer to a POST is a request in flight, which gets the whole drain deadline.
     let long_lived = session.req_header().method == http::Method::GET;
-    let streaming = Streaming {
-        up,
+    let mut streaming = Streaming {
+        up: Some(up),
         gone,
         upstream_ok,
         sniff,
@@ -351,7 +351,8 @@ async fn exchange(
 /// (legacy endpoint, list filtering, message rewrites) and written on. An answer to a POST is pumped in
 /// place; a GET stream's goes on after its request's future ended ([`Relay`]).
 pub(crate) struct Streaming {
-    up: Response,
+    /// Taken when the stream ends (pooled again, drained or closed).
+    up: Option<Response>,
     gone: OnClientGone,
     upstream_ok: bool,
     /// Still looking for the answer's JSON-RPC message (for the audit record).
@@ -366,10 +367,18 @@ pub(crate) struct Streaming {
 }
 
 impl Streaming {
+    fn up(&mut self) -> &mut Response {
+        self.up.as_mut().expect("the upstream answer is read until the stream ends")
+    }
+
+    fn take_up(&mut self) -> Response {
+        self.up.take().expect("the stream ends once")
+    }
+
     /// Streams the answer to its end, or until the client leaves, the upstream fails or (a GET stream)
     /// the proxy drains; both carry what the breaker learns (`Err`: the answer broke off).
     async fn pump(
-        mut self,
+        &mut self,
         gw: &Shared,
         session: &mut Session,
         ctx: &mut RequestCtx,
@@ -380,7 +389,7 @@ impl Streaming {
         let upstream_ok = self.upstream_ok;
         loop {
             tokio::select! {
-                chunk = self.up.read_response_body() => match chunk {
+                chunk = self.up().read_response_body() => match chunk {
                     Ok(Some(data)) => {
                         if self.sniff && let Some(answer) = crate::audit::capture::answer(&data) {
                             ctx.audited.answer = Some(answer);
@@ -410,14 +419,14 @@ impl Streaming {
                                 Ok(data) => data,
                                 Err(why) => {
                                     tracing::warn!(server = %server.name, why, "Closing a legacy SSE stream whose list answer cannot be filtered.");
-                                    abandon(gw, self.up, peer, self.gone);
+                                    abandon(gw, self.take_up(), peer, self.gone);
                                     return Ok(Some(upstream_ok));
                                 }
                             },
                             None => data,
                         };
                         if !data.is_empty() && session.write_response_body(data, false).await.is_err() {
-                            abandon(gw, self.up, peer, self.gone);
+                            abandon(gw, self.take_up(), peer, self.gone);
                             return Ok(Some(upstream_ok));
                         }
                     }
@@ -428,12 +437,12 @@ impl Streaming {
                     }
                 },
                 _ = client_gone(session) => {
-                    abandon(gw, self.up, peer, self.gone);
+                    abandon(gw, self.take_up(), peer, self.gone);
                     return Ok(Some(upstream_ok));
                 }
                 _ = gw.draining.wait(), if self.long_lived => {
                     // The upstream stream is cut (a GET carries no request to finish); the client's ends cleanly.
-                    drop(self.up);
+                    drop(self.take_up());
                     let _ = session.write_response_body(Bytes::new(), true).await;
                     return Ok(Some(upstream_ok));
                 }
@@ -446,7 +455,7 @@ impl Streaming {
             .or_else(|| self.rewriter.as_mut().map(crate::sse::MessageRewriter::finish))
             .unwrap_or_default();
         session.write_response_body(tail, true).await.map_err(|e| (e, upstream_ok))?;
-        gw.pool.release(self.up, peer, Some(gw.limits.pool_idle_timeout));
+        gw.pool.release(self.take_up(), peer, Some(gw.limits.pool_idle_timeout));
         Ok(Some(upstream_ok))
     }
 }
@@ -457,30 +466,35 @@ pub struct Relay {
     streaming: Box<Streaming>,
     server: Arc<Server>,
     in_flight: crate::balance::InFlight,
-    /// The stream's place among the capped long-lived streams.
-    stream: Option<crate::caps::Permit>,
+    /// The stream's place among the capped long-lived streams, held until it ends.
+    _stream: Option<crate::caps::Permit>,
 }
 
 impl Relay {
     /// The relay, holding the stream's place among the capped streams until it ends.
     pub(crate) fn holding(self, stream: Option<crate::caps::Permit>) -> Self {
-        Self { stream, ..self }
+        Self { _stream: stream, ..self }
     }
 
     /// Streams to the end and reports the outcome to the instance's breaker; `Err` when the upstream failed
     /// mid-answer (the client connection is then closed).
-    pub async fn run(self, gw: &Shared, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
-        let Self { streaming, server, in_flight, stream: _held } = self;
+    pub async fn run(
+        &mut self,
+        gw: &Shared,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let Self { streaming, server, in_flight, _stream } = self;
         let instance = in_flight.instance();
         let Ok(peer) = instance.peer.as_ref() else {
             unreachable!("an answer streams only from an instance with an address")
         };
-        let (outcome, upstream_ok) = match streaming.pump(gw, session, ctx, &server, instance, peer).await {
+        let (outcome, upstream_ok) = match streaming.pump(gw, session, ctx, server, instance, peer).await {
             Ok(upstream_ok) => (Ok(()), upstream_ok),
             Err((e, upstream_ok)) => (Err(e), Some(upstream_ok)),
         };
         if let Some(ok) = upstream_ok {
-            super::report_outcome(gw, &server, instance, ok);
+            super::report_outcome(gw, server, instance, ok);
         }
         outcome
     }

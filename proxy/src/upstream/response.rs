@@ -34,9 +34,11 @@ const MAX_HEADERS: usize = 128;
 /// The longest chunk-size line (with its extensions) and the most trailer bytes read.
 const CHUNK_LINE_LIMIT: usize = 4 * 1024;
 const TRAILER_LIMIT: usize = 64 * 1024;
-/// Room made for a read: the first, and again after a read that did not fill it; doubled after one that
-/// did, up to the most.
-const READ_MIN: usize = 4 * 1024;
+/// Room made for the first read (a head, and most answers' whole body with it).
+const READ_FIRST: usize = 4 * 1024;
+/// Room made for a read after one that did not fill its room; doubled after one that did, up to the most.
+/// Small: an idle stream holds this buffer while it waits for its next event.
+const READ_MIN: usize = 1024;
 const READ_MAX: usize = 64 * 1024;
 
 /// An answer being read from an upstream connection.
@@ -91,7 +93,7 @@ impl Response {
         Self {
             stream,
             buf: BytesMut::new(),
-            read_size: READ_MIN,
+            read_size: READ_FIRST,
             read_timeout: None,
             header: None,
             body: Body::Head,
@@ -164,6 +166,11 @@ impl Response {
 
     /// Reads more bytes into the buffer; 0 at the end of the stream.
     async fn fill(&mut self) -> Result<usize> {
+        if self.buf.is_empty() && self.buf.capacity() > self.read_size {
+            // Everything read was handed out: the room left over from a larger read is given back (freed
+            // once the bytes handed out are gone) rather than held while the next read waits.
+            self.buf = BytesMut::new();
+        }
         self.buf.reserve(self.read_size);
         let read = self.stream.read_buf(&mut self.buf);
         let read = match self.read_timeout {
