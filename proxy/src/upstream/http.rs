@@ -487,7 +487,8 @@ impl Relay {
         let Self { streaming, server, in_flight, _stream } = self;
         let instance = in_flight.instance();
         let Ok(peer) = instance.peer.as_ref() else {
-            unreachable!("an answer streams only from an instance with an address")
+            // Cannot happen: an answer streams only from an instance that was reached.
+            return Err(pingora::Error::explain(pingora::ErrorType::InternalError, "a relay without a peer"));
         };
         let (outcome, upstream_ok) = match streaming.pump(gw, session, ctx, server, instance, peer).await {
             Ok(upstream_ok) => (Ok(()), upstream_ok),

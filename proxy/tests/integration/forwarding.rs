@@ -683,3 +683,65 @@ async fn a_request_reaches_the_upstream_in_one_write() {
         assert_eq!(&first[at + 4..], &body[..], "{padding}-character request: the body in the same read");
     }
 }
+
+/// `mcpgw_proxy_open_streams` as the admin listener shows it.
+async fn open_streams(proxy: &ProxyProcess) -> u64 {
+    let text = reqwest::get(proxy.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("mcpgw_proxy_open_streams ").and_then(|v| v.trim().parse().ok()))
+        .expect("the gauge is exported")
+}
+
+#[tokio::test]
+async fn a_get_stream_relayed_to_its_end_leaves_its_connection_to_the_next_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut upstream = FakeUpstream::start().await;
+    let (_cp, proxy) = routed(&upstream, &[]).await;
+    let client = reqwest::Client::new();
+    let token = open_session(&client, &proxy, &mut upstream, None).await;
+    let (events, rx) = mpsc::channel(4);
+    upstream.reply(Reply::Sse(rx));
+    let mut conn = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    let get = format!(
+        "GET /mcp/alpha HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {token}\r\n\r\n"
+    );
+    conn.write_all(get.as_bytes()).await.unwrap();
+    assert_eq!(upstream.next_request().await.method, "GET");
+
+    // The stream goes on after its request's future ended (the relay), counted as open while it lives.
+    events.send(Some("id: 1\ndata: {}\n\n".into())).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("data: {}") {
+        let n = within("the stream's first event", conn.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(open_streams(&proxy).await, 1);
+    events.send(Some("id: 2\ndata: {}\n\n".into())).await.unwrap();
+    events.send(None).await.unwrap();
+    while !answer.ends_with(b"0\r\n\r\n") {
+        let n = within("the stream's end", conn.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed before the stream's end: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("content-type: text/event-stream"), "{text}");
+    assert!(text.contains("id: 1\ndata: {}\n\n") && text.contains("id: 2\ndata: {}\n\n"), "{text}");
+    assert_eq!(
+        within("the upstream's stream end", upstream.stream_ends.recv()).await,
+        Some(StreamEnd::Completed)
+    );
+
+    // The same connection then carries the next request, served by the task the relay handed it to.
+    let pong = ping_on(&mut conn).await;
+    assert!(pong.starts_with("HTTP/1.1 200"), "{pong}");
+    assert_eq!(upstream.next_request().await.method, "POST");
+    within("the stream no longer counted", async {
+        while open_streams(&proxy).await != 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
