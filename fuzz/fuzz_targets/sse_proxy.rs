@@ -37,10 +37,10 @@ fuzz_target!(|data: &[u8]| {
     // The endpoint rewrite: the same bytes out, and nothing lost or invented besides the rewrite.
     let rewrite = |uri: &str| Some(format!("/mcp/s/message?sessionId=T{}", uri.len()));
     let run_endpoint = |parts: &[&[u8]]| {
-        let mut r = EndpointRewriter::new(rewrite);
+        let mut r = EndpointRewriter::default();
         let mut out = Vec::new();
         for part in parts {
-            out.extend_from_slice(&r.feed(Bytes::copy_from_slice(part)));
+            out.extend_from_slice(&r.feed(Bytes::copy_from_slice(part), rewrite));
         }
         out.extend_from_slice(&r.finish());
         out
