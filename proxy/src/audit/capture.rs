@@ -96,7 +96,7 @@ pub fn arguments(body: &[u8], mode: AuditArguments) -> Option<String> {
     struct Params {
         arguments: Option<Value>,
     }
-    let args = serde_json::from_slice::<Body>(body).ok()?.params?.arguments?;
+    let args = crate::jsonrpc::from_body::<Body>(body).ok()?.params?.arguments?;
     match mode {
         AuditArguments::None => None,
         // Keys are sorted (serde_json's map), so equal arguments hash equally whatever the client's order.
