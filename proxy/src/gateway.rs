@@ -103,9 +103,8 @@ impl Gateway {
             session.set_keepalive(None);
         }
         // Bytes of the client's next request that arrive while this one is answered are kept for it, not
-        // dropped: see `request::client_gone`. HTTP/1.1 requests on one connection are still answered in
+        // dropped (`Session::client_gone`). HTTP/1.1 requests on one connection are still answered in
         // order, one at a time (RFC 9112 §9.3.2).
-        session.set_pipelining_enabled(true);
         let mut ctx = RequestCtx::new();
         ctx.trace = Trace::start(session.req_header(), self.tracer.as_deref());
         let trace = ctx.trace.id;

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 
 use crate::error::{Failure, ProxyError, UNKNOWN_SESSION};
@@ -14,7 +13,7 @@ use crate::session::TokenError;
 
 /// The client's side of one HTTP/1 request on the MCP listener (`crate::connections` serves a connection's
 /// requests one after another, each its own session).
-pub type Session = ServerSession;
+pub type Session = crate::downstream::Session;
 
 /// Per-request state, read by `Gateway::record` for metrics and the audit record.
 pub struct RequestCtx {
@@ -94,15 +93,12 @@ pub(crate) fn unknown_session(e: TokenError) -> ProxyError {
 
 /// Resolves when the client has closed or reset its connection; pending while it is open.
 ///
-/// Pingora's idle probe reads one byte from the client. On a keep-alive connection that byte may be the
-/// first of the client's next request (sent as soon as a `Content-Length` response was complete): with
-/// pipelining enabled on the session (`Gateway::exchange`) Pingora keeps it for that request and
-/// the probe stays pending; without, the byte was lost and the next request reached the upstream as
-/// `OST …`. Whatever ends the wait, the connection is not reused: a stream we stopped reading in order
-/// cannot carry another request.
+///
+/// Bytes the client sends meanwhile (its next request, sent as soon as a `Content-Length` answer was
+/// complete) are kept in the session for that request (`Session::client_gone`); once the client went,
+/// the connection is not reused.
 pub(crate) async fn client_gone(session: &mut Session) {
-    let _ = session.read_body_or_idle(true).await;
-    session.set_keepalive(None);
+    session.client_gone().await;
 }
 
 /// Answers with `body` (empty: no body), carrying a session token when there is one.

@@ -21,6 +21,8 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::framing::{Body, connection_has, malformed, parse_decimal};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
@@ -31,9 +33,6 @@ use tokio::io::AsyncReadExt;
 const HEAD_LIMIT: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
-/// The longest chunk-size line (with its extensions) and the most trailer bytes read.
-const CHUNK_LINE_LIMIT: usize = 4 * 1024;
-const TRAILER_LIMIT: usize = 64 * 1024;
 /// Room made for the first read (a head, and most answers' whole body with it).
 const READ_FIRST: usize = 4 * 1024;
 /// Room made for a read after one that did not fill its room; doubled after one that did, up to the most.
@@ -55,36 +54,6 @@ pub struct Response {
     keepalive: bool,
     /// `Keep-Alive: timeout=N`: how long the upstream keeps it idle.
     keepalive_timeout: Option<Duration>,
-}
-
-/// Where the body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
-    /// The head has not been read.
-    Head,
-    /// `Content-Length`: the bytes still to come.
-    Length(u64),
-    Chunked(Chunk),
-    /// Delimited by the end of the connection.
-    UntilClose,
-    Done,
-}
-
-/// Where a chunked body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Before a chunk-size line.
-    Size,
-    /// Inside a chunk: the bytes still to come.
-    Data(u64),
-    /// After a chunk's data: its CRLF.
-    DataEnd,
-    /// After the last chunk: trailer fields until the empty line; the bytes of them read so far.
-    Trailer(usize),
-}
-
-fn malformed(what: impl Into<String>) -> Box<Error> {
-    Error::explain(ErrorType::InvalidHTTPHeader, what.into())
 }
 
 impl Response {
@@ -139,7 +108,7 @@ impl Response {
     /// The next bytes of the body (chunked framing removed), or `None` at its end.
     pub async fn read_response_body(&mut self) -> Result<Option<Bytes>> {
         loop {
-            if let Some(next) = self.decode()? {
+            if let Some(next) = self.body.decode(&mut self.buf)? {
                 return Ok(next);
             }
             if self.fill().await? == 0 {
@@ -227,12 +196,9 @@ impl Response {
 
     /// Decides the body's framing and whether the connection lives on (RFC 9112 §6.3, §9.3).
     fn frame(&mut self, status: StatusCode, version: Version, headers: &mut HeaderMap) -> Result<()> {
-        let connection = |token: &str| {
-            headers.get_all(header::CONNECTION).iter().any(|v| list_has(v.as_bytes(), token.as_bytes()))
-        };
         self.keepalive = match version {
-            Version::HTTP_10 => connection("keep-alive"),
-            _ => !connection("close"),
+            Version::HTTP_10 => connection_has(headers, "keep-alive"),
+            _ => !connection_has(headers, "close"),
         };
         self.keepalive_timeout =
             headers.get(HeaderName::from_static("keep-alive")).and_then(|v| keepalive_timeout(v.as_bytes()));
@@ -240,129 +206,18 @@ impl Response {
             self.body = Body::Done;
             return Ok(());
         }
-        if headers.contains_key(header::TRANSFER_ENCODING) {
-            let chunked = headers
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-                .map(<[u8]>::trim_ascii)
-                .rfind(|coding| !coding.is_empty())
-                .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
-            if headers.remove(header::CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
-                // Framing a request smuggler would use: read this answer, but not another on this connection.
-                self.keepalive = false;
-            }
-            self.body = if chunked {
-                Body::Chunked(Chunk::Size)
-            } else {
-                self.keepalive = false;
-                Body::UntilClose
-            };
-            return Ok(());
+        if headers.contains_key(header::TRANSFER_ENCODING)
+            && (headers.remove(header::CONTENT_LENGTH).is_some() || version == Version::HTTP_10)
+        {
+            // Framing a request smuggler would use: read this answer, but not another on this connection.
+            self.keepalive = false;
         }
-        let mut length = None;
-        for value in headers.get_all(header::CONTENT_LENGTH) {
-            for item in value.as_bytes().split(|&b| b == b',') {
-                let n = parse_decimal(item.trim_ascii()).ok_or_else(|| {
-                    malformed(format!("Content-Length {:?}", String::from_utf8_lossy(item)))
-                })?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(malformed("Content-Length values that disagree"));
-                }
-                length = Some(n);
-            }
+        self.body = Body::framed_by(headers)?.unwrap_or(Body::UntilClose);
+        if self.body == Body::UntilClose {
+            self.keepalive = false;
         }
-        self.body = match length {
-            Some(0) => Body::Done,
-            Some(n) => Body::Length(n),
-            None => {
-                self.keepalive = false;
-                Body::UntilClose
-            }
-        };
         Ok(())
     }
-
-    /// Takes the next body bytes out of the buffer: `None` when more must be read first; `Some(None)` at
-    /// the body's end.
-    fn decode(&mut self) -> Result<Option<Option<Bytes>>> {
-        loop {
-            match self.body {
-                Body::Head => {
-                    return Error::e_explain(ErrorType::InternalError, "the body was read before the head");
-                }
-                Body::Done => return Ok(Some(None)),
-                Body::UntilClose => {
-                    return Ok((!self.buf.is_empty()).then(|| Some(self.buf.split().freeze())));
-                }
-                Body::Length(left) => {
-                    let Some(data) = self.take(left) else { return Ok(None) };
-                    let left = left - data.len() as u64;
-                    self.body = if left == 0 { Body::Done } else { Body::Length(left) };
-                    return Ok(Some(Some(data)));
-                }
-                Body::Chunked(Chunk::Data(left)) => {
-                    let Some(data) = self.take(left) else { return Ok(None) };
-                    let left = left - data.len() as u64;
-                    self.body = Body::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
-                    return Ok(Some(Some(data)));
-                }
-                Body::Chunked(Chunk::Size) => {
-                    let Some(line) = self.line(CHUNK_LINE_LIMIT, "a chunk-size line")? else {
-                        return Ok(None);
-                    };
-                    let size = chunk_size(&line)?;
-                    self.body = Body::Chunked(if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) });
-                }
-                Body::Chunked(Chunk::DataEnd) => {
-                    let Some(line) = self.line(2, "the end of a chunk")? else { return Ok(None) };
-                    if !line.is_empty() {
-                        return Err(malformed("chunk data longer than its size"));
-                    }
-                    self.body = Body::Chunked(Chunk::Size);
-                }
-                Body::Chunked(Chunk::Trailer(seen)) => {
-                    let room = TRAILER_LIMIT.saturating_sub(seen);
-                    let before = self.buf.len();
-                    let Some(line) = self.line(room, "the trailer fields")? else { return Ok(None) };
-                    // Trailer fields are not forwarded (the client's answer is re-framed).
-                    self.body = if line.is_empty() {
-                        Body::Done
-                    } else {
-                        Body::Chunked(Chunk::Trailer(seen + before - self.buf.len()))
-                    };
-                }
-            }
-        }
-    }
-
-    /// Up to `left` buffered body bytes, `None` when none is buffered.
-    fn take(&mut self, left: u64) -> Option<Bytes> {
-        if self.buf.is_empty() {
-            return None;
-        }
-        let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
-        Some(self.buf.split_to(n).freeze())
-    }
-
-    /// The next line in the buffer without its CRLF (or bare LF), consumed; `None` when it has not all
-    /// arrived. A line of `limit` bytes or more is an error naming `what`.
-    fn line(&mut self, limit: usize, what: &str) -> Result<Option<BytesMut>> {
-        let Some(lf) = memchr::memchr(b'\n', &self.buf[..self.buf.len().min(limit.saturating_add(1))]) else {
-            if self.buf.len() >= limit {
-                return Err(malformed(format!("{what} over {limit} bytes")));
-            }
-            return Ok(None);
-        };
-        let mut line = self.buf.split_to(lf + 1);
-        line.truncate(if line.ends_with(b"\r\n") { lf - 1 } else { lf });
-        Ok(Some(line))
-    }
-}
-
-/// Whether the comma-separated list `value` holds `token` (ASCII case ignored).
-fn list_has(value: &[u8], token: &[u8]) -> bool {
-    value.split(|&b| b == b',').any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The `timeout` parameter of a `Keep-Alive` header (`timeout=5, max=100`).
@@ -372,25 +227,6 @@ fn keepalive_timeout(value: &[u8]) -> Option<Duration> {
         let (name, seconds) = (param[..eq].trim_ascii(), param[eq + 1..].trim_ascii());
         name.eq_ignore_ascii_case(b"timeout").then(|| parse_decimal(seconds).map(Duration::from_secs))?
     })
-}
-
-/// A non-negative decimal number (digits only, no sign).
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-/// The size of a chunk-size line (`1*HEXDIG [ BWS ";" extensions ]`).
-fn chunk_size(line: &[u8]) -> Result<u64> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let rest = line[digits..].trim_ascii_start();
-    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
-        return Err(malformed(format!("the chunk-size line {:?}", String::from_utf8_lossy(line))));
-    }
-    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| malformed("a chunk size"))?;
-    u64::from_str_radix(hex, 16).map_err(|_| malformed("a chunk size"))
 }
 
 #[cfg(test)]
@@ -547,16 +383,5 @@ mod tests {
         }
         assert_eq!(got, b"abcd");
         assert_eq!(r.read_response_body().await.unwrap(), None);
-    }
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(chunk_size(b"1a").unwrap(), 26);
-        assert_eq!(chunk_size(b"1A ; name=value").unwrap(), 26);
-        assert!(chunk_size(b"").is_err());
-        assert!(chunk_size(b"0x1").is_err());
-        assert!(chunk_size(b"-1").is_err());
-        assert_eq!(parse_decimal(b"007"), Some(7));
-        assert_eq!(parse_decimal(b"+7"), None);
     }
 }

@@ -1,0 +1,708 @@
+//! The client's side of HTTP/1 on the MCP listener: a server session of the gateway's own.
+//!
+//! One [`Session`] serves every request of a connection in turn (`crate::connections`): it reads a head
+//! into a buffer the connection keeps (bytes read past it — the body, a pipelining client's next
+//! request — stay there for what comes next), parses it with `httparse` straight into the header map the
+//! handlers read (values are slices of the head's bytes, not copies), reads the body by its framing
+//! (`crate::framing`, shared with the upstream answer's reader), and writes the answer's head and body.
+//! Pingora's server session did the same with a fresh 4 KiB buffer, a boxed head with a second,
+//! case-preserving header map, and a new session per request: ~29,000 of the ~78,000 instructions of a
+//! proxied call (BENCHMARKS.md, "Performance work").
+//!
+//! Framing follows RFC 9112: `Transfer-Encoding` must end in `chunked` (400 otherwise, and in an HTTP/1.0
+//! request); with `Content-Length` beside it the length is dropped and the connection closes after the
+//! answer; repeated lengths must agree; an absolute-form target must agree with `Host`. The answer is
+//! framed by its own headers: `Content-Length`, chunked when it says so (to an HTTP/1.1 client), else
+//! delimited by closing the connection. The connection carries another request when the client allows it
+//! (HTTP/1.1 without `Connection: close`, HTTP/1.0 with `keep-alive`), the answer ended where its framing
+//! said, and the request body was read to its end (what a handler left unread is drained, up to a bound).
+
+mod stream;
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::Shutdown;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::{Error, ErrorType, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use stream::HeadDeadline;
+
+use crate::framing::{Body, chunked_last, connection_has, malformed};
+
+/// The longest request head read (request line and header fields).
+const HEAD_LIMIT: usize = 64 * 1024;
+/// Most header fields in a request head.
+const MAX_HEADERS: usize = 128;
+/// Room made for a read of a head, or of what follows an answer.
+const READ_HEAD: usize = 4 * 1024;
+/// Room made for a read of a body.
+const READ_BODY: usize = 16 * 1024;
+/// Most bytes a handler may leave unread in a request body for the connection to be kept: they are
+/// drained after the answer, within [`DRAIN_TIMEOUT`].
+const DRAIN_LIMIT: u64 = 64 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Header names of MCP traffic that are not in `http`'s standard table: matched before
+/// `HeaderName::from_bytes`, which allocates a copy of every name it does not know.
+const KNOWN_NAMES: [HeaderName; 8] = [
+    HeaderName::from_static("mcp-protocol-version"),
+    HeaderName::from_static("mcp-session-id"),
+    HeaderName::from_static("mcp-method"),
+    HeaderName::from_static("mcp-name"),
+    HeaderName::from_static("last-event-id"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    HeaderName::from_static("x-forwarded-for"),
+];
+
+/// How the answer's body is being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// No answer head yet.
+    Head,
+    /// `Content-Length`: the bytes still to write.
+    Length(u64),
+    Chunked,
+    /// Delimited by closing the connection.
+    UntilClose,
+    Done,
+}
+
+/// A client connection's HTTP/1 session: the request being served and the answer being written.
+pub struct Session {
+    stream: Box<HeadDeadline>,
+    /// Read and not yet consumed.
+    buf: BytesMut,
+    client_addr: Option<SocketAddr>,
+    head: Option<RequestHeader>,
+    body: Body,
+    body_empty: bool,
+    /// The connection may carry another request after this one.
+    keepalive: bool,
+    /// How long the connection may wait for the next request's bytes (`None`: without limit).
+    idle_timeout: Option<Duration>,
+    response: Option<Box<ResponseHeader>>,
+    writer: Writer,
+    body_bytes_sent: usize,
+    /// Header fields of the head being parsed (kept to be reused: no allocation per request).
+    fields: Vec<(HeaderName, usize, usize)>,
+}
+
+fn write_error(e: std::io::Error) -> Box<Error> {
+    Error::because(ErrorType::WriteError, "while writing the answer", e)
+}
+
+impl Session {
+    /// A session on a client's connection (`client_addr`: its peer, for the audit and address rules).
+    pub fn new(stream: Box<HeadDeadline>, client_addr: Option<SocketAddr>, idle_timeout: Duration) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            client_addr,
+            head: None,
+            body: Body::Head,
+            body_empty: true,
+            keepalive: false,
+            idle_timeout: Some(idle_timeout),
+            response: None,
+            writer: Writer::Head,
+            body_bytes_sent: 0,
+            fields: Vec::new(),
+        }
+    }
+
+    /// Reads the next request's head: `false` when the connection closed (or stayed idle past its
+    /// timeout) before one began. A head that does not parse or breaks the framing rules is an
+    /// `InvalidHTTPHeader` error (answered 400).
+    pub async fn read_request(&mut self) -> Result<bool> {
+        self.head = None;
+        self.response = None;
+        self.writer = Writer::Head;
+        self.body = Body::Head;
+        self.body_bytes_sent = 0;
+        loop {
+            if !self.buf.is_empty() && self.parse_head()? {
+                return Ok(true);
+            }
+            if self.buf.len() >= HEAD_LIMIT {
+                return Err(malformed(format!("a request head over {HEAD_LIMIT} bytes")));
+            }
+            let read = match self.idle_timeout {
+                Some(t) => match tokio::time::timeout(t, self.fill(READ_HEAD)).await {
+                    Ok(read) => read?,
+                    Err(_) => return Ok(false),
+                },
+                None => self.fill(READ_HEAD).await?,
+            };
+            if read == 0 {
+                if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
+                    return Ok(false);
+                }
+                return Error::e_explain(ErrorType::ConnectionClosed, "the client closed in a request head");
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer with room for `room`; 0 at the end of the stream.
+    async fn fill(&mut self, room: usize) -> Result<usize> {
+        self.buf.reserve(room);
+        self.stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(|e| Error::because(ErrorType::ReadError, "while reading the request", e))
+    }
+
+    /// Parses a head from the buffer: `false` when it is incomplete.
+    fn parse_head(&mut self) -> Result<bool> {
+        let (len, method, target, version) = {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut fields);
+            let len = match req.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(false),
+                Err(e) => return Err(malformed(format!("an unreadable request head: {e}"))),
+            };
+            let base = self.buf.as_ptr() as usize;
+            let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+            self.fields.clear();
+            for field in req.headers.iter() {
+                let (start, len) = at(field.value);
+                self.fields.push((header_name(field.name.as_bytes())?, start, len));
+            }
+            let method = req.method.unwrap_or_default();
+            let method = Method::from_bytes(method.as_bytes())
+                .map_err(|_| malformed(format!("the method {method:?}")))?;
+            let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+            (len, method, at(req.path.unwrap_or_default().as_bytes()), version)
+        };
+        let bytes = self.buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for (name, start, len) in self.fields.drain(..) {
+            let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))
+                .map_err(|_| malformed(format!("the value of the {name} header")))?;
+            headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
+        }
+        let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.0 + target.1))
+            .map_err(|e| malformed(format!("the request target: {e}")))?;
+        self.keepalive = match version {
+            Version::HTTP_10 => connection_has(&headers, "keep-alive"),
+            _ => !connection_has(&headers, "close"),
+        };
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            if version == Version::HTTP_10 {
+                return Err(malformed("Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            if !chunked_last(&headers) {
+                return Err(malformed("a request whose last transfer coding is not chunked"));
+            }
+            if headers.remove(header::CONTENT_LENGTH).is_some() {
+                // Framing a request smuggler would use: this request is read as chunked, and is the last.
+                self.keepalive = false;
+            }
+        }
+        self.body = Body::framed_by(&headers)?.unwrap_or(Body::Done);
+        self.body_empty = self.body == Body::Done;
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = method;
+        parts.uri = uri;
+        parts.version = version;
+        parts.headers = headers;
+        let head = RequestHeader::from(parts);
+        pingora::protocols::http::authority::validate_request_authority(&head)?;
+        self.head = Some(head);
+        Ok(true)
+    }
+
+    /// The request's head.
+    ///
+    /// # Panics
+    /// Before [`Self::read_request`] read one.
+    pub fn req_header(&self) -> &RequestHeader {
+        self.head.as_ref().expect("a request head was read")
+    }
+
+    /// Whether the request has no body at all.
+    pub fn is_body_empty(&self) -> bool {
+        self.body_empty
+    }
+
+    /// The next bytes of the request body (chunked framing removed), or `None` at its end.
+    pub async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(next) = self.body.decode(&mut self.buf)? {
+                return Ok(next);
+            }
+            if self.fill(READ_BODY).await? == 0 {
+                return Error::e_explain(
+                    ErrorType::ConnectionClosed,
+                    "the client closed in the request body",
+                );
+            }
+        }
+    }
+
+    /// Resolves when the client closes its connection (or it fails) while its answer is being made.
+    /// Bytes it sends meanwhile (its next request) are kept for later, up to a head's worth; the
+    /// connection is not reused after it went.
+    pub async fn client_gone(&mut self) {
+        loop {
+            if self.buf.len() >= HEAD_LIMIT {
+                return std::future::pending().await;
+            }
+            if !matches!(self.fill(READ_HEAD).await, Ok(n) if n > 0) {
+                self.keepalive = false;
+                return;
+            }
+        }
+    }
+
+    /// `None`: the connection closes after this answer (and says so in it). `Some(0)`: it may wait for
+    /// the next request without limit; `Some(seconds)`: that long.
+    pub fn set_keepalive(&mut self, seconds: Option<u64>) {
+        match seconds {
+            None => self.keepalive = false,
+            Some(0) => self.idle_timeout = None,
+            Some(s) => self.idle_timeout = Some(Duration::from_secs(s)),
+        }
+    }
+
+    /// The answer's head, once written.
+    pub fn response_written(&self) -> Option<&ResponseHeader> {
+        self.response.as_deref()
+    }
+
+    /// Answer body bytes written (without chunked framing).
+    pub fn body_bytes_sent(&self) -> usize {
+        self.body_bytes_sent
+    }
+
+    pub fn client_addr(&self) -> Option<&SocketAddr> {
+        self.client_addr.as_ref()
+    }
+
+    /// Writes `100 Continue` (before the body of a request that expects it).
+    pub async fn write_continue_response(&mut self) -> Result<()> {
+        if self.response.is_none() {
+            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.map_err(write_error)?;
+            self.stream.flush().await.map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the answer's head (once: a second one is ignored). Its body is framed by its own headers;
+    /// `Date` and `Connection` are the gateway's.
+    pub async fn write_response_header(&mut self, resp: Box<ResponseHeader>) -> Result<()> {
+        if self.response.is_some() {
+            return Ok(());
+        }
+        if resp.status.is_informational() {
+            // The gateway asks for no upgrade; a 100 is `write_continue_response`'s.
+            return if resp.status == StatusCode::CONTINUE {
+                self.write_continue_response().await
+            } else {
+                Ok(())
+            };
+        }
+        let to_http10 = self.head.as_ref().is_some_and(|h| h.version == Version::HTTP_10);
+        let no_body = matches!(resp.status.as_u16(), 204 | 304)
+            || self.head.as_ref().is_some_and(|h| h.method == Method::HEAD);
+        self.writer = match Body::framed_by(&resp.headers) {
+            _ if no_body => Writer::Done,
+            Ok(Some(Body::Chunked(_))) if !to_http10 => Writer::Chunked,
+            Ok(Some(Body::Length(n))) => Writer::Length(n),
+            Ok(Some(Body::Done)) => Writer::Done,
+            _ => Writer::UntilClose,
+        };
+        if self.writer == Writer::UntilClose {
+            self.keepalive = false;
+        }
+        let mut wire = Vec::with_capacity(256);
+        wire.extend_from_slice(b"HTTP/1.1 ");
+        wire.extend_from_slice(resp.status.as_str().as_bytes());
+        wire.push(b' ');
+        let reason = resp.get_reason_phrase().or(resp.status.canonical_reason()).unwrap_or_default();
+        wire.extend_from_slice(reason.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+        for (name, value) in &resp.headers {
+            let framing_dropped = self.writer == Writer::UntilClose
+                && (name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH);
+            if name == header::CONNECTION || name == header::DATE || framing_dropped {
+                continue;
+            }
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"date: ");
+        wire.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+        wire.extend_from_slice(if self.keepalive {
+            b"\r\nconnection: keep-alive\r\n\r\n"
+        } else {
+            b"\r\nconnection: close\r\n\r\n"
+        });
+        self.stream.write_all(&wire).await.map_err(write_error)?;
+        // Held for the body when it has a length (one send for both); sent now otherwise: a stream's head
+        // must reach its client before its first event.
+        if !matches!(self.writer, Writer::Length(_)) {
+            self.stream.flush().await.map_err(write_error)?;
+        }
+        self.response = Some(resp);
+        Ok(())
+    }
+
+    /// Writes answer body bytes (framed as the head said), and the body's end when `end`. Bytes past a
+    /// `Content-Length` are not written.
+    pub async fn write_response_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        if !data.is_empty() {
+            match self.writer {
+                Writer::Head => {
+                    return Error::e_explain(ErrorType::InternalError, "an answer body before its head");
+                }
+                Writer::Length(left) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+                    self.stream.write_all(&data[..n]).await.map_err(write_error)?;
+                    self.writer = Writer::Length(left - n as u64);
+                    self.body_bytes_sent += n;
+                    if left == n as u64 {
+                        self.stream.flush().await.map_err(write_error)?;
+                    }
+                }
+                Writer::Chunked => {
+                    let mut size = [0u8; 18];
+                    let line = chunk_line(&mut size, data.len());
+                    self.write_all_vectored(&mut [
+                        IoSlice::new(line),
+                        IoSlice::new(&data),
+                        IoSlice::new(b"\r\n"),
+                    ])
+                    .await?;
+                    self.stream.flush().await.map_err(write_error)?;
+                    self.body_bytes_sent += data.len();
+                }
+                Writer::UntilClose => {
+                    self.stream.write_all(&data).await.map_err(write_error)?;
+                    self.stream.flush().await.map_err(write_error)?;
+                    self.body_bytes_sent += data.len();
+                }
+                Writer::Done => {}
+            }
+        }
+        if end {
+            self.finish_body().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_all_vectored(&mut self, mut parts: &mut [IoSlice<'_>]) -> Result<()> {
+        while !parts.is_empty() {
+            let n = self.stream.write_vectored(parts).await.map_err(write_error)?;
+            if n == 0 {
+                return Err(write_error(std::io::ErrorKind::WriteZero.into()));
+            }
+            IoSlice::advance_slices(&mut parts, n);
+        }
+        Ok(())
+    }
+
+    /// Ends the answer's body (the last chunk of a chunked one) and sends what is held. An answer cut
+    /// short of its `Content-Length` is an error, and the connection is not reused.
+    async fn finish_body(&mut self) -> Result<()> {
+        match self.writer {
+            Writer::Head | Writer::Done => {}
+            Writer::Chunked => {
+                self.stream.write_all(b"0\r\n\r\n").await.map_err(write_error)?;
+                self.writer = Writer::Done;
+            }
+            Writer::Length(0) | Writer::UntilClose => self.writer = Writer::Done,
+            Writer::Length(left) => {
+                self.keepalive = false;
+                self.stream.flush().await.map_err(write_error)?;
+                return Error::e_explain(
+                    ErrorType::WriteError,
+                    format!("the answer ended {left} bytes short of its Content-Length"),
+                );
+            }
+        }
+        self.stream.flush().await.map_err(write_error)
+    }
+
+    /// Answers `status` with no body, and closes the connection after it.
+    pub async fn respond_error(&mut self, status: u16) -> Result<()> {
+        self.keepalive = false;
+        if self.response.is_some() {
+            return Ok(());
+        }
+        let mut resp = ResponseHeader::build_no_case(status, Some(2))?;
+        resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
+        self.write_response_header(Box::new(resp)).await?;
+        self.finish_body().await
+    }
+
+    /// Closes the connection (what is held is sent first).
+    pub async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.stream).await;
+    }
+
+    /// Ends the request: the answer's end is written and sent, and what the handler left of the request
+    /// body is read. `true` when the connection carries the next request (read it with
+    /// [`Self::read_request`]); otherwise it is closed.
+    pub async fn finish(&mut self) -> bool {
+        let answered = self.finish_body().await.is_ok() && self.writer == Writer::Done;
+        if !(answered && self.keepalive && self.drain().await) {
+            self.shutdown().await;
+            return false;
+        }
+        self.stream.rearm();
+        true
+    }
+
+    /// Reads the rest of the request body, when it is short and arrives quickly.
+    async fn drain(&mut self) -> bool {
+        let mut left = DRAIN_LIMIT;
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            loop {
+                match self.read_request_body().await {
+                    Ok(None) => return true,
+                    Ok(Some(bytes)) if bytes.len() as u64 <= left => left -= bytes.len() as u64,
+                    _ => return false,
+                }
+            }
+        })
+        .await;
+        matches!(drained, Ok(true))
+    }
+}
+
+/// The name of a header field as `http` keeps it (lowercase).
+fn header_name(name: &[u8]) -> Result<HeaderName> {
+    if let Some(known) = KNOWN_NAMES.iter().find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name)) {
+        return Ok(known.clone());
+    }
+    HeaderName::from_bytes(name)
+        .map_err(|_| malformed(format!("the header name {:?}", String::from_utf8_lossy(name))))
+}
+
+/// A chunk's size line (`1A\r\n`) in `buf`.
+fn chunk_line(buf: &mut [u8; 18], len: usize) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in buf[..digits].iter_mut().enumerate() {
+        *slot = HEX[(len >> (4 * (digits - 1 - i))) & 0xf];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    &buf[..digits + 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A session on a real socket, and the client's end of it.
+    async fn pair() -> (Session, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        let session = Session::new(
+            Box::new(HeadDeadline::new(stream, Duration::from_secs(5))),
+            None,
+            Duration::from_secs(5),
+        );
+        (session, client)
+    }
+
+    async fn body(session: &mut Session) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// What the client received until the server closed.
+    async fn received(mut client: tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_read_whole_and_answered_in_turn() {
+        let (mut s, mut client) = pair().await;
+        client
+            .write_all(
+                b"POST /mcp/a?x=1 HTTP/1.1\r\nHost: gw\r\nMcp-Session-Id: s1\r\nContent-Length: 5\r\n\r\nhello\
+                  POST /mcp/b HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+                  GET /mcp/c HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        assert!(s.read_request().await.unwrap());
+        let head = s.req_header();
+        assert_eq!(
+            (head.method.as_str(), head.uri.path(), head.uri.query()),
+            ("POST", "/mcp/a", Some("x=1"))
+        );
+        assert_eq!(head.headers["mcp-session-id"], "s1");
+        assert!(!s.is_body_empty());
+        assert_eq!(body(&mut s).await.unwrap(), b"hello");
+        let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+        resp.insert_header("content-length", "2").unwrap();
+        s.write_response_header(Box::new(resp)).await.unwrap();
+        s.write_response_body(Bytes::from_static(b"ok"), true).await.unwrap();
+        assert_eq!(s.body_bytes_sent(), 2);
+        assert!(s.finish().await, "kept alive");
+
+        assert!(s.read_request().await.unwrap());
+        assert_eq!(s.req_header().uri.path(), "/mcp/b");
+        assert!(s.response_written().is_none(), "a new request has no answer yet");
+        assert_eq!(body(&mut s).await.unwrap(), b"abc");
+        let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+        resp.insert_header("transfer-encoding", "chunked").unwrap();
+        resp.insert_header("connection", "upgrade").unwrap();
+        s.write_response_header(Box::new(resp)).await.unwrap();
+        s.write_response_body(Bytes::from_static(b"data: 1\n\n"), false).await.unwrap();
+        s.write_response_body(Bytes::new(), true).await.unwrap();
+        assert!(s.finish().await);
+
+        assert!(s.read_request().await.unwrap());
+        assert!(s.is_body_empty());
+        s.respond_error(404).await.unwrap();
+        assert!(!s.finish().await, "the client asked to close");
+
+        let got = received(client).await;
+        let answers: Vec<&str> = got.split("HTTP/1.1 ").skip(1).collect();
+        assert_eq!(answers.len(), 3, "{got}");
+        assert!(answers[0].starts_with("200 OK\r\n") && answers[0].contains("connection: keep-alive"));
+        assert!(answers[0].ends_with("\r\n\r\nok"), "{}", answers[0]);
+        assert!(!answers[1].contains("upgrade"), "the gateway's Connection header only");
+        assert!(answers[1].ends_with("\r\n\r\n9\r\ndata: 1\n\n\r\n0\r\n\r\n"), "{}", answers[1]);
+        assert!(answers[2].starts_with("404 Not Found\r\n") && answers[2].contains("connection: close"));
+    }
+
+    #[tokio::test]
+    async fn smuggling_shapes_and_broken_heads_are_refused() {
+        for (head, what) in [
+            (&b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"[..], "chunked in HTTP/1.0"),
+            (b"POST / HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "chunked not last"),
+            (b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "two lengths"),
+            (b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: +5\r\n\r\n", "a signed length"),
+            (b"GET / HTTP/1.1\r\nHost: gw\r\nX-A: 1\r\n folded\r\n\r\n", "obs-fold"),
+            (b"GET / HTTP/1.1\r\nHost: gw\r\nHost: evil\r\n\r\n", "two Hosts"),
+            (b"GET http://evil/ HTTP/1.1\r\nHost: gw\r\n\r\n", "an absolute target naming another host"),
+            (b"GET / HTTP/1.1\r\nBad Name: 1\r\n\r\n", "a space in a name"),
+            (b"GET / HTTP/2.0\r\n\r\n", "another version"),
+        ] {
+            let (mut s, mut client) = pair().await;
+            client.write_all(head).await.unwrap();
+            let e = s.read_request().await.expect_err(what);
+            assert_eq!(*e.etype(), ErrorType::InvalidHTTPHeader, "{what}: {e}");
+        }
+
+        let (mut s, mut client) = pair().await;
+        client.write_all(&[b'a'; HEAD_LIMIT + 10]).await.unwrap();
+        assert!(s.read_request().await.is_err(), "a head over the limit");
+
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let (mut s, mut client) = pair().await;
+        client.write_all(&many).await.unwrap();
+        assert!(s.read_request().await.is_err(), "too many header fields");
+    }
+
+    #[tokio::test]
+    async fn both_framings_read_as_chunked_and_close_after_the_answer() {
+        let (mut s, mut client) = pair().await;
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(s.read_request().await.unwrap());
+        assert!(s.req_header().headers.get("content-length").is_none());
+        assert_eq!(body(&mut s).await.unwrap(), b"ab");
+        s.respond_error(400).await.unwrap();
+        assert!(!s.finish().await);
+        assert!(received(client).await.contains("connection: close"));
+    }
+
+    #[tokio::test]
+    async fn an_unread_body_is_drained_when_short_and_closes_the_connection_when_long() {
+        let (mut s, mut client) = pair().await;
+        client
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\n\r\nabcGET /next HTTP/1.1\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        assert!(s.read_request().await.unwrap());
+        s.respond_error(401).await.unwrap();
+        s.keepalive = true; // an answer that keeps the connection (respond_error closes it)
+        assert!(s.finish().await, "3 unread bytes are drained");
+        assert!(s.read_request().await.unwrap());
+        assert_eq!(s.req_header().uri.path(), "/next");
+
+        let (mut s, mut client) = pair().await;
+        let long = format!("POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n", DRAIN_LIMIT + 1);
+        client.write_all(long.as_bytes()).await.unwrap();
+        client.write_all(&vec![b'x'; DRAIN_LIMIT as usize + 1]).await.unwrap();
+        assert!(s.read_request().await.unwrap());
+        let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+        resp.insert_header("content-length", "0").unwrap();
+        s.write_response_header(Box::new(resp)).await.unwrap();
+        assert!(!s.finish().await, "too much left unread");
+    }
+
+    #[tokio::test]
+    async fn answers_are_framed_by_their_headers() {
+        // HTTP/1.0 client, chunked answer: delimited by the close instead.
+        let (mut s, mut client) = pair().await;
+        client.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+        assert!(s.read_request().await.unwrap());
+        let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+        resp.insert_header("transfer-encoding", "chunked").unwrap();
+        s.write_response_header(Box::new(resp)).await.unwrap();
+        s.write_response_body(Bytes::from_static(b"abc"), true).await.unwrap();
+        assert!(!s.finish().await);
+        let got = received(client).await;
+        assert!(!got.contains("transfer-encoding") && got.contains("connection: close"), "{got}");
+        assert!(got.ends_with("\r\n\r\nabc"), "{got}");
+
+        // An answer cut short of its length is an error and closes.
+        let (mut s, client) = pair().await;
+        let mut client = client;
+        client.write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+        assert!(s.read_request().await.unwrap());
+        let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+        resp.insert_header("content-length", "10").unwrap();
+        s.write_response_header(Box::new(resp)).await.unwrap();
+        assert!(s.write_response_body(Bytes::from_static(b"abc"), true).await.is_err());
+        assert!(!s.finish().await);
+
+        // Idle past the keep-alive timeout: no request.
+        let (mut s, _client) = pair().await;
+        s.set_keepalive(Some(1));
+        tokio::time::pause();
+        assert!(!s.read_request().await.unwrap());
+    }
+
+    #[test]
+    fn chunk_lines() {
+        let mut buf = [0u8; 18];
+        assert_eq!(chunk_line(&mut buf, 0), b"0\r\n");
+        assert_eq!(chunk_line(&mut buf, 26), b"1A\r\n");
+        assert_eq!(chunk_line(&mut buf, 4096), b"1000\r\n");
+        assert_eq!(chunk_line(&mut buf, usize::MAX), b"FFFFFFFFFFFFFFFF\r\n");
+    }
+}

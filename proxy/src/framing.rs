@@ -1,0 +1,238 @@
+//! HTTP/1 message framing shared by both sides of the gateway: the client's requests
+//! (`crate::downstream`) and the upstream's answers (`crate::upstream::response`). A body is decoded out
+//! of the reader's buffer without copying it ([`Body::decode`]); the framing headers are read by the same
+//! rules on both sides (RFC 9112 §6): `Transfer-Encoding` ending in `chunked`, else the `Content-Length`
+//! (repeated values must agree).
+//!
+//! Decoding is cancel-safe: the state moves only when bytes are consumed from the buffer.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, header};
+use pingora::{Error, ErrorType, Result};
+
+/// The longest chunk-size line (with its extensions) and the most trailer bytes read.
+const CHUNK_LINE_LIMIT: usize = 4 * 1024;
+const TRAILER_LIMIT: usize = 64 * 1024;
+
+/// Where a body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// The head has not been read.
+    Head,
+    /// `Content-Length`: the bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Delimited by the end of the connection.
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk: the bytes still to come.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields until the empty line; the bytes of them read so far.
+    Trailer(usize),
+}
+
+pub(crate) fn malformed(what: impl Into<String>) -> Box<Error> {
+    Error::explain(ErrorType::InvalidHTTPHeader, what.into())
+}
+
+impl Body {
+    /// The body a message's framing headers announce when they say anything: chunked when
+    /// `Transfer-Encoding`'s last coding is `chunked`, else `Length` by `Content-Length` (`Done` for 0);
+    /// `None` when neither header is there. Any other transfer coding is `UntilClose`.
+    pub(crate) fn framed_by(headers: &HeaderMap) -> Result<Option<Self>> {
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            return Ok(Some(if chunked_last(headers) {
+                Body::Chunked(Chunk::Size)
+            } else {
+                Body::UntilClose
+            }));
+        }
+        Ok(content_length(headers)?.map(|n| if n == 0 { Body::Done } else { Body::Length(n) }))
+    }
+
+    /// Takes the next body bytes out of `buf`: `None` when more must be read first; `Some(None)` at the
+    /// body's end.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Bytes>>> {
+        loop {
+            match *self {
+                Body::Head => {
+                    return Error::e_explain(ErrorType::InternalError, "the body was read before the head");
+                }
+                Body::Done => return Ok(Some(None)),
+                Body::UntilClose => {
+                    return Ok((!buf.is_empty()).then(|| Some(buf.split().freeze())));
+                }
+                Body::Length(left) => {
+                    let Some(data) = take(buf, left) else { return Ok(None) };
+                    let left = left - data.len() as u64;
+                    *self = if left == 0 { Body::Done } else { Body::Length(left) };
+                    return Ok(Some(Some(data)));
+                }
+                Body::Chunked(Chunk::Data(left)) => {
+                    let Some(data) = take(buf, left) else { return Ok(None) };
+                    let left = left - data.len() as u64;
+                    *self = Body::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+                    return Ok(Some(Some(data)));
+                }
+                Body::Chunked(Chunk::Size) => {
+                    let Some(line) = line(buf, CHUNK_LINE_LIMIT, "a chunk-size line")? else {
+                        return Ok(None);
+                    };
+                    let size = chunk_size(&line)?;
+                    *self = Body::Chunked(if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) });
+                }
+                Body::Chunked(Chunk::DataEnd) => {
+                    let Some(line) = line(buf, 2, "the end of a chunk")? else { return Ok(None) };
+                    if !line.is_empty() {
+                        return Err(malformed("chunk data longer than its size"));
+                    }
+                    *self = Body::Chunked(Chunk::Size);
+                }
+                Body::Chunked(Chunk::Trailer(seen)) => {
+                    let room = TRAILER_LIMIT.saturating_sub(seen);
+                    let before = buf.len();
+                    let Some(line) = line(buf, room, "the trailer fields")? else { return Ok(None) };
+                    // Trailer fields are not forwarded (messages are re-framed).
+                    *self = if line.is_empty() {
+                        Body::Done
+                    } else {
+                        Body::Chunked(Chunk::Trailer(seen + before - buf.len()))
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Up to `left` buffered body bytes, `None` when none is buffered.
+fn take(buf: &mut BytesMut, left: u64) -> Option<Bytes> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+    Some(buf.split_to(n).freeze())
+}
+
+/// The next line in `buf` without its CRLF (or bare LF), consumed; `None` when it has not all arrived. A
+/// line of `limit` bytes or more is an error naming `what`.
+fn line(buf: &mut BytesMut, limit: usize, what: &str) -> Result<Option<BytesMut>> {
+    let Some(lf) = memchr::memchr(b'\n', &buf[..buf.len().min(limit.saturating_add(1))]) else {
+        if buf.len() >= limit {
+            return Err(malformed(format!("{what} over {limit} bytes")));
+        }
+        return Ok(None);
+    };
+    let mut line = buf.split_to(lf + 1);
+    line.truncate(if line.ends_with(b"\r\n") { lf - 1 } else { lf });
+    Ok(Some(line))
+}
+
+/// Whether the last transfer coding of `Transfer-Encoding` is `chunked`.
+pub(crate) fn chunked_last(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .rfind(|coding| !coding.is_empty())
+        .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The `Content-Length`, when there is one: every value (repeated headers, comma lists) must be the same
+/// decimal number.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let n = parse_decimal(item.trim_ascii())
+                .ok_or_else(|| malformed(format!("Content-Length {:?}", String::from_utf8_lossy(item))))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(malformed("Content-Length values that disagree"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+/// Whether a `Connection` header of `headers` lists `token` (ASCII case ignored).
+pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| list_has(v.as_bytes(), token.as_bytes()))
+}
+
+/// Whether the comma-separated list `value` holds `token` (ASCII case ignored).
+pub(crate) fn list_has(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// A non-negative decimal number (digits only, no sign).
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The size of a chunk-size line (`1*HEXDIG [ BWS ";" extensions ]`).
+fn chunk_size(line: &[u8]) -> Result<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = line[digits..].trim_ascii_start();
+    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
+        return Err(malformed(format!("the chunk-size line {:?}", String::from_utf8_lossy(line))));
+    }
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| malformed("a chunk size"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| malformed("a chunk size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(chunk_size(b"1A ; name=value").unwrap(), 26);
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"0x1").is_err());
+        assert!(chunk_size(b"-1").is_err());
+        assert_eq!(parse_decimal(b"007"), Some(7));
+        assert_eq!(parse_decimal(b"+7"), None);
+    }
+
+    #[test]
+    fn framing_headers() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert_eq!(Body::framed_by(&headers(&[])).unwrap(), None);
+        assert_eq!(Body::framed_by(&headers(&[("content-length", "0")])).unwrap(), Some(Body::Done));
+        assert_eq!(
+            Body::framed_by(&headers(&[("content-length", "5, 5"), ("content-length", "5")])).unwrap(),
+            Some(Body::Length(5))
+        );
+        assert!(Body::framed_by(&headers(&[("content-length", "5"), ("content-length", "6")])).is_err());
+        assert_eq!(
+            Body::framed_by(&headers(&[("transfer-encoding", "gzip, Chunked"), ("content-length", "x")]))
+                .unwrap(),
+            Some(Body::Chunked(Chunk::Size)),
+            "Transfer-Encoding wins"
+        );
+        assert_eq!(
+            Body::framed_by(&headers(&[("transfer-encoding", "chunked, gzip")])).unwrap(),
+            Some(Body::UntilClose)
+        );
+    }
+}
