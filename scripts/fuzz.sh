@@ -19,7 +19,7 @@ fuzz="$root/fuzz"
 log() { echo "fuzz: $*" >&2; }
 
 all_targets=(jsonrpc_inspect session_token sse_proxy sse_control_plane routing_apply jwt_parse api_key_parse
-  policy_eval yaml_import header_checks upstream_response)
+  policy_eval yaml_import header_checks upstream_response client_request)
 
 dict_of() {
   case "$1" in
@@ -27,7 +27,7 @@ dict_of() {
     sse_proxy | sse_control_plane) echo "$fuzz/dict/sse.dict" ;;
     jwt_parse | api_key_parse) echo "$fuzz/dict/jwt.dict" ;;
     yaml_import) echo "$fuzz/dict/yaml.dict" ;;
-    upstream_response) echo "$fuzz/dict/http.dict" ;;
+    upstream_response | client_request) echo "$fuzz/dict/http.dict" ;;
     *) echo "" ;;
   esac
 }

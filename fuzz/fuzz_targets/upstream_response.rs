@@ -4,64 +4,17 @@
 //! whole comes out the same (status, headers, body) however it was cut, and one that fails fails either way.
 #![no_main]
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use libfuzzer_sys::fuzz_target;
 use mcpgw_proxy::upstream::response::Response;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use pingora::protocols::l4::virt::VirtualSocketStream;
 
 #[path = "common/chunking.rs"]
 mod chunking;
 use chunking::{chunks, split};
-
-/// An upstream connection that sends `pieces` one read at a time, then closes; what is written to it is
-/// dropped.
-#[derive(Debug)]
-struct Replay {
-    pieces: VecDeque<Vec<u8>>,
-}
-
-impl AsyncRead for Replay {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if let Some(piece) = self.pieces.front_mut() {
-            let n = piece.len().min(buf.remaining());
-            buf.put_slice(&piece[..n]);
-            piece.drain(..n);
-            if piece.is_empty() {
-                self.pieces.pop_front();
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Replay {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl VirtualSocket for Replay {
-    fn set_socket_option(&self, _: VirtualSockOpt) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[path = "common/replay.rs"]
+mod replay;
+use replay::Replay;
 
 /// What reading an answer gave: its status, headers and whole body, or `None` when it failed.
 type Read = Option<(u16, Vec<(String, Vec<u8>)>, Vec<u8>)>;

@@ -49,7 +49,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Header names of MCP traffic that are not in `http`'s standard table: matched before
 /// `HeaderName::from_bytes`, which allocates a copy of every name it does not know.
-const KNOWN_NAMES: [HeaderName; 8] = [
+static KNOWN_NAMES: [HeaderName; 8] = [
     HeaderName::from_static("mcp-protocol-version"),
     HeaderName::from_static("mcp-session-id"),
     HeaderName::from_static("mcp-method"),
@@ -160,9 +160,10 @@ impl Session {
     /// Parses a head from the buffer: `false` when it is incomplete.
     fn parse_head(&mut self) -> Result<bool> {
         let (len, method, target, version) = {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut fields);
-            let len = match req.parse(&self.buf) {
+            // Uninitialized: 128 fields are 4 KiB to write before every parse otherwise.
+            let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut []);
+            let len = match req.parse_with_uninit_headers(&self.buf, &mut fields) {
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => return Ok(false),
                 Err(e) => return Err(malformed(format!("an unreadable request head: {e}"))),

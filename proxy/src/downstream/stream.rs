@@ -67,7 +67,7 @@ pub struct HeadDeadline {
 }
 
 impl HeadDeadline {
-    pub(crate) fn new(inner: Stream, timeout: Duration) -> Self {
+    pub fn new(inner: Stream, timeout: Duration) -> Self {
         Self { inner, timeout, head: Head::Awaited, deadline: None, held: Vec::new(), sent: 0 }
     }
 
