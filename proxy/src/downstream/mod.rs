@@ -42,6 +42,10 @@ const MAX_HEADERS: usize = 128;
 const READ_HEAD: usize = 4 * 1024;
 /// Room made for a read of a body.
 const READ_BODY: usize = 16 * 1024;
+/// Room made for a read while an answer is made (it notices a close, and keeps what a pipelining client
+/// sends): small, so that it fits in what the head's buffer has left — an idle stream waits in this read,
+/// and a 4 KiB reserve would allocate a second buffer beside the one its head keeps.
+const READ_IDLE: usize = 256;
 /// Most bytes a handler may leave unread in a request body for the connection to be kept: they are
 /// drained after the answer, within [`DRAIN_TIMEOUT`].
 const DRAIN_LIMIT: u64 = 64 * 1024;
@@ -255,7 +259,7 @@ impl Session {
             if self.buf.len() >= HEAD_LIMIT {
                 return std::future::pending().await;
             }
-            if !matches!(self.fill(READ_HEAD).await, Ok(n) if n > 0) {
+            if !matches!(self.fill(READ_IDLE).await, Ok(n) if n > 0) {
                 self.keepalive = false;
                 return;
             }
