@@ -1,8 +1,8 @@
 //! Client connections: at most `--max-connections` open at once and `--max-connections-per-client` from
 //! one client address (beyond them a connection is answered 503 / 429 `too_many_connections` and closed),
 //! and every request head bounded by `--request-head-timeout` from its first byte, so a client dripping its
-//! headers holds a connection for seconds, not for as long as each read keeps arriving within Pingora's
-//! per-read timeout. Idle keep-alive connections are left to Pingora's keep-alive timeout.
+//! headers holds a connection for seconds, not for as long as each read keeps arriving within a per-read
+//! timeout. An idle keep-alive connection closes after 60 s without a request (`downstream::Session`).
 //!
 //! [`Listener`] is the MCP listener's application: it takes the connection's place, wraps the stream in
 //! a [`HeadDeadline`] and serves every request of the connection in turn (`Gateway::exchange`) in one
