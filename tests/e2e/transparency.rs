@@ -230,3 +230,168 @@ async fn pipelined_pair(
     );
     Ok(())
 }
+
+/// Id of the request each smuggling shape hides behind the first one.
+const SMUGGLED_ID: u64 = 7_770_001;
+
+/// Request-smuggling shapes sent to the running proxy (RFC 9112 §6.3, §11.2): each hides a second
+/// `tools/call` behind framing two HTTP/1 readers could disagree on. The refused shapes are answered 400
+/// and the connection closed; the two the RFC lets a server read (`Transfer-Encoding` with a
+/// `Content-Length`) are read as chunked — one request whose body is what the chunks carry — and the
+/// connection closed after its answer. Either way the hidden request never reaches the upstream as a request
+/// of its own, and the proxy serves the next client normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_never_reach_the_upstream() -> Result<()> {
+    let upstream = RecordingUpstream::start_with(RecordingOptions::default()).await?;
+    let gw = Gateway::start_with(&["--threads", "1"]).await?;
+    let url = gw.add_server("smuggling", &upstream.url(), "streamable_http").await?;
+    let (addr, parsed) = proxy_addr(&url)?;
+    let (host, path) = (addr.to_string(), parsed.path().to_owned());
+
+    let hidden_body = json!({"jsonrpc": "2.0", "id": SMUGGLED_ID, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": "smuggled"}}})
+    .to_string();
+    let hidden = format!(
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n{hidden_body}",
+        hidden_body.len()
+    );
+    let outer_body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    let head = |version: &str, framing: &str| {
+        format!(
+            "POST {path} {version}\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+             accept: application/json, text/event-stream\r\n{framing}\r\n"
+        )
+    };
+    let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+    // (shape, bytes, refused with 400)
+    let cl_te_body = format!("0\r\n\r\n{hidden}");
+    let te_cl_body = format!("{}0\r\n\r\n", chunk(&hidden));
+    let len = outer_body.len();
+    let shapes: Vec<(&str, String, bool)> = vec![
+        (
+            "CL.TE: Content-Length covers the hidden request, chunked ends before it",
+            head(
+                "HTTP/1.1",
+                &format!("content-length: {}\r\ntransfer-encoding: chunked\r\n", cl_te_body.len()),
+            ) + &cl_te_body,
+            false,
+        ),
+        (
+            "TE.CL: the hidden request is the chunk, Content-Length stops before it",
+            head("HTTP/1.1", "transfer-encoding: chunked\r\ncontent-length: 4\r\n") + &te_cl_body,
+            false,
+        ),
+        (
+            "two Content-Lengths that disagree",
+            head("HTTP/1.1", &format!("content-length: {len}\r\ncontent-length: {}\r\n", len + hidden.len()))
+                + &outer_body
+                + &hidden,
+            true,
+        ),
+        (
+            "a signed Content-Length",
+            head("HTTP/1.1", &format!("content-length: +{len}\r\n")) + &outer_body + &hidden,
+            true,
+        ),
+        (
+            "chunked not the last transfer coding",
+            head("HTTP/1.1", &format!("transfer-encoding: chunked, identity\r\ncontent-length: {len}\r\n"))
+                + &outer_body
+                + &hidden,
+            true,
+        ),
+        (
+            "an unknown transfer coding",
+            head("HTTP/1.1", &format!("transfer-encoding: xchunked\r\ncontent-length: {len}\r\n"))
+                + &outer_body
+                + &hidden,
+            true,
+        ),
+        (
+            "a space before the colon of Transfer-Encoding",
+            head("HTTP/1.1", &format!("transfer-encoding : chunked\r\ncontent-length: {len}\r\n"))
+                + &outer_body
+                + &hidden,
+            true,
+        ),
+        (
+            "Transfer-Encoding folded onto a second line",
+            head("HTTP/1.1", &format!("content-length: {len}\r\ntransfer-encoding:\r\n chunked\r\n"))
+                + &outer_body
+                + &hidden,
+            true,
+        ),
+        (
+            "chunked in an HTTP/1.0 request",
+            head("HTTP/1.0", "transfer-encoding: chunked\r\n") + &te_cl_body,
+            true,
+        ),
+        (
+            "two Host fields",
+            head("HTTP/1.1", &format!("host: elsewhere.example\r\ncontent-length: {len}\r\n"))
+                + &outer_body
+                + &hidden,
+            true,
+        ),
+        (
+            "a chunk size past 64 bits",
+            head("HTTP/1.1", "transfer-encoding: chunked\r\n")
+                + "1000000000000000a\r\n"
+                + &hidden
+                + "\r\n0\r\n\r\n",
+            false,
+        ),
+    ];
+
+    let mut wrong = Vec::new();
+    for (shape, bytes, refused) in &shapes {
+        let mut conn = Conn::connect(addr).await?;
+        conn.send(bytes.as_bytes()).await?;
+        // Every answer on the connection until the proxy closes it (a `no close` if it keeps it open).
+        let mut statuses = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(answer) = conn.read_response().await {
+                statuses.push(answer.head.status);
+            }
+        })
+        .await
+        .is_ok();
+        let expected_first = refused.then_some(400);
+        let answered_once =
+            statuses.len() <= 1 && (expected_first.is_none() || statuses.first() == expected_first.as_ref());
+        eprintln!("{shape}: answers {statuses:?}, closed: {closed}");
+        if !closed || !answered_once {
+            wrong.push(format!("{shape}: answers {statuses:?}, closed: {closed}"));
+        }
+    }
+    let reached: Vec<String> = upstream
+        .received()
+        .into_iter()
+        .filter(|r| {
+            let id = serde_json::from_slice::<Value>(&r.body).ok().and_then(|v| v["id"].as_u64());
+            id == Some(SMUGGLED_ID)
+        })
+        .map(|r| format!("{} {} {}", r.method, r.target, String::from_utf8_lossy(&r.body)))
+        .collect();
+    ensure!(
+        wrong.is_empty() && reached.is_empty(),
+        "answers: {wrong:#?}; hidden requests upstream: {reached:#?}"
+    );
+
+    // The proxy is unharmed: the next client's call is answered and forwarded as sent.
+    let (bytes, body) = request(&host, &path, FIRST_ID + 1);
+    let answer = Conn::connect(addr).await?.request(&bytes).await?;
+    let expected = json!({"jsonrpc": "2.0", "id": FIRST_ID + 1, "result": {"receivedBytes": body.len()}});
+    ensure!(
+        answer.head.status == 200 && serde_json::from_slice::<Value>(&answer.body)? == expected,
+        "after the shapes, a call was answered HTTP {} {}",
+        answer.head.status,
+        String::from_utf8_lossy(&answer.body)
+    );
+    ensure!(
+        upstream.received().iter().any(|r| r.body == body),
+        "the call after the shapes never reached the upstream"
+    );
+    Ok(())
+}
