@@ -326,7 +326,7 @@ impl Session {
         if self.writer == Writer::UntilClose {
             self.keepalive = false;
         }
-        let mut wire = Vec::with_capacity(256);
+        let wire = self.stream.held_mut();
         wire.extend_from_slice(b"HTTP/1.1 ");
         wire.extend_from_slice(resp.status.as_str().as_bytes());
         wire.push(b' ');
@@ -351,7 +351,6 @@ impl Session {
         } else {
             b"\r\nconnection: close\r\n\r\n"
         });
-        self.stream.write_all(&wire).await.map_err(write_error)?;
         // Held for the body when it has a length (one send for both); sent now otherwise: a stream's head
         // must reach its client before its first event.
         if !matches!(self.writer, Writer::Length(_)) {
@@ -694,6 +693,24 @@ mod tests {
         s.write_response_header(Box::new(resp)).await.unwrap();
         assert!(s.write_response_body(Bytes::from_static(b"abc"), true).await.is_err());
         assert!(!s.finish().await);
+
+        // A head larger than the held buffer (and than a kept spare one) is written whole, before its body.
+        let (mut s, mut client) = pair().await;
+        client.write_all(b"GET / HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await.unwrap();
+        assert!(s.read_request().await.unwrap());
+        let big = "v".repeat(20_000);
+        let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+        resp.insert_header("x-big", big.as_str()).unwrap();
+        resp.insert_header("content-length", "3").unwrap();
+        s.write_response_header(Box::new(resp)).await.unwrap();
+        s.write_response_body(Bytes::from_static(b"abc"), true).await.unwrap();
+        assert!(!s.finish().await);
+        let got = received(client).await;
+        assert!(
+            got.contains(&format!("\r\nx-big: {big}\r\n")) && got.ends_with("\r\n\r\nabc"),
+            "{}",
+            &got[..200]
+        );
 
         // Idle past the keep-alive timeout: no request.
         let (mut s, _client) = pair().await;

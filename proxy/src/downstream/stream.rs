@@ -29,6 +29,9 @@ enum Head {
 /// segment, as Pingora's L4 write buffer.
 const COALESCE: usize = 1460;
 
+/// The largest buffer kept for reuse.
+const SPARE_LIMIT: usize = 8 * 1024;
+
 /// Buffers kept per thread for the next answer's held bytes.
 const SPARE_BUFFERS: usize = 4;
 
@@ -44,6 +47,10 @@ fn take_buffer() -> Vec<u8> {
 }
 
 fn give_back(mut buffer: Vec<u8>) {
+    if buffer.capacity() > SPARE_LIMIT {
+        // Grown by a large answer head (`HeadDeadline::held_mut`): not kept.
+        return;
+    }
     buffer.clear();
     SPARE.with_borrow_mut(|spare| {
         if spare.len() < SPARE_BUFFERS {
@@ -100,6 +107,15 @@ impl HeadDeadline {
             self.held.extend_from_slice(buf);
         }
         Some(len)
+    }
+
+    /// The held bytes, to write more straight into them (sent at the next flush, or before a write that
+    /// does not fit beside them): an answer's head is built here instead of in a buffer of its own.
+    pub(crate) fn held_mut(&mut self) -> &mut Vec<u8> {
+        if self.held.capacity() == 0 {
+            self.held = take_buffer();
+        }
+        &mut self.held
     }
 
     /// The next bytes start a new request head.
