@@ -7,7 +7,7 @@
 //! Decoding is cancel-safe: the state moves only when bytes are consumed from the buffer.
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderName, header};
 use pingora::{Error, ErrorType, Result};
 
 /// The longest chunk-size line (with its extensions) and the most trailer bytes read.
@@ -191,6 +191,28 @@ fn chunk_size(line: &[u8]) -> Result<u64> {
     }
     let hex = std::str::from_utf8(&line[..digits]).map_err(|_| malformed("a chunk size"))?;
     u64::from_str_radix(hex, 16).map_err(|_| malformed("a chunk size"))
+}
+
+/// Header names of MCP traffic that are not in `http`'s standard table: matched before
+/// `HeaderName::from_bytes`, which allocates a copy of every name it does not know.
+static KNOWN_NAMES: [HeaderName; 8] = [
+    HeaderName::from_static("mcp-protocol-version"),
+    HeaderName::from_static("mcp-session-id"),
+    HeaderName::from_static("mcp-method"),
+    HeaderName::from_static("mcp-name"),
+    HeaderName::from_static("last-event-id"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    HeaderName::from_static("x-forwarded-for"),
+];
+
+/// The name of a header field as `http` keeps it (lowercase).
+pub(crate) fn header_name(name: &[u8]) -> Result<HeaderName> {
+    if let Some(known) = KNOWN_NAMES.iter().find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name)) {
+        return Ok(known.clone());
+    }
+    HeaderName::from_bytes(name)
+        .map_err(|_| malformed(format!("the header name {:?}", String::from_utf8_lossy(name))))
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use serde_json::Value;
 use crate::drain::Closing;
 use crate::error::{Failure, ProxyError};
 use crate::jsonrpc::Rpc;
-use crate::metrics::METRICS;
 use crate::request::{RequestCtx, Session};
 use crate::route::{self, Route};
 use crate::shared::Shared;
@@ -152,13 +151,14 @@ impl Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let method =
             if ctx.method.is_empty() { http_method_label(&session.req_header().method) } else { ctx.method };
-        let server = ctx.server.as_deref().unwrap_or("-");
-        METRICS.requests.with_label_values(&[server, method, status_label(status)]).inc();
-        let labels = [server];
-        if let Some(at) = ctx.response_started {
-            METRICS.response_latency.with_label_values(&labels).observe((at - ctx.started).as_secs_f64());
-        }
-        METRICS.request_duration.with_label_values(&labels).observe(ctx.started.elapsed().as_secs_f64());
+        let elapsed = ctx.started.elapsed();
+        crate::metrics::observe_request(
+            ctx.server.as_ref(),
+            method,
+            status_label(status),
+            ctx.response_started.map(|at| at - ctx.started),
+            elapsed,
+        );
         if let Some(tracer) = self.tracer.as_deref()
             && ctx.trace.recording
         {
@@ -185,7 +185,7 @@ impl Gateway {
         }
         let slot = std::mem::replace(&mut ctx.audit, crate::audit::Slot::None);
         if !matches!(slot, crate::audit::Slot::None) {
-            let record = self.audit_record(session, ctx, status);
+            let record = self.audit_record(session, ctx, status, elapsed);
             self.auditor.submit(slot, record);
         }
     }
@@ -532,10 +532,11 @@ impl Gateway {
         session: &Session,
         ctx: &mut RequestCtx,
         status: u16,
+        elapsed: std::time::Duration,
     ) -> crate::audit::wire::Encoded {
         use crate::audit::capture::{self, Answer};
         use crate::identity::PrincipalKind;
-        let started = std::time::SystemTime::now() - ctx.started.elapsed();
+        let started = std::time::SystemTime::now() - elapsed;
         let unix = started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let req = session.req_header();
         let header = |name: &http::HeaderName| req.headers.get(name).map(http::HeaderValue::as_bytes);
@@ -610,7 +611,7 @@ impl Gateway {
             // `optional`: written when the answer was an error with an integer code.
             w.int(13, code, true);
         }
-        w.uint(14, u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX))
+        w.uint(14, u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
             .uint(15, audited.bytes_in as u64)
             .uint(16, session.body_bytes_sent() as u64)
             .text(17, &[client_addr.unwrap_or_default()])

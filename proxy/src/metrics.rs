@@ -1,10 +1,12 @@
 //! Prometheus metrics of the data plane, registered once in the default registry (which Pingora's own
 //! metrics share) and served on the admin listener.
 
-use std::sync::LazyLock;
+use std::cell::RefCell;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     TextEncoder, register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec,
 };
@@ -58,6 +60,86 @@ static OTLP: std::sync::OnceLock<std::sync::Arc<mcpgw_proto::otlp::Stats>> = std
 /// Makes `/metrics` report the exporter's counters.
 pub fn watch_otlp(stats: std::sync::Arc<mcpgw_proto::otlp::Stats>) {
     let _ = OTLP.set(stats);
+}
+
+/// Servers whose request-metric handles a thread keeps.
+const HANDLES_KEPT: usize = 16;
+/// (method, status) counters kept per server; other pairs are looked up each time.
+const COUNTERS_KEPT: usize = 32;
+
+/// A server's request-metric handles, resolved once: `with_label_values` hashes every label and takes
+/// the family's lock (three lookups, ~900 instructions a request; BENCHMARKS.md, "Performance work").
+struct ServerHandles {
+    /// `None`: requests that matched no server (label `-`).
+    server: Option<Arc<str>>,
+    response_latency: Histogram,
+    request_duration: Histogram,
+    requests: Vec<(&'static str, &'static str, IntCounter)>,
+}
+
+thread_local! {
+    static HANDLES: RefCell<Vec<ServerHandles>> = const { RefCell::new(Vec::new()) };
+}
+
+fn same_server(kept: &mut Option<Arc<str>>, server: Option<&Arc<str>>) -> bool {
+    match (kept.as_ref(), server) {
+        (None, None) => true,
+        (Some(a), Some(b)) if Arc::ptr_eq(a, b) => true,
+        (Some(a), Some(b)) if a == b => {
+            // The same name from a newer routing table: its pointer matches from now on.
+            *kept = Some(b.clone());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Counts a request that ended on `server` (`None`: it matched none) with its MCP method and status
+/// labels, its time to the answer's head and its whole duration.
+pub fn observe_request(
+    server: Option<&Arc<str>>,
+    method: &'static str,
+    status: &'static str,
+    response_latency: Option<Duration>,
+    duration: Duration,
+) {
+    HANDLES.with_borrow_mut(|kept| {
+        let at = match kept.iter_mut().position(|h| same_server(&mut h.server, server)) {
+            Some(at) => at,
+            None => {
+                let label = server.map_or("-", |s| &**s);
+                if kept.len() == HANDLES_KEPT {
+                    kept.pop();
+                }
+                kept.insert(
+                    0,
+                    ServerHandles {
+                        server: server.cloned(),
+                        response_latency: METRICS.response_latency.with_label_values(&[label]),
+                        request_duration: METRICS.request_duration.with_label_values(&[label]),
+                        requests: Vec::new(),
+                    },
+                );
+                0
+            }
+        };
+        let h = &mut kept[at];
+        match h.requests.iter().find(|(m, s, _)| *m == method && *s == status) {
+            Some((_, _, counter)) => counter.inc(),
+            None => {
+                let label = h.server.as_deref().unwrap_or("-");
+                let counter = METRICS.requests.with_label_values(&[label, method, status]);
+                counter.inc();
+                if h.requests.len() < COUNTERS_KEPT {
+                    h.requests.push((method, status, counter));
+                }
+            }
+        }
+        if let Some(latency) = response_latency {
+            h.response_latency.observe(latency.as_secs_f64());
+        }
+        h.request_duration.observe(duration.as_secs_f64());
+    });
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {

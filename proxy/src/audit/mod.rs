@@ -124,12 +124,12 @@ impl Auditor {
             Slot::None => {}
             Slot::Reserved(permit) => {
                 permit.send(record);
-                METRICS.audit_records.with_label_values(&["queued"]).inc();
+                QUEUED.inc();
             }
             Slot::Later => {
                 let Some(tx) = &self.tx else { return };
                 match tx.try_send(record) {
-                    Ok(()) => METRICS.audit_records.with_label_values(&["queued"]).inc(),
+                    Ok(()) => QUEUED.inc(),
                     Err(_) => {
                         METRICS.audit_records.with_label_values(&["dropped"]).inc();
                         warn_overflow("dropping records (--audit-overflow drop)");
@@ -139,6 +139,10 @@ impl Auditor {
         }
     }
 }
+
+/// `mcpgw_proxy_audit_records_total{result="queued"}`, counted per request: resolved once.
+static QUEUED: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| METRICS.audit_records.with_label_values(&["queued"]));
 
 /// Logs an overflow at most once every 10 seconds (it happens per request).
 fn warn_overflow(action: &str) {

@@ -20,6 +20,7 @@
 mod stream;
 
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -29,10 +30,11 @@ use pingora::protocols::Shutdown;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Sleep;
 
 pub use stream::HeadDeadline;
 
-use crate::framing::{Body, chunked_last, connection_has, malformed};
+use crate::framing::{Body, chunked_last, connection_has, header_name, malformed};
 
 /// The longest request head read (request line and header fields).
 const HEAD_LIMIT: usize = 64 * 1024;
@@ -50,19 +52,6 @@ const READ_IDLE: usize = 256;
 /// drained after the answer, within [`DRAIN_TIMEOUT`].
 const DRAIN_LIMIT: u64 = 64 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Header names of MCP traffic that are not in `http`'s standard table: matched before
-/// `HeaderName::from_bytes`, which allocates a copy of every name it does not know.
-static KNOWN_NAMES: [HeaderName; 8] = [
-    HeaderName::from_static("mcp-protocol-version"),
-    HeaderName::from_static("mcp-session-id"),
-    HeaderName::from_static("mcp-method"),
-    HeaderName::from_static("mcp-name"),
-    HeaderName::from_static("last-event-id"),
-    HeaderName::from_static("traceparent"),
-    HeaderName::from_static("tracestate"),
-    HeaderName::from_static("x-forwarded-for"),
-];
 
 /// How the answer's body is being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +79,12 @@ pub struct Session {
     keepalive: bool,
     /// How long the connection may wait for the next request's bytes (`None`: without limit).
     idle_timeout: Option<Duration>,
+    /// The idle timeout's timer, kept for the connection: moved later for each wait (a timer that only
+    /// moves later is not taken out of the runtime's timer wheel; a new one each request was put in and
+    /// taken out, under the wheel's lock).
+    idle: Option<Pin<Box<Sleep>>>,
+    /// A timer for a request's own waits (its upstream's answer), kept the same way: see [`Self::timer`].
+    timer: Option<Pin<Box<Sleep>>>,
     response: Option<Box<ResponseHeader>>,
     writer: Writer,
     body_bytes_sent: usize,
@@ -113,6 +108,8 @@ impl Session {
             body_empty: true,
             keepalive: false,
             idle_timeout: Some(idle_timeout),
+            idle: None,
+            timer: None,
             response: None,
             writer: Writer::Head,
             body_bytes_sent: 0,
@@ -137,10 +134,21 @@ impl Session {
                 return Err(malformed(format!("a request head over {HEAD_LIMIT} bytes")));
             }
             let read = match self.idle_timeout {
-                Some(t) => match tokio::time::timeout(t, self.fill(READ_HEAD)).await {
-                    Ok(read) => read?,
-                    Err(_) => return Ok(false),
-                },
+                Some(t) => {
+                    let at = tokio::time::Instant::now() + t;
+                    let idle = match &mut self.idle {
+                        Some(idle) => {
+                            idle.as_mut().reset(at);
+                            idle
+                        }
+                        None => self.idle.insert(Box::pin(tokio::time::sleep_until(at))),
+                    };
+                    tokio::select! {
+                        biased;
+                        read = fill(&mut self.stream, &mut self.buf, READ_HEAD) => read?,
+                        () = idle.as_mut() => return Ok(false),
+                    }
+                }
                 None => self.fill(READ_HEAD).await?,
             };
             if read == 0 {
@@ -154,11 +162,7 @@ impl Session {
 
     /// Reads more bytes into the buffer with room for `room`; 0 at the end of the stream.
     async fn fill(&mut self, room: usize) -> Result<usize> {
-        self.buf.reserve(room);
-        self.stream
-            .read_buf(&mut self.buf)
-            .await
-            .map_err(|e| Error::because(ErrorType::ReadError, "while reading the request", e))
+        fill(&mut self.stream, &mut self.buf, room).await
     }
 
     /// Parses a head from the buffer: `false` when it is incomplete.
@@ -249,6 +253,25 @@ impl Session {
                 );
             }
         }
+    }
+
+    /// The connection's timer for a request's waits, set to expire `after` from now; give it back with
+    /// [`Self::give_timer`] for the next request. Requests on a connection wait for like durations, so
+    /// the timer only moves later and stays in the runtime's timer wheel (`tokio::time::timeout` put a new
+    /// one in and took it out again for every request, each time under the wheel's lock).
+    pub fn timer(&mut self, after: Duration) -> Pin<Box<Sleep>> {
+        let at = tokio::time::Instant::now() + after;
+        match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(at);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+
+    pub fn give_timer(&mut self, timer: Pin<Box<Sleep>>) {
+        self.timer = Some(timer);
     }
 
     /// Resolves when the client closes its connection (or it fails) while its answer is being made.
@@ -484,13 +507,13 @@ impl Session {
     }
 }
 
-/// The name of a header field as `http` keeps it (lowercase).
-fn header_name(name: &[u8]) -> Result<HeaderName> {
-    if let Some(known) = KNOWN_NAMES.iter().find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name)) {
-        return Ok(known.clone());
-    }
-    HeaderName::from_bytes(name)
-        .map_err(|_| malformed(format!("the header name {:?}", String::from_utf8_lossy(name))))
+/// Reads more bytes from `stream` into `buf` with room for `room`; 0 at the end of the stream.
+async fn fill(stream: &mut HeadDeadline, buf: &mut BytesMut, room: usize) -> Result<usize> {
+    buf.reserve(room);
+    stream
+        .read_buf(buf)
+        .await
+        .map_err(|e| Error::because(ErrorType::ReadError, "while reading the request", e))
 }
 
 /// A chunk's size line (`1A\r\n`) in `buf`.
@@ -712,11 +735,23 @@ mod tests {
             &got[..200]
         );
 
-        // Idle past the keep-alive timeout: no request.
-        let (mut s, _client) = pair().await;
+        // Idle past the keep-alive timeout: no request. The timer is the connection's: a request within
+        // the timeout moves it on, and the next wait starts the timeout again.
+        let (mut s, mut client) = pair().await;
         s.set_keepalive(Some(1));
         tokio::time::pause();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+        assert!(s.read_request().await.unwrap());
+        tokio::time::advance(Duration::from_millis(900)).await;
+        s.write_response_header(Box::new(ResponseHeader::build_no_case(204, None).unwrap())).await.unwrap();
+        assert!(s.finish().await);
+        let at = tokio::time::Instant::now();
         assert!(!s.read_request().await.unwrap());
+        assert!(
+            at.elapsed() >= Duration::from_secs(1),
+            "the timeout started at the wait: {:?}",
+            at.elapsed()
+        );
     }
 
     #[test]

@@ -201,17 +201,21 @@ async fn exchange(
     let failed = |e: ProxyError| Attempt::Failed(e.into(), Some(false));
 
     // Wait for the response header, watching for the client leaving meanwhile.
+    let mut timer = session.timer(gw.limits.upstream_timeout);
     let header = tokio::select! {
-        r = tokio::time::timeout(gw.limits.upstream_timeout, up.read_response_header()) => r,
+        r = up.read_response_header() => Some(r),
+        () = timer.as_mut() => None,
         _ = client_gone(session) => {
+            session.give_timer(timer);
             abandon(gw, up, peer, gone);
             return Ok(None);
         }
     };
+    session.give_timer(timer);
     match header {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(failed(classify(server, &e))),
-        Err(_) => {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(failed(classify(server, &e))),
+        None => {
             // A slow tool is one caller's problem, not the instance's: not reported to its breaker (a hung
             // instance fails the control plane's health checks instead).
             return Err(Attempt::Failed(

@@ -177,7 +177,7 @@ pub(crate) fn upstream_request(
     };
     for (name, value) in &down.headers {
         if !skip_request_header(name) && !nominated.contains(name) && !replaced(name) {
-            head.header(name.as_str(), value.as_bytes())?;
+            head.field(name, value);
         }
     }
     head.header("host", instance.authority.as_bytes())?;

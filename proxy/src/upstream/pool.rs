@@ -257,17 +257,37 @@ impl Head {
                 format!("the {name} header cannot be written"),
             );
         }
-        self.buf.extend_from_slice(name.as_bytes());
+        self.line(name.as_bytes(), value);
+        Ok(())
+    }
+
+    /// Appends a header field of a header map as it is: a `HeaderValue` holds no CR, LF or NUL.
+    pub fn field(&mut self, name: &http::HeaderName, value: &http::HeaderValue) {
+        self.line(name.as_str().as_bytes(), value.as_bytes());
+    }
+
+    fn line(&mut self, name: &[u8], value: &[u8]) {
+        self.buf.reserve(name.len() + value.len() + 4);
+        self.buf.extend_from_slice(name);
         self.buf.extend_from_slice(b": ");
         self.buf.extend_from_slice(value);
         self.buf.extend_from_slice(b"\r\n");
-        Ok(())
     }
 
     /// Appends `Content-Length: len`.
     pub fn content_length(&mut self, len: usize) {
-        use std::fmt::Write;
-        let _ = write!(self.buf, "content-length: {len}\r\n"); // writing to memory does not fail
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = len;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.line(b"content-length", &digits[at..]);
         self.content_length = Some(len);
     }
 
@@ -311,6 +331,14 @@ mod tests {
         let wire = head.wire(b"{}");
         let text = std::str::from_utf8(&wire).unwrap();
         assert_eq!(text, "POST /mcp HTTP/1.1\r\nhost: up:8080\r\ncontent-length: 2\r\n\r\n{}");
+        for len in [0, 9, 10, 1_123, usize::MAX] {
+            let mut head = Head::new(&http::Method::POST, "/mcp").unwrap();
+            head.content_length(len);
+            assert_eq!(
+                head.wire(b""),
+                format!("POST /mcp HTTP/1.1\r\ncontent-length: {len}\r\n\r\n").as_bytes()
+            );
+        }
     }
 
     #[test]
