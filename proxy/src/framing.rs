@@ -206,10 +206,25 @@ static KNOWN_NAMES: [HeaderName; 8] = [
     HeaderName::from_static("x-forwarded-for"),
 ];
 
+/// [`KNOWN_NAMES`] as text, in the same order.
+const KNOWN_TEXT: [&[u8]; 8] = [
+    b"mcp-protocol-version",
+    b"mcp-session-id",
+    b"mcp-method",
+    b"mcp-name",
+    b"last-event-id",
+    b"traceparent",
+    b"tracestate",
+    b"x-forwarded-for",
+];
+
 /// The name of a header field as `http` keeps it (lowercase).
 pub(crate) fn header_name(name: &[u8]) -> Result<HeaderName> {
-    if let Some(known) = KNOWN_NAMES.iter().find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name)) {
-        return Ok(known.clone());
+    // Lengths first: most names a request carries are standard ones, which match none of these.
+    for (text, known) in KNOWN_TEXT.iter().zip(&KNOWN_NAMES) {
+        if text.len() == name.len() && text.eq_ignore_ascii_case(name) {
+            return Ok(known.clone());
+        }
     }
     HeaderName::from_bytes(name)
         .map_err(|_| malformed(format!("the header name {:?}", String::from_utf8_lossy(name))))
@@ -256,5 +271,16 @@ mod tests {
             Body::framed_by(&headers(&[("transfer-encoding", "chunked, gzip")])).unwrap(),
             Some(Body::UntilClose)
         );
+    }
+
+    #[test]
+    fn known_header_names_match_their_text() {
+        for (text, known) in KNOWN_TEXT.iter().zip(&KNOWN_NAMES) {
+            assert_eq!(known.as_str().as_bytes(), *text);
+            assert_eq!(&header_name(&text.to_ascii_uppercase()).unwrap(), known);
+        }
+        assert_eq!(header_name(b"Content-Type").unwrap(), http::header::CONTENT_TYPE);
+        assert_eq!(header_name(b"x-Custom").unwrap().as_str(), "x-custom");
+        assert!(header_name(b"bad name").is_err());
     }
 }

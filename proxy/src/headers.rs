@@ -14,6 +14,8 @@ pub const MCP_PROTOCOL_VERSION: http::HeaderName = http::HeaderName::from_static
 pub const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
 pub const MCP_METHOD: http::HeaderName = http::HeaderName::from_static("mcp-method");
 pub const MCP_NAME: http::HeaderName = http::HeaderName::from_static("mcp-name");
+/// W3C trace context of the caller.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// First revision with stateless requests and routing headers.
 pub const STATELESS_REVISION: &str = "2026-07-28";

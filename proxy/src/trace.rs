@@ -90,7 +90,8 @@ impl Trace {
     /// The trace of a request with header `req`: the caller's (its sampled flag decides recording) or a
     /// new one (sampled per `--otlp-sample-ratio`).
     pub fn start(req: &RequestHeader, tracer: Option<&Tracer>) -> Self {
-        let caller = req.headers.get("traceparent").and_then(|v| TraceParent::parse(v.as_bytes()));
+        let caller =
+            req.headers.get(crate::headers::TRACEPARENT).and_then(|v| TraceParent::parse(v.as_bytes()));
         let (id, parent, sampled) = match caller {
             Some(c) => (c.trace_id, c.span_id, c.sampled),
             None => (ids::trace_id(), SpanId::INVALID, tracer.is_some_and(|t| t.settings.sample_new())),
