@@ -135,6 +135,127 @@ const KNOWN_METHODS: &[&str] = &[
     "notifications/roots/list_changed",
 ];
 
+/// Whether `params._meta[key]` of a request is an object — `params_meta(body).get(key)` being one —
+/// read without building anything: every member is skipped, the value at `key` too once it is known to
+/// be an object (a 2026-07-28 `_meta` carries the client's capabilities and information, ~8,000
+/// instructions to build as a `Value` on every call through `/mcp`).
+pub fn params_meta_has_object(body: &[u8], key: &str) -> bool {
+    use serde::de::{DeserializeSeed, SeqAccess};
+
+    /// The value of `field` in a map, read by `inner` (`None` when absent or not a map); a repeated
+    /// `field` is an error.
+    struct Pick<'k, S> {
+        field: &'k str,
+        inner: S,
+    }
+    impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Pick<'_, S> {
+        type Value = Option<S::Value>;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Pick<'_, S> {
+        type Value = Option<S::Value>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "an object with {}", self.field)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (field, mut inner, mut found) = (self.field, Some(self.inner), None);
+            while let Some(name) = map.next_key::<StrOrOther<'de>>()? {
+                if name.0.as_deref() != Some(field) {
+                    map.next_value::<IgnoredAny>()?;
+                } else if let Some(seed) = inner.take() {
+                    found = Some(map.next_value_seed(seed)?);
+                } else {
+                    return Err(de::Error::custom(format!("repeated {field}")));
+                }
+            }
+            Ok(found)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+
+    /// In `_meta`: whether the last `key` holds an object (a JSON object's repeated member: the last wins).
+    struct Last<'k>(&'k str);
+    impl<'de> DeserializeSeed<'de> for Last<'_> {
+        type Value = bool;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Last<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a _meta object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut object = false;
+            while let Some(name) = map.next_key::<StrOrOther<'de>>()? {
+                if name.0.as_deref() == Some(self.0) {
+                    object = map.next_value::<IsObject>()?.0;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(object)
+        }
+    }
+
+    /// Any value: whether it is an object.
+    struct IsObject(bool);
+    impl<'de> Deserialize<'de> for IsObject {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = IsObject;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsObject, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(IsObject(true))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsObject, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(IsObject(false))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_unit<E>(self) -> Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    fn found<'de, R: serde_json::de::Read<'de>>(mut de: serde_json::Deserializer<R>, key: &str) -> bool {
+        let seed = Pick { field: "params", inner: Pick { field: "_meta", inner: Last(key) } };
+        matches!(seed.deserialize(&mut de), Ok(Some(Some(true)))) && de.end().is_ok()
+    }
+    // As `from_body` reads it.
+    match std::str::from_utf8(body) {
+        Ok(text) => found(serde_json::Deserializer::from_str(text), key),
+        Err(_) => found(serde_json::Deserializer::from_slice(body), key),
+    }
+}
+
 /// The `_meta` member of a request's `params` (null when absent, not an object, repeated, or the body is
 /// unreadable), read without building the rest of the body: other members are skipped, not allocated.
 pub fn params_meta(body: &[u8]) -> Value {
@@ -364,6 +485,45 @@ mod tests {
 
     fn inspect(v: Value) -> Option<Rpc> {
         Rpc::inspect(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn meta_objects_are_found_as_params_meta_finds_them() {
+        let key = "io.modelcontextprotocol/clientCapabilities";
+        let bodies: &[&str] = &[
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","arguments":{"m":"x\"y"},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"a":[1,{"b":2}]},"io.modelcontextprotocol/clientInfo":{"name":"c"}}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":5}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":[]}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":null}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":"x"}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientCapabilities":1}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":1,"io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+            r#"{"params":{"_meta":{"other":{}}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}},"_meta":{}}}"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}},"params":{}}"#,
+            r#"{"params":{"_meta":5}}"#,
+            r#"{"params":[{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}]}"#,
+            r#"{"params":"x"}"#,
+            r#"[{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}}]"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}} trailing"#,
+            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"#,
+            r#"{"params":{"_meta":{"io.model\u0063ontextprotocol/clientCapabilities":{}}}}"#,
+            "not json",
+            "",
+        ];
+        for body in bodies {
+            let expected = params_meta(body.as_bytes()).get(key).is_some_and(Value::is_object);
+            assert_eq!(params_meta_has_object(body.as_bytes(), key), expected, "{body}");
+        }
+        assert!(params_meta_has_object(bodies[0].as_bytes(), key), "the case that matters");
+        for body in [
+            &b"{\"params\":{\"_meta\":{\"k\":{}}}}\xff"[..],
+            b"{\"params\":{\"x\":\"\xff\",\"_meta\":{\"k\":{}}}}",
+        ] {
+            let expected = params_meta(body).get("k").is_some_and(Value::is_object);
+            assert_eq!(params_meta_has_object(body, "k"), expected, "not UTF-8: {body:?}");
+        }
     }
 
     #[test]

@@ -200,9 +200,10 @@ async fn post(
         headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
     }
     // The gateway is the server here: it holds every request to what 2026-07-28 asks of one. The request's
-    // `_meta` is read once, here; a call to a legacy-only server opens its upstream session with it.
-    let meta = if modern { crate::jsonrpc::params_meta(&body) } else { Value::Null };
-    if modern && !meta.get(CLIENT_CAPABILITIES).is_some_and(Value::is_object) {
+    // `_meta` is checked here and read whole only by a call to a legacy-only server, which opens its
+    // upstream session with it.
+    let request = body.clone();
+    if modern && !crate::jsonrpc::params_meta_has_object(&body, CLIENT_CAPABILITIES) {
         return Err(
             ProxyError::InvalidParams(format!("params._meta must carry {CLIENT_CAPABILITIES}")).into()
         );
@@ -213,7 +214,7 @@ async fn post(
     let client = if modern { None } else { Some(client_session(gw, session, principal)?) };
     let caller = match &client {
         Some(claims) => Caller::Legacy(claims),
-        None => Caller::Modern(&meta),
+        None => Caller::Modern(&request),
     };
     if let Some(kind) = ListKind::of_list(method) {
         let answer = list(gw, table, principal, kind, &body, id, modern)?;
@@ -547,7 +548,8 @@ const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 #[derive(Clone, Copy)]
 enum Caller<'a> {
     Legacy(&'a Claims),
-    Modern(&'a Value),
+    /// The request's body (its `params._meta` says who the client is).
+    Modern(&'a [u8]),
 }
 
 impl Caller<'_> {
@@ -734,7 +736,7 @@ async fn call_route(
             Some(hello) => (Arc::from(claims.instance.as_str()), hello.clone()),
             None => modern_hello(principal, &Value::Null),
         },
-        Caller::Modern(meta) => modern_hello(principal, meta),
+        Caller::Modern(body) => modern_hello(principal, &crate::jsonrpc::params_meta(body)),
     };
     let _in_flight = gw.state.upstreams.track(&key, id.as_ref(), &server.id);
     let mut first = true;
