@@ -74,6 +74,7 @@ impl Listener {
                 Next::Close => return,
                 Next::Reuse => {}
                 Next::Relay(relayed) => {
+                    session.release_timers();
                     tokio::spawn(self.relay(session, relayed, open, shutdown));
                     return;
                 }
@@ -95,6 +96,7 @@ impl Listener {
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             if self.gateway.relay(&mut session, relayed).await && session.finish().await {
+                session.release_timers();
                 tokio::spawn(self.requests(session, open, shutdown));
             }
         })

@@ -274,6 +274,15 @@ impl Session {
         self.timer = Some(timer);
     }
 
+    /// Drops the connection's timers before the session moves to another task. A timer that was waited
+    /// on holds the waiting task's waker until it fires, and with it the task's memory: an idle stream
+    /// relayed in a task of its own kept the ended request task's ~7 KiB for as long as the idle timeout.
+    pub fn release_timers(&mut self) {
+        self.idle = None;
+        self.timer = None;
+        self.stream.release_timer();
+    }
+
     /// Resolves when the client closes its connection (or it fails) while its answer is being made.
     /// Bytes it sends meanwhile (its next request) are kept for later, up to a head's worth; the
     /// connection is not reused after it went.

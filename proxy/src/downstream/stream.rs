@@ -118,6 +118,11 @@ impl HeadDeadline {
         &mut self.held
     }
 
+    /// Drops the head deadline's timer (made again for the next head): see `Session::release_timers`.
+    pub(crate) fn release_timer(&mut self) {
+        self.deadline = None;
+    }
+
     /// The next bytes start a new request head.
     pub(crate) fn rearm(&mut self) {
         self.head = Head::Awaited;
