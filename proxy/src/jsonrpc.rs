@@ -39,6 +39,9 @@ pub enum Rpc {
         protocol_version: Option<String>,
         /// `completion/complete`: what `params.ref` names (its name or URI is `name`).
         reference: Option<Reference>,
+        /// Whether `params._meta["io.modelcontextprotocol/clientCapabilities"]` is an object (the last one
+        /// when the member repeats, as a JSON object's reader takes it): a 2026-07-28 request must carry it.
+        client_capabilities: bool,
     },
     /// A JSON-RPC response sent by the client (to a server-initiated request).
     Response { id: Value },
@@ -82,8 +85,9 @@ impl Rpc {
                     id: env.id,
                     method: method.into_owned(),
                     name: name.map(Cow::into_owned),
-                    protocol_version: params.protocol_version.map(Cow::into_owned),
+                    protocol_version: params.meta.version.map(Cow::into_owned),
                     reference,
+                    client_capabilities: params.meta.capabilities,
                 })
             }
             None => env.id.map(|id| Self::Response { id }),
@@ -134,127 +138,6 @@ const KNOWN_METHODS: &[&str] = &[
     "notifications/progress",
     "notifications/roots/list_changed",
 ];
-
-/// Whether `params._meta[key]` of a request is an object — `params_meta(body).get(key)` being one —
-/// read without building anything: every member is skipped, the value at `key` too once it is known to
-/// be an object (a 2026-07-28 `_meta` carries the client's capabilities and information, ~8,000
-/// instructions to build as a `Value` on every call through `/mcp`).
-pub fn params_meta_has_object(body: &[u8], key: &str) -> bool {
-    use serde::de::{DeserializeSeed, SeqAccess};
-
-    /// The value of `field` in a map, read by `inner` (`None` when absent or not a map); a repeated
-    /// `field` is an error.
-    struct Pick<'k, S> {
-        field: &'k str,
-        inner: S,
-    }
-    impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Pick<'_, S> {
-        type Value = Option<S::Value>;
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Pick<'_, S> {
-        type Value = Option<S::Value>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(f, "an object with {}", self.field)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let (field, mut inner, mut found) = (self.field, Some(self.inner), None);
-            while let Some(name) = map.next_key::<StrOrOther<'de>>()? {
-                if name.0.as_deref() != Some(field) {
-                    map.next_value::<IgnoredAny>()?;
-                } else if let Some(seed) = inner.take() {
-                    found = Some(map.next_value_seed(seed)?);
-                } else {
-                    return Err(de::Error::custom(format!("repeated {field}")));
-                }
-            }
-            Ok(found)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-    }
-
-    /// In `_meta`: whether the last `key` holds an object (a JSON object's repeated member: the last wins).
-    struct Last<'k>(&'k str);
-    impl<'de> DeserializeSeed<'de> for Last<'_> {
-        type Value = bool;
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Last<'_> {
-        type Value = bool;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a _meta object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-            let mut object = false;
-            while let Some(name) = map.next_key::<StrOrOther<'de>>()? {
-                if name.0.as_deref() == Some(self.0) {
-                    object = map.next_value::<IsObject>()?.0;
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(object)
-        }
-    }
-
-    /// Any value: whether it is an object.
-    struct IsObject(bool);
-    impl<'de> Deserialize<'de> for IsObject {
-        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = IsObject;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("any JSON value")
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsObject, A::Error> {
-                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                    Ok(IsObject(true))
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsObject, A::Error> {
-                    while seq.next_element::<IgnoredAny>()?.is_some() {}
-                    Ok(IsObject(false))
-                }
-                fn visit_str<E>(self, _: &str) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_bool<E>(self, _: bool) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-                fn visit_unit<E>(self) -> Result<IsObject, E> {
-                    Ok(IsObject(false))
-                }
-            }
-            d.deserialize_any(V)
-        }
-    }
-
-    fn found<'de, R: serde_json::de::Read<'de>>(mut de: serde_json::Deserializer<R>, key: &str) -> bool {
-        let seed = Pick { field: "params", inner: Pick { field: "_meta", inner: Last(key) } };
-        matches!(seed.deserialize(&mut de), Ok(Some(Some(true)))) && de.end().is_ok()
-    }
-    // As `from_body` reads it.
-    match std::str::from_utf8(body) {
-        Ok(text) => found(serde_json::Deserializer::from_str(text), key),
-        Err(_) => found(serde_json::Deserializer::from_slice(body), key),
-    }
-}
 
 /// The `_meta` member of a request's `params` (null when absent, not an object, repeated, or the body is
 /// unreadable), read without building the rest of the body: other members are skipped, not allocated.
@@ -311,13 +194,13 @@ struct Envelope<'a> {
     params: Option<Params<'a>>,
 }
 
-/// `params.name` / `params.uri` / the protocol version in `params._meta`; anything else is skipped without
-/// allocation.
+/// `params.name` / `params.uri` / what the gateway reads of `params._meta`; anything else is skipped
+/// without allocation.
 #[derive(Default)]
 struct Params<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
-    protocol_version: Option<Cow<'a, str>>,
+    meta: Meta<'a>,
     reference: Option<RefParams>,
 }
 
@@ -332,8 +215,14 @@ struct RefParams {
     uri: Option<String>,
 }
 
-/// The protocol version in a `_meta` object.
-struct Meta<'a>(Option<Cow<'a, str>>);
+/// The protocol version in a `_meta` object, and whether it carries the client's capabilities as an object
+/// (read without building them: a 2026-07-28 client sends them on every request). A repeated member: the
+/// last one counts.
+#[derive(Default)]
+struct Meta<'a> {
+    version: Option<Cow<'a, str>>,
+    capabilities: bool,
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Meta<'a> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -344,40 +233,88 @@ impl<'de: 'a, 'a> Deserialize<'de> for Meta<'a> {
                 f.write_str("a _meta object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Meta<'a>, A::Error> {
-                let mut version = None;
+                let mut meta = Meta::default();
                 while let Some(key) = map.next_key::<StrOrOther<'de>>()? {
-                    if key.0.as_deref() == Some("io.modelcontextprotocol/protocolVersion") {
-                        version = map.next_value::<StrOrOther<'a>>()?.0;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
+                    match key.0.as_deref() {
+                        Some("io.modelcontextprotocol/protocolVersion") => {
+                            meta.version = map.next_value::<StrOrOther<'a>>()?.0;
+                        }
+                        Some("io.modelcontextprotocol/clientCapabilities") => {
+                            meta.capabilities = map.next_value::<IsObject>()?.0;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
                     }
                 }
-                Ok(Meta(version))
+                Ok(meta)
             }
             fn visit_unit<E>(self) -> Result<Meta<'a>, E> {
-                Ok(Meta(None))
+                Ok(Meta::default())
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Meta<'a>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Meta(None))
+                Ok(Meta::default())
             }
             fn visit_str<E>(self, _: &str) -> Result<Meta<'a>, E> {
-                Ok(Meta(None))
+                Ok(Meta::default())
             }
             fn visit_bool<E>(self, _: bool) -> Result<Meta<'a>, E> {
-                Ok(Meta(None))
+                Ok(Meta::default())
             }
             fn visit_i64<E>(self, _: i64) -> Result<Meta<'a>, E> {
-                Ok(Meta(None))
+                Ok(Meta::default())
             }
             fn visit_u64<E>(self, _: u64) -> Result<Meta<'a>, E> {
-                Ok(Meta(None))
+                Ok(Meta::default())
             }
             fn visit_f64<E>(self, _: f64) -> Result<Meta<'a>, E> {
-                Ok(Meta(None))
+                Ok(Meta::default())
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Any JSON value, skipped: whether it is an object.
+struct IsObject(bool);
+
+impl<'de> Deserialize<'de> for IsObject {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IsObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsObject, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(IsObject(true))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<IsObject, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IsObject(false))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<IsObject, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<IsObject, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<IsObject, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<IsObject, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<IsObject, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_unit<E>(self) -> Result<IsObject, E> {
+                Ok(IsObject(false))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -414,7 +351,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
                     match key.0.as_deref().unwrap_or_default() {
                         "name" => params.name = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
                         "uri" => params.uri = map.next_value::<Option<StrOrOther<'a>>>()?.and_then(|s| s.0),
-                        "_meta" => params.protocol_version = map.next_value::<Meta<'a>>()?.0,
+                        "_meta" => params.meta = map.next_value::<Meta<'a>>()?,
                         "ref" => params.reference = map.next_value::<Option<RefParams>>()?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
@@ -488,41 +425,55 @@ mod tests {
     }
 
     #[test]
-    fn meta_objects_are_found_as_params_meta_finds_them() {
+    fn client_capabilities_are_found_as_params_meta_finds_them() {
         let key = "io.modelcontextprotocol/clientCapabilities";
-        let bodies: &[&str] = &[
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","arguments":{"m":"x\"y"},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"a":[1,{"b":2}]},"io.modelcontextprotocol/clientInfo":{"name":"c"}}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":5}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":[]}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":null}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":"x"}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientCapabilities":1}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":1,"io.modelcontextprotocol/clientCapabilities":{}}}}"#,
-            r#"{"params":{"_meta":{"other":{}}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}},"_meta":{}}}"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}},"params":{}}"#,
-            r#"{"params":{"_meta":5}}"#,
-            r#"{"params":[{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}]}"#,
-            r#"{"params":"x"}"#,
-            r#"[{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}}]"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}} trailing"#,
-            r#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"#,
-            r#"{"params":{"_meta":{"io.model\u0063ontextprotocol/clientCapabilities":{}}}}"#,
-            "not json",
-            "",
+        let declared =
+            |body: &[u8]| matches!(Rpc::inspect(body), Some(Rpc::Message { client_capabilities: true, .. }));
+        // Each after `{"jsonrpc":"2.0","id":1,"method":"tools/call",` (or alone where it starts with `[` or
+        // is not an object).
+        let rests: &[&str] = &[
+            r#""params":{"name":"e","arguments":{"m":"x\"y"},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"a":[1,{"b":2}]},"io.modelcontextprotocol/clientInfo":{"name":"c"}}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":5}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":[]}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":null}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":"x"}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientCapabilities":1}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":1,"io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+            r#""params":{"_meta":{"other":{}}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}},"_meta":{}}}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}},"params":{}}"#,
+            r#""params":{"_meta":5}}"#,
+            r#""params":{"_meta":null}}"#,
+            r#""params":[{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}]}"#,
+            r#""params":"x"}"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}} trailing"#,
+            r#""params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"#,
+            r#""params":{"_meta":{"io.model\u0063ontextprotocol/clientCapabilities":{}}}}"#,
         ];
-        for body in bodies {
+        let mut bodies: Vec<String> =
+            rests.iter().map(|r| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call",{r}"#)).collect();
+        bodies.extend(
+            [
+                r#"[{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}}}]"#,
+                "not json",
+                "",
+            ]
+            .map(String::from),
+        );
+        for body in &bodies {
             let expected = params_meta(body.as_bytes()).get(key).is_some_and(Value::is_object);
-            assert_eq!(params_meta_has_object(body.as_bytes(), key), expected, "{body}");
+            assert_eq!(declared(body.as_bytes()), expected, "{body}");
         }
-        assert!(params_meta_has_object(bodies[0].as_bytes(), key), "the case that matters");
+        assert!(declared(bodies[0].as_bytes()), "the case that matters");
+        assert!(declared(bodies[7].as_bytes()), "the last of a repeated member counts");
+        assert!(declared(bodies[17].as_bytes()), "an escaped name is the name");
         for body in [
-            &b"{\"params\":{\"_meta\":{\"k\":{}}}}\xff"[..],
-            b"{\"params\":{\"x\":\"\xff\",\"_meta\":{\"k\":{}}}}",
+            &b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{\"_meta\":{\"k\":{}}}}\xff"[..],
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{\"x\":\"\xff\",\"_meta\":{\"io.modelcontextprotocol/clientCapabilities\":{}}}}",
         ] {
-            let expected = params_meta(body).get("k").is_some_and(Value::is_object);
-            assert_eq!(params_meta_has_object(body, "k"), expected, "not UTF-8: {body:?}");
+            let expected = params_meta(body).get(key).is_some_and(Value::is_object);
+            assert_eq!(declared(body), expected, "not UTF-8: {body:?}");
         }
     }
 
@@ -549,6 +500,7 @@ mod tests {
                 name: Some("echo".into()),
                 protocol_version: None,
                 reference: None,
+                client_capabilities: false,
             })
         );
         let modern = inspect(json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{

@@ -180,8 +180,10 @@ async fn post(
     rpc: Option<&Rpc>,
     modern: bool,
 ) -> Result<(), Failure> {
-    let (id, method) = match rpc {
-        Some(Rpc::Message { id, method, .. }) => (id.as_ref(), method.as_str()),
+    let (id, method, declared) = match rpc {
+        Some(Rpc::Message { id, method, client_capabilities, .. }) => {
+            (id.as_ref(), method.as_str(), *client_capabilities)
+        }
         Some(Rpc::Response { id }) if !modern => {
             let claims = client_session(gw, session, principal)?;
             return answer_upstream(gw, session, ctx, table, &claims, &body, id).await;
@@ -200,10 +202,10 @@ async fn post(
         headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
     }
     // The gateway is the server here: it holds every request to what 2026-07-28 asks of one. The request's
-    // `_meta` is checked here and read whole only by a call to a legacy-only server, which opens its
-    // upstream session with it.
+    // `_meta` was checked in `Rpc::inspect`'s one pass over the body; it is read whole only by a call to a
+    // legacy-only server, which opens its upstream session with it.
     let request = body.clone();
-    if modern && !crate::jsonrpc::params_meta_has_object(&body, CLIENT_CAPABILITIES) {
+    if modern && !declared {
         return Err(
             ProxyError::InvalidParams(format!("params._meta must carry {CLIENT_CAPABILITIES}")).into()
         );
@@ -672,7 +674,15 @@ async fn call_route(
     route: &catalog::Route,
     original: &str,
 ) -> Result<(), Failure> {
-    let Some(Rpc::Message { id, method, name: Some(exposed), protocol_version, reference }) = rpc else {
+    let Some(Rpc::Message {
+        id,
+        method,
+        name: Some(exposed),
+        protocol_version,
+        reference,
+        client_capabilities,
+    }) = rpc
+    else {
         return Err(ProxyError::InvalidRequest("the body must be one JSON-RPC request".into()).into());
     };
     let body = renamed_body(body, method, *reference, exposed, original)?;
@@ -682,6 +692,7 @@ async fn call_route(
         name: Some(original.to_owned()),
         protocol_version: protocol_version.clone(),
         reference: *reference,
+        client_capabilities: *client_capabilities,
     };
     let admitted =
         crate::route::admit(gw, session, ctx, table, principal, &route.server.name, &body, Some(&renamed))
