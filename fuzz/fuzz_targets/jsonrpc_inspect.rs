@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(full.get("method").is_none_or(Value::is_null), "a response has no method");
             assert_eq!(full.get("id"), Some(&id), "response id");
         }
-        Rpc::Message { id, method, name, protocol_version, reference } => {
+        Rpc::Message { id, method, name, protocol_version, reference, client_capabilities } => {
             assert_eq!(full.get("jsonrpc"), Some(&Value::from("2.0")));
             assert_eq!(full.get("method").and_then(Value::as_str), Some(method.as_str()), "method");
             // `"id": null` and no id both read as a notification.
@@ -53,11 +53,11 @@ fuzz_target!(|data: &[u8]| {
                 text("name").or(text("uri"))
             };
             assert_eq!(name.as_deref(), expected_name, "target name of {method}");
-            let version = params
-                .and_then(|p| p.get("_meta"))
-                .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
-                .and_then(Value::as_str);
+            let meta = |key: &str| params.and_then(|p| p.get("_meta")).and_then(|m| m.get(key));
+            let version = meta("io.modelcontextprotocol/protocolVersion").and_then(Value::as_str);
             assert_eq!(protocol_version.as_deref(), version, "protocol version");
+            let capabilities = meta("io.modelcontextprotocol/clientCapabilities").is_some_and(Value::is_object);
+            assert_eq!(client_capabilities, capabilities, "client capabilities declared");
         }
     }
 });
