@@ -215,6 +215,11 @@ struct RefParams {
     uri: Option<String>,
 }
 
+/// The `_meta` member naming a request's protocol revision (2026-07-28).
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// The `_meta` member carrying a 2026-07-28 client's capabilities, on every request.
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
 /// The protocol version in a `_meta` object, and whether it carries the client's capabilities as an object
 /// (read without building them: a 2026-07-28 client sends them on every request). A repeated member: the
 /// last one counts.
@@ -236,10 +241,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Meta<'a> {
                 let mut meta = Meta::default();
                 while let Some(key) = map.next_key::<StrOrOther<'de>>()? {
                     match key.0.as_deref() {
-                        Some("io.modelcontextprotocol/protocolVersion") => {
+                        Some(META_PROTOCOL_VERSION) => {
                             meta.version = map.next_value::<StrOrOther<'a>>()?.0;
                         }
-                        Some("io.modelcontextprotocol/clientCapabilities") => {
+                        Some(META_CLIENT_CAPABILITIES) => {
                             meta.capabilities = map.next_value::<IsObject>()?.0;
                         }
                         _ => {

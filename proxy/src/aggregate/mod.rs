@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::error::{Failure, ProxyError};
 use crate::headers;
 use crate::identity::Principal;
-use crate::jsonrpc::{Reference, Rpc};
+use crate::jsonrpc::{META_CLIENT_CAPABILITIES, Reference, Rpc};
 use crate::request::{RequestCtx, reply};
 use crate::routing::catalog::{self, Entry, ListKind};
 use crate::routing::{RoutingTable, Server};
@@ -207,7 +207,7 @@ async fn post(
     let request = body.clone();
     if modern && !declared {
         return Err(
-            ProxyError::InvalidParams(format!("params._meta must carry {CLIENT_CAPABILITIES}")).into()
+            ProxyError::InvalidParams(format!("params._meta must carry {META_CLIENT_CAPABILITIES}")).into()
         );
     }
     if !modern && method == "initialize" {
@@ -543,8 +543,6 @@ fn available(server: &Server) -> bool {
     })
 }
 
-const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-
 /// Who sends a call: a legacy client in its `/mcp` session, or a 2026-07-28 client with its request's
 /// `params._meta`.
 #[derive(Clone, Copy)]
@@ -564,7 +562,7 @@ impl Caller<'_> {
 /// declared client capabilities), opened with what `_meta` says of the client.
 fn modern_hello(principal: &Principal, meta: &Value) -> (Arc<str>, ClientHello) {
     let field = |key: &str| meta.get(key).cloned().unwrap_or_else(|| json!({}));
-    let capabilities = field(CLIENT_CAPABILITIES).to_string();
+    let capabilities = field(META_CLIENT_CAPABILITIES).to_string();
     let mut hasher = std::hash::DefaultHasher::new();
     capabilities.hash(&mut hasher);
     let key = format!("modern:{}:{:016x}", principal.binding(), hasher.finish());
