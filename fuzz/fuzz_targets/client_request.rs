@@ -3,7 +3,8 @@
 //! come from the first input bytes, then the connection closed. Each request read is answered (200, no
 //! body) and the session finished before the next. Whatever arrives, reading ends, never panics and hands
 //! out no more body bytes than arrived; the requests read (method, target, headers, body) and how the
-//! connection ended are the same however the bytes were cut.
+//! connection ended are the same however the bytes were cut; the MCP headers the session keeps as it
+//! parses are those its head's map gives.
 #![no_main]
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use mcpgw_proxy::downstream::{HeadDeadline, Session};
+use mcpgw_proxy::headers::McpHeaders;
 use pingora::http::ResponseHeader;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::l4::virt::VirtualSocketStream;
@@ -43,6 +45,11 @@ fn read(pieces: &[&[u8]], arrived: usize) -> (Vec<Request>, bool) {
                 Err(_) => return (requests, true),
             }
             let head = session.req_header();
+            assert_eq!(
+                session.mcp_headers(),
+                &McpHeaders::of(head),
+                "the kept MCP headers differ from the map's"
+            );
             let headers =
                 head.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect();
             let (method, target) = (head.method.to_string(), head.uri.to_string());

@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcpgw_proxy::headers::{self, Refusal, check, decode_value, header_value};
+use mcpgw_proxy::headers::{McpHeaders, Refusal, check, decode_value, header_value};
 use mcpgw_proxy::jsonrpc::Rpc;
 use pingora::http::RequestHeader;
 
@@ -40,9 +40,9 @@ fuzz_target!(|data: &[u8]| {
             round_trip(text);
         }
     }
-    let _ = headers::is_stateless(&req);
+    let mcp = McpHeaders::of(&req);
     let rpc = Rpc::inspect(body);
-    let verdict = check(&req, rpc.as_ref());
+    let verdict = check(&mcp, rpc.as_ref());
     if let Ok(text) = std::str::from_utf8(body) {
         round_trip(text);
     }
@@ -52,14 +52,14 @@ fuzz_target!(|data: &[u8]| {
     };
     round_trip(method);
     // The proxy checks only requests of the stateless era (`is_stateless`).
-    if verdict.is_ok() && headers::is_stateless(&req) {
+    if verdict.is_ok() && mcp.is_stateless() {
         let decoded = |h: &str| req.headers.get(h).and_then(|v| decode_value(v.as_bytes()));
         assert_eq!(decoded("mcp-method").as_deref(), Some(method.as_str()), "Mcp-Method");
         if NAMED.contains(&method.as_str()) {
             assert!(name.is_some(), "a named method without a name passed");
             assert_eq!(decoded("mcp-name").map(|v| v.into_owned()), name.clone(), "Mcp-Name");
         }
-        assert_eq!(headers::protocol_version(&req), protocol_version.as_deref(), "MCP-Protocol-Version");
+        assert_eq!(mcp.protocol_version(), protocol_version.as_deref(), "MCP-Protocol-Version");
     }
     // A client that writes its headers from its own body, as the proxy does towards upstreams.
     let Some(version) = protocol_version else { return };
@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
         round_trip(name);
         own.insert_header("mcp-name", header_value(name)).expect("header");
     }
-    let own_verdict = check(&own, rpc.as_ref());
+    let own_verdict = check(&McpHeaders::of(&own), rpc.as_ref());
     if NAMED.contains(&method.as_str()) && name.is_none() {
         assert!(matches!(own_verdict, Err(Refusal::InvalidParams(_))), "{own_verdict:?}");
     } else {

@@ -194,12 +194,13 @@ fn chunk_size(line: &[u8]) -> Result<u64> {
 }
 
 /// Header names of MCP traffic that are not in `http`'s standard table: matched before
-/// `HeaderName::from_bytes`, which allocates a copy of every name it does not know.
+/// `HeaderName::from_bytes`, which allocates a copy of every name it does not know. The first are
+/// [`crate::headers::MCP_HEADERS`], in its order.
 static KNOWN_NAMES: [HeaderName; 8] = [
-    HeaderName::from_static("mcp-protocol-version"),
-    HeaderName::from_static("mcp-session-id"),
-    HeaderName::from_static("mcp-method"),
-    HeaderName::from_static("mcp-name"),
+    crate::headers::MCP_PROTOCOL_VERSION,
+    crate::headers::MCP_SESSION_ID,
+    crate::headers::MCP_METHOD,
+    crate::headers::MCP_NAME,
     HeaderName::from_static("last-event-id"),
     HeaderName::from_static("traceparent"),
     HeaderName::from_static("tracestate"),
@@ -220,13 +221,20 @@ const KNOWN_TEXT: [&[u8]; 8] = [
 
 /// The name of a header field as `http` keeps it (lowercase).
 pub(crate) fn header_name(name: &[u8]) -> Result<HeaderName> {
+    known_header_name(name).map(|(name, _)| name)
+}
+
+/// [`header_name`], and its place in the table of known names (below [`crate::headers::MCP_HEADERS`]'s
+/// length: its slot there).
+pub(crate) fn known_header_name(name: &[u8]) -> Result<(HeaderName, Option<usize>)> {
     // Lengths first: most names a request carries are standard ones, which match none of these.
-    for (text, known) in KNOWN_TEXT.iter().zip(&KNOWN_NAMES) {
+    for (at, (text, known)) in KNOWN_TEXT.iter().zip(&KNOWN_NAMES).enumerate() {
         if text.len() == name.len() && text.eq_ignore_ascii_case(name) {
-            return Ok(known.clone());
+            return Ok((known.clone(), Some(at)));
         }
     }
     HeaderName::from_bytes(name)
+        .map(|name| (name, None))
         .map_err(|_| malformed(format!("the header name {:?}", String::from_utf8_lossy(name))))
 }
 
@@ -278,6 +286,9 @@ mod tests {
         for (text, known) in KNOWN_TEXT.iter().zip(&KNOWN_NAMES) {
             assert_eq!(known.as_str().as_bytes(), *text);
             assert_eq!(&header_name(&text.to_ascii_uppercase()).unwrap(), known);
+        }
+        for (slot, name) in crate::headers::MCP_HEADERS.iter().enumerate() {
+            assert_eq!(known_header_name(name.as_str().as_bytes()).unwrap(), (name.clone(), Some(slot)));
         }
         assert_eq!(header_name(b"Content-Type").unwrap(), http::header::CONTENT_TYPE);
         assert_eq!(header_name(b"x-Custom").unwrap().as_str(), "x-custom");

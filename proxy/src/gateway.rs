@@ -172,9 +172,9 @@ impl Gateway {
                 mcp_method: audited.method.as_deref(),
                 target: audited.target.as_deref(),
                 request_id: audited.request_id.as_deref(),
-                protocol_version: req
-                    .headers
-                    .get(crate::headers::MCP_PROTOCOL_VERSION)
+                protocol_version: session
+                    .mcp_headers()
+                    .protocol_version_value()
                     .and_then(|v| v.to_str().ok())
                     .or(audited.protocol_version.as_deref()),
                 server: ctx.server.as_ref(),
@@ -539,7 +539,7 @@ impl Gateway {
         let started = std::time::SystemTime::now() - elapsed;
         let unix = started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let req = session.req_header();
-        let header = |name: &http::HeaderName| req.headers.get(name).map(http::HeaderValue::as_bytes);
+        let mcp = session.mcp_headers();
         let audited = std::mem::take(&mut ctx.audited);
         let legacy = {
             let path = req.uri.path();
@@ -560,16 +560,15 @@ impl Gateway {
             }
             Some(PrincipalKind::Anonymous) => ["anonymous", "", "", ""],
         };
-        let era =
-            match header(&crate::headers::MCP_PROTOCOL_VERSION).and_then(|v| std::str::from_utf8(v).ok()) {
-                Some(version) if version.len() <= 32 => version,
-                _ => match &audited.protocol_version {
-                    Some(version) => version.as_str(),
-                    None if legacy => "2024-11-05",
-                    None => "",
-                },
-            };
-        let session_token = header(&crate::headers::MCP_SESSION_ID).or_else(|| {
+        let era = match mcp.protocol_version_value().and_then(|v| std::str::from_utf8(v.as_bytes()).ok()) {
+            Some(version) if version.len() <= 32 => version,
+            _ => match &audited.protocol_version {
+                Some(version) => version.as_str(),
+                None if legacy => "2024-11-05",
+                None => "",
+            },
+        };
+        let session_token = mcp.session_id().map(http::HeaderValue::as_bytes).or_else(|| {
             let answer = session.response_written()?;
             answer.headers.get(crate::headers::MCP_SESSION_ID).map(|v| v.as_bytes())
         });

@@ -192,11 +192,11 @@ pub(crate) fn mcp_plan(
     rpc: Option<&Rpc>,
     principal: &str,
 ) -> Result<Plan, ProxyError> {
-    let req = session.req_header();
-    if req.method == http::Method::POST && headers::is_stateless(req) {
-        headers::check(req, rpc)?;
+    let mcp = session.mcp_headers();
+    if session.req_header().method == http::Method::POST && mcp.is_stateless() {
+        headers::check(mcp, rpc)?;
     }
-    let Some(token) = req.headers.get(crate::headers::MCP_SESSION_ID) else {
+    let Some(token) = mcp.session_id() else {
         return Ok(Plan {
             target: balanced(session, server),
             rewrite: Rewrite::SessionToken,

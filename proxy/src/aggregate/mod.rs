@@ -119,14 +119,14 @@ pub async fn handle(
     rpc: Option<&Rpc>,
 ) -> Result<(), Failure> {
     let method = session.req_header().method.clone();
-    if let Some(version) = headers::protocol_version(session.req_header())
+    if let Some(version) = session.mcp_headers().protocol_version()
         && !VERSIONS.contains(&version)
     {
         return Err(
             ProxyError::UnsupportedVersion { requested: version.to_owned(), supported: VERSIONS }.into()
         );
     }
-    let modern = headers::is_stateless(session.req_header());
+    let modern = session.mcp_headers().is_stateless();
     match method {
         http::Method::POST => post(gw, session, ctx, table, principal, body, rpc, modern).await,
         http::Method::GET if !modern => {
@@ -151,7 +151,7 @@ fn client_session(
     session: &Session,
     principal: &Principal,
 ) -> Result<Claims, ProxyError> {
-    let token = session.req_header().headers.get(crate::headers::MCP_SESSION_ID).ok_or_else(|| {
+    let token = session.mcp_headers().session_id().ok_or_else(|| {
         ProxyError::BadRequest("Mcp-Session-Id is required: initialize a session first".into())
     })?;
     let token =
@@ -199,7 +199,7 @@ async fn post(
         None => return Err(not_one_message().into()),
     };
     if modern {
-        headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
+        headers::check(session.mcp_headers(), rpc).map_err(ProxyError::from)?;
     }
     // The gateway is the server here: it holds every request to what 2026-07-28 asks of one. The request's
     // `_meta` was checked in `Rpc::inspect`'s one pass over the body; it is read whole only by a call to a
@@ -1152,7 +1152,7 @@ pub async fn own_server(
     if session.req_header().method != http::Method::POST {
         return Err(ProxyError::MethodNotAllowed { allowed: "POST" }.into());
     }
-    let modern = headers::is_stateless(session.req_header());
+    let modern = session.mcp_headers().is_stateless();
     let (id, method, name) = match rpc {
         Some(Rpc::Message { id, method, name, .. }) => (id.as_ref(), method.as_str(), name.as_deref()),
         Some(Rpc::Response { .. }) => {
@@ -1161,7 +1161,7 @@ pub async fn own_server(
         _ => return Err(not_one_message().into()),
     };
     if modern {
-        headers::check(session.req_header(), rpc).map_err(ProxyError::from)?;
+        headers::check(session.mcp_headers(), rpc).map_err(ProxyError::from)?;
     }
     let capabilities = json!({"tools": {}});
     let answer = match method {

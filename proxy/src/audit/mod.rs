@@ -160,7 +160,7 @@ fn warn_overflow(action: &str) {
 /// A new record id: UUIDv7 (48-bit Unix milliseconds, version, 74 random bits), time-ordered like the
 /// records. The random bits come from a per-thread generator seeded by the OS (one system call per thread,
 /// not per record): ids only need to be unique, not unpredictable.
-pub fn record_id(unix_ms: u64) -> Vec<u8> {
+pub fn record_id(unix_ms: u64) -> [u8; 16] {
     thread_local! {
         static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
             let mut seed = [0u8; 8];
@@ -180,10 +180,10 @@ pub fn record_id(unix_ms: u64) -> Vec<u8> {
         })
     };
     let (a, b) = (next(), next());
-    let mut id = Vec::with_capacity(16);
-    id.extend_from_slice(&unix_ms.to_be_bytes()[2..]);
-    id.extend_from_slice(&a.to_le_bytes()[..2]);
-    id.extend_from_slice(&b.to_le_bytes());
+    let mut id = [0u8; 16];
+    id[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
+    id[6..8].copy_from_slice(&a.to_le_bytes()[..2]);
+    id[8..].copy_from_slice(&b.to_le_bytes());
     id[6] = 0x70 | (id[6] & 0x0f);
     id[8] = 0x80 | (id[8] & 0x3f);
     id
@@ -197,7 +197,6 @@ mod tests {
     fn record_ids_are_uuid_v7_and_ordered_by_time() {
         let a = record_id(1_700_000_000_000);
         let b = record_id(1_700_000_000_001);
-        assert_eq!(a.len(), 16);
         assert_eq!(a[6] >> 4, 7, "version 7");
         assert_eq!(a[8] >> 6, 0b10, "RFC 9562 variant");
         assert!(a < b);

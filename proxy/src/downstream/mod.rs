@@ -34,7 +34,8 @@ use tokio::time::Sleep;
 
 pub use stream::HeadDeadline;
 
-use crate::framing::{Body, chunked_last, connection_has, header_name, malformed};
+use crate::framing::{Body, chunked_last, connection_has, known_header_name, malformed};
+use crate::headers::McpHeaders;
 
 /// The longest request head read (request line and header fields).
 const HEAD_LIMIT: usize = 64 * 1024;
@@ -88,8 +89,11 @@ pub struct Session {
     response: Option<Box<ResponseHeader>>,
     writer: Writer,
     body_bytes_sent: usize,
-    /// Header fields of the head being parsed (kept to be reused: no allocation per request).
-    fields: Vec<(HeaderName, usize, usize)>,
+    /// Header fields of the head being parsed, with their slots among the MCP headers (kept to be reused:
+    /// no allocation per request).
+    fields: Vec<(HeaderName, Option<usize>, usize, usize)>,
+    /// The request's MCP headers, kept as its head is parsed.
+    mcp: McpHeaders,
 }
 
 fn write_error(e: std::io::Error) -> Box<Error> {
@@ -114,6 +118,7 @@ impl Session {
             writer: Writer::Head,
             body_bytes_sent: 0,
             fields: Vec::new(),
+            mcp: McpHeaders::default(),
         }
     }
 
@@ -181,7 +186,8 @@ impl Session {
             self.fields.clear();
             for field in req.headers.iter() {
                 let (start, len) = at(field.value);
-                self.fields.push((header_name(field.name.as_bytes())?, start, len));
+                let (name, known) = known_header_name(field.name.as_bytes())?;
+                self.fields.push((name, known, start, len));
             }
             let method = req.method.unwrap_or_default();
             let method = Method::from_bytes(method.as_bytes())
@@ -191,9 +197,13 @@ impl Session {
         };
         let bytes = self.buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(self.fields.len());
-        for (name, start, len) in self.fields.drain(..) {
+        self.mcp = McpHeaders::default();
+        for (name, known, start, len) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
+            if let Some(slot) = known {
+                self.mcp.offer(slot, &value);
+            }
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
         let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.0 + target.1))
@@ -233,6 +243,11 @@ impl Session {
     /// Before [`Self::read_request`] read one.
     pub fn req_header(&self) -> &RequestHeader {
         self.head.as_ref().expect("a request head was read")
+    }
+
+    /// The request's MCP headers (the first field of each name, as its head's map gives it).
+    pub fn mcp_headers(&self) -> &McpHeaders {
+        &self.mcp
     }
 
     /// Whether the request has no body at all.

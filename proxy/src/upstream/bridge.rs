@@ -259,7 +259,7 @@ pub async fn handle(
 ) -> Result<(), Failure> {
     let req = session.req_header();
     let method = req.method.clone();
-    let token = req.headers.get(crate::headers::MCP_SESSION_ID).and_then(text).map(str::to_owned);
+    let token = session.mcp_headers().session_id().and_then(text).map(str::to_owned);
     let Some(token) = token else {
         if method != http::Method::POST {
             return Err(ProxyError::BadRequest("Mcp-Session-Id header is required".into()).into());
@@ -271,9 +271,9 @@ pub async fn handle(
                 return Err(ProxyError::LegacyOnly { server: server.name.to_string() }.into());
             }
             _ => {
-                if crate::headers::is_stateless(req) {
+                if session.mcp_headers().is_stateless() {
                     // A 2026-07-28 request's routing headers must match its body, as on any server.
-                    crate::headers::check(req, rpc).map_err(ProxyError::from)?;
+                    crate::headers::check(session.mcp_headers(), rpc).map_err(ProxyError::from)?;
                 }
                 let answer =
                     request_shared(gw, bridges, session.req_header(), ctx, server, &target, &body, rpc)
@@ -670,7 +670,7 @@ pub async fn request_shared(
     };
     let mut answer = bridge.request(gw, server, down, message).await?;
     answer["id"] = id.clone();
-    if crate::headers::is_stateless(down) {
+    if crate::headers::McpHeaders::of(down).is_stateless() {
         let complete = crate::sse::Completion { cacheable: method == "resources/read" };
         crate::sse::Rewrites { request_ids: None, complete: Some(complete) }.apply(&mut answer);
     }

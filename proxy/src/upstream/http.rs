@@ -39,9 +39,9 @@ enum OnClientGone {
     Drain,
 }
 
-fn on_client_gone(req: &RequestHeader) -> OnClientGone {
+fn on_client_gone(req: &RequestHeader, headers: &headers::McpHeaders) -> OnClientGone {
     // A legacy GET stream carries no request to finish; only legacy POSTs are drained.
-    if !headers::is_stateless(req) && req.method == http::Method::POST {
+    if !headers.is_stateless() && req.method == http::Method::POST {
         OnClientGone::Drain
     } else {
         OnClientGone::Cancel
@@ -196,7 +196,7 @@ async fn exchange(
     )
     .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
     // The upstream request keeps the client's method and MCP headers: the client's request decides.
-    let gone = on_client_gone(session.req_header());
+    let gone = on_client_gone(session.req_header(), session.mcp_headers());
     let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
     let failed = |e: ProxyError| Attempt::Failed(e.into(), Some(false));
 
@@ -741,18 +741,18 @@ mod tests {
         {
             assert_eq!(get(kept), down.headers.get(kept).map(|v| v.to_str().unwrap().to_owned()), "{kept}");
         }
-        assert_eq!(on_client_gone(&down), OnClientGone::Drain);
+        assert_eq!(on_client_gone(&down, &headers::McpHeaders::of(&down)), OnClientGone::Drain);
     }
 
     #[tokio::test]
     async fn cancellation_follows_the_era() {
         let mut modern = RequestHeader::build("POST", b"/mcp/a", None).unwrap();
         modern.insert_header("MCP-Protocol-Version", "2026-07-28").unwrap();
-        assert_eq!(on_client_gone(&modern), OnClientGone::Cancel);
+        assert_eq!(on_client_gone(&modern, &headers::McpHeaders::of(&modern)), OnClientGone::Cancel);
         let get = RequestHeader::build("GET", b"/mcp/a", None).unwrap();
-        assert_eq!(on_client_gone(&get), OnClientGone::Cancel);
+        assert_eq!(on_client_gone(&get, &headers::McpHeaders::of(&get)), OnClientGone::Cancel);
         let legacy = RequestHeader::build("POST", b"/mcp/a", None).unwrap();
-        assert_eq!(on_client_gone(&legacy), OnClientGone::Drain);
+        assert_eq!(on_client_gone(&legacy, &headers::McpHeaders::of(&legacy)), OnClientGone::Drain);
     }
 
     #[test]
