@@ -10,8 +10,9 @@ use crate::error::ProxyError;
 /// `--public-url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrontDoor {
-    /// Lowercase host names (`gateway.example`), or `name:port` for one port only; `*` allows any.
-    hosts: Vec<String>,
+    /// Lowercase host names (`gateway.example`), or `name:port` for one port only; `*` allows any. With
+    /// each, whether it names a port (worked out once, not for every request).
+    hosts: Vec<(String, bool)>,
     /// Lowercase serialized origins (`https://app.example`); `*` allows any.
     origins: Vec<String>,
 }
@@ -33,6 +34,13 @@ impl FrontDoor {
         } else {
             hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect()
         };
+        let hosts = hosts
+            .into_iter()
+            .map(|h| {
+                let port = has_port(&h);
+                (h, port)
+            })
+            .collect();
         let origins = if origins.is_empty() {
             vec![public_url.origin().ascii_serialization()]
         } else {
@@ -69,10 +77,10 @@ impl FrontDoor {
             return false;
         }
         let name = host_name(host);
-        self.hosts.iter().any(|allowed| {
+        self.hosts.iter().any(|(allowed, port)| {
             allowed == "*"
                 || allowed.eq_ignore_ascii_case(host)
-                || (!has_port(allowed) && allowed.eq_ignore_ascii_case(name))
+                || (!port && allowed.eq_ignore_ascii_case(name))
         })
     }
 }

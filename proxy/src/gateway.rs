@@ -273,9 +273,17 @@ impl Gateway {
             ctx.rpc_id = Some(Value::Null);
         }
         let deadline = self.limits.request_body_timeout;
-        let body = match tokio::time::timeout(deadline, self.read_body(session)).await {
-            Ok(body) => body?,
-            Err(_) => return Err(ProxyError::RequestTimeout { limit: deadline }.into()),
+        // Most bodies arrived with their head: read at once, without a timer; one still on its way is
+        // read under the body timeout.
+        let body = {
+            let mut read = std::pin::pin!(self.read_body(session));
+            match futures_util::FutureExt::now_or_never(read.as_mut()) {
+                Some(body) => body?,
+                None => match tokio::time::timeout(deadline, read).await {
+                    Ok(body) => body?,
+                    Err(_) => return Err(ProxyError::RequestTimeout { limit: deadline }.into()),
+                },
+            }
         };
         ctx.audited.bytes_in = body.len();
         Trace::mark(ctx.trace.recording, &mut ctx.trace.body_read);
@@ -326,8 +334,10 @@ impl Gateway {
         body: Bytes,
         rpc: Option<&Rpc>,
     ) -> Answered {
-        let path = session.req_header().uri.path().to_owned();
-        let route = Route::parse(&path).ok_or_else(|| ProxyError::RouteNotFound { path: path.clone() })?;
+        // The target shares the head's bytes: a clone, not a copy, outlives the borrow of the session.
+        let uri = session.req_header().uri.clone();
+        let path = uri.path();
+        let route = Route::parse(path).ok_or_else(|| ProxyError::RouteNotFound { path: path.to_owned() })?;
         let table = self.routes.load().ok_or(ProxyError::NotReady)?;
         let principal = self.auth.authenticate(
             session.req_header(),
@@ -413,7 +423,7 @@ impl Gateway {
             Route::Mcp(_) => {
                 Plan { filter, ..route::mcp_plan(self, session, &table, &server, rpc, &binding)? }
             }
-            Route::Aggregate => return Err(ProxyError::RouteNotFound { path }.into()),
+            Route::Aggregate => return Err(ProxyError::RouteNotFound { path: path.to_owned() }.into()),
             Route::Sse(_) => {
                 if server.transport != Transport::Sse {
                     return Err(ProxyError::NotSse { server: server.name.to_string() }.into());

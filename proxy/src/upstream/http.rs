@@ -200,9 +200,12 @@ async fn exchange(
     let mut up = connect_and_send(gw, server, peer, &req, body).await.map_err(Attempt::NotSent)?;
     let failed = |e: ProxyError| Attempt::Failed(e.into(), Some(false));
 
-    // Wait for the response header, watching for the client leaving meanwhile.
+    // Wait for the response header, watching for the client leaving meanwhile. Biased, here and in the
+    // answer's loops: an upstream read that is ready is taken without polling the client's socket first
+    // (each such poll costs ~550 instructions; in random order a small answer polled it ~2.5 times).
     let mut timer = session.timer(gw.limits.upstream_timeout);
     let header = tokio::select! {
+        biased;
         r = up.read_response_header() => Some(r),
         () = timer.as_mut() => None,
         _ = client_gone(session) => {
@@ -393,6 +396,13 @@ impl Streaming {
         let upstream_ok = self.upstream_ok;
         loop {
             tokio::select! {
+                biased;
+                _ = gw.draining.wait(), if self.long_lived => {
+                    // The upstream stream is cut (a GET carries no request to finish); the client's ends cleanly.
+                    drop(self.take_up());
+                    let _ = session.write_response_body(Bytes::new(), true).await;
+                    return Ok(Some(upstream_ok));
+                }
                 chunk = self.up().read_response_body() => match chunk {
                     Ok(Some(data)) => {
                         if self.sniff && let Some(answer) = crate::audit::capture::answer(&data) {
@@ -442,12 +452,6 @@ impl Streaming {
                 },
                 _ = client_gone(session) => {
                     abandon(gw, self.take_up(), peer, self.gone);
-                    return Ok(Some(upstream_ok));
-                }
-                _ = gw.draining.wait(), if self.long_lived => {
-                    // The upstream stream is cut (a GET carries no request to finish); the client's ends cleanly.
-                    drop(self.take_up());
-                    let _ = session.write_response_body(Bytes::new(), true).await;
                     return Ok(Some(upstream_ok));
                 }
             }
@@ -530,6 +534,7 @@ async fn filtered(
     }
     loop {
         tokio::select! {
+            biased;
             chunk = tokio::time::timeout(gw.limits.upstream_timeout, up.read_response_body()) => match chunk {
                 Ok(Ok(Some(data))) => {
                     if body.len() + data.len() > crate::policy::MAX_FILTERED_BODY {

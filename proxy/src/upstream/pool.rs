@@ -12,10 +12,12 @@
 //! which cost more per request than the exchange's own logic (BENCHMARKS.md, "Performance work"). Here a
 //! released connection is pushed on its peer's stack, and a taken one is checked then: one non-blocking
 //! read, which finds a connection the upstream closed meanwhile (its FIN is readable) or one that sent
-//! what nobody asked for; either is dropped. Connections idle past their timeout are dropped when their
-//! peer's stack is next used and by [`Pool::sweep`], every few seconds.
+//! what nobody asked for; either is dropped (a released one is not read: its answer just ended where its
+//! framing said, and the check when it is taken finds whatever arrives after). Connections idle past their
+//! timeout are dropped when their peer's stack is next used and by [`Pool::sweep`], every few seconds.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,7 +37,7 @@ pub struct Pool {
     /// Makes new connections (TCP, TLS with the pool's trust).
     transport: TransportConnector,
     /// Idle connections by peer (`Peer::reuse_hash`), the most recently released last.
-    idle: Mutex<HashMap<u64, Vec<Idle>>>,
+    idle: Mutex<HashMap<u64, Vec<Idle>, BuildHasherDefault<KeyHasher>>>,
     /// TLS client settings of `wss://` upstreams (which do not go through Pingora's connector).
     websocket_tls: tokio_rustls::TlsConnector,
 }
@@ -43,6 +45,28 @@ pub struct Pool {
 impl Default for Pool {
     fn default() -> Self {
         Self::new(None)
+    }
+}
+
+/// Hashes the pool's keys, which are hashes already (`Peer::reuse_hash`): the key as it is, where the
+/// default SipHash cost ~140 instructions a lookup, twice a request.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; any other input is still hashed, not dropped.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
     }
 }
 
@@ -164,12 +188,9 @@ impl Pool {
         }
     }
 
-    /// Keeps `stream` for the next request to the peer of `key`, unless it is already unusable or the
-    /// peer has as many idle connections as are kept (the oldest then closes).
-    fn put(&self, mut stream: Stream, key: u64, timeout: Option<Duration>) {
-        if !still_open(&mut stream) {
-            return;
-        }
+    /// Keeps `stream` for the next request to the peer of `key`; when the peer has as many idle
+    /// connections as are kept, the oldest closes.
+    fn put(&self, stream: Stream, key: u64, timeout: Option<Duration>) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let stack = idle.entry(key).or_default();
