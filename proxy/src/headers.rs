@@ -279,6 +279,27 @@ mod tests {
         ));
     }
 
+    /// Each accessor reads the header of its own name (the slots follow `MCP_HEADERS`' order).
+    #[test]
+    fn each_accessor_reads_its_own_header() {
+        let mut r = RequestHeader::build("POST", b"/mcp/a", None).unwrap();
+        for name in &MCP_HEADERS {
+            r.insert_header(name.clone(), name.as_str()).unwrap();
+        }
+        let mcp = McpHeaders::of(&r);
+        let read = |v: Option<&http::HeaderValue>| v.map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(read(mcp.protocol_version_value()).as_deref(), Some("mcp-protocol-version"));
+        assert_eq!(read(mcp.session_id()).as_deref(), Some("mcp-session-id"));
+        assert_eq!(read(mcp.method()).as_deref(), Some("mcp-method"));
+        assert_eq!(read(mcp.name()).as_deref(), Some("mcp-name"));
+        let mut kept = McpHeaders::default();
+        kept.offer(1, &http::HeaderValue::from_static("first"));
+        kept.offer(1, &http::HeaderValue::from_static("second"));
+        kept.offer(7, &http::HeaderValue::from_static("not an MCP header"));
+        assert_eq!(read(kept.session_id()).as_deref(), Some("first"), "the first field of a name is kept");
+        assert_eq!(kept, McpHeaders { values: [None, kept.values[1].clone(), None, None] });
+    }
+
     #[test]
     fn era() {
         assert!(req(&[]).is_stateless());
