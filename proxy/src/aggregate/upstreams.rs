@@ -356,7 +356,7 @@ fn close(gw: &Shared, held: Arc<Held>) {
         })
         .await;
         if let Ok(Some(up)) = done {
-            pool.release(up, &peer, Some(pool_idle));
+            pool.release(up, Some(pool_idle));
         }
     });
 }

@@ -12,7 +12,6 @@ use crate::request::Session;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::upstreams::peer::HttpPeer;
 
 use super::{
     Attempt, Pinning, Plan, Rewrite, classify, connect_and_send, credential, report_outcome, status_ok,
@@ -147,7 +146,7 @@ pub async fn request_whole(
                 return Ok((header, out.freeze()));
             }
         }
-        gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout));
+        gw.pool.release(up, Some(gw.limits.pool_idle_timeout));
         Ok((header, out.freeze()))
     };
     let outcome =
@@ -210,7 +209,7 @@ async fn exchange(
         () = timer.as_mut() => None,
         _ = client_gone(session) => {
             session.give_timer(timer);
-            abandon(gw, up, peer, gone);
+            abandon(gw, up, gone);
             return Ok(None);
         }
     };
@@ -290,24 +289,12 @@ async fn exchange(
     }
     if let Some((transform, first)) = whole {
         // Boxed: a rare path whose future would otherwise be carried by every exchange's.
-        return Box::pin(filtered(
-            gw,
-            session,
-            server,
-            up,
-            peer,
-            gone,
-            resp,
-            transform,
-            first,
-            sse,
-            upstream_ok,
-        ))
-        .await;
+        return Box::pin(filtered(gw, session, server, up, gone, resp, transform, first, sse, upstream_ok))
+            .await;
     }
 
     if session.write_response_header(Box::new(resp)).await.is_err() {
-        abandon(gw, up, peer, gone);
+        abandon(gw, up, gone);
         return Ok(Some(upstream_ok));
     }
     ctx.response_started = Some(Instant::now());
@@ -320,7 +307,7 @@ async fn exchange(
             sniff = false;
         }
         if session.write_response_body(data, false).await.is_err() {
-            abandon(gw, up, peer, gone);
+            abandon(gw, up, gone);
             return Ok(Some(upstream_ok));
         }
     }
@@ -349,7 +336,7 @@ async fn exchange(
         return Ok(None);
     }
     streaming
-        .pump(gw, session, ctx, server, instance, peer)
+        .pump(gw, session, ctx, server, instance)
         .await
         .map_err(|(e, upstream_ok)| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))
 }
@@ -391,7 +378,6 @@ impl Streaming {
         ctx: &mut RequestCtx,
         server: &Server,
         instance: &Instance,
-        peer: &HttpPeer,
     ) -> Result<Option<bool>, (pingora::BError, bool)> {
         let upstream_ok = self.upstream_ok;
         loop {
@@ -433,14 +419,14 @@ impl Streaming {
                                 Ok(data) => data,
                                 Err(why) => {
                                     tracing::warn!(server = %server.name, why, "Closing a legacy SSE stream whose list answer cannot be filtered.");
-                                    abandon(gw, self.take_up(), peer, self.gone);
+                                    abandon(gw, self.take_up(), self.gone);
                                     return Ok(Some(upstream_ok));
                                 }
                             },
                             None => data,
                         };
                         if !data.is_empty() && session.write_response_body(data, false).await.is_err() {
-                            abandon(gw, self.take_up(), peer, self.gone);
+                            abandon(gw, self.take_up(), self.gone);
                             return Ok(Some(upstream_ok));
                         }
                     }
@@ -451,7 +437,7 @@ impl Streaming {
                     }
                 },
                 _ = client_gone(session) => {
-                    abandon(gw, self.take_up(), peer, self.gone);
+                    abandon(gw, self.take_up(), self.gone);
                     return Ok(Some(upstream_ok));
                 }
             }
@@ -463,7 +449,7 @@ impl Streaming {
             .or_else(|| self.rewriter.as_mut().map(crate::sse::MessageRewriter::finish))
             .unwrap_or_default();
         session.write_response_body(tail, true).await.map_err(|e| (e, upstream_ok))?;
-        gw.pool.release(self.take_up(), peer, Some(gw.limits.pool_idle_timeout));
+        gw.pool.release(self.take_up(), Some(gw.limits.pool_idle_timeout));
         Ok(Some(upstream_ok))
     }
 }
@@ -494,11 +480,7 @@ impl Relay {
     ) -> pingora::Result<()> {
         let Self { streaming, server, in_flight, _stream } = self;
         let instance = in_flight.instance();
-        let Ok(peer) = instance.peer.as_ref() else {
-            // Cannot happen: an answer streams only from an instance that was reached.
-            return Err(pingora::Error::explain(pingora::ErrorType::InternalError, "a relay without a peer"));
-        };
-        let (outcome, upstream_ok) = match streaming.pump(gw, session, ctx, server, instance, peer).await {
+        let (outcome, upstream_ok) = match streaming.pump(gw, session, ctx, server, instance).await {
             Ok(upstream_ok) => (Ok(()), upstream_ok),
             Err((e, upstream_ok)) => (Err(e), Some(upstream_ok)),
         };
@@ -520,7 +502,6 @@ async fn filtered(
     session: &mut Session,
     server: &Server,
     mut up: Response,
-    peer: &HttpPeer,
     gone: OnClientGone,
     mut resp: ResponseHeader,
     transform: &Transform<'_>,
@@ -555,7 +536,7 @@ async fn filtered(
                 }
             },
             _ = client_gone(session) => {
-                abandon(gw, up, peer, gone);
+                abandon(gw, up, gone);
                 return Ok(Some(upstream_ok));
             }
         }
@@ -569,7 +550,7 @@ async fn filtered(
         session.write_response_body(out, true).await
     };
     write.await.map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
-    gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout));
+    gw.pool.release(up, Some(gw.limits.pool_idle_timeout));
     Ok(Some(upstream_ok))
 }
 
@@ -597,13 +578,12 @@ fn seal_session_id(
 }
 
 /// The client left before the response ended: cancel or drain per the request's era.
-fn abandon(gw: &Shared, mut up: Response, peer: &HttpPeer, gone: OnClientGone) {
+fn abandon(gw: &Shared, mut up: Response, gone: OnClientGone) {
     if gone == OnClientGone::Cancel {
         // Dropping the session closes the upstream connection, which cancels the request upstream.
         return;
     }
     let pool = gw.pool.clone();
-    let peer = peer.clone();
     let pool_idle = gw.limits.pool_idle_timeout;
     tokio::spawn(async move {
         let drained: Result<pingora::Result<()>, _> = tokio::time::timeout(DRAIN_LIMIT, async {
@@ -613,7 +593,7 @@ fn abandon(gw: &Shared, mut up: Response, peer: &HttpPeer, gone: OnClientGone) {
         })
         .await;
         if matches!(drained, Ok(Ok(()))) {
-            pool.release(up, &peer, Some(pool_idle));
+            pool.release(up, Some(pool_idle));
         }
     });
 }

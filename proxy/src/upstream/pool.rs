@@ -130,9 +130,10 @@ impl Pool {
             "a request body goes upstream framed by its Content-Length"
         );
         let wire = head.wire(body);
+        let key = peer.reuse_hash();
         let mut retried = false;
         loop {
-            let (mut stream, reused) = match self.take(peer.reuse_hash()) {
+            let (mut stream, reused) = match self.take(key) {
                 Some(stream) => (stream, true),
                 // Boxed: connecting (TLS included) is a future of ~8 KiB that every request's future would
                 // otherwise carry, and an idle stream's with it (BENCHMARKS.md, scenario f).
@@ -147,7 +148,7 @@ impl Pool {
                 None => written.await,
             };
             match written {
-                Ok(()) => return Ok(Response::new(stream)),
+                Ok(()) => return Ok(Response::new(stream, key)),
                 Err(e) if reused && !retried => {
                     tracing::debug!(error = %e, "Pooled upstream connection failed; retrying on a new one.");
                     retried = true;
@@ -162,13 +163,13 @@ impl Pool {
 
     /// Returns the connection of a finished exchange to the pool, if the answer left it reusable; it is
     /// kept for `idle_timeout`, or less when the upstream said it keeps it idle for less.
-    pub fn release(&self, answer: Response, peer: &HttpPeer, idle_timeout: Option<Duration>) {
-        if let Some((stream, theirs)) = answer.into_reusable() {
+    pub fn release(&self, answer: Response, idle_timeout: Option<Duration>) {
+        if let Some((stream, key, theirs)) = answer.into_reusable() {
             let timeout = match (idle_timeout, theirs) {
                 (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
                 (ours, theirs) => ours.or(theirs),
             };
-            self.put(stream, peer.reuse_hash(), timeout);
+            self.put(stream, key, timeout);
         }
     }
 
@@ -412,7 +413,7 @@ mod tests {
         up.read_response_header().await.unwrap();
         assert_eq!(up.response_header().unwrap().status, 200);
         while up.read_response_body().await.unwrap().is_some() {}
-        pool.release(up, peer, timeout);
+        pool.release(up, timeout);
     }
 
     /// Waits (bounded) until `done` holds, yielding to the runtime between looks.

@@ -43,6 +43,8 @@ const READ_MAX: usize = 64 * 1024;
 /// An answer being read from an upstream connection.
 pub struct Response {
     stream: Stream,
+    /// The pool's key of the connection's peer (`Peer::reuse_hash`, worked out once when it was taken).
+    pool_key: u64,
     /// Bytes read and not yet handed out.
     buf: BytesMut,
     /// Room made for the next read.
@@ -58,9 +60,10 @@ pub struct Response {
 
 impl Response {
     /// The answer to a request just written on `stream`.
-    pub fn new(stream: Stream) -> Self {
+    pub fn new(stream: Stream, pool_key: u64) -> Self {
         Self {
             stream,
+            pool_key,
             buf: BytesMut::new(),
             read_size: READ_FIRST,
             read_timeout: None,
@@ -126,11 +129,14 @@ impl Response {
         }
     }
 
-    /// The connection, when this answer left it fit for another request, and how long the upstream keeps
-    /// it idle if it said so.
-    pub fn into_reusable(self) -> Option<(Stream, Option<Duration>)> {
-        (self.body == Body::Done && self.keepalive && self.buf.is_empty())
-            .then_some((self.stream, self.keepalive_timeout))
+    /// The connection, when this answer left it fit for another request, its pool key, and how long the
+    /// upstream keeps it idle if it said so.
+    pub fn into_reusable(self) -> Option<(Stream, u64, Option<Duration>)> {
+        (self.body == Body::Done && self.keepalive && self.buf.is_empty()).then_some((
+            self.stream,
+            self.pool_key,
+            self.keepalive_timeout,
+        ))
     }
 
     /// Reads more bytes into the buffer; 0 at the end of the stream.
@@ -252,7 +258,7 @@ mod tests {
             }
         });
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        Response::new(Box::new(pingora::protocols::l4::stream::Stream::from(stream)))
+        Response::new(Box::new(pingora::protocols::l4::stream::Stream::from(stream)), 0)
     }
 
     async fn body(r: &mut Response) -> Result<Vec<u8>> {
@@ -341,7 +347,7 @@ mod tests {
                 .await;
         r.read_response_header().await.unwrap();
         assert_eq!(body(&mut r).await.unwrap(), b"x");
-        assert_eq!(r.into_reusable().map(|(_, t)| t), Some(Some(Duration::from_secs(5))));
+        assert_eq!(r.into_reusable().map(|(_, _, t)| t), Some(Some(Duration::from_secs(5))));
     }
 
     #[tokio::test]

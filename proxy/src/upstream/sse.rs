@@ -152,7 +152,7 @@ impl Link for SseLink {
             .map_err(|e| classify(server, &e))?;
         let status = up.response_header().map_or(0, |r| r.status.as_u16());
         while up.read_response_body().await.map_err(|e| classify(server, &e))?.is_some() {}
-        gw.pool.release(up, peer, Some(gw.limits.pool_idle_timeout));
+        gw.pool.release(up, Some(gw.limits.pool_idle_timeout));
         match status {
             200..300 => Ok(()),
             401 => Err(ProxyError::UpstreamAuthRefused { server: server.name.to_string() }),
