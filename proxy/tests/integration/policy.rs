@@ -145,8 +145,8 @@ async fn tenants_roles_and_narrowed_keys_decide_every_named_message() {
     assert!(body.get("error").is_none(), "{body}");
     upstream.next_request().await;
 
-    // No way around the decision for a restricted caller: a uri beside an allowed name, a repeated key,
-    // a batch.
+    // No way around the decision for a restricted caller: a uri beside an allowed name, a repeated key
+    // (in params or of the message itself), a batch.
     let both = json!({"jsonrpc": "2.0", "id": 9, "method": "resources/read",
                       "params": {"name": "file:///docs/a.md", "uri": "file:///etc/passwd"}});
     let (_, body) = call(&alpha, "reader", &both.to_string()).await;
@@ -154,6 +154,10 @@ async fn tenants_roles_and_narrowed_keys_decide_every_named_message() {
     let repeated =
         r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"get_x","name":"set_x"}}"#;
     let (status, body) = call(&alpha, "reader", repeated).await;
+    assert_eq!((status, body["error"]["data"]["reason"].as_str()), (400, Some("invalid_request")), "{body}");
+    let repeated_method =
+        r#"{"jsonrpc":"2.0","id":11,"method":"tools/list","method":"tools/call","params":{"name":"set_x"}}"#;
+    let (status, body) = call(&alpha, "reader", repeated_method).await;
     assert_eq!((status, body["error"]["data"]["reason"].as_str()), (400, Some("invalid_request")), "{body}");
     let batch = format!("[{}]", tool_call("set_x"));
     let (status, _) = call(&alpha, "reader", &batch).await;
