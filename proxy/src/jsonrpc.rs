@@ -5,18 +5,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::Value;
-
-/// Parses a JSON body. A body that is UTF-8 (every valid one) is checked as a whole once and parsed as
-/// text: parsed as bytes, serde_json checks every string it reads on its own (~100 instructions each, ~15 a
-/// `tools/call`). One that is not is parsed as bytes, so it is refused exactly as before.
-pub fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> serde_json::Result<T> {
-    match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(body),
-    }
-}
 
 /// The kind of `params.ref` of `completion/complete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,34 +142,37 @@ const KNOWN_METHODS: &[&str] = &[
 ];
 
 /// The `_meta` member of a request's `params` (null when absent, not an object, repeated, or the body is
-/// unreadable), read without building the rest of the body: other members are skipped, not allocated.
+/// unreadable), read without building the rest of the body.
 pub fn params_meta(body: &[u8]) -> Value {
-    let span = || -> Read<Option<&[u8]>> {
-        let mut reader = Reader::new(body).ok_or(Unreadable)?;
-        let (mut meta, mut seen) = (None, 0);
-        reader.object(|r, key| {
+    params_member(body, "_meta")
+        .and_then(|meta| serde_json::from_slice::<Value>(meta).ok())
+        .filter(Value::is_object)
+        .unwrap_or(Value::Null)
+}
+
+/// The text of member `name` of a request's `params` (`None` when absent or repeated, when `params` is not
+/// an object, or when the body is unreadable), found without building or allocating anything.
+pub fn params_member<'a>(body: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut reader = Reader::new(body)?;
+    let (mut found, mut seen) = (None, 0);
+    reader
+        .object(|r, key| {
             if member(&key, &["params"], &mut seen)?.is_none() || r.peek() != Some(b'{') {
                 return r.skip().map(drop);
             }
             let mut seen = 0;
             r.object(|r, key| {
-                if member(&key, &["_meta"], &mut seen)?.is_some() {
-                    meta = Some(r.span()?);
+                if member(&key, &[name], &mut seen)?.is_some() {
+                    found = Some(r.span()?);
                 } else {
                     r.skip()?;
                 }
                 Ok(())
             })
-        })?;
-        reader.end()?;
-        Ok(meta)
-    };
-    span()
-        .ok()
-        .flatten()
-        .and_then(|meta| serde_json::from_slice::<Value>(meta).ok())
-        .filter(Value::is_object)
-        .unwrap_or(Value::Null)
+        })
+        .ok()?;
+    reader.end().ok()?;
+    found
 }
 
 pub fn method_label(method: &str) -> &'static str {
@@ -738,6 +730,22 @@ mod tests {
             let expected = params_meta(body).get(key).is_some_and(Value::is_object);
             assert_eq!(declared(body), expected, "not UTF-8: {body:?}");
         }
+    }
+
+    #[test]
+    fn params_members_are_found_once_or_not_at_all() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"q":[1,{"a":"\u00e9"}]}}}"#;
+        assert_eq!(params_member(body, "arguments"), Some(&br#"{"q":[1,{"a":"\u00e9"}]}"#[..]));
+        assert_eq!(params_member(body, "name"), Some(&br#""x""#[..]));
+        assert_eq!(params_member(body, "uri"), None);
+        assert_eq!(
+            params_member(br#"{"params":{"arguments":1,"arguments":2}}"#, "arguments"),
+            None,
+            "repeated"
+        );
+        assert_eq!(params_member(br#"{"params":{"arguments":1},"params":{}}"#, "arguments"), None);
+        assert_eq!(params_member(br#"{"params":[{"arguments":1}]}"#, "arguments"), None, "positional");
+        assert_eq!(params_member(br#"{"params":{"arguments":1}} x"#, "arguments"), None, "trailing bytes");
     }
 
     #[test]

@@ -88,15 +88,8 @@ pub fn arguments(body: &[u8], mode: AuditArguments) -> Option<String> {
     if mode == AuditArguments::None {
         return None;
     }
-    #[derive(serde::Deserialize)]
-    struct Body {
-        params: Option<Params>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Params {
-        arguments: Option<Value>,
-    }
-    let args = crate::jsonrpc::from_body::<Body>(body).ok()?.params?.arguments?;
+    let args = crate::jsonrpc::params_member(body, "arguments")?;
+    let args = serde_json::from_slice::<Value>(args).ok().filter(|a| !a.is_null())?;
     match mode {
         AuditArguments::None => None,
         // Keys are sorted (serde_json's map), so equal arguments hash equally whatever the client's order.
@@ -236,6 +229,9 @@ mod tests {
         let kept = arguments(long.as_bytes(), AuditArguments::Redacted).unwrap();
         assert!(kept.len() < 400 && kept.contains("10000 chars"), "{kept}");
         assert_eq!(arguments(br#"{"params":{}}"#, AuditArguments::Hashed), None);
+        assert_eq!(arguments(br#"{"params":{"arguments":null}}"#, AuditArguments::Hashed), None);
+        let repeated = br#"{"params":{"arguments":{"a":1},"arguments":{"b":2}}}"#;
+        assert_eq!(arguments(repeated, AuditArguments::Hashed), None, "which copy would the upstream take?");
     }
 
     #[test]
