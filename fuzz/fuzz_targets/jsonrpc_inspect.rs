@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Rpc::Message { id, method, name, protocol_version, reference, client_capabilities } => {
             assert_eq!(full.get("jsonrpc"), Some(&Value::from("2.0")));
-            assert_eq!(full.get("method").and_then(Value::as_str), Some(method.as_str()), "method");
+            assert_eq!(full.get("method").and_then(Value::as_str), Some(&*method), "method");
             // `"id": null` and no id both read as a notification.
             assert_eq!(id.as_ref(), full.get("id").filter(|v| !v.is_null()), "id");
             let params = full.get("params").and_then(Value::as_object);

@@ -165,13 +165,14 @@ impl Gateway {
             let req = session.req_header();
             let audited = &ctx.audited;
             let outcome = outcome(audited, status);
+            let mut id = crate::audit::capture::IdText::default();
             let root = crate::trace::Root {
                 http_method: req.method.as_str(),
                 path: req.uri.path(),
                 status,
                 mcp_method: audited.method.as_deref(),
                 target: audited.target.as_deref(),
-                request_id: audited.request_id.as_deref(),
+                request_id: audited.request_id.as_ref().map(|i| id.of(i)),
                 protocol_version: session
                     .mcp_headers()
                     .protocol_version_value()
@@ -295,7 +296,7 @@ impl Gateway {
         let result = self.serve(session, ctx, body, rpc.as_ref()).await;
         if let Some(Rpc::Message { id, method, name, protocol_version, .. }) = rpc {
             let audited = &mut ctx.audited;
-            audited.request_id = id.map(|id| id.to_string());
+            audited.request_id = id;
             audited.method = Some(method);
             audited.target = name;
             audited.protocol_version = protocol_version;
@@ -573,7 +574,7 @@ impl Gateway {
         let era = match mcp.protocol_version_value().and_then(|v| std::str::from_utf8(v.as_bytes()).ok()) {
             Some(version) if version.len() <= 32 => version,
             _ => match &audited.protocol_version {
-                Some(version) => version.as_str(),
+                Some(version) => version,
                 None if legacy => "2024-11-05",
                 None => "",
             },
@@ -597,7 +598,7 @@ impl Gateway {
             _ => None,
         };
         let outcome = outcome(&audited, status);
-        let mut ip = capture::IpText::default();
+        let (mut ip, mut id) = (capture::IpText::default(), capture::IdText::default());
         let client_addr =
             session.client_addr().and_then(|a| a.as_inet()).map(|a| ip.of(a.ip().to_canonical()));
         let method = audited.method.as_deref().unwrap_or_else(|| req.method.as_str());
@@ -613,7 +614,7 @@ impl Gateway {
             .text(7, &[era])
             .text(8, &[method])
             .text(9, &[audited.target.as_deref().unwrap_or_default()])
-            .text(10, &[audited.request_id.as_deref().unwrap_or_default()])
+            .text(10, &[audited.request_id.as_ref().map_or("", |i| id.of(i))])
             .text(11, &[&outcome])
             .uint(12, u64::from(status));
         if let Some(Some(code)) = rpc_error {

@@ -17,8 +17,7 @@ pub const MCP_NAME: http::HeaderName = http::HeaderName::from_static("mcp-name")
 /// W3C trace context of the caller.
 pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
-/// First revision with stateless requests and routing headers.
-pub const STATELESS_REVISION: &str = "2026-07-28";
+pub use crate::jsonrpc::STATELESS_REVISION;
 
 /// Methods whose target name must be in `Mcp-Name`.
 const NAMED_METHODS: &[&str] = &["tools/call", "resources/read", "prompts/get"];
@@ -122,7 +121,7 @@ pub fn check(headers: &McpHeaders, rpc: Option<&Rpc>) -> Result<(), Refusal> {
     }
     match header(headers.method()) {
         None => return Err(Refusal::HeaderMismatch("Mcp-Method header is required".into())),
-        Some(v) if v.as_deref() != Some(method.as_str()) => {
+        Some(v) if v.as_deref() != Some(&**method) => {
             return Err(Refusal::HeaderMismatch(format!(
                 "Mcp-Method {:?} does not match the body's method {method:?}",
                 v.unwrap_or_default()
@@ -130,7 +129,7 @@ pub fn check(headers: &McpHeaders, rpc: Option<&Rpc>) -> Result<(), Refusal> {
         }
         Some(_) => {}
     }
-    if NAMED_METHODS.contains(&method.as_str()) {
+    if NAMED_METHODS.contains(&&**method) {
         let Some(name) = name else {
             let field = if method == "resources/read" { "uri" } else { "name" };
             return Err(Refusal::InvalidParams(format!("{method} requires params.{field}")));

@@ -23,9 +23,9 @@ pub enum Rpc {
     /// `params.uri`; `protocol_version` is `params._meta["io.modelcontextprotocol/protocolVersion"]`.
     Message {
         id: Option<Value>,
-        method: String,
+        method: Method,
         name: Option<String>,
-        protocol_version: Option<String>,
+        protocol_version: Option<Cow<'static, str>>,
         /// `completion/complete`: what `params.ref` names (its name or URI is `name`).
         reference: Option<Reference>,
         /// Whether `params._meta["io.modelcontextprotocol/clientCapabilities"]` is an object (the last one
@@ -88,9 +88,9 @@ impl Rpc {
         };
         Ok(Some(Self::Message {
             id,
-            method: method.into_owned(),
+            method: known(KNOWN_METHODS, method),
             name: name.map(Cow::into_owned),
-            protocol_version: params.meta.version.map(Cow::into_owned),
+            protocol_version: params.meta.version.map(|v| known(&[STATELESS_REVISION], v)),
             reference,
             client_capabilities: params.meta.capabilities,
         }))
@@ -114,13 +114,18 @@ impl Rpc {
     }
 }
 
-/// MCP methods known by name; anything else is counted as `other` so labels stay bounded.
+/// A request's method: one of [`KNOWN_METHODS`] is that `&'static str`, any other is owned (reading a
+/// `tools/call` allocates nothing for its method).
+pub type Method = Cow<'static, str>;
+
+/// MCP methods known by name; anything else is counted as `other` so labels stay bounded. The most
+/// frequent first: they are looked up in order.
 const KNOWN_METHODS: &[&str] = &[
+    "tools/call",
     "initialize",
     "ping",
     "server/discover",
     "tools/list",
-    "tools/call",
     "resources/list",
     "resources/read",
     "resources/templates/list",
@@ -177,6 +182,14 @@ pub fn params_member<'a>(body: &'a [u8], name: &str) -> Option<&'a [u8]> {
 
 pub fn method_label(method: &str) -> &'static str {
     KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or("other")
+}
+
+/// `text` as the `&'static str` of `table` it equals, or owned when none does.
+fn known(table: &[&'static str], text: Cow<'_, str>) -> Cow<'static, str> {
+    match table.iter().find(|k| **k == text) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(text.into_owned()),
+    }
 }
 
 /// A request's id (`None` for `null`): small non-negative integers, as nearly every client numbers its
@@ -261,6 +274,9 @@ impl<'a> RefParams<'a> {
     }
 }
 
+/// First revision with stateless requests and routing headers (and the revision in each request's
+/// `_meta`).
+pub const STATELESS_REVISION: &str = "2026-07-28";
 /// The `_meta` member naming a request's protocol revision (2026-07-28).
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// The `_meta` member carrying a 2026-07-28 client's capabilities, on every request.
@@ -778,9 +794,16 @@ mod tests {
             "io.modelcontextprotocol/clientCapabilities":{"x":[1]},
             "io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}));
         assert!(
-            matches!(modern, Some(Rpc::Message { protocol_version: Some(ref v), .. }) if v == "2026-07-28")
+            matches!(modern, Some(Rpc::Message { protocol_version: Some(Cow::Borrowed(v)), .. }) if v == "2026-07-28")
         );
         assert_eq!(call.as_ref().unwrap().method_label(), "tools/call");
+        // Known methods and revisions are the gateway's own strings; others are owned.
+        assert!(matches!(call, Some(Rpc::Message { method: Cow::Borrowed("tools/call"), .. })));
+        let later = inspect(json!({"jsonrpc":"2.0","id":1,"method":"tools/list",
+            "params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2027-01-01"}}}));
+        assert!(
+            matches!(later, Some(Rpc::Message { protocol_version: Some(Cow::Owned(ref v)), .. }) if v == "2027-01-01")
+        );
         let read =
             inspect(json!({"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}}));
         assert!(matches!(read, Some(Rpc::Message { name: Some(ref n), .. }) if n == "file:///x"));
@@ -788,6 +811,7 @@ mod tests {
         assert_eq!(note.error_id(), Value::Null);
         let odd = inspect(json!({"jsonrpc":"2.0","id":1,"method":"x/y","params":[1,2]})).unwrap();
         assert_eq!(odd.method_label(), "other");
+        assert!(matches!(odd, Rpc::Message { method: Cow::Owned(ref m), .. } if m == "x/y"));
         let non_str_name =
             inspect(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":{"a":1}}}));
         assert!(matches!(non_str_name, Some(Rpc::Message { name: None, .. })));

@@ -37,11 +37,11 @@ pub struct RequestCtx {
 /// What a request's audit record needs that only the request path learns.
 #[derive(Default)]
 pub(crate) struct Audited {
-    /// JSON-RPC method, target name, id (as JSON text) and protocol revision (`_meta`) of the body.
-    pub(crate) method: Option<String>,
+    /// JSON-RPC method, target name, id and protocol revision (`_meta`) of the body.
+    pub(crate) method: Option<crate::jsonrpc::Method>,
     pub(crate) target: Option<String>,
-    pub(crate) request_id: Option<String>,
-    pub(crate) protocol_version: Option<String>,
+    pub(crate) request_id: Option<serde_json::Value>,
+    pub(crate) protocol_version: Option<std::borrow::Cow<'static, str>>,
     /// The gateway's refusal reason (the error table's), when it answered with an error.
     pub(crate) refusal: Option<&'static str>,
     /// The caller may not use what it asked for (the client was told it does not exist).

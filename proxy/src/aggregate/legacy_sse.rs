@@ -200,7 +200,7 @@ pub async fn message(
     };
     let id = id.as_ref();
     let answer = |result: &Value| super::result(id, result, false);
-    match method.as_str() {
+    match &**method {
         "initialize" => {
             let params = serde_json::from_slice::<Value>(&body).ok().and_then(|d| d.get("params").cloned());
             let params = params.unwrap_or_default();

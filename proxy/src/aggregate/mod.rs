@@ -182,7 +182,7 @@ async fn post(
 ) -> Result<(), Failure> {
     let (id, method, declared) = match rpc {
         Some(Rpc::Message { id, method, client_capabilities, .. }) => {
-            (id.as_ref(), method.as_str(), *client_capabilities)
+            (id.as_ref(), &**method, *client_capabilities)
         }
         Some(Rpc::Response { id }) if !modern => {
             let claims = client_session(gw, session, principal)?;
@@ -590,7 +590,7 @@ async fn call(
     let Some(Rpc::Message { id, method, name, reference, .. }) = rpc else {
         return Err(ProxyError::InvalidRequest("the body must be one JSON-RPC request".into()).into());
     };
-    let kind = match (method.as_str(), reference) {
+    let kind = match (&**method, reference) {
         ("tools/call", _) => ListKind::Tools,
         ("prompts/get", _) => ListKind::Prompts,
         ("completion/complete", Some(Reference::Prompt)) => ListKind::Prompts,
@@ -1154,7 +1154,7 @@ pub async fn own_server(
     }
     let modern = session.mcp_headers().is_stateless();
     let (id, method, name) = match rpc {
-        Some(Rpc::Message { id, method, name, .. }) => (id.as_ref(), method.as_str(), name.as_deref()),
+        Some(Rpc::Message { id, method, name, .. }) => (id.as_ref(), &**method, name.as_deref()),
         Some(Rpc::Response { .. }) => {
             return reply(session, ctx, 202, None, Bytes::new(), None).await;
         }

@@ -179,6 +179,28 @@ impl IpText {
     }
 }
 
+/// A request id as the JSON text its audit record and span carry, without allocating for the integers
+/// nearly every client numbers its requests with (`to_string` went through `fmt`, ~280 instructions):
+/// `IdText::default().of(id)`.
+#[derive(Default)]
+pub struct IdText {
+    int: itoa::Buffer,
+    other: String,
+}
+
+impl IdText {
+    pub fn of(&mut self, id: &Value) -> &str {
+        if let Some(n) = id.as_u64() {
+            return self.int.format(n);
+        }
+        if let Some(n) = id.as_i64() {
+            return self.int.format(n);
+        }
+        self.other = id.to_string();
+        &self.other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +264,22 @@ mod tests {
         {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(text.of(ip), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn request_ids_read_as_their_json_text() {
+        let mut text = IdText::default();
+        for id in [
+            serde_json::json!(0),
+            serde_json::json!(7),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(-1),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(1.5),
+            serde_json::json!("req-\"1\""),
+        ] {
+            assert_eq!(text.of(&id), id.to_string());
         }
     }
 
