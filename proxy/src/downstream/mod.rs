@@ -34,7 +34,7 @@ use tokio::time::Sleep;
 
 pub use stream::HeadDeadline;
 
-use crate::framing::{Body, chunked_last, connection_has, known_header_name, malformed};
+use crate::framing::{Body, Framing, chunked_last, connection_has, known_header_name, malformed};
 use crate::headers::McpHeaders;
 
 /// The longest request head read (request line and header fields).
@@ -198,21 +198,23 @@ impl Session {
         let bytes = self.buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(self.fields.len());
         self.mcp = McpHeaders::default();
+        let mut framing = Framing::default();
         for (name, known, start, len) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
-            if let Some(slot) = known {
-                self.mcp.offer(slot, &value);
+            match known {
+                Some(slot) => self.mcp.offer(slot, &value),
+                None => framing.note(&name),
             }
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
         let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.0 + target.1))
             .map_err(|e| malformed(format!("the request target: {e}")))?;
         self.keepalive = match version {
-            Version::HTTP_10 => connection_has(&headers, "keep-alive"),
-            _ => !connection_has(&headers, "close"),
+            Version::HTTP_10 => connection_has(&headers, framing, "keep-alive"),
+            _ => !connection_has(&headers, framing, "close"),
         };
-        if headers.contains_key(header::TRANSFER_ENCODING) {
+        if framing.transfer_encoding() {
             if version == Version::HTTP_10 {
                 return Err(malformed("Transfer-Encoding in an HTTP/1.0 request"));
             }
@@ -224,7 +226,7 @@ impl Session {
                 self.keepalive = false;
             }
         }
-        self.body = Body::framed_by(&headers)?.unwrap_or(Body::Done);
+        self.body = Body::framed_by(&headers, framing)?.unwrap_or(Body::Done);
         self.body_empty = self.body == Body::Done;
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = method;
@@ -363,7 +365,7 @@ impl Session {
         let to_http10 = self.head.as_ref().is_some_and(|h| h.version == Version::HTTP_10);
         let no_body = matches!(resp.status.as_u16(), 204 | 304)
             || self.head.as_ref().is_some_and(|h| h.method == Method::HEAD);
-        self.writer = match Body::framed_by(&resp.headers) {
+        self.writer = match Body::framed_by(&resp.headers, Framing::ANY) {
             _ if no_body => Writer::Done,
             Ok(Some(Body::Chunked(_))) if !to_http10 => Writer::Chunked,
             Ok(Some(Body::Length(n))) => Writer::Length(n),

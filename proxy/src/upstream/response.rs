@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::framing::{Body, connection_has, header_name, malformed, parse_decimal};
+use crate::framing::{Body, Framing, connection_has, header_name, malformed, parse_decimal};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
@@ -184,13 +184,15 @@ impl Response {
         }
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        let mut framing = Framing::default();
         for field in parsed.headers.iter() {
             let name = header_name(field.name.as_bytes())?;
             let value = HeaderValue::from_bytes(field.value)
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
+            framing.note(&name);
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
-        self.frame(status, version, &mut headers)?;
+        self.frame(status, version, &mut headers, framing)?;
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = status;
         parts.version = version;
@@ -201,24 +203,33 @@ impl Response {
     }
 
     /// Decides the body's framing and whether the connection lives on (RFC 9112 §6.3, §9.3).
-    fn frame(&mut self, status: StatusCode, version: Version, headers: &mut HeaderMap) -> Result<()> {
+    fn frame(
+        &mut self,
+        status: StatusCode,
+        version: Version,
+        headers: &mut HeaderMap,
+        framing: Framing,
+    ) -> Result<()> {
         self.keepalive = match version {
-            Version::HTTP_10 => connection_has(headers, "keep-alive"),
-            _ => !connection_has(headers, "close"),
+            Version::HTTP_10 => connection_has(headers, framing, "keep-alive"),
+            _ => !connection_has(headers, framing, "close"),
         };
-        self.keepalive_timeout =
-            headers.get(HeaderName::from_static("keep-alive")).and_then(|v| keepalive_timeout(v.as_bytes()));
+        self.keepalive_timeout = if framing.keep_alive() {
+            headers.get(HeaderName::from_static("keep-alive")).and_then(|v| keepalive_timeout(v.as_bytes()))
+        } else {
+            None
+        };
         if matches!(status.as_u16(), 204 | 304) {
             self.body = Body::Done;
             return Ok(());
         }
-        if headers.contains_key(header::TRANSFER_ENCODING)
+        if framing.transfer_encoding()
             && (headers.remove(header::CONTENT_LENGTH).is_some() || version == Version::HTTP_10)
         {
             // Framing a request smuggler would use: read this answer, but not another on this connection.
             self.keepalive = false;
         }
-        self.body = Body::framed_by(headers)?.unwrap_or(Body::UntilClose);
+        self.body = Body::framed_by(headers, framing)?.unwrap_or(Body::UntilClose);
         if self.body == Body::UntilClose {
             self.keepalive = false;
         }
