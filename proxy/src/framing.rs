@@ -278,14 +278,29 @@ pub(crate) fn header_name(name: &[u8]) -> Result<HeaderName> {
     known_header_name(name).map(|(name, _)| name)
 }
 
+/// For each name length up to the longest in [`KNOWN_TEXT`], one bit for each of its names of that length.
+const KNOWN_BY_LENGTH: [u8; 21] = {
+    let mut table = [0u8; 21];
+    let mut at = 0;
+    while at < KNOWN_TEXT.len() {
+        table[KNOWN_TEXT[at].len()] |= 1 << at;
+        at += 1;
+    }
+    table
+};
+
 /// [`header_name`], and its place in the table of known names (below [`crate::headers::MCP_HEADERS`]'s
 /// length: its slot there).
 pub(crate) fn known_header_name(name: &[u8]) -> Result<(HeaderName, Option<usize>)> {
-    // Lengths first: most names a request carries are standard ones, which match none of these.
-    for (at, (text, known)) in KNOWN_TEXT.iter().zip(&KNOWN_NAMES).enumerate() {
-        if text.len() == name.len() && text.eq_ignore_ascii_case(name) {
-            return Ok((known.clone(), Some(at)));
+    // Only the known names of the same length are compared: most names a request carries are standard
+    // ones, which match none of them.
+    let mut candidates = KNOWN_BY_LENGTH.get(name.len()).copied().unwrap_or(0);
+    while candidates != 0 {
+        let at = candidates.trailing_zeros() as usize;
+        if KNOWN_TEXT[at].eq_ignore_ascii_case(name) {
+            return Ok((KNOWN_NAMES[at].clone(), Some(at)));
         }
+        candidates &= candidates - 1;
     }
     HeaderName::from_bytes(name)
         .map(|name| (name, None))
@@ -349,9 +364,13 @@ mod tests {
 
     #[test]
     fn known_header_names_match_their_text() {
-        for (text, known) in KNOWN_TEXT.iter().zip(&KNOWN_NAMES) {
+        for (at, (text, known)) in KNOWN_TEXT.iter().zip(&KNOWN_NAMES).enumerate() {
             assert_eq!(known.as_str().as_bytes(), *text);
-            assert_eq!(&header_name(&text.to_ascii_uppercase()).unwrap(), known);
+            assert_eq!(known_header_name(&text.to_ascii_uppercase()).unwrap(), (known.clone(), Some(at)));
+        }
+        // Names as long as known ones, and longer than any, are not known.
+        for other in ["user-agent", "content-length", "x-forwarded-proto", "x-a-name-longer-than-twenty"] {
+            assert_eq!(known_header_name(other.as_bytes()).unwrap().1, None, "{other}");
         }
         for (slot, name) in crate::headers::MCP_HEADERS.iter().enumerate() {
             assert_eq!(known_header_name(name.as_str().as_bytes()).unwrap(), (name.clone(), Some(slot)));

@@ -126,7 +126,10 @@ impl Session {
     /// timeout) before one began. A head that does not parse or breaks the framing rules is an
     /// `InvalidHTTPHeader` error (answered 400).
     pub async fn read_request(&mut self) -> Result<bool> {
+        // Nothing of the last request may hold on to the buffer (its head's values are slices of it), so
+        // that the buffer's next read reuses its memory instead of allocating another.
         self.head = None;
+        self.mcp = McpHeaders::default();
         self.response = None;
         self.writer = Writer::Head;
         self.body = Body::Head;
@@ -197,7 +200,6 @@ impl Session {
         };
         let bytes = self.buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(self.fields.len());
-        self.mcp = McpHeaders::default();
         let mut framing = Framing::default();
         for (name, known, start, len) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))
