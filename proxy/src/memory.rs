@@ -29,6 +29,41 @@ impl Trimmer {
     }
 }
 
+/// Buffers kept by a thread for reuse (each kind in a `thread_local!` of its own): a request takes one and
+/// gives it back once its bytes are gone, so an idle connection holds none and the allocator is not asked
+/// for one per request (buffers past glibc's per-thread cache, ~1 KiB, cost ~350-400 instructions to
+/// allocate and free).
+pub struct Spares<T> {
+    kept: std::cell::RefCell<Vec<T>>,
+}
+
+impl<T> Default for Spares<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Spares<T> {
+    /// The most buffers kept.
+    const MOST: usize = 4;
+
+    pub const fn new() -> Self {
+        Self { kept: std::cell::RefCell::new(Vec::new()) }
+    }
+
+    pub fn take(&self) -> Option<T> {
+        self.kept.borrow_mut().pop()
+    }
+
+    /// Keeps `buffer` unless as many as are kept already are.
+    pub fn give_back(&self, buffer: T) {
+        let mut kept = self.kept.borrow_mut();
+        if kept.len() < Self::MOST {
+            kept.push(buffer);
+        }
+    }
+}
+
 /// Returns the allocator's free pages to the system.
 #[allow(unsafe_code)]
 pub fn trim() {

@@ -14,6 +14,8 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::memory::Spares;
+
 /// Where a request head is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Head {
@@ -32,18 +34,14 @@ const COALESCE: usize = 1460;
 /// The largest buffer kept for reuse.
 const SPARE_LIMIT: usize = 8 * 1024;
 
-/// Buffers kept per thread for the next answer's held bytes.
-const SPARE_BUFFERS: usize = 4;
-
 thread_local! {
-    /// Write buffers given back once their bytes were sent. An answer takes one and gives it back at its
-    /// flush, so an idle connection holds none, and the allocator is not asked for one per answer (1,460
-    /// bytes is past glibc's per-thread cache: ~400 instructions a request under callgrind).
-    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Write buffers given back once their bytes were sent: an answer takes one and gives it back at its
+    /// flush (1,460 bytes is past glibc's per-thread cache: ~400 instructions a request under callgrind).
+    static SPARE: Spares<Vec<u8>> = const { Spares::new() };
 }
 
 fn take_buffer() -> Vec<u8> {
-    SPARE.with_borrow_mut(Vec::pop).unwrap_or_else(|| Vec::with_capacity(COALESCE))
+    SPARE.with(Spares::take).unwrap_or_else(|| Vec::with_capacity(COALESCE))
 }
 
 fn give_back(mut buffer: Vec<u8>) {
@@ -52,11 +50,7 @@ fn give_back(mut buffer: Vec<u8>) {
         return;
     }
     buffer.clear();
-    SPARE.with_borrow_mut(|spare| {
-        if spare.len() < SPARE_BUFFERS {
-            spare.push(buffer);
-        }
-    });
+    SPARE.with(|spare| spare.give_back(buffer));
 }
 
 /// A client stream whose request heads must arrive within a deadline from their first byte, and whose

@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::framing::{Body, Framing, connection_has, header_name, malformed, parse_decimal};
+use crate::memory::Spares;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
@@ -39,6 +40,15 @@ const READ_FIRST: usize = 4 * 1024;
 /// Small: an idle stream holds this buffer while it waits for its next event.
 const READ_MIN: usize = 1024;
 const READ_MAX: usize = 64 * 1024;
+
+/// The largest read buffer kept for the next answer.
+const SPARE_LIMIT: usize = 8 * 1024;
+
+thread_local! {
+    /// Read buffers of answers that left their connection fit for another request, for a next answer's
+    /// first read (4 KiB: allocated and freed per answer, ~350 instructions under callgrind).
+    static SPARE: Spares<BytesMut> = const { Spares::new() };
+}
 
 /// An answer being read from an upstream connection.
 pub struct Response {
@@ -132,16 +142,25 @@ impl Response {
     /// The connection, when this answer left it fit for another request, its pool key, and how long the
     /// upstream keeps it idle if it said so.
     pub fn into_reusable(self) -> Option<(Stream, u64, Option<Duration>)> {
-        (self.body == Body::Done && self.keepalive && self.buf.is_empty()).then_some((
-            self.stream,
-            self.pool_key,
-            self.keepalive_timeout,
-        ))
+        if !(self.body == Body::Done && self.keepalive && self.buf.is_empty()) {
+            return None;
+        }
+        let mut buf = self.buf;
+        // Kept when every byte handed out is gone (the buffer's memory is this answer's alone again).
+        if buf.try_reclaim(READ_FIRST) && buf.capacity() <= SPARE_LIMIT {
+            SPARE.with(|spare| spare.give_back(buf));
+        }
+        Some((self.stream, self.pool_key, self.keepalive_timeout))
     }
 
     /// Reads more bytes into the buffer; 0 at the end of the stream.
     async fn fill(&mut self) -> Result<usize> {
-        if self.buf.is_empty() && self.buf.capacity() > self.read_size {
+        if self.body == Body::Head
+            && self.buf.capacity() == 0
+            && let Some(spare) = SPARE.with(Spares::take)
+        {
+            self.buf = spare;
+        } else if self.buf.is_empty() && self.buf.capacity() > self.read_size {
             // Everything read was handed out: the room left over from a larger read is given back (freed
             // once the bytes handed out are gone) rather than held while the next read waits.
             self.buf = BytesMut::new();
@@ -297,6 +316,33 @@ mod tests {
         assert_eq!(head.headers["x-a"], "1");
         assert_eq!(body(&mut r).await.unwrap(), b"hello world");
         assert!(r.into_reusable().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_reusable_answers_buffer_serves_the_next_answers_first_read() {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        // A body chunk still held: the buffer's memory is not the answer's alone, and is not kept.
+        let mut held = over_socket(vec![ANSWER], true).await;
+        held.read_response_header().await.unwrap();
+        let chunk = held.read_response_body().await.unwrap().unwrap();
+        assert_eq!(held.read_response_body().await.unwrap(), None);
+        assert!(held.into_reusable().is_some());
+        assert!(SPARE.with(Spares::take).is_none());
+        drop(chunk);
+
+        let mut first = over_socket(vec![ANSWER], true).await;
+        first.read_response_header().await.unwrap();
+        assert_eq!(body(&mut first).await.unwrap(), b"ok");
+        assert!(first.into_reusable().is_some());
+        let spare = SPARE.with(Spares::take).expect("the buffer is kept");
+        assert!(spare.is_empty() && spare.capacity() >= READ_FIRST);
+        let memory = spare.as_ptr() as usize..spare.as_ptr() as usize + spare.capacity();
+        SPARE.with(|s| s.give_back(spare));
+
+        let mut second = over_socket(vec![ANSWER], true).await;
+        second.read_response_header().await.unwrap();
+        assert!(memory.contains(&(second.buf.as_ptr() as usize)), "read into the kept buffer");
+        assert_eq!(body(&mut second).await.unwrap(), b"ok");
     }
 
     #[tokio::test]
