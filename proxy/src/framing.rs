@@ -233,7 +233,8 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // 19 digits always fit in a u64.
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The size of a chunk-size line (`1*HEXDIG [ BWS ";" extensions ]`).
@@ -320,6 +321,9 @@ mod tests {
         assert!(chunk_size(b"-1").is_err());
         assert_eq!(parse_decimal(b"007"), Some(7));
         assert_eq!(parse_decimal(b"+7"), None);
+        assert_eq!(parse_decimal(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
+        assert_eq!(parse_decimal(b"10000000000000000000"), None, "20 digits");
+        assert_eq!(parse_decimal(b""), None);
     }
 
     #[test]

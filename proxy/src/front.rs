@@ -59,12 +59,12 @@ impl FrontDoor {
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default()
-            .trim();
+            .trim_ascii();
         if !self.host_allowed(host) {
             return Err(ProxyError::MisdirectedHost { host: host.to_ascii_lowercase() });
         }
         if let Some(origin) = req.headers.get(http::header::ORIGIN) {
-            let origin = origin.to_str().unwrap_or_default().trim();
+            let origin = origin.to_str().unwrap_or_default().trim_ascii();
             if !self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
                 return Err(ProxyError::ForbiddenOrigin { origin: origin.to_ascii_lowercase() });
             }

@@ -65,7 +65,8 @@ impl McpHeaders {
 
     /// The `MCP-Protocol-Version` of a request, if any.
     pub fn protocol_version(&self) -> Option<&str> {
-        self.protocol_version_value().and_then(|v| v.to_str().ok()).map(str::trim)
+        // `to_str` leaves visible ASCII only: its whitespace is ASCII (`str::trim` decodes characters).
+        self.protocol_version_value().and_then(|v| v.to_str().ok()).map(str::trim_ascii)
     }
 
     /// Whether a request belongs to the stateless era (its client cancels by closing the stream).
@@ -77,7 +78,10 @@ impl McpHeaders {
 /// Decodes a header value: surrounding whitespace is not part of it (RFC 9110 §5.5), and the
 /// `=?base64?…?=` form carries values that are not plain ASCII.
 pub fn decode_value(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
-    let text = std::str::from_utf8(raw).ok()?.trim_matches([' ', '\t']);
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = raw.iter().position(|b| !blank(b)).unwrap_or(raw.len());
+    let end = raw.iter().rposition(|b| !blank(b)).map_or(start, |last| last + 1);
+    let text = std::str::from_utf8(&raw[start..end]).ok()?;
     match text.strip_prefix("=?base64?").and_then(|t| t.strip_suffix("?=")) {
         Some(b64) => String::from_utf8(STANDARD.decode(b64).ok()?).ok().map(std::borrow::Cow::Owned),
         None => Some(std::borrow::Cow::Borrowed(text)),
@@ -248,6 +252,17 @@ mod tests {
     fn whitespace_around_values_is_not_part_of_them() {
         let headers = [("Mcp-Method", " tools/call\t"), ("Mcp-Name", "  echo  ")];
         assert_eq!(check(&req(&headers), call("echo").as_ref()), Ok(()));
+        for (raw, text) in [
+            (&b" \t echo\t "[..], "echo"),
+            (b"echo", "echo"),
+            (b" \t ", ""),
+            (b"", ""),
+            (b"a b", "a b"),
+            (b"\t=?base64?ZWNobw==?= ", "echo"),
+        ] {
+            assert_eq!(decode_value(raw).as_deref(), Some(text), "{raw:?}");
+        }
+        assert_eq!(decode_value(b" \xff "), None, "not UTF-8");
     }
 
     /// A body that lacks a field every such request must carry is invalid (-32602) whatever the headers

@@ -335,13 +335,15 @@ pub(crate) struct Attempts<'a> {
     server: &'a Server,
     target: &'a Target,
     pinning: Pinning,
-    tried: Vec<usize>,
+    /// The balanced instances tried, in `tried[..attempts]` (no allocation a request).
+    tried: [usize; MAX_ATTEMPTS],
+    attempts: usize,
 }
 
 impl<'a> Attempts<'a> {
     pub(crate) fn new(gw: &'a Shared, server: &'a Server, target: &'a Target, pinning: Pinning) -> Self {
         gw.retry.record_request();
-        Self { gw, server, target, pinning, tried: Vec::new() }
+        Self { gw, server, target, pinning, tried: [0; MAX_ATTEMPTS], attempts: 0 }
     }
 
     /// The next instance to try, counted in flight.
@@ -350,8 +352,12 @@ impl<'a> Attempts<'a> {
             Target::Pinned(instance) => instance.clone(),
             Target::Balanced { hash } => {
                 let server = self.server;
-                let idx = server.selector().pick(hash, &self.tried).ok_or_else(|| no_instance(server))?;
-                self.tried.push(idx);
+                let tried = &self.tried[..self.attempts];
+                let idx = server.selector().pick(hash, tried).ok_or_else(|| no_instance(server))?;
+                // `settle` asks for another attempt only below MAX_ATTEMPTS.
+                let slot = self.tried.get_mut(self.attempts).ok_or_else(|| no_instance(server))?;
+                *slot = idx;
+                self.attempts += 1;
                 server.instances[idx].clone()
             }
         };
@@ -390,7 +396,7 @@ impl<'a> Attempts<'a> {
             }
             _ => {}
         }
-        let more = self.tried.len() < server.instances.len().min(MAX_ATTEMPTS);
+        let more = self.attempts < server.instances.len().min(MAX_ATTEMPTS);
         if !(more && gw.retry.try_retry()) {
             return Err(error.into());
         }
