@@ -43,6 +43,9 @@ impl<T> Default for Spares<T> {
     }
 }
 
+/// The largest buffer [`Spares`] should be given: one grown by a large message is freed instead.
+pub const SPARE_LIMIT: usize = 8 * 1024;
+
 impl<T> Spares<T> {
     /// The most buffers kept.
     const MOST: usize = 4;

@@ -14,7 +14,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::memory::Spares;
+use crate::memory::{SPARE_LIMIT, Spares};
 
 /// Where a request head is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +30,6 @@ enum Head {
 /// Most bytes held back to go out with the next write (an answer's head with a small body): one TCP
 /// segment, as Pingora's L4 write buffer.
 const COALESCE: usize = 1460;
-
-/// The largest buffer kept for reuse.
-const SPARE_LIMIT: usize = 8 * 1024;
 
 thread_local! {
     /// Write buffers given back once their bytes were sent: an answer takes one and gives it back at its

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::framing::{Body, Framing, connection_has, header_name, malformed, parse_decimal};
-use crate::memory::Spares;
+use crate::memory::{SPARE_LIMIT, Spares};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
@@ -40,9 +40,6 @@ const READ_FIRST: usize = 4 * 1024;
 /// Small: an idle stream holds this buffer while it waits for its next event.
 const READ_MIN: usize = 1024;
 const READ_MAX: usize = 64 * 1024;
-
-/// The largest read buffer kept for the next answer.
-const SPARE_LIMIT: usize = 8 * 1024;
 
 thread_local! {
     /// Read buffers of answers that left their connection fit for another request, for a next answer's
