@@ -209,8 +209,8 @@ mod tests {
         let auditor = Auditor { tx: Some(tx), overflow: Overflow::Refuse, proxy_id: String::new() };
         let slot = auditor.admit().expect("room for one");
         assert!(matches!(auditor.admit(), Err(ProxyError::AuditUnavailable)), "the one place is taken");
-        auditor.submit(slot, b"tools/call".to_vec());
-        assert_eq!(rx.recv().await.unwrap(), b"tools/call");
+        auditor.submit(slot, wire::Encoded::from_static(b"tools/call"));
+        assert_eq!(rx.recv().await.unwrap(), &b"tools/call"[..]);
         assert!(auditor.admit().is_ok(), "room again");
     }
 
@@ -220,9 +220,9 @@ mod tests {
         let auditor = Auditor { tx: Some(tx), overflow: Overflow::Drop, proxy_id: String::new() };
         for record in [b"a", b"b"] {
             let slot = auditor.admit().unwrap();
-            auditor.submit(slot, record.to_vec());
+            auditor.submit(slot, wire::Encoded::from_static(record));
         }
-        assert_eq!(rx.recv().await.unwrap(), b"a");
+        assert_eq!(rx.recv().await.unwrap(), &b"a"[..]);
         assert!(rx.try_recv().is_err(), "the second record did not fit");
     }
 }
