@@ -1,5 +1,6 @@
 //! Records in their wire form. A record is written once, as the protobuf bytes of an `AuditRecord`,
-//! straight from the request's borrowed fields (no string copies); batches are those bytes framed as the
+//! straight from the request's borrowed fields (no string copies), and copied whole into its thread's
+//! record arena ([`RecordWriter`]); batches are those bytes framed as the
 //! `records` field of an `AuditBatch`, so the shipper never copies, clones or re-encodes a record — the same
 //! bytes are sent, kept for a resend, and spilled. The control plane decodes them as ordinary
 //! `AuditBatch` messages.
@@ -7,6 +8,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::DecodeError;
 use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint};
+
+use crate::memory::{SPARE_LIMIT, Spares};
 
 /// One encoded `AuditRecord`: a slice of its thread's record arena (see [`RecordWriter`]).
 pub type Encoded = Bytes;
@@ -28,16 +31,15 @@ pub struct RecordWriter {
 const ARENA_CHUNK: usize = 16 * 1024;
 
 thread_local! {
-    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Scratch buffers given back once their record is in the arena.
+    static SCRATCH: Spares<Vec<u8>> = const { Spares::new() };
     static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::with_capacity(ARENA_CHUNK));
 }
 
 impl Default for RecordWriter {
     fn default() -> Self {
-        let mut buf = SCRATCH.take();
-        buf.clear();
-        // More than a typical record: most are written without growing (once per thread).
-        buf.reserve(512);
+        // More than a typical record: most are written without growing.
+        let buf = SCRATCH.with(Spares::take).unwrap_or_else(|| Vec::with_capacity(512));
         Self { buf }
     }
 }
@@ -80,15 +82,16 @@ impl RecordWriter {
     }
 
     /// The record, copied into the arena and split off it.
-    pub fn finish(self) -> Encoded {
+    pub fn finish(mut self) -> Encoded {
         let record = ARENA.with_borrow_mut(|arena| {
             // A chunk still shared with records in flight is left to them when it has no room.
             arena.extend_from_slice(&self.buf);
             arena.split().freeze()
         });
         // One grown by a large record (a tool's arguments) is not kept.
-        if self.buf.capacity() <= crate::memory::SPARE_LIMIT {
-            SCRATCH.set(self.buf);
+        if self.buf.capacity() <= SPARE_LIMIT {
+            self.buf.clear();
+            SCRATCH.with(|spares| spares.give_back(self.buf));
         }
         record
     }
@@ -255,14 +258,8 @@ mod tests {
             drop(records);
 
             // Each record dropped at once, as the shipper drops them: once full, the same chunk again.
-            let mut turned = None;
-            for n in 0..2 * ARENA_CHUNK as u64 / 10 {
-                if write(n).as_ptr() == chunk_start {
-                    turned = Some(n);
-                    break;
-                }
-            }
-            assert!(turned.is_some(), "a chunk whose records are gone was not written again");
+            let turned = (0..2 * ARENA_CHUNK as u64 / 10).any(|n| write(n).as_ptr() == chunk_start);
+            assert!(turned, "a chunk whose records are gone was not written again");
 
             // A record held while its chunk fills: the chunk is left to it.
             let held = write(7);
