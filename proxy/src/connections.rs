@@ -176,7 +176,9 @@ impl pingora::services::Service for PlainListener {
                 Ok(mut stream) => {
                     // Requests and answers go out as written (Pingora's listeners do the same).
                     let _ = stream.set_nodelay();
-                    tokio::spawn(self.app.clone().serve(Box::new(stream), shutdown.clone()));
+                    // On a worker picked at random (each is a runtime of its own: `server::build`).
+                    pingora_runtime::current_handle()
+                        .spawn(self.app.clone().serve(Box::new(stream), shutdown.clone()));
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     tracing::error!(error = %e, "Cannot accept a connection: out of descriptors.");

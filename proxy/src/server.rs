@@ -31,6 +31,12 @@ const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60
 pub fn build(config: &Config) -> (Server, RunArgs) {
     let conf = ServerConf {
         threads: config.threads,
+        // Each worker thread a runtime of its own (Pingora's "no steal" runtimes), as nginx's workers: a
+        // connection's tasks stay on the thread that accepted it. tokio's work-stealing scheduler, even with
+        // one worker, read the clock twice and took a power for its poll-time average each time it ran its
+        // queue, and set its context per task (~1,270 instructions a proxied call, BENCHMARKS.md). The
+        // upstream pool keeps each worker's connections apart (`upstream::pool::worker`).
+        work_stealing: false,
         // Pingora's grace period starts when its listeners stop (`drain::Signals` says when): it is the
         // in-flight requests' deadline. Then tasks still running are dropped and the runtimes get a second.
         grace_period_seconds: Some(config.shutdown_timeout.as_secs().max(1)),

@@ -36,8 +36,9 @@ use super::response::Response;
 pub struct Pool {
     /// Makes new connections (TCP, TLS with the pool's trust).
     transport: TransportConnector,
-    /// Idle connections by peer (`Peer::reuse_hash`), the most recently released last.
-    idle: Mutex<HashMap<u64, Vec<Idle>, BuildHasherDefault<KeyHasher>>>,
+    /// Idle connections by peer (`Peer::reuse_hash`) and worker thread ([`worker`]), the most recently
+    /// released last.
+    idle: Mutex<IdleMap>,
     /// TLS client settings of `wss://` upstreams (which do not go through Pingora's connector).
     websocket_tls: tokio_rustls::TlsConnector,
 }
@@ -48,8 +49,11 @@ impl Default for Pool {
     }
 }
 
-/// Hashes the pool's keys, which are hashes already (`Peer::reuse_hash`): the key as it is, where the
-/// default SipHash cost ~140 instructions a lookup, twice a request.
+/// Idle connections by peer and worker.
+type IdleMap = HashMap<(u64, u32), Vec<Idle>, BuildHasherDefault<KeyHasher>>;
+
+/// Hashes the pool's keys, whose peer part is a hash already (`Peer::reuse_hash`): taken as it is, the
+/// worker's number rotated in, where the default SipHash cost ~140 instructions a lookup, twice a request.
 #[derive(Default)]
 struct KeyHasher(u64);
 
@@ -59,7 +63,7 @@ impl std::hash::Hasher for KeyHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; any other input is still hashed, not dropped.
+        // The worker's number after the peer's hash (a tuple's `u32` comes here), and any other input.
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
@@ -70,8 +74,21 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-/// Idle connections kept per peer (Pingora's default for the whole pool).
+/// Idle connections kept per peer and worker thread (Pingora's default for the whole pool).
 const KEEPALIVE_POOL_SIZE: usize = 128;
+
+/// The number of the worker thread running the caller, which keys its idle connections. Each worker of
+/// the MCP listener is a runtime of its own (`server::build`), and a connection's socket is registered with
+/// the runtime that opened it: reused from another worker, its readiness would reach the request through
+/// the first worker's loop (a wake across threads, and a wait for that worker to poll its reactor). So a
+/// worker reuses the connections it opened, as nginx's workers keep their own.
+fn worker() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    thread_local! {
+        static WORKER: u32 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    WORKER.with(|w| *w)
+}
 
 /// An idle connection and when it was released.
 struct Idle {
@@ -173,13 +190,14 @@ impl Pool {
         }
     }
 
-    /// An idle connection to the peer of `key` that is still usable, the most recently released first.
+    /// An idle connection of this worker to the peer of `key` that is still usable, the most recently
+    /// released first.
     fn take(&self, key: u64) -> Option<Stream> {
         let now = Instant::now();
         loop {
             let idle = {
                 let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                idle.get_mut(&key)?.pop()?
+                idle.get_mut(&(key, worker()))?.pop()?
             };
             let expired = idle.expired(now);
             let mut stream = idle.stream;
@@ -189,12 +207,12 @@ impl Pool {
         }
     }
 
-    /// Keeps `stream` for the next request to the peer of `key`; when the peer has as many idle
-    /// connections as are kept, the oldest closes.
+    /// Keeps `stream` for this worker's next request to the peer of `key`; when it has as many idle
+    /// connections to the peer as are kept, the oldest closes.
     fn put(&self, stream: Stream, key: u64, timeout: Option<Duration>) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let stack = idle.entry(key).or_default();
+        let stack = idle.entry((key, worker())).or_default();
         stack.retain(|i| !i.expired(now));
         if stack.len() >= KEEPALIVE_POOL_SIZE {
             stack.remove(0);
@@ -437,6 +455,35 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for five sequential requests");
         assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_worker_reuses_the_connections_it_opened() {
+        use std::sync::atomic::Ordering;
+        let pool = std::sync::Arc::new(Pool::default());
+        let (peer, accepted) = upstream(usize::MAX).await;
+        call(&pool, &peer, Some(Duration::from_secs(60))).await;
+        // Another worker: a thread running a runtime of its own, as the MCP listener's workers do.
+        let other = std::thread::spawn({
+            let (pool, peer) = (pool.clone(), peer.clone());
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    call(&pool, &peer, Some(Duration::from_secs(60))).await;
+                    call(&pool, &peer, Some(Duration::from_secs(60))).await;
+                });
+            }
+        });
+        // Waited for off this runtime's thread, which serves the upstream meanwhile.
+        tokio::task::spawn_blocking(move || other.join().unwrap()).await.unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the other worker opened one of its own, and reused it"
+        );
+        assert_eq!(pool.idle_count(), 2);
+        call(&pool, &peer, Some(Duration::from_secs(60))).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the first worker took its own connection again");
     }
 
     #[tokio::test]
