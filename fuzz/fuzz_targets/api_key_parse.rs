@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use libfuzzer_sys::fuzz_target;
 use mcpgw_proto::v1;
 use mcpgw_proto::validate::api_key_digest;
+use mcpgw_proxy::headers::Noted;
 use mcpgw_proxy::identity::{AuthSettings, Credentials, PrincipalKind};
 use pingora::http::RequestHeader;
 
@@ -63,10 +64,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let strict = settings(false);
-    let verdict = strict.authenticate(&req, &CREDENTIALS, Some("weather"), SystemTime::now());
-    let again = strict.authenticate(&req, &CREDENTIALS, Some("weather"), SystemTime::now());
+    let verdict = strict.authenticate(&req, Noted::ANY, &CREDENTIALS, Some("weather"), SystemTime::now());
+    let again = strict.authenticate(&req, Noted::ANY, &CREDENTIALS, Some("weather"), SystemTime::now());
     assert_eq!(verdict.as_ref().ok(), again.as_ref().ok(), "same request, same answer");
-    let lenient = settings(true).authenticate(&req, &CREDENTIALS, Some("weather"), SystemTime::now());
+    let lenient = settings(true).authenticate(&req, Noted::ANY, &CREDENTIALS, Some("weather"), SystemTime::now());
     if auth.is_some() {
         assert_eq!(
             verdict.as_ref().ok(),

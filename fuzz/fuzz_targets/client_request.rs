@@ -4,7 +4,8 @@
 //! body) and the session finished before the next. Whatever arrives, reading ends, never panics and hands
 //! out no more body bytes than arrived; the requests read (method, target, headers, body) and how the
 //! connection ended are the same however the bytes were cut; the MCP headers the session keeps as it
-//! parses are those its head's map gives.
+//! parses are those its head's map gives, and so are the fields it notes (`Noted`); a length is declared
+//! only with a `Content-Length`.
 #![no_main]
 
 use std::time::Duration;
@@ -50,6 +51,23 @@ fn read(pieces: &[&[u8]], arrived: usize) -> (Vec<Request>, bool) {
                 &McpHeaders::of(head),
                 "the kept MCP headers differ from the map's"
             );
+            for name in [
+                &http::header::ORIGIN,
+                &http::header::EXPECT,
+                &http::header::AUTHORIZATION,
+                &mcpgw_proxy::headers::TRACEPARENT,
+            ] {
+                assert_eq!(
+                    session.noted().get(&head.headers, name),
+                    head.headers.get(name),
+                    "{name} noted unlike the map"
+                );
+            }
+            let declared = session.declared_length();
+            assert!(
+                declared.is_none() || head.headers.get(http::header::CONTENT_LENGTH).is_some(),
+                "a declared length without Content-Length"
+            );
             let headers =
                 head.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect();
             let (method, target) = (head.method.to_string(), head.uri.to_string());
@@ -64,6 +82,9 @@ fn read(pieces: &[&[u8]], arrived: usize) -> (Vec<Request>, bool) {
                     Ok(None) => break,
                     Err(_) => return (requests, true),
                 }
+            }
+            if let Some(declared) = declared {
+                assert_eq!(body.len() as u64, declared, "a body unlike its declared length");
             }
             requests.push((method, target, headers, body));
             let mut answer = ResponseHeader::build_no_case(200, None).expect("a head");

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use libfuzzer_sys::fuzz_target;
 use mcpgw_proto::v1;
+use mcpgw_proxy::headers::Noted;
 use mcpgw_proxy::identity::{AuthSettings, Credentials, Principal, PrincipalKind};
 use pingora::http::RequestHeader;
 use serde_json::{Value, json};
@@ -80,7 +81,7 @@ fn sign(claims: &Value) -> String {
 fn present(c: &Credentials, token: &str, server: &str) -> Option<Result<Principal, String>> {
     let mut req = RequestHeader::build("POST", format!("/mcp/{server}").as_bytes(), None).ok()?;
     req.insert_header("authorization", format!("Bearer {token}")).ok()?;
-    Some(SETTINGS.authenticate(&req, c, Some(server), SystemTime::now()).map_err(|e| e.to_string()))
+    Some(SETTINGS.authenticate(&req, Noted::ANY, c, Some(server), SystemTime::now()).map_err(|e| e.to_string()))
 }
 
 /// Checks an accepted token against its claims (when they can be read).

@@ -14,6 +14,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use mcpgw_proto::v1;
 use mcpgw_proto::validate::api_key_digest;
+use mcpgw_proxy::headers::Noted;
 use mcpgw_proxy::identity::{AuthSettings, Credentials};
 use mcpgw_proxy::policy::{Glob, ItemKind, PLATFORM_ADMIN, Policy};
 use pingora::http::RequestHeader;
@@ -137,7 +138,7 @@ fuzz_target!(|input: Input| {
         AuthSettings { anonymous: false, public_url: url::Url::parse("https://gw.example/").expect("URL") };
     let mut req = RequestHeader::build("POST", b"/mcp/s", None).expect("request");
     req.insert_header("authorization", format!("Bearer {SECRET}")).expect("header");
-    let principal = settings.authenticate(&req, &credentials, Some("s"), SystemTime::now()).expect("the key");
+    let principal = settings.authenticate(&req, Noted::ANY, &credentials, Some("s"), SystemTime::now()).expect("the key");
 
     let own_tenant = principal.tenant.to_string();
     let tenant = input.server_tenant.clone().unwrap_or(own_tenant.clone());

@@ -8,6 +8,7 @@ use mcpgw_proto::ResourceSet;
 use mcpgw_proto::v1::ApiKey;
 use mcpgw_proto::v1::{Instance, LoadBalancing, Resource, Server, Transport, resource::Kind};
 use mcpgw_proto::validate::api_key_digest;
+use mcpgw_proxy::headers::Noted;
 use mcpgw_proxy::identity::{AuthSettings, Credentials};
 use mcpgw_proxy::jsonrpc::Rpc;
 use mcpgw_proxy::routing::{InstanceStates, PeerSettings, RoutingTable};
@@ -70,7 +71,9 @@ fn authenticate_api_key(b: divan::Bencher, n: usize) {
     let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/alpha", None).unwrap();
     req.insert_header("authorization", format!("Bearer mcpgw_secret-{}", n / 2)).unwrap();
     let now = std::time::SystemTime::now();
-    b.bench(|| auth.authenticate(divan::black_box(&req), &credentials, Some("alpha"), now).unwrap());
+    b.bench(|| {
+        auth.authenticate(divan::black_box(&req), Noted::ANY, &credentials, Some("alpha"), now).unwrap()
+    });
 }
 
 /// Authenticating a JWT whose signature was verified before (the path every call after the first one of a
@@ -107,8 +110,10 @@ fn authenticate_jwt_cached(b: divan::Bencher) {
         AuthSettings { anonymous: false, public_url: url::Url::parse("http://127.0.0.1:8080").unwrap() };
     let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/alpha", None).unwrap();
     req.insert_header("authorization", format!("Bearer {token}")).unwrap();
-    auth.authenticate(&req, &credentials, Some("alpha"), now).unwrap();
-    b.bench(|| auth.authenticate(divan::black_box(&req), &credentials, Some("alpha"), now).unwrap());
+    auth.authenticate(&req, Noted::ANY, &credentials, Some("alpha"), now).unwrap();
+    b.bench(|| {
+        auth.authenticate(divan::black_box(&req), Noted::ANY, &credentials, Some("alpha"), now).unwrap()
+    });
 }
 
 fn table(policy: LoadBalancing, instances: usize) -> Arc<RoutingTable> {
@@ -208,8 +213,9 @@ fn authorize_tool_call(b: divan::Bencher, n: usize) {
         AuthSettings { anonymous: false, public_url: url::Url::parse("http://127.0.0.1:8080").unwrap() };
     let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/server-500", None).unwrap();
     req.insert_header("authorization", "Bearer mcpgw_bench").unwrap();
-    let principal =
-        auth.authenticate(&req, &credentials, Some("server-500"), std::time::SystemTime::now()).unwrap();
+    let principal = auth
+        .authenticate(&req, Noted::ANY, &credentials, Some("server-500"), std::time::SystemTime::now())
+        .unwrap();
     let server = format!("server-{}", n / 2);
     let tool = format!("read_{}_rows", n / 2);
     assert!(policy.allows(&principal, "acme", &server, Some((ItemKind::Tool, &tool))));
@@ -278,8 +284,9 @@ fn filter_tools_list_500(b: divan::Bencher) {
         AuthSettings { anonymous: false, public_url: url::Url::parse("http://127.0.0.1:8080").unwrap() };
     let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/alpha", None).unwrap();
     req.insert_header("authorization", "Bearer mcpgw_lister").unwrap();
-    let principal =
-        auth.authenticate(&req, table.credentials(), Some("alpha"), std::time::SystemTime::now()).unwrap();
+    let principal = auth
+        .authenticate(&req, Noted::ANY, table.credentials(), Some("alpha"), std::time::SystemTime::now())
+        .unwrap();
     let server = table.server("alpha").unwrap().clone();
     let filter = ListFilter::of("tools/list", &table, &principal, &server).expect("a restricted caller");
     let tools: Vec<serde_json::Value> = (0..500)
@@ -323,8 +330,9 @@ fn rate_limit_local(b: divan::Bencher) {
         AuthSettings { anonymous: false, public_url: url::Url::parse("http://127.0.0.1:8080").unwrap() };
     let mut req = pingora::http::RequestHeader::build("POST", b"/mcp/server-1", None).unwrap();
     req.insert_header("authorization", "Bearer mcpgw_bench").unwrap();
-    let principal =
-        auth.authenticate(&req, &credentials, Some("server-1"), std::time::SystemTime::now()).unwrap();
+    let principal = auth
+        .authenticate(&req, Noted::ANY, &credentials, Some("server-1"), std::time::SystemTime::now())
+        .unwrap();
     let control_plane =
         Arc::new(mcpgw_proxy::rpc::ControlPlane::new("http://127.0.0.1:1", None, None).unwrap());
     let limits = RateLimits::new(control_plane);
@@ -403,7 +411,7 @@ fn trace_unrecorded(b: divan::Bencher) {
     let req = pingora::http::RequestHeader::build("POST", b"/mcp/server-1", None).unwrap();
     let instance: Arc<str> = Arc::from("0b5c8a8e-7e0c-4f53-a3b5-88d2c8a6f0c1");
     b.bench(|| {
-        let mut trace = Trace::start(divan::black_box(&req), None);
+        let mut trace = Trace::start(divan::black_box(&req), Noted::ANY, None);
         trace.upstream(&instance, "127.0.0.1:9000")
     });
 }
@@ -428,7 +436,7 @@ fn trace_recorded(b: divan::Bencher) {
     let server: Arc<str> = Arc::from("server-1");
     b.bench(|| {
         let started = std::time::Instant::now();
-        let mut trace = Trace::start(divan::black_box(&req), Some(&tracer));
+        let mut trace = Trace::start(divan::black_box(&req), Noted::ANY, Some(&tracer));
         for mark in [&mut trace.body_read, &mut trace.authenticated, &mut trace.admitted] {
             Trace::mark(true, mark);
         }

@@ -5,6 +5,7 @@
 use pingora::http::RequestHeader;
 
 use crate::error::ProxyError;
+use crate::headers::Noted;
 
 /// Allowed `Host` and `Origin` values, validated from `--allowed-hosts`, `--allowed-origins` and
 /// `--public-url`.
@@ -52,7 +53,7 @@ impl FrontDoor {
     /// Refuses a request whose `Host` is not allowed (421) or whose `Origin`, when present, is not (403).
     /// Compares without allocating (the lists are lowercase, values match case-insensitively); only a
     /// refusal copies the value into its error.
-    pub fn check(&self, req: &RequestHeader) -> Result<(), ProxyError> {
+    pub fn check(&self, req: &RequestHeader, noted: Noted) -> Result<(), ProxyError> {
         let host = req
             .headers
             .get(http::header::HOST)
@@ -63,7 +64,7 @@ impl FrontDoor {
         if !self.host_allowed(host) {
             return Err(ProxyError::MisdirectedHost { host: host.to_ascii_lowercase() });
         }
-        if let Some(origin) = req.headers.get(http::header::ORIGIN) {
+        if let Some(origin) = noted.get(&req.headers, &http::header::ORIGIN) {
             let origin = origin.to_str().unwrap_or_default().trim_ascii();
             if !self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
                 return Err(ProxyError::ForbiddenOrigin { origin: origin.to_ascii_lowercase() });
@@ -111,7 +112,7 @@ mod tests {
     }
 
     fn status(door: &FrontDoor, host: &str, origin: Option<&str>) -> u16 {
-        door.check(&req(host, origin)).map_or_else(|e| e.status(), |()| 200)
+        door.check(&req(host, origin), Noted::ANY).map_or_else(|e| e.status(), |()| 200)
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Gateway {
         // dropped (`Session::client_gone`). HTTP/1.1 requests on one connection are still answered in
         // order, one at a time (RFC 9112 §9.3.2).
         let mut ctx = RequestCtx::new();
-        ctx.trace = Trace::start(session.req_header(), self.tracer.as_deref());
+        ctx.trace = Trace::start(session.req_header(), session.noted(), self.tracer.as_deref());
         let trace = ctx.trace.id;
         // Polled in place: moving this future (tens of KiB) into a wrapper would copy it every request.
         let answered = {
@@ -311,7 +311,7 @@ impl Gateway {
         body: Bytes,
         rpc: Option<&Rpc>,
     ) -> Answered {
-        self.front.check(session.req_header())?;
+        self.front.check(session.req_header(), session.noted())?;
         let path = session.req_header().uri.path();
         if let Some(resource) = metadata_resource(path, &self.auth.public_url) {
             let resource = resource.map(str::to_owned);
@@ -342,6 +342,7 @@ impl Gateway {
         let table = self.routes.load().ok_or(ProxyError::NotReady)?;
         let principal = self.auth.authenticate(
             session.req_header(),
+            session.noted(),
             table.credentials(),
             // A name that cannot be a server's is not echoed into the challenge header.
             route.server().filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
@@ -454,12 +455,7 @@ impl Gateway {
     /// Reads the whole request body, refusing more than the configured limit.
     async fn read_body(&self, session: &mut Session) -> Result<Bytes, Failure> {
         let limit = self.limits.max_request_body;
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<usize>().ok());
+        let declared = session.declared_length().map(|len| usize::try_from(len).unwrap_or(usize::MAX));
         if declared.is_some_and(|len| len > limit) {
             return Err(ProxyError::BodyTooLarge { limit }.into());
         }
@@ -765,9 +761,8 @@ fn posts_json(session: &Session) -> bool {
 
 fn expects_continue(session: &Session) -> bool {
     session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
+        .noted()
+        .get(&session.req_header().headers, &http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 

@@ -75,6 +75,51 @@ impl McpHeaders {
     }
 }
 
+/// Which of the request fields the gateway looks up on every request, though most requests lack them, a
+/// head carries: noted as the client's session parses it ([`crate::downstream::Session::noted`]), so that
+/// the map is looked up only for those it has (a lookup of an absent field still hashes its name, ~120
+/// instructions). [`Noted::ANY`] for a head the gateway did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Noted(u8);
+
+impl Noted {
+    /// Every field may be there: each is looked up.
+    pub const ANY: Self = Self(u8::MAX);
+
+    /// This name's bit (none for a name not noted).
+    #[inline]
+    fn bit(name: &http::HeaderName) -> u8 {
+        if *name == http::header::ORIGIN {
+            1
+        } else if *name == http::header::EXPECT {
+            2
+        } else if *name == http::header::AUTHORIZATION {
+            4
+        } else if *name == TRACEPARENT {
+            8
+        } else {
+            0
+        }
+    }
+
+    /// Notes a field of the head by its name.
+    #[inline]
+    pub(crate) fn note(&mut self, name: &http::HeaderName) {
+        self.0 |= Self::bit(name);
+    }
+
+    /// The first value of `name` in `headers`: `None` without a lookup when the head lacks a noted field.
+    #[inline]
+    pub fn get<'a>(
+        self,
+        headers: &'a http::HeaderMap,
+        name: &http::HeaderName,
+    ) -> Option<&'a http::HeaderValue> {
+        let bit = Self::bit(name);
+        if bit != 0 && self.0 & bit == 0 { None } else { headers.get(name) }
+    }
+}
+
 /// Decodes a header value: surrounding whitespace is not part of it (RFC 9110 §5.5), and the
 /// `=?base64?…?=` form carries values that are not plain ASCII.
 pub fn decode_value(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
@@ -195,6 +240,27 @@ mod tests {
             .to_string()
             .as_bytes(),
         )
+    }
+
+    #[test]
+    fn noted_fields_are_looked_up_only_when_noted() {
+        use http::header::{AUTHORIZATION, EXPECT, HOST, ORIGIN};
+        let mut headers = http::HeaderMap::new();
+        for name in [ORIGIN, EXPECT, AUTHORIZATION, TRACEPARENT, HOST] {
+            headers.insert(name, http::HeaderValue::from_static("v"));
+        }
+        let none = Noted::default();
+        let noted = [ORIGIN, EXPECT, AUTHORIZATION, TRACEPARENT];
+        for name in &noted {
+            assert_eq!(none.get(&headers, name), None, "{name}: not noted, not looked up");
+            assert!(Noted::ANY.get(&headers, name).is_some(), "{name}");
+            let mut one = Noted::default();
+            one.note(name);
+            assert!(one.get(&headers, name).is_some(), "{name}");
+            let mut others = noted.iter().filter(|n| *n != name);
+            assert!(others.all(|other| one.get(&headers, other).is_none()), "{name} notes itself only");
+        }
+        assert!(none.get(&headers, &HOST).is_some(), "a name not noted is always looked up");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use pingora::http::RequestHeader;
 use serde_json::json;
 
 use crate::error::ProxyError;
+use crate::headers::Noted;
 
 /// The tenant of the anonymous principal and of credentials that name none.
 pub const DEFAULT_TENANT: &str = "default";
@@ -429,6 +430,7 @@ impl AuthSettings {
     pub fn authenticate(
         &self,
         req: &RequestHeader,
+        noted: Noted,
         credentials: &Credentials,
         server: Option<&str>,
         now: SystemTime,
@@ -447,7 +449,7 @@ impl AuthSettings {
                 "tokens are accepted only in the Authorization header",
             )));
         }
-        let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
+        let Some(value) = noted.get(&req.headers, &http::header::AUTHORIZATION) else {
             return if self.anonymous { Ok(Principal::anonymous()) } else { Err(refuse(Refusal::Missing)) };
         };
         let token = value
@@ -525,7 +527,7 @@ mod tests {
         auth: Option<&str>,
         path: &str,
     ) -> Result<Principal, String> {
-        s.authenticate(&req(auth, path), c, Some("a"), SystemTime::now()).map_err(|e| match e {
+        s.authenticate(&req(auth, path), Noted::ANY, c, Some("a"), SystemTime::now()).map_err(|e| match e {
             ProxyError::Unauthenticated { challenge, .. } => challenge,
             other => panic!("unexpected {other}"),
         })
@@ -648,7 +650,9 @@ mod tests {
 
     fn verify(c: &Credentials, token: &str) -> Result<Principal, String> {
         let req = req(Some(&format!("Bearer {token}")), "/mcp/a");
-        settings(false).authenticate(&req, c, Some("a"), SystemTime::now()).map_err(|e| e.to_string())
+        settings(false)
+            .authenticate(&req, Noted::ANY, c, Some("a"), SystemTime::now())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -729,7 +733,7 @@ mod tests {
         let token = signer.sign(&claims(RESOURCE_A));
         assert!(verify(&c, &token).is_ok());
         let req = req(Some(&format!("Bearer {token}")), "/mcp/b");
-        let e = settings(false).authenticate(&req, &c, Some("b"), SystemTime::now()).unwrap_err();
+        let e = settings(false).authenticate(&req, Noted::ANY, &c, Some("b"), SystemTime::now()).unwrap_err();
         assert!(e.to_string().contains("audience"), "{e}");
     }
 

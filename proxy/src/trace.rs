@@ -27,6 +27,8 @@ use mcpgw_proto::otlp::opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLink
 use mcpgw_proto::otlp::{Exporter, Settings, TraceParent, ids};
 use pingora::http::RequestHeader;
 
+use crate::headers::Noted;
+
 /// The exporter and what decides which traces it gets.
 pub struct Tracer {
     pub exporter: Exporter,
@@ -89,9 +91,10 @@ impl Default for Trace {
 impl Trace {
     /// The trace of a request with header `req`: the caller's (its sampled flag decides recording) or a
     /// new one (sampled per `--otlp-sample-ratio`).
-    pub fn start(req: &RequestHeader, tracer: Option<&Tracer>) -> Self {
-        let caller =
-            req.headers.get(crate::headers::TRACEPARENT).and_then(|v| TraceParent::parse(v.as_bytes()));
+    pub fn start(req: &RequestHeader, noted: Noted, tracer: Option<&Tracer>) -> Self {
+        let caller = noted
+            .get(&req.headers, &crate::headers::TRACEPARENT)
+            .and_then(|v| TraceParent::parse(v.as_bytes()));
         let (id, parent, sampled) = match caller {
             Some(c) => (c.trace_id, c.span_id, c.sampled),
             None => (ids::trace_id(), SpanId::INVALID, tracer.is_some_and(|t| t.settings.sample_new())),
@@ -324,7 +327,7 @@ mod tests {
 
     #[test]
     fn an_unrecorded_callers_trace_goes_upstream_unchanged() {
-        let mut trace = Trace::start(&request(Some(CALLER)), None);
+        let mut trace = Trace::start(&request(Some(CALLER)), Noted::ANY, None);
         assert_eq!(trace.id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(!trace.recording);
         let name: Arc<str> = Arc::from("i");
@@ -333,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_new_unrecorded_trace_still_reaches_the_upstream() {
-        let mut trace = Trace::start(&request(Some("garbage")), None);
+        let mut trace = Trace::start(&request(Some("garbage")), Noted::ANY, None);
         assert_ne!(trace.id, TraceId::INVALID);
         let name: Arc<str> = Arc::from("i");
         let header = trace.upstream(&name, "h:1").unwrap();

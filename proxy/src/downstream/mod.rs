@@ -35,7 +35,7 @@ use tokio::time::Sleep;
 pub use stream::HeadDeadline;
 
 use crate::framing::{Body, Framing, chunked_last, connection_has, known_header_name, malformed};
-use crate::headers::McpHeaders;
+use crate::headers::{McpHeaders, Noted};
 
 /// The longest request head read (request line and header fields).
 const HEAD_LIMIT: usize = 64 * 1024;
@@ -76,6 +76,8 @@ pub struct Session {
     head: Option<RequestHeader>,
     body: Body,
     body_empty: bool,
+    /// The body's length by its `Content-Length`, when that frames it.
+    declared: Option<u64>,
     /// The connection may carry another request after this one.
     keepalive: bool,
     /// How long the connection may wait for the next request's bytes (`None`: without limit).
@@ -94,6 +96,8 @@ pub struct Session {
     fields: Vec<(HeaderName, Option<usize>, usize, usize)>,
     /// The request's MCP headers, kept as its head is parsed.
     mcp: McpHeaders,
+    /// Which of the fields most requests lack its head carries.
+    noted: Noted,
 }
 
 fn write_error(e: std::io::Error) -> Box<Error> {
@@ -110,6 +114,7 @@ impl Session {
             head: None,
             body: Body::Head,
             body_empty: true,
+            declared: None,
             keepalive: false,
             idle_timeout: Some(idle_timeout),
             idle: None,
@@ -119,6 +124,7 @@ impl Session {
             body_bytes_sent: 0,
             fields: Vec::new(),
             mcp: McpHeaders::default(),
+            noted: Noted::default(),
         }
     }
 
@@ -201,6 +207,7 @@ impl Session {
         let bytes = self.buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(self.fields.len());
         let mut framing = Framing::default();
+        let mut noted = Noted::default();
         for (name, known, start, len) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
@@ -208,6 +215,7 @@ impl Session {
                 Some(slot) => self.mcp.offer(slot, &value),
                 None => framing.note(&name),
             }
+            noted.note(&name);
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
         let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.0 + target.1))
@@ -230,6 +238,11 @@ impl Session {
         }
         self.body = Body::framed_by(&headers, framing)?.unwrap_or(Body::Done);
         self.body_empty = self.body == Body::Done;
+        self.declared = match self.body {
+            Body::Length(len) => Some(len),
+            _ => None,
+        };
+        self.noted = noted;
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.method = method;
         parts.uri = uri;
@@ -254,9 +267,19 @@ impl Session {
         &self.mcp
     }
 
+    /// Which of the fields most requests lack the request's head carries.
+    pub fn noted(&self) -> Noted {
+        self.noted
+    }
+
     /// Whether the request has no body at all.
     pub fn is_body_empty(&self) -> bool {
         self.body_empty
+    }
+
+    /// The length of the request body its `Content-Length` declares (`None`: chunked, or empty).
+    pub fn declared_length(&self) -> Option<u64> {
+        self.declared
     }
 
     /// The next bytes of the request body (chunked framing removed), or `None` at its end.
@@ -642,6 +665,46 @@ mod tests {
         assert!(!answers[1].contains("upgrade"), "the gateway's Connection header only");
         assert!(answers[1].ends_with("\r\n\r\n9\r\ndata: 1\n\n\r\n0\r\n\r\n"), "{}", answers[1]);
         assert!(answers[2].starts_with("404 Not Found\r\n") && answers[2].contains("connection: close"));
+    }
+
+    #[tokio::test]
+    async fn fields_most_requests_lack_are_noted_with_the_head() {
+        use http::header::{AUTHORIZATION, EXPECT, ORIGIN};
+        let traceparent = crate::headers::TRACEPARENT;
+        let (mut s, mut client) = pair().await;
+        client
+            .write_all(
+                b"POST /mcp/a HTTP/1.1\r\nHost: gw\r\nORIGIN: http://a\r\nexpect: 100-continue\r\n\
+                  Authorization: Bearer t\r\nTraceParent: 00-x\r\nContent-Length: 5\r\n\r\nhello\
+                  POST /mcp/b HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        assert!(s.read_request().await.unwrap());
+        let (noted, headers) = (s.noted(), &s.req_header().headers);
+        for (name, value) in [
+            (&ORIGIN, "http://a"),
+            (&EXPECT, "100-continue"),
+            (&AUTHORIZATION, "Bearer t"),
+            (&traceparent, "00-x"),
+        ] {
+            assert_eq!(noted.get(headers, name).unwrap(), value, "{name}");
+        }
+        assert_eq!(s.declared_length(), Some(5));
+        body(&mut s).await.unwrap();
+        let mut resp = ResponseHeader::build_no_case(204, None).unwrap();
+        resp.insert_header("content-length", "0").unwrap();
+        s.write_response_header(Box::new(resp)).await.unwrap();
+        s.write_response_body(Bytes::new(), true).await.unwrap();
+        assert!(s.finish().await);
+
+        assert!(s.read_request().await.unwrap());
+        let (noted, headers) = (s.noted(), &s.req_header().headers);
+        for name in [&ORIGIN, &EXPECT, &AUTHORIZATION, &traceparent] {
+            assert_eq!(noted.get(headers, name), None, "{name}: the last request's note is not kept");
+        }
+        assert_eq!(noted.get(headers, &http::header::HOST).unwrap(), "gw", "names not noted are looked up");
+        assert_eq!(s.declared_length(), None, "chunked");
     }
 
     #[tokio::test]
