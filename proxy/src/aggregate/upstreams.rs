@@ -103,6 +103,8 @@ impl UpstreamSessions {
         hello: &ClientHello,
     ) -> Result<Arc<Held>, ProxyError> {
         let map_key = (key.clone(), server.id.clone());
+        // Told to listeners once the session is in the table, so that one woken on another worker finds it.
+        let opened_here = std::sync::atomic::AtomicBool::new(false);
         loop {
             let slot = {
                 let mut map = self.sessions.lock().map_err(|_| poisoned())?;
@@ -114,11 +116,14 @@ impl UpstreamSessions {
             let held = slot
                 .get_or_try_init(|| async {
                     let held = open(gw, down, server, key, hello).await?;
-                    let _ = self.opened.send((key.clone(), server.id.clone()));
+                    opened_here.store(true, Ordering::Relaxed);
                     Ok::<_, ProxyError>(held)
                 })
                 .await?
                 .clone();
+            if opened_here.swap(false, Ordering::Relaxed) {
+                let _ = self.opened.send((key.clone(), server.id.clone()));
+            }
             if serves(server, &held.instance) {
                 held.last_used.store(self.now_ms(), Ordering::Relaxed);
                 return Ok(held);
