@@ -52,6 +52,10 @@ fn read(pieces: &[&[u8]], arrived: usize) -> (Vec<Request>, bool) {
                 "the kept MCP headers differ from the map's"
             );
             for name in [
+                &http::header::CONTENT_LENGTH,
+                &http::header::TRANSFER_ENCODING,
+                &http::header::CONNECTION,
+                &http::HeaderName::from_static("keep-alive"),
                 &http::header::ORIGIN,
                 &http::header::EXPECT,
                 &http::header::AUTHORIZATION,

@@ -6,6 +6,7 @@
 //!
 //! Decoding is cancel-safe: the state moves only when bytes are consumed from the buffer.
 
+use crate::headers::Noted;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, header};
 use pingora::{Error, ErrorType, Result};
@@ -44,69 +45,20 @@ pub(crate) fn malformed(what: impl Into<String>) -> Box<Error> {
     Error::explain(ErrorType::InvalidHTTPHeader, what.into())
 }
 
-/// Which of the fields that decide a message's framing its head carries, noted as a parsed head's fields
-/// are read: its map is then looked up only for the ones it has (each lookup hashes the name, ~110
-/// instructions, and most heads carry `Content-Length` alone). [`Framing::ANY`] for a map the gateway did
-/// not parse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Framing(u8);
-
-impl Framing {
-    /// Every field may be there: each is looked up.
-    pub(crate) const ANY: Self = Self(u8::MAX);
-    const TRANSFER_ENCODING: u8 = 1;
-    const CONTENT_LENGTH: u8 = 2;
-    const CONNECTION: u8 = 4;
-    const KEEP_ALIVE: u8 = 8;
-
-    /// Notes a field of the head by its name.
-    #[inline]
-    pub(crate) fn note(&mut self, name: &HeaderName) {
-        self.0 |= if *name == header::CONTENT_LENGTH {
-            Self::CONTENT_LENGTH
-        } else if *name == header::TRANSFER_ENCODING {
-            Self::TRANSFER_ENCODING
-        } else if *name == header::CONNECTION {
-            Self::CONNECTION
-        } else if name.as_str() == "keep-alive" {
-            Self::KEEP_ALIVE
-        } else {
-            0
-        };
-    }
-
-    pub(crate) fn transfer_encoding(self) -> bool {
-        self.0 & Self::TRANSFER_ENCODING != 0
-    }
-
-    fn content_length(self) -> bool {
-        self.0 & Self::CONTENT_LENGTH != 0
-    }
-
-    fn connection(self) -> bool {
-        self.0 & Self::CONNECTION != 0
-    }
-
-    /// Whether a `Keep-Alive` field may be there.
-    pub(crate) fn keep_alive(self) -> bool {
-        self.0 & Self::KEEP_ALIVE != 0
-    }
-}
-
 impl Body {
     /// The body a message's framing headers announce when they say anything: chunked when
     /// `Transfer-Encoding`'s last coding is `chunked`, else `Length` by `Content-Length` (`Done` for 0);
     /// `None` when neither header is there. Any other transfer coding is `UntilClose`. `fields` says which
     /// of them the head has.
-    pub(crate) fn framed_by(headers: &HeaderMap, fields: Framing) -> Result<Option<Self>> {
-        if fields.transfer_encoding() && headers.contains_key(header::TRANSFER_ENCODING) {
+    pub(crate) fn framed_by(headers: &HeaderMap, fields: Noted) -> Result<Option<Self>> {
+        if fields.may_have(&header::TRANSFER_ENCODING) && headers.contains_key(header::TRANSFER_ENCODING) {
             return Ok(Some(if chunked_last(headers) {
                 Body::Chunked(Chunk::Size)
             } else {
                 Body::UntilClose
             }));
         }
-        if !fields.content_length() {
+        if !fields.may_have(&header::CONTENT_LENGTH) {
             return Ok(None);
         }
         Ok(content_length(headers)?.map(|n| if n == 0 { Body::Done } else { Body::Length(n) }))
@@ -218,8 +170,8 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
 }
 
 /// Whether a `Connection` header of `headers` lists `token` (ASCII case ignored).
-pub(crate) fn connection_has(headers: &HeaderMap, fields: Framing, token: &str) -> bool {
-    fields.connection()
+pub(crate) fn connection_has(headers: &HeaderMap, fields: Noted, token: &str) -> bool {
+    fields.may_have(&header::CONNECTION)
         && headers.get_all(header::CONNECTION).iter().any(|v| list_has(v.as_bytes(), token.as_bytes()))
 }
 
@@ -330,22 +282,26 @@ mod tests {
     fn framing_headers() {
         // The framing of a head read with its fields noted is the framing of its whole map.
         let framed = |pairs: &[(&'static str, &'static str)]| {
-            let (mut h, mut noted) = (HeaderMap::new(), Framing::default());
+            let (mut h, mut noted) = (HeaderMap::new(), Noted::default());
             for (n, v) in pairs {
                 let name = header_name(n.as_bytes()).unwrap();
                 noted.note(&name);
                 h.append(name, http::HeaderValue::from_static(v));
             }
-            let any = Body::framed_by(&h, Framing::ANY).map_err(|e| e.to_string());
+            let any = Body::framed_by(&h, Noted::ANY).map_err(|e| e.to_string());
             assert_eq!(Body::framed_by(&h, noted).map_err(|e| e.to_string()), any, "{pairs:?}");
             for token in ["close", "keep-alive"] {
                 assert_eq!(
                     connection_has(&h, noted, token),
-                    connection_has(&h, Framing::ANY, token),
+                    connection_has(&h, Noted::ANY, token),
                     "{pairs:?}"
                 );
             }
-            assert_eq!(noted.keep_alive(), h.contains_key("keep-alive"), "{pairs:?}");
+            assert_eq!(
+                noted.may_have(&HeaderName::from_static("keep-alive")),
+                h.contains_key("keep-alive"),
+                "{pairs:?}"
+            );
             any
         };
         assert_eq!(framed(&[("host", "x"), ("content-type", "application/json")]).unwrap(), None);

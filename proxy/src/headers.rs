@@ -75,10 +75,12 @@ impl McpHeaders {
     }
 }
 
-/// Which of the request fields the gateway looks up on every request, though most requests lack them, a
-/// head carries: noted as the client's session parses it ([`crate::downstream::Session::noted`]), so that
-/// the map is looked up only for those it has (a lookup of an absent field still hashes its name, ~120
-/// instructions). [`Noted::ANY`] for a head the gateway did not parse.
+/// Which of the fields the gateway looks up on every message, though most messages lack them, a head
+/// carries: noted as a parsed head's fields are read (the client's session,
+/// [`crate::downstream::Session::noted`], and an upstream's answer), so that the map is looked up only for
+/// those it has (a lookup of an absent field still hashes its name, ~120 instructions). The framing fields
+/// (`Content-Length`, `Transfer-Encoding`, `Connection`, `Keep-Alive`) and those of the request path
+/// (`Origin`, `Expect`, `Authorization`, `traceparent`). [`Noted::ANY`] for a head the gateway did not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Noted(u8);
 
@@ -89,14 +91,23 @@ impl Noted {
     /// This name's bit (none for a name not noted).
     #[inline]
     fn bit(name: &http::HeaderName) -> u8 {
-        if *name == http::header::ORIGIN {
+        use http::header;
+        if *name == header::CONTENT_LENGTH {
             1
-        } else if *name == http::header::EXPECT {
+        } else if *name == header::TRANSFER_ENCODING {
             2
-        } else if *name == http::header::AUTHORIZATION {
+        } else if *name == header::CONNECTION {
             4
-        } else if *name == TRACEPARENT {
+        } else if *name == header::ORIGIN {
             8
+        } else if *name == header::EXPECT {
+            16
+        } else if *name == header::AUTHORIZATION {
+            32
+        } else if *name == TRACEPARENT {
+            64
+        } else if name.as_str() == "keep-alive" {
+            128
         } else {
             0
         }
@@ -108,6 +119,13 @@ impl Noted {
         self.0 |= Self::bit(name);
     }
 
+    /// Whether the head may have a field `name`: false only for a noted name the head lacks.
+    #[inline]
+    pub fn may_have(self, name: &http::HeaderName) -> bool {
+        let bit = Self::bit(name);
+        bit == 0 || self.0 & bit != 0
+    }
+
     /// The first value of `name` in `headers`: `None` without a lookup when the head lacks a noted field.
     #[inline]
     pub fn get<'a>(
@@ -115,8 +133,7 @@ impl Noted {
         headers: &'a http::HeaderMap,
         name: &http::HeaderName,
     ) -> Option<&'a http::HeaderValue> {
-        let bit = Self::bit(name);
-        if bit != 0 && self.0 & bit == 0 { None } else { headers.get(name) }
+        if self.may_have(name) { headers.get(name) } else { None }
     }
 }
 
@@ -244,14 +261,27 @@ mod tests {
 
     #[test]
     fn noted_fields_are_looked_up_only_when_noted() {
-        use http::header::{AUTHORIZATION, EXPECT, HOST, ORIGIN};
+        use http::header::{
+            AUTHORIZATION, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, ORIGIN, TRANSFER_ENCODING,
+        };
+        let keep_alive = http::HeaderName::from_static("keep-alive");
+        let noted = [
+            CONTENT_LENGTH,
+            TRANSFER_ENCODING,
+            CONNECTION,
+            keep_alive,
+            ORIGIN,
+            EXPECT,
+            AUTHORIZATION,
+            TRACEPARENT,
+        ];
         let mut headers = http::HeaderMap::new();
-        for name in [ORIGIN, EXPECT, AUTHORIZATION, TRACEPARENT, HOST] {
-            headers.insert(name, http::HeaderValue::from_static("v"));
+        for name in noted.iter().chain([&HOST]) {
+            headers.insert(name.clone(), http::HeaderValue::from_static("v"));
         }
         let none = Noted::default();
-        let noted = [ORIGIN, EXPECT, AUTHORIZATION, TRACEPARENT];
         for name in &noted {
+            assert!(!none.may_have(name) && Noted::ANY.may_have(name), "{name}");
             assert_eq!(none.get(&headers, name), None, "{name}: not noted, not looked up");
             assert!(Noted::ANY.get(&headers, name).is_some(), "{name}");
             let mut one = Noted::default();
@@ -260,7 +290,10 @@ mod tests {
             let mut others = noted.iter().filter(|n| *n != name);
             assert!(others.all(|other| one.get(&headers, other).is_none()), "{name} notes itself only");
         }
-        assert!(none.get(&headers, &HOST).is_some(), "a name not noted is always looked up");
+        assert!(
+            none.may_have(&HOST) && none.get(&headers, &HOST).is_some(),
+            "a name not noted is always looked up"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::balance::Gate;
 use crate::error::ProxyError;
+use crate::headers::Noted;
 use crate::routing::{Instance, Server};
 use crate::session::ClientHello;
 use crate::shared::Shared;
@@ -346,7 +347,8 @@ fn close(gw: &Shared, held: Arc<Held>) {
     let credential = upstream::static_credential(&held.instance);
     let down = own_request(http::Method::DELETE, None, Some(&held.version), None);
     let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
-    let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan, None)
+    let Ok(req) =
+        upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan, None, Noted::ANY)
     else {
         return;
     };
@@ -383,7 +385,8 @@ pub async fn relay(
     down.remove_header(&http::header::CONTENT_TYPE);
     let _ = down.insert_header(http::header::ACCEPT, "text/event-stream");
     let plan = Plan { upstream_session: Some(held.id.clone()), ..Plan::default() };
-    let Ok(req) = upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan, None)
+    let Ok(req) =
+        upstream::upstream_request(&down, &held.instance, credential.as_ref(), 0, &plan, None, Noted::ANY)
     else {
         return;
     };
@@ -448,9 +451,15 @@ pub async fn listen_resources(
     );
     let mut down = own_request(http::Method::POST, None, Some(crate::routing::catalog::MODERN), None);
     let _ = down.insert_header("mcp-method", "subscriptions/listen");
-    let Ok(req) =
-        upstream::upstream_request(&down, &instance, credential.as_ref(), body.len(), &Plan::default(), None)
-    else {
+    let Ok(req) = upstream::upstream_request(
+        &down,
+        &instance,
+        credential.as_ref(),
+        body.len(),
+        &Plan::default(),
+        None,
+        Noted::ANY,
+    ) else {
         return;
     };
     let sent = async {

@@ -34,7 +34,7 @@ use tokio::time::Sleep;
 
 pub use stream::HeadDeadline;
 
-use crate::framing::{Body, Framing, chunked_last, connection_has, known_header_name, malformed};
+use crate::framing::{Body, chunked_last, connection_has, known_header_name, malformed};
 use crate::headers::{McpHeaders, Noted};
 
 /// The longest request head read (request line and header fields).
@@ -206,14 +206,12 @@ impl Session {
         };
         let bytes = self.buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(self.fields.len());
-        let mut framing = Framing::default();
         let mut noted = Noted::default();
         for (name, known, start, len) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
-            match known {
-                Some(slot) => self.mcp.offer(slot, &value),
-                None => framing.note(&name),
+            if let Some(slot) = known {
+                self.mcp.offer(slot, &value);
             }
             noted.note(&name);
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
@@ -221,10 +219,10 @@ impl Session {
         let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.0 + target.1))
             .map_err(|e| malformed(format!("the request target: {e}")))?;
         self.keepalive = match version {
-            Version::HTTP_10 => connection_has(&headers, framing, "keep-alive"),
-            _ => !connection_has(&headers, framing, "close"),
+            Version::HTTP_10 => connection_has(&headers, noted, "keep-alive"),
+            _ => !connection_has(&headers, noted, "close"),
         };
-        if framing.transfer_encoding() {
+        if noted.may_have(&header::TRANSFER_ENCODING) {
             if version == Version::HTTP_10 {
                 return Err(malformed("Transfer-Encoding in an HTTP/1.0 request"));
             }
@@ -236,7 +234,7 @@ impl Session {
                 self.keepalive = false;
             }
         }
-        self.body = Body::framed_by(&headers, framing)?.unwrap_or(Body::Done);
+        self.body = Body::framed_by(&headers, noted)?.unwrap_or(Body::Done);
         self.body_empty = self.body == Body::Done;
         self.declared = match self.body {
             Body::Length(len) => Some(len),
@@ -390,7 +388,7 @@ impl Session {
         let to_http10 = self.head.as_ref().is_some_and(|h| h.version == Version::HTTP_10);
         let no_body = matches!(resp.status.as_u16(), 204 | 304)
             || self.head.as_ref().is_some_and(|h| h.method == Method::HEAD);
-        self.writer = match Body::framed_by(&resp.headers, Framing::ANY) {
+        self.writer = match Body::framed_by(&resp.headers, Noted::ANY) {
             _ if no_body => Writer::Done,
             Ok(Some(Body::Chunked(_))) if !to_http10 => Writer::Chunked,
             Ok(Some(Body::Length(n))) => Writer::Length(n),

@@ -18,7 +18,7 @@ use super::{
 };
 use super::{downstream_response, is_event_stream, upstream_request};
 use crate::error::{Failure, ProxyError};
-use crate::headers;
+use crate::headers::{self, Noted};
 use crate::metrics::METRICS;
 use crate::request::{RequestCtx, client_gone};
 use crate::routing::{Instance, Server};
@@ -118,7 +118,7 @@ pub async fn request_whole(
         detail: format!("cannot resolve {}: {detail}", instance.authority),
     })?;
     let credential = credential(gw, down, server, instance).await?;
-    let req = upstream_request(down, instance, credential.as_ref(), body.len(), plan, None)
+    let req = upstream_request(down, instance, credential.as_ref(), body.len(), plan, None, Noted::ANY)
         .map_err(|e| classify(server, &e))?;
     let timeout = |what: &str| ProxyError::UpstreamTimeout {
         server: server.name.to_string(),
@@ -192,6 +192,7 @@ async fn exchange(
         body.len(),
         plan,
         traceparent.as_ref().map(|t| &t[..]),
+        session.noted(),
     )
     .map_err(|e| Attempt::Failed(Failure::Abort(e), None))?;
     // The upstream request keeps the client's method and MCP headers: the client's request decides.
@@ -250,8 +251,8 @@ async fn exchange(
         return Err(Attempt::Failed(Failure::UpstreamSessionGone, Some(true)));
     }
     let sse = is_event_stream(&up_resp);
-    let mut resp =
-        downstream_response(up_resp).map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
+    let mut resp = downstream_response(up_resp, up.response_fields())
+        .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     match plan.rewrite {
         Rewrite::SessionToken => seal_session_id(gw, server, instance, plan, &ctx.binding(), &mut resp),
         Rewrite::DropSession => {
@@ -692,10 +693,13 @@ mod tests {
         }
         let plan = Plan { upstream_session: Some("upstream-sid".into()), ..Plan::default() };
         let ours = b"00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
-        let up = upstream_request(&down, &inst, None, 12, &plan, Some(ours)).unwrap().parsed();
+        // With the fields noted as a parsed head's are, or looked up.
+        let up = upstream_request(&down, &inst, None, 12, &plan, Some(ours), noted(&down.headers))
+            .unwrap()
+            .parsed();
         let traceparents: Vec<_> = up.headers.get_all("traceparent").iter().collect();
         assert_eq!(traceparents, [&ours[..]], "the attempt's traceparent replaces the caller's");
-        let forwarded = upstream_request(&down, &inst, None, 12, &plan, None).unwrap().parsed();
+        let forwarded = upstream_request(&down, &inst, None, 12, &plan, None, Noted::ANY).unwrap().parsed();
         assert_eq!(
             forwarded.headers.get("traceparent"),
             down.headers.get("traceparent"),
@@ -750,20 +754,30 @@ mod tests {
         }
     }
 
+    /// The fields of `headers` [`Noted`] knows, as a parsed head notes them.
+    fn noted(headers: &http::HeaderMap) -> Noted {
+        let mut fields = Noted::default();
+        headers.keys().for_each(|name| fields.note(name));
+        fields
+    }
+
     #[test]
     fn response_framing() {
         let mut close_delimited = ResponseHeader::build(200, None).unwrap();
         close_delimited.insert_header("content-type", "text/event-stream").unwrap();
         close_delimited.insert_header("connection", "close").unwrap();
-        let resp = downstream_response(close_delimited).unwrap();
+        let fields = noted(&close_delimited.headers);
+        let resp = downstream_response(close_delimited, fields).unwrap();
         assert!(is_event_stream(&resp));
         assert_eq!(resp.headers.get("transfer-encoding").unwrap(), "chunked");
         assert!(resp.headers.get("connection").is_none());
         let mut sized = ResponseHeader::build(202, None).unwrap();
         sized.insert_header("content-length", "0").unwrap();
-        assert!(downstream_response(sized).unwrap().headers.get("transfer-encoding").is_none());
+        assert!(downstream_response(sized, Noted::ANY).unwrap().headers.get("transfer-encoding").is_none());
         let no_content = ResponseHeader::build(204, None).unwrap();
-        assert!(downstream_response(no_content).unwrap().headers.get("transfer-encoding").is_none());
+        assert!(
+            downstream_response(no_content, Noted::ANY).unwrap().headers.get("transfer-encoding").is_none()
+        );
     }
 
     #[test]
@@ -781,7 +795,8 @@ mod tests {
         ] {
             up.append_header(k, v).unwrap();
         }
-        let resp = downstream_response(up).unwrap();
+        let fields = noted(&up.headers);
+        let resp = downstream_response(up, fields).unwrap();
         for gone in ["set-cookie", "alt-svc", "strict-transport-security", "connection", "x-upstream-hop"] {
             assert!(resp.headers.get(gone).is_none(), "{gone} must not be served");
         }

@@ -20,6 +20,7 @@ use response::Response;
 use crate::balance::{Gate, InFlight};
 use crate::breaker::Outcome;
 use crate::error::{Failure, ProxyError};
+use crate::headers::Noted;
 use crate::routing::{Instance, Server, UpstreamAuth, UpstreamHeader};
 use crate::shared::Shared;
 use pool::Head;
@@ -150,7 +151,8 @@ fn skip_response_header(name: &HeaderName) -> bool {
 
 /// The request as the upstream must see it: its endpoint path, its own authority as `Host`, no `Origin`
 /// (SDK servers reject foreign ones), no hop-by-hop headers and none of the client's credentials; every MCP
-/// header passes unchanged except `Mcp-Session-Id`, which carries the upstream's own id again.
+/// header passes unchanged except `Mcp-Session-Id`, which carries the upstream's own id again. `fields`:
+/// which of the fields [`Noted`] knows `down` has.
 pub(crate) fn upstream_request(
     down: &RequestHeader,
     instance: &Instance,
@@ -158,12 +160,13 @@ pub(crate) fn upstream_request(
     body_len: usize,
     plan: &Plan,
     traceparent: Option<&[u8]>,
+    fields: Noted,
 ) -> pingora::Result<Head> {
     // The registered endpoint exactly: a client's query string would reach the upstream as the gateway's
     // own parameters (the legacy transport's `sessionId` is the plan's `upstream_path`).
     let path = plan.upstream_path.as_deref().unwrap_or(&instance.path_and_query);
     let mut head = Head::new(&down.method, path)?;
-    let nominated = if down.headers.contains_key(header::CONNECTION) {
+    let nominated = if fields.get(&down.headers, &header::CONNECTION).is_some() {
         connection_options(&down.headers)
     } else {
         Vec::new()
@@ -200,11 +203,15 @@ pub(crate) fn upstream_request(
     Ok(head)
 }
 
-/// The upstream's response header as the client must see it.
-pub(crate) fn downstream_response(mut resp: ResponseHeader) -> pingora::Result<ResponseHeader> {
+/// The upstream's response header as the client must see it (`fields`: which of the fields [`Noted`]
+/// knows it has).
+pub(crate) fn downstream_response(
+    mut resp: ResponseHeader,
+    fields: Noted,
+) -> pingora::Result<ResponseHeader> {
     let mut gone: Vec<HeaderName> =
         resp.headers.keys().filter(|n| skip_response_header(n)).cloned().collect();
-    if resp.headers.contains_key(header::CONNECTION) {
+    if fields.get(&resp.headers, &header::CONNECTION).is_some() {
         gone.extend(connection_options(&resp.headers));
     }
     for name in gone {
@@ -212,10 +219,8 @@ pub(crate) fn downstream_response(mut resp: ResponseHeader) -> pingora::Result<R
     }
     resp.set_version(::http::Version::HTTP_11);
     let bodiless = resp.status.is_informational() || matches!(resp.status.as_u16(), 204 | 304);
-    if !bodiless
-        && !resp.headers.contains_key(header::CONTENT_LENGTH)
-        && !resp.headers.contains_key(header::TRANSFER_ENCODING)
-    {
+    let has = |name: &HeaderName| fields.get(&resp.headers, name).is_some();
+    if !bodiless && !has(&header::CONTENT_LENGTH) && !has(&header::TRANSFER_ENCODING) {
         // The upstream delimits its body by closing; re-frame it so the client connection can be reused.
         resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     }

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::framing::{Body, Framing, connection_has, header_name, malformed, parse_decimal};
+use crate::framing::{Body, connection_has, header_name, malformed, parse_decimal};
+use crate::headers::Noted;
 use crate::memory::{SPARE_LIMIT, Spares};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use pingora::http::ResponseHeader;
@@ -58,6 +59,8 @@ pub struct Response {
     read_size: usize,
     read_timeout: Option<Duration>,
     header: Option<ResponseHeader>,
+    /// Which of the fields [`Noted`] knows the head has.
+    fields: Noted,
     body: Body,
     /// The upstream keeps the connection open after this answer (its version and `Connection`).
     keepalive: bool,
@@ -75,6 +78,7 @@ impl Response {
             read_size: READ_FIRST,
             read_timeout: None,
             header: None,
+            fields: Noted::ANY,
             body: Body::Head,
             keepalive: false,
             keepalive_timeout: None,
@@ -89,6 +93,11 @@ impl Response {
     /// The head, once [`Self::read_response_header`] read it.
     pub fn response_header(&self) -> Option<&ResponseHeader> {
         self.header.as_ref()
+    }
+
+    /// Which of the fields [`Noted`] knows the head has ([`Noted::ANY`] before it is read).
+    pub fn response_fields(&self) -> Noted {
+        self.fields
     }
 
     /// The head, taken out of the answer (the body is still read as it said).
@@ -200,7 +209,7 @@ impl Response {
         }
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-        let mut framing = Framing::default();
+        let mut framing = Noted::default();
         for field in parsed.headers.iter() {
             let name = header_name(field.name.as_bytes())?;
             let value = HeaderValue::from_bytes(field.value)
@@ -209,6 +218,7 @@ impl Response {
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
         self.frame(status, version, &mut headers, framing)?;
+        self.fields = framing;
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = status;
         parts.version = version;
@@ -224,22 +234,20 @@ impl Response {
         status: StatusCode,
         version: Version,
         headers: &mut HeaderMap,
-        framing: Framing,
+        framing: Noted,
     ) -> Result<()> {
         self.keepalive = match version {
             Version::HTTP_10 => connection_has(headers, framing, "keep-alive"),
             _ => !connection_has(headers, framing, "close"),
         };
-        self.keepalive_timeout = if framing.keep_alive() {
-            headers.get(HeaderName::from_static("keep-alive")).and_then(|v| keepalive_timeout(v.as_bytes()))
-        } else {
-            None
-        };
+        self.keepalive_timeout = framing
+            .get(headers, &HeaderName::from_static("keep-alive"))
+            .and_then(|v| keepalive_timeout(v.as_bytes()));
         if matches!(status.as_u16(), 204 | 304) {
             self.body = Body::Done;
             return Ok(());
         }
-        if framing.transfer_encoding()
+        if framing.may_have(&header::TRANSFER_ENCODING)
             && (headers.remove(header::CONTENT_LENGTH).is_some() || version == Version::HTTP_10)
         {
             // Framing a request smuggler would use: read this answer, but not another on this connection.
