@@ -298,7 +298,7 @@ mod tests {
                 );
             }
             assert_eq!(
-                noted.may_have(&HeaderName::from_static("keep-alive")),
+                noted.may_have(&crate::headers::KEEP_ALIVE),
                 h.contains_key("keep-alive"),
                 "{pairs:?}"
             );

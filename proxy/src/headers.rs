@@ -16,6 +16,8 @@ pub const MCP_METHOD: http::HeaderName = http::HeaderName::from_static("mcp-meth
 pub const MCP_NAME: http::HeaderName = http::HeaderName::from_static("mcp-name");
 /// W3C trace context of the caller.
 pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// An HTTP/1.0 connection's parameters (not in `http`'s table of standard names).
+pub const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
 
 pub use crate::jsonrpc::STATELESS_REVISION;
 
@@ -88,8 +90,9 @@ impl Noted {
     /// Every field may be there: each is looked up.
     pub const ANY: Self = Self(u8::MAX);
 
-    /// This name's bit (none for a name not noted).
-    #[inline]
+    /// This name's bit (none for a name not noted). Names compare as `http` keeps them: one of its
+    /// standard names by its number, any other by its bytes (and a standard name with another at once).
+    #[inline(always)]
     fn bit(name: &http::HeaderName) -> u8 {
         use http::header;
         if *name == header::CONTENT_LENGTH {
@@ -106,7 +109,7 @@ impl Noted {
             32
         } else if *name == TRACEPARENT {
             64
-        } else if name.as_str() == "keep-alive" {
+        } else if *name == KEEP_ALIVE {
             128
         } else {
             0
@@ -264,12 +267,11 @@ mod tests {
         use http::header::{
             AUTHORIZATION, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, ORIGIN, TRANSFER_ENCODING,
         };
-        let keep_alive = http::HeaderName::from_static("keep-alive");
         let noted = [
             CONTENT_LENGTH,
             TRANSFER_ENCODING,
             CONNECTION,
-            keep_alive,
+            KEEP_ALIVE,
             ORIGIN,
             EXPECT,
             AUTHORIZATION,

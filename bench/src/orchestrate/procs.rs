@@ -113,5 +113,17 @@ pub async fn knows_flag(program: &Path, subcommand: &str, flag: &str) -> bool {
 
 /// A free port on 127.0.0.1 (released before use: a small race the harness accepts).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(free_ports::<1>()?[0])
+}
+
+/// `N` distinct free ports on 127.0.0.1: each is held until all are found (one released before the next
+/// is asked for may be handed out again).
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let held =
+        (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&held) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }

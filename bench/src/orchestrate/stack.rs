@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::issuer::Issuer;
 use super::nginx;
-use super::procs::{Proc, Spec, free_port, knows_flag};
+use super::procs::{Proc, Spec, free_port, free_ports, knows_flag};
 use crate::http::Conn;
 use crate::requests::Endpoint;
 
@@ -101,7 +101,7 @@ fn local(port: u16) -> SocketAddr {
 /// `args` of a proxy, with a listener, admin address and proxy id of its own; and those addresses.
 fn sibling_args(args: &[String], proxy_id: &str) -> Result<(Vec<String>, SocketAddr, SocketAddr)> {
     let mut args = args.to_vec();
-    let (listen, admin) = (local(free_port()?), local(free_port()?));
+    let [listen, admin] = free_ports::<2>()?.map(local);
     for (flag, value) in [
         ("--listen", listen.to_string()),
         ("--admin-addr", admin.to_string()),
@@ -148,8 +148,7 @@ impl Stack {
         };
 
         let token = random_hex(24);
-        let api = local(free_port()?);
-        let grpc = local(free_port()?);
+        let [api, grpc] = free_ports::<2>()?.map(local);
         let mut cp_args: Vec<String> = vec![
             "serve".into(),
             "--http-addr".into(),
@@ -187,8 +186,7 @@ impl Stack {
         )?;
         control_plane.wait_ready(api, "/ready", Duration::from_secs(60)).await?;
 
-        let proxy_addr = local(free_port()?);
-        let admin = local(free_port()?);
+        let [proxy_addr, admin] = free_ports::<2>()?.map(local);
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),

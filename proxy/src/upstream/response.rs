@@ -25,7 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::framing::{Body, connection_has, header_name, malformed, parse_decimal};
 use crate::headers::Noted;
 use crate::memory::{SPARE_LIMIT, Spares};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result};
@@ -240,9 +240,8 @@ impl Response {
             Version::HTTP_10 => connection_has(headers, framing, "keep-alive"),
             _ => !connection_has(headers, framing, "close"),
         };
-        self.keepalive_timeout = framing
-            .get(headers, &HeaderName::from_static("keep-alive"))
-            .and_then(|v| keepalive_timeout(v.as_bytes()));
+        self.keepalive_timeout =
+            framing.get(headers, &crate::headers::KEEP_ALIVE).and_then(|v| keepalive_timeout(v.as_bytes()));
         if matches!(status.as_u16(), 204 | 304) {
             self.body = Body::Done;
             return Ok(());
