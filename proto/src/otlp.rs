@@ -106,7 +106,8 @@ impl Settings {
 pub struct Stats {
     /// Spans the collector accepted.
     pub exported: AtomicU64,
-    /// Spans dropped because the queue was full (the collector is down or slow).
+    /// Spans dropped because the queue was full (the collector is down or slow), or not built while
+    /// the exporter was closed after a failure.
     pub dropped: AtomicU64,
     /// Spans in batches the collector refused or that could not be sent.
     pub failed: AtomicU64,

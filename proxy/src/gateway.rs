@@ -159,9 +159,11 @@ impl Gateway {
             ctx.response_started.map(|at| at - ctx.started),
             elapsed,
         );
-        if let Some(tracer) = self.tracer.as_deref()
-            && ctx.trace.recording
-        {
+        let tracer = self.tracer.as_deref();
+        if let Some(tracer) = tracer.filter(|_| !ctx.trace.recording) {
+            // Sampled while the exporter refused spans (or not sampled): nothing to build.
+            ctx.trace.count_refused(tracer);
+        } else if let Some(tracer) = tracer {
             let req = session.req_header();
             let audited = &ctx.audited;
             let outcome = outcome(audited, status);
@@ -287,7 +289,7 @@ impl Gateway {
             }
         };
         ctx.audited.bytes_in = body.len();
-        Trace::mark(ctx.trace.recording, &mut ctx.trace.body_read);
+        Trace::mark(ctx.trace.marks(), &mut ctx.trace.body_read);
         let rpc = Rpc::inspect(&body);
         if let Some(rpc) = &rpc {
             ctx.method = rpc.method_label();
@@ -348,7 +350,7 @@ impl Gateway {
             route.server().filter(|name| mcpgw_proto::validate::server_name(name).is_ok()),
             std::time::SystemTime::now(),
         )?;
-        Trace::mark(ctx.trace.recording, &mut ctx.trace.authenticated);
+        Trace::mark(ctx.trace.marks(), &mut ctx.trace.authenticated);
         let Some(name) = route.server() else {
             // The `/mcp` paths are boxed: their futures are several times the forwarding path's, and every
             // connection's future would otherwise be as large as the largest (BENCHMARKS.md, scenario f).
@@ -404,7 +406,7 @@ impl Gateway {
         // Kept for the audit record whatever the decision.
         ctx.principal = Some(principal);
         let route::Admitted { server, filter, restricted, stream } = admitted?;
-        Trace::mark(ctx.trace.recording, &mut ctx.trace.admitted);
+        Trace::mark(ctx.trace.marks(), &mut ctx.trace.admitted);
         let plan = match route {
             Route::Mcp(_) if server.transport != Transport::StreamableHttp => {
                 let target = route::balanced(session, &server);

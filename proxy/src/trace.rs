@@ -64,6 +64,11 @@ pub struct Trace {
     span: SpanId,
     /// Spans are made and exported.
     pub recording: bool,
+    /// Sampled while the exporter refused spans (the collector failing): none are made, and those the
+    /// request would have had are counted as dropped when it ends.
+    refused: bool,
+    /// Upstream attempts of a refused trace.
+    refused_attempts: u32,
     /// The caller sent a valid `traceparent`.
     continued: bool,
     pub body_read: Option<Instant>,
@@ -79,6 +84,8 @@ impl Default for Trace {
             parent: SpanId::INVALID,
             span: SpanId::INVALID,
             recording: false,
+            refused: false,
+            refused_attempts: 0,
             continued: false,
             body_read: None,
             authenticated: None,
@@ -90,7 +97,8 @@ impl Default for Trace {
 
 impl Trace {
     /// The trace of a request with header `req`: the caller's (its sampled flag decides recording) or a
-    /// new one (sampled per `--otlp-sample-ratio`).
+    /// new one (sampled per `--otlp-sample-ratio`). A sampled trace is not recorded while the exporter
+    /// refuses spans: it costs the request its marks' clock reads, not the spans' building.
     pub fn start(req: &RequestHeader, noted: Noted, tracer: Option<&Tracer>) -> Self {
         let caller = noted
             .get(&req.headers, &crate::headers::TRACEPARENT)
@@ -99,19 +107,27 @@ impl Trace {
             Some(c) => (c.trace_id, c.span_id, c.sampled),
             None => (ids::trace_id(), SpanId::INVALID, tracer.is_some_and(|t| t.settings.sample_new())),
         };
+        let sampled = sampled && tracer.is_some();
+        let recording = sampled && tracer.is_some_and(|t| t.exporter.is_open());
         Self {
             id,
             parent,
             span: ids::span_id(),
-            recording: sampled && tracer.is_some(),
+            recording,
+            refused: sampled && !recording,
             continued: caller.is_some(),
             ..Self::default()
         }
     }
 
-    /// Marks `at` on `slot` when the trace is recorded.
-    pub fn mark(recording: bool, slot: &mut Option<Instant>) {
-        if recording && slot.is_none() {
+    /// Whether phases are marked: the trace is sampled (recorded, or refused and counted).
+    pub fn marks(&self) -> bool {
+        self.recording || self.refused
+    }
+
+    /// Marks `at` on `slot` when the trace is sampled ([`Self::marks`]).
+    pub fn mark(marks: bool, slot: &mut Option<Instant>) {
+        if marks && slot.is_none() {
             *slot = Some(Instant::now());
         }
     }
@@ -119,8 +135,9 @@ impl Trace {
     /// The `traceparent` of an upstream attempt to `instance`: a child of this request's span when the
     /// trace is recorded; the caller's own header (`None`: forwarded as it came) when it is not; for a new
     /// unrecorded trace, its id with the sampled flag off, so the upstream's logs still carry the id this
-    /// proxy logs and audits.
+    /// proxy logs and audits (sampled when the trace is: a refused one is the upstream's to record).
     pub fn upstream(&mut self, instance: &Arc<str>, authority: &str) -> Option<[u8; 55]> {
+        self.refused_attempts += u32::from(self.refused);
         let span = if self.recording {
             let span = ids::span_id();
             self.attempts.push(Attempt {
@@ -137,7 +154,7 @@ impl Trace {
         } else {
             self.span
         };
-        Some(TraceParent { trace_id: self.id, span_id: span, sampled: self.recording }.header_bytes())
+        Some(TraceParent { trace_id: self.id, span_id: span, sampled: self.marks() }.header_bytes())
     }
 
     /// The current attempt ended (`answered`: its answer's head reached the client at that instant).
@@ -148,15 +165,28 @@ impl Trace {
         }
     }
 
+    /// Counts the spans of a trace refused at its start as dropped (its own, its phases', two an attempt's).
+    pub fn count_refused(&self, tracer: &Tracer) {
+        if self.refused {
+            tracer.exporter.refused(self.spans(self.refused_attempts as usize));
+        }
+    }
+
+    /// The spans of a request that made `attempts` upstream attempts: its own, one a phase marked, two
+    /// an attempt (its head, its stream).
+    fn spans(&self, attempts: usize) -> u64 {
+        let phases = [self.body_read, self.authenticated, self.admitted].iter().flatten().count();
+        (1 + phases + 2 * attempts) as u64
+    }
+
     /// Hands the request's spans to the exporter. `started` is when the request's head arrived.
     pub fn export(&mut self, tracer: &Tracer, started: Instant, root: Root<'_>) {
         if !self.recording {
             return;
         }
         if !tracer.exporter.is_open() {
-            // The collector is failing: the spans are counted, not built.
-            let phases = [self.body_read, self.authenticated, self.admitted].iter().flatten().count();
-            tracer.exporter.refused((1 + phases + 2 * self.attempts.len()) as u64);
+            // The collector failed while the request ran: the spans are counted, not built.
+            tracer.exporter.refused(self.spans(self.attempts.len()));
             return;
         }
         let now = Instant::now();
@@ -343,5 +373,68 @@ mod tests {
         let sent = TraceParent::parse(&header).unwrap();
         assert_eq!(sent.trace_id, trace.id);
         assert!(!sent.sampled);
+    }
+
+    fn root() -> Root<'static> {
+        Root {
+            http_method: "POST",
+            path: "/mcp/a",
+            status: 200,
+            mcp_method: Some("tools/call"),
+            target: Some("echo"),
+            request_id: Some("1"),
+            protocol_version: None,
+            server: None,
+            instance: None,
+            outcome: "ok",
+        }
+    }
+
+    /// Paused clock: the exporter's backoff (1 s) cannot end while the test looks.
+    #[tokio::test(start_paused = true)]
+    async fn a_trace_sampled_while_the_collector_fails_is_counted_not_built() {
+        use mcpgw_proto::otlp::Protocol;
+        let endpoint = url::Url::parse("http://127.0.0.1:1").unwrap();
+        let settings =
+            Settings { endpoint: endpoint.clone(), protocol: Protocol::HttpProtobuf, sample_ratio: 1.0 };
+        let (exporter, worker) = Exporter::new(&endpoint, settings.protocol, "mcpgw-proxy", "test").unwrap();
+        let tracer = Tracer::new(exporter, settings);
+        let stats = tracer.exporter.stats.clone();
+        // A recorded request's spans go to a collector that refuses the connection: the exporter closes.
+        let mut first = Trace::start(&request(None), Noted::ANY, Some(&tracer));
+        assert!(first.recording);
+        first.export(&tracer, Instant::now(), root());
+        tokio::spawn(worker.run());
+        let mut waited = 0;
+        while tracer.exporter.is_open() {
+            assert!(waited < 100_000, "the exporter never closed");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            waited += 1;
+        }
+        assert_eq!(stats.failed.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // Sampled now: marked and counted, nothing built; the upstream still gets a sampled traceparent.
+        let mut trace = Trace::start(&request(None), Noted::ANY, Some(&tracer));
+        assert!(!trace.recording && trace.marks());
+        for slot in [&mut trace.body_read, &mut trace.authenticated] {
+            Trace::mark(true, slot);
+        }
+        let name: Arc<str> = Arc::from("i");
+        let sent = TraceParent::parse(&trace.upstream(&name, "h:1").unwrap()).unwrap();
+        assert!(sent.sampled && sent.trace_id == trace.id && sent.span_id == trace.span);
+        assert!(trace.attempts.is_empty(), "no attempt is kept for spans that are not built");
+        trace.count_refused(&tracer);
+        let dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(dropped, 1 + 2 + 2, "its own span, two phases marked, one attempt's two");
+
+        // A trace not sampled is neither marked nor counted.
+        let unsampled = Trace::start(
+            &request(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")),
+            Noted::ANY,
+            Some(&tracer),
+        );
+        assert!(!unsampled.marks());
+        unsampled.count_refused(&tracer);
+        assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), dropped);
     }
 }

@@ -159,21 +159,43 @@ async fn a_dead_collector_costs_requests_nothing_but_a_counter() -> Result<()> {
         let result = client.call_tool("echo", json!({"message": format!("m{i}")})).await?;
         assert_eq!(crate::first_text(&result), Some(format!("m{i}").as_str()), "{result}");
     }
+    let spans = |outcome: &'static str| {
+        let gw = &gw;
+        async move {
+            let metrics = gw.proxy.metrics().await?;
+            let prefix = format!("mcpgw_proxy_otlp_spans_total{{outcome=\"{outcome}\"}}");
+            anyhow::Ok(
+                metrics
+                    .lines()
+                    .find(|l| l.starts_with(&prefix))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0),
+            )
+        }
+    };
     let failed = poll_until(
         "the proxy to count spans it could not export",
         std::time::Duration::from_secs(15),
         || async {
-            let metrics = gw.proxy.metrics().await?;
-            let failed: f64 = metrics
-                .lines()
-                .find(|l| l.starts_with("mcpgw_proxy_otlp_spans_total{outcome=\"failed\"}"))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-                .unwrap_or(0.0);
+            let failed = spans("failed").await?;
             Ok((failed > 0.0).then_some(failed))
         },
     )
     .await?;
     assert!(failed >= 1.0);
+    // Later calls' spans are counted whether the exporter is still closed (not built: dropped) or has
+    // opened again (a batch that fails): six a call (the request, three phases, the attempt, its stream).
+    let before = spans("dropped").await? + spans("failed").await?;
+    for i in 0..10 {
+        let result = client.call_tool("echo", json!({"message": format!("late{i}")})).await?;
+        assert_eq!(crate::first_text(&result), Some(format!("late{i}").as_str()), "{result}");
+    }
+    poll_until("the later calls' spans to be counted", std::time::Duration::from_secs(40), || async {
+        let counted = spans("dropped").await? + spans("failed").await? - before;
+        Ok((counted >= 60.0).then_some(()))
+    })
+    .await?;
+    assert_eq!(spans("exported").await?, 0.0);
     let (_, cp_metrics) = gw.cp.get_text("/metrics").await?;
     assert!(cp_metrics.contains("mcpgw_cp_otlp_spans_total"), "{cp_metrics}");
     Ok(())
