@@ -15,7 +15,9 @@
 # the exit status is non-zero after the reports are written, and they name each run with errors.
 #
 # Reports: target/bench-report/report.{md,json} (smoke: target/bench-report/smoke/), logs beside them.
-# Environment: MCPGW_BENCH_PG (default postgres://postgres@127.0.0.1:5432), CARGO_TARGET_DIR.
+# Environment: MCPGW_BENCH_PG (default postgres://postgres@127.0.0.1:5432), CARGO_TARGET_DIR,
+# MCPGW_BENCH_H_ARGS (flags added to the proxy scenario h measures, e.g. "--otlp-endpoint http://127.0.0.1:1").
+# A run with it is compared with bench/instructions.json all the same: read its figure, not its verdict.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -35,8 +35,8 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Longest time one export may take before its batch is counted as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a failed export, spans are refused (and counted as dropped) for this long, doubling up to
-/// `MAX_BACKOFF` while the collector keeps failing: a dead collector costs the request path one atomic
-/// load per request, not the building and encoding of spans nobody receives.
+/// `MAX_BACKOFF` while the collector keeps failing: a dead collector costs a sampled request an atomic
+/// load, its phases' clock reads and a counter, not the building and encoding of spans nobody receives.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Largest collector status line read back.

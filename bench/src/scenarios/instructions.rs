@@ -46,6 +46,10 @@ pub async fn run(ctx: &mut Ctx<'_>, smoke: bool) -> Result<Section> {
         stack.proxy_bin.display().to_string(),
     ];
     cg_args.extend(args);
+    // Flags added to the measured proxy's, to count what a feature costs (`--otlp-endpoint …`).
+    if let Ok(extra) = std::env::var("MCPGW_BENCH_H_ARGS") {
+        cg_args.extend(extra.split_whitespace().map(str::to_owned));
+    }
     let mut proxy = Proc::start(
         Spec {
             name: "proxy-callgrind",
