@@ -159,32 +159,33 @@ impl Gateway {
             ctx.response_started.map(|at| at - ctx.started),
             elapsed,
         );
-        let tracer = self.tracer.as_deref();
-        if let Some(tracer) = tracer.filter(|_| !ctx.trace.recording) {
-            // Sampled while the exporter refused spans (or not sampled): nothing to build.
-            ctx.trace.count_refused(tracer);
-        } else if let Some(tracer) = tracer {
-            let req = session.req_header();
-            let audited = &ctx.audited;
-            let outcome = outcome(audited, status);
-            let mut id = crate::audit::capture::IdText::default();
-            let root = crate::trace::Root {
-                http_method: req.method.as_str(),
-                path: req.uri.path(),
-                status,
-                mcp_method: audited.method.as_deref(),
-                target: audited.target.as_deref(),
-                request_id: audited.request_id.as_ref().map(|i| id.of(i)),
-                protocol_version: session
-                    .mcp_headers()
-                    .protocol_version_value()
-                    .and_then(|v| v.to_str().ok())
-                    .or(audited.protocol_version.as_deref()),
-                server: ctx.server.as_ref(),
-                instance: audited.instance.as_ref(),
-                outcome: &outcome,
-            };
-            ctx.trace.export(tracer, ctx.started, root);
+        if let Some(tracer) = self.tracer.as_deref() {
+            if !ctx.trace.recording {
+                // Not sampled, or sampled while the exporter refused spans: nothing is built.
+                ctx.trace.count_refused(tracer);
+            } else {
+                let req = session.req_header();
+                let audited = &ctx.audited;
+                let outcome = outcome(audited, status);
+                let mut id = crate::audit::capture::IdText::default();
+                let root = crate::trace::Root {
+                    http_method: req.method.as_str(),
+                    path: req.uri.path(),
+                    status,
+                    mcp_method: audited.method.as_deref(),
+                    target: audited.target.as_deref(),
+                    request_id: audited.request_id.as_ref().map(|i| id.of(i)),
+                    protocol_version: session
+                        .mcp_headers()
+                        .protocol_version_value()
+                        .and_then(|v| v.to_str().ok())
+                        .or(audited.protocol_version.as_deref()),
+                    server: ctx.server.as_ref(),
+                    instance: audited.instance.as_ref(),
+                    outcome: &outcome,
+                };
+                ctx.trace.export(tracer, ctx.started, root);
+            }
         }
         let slot = std::mem::replace(&mut ctx.audit, crate::audit::Slot::None);
         if !matches!(slot, crate::audit::Slot::None) {

@@ -134,8 +134,9 @@ impl Trace {
 
     /// The `traceparent` of an upstream attempt to `instance`: a child of this request's span when the
     /// trace is recorded; the caller's own header (`None`: forwarded as it came) when it is not; for a new
-    /// unrecorded trace, its id with the sampled flag off, so the upstream's logs still carry the id this
-    /// proxy logs and audits (sampled when the trace is: a refused one is the upstream's to record).
+    /// unrecorded trace, its id and this request's span, so the upstream's logs still carry the id this
+    /// proxy logs and audits — with the sampled flag on when the trace was sampled but refused by a closed
+    /// exporter (the upstream's own spans may still reach a collector), off otherwise.
     pub fn upstream(&mut self, instance: &Arc<str>, authority: &str) -> Option<[u8; 55]> {
         self.refused_attempts += u32::from(self.refused);
         let span = if self.recording {

@@ -96,7 +96,7 @@ pub struct Session {
     fields: Vec<(HeaderName, Option<usize>, usize, usize)>,
     /// The request's MCP headers, kept as its head is parsed.
     mcp: McpHeaders,
-    /// Which of the fields most requests lack its head carries.
+    /// Which of the fields [`Noted`] knows (framing, and those most requests lack) its head carries.
     noted: Noted,
 }
 
@@ -265,7 +265,8 @@ impl Session {
         &self.mcp
     }
 
-    /// Which of the fields most requests lack the request's head carries.
+    /// Which of the fields [`Noted`] knows (framing, and those most requests lack) the request's head
+    /// carries.
     pub fn noted(&self) -> Noted {
         self.noted
     }
