@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
 use pingora::protocols::l4::socket::SocketAddr;
-use pingora::protocols::{Shutdown, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,6 +27,7 @@ use crate::caps::{Caps, Exceeded};
 use crate::downstream::{HeadDeadline, Session};
 use crate::error::ProxyError;
 use crate::gateway::{Next, Relayed};
+use crate::transport::Transport;
 
 /// How long a refused connection's request is read (and discarded) so the refusal is not lost to a reset.
 const REFUSAL_DRAIN: Duration = Duration::from_millis(200);
@@ -50,8 +51,7 @@ fn client_key(peer: Option<&SocketAddr>) -> Arc<str> {
 
 impl Listener {
     /// Serves one client connection: takes its place under the caps, then its requests.
-    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
-        let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().cloned());
+    async fn serve(self: Arc<Self>, stream: Transport, peer: Option<SocketAddr>, shutdown: ShutdownWatch) {
         let client = client_key(peer.as_ref());
         let open = match self.caps.try_acquire(&client) {
             Ok(permit) => Open::new(permit),
@@ -108,7 +108,8 @@ impl Listener {
 #[async_trait]
 impl ServerApp for Listener {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        self.clone().serve(stream, shutdown.clone()).await;
+        let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().cloned());
+        self.clone().serve(Transport::from(stream), peer, shutdown.clone()).await;
         None
     }
 
@@ -156,7 +157,7 @@ impl pingora::services::Service for PlainListener {
     ) {
         let socket = self.socket.take().expect("the MCP listener starts once");
         let listener = match tokio::net::TcpListener::from_std(socket) {
-            Ok(listener) => pingora::protocols::l4::listener::Listener::from(listener),
+            Ok(listener) => listener,
             Err(e) => {
                 tracing::error!(error = %e, "Cannot listen on the MCP socket.");
                 std::process::exit(1);
@@ -173,12 +174,17 @@ impl pingora::services::Service for PlainListener {
                 }
             };
             match accepted {
-                Ok(mut stream) => {
+                Ok((tcp, peer)) => {
                     // Requests and answers go out as written (Pingora's listeners do the same).
-                    let _ = stream.set_nodelay();
-                    // On a worker picked at random (each is a runtime of its own: `server::build`).
-                    pingora_runtime::current_handle()
-                        .spawn(self.app.clone().serve(Box::new(stream), shutdown.clone()));
+                    let _ = tcp.set_nodelay(true);
+                    let peer = Some(SocketAddr::Inet(peer));
+                    // On a worker picked at random (each is a runtime of its own: `server::build`); read
+                    // and written as it is (`transport`).
+                    pingora_runtime::current_handle().spawn(self.app.clone().serve(
+                        Transport::Tcp(tcp),
+                        peer,
+                        shutdown.clone(),
+                    ));
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     tracing::error!(error = %e, "Cannot accept a connection: out of descriptors.");
@@ -219,7 +225,7 @@ impl Drop for Open {
 }
 
 /// Answers a connection over a cap and closes it.
-async fn refuse(mut stream: Stream, over: Exceeded, client: &str) {
+async fn refuse(mut stream: Transport, over: Exceeded, client: &str) {
     let error = match over {
         Exceeded::PerKey(limit) => ProxyError::TooManyConnections { per_client: true, limit },
         Exceeded::Total(limit) => ProxyError::TooManyConnections { per_client: false, limit },
@@ -245,7 +251,7 @@ async fn refuse(mut stream: Stream, over: Exceeded, client: &str) {
         io::Result::Ok(())
     })
     .await;
-    Shutdown::shutdown(&mut *stream).await;
+    stream.close().await;
 }
 
 fn error_cap(over: Exceeded) -> &'static str {

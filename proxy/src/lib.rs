@@ -38,4 +38,5 @@ pub mod session;
 pub mod shared;
 pub mod sse;
 pub mod trace;
+pub mod transport;
 pub mod upstream;

@@ -26,7 +26,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::Shutdown;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -524,7 +523,7 @@ impl Session {
 
     /// Closes the connection (what is held is sent first).
     pub async fn shutdown(&mut self) {
-        Shutdown::shutdown(&mut *self.stream).await;
+        self.stream.close().await;
     }
 
     /// Ends the request: the answer's end is written and sent, and what the handler left of the request
@@ -588,7 +587,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        let stream = crate::transport::Transport::Tcp(server);
         let session = Session::new(
             Box::new(HeadDeadline::new(stream, Duration::from_secs(5))),
             None,

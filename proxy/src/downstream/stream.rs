@@ -3,18 +3,14 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType,
-};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::memory::{SPARE_LIMIT, Spares};
+use crate::transport::Transport;
 
 /// Where a request head is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +51,7 @@ fn give_back(mut buffer: Vec<u8>) {
 /// small body leave in one send. The held bytes' buffer is given back once sent: an idle stream holds none.
 #[derive(Debug)]
 pub struct HeadDeadline {
-    inner: Stream,
+    inner: Transport,
     timeout: Duration,
     head: Head,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -65,7 +61,7 @@ pub struct HeadDeadline {
 }
 
 impl HeadDeadline {
-    pub fn new(inner: Stream, timeout: Duration) -> Self {
+    pub fn new(inner: Transport, timeout: Duration) -> Self {
         Self { inner, timeout, head: Head::Awaited, deadline: None, held: Vec::new(), sent: 0 }
     }
 
@@ -117,6 +113,12 @@ impl HeadDeadline {
     /// The next bytes start a new request head.
     pub(crate) fn rearm(&mut self) {
         self.head = Head::Awaited;
+    }
+
+    /// Sends what is held (the last answer before a close), then the FIN.
+    pub(crate) async fn close(&mut self) {
+        let _ = std::future::poll_fn(|cx| self.poll_send_held(cx)).await;
+        self.inner.close().await;
     }
 
     /// Follows the head through `bytes` just read.
@@ -231,60 +233,6 @@ impl AsyncWrite for HeadDeadline {
     }
 }
 
-#[async_trait]
-impl Shutdown for HeadDeadline {
-    async fn shutdown(&mut self) {
-        // What is held goes out first (the last answer before a close).
-        let _ = std::future::poll_fn(|cx| self.poll_send_held(cx)).await;
-        Shutdown::shutdown(&mut *self.inner).await;
-    }
-}
-
-impl UniqueID for HeadDeadline {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for HeadDeadline {
-    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
-        self.inner.get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for HeadDeadline {
-    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-}
-
-impl GetProxyDigest for HeadDeadline {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-}
-
-impl GetSocketDigest for HeadDeadline {
-    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-}
-
-#[async_trait]
-impl Peek for HeadDeadline {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,10 +262,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (mut peer, _) = listener.accept().await.unwrap();
-        let mut stream = HeadDeadline::new(
-            Box::new(pingora::protocols::l4::stream::Stream::from(client)),
-            Duration::from_secs(5),
-        );
+        let mut stream = HeadDeadline::new(Transport::Tcp(client), Duration::from_secs(5));
 
         let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n";
         stream.write_all(head).await.unwrap();

@@ -15,6 +15,9 @@
 //! what nobody asked for; either is dropped (a released one is not read: its answer just ended where its
 //! framing said, and the check when it is taken finds whatever arrives after). Connections idle past their
 //! timeout are dropped when their peer's stack is next used and by [`Pool::sweep`], every few seconds.
+//!
+//! Plain TCP connections are opened here and read and written as they are (`crate::transport`); TLS ones
+//! are Pingora's connector's.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -25,12 +28,13 @@ use bytes::BytesMut;
 use pingora::connectors::TransportConnector;
 #[cfg(test)]
 use pingora::http::RequestHeader;
-use pingora::protocols::Stream;
+use pingora::protocols::l4::socket::SocketAddr;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::response::Response;
+use crate::transport::Transport;
 
 /// The proxy's upstream connections, kept alive between requests per peer.
 pub struct Pool {
@@ -92,7 +96,7 @@ fn worker() -> u32 {
 
 /// An idle connection and when it was released.
 struct Idle {
-    stream: Stream,
+    stream: Transport,
     since: Instant,
     timeout: Option<Duration>,
 }
@@ -154,7 +158,7 @@ impl Pool {
                 Some(stream) => (stream, true),
                 // Boxed: connecting (TLS included) is a future of ~8 KiB that every request's future would
                 // otherwise carry, and an idle stream's with it (BENCHMARKS.md, scenario f).
-                None => (Box::pin(self.transport.new_stream(peer)).await?, false),
+                None => (Box::pin(self.connect(peer)).await?, false),
             };
             let written = async {
                 stream.write_all(&wire).await?;
@@ -178,6 +182,41 @@ impl Pool {
         }
     }
 
+    /// A new connection to `peer`: plain TCP opened here and read and written as it is (`transport`),
+    /// anything else (TLS) by Pingora's connector. Failures are classified as Pingora's connector does.
+    async fn connect(&self, peer: &HttpPeer) -> pingora::Result<Transport> {
+        let SocketAddr::Inet(addr) = peer.address() else {
+            return Ok(Transport::Pingora(self.transport.new_stream(peer).await?));
+        };
+        if peer.is_tls() || peer.get_proxy().is_some() {
+            return Ok(Transport::Pingora(self.transport.new_stream(peer).await?));
+        }
+        let connecting = tokio::net::TcpStream::connect(*addr);
+        let connected = match peer.connection_timeout() {
+            Some(t) => tokio::time::timeout(t, connecting).await.map_err(|_| {
+                Error::explain(
+                    ErrorType::ConnectTimedout,
+                    format!("timeout {t:?} connecting to server {peer}"),
+                )
+            })?,
+            None => connecting.await,
+        };
+        let tcp = connected.map_err(|e| {
+            let etype = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
+                std::io::ErrorKind::TimedOut => ErrorType::ConnectTimedout,
+                _ if matches!(e.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
+                    ErrorType::ConnectNoRoute
+                }
+                _ => ErrorType::ConnectError,
+            };
+            Error::because(etype, format!("Fail to connect to {peer}"), e)
+        })?;
+        // Requests go out as written (one write each: `send`).
+        let _ = tcp.set_nodelay(true);
+        Ok(Transport::Tcp(tcp))
+    }
+
     /// Returns the connection of a finished exchange to the pool, if the answer left it reusable; it is
     /// kept for `idle_timeout`, or less when the upstream said it keeps it idle for less.
     pub fn release(&self, answer: Response, idle_timeout: Option<Duration>) {
@@ -192,7 +231,7 @@ impl Pool {
 
     /// An idle connection of this worker to the peer of `key` that is still usable, the most recently
     /// released first.
-    fn take(&self, key: u64) -> Option<Stream> {
+    fn take(&self, key: u64) -> Option<Transport> {
         let now = Instant::now();
         loop {
             let idle = {
@@ -209,7 +248,7 @@ impl Pool {
 
     /// Keeps `stream` for this worker's next request to the peer of `key`; when it has as many idle
     /// connections to the peer as are kept, the oldest closes.
-    fn put(&self, stream: Stream, key: u64, timeout: Option<Duration>) {
+    fn put(&self, stream: Transport, key: u64, timeout: Option<Duration>) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let stack = idle.entry((key, worker())).or_default();
@@ -240,7 +279,7 @@ impl Pool {
 /// Whether an idle connection can carry another request: nothing is readable on it, neither the end of
 /// the stream (the upstream closed it) nor bytes nobody asked for. A read that would wait answers that
 /// without waiting (and without a system call when the reactor saw nothing arrive).
-fn still_open(stream: &mut Stream) -> bool {
+fn still_open(stream: &mut Transport) -> bool {
     use futures_util::FutureExt;
     let mut byte = [0u8; 1];
     match tokio::task::unconstrained(stream.read(&mut byte)).now_or_never() {
@@ -443,6 +482,34 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         panic!("the condition did not come true within 2 s");
+    }
+
+    /// Plain TCP is connected here, not by Pingora's connector: its failures must still be classified as
+    /// the connector's (the error classifier maps them to `upstream_unreachable`).
+    #[tokio::test]
+    async fn a_plain_connection_that_fails_is_classified_as_pingoras_connector_would() {
+        let pool = Pool::default();
+        let closed = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let refused = pool.connect(&HttpPeer::new(closed, false, String::new())).await.unwrap_err();
+        assert_eq!(refused.etype(), &ErrorType::ConnectRefused, "{refused}");
+
+        // A listener whose accept queue is full drops further SYNs: the connect times out.
+        let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        full.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        full.listen(0).unwrap();
+        let addr = full.local_addr().unwrap().as_socket().unwrap();
+        // Linux queues one connection past a backlog of 0.
+        let _queued = std::net::TcpStream::connect(addr).unwrap();
+        let mut silent = HttpPeer::new(addr, false, String::new());
+        silent.options.connection_timeout = Some(Duration::from_millis(50));
+        let timed_out = pool.connect(&silent).await.unwrap_err();
+        assert_eq!(timed_out.etype(), &ErrorType::ConnectTimedout, "{timed_out}");
+
+        let (peer, _) = upstream(1).await;
+        assert!(matches!(pool.connect(&peer).await.unwrap(), Transport::Tcp(_)), "plain TCP, read as it is");
     }
 
     #[tokio::test]

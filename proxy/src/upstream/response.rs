@@ -25,9 +25,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::framing::{Body, connection_has, header_name, malformed, parse_decimal};
 use crate::headers::Noted;
 use crate::memory::{SPARE_LIMIT, Spares};
+use crate::transport::Transport;
 use http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use pingora::http::ResponseHeader;
-use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncReadExt;
 
@@ -50,7 +50,7 @@ thread_local! {
 
 /// An answer being read from an upstream connection.
 pub struct Response {
-    stream: Stream,
+    stream: Transport,
     /// The pool's key of the connection's peer (`Peer::reuse_hash`, worked out once when it was taken).
     pool_key: u64,
     /// Bytes read and not yet handed out.
@@ -70,7 +70,7 @@ pub struct Response {
 
 impl Response {
     /// The answer to a request just written on `stream`.
-    pub fn new(stream: Stream, pool_key: u64) -> Self {
+    pub fn new(stream: Transport, pool_key: u64) -> Self {
         Self {
             stream,
             pool_key,
@@ -147,7 +147,7 @@ impl Response {
 
     /// The connection, when this answer left it fit for another request, its pool key, and how long the
     /// upstream keeps it idle if it said so.
-    pub fn into_reusable(self) -> Option<(Stream, u64, Option<Duration>)> {
+    pub fn into_reusable(self) -> Option<(Transport, u64, Option<Duration>)> {
         if !(self.body == Body::Done && self.keepalive && self.buf.is_empty()) {
             return None;
         }
@@ -292,7 +292,7 @@ mod tests {
             }
         });
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        Response::new(Box::new(pingora::protocols::l4::stream::Stream::from(stream)), 0)
+        Response::new(Transport::Tcp(stream), 0)
     }
 
     async fn body(r: &mut Response) -> Result<Vec<u8>> {
