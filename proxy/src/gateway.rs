@@ -160,7 +160,7 @@ impl Gateway {
             elapsed,
         );
         if let Some(tracer) = self.tracer.as_deref() {
-            if !ctx.trace.recording {
+            if !ctx.trace.recorded() {
                 // Not sampled, or sampled while the exporter refused spans: nothing is built.
                 ctx.trace.count_refused(tracer);
             } else {

@@ -55,6 +55,19 @@ pub struct Attempt {
     answered: Option<Instant>,
 }
 
+/// What becomes of a request's spans, decided when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sampling {
+    /// Not sampled: no spans, no marks.
+    Off,
+    /// Sampled while the exporter refused spans (the collector failing): none are made; its phases are
+    /// marked and its upstream attempts counted, so that the spans it would have had are counted as
+    /// dropped when it ends.
+    Refused { attempts: u32 },
+    /// Spans are made and exported.
+    Recorded,
+}
+
 /// A request's trace context and, when recorded, the marks its spans are made from.
 pub struct Trace {
     pub id: TraceId,
@@ -62,13 +75,7 @@ pub struct Trace {
     parent: SpanId,
     /// The request's span on this proxy.
     span: SpanId,
-    /// Spans are made and exported.
-    pub recording: bool,
-    /// Sampled while the exporter refused spans (the collector failing): none are made, and those the
-    /// request would have had are counted as dropped when it ends.
-    refused: bool,
-    /// Upstream attempts of a refused trace.
-    refused_attempts: u32,
+    sampling: Sampling,
     /// The caller sent a valid `traceparent`.
     continued: bool,
     pub body_read: Option<Instant>,
@@ -83,9 +90,7 @@ impl Default for Trace {
             id: TraceId::INVALID,
             parent: SpanId::INVALID,
             span: SpanId::INVALID,
-            recording: false,
-            refused: false,
-            refused_attempts: 0,
+            sampling: Sampling::Off,
             continued: false,
             body_read: None,
             authenticated: None,
@@ -107,22 +112,22 @@ impl Trace {
             Some(c) => (c.trace_id, c.span_id, c.sampled),
             None => (ids::trace_id(), SpanId::INVALID, tracer.is_some_and(|t| t.settings.sample_new())),
         };
-        let sampled = sampled && tracer.is_some();
-        let recording = sampled && tracer.is_some_and(|t| t.exporter.is_open());
-        Self {
-            id,
-            parent,
-            span: ids::span_id(),
-            recording,
-            refused: sampled && !recording,
-            continued: caller.is_some(),
-            ..Self::default()
-        }
+        let sampling = match tracer {
+            Some(t) if sampled && t.exporter.is_open() => Sampling::Recorded,
+            Some(_) if sampled => Sampling::Refused { attempts: 0 },
+            _ => Sampling::Off,
+        };
+        Self { id, parent, span: ids::span_id(), sampling, continued: caller.is_some(), ..Self::default() }
+    }
+
+    /// Whether spans are made and exported.
+    pub fn recorded(&self) -> bool {
+        self.sampling == Sampling::Recorded
     }
 
     /// Whether phases are marked: the trace is sampled (recorded, or refused and counted).
     pub fn marks(&self) -> bool {
-        self.recording || self.refused
+        self.sampling != Sampling::Off
     }
 
     /// Marks `at` on `slot` when the trace is sampled ([`Self::marks`]).
@@ -138,8 +143,10 @@ impl Trace {
     /// proxy logs and audits — with the sampled flag on when the trace was sampled but refused by a closed
     /// exporter (the upstream's own spans may still reach a collector), off otherwise.
     pub fn upstream(&mut self, instance: &Arc<str>, authority: &str) -> Option<[u8; 55]> {
-        self.refused_attempts += u32::from(self.refused);
-        let span = if self.recording {
+        if let Sampling::Refused { attempts } = &mut self.sampling {
+            *attempts += 1;
+        }
+        let span = if self.recorded() {
             let span = ids::span_id();
             self.attempts.push(Attempt {
                 span,
@@ -168,8 +175,8 @@ impl Trace {
 
     /// Counts the spans of a trace refused at its start as dropped (its own, its phases', two an attempt's).
     pub fn count_refused(&self, tracer: &Tracer) {
-        if self.refused {
-            tracer.exporter.refused(self.spans(self.refused_attempts as usize));
+        if let Sampling::Refused { attempts } = self.sampling {
+            tracer.exporter.refused(self.spans(attempts as usize));
         }
     }
 
@@ -182,7 +189,7 @@ impl Trace {
 
     /// Hands the request's spans to the exporter. `started` is when the request's head arrived.
     pub fn export(&mut self, tracer: &Tracer, started: Instant, root: Root<'_>) {
-        if !self.recording {
+        if !self.recorded() {
             return;
         }
         if !tracer.exporter.is_open() {
@@ -360,7 +367,7 @@ mod tests {
     fn an_unrecorded_callers_trace_goes_upstream_unchanged() {
         let mut trace = Trace::start(&request(Some(CALLER)), Noted::ANY, None);
         assert_eq!(trace.id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert!(!trace.recording);
+        assert!(!trace.recorded());
         let name: Arc<str> = Arc::from("i");
         assert_eq!(trace.upstream(&name, "h:1"), None);
     }
@@ -403,7 +410,7 @@ mod tests {
         let stats = tracer.exporter.stats.clone();
         // A recorded request's spans go to a collector that refuses the connection: the exporter closes.
         let mut first = Trace::start(&request(None), Noted::ANY, Some(&tracer));
-        assert!(first.recording);
+        assert!(first.recorded());
         first.export(&tracer, Instant::now(), root());
         tokio::spawn(worker.run());
         let mut waited = 0;
@@ -416,7 +423,7 @@ mod tests {
 
         // Sampled now: marked and counted, nothing built; the upstream still gets a sampled traceparent.
         let mut trace = Trace::start(&request(None), Noted::ANY, Some(&tracer));
-        assert!(!trace.recording && trace.marks());
+        assert!(!trace.recorded() && trace.marks());
         for slot in [&mut trace.body_read, &mut trace.authenticated] {
             Trace::mark(true, slot);
         }

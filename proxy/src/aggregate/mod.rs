@@ -727,7 +727,7 @@ async fn call_route(
         } else {
             crate::headers::header_value(original)
         };
-        headers.push((http::HeaderName::from_static("mcp-name"), value));
+        headers.push((crate::headers::MCP_NAME, value));
     }
     let complete = modern.then_some(crate::sse::Completion { cacheable: method == "resources/read" });
     if modern && table.catalog().facts(&server.id).is_some_and(|f| f.modern) {
@@ -752,10 +752,7 @@ async fn call_route(
     loop {
         let held = gw.state.upstreams.get(gw, session.req_header(), &server, &key, &hello).await?;
         let mut headers = headers.clone();
-        headers.push((
-            http::HeaderName::from_static("mcp-protocol-version"),
-            crate::headers::header_value(&held.version),
-        ));
+        headers.push((crate::headers::MCP_PROTOCOL_VERSION, crate::headers::header_value(&held.version)));
         let plan = Plan {
             target: Target::Pinned(held.instance.clone()),
             upstream_session: Some(held.id.clone()).filter(|id| !id.is_empty()),
@@ -1233,10 +1230,7 @@ async fn answer_upstream(
         target: Target::Pinned(held.instance.clone()),
         upstream_session: Some(held.id.clone()).filter(|id| !id.is_empty()),
         rewrite: Rewrite::DropSession,
-        headers: vec![(
-            http::HeaderName::from_static("mcp-protocol-version"),
-            crate::headers::header_value(&held.version),
-        )],
+        headers: vec![(crate::headers::MCP_PROTOCOL_VERSION, crate::headers::header_value(&held.version))],
         ..Plan::default()
     };
     upstream::http::run_in_place(gw, session, ctx, &server, plan, Bytes::from(doc.to_string())).await
