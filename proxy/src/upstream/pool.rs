@@ -184,6 +184,8 @@ impl Pool {
 
     /// A new connection to `peer`: plain TCP opened here and read and written as it is (`transport`),
     /// anything else (TLS) by Pingora's connector. Failures are classified as Pingora's connector does.
+    /// Of the peer's options only the connect timeout applies to plain TCP: the routing table sets no
+    /// other (keep-alive probes, buffer sizes, a local address), and one it sets must be applied here.
     async fn connect(&self, peer: &HttpPeer) -> pingora::Result<Transport> {
         let SocketAddr::Inet(addr) = peer.address() else {
             return Ok(Transport::Pingora(self.transport.new_stream(peer).await?));
