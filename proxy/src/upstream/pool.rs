@@ -187,13 +187,11 @@ impl Pool {
     /// Of the peer's options only the connect timeout applies to plain TCP: the routing table sets no
     /// other (keep-alive probes, buffer sizes, a local address), and one it sets must be applied here.
     async fn connect(&self, peer: &HttpPeer) -> pingora::Result<Transport> {
-        let SocketAddr::Inet(addr) = peer.address() else {
-            return Ok(Transport::Pingora(self.transport.new_stream(peer).await?));
+        let addr = match peer.address() {
+            SocketAddr::Inet(addr) if !peer.is_tls() && peer.get_proxy().is_none() => *addr,
+            _ => return Ok(Transport::Pingora(self.transport.new_stream(peer).await?)),
         };
-        if peer.is_tls() || peer.get_proxy().is_some() {
-            return Ok(Transport::Pingora(self.transport.new_stream(peer).await?));
-        }
-        let connecting = tokio::net::TcpStream::connect(*addr);
+        let connecting = tokio::net::TcpStream::connect(addr);
         let connected = match peer.connection_timeout() {
             Some(t) => tokio::time::timeout(t, connecting).await.map_err(|_| {
                 Error::explain(
