@@ -14,6 +14,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use mcpgw_proxy::downstream::{HeadDeadline, Session};
 use mcpgw_proxy::headers::McpHeaders;
+use mcpgw_proxy::transport::Transport;
 use pingora::http::ResponseHeader;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::l4::virt::VirtualSocketStream;
@@ -33,7 +34,10 @@ type Request = (String, String, Vec<(String, Vec<u8>)>, Vec<u8>);
 fn read(pieces: &[&[u8]], arrived: usize) -> (Vec<Request>, bool) {
     let pieces = pieces.iter().filter(|p| !p.is_empty()).map(|p| p.to_vec()).collect();
     let socket = VirtualSocketStream::new(Box::new(Replay { pieces }));
-    let stream = Box::new(HeadDeadline::new(Box::new(L4Stream::from(socket)), Duration::from_secs(60)));
+    let stream = Box::new(HeadDeadline::new(
+        Transport::Pingora(Box::new(L4Stream::from(socket))),
+        Duration::from_secs(60),
+    ));
     let mut session = Session::new(stream, None, Duration::from_secs(60));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
     runtime.block_on(async {

@@ -5,6 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mcpgw_proxy::transport::Transport;
 use mcpgw_proxy::upstream::response::Response;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::l4::virt::VirtualSocketStream;
@@ -23,7 +24,7 @@ type Read = Option<(u16, Vec<(String, Vec<u8>)>, Vec<u8>)>;
 fn read(pieces: &[&[u8]], arrived: usize) -> Read {
     let pieces = pieces.iter().filter(|p| !p.is_empty()).map(|p| p.to_vec()).collect();
     let socket = VirtualSocketStream::new(Box::new(Replay { pieces }));
-    let mut answer = Response::new(Box::new(L4Stream::from(socket)), 0);
+    let mut answer = Response::new(Transport::Pingora(Box::new(L4Stream::from(socket))), 0);
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
     runtime.block_on(async {
         answer.read_response_header().await.ok()?;
