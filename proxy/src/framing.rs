@@ -7,6 +7,7 @@
 //! Decoding is cancel-safe: the state moves only when bytes are consumed from the buffer.
 
 use crate::headers::Noted;
+use crate::memory::Spares;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, header};
 use pingora::{Error, ErrorType, Result};
@@ -242,6 +243,37 @@ const KNOWN_BY_LENGTH: [u8; 21] = {
     table
 };
 
+thread_local! {
+    /// Header maps of heads that have ended, emptied, for the next heads read on this thread.
+    static MAPS: Spares<HeaderMap> = const { Spares::new() };
+}
+
+/// The most fields a map given back to [`MAPS`] may have room for (one grown by an unusual head is freed).
+const MAP_LIMIT: usize = 48;
+
+/// A header map with room for a head's `fields`: one an ended head left on this thread ([`recycle_map`]),
+/// or a new one. Both head readers take one per head: a new map is two allocations (its indices and its
+/// entries), ~400 instructions a request for the two heads of a forwarded call with their frees.
+pub(crate) fn head_map(fields: usize) -> HeaderMap {
+    match MAPS.with(Spares::take) {
+        Some(mut map) => {
+            // Within `MAX_HEADERS`, far below the map's limit.
+            let _ = map.try_reserve(fields);
+            map
+        }
+        None => HeaderMap::with_capacity(fields),
+    }
+}
+
+/// Gives an ended head's map back for [`head_map`]: its fields are dropped now (values can be slices of
+/// a connection's read buffer, which must not stay held), the room kept.
+pub(crate) fn recycle_map(mut map: HeaderMap) {
+    if map.capacity() <= MAP_LIMIT {
+        map.clear();
+        MAPS.with(|maps| maps.give_back(map));
+    }
+}
+
 /// [`header_name`], and its place in the table of known names (below [`crate::headers::MCP_HEADERS`]'s
 /// length: its slot there).
 pub(crate) fn known_header_name(name: &[u8]) -> Result<(HeaderName, Option<usize>)> {
@@ -320,6 +352,24 @@ mod tests {
         framed(&[("connection", "Keep-Alive"), ("keep-alive", "timeout=5"), ("content-length", "2")])
             .unwrap();
         framed(&[("Connection", "close"), ("mcp-session-id", "s")]).unwrap();
+    }
+
+    #[test]
+    fn ended_heads_maps_are_taken_again_empty_and_oversized_ones_are_freed() {
+        assert!(MAPS.with(Spares::take).is_none(), "a new thread keeps none");
+        let mut map = head_map(8);
+        let room = map.capacity();
+        assert!(room >= 8);
+        map.append(header::HOST, http::HeaderValue::from_static("example"));
+        recycle_map(map);
+        let again = head_map(4);
+        assert!(again.is_empty(), "its fields were dropped");
+        assert_eq!(again.capacity(), room, "the same map, its room kept");
+        recycle_map(again);
+        let grown = head_map(100);
+        assert!(grown.capacity() >= 100, "room made for a larger head");
+        recycle_map(grown);
+        assert!(MAPS.with(Spares::take).is_none(), "a map over the limit is freed");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::{Error, ErrorType, Result};
@@ -33,7 +33,9 @@ use tokio::time::Sleep;
 
 pub use stream::HeadDeadline;
 
-use crate::framing::{Body, chunked_last, connection_has, known_header_name, malformed};
+use crate::framing::{
+    Body, chunked_last, connection_has, head_map, known_header_name, malformed, recycle_map,
+};
 use crate::headers::{McpHeaders, Noted};
 
 /// The longest request head read (request line and header fields).
@@ -133,9 +135,13 @@ impl Session {
     pub async fn read_request(&mut self) -> Result<bool> {
         // Nothing of the last request may hold on to the buffer (its head's values are slices of it), so
         // that the buffer's next read reuses its memory instead of allocating another.
-        self.head = None;
+        if let Some(head) = self.head.take() {
+            recycle_map(http::request::Parts::from(head).headers);
+        }
         self.mcp = McpHeaders::default();
-        self.response = None;
+        if let Some(answer) = self.response.take() {
+            recycle_map(http::response::Parts::from(*answer).headers);
+        }
         self.writer = Writer::Head;
         self.body = Body::Head;
         self.body_bytes_sent = 0;
@@ -204,7 +210,7 @@ impl Session {
             (len, method, at(req.path.unwrap_or_default().as_bytes()), version)
         };
         let bytes = self.buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        let mut headers = head_map(self.fields.len());
         let mut noted = Noted::default();
         for (name, known, start, len) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::framing::{Body, connection_has, header_name, malformed, parse_decimal};
+use crate::framing::{Body, connection_has, head_map, header_name, malformed, parse_decimal};
 use crate::headers::Noted;
 use crate::memory::{SPARE_LIMIT, Spares};
 use crate::transport::Transport;
@@ -208,7 +208,7 @@ impl Response {
             return Ok(true);
         }
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        let mut headers = head_map(parsed.headers.len());
         let mut framing = Noted::default();
         for field in parsed.headers.iter() {
             let name = header_name(field.name.as_bytes())?;
