@@ -253,7 +253,7 @@ const MAP_LIMIT: usize = 48;
 
 /// A header map with room for a head's `fields`: one an ended head left on this thread ([`recycle_map`]),
 /// or a new one. Both head readers take one per head: a new map is two allocations (its indices and its
-/// entries), ~400 instructions a request for the two heads of a forwarded call with their frees.
+/// entries) to make and free, ~950 instructions for the two heads of a forwarded call (BENCHMARKS.md).
 pub(crate) fn head_map(fields: usize) -> HeaderMap {
     match MAPS.with(Spares::take) {
         Some(mut map) => {

@@ -173,7 +173,7 @@ macro_rules! insert_mcp {
 /// A batch none of whose records is stored yet: every batch but one sent again.
 const INSERT_MCP: &str = insert_mcp!("");
 /// A batch sent again (after a lost acknowledgement): what is stored already is left as it is. Checking
-/// each row's key before inserting it costs PostgreSQL ~18 % more a row, so only batches that need it pay it
+/// each row's key before inserting it costs PostgreSQL ~23 % more a row, so only batches that need it pay it
 /// (BENCHMARKS.md, "Audit ingest").
 const INSERT_MCP_AGAIN: &str = insert_mcp!(" ON CONFLICT DO NOTHING");
 
