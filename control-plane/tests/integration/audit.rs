@@ -699,6 +699,38 @@ async fn bad_queries_are_refused_with_invalid_query() {
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
 }
 
+/// A tenant's page, newest first after a cursor, as the query API reads it: from the tenant index alone,
+/// the cursor an index condition, no sort of the tenant's rows.
+#[actix_web::test]
+async fn a_tenants_page_newest_first_is_read_from_its_index_without_a_sort() {
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = Text)]
+        #[diesel(column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let app = TestApp::start().await;
+    let mut conn = app.pool.get().await.expect("connection");
+    app.hub.audit().maintain(&mut conn).await.expect("partitions");
+    // Plans as for a log too large to read whole: only what an index can serve is left to choose.
+    for setting in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+        diesel::sql_query(format!("SET {setting} = off")).execute(&mut conn).await.expect("set");
+    }
+    let plan: Vec<Line> = diesel::sql_query(
+        "EXPLAIN SELECT * FROM audit_log WHERE tenant_id = 'acme' \
+         AND (time, id) < (now(), '00000000-0000-0000-0000-000000000000'::uuid) \
+         ORDER BY time DESC, id DESC LIMIT 50",
+    )
+    .load(&mut conn)
+    .await
+    .expect("explain");
+    let plan = plan.iter().map(|l| l.line.as_str()).collect::<Vec<_>>().join("\n");
+    assert!(!plan.contains("Sort"), "{plan}");
+    assert!(!plan.contains("Seq Scan") && !plan.contains("Bitmap"), "{plan}");
+    assert!(plan.contains("Index Scan") && plan.contains("tenant_id"), "{plan}");
+    assert!(plan.contains("ROW(\"time\", id) <"), "the cursor is an index condition: {plan}");
+}
+
 /// Records per second through `StreamAudit`: 100 batches of 1,000, sent as a proxy does (up to 16 waiting
 /// for their acknowledgement), of random tenants, principals and servers at random times within the last
 /// hour. The floor only catches a collapse; BENCHMARKS.md has the figure.
