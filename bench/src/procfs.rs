@@ -19,6 +19,31 @@ pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
     Ok(field(11)? + field(12)?)
 }
 
+/// Nanoseconds the threads of process `pid` have spent runnable but waiting for a CPU
+/// (`/proc/<pid>/task/*/schedstat`, second field; a thread that ends takes its share with it).
+pub fn run_delay_ns(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(text) = std::fs::read_to_string(task?.path().join("schedstat")) else { continue };
+        total += text.split_whitespace().nth(1).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Clock ticks CPU `cpu` has been busy so far (`/proc/stat`: user, nice, system, irq and softirq; not idle,
+/// I/O wait or steal).
+pub fn cpu_busy_ticks(cpu: usize) -> io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .ok_or_else(|| io::Error::other(format!("no {name} in /proc/stat")))?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    // user nice system idle iowait irq softirq steal …
+    Ok([0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum())
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux in practice).
 pub fn clock_ticks_per_sec() -> u64 {
     Command::new("getconf")
@@ -114,5 +139,38 @@ mod tests {
         assert!(rss_kib(me).unwrap() > 0);
         assert!(nofile_limit().is_some());
         assert!(machine().cpus >= 1);
+    }
+
+    #[test]
+    fn a_busy_core_and_a_waiting_thread_are_seen() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // Two more spinning threads than cores: some of them must wait for one.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let me = std::process::id();
+        let (wait_before, busy_before) = (run_delay_ns(me).unwrap(), cpu_busy_ticks(0).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..cores + 2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        // Read while they live (an ended thread takes its share with it), until a wait and a tick are seen.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let (mut wait, mut busy) = (0, busy_before);
+        while (wait == 0 || busy == busy_before) && std::time::Instant::now() < deadline {
+            wait = run_delay_ns(me).unwrap() - wait_before;
+            busy = cpu_busy_ticks(0).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert!(wait > 0, "no run-queue wait with {} spinning threads on {cores} cores", cores + 2);
+        assert!(busy > busy_before, "core 0 not busy while every core had a spinning thread");
+        assert!(cpu_busy_ticks(usize::MAX).is_err());
     }
 }

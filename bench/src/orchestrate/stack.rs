@@ -61,6 +61,8 @@ pub struct Stack {
     /// measured: scenario a compares this build with it in the same passes.
     pub base: Option<(Proc, SocketAddr)>,
     pub nginx: Option<(Proc, SocketAddr)>,
+    /// The cores the stack was pinned to.
+    pub pins: Pins,
     pub token: String,
     /// Server name → id in the registry.
     pub ids: Vec<(&'static str, String)>,
@@ -284,6 +286,7 @@ impl Stack {
             traced,
             base,
             nginx: None,
+            pins,
             token,
             ids: Vec::new(),
             api_key: None,

@@ -2,14 +2,17 @@
 //! request's scheduled time): the p50 and p99 the proxy adds to a direct call, and nginx's for reference.
 //! The proxy's sibling without audit (`--audit off`, when the build has the flag) runs in the same passes,
 //! so that the audit pipeline's share of the tail (its shipping, and the control plane and PostgreSQL
-//! taking the records on the machine's other core) is told apart from the request path's.
+//! taking the records on the machine's other core) is told apart from the request path's. Each run also
+//! reports the server core's state ([`super::ServerCoreProbe`]): how long the servers waited for it, and how
+//! much of it went to other work (the database inserting audit records lands there when the load core is
+//! busy).
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde_json::json;
 
-use super::{Ctx, order};
+use super::{Ctx, ServerCoreProbe, order};
 use crate::load::open;
 use crate::report::{Check, Section, fmt};
 use crate::stats::Dist;
@@ -31,13 +34,29 @@ pub async fn run(ctx: &mut Ctx<'_>, proxied_rps: f64) -> Result<Section> {
     let mut s = Section::new(
         "b",
         "latency at a fixed rate (open loop, 2026-07-28 tools/call)",
-        &["pass", "via", "rate req/s", "done req/s", "p50 µs", "p90 µs", "p99 µs", "max µs", "errors"],
+        &[
+            "pass",
+            "via",
+            "rate req/s",
+            "done req/s",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "max µs",
+            "errors",
+            "server wait ms",
+            "server core other ms",
+        ],
     );
     let mut passes: Vec<BTreeMap<&'static str, Dist>> = Vec::new();
+    // Per target, per measured pass: the server core's figures (see `ServerCoreProbe`).
+    let mut core: BTreeMap<&'static str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for pass in 0..=p.pairs {
         let mut figures = BTreeMap::new();
         for (via, ep) in order(pass, &targets) {
+            let probe = ServerCoreProbe::start(ctx.stack);
             let r = open::run(ep.addr, ep.stateless_echo(), rate, p.open_connections, p.fixed_rate).await;
+            let server = probe.finish(ctx.ticks_per_sec);
             ctx.stack.check_alive()?;
             let d = r.latency;
             s.rows.push(vec![
@@ -50,11 +69,16 @@ pub async fn run(ctx: &mut Ctx<'_>, proxied_rps: f64) -> Result<Section> {
                 fmt(d.p99_us),
                 fmt(d.max_us),
                 r.errors.to_string(),
+                fmt(server.wait_ms),
+                fmt(server.other_ms),
             ]);
             s.count_errors(format!("pass {pass} via {via}"), r.errors, r.first_error.as_deref());
             s.push_raw(json!({"pass": pass, "via": via, "rate": rate, "result": r}));
             if pass > 0 {
                 figures.insert(via, d);
+                let (wait, other) = core.entry(via).or_default();
+                wait.push(server.wait_ms);
+                other.push(server.other_ms);
             }
         }
         if pass > 0 {
@@ -77,6 +101,12 @@ pub async fn run(ctx: &mut Ctx<'_>, proxied_rps: f64) -> Result<Section> {
     }
     s.checks.push(Check::over("b", "nginx added p50", &added("nginx", |d| d.p50_us), "µs"));
     s.checks.push(Check::over("b", "nginx added p99", &added("nginx", |d| d.p99_us), "µs"));
+    for (via, (wait, other)) in &core {
+        s.checks.push(Check::over("b", format!("server processes' run-queue wait via {via}"), wait, "ms"));
+        if other.iter().all(|v| v.is_finite()) {
+            s.checks.push(Check::over("b", format!("server core's other work via {via}"), other, "ms"));
+        }
+    }
     let direct: Vec<f64> = passes.iter().filter_map(|f| Some(f.get("direct")?.p50_us)).collect();
     s.checks.push(Check::over("b", "direct p50", &direct, "µs"));
     s.notes.push(format!(
@@ -87,5 +117,9 @@ pub async fn run(ctx: &mut Ctx<'_>, proxied_rps: f64) -> Result<Section> {
         p.fixed_rate.measure.as_secs_f64(),
         p.pairs
     ));
+    s.notes.push(
+        "Server wait = time the fixture, proxies and nginx (pinned to the server core) were runnable but not running during the run (warm-up included; /proc/<pid>/task/*/schedstat); server core other = the core's busy time not theirs (/proc/stat less their CPU time): the database's inserts of the audit records, other services, the kernel. A proxied run's wait includes the proxy and the fixture waiting for each other on their one core, so compare proxied runs with each other: more wait with no more other work is the core withheld (a virtual CPU not woken)."
+            .into(),
+    );
     Ok(s)
 }

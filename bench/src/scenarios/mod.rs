@@ -135,6 +135,61 @@ pub fn order<T: Clone>(pass: usize, targets: &[T]) -> Vec<T> {
     v
 }
 
+/// The server core during a run: how long the processes pinned to it (fixture, proxies, nginx) waited for
+/// it while runnable, and how much of its time went to anything else (the database, other services, the
+/// kernel's work for other processes). The servers of a proxied run also wait for each other (the proxy and
+/// the fixture share the core), so runs are compared with each other: a tail that comes with other work is
+/// that work's; more wait with no more other work is the core withheld (a virtual CPU not woken, or not run
+/// by its host).
+pub struct ServerCoreProbe {
+    pids: Vec<u32>,
+    cpu: Option<usize>,
+    wait_ns: u64,
+    busy: u64,
+    own: u64,
+}
+
+/// What [`ServerCoreProbe`] saw, in milliseconds.
+pub struct ServerCore {
+    /// Run-queue wait of the server processes.
+    pub wait_ms: f64,
+    /// The core's busy time not spent by the server processes (NaN when the servers are not pinned).
+    pub other_ms: f64,
+}
+
+impl ServerCoreProbe {
+    pub fn start(stack: &Stack) -> Self {
+        let mut pids = vec![stack.fixture.pid, stack.proxy.pid];
+        for (proc, _) in [&stack.closing_fixture, &stack.unaudited, &stack.traced, &stack.base, &stack.nginx]
+            .into_iter()
+            .flatten()
+        {
+            pids.push(proc.pid);
+        }
+        let cpu = stack.pins.server;
+        let (wait_ns, busy, own) = Self::read(&pids, cpu);
+        Self { pids, cpu, wait_ns, busy, own }
+    }
+
+    fn read(pids: &[u32], cpu: Option<usize>) -> (u64, u64, u64) {
+        let wait = pids.iter().map(|&p| procfs::run_delay_ns(p).unwrap_or(0)).sum();
+        let busy = cpu.and_then(|c| procfs::cpu_busy_ticks(c).ok()).unwrap_or(0);
+        let own = pids.iter().map(|&p| procfs::cpu_ticks(p).unwrap_or(0)).sum();
+        (wait, busy, own)
+    }
+
+    /// Since [`ServerCoreProbe::start`].
+    pub fn finish(&self, ticks_per_sec: u64) -> ServerCore {
+        let (wait_ns, busy, own) = Self::read(&self.pids, self.cpu);
+        let tick_ms = 1000.0 / ticks_per_sec as f64;
+        let other = busy.saturating_sub(self.busy) as f64 - own.saturating_sub(self.own) as f64;
+        ServerCore {
+            wait_ms: wait_ns.saturating_sub(self.wait_ns) as f64 / 1e6,
+            other_ms: if self.cpu.is_some() { (other * tick_ms).max(0.0) } else { f64::NAN },
+        }
+    }
+}
+
 /// CPU time of the processes that serve a run.
 pub struct CpuProbe {
     pids: Vec<(&'static str, u32, u64)>,
