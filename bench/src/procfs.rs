@@ -164,7 +164,8 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let (mut wait, mut busy) = (0, busy_before);
         while (wait == 0 || busy == busy_before) && std::time::Instant::now() < deadline {
-            wait = run_delay_ns(me).unwrap() - wait_before;
+            // (saturating: another test's thread of this process may end meanwhile)
+            wait = run_delay_ns(me).unwrap().saturating_sub(wait_before);
             busy = cpu_busy_ticks(0).unwrap();
         }
         stop.store(true, Ordering::Relaxed);
