@@ -62,7 +62,11 @@ impl Body {
         if !fields.may_have(&header::CONTENT_LENGTH) {
             return Ok(None);
         }
-        Ok(content_length(headers)?.map(|n| if n == 0 { Body::Done } else { Body::Length(n) }))
+        let length = match fields.content_length() {
+            Some(noted) => noted,
+            None => content_length(headers)?,
+        };
+        Ok(length.map(|n| if n == 0 { Body::Done } else { Body::Length(n) }))
     }
 
     /// Takes the next body bytes out of `buf`: `None` when more must be read first; `Some(None)` at the
@@ -317,7 +321,7 @@ mod tests {
             let (mut h, mut noted) = (HeaderMap::new(), Noted::default());
             for (n, v) in pairs {
                 let name = header_name(n.as_bytes()).unwrap();
-                noted.note(&name);
+                noted.note(&name, v.as_bytes());
                 h.append(name, http::HeaderValue::from_static(v));
             }
             let any = Body::framed_by(&h, Noted::ANY).map_err(|e| e.to_string());
@@ -343,6 +347,14 @@ mod tests {
             Some(Body::Length(5))
         );
         assert!(framed(&[("content-length", "5"), ("content-length", "6")]).is_err());
+        assert_eq!(
+            framed(&[("content-length", "7"), ("content-length", " 7\t")]).unwrap(),
+            Some(Body::Length(7))
+        );
+        assert!(framed(&[("content-length", "7"), ("content-length", "7, 8")]).is_err());
+        for bad in ["", "x", "-1", "+7", "10000000000000000000"] {
+            assert!(framed(&[("content-length", bad)]).is_err(), "{bad:?}");
+        }
         assert_eq!(
             framed(&[("transfer-encoding", "gzip, Chunked"), ("content-length", "x")]).unwrap(),
             Some(Body::Chunked(Chunk::Size)),

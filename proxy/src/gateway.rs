@@ -601,8 +601,6 @@ impl Gateway {
         let client_addr =
             session.client_addr().and_then(|a| a.as_inet()).map(|a| ip.of(a.ip().to_canonical()));
         let method = audited.method.as_deref().unwrap_or_else(|| req.method.as_str());
-        let trace_hex = mcpgw_proto::otlp::trace_hex(ctx.trace.id);
-        let trace_id = std::str::from_utf8(&trace_hex).unwrap_or_default();
         let mut w = crate::audit::wire::RecordWriter::default();
         w.bytes(1, &crate::audit::record_id(u64::try_from(unix.as_millis()).unwrap_or(u64::MAX)))
             .int(2, i64::try_from(unix.as_micros()).unwrap_or(i64::MAX), false)
@@ -623,9 +621,10 @@ impl Gateway {
         w.uint(14, u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
             .uint(15, audited.bytes_in as u64)
             .uint(16, session.body_bytes_sent() as u64)
-            .text(17, &[client_addr.unwrap_or_default()])
+            // Text both (ASCII), written without a UTF-8 check.
+            .bytes(17, client_addr.unwrap_or_default())
             .text(18, &[&session_digest])
-            .text(19, &[trace_id])
+            .bytes(19, &mcpgw_proto::otlp::trace_hex(ctx.trace.id))
             .text(20, &[audited.arguments.as_deref().unwrap_or_default()])
             .text(21, &[self.auditor.proxy_id()]);
         w.finish()

@@ -82,18 +82,36 @@ impl McpHeaders {
 /// [`crate::downstream::Session::noted`], and an upstream's answer), so that the map is looked up only for
 /// those it has (a lookup of an absent field still hashes its name, ~120 instructions). The framing fields
 /// (`Content-Length`, `Transfer-Encoding`, `Connection`, `Keep-Alive`) and those of the request path
-/// (`Origin`, `Expect`, `Authorization`, `traceparent`). [`Noted::ANY`] for a head the gateway did not parse.
+/// (`Origin`, `Expect`, `Authorization`, `traceparent`), and `Mcp-Session-Id`, which an upstream's answer to a
+/// stateless call lacks. [`Noted::ANY`] for a head the gateway did not parse.
+///
+/// The `Content-Length`'s value is kept as it is noted, so the body's framing needs no lookup either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Noted(u8);
+pub struct Noted {
+    bits: u16,
+    length: Length,
+}
+
+/// A head's `Content-Length`, as its fields were noted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Length {
+    #[default]
+    Absent,
+    /// One number, in one field or repeated alike.
+    Is(u64),
+    /// Not known without reading the map: a list, a value that is not a number, numbers that disagree,
+    /// or a head not noted.
+    Unread,
+}
 
 impl Noted {
     /// Every field may be there: each is looked up.
-    pub const ANY: Self = Self(u8::MAX);
+    pub const ANY: Self = Self { bits: u16::MAX, length: Length::Unread };
 
     /// This name's bit (none for a name not noted). Names compare as `http` keeps them: one of its
     /// standard names by its number, any other by its bytes (and a standard name with another at once).
     #[inline(always)]
-    fn bit(name: &http::HeaderName) -> u8 {
+    fn bit(name: &http::HeaderName) -> u16 {
         use http::header;
         if *name == header::CONTENT_LENGTH {
             1
@@ -111,22 +129,43 @@ impl Noted {
             64
         } else if *name == KEEP_ALIVE {
             128
+        } else if *name == MCP_SESSION_ID {
+            256
         } else {
             0
         }
     }
 
-    /// Notes a field of the head by its name.
+    /// Notes a field of the head.
     #[inline]
-    pub(crate) fn note(&mut self, name: &http::HeaderName) {
-        self.0 |= Self::bit(name);
+    pub(crate) fn note(&mut self, name: &http::HeaderName, value: &[u8]) {
+        let bit = Self::bit(name);
+        self.bits |= bit;
+        if bit == 1 {
+            self.length = match (self.length, crate::framing::parse_decimal(value.trim_ascii())) {
+                (Length::Absent, Some(n)) => Length::Is(n),
+                (Length::Is(l), Some(n)) if l == n => Length::Is(n),
+                _ => Length::Unread,
+            };
+        }
     }
 
     /// Whether the head may have a field `name`: false only for a noted name the head lacks.
     #[inline]
     pub fn may_have(self, name: &http::HeaderName) -> bool {
         let bit = Self::bit(name);
-        bit == 0 || self.0 & bit != 0
+        bit == 0 || self.bits & bit != 0
+    }
+
+    /// The `Content-Length` noted: `Some(None)` for none, `None` when only the map can tell (see
+    /// [`crate::framing::content_length`]).
+    #[inline]
+    pub(crate) fn content_length(self) -> Option<Option<u64>> {
+        match self.length {
+            Length::Absent => Some(None),
+            Length::Is(n) => Some(Some(n)),
+            Length::Unread => None,
+        }
     }
 
     /// The first value of `name` in `headers`: `None` without a lookup when the head lacks a noted field.
@@ -276,6 +315,7 @@ mod tests {
             EXPECT,
             AUTHORIZATION,
             TRACEPARENT,
+            MCP_SESSION_ID,
         ];
         let mut headers = http::HeaderMap::new();
         for name in noted.iter().chain([&HOST]) {
@@ -287,7 +327,7 @@ mod tests {
             assert_eq!(none.get(&headers, name), None, "{name}: not noted, not looked up");
             assert!(Noted::ANY.get(&headers, name).is_some(), "{name}");
             let mut one = Noted::default();
-            one.note(name);
+            one.note(name, b"v");
             assert!(one.get(&headers, name).is_some(), "{name}");
             let mut others = noted.iter().filter(|n| *n != name);
             assert!(others.all(|other| one.get(&headers, other).is_none()), "{name} notes itself only");

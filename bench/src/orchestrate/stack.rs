@@ -116,6 +116,13 @@ fn sibling_args(args: &[String], proxy_id: &str) -> Result<(Vec<String>, SocketA
 }
 
 impl Stack {
+    /// The processes pinned to the server core: the fixtures, the proxies and nginx (the control plane and
+    /// the load generator run on the load core).
+    pub fn server_procs(&self) -> impl Iterator<Item = &Proc> {
+        let extra = [&self.closing_fixture, &self.unaudited, &self.traced, &self.base, &self.nginx];
+        [&self.fixture, &self.proxy].into_iter().chain(extra.into_iter().flatten().map(|(proc, _)| proc))
+    }
+
     /// Starts everything; with `close_after`, also the fixture of `CLOSING_SERVER`, closing each
     /// keep-alive connection after that many requests.
     pub async fn start(

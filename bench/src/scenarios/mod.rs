@@ -159,13 +159,7 @@ pub struct ServerCore {
 
 impl ServerCoreProbe {
     pub fn start(stack: &Stack) -> Self {
-        let mut pids = vec![stack.fixture.pid, stack.proxy.pid];
-        for (proc, _) in [&stack.closing_fixture, &stack.unaudited, &stack.traced, &stack.base, &stack.nginx]
-            .into_iter()
-            .flatten()
-        {
-            pids.push(proc.pid);
-        }
+        let pids: Vec<u32> = stack.server_procs().map(|p| p.pid).collect();
         let cpu = stack.pins.server;
         let (wait_ns, busy, own) = Self::read(&pids, cpu);
         Self { pids, cpu, wait_ns, busy, own }
@@ -197,24 +191,8 @@ pub struct CpuProbe {
 
 impl CpuProbe {
     pub fn start(stack: &Stack) -> Self {
-        let mut pids = vec![
-            ("fixture", stack.fixture.pid),
-            ("proxy", stack.proxy.pid),
-            ("control-plane", stack.control_plane.pid),
-        ];
-        if let Some((proxy, _)) = &stack.unaudited {
-            pids.push(("proxy-unaudited", proxy.pid));
-        }
-        if let Some((proxy, _)) = &stack.traced {
-            pids.push(("proxy-otlp-down", proxy.pid));
-        }
-        if let Some((proxy, _)) = &stack.base {
-            pids.push(("proxy-base", proxy.pid));
-        }
-        if let Some((nginx, _)) = &stack.nginx {
-            pids.push(("nginx", nginx.pid));
-        }
-        Self { pids: pids.into_iter().map(|(n, p)| (n, p, procfs::cpu_ticks(p).unwrap_or(0))).collect() }
+        let procs = stack.server_procs().chain([&stack.control_plane]);
+        Self { pids: procs.map(|p| (p.name, p.pid, procfs::cpu_ticks(p.pid).unwrap_or(0))).collect() }
     }
 
     /// Microseconds of CPU per request for each process since `start`.

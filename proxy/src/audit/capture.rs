@@ -140,7 +140,8 @@ fn redact(value: Value) -> Value {
 }
 
 /// A client address as text, written without the formatting machinery for IPv4 (which costs more than
-/// the rest of an audit record): `IpText::default().of(ip)`.
+/// the rest of an audit record): `IpText::default().of(ip)`. The text's bytes, which the record writes
+/// as they are (an IPv4 address is digits and dots: checking them as UTF-8 cost ~80 instructions).
 #[derive(Default)]
 pub struct IpText {
     buf: [u8; 15],
@@ -148,7 +149,7 @@ pub struct IpText {
 }
 
 impl IpText {
-    pub fn of(&mut self, ip: std::net::IpAddr) -> &str {
+    pub fn of(&mut self, ip: std::net::IpAddr) -> &[u8] {
         match ip {
             std::net::IpAddr::V4(v4) => {
                 let mut at = 0;
@@ -168,12 +169,11 @@ impl IpText {
                     self.buf[at] = b'0' + octet % 10;
                     at += 1;
                 }
-                // Digits and dots only.
-                std::str::from_utf8(&self.buf[..at]).unwrap_or_default()
+                &self.buf[..at]
             }
             std::net::IpAddr::V6(v6) => {
                 self.v6 = v6.to_string();
-                &self.v6
+                self.v6.as_bytes()
             }
         }
     }
@@ -263,7 +263,7 @@ mod tests {
             ["0.0.0.0", "127.0.0.1", "10.20.3.100", "255.255.255.255", "192.168.1.9", "::1", "fe80::1:2"]
         {
             let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(text.of(ip), ip.to_string());
+            assert_eq!(text.of(ip), ip.to_string().as_bytes());
         }
     }
 

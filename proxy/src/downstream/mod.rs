@@ -218,7 +218,7 @@ impl Session {
             if let Some(slot) = known {
                 self.mcp.offer(slot, &value);
             }
-            noted.note(&name);
+            noted.note(&name, value.as_bytes());
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
         let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.0 + target.1))

@@ -251,10 +251,13 @@ async fn exchange(
         return Err(Attempt::Failed(Failure::UpstreamSessionGone, Some(true)));
     }
     let sse = is_event_stream(&up_resp);
-    let mut resp = downstream_response(up_resp, up.response_fields())
+    let fields = up.response_fields();
+    let mut resp = downstream_response(up_resp, fields)
         .map_err(|e| Attempt::Failed(Failure::Abort(e), Some(upstream_ok)))?;
     match plan.rewrite {
-        Rewrite::SessionToken => seal_session_id(gw, server, instance, plan, &ctx.binding(), &mut resp),
+        Rewrite::SessionToken => {
+            seal_session_id(gw, server, instance, plan, &ctx.binding(), &mut resp, fields)
+        }
         Rewrite::DropSession => {
             resp.remove_header("mcp-session-id");
         }
@@ -564,9 +567,12 @@ fn seal_session_id(
     plan: &Plan,
     principal: &str,
     resp: &mut ResponseHeader,
+    fields: Noted,
 ) {
-    let Some(upstream) =
-        resp.headers.get(crate::headers::MCP_SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    let Some(upstream) = fields
+        .get(&resp.headers, &crate::headers::MCP_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
     else {
         return;
     };
@@ -757,7 +763,7 @@ mod tests {
     /// The fields of `headers` [`Noted`] knows, as a parsed head notes them.
     fn noted(headers: &http::HeaderMap) -> Noted {
         let mut fields = Noted::default();
-        headers.keys().for_each(|name| fields.note(name));
+        headers.iter().for_each(|(name, value)| fields.note(name, value.as_bytes()));
         fields
     }
 

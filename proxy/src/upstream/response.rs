@@ -214,7 +214,7 @@ impl Response {
             let name = header_name(field.name.as_bytes())?;
             let value = HeaderValue::from_bytes(field.value)
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
-            framing.note(&name);
+            framing.note(&name, field.value);
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
         self.frame(status, version, &mut headers, framing)?;
