@@ -12,6 +12,7 @@ pub mod budget;
 pub mod caps;
 pub mod config;
 pub mod connections;
+pub mod deadline;
 pub mod downstream;
 pub mod drain;
 pub mod error;

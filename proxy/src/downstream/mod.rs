@@ -20,16 +20,15 @@
 mod stream;
 
 use std::io::IoSlice;
-use std::pin::Pin;
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Sleep;
 
 pub use stream::HeadDeadline;
 
@@ -83,12 +82,12 @@ pub struct Session {
     keepalive: bool,
     /// How long the connection may wait for the next request's bytes (`None`: without limit).
     idle_timeout: Option<Duration>,
-    /// The idle timeout's timer, kept for the connection: moved later for each wait (a timer that only
-    /// moves later is not taken out of the runtime's timer wheel; a new one each request was put in and
-    /// taken out, under the wheel's lock).
-    idle: Option<Pin<Box<Sleep>>>,
+    /// The idle timeout's timer, kept for the connection and moved later for each wait (a new one each
+    /// request was put in the runtime's timer wheel and taken out, under the wheel's lock; moving it is
+    /// mostly free: see [`crate::deadline`]).
+    idle: Option<Deadline>,
     /// A timer for a request's own waits (its upstream's answer), kept the same way: see [`Self::timer`].
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Option<Deadline>,
     response: Option<Box<ResponseHeader>>,
     writer: Writer,
     body_bytes_sent: usize,
@@ -154,18 +153,11 @@ impl Session {
             }
             let read = match self.idle_timeout {
                 Some(t) => {
-                    let at = tokio::time::Instant::now() + t;
-                    let idle = match &mut self.idle {
-                        Some(idle) => {
-                            idle.as_mut().reset(at);
-                            idle
-                        }
-                        None => self.idle.insert(Box::pin(tokio::time::sleep_until(at))),
-                    };
+                    let idle = Deadline::set_in(&mut self.idle, t);
                     tokio::select! {
                         biased;
                         read = fill(&mut self.stream, &mut self.buf, READ_HEAD) => read?,
-                        () = idle.as_mut() => return Ok(false),
+                        () = idle => return Ok(false),
                     }
                 }
                 None => self.fill(READ_HEAD).await?,
@@ -305,18 +297,18 @@ impl Session {
     /// [`Self::give_timer`] for the next request. Requests on a connection wait for like durations, so
     /// the timer only moves later and stays in the runtime's timer wheel (`tokio::time::timeout` put a new
     /// one in and took it out again for every request, each time under the wheel's lock).
-    pub fn timer(&mut self, after: Duration) -> Pin<Box<Sleep>> {
+    pub fn timer(&mut self, after: Duration) -> Deadline {
         let at = tokio::time::Instant::now() + after;
         match self.timer.take() {
             Some(mut timer) => {
-                timer.as_mut().reset(at);
+                timer.set(at);
                 timer
             }
-            None => Box::pin(tokio::time::sleep_until(at)),
+            None => Deadline::new(at),
         }
     }
 
-    pub fn give_timer(&mut self, timer: Pin<Box<Sleep>>) {
+    pub fn give_timer(&mut self, timer: Deadline) {
         self.timer = Some(timer);
     }
 

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
 use crate::memory::{SPARE_LIMIT, Spares};
 use crate::transport::Transport;
@@ -54,7 +54,7 @@ pub struct HeadDeadline {
     inner: Transport,
     timeout: Duration,
     head: Head,
-    deadline: Option<Pin<Box<Sleep>>>,
+    deadline: Option<Deadline>,
     /// Written, not yet sent; `held[sent..]` is what remains.
     held: Vec<u8>,
     sent: usize,
@@ -129,11 +129,7 @@ impl HeadDeadline {
         let after_lf = match self.head {
             Head::Reading { after_lf } => after_lf,
             _ => {
-                let at = Instant::now() + self.timeout;
-                match &mut self.deadline {
-                    Some(sleep) => sleep.as_mut().reset(at),
-                    None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
-                }
+                Deadline::set_in(&mut self.deadline, self.timeout);
                 false
             }
         };
@@ -171,7 +167,7 @@ impl AsyncRead for HeadDeadline {
         let this = &mut *self;
         if matches!(this.head, Head::Reading { .. })
             && let Some(deadline) = &mut this.deadline
-            && deadline.as_mut().poll(cx).is_ready()
+            && Pin::new(deadline).poll(cx).is_ready()
         {
             crate::metrics::METRICS.request_head_timeouts.inc();
             return Poll::Ready(Err(io::Error::new(
@@ -189,7 +185,7 @@ impl AsyncRead for HeadDeadline {
                     && let Some(deadline) = &mut this.deadline
                 {
                     // Registers the timer with this task, so a silent client is woken at the deadline.
-                    let _ = deadline.as_mut().poll(cx);
+                    let _ = Pin::new(deadline).poll(cx);
                 }
             }
         }

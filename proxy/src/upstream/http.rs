@@ -207,7 +207,7 @@ async fn exchange(
     let header = tokio::select! {
         biased;
         r = up.read_response_header() => Some(r),
-        () = timer.as_mut() => None,
+        () = &mut timer => None,
         _ = client_gone(session) => {
             session.give_timer(timer);
             abandon(gw, up, gone);
