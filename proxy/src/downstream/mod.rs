@@ -22,7 +22,6 @@ mod stream;
 use std::io::IoSlice;
 use std::time::Duration;
 
-use crate::deadline::Deadline;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -32,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use stream::HeadDeadline;
 
+use crate::deadline::Deadline;
 use crate::framing::{
     Body, chunked_last, connection_has, head_map, known_header_name, malformed, recycle_map,
 };

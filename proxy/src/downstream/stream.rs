@@ -6,9 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::deadline::Deadline;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::deadline::Deadline;
 use crate::memory::{SPARE_LIMIT, Spares};
 use crate::transport::Transport;
 
