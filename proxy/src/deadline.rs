@@ -32,16 +32,22 @@ impl Deadline {
         self.at = at;
     }
 
-    /// [`Self::set`] to `after` from now, or a new timer when there is none yet.
-    pub fn set_in(slot: &mut Option<Self>, after: std::time::Duration) -> &mut Self {
+    /// `old` [`Self::set`] to `after` from now, or a new timer when there is none.
+    pub fn after(old: Option<Self>, after: std::time::Duration) -> Self {
         let at = Instant::now() + after;
-        match slot {
-            Some(deadline) => {
+        match old {
+            Some(mut deadline) => {
                 deadline.set(at);
                 deadline
             }
-            None => slot.insert(Self::new(at)),
+            None => Self::new(at),
         }
+    }
+
+    /// [`Self::after`] for the timer kept in `slot`.
+    pub fn set_in(slot: &mut Option<Self>, after: std::time::Duration) -> &mut Self {
+        let deadline = Self::after(slot.take(), after);
+        slot.insert(deadline)
     }
 }
 

@@ -621,7 +621,7 @@ impl Gateway {
         w.uint(14, u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
             .uint(15, audited.bytes_in as u64)
             .uint(16, session.body_bytes_sent() as u64)
-            // Text both (ASCII), written without a UTF-8 check.
+            // ASCII text, both: written as bytes, without a UTF-8 check.
             .bytes(17, client_addr.unwrap_or_default())
             .text(18, &[&session_digest])
             .bytes(19, &mcpgw_proto::otlp::trace_hex(ctx.trace.id))

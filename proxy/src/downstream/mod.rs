@@ -298,14 +298,7 @@ impl Session {
     /// the timer only moves later and stays in the runtime's timer wheel (`tokio::time::timeout` put a new
     /// one in and took it out again for every request, each time under the wheel's lock).
     pub fn timer(&mut self, after: Duration) -> Deadline {
-        let at = tokio::time::Instant::now() + after;
-        match self.timer.take() {
-            Some(mut timer) => {
-                timer.set(at);
-                timer
-            }
-            None => Deadline::new(at),
-        }
+        Deadline::after(self.timer.take(), after)
     }
 
     pub fn give_timer(&mut self, timer: Deadline) {
