@@ -11,7 +11,7 @@ use mcpgw_bench::requests::Endpoint;
 use mcpgw_e2e::peers::{PyServer, PyServerOpts};
 use mcpgw_e2e::proxy::Proxy;
 use mcpgw_e2e::relay::Relay;
-use mcpgw_e2e::{ControlPlane, TestDb, localhost, poll_until, restartable_port};
+use mcpgw_e2e::{ControlPlane, TestDb, free_port, localhost, poll_until};
 use serde_json::json;
 
 const ADMIN: &str = "audit-admin-token";
@@ -37,7 +37,7 @@ fn spill_files(dir: &std::path::Path) -> usize {
 async fn ten_thousand_calls_through_outages_leave_ten_thousand_rows() -> Result<()> {
     let db = TestDb::new();
     let pg = Relay::start(TestDb::server_addr()?).await?;
-    let (http, grpc) = (localhost(restartable_port()?), localhost(restartable_port()?));
+    let (http, grpc) = (localhost(free_port()?), localhost(free_port()?));
     let mut cp = ControlPlane::start_on_database(&db.url_through(pg.addr()), ADMIN, http, grpc, &[]).await?;
     let upstream = PyServer::start(
         "audited",

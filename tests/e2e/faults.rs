@@ -40,7 +40,7 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Result<Self> {
-        let addr = localhost(mcpgw_e2e::restartable_port()?);
+        let addr = localhost(mcpgw_e2e::free_port()?);
         let mut cmd = tokio::process::Command::new(mcpgw_e2e::binary("mcpgw-bench-fixture")?);
         cmd.args(["--listen", &addr.to_string(), "--threads", "1"]);
         let proc = Spawned::spawn("fixture", cmd)?;
@@ -204,7 +204,7 @@ async fn audited(cp: &ControlPlane) -> Result<Audited> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_killed_and_restarted_under_load() -> Result<()> {
     let db = TestDb::new();
-    let (http, grpc) = (localhost(mcpgw_e2e::restartable_port()?), localhost(mcpgw_e2e::restartable_port()?));
+    let (http, grpc) = (localhost(mcpgw_e2e::free_port()?), localhost(mcpgw_e2e::free_port()?));
     let mut cp = ControlPlane::start_at(&db, ADMIN_TOKEN, http, grpc, &[]).await?;
     let Audited { key_id, key, proxy, .. } = &audited(&cp).await?;
 

@@ -19,9 +19,7 @@ use crate::mcp::McpHttp;
 use crate::peers::{PyServerOpts, START_TIMEOUT, peers_dir};
 use crate::process::Spawned;
 use crate::sse::{SseEvent, SseParser};
-use crate::{
-    ADMIN_TOKEN, ControlPlane, Proxy, TestDb, localhost, poll_until, restartable_port, wait_for_tcp,
-};
+use crate::{ADMIN_TOKEN, ControlPlane, Proxy, TestDb, free_port, localhost, poll_until, wait_for_tcp};
 
 /// A session key (`--session-key`) shared by the replicas of a test.
 pub const SESSION_KEY: &str = "rsShvvmFfZNTnQKWEmsHlWtVWnglv/HxC1vdMDrjHYA=";
@@ -52,7 +50,7 @@ impl PyInstance {
     pub async fn start(name: &str, opts: PyServerOpts) -> Result<Self> {
         let mut last = None;
         for _ in 0..4 {
-            let mut instance = Self { name: name.to_owned(), opts, port: restartable_port()?, proc: None };
+            let mut instance = Self { name: name.to_owned(), opts, port: free_port()?, proc: None };
             match instance.launch().await {
                 Ok(()) => return Ok(instance),
                 Err(e) => last = Some(e),

@@ -10,7 +10,7 @@ use tokio::process::Command;
 
 use crate::peers::peers_dir;
 use crate::process::Spawned;
-use crate::{http_client, localhost, poll_until, restartable_port, wait_for_tcp};
+use crate::{free_port, http_client, localhost, poll_until, wait_for_tcp};
 
 /// How long the provider may take to start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,8 +48,7 @@ impl Idp {
             "--ttl".to_owned(),
             ttl.to_string(),
         ];
-        let mut idp =
-            Self { proc: None, port: restartable_port()?, args, path: String::new(), http: http_client() };
+        let mut idp = Self { proc: None, port: free_port()?, args, path: String::new(), http: http_client() };
         idp.launch().await?;
         Ok(idp)
     }
@@ -70,7 +69,7 @@ impl Idp {
             args.extend(["--entra".to_owned(), tenant.clone()]);
             path = format!("/{tenant}/v2.0");
         }
-        let mut idp = Self { proc: None, port: restartable_port()?, args, path, http: http_client() };
+        let mut idp = Self { proc: None, port: free_port()?, args, path, http: http_client() };
         idp.launch().await?;
         Ok(idp)
     }

@@ -17,6 +17,7 @@ pub mod kube;
 pub mod mcp;
 pub mod otlp;
 pub mod peers;
+mod ports;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
@@ -25,8 +26,9 @@ pub mod relay;
 pub mod sse;
 pub mod tls;
 
+pub use ports::free_port;
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -81,43 +83,6 @@ pub fn target_dir() -> PathBuf {
         .ok()
         .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
         .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-/// A port that was free a moment ago on 127.0.0.1 (bound to port 0, then released). For processes that
-/// cannot bind port 0 themselves; callers retry when they lose the race.
-/// A free port for a server a test restarts at the same address: below the kernel's ephemeral range, so no
-/// client socket of any test can take it while the server is down (one did: a killed instance could not
-/// come back, its port held by an outgoing connection). Chosen at random, checked by binding it.
-pub fn restartable_port() -> Result<u16> {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (from, to) = (10_000u16, low.max(10_001));
-    for _ in 0..256 {
-        let random = u16::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..2].try_into()?);
-        let port = from + random % (to - from);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    free_port()
-}
-
-pub fn free_port() -> Result<u16> {
-    // The kernel may hand a just-released port out again: never give one port to two processes of the
-    // same test (a proxy's admin port and a Python instance collided that way).
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..64 {
-        let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return Ok(port);
-        }
-    }
-    anyhow::bail!("no free port that this test has not used already")
 }
 
 /// `127.0.0.1:<port>`.

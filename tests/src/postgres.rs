@@ -41,7 +41,7 @@ impl OwnPostgres {
         let dir = std::env::temp_dir().join(format!("mcpgw-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         let as_postgres = is_root();
-        let pg = Self { dir, bin: bin_dir()?, port: crate::restartable_port()?, as_postgres };
+        let pg = Self { dir, bin: bin_dir()?, port: crate::free_port()?, as_postgres };
         if as_postgres {
             let status =
                 std::process::Command::new("chown").arg("postgres:postgres").arg(&pg.dir).status()?;

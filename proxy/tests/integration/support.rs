@@ -19,6 +19,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+#[path = "../../../tests/src/ports.rs"]
+mod ports;
+
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Awaits `f`, failing the test with `what` if it takes longer than [`WAIT`].
@@ -637,8 +640,9 @@ pub struct ProxyProcess {
     pub log: std::path::PathBuf,
 }
 
+/// An address for a proxy listener that no other test process holds (the e2e suite's scheme, one file).
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port().expect("a free port")))
 }
 
 impl ProxyProcess {
@@ -651,8 +655,8 @@ impl ProxyProcess {
     }
 
     /// Starts the proxy as deployed (credentials required) on two free ports and waits until both
-    /// listeners accept connections. Ports are picked by binding port 0 and releasing it, so another
-    /// process can take one first: then the proxy exits and a new pair is tried.
+    /// listeners accept connections. A port is checked free and reserved among test processes, but a
+    /// process outside them can still take it first: then the proxy exits and a new pair is tried.
     pub async fn start_closed(control_plane: &str, extra: &[&str]) -> Self {
         for _ in 0..5 {
             if let Some(proxy) = Self::try_start(control_plane, extra).await {
