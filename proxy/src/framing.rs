@@ -265,9 +265,46 @@ const KNOWN_TEXT: [&[u8]; 24] = [
     b"user-agent",
 ];
 
-/// The name of a header field as `http` keeps it (lowercase).
-pub(crate) fn header_name(name: &[u8]) -> Result<HeaderName> {
-    known_header_name(name).map(|(name, _)| name)
+/// For each of [`KNOWN_TEXT`], its bit among the fields [`Noted`] notes (0 for the others).
+const KNOWN_NOTED: [u16; 24] = {
+    const fn same(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    let noted = crate::headers::NOTED_NAMES;
+    let mut bits = [0u16; 24];
+    let mut n = 0;
+    while n < noted.len() {
+        let mut at = 0;
+        while at < KNOWN_TEXT.len() && !same(KNOWN_TEXT[at], noted[n]) {
+            at += 1;
+        }
+        // A name matched outside the table carries no bit: each noted name must be in it.
+        assert!(at < KNOWN_TEXT.len(), "every noted name is a known name");
+        bits[at] = 1 << n;
+        n += 1;
+    }
+    bits
+};
+
+/// A header field's name as the head readers take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldName {
+    /// As `http` keeps it.
+    pub name: HeaderName,
+    /// Its slot among [`crate::headers::MCP_HEADERS`].
+    pub slot: Option<usize>,
+    /// Its bit among the fields [`Noted`] notes (0 for a name not noted): [`Noted::note_bit`].
+    pub noted: u16,
 }
 
 /// For each name length up to the longest in [`KNOWN_TEXT`], one bit for each of its names of that length.
@@ -339,9 +376,9 @@ pub(crate) fn recycle_map(mut map: HeaderMap) {
     }
 }
 
-/// [`header_name`], and its place in the table of known names (below [`crate::headers::MCP_HEADERS`]'s
-/// length: its slot there).
-pub(crate) fn known_header_name(name: &[u8]) -> Result<(HeaderName, Option<usize>)> {
+/// The name of a header field as `http` keeps it (lowercase), its slot among the MCP headers and its bit
+/// among the noted fields.
+pub(crate) fn known_header_name(name: &[u8]) -> Result<FieldName> {
     // Only the known names of the same length are compared: most names a request carries are standard
     // ones, which match none of them.
     let mut candidates = KNOWN_BY_LENGTH.get(name.len()).copied().unwrap_or(0);
@@ -357,13 +394,13 @@ pub(crate) fn known_header_name(name: &[u8]) -> Result<(HeaderName, Option<usize
             let (text, fold) = &KNOWN_WORDS[at];
             if (0..NAME_WORDS).all(|i| words[i] | fold[i] == text[i]) {
                 let slot = (at < crate::headers::MCP_HEADERS.len()).then_some(at);
-                return Ok((KNOWN_NAMES[at].clone(), slot));
+                return Ok(FieldName { name: KNOWN_NAMES[at].clone(), slot, noted: KNOWN_NOTED[at] });
             }
             candidates &= candidates - 1;
         }
     }
     HeaderName::from_bytes(name)
-        .map(|name| (name, None))
+        .map(|name| FieldName { name, slot: None, noted: 0 })
         .map_err(|_| malformed(format!("the header name {:?}", String::from_utf8_lossy(name))))
 }
 
@@ -462,8 +499,15 @@ mod tests {
             // As `http` would make it, in any case.
             assert_eq!(HeaderName::from_bytes(text).unwrap(), *known);
             let slot = (at < crate::headers::MCP_HEADERS.len()).then_some(at);
+            let noted = Noted::default();
+            let mut one = noted;
+            one.note(known, b"");
             for spelled in [text.to_vec(), text.to_ascii_uppercase(), capitalized(text)] {
-                assert_eq!(known_header_name(&spelled).unwrap(), (known.clone(), slot));
+                let field = known_header_name(&spelled).unwrap();
+                assert_eq!((&field.name, field.slot), (known, slot));
+                let mut by_bit = noted;
+                by_bit.note_bit(field.noted, b"");
+                assert_eq!(by_bit, one, "{known} noted by its bit as by its name");
             }
         }
         // Names as long as known ones (one byte apart, first or last), and longer than any, are as `http`
@@ -471,8 +515,9 @@ mod tests {
         for other in
             ["user-agenx", "xontent-length", "x-forwarded-proto", "x-a-name-longer-than-twenty", "mcp-nam3"]
         {
-            let (name, slot) = known_header_name(other.as_bytes()).unwrap();
-            assert_eq!((name, slot), (HeaderName::from_bytes(other.as_bytes()).unwrap(), None), "{other}");
+            let field = known_header_name(other.as_bytes()).unwrap();
+            let name = HeaderName::from_bytes(other.as_bytes()).unwrap();
+            assert_eq!(field, FieldName { name, slot: None, noted: 0 }, "{other}");
         }
         // `\r` is `-` with the case bit set: it must not match a known name's `-` (nor be a name at all).
         for other in [&b"user\ragent"[..], b"content\rtype", b"mcp\rname"] {
@@ -480,11 +525,16 @@ mod tests {
         }
         assert_eq!(KNOWN_TEXT.iter().map(|t| t.len()).max(), Some(KNOWN_LONGEST));
         for (slot, name) in crate::headers::MCP_HEADERS.iter().enumerate() {
-            assert_eq!(known_header_name(name.as_str().as_bytes()).unwrap(), (name.clone(), Some(slot)));
+            assert_eq!(known_header_name(name.as_str().as_bytes()).unwrap().slot, Some(slot));
         }
         assert_eq!(header_name(b"Content-Type").unwrap(), http::header::CONTENT_TYPE);
         assert_eq!(header_name(b"x-Custom").unwrap().as_str(), "x-custom");
         assert!(header_name(b"bad name").is_err());
+    }
+
+    /// The name of a header field as `http` keeps it (lowercase).
+    fn header_name(name: &[u8]) -> Result<HeaderName> {
+        known_header_name(name).map(|field| field.name)
     }
 
     /// `Content-Type` for `content-type`.

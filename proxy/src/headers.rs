@@ -104,12 +104,27 @@ enum Length {
     Unread,
 }
 
+/// The names [`Noted`] notes, in the order of their bits ([`Noted::bit`] matches the same names; the head
+/// readers take a name's bit from `framing`'s table of known names, which must hold each of these).
+pub(crate) const NOTED_NAMES: [&[u8]; 9] = [
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    b"origin",
+    b"expect",
+    b"authorization",
+    b"traceparent",
+    b"keep-alive",
+    b"mcp-session-id",
+];
+
 impl Noted {
     /// Every field may be there: each is looked up.
     pub const ANY: Self = Self { bits: u16::MAX, length: Length::Unread };
 
-    /// This name's bit (none for a name not noted). Names compare as `http` keeps them: one of its
-    /// standard names by its number, any other by its bytes (and a standard name with another at once).
+    /// This name's bit (none for a name not noted): the bit of its place in [`NOTED_NAMES`]. Names compare
+    /// as `http` keeps them: one of its standard names by its number, any other by its bytes (and a
+    /// standard name with another at once).
     #[inline(always)]
     fn bit(name: &http::HeaderName) -> u16 {
         use http::header;
@@ -136,10 +151,15 @@ impl Noted {
         }
     }
 
-    /// Notes a field of the head.
-    #[inline]
+    /// Notes a field of the head by its name (the head readers note by the bit their table gives).
+    #[cfg(test)]
     pub(crate) fn note(&mut self, name: &http::HeaderName, value: &[u8]) {
-        let bit = Self::bit(name);
+        self.note_bit(Self::bit(name), value);
+    }
+
+    /// Notes a field of the head by its name's bit (`framing::FieldName::noted`).
+    #[inline]
+    pub(crate) fn note_bit(&mut self, bit: u16, value: &[u8]) {
         self.bits |= bit;
         if bit == 1 {
             self.length = match (self.length, crate::framing::parse_decimal(value.trim_ascii())) {
@@ -278,6 +298,16 @@ pub fn header_value(text: &str) -> http::HeaderValue {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn noted_names_are_noted_by_their_place() {
+        for (at, text) in NOTED_NAMES.iter().enumerate() {
+            assert_eq!(Noted::bit(&http::HeaderName::from_bytes(text).unwrap()), 1 << at);
+        }
+        for name in [http::header::HOST, http::header::CONTENT_TYPE, MCP_METHOD, http::header::DATE] {
+            assert_eq!(Noted::bit(&name), 0, "{name}");
+        }
+    }
 
     fn head(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("POST", b"/mcp/a", None).unwrap();

@@ -23,7 +23,7 @@ use std::io::IoSlice;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, StatusCode, Uri, Version, header};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::{Error, ErrorType, Result};
@@ -33,7 +33,7 @@ pub use stream::HeadDeadline;
 
 use crate::deadline::Deadline;
 use crate::framing::{
-    Body, chunked_last, connection_has, head_map, known_header_name, malformed, recycle_map,
+    Body, FieldName, chunked_last, connection_has, head_map, known_header_name, malformed, recycle_map,
 };
 use crate::headers::{McpHeaders, Noted};
 
@@ -93,7 +93,7 @@ pub struct Session {
     body_bytes_sent: usize,
     /// Header fields of the head being parsed, with their slots among the MCP headers (kept to be reused:
     /// no allocation per request).
-    fields: Vec<(HeaderName, Option<usize>, usize, usize)>,
+    fields: Vec<(FieldName, usize, usize)>,
     /// The request's MCP headers, kept as its head is parsed.
     mcp: McpHeaders,
     /// Which of the fields [`Noted`] knows (framing, and those most requests lack) its head carries.
@@ -192,8 +192,7 @@ impl Session {
             self.fields.clear();
             for field in req.headers.iter() {
                 let (start, len) = at(field.value);
-                let (name, known) = known_header_name(field.name.as_bytes())?;
-                self.fields.push((name, known, start, len));
+                self.fields.push((known_header_name(field.name.as_bytes())?, start, len));
             }
             let method = req.method.unwrap_or_default();
             let method = Method::from_bytes(method.as_bytes())
@@ -204,13 +203,13 @@ impl Session {
         let bytes = self.buf.split_to(len).freeze();
         let mut headers = head_map(self.fields.len());
         let mut noted = Noted::default();
-        for (name, known, start, len) in self.fields.drain(..) {
+        for (FieldName { name, slot, noted: bit }, start, len) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
-            if let Some(slot) = known {
+            if let Some(slot) = slot {
                 self.mcp.offer(slot, &value);
             }
-            noted.note(&name, value.as_bytes());
+            noted.note_bit(bit, value.as_bytes());
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
         let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.0 + target.1))

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::framing::{Body, connection_has, head_map, header_name, malformed, parse_decimal};
+use crate::framing::{
+    Body, FieldName, connection_has, head_map, known_header_name, malformed, parse_decimal,
+};
 use crate::headers::Noted;
 use crate::memory::{SPARE_LIMIT, Spares};
 use crate::transport::Transport;
@@ -211,10 +213,10 @@ impl Response {
         let mut headers = head_map(parsed.headers.len());
         let mut framing = Noted::default();
         for field in parsed.headers.iter() {
-            let name = header_name(field.name.as_bytes())?;
+            let FieldName { name, noted, .. } = known_header_name(field.name.as_bytes())?;
             let value = HeaderValue::from_bytes(field.value)
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
-            framing.note(&name, field.value);
+            framing.note_bit(noted, field.value);
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
         }
         self.frame(status, version, &mut headers, framing)?;
