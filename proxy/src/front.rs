@@ -2,6 +2,7 @@
 //! a name that resolves to the gateway's address must not reach it through a browser; the upstream's own
 //! check cannot help, because the proxy rewrites `Host` and drops `Origin` before forwarding.
 
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 
 use crate::error::ProxyError;
@@ -53,10 +54,14 @@ impl FrontDoor {
     /// Refuses a request whose `Host` is not allowed (421) or whose `Origin`, when present, is not (403).
     /// Compares without allocating (the lists are lowercase, values match case-insensitively); only a
     /// refusal copies the value into its error.
-    pub fn check(&self, req: &RequestHeader, noted: Noted) -> Result<(), ProxyError> {
-        let host = req
-            .headers
-            .get(http::header::HOST)
+    /// `host` is the request's `Host` field (the client's session keeps it as it reads the head).
+    pub fn check(
+        &self,
+        req: &RequestHeader,
+        host: Option<&HeaderValue>,
+        noted: Noted,
+    ) -> Result<(), ProxyError> {
+        let host = host
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default()
@@ -112,7 +117,9 @@ mod tests {
     }
 
     fn status(door: &FrontDoor, host: &str, origin: Option<&str>) -> u16 {
-        door.check(&req(host, origin), Noted::ANY).map_or_else(|e| e.status(), |()| 200)
+        let req = req(host, origin);
+        door.check(&req, req.headers.get(http::header::HOST), Noted::ANY)
+            .map_or_else(|e| e.status(), |()| 200)
     }
 
     #[test]

@@ -314,7 +314,7 @@ impl Gateway {
         body: Bytes,
         rpc: Option<&Rpc>,
     ) -> Answered {
-        self.front.check(session.req_header(), session.noted())?;
+        self.front.check(session.req_header(), session.host(), session.noted())?;
         let path = session.req_header().uri.path();
         if let Some(resource) = metadata_resource(path, &self.auth.public_url) {
             let resource = resource.map(str::to_owned);

@@ -96,6 +96,8 @@ pub struct Session {
     fields: Vec<(FieldName, usize, usize)>,
     /// The request's MCP headers, kept as its head is parsed.
     mcp: McpHeaders,
+    /// The request's `Host`, kept as its head is parsed (a head with two is refused).
+    host: Option<HeaderValue>,
     /// Which of the fields [`Noted`] knows (framing, and those most requests lack) its head carries.
     noted: Noted,
 }
@@ -124,6 +126,7 @@ impl Session {
             body_bytes_sent: 0,
             fields: Vec::new(),
             mcp: McpHeaders::default(),
+            host: None,
             noted: Noted::default(),
         }
     }
@@ -138,6 +141,7 @@ impl Session {
             recycle_map(http::request::Parts::from(head).headers);
         }
         self.mcp = McpHeaders::default();
+        self.host = None;
         if let Some(answer) = self.response.take() {
             recycle_map(http::response::Parts::from(*answer).headers);
         }
@@ -203,11 +207,15 @@ impl Session {
         let bytes = self.buf.split_to(len).freeze();
         let mut headers = head_map(self.fields.len());
         let mut noted = Noted::default();
+        let mut hosts = 0;
         for (FieldName { name, slot, noted: bit }, start, len) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + len))
                 .map_err(|_| malformed(format!("the value of the {name} header")))?;
             if let Some(slot) = slot {
                 self.mcp.offer(slot, &value);
+            } else if name == header::HOST {
+                hosts += 1;
+                self.host.get_or_insert_with(|| value.clone());
             }
             noted.note_bit(bit, value.as_bytes());
             headers.try_append(name, value).map_err(|_| malformed("too many header fields"))?;
@@ -243,7 +251,14 @@ impl Session {
         parts.version = version;
         parts.headers = headers;
         let head = RequestHeader::from(parts);
-        pingora::protocols::http::authority::validate_request_authority(&head)?;
+        // What Pingora's check of the target's authority and `Host` comes to for an origin-form target
+        // (no authority to agree with) and at most one `Host` without userinfo: nothing to refuse. Decided
+        // here, without its two lookups of `Host`; any other head gets the whole check.
+        let origin_form = head.uri.authority().is_none() && head.raw_path().first() == Some(&b'/');
+        let plain_host = hosts <= 1 && !self.host.as_ref().is_some_and(|h| h.as_bytes().contains(&b'@'));
+        if !(origin_form && plain_host && head.method != Method::CONNECT) {
+            pingora::protocols::http::authority::validate_request_authority(&head)?;
+        }
         self.head = Some(head);
         Ok(true)
     }
@@ -259,6 +274,11 @@ impl Session {
     /// The request's MCP headers (the first field of each name, as its head's map gives it).
     pub fn mcp_headers(&self) -> &McpHeaders {
         &self.mcp
+    }
+
+    /// The request's `Host` field, as its head's map has it.
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
     }
 
     /// Which of the fields [`Noted`] knows (framing, and those most requests lack) the request's head
@@ -704,6 +724,9 @@ mod tests {
             (b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: +5\r\n\r\n", "a signed length"),
             (b"GET / HTTP/1.1\r\nHost: gw\r\nX-A: 1\r\n folded\r\n\r\n", "obs-fold"),
             (b"GET / HTTP/1.1\r\nHost: gw\r\nHost: evil\r\n\r\n", "two Hosts"),
+            (b"GET / HTTP/1.1\r\nhost: gw\r\nHOST: gw\r\n\r\n", "two Hosts, alike"),
+            (b"GET / HTTP/1.1\r\nHost: user@gw\r\n\r\n", "userinfo in Host"),
+            (b"GET http://user@gw/ HTTP/1.1\r\nHost: user@gw\r\n\r\n", "userinfo in the target"),
             (b"GET http://evil/ HTTP/1.1\r\nHost: gw\r\n\r\n", "an absolute target naming another host"),
             (b"GET / HTTP/1.1\r\nBad Name: 1\r\n\r\n", "a space in a name"),
             (b"GET / HTTP/2.0\r\n\r\n", "another version"),
@@ -712,6 +735,20 @@ mod tests {
             client.write_all(head).await.unwrap();
             let e = s.read_request().await.expect_err(what);
             assert_eq!(*e.etype(), ErrorType::InvalidHTTPHeader, "{what}: {e}");
+        }
+
+        // The forms that pass: an origin-form target with one `Host` (kept for the request path) or none,
+        // and an absolute-form one whose authority is the `Host`.
+        for (head, host) in [
+            (&b"GET /mcp HTTP/1.1\r\nhOsT: gw:8080\r\n\r\n"[..], Some(&b"gw:8080"[..])),
+            (b"GET /mcp HTTP/1.1\r\n\r\n", None),
+            (b"GET http://gw/mcp HTTP/1.1\r\nHost: gw\r\n\r\n", Some(b"gw")),
+        ] {
+            let (mut s, mut client) = pair().await;
+            client.write_all(head).await.unwrap();
+            assert!(s.read_request().await.unwrap(), "{}", String::from_utf8_lossy(head));
+            assert_eq!(s.host().map(HeaderValue::as_bytes), host);
+            assert_eq!(s.host(), s.req_header().headers.get(header::HOST));
         }
 
         let (mut s, mut client) = pair().await;
