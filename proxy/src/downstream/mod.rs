@@ -91,8 +91,9 @@ pub struct Session {
     response: Option<Box<ResponseHeader>>,
     writer: Writer,
     body_bytes_sent: usize,
-    /// Header fields of the head being parsed, with their slots among the MCP headers (kept to be reused:
-    /// no allocation per request).
+    /// Header fields of the head being parsed: their names as the known-name table gives them (with their
+    /// slots among the MCP headers and their noted bits) and their values' places (kept to be reused: no
+    /// allocation per request).
     fields: Vec<(FieldName, usize, usize)>,
     /// The request's MCP headers, kept as its head is parsed.
     mcp: McpHeaders,
